@@ -1,0 +1,369 @@
+//! The policy model. Vocabulary follows Cilium Tetragon's TracingPolicy where it fits:
+//! `selectors` are ORed, the `match*` fields inside one selector are ANDed, and the entries
+//! inside one `match*` list are ANDed too. bulwark's own additions are hook points that are
+//! events rather than kernel functions (`exec`, `connect`, `egress`), `matchNamespaces`
+//! (Kubernetes namespaces; Tetragon uses that name for Linux namespaces), `matchDestinations`,
+//! `matchEncryption` and a per-policy `mode`.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every bulwark resource.
+pub const GROUP: &str = "bulwark.dev";
+/// API version of the policy resources.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as written in YAML.
+pub const API_VERSION: &str = "bulwark.dev/v1alpha1";
+
+/// Specification shared by `TracingPolicy` (cluster-wide) and `TracingPolicyNamespaced`
+/// (applies only to workloads in the policy's own namespace).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "bulwark.dev",
+    version = "v1alpha1",
+    kind = "TracingPolicy",
+    plural = "tracingpolicies",
+    singular = "tracingpolicy",
+    shortname = "tp",
+    category = "bulwark",
+    status = "PolicyStatus",
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodes"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingPolicySpec {
+    #[serde(flatten)]
+    pub policy: PolicySpec,
+}
+
+/// Same specification as [`TracingPolicySpec`], scoped to the policy's own namespace: every
+/// selector implicitly carries `matchNamespaces: [{operator: In, values: [<own namespace>]}]`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "bulwark.dev",
+    version = "v1alpha1",
+    kind = "TracingPolicyNamespaced",
+    plural = "tracingpoliciesnamespaced",
+    singular = "tracingpolicynamespaced",
+    shortname = "tpn",
+    category = "bulwark",
+    namespaced,
+    status = "PolicyStatus",
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodes"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingPolicyNamespacedSpec {
+    #[serde(flatten)]
+    pub policy: PolicySpec,
+}
+
+/// The body of a policy: its mode and its rules.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySpec {
+    /// `enforce` (default) carries out `Sigkill` and `Block`; `monitor` only reports what would
+    /// have been done, and every event says so.
+    #[serde(default)]
+    pub mode: Mode,
+    /// The rules of this policy. Each rule hooks one event and has ORed selectors.
+    pub rules: Vec<Rule>,
+}
+
+/// Whether a policy's enforcing actions are carried out.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Carry out `Sigkill` and `Block`.
+    #[default]
+    Enforce,
+    /// Report what `Sigkill` and `Block` would have done; enforce nothing.
+    Monitor,
+}
+
+/// One rule: a hook point and the selectors that decide what happens there.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    /// Unique within the policy (DNS-1123 label); events and violations name it.
+    pub name: String,
+    /// The event this rule acts on.
+    pub hook: Hook,
+    /// ORed: the rule matches when any selector matches.
+    pub selectors: Vec<Selector>,
+}
+
+/// Hook points are events, not kernel functions.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    /// A process executes a new image (execve). Actions: `Post`, `Sigkill`.
+    Exec,
+    /// A process connects a TCP or UDP socket (IPv4 or IPv6), or sends on an unconnected UDP
+    /// socket. Actions: `Post`, `Block` (connect fails with EPERM).
+    Connect,
+    /// The first payload a process sends on an outbound TCP connection, classified as TLS or
+    /// plaintext. Actions: `Post`, `Block` (the send fails with EACCES; nothing reaches the peer).
+    Egress,
+}
+
+/// The fields of one selector are ANDed; so are the entries of each list.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Selector {
+    /// Conditions on the executable's path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_binaries: Vec<BinarySelector>,
+    /// Conditions on the process arguments (argv).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_args: Vec<ArgSelector>,
+    /// Conditions on the Kubernetes namespace of the workload (not Linux namespaces, unlike
+    /// Tetragon's field of the same name). Host processes are in no namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_namespaces: Vec<NamespaceSelector>,
+    /// Conditions on the destination of a connection (`connect` and `egress` hooks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_destinations: Vec<DestinationSelector>,
+    /// Condition on the encryption state of the first payload (`egress` hook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_encryption: Option<Encryption>,
+    /// What to do when the selector matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_actions: Vec<ActionSelector>,
+}
+
+/// String operators, as in Tetragon.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Operator {
+    /// The value is one of `values`.
+    In,
+    /// The value is none of `values`.
+    NotIn,
+    /// The value starts with one of `values`.
+    Prefix,
+    /// The value starts with none of `values`.
+    NotPrefix,
+    /// The value ends with one of `values`.
+    Postfix,
+    /// The value ends with none of `values`.
+    NotPostfix,
+    /// The value equals one of `values` (same as `In`, kept for Tetragon users).
+    Equal,
+}
+
+impl Operator {
+    /// True for the operators that hold when the value is *not* found.
+    pub fn is_negated(self) -> bool {
+        matches!(self, Operator::NotIn | Operator::NotPrefix | Operator::NotPostfix)
+    }
+}
+
+/// Set operators for namespaces and destinations.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum SetOperator {
+    /// Matches when the value is in the set.
+    #[default]
+    In,
+    /// Matches when the value is not in the set.
+    NotIn,
+}
+
+/// `matchBinaries` entry: the absolute path of the executable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BinarySelector {
+    pub operator: Operator,
+    pub values: Vec<String>,
+}
+
+/// `matchArgs` entry: process arguments.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgSelector {
+    /// Which argv element (0 is the program name as invoked). Omitted: any argument from
+    /// argv[1] on satisfies positive operators, and none may match for negated ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    pub operator: Operator,
+    pub values: Vec<String>,
+}
+
+/// `matchNamespaces` entry: Kubernetes namespace names.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSelector {
+    pub operator: SetOperator,
+    pub values: Vec<String>,
+}
+
+/// `matchDestinations` entry. A destination is in the set when it lies in one of `cidrs` (any
+/// address if empty) and its port is one of `ports` (any port if empty) and its protocol is
+/// `protocol` (any if omitted); `NotIn` negates that.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationSelector {
+    pub operator: SetOperator,
+    /// IPv4 or IPv6 CIDRs (`10.0.0.0/8`, `2001:db8::/32`); a bare address means a single host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidrs: Vec<String>,
+    /// Ports (`443`) or inclusive ranges (`"8000-8080"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+}
+
+/// Transport protocol of a destination.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Protocol {
+    TCP,
+    UDP,
+}
+
+/// Encryption state of the first payload bytes on a connection.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    /// Anything that does not start with a TLS handshake record.
+    Plaintext,
+    /// A TLS handshake record (0x16 0x03 0x00..0x04).
+    Tls,
+}
+
+/// `matchActions` entry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionSelector {
+    pub action: Action,
+}
+
+/// What happens when a selector matches.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Action {
+    /// Report an event.
+    Post,
+    /// Kill the process with SIGKILL (`exec` hook: before the new image runs).
+    Sigkill,
+    /// Refuse the operation (`connect`: EPERM; `egress`: the send fails with EACCES).
+    Block,
+}
+
+impl Action {
+    /// True for actions that change what the workload can do.
+    pub fn is_enforcing(self) -> bool {
+        matches!(self, Action::Sigkill | Action::Block)
+    }
+}
+
+/// A port or an inclusive port range, written as an integer (`443`) or a string (`"443"`,
+/// `"8000-8080"`). Kept as written; validation parses it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PortSpec {
+    Number(i64),
+    Text(String),
+}
+
+impl JsonSchema for PortSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PortSpec".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // The API server's structural-schema escape hatch for int-or-string values.
+        schemars::json_schema!({ "x-kubernetes-int-or-string": true })
+    }
+}
+
+/// Status written by the controller through server-side apply.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted` or `Rejected`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Loaded/total nodes as text (`3/3`), for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<String>,
+    /// Standard conditions: `Accepted` (with every lint diagnostic when false) and `Loaded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<StatusCondition>,
+    /// Per-node load results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_status: Vec<NodePolicyStatus>,
+}
+
+/// A Kubernetes-style condition.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// Whether one node has loaded a policy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePolicyStatus {
+    pub node: String,
+    /// `Loaded` or `Failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A policy of either kind, as loaded from a file or the API server.
+#[derive(Clone, Debug)]
+pub enum AnyPolicy {
+    Cluster(TracingPolicy),
+    Namespaced(TracingPolicyNamespaced),
+}
+
+impl AnyPolicy {
+    /// `metadata.name`, empty when missing.
+    pub fn name(&self) -> &str {
+        let meta = match self {
+            AnyPolicy::Cluster(p) => &p.metadata,
+            AnyPolicy::Namespaced(p) => &p.metadata,
+        };
+        meta.name.as_deref().unwrap_or("")
+    }
+
+    /// The namespace a `TracingPolicyNamespaced` is confined to; `None` for cluster policies.
+    pub fn scope_namespace(&self) -> Option<&str> {
+        match self {
+            AnyPolicy::Cluster(_) => None,
+            AnyPolicy::Namespaced(p) => Some(p.metadata.namespace.as_deref().unwrap_or("default")),
+        }
+    }
+
+    /// The spec, whichever the kind.
+    pub fn spec(&self) -> &PolicySpec {
+        match self {
+            AnyPolicy::Cluster(p) => &p.spec.policy,
+            AnyPolicy::Namespaced(p) => &p.spec.policy,
+        }
+    }
+}
