@@ -1,2 +1,391 @@
+//! The contract between bulwark's kernel programs and userspace: every map key and value, every
+//! ring-buffer record, and the limits both sides agree on. `#[repr(C)]`, plain old data, no_std.
+//! The compiler (`bulwark-compiler`) produces these values; the loader writes them; the kernel
+//! programs (`daemon-ebpf`) read them and emit the event records defined here.
+//!
+//! # How matching works
+//! A compiled rule set lives in one of two *slots* (0 or 1). Every matcher map key starts with
+//! the slot, so a new rule set is written into the inactive slot while the active one keeps
+//! enforcing, then [`Config::active_slot`] flips in one map write (no gap, no half policy).
+//!
+//! Conditions are numbered per slot: process conditions (binary, args, namespace) 0..64 and
+//! destination conditions 0..64. A matcher map lookup returns a bitmask of the conditions whose
+//! value set contains the looked-up value ("hits"); a condition holds when it was hit, or, for a
+//! negated operator, when it was not (`hits ^ negate`). A selector holds when all its required
+//! conditions hold. Selector indices 0..64 are per slot too.
+//!
+//! LPM tries return only the longest matching prefix, so the compiler stores in every prefix
+//! entry the union of the hit masks of all shorter prefixes that cover it.
 #![no_std]
-//! placeholder
+
+/// Number of rule-set slots (A/B).
+pub const SLOTS: usize = 2;
+/// Selectors, process conditions and destination conditions per slot (one u64 bitmask each).
+pub const MAX_SELECTORS: usize = 64;
+pub const MAX_PROC_CONDITIONS: usize = 64;
+pub const MAX_DEST_CONDITIONS: usize = 64;
+/// Longest binary path matched exactly (bytes, without NUL). Longer paths never match `In`.
+pub const PATH_LEN: usize = 256;
+/// Longest binary path prefix/postfix (bytes): the LPM key holds the slot byte too.
+pub const PATH_AFFIX_LEN: usize = 255;
+/// Longest argument value (bytes, without NUL) for any operator.
+pub const ARG_LEN: usize = 128;
+/// argv elements examined at exec (argv[0] .. argv[MAX_ARGS-1]).
+pub const MAX_ARGS: usize = 16;
+/// Bytes of the NUL-separated argv copied into an exec event.
+pub const EVENT_ARGS_LEN: usize = 512;
+/// `ArgKey::index` value for conditions that look at any argument (argv[1..]).
+pub const ARG_ANY_INDEX: u8 = 0xff;
+/// `Config::pending_slot` when no rule-set switch is in progress.
+pub const NO_SLOT: u32 = u32::MAX;
+/// Entries in the process map (live processes tracked at once).
+pub const MAX_PROCESSES: u32 = 65_536;
+/// Per-map entry limits of the matcher maps (the lint reports values over these).
+pub const MAX_BINARY_VALUES: u32 = 4_096;
+pub const MAX_ARG_VALUES: u32 = 4_096;
+pub const MAX_CIDRS: u32 = 32_768;
+pub const MAX_PORT_PREFIXES: u32 = 8_192;
+pub const MAX_NAMESPACES: u32 = 4_096;
+pub const MAX_WORKLOADS: u32 = 65_536;
+/// Ring buffer size in bytes (power of two, multiple of the page size).
+pub const EVENTS_RING_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Action bits in [`SelectorEntry::actions`].
+pub const ACTION_POST: u8 = 1;
+pub const ACTION_SIGKILL: u8 = 2;
+pub const ACTION_BLOCK: u8 = 4;
+
+/// [`SelectorEntry::hook`] values.
+pub const HOOK_EXEC: u8 = 0;
+pub const HOOK_CONNECT: u8 = 1;
+pub const HOOK_EGRESS: u8 = 2;
+
+/// [`SelectorEntry::mode`] values.
+pub const MODE_ENFORCE: u8 = 0;
+pub const MODE_MONITOR: u8 = 1;
+
+/// [`SelectorEntry::encryption`] and [`SockState::verdict`] values.
+pub const ENC_ANY: u8 = 0;
+pub const ENC_PLAINTEXT: u8 = 1;
+pub const ENC_TLS: u8 = 2;
+/// Verdict not decided yet (no payload, or too few bytes to tell).
+pub const ENC_PENDING: u8 = 0;
+
+/// Transport protocol numbers as the kernel uses them.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Global switch, `CONFIG[0]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Slot whose rule set is enforced.
+    pub active_slot: u32,
+    /// Slot being prepared, or [`NO_SLOT`]. While set, exec also evaluates this slot so that
+    /// processes started during a switch are correct in both.
+    pub pending_slot: u32,
+    /// Bumped on every switch (diagnostics only).
+    pub generation: u64,
+}
+
+/// Per-slot summary, `SLOT_META[slot]`. Masks let the kernel skip whole lookups.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotMeta {
+    /// Process conditions that hold when *not* hit (NotIn, NotPrefix, NotPostfix).
+    pub proc_negate: u64,
+    /// Destination conditions that hold when *not* matched (NotIn).
+    pub dest_negate: u64,
+    /// Destination conditions without CIDRs (any address).
+    pub dest_any_addr: u64,
+    /// Destination conditions without ports (any port).
+    pub dest_any_port: u64,
+    /// Destination conditions that accept TCP / UDP.
+    pub dest_tcp: u64,
+    pub dest_udp: u64,
+    /// Selectors per hook.
+    pub hook_exec: u64,
+    pub hook_connect: u64,
+    pub hook_egress: u64,
+    /// Number of selectors used (0..=64).
+    pub selector_count: u32,
+    /// `LOOKUP_*` bits: which matcher maps have entries in this slot.
+    pub lookups: u32,
+}
+
+/// [`SlotMeta::lookups`] bits.
+pub const LOOKUP_BIN_EXACT: u32 = 1;
+pub const LOOKUP_BIN_PREFIX: u32 = 2;
+pub const LOOKUP_BIN_POSTFIX: u32 = 4;
+pub const LOOKUP_ARG_EXACT: u32 = 8;
+pub const LOOKUP_ARG_PREFIX: u32 = 16;
+pub const LOOKUP_ARG_POSTFIX: u32 = 32;
+pub const LOOKUP_NAMESPACE: u32 = 64;
+/// Some condition looks at an argument without an index.
+pub const LOOKUP_ARG_ANY: u32 = 128;
+
+/// One selector, `SELECTORS[slot * MAX_SELECTORS + index]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SelectorEntry {
+    /// Process conditions that must all hold.
+    pub proc_required: u64,
+    /// Destination conditions that must all hold.
+    pub dest_required: u64,
+    /// Index of the policy in the userspace table of this slot.
+    pub policy_id: u32,
+    /// Index of the rule within the policy.
+    pub rule_index: u16,
+    /// Index of the selector within the rule.
+    pub selector_index: u16,
+    /// `HOOK_*`.
+    pub hook: u8,
+    /// `ACTION_*` bits.
+    pub actions: u8,
+    /// `MODE_*`.
+    pub mode: u8,
+    /// `ENC_*` required on the egress hook (`ENC_ANY` when no matchEncryption).
+    pub encryption: u8,
+    pub _pad: [u8; 4],
+}
+
+/// `BIN_EXACT` key: slot + zero-filled path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathKey {
+    pub slot: u32,
+    pub path: [u8; PATH_LEN],
+}
+
+/// LPM data for `BIN_PREFIX` / `BIN_POSTFIX` (postfix: path bytes reversed). The LPM prefix
+/// length counts the slot byte: `8 * (1 + len)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathLpmData {
+    pub slot: u8,
+    pub bytes: [u8; PATH_AFFIX_LEN],
+}
+
+/// `ARG_EXACT` key: slot, argv index (or [`ARG_ANY_INDEX`]), zero-filled value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgKey {
+    pub slot: u8,
+    pub index: u8,
+    pub _pad: [u8; 2],
+    pub value: [u8; ARG_LEN],
+}
+
+/// LPM data for `ARG_PREFIX` / `ARG_POSTFIX` (postfix: value bytes reversed). The prefix length
+/// counts slot and index: `8 * (2 + len)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgLpmData {
+    pub slot: u8,
+    pub index: u8,
+    pub bytes: [u8; ARG_LEN],
+}
+
+/// `NAMESPACES` key: slot + namespace id from the workload registry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NamespaceKey {
+    pub slot: u32,
+    pub namespace_id: u32,
+}
+
+/// LPM data for `DEST_V4`: slot + address (network order). Prefix length `8 + cidr bits`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V4LpmData {
+    pub slot: u8,
+    pub addr: [u8; 4],
+}
+
+/// LPM data for `DEST_V6`: slot + address (network order). Prefix length `8 + cidr bits`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V6LpmData {
+    pub slot: u8,
+    pub addr: [u8; 16],
+}
+
+/// LPM data for `PORTS`: slot + port (network order). Port ranges are split into prefix
+/// blocks; prefix length `8 + bits`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortLpmData {
+    pub slot: u8,
+    pub port: [u8; 2],
+}
+
+/// Workload identity of a cgroup, `WORKLOADS[cgroup_id]`. Not slotted: namespace ids are
+/// interned by userspace for the daemon's lifetime.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadEntry {
+    /// 0 means "no Kubernetes namespace" (host process).
+    pub namespace_id: u32,
+    pub _pad: u32,
+}
+
+/// Per-process state, `PROCESSES[tgid]`: set at exec, copied on fork, removed at exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessState {
+    /// `bpf_ktime_get_boot_ns()` at the exec (or fork) that created this identity: with the
+    /// tgid it names the process uniquely on the node (userspace builds `exec_id` from it).
+    pub start_ns: u64,
+    /// Selectors whose process conditions hold, per slot.
+    pub selectors: [u64; SLOTS],
+    /// Namespace id at exec.
+    pub namespace_id: u32,
+    pub _pad: u32,
+}
+
+/// Per-socket state in SK_STORAGE, set at connect for sockets an egress selector could act on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    /// Egress selectors (of the active slot at connect time) whose process and destination
+    /// conditions hold for this socket.
+    pub egress_selectors: u64,
+    /// Identity of the connecting process.
+    pub start_ns: u64,
+    pub tgid: u32,
+    /// Slot the selectors refer to.
+    pub slot: u8,
+    /// `ENC_*`: the first payload's verdict once decided.
+    pub verdict: u8,
+    /// 1 when the socket's sends are being dropped.
+    pub blocked: u8,
+    pub _pad: u8,
+}
+
+/// Ring-buffer record kinds ([`EventHeader::kind`]).
+pub const EVENT_EXEC: u32 = 1;
+pub const EVENT_EXIT: u32 = 2;
+pub const EVENT_FORK: u32 = 3;
+pub const EVENT_CONNECT: u32 = 4;
+pub const EVENT_MATCH: u32 = 5;
+
+/// First field of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// Thread-group id of the process the event is about.
+    pub tgid: u32,
+    /// `bpf_ktime_get_boot_ns()` when the event happened.
+    pub time_ns: u64,
+    /// `ProcessState::start_ns` of the process (identity), 0 if unknown.
+    pub start_ns: u64,
+}
+
+/// `EVENT_EXEC`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub ppid: u32,
+    pub uid: u32,
+    pub cgroup_id: u64,
+    /// Parent's identity (`ProcessState::start_ns` of ppid), 0 if unknown.
+    pub parent_start_ns: u64,
+    pub namespace_id: u32,
+    /// Bytes used in `args` (NUL-separated argv, may be truncated).
+    pub args_len: u32,
+    /// Bytes used in `path` (without NUL).
+    pub path_len: u32,
+    /// 1 when argv was longer than `args`.
+    pub args_truncated: u32,
+    pub path: [u8; PATH_LEN],
+    pub args: [u8; EVENT_ARGS_LEN],
+}
+
+/// `EVENT_EXIT` (thread-group leader only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// `task->exit_code`: exit status in bits 8..16, terminating signal in bits 0..7.
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+/// `EVENT_FORK` (new process, not a new thread).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub parent_tgid: u32,
+    pub _pad: u32,
+    pub parent_start_ns: u64,
+}
+
+/// Destination of a connection. `family` is `AF_INET` (2) or `AF_INET6` (10); v4 addresses use
+/// the first 4 bytes of `addr`; `port` in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Destination {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub family: u8,
+    pub protocol: u8,
+}
+
+/// `EVENT_CONNECT`: every connect (and unconnected UDP send) on a watched cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    pub cgroup_id: u64,
+    pub dest: Destination,
+    /// 1 when a rule blocked it in enforce mode.
+    pub blocked: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `EVENT_MATCH`: a selector matched. One record per matching selector.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MatchEvent {
+    pub header: EventHeader,
+    pub slot: u8,
+    pub selector: u8,
+    pub hook: u8,
+    /// `ACTION_*` bits of the selector.
+    pub actions: u8,
+    /// 1 when Sigkill/Block was carried out (enforce mode), 0 when only reported.
+    pub enforced: u8,
+    /// `ENC_*` verdict (egress hook), else 0.
+    pub encryption: u8,
+    pub _pad: [u8; 2],
+    pub cgroup_id: u64,
+    pub dest: Destination,
+    pub _pad2: [u8; 4],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => { $(unsafe impl aya::Pod for $t {})* };
+    }
+    pod!(
+        Config,
+        SlotMeta,
+        SelectorEntry,
+        PathKey,
+        PathLpmData,
+        ArgKey,
+        ArgLpmData,
+        NamespaceKey,
+        V4LpmData,
+        V6LpmData,
+        PortLpmData,
+        WorkloadEntry,
+        ProcessState,
+        SockState,
+    );
+}

@@ -1,5 +1,58 @@
-//! The `bulwark` binary.
-fn main() {
-    let obj = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/daemon"));
-    println!("ebpf object: {} bytes", obj.len());
+//! The `bulwark` binary: one command-line front end over the crates that do the work.
+//! Each subcommand lives in its own module; this file only parses arguments and dispatches.
+
+mod cmd_compile;
+mod cmd_crds;
+mod cmd_events;
+mod cmd_lint;
+mod cmd_probe;
+mod cmd_run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Policy-driven runtime enforcement for Linux and Kubernetes, on eBPF.
+///
+/// bulwark compiles TracingPolicy resources into eBPF map entries; kernel programs match each
+/// exec, connect and first egress payload against them and log, SIGKILL or block.
+#[derive(Parser, Debug)]
+#[command(name = "bulwark", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check policy files offline: syntax, schema, semantics, kernel limits.
+    Lint(cmd_lint::LintArgs),
+    /// Print the CustomResourceDefinitions bulwark serves (YAML, apply with kubectl).
+    Crds(cmd_crds::CrdsArgs),
+    /// Show what a set of policies compiles to: rules, conditions and eBPF map entries.
+    Compile(cmd_compile::CompileArgs),
+    /// Run the enforcement daemon (root).
+    Run(cmd_run::RunArgs),
+    /// Read, filter and follow the JSON events the daemon writes.
+    Events(cmd_events::EventsArgs),
+    /// Report which kernel mechanisms this host supports and which bulwark will use.
+    Probe(cmd_probe::ProbeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lint(args) => cmd_lint::run(args),
+        Command::Crds(args) => cmd_crds::run(args),
+        Command::Compile(args) => cmd_compile::run(args),
+        Command::Run(args) => cmd_run::run(args),
+        Command::Events(args) => cmd_events::run(args),
+        Command::Probe(args) => cmd_probe::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("bulwark: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
 }
