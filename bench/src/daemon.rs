@@ -1,0 +1,121 @@
+//! Starting and stopping the daemon under test, and reading its status events.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `bulwark run`, stopped (SIGTERM) on drop.
+pub struct Daemon {
+    child: Child,
+    pub events: PathBuf,
+}
+
+impl Daemon {
+    /// Start `bulwark run` on `policy_dir` and wait for its `ready` status event.
+    pub fn start(
+        bulwark: &Path,
+        policy_dir: &Path,
+        events: &Path,
+        extra: &[&str],
+    ) -> Result<Daemon> {
+        let _ = std::fs::remove_file(events);
+        let stderr = std::fs::File::create(events.with_extension("stderr"))?;
+        let child = Command::new(bulwark)
+            .args(["run", "--node-name", "bench", "--policy-dir"])
+            .arg(policy_dir)
+            .arg("--events")
+            .arg(events)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {}", bulwark.display()))?;
+        let mut d = Daemon {
+            child,
+            events: events.to_path_buf(),
+        };
+        d.wait_status(&["ready"], Duration::from_secs(120))?;
+        Ok(d)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait until a status event with one of `states` appears; returns it.
+    pub fn wait_status(&mut self, states: &[&str], timeout: Duration) -> Result<serde_json::Value> {
+        let t = Instant::now();
+        while t.elapsed() < timeout {
+            if let Some(st) = self.child.try_wait()? {
+                let err = std::fs::read_to_string(self.events.with_extension("stderr"))
+                    .unwrap_or_default();
+                bail!("bulwark exited ({st}) before becoming ready:\n{err}");
+            }
+            if let Some(v) = last_status(&self.events, states) {
+                return Ok(v);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("bulwark: no status event {states:?} within {timeout:?}")
+    }
+
+    /// Resident set size now and at its peak, in bytes (from /proc/PID/status).
+    pub fn rss(&self) -> Result<(u64, u64)> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let field = |name: &str| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .unwrap_or(0)
+        };
+        Ok((field("VmRSS:"), field("VmHWM:")))
+    }
+
+    /// SIGTERM, wait, and return the last status event (it carries `lost_events`).
+    pub fn stop(mut self) -> Result<Option<serde_json::Value>> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if self.child.try_wait()?.is_some() {
+                return Ok(last_status(&self.events, &["stopping"]));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        bail!("bulwark did not stop within 20 s of SIGTERM")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The last status event in `events` whose state is one of `states`.
+pub fn last_status(events: &Path, states: &[&str]) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(events).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "status" && states.iter().any(|s| v["state"] == *s))
+        .last()
+}
+
+/// Count events by type in the events file.
+pub fn count_events(events: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    if let Ok(text) = std::fs::read_to_string(events) {
+        for l in text.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(l) {
+                *m.entry(v["type"].as_str().unwrap_or("?").to_string())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}

@@ -1,0 +1,154 @@
+//! The measured workloads. Each runs in its own process (`bulwark-bench worker ...`), so it can
+//! be placed in a network namespace and so the daemon sees a fresh process, and prints one JSON
+//! object with its result on stdout. Only loopback and the bench's own namespaces are used.
+
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Which workload to run.
+#[derive(clap::Subcommand, Debug)]
+pub enum Worker {
+    /// fork+exec of a tiny binary, `n` times.
+    Exec {
+        #[arg(long, default_value_t = 2000)]
+        n: u64,
+        #[arg(long, default_value = "/bin/true")]
+        binary: String,
+    },
+    /// TCP connect + close to `addr`, `n` times.
+    Connect {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 20000)]
+        n: u64,
+    },
+    /// One TCP connection to `addr`, then `n` writes of `size` bytes. `first` decides the
+    /// first payload: a TLS handshake record header, plaintext, or nothing special.
+    Send {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 200_000)]
+        n: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value = "tls")]
+        first: String,
+    },
+    /// Unconnected UDP sends to `addr` at up to `rate` per second for `seconds`.
+    UdpFlood {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Target sends per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
+    /// Accept TCP connections on `addr` and discard what they send, until killed.
+    Sink {
+        #[arg(long)]
+        addr: SocketAddr,
+    },
+}
+
+pub fn run(w: Worker) -> Result<()> {
+    let out = match w {
+        Worker::Exec { n, binary } => {
+            let t = Instant::now();
+            for _ in 0..n {
+                let st = Command::new(&binary)
+                    .status()
+                    .with_context(|| format!("exec {binary}"))?;
+                if !st.success() {
+                    bail!("{binary} exited with {st}");
+                }
+            }
+            per_op(t.elapsed(), n)
+        }
+        Worker::Connect { addr, n } => {
+            let t = Instant::now();
+            for _ in 0..n {
+                drop(TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?);
+            }
+            per_op(t.elapsed(), n)
+        }
+        Worker::Send {
+            addr,
+            n,
+            size,
+            first,
+        } => {
+            let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+            s.set_nodelay(true)?;
+            match first.as_str() {
+                // A TLS 1.2 handshake record header followed by filler: classified as TLS.
+                "tls" => s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x04, 1, 0, 0, 0])?,
+                "plain" => s.write_all(b"GET / HTTP/1.1\r\n\r\n")?,
+                "none" => {}
+                other => bail!("--first must be tls, plain or none, not {other:?}"),
+            }
+            // Give the daemon a moment to take a classified socket out of the SOCKHASH.
+            std::thread::sleep(Duration::from_millis(200));
+            let buf = vec![0x17u8; size];
+            let t = Instant::now();
+            for _ in 0..n {
+                s.write_all(&buf)?;
+            }
+            per_op(t.elapsed(), n)
+        }
+        Worker::UdpFlood {
+            addr,
+            seconds,
+            rate,
+        } => {
+            let bind: SocketAddr = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            }
+            .parse()?;
+            let sock = UdpSocket::bind(bind)?;
+            let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+            let start = Instant::now();
+            let mut sent: u64 = 0;
+            while Instant::now() < deadline {
+                // Batches of 64 keep the clock reads cheap; pace to `rate` when given.
+                for _ in 0..64 {
+                    // Errors (e.g. ECONNREFUSED from an earlier ICMP) do not matter here.
+                    let _ = sock.send_to(b"x", addr);
+                }
+                sent += 64;
+                if rate > 0 {
+                    let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            serde_json::json!({ "ops": sent, "seconds": secs, "ops_per_sec": sent as f64 / secs })
+        }
+        Worker::Sink { addr } => {
+            let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+            println!("{}", serde_json::json!({ "listening": addr.to_string() }));
+            std::io::stdout().flush()?;
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+            return Ok(());
+        }
+    };
+    println!("{out}");
+    Ok(())
+}
+
+fn per_op(elapsed: Duration, n: u64) -> serde_json::Value {
+    serde_json::json!({ "ops": n, "seconds": elapsed.as_secs_f64(), "ns_per_op": elapsed.as_nanos() as f64 / n as f64 })
+}
