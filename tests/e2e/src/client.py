@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""bulwark e2e socket probe (run inside the pod by the harness).
+
+usage: client.py HOST PORT [--udp] [--send TEXT] [--tls-record]
+
+Connects a socket (TCP unless --udp) to HOST:PORT, optionally sends TEXT (or a fake TLS
+ClientHello record header with --tls-record) and reads the reply, and prints one JSON object:
+{"connect": "ok" | "<ERRNO NAME>", "send": ..., "recv_bytes": N}. Exit status 0 when every
+step worked, 3 when connect failed, 4 when send failed, 5 when the reply could not be read.
+"""
+import errno
+import json
+import socket
+import sys
+
+
+def name(e):
+    return errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
+
+
+def main():
+    host, port = sys.argv[1], int(sys.argv[2])
+    rest = sys.argv[3:]
+    udp = "--udp" in rest
+    payload = None
+    if "--send" in rest:
+        payload = rest[rest.index("--send") + 1].encode()
+    if "--tls-record" in rest:
+        payload = bytes([0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00])
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    s.settimeout(5)
+    out = {}
+    try:
+        s.connect((host, port))
+        out["connect"] = "ok"
+    except OSError as e:
+        out["connect"] = name(e)
+        print(json.dumps(out))
+        return 3
+    if payload is not None:
+        try:
+            s.sendall(payload)
+            out["send"] = "ok"
+        except OSError as e:
+            out["send"] = name(e)
+            print(json.dumps(out))
+            return 4
+        if not udp:
+            try:
+                data = s.recv(65536)
+                out["recv_bytes"] = len(data)
+            except OSError as e:
+                out["recv"] = name(e)
+                print(json.dumps(out))
+                return 5
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

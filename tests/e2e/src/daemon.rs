@@ -1,0 +1,485 @@
+//! The daemon under test, driven only through its command line and its JSON-lines events:
+//! `bulwark run --policy-dir DIR --events FILE --workloads FILE --node-name e2e`. [`Daemon`]
+//! starts it with a temp policy dir, waits for the `ready` status event, waits for events
+//! matching predicates, replaces policy files and waits for the reload status, and stops it with
+//! SIGTERM (also on drop). Every timeout panics with what was awaited, the last events and the
+//! daemon's stderr, so a failing test says why.
+
+use crate::world::World;
+use crate::TempDir;
+use serde_json::Value;
+use std::cell::RefCell;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// One JSON event as the daemon wrote it.
+pub type Event = Value;
+
+/// The node name the harness passes (`--node-name`); every event must carry it.
+pub const NODE_NAME: &str = "e2e";
+
+/// How to start the daemon.
+#[derive(Clone, Debug, Default)]
+pub struct DaemonConfig {
+    /// Policy files: (file name in the policy dir, content).
+    pub policies: Vec<(String, String)>,
+    /// Content of the `--workloads` file.
+    pub workloads: String,
+    /// Extra command-line arguments after the standard ones.
+    pub extra_args: Vec<String>,
+}
+
+/// A running `bulwark run`.
+pub struct Daemon {
+    child: Option<Child>,
+    dir: TempDir,
+    policy_dir: PathBuf,
+    events_path: PathBuf,
+    stderr_path: PathBuf,
+    state: RefCell<EventState>,
+}
+
+#[derive(Default)]
+struct EventState {
+    offset: u64,
+    partial: String,
+    events: Vec<Event>,
+    /// Lines that were not JSON objects (a contract violation, reported by tests).
+    bad_lines: Vec<String>,
+}
+
+/// The `bulwark` binary: `$BULWARK_BIN`, else `<target>/debug/bulwark`, built with
+/// `cargo build -p bulwark` when missing.
+pub fn bulwark_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("BULWARK_BIN") {
+            let p = PathBuf::from(p);
+            assert!(
+                p.is_file(),
+                "BULWARK_BIN={} is not a file: build it or unset BULWARK_BIN",
+                p.display()
+            );
+            return p;
+        }
+        let root = crate::workspace_root();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let bin = target.join("debug/bulwark");
+        if !bin.is_file() {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "bulwark"])
+                .current_dir(&root)
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run cargo to build bulwark: {e}"));
+            assert!(
+                status.success() && bin.is_file(),
+                "`cargo build -p bulwark` failed ({status}); fix the build or set BULWARK_BIN"
+            );
+        }
+        bin
+    })
+}
+
+impl Daemon {
+    /// Starts the daemon for `world` with `policies` as (file name, YAML) and waits until ready.
+    pub fn start(world: &World, policies: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(DaemonConfig {
+            policies: policies
+                .iter()
+                .map(|(n, c)| (n.to_string(), c.to_string()))
+                .collect(),
+            workloads: world.workloads_yaml(),
+            extra_args: Vec::new(),
+        })
+    }
+
+    /// Starts the daemon as configured and waits for its `ready` status event.
+    pub fn start_with(cfg: DaemonConfig) -> Daemon {
+        crate::preflight();
+        let bin = bulwark_bin();
+        let dir = TempDir::new("daemon");
+        let policy_dir = dir.join("policies");
+        std::fs::create_dir_all(&policy_dir).expect("create policy dir");
+        for (name, content) in &cfg.policies {
+            std::fs::write(policy_dir.join(name), content).expect("write policy");
+        }
+        let workloads = dir.join("workloads.yaml");
+        std::fs::write(&workloads, &cfg.workloads).expect("write workloads");
+        let events_path = dir.join("events.jsonl");
+        let stderr_path = dir.join("daemon.stderr");
+        let stdout_path = dir.join("daemon.stdout");
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--policy-dir")
+            .arg(&policy_dir)
+            .arg("--events")
+            .arg(&events_path)
+            .arg("--workloads")
+            .arg(&workloads)
+            .arg("--node-name")
+            .arg(NODE_NAME)
+            .args(&cfg.extra_args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).expect("create stdout file"))
+            .stderr(std::fs::File::create(&stderr_path).expect("create stderr file"));
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let daemon = Daemon {
+            child: Some(child),
+            dir,
+            policy_dir,
+            events_path,
+            stderr_path,
+            state: RefCell::new(EventState::default()),
+        };
+        daemon.wait_event("the daemon's ready status event", |e| {
+            e["type"] == "status" && e["state"] == "ready"
+        });
+        daemon
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The policy directory the daemon watches.
+    pub fn policy_dir(&self) -> &Path {
+        &self.policy_dir
+    }
+
+    /// The daemon's stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Reads newly written events. Lines that are not JSON objects are kept in
+    /// [`Daemon::bad_lines`] for the contract test, so one bad line does not hide the behaviour
+    /// every other test checks.
+    fn refresh(&self) {
+        let mut st = self.state.borrow_mut();
+        let Ok(mut f) = std::fs::File::open(&self.events_path) else {
+            return;
+        };
+        if f.seek(SeekFrom::Start(st.offset)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_err() {
+            return;
+        }
+        st.offset += buf.len() as u64;
+        let text = String::from_utf8_lossy(&buf);
+        let mut pending = std::mem::take(&mut st.partial);
+        pending.push_str(&text);
+        let mut lines: Vec<&str> = pending.split('\n').collect();
+        let tail = lines.pop().unwrap_or("").to_string();
+        for line in lines {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) if v.is_object() => st.events.push(v),
+                _ => st.bad_lines.push(line.to_string()),
+            }
+        }
+        st.partial = tail;
+    }
+
+    /// Every event so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.refresh();
+        self.state.borrow().events.clone()
+    }
+
+    /// Lines of the events file that were not JSON objects.
+    pub fn bad_lines(&self) -> Vec<String> {
+        self.refresh();
+        self.state.borrow().bad_lines.clone()
+    }
+
+    /// Events for which `pred` holds.
+    pub fn find(&self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
+        self.events().into_iter().filter(|e| pred(e)).collect()
+    }
+
+    /// Waits up to `limit` for an event matching `pred` (searching all events so far).
+    pub fn try_wait_event(&self, limit: Duration, pred: impl Fn(&Event) -> bool) -> Option<Event> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.refresh();
+            if let Some(e) = self.state.borrow().events.iter().find(|e| pred(e)) {
+                return Some(e.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            if let Some(status) = self.exited() {
+                // One last read: the daemon may have written the event as it exited.
+                self.refresh();
+                if let Some(e) = self.state.borrow().events.iter().find(|e| pred(e)) {
+                    return Some(e.clone());
+                }
+                panic!(
+                    "the daemon exited ({status}) while the test waited for an event\n{}",
+                    self.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits up to [`crate::timeout()`] for an event matching `pred`; panics naming `what`,
+    /// with the recent events and the daemon's stderr, when none comes.
+    pub fn wait_event(&self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        match self.try_wait_event(crate::timeout(), pred) {
+            Some(e) => e,
+            None => panic!(
+                "timed out after {:?} waiting for {what}\n{}",
+                crate::timeout(),
+                self.diagnostics()
+            ),
+        }
+    }
+
+    /// Waits `settle` and then asserts that no event matches `pred` (for "nothing happened").
+    pub fn assert_no_event(&self, what: &str, settle: Duration, pred: impl Fn(&Event) -> bool) {
+        std::thread::sleep(settle);
+        let found = self.find(pred);
+        assert!(
+            found.is_empty(),
+            "expected no {what}, got: {}\n{}",
+            serde_json::to_string_pretty(&found).unwrap_or_default(),
+            self.diagnostics()
+        );
+    }
+
+    /// The largest `generation` of any status event so far (0 when none).
+    pub fn generation(&self) -> u64 {
+        self.events()
+            .iter()
+            .filter(|e| e["type"] == "status")
+            .filter_map(|e| e["generation"].as_u64())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Policy names of the most recent status event that lists them (`ready` or `reloaded`),
+    /// waiting for one if none was written yet.
+    pub fn loaded_policies(&self) -> Vec<String> {
+        self.wait_event("a status event listing the loaded policies", |e| {
+            e["type"] == "status" && e["policies"].is_array()
+        });
+        let events = self.events();
+        let last = events
+            .iter()
+            .rev()
+            .find(|e| {
+                e["type"] == "status"
+                    && e["policies"].is_array()
+                    && (e["state"] == "ready" || e["state"] == "reloaded")
+            })
+            .cloned()
+            .unwrap_or(Value::Null);
+        last["policies"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Writes a policy file atomically (a temp file outside the policy dir, then rename) without
+    /// waiting for the daemon.
+    pub fn write_policy(&self, name: &str, content: &str) {
+        let tmp = self.dir.join(format!(".{name}.tmp-{}", crate::next_id()));
+        std::fs::write(&tmp, content).expect("write temp policy");
+        std::fs::rename(&tmp, self.policy_dir.join(name)).expect("rename policy into place");
+    }
+
+    /// Replaces (or adds) a policy file and waits for the daemon's next `reloaded` or
+    /// `reload_failed` status event (generation above any seen before), which it returns.
+    pub fn replace_policy(&self, name: &str, content: &str) -> Event {
+        let before = self.generation();
+        self.write_policy(name, content);
+        self.wait_reload(before)
+    }
+
+    /// Removes a policy file and waits for the reload status.
+    pub fn remove_policy(&self, name: &str) -> Event {
+        let before = self.generation();
+        std::fs::remove_file(self.policy_dir.join(name)).expect("remove policy file");
+        self.wait_reload(before)
+    }
+
+    fn wait_reload(&self, before: u64) -> Event {
+        self.wait_event(
+            &format!("a reloaded/reload_failed status event with generation > {before}"),
+            |e| {
+                e["type"] == "status"
+                    && (e["state"] == "reloaded" || e["state"] == "reload_failed")
+                    && e["generation"].as_u64().unwrap_or(0) > before
+            },
+        )
+    }
+
+    fn exited(&self) -> Option<ExitStatus> {
+        // try_wait needs &mut; the pid check through waitid(WNOWAIT) keeps the child reapable.
+        let pid = self.pid() as libc::id_t;
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 && unsafe { info.si_pid() } != 0 {
+            let code = unsafe { info.si_status() };
+            use std::os::unix::process::ExitStatusExt;
+            let raw = if info.si_code == libc::CLD_EXITED {
+                (code & 0xff) << 8
+            } else {
+                code & 0x7f
+            };
+            Some(ExitStatus::from_raw(raw))
+        } else {
+            None
+        }
+    }
+
+    /// Text for failure messages: the last events and the daemon's stderr.
+    pub fn diagnostics(&self) -> String {
+        self.refresh();
+        let st = self.state.borrow();
+        let start = st.events.len().saturating_sub(25);
+        let recent: Vec<String> = st.events[start..].iter().map(|e| e.to_string()).collect();
+        let stderr = self.stderr();
+        let stderr_tail: String = {
+            let lines: Vec<&str> = stderr.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        format!(
+            "--- last {} of {} daemon events ---\n{}\n--- daemon stderr (tail) ---\n{}\n---",
+            recent.len(),
+            st.events.len(),
+            recent.join("\n"),
+            stderr_tail
+        )
+    }
+
+    /// Sends SIGTERM and waits for the exit; panics when it does not exit within the timeout.
+    pub fn stop(mut self) -> ExitStatus {
+        self.terminate().unwrap_or_else(|| {
+            panic!(
+                "the daemon did not exit after SIGTERM\n{}",
+                self.diagnostics()
+            )
+        })
+    }
+
+    fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + crate::timeout();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.terminate().is_none() && self.child.is_some() {
+            eprintln!("warning: the daemon had to be SIGKILLed");
+        }
+    }
+}
+
+/// Helpers to read fields of events.
+pub mod ev {
+    use super::Event;
+
+    /// `e.type == t`
+    pub fn is(e: &Event, t: &str) -> bool {
+        e["type"] == t
+    }
+
+    /// `process.pid` of an event.
+    pub fn pid(e: &Event) -> Option<u64> {
+        e["process"]["pid"].as_u64()
+    }
+
+    /// `process.binary`
+    pub fn binary(e: &Event) -> &str {
+        e["process"]["binary"].as_str().unwrap_or("")
+    }
+
+    /// `process.exec_id` as a string (whatever its JSON type).
+    pub fn exec_id(e: &Event) -> Option<String> {
+        id(&e["process"]["exec_id"])
+    }
+
+    /// `process.parent_exec_id` as a string.
+    pub fn parent_exec_id(e: &Event) -> Option<String> {
+        id(&e["process"]["parent_exec_id"])
+    }
+
+    fn id(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// `process.arguments` joined by spaces, whether the daemon writes a string or a list.
+    pub fn arguments(e: &Event) -> String {
+        match &e["process"]["arguments"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .map(|v| v.as_str().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        }
+    }
+
+    /// A `policy_match` event of `policy` on `hook`.
+    pub fn is_match(e: &Event, policy: &str, hook: &str) -> bool {
+        is(e, "policy_match") && e["policy_name"] == policy && e["hook"] == hook
+    }
+
+    /// `destination.ip` / `destination.port`.
+    pub fn dest(e: &Event) -> (String, u64) {
+        (
+            e["destination"]["ip"].as_str().unwrap_or("").to_string(),
+            e["destination"]["port"].as_u64().unwrap_or(0),
+        )
+    }
+}
