@@ -296,10 +296,14 @@ pub struct PolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<String>,
     /// Standard conditions: `Accepted` (with every lint diagnostic when false) and `Loaded`.
+    /// A list-map keyed by `type` for server-side apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<StatusCondition>,
-    /// Per-node load results.
+    /// Per-node load results. A list-map keyed by `node`: each node's controller owns its own
+    /// entry through server-side apply (field manager `bulwark/<node>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
     pub node_status: Vec<NodePolicyStatus>,
 }
 
