@@ -260,6 +260,8 @@ pub struct SockState {
     /// 1 when the socket's sends are being dropped.
     pub blocked: u8,
     pub _pad: u8,
+    /// Socket cookie, the socket's key in [`MAP_SOCKHASH`] (set by sock_ops when it adds it).
+    pub cookie: u64,
 }
 
 /// Ring-buffer record kinds ([`EventHeader::kind`]).
@@ -268,6 +270,10 @@ pub const EVENT_EXIT: u32 = 2;
 pub const EVENT_FORK: u32 = 3;
 pub const EVENT_CONNECT: u32 = 4;
 pub const EVENT_MATCH: u32 = 5;
+/// Engine-internal: a socket in [`MAP_SOCKHASH`] got its first-payload verdict and was not
+/// blocked, so userspace must delete it from the SOCKHASH (sk_msg programs may not delete from a
+/// sockmap: the verifier allows `map_delete_elem` on it only from sock_ops and a few others).
+pub const EVENT_SOCK_CLASSIFIED: u32 = 6;
 
 /// First field of every ring-buffer record.
 #[repr(C)]
@@ -366,6 +372,81 @@ pub struct MatchEvent {
     pub _pad2: [u8; 4],
 }
 
+/// `EVENT_SOCK_CLASSIFIED` (consumed by the engine, not a user-facing event).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockClassifiedEvent {
+    pub header: EventHeader,
+    /// Key of the socket in [`MAP_SOCKHASH`].
+    pub cookie: u64,
+    /// `ENC_*` verdict.
+    pub verdict: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Kernel structure offsets resolved by userspace from BTF at load time and handed to the
+/// programs as the read-only global `OFFSETS` (struct layouts differ between kernel builds).
+/// Offsets in bytes; 0 means "unknown" (the program then skips that read).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.mm`
+    pub task_mm: u32,
+    /// `task_struct.real_parent`
+    pub task_real_parent: u32,
+    /// `task_struct.tgid`
+    pub task_tgid: u32,
+    /// `task_struct.pid`
+    pub task_pid: u32,
+    /// `task_struct.exit_code`
+    pub task_exit_code: u32,
+    /// `mm_struct.arg_start`
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end`
+    pub mm_arg_end: u32,
+    /// Offset of `group_dead` in the `sched/sched_process_exit` tracepoint record, 0 when the
+    /// kernel has no such field (then the thread-group leader's exit is reported).
+    pub tp_exit_group_dead: u32,
+}
+
+/// Per-CPU diagnostic counters, `COUNTERS[index]` (sum over CPUs).
+pub const COUNTER_LOST_EVENTS: u32 = 0;
+/// PROCESSES was full when a process had to be added.
+pub const COUNTER_PROCESS_MAP_FULL: u32 = 1;
+/// Sockets added to the SOCKHASH (watched sockets).
+pub const COUNTER_SOCKHASH_ADDED: u32 = 2;
+/// Adding a socket to the SOCKHASH failed.
+pub const COUNTER_SOCKHASH_ADD_FAILED: u32 = 3;
+/// Kernel reads (argv, parent) that failed.
+pub const COUNTER_READ_FAILED: u32 = 4;
+/// Sends dropped by the egress program.
+pub const COUNTER_EGRESS_DROPPED: u32 = 5;
+/// Number of counters.
+pub const COUNTERS_LEN: u32 = 8;
+
+/// Map names in the eBPF object (shared so the loader cannot drift from the programs).
+pub const MAP_CONFIG: &str = "CONFIG";
+pub const MAP_SLOT_META: &str = "SLOT_META";
+pub const MAP_SELECTORS: &str = "SELECTORS";
+pub const MAP_BIN_EXACT: &str = "BIN_EXACT";
+pub const MAP_BIN_PREFIX: &str = "BIN_PREFIX";
+pub const MAP_BIN_POSTFIX: &str = "BIN_POSTFIX";
+pub const MAP_ARG_EXACT: &str = "ARG_EXACT";
+pub const MAP_ARG_PREFIX: &str = "ARG_PREFIX";
+pub const MAP_ARG_POSTFIX: &str = "ARG_POSTFIX";
+pub const MAP_NAMESPACES: &str = "NAMESPACES";
+pub const MAP_DEST_V4: &str = "DEST_V4";
+pub const MAP_DEST_V6: &str = "DEST_V6";
+pub const MAP_PORTS: &str = "PORTS";
+pub const MAP_WORKLOADS: &str = "WORKLOADS";
+pub const MAP_PROCESSES: &str = "PROCESSES";
+pub const MAP_SK_STORAGE: &str = "SK_STORAGE";
+pub const MAP_SOCKHASH: &str = "SOCKHASH";
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Entries of the SOCKHASH (sockets awaiting their first-payload verdict, or blocked).
+pub const MAX_WATCHED_SOCKETS: u32 = 65_536;
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -387,5 +468,6 @@ mod pod {
         WorkloadEntry,
         ProcessState,
         SockState,
+        KernelOffsets,
     );
 }

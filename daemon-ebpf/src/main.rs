@@ -1,14 +1,12 @@
 //! bulwark's kernel programs. Kept small: every decision that can be made in userspace is made
-//! there and handed down as map entries by the compiler.
+//! there and handed down as map entries by the compiler. `maps` holds the maps and shared
+//! helpers, `exec` the process lifecycle programs, `net` connect, sock_ops and sk_msg.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-
-#[tracepoint]
-pub fn bulwark_exec(_ctx: TracePointContext) -> u32 {
-    0
-}
+mod exec;
+mod maps;
+mod net;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,0 +1,463 @@
+//! Process lifecycle programs: exec (evaluate process selectors once, cache them in PROCESSES,
+//! carry out exec-hook actions), fork (inherit the parent's cached state) and exit (report,
+//! forget). All policy logic is map lookups; see the `daemon-common` crate doc for the scheme.
+
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str, bpf_send_signal,
+    },
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext,
+};
+use daemon_common::*;
+
+use crate::maps::*;
+
+const SIGKILL: u32 = 9;
+
+/// Reads a kernel value at `base + off` (0 when the offset is unknown or the read fails).
+#[inline(always)]
+fn kread<T: Default>(base: u64, off: u32) -> T {
+    let mut v = T::default();
+    if base == 0 || off == 0 {
+        return v;
+    }
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            (&mut v as *mut T).cast(),
+            core::mem::size_of::<T>() as u32,
+            (base + off as u64) as *const core::ffi::c_void,
+        )
+    };
+    if r != 0 {
+        count(COUNTER_READ_FAILED);
+        return T::default();
+    }
+    v
+}
+
+#[tracepoint]
+pub fn bulwark_exec(ctx: TracePointContext) -> u32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+/// The slots evaluated at this exec: the active one and, during a switch, the pending one.
+struct Slots {
+    slot: [u32; SLOTS],
+    meta: [SlotMeta; SLOTS],
+    /// Number of valid entries (1 or 2).
+    n: usize,
+    /// Union of the lookups bits of the evaluated slots.
+    lookups: u32,
+}
+
+#[inline(always)]
+fn slot_meta(slot: u32) -> SlotMeta {
+    match SLOT_META.get(slot & 1) {
+        Some(m) => *m,
+        None => SlotMeta::default(),
+    }
+}
+
+fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let s = EXEC_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    let s = unsafe { &mut *s };
+    let off = offsets();
+    let tgid = (bpf_pid_tgid() >> 32) as u32;
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let namespace_id = match unsafe { WORKLOADS.get(&cgroup_id) } {
+        Some(w) => w.namespace_id,
+        None => 0,
+    };
+    let cfg = config();
+    let active = cfg.active_slot & 1;
+    let mut sl = Slots {
+        slot: [active, 0],
+        meta: [slot_meta(active), SlotMeta::default()],
+        n: 1,
+        lookups: 0,
+    };
+    if cfg.pending_slot != NO_SLOT && (cfg.pending_slot & 1) != active {
+        sl.slot[1] = cfg.pending_slot & 1;
+        sl.meta[1] = slot_meta(sl.slot[1]);
+        sl.n = 2;
+    }
+    sl.lookups = sl.meta[0].lookups | if sl.n == 2 { sl.meta[1].lookups } else { 0 };
+
+    // --- the event: path, argv, parent -------------------------------------------------
+    let ev = &mut s.event;
+    zero(ev.path.as_mut_ptr(), PATH_LEN);
+    let loc: u32 = unsafe { ctx.read_at::<u32>(8) }.map_err(|e| e as i64)?;
+    let fname = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
+    let n = unsafe {
+        bpf_probe_read_kernel_str(ev.path.as_mut_ptr().cast(), PATH_LEN as u32, fname.cast())
+    };
+    let path_len: usize = if n > 0 { (n as usize - 1) & 0x1ff } else { 0 };
+    let path_len = if path_len > PATH_LEN - 1 { PATH_LEN - 1 } else { path_len };
+    ev.path_len = path_len as u32;
+
+    let task = unsafe { bpf_get_current_task() };
+    let mm: u64 = kread(task, off.task_mm);
+    let arg_start: u64 = kread(mm, off.mm_arg_start);
+    let arg_end: u64 = kread(mm, off.mm_arg_end);
+    let total = arg_end.saturating_sub(arg_start);
+    let mut args_len = total as usize;
+    if args_len > EVENT_ARGS_LEN {
+        args_len = EVENT_ARGS_LEN;
+    }
+    ev.args_truncated = (total > EVENT_ARGS_LEN as u64) as u32;
+    ev.args_len = 0;
+    if arg_start != 0 && args_len > 0 {
+        let r = unsafe {
+            bpf_probe_read_user(
+                ev.args.as_mut_ptr().cast(),
+                (args_len & (EVENT_ARGS_LEN * 2 - 1)) as u32,
+                arg_start as *const core::ffi::c_void,
+            )
+        };
+        if r == 0 {
+            ev.args_len = args_len as u32;
+        } else {
+            count(COUNTER_READ_FAILED);
+        }
+    }
+    let parent: u64 = kread(task, off.task_real_parent);
+    let ppid: u32 = kread(parent, off.task_tgid);
+    ev.ppid = ppid;
+    ev.uid = unsafe { bpf_get_current_uid_gid() } as u32;
+    ev.cgroup_id = cgroup_id;
+    ev.namespace_id = namespace_id;
+    ev.parent_start_ns = match unsafe { PROCESSES.get(&ppid) } {
+        Some(p) => p.start_ns,
+        None => 0,
+    };
+    ev.header = header(EVENT_EXEC, tgid, now);
+    ev.header.start_ns = now;
+
+    // --- process condition hits, per slot ------------------------------------------------
+    let mut hits = [0u64; SLOTS];
+    if sl.lookups & LOOKUP_BIN_EXACT != 0 {
+        copy(s.path_key.path.as_mut_ptr(), s.event.path.as_ptr(), PATH_LEN);
+        for k in 0..SLOTS {
+            if k < sl.n && sl.meta[k].lookups & LOOKUP_BIN_EXACT != 0 {
+                s.path_key.slot = sl.slot[k];
+                if let Some(h) = unsafe { BIN_EXACT.get(&s.path_key) } {
+                    hits[k] |= *h;
+                }
+            }
+        }
+    }
+    if sl.lookups & (LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX) != 0 {
+        let l = if path_len > PATH_AFFIX_LEN { PATH_AFFIX_LEN } else { path_len };
+        s.path_lpm.prefix_len = 8 * (1 + l as u32);
+        for (bit, reverse) in [(LOOKUP_BIN_PREFIX, false), (LOOKUP_BIN_POSTFIX, true)] {
+            if sl.lookups & bit == 0 {
+                continue;
+            }
+            let dst = core::ptr::addr_of_mut!(s.path_lpm.data.bytes) as *mut u8;
+            if reverse {
+                copy_reversed(dst, s.event.path.as_ptr(), path_len, PATH_AFFIX_LEN);
+            } else {
+                copy(dst, s.event.path.as_ptr(), PATH_AFFIX_LEN);
+            }
+            for k in 0..SLOTS {
+                if k < sl.n && sl.meta[k].lookups & bit != 0 {
+                    s.path_lpm.data.slot = sl.slot[k] as u8;
+                    let m = if reverse { &BIN_POSTFIX } else { &BIN_PREFIX };
+                    if let Some(h) = m.get(&s.path_lpm) {
+                        hits[k] |= *h;
+                    }
+                }
+            }
+        }
+    }
+    if sl.lookups & LOOKUP_NAMESPACE != 0 {
+        for k in 0..SLOTS {
+            if k < sl.n && sl.meta[k].lookups & LOOKUP_NAMESPACE != 0 {
+                let key = NamespaceKey {
+                    slot: sl.slot[k],
+                    namespace_id,
+                };
+                if let Some(h) = unsafe { NAMESPACES.get(&key) } {
+                    hits[k] |= *h;
+                }
+            }
+        }
+    }
+    const ARG_BITS: u32 = LOOKUP_ARG_EXACT | LOOKUP_ARG_PREFIX | LOOKUP_ARG_POSTFIX;
+    if sl.lookups & ARG_BITS != 0 && arg_start != 0 {
+        arg_hits(s, &sl, arg_start, arg_end, &mut hits);
+    }
+
+    // --- selectors -----------------------------------------------------------------------
+    let mut state = ProcessState {
+        start_ns: now,
+        selectors: [0; SLOTS],
+        namespace_id,
+        _pad: 0,
+    };
+    for k in 0..SLOTS {
+        if k < sl.n {
+            let truth = hits[k] ^ sl.meta[k].proc_negate;
+            state.selectors[sl.slot[k] as usize & 1] =
+                eval_selectors(sl.slot[k], sl.meta[k].selector_count, truth);
+        }
+    }
+    if PROCESSES.insert(&tgid, &state, 0).is_err() {
+        count(COUNTER_PROCESS_MAP_FULL);
+    }
+
+    // --- exec-hook actions ----------------------------------------------------------------
+    let matched = state.selectors[active as usize] & sl.meta[0].hook_exec;
+    let mut kill = false;
+    if matched != 0 {
+        for i in 0..MAX_SELECTORS as u32 {
+            if matched & (1u64 << i) == 0 {
+                continue;
+            }
+            let Some(sel) = selector(active, i) else {
+                continue;
+            };
+            let enforced = sel.mode == MODE_ENFORCE && sel.actions & ACTION_SIGKILL != 0;
+            kill |= enforced;
+            let m = MatchEvent {
+                header: header(EVENT_MATCH, tgid, now),
+                slot: active as u8,
+                selector: i as u8,
+                hook: HOOK_EXEC,
+                actions: sel.actions,
+                enforced: enforced as u8,
+                encryption: 0,
+                _pad: [0; 2],
+                cgroup_id,
+                dest: Destination::default(),
+                _pad2: [0; 4],
+            };
+            emit(&m);
+        }
+    }
+    if kill {
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    emit(&s.event);
+    Ok(())
+}
+
+#[inline(always)]
+fn bpf_pid_tgid() -> u64 {
+    unsafe { bpf_get_current_pid_tgid() }
+}
+
+/// Bitmask of the selectors of `slot` whose process conditions all hold under `truth`.
+#[inline(always)]
+fn eval_selectors(slot: u32, count: u32, truth: u64) -> u64 {
+    let mut bits = 0u64;
+    for i in 0..MAX_SELECTORS as u32 {
+        if i >= count {
+            break;
+        }
+        if let Some(sel) = selector(slot, i) {
+            if sel.proc_required & !truth == 0 {
+                bits |= 1u64 << i;
+            }
+        }
+    }
+    bits
+}
+
+/// Hits of the argv matchers: argv[i] is looked up by its index, and (i >= 1) by
+/// `ARG_ANY_INDEX` when a slot has index-less argument conditions. Each element is read with
+/// `bpf_probe_read_user_str` into a buffer of `ARG_BUF` bytes; an element that fills it is
+/// matched on its first bytes and ends the walk, because the start of the next one is unknown
+/// (documented limit: arguments after one of 255+ bytes are not examined).
+#[inline(always)]
+fn arg_hits(
+    s: &mut ExecScratch,
+    sl: &Slots,
+    arg_start: u64,
+    arg_end: u64,
+    hits: &mut [u64; SLOTS],
+) {
+    let mut p = arg_start;
+    for i in 0..MAX_ARGS as u32 {
+        if p >= arg_end {
+            break;
+        }
+        let n = unsafe {
+            bpf_probe_read_user_str(
+                s.arg_buf.as_mut_ptr().cast(),
+                ARG_BUF as u32,
+                p as *const core::ffi::c_void,
+            )
+        };
+        if n <= 0 {
+            count(COUNTER_READ_FAILED);
+            break;
+        }
+        let len = ((n as usize) - 1) & (ARG_BUF - 1);
+        p += n as u64;
+        // Exact: values longer than ARG_LEN can never equal a policy value.
+        if sl.lookups & LOOKUP_ARG_EXACT != 0 && len <= ARG_LEN {
+            copy_len(s.arg_key.value.as_mut_ptr(), s.arg_buf.as_ptr(), len, ARG_LEN);
+            for any in [false, true] {
+                if any && (i == 0 || sl.lookups & LOOKUP_ARG_ANY == 0) {
+                    continue;
+                }
+                s.arg_key.index = if any { ARG_ANY_INDEX } else { i as u8 };
+                for k in 0..SLOTS {
+                    if k < sl.n && sl.meta[k].lookups & LOOKUP_ARG_EXACT != 0 {
+                        s.arg_key.slot = sl.slot[k] as u8;
+                        if let Some(h) = unsafe { ARG_EXACT.get(&s.arg_key) } {
+                            hits[k] |= *h;
+                        }
+                    }
+                }
+            }
+        }
+        let l = if len > ARG_LEN { ARG_LEN } else { len };
+        for (bit, reverse) in [(LOOKUP_ARG_PREFIX, false), (LOOKUP_ARG_POSTFIX, true)] {
+            if sl.lookups & bit == 0 {
+                continue;
+            }
+            s.arg_lpm.prefix_len = 8 * (2 + l as u32);
+            let dst = core::ptr::addr_of_mut!(s.arg_lpm.data.bytes) as *mut u8;
+            if reverse {
+                copy_reversed(dst, s.arg_buf.as_ptr(), len, ARG_LEN);
+            } else {
+                copy_len(dst, s.arg_buf.as_ptr(), l, ARG_LEN);
+            }
+            for any in [false, true] {
+                if any && (i == 0 || sl.lookups & LOOKUP_ARG_ANY == 0) {
+                    continue;
+                }
+                s.arg_lpm.data.index = if any { ARG_ANY_INDEX } else { i as u8 };
+                for k in 0..SLOTS {
+                    if k < sl.n && sl.meta[k].lookups & bit != 0 {
+                        s.arg_lpm.data.slot = sl.slot[k] as u8;
+                        let m = if reverse { &ARG_POSTFIX } else { &ARG_PREFIX };
+                        if let Some(h) = m.get(&s.arg_lpm) {
+                            hits[k] |= *h;
+                        }
+                    }
+                }
+            }
+        }
+        if n as usize >= ARG_BUF {
+            break;
+        }
+    }
+}
+
+/// Zero `len` bytes (volatile: no memset libcall in BPF).
+#[inline(always)]
+fn zero(dst: *mut u8, len: usize) {
+    for i in 0..len {
+        unsafe { core::ptr::write_volatile(dst.add(i), 0) };
+    }
+}
+
+/// Copy `len` bytes.
+#[inline(always)]
+fn copy(dst: *mut u8, src: *const u8, len: usize) {
+    for i in 0..len {
+        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
+    }
+}
+
+/// Copy the first `n` of `cap` bytes and zero the rest.
+#[inline(always)]
+fn copy_len(dst: *mut u8, src: *const u8, n: usize, cap: usize) {
+    for i in 0..cap {
+        let b = if i < n {
+            unsafe { core::ptr::read_volatile(src.add(i)) }
+        } else {
+            0
+        };
+        unsafe { core::ptr::write_volatile(dst.add(i), b) };
+    }
+}
+
+/// `dst[j] = src[n-1-j]` for `j < min(n, cap)`, zero after: the reversed tail of a string,
+/// the postfix matchers' key.
+#[inline(always)]
+fn copy_reversed(dst: *mut u8, src: *const u8, n: usize, cap: usize) {
+    for j in 0..cap {
+        let b = if j < n {
+            let at = (n - 1 - j) & 0x1ff;
+            unsafe { core::ptr::read_volatile(src.add(at)) }
+        } else {
+            0
+        };
+        unsafe { core::ptr::write_volatile(dst.add(j), b) };
+    }
+}
+
+/// `sched_process_fork(parent, child)`: a new process (not a thread) inherits the parent's
+/// cached selector bits under a new identity.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn bulwark_fork(ctx: RawTracePointContext) -> i32 {
+    let off = offsets();
+    let parent: u64 = ctx.arg(0);
+    let child: u64 = ctx.arg(1);
+    let child_pid: u32 = kread(child, off.task_pid);
+    let child_tgid: u32 = kread(child, off.task_tgid);
+    if child_pid == 0 || child_pid != child_tgid {
+        return 0; // a thread, or offsets unknown
+    }
+    let parent_tgid: u32 = kread(parent, off.task_tgid);
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let mut state = match unsafe { PROCESSES.get(&parent_tgid) } {
+        Some(p) => *p,
+        None => ProcessState::default(),
+    };
+    let parent_start_ns = state.start_ns;
+    state.start_ns = now;
+    if PROCESSES.insert(&child_tgid, &state, 0).is_err() {
+        count(COUNTER_PROCESS_MAP_FULL);
+    }
+    let ev = ForkEvent {
+        header: header(EVENT_FORK, child_tgid, now),
+        parent_tgid,
+        _pad: 0,
+        parent_start_ns,
+    };
+    emit(&ev);
+    0
+}
+
+/// `sched_process_exit`: reports the end of a process (when its last thread exits, or its
+/// leader on kernels whose tracepoint has no `group_dead`) and forgets its state.
+#[tracepoint]
+pub fn bulwark_exit(ctx: TracePointContext) -> u32 {
+    let off = offsets();
+    let pid_tgid = bpf_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let pid = pid_tgid as u32;
+    let last = if off.tp_exit_group_dead != 0 {
+        (unsafe { ctx.read_at::<u8>(off.tp_exit_group_dead as usize & 0xff) }).unwrap_or(0) != 0
+    } else {
+        pid == tgid
+    };
+    if !last {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let exit_code: u32 = kread(task, off.task_exit_code);
+    let start_ns = match unsafe { PROCESSES.get(&tgid) } {
+        Some(p) => p.start_ns,
+        None => 0,
+    };
+    let _ = PROCESSES.remove(&tgid);
+    let ev = ExitEvent {
+        header: header(EVENT_EXIT, tgid, start_ns),
+        exit_code,
+        _pad: 0,
+    };
+    emit(&ev);
+    0
+}

@@ -1,0 +1,155 @@
+//! Every map of the kernel programs, the read-only globals userspace sets at load time, and the
+//! small helpers (counters, event output, per-CPU scratch) all programs share. Map names and
+//! value types are the `daemon-common` contract; userspace opens the maps by these names.
+
+use aya_ebpf::{
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, PerCpuArray, RingBuf, SockHash},
+};
+use daemon_common::*;
+
+/// Structure offsets resolved from BTF by userspace (`EbpfLoader::set_global("OFFSETS", ..)`).
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets {
+    task_mm: 0,
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_pid: 0,
+    task_exit_code: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    tp_exit_group_dead: 0,
+};
+
+/// Reads the load-time offsets (volatile so the compiler cannot fold the zero initializer).
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+#[map]
+pub static SLOT_META: Array<SlotMeta> = Array::with_max_entries(SLOTS as u32, 0);
+#[map]
+pub static SELECTORS: Array<SelectorEntry> =
+    Array::with_max_entries((SLOTS * MAX_SELECTORS) as u32, 0);
+
+#[map]
+pub static BIN_EXACT: HashMap<PathKey, u64> =
+    HashMap::with_max_entries(MAX_BINARY_VALUES * SLOTS as u32, 0);
+#[map]
+pub static BIN_PREFIX: LpmTrie<PathLpmData, u64> =
+    LpmTrie::with_max_entries(MAX_BINARY_VALUES * SLOTS as u32, 0);
+#[map]
+pub static BIN_POSTFIX: LpmTrie<PathLpmData, u64> =
+    LpmTrie::with_max_entries(MAX_BINARY_VALUES * SLOTS as u32, 0);
+#[map]
+pub static ARG_EXACT: HashMap<ArgKey, u64> =
+    HashMap::with_max_entries(MAX_ARG_VALUES * SLOTS as u32, 0);
+#[map]
+pub static ARG_PREFIX: LpmTrie<ArgLpmData, u64> =
+    LpmTrie::with_max_entries(MAX_ARG_VALUES * SLOTS as u32, 0);
+#[map]
+pub static ARG_POSTFIX: LpmTrie<ArgLpmData, u64> =
+    LpmTrie::with_max_entries(MAX_ARG_VALUES * SLOTS as u32, 0);
+#[map]
+pub static NAMESPACES: HashMap<NamespaceKey, u64> =
+    HashMap::with_max_entries(MAX_NAMESPACES * SLOTS as u32, 0);
+#[map]
+pub static DEST_V4: LpmTrie<V4LpmData, u64> =
+    LpmTrie::with_max_entries(MAX_CIDRS * SLOTS as u32, 0);
+#[map]
+pub static DEST_V6: LpmTrie<V6LpmData, u64> =
+    LpmTrie::with_max_entries(MAX_CIDRS * SLOTS as u32, 0);
+#[map]
+pub static PORTS: LpmTrie<PortLpmData, u64> =
+    LpmTrie::with_max_entries(MAX_PORT_PREFIXES * SLOTS as u32, 0);
+
+#[map]
+pub static WORKLOADS: HashMap<u64, WorkloadEntry> = HashMap::with_max_entries(MAX_WORKLOADS, 0);
+#[map]
+pub static PROCESSES: HashMap<u32, ProcessState> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+/// Per-socket state of sockets an egress selector could act on (must be a BTF map).
+#[btf_map]
+pub static SK_STORAGE: SkStorage<SockState> = SkStorage::new();
+
+/// Watched sockets, keyed by socket cookie; the sk_msg program is attached to it.
+#[map]
+pub static SOCKHASH: SockHash<u64> = SockHash::with_max_entries(MAX_WATCHED_SOCKETS, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// Per-CPU working memory of the exec program (too big for the 512-byte stack).
+#[repr(C)]
+pub struct ExecScratch {
+    pub event: ExecEvent,
+    pub path_key: PathKey,
+    pub path_lpm: aya_ebpf::maps::lpm_trie::Key<PathLpmData>,
+    pub arg_buf: [u8; ARG_BUF],
+    pub arg_key: ArgKey,
+    pub arg_lpm: aya_ebpf::maps::lpm_trie::Key<ArgLpmData>,
+}
+
+/// Bytes read per argv element (a longer element stops argument matching, see exec.rs).
+pub const ARG_BUF: usize = 256;
+
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Adds one to a per-CPU counter.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// Writes a record to the ring buffer; a full buffer is counted in `COUNTER_LOST_EVENTS`.
+#[inline(always)]
+pub fn emit<T: 'static>(record: &T) {
+    if EVENTS.output::<T>(record, 0).is_err() {
+        count(COUNTER_LOST_EVENTS);
+    }
+}
+
+/// Raw pointer of a BTF map definition, for helpers aya-ebpf does not wrap for this context.
+#[inline(always)]
+pub fn sk_storage_ptr() -> *mut core::ffi::c_void {
+    core::ptr::from_ref(&SK_STORAGE).cast_mut().cast()
+}
+
+/// The global switch (a zeroed config before userspace wrote one: slot 0, nothing pending).
+#[inline(always)]
+pub fn config() -> Config {
+    match CONFIG.get(0) {
+        Some(c) => *c,
+        None => Config {
+            active_slot: 0,
+            pending_slot: NO_SLOT,
+            generation: 0,
+        },
+    }
+}
+
+/// Selector `index` of `slot`.
+#[inline(always)]
+pub fn selector(slot: u32, index: u32) -> Option<&'static SelectorEntry> {
+    SELECTORS.get((slot & 1) * MAX_SELECTORS as u32 + (index & 63))
+}
+
+/// Fills an event header.
+#[inline(always)]
+pub fn header(kind: u32, tgid: u32, start_ns: u64) -> EventHeader {
+    EventHeader {
+        kind,
+        tgid,
+        time_ns: unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() },
+        start_ns,
+    }
+}
