@@ -1,0 +1,132 @@
+//! The reference semantics of a compiled rule set, evaluated in plain Rust from the
+//! conditions (not from the map entries). Userspace uses it to compute the selector bits of
+//! processes that were already running when a rule set is swapped in (the kernel evaluates only
+//! at exec); the tests use it as the oracle the generated map entries must agree with.
+
+use crate::parse::normalize_addr;
+use crate::ruleset::{DestCondition, ProcCondition, RuleSet};
+use bulwark_policy::Protocol;
+use daemon_common as dc;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// `AF_INET` / `AF_INET6` as in [`dc::Destination::family`].
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+impl ProcCondition {
+    /// Is the condition hit (before negation) by this process?
+    pub fn hit(&self, binary: &[u8], argv: &[&[u8]], namespace_id: u32) -> bool {
+        match self {
+            ProcCondition::Binary(m) => m.hits(binary),
+            ProcCondition::Arg {
+                index: Some(i),
+                matcher,
+            } => argv.get(usize::from(*i)).is_some_and(|a| matcher.hits(a)),
+            ProcCondition::Arg {
+                index: None,
+                matcher,
+            } => argv
+                .iter()
+                .take(dc::MAX_ARGS)
+                .skip(1)
+                .any(|a| matcher.hits(a)),
+            ProcCondition::Namespace { ids, .. } => {
+                namespace_id != 0 && ids.contains(&namespace_id)
+            }
+        }
+    }
+}
+
+impl DestCondition {
+    /// Is `dest` in this entry (before negation)?
+    pub fn contains(&self, dest: &dc::Destination) -> bool {
+        let addr_in = self.cidrs.is_empty()
+            || destination_addr(dest).is_some_and(|a| self.cidrs.iter().any(|c| c.contains(a)));
+        let port_in = self.ports.is_empty()
+            || self
+                .ports
+                .iter()
+                .any(|&(lo, hi)| (lo..=hi).contains(&dest.port));
+        let proto_in = match self.protocol {
+            None => true,
+            Some(Protocol::TCP) => dest.protocol == dc::PROTO_TCP,
+            Some(Protocol::UDP) => dest.protocol == dc::PROTO_UDP,
+        };
+        addr_in && port_in && proto_in
+    }
+}
+
+/// The destination's address, IPv4-mapped IPv6 folded to IPv4; `None` for unknown families.
+pub fn destination_addr(dest: &dc::Destination) -> Option<IpAddr> {
+    match dest.family {
+        AF_INET => {
+            let [a, b, c, d, ..] = dest.addr;
+            Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+        }
+        AF_INET6 => Some(normalize_addr(IpAddr::V6(Ipv6Addr::from(dest.addr)))),
+        _ => None,
+    }
+}
+
+/// A [`dc::Destination`] for `addr:port` over `protocol` (`PROTO_TCP` / `PROTO_UDP`).
+pub fn destination(addr: IpAddr, port: u16, protocol: u8) -> dc::Destination {
+    match addr {
+        IpAddr::V4(a) => {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&a.octets());
+            dc::Destination {
+                addr: bytes,
+                port,
+                family: AF_INET,
+                protocol,
+            }
+        }
+        IpAddr::V6(a) => dc::Destination {
+            addr: a.octets(),
+            port,
+            family: AF_INET6,
+            protocol,
+        },
+    }
+}
+
+impl RuleSet {
+    /// Selectors (of every hook) whose process conditions hold for a process running `binary`
+    /// with `argv` in the namespace with id `namespace_id` (0: host). This is the value the
+    /// kernel caches in `ProcessState::selectors` at exec.
+    pub fn evaluate_process(&self, binary: &str, argv: &[&str], namespace_id: u32) -> u64 {
+        let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+        self.evaluate_process_bytes(binary.as_bytes(), &argv, namespace_id)
+    }
+
+    /// [`RuleSet::evaluate_process`] for non-UTF-8 paths and arguments (as read from /proc).
+    pub fn evaluate_process_bytes(&self, binary: &[u8], argv: &[&[u8]], namespace_id: u32) -> u64 {
+        let mut holds = 0u64;
+        for (i, c) in self.proc.iter().enumerate() {
+            if c.hit(binary, argv, namespace_id) != c.negated() {
+                holds |= 1 << i;
+            }
+        }
+        self.select(|e| e.proc_required & holds == e.proc_required)
+    }
+
+    /// The subset of `selectors` whose destination conditions hold for `dest` (selectors
+    /// without destination conditions always do). Encryption is not part of this.
+    pub fn evaluate_destination(&self, selectors: u64, dest: &dc::Destination) -> u64 {
+        let mut holds = 0u64;
+        for (i, c) in self.dest.iter().enumerate() {
+            if c.contains(dest) != c.negated {
+                holds |= 1 << i;
+            }
+        }
+        selectors & self.select(|e| e.dest_required & holds == e.dest_required)
+    }
+
+    fn select(&self, pred: impl Fn(&dc::SelectorEntry) -> bool) -> u64 {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| pred(e))
+            .fold(0, |bits, (i, _)| bits | (1 << i))
+    }
+}
