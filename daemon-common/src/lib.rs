@@ -16,6 +16,27 @@
 //!
 //! LPM tries return only the longest matching prefix, so the compiler stores in every prefix
 //! entry the union of the hit masks of all shorter prefixes that cover it.
+//!
+//! The lookups, as the compiler lays the entries out (`bulwark_compiler::RuleSet::
+//! evaluate_process` / `evaluate_destination` are the reference semantics; its tests simulate
+//! exactly these lookups):
+//! - Binary: `BIN_EXACT` with the zero-filled path, only when the path is at most [`PATH_LEN`]
+//!   bytes; `BIN_PREFIX` with the first `n = min(len, PATH_AFFIX_LEN)` bytes and prefix length
+//!   `8 * (1 + n)`; `BIN_POSTFIX` likewise with the last `n` bytes, reversed.
+//! - Arguments: for every argv element `i < MAX_ARGS` that exists, lookups with `index = i`, and
+//!   (for `i >= 1`, when [`LOOKUP_ARG_ANY`] is set) again with [`ARG_ANY_INDEX`]; exact only when
+//!   the element is at most [`ARG_LEN`] bytes; LPM over the first / last-reversed
+//!   `n = min(len, ARG_LEN)` bytes, prefix length `8 * (2 + n)`. All hits are ORed. A missing
+//!   element is never looked up, so positive operators fail and negated ones hold.
+//! - Namespace: `NAMESPACES[{slot, id}]` only for `id != 0` (host processes are in no namespace).
+//! - Destination: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is converted to IPv4 by the
+//!   kernel before the lookup (the compiler folds IPv6 CIDRs inside `::ffff:0:0/96` into IPv4
+//!   ones). `addr = DEST_V4|DEST_V6 hits | dest_any_addr`, `port = PORTS hits | dest_any_port`,
+//!   `proto = dest_tcp` for TCP, `dest_udp` for UDP and `dest_tcp & dest_udp` (the conditions
+//!   without a protocol) for any other protocol; a condition holds when
+//!   `(addr & port & proto) ^ dest_negate` has its bit.
+//! - Capacity: one slot holds at most `MAX_*` entries in each matcher map (the compiler refuses
+//!   more); the maps are created with `SLOTS * MAX_*` entries so both slots fit during a switch.
 #![no_std]
 
 /// Number of rule-set slots (A/B).
