@@ -188,9 +188,21 @@ pub struct ArgSelector {
     /// Which argv element (0 is the program name as invoked). Omitted: any argument from
     /// argv[1] on satisfies positive operators, and none may match for negated ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "arg_index_schema")]
     pub index: Option<u32>,
     pub operator: Operator,
     pub values: Vec<String>,
+}
+
+/// Schema of `matchArgs.index`: a non-negative integer. Written by hand because schemars'
+/// `format: uint32` is not a Kubernetes format and the API server warns about it.
+fn arg_index_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 4294967295u64,
+        "description": "Which argv element (0 is the program name as invoked). Omitted: any argument from argv[1] on satisfies positive operators, and none may match for negated ones."
+    })
 }
 
 /// `matchNamespaces` entry: Kubernetes namespace names.

@@ -1,0 +1,240 @@
+//! Loading policy files: YAML text -> marked tree ([`crate::yaml`]) -> structural checks
+//! against the CRD schema ([`crate::schema`]) -> JSON -> typed [`AnyPolicy`] -> semantic checks
+//! ([`crate::validate`]) -> diagnostics with file, line and column. `lint_source` handles one
+//! file's text; `lint_paths` walks files and directories (recursive `.yaml`/`.yml`, sorted) and
+//! adds the cross-file checks. Both are pure and deterministic, and never panic on any input.
+
+use crate::diagnostics::{codes, Diagnostic};
+use crate::schema::{self, Kind};
+use crate::validate;
+use crate::yaml::{self, Document};
+use crate::{AnyPolicy, TracingPolicy, TracingPolicyNamespaced};
+use std::path::{Path, PathBuf};
+
+/// What linting produced: the policies of documents with no errors, and every diagnostic.
+#[derive(Clone, Debug, Default)]
+pub struct LintOutcome {
+    /// Documents that passed every check with no error (warnings allowed), in file order.
+    pub policies: Vec<AnyPolicy>,
+    /// Every diagnostic, in file and line order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Files read.
+    pub files: usize,
+    /// Non-empty YAML documents seen.
+    pub documents: usize,
+}
+
+impl LintOutcome {
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.diagnostics.len() - self.errors()
+    }
+}
+
+/// An error reading the inputs (not a problem in a policy).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{0}` is not a .yaml/.yml file or a directory; pass policy files or directories that hold them")]
+    NotYaml(String),
+}
+
+/// One typed document with where it came from, before set-level checks.
+struct Loaded {
+    file: String,
+    doc: Document,
+    policy: AnyPolicy,
+    has_errors: bool,
+}
+
+fn place(d: &mut Diagnostic, file: &str, doc: &Document) {
+    d.file = Some(file.to_string());
+    if d.line.is_none() {
+        let pos = match &d.path {
+            Some(p) => doc.root.locate(p, true).0,
+            None => doc.start,
+        };
+        d.line = Some(pos.line);
+        d.column = Some(pos.column);
+    }
+}
+
+/// Checks one file's text without set-level checks.
+fn check_source(file: &str, text: &str, out: &mut LintOutcome, loaded: &mut Vec<Loaded>) {
+    let stream = yaml::parse(text);
+    for doc in stream.documents {
+        out.documents += 1;
+        let mut diags: Vec<Diagnostic> = doc
+            .issues
+            .iter()
+            .map(|i| Diagnostic::new(codes::DUPLICATE_KEY, i.message.clone()).hint(i.hint.clone()).at(i.pos.line, i.pos.column))
+            .collect();
+        let kind = schema::check_document(&doc, &mut diags);
+        let structural_ok = !diags.iter().any(Diagnostic::is_error);
+        let mut policy = None;
+        if let (Some(kind), true) = (kind, structural_ok) {
+            let json = doc.root.to_json();
+            let typed = match kind {
+                Kind::Cluster => serde_json::from_value::<TracingPolicy>(json).map(AnyPolicy::Cluster),
+                Kind::Namespaced => serde_json::from_value::<TracingPolicyNamespaced>(json).map(AnyPolicy::Namespaced),
+            };
+            match typed {
+                Ok(p) => {
+                    diags.extend(validate::validate_policy(&p));
+                    policy = Some(p);
+                }
+                Err(e) => diags.push(
+                    Diagnostic::new(codes::WRONG_TYPE, format!("the document does not match the policy model: {e}"))
+                        .hint("compare the document with policies/examples/ and docs/lint.md"),
+                ),
+            }
+        }
+        for d in &mut diags {
+            place(d, file, &doc);
+        }
+        let has_errors = diags.iter().any(Diagnostic::is_error);
+        out.diagnostics.extend(diags);
+        if let Some(policy) = policy {
+            loaded.push(Loaded {
+                file: file.to_string(),
+                doc,
+                policy,
+                has_errors,
+            });
+        }
+    }
+    if let Some(e) = stream.error {
+        out.diagnostics.push(
+            Diagnostic::new(codes::YAML_SYNTAX, format!("invalid YAML: {}", e.message))
+                .hint("fix the syntax at this position (check indentation, `:` after keys, matching quotes and brackets)")
+                .file(file)
+                .at(e.pos.line, e.pos.column),
+        );
+    }
+}
+
+fn finish(mut out: LintOutcome, loaded: Vec<Loaded>) -> LintOutcome {
+    let refs: Vec<&AnyPolicy> = loaded.iter().map(|l| &l.policy).collect();
+    let mut failed: Vec<bool> = loaded.iter().map(|l| l.has_errors).collect();
+    for (i, mut d, related) in validate::validate_set_indexed(&refs) {
+        let l = &loaded[i];
+        if let Some(r) = related {
+            let first = &loaded[r];
+            let (pos, _) = first.doc.root.locate("metadata.name", false);
+            d.message.push_str(&format!(" (first defined at {}:{})", first.file, pos.line));
+        }
+        place(&mut d, &l.file, &l.doc);
+        if d.is_error() {
+            failed[i] = true;
+        }
+        out.diagnostics.push(d);
+    }
+    out.policies = loaded.into_iter().zip(failed).filter(|(_, f)| !f).map(|(l, _)| l.policy).collect();
+    // Stable order: by file (in input order), then line, column, code.
+    let order: Vec<String> = {
+        let mut seen = Vec::new();
+        for d in &out.diagnostics {
+            if let Some(f) = &d.file {
+                if !seen.contains(f) {
+                    seen.push(f.clone());
+                }
+            }
+        }
+        seen
+    };
+    out.diagnostics.sort_by_key(|d| {
+        (
+            d.file.as_ref().and_then(|f| order.iter().position(|o| o == f)),
+            d.line,
+            d.column,
+            d.code,
+        )
+    });
+    out
+}
+
+/// Parses and checks one file's text (all its documents, plus duplicate names and capacity
+/// within the file). `file` is only used to label diagnostics.
+pub fn lint_source(file: &str, text: &str) -> LintOutcome {
+    let mut out = LintOutcome {
+        files: 1,
+        ..Default::default()
+    };
+    let mut loaded = Vec::new();
+    check_source(file, text, &mut out, &mut loaded);
+    finish(out, loaded)
+}
+
+fn is_yaml(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+fn collect(path: &Path, explicit: bool, files: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    let io = |e: std::io::Error| LoadError::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        entries.sort();
+        for e in entries {
+            let hidden = e.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if e.is_dir() || is_yaml(&e) {
+                collect(&e, false, files)?;
+            }
+        }
+    } else if explicit || is_yaml(path) {
+        if !explicit || is_yaml(path) || meta.is_file() {
+            files.push(path.to_path_buf());
+        }
+    } else if explicit {
+        return Err(LoadError::NotYaml(path.display().to_string()));
+    }
+    Ok(())
+}
+
+/// Lints files and directories (recursive, `.yaml`/`.yml`, sorted; a file named explicitly
+/// is read whatever its extension). Cross-file checks (duplicate policy names, kernel
+/// capacity) run over every policy found. I/O problems are errors, not diagnostics.
+pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
+    let mut files = Vec::new();
+    for p in paths {
+        collect(p, true, &mut files)?;
+    }
+    let mut out = LintOutcome::default();
+    let mut loaded = Vec::new();
+    for f in &files {
+        let bytes = std::fs::read(f).map_err(|e| LoadError::Io {
+            path: f.display().to_string(),
+            source: e,
+        })?;
+        out.files += 1;
+        let name = f.display().to_string();
+        match String::from_utf8(bytes) {
+            Ok(text) => check_source(&name, &text, &mut out, &mut loaded),
+            Err(e) => out.diagnostics.push(
+                Diagnostic::new(codes::YAML_SYNTAX, format!("the file is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+                    .hint("save the policy as UTF-8")
+                    .file(name)
+                    .at(1, 1),
+            ),
+        }
+    }
+    Ok(finish(out, loaded))
+}

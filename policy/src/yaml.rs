@@ -1,0 +1,682 @@
+//! YAML text -> marked tree: every node carries the line and column it starts at. Built on the
+//! event API of `yaml-rust2`; plain scalars are resolved per the YAML 1.2 core schema
+//! (null / bool / int / float / string), quoted and block scalars are strings, `!!str` forces a
+//! string. Multi-document streams give one [`Document`] each. Also turns a tree into JSON and
+//! writes JSON values as YAML (for the generated CRDs). Never panics; deep nesting and alias
+//! bombs are refused with an error instead of exhausting the stack or memory.
+
+use std::collections::HashMap;
+use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// Deepest nesting of sequences and mappings accepted.
+pub const MAX_DEPTH: usize = 64;
+/// Most nodes one document may expand to (aliases included).
+pub const MAX_NODES: usize = 1_000_000;
+
+/// 1-based source position.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    pub line: u32,
+    pub column: u32,
+}
+
+impl Pos {
+    fn from_marker(m: &Marker) -> Pos {
+        Pos {
+            line: u32::try_from(m.line()).unwrap_or(u32::MAX).max(1),
+            column: u32::try_from(m.col()).unwrap_or(u32::MAX).saturating_add(1),
+        }
+    }
+}
+
+/// A resolved YAML value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<Entry>),
+}
+
+/// One key/value pair of a mapping, with the key's position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub key_pos: Pos,
+    pub value: Node,
+}
+
+/// A value and where it starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub pos: Pos,
+}
+
+/// A problem found while building a tree that does not stop parsing (e.g. a duplicate key).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TreeIssue {
+    pub message: String,
+    pub hint: String,
+    pub pos: Pos,
+}
+
+/// One document of a stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    pub root: Node,
+    /// Where the document starts (its `---` or first node).
+    pub start: Pos,
+    pub issues: Vec<TreeIssue>,
+}
+
+/// A syntax error; documents before it are still returned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyntaxError {
+    pub message: String,
+    pub pos: Pos,
+}
+
+/// Result of parsing a stream.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stream {
+    pub documents: Vec<Document>,
+    pub error: Option<SyntaxError>,
+}
+
+impl Value {
+    /// Human name of the value's type, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null (empty value)",
+            Value::Bool(_) => "boolean",
+            Value::Int(_) => "integer",
+            Value::Float(_) => "number",
+            Value::Str(_) => "string",
+            Value::Seq(_) => "list",
+            Value::Map(_) => "mapping",
+        }
+    }
+}
+
+impl Node {
+    /// The value of `key` when this is a mapping.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|e| e.key == key).map(|e| &e.value),
+            _ => None,
+        }
+    }
+
+    /// The entry for `key` (with the key's position) when this is a mapping.
+    pub fn entry(&self, key: &str) -> Option<&Entry> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|e| e.key == key),
+            _ => None,
+        }
+    }
+
+    /// The string value, if this is a string scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Converts to JSON. Floats that JSON cannot hold (NaN, infinities) become null.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::Str(s) => J::String(s.clone()),
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(entries) => {
+                let mut map = serde_json::Map::new();
+                for e in entries {
+                    map.insert(e.key.clone(), e.value.to_json());
+                }
+                J::Object(map)
+            }
+        }
+    }
+
+    /// Finds the node at a JSON path such as `spec.rules[0].selectors[1]`. Returns the deepest
+    /// node reached and whether the whole path was found. A final key segment that names a
+    /// mapping key resolves to the key's position when `key_pos` is true.
+    pub fn locate(&self, path: &str, key_pos: bool) -> (Pos, bool) {
+        let segments = parse_path(path);
+        let mut node = self;
+        let mut pos = self.pos;
+        for (i, seg) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            match (seg, &node.value) {
+                (PathSeg::Key(k), Value::Map(entries)) => match entries.iter().find(|e| e.key == *k) {
+                    Some(e) => {
+                        pos = if last && key_pos { e.key_pos } else { e.value.pos };
+                        node = &e.value;
+                    }
+                    None => return (pos, false),
+                },
+                (PathSeg::Index(ix), Value::Seq(items)) => match items.get(*ix) {
+                    Some(n) => {
+                        pos = n.pos;
+                        node = n;
+                    }
+                    None => return (pos, false),
+                },
+                _ => return (pos, false),
+            }
+        }
+        (pos, true)
+    }
+}
+
+/// One step of a JSON path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathSeg {
+    Key(String),
+    Index(usize),
+}
+
+/// Splits `a.b[2].c` into segments. Malformed indices are treated as keys.
+pub fn parse_path(path: &str) -> Vec<PathSeg> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            out.push(PathSeg::Key(name.to_string()));
+        }
+        while let Some(stripped) = rest.strip_prefix('[') {
+            let Some(end) = stripped.find(']') else {
+                out.push(PathSeg::Key(rest.to_string()));
+                break;
+            };
+            match stripped[..end].parse::<usize>() {
+                Ok(i) => out.push(PathSeg::Index(i)),
+                Err(_) => out.push(PathSeg::Key(stripped[..end].to_string())),
+            }
+            rest = &stripped[end + 1..];
+        }
+    }
+    out
+}
+
+/// Resolves a plain scalar per the YAML 1.2 core schema.
+pub fn resolve_plain(s: &str) -> Value {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        _ => {}
+    }
+    let bytes = s.as_bytes();
+    let unsigned = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => s.parse::<f64>().map_or_else(|_| Value::Str(s.to_string()), Value::Float),
+        };
+    }
+    if let Some(oct) = s.strip_prefix("0o") {
+        if !oct.is_empty() && oct.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            if let Ok(i) = i64::from_str_radix(oct, 8) {
+                return Value::Int(i);
+            }
+        }
+    }
+    if let Some(hex) = s.strip_prefix("0x") {
+        if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Ok(i) = i64::from_str_radix(hex, 16) {
+                return Value::Int(i);
+            }
+        }
+    }
+    if is_core_float(bytes) {
+        if let Ok(f) = s.parse::<f64>() {
+            return Value::Float(f);
+        }
+    }
+    Value::Str(s.to_string())
+}
+
+/// `[-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?`
+fn is_core_float(b: &[u8]) -> bool {
+    let mut i = 0;
+    if i < b.len() && (b[i] == b'-' || b[i] == b'+') {
+        i += 1;
+    }
+    let int_start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    let int_digits = i - int_start;
+    let mut frac_digits = 0;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let s = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        frac_digits = i - s;
+    }
+    if int_digits == 0 && frac_digits == 0 {
+        return false;
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'-' || b[i] == b'+') {
+            i += 1;
+        }
+        let s = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == s {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+fn key_text(node: &Node) -> String {
+    match &node.value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Str(s) => s.clone(),
+        Value::Seq(_) | Value::Map(_) => "<complex key>".into(),
+    }
+}
+
+enum Frame {
+    Seq {
+        items: Vec<Node>,
+        pos: Pos,
+        anchor: usize,
+    },
+    Map {
+        entries: Vec<Entry>,
+        pos: Pos,
+        anchor: usize,
+        key: Option<(String, Pos)>,
+    },
+}
+
+struct Builder {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    nodes: usize,
+    issues: Vec<TreeIssue>,
+}
+
+fn count_nodes(n: &Node) -> usize {
+    match &n.value {
+        Value::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
+        Value::Map(entries) => 1 + entries.iter().map(|e| 1 + count_nodes(&e.value)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+impl Builder {
+    fn new() -> Self {
+        Builder {
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            nodes: 0,
+            issues: Vec::new(),
+        }
+    }
+
+    /// Adds a finished node to its parent; returns it when it is the document root.
+    fn complete(&mut self, node: Node, anchor: usize) -> Option<Node> {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => Some(node),
+            Some(Frame::Seq { items, .. }) => {
+                items.push(node);
+                None
+            }
+            Some(Frame::Map { entries, key, .. }) => {
+                match key.take() {
+                    None => *key = Some((key_text(&node), node.pos)),
+                    Some((k, key_pos)) => {
+                        if let Some(first) = entries.iter().find(|e| e.key == k) {
+                            self.issues.push(TreeIssue {
+                                message: format!(
+                                    "duplicate key `{k}` (first at line {}); YAML and the API server reject it",
+                                    first.key_pos.line
+                                ),
+                                hint: format!("keep one `{k}` in this mapping and merge the values"),
+                                pos: key_pos,
+                            });
+                        } else {
+                            entries.push(Entry {
+                                key: k,
+                                key_pos,
+                                value: node,
+                            });
+                        }
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, n: usize, pos: Pos) -> Result<(), SyntaxError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(SyntaxError {
+                message: format!("document expands to more than {MAX_NODES} nodes (alias expansion?)"),
+                pos,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Parses a YAML stream into marked documents. Empty documents are skipped.
+pub fn parse(text: &str) -> Stream {
+    let mut stream = Stream::default();
+    let mut parser = Parser::new_from_str(text);
+    let mut builder = Builder::new();
+    let mut doc_start = Pos { line: 1, column: 1 };
+    let mut root: Option<Node> = None;
+    loop {
+        let (event, marker) = match parser.next_token() {
+            Ok(x) => x,
+            Err(e) => {
+                stream.error = Some(SyntaxError {
+                    message: e.info().to_string(),
+                    pos: Pos::from_marker(e.marker()),
+                });
+                return stream;
+            }
+        };
+        let pos = Pos::from_marker(&marker);
+        let step = match event {
+            Event::StreamStart | Event::Nothing => Ok(None),
+            Event::StreamEnd => return stream,
+            Event::DocumentStart => {
+                doc_start = pos;
+                builder = Builder::new();
+                root = None;
+                Ok(None)
+            }
+            Event::DocumentEnd => {
+                if let Some(node) = root.take() {
+                    if node.value != Value::Null {
+                        stream.documents.push(Document {
+                            root: node,
+                            start: doc_start,
+                            issues: std::mem::take(&mut builder.issues),
+                        });
+                    }
+                }
+                Ok(None)
+            }
+            Event::Alias(id) => match builder.anchors.get(&id).cloned() {
+                Some(mut node) => {
+                    let n = count_nodes(&node);
+                    node.pos = pos;
+                    builder.count(n, pos).map(|_| builder.complete(node, 0))
+                }
+                None => Err(SyntaxError {
+                    message: "alias refers to an unknown anchor".into(),
+                    pos,
+                }),
+            },
+            Event::Scalar(text, style, anchor, tag) => {
+                let value = if style != TScalarStyle::Plain {
+                    Value::Str(text)
+                } else if tag.as_ref().is_some_and(|t| t.handle == "tag:yaml.org,2002:" && t.suffix == "str") {
+                    Value::Str(text)
+                } else {
+                    resolve_plain(&text)
+                };
+                builder.count(1, pos).map(|_| builder.complete(Node { value, pos }, anchor))
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if builder.stack.len() >= MAX_DEPTH {
+                    Err(SyntaxError {
+                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                        pos,
+                    })
+                } else {
+                    let frame = if matches!(event, Event::SequenceStart(..)) {
+                        Frame::Seq {
+                            items: Vec::new(),
+                            pos,
+                            anchor,
+                        }
+                    } else {
+                        Frame::Map {
+                            entries: Vec::new(),
+                            pos,
+                            anchor,
+                            key: None,
+                        }
+                    };
+                    builder.stack.push(frame);
+                    builder.count(1, pos).map(|_| None)
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => match builder.stack.pop() {
+                Some(Frame::Seq { items, pos, anchor }) => Ok(builder.complete(
+                    Node {
+                        value: Value::Seq(items),
+                        pos,
+                    },
+                    anchor,
+                )),
+                Some(Frame::Map {
+                    entries, pos, anchor, ..
+                }) => Ok(builder.complete(
+                    Node {
+                        value: Value::Map(entries),
+                        pos,
+                    },
+                    anchor,
+                )),
+                None => Err(SyntaxError {
+                    message: "unbalanced end of collection".into(),
+                    pos,
+                }),
+            },
+        };
+        match step {
+            Ok(Some(node)) => root = Some(node),
+            Ok(None) => {}
+            Err(e) => {
+                stream.error = Some(e);
+                return stream;
+            }
+        }
+    }
+}
+
+/// Writes a JSON value as block-style YAML. Strings are plain when that reads back as the same
+/// string, else JSON-quoted (JSON string escapes are valid YAML double-quoted escapes).
+pub fn to_yaml(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    write_yaml(value, 0, &mut out);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+fn scalar_yaml(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value as J;
+    Some(match value {
+        J::Null => "null".into(),
+        J::Bool(b) => b.to_string(),
+        J::Number(n) => n.to_string(),
+        J::String(s) => yaml_string(s),
+        J::Array(a) if a.is_empty() => "[]".into(),
+        J::Object(o) if o.is_empty() => "{}".into(),
+        _ => return None,
+    })
+}
+
+fn yaml_string(s: &str) -> String {
+    let plain_ok = !s.is_empty()
+        && matches!(resolve_plain(s), Value::Str(_))
+        && !s.starts_with(|c: char| "-?:,[]{}#&*!|>'\"%@` ".contains(c))
+        && !s.ends_with(' ')
+        && !s.contains(": ")
+        && !s.contains(" #")
+        && !s.ends_with(':')
+        && s.chars().all(|c| c != '\t' && (' '..='~').contains(&c));
+    if plain_ok {
+        s.to_string()
+    } else {
+        serde_json::Value::String(s.to_string()).to_string()
+    }
+}
+
+fn write_yaml(value: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value as J;
+    let pad = " ".repeat(indent);
+    match value {
+        J::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                out.push_str(&pad);
+                out.push_str(&yaml_string(k));
+                out.push(':');
+                match scalar_yaml(v) {
+                    Some(s) => {
+                        out.push(' ');
+                        out.push_str(&s);
+                        out.push('\n');
+                    }
+                    None => {
+                        out.push('\n');
+                        let child = if matches!(v, J::Array(_)) { indent } else { indent + 2 };
+                        write_yaml(v, child, out);
+                    }
+                }
+            }
+        }
+        J::Array(items) if !items.is_empty() => {
+            for item in items {
+                out.push_str(&pad);
+                out.push('-');
+                match scalar_yaml(item) {
+                    Some(s) => {
+                        out.push(' ');
+                        out.push_str(&s);
+                        out.push('\n');
+                    }
+                    None => {
+                        // Write the child at indent+2, then put its first line after "- ".
+                        let mut child = String::new();
+                        write_yaml(item, indent + 2, &mut child);
+                        out.push(' ');
+                        out.push_str(&child[indent + 2..]);
+                    }
+                }
+            }
+        }
+        other => {
+            out.push_str(&pad);
+            out.push_str(&scalar_yaml(other).unwrap_or_default());
+            out.push('\n');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based_and_point_at_nodes() {
+        let s = parse("a: 1\nb:\n  - x\n  - \"y\"\n");
+        assert!(s.error.is_none());
+        let root = &s.documents[0].root;
+        let b = root.entry("b").unwrap();
+        assert_eq!(b.key_pos, Pos { line: 2, column: 1 });
+        assert_eq!(root.locate("b[1]", false), (Pos { line: 4, column: 5 }, true));
+        assert_eq!(root.locate("a", false), (Pos { line: 1, column: 4 }, true));
+        assert!(!root.locate("c", false).1);
+    }
+
+    #[test]
+    fn core_schema_resolution() {
+        assert_eq!(resolve_plain("yes"), Value::Str("yes".into()));
+        assert_eq!(resolve_plain("on"), Value::Str("on".into()));
+        assert_eq!(resolve_plain("~"), Value::Null);
+        assert_eq!(resolve_plain("True"), Value::Bool(true));
+        assert_eq!(resolve_plain("-12"), Value::Int(-12));
+        assert_eq!(resolve_plain("0x1F"), Value::Int(31));
+        assert_eq!(resolve_plain("0o17"), Value::Int(15));
+        assert_eq!(resolve_plain("1.5e3"), Value::Float(1500.0));
+        assert_eq!(resolve_plain("8000-8080"), Value::Str("8000-8080".into()));
+        assert_eq!(resolve_plain("1.2.3"), Value::Str("1.2.3".into()));
+        let s = parse("a: '1'\nb: !!str 2\nc: 3\n");
+        let r = &s.documents[0].root;
+        assert_eq!(r.get("a").unwrap().value, Value::Str("1".into()));
+        assert_eq!(r.get("b").unwrap().value, Value::Str("2".into()));
+        assert_eq!(r.get("c").unwrap().value, Value::Int(3));
+    }
+
+    #[test]
+    fn multi_document_and_errors() {
+        let s = parse("a: 1\n---\n---\nb: 2\n");
+        assert_eq!(s.documents.len(), 2, "empty document skipped");
+        assert_eq!(s.documents[1].start.line, 3);
+        let s = parse("a: 1\n---\nb: [1, 2\n");
+        assert_eq!(s.documents.len(), 1);
+        assert!(s.error.is_some());
+        let s = parse("a: 1\na: 2\n");
+        assert_eq!(s.documents[0].issues.len(), 1);
+        assert_eq!(s.documents[0].issues[0].pos.line, 2);
+    }
+
+    #[test]
+    fn limits_refuse_deep_nesting_and_alias_bombs() {
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(parse(&deep).error.is_some());
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        let mut prev = 'a';
+        for c in 'b'..='k' {
+            bomb.push_str(&format!("{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+            prev = c;
+        }
+        let s = parse(&bomb);
+        assert!(s.error.unwrap().message.contains("nodes"));
+        let ok = parse("a: &x {k: v}\nb: *x\n");
+        assert_eq!(ok.documents[0].root.get("b").unwrap().get("k").unwrap().as_str(), Some("v"));
+    }
+
+    #[test]
+    fn yaml_writer_round_trips() {
+        let v = serde_json::json!({
+            "a": "plain", "b": "yes", "c": "123", "d": "has: colon", "e": "", "f": [1, {"x": "y", "z": [true]}],
+            "g": {"h": null, "i": [[1, 2], []], "j": {}}, "k": "line\nbreak", "l": "- dash", "m": 1.5,
+            "n": [{"a": {"b": 1}}], "o": "#hash", "p": "*star", "q": "ünïcode"
+        });
+        let text = to_yaml(&v);
+        let s = parse(&text);
+        assert!(s.error.is_none(), "{text}");
+        assert_eq!(s.documents[0].root.to_json(), v, "{text}");
+    }
+}
