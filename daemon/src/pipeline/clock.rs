@@ -1,0 +1,114 @@
+//! Time for events: converting the kernel's boot-time nanoseconds (`bpf_ktime_get_boot_ns`,
+//! CLOCK_BOOTTIME) into wall-clock instants, and formatting them as RFC 3339 with nanoseconds
+//! (`2026-11-22T02:51:12.123456789Z`, always UTC, always nine fraction digits).
+
+/// Maps CLOCK_BOOTTIME nanoseconds to Unix-epoch nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootClock {
+    /// Wall-clock (CLOCK_REALTIME) nanoseconds since the epoch at boot-time zero.
+    boot_epoch_ns: i128,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; both clocks exist on every supported kernel.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+impl BootClock {
+    /// Measures the offset between CLOCK_REALTIME and CLOCK_BOOTTIME now.
+    pub fn now() -> Self {
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let boot = clock_ns(libc::CLOCK_BOOTTIME);
+        BootClock {
+            boot_epoch_ns: real - boot,
+        }
+    }
+
+    /// A clock whose boot happened at `boot_epoch_ns` (tests).
+    #[cfg(test)]
+    pub fn fixed(boot_epoch_ns: i128) -> Self {
+        BootClock { boot_epoch_ns }
+    }
+
+    /// Current CLOCK_BOOTTIME in nanoseconds (the kernel's event time base).
+    pub fn boot_now_ns() -> u64 {
+        clock_ns(libc::CLOCK_BOOTTIME) as u64
+    }
+
+    /// RFC 3339 (UTC, nanoseconds) of a boot-time instant.
+    pub fn rfc3339(&self, boot_ns: u64) -> String {
+        format_rfc3339_ns(self.boot_epoch_ns + boot_ns as i128)
+    }
+
+    /// RFC 3339 of the current wall-clock time.
+    pub fn rfc3339_now(&self) -> String {
+        format_rfc3339_ns(clock_ns(libc::CLOCK_REALTIME))
+    }
+}
+
+/// Formats nanoseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+pub fn format_rfc3339_ns(epoch_ns: i128) -> String {
+    let secs = epoch_ns.div_euclid(1_000_000_000);
+    let nanos = epoch_ns.rem_euclid(1_000_000_000) as u32;
+    let days = secs.div_euclid(86_400) as i64;
+    let sod = secs.rem_euclid(86_400) as u32;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(format_rfc3339_ns(0), "1970-01-01T00:00:00.000000000Z");
+        // 2000-02-29T12:34:56.000000007Z (leap day)
+        assert_eq!(
+            format_rfc3339_ns(951_827_696_000_000_007),
+            "2000-02-29T12:34:56.000000007Z"
+        );
+        // 2026-11-22T02:51:12.5Z
+        assert_eq!(
+            format_rfc3339_ns(1_795_315_872_500_000_000),
+            "2026-11-22T02:51:12.500000000Z"
+        );
+        assert_eq!(format_rfc3339_ns(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn boot_offset_is_applied() {
+        let c = BootClock::fixed(1_000_000_000);
+        assert_eq!(c.rfc3339(1), "1970-01-01T00:00:01.000000001Z");
+        assert_ne!(c.rfc3339(0), BootClock::fixed(0).rfc3339(0));
+        // The real clock puts boot in the past and "now" after it.
+        let real = BootClock::now();
+        assert!(real.boot_epoch_ns > 0);
+        assert!(real.rfc3339(BootClock::boot_now_ns()).starts_with("20"));
+    }
+}

@@ -1,0 +1,201 @@
+//! Loading a policy directory with "last good" semantics: every policy file is linted on its
+//! own; a file with errors is reported (the same text `bulwark lint` prints) and its previous
+//! good version, if any, stays in force; a set that fails set-level validation, compilation or
+//! the kernel apply leaves the previous set in force entirely. The lint and compile steps are
+//! behind [`PolicyBackend`] so this logic is tested with fakes, without a kernel.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The result of linting one file.
+#[derive(Clone, Debug)]
+pub struct FileLint<P> {
+    /// Policies of the file (ignored when `has_errors`).
+    pub policies: Vec<P>,
+    pub has_errors: bool,
+    /// Diagnostics as JSON objects (for status events).
+    pub diagnostics: Vec<serde_json::Value>,
+    /// Human text, exactly as `bulwark lint` renders it (for stderr); empty when clean.
+    pub text: String,
+}
+
+/// Lint and compile, as the daemon needs them.
+pub trait PolicyBackend {
+    type Policy: Clone;
+    type Rules;
+    /// Lints one file.
+    fn lint_file(&self, path: &Path) -> FileLint<Self::Policy>;
+    /// Checks across files (e.g. duplicate names); error diagnostics reject the whole set.
+    fn validate_set(&self, policies: &[Self::Policy]) -> FileLint<Self::Policy>;
+    /// Compiles a set; the error is one diagnostic.
+    fn compile(&mut self, policies: &[Self::Policy]) -> Result<Self::Rules, serde_json::Value>;
+    /// Id of a Kubernetes namespace name, from the same table the compiler interns into.
+    fn intern_namespace(&mut self, name: &str) -> u32;
+    /// Display name of a policy (`name`, or `namespace/name` for namespaced ones).
+    fn label(policy: &Self::Policy) -> String;
+}
+
+/// A diagnostic object for problems found by the daemon itself (not by lint).
+pub fn daemon_diagnostic(code: &str, file: Option<&Path>, message: String) -> serde_json::Value {
+    serde_json::json!({
+        "code": code,
+        "severity": "error",
+        "message": message,
+        "file": file.map(|f| f.display().to_string()),
+    })
+}
+
+/// Policy files of a directory, recursively, sorted: `*.yaml`, `*.yml`, `*.json`, hidden
+/// files and directories (editor temporaries, `..data` of ConfigMap mounts) skipped.
+pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for ent in std::fs::read_dir(&d)? {
+            let ent = ent?;
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = ent.path();
+            // Follow symlinks (ConfigMap mounts are symlinks).
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if [".yaml", ".yml", ".json"].iter().any(|s| name.ends_with(s)) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What one load of the directory produced.
+pub struct LoadResult<P, R> {
+    /// New rules to apply, with the per-file state to commit once applied; `None` when the
+    /// previous set stays in force.
+    pub candidate: Option<(R, BTreeMap<PathBuf, Vec<P>>, Vec<String>)>,
+    /// Everything reported (error and warning diagnostics).
+    pub diagnostics: Vec<serde_json::Value>,
+    /// True when something was rejected (a file, the set, or compilation).
+    pub failed: bool,
+}
+
+/// Per-file last-good state of a policy directory.
+pub struct PolicyDir<P> {
+    pub dir: PathBuf,
+    last_good: BTreeMap<PathBuf, Vec<P>>,
+}
+
+impl<P: Clone> PolicyDir<P> {
+    pub fn new(dir: PathBuf) -> Self {
+        PolicyDir {
+            dir,
+            last_good: BTreeMap::new(),
+        }
+    }
+
+    /// Lints and compiles the directory. Lint text goes to `stderr`.
+    pub fn load<B: PolicyBackend<Policy = P>>(
+        &self,
+        backend: &mut B,
+        stderr: &mut dyn std::io::Write,
+    ) -> LoadResult<P, B::Rules> {
+        let mut diagnostics = Vec::new();
+        let mut failed = false;
+        let files = match policy_files(&self.dir) {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = format!(
+                    "cannot read policy directory {}: {e}; the previous policies stay in force",
+                    self.dir.display()
+                );
+                let _ = writeln!(stderr, "bulwark: error: {msg}");
+                return LoadResult {
+                    candidate: None,
+                    diagnostics: vec![daemon_diagnostic("policy-dir", Some(&self.dir), msg)],
+                    failed: true,
+                };
+            }
+        };
+        let mut next: BTreeMap<PathBuf, Vec<P>> = BTreeMap::new();
+        for file in files {
+            let lint = backend.lint_file(&file);
+            if !lint.text.is_empty() {
+                let _ = write!(stderr, "{}", lint.text);
+                if !lint.text.ends_with('\n') {
+                    let _ = writeln!(stderr);
+                }
+            }
+            diagnostics.extend(lint.diagnostics);
+            if lint.has_errors {
+                failed = true;
+                match self.last_good.get(&file) {
+                    Some(prev) => {
+                        let _ = writeln!(
+                            stderr,
+                            "bulwark: {}: rejected; its previous version stays in force",
+                            file.display()
+                        );
+                        next.insert(file, prev.clone());
+                    }
+                    None => {
+                        let _ = writeln!(stderr, "bulwark: {}: rejected, skipped", file.display());
+                    }
+                }
+            } else {
+                next.insert(file, lint.policies);
+            }
+        }
+        let set: Vec<P> = next.values().flatten().cloned().collect();
+        let check = backend.validate_set(&set);
+        if !check.text.is_empty() {
+            let _ = write!(stderr, "{}", check.text);
+        }
+        diagnostics.extend(check.diagnostics);
+        if check.has_errors {
+            let _ = writeln!(
+                stderr,
+                "bulwark: the policy set is invalid as a whole; the previous set stays in force"
+            );
+            return LoadResult {
+                candidate: None,
+                diagnostics,
+                failed: true,
+            };
+        }
+        match backend.compile(&set) {
+            Ok(rules) => {
+                let mut names: Vec<String> = set.iter().map(B::label).collect();
+                names.sort();
+                LoadResult {
+                    candidate: Some((rules, next, names)),
+                    diagnostics,
+                    failed,
+                }
+            }
+            Err(diag) => {
+                let _ = writeln!(
+                    stderr,
+                    "bulwark: error: the policy set does not compile: {}; the previous set stays in force",
+                    diag.get("message").and_then(|m| m.as_str()).unwrap_or("unknown error")
+                );
+                diagnostics.push(diag);
+                LoadResult {
+                    candidate: None,
+                    diagnostics,
+                    failed: true,
+                }
+            }
+        }
+    }
+
+    /// Records a candidate's per-file state as the last good one (after a successful apply).
+    pub fn commit(&mut self, files: BTreeMap<PathBuf, Vec<P>>) {
+        self.last_good = files;
+    }
+}
