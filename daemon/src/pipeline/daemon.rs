@@ -615,3 +615,415 @@ where
 pub fn default_proc_root() -> PathBuf {
     Path::new("/proc").to_path_buf()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::policy_dir::FileLint;
+    use crate::pipeline::record::as_bytes;
+    use crate::pipeline::record::tests::exec_record;
+    use daemon_common::{
+        ConnectEvent, EventHeader, ExitEvent, MatchEvent, ACTION_POST, EVENT_CONNECT, EVENT_EXIT,
+        EVENT_MATCH,
+    };
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    /// Policies are files whose text is a policy name; `error` in the text is a lint error,
+    /// a name containing `nocompile` fails compilation.
+    struct FakeBackend {
+        ns: HashMap<String, u32>,
+    }
+    #[derive(Debug, PartialEq)]
+    struct FakeRules(Vec<String>);
+
+    impl Rules for FakeRules {
+        fn match_info(&self, selector: u8) -> Option<MatchInfo> {
+            self.0.get(usize::from(selector)).map(|n| MatchInfo {
+                policy_name: n.clone(),
+                policy_namespace: None,
+                rule: format!("{n}-rule"),
+                monitor: n.contains("monitor"),
+            })
+        }
+        fn evaluate_process(&self, binary: &str, _argv: &[&str], _ns: u32) -> u64 {
+            self.0
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| binary.ends_with(n.as_str()))
+                .fold(0, |m, (i, _)| m | 1 << i)
+        }
+    }
+
+    impl PolicyBackend for FakeBackend {
+        type Policy = String;
+        type Rules = FakeRules;
+        fn lint_file(&self, path: &Path) -> FileLint<String> {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let bad = text.contains("error");
+            FileLint {
+                policies: if bad {
+                    vec![]
+                } else {
+                    text.split_whitespace().map(String::from).collect()
+                },
+                has_errors: bad,
+                diagnostics: if bad {
+                    vec![serde_json::json!({"severity":"error","file":path.display().to_string()})]
+                } else {
+                    vec![]
+                },
+                text: if bad {
+                    format!("{}: error: bad\n", path.display())
+                } else {
+                    String::new()
+                },
+            }
+        }
+        fn validate_set(&self, policies: &[String]) -> FileLint<String> {
+            let mut seen = std::collections::HashSet::new();
+            let dup = policies.iter().any(|p| !seen.insert(p));
+            FileLint {
+                policies: vec![],
+                has_errors: dup,
+                diagnostics: if dup {
+                    vec![serde_json::json!({"severity":"error","message":"duplicate"})]
+                } else {
+                    vec![]
+                },
+                text: String::new(),
+            }
+        }
+        fn compile(&mut self, policies: &[String]) -> Result<FakeRules, serde_json::Value> {
+            if policies.iter().any(|p| p.contains("nocompile")) {
+                return Err(daemon_diagnostic("compile", None, "nope".into()));
+            }
+            Ok(FakeRules(policies.to_vec()))
+        }
+        fn intern_namespace(&mut self, name: &str) -> u32 {
+            let next = self.ns.len() as u32 + 1;
+            *self.ns.entry(name.into()).or_insert(next)
+        }
+        fn label(p: &String) -> String {
+            p.clone()
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeKernel {
+        active: u8,
+        applied: Vec<(Vec<String>, Vec<Reseed>)>,
+        fail_apply: bool,
+        workloads: HashMap<u64, u32>,
+        queue: Vec<Vec<u8>>,
+        lost: u64,
+        shut: bool,
+    }
+
+    impl Kernel<FakeRules> for FakeKernel {
+        fn apply(&mut self, rules: &FakeRules, reseed: &[Reseed]) -> anyhow::Result<u8> {
+            if self.fail_apply {
+                anyhow::bail!("map full");
+            }
+            self.active ^= 1;
+            self.applied.push((rules.0.clone(), reseed.to_vec()));
+            Ok(self.active)
+        }
+        fn set_workload(&mut self, cgroup_id: u64, ns: u32) -> anyhow::Result<()> {
+            self.workloads.insert(cgroup_id, ns);
+            Ok(())
+        }
+        fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+            self.workloads.remove(&cgroup_id);
+            Ok(())
+        }
+        fn poll(&mut self, _t: Duration, sink: &mut dyn FnMut(&[u8])) -> anyhow::Result<()> {
+            for r in self.queue.drain(..) {
+                sink(&r);
+            }
+            Ok(())
+        }
+        fn lost_events(&self) -> u64 {
+            self.lost
+        }
+        fn shutdown(&mut self) {
+            self.shut = true;
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Buf {
+        /// Lines written since the last call.
+        fn take(&self) -> Vec<serde_json::Value> {
+            let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+            String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+                .collect()
+        }
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("bulwark-daemon-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("policies")).unwrap();
+        d
+    }
+
+    fn daemon(dir: &Path, workloads: Option<PathBuf>) -> (Daemon<FakeBackend, FakeKernel>, Buf) {
+        let buf = Buf::default();
+        let cfg = Config {
+            node_name: "node-1".into(),
+            policy_dir: dir.join("policies"),
+            workloads_file: workloads,
+            proc_root: PathBuf::from("/proc"),
+            cgroup_mount: super::super::workload::find_cgroup2_mount(),
+            loss_report_every: Duration::from_secs(0),
+        };
+        let d = Daemon::new(
+            cfg,
+            FakeBackend { ns: HashMap::new() },
+            FakeKernel::default(),
+            Box::new(buf.clone()),
+        );
+        (d, buf)
+    }
+
+    fn only_status(lines: Vec<serde_json::Value>) -> serde_json::Value {
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["type"], "status");
+        assert_eq!(lines[0]["node_name"], "node-1");
+        lines.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn reload_keeps_the_old_set_on_error() {
+        let dir = tmpdir("reload");
+        let pol = dir.join("policies");
+        std::fs::write(pol.join("a.yaml"), "alpha").unwrap();
+        std::fs::write(pol.join("broken.yaml"), "error").unwrap();
+        std::fs::write(pol.join("README.md"), "error").unwrap(); // not a policy file
+        let (mut d, out) = daemon(&dir, None);
+        d.start();
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "ready");
+        assert_eq!(st["generation"], 1);
+        assert_eq!(st["policies"], serde_json::json!(["alpha"]));
+        assert_eq!(st["diagnostics"].as_array().unwrap().len(), 1);
+        assert_eq!(d.kernel.applied.last().unwrap().0, vec!["alpha"]);
+        // The running test process was seeded and reseeded.
+        assert!(d.kernel.applied[0].1.iter().any(|r| r.tgid == std::process::id()));
+
+        // A good change applies.
+        std::fs::remove_file(pol.join("broken.yaml")).unwrap();
+        std::fs::write(pol.join("b.yaml"), "beta").unwrap();
+        d.on_change(Change { policies: true, workloads: false });
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "reloaded");
+        assert_eq!(st["generation"], 2);
+        assert_eq!(st["policies"], serde_json::json!(["alpha", "beta"]));
+
+        // Breaking b.yaml keeps its previous version in force.
+        std::fs::write(pol.join("b.yaml"), "error").unwrap();
+        d.on_change(Change { policies: true, workloads: false });
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "reload_failed");
+        assert_eq!(st["policies"], serde_json::json!(["alpha", "beta"]));
+        assert_eq!(d.kernel.applied.last().unwrap().0, vec!["alpha", "beta"]);
+
+        // A set that does not compile changes nothing in the kernel.
+        let applies = d.kernel.applied.len();
+        std::fs::write(pol.join("c.yaml"), "nocompile").unwrap();
+        d.on_change(Change { policies: true, workloads: false });
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "reload_failed");
+        assert_eq!(st["policies"], serde_json::json!(["alpha", "beta"]));
+        assert!(st["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["code"] == "compile"));
+        assert_eq!(d.kernel.applied.len(), applies);
+
+        // Nor does a set-level error (duplicate), nor a kernel refusal.
+        std::fs::write(pol.join("c.yaml"), "alpha").unwrap();
+        d.on_change(Change { policies: true, workloads: false });
+        assert_eq!(only_status(out.take())["state"], "reload_failed");
+        assert_eq!(d.kernel.applied.len(), applies);
+        std::fs::write(pol.join("c.yaml"), "gamma").unwrap();
+        std::fs::write(pol.join("b.yaml"), "beta").unwrap();
+        d.kernel.fail_apply = true;
+        let generation = d.generation;
+        d.on_change(Change { policies: true, workloads: false });
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "reload_failed");
+        assert_eq!(st["policies"], serde_json::json!(["alpha", "beta"]));
+        assert_eq!(st["generation"], generation);
+        // Once the kernel accepts it, the new set is in force.
+        d.kernel.fail_apply = false;
+        d.on_change(Change { policies: true, workloads: false });
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "reloaded");
+        assert_eq!(st["policies"], serde_json::json!(["alpha", "beta", "gamma"]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn workloads_file_feeds_registry_and_kernel() {
+        let dir = tmpdir("wl");
+        let wl = dir.join("workloads.yaml");
+        std::fs::write(
+            &wl,
+            "workloads:\n- {cgroup: /, namespace: production, pod: web-1, container: app, labels: {app: web}}\n",
+        )
+        .unwrap();
+        let (mut d, out) = daemon(&dir, Some(wl.clone()));
+        d.start();
+        assert_eq!(only_status(out.take())["state"], "ready");
+        let root_id = std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(d.cfg.cgroup_mount.clone().unwrap()).unwrap(),
+        );
+        assert_eq!(d.kernel.workloads.get(&root_id), Some(&1));
+        // A broken file keeps the registry; the status says why.
+        std::fs::write(&wl, "workloads: [{cgroup: /}]\n").unwrap();
+        d.on_change(Change { policies: false, workloads: true });
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "reload_failed");
+        assert_eq!(d.kernel.workloads.get(&root_id), Some(&1));
+        // An emptied file removes it.
+        std::fs::write(&wl, "workloads: []\n").unwrap();
+        d.on_change(Change { policies: false, workloads: true });
+        assert_eq!(only_status(out.take())["state"], "reloaded");
+        assert!(d.kernel.workloads.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_become_events_with_correlated_ids() {
+        let dir = tmpdir("events");
+        std::fs::write(dir.join("policies/p.yaml"), "no-curl monitor-nc").unwrap();
+        let (mut d, out) = daemon(&dir, None);
+        d.start();
+        out.take();
+        let slot = d.kernel.active;
+        let sh = exec_record(4_000_001, 1_000, 1, 0, "/bin/sh", &["sh", "-c", "curl x"]);
+        let curl = exec_record(4_000_002, 2_000, 4_000_001, 1_000, "/usr/bin/curl", &["curl", "x"]);
+        let conn = ConnectEvent {
+            header: EventHeader { kind: EVENT_CONNECT, tgid: 4_000_002, time_ns: 2_500, start_ns: 2_000 },
+            cgroup_id: 0,
+            dest: Destination { addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], port: 80, family: 2, protocol: PROTO_TCP },
+            blocked: 1,
+            _pad: [0; 3],
+        };
+        let m = MatchEvent {
+            header: EventHeader { kind: EVENT_MATCH, tgid: 4_000_002, time_ns: 2_600, start_ns: 2_000 },
+            slot,
+            selector: 0,
+            hook: HOOK_CONNECT,
+            actions: ACTION_POST | ACTION_BLOCK,
+            enforced: 1,
+            encryption: 0,
+            dest: conn.dest,
+            ..Default::default()
+        };
+        let monitor = MatchEvent {
+            selector: 1,
+            hook: HOOK_EGRESS,
+            actions: ACTION_BLOCK,
+            enforced: 0,
+            encryption: ENC_PLAINTEXT,
+            ..m
+        };
+        let exit = ExitEvent {
+            header: EventHeader { kind: EVENT_EXIT, tgid: 4_000_002, time_ns: 3_000, start_ns: 2_000 },
+            exit_code: 9,
+            _pad: 0,
+        };
+        d.kernel.queue = vec![
+            as_bytes(&sh),
+            as_bytes(&curl),
+            as_bytes(&conn),
+            as_bytes(&m),
+            as_bytes(&monitor),
+            as_bytes(&exit),
+            vec![1, 2, 3], // garbage: counted as lost
+        ];
+        d.pump(Duration::ZERO).unwrap();
+        let ev = out.take();
+        assert_eq!(ev.len(), 6, "{ev:#?}");
+        let ids = |e: &serde_json::Value| e["process"]["exec_id"].as_str().unwrap().to_string();
+        assert_eq!(ev[0]["type"], "process_exec");
+        assert_eq!(ev[0]["process"]["binary"], "/bin/sh");
+        assert_eq!(ev[0]["process"]["arguments"], "-c 'curl x'");
+        assert_eq!(ev[1]["process"]["parent_exec_id"], ids(&ev[0]).as_str());
+        assert_eq!(ev[1]["parent"]["binary"], "/bin/sh");
+        assert_eq!(ev[1]["parent"]["pid"], 4_000_001);
+        assert_eq!(ev[2]["type"], "process_connect");
+        assert_eq!(ids(&ev[2]), ids(&ev[1]));
+        assert_eq!(ev[2]["destination"], serde_json::json!({"ip":"10.0.0.2","port":80,"protocol":"TCP"}));
+        assert_eq!(ev[2]["blocked"], true);
+        assert_eq!(ev[3]["type"], "policy_match");
+        assert_eq!(ev[3]["policy_name"], "no-curl");
+        assert_eq!(ev[3]["rule"], "no-curl-rule");
+        assert_eq!(ev[3]["hook"], "connect");
+        assert_eq!(ev[3]["action"], "Block");
+        assert_eq!(ev[3]["mode"], "enforce");
+        assert_eq!(ev[3]["outcome"], "blocked");
+        assert_eq!(ev[3]["encryption"], serde_json::Value::Null);
+        assert_eq!(ids(&ev[3]), ids(&ev[1]));
+        assert_eq!(ev[4]["policy_name"], "monitor-nc");
+        assert_eq!(ev[4]["mode"], "monitor");
+        assert_eq!(ev[4]["outcome"], "would_block");
+        assert_eq!(ev[4]["encryption"], "plaintext");
+        assert_eq!(ev[5]["type"], "process_exit");
+        assert_eq!(ev[5]["signal"], "SIGKILL");
+        assert_eq!(ev[5]["status"], 0);
+        assert_eq!(ids(&ev[5]), ids(&ev[1]));
+        for e in &ev {
+            assert_eq!(e["node_name"], "node-1");
+            assert!(e["time"].as_str().unwrap().ends_with('Z'));
+        }
+        assert_eq!(d.lost_events(), 1);
+        // Grown losses are reported in a `running` status; shutdown says `stopping`.
+        d.kernel.lost = 4;
+        d.tick(true);
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "running");
+        assert_eq!(st["lost_events"], 5);
+        d.tick(true);
+        assert!(out.take().is_empty(), "no new losses, no report");
+        let stop = AtomicBool::new(true);
+        let (_tx, rx) = std::sync::mpsc::channel();
+        d.run(&stop, &rx).unwrap();
+        let lines = out.take();
+        assert_eq!(lines.first().unwrap()["state"], "ready");
+        assert_eq!(lines.last().unwrap()["state"], "stopping");
+        assert!(d.kernel.shut);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn actions_and_destinations() {
+        assert_eq!(action_outcome(ACTION_SIGKILL | ACTION_POST, true), ("Sigkill", "killed"));
+        assert_eq!(action_outcome(ACTION_SIGKILL, false), ("Sigkill", "would_kill"));
+        assert_eq!(action_outcome(ACTION_BLOCK, false), ("Block", "would_block"));
+        assert_eq!(action_outcome(ACTION_POST, false), ("Post", "reported"));
+        let mut d = Destination { port: 443, family: libc::AF_INET6 as u8, protocol: PROTO_UDP, ..Default::default() };
+        d.addr[15] = 1;
+        let j = destination_json(&d);
+        assert_eq!((j.ip.as_str(), j.port, j.protocol.as_str()), ("::1", 443, "UDP"));
+        d.protocol = 132;
+        assert_eq!(destination_json(&d).protocol, "IP132");
+    }
+}
