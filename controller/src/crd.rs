@@ -1,0 +1,146 @@
+//! The `PolicyViolation` custom resource (group `bulwark.dev`, `v1alpha1`, namespaced): one object
+//! per distinct violation key on one node, in the workload's namespace (host processes go to a
+//! configurable namespace). Repeats raise `count` and `lastSeen` instead of creating objects.
+//! `crds/policyviolations.yaml` is generated from this type by `bulwark crds`.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A violation of a bulwark policy seen on one node: what was killed, blocked or (in monitor
+/// mode) would have been.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "bulwark.dev",
+    version = "v1alpha1",
+    kind = "PolicyViolation",
+    plural = "policyviolations",
+    singular = "policyviolation",
+    shortname = "pviol",
+    category = "bulwark",
+    namespaced,
+    printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.policy"}"#,
+    printcolumn = r#"{"name":"Outcome","type":"string","jsonPath":".spec.outcome"}"#,
+    printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".spec.pod"}"#,
+    printcolumn = r#"{"name":"Binary","type":"string","jsonPath":".spec.binary"}"#,
+    printcolumn = r#"{"name":"Destination","type":"string","jsonPath":".spec.destination.address"}"#,
+    printcolumn = r#"{"name":"Count","type":"integer","jsonPath":".spec.count"}"#,
+    printcolumn = r#"{"name":"Last Seen","type":"date","jsonPath":".spec.lastSeen"}"#,
+    printcolumn = r#"{"name":"Rule","type":"string","priority":1,"jsonPath":".spec.rule"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","priority":1,"jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","priority":1,"jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"Container","type":"string","priority":1,"jsonPath":".spec.container"}"#,
+    printcolumn = r#"{"name":"Encryption","type":"string","priority":1,"jsonPath":".spec.encryption"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyViolationSpec {
+    /// Name of the policy that matched.
+    pub policy: String,
+    /// `TracingPolicy` or `TracingPolicyNamespaced`.
+    pub policy_kind: String,
+    /// Namespace of a `TracingPolicyNamespaced`; absent for a `TracingPolicy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_namespace: Option<String>,
+    /// Rule of the policy that matched.
+    pub rule: String,
+    /// `exec`, `connect` or `egress`.
+    pub hook: String,
+    /// The policy's action: `Sigkill`, `Block` or `Post`.
+    pub action: String,
+    /// `enforce` or `monitor`.
+    pub mode: String,
+    /// True when the action was carried out; false when it only would have been (monitor).
+    pub enforced: bool,
+    /// `killed`, `blocked`, `would_kill`, `would_block` or `reported`.
+    pub outcome: String,
+    /// Node the violation was seen on.
+    pub node: String,
+    /// Pod name; absent for host processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Container name; absent for host processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Absolute path of the executable.
+    pub binary: String,
+    /// Arguments of the last occurrence (truncated to 1 KiB).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arguments: String,
+    /// Destination of the connection (`connect`, `egress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<ViolationDestination>,
+    /// Encryption verdict of the first payload (`plaintext` or `tls`, egress hook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+    /// How many times this violation was seen.
+    pub count: i64,
+    /// RFC 3339 time of the first and the last occurrence.
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+/// Destination of a blocked or reported connection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViolationDestination {
+    pub ip: String,
+    pub port: i32,
+    /// `TCP` or `UDP`.
+    pub protocol: String,
+    /// `ip:port/protocol` (IPv6 in brackets), for `kubectl get`.
+    pub address: String,
+}
+
+/// The CRD, with `date-time` formats on the timestamps.
+pub fn policy_violation_crd() -> CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = PolicyViolation::crd();
+    for v in &mut crd.spec.versions {
+        if let Some(props) = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"))
+            .and_then(|s| s.properties.as_mut())
+        {
+            for f in ["firstSeen", "lastSeen"] {
+                if let Some(p) = props.get_mut(f) {
+                    p.format = Some("date-time".into());
+                }
+            }
+        }
+    }
+    crd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crd_has_group_version_scope_and_columns() {
+        let crd = policy_violation_crd();
+        assert_eq!(crd.spec.group, "bulwark.dev");
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.kind, "PolicyViolation");
+        let v = &crd.spec.versions[0];
+        assert_eq!(v.name, "v1alpha1");
+        let cols: Vec<_> = v
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert!(
+            cols.contains(&"Count") && cols.contains(&"Last Seen"),
+            "{cols:?}"
+        );
+        let json = serde_json::to_string(&crd).unwrap();
+        assert!(json.contains("\"format\":\"date-time\""));
+        // Structural: no untyped values anywhere.
+        assert!(!json.contains("x-kubernetes-preserve-unknown-fields"));
+    }
+}
