@@ -225,6 +225,26 @@ pub fn replace_strings(doc: &mut Value, from: &str, to: &str) {
     }
 }
 
+/// Adapts an example policy to a test world: renames namespaces (`renames` as (example, test)
+/// pairs, also applied to a namespaced policy's own `metadata.namespace`) and ANDs
+/// `matchNamespaces: [{operator: In, values: guard}]` into every selector, so an example written
+/// for a whole node (kill binaries from /tmp, block DNS) can only touch the test's own pods.
+pub fn adapt_example(doc: &mut Value, renames: &[(&str, &str)], guard: &[&str]) {
+    for (from, to) in renames {
+        replace_strings(doc, from, to);
+    }
+    for_each_selector(doc, |_, sel| {
+        let entry = json!({"operator": "In", "values": guard});
+        match sel
+            .entry("matchNamespaces".to_string())
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            Value::Array(a) => a.push(entry),
+            other => *other = Value::Array(vec![entry]),
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +287,33 @@ mod tests {
         let docs = parse_yaml_docs(&to_yaml_docs(&[p.clone(), p.clone()])).unwrap();
         assert_eq!(docs, vec![p.clone(), p]);
         assert!(parse_yaml_docs("a: [unclosed").is_err());
+    }
+
+    #[test]
+    fn adapt_example_guards_every_selector() {
+        let mut p = PolicyBuilder::new("p")
+            .rule(
+                RuleBuilder::exec("r")
+                    .binaries("Prefix", &["/tmp/"])
+                    .action("Sigkill")
+                    .or()
+                    .namespaces("NotIn", &["mail"])
+                    .action("Post"),
+            )
+            .value();
+        adapt_example(
+            &mut p,
+            &[("mail", "e2e-mail"), ("/tmp/", "/w/")],
+            &["e2e-a"],
+        );
+        let sels = &p["spec"]["rules"][0]["selectors"];
+        let guard = json!({"operator": "In", "values": ["e2e-a"]});
+        assert_eq!(sels[0]["matchNamespaces"], json!([guard.clone()]));
+        assert_eq!(sels[0]["matchBinaries"][0]["values"], json!(["/w/"]));
+        assert_eq!(
+            sels[1]["matchNamespaces"],
+            json!([{"operator": "NotIn", "values": ["e2e-mail"]}, guard])
+        );
     }
 
     #[test]

@@ -95,6 +95,7 @@ fn killed_and_failing_commands_are_reported() {
 fn guards_remove_everything() {
     let _g = serial();
     let (cg, netns, dir): (PathBuf, String, PathBuf);
+    let mut sleeper;
     {
         let w = World::new(WorldConfig {
             tag: "selftest3".into(),
@@ -104,7 +105,7 @@ fn guards_remove_everything() {
         netns = w.net.pod.clone();
         dir = w.dir().to_path_buf();
         // A process left running in a pod must not keep the cgroup alive.
-        std::process::Command::new("sh")
+        sleeper = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
                 "echo $$ > {}; exec sleep 60",
@@ -121,8 +122,18 @@ fn guards_remove_everything() {
         assert!(y.contains(w.pods[0].cgroup.relative()), "{y}");
         assert!(cg.starts_with(cgroup2_mount()));
     }
+    let status = sleeper.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc_sigkill()),
+        "the leftover process was killed by the cgroup guard"
+    );
     assert!(!cg.exists(), "cgroup {} left behind", cg.display());
     assert!(!dir.exists(), "dir {} left behind", dir.display());
     let list = bulwark_e2e::host_cmd("ip", &["netns", "list"]);
     assert!(!list.contains(&netns), "netns {netns} left behind: {list}");
+}
+
+fn libc_sigkill() -> i32 {
+    9
 }

@@ -1,0 +1,144 @@
+//! egress hook: plaintext to a server in the other namespace is blocked from the first payload
+//! (the send fails, the server receives nothing), TLS to the very same server and port works,
+//! and after the handshake application data keeps flowing (a large body, then a second request
+//! on the same connection). IPv4 and IPv6.
+
+use crate::wait_match;
+use bulwark_e2e::daemon::ev;
+use bulwark_e2e::netns::url;
+use bulwark_e2e::{serial, Daemon, PolicyBuilder, RuleBuilder, TestServer, World};
+
+fn plaintext_blocked_tls_flows(v6: bool) {
+    let _g = serial();
+    let w = World::single(if v6 { "egress-v6" } else { "egress-v4" }, "e2e-egress");
+    let srv = TestServer::start(&w.net, &[8080, 9090]);
+    let (c4, c6) = (w.net.v4_cidr(), w.net.v6_cidr());
+    let policy = PolicyBuilder::new("e2e-no-plaintext")
+        .rule(
+            RuleBuilder::egress("no-plaintext")
+                .namespaces("In", &["e2e-egress"])
+                .destinations("In", &[&c4, &c6], &["8080"], Some("TCP"))
+                .encryption("plaintext")
+                .action("Block"),
+        )
+        .yaml();
+    let d = Daemon::start(&w, &[("egress.yaml", &policy)]);
+    let ip = w.net.server_ip(v6);
+
+    // curl http:// is refused and the server got not a single byte.
+    let out = w.pod().curl(&[&url("http", ip, 8080, "/plain")]);
+    assert!(!out.success(), "plaintext HTTP should fail: {out}");
+    let m = wait_match(&d, "e2e-no-plaintext", "egress", out.pid, 8080);
+    assert_eq!(m["outcome"], "blocked", "{m}");
+    assert_eq!(m["enforced"], true, "{m}");
+    assert_eq!(m["encryption"], "plaintext", "{m}");
+    assert_eq!(ev::dest(&m).0, ip.to_string(), "{m}");
+    // A raw socket: connect works (the egress hook is not connect), the first send is refused.
+    let out = w
+        .pod()
+        .probe(ip, 8080, &["--send", "GET /raw HTTP/1.0\r\n\r\n"]);
+    assert_eq!(out.json()["connect"], "ok", "{out}");
+    assert_eq!(
+        out.json()["send"],
+        "EACCES",
+        "the plaintext send should fail with EACCES: {out}"
+    );
+    let log = srv.log();
+    assert!(
+        log.received_nothing(),
+        "the server received plaintext that should have been blocked: {log:?}"
+    );
+    assert!(
+        !log.accepts().is_empty(),
+        "the TCP connections were established: {log:?}"
+    );
+
+    // TLS to the same server and port works: a 1 MB body, then a second request on the same
+    // connection (curl reuses it: num_connects 1 then 0).
+    let big = url("https", ip, 8080, "/bytes/1048576");
+    let second = url("https", ip, 8080, "/bytes/200000");
+    let out = w.pod().curl(&[
+        "-k",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download} %{num_connects}\n",
+        &big,
+        &second,
+    ]);
+    assert!(out.success(), "HTTPS to the same port should work: {out}");
+    assert_eq!(out.stdout, "1048576 1\n200000 0\n", "{out}");
+    let log = srv.log();
+    let r1 = log.requests_for("/bytes/1048576");
+    let r2 = log.requests_for("/bytes/200000");
+    assert_eq!((r1.len(), r2.len()), (1, 1), "{log:?}");
+    assert_eq!(r1[0]["tls"], true);
+    assert_eq!(
+        r1[0]["conn"], r2[0]["conn"],
+        "both requests on one TLS connection"
+    );
+    d.assert_no_event("policy_match for the TLS client", crate::SETTLE, |e| {
+        ev::is(e, "policy_match") && ev::pid(e) == Some(out.pid as u64)
+    });
+
+    // Plaintext to a port outside the rule still works.
+    let out = w.pod().curl(&[&url("http", ip, 9090, "/other-port")]);
+    assert!(
+        out.success(),
+        "plaintext to port 9090 is not in the rule: {out}"
+    );
+    assert_eq!(srv.log().requests_for("/other-port").len(), 1);
+}
+
+#[test]
+fn egress_plaintext_blocked_tls_flows_v4() {
+    plaintext_blocked_tls_flows(false);
+}
+
+#[test]
+fn egress_plaintext_blocked_tls_flows_v6() {
+    plaintext_blocked_tls_flows(true);
+}
+
+#[test]
+fn egress_tls_session_with_openssl_s_client() {
+    let _g = serial();
+    let w = World::single("egress-sclient", "e2e-egress");
+    let srv = TestServer::start(&w.net, &[8443]);
+    let c4 = w.net.v4_cidr();
+    let policy = PolicyBuilder::new("e2e-no-plaintext-sclient")
+        .rule(
+            RuleBuilder::egress("no-plaintext")
+                .namespaces("In", &["e2e-egress"])
+                .destinations("In", &[&c4], &["8443"], None)
+                .encryption("plaintext")
+                .action("Block"),
+        )
+        .yaml();
+    let _d = Daemon::start(&w, &[("egress.yaml", &policy)]);
+    let openssl = bulwark_e2e::preflight()
+        .openssl
+        .to_str()
+        .unwrap()
+        .to_string();
+    let connect = format!("{}:8443", w.net.server_v4);
+    // Two requests typed into one s_client session after the handshake.
+    let script = format!(
+        "printf 'GET /one HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /two HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' \
+         | {openssl} s_client -quiet -connect {connect} 2>/dev/null"
+    );
+    let out = w.pod().run(&["sh", "-c", &script]);
+    assert!(
+        out.stdout.contains("ok /one") && out.stdout.contains("ok /two"),
+        "{out}"
+    );
+    let log = srv.log();
+    let (one, two) = (log.requests_for("/one"), log.requests_for("/two"));
+    assert_eq!((one.len(), two.len()), (1, 1), "{log:?}");
+    assert_eq!(
+        one[0]["conn"], two[0]["conn"],
+        "one TLS session carried both requests"
+    );
+}

@@ -1,0 +1,116 @@
+//! events: exec_id / parent_exec_id correlate a shell, the curl it starts and the curl's
+//! connect; every event carries `type`, `time` and `node_name`; the event file is JSON lines;
+//! SIGTERM stops the daemon cleanly.
+
+use bulwark_e2e::daemon::{ev, NODE_NAME};
+use bulwark_e2e::netns::url;
+use bulwark_e2e::{preflight, serial, Daemon, PolicyBuilder, RuleBuilder, TestServer, World};
+
+#[test]
+fn exec_ids_correlate_shell_child_and_connect() {
+    let _g = serial();
+    let w = World::single("events", "e2e-events");
+    let srv = TestServer::start(&w.net, &[8080]);
+    let c4 = w.net.v4_cidr();
+    let policy = PolicyBuilder::new("e2e-report-connect")
+        .rule(
+            RuleBuilder::connect("report")
+                .namespaces("In", &["e2e-events"])
+                .destinations("In", &[&c4], &[], None)
+                .action("Post"),
+        )
+        .yaml();
+    let d = Daemon::start(&w, &[("post.yaml", &policy)]);
+    let curl = preflight().curl.to_str().unwrap().to_string();
+    let path = format!("/corr-{}", std::process::id());
+    let u = url("http", w.net.server_ip(false), 8080, &path);
+    // `; echo done` keeps the shell from exec-ing curl in place: curl is a forked child.
+    let script = format!("{curl} -sS --noproxy '*' {u}; echo done");
+    let out = w.pod().run(&["sh", "-c", &script]);
+    assert!(out.success() && out.stdout.ends_with("done\n"), "{out}");
+    assert_eq!(srv.log().requests_for(&path).len(), 1);
+
+    let curl_exec = d.wait_event("process_exec of the child curl", |e| {
+        ev::is(e, "process_exec") && ev::binary(e) == curl && ev::arguments(e).contains(&path)
+    });
+    let curl_id = ev::exec_id(&curl_exec).expect("process.exec_id on process_exec");
+    let parent_id = ev::parent_exec_id(&curl_exec).expect("process.parent_exec_id on curl");
+    assert_ne!(curl_id, parent_id);
+    let shell = d.wait_event("process_exec of the shell (the curl's parent)", |e| {
+        ev::is(e, "process_exec") && ev::exec_id(e).as_deref() == Some(parent_id.as_str())
+    });
+    assert_eq!(
+        ev::pid(&shell),
+        Some(out.pid as u64),
+        "the parent is the shell we ran: {shell}"
+    );
+    assert!(ev::arguments(&shell).contains(&path), "{shell}");
+    assert_ne!(ev::pid(&curl_exec), ev::pid(&shell));
+    assert_eq!(
+        curl_exec["process"]["pod"]["namespace"], "e2e-events",
+        "{curl_exec}"
+    );
+
+    let connect = d.wait_event("process_connect of the curl", |e| {
+        ev::is(e, "process_connect") && ev::exec_id(e).as_deref() == Some(curl_id.as_str())
+    });
+    assert_eq!(
+        ev::dest(&connect),
+        (w.net.server_v4.to_string(), 8080),
+        "{connect}"
+    );
+    assert_eq!(connect["destination"]["protocol"], "TCP", "{connect}");
+    assert_eq!(connect["blocked"], false, "{connect}");
+    assert_eq!(
+        ev::parent_exec_id(&connect).as_deref(),
+        Some(parent_id.as_str())
+    );
+
+    let m = d.wait_event("Post policy_match of the curl's connect", |e| {
+        ev::is_match(e, "e2e-report-connect", "connect")
+            && ev::exec_id(e).as_deref() == Some(curl_id.as_str())
+    });
+    assert_eq!(m["outcome"], "reported", "{m}");
+    assert_eq!(m["action"], "Post", "{m}");
+    let exit = d.wait_event("process_exit of the curl", |e| {
+        ev::is(e, "process_exit") && ev::exec_id(e).as_deref() == Some(curl_id.as_str())
+    });
+    assert_eq!(exit["status"], 0, "{exit}");
+}
+
+#[test]
+fn every_event_has_type_time_and_node_name_and_sigterm_stops_cleanly() {
+    let _g = serial();
+    let w = World::single("contract", "e2e-contract");
+    let d = Daemon::start(&w, &[]);
+    let marker = w.dir().join("m");
+    let out = w
+        .pod()
+        .run(&["sh", "-c", &format!("touch {}; true", marker.display())]);
+    assert!(out.success(), "{out}");
+    d.wait_event("process_exit of the shell", |e| {
+        ev::is(e, "process_exit") && ev::pid(e) == Some(out.pid as u64)
+    });
+    let events = d.events();
+    assert!(events.len() >= 2, "{}", d.diagnostics());
+    for e in &events {
+        assert!(e["type"].is_string(), "event without type: {e}");
+        assert!(e["time"].is_string(), "event without time: {e}");
+        assert_eq!(
+            e["node_name"], NODE_NAME,
+            "event without node_name {NODE_NAME}: {e}"
+        );
+    }
+    assert!(
+        d.bad_lines().is_empty(),
+        "non-JSON lines: {:?}",
+        d.bad_lines()
+    );
+    let ready = d.find(|e| ev::is(e, "status") && e["state"] == "ready");
+    assert_eq!(ready.len(), 1, "exactly one ready event: {ready:?}");
+    let status = d.stop();
+    assert!(
+        status.success(),
+        "SIGTERM should stop the daemon with exit 0, got {status}"
+    );
+}

@@ -1,0 +1,100 @@
+//! hot reload: replacing a policy file changes behaviour without restarting the daemon; a
+//! broken file (bad YAML, or a semantically invalid policy) is reported as `reload_failed` with
+//! diagnostics and the previous policy stays in force; a fixed file is applied again.
+
+use crate::{assert_connected, assert_eperm};
+use bulwark_e2e::{serial, Daemon, PolicyBuilder, RuleBuilder, TestServer, World};
+
+fn block_port(port: &str) -> String {
+    PolicyBuilder::new("e2e-reload")
+        .rule(
+            RuleBuilder::connect(&format!("block-{port}"))
+                .namespaces("In", &["e2e-reload"])
+                .destinations("In", &["10.199.0.0/16"], &[port], Some("TCP"))
+                .action("Block"),
+        )
+        .yaml()
+}
+
+#[test]
+fn hot_reload_changes_behaviour_and_broken_files_keep_the_old_policy() {
+    let _g = serial();
+    let w = World::single("reload", "e2e-reload");
+    let _srv = TestServer::start(&w.net, &[8080, 9090]);
+    let ip = w.net.server_ip(false);
+    let d = Daemon::start(&w, &[("reload.yaml", &block_port("8080"))]);
+    let pid = d.pid();
+    assert!(d.loaded_policies().contains(&"e2e-reload".to_string()));
+    assert_eperm(&w.pod().probe(ip, 8080, &[]));
+    assert_connected(
+        &w.pod()
+            .probe(ip, 9090, &["--send", "GET / HTTP/1.0\r\n\r\n"]),
+    );
+
+    // Replace: now 9090 is blocked and 8080 is free, same daemon process.
+    let gen0 = d.generation();
+    let st = d.replace_policy("reload.yaml", &block_port("9090"));
+    assert_eq!(st["state"], "reloaded", "{st}\n{}", d.diagnostics());
+    assert!(st["generation"].as_u64().unwrap() > gen0, "{st}");
+    assert_eq!(st["policies"], serde_json::json!(["e2e-reload"]), "{st}");
+    assert_eq!(d.pid(), pid);
+    assert_connected(
+        &w.pod()
+            .probe(ip, 8080, &["--send", "GET / HTTP/1.0\r\n\r\n"]),
+    );
+    assert_eperm(&w.pod().probe(ip, 9090, &[]));
+
+    // Broken YAML: reload_failed with diagnostics; the 9090 block stays in force.
+    let st = d.replace_policy(
+        "reload.yaml",
+        "apiVersion: bulwark.dev/v1alpha1\nspec: [unclosed\n",
+    );
+    assert_eq!(st["state"], "reload_failed", "{st}");
+    let diags = st["diagnostics"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !diags.is_empty(),
+        "reload_failed must say what is wrong: {st}"
+    );
+    assert_eperm(&w.pod().probe(ip, 9090, &[]));
+    assert_connected(
+        &w.pod()
+            .probe(ip, 8080, &["--send", "GET / HTTP/1.0\r\n\r\n"]),
+    );
+
+    // Valid YAML, invalid policy (an unknown hook): also rejected, old policy kept.
+    let bad = block_port("8080").replace("hook: connect", "hook: fork");
+    assert!(bad.contains("hook: fork"), "the rewrite must apply: {bad}");
+    let st = d.replace_policy("reload.yaml", &bad);
+    assert_eq!(st["state"], "reload_failed", "{st}");
+    assert!(
+        !st["diagnostics"]
+            .as_array()
+            .map(|a| a.is_empty())
+            .unwrap_or(true),
+        "{st}"
+    );
+    assert_eperm(&w.pod().probe(ip, 9090, &[]));
+    assert_connected(
+        &w.pod()
+            .probe(ip, 8080, &["--send", "GET / HTTP/1.0\r\n\r\n"]),
+    );
+
+    // Fixed again: applied.
+    let st = d.replace_policy("reload.yaml", &block_port("8080"));
+    assert_eq!(st["state"], "reloaded", "{st}");
+    assert_eperm(&w.pod().probe(ip, 8080, &[]));
+    assert_connected(
+        &w.pod()
+            .probe(ip, 9090, &["--send", "GET / HTTP/1.0\r\n\r\n"]),
+    );
+
+    // Removing the file removes the policy.
+    let st = d.remove_policy("reload.yaml");
+    assert_eq!(st["state"], "reloaded", "{st}");
+    assert_eq!(st["policies"], serde_json::json!([]), "{st}");
+    assert_connected(
+        &w.pod()
+            .probe(ip, 8080, &["--send", "GET / HTTP/1.0\r\n\r\n"]),
+    );
+    assert_eq!(d.pid(), pid, "the daemon never restarted");
+}
