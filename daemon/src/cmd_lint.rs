@@ -1,9 +1,64 @@
-//! `bulwark lint`.
+//! `bulwark lint`: checks policy files offline (no root, no cluster) and prints diagnostics as
+//! text, JSON, SARIF 2.1.0 or GitHub annotations. Exit 0 clean, 1 errors (or warnings with
+//! `--strict`), 2 usage or I/O errors. All checking lives in `bulwark_policy::load`; this
+//! module only parses arguments, renders and picks the exit code.
+use bulwark_policy::diagnostics::{render_github, render_json, render_sarif, render_text};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct LintArgs {}
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Compiler-style `file:line:col: error[CODE]: message` with hints and a summary.
+    #[default]
+    Text,
+    /// One JSON object (documented in docs/lint.md).
+    Json,
+    /// SARIF 2.1.0, for GitHub code scanning.
+    Sarif,
+    /// GitHub Actions workflow annotations (`::error file=...`).
+    Github,
+}
 
-pub fn run(_args: LintArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`bulwark lint` is not built yet")
+#[derive(clap::Args, Debug)]
+pub struct LintArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Fail (exit 1) on warnings too.
+    #[arg(long)]
+    pub strict: bool,
+    /// Policy files or directories (searched recursively for .yaml/.yml).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
+    let outcome = bulwark_policy::load::lint_paths(&args.paths)?;
+    let d = &outcome.diagnostics;
+    let rendered = match args.format {
+        Format::Text => {
+            let mut t = render_text(d);
+            let summary = format!(
+                "checked {} document{} in {} file{}: ",
+                outcome.documents,
+                if outcome.documents == 1 { "" } else { "s" },
+                outcome.files,
+                if outcome.files == 1 { "" } else { "s" }
+            );
+            // render_text ends with the "N errors, M warnings" line; prefix it.
+            let cut = t.trim_end_matches('\n').rfind('\n').map_or(0, |i| i + 1);
+            t.insert_str(cut, &summary);
+            t
+        }
+        Format::Json => render_json(d),
+        Format::Sarif => render_sarif(d),
+        Format::Github => render_github(d),
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (e.g. `| head`) is not an error worth a panic.
+    let _ = stdout.write_all(rendered.as_bytes());
+    let _ = stdout.flush();
+    let failed = outcome.errors() > 0 || (args.strict && outcome.warnings() > 0);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -18,7 +18,8 @@ pub use diagnostics::{Diagnostic, Severity};
 pub use load::{lint_paths, lint_source, LintOutcome};
 pub use model::*;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+/// The Kubernetes CRD type [`crds`] returns (re-exported so callers need no k8s-openapi).
+pub use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 /// The CRDs of the policy model: `TracingPolicy`, then `TracingPolicyNamespaced`.

@@ -198,11 +198,13 @@ fn type_hint(node: &Node, schema: &J) -> String {
 
 /// Walks `node` against `schema`, appending diagnostics with positions and paths.
 pub fn check(node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
-    let field = last_key(path);
+    let field_name = last_key(path);
+    let field = if path.ends_with(']') { format!("each entry of `{field_name}`") } else { format!("`{field_name}`") };
+    let field = field.as_str();
     if node.value == Value::Null {
         if schema.get("nullable").and_then(J::as_bool) != Some(true) {
             out.push(
-                Diagnostic::new(codes::WRONG_TYPE, format!("`{field}` is empty; it must be {}", type_word(schema)))
+                Diagnostic::new(codes::WRONG_TYPE, format!("{field} is empty; it must be {}", type_word(schema)))
                     .hint(type_hint(node, schema))
                     .path(path)
                     .at(node.pos.line, node.pos.column),
@@ -215,7 +217,7 @@ pub fn check(node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
             Diagnostic::new(
                 codes::WRONG_TYPE,
                 format!(
-                    "`{field}` must be {}, found {}{}",
+                    "{field} must be {}, found {}{}",
                     type_word(schema),
                     node.value.type_name(),
                     preview(node)
@@ -252,7 +254,7 @@ pub fn check(node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
             if let Some(required) = schema.get("required").and_then(J::as_array) {
                 for r in required.iter().filter_map(J::as_str) {
                     if !entries.iter().any(|e| e.key == r) {
-                        let what = if field.is_empty() { "document".to_string() } else { format!("`{field}` entry") };
+                        let what = if field_name.is_empty() { "document".to_string() } else { format!("`{field_name}` entry") };
                         let expected = props.and_then(|p| p.get(r)).map(type_word).unwrap_or_default();
                         out.push(
                             Diagnostic::new(codes::MISSING_FIELD, format!("missing required field `{r}` in this {what}"))
@@ -276,7 +278,7 @@ pub fn check(node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
             if let Some(min) = schema.get("minimum").and_then(J::as_f64) {
                 if (*i as f64) < min {
                     out.push(
-                        Diagnostic::new(codes::WRONG_TYPE, format!("`{field}` must be at least {min}, found {i}"))
+                        Diagnostic::new(codes::WRONG_TYPE, format!("{field} must be at least {min}, found {i}"))
                             .hint(format!("use a value of {min} or more"))
                             .path(path)
                             .at(node.pos.line, node.pos.column),
@@ -291,7 +293,13 @@ pub fn check(node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
 
 fn unknown_field(key: &str, pos: Pos, parent_path: &str, path: &str, known: &[&str]) -> Diagnostic {
     let parent = last_key(parent_path);
-    let within = if parent.is_empty() { "this document".to_string() } else { format!("`{parent}`") };
+    let within = if parent.is_empty() {
+        "this document".to_string()
+    } else if parent_path.ends_with(']') {
+        format!("a `{parent}` entry")
+    } else {
+        format!("`{parent}`")
+    };
     let hint = match (closest(key, known.iter().copied()), placement_hint(key, parent_path)) {
         (_, Some(h)) => h,
         (Some(c), None) => format!("did you mean `{c}`?"),

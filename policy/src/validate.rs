@@ -76,7 +76,7 @@ impl Cidr {
             0
         } else {
             let all: u128 = if width == 32 { u128::from(u32::MAX) } else { u128::MAX };
-            all & !(all >> self.prefix)
+            all & !all.checked_shr(u32::from(self.prefix)).unwrap_or(0)
         }
     }
 
@@ -910,6 +910,92 @@ fn kind_word(p: &AnyPolicy) -> &'static str {
     }
 }
 
+/// Distinct selectors, conditions and map keys of a set, as the compiler shares them.
+#[derive(Default)]
+struct Tally {
+    selectors: u64,
+    proc: BTreeSet<(u8, bool, u8, Option<u32>, Vec<String>)>,
+    dest: BTreeSet<(bool, Vec<String>, Vec<(u16, u16)>, Option<u8>)>,
+    bin: [BTreeSet<String>; 3],
+    arg: [BTreeSet<(Option<u32>, String)>; 3],
+    ns: BTreeSet<String>,
+    v4: BTreeSet<String>,
+    v6: BTreeSet<String>,
+    ports: BTreeSet<(u16, u16)>,
+}
+
+impl Tally {
+    fn add(&mut self, p: &AnyPolicy, s: &Selector) {
+        self.selectors += 1;
+        let norm = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v.dedup();
+            v
+        };
+        for b in &s.match_binaries {
+            let (k, neg) = kind_of(b.operator);
+            self.proc.insert((0, neg, k as u8, None, norm(&b.values)));
+            self.bin[k as usize].extend(b.values.iter().cloned());
+        }
+        for a in &s.match_args {
+            let (k, neg) = kind_of(a.operator);
+            self.proc.insert((1, neg, k as u8, a.index, norm(&a.values)));
+            self.arg[k as usize].extend(a.values.iter().map(|v| (a.index, v.clone())));
+        }
+        for n in &s.match_namespaces {
+            self.proc.insert((2, n.operator == SetOperator::NotIn, 0, None, norm(&n.values)));
+            self.ns.extend(n.values.iter().cloned());
+        }
+        if let Some(own) = p.scope_namespace() {
+            self.proc.insert((2, false, 0, None, vec![own.to_string()]));
+            self.ns.insert(own.to_string());
+        }
+        for dst in &s.match_destinations {
+            let mut cidrs: Vec<String> = dst.cidrs.iter().map(|c| parse_cidr(c.trim()).map_or_else(|_| c.clone(), |c| c.network().to_string())).collect();
+            cidrs.sort();
+            cidrs.dedup();
+            let mut ports: Vec<(u16, u16)> = dst.ports.iter().filter_map(|pt| parse_port(pt).ok()).collect();
+            ports.sort();
+            ports.dedup();
+            for c in &cidrs {
+                if c.contains(':') {
+                    self.v6.insert(c.clone());
+                } else {
+                    self.v4.insert(c.clone());
+                }
+            }
+            for &(lo, hi) in &ports {
+                let mut start = u32::from(lo);
+                let end = u32::from(hi);
+                while start <= end {
+                    let mut size = if start == 0 { 1u32 << 16 } else { 1u32 << start.trailing_zeros().min(16) };
+                    while start + size - 1 > end {
+                        size >>= 1;
+                    }
+                    self.ports.insert((start as u16, size.trailing_zeros() as u16));
+                    start += size;
+                }
+            }
+            self.dest.insert((dst.operator == SetOperator::NotIn, cidrs, ports, dst.protocol.map(|p| p as u8)));
+        }
+    }
+
+    fn counts(&self) -> [u64; 8] {
+        let max3 = |a: usize, b: usize, c: usize| a.max(b).max(c) as u64;
+        [
+            self.selectors,
+            self.proc.len() as u64,
+            self.dest.len() as u64,
+            max3(self.bin[0].len(), self.bin[1].len(), self.bin[2].len()),
+            max3(self.arg[0].len(), self.arg[1].len(), self.arg[2].len()),
+            self.ns.len() as u64,
+            self.v4.len().max(self.v6.len()) as u64,
+            self.ports.len() as u64,
+        ]
+    }
+}
+
 /// Like [`validate_set`], with the index of the policy each diagnostic belongs to and, for
 /// duplicates, the index of the first policy of that name.
 pub fn validate_set_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic, Option<usize>)> {
@@ -933,80 +1019,49 @@ pub fn validate_set_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic, Option
             ));
         }
     }
-    // Capacity, counted as the compiler lays the set out in one slot.
-    struct Budget {
-        name: &'static str,
-        what: &'static str,
-        limit: u64,
-        used: u64,
-        reported: bool,
-    }
-    let mut budgets = [
-        Budget { name: "MAX_SELECTORS", what: "selectors", limit: limits::MAX_SELECTORS as u64, used: 0, reported: false },
-        Budget { name: "MAX_PROC_CONDITIONS", what: "process conditions (matchBinaries/matchArgs/matchNamespaces entries, plus one per selector of a TracingPolicyNamespaced)", limit: limits::MAX_PROC_CONDITIONS as u64, used: 0, reported: false },
-        Budget { name: "MAX_DEST_CONDITIONS", what: "destination conditions (matchDestinations entries)", limit: limits::MAX_DEST_CONDITIONS as u64, used: 0, reported: false },
-        Budget { name: "MAX_BINARY_VALUES", what: "binary path values", limit: u64::from(limits::MAX_BINARY_VALUES), used: 0, reported: false },
-        Budget { name: "MAX_ARG_VALUES", what: "argument values", limit: u64::from(limits::MAX_ARG_VALUES), used: 0, reported: false },
-        Budget { name: "MAX_NAMESPACES", what: "namespace values", limit: u64::from(limits::MAX_NAMESPACES), used: 0, reported: false },
-        Budget { name: "MAX_CIDRS", what: "CIDRs", limit: u64::from(limits::MAX_CIDRS), used: 0, reported: false },
-        Budget { name: "MAX_PORT_PREFIXES", what: "port prefix entries (ranges split into prefix blocks)", limit: u64::from(limits::MAX_PORT_PREFIXES), used: 0, reported: false },
+    // Capacity, counted as the compiler lays the set out in one slot: one selector entry per
+    // selector; identical conditions and map keys are shared.
+    const BUDGETS: [(&str, &str, u64); 8] = [
+        ("MAX_SELECTORS", "selectors", limits::MAX_SELECTORS as u64),
+        ("MAX_PROC_CONDITIONS", "distinct process conditions (matchBinaries/matchArgs/matchNamespaces entries, plus one per namespace of a TracingPolicyNamespaced; identical entries are shared)", limits::MAX_PROC_CONDITIONS as u64),
+        ("MAX_DEST_CONDITIONS", "distinct destination conditions (matchDestinations entries; identical entries are shared)", limits::MAX_DEST_CONDITIONS as u64),
+        ("MAX_BINARY_VALUES", "distinct binary path values in one matcher map", limits::MAX_BINARY_VALUES as u64),
+        ("MAX_ARG_VALUES", "distinct argument values in one matcher map", limits::MAX_ARG_VALUES as u64),
+        ("MAX_NAMESPACES", "distinct namespace names", limits::MAX_NAMESPACES as u64),
+        ("MAX_CIDRS", "distinct CIDRs of one address family", limits::MAX_CIDRS as u64),
+        ("MAX_PORT_PREFIXES", "distinct port prefix blocks", limits::MAX_PORT_PREFIXES as u64),
     ];
-    let mut totals = [0u64; 8];
-    for p in ps {
-        let namespaced = matches!(p, AnyPolicy::Namespaced(_));
-        for r in &p.spec().rules {
-            for s in &r.selectors {
-                totals[0] += 1;
-                totals[1] += (s.match_binaries.len() + s.match_args.len() + s.match_namespaces.len() + usize::from(namespaced)) as u64;
-                totals[2] += s.match_destinations.len() as u64;
-                totals[3] += s.match_binaries.iter().map(|b| b.values.len() as u64).sum::<u64>();
-                totals[4] += s.match_args.iter().map(|a| a.values.len() as u64).sum::<u64>();
-                totals[5] += s.match_namespaces.iter().map(|n| n.values.len() as u64).sum::<u64>();
-                totals[6] += s.match_destinations.iter().map(|d| d.cidrs.len() as u64).sum::<u64>();
-                totals[7] += s
-                    .match_destinations
-                    .iter()
-                    .flat_map(|d| &d.ports)
-                    .map(|pt| parse_port(pt).map_or(0, |(lo, hi)| u64::from(port_prefix_blocks(lo, hi))))
-                    .sum::<u64>();
+    let totals = {
+        let mut t = Tally::default();
+        for p in ps {
+            for r in &p.spec().rules {
+                for s in &r.selectors {
+                    t.add(p, s);
+                }
             }
         }
-    }
-    for (b, total) in budgets.iter_mut().zip(totals) {
-        b.used = total;
-    }
-    // Report each exceeded budget at the selector where the running count first passes it.
-    let mut running = [0u64; 8];
+        t.counts()
+    };
+    let mut reported = [false; 8];
+    let mut t = Tally::default();
     for (pi, p) in ps.iter().enumerate() {
-        let namespaced = matches!(p, AnyPolicy::Namespaced(_));
         for (ri, r) in p.spec().rules.iter().enumerate() {
             for (si, s) in r.selectors.iter().enumerate() {
-                running[0] += 1;
-                running[1] += (s.match_binaries.len() + s.match_args.len() + s.match_namespaces.len() + usize::from(namespaced)) as u64;
-                running[2] += s.match_destinations.len() as u64;
-                running[3] += s.match_binaries.iter().map(|b| b.values.len() as u64).sum::<u64>();
-                running[4] += s.match_args.iter().map(|a| a.values.len() as u64).sum::<u64>();
-                running[5] += s.match_namespaces.iter().map(|n| n.values.len() as u64).sum::<u64>();
-                running[6] += s.match_destinations.iter().map(|d| d.cidrs.len() as u64).sum::<u64>();
-                running[7] += s
-                    .match_destinations
-                    .iter()
-                    .flat_map(|d| &d.ports)
-                    .map(|pt| parse_port(pt).map_or(0, |(lo, hi)| u64::from(port_prefix_blocks(lo, hi))))
-                    .sum::<u64>();
-                for (b, run) in budgets.iter_mut().zip(running) {
-                    if !b.reported && run > b.limit {
-                        b.reported = true;
+                t.add(p, s);
+                for (k, used) in t.counts().into_iter().enumerate() {
+                    let (name, what, limit) = BUDGETS[k];
+                    if !reported[k] && used > limit {
+                        reported[k] = true;
                         out.push((
                             pi,
                             d(
                                 codes::CAPACITY,
                                 format!("spec.rules[{ri}].selectors[{si}]"),
                                 format!(
-                                    "the loaded policies need {} {}; the kernel maps hold at most {} per rule set ({}); this selector of policy `{}` is where the limit is passed",
-                                    b.used, b.what, b.limit, b.name, p.name()
+                                    "the loaded policies need {} {what}; the kernel maps hold at most {limit} per rule set ({name}); this selector of policy `{}` passes the limit",
+                                    totals[k], p.name()
                                 ),
-                                "split the policies across fewer selectors (list several values in one entry instead of one entry per value), or load fewer policies on this node",
+                                "merge the values of entries with the same operator into one entry, or load fewer policies on this node",
                             ),
                             None,
                         ));
@@ -1045,6 +1100,8 @@ mod tests {
         assert!(parse_cidr("2001:db8::/32").unwrap().contains(&parse_cidr("2001:db8:1::/48").unwrap()));
         assert!(!parse_cidr("10.0.0.0/8").unwrap().contains(&parse_cidr("::/0").unwrap()));
         assert_eq!(parse_cidr("::/0").unwrap().network().to_string(), "::/0");
+        assert!(!parse_cidr("::1/128").unwrap().has_host_bits());
+        assert!(!parse_cidr("1.2.3.4/32").unwrap().has_host_bits());
         assert_eq!(parse_cidr("0.0.0.0/0").unwrap().network().to_string(), "0.0.0.0/0");
     }
 
