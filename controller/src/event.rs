@@ -47,10 +47,12 @@ pub struct ViolationEvent {
     /// RFC 3339 time of the match.
     pub time: String,
     pub node_name: String,
-    pub policy_name: String,
+    /// `null` only if the engine no longer knows the rule set that matched; such events are
+    /// counted as invalid and not turned into objects.
+    pub policy_name: Option<String>,
     /// Namespace of a `TracingPolicyNamespaced`; `null` for a `TracingPolicy`.
     pub policy_namespace: Option<String>,
-    pub rule: String,
+    pub rule: Option<String>,
     pub hook: Hook,
     pub action: Action,
     pub mode: Mode,
@@ -65,12 +67,15 @@ pub struct ViolationEvent {
     pub encryption: Option<String>,
 }
 
-/// The process that matched.
+/// The process that matched (the daemon's event carries more fields, e.g. `cwd`,
+/// `start_time`, `parent_exec_id`; they are ignored here).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct ProcessInfo {
     pub exec_id: String,
     pub pid: u32,
-    pub uid: u32,
+    /// Real uid at exec; `null` when unknown.
+    #[serde(default)]
+    pub uid: Option<u32>,
     pub binary: String,
     /// Arguments as one string; a JSON array of strings is accepted too (joined with spaces).
     #[serde(default, deserialize_with = "string_or_list")]

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use bulwark_policy::model::AnyPolicy;
 
-pub use crd::{PolicyViolation, PolicyViolationSpec};
+pub use crd::{policy_violation_crd, PolicyViolation, PolicyViolationSpec};
 pub use event::{violation_channel, ViolationEvent, ViolationSender};
 pub use stats::Stats;
 

@@ -101,8 +101,8 @@ pub fn key_of(ev: &ViolationEvent, node: &str, host_namespace: &str) -> Violatio
         .unwrap_or_default();
     let identity = [
         ev.policy_namespace.as_deref().unwrap_or(""),
-        &ev.policy_name,
-        &ev.rule,
+        ev.policy_name.as_deref().unwrap_or(""),
+        ev.rule.as_deref().unwrap_or(""),
         ev.outcome.as_str(),
         node,
         &namespace,
@@ -117,7 +117,7 @@ pub fn key_of(ev: &ViolationEvent, node: &str, host_namespace: &str) -> Violatio
         namespace,
         name: format!(
             "{}-{:016x}",
-            dns_prefix(&ev.policy_name, 40),
+            dns_prefix(ev.policy_name.as_deref().unwrap_or(""), 40),
             fnv64(identity.as_bytes())
         ),
     }
@@ -127,7 +127,7 @@ pub fn key_of(ev: &ViolationEvent, node: &str, host_namespace: &str) -> Violatio
 pub fn spec_of(ev: &ViolationEvent, node: &str) -> PolicyViolationSpec {
     let pod = ev.process.pod.as_ref();
     PolicyViolationSpec {
-        policy: ev.policy_name.clone(),
+        policy: ev.policy_name.clone().unwrap_or_default(),
         policy_kind: if ev.policy_namespace.is_some() {
             "TracingPolicyNamespaced"
         } else {
@@ -135,7 +135,7 @@ pub fn spec_of(ev: &ViolationEvent, node: &str) -> PolicyViolationSpec {
         }
         .into(),
         policy_namespace: ev.policy_namespace.clone(),
-        rule: ev.rule.clone(),
+        rule: ev.rule.clone().unwrap_or_default(),
         hook: serde_json::to_value(ev.hook)
             .ok()
             .and_then(|v| v.as_str().map(String::from))
@@ -311,7 +311,11 @@ impl Aggregator {
                 log::warn!(
                     "namespace {} has {} PolicyViolations from node {} (the cap): not creating one \
                      for policy {} rule {}; {n} capped so far. Raise the cap or fix the workload.",
-                    key.namespace, self.limits.namespace_cap, self.node, ev.policy_name, ev.rule
+                    key.namespace,
+                    self.limits.namespace_cap,
+                    self.node,
+                    ev.policy_name.as_deref().unwrap_or("?"),
+                    ev.rule.as_deref().unwrap_or("?")
                 );
             }
             return Ingest::Capped;
@@ -327,7 +331,7 @@ impl Aggregator {
                     "{} violation objects are waiting to be written (API server slow or down); \
                      dropped a new one for policy {}; {n} dropped so far",
                     self.limits.max_pending,
-                    ev.policy_name
+                    ev.policy_name.as_deref().unwrap_or("?")
                 );
             }
             return Ingest::PendingFull;
@@ -641,7 +645,7 @@ pub async fn run(
         tokio::select! {
             ev = rx.recv(), if rx_open => match ev {
                 Some(ev) => {
-                    if ev.policy_name.is_empty() {
+                    if ev.policy_name.as_deref().unwrap_or("").is_empty() {
                         stats.violations_invalid.fetch_add(1, Ordering::Relaxed);
                         log::warn!("ignored a policy_match event without policy_name: {ev:?}");
                     } else {
@@ -649,7 +653,7 @@ pub async fn run(
                     }
                     // Drain what is queued without waiting.
                     while let Ok(ev) = rx.try_recv() {
-                        if !ev.policy_name.is_empty() { agg.ingest(&ev); } else { stats.violations_invalid.fetch_add(1, Ordering::Relaxed); }
+                        if !ev.policy_name.as_deref().unwrap_or("").is_empty() { agg.ingest(&ev); } else { stats.violations_invalid.fetch_add(1, Ordering::Relaxed); }
                     }
                 }
                 None => {
