@@ -13,9 +13,9 @@ pub enum ErrorKind {
     LimitExceeded { limit: &'static str, max: u64 },
 }
 
-/// A policy set that cannot be compiled. `Display` gives one line an operator can act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CompileError {
+/// Where in the input a [`CompileError`] is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Location {
     /// `metadata.name` of the policy.
     pub policy: String,
     /// Namespace of a `TracingPolicyNamespaced`.
@@ -24,21 +24,29 @@ pub struct CompileError {
     pub rule: Option<String>,
     /// Index of the selector within the rule, when the error is about one.
     pub selector: Option<usize>,
+}
+
+/// A policy set that cannot be compiled. `Display` gives one line an operator can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileError {
     pub kind: ErrorKind,
     /// What is wrong and how to fix it.
     pub message: String,
+    /// Boxed to keep `Result<_, CompileError>` small.
+    pub at: Box<Location>,
 }
 
 impl fmt::Display for CompileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "policy {ns}/{}", self.policy)?,
-            None => write!(f, "policy {}", self.policy)?,
+        let at = &self.at;
+        match &at.namespace {
+            Some(ns) => write!(f, "policy {ns}/{}", at.policy)?,
+            None => write!(f, "policy {}", at.policy)?,
         }
-        if let Some(rule) = &self.rule {
+        if let Some(rule) = &at.rule {
             write!(f, ", rule {rule}")?;
         }
-        if let Some(selector) = self.selector {
+        if let Some(selector) = at.selector {
             write!(f, ", selectors[{selector}]")?;
         }
         write!(f, ": {}", self.message)?;
@@ -52,31 +60,27 @@ impl fmt::Display for CompileError {
 impl std::error::Error for CompileError {}
 
 /// Where the compiler is, to build errors that say so.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Loc {
-    pub policy: String,
-    pub namespace: Option<String>,
-    pub rule: Option<String>,
-    pub selector: Option<usize>,
-}
+pub(crate) type Loc = Location;
 
-impl Loc {
-    pub fn invalid(&self, message: impl Into<String>) -> CompileError {
+impl Location {
+    pub(crate) fn invalid(&self, message: impl Into<String>) -> CompileError {
         self.error(ErrorKind::Invalid, message.into())
     }
 
-    pub fn limit(&self, limit: &'static str, max: u64, message: impl Into<String>) -> CompileError {
+    pub(crate) fn limit(
+        &self,
+        limit: &'static str,
+        max: u64,
+        message: impl Into<String>,
+    ) -> CompileError {
         self.error(ErrorKind::LimitExceeded { limit, max }, message.into())
     }
 
     fn error(&self, kind: ErrorKind, message: String) -> CompileError {
         CompileError {
-            policy: self.policy.clone(),
-            namespace: self.namespace.clone(),
-            rule: self.rule.clone(),
-            selector: self.selector,
             kind,
             message,
+            at: Box::new(self.clone()),
         }
     }
 }

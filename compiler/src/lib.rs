@@ -27,7 +27,7 @@ mod ruleset;
 /// Re-exported so callers need not depend on `daemon-common` for the destination type.
 pub use daemon_common::Destination;
 pub use entries::MapEntries;
-pub use error::{CompileError, ErrorKind};
+pub use error::{CompileError, ErrorKind, Location};
 pub use eval::{destination, destination_addr};
 pub use ids::NamespaceIds;
 pub use parse::{normalize_addr, parse_cidr, parse_port, port_blocks, Cidr};

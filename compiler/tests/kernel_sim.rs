@@ -388,7 +388,7 @@ fn random_argv(rng: &mut Rng) -> Vec<Vec<u8>> {
             let mut a = rng.pick(ARGS).as_bytes().to_vec();
             a.extend_from_slice(rng.pick(&["", "", "x", "e", "sh"]).as_bytes());
             if rng.chance(2) {
-                a = [&a[..], &vec![b'z'; 200]].concat();
+                a = [&a[..], &[b'z'; 200]].concat();
             }
             a
         })
