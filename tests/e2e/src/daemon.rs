@@ -214,8 +214,14 @@ impl Daemon {
         self.events().into_iter().filter(|e| pred(e)).collect()
     }
 
-    /// Waits up to `limit` for an event matching `pred` (searching all events so far).
-    pub fn try_wait_event(&self, limit: Duration, pred: impl Fn(&Event) -> bool) -> Option<Event> {
+    /// Waits up to `limit` for an event matching `pred` (searching all events so far); `None`
+    /// on timeout. Panics, naming `what`, when the daemon exits first.
+    pub fn try_wait_event(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Option<Event> {
         let deadline = Instant::now() + limit;
         loop {
             self.refresh();
@@ -232,7 +238,7 @@ impl Daemon {
                     return Some(e.clone());
                 }
                 panic!(
-                    "the daemon exited ({status}) while the test waited for an event\n{}",
+                    "the daemon exited ({status}) while the test waited for {what}\n{}",
                     self.diagnostics()
                 );
             }
@@ -243,7 +249,7 @@ impl Daemon {
     /// Waits up to [`crate::timeout()`] for an event matching `pred`; panics naming `what`,
     /// with the recent events and the daemon's stderr, when none comes.
     pub fn wait_event(&self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
-        match self.try_wait_event(crate::timeout(), pred) {
+        match self.try_wait_event(what, crate::timeout(), pred) {
             Some(e) => e,
             None => panic!(
                 "timed out after {:?} waiting for {what}\n{}",

@@ -118,6 +118,15 @@ fn guards_remove_everything() {
         })
         .expect("the sleeper joined the cgroup");
         let y = w.workloads_yaml();
+        let parsed: serde_json::Value = serde_saphyr::from_str(&y).expect("workloads YAML parses");
+        assert_eq!(parsed["workloads"][1]["namespace"], "b", "{y}");
+        assert_eq!(parsed["workloads"][1]["pod"], "p2", "{y}");
+        assert_eq!(parsed["workloads"][1]["labels"]["app"], "p2", "{y}");
+        assert_eq!(
+            parsed["workloads"][0]["cgroup"],
+            w.pods[0].cgroup.relative(),
+            "{y}"
+        );
         assert!(y.contains("namespace: \"b\""), "{y}");
         assert!(y.contains(w.pods[0].cgroup.relative()), "{y}");
         assert!(cg.starts_with(cgroup2_mount()));
