@@ -222,20 +222,38 @@ impl Daemon {
         limit: Duration,
         pred: impl Fn(&Event) -> bool,
     ) -> Option<Event> {
+        self.wait_from(0, what, limit, pred)
+    }
+
+    fn wait_from(
+        &self,
+        mark: usize,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Option<Event> {
         let deadline = Instant::now() + limit;
-        loop {
+        let find = || {
             self.refresh();
-            if let Some(e) = self.state.borrow().events.iter().find(|e| pred(e)) {
-                return Some(e.clone());
+            self.state
+                .borrow()
+                .events
+                .iter()
+                .skip(mark)
+                .find(|e| pred(e))
+                .cloned()
+        };
+        loop {
+            if let Some(e) = find() {
+                return Some(e);
             }
             if Instant::now() >= deadline {
                 return None;
             }
             if let Some(status) = self.exited() {
                 // One last read: the daemon may have written the event as it exited.
-                self.refresh();
-                if let Some(e) = self.state.borrow().events.iter().find(|e| pred(e)) {
-                    return Some(e.clone());
+                if let Some(e) = find() {
+                    return Some(e);
                 }
                 panic!(
                     "the daemon exited ({status}) while the test waited for {what}\n{}",
@@ -317,27 +335,50 @@ impl Daemon {
     }
 
     /// Replaces (or adds) a policy file and waits for the daemon's next `reloaded` or
-    /// `reload_failed` status event (generation above any seen before), which it returns.
+    /// `reload_failed` status event (the first one written after the file), which it returns.
     pub fn replace_policy(&self, name: &str, content: &str) -> Event {
-        let before = self.generation();
+        let mark = self.mark();
         self.write_policy(name, content);
-        self.wait_reload(before)
+        self.wait_reload(mark)
     }
 
     /// Removes a policy file and waits for the reload status.
     pub fn remove_policy(&self, name: &str) -> Event {
-        let before = self.generation();
+        let mark = self.mark();
         std::fs::remove_file(self.policy_dir.join(name)).expect("remove policy file");
-        self.wait_reload(before)
+        self.wait_reload(mark)
     }
 
-    fn wait_reload(&self, before: u64) -> Event {
-        self.wait_event(
-            &format!("a reloaded/reload_failed status event with generation > {before}"),
+    /// The number of events read so far: pass it to [`Daemon::wait_event_after`] to wait only
+    /// for events written after this point.
+    pub fn mark(&self) -> usize {
+        self.refresh();
+        self.state.borrow().events.len()
+    }
+
+    /// [`Daemon::wait_event`] over the events after `mark` only.
+    pub fn wait_event_after(
+        &self,
+        mark: usize,
+        what: &str,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
+        self.wait_from(mark, what, crate::timeout(), pred)
+            .unwrap_or_else(|| {
+                panic!(
+                    "timed out after {:?} waiting for {what}\n{}",
+                    crate::timeout(),
+                    self.diagnostics()
+                )
+            })
+    }
+
+    fn wait_reload(&self, mark: usize) -> Event {
+        self.wait_event_after(
+            mark,
+            "a reloaded/reload_failed status event after the policy change",
             |e| {
-                e["type"] == "status"
-                    && (e["state"] == "reloaded" || e["state"] == "reload_failed")
-                    && e["generation"].as_u64().unwrap_or(0) > before
+                e["type"] == "status" && (e["state"] == "reloaded" || e["state"] == "reload_failed")
             },
         )
     }
