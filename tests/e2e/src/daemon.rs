@@ -461,6 +461,10 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() && self.child.is_some() {
+            // The assertion that failed may not show what the daemon said: print it here.
+            eprintln!("the test failed; daemon state:\n{}", self.diagnostics());
+        }
         if self.terminate().is_none() && self.child.is_some() {
             eprintln!("warning: the daemon had to be SIGKILLed");
         }
