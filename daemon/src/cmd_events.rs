@@ -1,9 +1,277 @@
-//! `bulwark events`.
+//! `bulwark events`: reads the JSON-lines events `bulwark run` writes (a file, or stdin),
+//! filters them (all filter kinds ANDed, repeated values ORed), optionally follows the file as
+//! it grows (like `tail -F`, surviving truncation and replacement), and prints them as JSON or
+//! as one compact human line each (like `tetra getevents -o compact`).
+
+use crate::pipeline::filter::{compact, normalize_type, Filter};
+use anyhow::Context;
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The event lines as written.
+    Json,
+    /// One human line per event.
+    Compact,
+}
 
 #[derive(clap::Args, Debug)]
-pub struct EventsArgs {}
+pub struct EventsArgs {
+    /// Events file written by `bulwark run --events FILE` (default: read stdin).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Keep reading as the file grows (Ctrl-C to stop).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Event type: process_exec (exec), process_exit (exit), process_connect (connect),
+    /// policy_match (match), status. Repeatable.
+    #[arg(long = "type", value_name = "T")]
+    pub types: Vec<String>,
+    /// Policy name (or namespace/name). Repeatable.
+    #[arg(long = "policy", value_name = "P")]
+    pub policies: Vec<String>,
+    /// Kubernetes namespace of the process. Repeatable.
+    #[arg(long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
+    /// Pod name (or namespace/pod). Repeatable.
+    #[arg(long = "pod", value_name = "POD")]
+    pub pods: Vec<String>,
+    /// Binary path, or a bare name matching the last path component. Repeatable.
+    #[arg(long = "binary", value_name = "PATH")]
+    pub binaries: Vec<String>,
+    /// Action (Sigkill, Block, Post) or outcome (killed, blocked, would_kill, would_block,
+    /// reported), case-insensitive. Repeatable.
+    #[arg(long = "action", value_name = "A")]
+    pub actions: Vec<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "json")]
+    pub output: Output,
+}
 
-pub fn run(_args: EventsArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`bulwark events` is not built yet")
+/// Applies filter and format to one line; `None` when filtered out. Lines that are not JSON
+/// are reported on stderr (with their line number) and skipped.
+fn render(line: &str, lineno: u64, filter: &Filter, output: Output) -> Option<String> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    if line.trim().is_empty() {
+        return None;
+    }
+    let v: serde_json::Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("bulwark events: line {lineno}: not a JSON event ({e}); skipped");
+            return None;
+        }
+    };
+    if !filter.matches(&v) {
+        return None;
+    }
+    Some(match output {
+        Output::Json => line.to_string(),
+        Output::Compact => compact(&v),
+    })
+}
+
+/// Reads complete lines from `reader`, writing what passes; returns lines read. A partial last
+/// line stays in `pending` (a writer may be mid-line).
+fn pump(
+    reader: &mut dyn BufRead,
+    pending: &mut String,
+    lineno: &mut u64,
+    filter: &Filter,
+    output: Output,
+    out: &mut dyn Write,
+    eof_completes: bool,
+) -> anyhow::Result<()> {
+    loop {
+        let mut buf = Vec::new();
+        let n = reader.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            if eof_completes && !pending.is_empty() {
+                *lineno += 1;
+                if let Some(s) = render(pending, *lineno, filter, output) {
+                    writeln!(out, "{s}")?;
+                }
+                pending.clear();
+            }
+            out.flush()?;
+            return Ok(());
+        }
+        pending.push_str(&String::from_utf8_lossy(&buf));
+        if pending.ends_with('\n') {
+            *lineno += 1;
+            if let Some(s) = render(pending, *lineno, filter, output) {
+                if writeln!(out, "{s}").is_err() {
+                    // Reader went away (`| head`): stop quietly.
+                    return Ok(());
+                }
+            }
+            pending.clear();
+        }
+    }
+}
+
+fn build_filter(args: &EventsArgs) -> anyhow::Result<Filter> {
+    let types = args
+        .types
+        .iter()
+        .map(|t| normalize_type(t).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Filter {
+        types,
+        policies: args.policies.clone(),
+        namespaces: args.namespaces.clone(),
+        pods: args.pods.clone(),
+        binaries: args.binaries.clone(),
+        actions: args.actions.clone(),
+    })
+}
+
+pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let filter = build_filter(&args)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut pending = String::new();
+    let mut lineno = 0u64;
+    let Some(path) = &args.file else {
+        let stdin = std::io::stdin();
+        let mut r = stdin.lock();
+        pump(
+            &mut r,
+            &mut pending,
+            &mut lineno,
+            &filter,
+            args.output,
+            &mut out,
+            true,
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let open = |p: &PathBuf| {
+        std::fs::File::open(p).with_context(|| {
+            format!(
+                "cannot open events file {} (written by `bulwark run --events FILE`)",
+                p.display()
+            )
+        })
+    };
+    let mut file = BufReader::new(open(path)?);
+    pump(
+        &mut file,
+        &mut pending,
+        &mut lineno,
+        &filter,
+        args.output,
+        &mut out,
+        !args.follow,
+    )?;
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut ino = file.get_ref().metadata()?.ino();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let pos = file.stream_position()?;
+        match std::fs::metadata(path) {
+            // Replaced (rotated): read the new file from its start.
+            Ok(m) if m.ino() != ino => {
+                if let Ok(f) = std::fs::File::open(path) {
+                    ino = m.ino();
+                    file = BufReader::new(f);
+                    pending.clear();
+                }
+            }
+            // Truncated: start over.
+            Ok(m) if m.len() < pos => {
+                file.seek(SeekFrom::Start(0))?;
+                pending.clear();
+            }
+            _ => {}
+        }
+        pump(
+            &mut file,
+            &mut pending,
+            &mut lineno,
+            &filter,
+            args.output,
+            &mut out,
+            false,
+        )?;
+    }
+}
+
+/// Reads all of `r` through the same path as a file (tests).
+#[cfg(test)]
+fn run_on(input: &str, filter: &Filter, output: Output) -> String {
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    let mut n = 0;
+    let mut r = BufReader::new(input.as_bytes());
+    pump(&mut r, &mut pending, &mut n, filter, output, &mut out, true).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINES: &str = concat!(
+        r#"{"type":"status","time":"t","node_name":"n","state":"ready","generation":1,"policies":[],"diagnostics":[],"lost_events":0}"#,
+        "\n",
+        "not json\n",
+        r#"{"type":"process_exec","time":"t","node_name":"n","process":{"exec_id":"a","pid":1,"uid":0,"binary":"/usr/bin/curl","arguments":"http://x","cwd":null,"start_time":"t","parent_exec_id":null,"pod":{"namespace":"prod","name":"web-1","container":"c","labels":{}}},"parent":null}"#,
+        "\n\n",
+        r#"{"type":"process_exec","time":"t","node_name":"n","process":{"exec_id":"b","pid":2,"uid":0,"binary":"/bin/ls","arguments":"","cwd":null,"start_time":"t","parent_exec_id":null,"pod":null},"parent":null}"#,
+    );
+
+    #[test]
+    fn filters_formats_and_skips_bad_lines() {
+        let all = run_on(LINES, &Filter::default(), Output::Json);
+        assert_eq!(all.lines().count(), 3, "{all}");
+        let f = Filter {
+            types: vec!["process_exec".into()],
+            ..Default::default()
+        };
+        assert_eq!(run_on(LINES, &f, Output::Json).lines().count(), 2);
+        let f = Filter {
+            namespaces: vec!["prod".into()],
+            ..Default::default()
+        };
+        let out = run_on(LINES, &f, Output::Compact);
+        assert_eq!(out, "🚀 process  prod/web-1 /usr/bin/curl http://x\n");
+        let f = Filter {
+            binaries: vec!["ls".into(), "curl".into()],
+            ..Default::default()
+        };
+        assert_eq!(run_on(LINES, &f, Output::Json).lines().count(), 2);
+        let f = Filter {
+            binaries: vec!["ls".into()],
+            namespaces: vec!["prod".into()],
+            ..Default::default()
+        };
+        assert_eq!(run_on(LINES, &f, Output::Json), "");
+    }
+
+    #[test]
+    fn bad_type_is_a_clear_error() {
+        let args = EventsArgs {
+            file: None,
+            follow: false,
+            types: vec!["nope".into()],
+            policies: vec![],
+            namespaces: vec![],
+            pods: vec![],
+            binaries: vec![],
+            actions: vec![],
+            output: Output::Json,
+        };
+        let err = build_filter(&args).unwrap_err().to_string();
+        assert!(
+            err.contains("nope") && err.contains("policy_match"),
+            "{err}"
+        );
+    }
 }

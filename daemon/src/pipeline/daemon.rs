@@ -11,7 +11,9 @@ use super::clock::BootClock;
 use super::event::{Body, DestinationJson, Event, Parent, PolicyMatch, Process, Status};
 use super::policy_dir::{daemon_diagnostic, PolicyBackend, PolicyDir};
 use super::process::{read_cwd, ProcInfo, ProcessCache};
-use super::record::{decode, decode_exit_code, signal_name, Record};
+#[cfg(test)]
+use super::record::decode;
+use super::record::{decode_exit_code, signal_name, DecodeError, Record};
 use super::workload::{
     parse_workloads, process_cgroup_id, resolve, WorkloadChange, WorkloadRegistry, WorkloadSpec,
 };
@@ -21,7 +23,7 @@ use daemon_common::{
 };
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -60,8 +62,13 @@ pub trait Kernel<R> {
     fn apply(&mut self, rules: &R, reseed: &[Reseed]) -> anyhow::Result<u8>;
     fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()>;
     fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()>;
-    /// Waits up to `timeout` for records and passes each one's bytes to `sink`.
-    fn poll(&mut self, timeout: Duration, sink: &mut dyn FnMut(&[u8])) -> anyhow::Result<()>;
+    /// Waits up to `timeout` for records and passes each one, decoded, to `sink` (a record
+    /// that could not be decoded is passed as the error, and counted as lost).
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        sink: &mut dyn FnMut(Result<Record, DecodeError>),
+    ) -> anyhow::Result<()>;
     /// Records the kernel dropped (ring buffer full) since start.
     fn lost_events(&self) -> u64;
     /// Detaches everything (called once, at shutdown).
@@ -157,9 +164,9 @@ impl<R: Rules> Pipeline<R> {
         }
     }
 
-    /// Decodes one record into an event (fork records only update the cache).
-    pub fn handle(&mut self, bytes: &[u8]) -> Option<Event> {
-        let rec = match decode(bytes) {
+    /// Turns one record into an event (fork records only update the cache).
+    pub fn handle_record(&mut self, rec: Result<Record, DecodeError>) -> Option<Event> {
+        let rec = match rec {
             Ok(r) => r,
             Err(e) => {
                 self.decode_errors += 1;
@@ -236,7 +243,9 @@ impl<R: Rules> Pipeline<R> {
                     HOOK_EGRESS => "egress",
                     _ => "unknown",
                 };
-                let monitor = mi.as_ref().map_or(!enforced && action != "Post", |i| i.monitor);
+                let monitor = mi
+                    .as_ref()
+                    .map_or(!enforced && action != "Post", |i| i.monitor);
                 let body = Body::PolicyMatch(PolicyMatch {
                     policy_name: mi.as_ref().map(|i| i.policy_name.clone()),
                     policy_namespace: mi.as_ref().and_then(|i| i.policy_namespace.clone()),
@@ -414,11 +423,11 @@ where
         let res = self.policies.load(&mut self.backend, &mut stderr);
         let mut diags = res.diagnostics;
         let mut failed = res.failed;
-        if let Some((rules, files, names)) = res.candidate {
-            match self.apply_rules(std::sync::Arc::new(rules)) {
+        if let Some(c) = res.candidate {
+            match self.apply_rules(std::sync::Arc::new(c.rules)) {
                 Ok(()) => {
-                    self.policies.commit(files);
-                    self.in_force = names;
+                    self.policies.commit(c.files);
+                    self.in_force = c.names;
                 }
                 Err(e) => {
                     let msg = format!(
@@ -557,7 +566,9 @@ where
         }
         if report_losses && self.lost_events() > self.last_lost {
             let lost = self.lost_events();
-            eprintln!("bulwark: warning: {lost} events lost so far (ring buffer full or undecodable)");
+            eprintln!(
+                "bulwark: warning: {lost} events lost so far (ring buffer full or undecodable)"
+            );
             self.status("running", Vec::new());
         }
     }
@@ -565,8 +576,8 @@ where
     /// Drains records for up to `timeout`, writing events.
     pub fn pump(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let pipeline = &mut self.pipeline;
-        self.kernel.poll(timeout, &mut |bytes| {
-            if let Some(ev) = pipeline.handle(bytes) {
+        self.kernel.poll(timeout, &mut |rec| {
+            if let Some(ev) = pipeline.handle_record(rec) {
                 pipeline.emit(&ev);
             }
         })?;
@@ -611,11 +622,6 @@ where
     }
 }
 
-/// Path helper used by callers building a [`Config`].
-pub fn default_proc_root() -> PathBuf {
-    Path::new("/proc").to_path_buf()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,6 +633,7 @@ mod tests {
         EVENT_MATCH,
     };
     use std::collections::HashMap;
+    use std::path::Path;
     use std::sync::{Arc, Mutex};
 
     /// Policies are files whose text is a policy name; `error` in the text is a lint error,
@@ -737,9 +744,13 @@ mod tests {
             self.workloads.remove(&cgroup_id);
             Ok(())
         }
-        fn poll(&mut self, _t: Duration, sink: &mut dyn FnMut(&[u8])) -> anyhow::Result<()> {
+        fn poll(
+            &mut self,
+            _t: Duration,
+            sink: &mut dyn FnMut(Result<Record, DecodeError>),
+        ) -> anyhow::Result<()> {
             for r in self.queue.drain(..) {
-                sink(&r);
+                sink(decode(&r));
             }
             Ok(())
         }
@@ -823,12 +834,18 @@ mod tests {
         assert_eq!(st["diagnostics"].as_array().unwrap().len(), 1);
         assert_eq!(d.kernel.applied.last().unwrap().0, vec!["alpha"]);
         // The running test process was seeded and reseeded.
-        assert!(d.kernel.applied[0].1.iter().any(|r| r.tgid == std::process::id()));
+        assert!(d.kernel.applied[0]
+            .1
+            .iter()
+            .any(|r| r.tgid == std::process::id()));
 
         // A good change applies.
         std::fs::remove_file(pol.join("broken.yaml")).unwrap();
         std::fs::write(pol.join("b.yaml"), "beta").unwrap();
-        d.on_change(Change { policies: true, workloads: false });
+        d.on_change(Change {
+            policies: true,
+            workloads: false,
+        });
         let st = only_status(out.take());
         assert_eq!(st["state"], "reloaded");
         assert_eq!(st["generation"], 2);
@@ -836,7 +853,10 @@ mod tests {
 
         // Breaking b.yaml keeps its previous version in force.
         std::fs::write(pol.join("b.yaml"), "error").unwrap();
-        d.on_change(Change { policies: true, workloads: false });
+        d.on_change(Change {
+            policies: true,
+            workloads: false,
+        });
         let st = only_status(out.take());
         assert_eq!(st["state"], "reload_failed");
         assert_eq!(st["policies"], serde_json::json!(["alpha", "beta"]));
@@ -845,7 +865,10 @@ mod tests {
         // A set that does not compile changes nothing in the kernel.
         let applies = d.kernel.applied.len();
         std::fs::write(pol.join("c.yaml"), "nocompile").unwrap();
-        d.on_change(Change { policies: true, workloads: false });
+        d.on_change(Change {
+            policies: true,
+            workloads: false,
+        });
         let st = only_status(out.take());
         assert_eq!(st["state"], "reload_failed");
         assert_eq!(st["policies"], serde_json::json!(["alpha", "beta"]));
@@ -858,24 +881,36 @@ mod tests {
 
         // Nor does a set-level error (duplicate), nor a kernel refusal.
         std::fs::write(pol.join("c.yaml"), "alpha").unwrap();
-        d.on_change(Change { policies: true, workloads: false });
+        d.on_change(Change {
+            policies: true,
+            workloads: false,
+        });
         assert_eq!(only_status(out.take())["state"], "reload_failed");
         assert_eq!(d.kernel.applied.len(), applies);
         std::fs::write(pol.join("c.yaml"), "gamma").unwrap();
         std::fs::write(pol.join("b.yaml"), "beta").unwrap();
         d.kernel.fail_apply = true;
         let generation = d.generation;
-        d.on_change(Change { policies: true, workloads: false });
+        d.on_change(Change {
+            policies: true,
+            workloads: false,
+        });
         let st = only_status(out.take());
         assert_eq!(st["state"], "reload_failed");
         assert_eq!(st["policies"], serde_json::json!(["alpha", "beta"]));
         assert_eq!(st["generation"], generation);
         // Once the kernel accepts it, the new set is in force.
         d.kernel.fail_apply = false;
-        d.on_change(Change { policies: true, workloads: false });
+        d.on_change(Change {
+            policies: true,
+            workloads: false,
+        });
         let st = only_status(out.take());
         assert_eq!(st["state"], "reloaded");
-        assert_eq!(st["policies"], serde_json::json!(["alpha", "beta", "gamma"]));
+        assert_eq!(
+            st["policies"],
+            serde_json::json!(["alpha", "beta", "gamma"])
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -897,13 +932,19 @@ mod tests {
         assert_eq!(d.kernel.workloads.get(&root_id), Some(&1));
         // A broken file keeps the registry; the status says why.
         std::fs::write(&wl, "workloads: [{cgroup: /}]\n").unwrap();
-        d.on_change(Change { policies: false, workloads: true });
+        d.on_change(Change {
+            policies: false,
+            workloads: true,
+        });
         let st = only_status(out.take());
         assert_eq!(st["state"], "reload_failed");
         assert_eq!(d.kernel.workloads.get(&root_id), Some(&1));
         // An emptied file removes it.
         std::fs::write(&wl, "workloads: []\n").unwrap();
-        d.on_change(Change { policies: false, workloads: true });
+        d.on_change(Change {
+            policies: false,
+            workloads: true,
+        });
         assert_eq!(only_status(out.take())["state"], "reloaded");
         assert!(d.kernel.workloads.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -918,16 +959,38 @@ mod tests {
         out.take();
         let slot = d.kernel.active;
         let sh = exec_record(4_000_001, 1_000, 1, 0, "/bin/sh", &["sh", "-c", "curl x"]);
-        let curl = exec_record(4_000_002, 2_000, 4_000_001, 1_000, "/usr/bin/curl", &["curl", "x"]);
+        let curl = exec_record(
+            4_000_002,
+            2_000,
+            4_000_001,
+            1_000,
+            "/usr/bin/curl",
+            &["curl", "x"],
+        );
         let conn = ConnectEvent {
-            header: EventHeader { kind: EVENT_CONNECT, tgid: 4_000_002, time_ns: 2_500, start_ns: 2_000 },
+            header: EventHeader {
+                kind: EVENT_CONNECT,
+                tgid: 4_000_002,
+                time_ns: 2_500,
+                start_ns: 2_000,
+            },
             cgroup_id: 0,
-            dest: Destination { addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], port: 80, family: 2, protocol: PROTO_TCP },
+            dest: Destination {
+                addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                port: 80,
+                family: 2,
+                protocol: PROTO_TCP,
+            },
             blocked: 1,
             _pad: [0; 3],
         };
         let m = MatchEvent {
-            header: EventHeader { kind: EVENT_MATCH, tgid: 4_000_002, time_ns: 2_600, start_ns: 2_000 },
+            header: EventHeader {
+                kind: EVENT_MATCH,
+                tgid: 4_000_002,
+                time_ns: 2_600,
+                start_ns: 2_000,
+            },
             slot,
             selector: 0,
             hook: HOOK_CONNECT,
@@ -946,7 +1009,12 @@ mod tests {
             ..m
         };
         let exit = ExitEvent {
-            header: EventHeader { kind: EVENT_EXIT, tgid: 4_000_002, time_ns: 3_000, start_ns: 2_000 },
+            header: EventHeader {
+                kind: EVENT_EXIT,
+                tgid: 4_000_002,
+                time_ns: 3_000,
+                start_ns: 2_000,
+            },
             exit_code: 9,
             _pad: 0,
         };
@@ -971,7 +1039,10 @@ mod tests {
         assert_eq!(ev[1]["parent"]["pid"], 4_000_001);
         assert_eq!(ev[2]["type"], "process_connect");
         assert_eq!(ids(&ev[2]), ids(&ev[1]));
-        assert_eq!(ev[2]["destination"], serde_json::json!({"ip":"10.0.0.2","port":80,"protocol":"TCP"}));
+        assert_eq!(
+            ev[2]["destination"],
+            serde_json::json!({"ip":"10.0.0.2","port":80,"protocol":"TCP"})
+        );
         assert_eq!(ev[2]["blocked"], true);
         assert_eq!(ev[3]["type"], "policy_match");
         assert_eq!(ev[3]["policy_name"], "no-curl");
@@ -1015,14 +1086,31 @@ mod tests {
 
     #[test]
     fn actions_and_destinations() {
-        assert_eq!(action_outcome(ACTION_SIGKILL | ACTION_POST, true), ("Sigkill", "killed"));
-        assert_eq!(action_outcome(ACTION_SIGKILL, false), ("Sigkill", "would_kill"));
-        assert_eq!(action_outcome(ACTION_BLOCK, false), ("Block", "would_block"));
+        assert_eq!(
+            action_outcome(ACTION_SIGKILL | ACTION_POST, true),
+            ("Sigkill", "killed")
+        );
+        assert_eq!(
+            action_outcome(ACTION_SIGKILL, false),
+            ("Sigkill", "would_kill")
+        );
+        assert_eq!(
+            action_outcome(ACTION_BLOCK, false),
+            ("Block", "would_block")
+        );
         assert_eq!(action_outcome(ACTION_POST, false), ("Post", "reported"));
-        let mut d = Destination { port: 443, family: libc::AF_INET6 as u8, protocol: PROTO_UDP, ..Default::default() };
+        let mut d = Destination {
+            port: 443,
+            family: libc::AF_INET6 as u8,
+            protocol: PROTO_UDP,
+            ..Default::default()
+        };
         d.addr[15] = 1;
         let j = destination_json(&d);
-        assert_eq!((j.ip.as_str(), j.port, j.protocol.as_str()), ("::1", 443, "UDP"));
+        assert_eq!(
+            (j.ip.as_str(), j.port, j.protocol.as_str()),
+            ("::1", 443, "UDP")
+        );
         d.protocol = 132;
         assert_eq!(destination_json(&d).protocol, "IP132");
     }

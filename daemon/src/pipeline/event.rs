@@ -133,28 +133,6 @@ pub struct Status {
 }
 
 impl Event {
-    /// The `type` value of this event.
-    pub fn type_name(&self) -> &'static str {
-        match self.body {
-            Body::ProcessExec { .. } => "process_exec",
-            Body::ProcessExit { .. } => "process_exit",
-            Body::ProcessConnect { .. } => "process_connect",
-            Body::PolicyMatch(_) => "policy_match",
-            Body::Status(_) => "status",
-        }
-    }
-
-    /// The process the event is about, if any.
-    pub fn process(&self) -> Option<&Process> {
-        match &self.body {
-            Body::ProcessExec { process, .. }
-            | Body::ProcessExit { process, .. }
-            | Body::ProcessConnect { process, .. } => Some(process),
-            Body::PolicyMatch(m) => Some(&m.process),
-            Body::Status(_) => None,
-        }
-    }
-
     /// One JSON line (without the newline).
     pub fn to_json_line(&self) -> String {
         // Serializing these plain structs cannot fail (string keys, no non-finite floats).
@@ -190,8 +168,6 @@ mod tests {
         // And it reads back.
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, ev);
-        assert_eq!(back.type_name(), "status");
-        assert!(back.process().is_none());
     }
 
     #[test]

@@ -33,7 +33,10 @@ pub fn normalize_type(t: &str) -> Result<String, String> {
         }
     }
     let names: Vec<String> = TYPES.iter().map(|(f, s)| format!("{f} ({s})")).collect();
-    Err(format!("unknown event type `{t}`; use one of: {}", names.join(", ")))
+    Err(format!(
+        "unknown event type `{t}`; use one of: {}",
+        names.join(", ")
+    ))
 }
 
 fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -130,7 +133,11 @@ pub fn compact(ev: &Value) -> String {
             let blocked = ev.get("blocked").and_then(Value::as_bool).unwrap_or(false);
             format!(
                 "{} {} {} {}",
-                if blocked { "⛔ blocked " } else { "🔌 connect " },
+                if blocked {
+                    "⛔ blocked "
+                } else {
+                    "🔌 connect "
+                },
                 who(ev),
                 cmdline(ev),
                 dest(ev).unwrap_or_default()
@@ -281,7 +288,10 @@ mod tests {
         assert_eq!(normalize_type("policy").unwrap(), "policy_match");
         assert_eq!(normalize_type("STATUS").unwrap(), "status");
         let err = normalize_type("bogus").unwrap_err();
-        assert!(err.contains("bogus") && err.contains("process_exec"), "{err}");
+        assert!(
+            err.contains("bogus") && err.contains("process_exec"),
+            "{err}"
+        );
     }
 
     #[test]

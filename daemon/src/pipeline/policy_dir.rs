@@ -45,8 +45,9 @@ pub fn daemon_diagnostic(code: &str, file: Option<&Path>, message: String) -> se
     })
 }
 
-/// Policy files of a directory, recursively, sorted: `*.yaml`, `*.yml`, `*.json`, hidden
-/// files and directories (editor temporaries, `..data` of ConfigMap mounts) skipped.
+/// Policy files of a directory, recursively, sorted: `*.yaml` and `*.yml` (as `bulwark lint`
+/// reads a directory); hidden files and directories (editor temporaries, `..data` of
+/// ConfigMap mounts) skipped.
 pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -65,7 +66,7 @@ pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             };
             if meta.is_dir() {
                 stack.push(path);
-            } else if [".yaml", ".yml", ".json"].iter().any(|s| name.ends_with(s)) {
+            } else if [".yaml", ".yml"].iter().any(|s| name.ends_with(s)) {
                 out.push(path);
             }
         }
@@ -74,11 +75,19 @@ pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A compiled set ready to apply.
+pub struct Candidate<P, R> {
+    pub rules: R,
+    /// Per-file policies to record as last good once applied.
+    pub files: BTreeMap<PathBuf, Vec<P>>,
+    /// Labels of the policies in the set, sorted.
+    pub names: Vec<String>,
+}
+
 /// What one load of the directory produced.
 pub struct LoadResult<P, R> {
-    /// New rules to apply, with the per-file state to commit once applied; `None` when the
-    /// previous set stays in force.
-    pub candidate: Option<(R, BTreeMap<PathBuf, Vec<P>>, Vec<String>)>,
+    /// New rules to apply; `None` when the previous set stays in force.
+    pub candidate: Option<Candidate<P, R>>,
     /// Everything reported (error and warning diagnostics).
     pub diagnostics: Vec<serde_json::Value>,
     /// True when something was rejected (a file, the set, or compilation).
@@ -173,7 +182,11 @@ impl<P: Clone> PolicyDir<P> {
                 let mut names: Vec<String> = set.iter().map(B::label).collect();
                 names.sort();
                 LoadResult {
-                    candidate: Some((rules, next, names)),
+                    candidate: Some(Candidate {
+                        rules,
+                        files: next,
+                        names,
+                    }),
                     diagnostics,
                     failed,
                 }

@@ -49,7 +49,10 @@ impl ProcInfo {
 pub fn join_args(args: &[String]) -> String {
     args.iter()
         .map(|a| {
-            if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c == '\'' || c == '"') {
+            if a.is_empty()
+                || a.chars()
+                    .any(|c| c.is_whitespace() || c == '\'' || c == '"')
+            {
                 format!("'{}'", a.replace('\'', r"'\''"))
             } else {
                 a.clone()
@@ -85,10 +88,7 @@ impl ProcessCache {
         }
     }
 
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -178,7 +178,10 @@ impl ProcessCache {
             exec_id: exec_id(&self.node, f.header.start_ns, tgid),
             ppid: f.parent_tgid,
             parent_exec_id: self.parent_id(f.parent_tgid, f.parent_start_ns),
-            binary: parent.as_ref().map(|p| p.binary.clone()).unwrap_or_default(),
+            binary: parent
+                .as_ref()
+                .map(|p| p.binary.clone())
+                .unwrap_or_default(),
             argv: parent.as_ref().map(|p| p.argv.clone()).unwrap_or_default(),
             cwd: parent.as_ref().and_then(|p| p.cwd.clone()),
             uid: parent.as_ref().and_then(|p| p.uid),
@@ -225,8 +228,10 @@ impl ProcessCache {
     /// Drops exited entries older than the retention period.
     pub fn gc(&mut self, now_ns: u64) {
         let retention = self.retention_ns;
-        self.entries
-            .retain(|_, p| p.exited_ns.is_none_or(|t| now_ns.saturating_sub(t) < retention));
+        self.entries.retain(|_, p| {
+            p.exited_ns
+                .is_none_or(|t| now_ns.saturating_sub(t) < retention)
+        });
         let entries = &self.entries;
         self.latest
             .retain(|pid, start| entries.contains_key(&(*pid, *start)));
@@ -237,7 +242,14 @@ impl ProcessCache {
         let mut keys: Vec<_> = self
             .entries
             .values()
-            .map(|p| (p.exited_ns.is_none(), p.exited_ns.unwrap_or(p.start_ns), p.pid, p.start_ns))
+            .map(|p| {
+                (
+                    p.exited_ns.is_none(),
+                    p.exited_ns.unwrap_or(p.start_ns),
+                    p.pid,
+                    p.start_ns,
+                )
+            })
             .collect();
         keys.sort_unstable();
         for (_, _, pid, start) in keys.into_iter().take(n) {
@@ -271,9 +283,7 @@ impl ProcessCache {
         let starts: HashMap<u32, u64> = found.iter().map(|p| (p.pid, p.start_ns)).collect();
         let n = found.len();
         for mut p in found {
-            p.parent_exec_id = starts
-                .get(&p.ppid)
-                .map(|s| exec_id(&self.node, *s, p.ppid));
+            p.parent_exec_id = starts.get(&p.ppid).map(|s| exec_id(&self.node, *s, p.ppid));
             self.insert(p);
         }
         n
@@ -362,7 +372,7 @@ mod tests {
         let sh = c.on_exec(&exec_record(10, 100, 1, 0, "/bin/sh", &["sh"]), None);
         assert_eq!(sh.exec_id, exec_id("node", 100, 10));
         assert_eq!(sh.parent_exec_id, None); // pid 1 unknown, no parent start
-        // sh forks 11, which execs curl.
+                                             // sh forks 11, which execs curl.
         c.on_fork(&ForkEvent {
             header: EventHeader {
                 kind: EVENT_FORK,
@@ -442,6 +452,9 @@ mod tests {
         assert!(c.get(2, 0).is_none());
         // A missing /proc seeds nothing rather than failing.
         let mut empty = ProcessCache::new("n", 10, 10);
-        assert_eq!(empty.seed_from_proc(Path::new("/nonexistent"), &|_| None), 0);
+        assert_eq!(
+            empty.seed_from_proc(Path::new("/nonexistent"), &|_| None),
+            0
+        );
     }
 }

@@ -3,15 +3,17 @@
 //! unknown kind, is an error (counted by the caller as a decode failure), never a panic.
 
 use daemon_common::{
-    ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, MatchEvent, EVENT_ARGS_LEN,
-    EVENT_CONNECT, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH, PATH_LEN,
+    ConnectEvent, ExecEvent, ExitEvent, ForkEvent, MatchEvent, EVENT_ARGS_LEN, PATH_LEN,
 };
+#[cfg(test)]
+use daemon_common::{EventHeader, EVENT_CONNECT, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH};
+#[cfg(test)]
 use std::mem::size_of;
 
 /// One decoded ring-buffer record.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Record {
-    Exec(ExecEvent),
+    Exec(Box<ExecEvent>),
     Exit(ExitEvent),
     Fork(ForkEvent),
     Connect(ConnectEvent),
@@ -21,11 +23,7 @@ pub enum Record {
 /// Why a record could not be decoded.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
-    TooShort {
-        kind: u32,
-        len: usize,
-        need: usize,
-    },
+    TooShort { kind: u32, len: usize, need: usize },
     UnknownKind(u32),
 }
 
@@ -45,6 +43,7 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
+#[cfg(test)]
 fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if bytes.len() < need {
@@ -60,11 +59,13 @@ fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
 }
 
-/// Decodes one record as the kernel wrote it.
+/// Decodes one record as the kernel wrote it (the engine's reader does this in production;
+/// tests and fake engines use this one).
+#[cfg(test)]
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let header: EventHeader = read(bytes, 0)?;
     Ok(match header.kind {
-        EVENT_EXEC => Record::Exec(read(bytes, EVENT_EXEC)?),
+        EVENT_EXEC => Record::Exec(Box::new(read(bytes, EVENT_EXEC)?)),
         EVENT_EXIT => Record::Exit(read(bytes, EVENT_EXIT)?),
         EVENT_FORK => Record::Fork(read(bytes, EVENT_FORK)?),
         EVENT_CONNECT => Record::Connect(read(bytes, EVENT_CONNECT)?),
@@ -257,13 +258,23 @@ pub mod tests {
         let bytes = as_bytes(&exec);
         assert!(matches!(
             decode(&bytes[..100]),
-            Err(DecodeError::TooShort { kind: EVENT_EXEC, len: 100, .. })
+            Err(DecodeError::TooShort {
+                kind: EVENT_EXEC,
+                len: 100,
+                ..
+            })
         ));
-        assert!(matches!(decode(&[1, 0]), Err(DecodeError::TooShort { kind: 0, .. })));
+        assert!(matches!(
+            decode(&[1, 0]),
+            Err(DecodeError::TooShort { kind: 0, .. })
+        ));
         let mut bad = as_bytes(&exit);
         bad[0] = 99;
         assert_eq!(decode(&bad).unwrap_err(), DecodeError::UnknownKind(99));
-        assert!(decode(&bad).unwrap_err().to_string().contains("unknown kind 99"));
+        assert!(decode(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown kind 99"));
     }
 
     #[test]

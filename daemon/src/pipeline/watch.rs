@@ -54,7 +54,10 @@ impl Inotify {
         if wd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let entry = self.watches.entry(wd).or_insert((dir.to_path_buf(), policy));
+        let entry = self
+            .watches
+            .entry(wd)
+            .or_insert((dir.to_path_buf(), policy));
         entry.1 |= policy;
         Ok(())
     }
@@ -147,7 +150,11 @@ pub fn spawn(
             _ => PathBuf::from("."),
         };
         ino.add(&parent, false).map_err(|e| {
-            anyhow::anyhow!("cannot watch {} (for {}): {e}", parent.display(), w.display())
+            anyhow::anyhow!(
+                "cannot watch {} (for {}): {e}",
+                parent.display(),
+                w.display()
+            )
         })?;
     }
     std::thread::Builder::new()
@@ -213,13 +220,28 @@ mod tests {
             std::fs::write(pol.join(format!("p{i}.yaml")), "x").unwrap();
         }
         let c = rx.recv_timeout(Duration::from_secs(3)).unwrap();
-        assert_eq!(c, Change { policies: true, workloads: false });
-        assert!(rx.recv_timeout(Duration::from_millis(500)).is_err(), "burst not debounced");
+        assert_eq!(
+            c,
+            Change {
+                policies: true,
+                workloads: false
+            }
+        );
+        assert!(
+            rx.recv_timeout(Duration::from_millis(500)).is_err(),
+            "burst not debounced"
+        );
         // Workloads file replaced by rename (as editors do).
         std::fs::write(dir.join("tmp"), "workloads: []\n").unwrap();
         std::fs::rename(dir.join("tmp"), &wl).unwrap();
         let c = rx.recv_timeout(Duration::from_secs(3)).unwrap();
-        assert_eq!(c, Change { policies: false, workloads: true });
+        assert_eq!(
+            c,
+            Change {
+                policies: false,
+                workloads: true
+            }
+        );
         // Another file next to the workloads file is ignored.
         std::fs::write(dir.join("unrelated"), "x").unwrap();
         assert!(rx.recv_timeout(Duration::from_millis(600)).is_err());
@@ -234,9 +256,16 @@ mod tests {
 
     #[test]
     fn missing_directory_is_a_clear_error() {
-        let err = spawn(PathBuf::from("/nonexistent/bulwark"), None, Duration::from_millis(10))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("/nonexistent/bulwark") && err.contains("does it exist"), "{err}");
+        let err = spawn(
+            PathBuf::from("/nonexistent/bulwark"),
+            None,
+            Duration::from_millis(10),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/nonexistent/bulwark") && err.contains("does it exist"),
+            "{err}"
+        );
     }
 }

@@ -46,8 +46,7 @@ pub fn parse_workloads(text: &str, origin: &Path) -> anyhow::Result<Vec<Workload
         )
     })?;
     for (i, w) in file.workloads.iter().enumerate() {
-        if w.cgroup.trim().is_empty() || w.namespace.trim().is_empty() || w.pod.trim().is_empty()
-        {
+        if w.cgroup.trim().is_empty() || w.namespace.trim().is_empty() || w.pod.trim().is_empty() {
             anyhow::bail!(
                 "{}: workloads[{i}]: `cgroup`, `namespace` and `pod` must not be empty",
                 origin.display()
@@ -223,13 +222,19 @@ mod tests {
         assert_eq!(w[0].labels.get("app").map(String::as_str), Some("web"));
         assert_eq!(w[1].container, "");
         assert!(parse_workloads("", Path::new("w")).unwrap().is_empty());
-        let err = parse_workloads("workloads:\n- cgroup: /a\n  namespace: n\n  podd: x\n", Path::new("w.yaml"))
-            .unwrap_err()
-            .to_string();
+        let err = parse_workloads(
+            "workloads:\n- cgroup: /a\n  namespace: n\n  podd: x\n",
+            Path::new("w.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("w.yaml") && err.contains("expected"), "{err}");
-        let err = parse_workloads("workloads:\n- cgroup: /a\n  namespace: ''\n  pod: x\n", Path::new("w"))
-            .unwrap_err()
-            .to_string();
+        let err = parse_workloads(
+            "workloads:\n- cgroup: /a\n  namespace: ''\n  pod: x\n",
+            Path::new("w"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("must not be empty"), "{err}");
         assert!(parse_workloads("[1, 2", Path::new("w")).is_err());
     }
@@ -238,8 +243,14 @@ mod tests {
     fn finds_cgroup2_mount_in_mountinfo() {
         let mi = "25 30 0:23 / /sys rw shared:7 - sysfs sysfs rw\n\
                   33 25 0:28 / /sys/fs/cgroup/unified rw,nosuid shared:9 - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_mount_in(mi), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        assert_eq!(cgroup2_mount_in("25 30 0:23 / /sys rw - sysfs sysfs rw\n"), None);
+        assert_eq!(
+            cgroup2_mount_in(mi),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            cgroup2_mount_in("25 30 0:23 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
         // This machine has one.
         assert!(find_cgroup2_mount().is_some());
     }
@@ -269,9 +280,16 @@ mod tests {
         let me = std::process::id();
         let id = process_cgroup_id(&mount, Path::new("/proc"), me).expect("own cgroup id");
         let rel = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        let rel = rel.lines().find_map(|l| l.strip_prefix("0::")).unwrap().to_string();
+        let rel = rel
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap()
+            .to_string();
         assert_eq!(id, cgroup_id(&cgroup_dir(&mount, &rel)).unwrap());
-        assert_eq!(process_cgroup_id(&mount, Path::new("/proc"), u32::MAX), None);
+        assert_eq!(
+            process_cgroup_id(&mount, Path::new("/proc"), u32::MAX),
+            None
+        );
     }
 
     #[test]
@@ -296,24 +314,41 @@ mod tests {
                 namespace_id: k8s_ns,
             },
         );
-        let ch = r.sync_file(vec![(1, pod("prod", "a")), (2, pod("dev", "b"))], &mut intern);
+        let ch = r.sync_file(
+            vec![(1, pod("prod", "a")), (2, pod("dev", "b"))],
+            &mut intern,
+        );
         assert_eq!(
             ch,
             vec![
-                WorkloadChange::Set { cgroup_id: 1, namespace_id: 2 },
-                WorkloadChange::Set { cgroup_id: 2, namespace_id: 3 }
+                WorkloadChange::Set {
+                    cgroup_id: 1,
+                    namespace_id: 2
+                },
+                WorkloadChange::Set {
+                    cgroup_id: 2,
+                    namespace_id: 3
+                }
             ]
         );
         assert_eq!(r.namespace_id(1), 2);
         assert_eq!(r.namespace_id(42), 0);
         // Same content again: no kernel writes. Drop 2, move 1 to dev.
-        assert!(r.sync_file(vec![(1, pod("prod", "a")), (2, pod("dev", "b"))], &mut intern).is_empty());
+        assert!(r
+            .sync_file(
+                vec![(1, pod("prod", "a")), (2, pod("dev", "b"))],
+                &mut intern
+            )
+            .is_empty());
         let ch = r.sync_file(vec![(1, pod("dev", "a"))], &mut intern);
         assert_eq!(
             ch,
             vec![
                 WorkloadChange::Remove { cgroup_id: 2 },
-                WorkloadChange::Set { cgroup_id: 1, namespace_id: 3 }
+                WorkloadChange::Set {
+                    cgroup_id: 1,
+                    namespace_id: 3
+                }
             ]
         );
         assert_eq!(r.get(99).unwrap().pod.name, "k");
