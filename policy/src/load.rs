@@ -124,7 +124,19 @@ fn check_source(file: &str, text: &str, out: &mut LintOutcome, loaded: &mut Vec<
 fn finish(mut out: LintOutcome, loaded: Vec<Loaded>) -> LintOutcome {
     let refs: Vec<&AnyPolicy> = loaded.iter().map(|l| &l.policy).collect();
     let mut failed: Vec<bool> = loaded.iter().map(|l| l.has_errors).collect();
-    for (i, mut d, related) in validate::validate_set_indexed(&refs) {
+    let mut set_diags = validate::duplicates_indexed(&refs);
+    for (i, d, _) in &set_diags {
+        failed[*i] |= d.is_error();
+    }
+    // Capacity counts what would be loaded together: the policies without errors.
+    let loadable: Vec<usize> = (0..loaded.len()).filter(|&i| !failed[i]).collect();
+    let loadable_refs: Vec<&AnyPolicy> = loadable.iter().map(|&i| &loaded[i].policy).collect();
+    set_diags.extend(
+        validate::capacity_indexed(&loadable_refs)
+            .into_iter()
+            .map(|(k, d)| (loadable[k], d, None)),
+    );
+    for (i, mut d, related) in set_diags {
         let l = &loaded[i];
         if let Some(r) = related {
             let first = &loaded[r];

@@ -299,7 +299,8 @@ pub fn validate_policy(p: &AnyPolicy) -> Vec<Diagnostic> {
         .flat_map(|r| &r.selectors)
         .flat_map(|s| &s.match_actions)
         .any(|a| a.action.is_enforcing());
-    if spec.mode == Mode::Enforce && !spec.rules.is_empty() && !any_enforcing {
+    let any_selector = spec.rules.iter().any(|r| !r.selectors.is_empty());
+    if spec.mode == Mode::Enforce && any_selector && !any_enforcing {
         out.push(d(
             codes::ENFORCE_WITHOUT_ACTION,
             "spec.mode",
@@ -999,6 +1000,13 @@ impl Tally {
 /// Like [`validate_set`], with the index of the policy each diagnostic belongs to and, for
 /// duplicates, the index of the first policy of that name.
 pub fn validate_set_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic, Option<usize>)> {
+    let mut out = duplicates_indexed(ps);
+    out.extend(capacity_indexed(ps).into_iter().map(|(i, d)| (i, d, None)));
+    out
+}
+
+/// Duplicate policy names: `(policy, diagnostic, first policy of that name)`.
+pub fn duplicates_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic, Option<usize>)> {
     let mut out = Vec::new();
     for (j, pj) in ps.iter().enumerate() {
         if pj.name().is_empty() {
@@ -1019,6 +1027,12 @@ pub fn validate_set_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic, Option
             ));
         }
     }
+    out
+}
+
+/// Kernel capacity of a set that is loaded together: `(policy, diagnostic)`.
+pub fn capacity_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic)> {
+    let mut out = Vec::new();
     // Capacity, counted as the compiler lays the set out in one slot: one selector entry per
     // selector; identical conditions and map keys are shared.
     const BUDGETS: [(&str, &str, u64); 8] = [
@@ -1063,7 +1077,6 @@ pub fn validate_set_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic, Option
                                 ),
                                 "merge the values of entries with the same operator into one entry, or load fewer policies on this node",
                             ),
-                            None,
                         ));
                     }
                 }
