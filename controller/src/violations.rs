@@ -565,7 +565,7 @@ pub fn event_for(key: &ViolationKey, spec: &PolicyViolationSpec) -> K8sEvent {
         reason: reason.into(),
         note: Some(truncate(
             &format!(
-                "rule {}: {} {} by {} in {}{}{}; seen {} time(s); PolicyViolation {}/{}",
+                "rule {}: {} {} by {} in {}{}{}; count and last time in PolicyViolation {}/{}",
                 spec.rule,
                 spec.outcome.replace('_', " "),
                 spec.hook,
@@ -573,7 +573,6 @@ pub fn event_for(key: &ViolationKey, spec: &PolicyViolationSpec) -> K8sEvent {
                 who,
                 target,
                 enc,
-                spec.count,
                 key.namespace,
                 key.name
             ),
