@@ -125,12 +125,14 @@ impl ProcCondition {
                 }
             }
             ProcCondition::Namespace { negated, names, .. } => {
-                let verb = if *negated {
-                    "is none of (host processes included)"
+                if *negated {
+                    format!(
+                        "Kubernetes namespace is none of {} (host processes included)",
+                        list(names)
+                    )
                 } else {
-                    "is one of"
-                };
-                format!("Kubernetes namespace {verb} {}", list(names))
+                    format!("Kubernetes namespace is one of {}", list(names))
+                }
             }
         }
     }
@@ -159,7 +161,7 @@ impl DestCondition {
         let mut parts = Vec::new();
         if !self.cidrs.is_empty() {
             let cidrs: Vec<String> = self.cidrs.iter().map(|c| c.to_string()).collect();
-            parts.push(format!("address in {}", list(&cidrs)));
+            parts.push(format!("address in {}", list_plain(&cidrs)));
         }
         if !self.ports.is_empty() {
             let ports: Vec<String> = self
@@ -173,7 +175,7 @@ impl DestCondition {
                     }
                 })
                 .collect();
-            parts.push(format!("port in {}", list(&ports)));
+            parts.push(format!("port in {}", list_plain(&ports)));
         }
         if let Some(p) = self.protocol {
             parts.push(format!("protocol {p:?}"));
@@ -191,14 +193,16 @@ impl DestCondition {
     }
 }
 
-/// Shows at most 8 values; the JSON output of `bulwark compile` has them all.
+/// Shows at most 8 values, quoted; the JSON output of `bulwark compile` has them all.
 fn list(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    list_plain(&quoted)
+}
+
+/// Shows at most 8 values as they are (CIDRs, ports).
+fn list_plain(values: &[String]) -> String {
     const SHOWN: usize = 8;
-    let shown: Vec<String> = values
-        .iter()
-        .take(SHOWN)
-        .map(|v| format!("{v:?}"))
-        .collect();
+    let shown: Vec<&str> = values.iter().take(SHOWN).map(String::as_str).collect();
     if values.len() > SHOWN {
         format!("[{}, ... {} more]", shown.join(", "), values.len() - SHOWN)
     } else {

@@ -533,7 +533,7 @@ fn conditions_describe_themselves() {
     );
     assert_eq!(
         rs.dest_conditions()[0].describe(),
-        "destination NOT (address in [\"10.0.0.0/8\"] and port in [\"1-1023\"] and protocol TCP)"
+        "destination NOT (address in [10.0.0.0/8] and port in [1-1023] and protocol TCP)"
     );
 }
 
