@@ -182,11 +182,11 @@ fn port_block(port: [u8; 2], prefix_len: u32) -> String {
     }
 }
 
-/// One line per decoded entry of every map, as (map name, Vec<(key, mask, bit prefix)>).
-fn decoded_maps(
-    e: &MapEntries,
-    ids: &NamespaceIds,
-) -> Vec<(&'static str, Vec<(String, u64, char)>)> {
+/// A decoded map entry: key in words, hit mask, and the letter of the condition bits (`p`/`d`).
+type Decoded = (String, u64, char);
+
+/// Every matcher map's entries, decoded, by map name.
+fn decoded_maps(e: &MapEntries, ids: &NamespaceIds) -> Vec<(&'static str, Vec<Decoded>)> {
     let ns_name = |id: u32| {
         ids.name(id)
             .map_or_else(|| format!("id {id}"), |n| format!("{n:?} (id {id})"))
