@@ -105,7 +105,7 @@ impl Inotify {
                 let raw = &buf[off + hdr..name_end];
                 let name = raw.split(|b| *b == 0).next().unwrap_or(&[]);
                 if let Some((_, policy)) = self.watches.get(&ev.wd) {
-                    if *policy {
+                    if *policy && is_policy_relevant(name, ev.mask) {
                         change.policies = true;
                     }
                     if workloads_name.is_some_and(|w| w == name) {
@@ -117,6 +117,18 @@ impl Inotify {
         }
         change
     }
+}
+
+/// Whether an inotify event in a policy directory can change the policy set: YAML files,
+/// directories, the watched directory itself, and ConfigMap-style `..data` symlink swaps.
+/// Anything else (an events file written next to the policies, editor swap files) is ignored,
+/// so it cannot cause reload loops.
+fn is_policy_relevant(name: &[u8], mask: u32) -> bool {
+    name.is_empty()
+        || mask & libc::IN_ISDIR != 0
+        || name.starts_with(b"..")
+        || name.ends_with(b".yaml")
+        || name.ends_with(b".yml")
 }
 
 fn merge(a: &mut Change, b: Change) {
@@ -245,6 +257,9 @@ mod tests {
         // Another file next to the workloads file is ignored.
         std::fs::write(dir.join("unrelated"), "x").unwrap();
         assert!(rx.recv_timeout(Duration::from_millis(600)).is_err());
+        // A non-policy file in the policy directory (e.g. the events file) is ignored.
+        std::fs::write(pol.join("events.jsonl"), "{}").unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(600)).is_err());
         // A new subdirectory and a file inside it.
         std::fs::create_dir(pol.join("sub")).unwrap();
         let _ = rx.recv_timeout(Duration::from_secs(3)).unwrap();
@@ -252,6 +267,18 @@ mod tests {
         let c = rx.recv_timeout(Duration::from_secs(3)).unwrap();
         assert!(c.policies);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_policy_relevant_names_count() {
+        assert!(is_policy_relevant(b"a.yaml", 0));
+        assert!(is_policy_relevant(b"a.yml", 0));
+        assert!(is_policy_relevant(b"sub", libc::IN_ISDIR));
+        assert!(is_policy_relevant(b"..data", 0));
+        assert!(is_policy_relevant(b"", libc::IN_DELETE_SELF));
+        assert!(!is_policy_relevant(b"events.jsonl", 0));
+        assert!(!is_policy_relevant(b".a.yaml.swp", 0));
+        assert!(!is_policy_relevant(b"README.md", 0));
     }
 
     #[test]
