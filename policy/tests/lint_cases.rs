@@ -74,3 +74,12 @@ fn the_directory_fails_and_the_examples_pass() {
     );
     assert_eq!(good.policies.len(), good.documents);
 }
+
+#[test]
+fn docs_list_every_code() {
+    let doc = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/lint.md")).expect("docs/lint.md");
+    for c in bulwark_policy::diagnostics::CODES {
+        let row = format!("{} {} | {} |", c.id, c.name, c.severity.as_str());
+        assert!(doc.contains(&row), "docs/lint.md lacks the row `{row}`");
+    }
+}
