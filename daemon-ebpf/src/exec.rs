@@ -5,7 +5,7 @@
 use aya_ebpf::{
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_loop, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str, bpf_send_signal,
     },
     macros::{raw_tracepoint, tracepoint},
@@ -91,14 +91,18 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 
     // --- the event: path, argv, parent -------------------------------------------------
     let ev = &mut s.event;
-    zero(ev.path.as_mut_ptr(), PATH_LEN);
+    zero_fill(ev.path.as_mut_ptr(), PATH_LEN as u32);
     let loc: u32 = unsafe { ctx.read_at::<u32>(8) }.map_err(|e| e as i64)?;
     let fname = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
     let n = unsafe {
         bpf_probe_read_kernel_str(ev.path.as_mut_ptr().cast(), PATH_LEN as u32, fname.cast())
     };
     let path_len: usize = if n > 0 { (n as usize - 1) & 0x1ff } else { 0 };
-    let path_len = if path_len > PATH_LEN - 1 { PATH_LEN - 1 } else { path_len };
+    let path_len = if path_len > PATH_LEN - 1 {
+        PATH_LEN - 1
+    } else {
+        path_len
+    };
     ev.path_len = path_len as u32;
 
     let task = unsafe { bpf_get_current_task() };
@@ -142,7 +146,14 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // --- process condition hits, per slot ------------------------------------------------
     let mut hits = [0u64; SLOTS];
     if sl.lookups & LOOKUP_BIN_EXACT != 0 {
-        copy(s.path_key.path.as_mut_ptr(), s.event.path.as_ptr(), PATH_LEN);
+        zero_fill(s.path_key.path.as_mut_ptr(), PATH_LEN as u32);
+        unsafe {
+            bpf_probe_read_kernel_str(
+                s.path_key.path.as_mut_ptr().cast(),
+                PATH_LEN as u32,
+                fname.cast(),
+            )
+        };
         for k in 0..SLOTS {
             if k < sl.n && sl.meta[k].lookups & LOOKUP_BIN_EXACT != 0 {
                 s.path_key.slot = sl.slot[k];
@@ -153,17 +164,24 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         }
     }
     if sl.lookups & (LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX) != 0 {
-        let l = if path_len > PATH_AFFIX_LEN { PATH_AFFIX_LEN } else { path_len };
+        let l = if path_len > PATH_AFFIX_LEN {
+            PATH_AFFIX_LEN
+        } else {
+            path_len
+        };
         s.path_lpm.prefix_len = 8 * (1 + l as u32);
         for (bit, reverse) in [(LOOKUP_BIN_PREFIX, false), (LOOKUP_BIN_POSTFIX, true)] {
             if sl.lookups & bit == 0 {
                 continue;
             }
             let dst = core::ptr::addr_of_mut!(s.path_lpm.data.bytes) as *mut u8;
+            // Bytes after the prefix length are not compared: no zeroing needed.
             if reverse {
                 copy_reversed(dst, s.event.path.as_ptr(), path_len, PATH_AFFIX_LEN);
             } else {
-                copy(dst, s.event.path.as_ptr(), PATH_AFFIX_LEN);
+                unsafe {
+                    bpf_probe_read_kernel_str(dst.cast(), PATH_AFFIX_LEN as u32, fname.cast())
+                };
             }
             for k in 0..SLOTS {
                 if k < sl.n && sl.meta[k].lookups & bit != 0 {
@@ -191,7 +209,26 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     }
     const ARG_BITS: u32 = LOOKUP_ARG_EXACT | LOOKUP_ARG_PREFIX | LOOKUP_ARG_POSTFIX;
     if sl.lookups & ARG_BITS != 0 && arg_start != 0 {
-        arg_hits(s, &sl, arg_start, arg_end, &mut hits);
+        let mut c = ArgLoop {
+            p: arg_start,
+            end: arg_end,
+            hits,
+            slot: sl.slot,
+            slot_lookups: [sl.meta[0].lookups, sl.meta[1].lookups],
+            n: sl.n as u32,
+            lookups: sl.lookups,
+        };
+        // bpf_loop: the verifier checks the body once instead of once per argument, which
+        // keeps this program far below the 1M-instruction verification limit.
+        unsafe {
+            bpf_loop(
+                MAX_ARGS as u32,
+                arg_step as *mut core::ffi::c_void,
+                (&mut c as *mut ArgLoop).cast(),
+                0,
+            )
+        };
+        hits = c.hits;
     }
 
     // --- selectors -----------------------------------------------------------------------
@@ -214,35 +251,26 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 
     // --- exec-hook actions ----------------------------------------------------------------
     let matched = state.selectors[active as usize] & sl.meta[0].hook_exec;
-    let mut kill = false;
     if matched != 0 {
-        for i in 0..MAX_SELECTORS as u32 {
-            if matched & (1u64 << i) == 0 {
-                continue;
-            }
-            let Some(sel) = selector(active, i) else {
-                continue;
-            };
-            let enforced = sel.mode == MODE_ENFORCE && sel.actions & ACTION_SIGKILL != 0;
-            kill |= enforced;
-            let m = MatchEvent {
-                header: header(EVENT_MATCH, tgid, now),
-                slot: active as u8,
-                selector: i as u8,
-                hook: HOOK_EXEC,
-                actions: sel.actions,
-                enforced: enforced as u8,
-                encryption: 0,
-                _pad: [0; 2],
-                cgroup_id,
-                dest: Destination::default(),
-                _pad2: [0; 4],
-            };
-            emit(&m);
+        let mut c = MatchLoop {
+            matched,
+            cgroup_id,
+            now,
+            slot: active,
+            tgid,
+            kill: 0,
+        };
+        unsafe {
+            bpf_loop(
+                MAX_SELECTORS as u32,
+                exec_match_step as *mut core::ffi::c_void,
+                (&mut c as *mut MatchLoop).cast(),
+                0,
+            )
+        };
+        if c.kill != 0 {
+            unsafe { bpf_send_signal(SIGKILL) };
         }
-    }
-    if kill {
-        unsafe { bpf_send_signal(SIGKILL) };
     }
     emit(&s.event);
     Ok(())
@@ -253,147 +281,211 @@ fn bpf_pid_tgid() -> u64 {
     unsafe { bpf_get_current_pid_tgid() }
 }
 
-/// Bitmask of the selectors of `slot` whose process conditions all hold under `truth`.
+/// State of [`sel_step`]: selectors of `slot` whose process conditions hold under `truth`.
+#[repr(C)]
+struct SelLoop {
+    slot: u32,
+    count: u32,
+    truth: u64,
+    bits: u64,
+}
+
+#[inline(never)]
+extern "C" fn sel_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut SelLoop) };
+    let i = (index & 63) as u32;
+    if i >= c.count {
+        return 1;
+    }
+    if let Some(sel) = selector(c.slot, i) {
+        if sel.proc_required & !c.truth == 0 {
+            c.bits |= 1u64 << i;
+        }
+    }
+    0
+}
+
+/// Bitmask of the selectors of `slot` whose process conditions all hold under `truth`
+/// (a `bpf_loop`, so the verifier checks the body once).
 #[inline(always)]
 fn eval_selectors(slot: u32, count: u32, truth: u64) -> u64 {
-    let mut bits = 0u64;
-    for i in 0..MAX_SELECTORS as u32 {
-        if i >= count {
-            break;
-        }
-        if let Some(sel) = selector(slot, i) {
-            if sel.proc_required & !truth == 0 {
-                bits |= 1u64 << i;
-            }
-        }
-    }
-    bits
+    let mut c = SelLoop {
+        slot,
+        count,
+        truth,
+        bits: 0,
+    };
+    unsafe {
+        bpf_loop(
+            MAX_SELECTORS as u32,
+            sel_step as *mut core::ffi::c_void,
+            (&mut c as *mut SelLoop).cast(),
+            0,
+        )
+    };
+    c.bits
 }
 
-/// Hits of the argv matchers: argv[i] is looked up by its index, and (i >= 1) by
-/// `ARG_ANY_INDEX` when a slot has index-less argument conditions. Each element is read with
-/// `bpf_probe_read_user_str` into a buffer of `ARG_BUF` bytes; an element that fills it is
-/// matched on its first bytes and ends the walk, because the start of the next one is unknown
-/// (documented limit: arguments after one of 255+ bytes are not examined).
-#[inline(always)]
-fn arg_hits(
-    s: &mut ExecScratch,
-    sl: &Slots,
-    arg_start: u64,
-    arg_end: u64,
-    hits: &mut [u64; SLOTS],
-) {
-    let mut p = arg_start;
-    for i in 0..MAX_ARGS as u32 {
-        if p >= arg_end {
-            break;
-        }
-        let n = unsafe {
-            bpf_probe_read_user_str(
-                s.arg_buf.as_mut_ptr().cast(),
-                ARG_BUF as u32,
-                p as *const core::ffi::c_void,
-            )
-        };
-        if n <= 0 {
-            count(COUNTER_READ_FAILED);
-            break;
-        }
-        let len = ((n as usize) - 1) & (ARG_BUF - 1);
-        p += n as u64;
-        // Exact: values longer than ARG_LEN can never equal a policy value.
-        if sl.lookups & LOOKUP_ARG_EXACT != 0 && len <= ARG_LEN {
-            copy_len(s.arg_key.value.as_mut_ptr(), s.arg_buf.as_ptr(), len, ARG_LEN);
-            for any in [false, true] {
-                if any && (i == 0 || sl.lookups & LOOKUP_ARG_ANY == 0) {
-                    continue;
-                }
-                s.arg_key.index = if any { ARG_ANY_INDEX } else { i as u8 };
-                for k in 0..SLOTS {
-                    if k < sl.n && sl.meta[k].lookups & LOOKUP_ARG_EXACT != 0 {
-                        s.arg_key.slot = sl.slot[k] as u8;
-                        if let Some(h) = unsafe { ARG_EXACT.get(&s.arg_key) } {
-                            hits[k] |= *h;
-                        }
-                    }
-                }
-            }
-        }
-        let l = if len > ARG_LEN { ARG_LEN } else { len };
-        for (bit, reverse) in [(LOOKUP_ARG_PREFIX, false), (LOOKUP_ARG_POSTFIX, true)] {
-            if sl.lookups & bit == 0 {
+/// State of [`exec_match_step`]: reports the exec-hook selectors in `matched`, `kill` is set
+/// when one of them is an enforce-mode Sigkill.
+#[repr(C)]
+struct MatchLoop {
+    matched: u64,
+    cgroup_id: u64,
+    now: u64,
+    slot: u32,
+    tgid: u32,
+    kill: u32,
+}
+
+#[inline(never)]
+extern "C" fn exec_match_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut MatchLoop) };
+    let i = (index & 63) as u32;
+    if c.matched & (1u64 << i) == 0 {
+        return 0;
+    }
+    let Some(sel) = selector(c.slot, i) else {
+        return 0;
+    };
+    let enforced = sel.mode == MODE_ENFORCE && sel.actions & ACTION_SIGKILL != 0;
+    if enforced {
+        c.kill = 1;
+    }
+    let m = MatchEvent {
+        header: header(EVENT_MATCH, c.tgid, c.now),
+        slot: c.slot as u8,
+        selector: i as u8,
+        hook: HOOK_EXEC,
+        actions: sel.actions,
+        enforced: enforced as u8,
+        encryption: 0,
+        _pad: [0; 2],
+        cgroup_id: c.cgroup_id,
+        dest: Destination::default(),
+        _pad2: [0; 4],
+    };
+    emit(&m);
+    0
+}
+
+/// State of the argv walk, on the exec program's stack, passed to [`arg_step`].
+#[repr(C)]
+struct ArgLoop {
+    /// User address of the next argv element.
+    p: u64,
+    end: u64,
+    hits: [u64; SLOTS],
+    slot: [u32; SLOTS],
+    slot_lookups: [u32; SLOTS],
+    n: u32,
+    lookups: u32,
+}
+
+/// One argv element (`bpf_loop` callback; returns 1 to stop). argv[i] is looked up by its
+/// index, and (i >= 1) by `ARG_ANY_INDEX` when a slot has index-less argument conditions. Each
+/// element is read with `bpf_probe_read_user_str` into a buffer of `ARG_BUF` bytes; an element
+/// that fills it is matched on its first bytes and ends the walk, because the start of the next
+/// one is unknown (documented limit: arguments after one of 255+ bytes are not examined).
+#[inline(never)]
+extern "C" fn arg_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut ArgLoop) };
+    let Some(s) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let s = unsafe { &mut *s };
+    let i = (index & 0xff) as u8;
+    if c.p >= c.end {
+        return 1;
+    }
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            s.arg_buf.as_mut_ptr().cast(),
+            ARG_BUF as u32,
+            c.p as *const core::ffi::c_void,
+        )
+    };
+    if n <= 0 {
+        count(COUNTER_READ_FAILED);
+        return 1;
+    }
+    let len = ((n as usize) - 1) & (ARG_BUF - 1);
+    let arg_ptr = c.p as *const core::ffi::c_void;
+    let with_any = i != 0 && c.lookups & LOOKUP_ARG_ANY != 0;
+    // Exact: values longer than ARG_LEN can never equal a policy value.
+    if c.lookups & LOOKUP_ARG_EXACT != 0 && len <= ARG_LEN {
+        zero_fill(s.arg_key.value.as_mut_ptr(), ARG_LEN as u32);
+        read_user(s.arg_key.value.as_mut_ptr(), len, arg_ptr);
+        for any in [false, true] {
+            if any && !with_any {
                 continue;
             }
-            s.arg_lpm.prefix_len = 8 * (2 + l as u32);
-            let dst = core::ptr::addr_of_mut!(s.arg_lpm.data.bytes) as *mut u8;
-            if reverse {
-                copy_reversed(dst, s.arg_buf.as_ptr(), len, ARG_LEN);
-            } else {
-                copy_len(dst, s.arg_buf.as_ptr(), l, ARG_LEN);
-            }
-            for any in [false, true] {
-                if any && (i == 0 || sl.lookups & LOOKUP_ARG_ANY == 0) {
-                    continue;
-                }
-                s.arg_lpm.data.index = if any { ARG_ANY_INDEX } else { i as u8 };
-                for k in 0..SLOTS {
-                    if k < sl.n && sl.meta[k].lookups & bit != 0 {
-                        s.arg_lpm.data.slot = sl.slot[k] as u8;
-                        let m = if reverse { &ARG_POSTFIX } else { &ARG_PREFIX };
-                        if let Some(h) = m.get(&s.arg_lpm) {
-                            hits[k] |= *h;
-                        }
+            s.arg_key.index = if any { ARG_ANY_INDEX } else { i };
+            for k in 0..SLOTS {
+                if (k as u32) < c.n && c.slot_lookups[k] & LOOKUP_ARG_EXACT != 0 {
+                    s.arg_key.slot = c.slot[k] as u8;
+                    if let Some(h) = unsafe { ARG_EXACT.get(&s.arg_key) } {
+                        c.hits[k] |= *h;
                     }
                 }
             }
         }
-        if n as usize >= ARG_BUF {
-            break;
+    }
+    let l = if len > ARG_LEN { ARG_LEN } else { len };
+    for (bit, reverse) in [(LOOKUP_ARG_PREFIX, false), (LOOKUP_ARG_POSTFIX, true)] {
+        if c.lookups & bit == 0 {
+            continue;
+        }
+        s.arg_lpm.prefix_len = 8 * (2 + l as u32);
+        let dst = core::ptr::addr_of_mut!(s.arg_lpm.data.bytes) as *mut u8;
+        if reverse {
+            copy_reversed(dst, s.arg_buf.as_ptr(), len, ARG_LEN);
+        } else {
+            read_user(dst, l, arg_ptr);
+        }
+        for any in [false, true] {
+            if any && !with_any {
+                continue;
+            }
+            s.arg_lpm.data.index = if any { ARG_ANY_INDEX } else { i };
+            for k in 0..SLOTS {
+                if (k as u32) < c.n && c.slot_lookups[k] & bit != 0 {
+                    s.arg_lpm.data.slot = c.slot[k] as u8;
+                    let m = if reverse { &ARG_POSTFIX } else { &ARG_PREFIX };
+                    if let Some(h) = m.get(&s.arg_lpm) {
+                        c.hits[k] |= *h;
+                    }
+                }
+            }
         }
     }
-}
-
-/// Zero `len` bytes (volatile: no memset libcall in BPF).
-#[inline(always)]
-fn zero(dst: *mut u8, len: usize) {
-    for i in 0..len {
-        unsafe { core::ptr::write_volatile(dst.add(i), 0) };
+    c.p += n as u64;
+    if n as usize >= ARG_BUF {
+        return 1;
     }
+    0
 }
 
-/// Copy `len` bytes.
+/// Reads `len` (1..=ARG_LEN, else nothing) bytes of user memory.
 #[inline(always)]
-fn copy(dst: *mut u8, src: *const u8, len: usize) {
-    for i in 0..len {
-        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
+fn read_user(dst: *mut u8, len: usize, src: *const core::ffi::c_void) {
+    let n = (len as u32) & 0xff;
+    if n == 0 || n > ARG_LEN as u32 {
+        return;
     }
+    unsafe { bpf_probe_read_user(dst.cast(), n, src) };
 }
 
-/// Copy the first `n` of `cap` bytes and zero the rest.
-#[inline(always)]
-fn copy_len(dst: *mut u8, src: *const u8, n: usize, cap: usize) {
-    for i in 0..cap {
-        let b = if i < n {
-            unsafe { core::ptr::read_volatile(src.add(i)) }
-        } else {
-            0
-        };
-        unsafe { core::ptr::write_volatile(dst.add(i), b) };
-    }
-}
-
-/// `dst[j] = src[n-1-j]` for `j < min(n, cap)`, zero after: the reversed tail of a string,
-/// the postfix matchers' key.
+/// `dst[j] = src[n-1-j]` for `j < min(n, cap)`: the reversed tail of a string,
+/// the postfix matchers' key (bytes after `n` are not
+/// compared by the LPM lookup, so they hold junk). `src` holds at least 256 bytes.
 #[inline(always)]
 fn copy_reversed(dst: *mut u8, src: *const u8, n: usize, cap: usize) {
+    // No data-dependent exit: a loop that can leave at any iteration makes the verifier walk
+    // the rest of the program once per exit point. Bytes at j >= n are junk but never compared.
     for j in 0..cap {
-        let b = if j < n {
-            let at = (n - 1 - j) & 0x1ff;
-            unsafe { core::ptr::read_volatile(src.add(at)) }
-        } else {
-            0
-        };
-        unsafe { core::ptr::write_volatile(dst.add(j), b) };
+        let at = n.wrapping_sub(1).wrapping_sub(j) & 0xff;
+        unsafe { core::ptr::write_volatile(dst.add(j), core::ptr::read_volatile(src.add(at))) };
     }
 }
 

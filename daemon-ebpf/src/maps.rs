@@ -99,6 +99,21 @@ pub struct ExecScratch {
 /// Bytes read per argv element (a longer element stops argument matching, see exec.rs).
 pub const ARG_BUF: usize = 256;
 
+/// One all-zero value, never written: the source of `zero_fill` (BPF has no memset, and
+/// byte loops cost verifier budget).
+#[map]
+pub static ZEROS: Array<[u8; 512]> = Array::with_max_entries(1, 0);
+
+/// Zero `len` (<= 512) bytes at `dst` with one helper call.
+#[inline(always)]
+pub fn zero_fill(dst: *mut u8, len: u32) {
+    if let Some(z) = ZEROS.get_ptr(0) {
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(dst.cast(), len, z.cast());
+        }
+    }
+}
+
 #[map]
 pub static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
 

@@ -6,7 +6,7 @@
 use aya_ebpf::{
     bindings::{sk_action, BPF_NOEXIST, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB},
     helpers::generated::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_socket_cookie,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_loop,
         bpf_msg_pull_data, bpf_sk_storage_get, bpf_sock_hash_update,
     },
     macros::{cgroup_sock_addr, sk_msg, sock_ops},
@@ -89,6 +89,111 @@ fn dest_truth(slot: u32, meta: &SlotMeta, dest: &Destination, v4: bool) -> u64 {
     matched ^ meta.dest_negate
 }
 
+/// State of [`connect_step`] over the candidate selectors of one connect.
+#[repr(C)]
+struct ConnectLoop {
+    candidates: u64,
+    truth: u64,
+    /// Out: egress selectors that hold (TCP connects only).
+    egress: u64,
+    cgroup_id: u64,
+    start_ns: u64,
+    dest: Destination,
+    slot: u32,
+    tgid: u32,
+    tcp_connect: u32,
+    /// Out: an enforce-mode Block selector holds.
+    blocked: u32,
+}
+
+#[inline(never)]
+extern "C" fn connect_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut ConnectLoop) };
+    let i = (index & 63) as u32;
+    if c.candidates & (1u64 << i) == 0 {
+        return 0;
+    }
+    let Some(sel) = selector(c.slot, i) else {
+        return 0;
+    };
+    if sel.dest_required & !c.truth != 0 {
+        return 0;
+    }
+    if sel.hook == HOOK_EGRESS {
+        if c.tcp_connect != 0 {
+            c.egress |= 1u64 << i;
+        }
+        return 0;
+    }
+    let enforced = sel.mode == MODE_ENFORCE && sel.actions & ACTION_BLOCK != 0;
+    if enforced {
+        c.blocked = 1;
+    }
+    let m = MatchEvent {
+        header: header(EVENT_MATCH, c.tgid, c.start_ns),
+        slot: c.slot as u8,
+        selector: i as u8,
+        hook: HOOK_CONNECT,
+        actions: sel.actions,
+        enforced: enforced as u8,
+        encryption: 0,
+        _pad: [0; 2],
+        cgroup_id: c.cgroup_id,
+        dest: c.dest,
+        _pad2: [0; 4],
+    };
+    emit(&m);
+    0
+}
+
+/// State of [`egress_step`] over the egress selectors of one socket's first payload.
+#[repr(C)]
+struct EgressLoop {
+    selectors: u64,
+    cgroup_id: u64,
+    start_ns: u64,
+    dest: Destination,
+    slot: u32,
+    tgid: u32,
+    verdict: u32,
+    /// Out: an enforce-mode Block selector holds.
+    drop: u32,
+}
+
+#[inline(never)]
+extern "C" fn egress_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut EgressLoop) };
+    let i = (index & 63) as u32;
+    if c.selectors & (1u64 << i) == 0 {
+        return 0;
+    }
+    let Some(sel) = selector(c.slot, i) else {
+        return 0;
+    };
+    if sel.encryption != ENC_ANY && sel.encryption as u32 != c.verdict {
+        return 0;
+    }
+    let enforced = sel.mode == MODE_ENFORCE && sel.actions & ACTION_BLOCK != 0;
+    if enforced {
+        c.drop = 1;
+    }
+    let m = MatchEvent {
+        header: header(EVENT_MATCH, c.tgid, c.start_ns),
+        slot: c.slot as u8,
+        selector: i as u8,
+        hook: HOOK_EGRESS,
+        actions: sel.actions,
+        enforced: enforced as u8,
+        encryption: c.verdict as u8,
+        _pad: [0; 2],
+        cgroup_id: c.cgroup_id,
+        dest: c.dest,
+        _pad2: [0; 4],
+    };
+    emit(&m);
+    0
+}
+
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
     let sa = unsafe { &*ctx.sock_addr };
@@ -120,7 +225,11 @@ fn on_connect(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
         dest.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
     }
     if dest.protocol == 0 {
-        dest.protocol = if sa.type_ == SOCK_STREAM { PROTO_TCP } else { PROTO_UDP };
+        dest.protocol = if sa.type_ == SOCK_STREAM {
+            PROTO_TCP
+        } else {
+            PROTO_UDP
+        };
     }
 
     let (selectors, start_ns) = match unsafe { PROCESSES.get(&tgid) } {
@@ -136,44 +245,30 @@ fn on_connect(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
     let candidates = selectors[slot as usize] & (meta.hook_connect | meta.hook_egress);
     let mut blocked = false;
     if candidates != 0 {
-        let truth = dest_truth(slot, &meta, &dest, as_v4);
-        let mut egress = 0u64;
-        for i in 0..MAX_SELECTORS as u32 {
-            if candidates & (1u64 << i) == 0 {
-                continue;
-            }
-            let Some(sel) = selector(slot, i) else {
-                continue;
-            };
-            if sel.dest_required & !truth != 0 {
-                continue;
-            }
-            if sel.hook == HOOK_EGRESS {
-                if dest.protocol == PROTO_TCP && !sendmsg {
-                    egress |= 1u64 << i;
-                }
-                continue;
-            }
-            let enforced = sel.mode == MODE_ENFORCE && sel.actions & ACTION_BLOCK != 0;
-            blocked |= enforced;
-            let m = MatchEvent {
-                header: header(EVENT_MATCH, tgid, start_ns),
-                slot: slot as u8,
-                selector: i as u8,
-                hook: HOOK_CONNECT,
-                actions: sel.actions,
-                enforced: enforced as u8,
-                encryption: 0,
-                _pad: [0; 2],
-                cgroup_id,
-                dest,
-                _pad2: [0; 4],
-            };
-            emit(&m);
-        }
-        if egress != 0 && !blocked {
+        let mut c = ConnectLoop {
+            candidates,
+            truth: dest_truth(slot, &meta, &dest, as_v4),
+            egress: 0,
+            cgroup_id,
+            start_ns,
+            dest,
+            slot,
+            tgid,
+            tcp_connect: (dest.protocol == PROTO_TCP && !sendmsg) as u32,
+            blocked: 0,
+        };
+        unsafe {
+            bpf_loop(
+                MAX_SELECTORS as u32,
+                connect_step as *mut core::ffi::c_void,
+                (&mut c as *mut ConnectLoop).cast(),
+                0,
+            )
+        };
+        blocked = c.blocked != 0;
+        if c.egress != 0 && !blocked {
             let init = SockState {
-                egress_selectors: egress,
+                egress_selectors: c.egress,
                 start_ns,
                 tgid,
                 slot: slot as u8,
@@ -310,50 +405,55 @@ pub fn bulwark_egress(ctx: SkMsgContext) -> u32 {
     };
     st.verdict = verdict;
 
+    // Context fields are read one by one with volatile loads: the verifier only allows
+    // constant-offset loads from the context, never through a derived pointer.
+    let (port, family, ip4, ip6) = unsafe {
+        use core::ptr::{addr_of, read_volatile as rv};
+        (
+            rv(addr_of!((*msg).remote_port)),
+            rv(addr_of!((*msg).family)),
+            rv(addr_of!((*msg).remote_ip4)),
+            [
+                rv(addr_of!((*msg).remote_ip6[0])),
+                rv(addr_of!((*msg).remote_ip6[1])),
+                rv(addr_of!((*msg).remote_ip6[2])),
+                rv(addr_of!((*msg).remote_ip6[3])),
+            ],
+        )
+    };
     let mut dest = Destination {
         addr: [0; 16],
-        port: u16::from_be((unsafe { (*msg).remote_port } >> 16) as u16),
-        family: unsafe { (*msg).family } as u8,
+        port: u16::from_be((port >> 16) as u16),
+        family: family as u8,
         protocol: PROTO_TCP,
     };
     if dest.family == AF_INET {
-        dest.addr[..4].copy_from_slice(&unsafe { (*msg).remote_ip4 }.to_ne_bytes());
+        dest.addr[..4].copy_from_slice(&ip4.to_ne_bytes());
     } else {
-        let w = unsafe { (*msg).remote_ip6 };
-        for (i, word) in w.iter().enumerate() {
+        for (i, word) in ip6.iter().enumerate() {
             dest.addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
         }
     }
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let slot = st.slot as u32;
-    let mut drop = false;
-    for i in 0..MAX_SELECTORS as u32 {
-        if st.egress_selectors & (1u64 << i) == 0 {
-            continue;
-        }
-        let Some(sel) = selector(slot, i) else {
-            continue;
-        };
-        if sel.encryption != ENC_ANY && sel.encryption != verdict {
-            continue;
-        }
-        let enforced = sel.mode == MODE_ENFORCE && sel.actions & ACTION_BLOCK != 0;
-        drop |= enforced;
-        let m = MatchEvent {
-            header: header(EVENT_MATCH, st.tgid, st.start_ns),
-            slot: slot as u8,
-            selector: i as u8,
-            hook: HOOK_EGRESS,
-            actions: sel.actions,
-            enforced: enforced as u8,
-            encryption: verdict,
-            _pad: [0; 2],
-            cgroup_id,
-            dest,
-            _pad2: [0; 4],
-        };
-        emit(&m);
-    }
+    let mut c = EgressLoop {
+        selectors: st.egress_selectors,
+        cgroup_id,
+        start_ns: st.start_ns,
+        dest,
+        slot: st.slot as u32 & 1,
+        tgid: st.tgid,
+        verdict: verdict as u32,
+        drop: 0,
+    };
+    unsafe {
+        bpf_loop(
+            MAX_SELECTORS as u32,
+            egress_step as *mut core::ffi::c_void,
+            (&mut c as *mut EgressLoop).cast(),
+            0,
+        )
+    };
+    let drop = c.drop != 0;
     if drop {
         st.blocked = 1;
         count(COUNTER_EGRESS_DROPPED);

@@ -7,6 +7,7 @@ mod cmd_events;
 mod cmd_lint;
 mod cmd_probe;
 mod cmd_run;
+mod engine;
 mod pipeline;
 
 use clap::{Parser, Subcommand};

@@ -1,0 +1,287 @@
+//! A small reader for kernel BTF (`/sys/kernel/btf/vmlinux`): just enough to find struct member
+//! byte offsets (`task_struct.mm`, `mm_struct.arg_start`, ...) so the kernel programs can read
+//! those fields on any kernel build. aya's `Btf` does not expose member offsets, hence this.
+//! Anonymous struct/union members are searched recursively (`mm_struct` keeps its fields in one).
+
+use anyhow::{bail, Context};
+use daemon_common::KernelOffsets;
+
+const MAGIC: u16 = 0xeb9f;
+
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_ENUM64: u32 = 19;
+
+/// One member of a struct or union.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    name_off: u32,
+    type_id: u32,
+    /// Offset in bits from the start of the enclosing type.
+    bit_offset: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Type {
+    name_off: u32,
+    kind: u32,
+    members: Vec<Member>,
+}
+
+/// Parsed BTF: the types and the string section (only what offset lookups need).
+#[derive(Debug)]
+pub struct Btf {
+    strings: Vec<u8>,
+    /// Index = type id (0 is void).
+    types: Vec<Type>,
+}
+
+fn u32_at(d: &[u8], at: usize) -> anyhow::Result<u32> {
+    let b = d
+        .get(at..at + 4)
+        .with_context(|| format!("BTF truncated at byte {at}"))?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+impl Btf {
+    /// Reads and parses a BTF file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Btf> {
+        let data = std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read kernel BTF at {} (bulwark needs a kernel built with \
+                 CONFIG_DEBUG_INFO_BTF=y)",
+                path.display()
+            )
+        })?;
+        Btf::parse(&data).with_context(|| format!("cannot parse BTF in {}", path.display()))
+    }
+
+    /// Parses raw little-endian BTF.
+    pub fn parse(d: &[u8]) -> anyhow::Result<Btf> {
+        if d.len() < 24 {
+            bail!("BTF is {} bytes, shorter than its 24-byte header", d.len());
+        }
+        let magic = u16::from_le_bytes([d[0], d[1]]);
+        if magic != MAGIC {
+            bail!("not BTF (magic {magic:#x}, expected {MAGIC:#x}; big-endian BTF unsupported)");
+        }
+        let hdr_len = u32_at(d, 4)? as usize;
+        let type_off = u32_at(d, 8)? as usize;
+        let type_len = u32_at(d, 12)? as usize;
+        let str_off = u32_at(d, 16)? as usize;
+        let str_len = u32_at(d, 20)? as usize;
+        let tstart = hdr_len + type_off;
+        let sstart = hdr_len + str_off;
+        let tdata = d
+            .get(tstart..tstart + type_len)
+            .context("BTF type section out of bounds")?;
+        let strings = d
+            .get(sstart..sstart + str_len)
+            .context("BTF string section out of bounds")?
+            .to_vec();
+        let mut types = vec![Type {
+            name_off: 0,
+            kind: 0,
+            members: Vec::new(),
+        }];
+        let mut at = 0usize;
+        while at < tdata.len() {
+            let name_off = u32_at(tdata, at)?;
+            let info = u32_at(tdata, at + 4)?;
+            at += 12;
+            let vlen = (info & 0xffff) as usize;
+            let kind = (info >> 24) & 0x1f;
+            let kind_flag = info >> 31 == 1;
+            let mut members = Vec::new();
+            match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
+                KIND_ARRAY => at += 12,
+                KIND_STRUCT | KIND_UNION => {
+                    for i in 0..vlen {
+                        let m = at + i * 12;
+                        let off = u32_at(tdata, m + 8)?;
+                        members.push(Member {
+                            name_off: u32_at(tdata, m)?,
+                            type_id: u32_at(tdata, m + 4)?,
+                            bit_offset: if kind_flag { off & 0x00ff_ffff } else { off },
+                        });
+                    }
+                    at += vlen * 12;
+                }
+                KIND_ENUM | KIND_FUNC_PROTO => at += vlen * 8,
+                KIND_DATASEC | KIND_ENUM64 => at += vlen * 12,
+                0..=19 => {}
+                other => bail!("unknown BTF kind {other} at type {}", types.len()),
+            }
+            types.push(Type {
+                name_off,
+                kind,
+                members,
+            });
+        }
+        Ok(Btf { strings, types })
+    }
+
+    fn name(&self, off: u32) -> &[u8] {
+        let rest = self.strings.get(off as usize..).unwrap_or(&[]);
+        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        &rest[..end]
+    }
+
+    /// Byte offset of `member` in the struct named `strukt` (searching anonymous nested
+    /// structs/unions).
+    pub fn member_offset(&self, strukt: &str, member: &str) -> anyhow::Result<u32> {
+        let ty = self
+            .types
+            .iter()
+            .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == strukt.as_bytes())
+            .with_context(|| format!("struct {strukt} not found in kernel BTF"))?;
+        let bits = self
+            .find_member(ty as u32, member.as_bytes(), 0)
+            .with_context(|| format!("struct {strukt} has no member {member} in kernel BTF"))?;
+        if bits % 8 != 0 {
+            bail!("{strukt}.{member} is a bitfield (bit offset {bits}); cannot read it");
+        }
+        Ok(bits / 8)
+    }
+
+    fn find_member(&self, ty: u32, member: &[u8], depth: u32) -> Option<u32> {
+        if depth > 8 {
+            return None;
+        }
+        let t = self.types.get(ty as usize)?;
+        for m in &t.members {
+            if m.name_off != 0 && self.name(m.name_off) == member {
+                return Some(m.bit_offset);
+            }
+        }
+        for m in &t.members {
+            if m.name_off == 0 {
+                if let Some(b) = self.find_member(m.type_id, member, depth + 1) {
+                    return Some(m.bit_offset + b);
+                }
+            }
+        }
+        None
+    }
+
+    /// The offsets the kernel programs need.
+    pub fn kernel_offsets(&self) -> anyhow::Result<KernelOffsets> {
+        Ok(KernelOffsets {
+            task_mm: self.member_offset("task_struct", "mm")?,
+            task_real_parent: self.member_offset("task_struct", "real_parent")?,
+            task_tgid: self.member_offset("task_struct", "tgid")?,
+            task_pid: self.member_offset("task_struct", "pid")?,
+            task_exit_code: self.member_offset("task_struct", "exit_code")?,
+            mm_arg_start: self.member_offset("mm_struct", "arg_start")?,
+            mm_arg_end: self.member_offset("mm_struct", "arg_end")?,
+            tp_exit_group_dead: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a tiny BTF blob: `int`, an anonymous struct {a; b}, and
+    /// `struct outer { int x; <anon> ; int y }` with the anonymous struct at byte 8.
+    fn blob() -> Vec<u8> {
+        let strings = b"\0int\0outer\0x\0a\0b\0y\0".to_vec();
+        let s = |n: &str| -> u32 {
+            let pat = format!("\0{n}\0");
+            strings
+                .windows(pat.len())
+                .position(|w| w == pat.as_bytes())
+                .unwrap() as u32
+                + 1
+        };
+        let mut t = Vec::new();
+        let push = |t: &mut Vec<u8>, v: u32| t.extend_from_slice(&v.to_le_bytes());
+        // 1: int
+        push(&mut t, s("int"));
+        push(&mut t, KIND_INT << 24);
+        push(&mut t, 4);
+        push(&mut t, 32);
+        // 2: anonymous struct { int a @0; int b @32 bits }
+        push(&mut t, 0);
+        push(&mut t, (KIND_STRUCT << 24) | 2);
+        push(&mut t, 8);
+        for (n, off) in [("a", 0), ("b", 32)] {
+            push(&mut t, s(n));
+            push(&mut t, 1);
+            push(&mut t, off);
+        }
+        // 3: struct outer { int x @0; anon @64 bits; int y @128 bits }
+        push(&mut t, s("outer"));
+        push(&mut t, (KIND_STRUCT << 24) | 3);
+        push(&mut t, 20);
+        for (n, ty, off) in [(s("x"), 1, 0), (0, 2, 64), (s("y"), 1, 128)] {
+            push(&mut t, n);
+            push(&mut t, ty);
+            push(&mut t, off);
+        }
+        let mut d = Vec::new();
+        d.extend_from_slice(&MAGIC.to_le_bytes());
+        d.push(1);
+        d.push(0);
+        push(&mut d, 24);
+        push(&mut d, 0);
+        push(&mut d, t.len() as u32);
+        push(&mut d, t.len() as u32);
+        push(&mut d, strings.len() as u32);
+        d.extend_from_slice(&t);
+        d.extend_from_slice(&strings);
+        d
+    }
+
+    #[test]
+    fn finds_direct_and_anonymous_members() {
+        let btf = Btf::parse(&blob()).unwrap();
+        assert_eq!(btf.member_offset("outer", "x").unwrap(), 0);
+        assert_eq!(btf.member_offset("outer", "y").unwrap(), 16);
+        assert_eq!(btf.member_offset("outer", "a").unwrap(), 8);
+        assert_eq!(btf.member_offset("outer", "b").unwrap(), 12);
+    }
+
+    #[test]
+    fn missing_struct_or_member_is_a_clear_error() {
+        let btf = Btf::parse(&blob()).unwrap();
+        let e = btf.member_offset("inner", "x").unwrap_err().to_string();
+        assert!(e.contains("struct inner not found"), "{e}");
+        let e = btf.member_offset("outer", "zz").unwrap_err().to_string();
+        assert!(e.contains("no member zz"), "{e}");
+    }
+
+    #[test]
+    fn rejects_garbage_without_panicking() {
+        assert!(Btf::parse(b"short").is_err());
+        let mut d = blob();
+        d[0] = 0;
+        assert!(Btf::parse(&d).unwrap_err().to_string().contains("not BTF"));
+        let d = blob();
+        // Truncate inside the type section.
+        assert!(Btf::parse(&d[..40]).is_err());
+    }
+
+    #[test]
+    fn this_kernel_has_the_offsets_we_need() {
+        let p = std::path::Path::new("/sys/kernel/btf/vmlinux");
+        if !p.exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but /sys/kernel/btf/vmlinux is missing"
+            );
+            return;
+        }
+        let off = Btf::from_file(p).unwrap().kernel_offsets().unwrap();
+        assert!(off.task_mm > 0 && off.task_tgid > 0 && off.mm_arg_end > off.mm_arg_start);
+    }
+}

@@ -1,0 +1,530 @@
+//! The privileged engine: loads bulwark's kernel programs (`daemon-ebpf`), attaches them, writes
+//! compiled rule sets into their maps and hands out the event stream. It owns the loaded eBPF
+//! object, its links and map handles; it knows nothing about policies (the compiler produces
+//! the [`MapEntries`] it writes verbatim).
+//!
+//! # API (stable; `bulwark run` and the controller build on it)
+//! ```ignore
+//! let mut engine = Engine::load(&EngineOptions::default())?;      // root; attaches everything
+//! let slot = engine.apply(|slot| rule_set.map_entries(slot),       // atomic A/B switch
+//!                         |slot| reseed_bits_for_running_processes(slot))?;
+//! engine.set_workload(cgroup_id, namespace_id)?;                   // workload registry
+//! let mut events = engine.events()?;                               // once; owns its handles
+//! while events.wait(None)? { while let Some(ev) = events.next_event() { /* Event::Exec .. */ } }
+//! engine.lost_events()?;                                           // ring buffer overflows
+//! ```
+//!
+//! # Programs and where they attach
+//! - `bulwark_exec` tracepoint `sched/sched_process_exec`, `bulwark_exit` tracepoint
+//!   `sched/sched_process_exit`, `bulwark_fork` raw tracepoint `sched_process_fork`;
+//! - `bulwark_connect4/6`, `bulwark_sendmsg4/6` (cgroup sock_addr) and `bulwark_sockops`
+//!   (sock_ops) on the cgroup v2 root as bpf_links (links always coexist with other programs;
+//!   the kernel rejects explicit ALLOW_MULTI flags on link creation);
+//! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map.
+//!
+//! # Atomic apply
+//! [`Engine::apply`] clears and writes the inactive slot, sets `Config::pending_slot` (from then
+//! on every exec evaluates both slots), writes the caller's reseed bits for processes that were
+//! already running, then flips `Config::active_slot` in one map write and clears pending. The
+//! old rule set enforces until that write; the new one from it on. A reseed entry for a process
+//! whose kernel state is newer than the moment pending was set is skipped (the kernel already
+//! evaluated both slots for it).
+//!
+//! Not yet: pinning maps/links under bpffs so a restarted daemon adopts them (see DESIGN.md).
+
+mod btf;
+mod events;
+pub mod host;
+
+pub use btf::Btf;
+pub use events::{Event, EventReader};
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    Array, HashMap, Map, MapData, PerCpuArray, RingBuf, SockHash,
+};
+use aya::programs::{
+    CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint, SkMsg, SockOps, TracePoint,
+};
+use aya::{Ebpf, EbpfLoader};
+pub use bulwark_compiler::MapEntries;
+use daemon_common::*;
+
+/// The kernel programs, built by daemon/build.rs.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/daemon"));
+
+/// Where the engine finds what it needs; defaults discover everything.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// cgroup v2 directory to attach the network programs to (default: the cgroup2 mount
+    /// found in /proc/mounts, i.e. every process on the host).
+    pub cgroup: Option<PathBuf>,
+    /// Kernel BTF (default `/sys/kernel/btf/vmlinux`).
+    pub btf: Option<PathBuf>,
+}
+
+/// The loaded, attached kernel programs and their maps.
+pub struct Engine {
+    ebpf: Ebpf,
+    cgroup: PathBuf,
+    active: u8,
+    generation: u64,
+    events_taken: bool,
+}
+
+/// Last lines of a verifier log (the part that says why).
+fn log_tail(log: &str, lines: usize) -> String {
+    let v: Vec<&str> = log.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Turns a program load error into one that says which program and why.
+fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => anyhow::anyhow!(
+            "the kernel rejected eBPF program {name} ({io_error}); verifier log tail:\n{}",
+            log_tail(&verifier_log.to_string(), 60)
+        ),
+        other => anyhow::anyhow!("cannot load eBPF program {name}: {other}"),
+    }
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Map> {
+    ebpf.map_mut(name)
+        .with_context(|| format!("map {name} missing from the eBPF object (build mismatch)"))
+}
+
+/// Deletes every key of an LPM map whose slot byte (first data byte) is `slot`.
+fn clear_lpm<K: aya::Pod>(
+    m: &mut LpmTrie<&mut MapData, K, u64>,
+    slot: u8,
+    slot_of: impl Fn(&K) -> u8,
+) -> anyhow::Result<()> {
+    let keys: Vec<Key<K>> = m.keys().filter_map(Result::ok).collect();
+    for k in keys {
+        let data = k.data();
+        if slot_of(&data) == slot {
+            m.remove(&k)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_lpm<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    slot: u8,
+    entries: &[(u32, K, u64)],
+    slot_of: impl Fn(&K) -> u8,
+) -> anyhow::Result<()> {
+    let mut m: LpmTrie<&mut MapData, K, u64> = LpmTrie::try_from(map(ebpf, name)?)?;
+    clear_lpm(&mut m, slot, &slot_of)?;
+    for (bits, data, hits) in entries {
+        if slot_of(data) != slot {
+            bail!(
+                "{name} entry for slot {} given while writing slot {slot}",
+                slot_of(data)
+            );
+        }
+        m.insert(&Key::new(*bits, *data), hits, 0)
+            .with_context(|| format!("writing {name} (/{bits}): map full or invalid prefix"))?;
+    }
+    Ok(())
+}
+
+fn write_hash<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    slot: u8,
+    entries: &[(K, u64)],
+    slot_of: impl Fn(&K) -> u8,
+) -> anyhow::Result<()> {
+    let mut m: HashMap<&mut MapData, K, u64> = HashMap::try_from(map(ebpf, name)?)?;
+    let keys: Vec<K> = m.keys().filter_map(Result::ok).collect();
+    for k in keys {
+        if slot_of(&k) == slot {
+            m.remove(&k)?;
+        }
+    }
+    for (k, hits) in entries {
+        if slot_of(k) != slot {
+            bail!(
+                "{name} entry for slot {} given while writing slot {slot}",
+                slot_of(k)
+            );
+        }
+        m.insert(k, hits, 0)
+            .with_context(|| format!("writing {name}: map full"))?;
+    }
+    Ok(())
+}
+
+/// `CLOCK_BOOTTIME` now, in ns (the clock of `bpf_ktime_get_boot_ns`).
+fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Start time of a running process in boot-clock ns (from /proc/PID/stat), 0 if unknown.
+fn proc_start_ns(tgid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{tgid}/stat")) else {
+        return 0;
+    };
+    // Field 22 (starttime, clock ticks since boot); fields after the `)` of comm.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let ticks: u64 = rest
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * (1_000_000_000 / hz)
+}
+
+impl Engine {
+    /// Loads and attaches every program. Needs root, tracefs (mounted here if missing), a
+    /// cgroup v2 mount and kernel BTF; each missing piece is a clear error, and a program the
+    /// kernel rejects is reported with the tail of the verifier log.
+    pub fn load(opts: &EngineOptions) -> anyhow::Result<Engine> {
+        host::require_root()?;
+        let tracefs = host::require_tracefs()?;
+        let cgroup = match &opts.cgroup {
+            Some(c) => c.clone(),
+            None => host::require_cgroup2()?,
+        };
+        let btf_path = opts
+            .btf
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
+        let mut offsets = Btf::from_file(&btf_path)?.kernel_offsets()?;
+        offsets.tp_exit_group_dead =
+            host::tracepoint_field_offset(&tracefs, "sched", "sched_process_exit", "group_dead")
+                .unwrap_or(0);
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .load(PROGRAMS)
+            .context("cannot load bulwark's eBPF object (maps or BTF rejected by the kernel)")?;
+
+        {
+            let mut cfg: Array<&mut MapData, Config> =
+                Array::try_from(map(&mut ebpf, MAP_CONFIG)?)?;
+            cfg.set(
+                0,
+                Config {
+                    active_slot: 0,
+                    pending_slot: NO_SLOT,
+                    generation: 0,
+                },
+                0,
+            )?;
+        }
+
+        for (name, category, tp) in [
+            ("bulwark_exec", "sched", "sched_process_exec"),
+            ("bulwark_exit", "sched", "sched_process_exit"),
+        ] {
+            let p: &mut TracePoint = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing"))?
+                .try_into()?;
+            p.load().map_err(|e| load_error(name, e))?;
+            p.attach(category, tp)
+                .with_context(|| format!("cannot attach {name} to tracepoint {category}/{tp}"))?;
+        }
+        {
+            let p: &mut RawTracePoint = ebpf
+                .program_mut("bulwark_fork")
+                .context("program bulwark_fork missing")?
+                .try_into()?;
+            p.load().map_err(|e| load_error("bulwark_fork", e))?;
+            p.attach("sched_process_fork")
+                .context("cannot attach bulwark_fork to raw tracepoint sched_process_fork")?;
+        }
+        let cg = std::fs::File::open(&cgroup)
+            .with_context(|| format!("cannot open cgroup directory {}", cgroup.display()))?;
+        for name in [
+            "bulwark_connect4",
+            "bulwark_connect6",
+            "bulwark_sendmsg4",
+            "bulwark_sendmsg6",
+        ] {
+            let p: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing"))?
+                .try_into()?;
+            p.load().map_err(|e| load_error(name, e))?;
+            p.attach(&cg, CgroupAttachMode::Single)
+                .with_context(|| format!("cannot attach {name} to cgroup {}", cgroup.display()))?;
+        }
+        {
+            let p: &mut SockOps = ebpf
+                .program_mut("bulwark_sockops")
+                .context("program bulwark_sockops missing")?
+                .try_into()?;
+            p.load().map_err(|e| load_error("bulwark_sockops", e))?;
+            p.attach(&cg, CgroupAttachMode::Single).with_context(|| {
+                format!("cannot attach bulwark_sockops to {}", cgroup.display())
+            })?;
+        }
+        {
+            let fd = {
+                let sh: SockHash<&MapData, u64> =
+                    SockHash::try_from(ebpf.map(MAP_SOCKHASH).context("map SOCKHASH missing")?)?;
+                sh.fd().try_clone()?
+            };
+            let p: &mut SkMsg = ebpf
+                .program_mut("bulwark_egress")
+                .context("program bulwark_egress missing")?
+                .try_into()?;
+            p.load().map_err(|e| load_error("bulwark_egress", e))?;
+            p.attach(&fd)
+                .context("cannot attach bulwark_egress to the SOCKHASH")?;
+        }
+
+        Ok(Engine {
+            ebpf,
+            cgroup,
+            active: 0,
+            generation: 0,
+            events_taken: false,
+        })
+    }
+
+    /// The cgroup the network programs are attached to.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// Slot whose rule set the kernel enforces.
+    pub fn active_slot(&self) -> u8 {
+        self.active
+    }
+
+    fn set_config(&mut self, active: u8, pending: u32) -> anyhow::Result<()> {
+        let mut cfg: Array<&mut MapData, Config> =
+            Array::try_from(map(&mut self.ebpf, MAP_CONFIG)?)?;
+        cfg.set(
+            0,
+            Config {
+                active_slot: active as u32,
+                pending_slot: pending,
+                generation: self.generation,
+            },
+            0,
+        )?;
+        Ok(())
+    }
+
+    /// Atomic switch to a new rule set: clear and write `entries_for_slot(slot)` into the
+    /// inactive slot, set it pending, write `reseed(slot)` — `(tgid, selector bits)` of the
+    /// already-running processes, computed by the caller with the compiler's reference
+    /// evaluator — into `PROCESSES[tgid].selectors[slot]`, flip the active slot, clear pending.
+    /// Returns the new active slot. On error the old rule set stays active.
+    pub fn apply(
+        &mut self,
+        entries_for_slot: impl FnOnce(u8) -> MapEntries,
+        reseed: impl FnOnce(u8) -> Vec<(u32, u64)>,
+    ) -> anyhow::Result<u8> {
+        let slot = 1 - self.active;
+        let e = entries_for_slot(slot);
+        let r = self.write_slot(slot, &e);
+        if let Err(err) = r {
+            // Leave no pending slot behind; the active slot was never touched.
+            let _ = self.set_config(self.active, NO_SLOT);
+            return Err(err.context(format!("writing rule set into slot {slot}")));
+        }
+        let pending_since = boot_ns();
+        self.set_config(self.active, slot as u32)?;
+        let seeds = reseed(slot);
+        {
+            let mut procs: HashMap<&mut MapData, u32, ProcessState> =
+                HashMap::try_from(map(&mut self.ebpf, MAP_PROCESSES)?)?;
+            for (tgid, bits) in seeds {
+                let mut st = match procs.get(&tgid, 0) {
+                    Ok(st) if st.start_ns >= pending_since => continue,
+                    Ok(st) => st,
+                    Err(_) => ProcessState {
+                        start_ns: proc_start_ns(tgid),
+                        ..Default::default()
+                    },
+                };
+                st.selectors[slot as usize] = bits;
+                // A full map only loses enforcement for that process: keep going, count it.
+                if procs.insert(tgid, st, 0).is_err() {
+                    log::warn!("PROCESSES full: process {tgid} keeps no selector bits");
+                }
+            }
+        }
+        self.generation += 1;
+        self.set_config(slot, NO_SLOT)?;
+        self.active = slot;
+        Ok(slot)
+    }
+
+    fn write_slot(&mut self, slot: u8, e: &MapEntries) -> anyhow::Result<()> {
+        let ebpf = &mut self.ebpf;
+        {
+            let mut sel: Array<&mut MapData, SelectorEntry> =
+                Array::try_from(map(ebpf, MAP_SELECTORS)?)?;
+            let base = slot as u32 * MAX_SELECTORS as u32;
+            for i in 0..MAX_SELECTORS as u32 {
+                sel.set(base + i, SelectorEntry::default(), 0)?;
+            }
+            for (idx, entry) in &e.selectors {
+                if *idx < base || *idx >= base + MAX_SELECTORS as u32 {
+                    bail!(
+                        "selector index {idx} is outside slot {slot} ({base}..{})",
+                        base + 64
+                    );
+                }
+                sel.set(*idx, entry, 0)?;
+            }
+        }
+        write_hash(ebpf, MAP_BIN_EXACT, slot, &e.bin_exact, |k: &PathKey| {
+            k.slot as u8
+        })?;
+        write_lpm(
+            ebpf,
+            MAP_BIN_PREFIX,
+            slot,
+            &e.bin_prefix,
+            |k: &PathLpmData| k.slot,
+        )?;
+        write_lpm(
+            ebpf,
+            MAP_BIN_POSTFIX,
+            slot,
+            &e.bin_postfix,
+            |k: &PathLpmData| k.slot,
+        )?;
+        write_hash(ebpf, MAP_ARG_EXACT, slot, &e.arg_exact, |k: &ArgKey| k.slot)?;
+        write_lpm(
+            ebpf,
+            MAP_ARG_PREFIX,
+            slot,
+            &e.arg_prefix,
+            |k: &ArgLpmData| k.slot,
+        )?;
+        write_lpm(
+            ebpf,
+            MAP_ARG_POSTFIX,
+            slot,
+            &e.arg_postfix,
+            |k: &ArgLpmData| k.slot,
+        )?;
+        write_hash(
+            ebpf,
+            MAP_NAMESPACES,
+            slot,
+            &e.namespaces,
+            |k: &NamespaceKey| k.slot as u8,
+        )?;
+        write_lpm(ebpf, MAP_DEST_V4, slot, &e.dest_v4, |k: &V4LpmData| k.slot)?;
+        write_lpm(ebpf, MAP_DEST_V6, slot, &e.dest_v6, |k: &V6LpmData| k.slot)?;
+        write_lpm(ebpf, MAP_PORTS, slot, &e.ports, |k: &PortLpmData| k.slot)?;
+        let mut meta: Array<&mut MapData, SlotMeta> = Array::try_from(map(ebpf, MAP_SLOT_META)?)?;
+        meta.set(slot as u32, e.slot_meta, 0)?;
+        Ok(())
+    }
+
+    /// Registers a cgroup (by cgroup id, the inode number of its cgroup v2 directory) as a
+    /// workload in a Kubernetes namespace (ids from the compiler's `NamespaceIds`).
+    pub fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()> {
+        let mut m: HashMap<&mut MapData, u64, WorkloadEntry> =
+            HashMap::try_from(map(&mut self.ebpf, MAP_WORKLOADS)?)?;
+        m.insert(
+            cgroup_id,
+            WorkloadEntry {
+                namespace_id,
+                _pad: 0,
+            },
+            0,
+        )
+        .with_context(|| format!("WORKLOADS full ({MAX_WORKLOADS} cgroups)"))?;
+        Ok(())
+    }
+
+    /// Forgets a workload cgroup (absent is not an error).
+    pub fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+        let mut m: HashMap<&mut MapData, u64, WorkloadEntry> =
+            HashMap::try_from(map(&mut self.ebpf, MAP_WORKLOADS)?)?;
+        match m.remove(&cgroup_id) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The event stream. Can be taken once: the reader owns its own handles to the ring buffer
+    /// and the SOCKHASH, so it may move to another thread while the engine keeps applying.
+    pub fn events(&mut self) -> anyhow::Result<EventReader> {
+        if self.events_taken {
+            bail!("Engine::events() was already called; the event reader can be taken once");
+        }
+        let ring = self
+            .ebpf
+            .take_map(MAP_EVENTS)
+            .context("map EVENTS missing")?;
+        let ring = RingBuf::try_from(ring)?;
+        let sh = self
+            .ebpf
+            .map(MAP_SOCKHASH)
+            .context("map SOCKHASH missing")?;
+        let id = match sh {
+            Map::SockHash(d) => d.info()?.id(),
+            _ => bail!("map SOCKHASH has an unexpected type"),
+        };
+        let sockhash = SockHash::try_from(Map::SockHash(MapData::from_id(id)?))?;
+        self.events_taken = true;
+        Ok(EventReader::new(ring, sockhash))
+    }
+
+    /// Per-CPU diagnostic counters summed over CPUs, indexed by `COUNTER_*`.
+    pub fn counters(&self) -> anyhow::Result<[u64; COUNTERS_LEN as usize]> {
+        let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map(MAP_COUNTERS)
+                .context("map COUNTERS missing")?,
+        )?;
+        let mut out = [0u64; COUNTERS_LEN as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = m.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Records the kernel could not put into the ring buffer (it was full).
+    pub fn lost_events(&self) -> anyhow::Result<u64> {
+        Ok(self.counters()?[COUNTER_LOST_EVENTS as usize])
+    }
+
+    /// The kernel's cached state of a process (diagnostics, tests).
+    pub fn process_state(&self, tgid: u32) -> Option<ProcessState> {
+        let m: HashMap<&MapData, u32, ProcessState> =
+            HashMap::try_from(self.ebpf.map(MAP_PROCESSES)?).ok()?;
+        m.get(&tgid, 0).ok()
+    }
+
+    /// Cookies of the sockets currently in the SOCKHASH (watched by the egress program).
+    pub fn watched_sockets(&self) -> anyhow::Result<Vec<u64>> {
+        let m: SockHash<&MapData, u64> = SockHash::try_from(
+            self.ebpf
+                .map(MAP_SOCKHASH)
+                .context("map SOCKHASH missing")?,
+        )?;
+        Ok(m.keys().filter_map(Result::ok).collect())
+    }
+}
