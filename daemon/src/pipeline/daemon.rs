@@ -344,6 +344,7 @@ where
     workload_specs: Vec<WorkloadSpec>,
     unresolved_workloads: bool,
     last_lost: u64,
+    ticks: u64,
 }
 
 impl<B, K> Daemon<B, K>
@@ -368,6 +369,7 @@ where
             workload_specs: Vec::new(),
             unresolved_workloads: false,
             last_lost: 0,
+            ticks: 0,
         }
     }
 
@@ -393,6 +395,8 @@ where
         self.pipeline
             .cache
             .live()
+            // A process whose exit record was lost must not get kernel state.
+            .filter(|p| self.cfg.proc_root.join(p.pid.to_string()).exists())
             .map(|p| {
                 let ns = self.pipeline.registry.namespace_id(p.cgroup_id);
                 let argv: Vec<&str> = p.argv.iter().map(String::as_str).collect();
@@ -551,8 +555,17 @@ where
     }
 
     /// Once a second: forget old exits, retry unresolved workloads, report grown losses.
+    /// Every 30th tick also sweeps processes whose exit record was lost.
     pub fn tick(&mut self, report_losses: bool) {
-        self.pipeline.cache.gc(BootClock::boot_now_ns());
+        let now = BootClock::boot_now_ns();
+        self.ticks += 1;
+        if self.ticks % 30 == 0 {
+            let n = self.pipeline.cache.sweep_dead(&self.cfg.proc_root, now);
+            if n > 0 {
+                log::info!("{n} processes vanished without an exit record");
+            }
+        }
+        self.pipeline.cache.gc(now);
         if self.unresolved_workloads {
             let before = self.pipeline.registry.len();
             let _ = self.sync_workloads();

@@ -225,6 +225,20 @@ impl ProcessCache {
         info
     }
 
+    /// Marks live entries whose pid no longer exists under `proc_root` as exited at `now_ns`
+    /// (their exit record was lost); returns how many. Entries whose pid now belongs to a
+    /// newer process are left to that process's own records.
+    pub fn sweep_dead(&mut self, proc_root: &Path, now_ns: u64) -> usize {
+        let mut n = 0;
+        for p in self.entries.values_mut() {
+            if p.exited_ns.is_none() && !proc_root.join(p.pid.to_string()).exists() {
+                p.exited_ns = Some(now_ns);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Drops exited entries older than the retention period.
     pub fn gc(&mut self, now_ns: u64) {
         let retention = self.retention_ns;
@@ -448,6 +462,14 @@ mod tests {
         let ppid = std::os::unix::process::parent_id();
         let parent = c.get(ppid, 0).expect("parent seeded");
         assert_eq!(own.parent_exec_id.as_deref(), Some(parent.exec_id.as_str()));
+        // Nothing seeded is dead; a pid that does not exist is swept.
+        assert_eq!(c.sweep_dead(Path::new("/proc"), 1), 0);
+        c.on_exec(
+            &crate::pipeline::record::tests::exec_record(u32::MAX - 1, 5, 0, 0, "/x", &["x"]),
+            None,
+        );
+        assert_eq!(c.sweep_dead(Path::new("/proc"), 1), 1);
+        assert_eq!(c.get(u32::MAX - 1, 5).unwrap().exited_ns, Some(1));
         // Kernel threads (kthreadd, pid 2) are skipped.
         assert!(c.get(2, 0).is_none());
         // A missing /proc seeds nothing rather than failing.
