@@ -1,9 +1,485 @@
-//! `bulwark run`.
+//! `bulwark run`: the standalone daemon. Wires the real pieces into the pipeline's
+//! [`Daemon`]: the policy crate's lint and the compiler behind [`PolicyBackend`], the kernel
+//! [`Engine`] behind [`Kernel`], the inotify watcher, SIGINT/SIGTERM handling and the event
+//! output (stdout or a file, JSON lines; schema in docs/events.md).
+
+use crate::engine::{self, Engine, EngineOptions, EventReader};
+use crate::pipeline::daemon::{Config, Daemon, Kernel, MatchInfo, Reseed, Rules};
+use crate::pipeline::policy_dir::{daemon_diagnostic, FileLint, PolicyBackend};
+use crate::pipeline::record::{DecodeError, Record};
+use crate::pipeline::{watch, workload};
+use anyhow::Context;
+use bulwark_compiler::{NamespaceIds, RuleSet};
+use bulwark_policy::{AnyPolicy, Diagnostic, Mode};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Directory of policy files (`*.yaml`, `*.yml`, recursive). Watched: changes are applied
+    /// atomically; a file with errors is reported and its previous version stays in force.
+    #[arg(long, value_name = "DIR")]
+    pub policy_dir: PathBuf,
+    /// Where to write events (JSON lines): a file (appended to) or `-` for stdout.
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    pub events: String,
+    /// YAML file mapping cgroup paths to Kubernetes-style identity (namespace, pod,
+    /// container, labels). Watched.
+    #[arg(long, value_name = "FILE")]
+    pub workloads: Option<PathBuf>,
+    /// Node name on every event and in exec_ids (default: the hostname).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+}
 
-pub fn run(_args: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`bulwark run` is not built yet")
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The host name, for `node_name`.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+        if !name.is_empty() {
+            return name;
+        }
+    }
+    "localhost".into()
+}
+
+/// The policy crate's lint and the compiler, as the daemon uses them.
+pub struct RealBackend {
+    pub ids: NamespaceIds,
+}
+
+fn diags_json(diags: &[Diagnostic]) -> Vec<serde_json::Value> {
+    diags
+        .iter()
+        .filter_map(|d| serde_json::to_value(d).ok())
+        .collect()
+}
+
+impl PolicyBackend for RealBackend {
+    type Policy = AnyPolicy;
+    type Rules = RuleSet;
+
+    fn lint_file(&self, path: &Path) -> FileLint<AnyPolicy> {
+        match bulwark_policy::lint_paths(&[path.to_path_buf()]) {
+            Ok(out) => FileLint {
+                has_errors: out.errors() > 0,
+                diagnostics: diags_json(&out.diagnostics),
+                text: if out.diagnostics.is_empty() {
+                    String::new()
+                } else {
+                    bulwark_policy::diagnostics::render_text(&out.diagnostics)
+                },
+                policies: out.policies,
+            },
+            Err(e) => FileLint {
+                policies: Vec::new(),
+                has_errors: true,
+                diagnostics: vec![daemon_diagnostic("io", Some(path), e.to_string())],
+                text: format!("{}: error: {e}\n", path.display()),
+            },
+        }
+    }
+
+    fn validate_set(&self, policies: &[AnyPolicy]) -> FileLint<AnyPolicy> {
+        let diags = bulwark_policy::validate::validate_set(policies);
+        FileLint {
+            policies: Vec::new(),
+            has_errors: diags.iter().any(Diagnostic::is_error),
+            text: if diags.is_empty() {
+                String::new()
+            } else {
+                bulwark_policy::diagnostics::render_text(&diags)
+            },
+            diagnostics: diags_json(&diags),
+        }
+    }
+
+    fn compile(&mut self, policies: &[AnyPolicy]) -> Result<RuleSet, serde_json::Value> {
+        bulwark_compiler::compile(policies, &mut self.ids)
+            .map_err(|e| daemon_diagnostic("compile", None, e.to_string()))
+    }
+
+    fn intern_namespace(&mut self, name: &str) -> u32 {
+        self.ids.id(name)
+    }
+
+    fn label(p: &AnyPolicy) -> String {
+        match p.scope_namespace() {
+            Some(ns) => format!("{ns}/{}", p.name()),
+            None => p.name().to_string(),
+        }
+    }
+}
+
+impl Rules for RuleSet {
+    fn match_info(&self, selector: u8) -> Option<MatchInfo> {
+        self.selector_info(selector).map(|i| MatchInfo {
+            policy_name: i.policy_name,
+            policy_namespace: i.policy_namespace,
+            rule: i.rule_name,
+            monitor: i.mode == Mode::Monitor,
+        })
+    }
+
+    fn evaluate_process(&self, binary: &str, argv: &[&str], namespace_id: u32) -> u64 {
+        RuleSet::evaluate_process(self, binary, argv, namespace_id)
+    }
+}
+
+/// The kernel engine and its event reader, as the daemon uses them.
+pub struct RealKernel {
+    engine: Option<Engine>,
+    reader: Option<EventReader>,
+    last_lost: u64,
+}
+
+/// The pipeline's description of a record the engine could not decode.
+fn malformed(kind: u32, len: usize) -> DecodeError {
+    use daemon_common::*;
+    let need = match kind {
+        EVENT_EXEC => std::mem::size_of::<ExecEvent>(),
+        EVENT_EXIT => std::mem::size_of::<ExitEvent>(),
+        EVENT_FORK => std::mem::size_of::<ForkEvent>(),
+        EVENT_CONNECT => std::mem::size_of::<ConnectEvent>(),
+        EVENT_MATCH => std::mem::size_of::<MatchEvent>(),
+        _ if len >= std::mem::size_of::<u32>() => return DecodeError::UnknownKind(kind),
+        _ => std::mem::size_of::<EventHeader>(),
+    };
+    DecodeError::TooShort { kind, len, need }
+}
+
+/// Records handed out per poll before the loop gets to reloads and signals again.
+const MAX_RECORDS_PER_POLL: usize = 8192;
+
+impl Kernel<RuleSet> for RealKernel {
+    fn apply(&mut self, rules: &RuleSet, reseed: &[Reseed]) -> anyhow::Result<u8> {
+        let engine = self.engine.as_mut().context("engine already shut down")?;
+        engine.apply(
+            |slot| rules.map_entries(slot),
+            |_slot| reseed.iter().map(|r| (r.tgid, r.selectors)).collect(),
+        )
+    }
+
+    fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()> {
+        let engine = self.engine.as_mut().context("engine already shut down")?;
+        engine.set_workload(cgroup_id, namespace_id)
+    }
+
+    fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+        let engine = self.engine.as_mut().context("engine already shut down")?;
+        engine.remove_workload(cgroup_id)
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        sink: &mut dyn FnMut(Result<Record, DecodeError>),
+    ) -> anyhow::Result<()> {
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(());
+        };
+        if !timeout.is_zero() {
+            reader
+                .wait(Some(timeout))
+                .context("waiting for kernel events")?;
+        }
+        for _ in 0..MAX_RECORDS_PER_POLL {
+            let Some(ev) = reader.next_event() else {
+                break;
+            };
+            sink(match ev {
+                engine::Event::Exec(e) => Ok(Record::Exec(e)),
+                engine::Event::Exit(e) => Ok(Record::Exit(e)),
+                engine::Event::Fork(e) => Ok(Record::Fork(e)),
+                engine::Event::Connect(e) => Ok(Record::Connect(e)),
+                engine::Event::Match(e) => Ok(Record::Match(e)),
+                engine::Event::Malformed { kind, len } => Err(malformed(kind, len)),
+            });
+        }
+        Ok(())
+    }
+
+    fn lost_events(&self) -> u64 {
+        self.engine
+            .as_ref()
+            .and_then(|e| e.lost_events().ok())
+            .unwrap_or(self.last_lost)
+    }
+
+    fn shutdown(&mut self) {
+        self.last_lost = self.lost_events();
+        self.reader = None;
+        // Dropping the engine detaches every program and link.
+        self.engine = None;
+    }
+}
+
+fn open_output(spec: &str) -> anyhow::Result<Box<dyn Write + Send>> {
+    if spec == "-" {
+        return Ok(Box::new(std::io::LineWriter::new(std::io::stdout())));
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spec)
+        .with_context(|| {
+            format!("cannot open events file {spec} for appending (does its directory exist?)")
+        })?;
+    Ok(Box::new(std::io::BufWriter::new(f)))
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    engine::host::require_root()?;
+    let meta = std::fs::metadata(&args.policy_dir).with_context(|| {
+        format!(
+            "policy directory {} is not readable; create it (it may be empty) or pass another \
+             --policy-dir",
+            args.policy_dir.display()
+        )
+    })?;
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "--policy-dir {} is not a directory; pass the directory that holds the policy files",
+            args.policy_dir.display()
+        );
+    }
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let out = open_output(&args.events)?;
+    let mut engine = Engine::load(&EngineOptions::default())
+        .context("loading and attaching the kernel programs")?;
+    let reader = engine.events()?;
+    install_signal_handlers();
+    let changes = watch::spawn(
+        args.policy_dir.clone(),
+        args.workloads.clone(),
+        Duration::from_millis(200),
+    )?;
+    let cfg = Config {
+        node_name,
+        policy_dir: args.policy_dir.clone(),
+        workloads_file: args.workloads.clone(),
+        proc_root: PathBuf::from("/proc"),
+        cgroup_mount: engine::host::cgroup2_mount().or_else(workload::find_cgroup2_mount),
+        loss_report_every: Duration::from_secs(10),
+    };
+    let kernel = RealKernel {
+        engine: Some(engine),
+        reader: Some(reader),
+        last_lost: 0,
+    };
+    let backend = RealBackend {
+        ids: NamespaceIds::new(),
+    };
+    let mut daemon = Daemon::new(cfg, backend, kernel, out);
+    daemon.run(&STOP, &changes)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::daemon::Change;
+
+    /// Records what would be written to the kernel.
+    #[derive(Default)]
+    struct RecordingKernel {
+        active: u8,
+        applied: Vec<usize>,
+        workloads: Vec<(u64, u32)>,
+    }
+
+    impl Kernel<RuleSet> for RecordingKernel {
+        fn apply(&mut self, rules: &RuleSet, _reseed: &[Reseed]) -> anyhow::Result<u8> {
+            self.active ^= 1;
+            // The entries must be producible for the slot the engine would write.
+            let _ = rules.map_entries(self.active);
+            self.applied.push(rules.selectors().len());
+            Ok(self.active)
+        }
+        fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()> {
+            self.workloads.push((cgroup_id, namespace_id));
+            Ok(())
+        }
+        fn remove_workload(&mut self, _cgroup_id: u64) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn poll(
+            &mut self,
+            _t: Duration,
+            _sink: &mut dyn FnMut(Result<Record, DecodeError>),
+        ) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn lost_events(&self) -> u64 {
+            0
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Buf {
+        fn last(&self) -> serde_json::Value {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            serde_json::from_str(text.lines().last().unwrap()).unwrap()
+        }
+    }
+
+    #[test]
+    fn shipped_examples_load_through_lint_and_compiler() {
+        let dir = std::env::temp_dir().join(format!("bulwark-run-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples");
+        let mut count = 0;
+        for e in std::fs::read_dir(&examples).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+                count += 1;
+            }
+        }
+        let out = Buf::default();
+        let cfg = Config {
+            node_name: "t".into(),
+            policy_dir: dir.clone(),
+            workloads_file: None,
+            proc_root: PathBuf::from("/proc"),
+            cgroup_mount: workload::find_cgroup2_mount(),
+            loss_report_every: Duration::from_secs(10),
+        };
+        let backend = RealBackend {
+            ids: NamespaceIds::new(),
+        };
+        let mut d = Daemon::new(
+            cfg,
+            backend,
+            RecordingKernel::default(),
+            Box::new(out.clone()),
+        );
+        d.start();
+        let st = out.last();
+        assert_eq!(st["state"], "ready", "{st}");
+        assert_eq!(st["generation"], 1);
+        let policies = st["policies"].as_array().unwrap();
+        assert_eq!(policies.len(), count, "{st}");
+        assert!(policies.contains(&"kill-crypto-miners".into()));
+        assert!(policies.contains(&"payments/payments-internal-only".into()));
+        assert!(
+            st["diagnostics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|x| x["severity"] != "error"),
+            "{st}"
+        );
+
+        // Break one file: lint diagnostics in the status, the set in force is unchanged.
+        let broken = dir.join("kill-crypto-miners.yaml");
+        let good = std::fs::read_to_string(&broken).unwrap();
+        std::fs::write(&broken, good.replace("hook: exec", "hook: fork")).unwrap();
+        d.on_change(Change {
+            policies: true,
+            workloads: false,
+        });
+        let st = out.last();
+        assert_eq!(st["state"], "reload_failed", "{st}");
+        assert_eq!(st["policies"].as_array().unwrap().len(), count);
+        let errors: Vec<_> = st["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["severity"] == "error")
+            .collect();
+        assert!(!errors.is_empty(), "{st}");
+        assert!(errors[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("kill-crypto-miners.yaml"));
+        assert!(errors[0]["line"].is_number(), "{st}");
+        // Removing it takes that policy out.
+        std::fs::remove_file(&broken).unwrap();
+        d.on_change(Change {
+            policies: true,
+            workloads: false,
+        });
+        let st = out.last();
+        assert_eq!(st["state"], "reloaded", "{st}");
+        assert_eq!(st["policies"].as_array().unwrap().len(), count - 1);
+        assert!(!st["policies"]
+            .as_array()
+            .unwrap()
+            .contains(&"kill-crypto-miners".into()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rule_set_answers_match_info_and_process_bits() {
+        let src = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../policies/examples/kill-crypto-miners.yaml"),
+        )
+        .unwrap();
+        let lint = bulwark_policy::lint_source("k.yaml", &src);
+        assert_eq!(lint.errors(), 0);
+        let rules = bulwark_compiler::compile(&lint.policies, &mut NamespaceIds::new()).unwrap();
+        let info = Rules::match_info(&rules, 0).unwrap();
+        assert_eq!(info.policy_name, "kill-crypto-miners");
+        assert_eq!(info.policy_namespace, None);
+        assert!(!info.monitor);
+        assert!(Rules::match_info(&rules, 63).is_none());
+        let bits = Rules::evaluate_process(&rules, "/usr/bin/xmrig", &["xmrig"], 0);
+        assert_ne!(bits, 0);
+        assert_eq!(
+            Rules::evaluate_process(&rules, "/usr/bin/ls", &["ls"], 0),
+            0
+        );
+    }
+
+    #[test]
+    fn malformed_records_are_described() {
+        assert!(matches!(
+            malformed(daemon_common::EVENT_EXIT, 3),
+            DecodeError::TooShort { need, .. } if need == std::mem::size_of::<daemon_common::ExitEvent>()
+        ));
+        assert_eq!(malformed(77, 64), DecodeError::UnknownKind(77));
+    }
+
+    #[test]
+    fn hostname_is_not_empty() {
+        assert!(!hostname().is_empty());
+    }
 }

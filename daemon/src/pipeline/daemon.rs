@@ -559,7 +559,7 @@ where
     pub fn tick(&mut self, report_losses: bool) {
         let now = BootClock::boot_now_ns();
         self.ticks += 1;
-        if self.ticks % 30 == 0 {
+        if self.ticks.is_multiple_of(30) {
             let n = self.pipeline.cache.sweep_dead(&self.cfg.proc_root, now);
             if n > 0 {
                 log::info!("{n} processes vanished without an exit record");
