@@ -59,6 +59,40 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
     // A closed pipe (e.g. `| head`) is not an error worth a panic.
     let _ = stdout.write_all(rendered.as_bytes());
     let _ = stdout.flush();
-    let failed = outcome.errors() > 0 || (args.strict && outcome.warnings() > 0);
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(ExitCode::from(exit_code(&outcome, args.strict)))
+}
+
+/// 1 when there are errors (or warnings with `strict`), else 0.
+pub fn exit_code(outcome: &bulwark_policy::LintOutcome, strict: bool) -> u8 {
+    u8::from(outcome.errors() > 0 || (strict && outcome.warnings() > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(p: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+    }
+
+    #[test]
+    fn exit_codes() {
+        let cases = bulwark_policy::load::lint_paths(&[repo("tests/lint-cases")]).unwrap();
+        assert_eq!(exit_code(&cases, false), 1);
+        let examples = bulwark_policy::load::lint_paths(&[repo("policies/examples")]).unwrap();
+        assert_eq!(exit_code(&examples, false), 0);
+        assert_eq!(exit_code(&examples, true), 0);
+        let warn_only =
+            bulwark_policy::load::lint_paths(&[repo("tests/lint-cases/bw051-cidr-host-bits.yaml")])
+                .unwrap();
+        assert_eq!(exit_code(&warn_only, false), 0);
+        assert_eq!(exit_code(&warn_only, true), 1);
+        // A missing path is an I/O error (exit 2 through main), not a finding.
+        let missing = run(LintArgs {
+            format: Format::Text,
+            strict: false,
+            paths: vec![repo("no/such/dir")],
+        });
+        assert!(missing.unwrap_err().to_string().contains("no/such/dir"));
+    }
 }

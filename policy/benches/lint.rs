@@ -41,5 +41,8 @@ fn main() {
         docs as f64 / best,
         diagnostics
     );
-    assert!(best < 1.0, "linting {docs} documents took {best:.3} s; the budget is well under 1 s");
+    assert!(
+        best < 1.0,
+        "linting {docs} documents took {best:.3} s; the budget is well under 1 s"
+    );
 }

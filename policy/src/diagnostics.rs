@@ -180,7 +180,14 @@ fn plural(n: usize, word: &str) -> String {
 pub fn render_text(diags: &[Diagnostic]) -> String {
     let mut out = String::new();
     for d in diags {
-        let _ = writeln!(out, "{}: {}[{}]: {}", d.location(), d.severity.as_str(), d.code, d.message);
+        let _ = writeln!(
+            out,
+            "{}: {}[{}]: {}",
+            d.location(),
+            d.severity.as_str(),
+            d.code,
+            d.message
+        );
         if let Some(path) = &d.path {
             let _ = writeln!(out, "  = at: {path}");
         }
@@ -189,7 +196,12 @@ pub fn render_text(diags: &[Diagnostic]) -> String {
         }
     }
     let (errors, warnings) = count(diags);
-    let _ = writeln!(out, "{}, {}", plural(errors, "error"), plural(warnings, "warning"));
+    let _ = writeln!(
+        out,
+        "{}, {}",
+        plural(errors, "error"),
+        plural(warnings, "warning")
+    );
     out
 }
 
@@ -300,7 +312,9 @@ pub fn render_sarif(diags: &[Diagnostic]) -> String {
 }
 
 fn gh_escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn gh_escape_prop(s: &str) -> String {
@@ -327,7 +341,13 @@ pub fn render_github(diags: &[Diagnostic]) -> String {
             msg.push_str("\nhint: ");
             msg.push_str(h);
         }
-        let _ = writeln!(out, "::{} {}::{}", d.severity.as_str(), props.join(","), gh_escape_data(&msg));
+        let _ = writeln!(
+            out,
+            "::{} {}::{}",
+            d.severity.as_str(),
+            props.join(","),
+            gh_escape_data(&msg)
+        );
     }
     out
 }
@@ -343,7 +363,9 @@ mod tests {
                 .file("./p/a, b.yaml")
                 .at(3, 7)
                 .path("spec.rules[0]"),
-            Diagnostic::new(codes::CIDR_HOST_BITS, "100%\nsure").file("b.yaml").at(1, 1),
+            Diagnostic::new(codes::CIDR_HOST_BITS, "100%\nsure")
+                .file("b.yaml")
+                .at(1, 1),
         ]
     }
 
@@ -353,7 +375,9 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), CODES.len());
-        assert!(CODES.iter().all(|c| c.id.len() == 5 && c.id.starts_with("BW")));
+        assert!(CODES
+            .iter()
+            .all(|c| c.id.len() == 5 && c.id.starts_with("BW")));
         assert_eq!(code_info("BW020").unwrap().name, "unknown-field");
         assert!(code_info("BW999").is_none());
     }
@@ -361,7 +385,10 @@ mod tests {
     #[test]
     fn text_format() {
         let t = render_text(&sample());
-        assert!(t.starts_with("./p/a, b.yaml:3:7: error[BW020]: unknown field `matchBinary`\n"), "{t}");
+        assert!(
+            t.starts_with("./p/a, b.yaml:3:7: error[BW020]: unknown field `matchBinary`\n"),
+            "{t}"
+        );
         assert!(t.contains("  = hint: did you mean `matchBinaries`?\n"));
         assert!(t.ends_with("1 error, 1 warning\n"), "{t}");
         assert_eq!(render_text(&[]), "0 errors, 0 warnings\n");
@@ -391,7 +418,10 @@ mod tests {
         assert_eq!(rules.len(), CODES.len());
         let r = &run["results"][0];
         assert_eq!(r["ruleId"], "BW020");
-        assert_eq!(rules[r["ruleIndex"].as_u64().unwrap() as usize]["id"], "BW020");
+        assert_eq!(
+            rules[r["ruleIndex"].as_u64().unwrap() as usize]["id"],
+            "BW020"
+        );
         assert_eq!(r["level"], "error");
         let loc = &r["locations"][0]["physicalLocation"];
         assert_eq!(loc["artifactLocation"]["uri"], "p/a%2C%20b.yaml");
@@ -408,6 +438,9 @@ mod tests {
             lines[0],
             "::error file=./p/a%2C b.yaml,line=3,col=7,title=BW020::unknown field `matchBinary`%0Ahint: did you mean `matchBinaries`?"
         );
-        assert_eq!(lines[1], "::warning file=b.yaml,line=1,col=1,title=BW051::100%25%0Asure");
+        assert_eq!(
+            lines[1],
+            "::warning file=b.yaml,line=1,col=1,title=BW051::100%25%0Asure"
+        );
     }
 }

@@ -75,7 +75,11 @@ fn check_source(file: &str, text: &str, out: &mut LintOutcome, loaded: &mut Vec<
         let mut diags: Vec<Diagnostic> = doc
             .issues
             .iter()
-            .map(|i| Diagnostic::new(codes::DUPLICATE_KEY, i.message.clone()).hint(i.hint.clone()).at(i.pos.line, i.pos.column))
+            .map(|i| {
+                Diagnostic::new(codes::DUPLICATE_KEY, i.message.clone())
+                    .hint(i.hint.clone())
+                    .at(i.pos.line, i.pos.column)
+            })
             .collect();
         let kind = schema::check_document(&doc, &mut diags);
         let structural_ok = !diags.iter().any(Diagnostic::is_error);
@@ -83,8 +87,11 @@ fn check_source(file: &str, text: &str, out: &mut LintOutcome, loaded: &mut Vec<
         if let (Some(kind), true) = (kind, structural_ok) {
             let json = doc.root.to_json();
             let typed = match kind {
-                Kind::Cluster => serde_json::from_value::<TracingPolicy>(json).map(AnyPolicy::Cluster),
-                Kind::Namespaced => serde_json::from_value::<TracingPolicyNamespaced>(json).map(AnyPolicy::Namespaced),
+                Kind::Cluster => {
+                    serde_json::from_value::<TracingPolicy>(json).map(AnyPolicy::Cluster)
+                }
+                Kind::Namespaced => serde_json::from_value::<TracingPolicyNamespaced>(json)
+                    .map(AnyPolicy::Namespaced),
             };
             match typed {
                 Ok(p) => {
@@ -92,8 +99,11 @@ fn check_source(file: &str, text: &str, out: &mut LintOutcome, loaded: &mut Vec<
                     policy = Some(p);
                 }
                 Err(e) => diags.push(
-                    Diagnostic::new(codes::WRONG_TYPE, format!("the document does not match the policy model: {e}"))
-                        .hint("compare the document with policies/examples/ and docs/lint.md"),
+                    Diagnostic::new(
+                        codes::WRONG_TYPE,
+                        format!("the document does not match the policy model: {e}"),
+                    )
+                    .hint("compare the document with policies/examples/ and docs/lint.md"),
                 ),
             }
         }
@@ -141,7 +151,8 @@ fn finish(mut out: LintOutcome, loaded: Vec<Loaded>) -> LintOutcome {
         if let Some(r) = related {
             let first = &loaded[r];
             let (pos, _) = first.doc.root.locate("metadata.name", false);
-            d.message.push_str(&format!(" (first defined at {}:{})", first.file, pos.line));
+            d.message
+                .push_str(&format!(" (first defined at {}:{})", first.file, pos.line));
         }
         place(&mut d, &l.file, &l.doc);
         if d.is_error() {
@@ -149,7 +160,12 @@ fn finish(mut out: LintOutcome, loaded: Vec<Loaded>) -> LintOutcome {
         }
         out.diagnostics.push(d);
     }
-    out.policies = loaded.into_iter().zip(failed).filter(|(_, f)| !f).map(|(l, _)| l.policy).collect();
+    out.policies = loaded
+        .into_iter()
+        .zip(failed)
+        .filter(|(_, f)| !f)
+        .map(|(l, _)| l.policy)
+        .collect();
     // Stable order: by file (in input order), then line, column, code.
     let order: Vec<String> = {
         let mut seen = Vec::new();
@@ -164,7 +180,9 @@ fn finish(mut out: LintOutcome, loaded: Vec<Loaded>) -> LintOutcome {
     };
     out.diagnostics.sort_by_key(|d| {
         (
-            d.file.as_ref().and_then(|f| order.iter().position(|o| o == f)),
+            d.file
+                .as_ref()
+                .and_then(|f| order.iter().position(|o| o == f)),
             d.line,
             d.column,
             d.code,
@@ -203,7 +221,10 @@ fn collect(path: &Path, explicit: bool, files: &mut Vec<PathBuf>) -> Result<(), 
             .map_err(io)?;
         entries.sort();
         for e in entries {
-            let hidden = e.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            let hidden = e
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
             if hidden {
                 continue;
             }
@@ -241,10 +262,16 @@ pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
         match String::from_utf8(bytes) {
             Ok(text) => check_source(&name, &text, &mut out, &mut loaded),
             Err(e) => out.diagnostics.push(
-                Diagnostic::new(codes::YAML_SYNTAX, format!("the file is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
-                    .hint("save the policy as UTF-8")
-                    .file(name)
-                    .at(1, 1),
+                Diagnostic::new(
+                    codes::YAML_SYNTAX,
+                    format!(
+                        "the file is not UTF-8 text (invalid byte at offset {})",
+                        e.utf8_error().valid_up_to()
+                    ),
+                )
+                .hint("save the policy as UTF-8")
+                .file(name)
+                .at(1, 1),
             ),
         }
     }

@@ -159,7 +159,10 @@ pub enum Operator {
 impl Operator {
     /// True for the operators that hold when the value is *not* found.
     pub fn is_negated(self) -> bool {
-        matches!(self, Operator::NotIn | Operator::NotPrefix | Operator::NotPostfix)
+        matches!(
+            self,
+            Operator::NotIn | Operator::NotPrefix | Operator::NotPostfix
+        )
     }
 }
 

@@ -44,8 +44,12 @@ pub fn policy_schema() -> &'static J {
     static SCHEMA: OnceLock<J> = OnceLock::new();
     SCHEMA.get_or_init(|| {
         let crd = crate::crds().into_iter().next();
-        let json = crd.and_then(|c| serde_json::to_value(c).ok()).unwrap_or(J::Null);
-        json.pointer("/spec/versions/0/schema/openAPIV3Schema").cloned().unwrap_or(J::Null)
+        let json = crd
+            .and_then(|c| serde_json::to_value(c).ok())
+            .unwrap_or(J::Null);
+        json.pointer("/spec/versions/0/schema/openAPIV3Schema")
+            .cloned()
+            .unwrap_or(J::Null)
     })
 }
 
@@ -71,7 +75,11 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     let lower = word.to_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
-        let d = if c.to_lowercase() == lower { 0 } else { edit_distance(&lower, &c.to_lowercase()) };
+        let d = if c.to_lowercase() == lower {
+            0
+        } else {
+            edit_distance(&lower, &c.to_lowercase())
+        };
         if best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));
         }
@@ -81,7 +89,11 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 fn quote_list(items: &[&str]) -> String {
-    items.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn preview(node: &Node) -> String {
@@ -120,7 +132,18 @@ fn placement_hint(key: &str, path: &str) -> Option<String> {
         "matchEncryption",
         "matchActions",
     ];
-    const TETRAGON_SPEC: &[&str] = &["kprobes", "tracepoints", "uprobes", "lsmhooks", "usdts", "enforcers", "lists", "options", "podSelector", "containerSelector"];
+    const TETRAGON_SPEC: &[&str] = &[
+        "kprobes",
+        "tracepoints",
+        "uprobes",
+        "lsmhooks",
+        "usdts",
+        "enforcers",
+        "lists",
+        "options",
+        "podSelector",
+        "containerSelector",
+    ];
     const TETRAGON_SELECTOR: &[&str] = &[
         "matchPIDs",
         "matchCapabilities",
@@ -132,7 +155,9 @@ fn placement_hint(key: &str, path: &str) -> Option<String> {
     ];
     let here = last_key(path);
     if SELECTOR_FIELDS.contains(&key) && here != "selectors" {
-        return Some(format!("`{key}` belongs inside an entry of a rule's `selectors` list"));
+        return Some(format!(
+            "`{key}` belongs inside an entry of a rule's `selectors` list"
+        ));
     }
     if (key == "mode" || key == "rules") && here.is_empty() {
         return Some(format!("`{key}` belongs under `spec`"));
@@ -157,7 +182,11 @@ fn placement_hint(key: &str, path: &str) -> Option<String> {
 }
 
 fn type_word(schema: &J) -> String {
-    if schema.get("x-kubernetes-int-or-string").and_then(J::as_bool) == Some(true) {
+    if schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(J::as_bool)
+        == Some(true)
+    {
         return "an integer or a string".into();
     }
     match schema.get("type").and_then(J::as_str) {
@@ -184,14 +213,21 @@ fn type_hint(node: &Node, schema: &J) -> String {
     match (&node.value, expected) {
         (Value::Null, _) => "give it a value or remove the key".into(),
         (Value::Int(_) | Value::Float(_) | Value::Bool(_), "string") => {
-            format!("quote it to make it a string: `\"{}\"`", preview(node).trim().trim_matches('`'))
+            format!(
+                "quote it to make it a string: `\"{}\"`",
+                preview(node).trim().trim_matches('`')
+            )
         }
         (Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_), "array") => format!(
             "write a list: `[{}]`, or one `- item` per line",
             preview(node).trim().trim_matches('`')
         ),
-        (Value::Seq(_), "object" | "string" | "integer") => "this field takes a single value, not a list".into(),
-        (Value::Str(s), "integer") if s.trim().parse::<i64>().is_ok() => format!("remove the quotes: `{}`", s.trim()),
+        (Value::Seq(_), "object" | "string" | "integer") => {
+            "this field takes a single value, not a list".into()
+        }
+        (Value::Str(s), "integer") if s.trim().parse::<i64>().is_ok() => {
+            format!("remove the quotes: `{}`", s.trim())
+        }
         _ => format!("write {} here", type_word(schema)),
     }
 }
@@ -199,15 +235,22 @@ fn type_hint(node: &Node, schema: &J) -> String {
 /// Walks `node` against `schema`, appending diagnostics with positions and paths.
 pub fn check(node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
     let field_name = last_key(path);
-    let field = if path.ends_with(']') { format!("each entry of `{field_name}`") } else { format!("`{field_name}`") };
+    let field = if path.ends_with(']') {
+        format!("each entry of `{field_name}`")
+    } else {
+        format!("`{field_name}`")
+    };
     let field = field.as_str();
     if node.value == Value::Null {
         if schema.get("nullable").and_then(J::as_bool) != Some(true) {
             out.push(
-                Diagnostic::new(codes::WRONG_TYPE, format!("{field} is empty; it must be {}", type_word(schema)))
-                    .hint(type_hint(node, schema))
-                    .path(path)
-                    .at(node.pos.line, node.pos.column),
+                Diagnostic::new(
+                    codes::WRONG_TYPE,
+                    format!("{field} is empty; it must be {}", type_word(schema)),
+                )
+                .hint(type_hint(node, schema))
+                .path(path)
+                .at(node.pos.line, node.pos.column),
             );
         }
         return;
@@ -228,7 +271,11 @@ pub fn check(node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
             .at(node.pos.line, node.pos.column),
         );
     };
-    if schema.get("x-kubernetes-int-or-string").and_then(J::as_bool) == Some(true) {
+    if schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(J::as_bool)
+        == Some(true)
+    {
         if !matches!(node.value, Value::Int(_) | Value::Str(_)) {
             wrong(out);
         }
@@ -245,7 +292,9 @@ pub fn check(node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
                         Some(J::Bool(true)) => {}
                         Some(extra @ J::Object(_)) => check(&e.value, extra, &child_path, out),
                         _ => {
-                            let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                            let known: Vec<&str> = props
+                                .map(|p| p.keys().map(String::as_str).collect())
+                                .unwrap_or_default();
                             out.push(unknown_field(&e.key, e.key_pos, path, &child_path, &known));
                         }
                     },
@@ -254,13 +303,23 @@ pub fn check(node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
             if let Some(required) = schema.get("required").and_then(J::as_array) {
                 for r in required.iter().filter_map(J::as_str) {
                     if !entries.iter().any(|e| e.key == r) {
-                        let what = if field_name.is_empty() { "document".to_string() } else { format!("`{field_name}` entry") };
-                        let expected = props.and_then(|p| p.get(r)).map(type_word).unwrap_or_default();
+                        let what = if field_name.is_empty() {
+                            "document".to_string()
+                        } else {
+                            format!("`{field_name}` entry")
+                        };
+                        let expected = props
+                            .and_then(|p| p.get(r))
+                            .map(type_word)
+                            .unwrap_or_default();
                         out.push(
-                            Diagnostic::new(codes::MISSING_FIELD, format!("missing required field `{r}` in this {what}"))
-                                .hint(format!("add `{r}:` ({expected})"))
-                                .path(path)
-                                .at(node.pos.line, node.pos.column),
+                            Diagnostic::new(
+                                codes::MISSING_FIELD,
+                                format!("missing required field `{r}` in this {what}"),
+                            )
+                            .hint(format!("add `{r}:` ({expected})"))
+                            .path(path)
+                            .at(node.pos.line, node.pos.column),
                         );
                     }
                 }
@@ -278,15 +337,20 @@ pub fn check(node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
             if let Some(min) = schema.get("minimum").and_then(J::as_f64) {
                 if (*i as f64) < min {
                     out.push(
-                        Diagnostic::new(codes::WRONG_TYPE, format!("{field} must be at least {min}, found {i}"))
-                            .hint(format!("use a value of {min} or more"))
-                            .path(path)
-                            .at(node.pos.line, node.pos.column),
+                        Diagnostic::new(
+                            codes::WRONG_TYPE,
+                            format!("{field} must be at least {min}, found {i}"),
+                        )
+                        .hint(format!("use a value of {min} or more"))
+                        .path(path)
+                        .at(node.pos.line, node.pos.column),
                     );
                 }
             }
         }
-        (Some("number"), Value::Int(_) | Value::Float(_)) | (Some("boolean"), Value::Bool(_)) | (None, _) => {}
+        (Some("number"), Value::Int(_) | Value::Float(_))
+        | (Some("boolean"), Value::Bool(_))
+        | (None, _) => {}
         _ => wrong(out),
     }
 }
@@ -300,15 +364,21 @@ fn unknown_field(key: &str, pos: Pos, parent_path: &str, path: &str, known: &[&s
     } else {
         format!("`{parent}`")
     };
-    let hint = match (closest(key, known.iter().copied()), placement_hint(key, parent_path)) {
+    let hint = match (
+        closest(key, known.iter().copied()),
+        placement_hint(key, parent_path),
+    ) {
         (_, Some(h)) => h,
         (Some(c), None) => format!("did you mean `{c}`?"),
         (None, None) => format!("remove it; {within} accepts {}", quote_list(known)),
     };
-    Diagnostic::new(codes::UNKNOWN_FIELD, format!("unknown field `{key}` in {within}"))
-        .hint(hint)
-        .path(path)
-        .at(pos.line, pos.column)
+    Diagnostic::new(
+        codes::UNKNOWN_FIELD,
+        format!("unknown field `{key}` in {within}"),
+    )
+    .hint(hint)
+    .path(path)
+    .at(pos.line, pos.column)
 }
 
 fn check_enum(node: &Node, s: &str, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
@@ -322,13 +392,20 @@ fn check_enum(node: &Node, s: &str, schema: &J, path: &str, out: &mut Vec<Diagno
     let field = last_key(path);
     const STRING_OPERATORS: &[&str] = &["Prefix", "NotPrefix", "Postfix", "NotPostfix", "Equal"];
     let d = if field == "operator" && allowed == ["In", "NotIn"] && STRING_OPERATORS.contains(&s) {
-        let list = path.rsplit('.').nth(1).and_then(|p| p.split('[').next()).unwrap_or("");
+        let list = path
+            .rsplit('.')
+            .nth(1)
+            .and_then(|p| p.split('[').next())
+            .unwrap_or("");
         Diagnostic::new(
             codes::OPERATOR_NOT_ALLOWED,
-            format!("operator `{s}` is not valid in `{list}`, which supports only `In` and `NotIn`"),
+            format!(
+                "operator `{s}` is not valid in `{list}`, which supports only `In` and `NotIn`"
+            ),
         )
         .hint(if list == "matchDestinations" {
-            "use `In` or `NotIn` with CIDRs (prefix matching on addresses is what a CIDR does)".to_string()
+            "use `In` or `NotIn` with CIDRs (prefix matching on addresses is what a CIDR does)"
+                .to_string()
         } else {
             "use `In` or `NotIn` with the full names".to_string()
         })
@@ -337,14 +414,23 @@ fn check_enum(node: &Node, s: &str, schema: &J, path: &str, out: &mut Vec<Diagno
             Some(c) => format!("did you mean `{c}`?"),
             None => format!("use one of {}", quote_list(&allowed)),
         };
-        Diagnostic::new(codes::INVALID_ENUM, format!("`{s}` is not a valid `{field}`; allowed: {}", quote_list(&allowed)))
-            .hint(hint)
+        Diagnostic::new(
+            codes::INVALID_ENUM,
+            format!(
+                "`{s}` is not a valid `{field}`; allowed: {}",
+                quote_list(&allowed)
+            ),
+        )
+        .hint(hint)
     };
     out.push(d.path(path).at(node.pos.line, node.pos.column));
 }
 
 fn at(code: Code, msg: String, hint: String, path: &str, pos: Pos) -> Diagnostic {
-    Diagnostic::new(code, msg).hint(hint).path(path).at(pos.line, pos.column)
+    Diagnostic::new(code, msg)
+        .hint(hint)
+        .path(path)
+        .at(pos.line, pos.column)
 }
 
 /// Checks one document's envelope and structure. Returns the kind when the document is a
@@ -354,8 +440,12 @@ pub fn check_document(doc: &Document, out: &mut Vec<Diagnostic>) -> Option<Kind>
     let Value::Map(_) = &root.value else {
         out.push(at(
             codes::NOT_AN_OBJECT,
-            format!("a policy document must be a mapping, found {}", root.value.type_name()),
-            "start the document with `apiVersion: bulwark.dev/v1alpha1` and `kind: TracingPolicy`".into(),
+            format!(
+                "a policy document must be a mapping, found {}",
+                root.value.type_name()
+            ),
+            "start the document with `apiVersion: bulwark.dev/v1alpha1` and `kind: TracingPolicy`"
+                .into(),
             "",
             root.pos,
         ));
@@ -365,7 +455,10 @@ pub fn check_document(doc: &Document, out: &mut Vec<Diagnostic>) -> Option<Kind>
     let api = root.entry("apiVersion");
     let api_str = api.and_then(|e| e.value.as_str());
     let is_tetragon = api_str.is_some_and(|a| a.starts_with("cilium.io/"))
-        || (api_str.is_none() && root.get("spec").is_some_and(|s| s.get("kprobes").is_some() || s.get("tracepoints").is_some()));
+        || (api_str.is_none()
+            && root
+                .get("spec")
+                .is_some_and(|s| s.get("kprobes").is_some() || s.get("tracepoints").is_some()));
     if is_tetragon {
         let pos = api.map_or(doc.root.pos, |e| e.value.pos);
         out.push(at(
@@ -392,11 +485,22 @@ pub fn check_document(doc: &Document, out: &mut Vec<Diagnostic>) -> Option<Kind>
         }
         Some(e) if api_str != Some(API_VERSION) => {
             let msg = match api_str {
-                Some(a) if a.starts_with(&format!("{GROUP}/")) => format!("unsupported version `{a}`; this bulwark reads `{API_VERSION}`"),
+                Some(a) if a.starts_with(&format!("{GROUP}/")) => {
+                    format!("unsupported version `{a}`; this bulwark reads `{API_VERSION}`")
+                }
                 Some(a) => format!("`{a}` is not a bulwark policy apiVersion"),
-                None => format!("`apiVersion` must be a string, found {}", e.value.value.type_name()),
+                None => format!(
+                    "`apiVersion` must be a string, found {}",
+                    e.value.value.type_name()
+                ),
             };
-            out.push(at(codes::API_VERSION, msg, format!("use `apiVersion: {API_VERSION}`"), "apiVersion", e.value.pos));
+            out.push(at(
+                codes::API_VERSION,
+                msg,
+                format!("use `apiVersion: {API_VERSION}`"),
+                "apiVersion",
+                e.value.pos,
+            ));
             return None;
         }
         Some(_) => {}
@@ -407,7 +511,8 @@ pub fn check_document(doc: &Document, out: &mut Vec<Diagnostic>) -> Option<Kind>
             out.push(at(
                 codes::KIND,
                 "missing `kind`".into(),
-                "add `kind: TracingPolicy` (cluster-wide) or `kind: TracingPolicyNamespaced`".into(),
+                "add `kind: TracingPolicy` (cluster-wide) or `kind: TracingPolicyNamespaced`"
+                    .into(),
                 "",
                 root.pos,
             ));
@@ -421,8 +526,17 @@ pub fn check_document(doc: &Document, out: &mut Vec<Diagnostic>) -> Option<Kind>
                     Some(c) => format!("did you mean `{c}`?"),
                     None => "use `TracingPolicy` (cluster-wide) or `TracingPolicyNamespaced` (one namespace)".into(),
                 };
-                let shown = other.map_or_else(|| e.value.value.type_name().to_string(), |k| format!("`{k}`"));
-                out.push(at(codes::KIND, format!("{shown} is not a bulwark policy kind"), hint, "kind", e.value.pos));
+                let shown = other.map_or_else(
+                    || e.value.value.type_name().to_string(),
+                    |k| format!("`{k}`"),
+                );
+                out.push(at(
+                    codes::KIND,
+                    format!("{shown} is not a bulwark policy kind"),
+                    hint,
+                    "kind",
+                    e.value.pos,
+                ));
                 return None;
             }
         },
@@ -472,7 +586,10 @@ fn check_metadata(root: &Node, kind: Kind, out: &mut Vec<Diagnostic>) {
     let Value::Map(entries) = &meta.value else {
         out.push(at(
             codes::WRONG_TYPE,
-            format!("`metadata` must be a mapping, found {}", meta.value.type_name()),
+            format!(
+                "`metadata` must be a mapping, found {}",
+                meta.value.type_name()
+            ),
             "write `metadata:` with `name: <dns-1123-name>` on the next line, indented".into(),
             "metadata",
             meta.pos,
@@ -491,14 +608,24 @@ fn check_metadata(root: &Node, kind: Kind, out: &mut Vec<Diagnostic>) {
             "string" => matches!(v.value, Value::Str(_)),
             "integer" => matches!(v.value, Value::Int(_)),
             "array" => matches!(v.value, Value::Seq(_)),
-            "stringlist" => matches!(&v.value, Value::Seq(items) if items.iter().all(|i| i.as_str().is_some())),
+            "stringlist" => {
+                matches!(&v.value, Value::Seq(items) if items.iter().all(|i| i.as_str().is_some()))
+            }
             "stringmap" => {
                 if let Value::Map(kv) = &v.value {
                     for item in kv.iter().filter(|i| i.value.as_str().is_none()) {
                         out.push(at(
                             codes::WRONG_TYPE,
-                            format!("`{}` values must be strings, found {}", e.key, item.value.value.type_name()),
-                            format!("quote it: `{}: \"{}\"`", item.key, preview(&item.value).trim().trim_matches('`')),
+                            format!(
+                                "`{}` values must be strings, found {}",
+                                e.key,
+                                item.value.value.type_name()
+                            ),
+                            format!(
+                                "quote it: `{}: \"{}\"`",
+                                item.key,
+                                preview(&item.value).trim().trim_matches('`')
+                            ),
                             &format!("{path}.{}", item.key),
                             item.value.pos,
                         ));
@@ -520,8 +647,14 @@ fn check_metadata(root: &Node, kind: Kind, out: &mut Vec<Diagnostic>) {
             };
             out.push(at(
                 codes::WRONG_TYPE,
-                format!("`metadata.{}` must be {want}, found {}", e.key, v.value.type_name()),
-                if *ty == "string" && !matches!(v.value, Value::Seq(_) | Value::Map(_) | Value::Null) {
+                format!(
+                    "`metadata.{}` must be {want}, found {}",
+                    e.key,
+                    v.value.type_name()
+                ),
+                if *ty == "string"
+                    && !matches!(v.value, Value::Seq(_) | Value::Map(_) | Value::Null)
+                {
                     "quote it to make it a string".into()
                 } else {
                     format!("write {want} here")
@@ -535,7 +668,8 @@ fn check_metadata(root: &Node, kind: Kind, out: &mut Vec<Diagnostic>) {
         None if meta.get("generateName").is_none() => out.push(at(
             codes::MISSING_NAME,
             "missing `metadata.name`".into(),
-            "add `name: <dns-1123-name>` under `metadata` (lowercase letters, digits, `-`, `.`)".into(),
+            "add `name: <dns-1123-name>` under `metadata` (lowercase letters, digits, `-`, `.`)"
+                .into(),
             "metadata",
             meta_entry.key_pos,
         )),

@@ -17,7 +17,8 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -75,7 +76,11 @@ impl Cidr {
         if self.prefix == 0 {
             0
         } else {
-            let all: u128 = if width == 32 { u128::from(u32::MAX) } else { u128::MAX };
+            let all: u128 = if width == 32 {
+                u128::from(u32::MAX)
+            } else {
+                u128::MAX
+            };
             all & !all.checked_shr(u32::from(self.prefix)).unwrap_or(0)
         }
     }
@@ -88,7 +93,10 @@ impl Cidr {
             IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from(n as u32)),
             IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(n)),
         };
-        Cidr { addr, prefix: self.prefix }
+        Cidr {
+            addr,
+            prefix: self.prefix,
+        }
     }
 
     pub fn has_host_bits(&self) -> bool {
@@ -127,7 +135,11 @@ pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
         None => width,
         Some(p) => match p.parse::<u8>() {
             Ok(n) if n <= width => n,
-            _ => return Err(format!("prefix length `/{p}` must be a number from 0 to {width}")),
+            _ => {
+                return Err(format!(
+                    "prefix length `/{p}` must be a number from 0 to {width}"
+                ))
+            }
         },
     };
     Ok(Cidr { addr, prefix })
@@ -194,7 +206,11 @@ pub fn port_prefix_blocks(lo: u16, hi: u16) -> u32 {
     let (mut lo, hi) = (u32::from(lo), u32::from(hi));
     let mut n = 0;
     while lo <= hi {
-        let mut size = if lo == 0 { 1 << 16 } else { 1u32 << lo.trailing_zeros().min(16) };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            1u32 << lo.trailing_zeros().min(16)
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -247,7 +263,12 @@ fn op_name(o: Operator) -> &'static str {
     }
 }
 
-fn d(code: crate::diagnostics::Code, path: impl Into<String>, msg: impl Into<String>, hint: impl Into<String>) -> Diagnostic {
+fn d(
+    code: crate::diagnostics::Code,
+    path: impl Into<String>,
+    msg: impl Into<String>,
+    hint: impl Into<String>,
+) -> Diagnostic {
     Diagnostic::new(code, msg).path(path).hint(hint)
 }
 
@@ -323,7 +344,10 @@ pub fn validate_policy(p: &AnyPolicy) -> Vec<Diagnostic> {
             out.push(d(
                 codes::DUPLICATE_RULE,
                 format!("{rp}.name"),
-                format!("rule name `{}` is already used by rule {first} of this policy", rule.name),
+                format!(
+                    "rule name `{}` is already used by rule {first} of this policy",
+                    rule.name
+                ),
                 "give each rule a unique name: events and violations name the rule",
             ));
         }
@@ -347,7 +371,10 @@ pub fn validate_policy(p: &AnyPolicy) -> Vec<Diagnostic> {
                     out.push(d(
                         codes::NEVER_MATCHES,
                         format!("{rp}.selectors[{si}]{path}"),
-                        format!("selector {si} of rule `{}` can never match: {why}", rule.name),
+                        format!(
+                            "selector {si} of rule `{}` can never match: {why}",
+                            rule.name
+                        ),
                         "fix the contradicting conditions, or delete the selector",
                     ));
                 }
@@ -484,7 +511,10 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
         out.push(d(
             codes::DESTINATIONS_ON_EXEC,
             format!("{sp}.matchDestinations"),
-            format!("`matchDestinations` on rule `{}` with `hook: exec`: an exec has no destination", rule.name),
+            format!(
+                "`matchDestinations` on rule `{}` with `hook: exec`: an exec has no destination",
+                rule.name
+            ),
             "use `hook: connect` (or `egress`) to match destinations, or remove matchDestinations",
         ));
     }
@@ -515,7 +545,10 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
                 Ok(cidr) if cidr.has_host_bits() => out.push(d(
                     codes::CIDR_HOST_BITS,
                     cp,
-                    format!("CIDR `{c}` has host bits set; it means the network `{}`", cidr.network()),
+                    format!(
+                        "CIDR `{c}` has host bits set; it means the network `{}`",
+                        cidr.network()
+                    ),
                     format!("write `{}`", cidr.network()),
                 )),
                 Ok(_) => {}
@@ -553,7 +586,10 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
     }
     for (k, a) in sel.match_actions.iter().enumerate() {
         if !allowed_actions(hook).contains(&a.action) {
-            let allowed: Vec<_> = allowed_actions(hook).iter().map(|a| format!("`{}`", action_name(*a))).collect();
+            let allowed: Vec<_> = allowed_actions(hook)
+                .iter()
+                .map(|a| format!("`{}`", action_name(*a)))
+                .collect();
             let hint = match (hook, a.action) {
                 (Hook::Exec, Action::Block) => "use `Sigkill` to stop an exec (it kills the new image before it runs)".to_string(),
                 (_, Action::Sigkill) => "use `Block` to refuse the connection or send (killing the process on connect is not supported)".to_string(),
@@ -562,7 +598,12 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
             out.push(d(
                 codes::ACTION_NOT_ALLOWED,
                 format!("{sp}.matchActions[{k}].action"),
-                format!("action `{}` is not allowed on `hook: {}`; it allows {}", action_name(a.action), hook_name(hook), allowed.join(", ")),
+                format!(
+                    "action `{}` is not allowed on `hook: {}`; it allows {}",
+                    action_name(a.action),
+                    hook_name(hook),
+                    allowed.join(", ")
+                ),
                 hint,
             ));
         }
@@ -570,14 +611,27 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
 }
 
 fn check_binary_path(op: Operator, v: &str, path: &str, out: &mut Vec<Diagnostic>) {
-    let bad = |msg: String, hint: String, out: &mut Vec<Diagnostic>| out.push(d(codes::INVALID_BINARY_PATH, path, msg, hint));
+    let bad = |msg: String, hint: String, out: &mut Vec<Diagnostic>| {
+        out.push(d(codes::INVALID_BINARY_PATH, path, msg, hint))
+    };
     if v.is_empty() {
-        return bad("binary path is empty".into(), "write an absolute path such as `/usr/bin/curl`".into(), out);
+        return bad(
+            "binary path is empty".into(),
+            "write an absolute path such as `/usr/bin/curl`".into(),
+            out,
+        );
     }
     if v.contains('\0') {
-        return bad("binary path contains a NUL byte".into(), "remove the NUL (`\\0`) from the path".into(), out);
+        return bad(
+            "binary path contains a NUL byte".into(),
+            "remove the NUL (`\\0`) from the path".into(),
+            out,
+        );
     }
-    let affix = matches!(op, Operator::Prefix | Operator::NotPrefix | Operator::Postfix | Operator::NotPostfix);
+    let affix = matches!(
+        op,
+        Operator::Prefix | Operator::NotPrefix | Operator::Postfix | Operator::NotPostfix
+    );
     let postfix = matches!(op, Operator::Postfix | Operator::NotPostfix);
     if !postfix && !v.starts_with('/') {
         return bad(
@@ -600,14 +654,23 @@ fn check_binary_path(op: Operator, v: &str, path: &str, out: &mut Vec<Diagnostic
             out,
         );
     }
-    if v.len() > 1 && v.ends_with('/') && matches!(op, Operator::In | Operator::NotIn | Operator::Equal) {
+    if v.len() > 1
+        && v.ends_with('/')
+        && matches!(op, Operator::In | Operator::NotIn | Operator::Equal)
+    {
         return bad(
             format!("binary path `{v}` ends with `/`: that is a directory, not an executable"),
-            format!("use `operator: Prefix` to match everything under `{v}`, or name the executable"),
+            format!(
+                "use `operator: Prefix` to match everything under `{v}`, or name the executable"
+            ),
             out,
         );
     }
-    let (limit, name) = if affix { (limits::PATH_AFFIX_LEN, "PATH_AFFIX_LEN") } else { (limits::PATH_LEN, "PATH_LEN") };
+    let (limit, name) = if affix {
+        (limits::PATH_AFFIX_LEN, "PATH_AFFIX_LEN")
+    } else {
+        (limits::PATH_LEN, "PATH_LEN")
+    };
     if v.len() > limit {
         out.push(d(
             codes::VALUE_TOO_LONG,
@@ -672,8 +735,14 @@ fn positive_disjoint(a: (Kind, &[String]), b: (Kind, &[String])) -> bool {
     match (a.0, b.0) {
         (Kind::Exact, _) => !a.1.iter().any(|s| hits(b.0, b.1, s)),
         (_, Kind::Exact) => !b.1.iter().any(|s| hits(a.0, a.1, s)),
-        (Kind::Prefix, Kind::Prefix) => !a.1.iter().any(|x| b.1.iter().any(|y| x.starts_with(y.as_str()) || y.starts_with(x.as_str()))),
-        (Kind::Postfix, Kind::Postfix) => !a.1.iter().any(|x| b.1.iter().any(|y| x.ends_with(y.as_str()) || y.ends_with(x.as_str()))),
+        (Kind::Prefix, Kind::Prefix) => !a.1.iter().any(|x| {
+            b.1.iter()
+                .any(|y| x.starts_with(y.as_str()) || y.starts_with(x.as_str()))
+        }),
+        (Kind::Postfix, Kind::Postfix) => !a.1.iter().any(|x| {
+            b.1.iter()
+                .any(|y| x.ends_with(y.as_str()) || y.ends_with(x.as_str()))
+        }),
         _ => false,
     }
 }
@@ -681,7 +750,10 @@ fn positive_disjoint(a: (Kind, &[String]), b: (Kind, &[String])) -> bool {
 /// Conditions on one string (ANDed). Returns the index of the entry that makes them
 /// unsatisfiable, and why. `forall_negated`: negated entries constrain every argument while
 /// positive ones need only some argument (matchArgs without index).
-fn string_conflict(entries: &[(usize, Operator, &[String])], any_index: bool) -> Option<(usize, String)> {
+fn string_conflict(
+    entries: &[(usize, Operator, &[String])],
+    any_index: bool,
+) -> Option<(usize, String)> {
     for (j, &(ej, opj, vj)) in entries.iter().enumerate() {
         let (kj, nj) = kind_of(opj);
         for &(_, opi, vi) in &entries[..j] {
@@ -712,7 +784,12 @@ fn string_conflict(entries: &[(usize, Operator, &[String])], any_index: bool) ->
 }
 
 fn show(values: &[String]) -> String {
-    let mut s = values.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = values
+        .iter()
+        .take(3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if values.len() > 3 {
         s.push_str(", ...");
     }
@@ -730,12 +807,24 @@ fn dest_set(dest: &DestinationSelector) -> Option<DestSet> {
     let cidrs = if dest.cidrs.is_empty() {
         None
     } else {
-        Some(dest.cidrs.iter().map(|c| parse_cidr(c.trim()).map(|c| c.network())).collect::<Result<Vec<_>, _>>().ok()?)
+        Some(
+            dest.cidrs
+                .iter()
+                .map(|c| parse_cidr(c.trim()).map(|c| c.network()))
+                .collect::<Result<Vec<_>, _>>()
+                .ok()?,
+        )
     };
     let ports = if dest.ports.is_empty() {
         None
     } else {
-        Some(dest.ports.iter().map(parse_port).collect::<Result<Vec<_>, _>>().ok()?)
+        Some(
+            dest.ports
+                .iter()
+                .map(parse_port)
+                .collect::<Result<Vec<_>, _>>()
+                .ok()?,
+        )
     };
     Some(DestSet {
         cidrs,
@@ -754,7 +843,9 @@ fn dest_covered(a: &DestSet, b: &DestSet) -> bool {
     let ports = match (&a.ports, &b.ports) {
         (_, None) => true,
         (None, Some(_)) => false,
-        (Some(x), Some(y)) => x.iter().all(|&(lo, hi)| y.iter().any(|&(l, h)| l <= lo && hi <= h)),
+        (Some(x), Some(y)) => x
+            .iter()
+            .all(|&(lo, hi)| y.iter().any(|&(l, h)| l <= lo && hi <= h)),
     };
     let proto = b.proto.is_none() || a.proto == b.proto;
     cidrs && ports && proto
@@ -766,7 +857,9 @@ fn dest_disjoint(a: &DestSet, b: &DestSet) -> bool {
         _ => false,
     };
     let ports = match (&a.ports, &b.ports) {
-        (Some(x), Some(y)) => !x.iter().any(|&(lo, hi)| y.iter().any(|&(l, h)| lo <= h && l <= hi)),
+        (Some(x), Some(y)) => !x
+            .iter()
+            .any(|&(lo, hi)| y.iter().any(|&(l, h)| lo <= h && l <= hi)),
         _ => false,
     };
     let proto = matches!((a.proto, b.proto), (Some(x), Some(y)) if x != y);
@@ -775,9 +868,17 @@ fn dest_disjoint(a: &DestSet, b: &DestSet) -> bool {
 
 /// Why a selector can never match: a path suffix inside the selector and a reason.
 fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option<(String, String)> {
-    let bins: Vec<_> = sel.match_binaries.iter().enumerate().map(|(i, b)| (i, b.operator, b.values.as_slice())).collect();
+    let bins: Vec<_> = sel
+        .match_binaries
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i, b.operator, b.values.as_slice()))
+        .collect();
     if let Some((i, why)) = string_conflict(&bins, false) {
-        return Some((format!(".matchBinaries[{i}]"), format!("matchBinaries {why}")));
+        return Some((
+            format!(".matchBinaries[{i}]"),
+            format!("matchBinaries {why}"),
+        ));
     }
     let mut indices: Vec<Option<u32>> = sel.match_args.iter().map(|a| a.index).collect();
     indices.sort();
@@ -798,7 +899,11 @@ fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option<(String, S
     let mut ns_entries: Vec<(usize, Operator, Vec<String>)> = Vec::new();
     let own = p.scope_namespace().map(str::to_string);
     for (i, n) in sel.match_namespaces.iter().enumerate() {
-        let op = if n.operator == SetOperator::In { Operator::In } else { Operator::NotIn };
+        let op = if n.operator == SetOperator::In {
+            Operator::In
+        } else {
+            Operator::NotIn
+        };
         ns_entries.push((i, op, n.values.clone()));
     }
     if let Some(own) = &own {
@@ -812,9 +917,15 @@ fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option<(String, S
             }
         }
     }
-    let ns_refs: Vec<_> = ns_entries.iter().map(|(i, o, v)| (*i, *o, v.as_slice())).collect();
+    let ns_refs: Vec<_> = ns_entries
+        .iter()
+        .map(|(i, o, v)| (*i, *o, v.as_slice()))
+        .collect();
     if let Some((i, why)) = string_conflict(&ns_refs, false) {
-        return Some((format!(".matchNamespaces[{i}]"), format!("matchNamespaces {why}")));
+        return Some((
+            format!(".matchNamespaces[{i}]"),
+            format!("matchNamespaces {why}"),
+        ));
     }
     // Destinations.
     let sets: Vec<(usize, SetOperator, DestSet)> = sel
@@ -825,7 +936,10 @@ fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option<(String, S
         .collect();
     for (j, (ej, opj, sj)) in sets.iter().enumerate() {
         if hook == Hook::Egress && *opj == SetOperator::In && sj.proto == Some(Protocol::UDP) {
-            return Some((format!(".matchDestinations[{ej}]"), "the egress hook sees TCP only".into()));
+            return Some((
+                format!(".matchDestinations[{ej}]"),
+                "the egress hook sees TCP only".into(),
+            ));
         }
         for (_, opi, si) in &sets[..j] {
             let conflict = match (opi, opj) {
@@ -849,15 +963,16 @@ fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option<(String, S
 
 /// `a` matches whenever `b` matches (every condition of `a` is implied by one of `b`).
 fn broader(a: &Selector, b: &Selector) -> bool {
-    let str_implied = |(ka, na, va): (Kind, bool, &[String]), (kb, nb, vb): (Kind, bool, &[String])| -> bool {
-        // does condition b imply condition a?
-        match (na, nb) {
-            (false, false) => positive_covered((kb, vb), (ka, va)),
-            (true, true) => positive_covered((ka, va), (kb, vb)),
-            (true, false) => positive_disjoint((kb, vb), (ka, va)),
-            (false, true) => false,
-        }
-    };
+    let str_implied =
+        |(ka, na, va): (Kind, bool, &[String]), (kb, nb, vb): (Kind, bool, &[String])| -> bool {
+            // does condition b imply condition a?
+            match (na, nb) {
+                (false, false) => positive_covered((kb, vb), (ka, va)),
+                (true, true) => positive_covered((ka, va), (kb, vb)),
+                (true, false) => positive_disjoint((kb, vb), (ka, va)),
+                (false, true) => false,
+            }
+        };
     let bins = a.match_binaries.iter().all(|x| {
         let (ka, na) = kind_of(x.operator);
         b.match_binaries.iter().any(|y| {
@@ -901,7 +1016,10 @@ fn broader(a: &Selector, b: &Selector) -> bool {
 /// policy in the message; `load::lint_paths` also places them in the file.
 pub fn validate_set(ps: &[AnyPolicy]) -> Vec<Diagnostic> {
     let refs: Vec<&AnyPolicy> = ps.iter().collect();
-    validate_set_indexed(&refs).into_iter().map(|(_, d, _)| d).collect()
+    validate_set_indexed(&refs)
+        .into_iter()
+        .map(|(_, d, _)| d)
+        .collect()
 }
 
 fn kind_word(p: &AnyPolicy) -> &'static str {
@@ -911,12 +1029,17 @@ fn kind_word(p: &AnyPolicy) -> &'static str {
     }
 }
 
+/// A process condition as the compiler dedupes it: (field, negated, match kind, index, values).
+type ProcKey = (u8, bool, u8, Option<u32>, Vec<String>);
+/// A destination condition: (negated, CIDRs, port ranges, protocol).
+type DestKey = (bool, Vec<String>, Vec<(u16, u16)>, Option<u8>);
+
 /// Distinct selectors, conditions and map keys of a set, as the compiler shares them.
 #[derive(Default)]
 struct Tally {
     selectors: u64,
-    proc: BTreeSet<(u8, bool, u8, Option<u32>, Vec<String>)>,
-    dest: BTreeSet<(bool, Vec<String>, Vec<(u16, u16)>, Option<u8>)>,
+    proc: BTreeSet<ProcKey>,
+    dest: BTreeSet<DestKey>,
     bin: [BTreeSet<String>; 3],
     arg: [BTreeSet<(Option<u32>, String)>; 3],
     ns: BTreeSet<String>,
@@ -941,11 +1064,18 @@ impl Tally {
         }
         for a in &s.match_args {
             let (k, neg) = kind_of(a.operator);
-            self.proc.insert((1, neg, k as u8, a.index, norm(&a.values)));
+            self.proc
+                .insert((1, neg, k as u8, a.index, norm(&a.values)));
             self.arg[k as usize].extend(a.values.iter().map(|v| (a.index, v.clone())));
         }
         for n in &s.match_namespaces {
-            self.proc.insert((2, n.operator == SetOperator::NotIn, 0, None, norm(&n.values)));
+            self.proc.insert((
+                2,
+                n.operator == SetOperator::NotIn,
+                0,
+                None,
+                norm(&n.values),
+            ));
             self.ns.extend(n.values.iter().cloned());
         }
         if let Some(own) = p.scope_namespace() {
@@ -953,10 +1083,20 @@ impl Tally {
             self.ns.insert(own.to_string());
         }
         for dst in &s.match_destinations {
-            let mut cidrs: Vec<String> = dst.cidrs.iter().map(|c| parse_cidr(c.trim()).map_or_else(|_| c.clone(), |c| c.network().to_string())).collect();
+            let mut cidrs: Vec<String> = dst
+                .cidrs
+                .iter()
+                .map(|c| {
+                    parse_cidr(c.trim()).map_or_else(|_| c.clone(), |c| c.network().to_string())
+                })
+                .collect();
             cidrs.sort();
             cidrs.dedup();
-            let mut ports: Vec<(u16, u16)> = dst.ports.iter().filter_map(|pt| parse_port(pt).ok()).collect();
+            let mut ports: Vec<(u16, u16)> = dst
+                .ports
+                .iter()
+                .filter_map(|pt| parse_port(pt).ok())
+                .collect();
             ports.sort();
             ports.dedup();
             for c in &cidrs {
@@ -970,15 +1110,25 @@ impl Tally {
                 let mut start = u32::from(lo);
                 let end = u32::from(hi);
                 while start <= end {
-                    let mut size = if start == 0 { 1u32 << 16 } else { 1u32 << start.trailing_zeros().min(16) };
+                    let mut size = if start == 0 {
+                        1u32 << 16
+                    } else {
+                        1u32 << start.trailing_zeros().min(16)
+                    };
                     while start + size - 1 > end {
                         size >>= 1;
                     }
-                    self.ports.insert((start as u16, size.trailing_zeros() as u16));
+                    self.ports
+                        .insert((start as u16, size.trailing_zeros() as u16));
                     start += size;
                 }
             }
-            self.dest.insert((dst.operator == SetOperator::NotIn, cidrs, ports, dst.protocol.map(|p| p as u8)));
+            self.dest.insert((
+                dst.operator == SetOperator::NotIn,
+                cidrs,
+                ports,
+                dst.protocol.map(|p| p as u8),
+            ));
         }
     }
 
@@ -1012,9 +1162,18 @@ pub fn duplicates_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic, Option<u
         if pj.name().is_empty() {
             continue;
         }
-        let key = |p: &AnyPolicy| (kind_word(p), p.scope_namespace().map(str::to_string), p.name().to_string());
+        let key = |p: &AnyPolicy| {
+            (
+                kind_word(p),
+                p.scope_namespace().map(str::to_string),
+                p.name().to_string(),
+            )
+        };
         if let Some(i) = ps[..j].iter().position(|pi| key(pi) == key(pj)) {
-            let scope = pj.scope_namespace().map(|n| format!(" in namespace `{n}`")).unwrap_or_default();
+            let scope = pj
+                .scope_namespace()
+                .map(|n| format!(" in namespace `{n}`"))
+                .unwrap_or_default();
             out.push((
                 j,
                 d(
@@ -1110,24 +1269,55 @@ mod tests {
         assert_eq!(parse_cidr("169.254.169.254").unwrap().prefix, 32);
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("10.0.0/8").is_err());
-        assert!(parse_cidr("2001:db8::/32").unwrap().contains(&parse_cidr("2001:db8:1::/48").unwrap()));
-        assert!(!parse_cidr("10.0.0.0/8").unwrap().contains(&parse_cidr("::/0").unwrap()));
+        assert!(parse_cidr("2001:db8::/32")
+            .unwrap()
+            .contains(&parse_cidr("2001:db8:1::/48").unwrap()));
+        assert!(!parse_cidr("10.0.0.0/8")
+            .unwrap()
+            .contains(&parse_cidr("::/0").unwrap()));
         assert_eq!(parse_cidr("::/0").unwrap().network().to_string(), "::/0");
         assert!(!parse_cidr("::1/128").unwrap().has_host_bits());
         assert!(!parse_cidr("1.2.3.4/32").unwrap().has_host_bits());
-        assert_eq!(parse_cidr("0.0.0.0/0").unwrap().network().to_string(), "0.0.0.0/0");
+        assert_eq!(
+            parse_cidr("0.0.0.0/0").unwrap().network().to_string(),
+            "0.0.0.0/0"
+        );
     }
 
     #[test]
     fn ports() {
         assert_eq!(parse_port(&PortSpec::Number(443)).unwrap(), (443, 443));
-        assert_eq!(parse_port(&PortSpec::Text("8000-8080".into())).unwrap(), (8000, 8080));
+        assert_eq!(
+            parse_port(&PortSpec::Text("8000-8080".into())).unwrap(),
+            (8000, 8080)
+        );
         assert_eq!(parse_port(&PortSpec::Number(0)).unwrap_err().0.id, "BW052");
-        assert_eq!(parse_port(&PortSpec::Number(65536)).unwrap_err().0.id, "BW052");
-        assert_eq!(parse_port(&PortSpec::Text("99999999999999999999".into())).unwrap_err().0.id, "BW052");
-        assert_eq!(parse_port(&PortSpec::Text("9-1".into())).unwrap_err().0.id, "BW053");
-        assert_eq!(parse_port(&PortSpec::Text("9-".into())).unwrap_err().0.id, "BW053");
-        assert_eq!(parse_port(&PortSpec::Text("https".into())).unwrap_err().0.id, "BW052");
+        assert_eq!(
+            parse_port(&PortSpec::Number(65536)).unwrap_err().0.id,
+            "BW052"
+        );
+        assert_eq!(
+            parse_port(&PortSpec::Text("99999999999999999999".into()))
+                .unwrap_err()
+                .0
+                .id,
+            "BW052"
+        );
+        assert_eq!(
+            parse_port(&PortSpec::Text("9-1".into())).unwrap_err().0.id,
+            "BW053"
+        );
+        assert_eq!(
+            parse_port(&PortSpec::Text("9-".into())).unwrap_err().0.id,
+            "BW053"
+        );
+        assert_eq!(
+            parse_port(&PortSpec::Text("https".into()))
+                .unwrap_err()
+                .0
+                .id,
+            "BW052"
+        );
         assert_eq!(port_prefix_blocks(1, 65535), 16);
         assert_eq!(port_prefix_blocks(443, 443), 1);
         assert_eq!(port_prefix_blocks(8000, 8007), 1);

@@ -158,13 +158,19 @@ impl Node {
         for (i, seg) in segments.iter().enumerate() {
             let last = i + 1 == segments.len();
             match (seg, &node.value) {
-                (PathSeg::Key(k), Value::Map(entries)) => match entries.iter().find(|e| e.key == *k) {
-                    Some(e) => {
-                        pos = if last && key_pos { e.key_pos } else { e.value.pos };
-                        node = &e.value;
+                (PathSeg::Key(k), Value::Map(entries)) => {
+                    match entries.iter().find(|e| e.key == *k) {
+                        Some(e) => {
+                            pos = if last && key_pos {
+                                e.key_pos
+                            } else {
+                                e.value.pos
+                            };
+                            node = &e.value;
+                        }
+                        None => return (pos, false),
                     }
-                    None => return (pos, false),
-                },
+                }
                 (PathSeg::Index(ix), Value::Seq(items)) => match items.get(*ix) {
                     Some(n) => {
                         pos = n.pos;
@@ -218,7 +224,9 @@ pub fn resolve_plain(s: &str) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY)
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
@@ -228,7 +236,9 @@ pub fn resolve_plain(s: &str) -> Value {
     if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
         return match s.parse::<i64>() {
             Ok(i) => Value::Int(i),
-            Err(_) => s.parse::<f64>().map_or_else(|_| Value::Str(s.to_string()), Value::Float),
+            Err(_) => s
+                .parse::<f64>()
+                .map_or_else(|_| Value::Str(s.to_string()), Value::Float),
         };
     }
     if let Some(oct) = s.strip_prefix("0o") {
@@ -327,7 +337,12 @@ struct Builder {
 fn count_nodes(n: &Node) -> usize {
     match &n.value {
         Value::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        Value::Map(entries) => 1 + entries.iter().map(|e| 1 + count_nodes(&e.value)).sum::<usize>(),
+        Value::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|e| 1 + count_nodes(&e.value))
+                .sum::<usize>()
+        }
         _ => 1,
     }
 }
@@ -384,7 +399,9 @@ impl Builder {
         self.nodes = self.nodes.saturating_add(n);
         if self.nodes > MAX_NODES {
             return Err(SyntaxError {
-                message: format!("document expands to more than {MAX_NODES} nodes (alias expansion?)"),
+                message: format!(
+                    "document expands to more than {MAX_NODES} nodes (alias expansion?)"
+                ),
                 pos,
             });
         }
@@ -444,14 +461,17 @@ pub fn parse(text: &str) -> Stream {
                 }),
             },
             Event::Scalar(text, style, anchor, tag) => {
-                let value = if style != TScalarStyle::Plain {
-                    Value::Str(text)
-                } else if tag.as_ref().is_some_and(|t| t.handle == "tag:yaml.org,2002:" && t.suffix == "str") {
+                let forced_str = tag
+                    .as_ref()
+                    .is_some_and(|t| t.handle == "tag:yaml.org,2002:" && t.suffix == "str");
+                let value = if style != TScalarStyle::Plain || forced_str {
                     Value::Str(text)
                 } else {
                     resolve_plain(&text)
                 };
-                builder.count(1, pos).map(|_| builder.complete(Node { value, pos }, anchor))
+                builder
+                    .count(1, pos)
+                    .map(|_| builder.complete(Node { value, pos }, anchor))
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if builder.stack.len() >= MAX_DEPTH {
@@ -487,7 +507,10 @@ pub fn parse(text: &str) -> Stream {
                     anchor,
                 )),
                 Some(Frame::Map {
-                    entries, pos, anchor, ..
+                    entries,
+                    pos,
+                    anchor,
+                    ..
                 }) => Ok(builder.complete(
                     Node {
                         value: Value::Map(entries),
@@ -569,7 +592,11 @@ fn write_yaml(value: &serde_json::Value, indent: usize, out: &mut String) {
                     }
                     None => {
                         out.push('\n');
-                        let child = if matches!(v, J::Array(_)) { indent } else { indent + 2 };
+                        let child = if matches!(v, J::Array(_)) {
+                            indent
+                        } else {
+                            indent + 2
+                        };
                         write_yaml(v, child, out);
                     }
                 }
@@ -614,7 +641,10 @@ mod tests {
         let root = &s.documents[0].root;
         let b = root.entry("b").unwrap();
         assert_eq!(b.key_pos, Pos { line: 2, column: 1 });
-        assert_eq!(root.locate("b[1]", false), (Pos { line: 4, column: 5 }, true));
+        assert_eq!(
+            root.locate("b[1]", false),
+            (Pos { line: 4, column: 5 }, true)
+        );
         assert_eq!(root.locate("a", false), (Pos { line: 1, column: 4 }, true));
         assert!(!root.locate("c", false).1);
     }
@@ -664,7 +694,16 @@ mod tests {
         let s = parse(&bomb);
         assert!(s.error.unwrap().message.contains("nodes"));
         let ok = parse("a: &x {k: v}\nb: *x\n");
-        assert_eq!(ok.documents[0].root.get("b").unwrap().get("k").unwrap().as_str(), Some("v"));
+        assert_eq!(
+            ok.documents[0]
+                .root
+                .get("b")
+                .unwrap()
+                .get("k")
+                .unwrap()
+                .as_str(),
+            Some("v")
+        );
     }
 
     #[test]

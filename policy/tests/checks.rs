@@ -10,7 +10,11 @@ fn policy(mode: &str, hook: &str, selector: &str) -> String {
 }
 
 fn codes(text: &str) -> Vec<&'static str> {
-    lint_source("t.yaml", text).diagnostics.iter().map(|d| d.code).collect()
+    lint_source("t.yaml", text)
+        .diagnostics
+        .iter()
+        .map(|d| d.code)
+        .collect()
 }
 
 #[track_caller]
@@ -21,25 +25,53 @@ fn pair(code: &str, bad: &str, good: &str) {
     assert!(
         g.diagnostics.is_empty(),
         "{code}: passing input gave {:?}\n{good}",
-        g.diagnostics.iter().map(|d| (d.code, d.message.clone())).collect::<Vec<_>>()
+        g.diagnostics
+            .iter()
+            .map(|d| (d.code, d.message.clone()))
+            .collect::<Vec<_>>()
     );
     assert_eq!(g.policies.len(), 1);
 }
 
-const KILL: &str = "{matchBinaries: [{operator: In, values: [/usr/bin/curl]}], matchActions: [{action: Sigkill}]}";
+const KILL: &str =
+    "{matchBinaries: [{operator: In, values: [/usr/bin/curl]}], matchActions: [{action: Sigkill}]}";
 
 #[test]
 fn syntax_and_envelope() {
     let good = policy("enforce", "exec", KILL);
-    pair("BW001", &good.replace("[/usr/bin/curl]", "[/usr/bin/curl"), &good);
-    pair("BW002", &good.replace("  name: p\n", "  name: p\n  name: q\n"), &good);
+    pair(
+        "BW001",
+        &good.replace("[/usr/bin/curl]", "[/usr/bin/curl"),
+        &good,
+    );
+    pair(
+        "BW002",
+        &good.replace("  name: p\n", "  name: p\n  name: q\n"),
+        &good,
+    );
     assert_eq!(codes("- a\n- b\n"), ["BW003"]);
     pair("BW010", &good.replace("bulwark.dev/v1alpha1", "v1"), &good);
-    pair("BW010", &good.replace("apiVersion: bulwark.dev/v1alpha1\n", ""), &good);
-    pair("BW011", &good.replace("kind: TracingPolicy", "kind: ConfigMap"), &good);
+    pair(
+        "BW010",
+        &good.replace("apiVersion: bulwark.dev/v1alpha1\n", ""),
+        &good,
+    );
+    pair(
+        "BW011",
+        &good.replace("kind: TracingPolicy", "kind: ConfigMap"),
+        &good,
+    );
     pair("BW011", &good.replace("kind: TracingPolicy\n", ""), &good);
-    pair("BW012", &good.replace("bulwark.dev/v1alpha1", "cilium.io/v1alpha1"), &good);
-    pair("BW013", &good.replace("  name: p\n", "  labels: {a: b}\n"), &good);
+    pair(
+        "BW012",
+        &good.replace("bulwark.dev/v1alpha1", "cilium.io/v1alpha1"),
+        &good,
+    );
+    pair(
+        "BW013",
+        &good.replace("  name: p\n", "  labels: {a: b}\n"),
+        &good,
+    );
     pair("BW013", &good.replace("metadata:\n  name: p\n", ""), &good);
     pair("BW014", &good.replace("name: p", "name: P_1"), &good);
     pair("BW014", &good.replace("- name: r", "- name: R"), &good);
@@ -52,24 +84,79 @@ fn schema_checks() {
     pair("BW020", &bad, &good);
     let d = lint_source("t.yaml", &bad).diagnostics;
     assert_eq!(d[0].hint.as_deref(), Some("did you mean `matchBinaries`?"));
-    assert_eq!(d[0].path.as_deref(), Some("spec.rules[0].selectors[0].matchBinary"));
-    pair("BW020", &good.replace("  mode:", "  kprobes: []\n  mode:"), &good);
-    pair("BW020", &good.replace("kind: TracingPolicy\n", "kind: TracingPolicy\nextra: 1\n"), &good);
-    pair("BW021", &good.replace("[/usr/bin/curl]", "/usr/bin/curl"), &good);
-    pair("BW021", &good.replace("rules:\n", "rules: 3\n  x:\n"), &good);
-    pair("BW021", &good.replace("  name: p\n", "  name: p\n  labels: {n: 1}\n"), &good);
+    assert_eq!(
+        d[0].path.as_deref(),
+        Some("spec.rules[0].selectors[0].matchBinary")
+    );
+    pair(
+        "BW020",
+        &good.replace("  mode:", "  kprobes: []\n  mode:"),
+        &good,
+    );
+    pair(
+        "BW020",
+        &good.replace("kind: TracingPolicy\n", "kind: TracingPolicy\nextra: 1\n"),
+        &good,
+    );
+    pair(
+        "BW021",
+        &good.replace("[/usr/bin/curl]", "/usr/bin/curl"),
+        &good,
+    );
+    pair(
+        "BW021",
+        &good.replace("rules:\n", "rules: 3\n  x:\n"),
+        &good,
+    );
+    pair(
+        "BW021",
+        &good.replace("  name: p\n", "  name: p\n  labels: {n: 1}\n"),
+        &good,
+    );
     pair("BW022", &good.replace("hook: exec", "hook: Exec"), &good);
-    pair("BW022", &good.replace("mode: enforce", "mode: audit"), &good);
-    pair("BW022", &good.replace("operator: In", "operator: in"), &good);
+    pair(
+        "BW022",
+        &good.replace("mode: enforce", "mode: audit"),
+        &good,
+    );
+    pair(
+        "BW022",
+        &good.replace("operator: In", "operator: in"),
+        &good,
+    );
     pair("BW023", &good.replace("      hook: exec\n", ""), &good);
     pair("BW023", &good.replace("operator: In, ", ""), &good);
-    let ns_good = policy("enforce", "exec", "{matchNamespaces: [{operator: In, values: [prod]}], matchActions: [{action: Sigkill}]}");
-    pair("BW024", &ns_good.replace("operator: In", "operator: Prefix"), &ns_good);
+    let ns_good = policy(
+        "enforce",
+        "exec",
+        "{matchNamespaces: [{operator: In, values: [prod]}], matchActions: [{action: Sigkill}]}",
+    );
+    pair(
+        "BW024",
+        &ns_good.replace("operator: In", "operator: Prefix"),
+        &ns_good,
+    );
     let dst_good = policy("enforce", "connect", "{matchDestinations: [{operator: NotIn, cidrs: [10.0.0.0/8]}], matchActions: [{action: Block}]}");
-    pair("BW024", &dst_good.replace("operator: NotIn", "operator: NotPostfix"), &dst_good);
+    pair(
+        "BW024",
+        &dst_good.replace("operator: NotIn", "operator: NotPostfix"),
+        &dst_good,
+    );
     // all seven string operators are valid for binaries and args
-    for op in ["In", "NotIn", "Prefix", "NotPrefix", "Postfix", "NotPostfix", "Equal"] {
-        let v = if op.contains("Postfix") { "/curl" } else { "/usr/bin/curl" };
+    for op in [
+        "In",
+        "NotIn",
+        "Prefix",
+        "NotPrefix",
+        "Postfix",
+        "NotPostfix",
+        "Equal",
+    ] {
+        let v = if op.contains("Postfix") {
+            "/curl"
+        } else {
+            "/usr/bin/curl"
+        };
         let t = policy("enforce", "exec", &format!("{{matchBinaries: [{{operator: {op}, values: [{v}]}}], matchArgs: [{{operator: {op}, values: [x]}}], matchActions: [{{action: Sigkill}}]}}"));
         assert!(codes(&t).is_empty(), "{op}: {:?}", codes(&t));
     }
@@ -78,24 +165,60 @@ fn schema_checks() {
 #[test]
 fn names_rules_and_selectors() {
     let good = policy("enforce", "exec", KILL);
-    pair("BW030", &good.replace(&good[good.find("  rules:").unwrap()..], "  rules: []\n"), &good);
-    let two = format!("{good}    - name: r2\n      hook: exec\n      selectors:\n        - {KILL}\n");
+    pair(
+        "BW030",
+        &good.replace(&good[good.find("  rules:").unwrap()..], "  rules: []\n"),
+        &good,
+    );
+    let two =
+        format!("{good}    - name: r2\n      hook: exec\n      selectors:\n        - {KILL}\n");
     pair("BW031", &two.replace("name: r2", "name: r"), &two);
     let second = good.replace("name: p", "name: q");
     let dup = format!("{good}---\n{good}");
     let d = lint_source("t.yaml", &dup).diagnostics;
     assert_eq!(d.iter().map(|d| d.code).collect::<Vec<_>>(), ["BW032"]);
-    assert_eq!(d[0].line, Some(4 + good.lines().count() as u32 + 1), "on the second metadata.name");
-    assert!(d[0].message.contains("first defined at t.yaml:4"), "{}", d[0].message);
+    assert_eq!(
+        d[0].line,
+        Some(4 + good.lines().count() as u32 + 1),
+        "on the second metadata.name"
+    );
+    assert!(
+        d[0].message.contains("first defined at t.yaml:4"),
+        "{}",
+        d[0].message
+    );
     assert!(codes(&format!("{good}---\n{second}")).is_empty());
     pair("BW040", &good.replace("[/usr/bin/curl]", "[]"), &good);
-    let dst = policy("enforce", "connect", "{matchDestinations: [{operator: In, ports: [25]}], matchActions: [{action: Block}]}");
-    pair("BW040", &dst.replace("operator: In, ports: [25]", "operator: In"), &dst);
-    pair("BW041", &good.replace(&good[good.find("      selectors:").unwrap()..], "      selectors: []\n"), &good);
+    let dst = policy(
+        "enforce",
+        "connect",
+        "{matchDestinations: [{operator: In, ports: [25]}], matchActions: [{action: Block}]}",
+    );
+    pair(
+        "BW040",
+        &dst.replace("operator: In, ports: [25]", "operator: In"),
+        &dst,
+    );
+    pair(
+        "BW041",
+        &good.replace(
+            &good[good.find("      selectors:").unwrap()..],
+            "      selectors: []\n",
+        ),
+        &good,
+    );
     let post_all = policy("monitor", "exec", "{matchActions: [{action: Post}]}");
-    let post_some = policy("monitor", "exec", "{matchBinaries: [{operator: Prefix, values: [/tmp/]}]}");
+    let post_some = policy(
+        "monitor",
+        "exec",
+        "{matchBinaries: [{operator: Prefix, values: [/tmp/]}]}",
+    );
     pair("BW042", &post_all, &post_some);
-    pair("BW043", &policy("enforce", "exec", "{matchActions: [{action: Sigkill}]}"), &good);
+    pair(
+        "BW043",
+        &policy("enforce", "exec", "{matchActions: [{action: Sigkill}]}"),
+        &good,
+    );
     // A namespaced policy's implicit namespace is a condition.
     let ns = "apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicyNamespaced\nmetadata:\n  name: p\n  namespace: shop\nspec:\n  rules:\n    - name: r\n      hook: exec\n      selectors:\n        - matchActions: [{action: Sigkill}]\n";
     assert!(codes(ns).is_empty(), "{:?}", codes(ns));
@@ -109,20 +232,46 @@ fn values() {
     let good = dst("10.0.0.0/8", "443");
     pair("BW050", &dst("10.0.0.0/33", "443"), &good);
     pair("BW050", &dst("10.0.0", "443"), &good);
-    pair("BW050", &dst("2001:db8::/129", "443"), &dst("2001:db8::/32", "443"));
+    pair(
+        "BW050",
+        &dst("2001:db8::/129", "443"),
+        &dst("2001:db8::/32", "443"),
+    );
     pair("BW051", &dst("10.1.0.0/8", "443"), &good);
     let w = lint_source("t.yaml", &dst("10.1.0.0/8", "443")).diagnostics;
     assert_eq!(w[0].severity, bulwark_policy::Severity::Warning);
     assert!(w[0].hint.as_deref().unwrap().contains("10.0.0.0/8"));
     pair("BW052", &dst("10.0.0.0/8", "0"), &good);
-    pair("BW052", &dst("10.0.0.0/8", "65536"), &dst("10.0.0.0/8", "65535"));
+    pair(
+        "BW052",
+        &dst("10.0.0.0/8", "65536"),
+        &dst("10.0.0.0/8", "65535"),
+    );
     pair("BW052", &dst("10.0.0.0/8", "https"), &good);
-    pair("BW053", &dst("10.0.0.0/8", "\"9-1\""), &dst("10.0.0.0/8", "\"1-9\""));
-    let bin = |op: &str, v: &str| policy("enforce", "exec", &format!("{{matchBinaries: [{{operator: {op}, values: [\"{v}\"]}}], matchActions: [{{action: Sigkill}}]}}"));
+    pair(
+        "BW053",
+        &dst("10.0.0.0/8", "\"9-1\""),
+        &dst("10.0.0.0/8", "\"1-9\""),
+    );
+    let bin = |op: &str, v: &str| {
+        policy("enforce", "exec", &format!("{{matchBinaries: [{{operator: {op}, values: [\"{v}\"]}}], matchActions: [{{action: Sigkill}}]}}"))
+    };
     pair("BW054", &bin("In", "curl"), &bin("In", "/usr/bin/curl"));
-    pair("BW054", &bin("In", "/usr//bin/curl"), &bin("In", "/usr/bin/curl"));
-    pair("BW054", &bin("In", "/usr/bin/"), &bin("Prefix", "/usr/bin/"));
-    pair("BW054", &bin("In", "/usr/bin/a\\0b"), &bin("In", "/usr/bin/ab"));
+    pair(
+        "BW054",
+        &bin("In", "/usr//bin/curl"),
+        &bin("In", "/usr/bin/curl"),
+    );
+    pair(
+        "BW054",
+        &bin("In", "/usr/bin/"),
+        &bin("Prefix", "/usr/bin/"),
+    );
+    pair(
+        "BW054",
+        &bin("In", "/usr/bin/a\\0b"),
+        &bin("In", "/usr/bin/ab"),
+    );
     pair("BW054", &bin("In", ""), &bin("In", "/x"));
     pair("BW054", &bin("In", "/usr/../bin/x"), &bin("In", "/bin/x"));
     pair("BW054", &bin("Prefix", "tmp/"), &bin("Postfix", "tmp/x"));
@@ -130,24 +279,58 @@ fn values() {
 
 #[test]
 fn hooks_actions_and_mode() {
-    pair("BW060", &policy("enforce", "exec", &KILL.replace("Sigkill", "Block")), &policy("enforce", "exec", KILL));
+    pair(
+        "BW060",
+        &policy("enforce", "exec", &KILL.replace("Sigkill", "Block")),
+        &policy("enforce", "exec", KILL),
+    );
     let conn = "{matchDestinations: [{operator: In, cidrs: [169.254.169.254/32]}], matchActions: [{action: Block}]}";
-    pair("BW060", &policy("enforce", "connect", &conn.replace("Block", "Sigkill")), &policy("enforce", "connect", conn));
-    pair("BW060", &policy("enforce", "egress", &conn.replace("Block", "Sigkill")), &policy("enforce", "egress", conn));
-    pair("BW061", &policy("enforce", "exec", conn), &policy("enforce", "connect", conn));
+    pair(
+        "BW060",
+        &policy("enforce", "connect", &conn.replace("Block", "Sigkill")),
+        &policy("enforce", "connect", conn),
+    );
+    pair(
+        "BW060",
+        &policy("enforce", "egress", &conn.replace("Block", "Sigkill")),
+        &policy("enforce", "egress", conn),
+    );
+    pair(
+        "BW061",
+        &policy("enforce", "exec", conn),
+        &policy("enforce", "connect", conn),
+    );
     let enc = "{matchEncryption: plaintext, matchDestinations: [{operator: NotIn, cidrs: [10.0.0.0/8]}], matchActions: [{action: Block}]}";
-    pair("BW062", &policy("enforce", "connect", enc), &policy("enforce", "egress", enc));
+    pair(
+        "BW062",
+        &policy("enforce", "connect", enc),
+        &policy("enforce", "egress", enc),
+    );
     let udp = "{matchDestinations: [{operator: In, protocol: UDP, ports: [53]}], matchActions: [{action: Block}]}";
-    pair("BW063", &policy("enforce", "egress", udp), &policy("enforce", "connect", udp));
+    pair(
+        "BW063",
+        &policy("enforce", "egress", udp),
+        &policy("enforce", "connect", udp),
+    );
     let post = KILL.replace("Sigkill", "Post");
-    pair("BW070", &policy("enforce", "exec", &post), &policy("monitor", "exec", &post));
+    pair(
+        "BW070",
+        &policy("enforce", "exec", &post),
+        &policy("monitor", "exec", &post),
+    );
     // monitor mode with enforcing actions is the supported dry run of a blocking policy
     assert!(codes(&policy("monitor", "exec", KILL)).is_empty());
 }
 
 #[test]
 fn never_matching_and_shadowed_selectors() {
-    let sel = |entries: &str| policy("enforce", "exec", &format!("{{{entries}, matchActions: [{{action: Sigkill}}]}}"));
+    let sel = |entries: &str| {
+        policy(
+            "enforce",
+            "exec",
+            &format!("{{{entries}, matchActions: [{{action: Sigkill}}]}}"),
+        )
+    };
     pair(
         "BW080",
         &sel("matchBinaries: [{operator: In, values: [/a]}, {operator: NotIn, values: [/a]}]"),
@@ -174,15 +357,27 @@ fn never_matching_and_shadowed_selectors() {
         &sel("matchArgs: [{index: 1, operator: In, values: [-c]}, {index: 2, operator: In, values: [-e]}]"),
     );
     // Without an index, two positive conditions may be met by different arguments...
-    assert!(codes(&sel("matchArgs: [{operator: In, values: [-c]}, {operator: In, values: [-e]}]")).is_empty());
+    assert!(codes(&sel(
+        "matchArgs: [{operator: In, values: [-c]}, {operator: In, values: [-e]}]"
+    ))
+    .is_empty());
     // ...but a negated one forbids every argument.
-    assert!(codes(&sel("matchArgs: [{operator: In, values: [-c]}, {operator: NotIn, values: [-c]}]")).contains(&"BW080"));
+    assert!(codes(&sel(
+        "matchArgs: [{operator: In, values: [-c]}, {operator: NotIn, values: [-c]}]"
+    ))
+    .contains(&"BW080"));
     pair(
         "BW080",
         &sel("matchNamespaces: [{operator: In, values: [a]}, {operator: In, values: [b]}]"),
         &sel("matchNamespaces: [{operator: In, values: [a, b]}, {operator: NotIn, values: [b]}]"),
     );
-    let csel = |entries: &str| policy("enforce", "connect", &format!("{{{entries}, matchActions: [{{action: Block}}]}}"));
+    let csel = |entries: &str| {
+        policy(
+            "enforce",
+            "connect",
+            &format!("{{{entries}, matchActions: [{{action: Block}}]}}"),
+        )
+    };
     pair(
         "BW080",
         &csel("matchDestinations: [{operator: In, cidrs: [10.0.0.0/8]}, {operator: In, cidrs: [192.168.0.0/16]}]"),
@@ -206,8 +401,10 @@ fn never_matching_and_shadowed_selectors() {
     let two = |a: &str, b: &str| {
         format!("apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  rules:\n    - name: r\n      hook: exec\n      selectors:\n        - {a}\n        - {b}\n")
     };
-    let prefix = "{matchBinaries: [{operator: Prefix, values: [/tmp/]}], matchActions: [{action: Sigkill}]}";
-    let inner = "{matchBinaries: [{operator: In, values: [/tmp/x]}], matchActions: [{action: Sigkill}]}";
+    let prefix =
+        "{matchBinaries: [{operator: Prefix, values: [/tmp/]}], matchActions: [{action: Sigkill}]}";
+    let inner =
+        "{matchBinaries: [{operator: In, values: [/tmp/x]}], matchActions: [{action: Sigkill}]}";
     let outer = "{matchBinaries: [{operator: In, values: [/usr/bin/x]}], matchActions: [{action: Sigkill}]}";
     pair("BW081", &two(prefix, inner), &two(prefix, outer));
     pair("BW081", &two(KILL, KILL), &two(KILL, outer));
@@ -219,24 +416,50 @@ fn never_matching_and_shadowed_selectors() {
 
 #[test]
 fn kernel_limits() {
-    let arg = |ix: u32, v: &str| policy("enforce", "exec", &format!("{{matchBinaries: [{{operator: In, values: [/bin/sh]}}], matchArgs: [{{index: {ix}, operator: In, values: [\"{v}\"]}}], matchActions: [{{action: Sigkill}}]}}"));
+    let arg = |ix: u32, v: &str| {
+        policy("enforce", "exec", &format!("{{matchBinaries: [{{operator: In, values: [/bin/sh]}}], matchArgs: [{{index: {ix}, operator: In, values: [\"{v}\"]}}], matchActions: [{{action: Sigkill}}]}}"))
+    };
     let limit = daemon_common::ARG_LEN;
-    pair("BW090", &arg(1, &"a".repeat(limit + 1)), &arg(1, &"a".repeat(limit)));
+    pair(
+        "BW090",
+        &arg(1, &"a".repeat(limit + 1)),
+        &arg(1, &"a".repeat(limit)),
+    );
     let d = lint_source("t.yaml", &arg(1, &"a".repeat(limit + 1))).diagnostics;
-    assert!(d[0].message.contains(&format!("{limit}")) && d[0].message.contains("ARG_LEN"), "{}", d[0].message);
+    assert!(
+        d[0].message.contains(&format!("{limit}")) && d[0].message.contains("ARG_LEN"),
+        "{}",
+        d[0].message
+    );
     let max = daemon_common::MAX_ARGS as u32;
     pair("BW091", &arg(max, "-c"), &arg(max - 1, "-c"));
-    let bin = |v: String| policy("enforce", "exec", &format!("{{matchBinaries: [{{operator: In, values: [\"{v}\"]}}], matchActions: [{{action: Sigkill}}]}}"));
+    let bin = |v: String| {
+        policy("enforce", "exec", &format!("{{matchBinaries: [{{operator: In, values: [\"{v}\"]}}], matchActions: [{{action: Sigkill}}]}}"))
+    };
     let long = |n: usize| format!("/{}", "b".repeat(n - 1));
-    pair("BW090", &bin(long(daemon_common::PATH_LEN + 1)), &bin(long(daemon_common::PATH_LEN)));
-    let pre = |v: String| policy("enforce", "exec", &format!("{{matchBinaries: [{{operator: Prefix, values: [\"{v}\"]}}], matchActions: [{{action: Sigkill}}]}}"));
-    pair("BW090", &pre(long(daemon_common::PATH_AFFIX_LEN + 1)), &pre(long(daemon_common::PATH_AFFIX_LEN)));
+    pair(
+        "BW090",
+        &bin(long(daemon_common::PATH_LEN + 1)),
+        &bin(long(daemon_common::PATH_LEN)),
+    );
+    let pre = |v: String| {
+        policy("enforce", "exec", &format!("{{matchBinaries: [{{operator: Prefix, values: [\"{v}\"]}}], matchActions: [{{action: Sigkill}}]}}"))
+    };
+    pair(
+        "BW090",
+        &pre(long(daemon_common::PATH_AFFIX_LEN + 1)),
+        &pre(long(daemon_common::PATH_AFFIX_LEN)),
+    );
 
     // Capacity over a set: selectors, distinct process and destination conditions.
     let rules = |n: usize, distinct: bool| {
         let mut s = String::from("apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  rules:\n");
         for i in 0..n {
-            let v = if distinct { format!("/usr/bin/t{i}") } else { "/usr/bin/t".into() };
+            let v = if distinct {
+                format!("/usr/bin/t{i}")
+            } else {
+                "/usr/bin/t".into()
+            };
             s.push_str(&format!("    - {{name: r{i}, hook: exec, selectors: [{{matchBinaries: [{{operator: In, values: [{v}]}}], matchActions: [{{action: Sigkill}}]}}]}}\n"));
         }
         s
@@ -245,23 +468,56 @@ fn kernel_limits() {
     pair("BW092", &rules(max_sel + 1, false), &rules(max_sel, false));
     let d = lint_source("t.yaml", &rules(max_sel + 1, false)).diagnostics;
     assert_eq!(d.len(), 1);
-    assert!(d[0].message.contains("MAX_SELECTORS") && d[0].message.contains(&max_sel.to_string()), "{}", d[0].message);
-    assert_eq!(d[0].path.as_deref(), Some(format!("spec.rules[{max_sel}].selectors[0]").as_str()));
+    assert!(
+        d[0].message.contains("MAX_SELECTORS") && d[0].message.contains(&max_sel.to_string()),
+        "{}",
+        d[0].message
+    );
+    assert_eq!(
+        d[0].path.as_deref(),
+        Some(format!("spec.rules[{max_sel}].selectors[0]").as_str())
+    );
     // 64 selectors with 64 distinct conditions fit; identical conditions are shared.
     assert!(codes(&rules(max_sel, true)).is_empty());
     let many_conditions = {
-        let entries: Vec<String> = (0..=daemon_common::MAX_PROC_CONDITIONS).map(|i| format!("{{index: 1, operator: NotIn, values: [v{i}]}}")).collect();
-        policy("enforce", "exec", &format!("{{matchArgs: [{}], matchActions: [{{action: Sigkill}}]}}", entries.join(", ")))
+        let entries: Vec<String> = (0..=daemon_common::MAX_PROC_CONDITIONS)
+            .map(|i| format!("{{index: 1, operator: NotIn, values: [v{i}]}}"))
+            .collect();
+        policy(
+            "enforce",
+            "exec",
+            &format!(
+                "{{matchArgs: [{}], matchActions: [{{action: Sigkill}}]}}",
+                entries.join(", ")
+            ),
+        )
     };
     let d = lint_source("t.yaml", &many_conditions).diagnostics;
-    assert_eq!(d.iter().map(|d| d.code).collect::<Vec<_>>(), ["BW092"], "{d:?}");
+    assert_eq!(
+        d.iter().map(|d| d.code).collect::<Vec<_>>(),
+        ["BW092"],
+        "{d:?}"
+    );
     assert!(d[0].message.contains("MAX_PROC_CONDITIONS"));
     let many_dests = {
-        let entries: Vec<String> = (0..=daemon_common::MAX_DEST_CONDITIONS).map(|i| format!("{{operator: NotIn, ports: [{}]}}", 1000 + i)).collect();
-        policy("enforce", "connect", &format!("{{matchDestinations: [{}], matchActions: [{{action: Block}}]}}", entries.join(", ")))
+        let entries: Vec<String> = (0..=daemon_common::MAX_DEST_CONDITIONS)
+            .map(|i| format!("{{operator: NotIn, ports: [{}]}}", 1000 + i))
+            .collect();
+        policy(
+            "enforce",
+            "connect",
+            &format!(
+                "{{matchDestinations: [{}], matchActions: [{{action: Block}}]}}",
+                entries.join(", ")
+            ),
+        )
     };
     let d = lint_source("t.yaml", &many_dests).diagnostics;
-    assert_eq!(d.iter().map(|d| d.code).collect::<Vec<_>>(), ["BW092"], "{d:?}");
+    assert_eq!(
+        d.iter().map(|d| d.code).collect::<Vec<_>>(),
+        ["BW092"],
+        "{d:?}"
+    );
     assert!(d[0].message.contains("MAX_DEST_CONDITIONS"));
 }
 
@@ -269,13 +525,22 @@ fn kernel_limits() {
 fn validate_policy_works_without_positions() {
     // The controller's path: typed objects from the API server, no text.
     let text = policy("enforce", "exec", &KILL.replace("/usr/bin/curl", "curl"));
-    let json = bulwark_policy::yaml::parse(&text).documents[0].root.to_json();
+    let json = bulwark_policy::yaml::parse(&text).documents[0]
+        .root
+        .to_json();
     let tp: bulwark_policy::TracingPolicy = serde_json::from_value(json).unwrap();
-    let d = bulwark_policy::validate::validate_policy(&bulwark_policy::AnyPolicy::Cluster(tp.clone()));
+    let d =
+        bulwark_policy::validate::validate_policy(&bulwark_policy::AnyPolicy::Cluster(tp.clone()));
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].code, "BW054");
-    assert_eq!(d[0].path.as_deref(), Some("spec.rules[0].selectors[0].matchBinaries[0].values[0]"));
+    assert_eq!(
+        d[0].path.as_deref(),
+        Some("spec.rules[0].selectors[0].matchBinaries[0].values[0]")
+    );
     assert_eq!((d[0].file.as_deref(), d[0].line), (None, None));
-    let set = bulwark_policy::validate::validate_set(&[bulwark_policy::AnyPolicy::Cluster(tp.clone()), bulwark_policy::AnyPolicy::Cluster(tp)]);
+    let set = bulwark_policy::validate::validate_set(&[
+        bulwark_policy::AnyPolicy::Cluster(tp.clone()),
+        bulwark_policy::AnyPolicy::Cluster(tp),
+    ]);
     assert_eq!(set.iter().map(|d| d.code).collect::<Vec<_>>(), ["BW032"]);
 }

@@ -28,13 +28,22 @@ fn each_case_gives_exactly_its_one_diagnostic_at_its_line() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 35, "expected a case per check, found {}", files.len());
+    assert!(
+        files.len() >= 35,
+        "expected a case per check, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     let mut codes_seen = std::collections::BTreeSet::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
         let want = expected(&text);
-        assert_eq!(want.len(), 1, "{}: needs exactly one `# expect: CODE` comment", f.display());
+        assert_eq!(
+            want.len(),
+            1,
+            "{}: needs exactly one `# expect: CODE` comment",
+            f.display()
+        );
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         assert!(
             name.starts_with(&want[0].1.to_lowercase()),
@@ -42,12 +51,20 @@ fn each_case_gives_exactly_its_one_diagnostic_at_its_line() {
             want[0].1
         );
         let out = lint_source(&name, &text);
-        let got: Vec<(u32, String)> = out.diagnostics.iter().map(|d| (d.line.unwrap_or(0), d.code.to_string())).collect();
+        let got: Vec<(u32, String)> = out
+            .diagnostics
+            .iter()
+            .map(|d| (d.line.unwrap_or(0), d.code.to_string()))
+            .collect();
         if got != want {
             failures.push(format!("{name}: want {want:?}, got {:?}", out.diagnostics));
         }
         for d in &out.diagnostics {
-            assert!(d.hint.as_deref().is_some_and(|h| !h.is_empty()), "{name}: {} has no hint", d.code);
+            assert!(
+                d.hint.as_deref().is_some_and(|h| !h.is_empty()),
+                "{name}: {} has no hint",
+                d.code
+            );
             assert!(d.column.is_some() && d.file.as_deref() == Some(name.as_str()));
         }
         codes_seen.insert(want[0].1.clone());
@@ -55,7 +72,12 @@ fn each_case_gives_exactly_its_one_diagnostic_at_its_line() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Every code in the table has at least one case.
     for c in bulwark_policy::diagnostics::CODES {
-        assert!(codes_seen.contains(c.id), "no lint case for {} ({})", c.id, c.name);
+        assert!(
+            codes_seen.contains(c.id),
+            "no lint case for {} ({})",
+            c.id,
+            c.name
+        );
     }
 }
 
@@ -66,7 +88,11 @@ fn the_directory_fails_and_the_examples_pass() {
     assert!(bad.files >= 35);
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/examples");
     let good = lint_paths(&[examples]).unwrap();
-    assert!(good.files >= 8, "policies/examples should hold at least 8 policies, found {}", good.files);
+    assert!(
+        good.files >= 8,
+        "policies/examples should hold at least 8 policies, found {}",
+        good.files
+    );
     assert!(
         good.diagnostics.is_empty(),
         "policies/examples must lint clean:\n{}",
@@ -77,7 +103,9 @@ fn the_directory_fails_and_the_examples_pass() {
 
 #[test]
 fn docs_list_every_code() {
-    let doc = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/lint.md")).expect("docs/lint.md");
+    let doc =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/lint.md"))
+            .expect("docs/lint.md");
     for c in bulwark_policy::diagnostics::CODES {
         let row = format!("{} {} | {} |", c.id, c.name, c.severity.as_str());
         assert!(doc.contains(&row), "docs/lint.md lacks the row `{row}`");

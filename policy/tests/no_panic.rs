@@ -42,19 +42,70 @@ fn seeds() -> Vec<String> {
 }
 
 const FRAGMENTS: &[&str] = &[
-    "\n", ": ", "- ", "[", "]", "{", "}", "'", "\"", "#", "&a ", "*a", "!!str ", "!!int ", "---\n", "...\n", "\t",
-    "? ", "|\n  x\n", ">\n", "~", "null", "0x", "-1", "99999999999999999999999", "1e999", ".nan", "\u{0}",
-    "\u{feff}", "ü", "\\", "%YAML 1.2\n", "<<: *a\n", "operator: ", "values: ", "cidrs: [", "ports: [0",
-    "hook: ", "index: -1", "index: 4294967296", "matchBinaries:", "matchDestinations:", "::/0", "/128",
-    "255.255.255.255/32", "\"65535-1\"", "kind: TracingPolicyNamespaced\n", "namespace: ", "  ", "\r\n",
+    "\n",
+    ": ",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    "'",
+    "\"",
+    "#",
+    "&a ",
+    "*a",
+    "!!str ",
+    "!!int ",
+    "---\n",
+    "...\n",
+    "\t",
+    "? ",
+    "|\n  x\n",
+    ">\n",
+    "~",
+    "null",
+    "0x",
+    "-1",
+    "99999999999999999999999",
+    "1e999",
+    ".nan",
+    "\u{0}",
+    "\u{feff}",
+    "ü",
+    "\\",
+    "%YAML 1.2\n",
+    "<<: *a\n",
+    "operator: ",
+    "values: ",
+    "cidrs: [",
+    "ports: [0",
+    "hook: ",
+    "index: -1",
+    "index: 4294967296",
+    "matchBinaries:",
+    "matchDestinations:",
+    "::/0",
+    "/128",
+    "255.255.255.255/32",
+    "\"65535-1\"",
+    "kind: TracingPolicyNamespaced\n",
+    "namespace: ",
+    "  ",
+    "\r\n",
 ];
 
 fn check(text: &str) {
     let out = lint_source("f.yaml", text);
     for d in &out.diagnostics {
-        assert!(d.code.starts_with("BW") && d.code.len() == 5, "bad code {d:?}");
+        assert!(
+            d.code.starts_with("BW") && d.code.len() == 5,
+            "bad code {d:?}"
+        );
         assert!(!d.message.is_empty(), "empty message {d:?}");
-        assert!(d.line.is_some_and(|l| l >= 1) && d.column.is_some_and(|c| c >= 1), "no position {d:?}\n{text:?}");
+        assert!(
+            d.line.is_some_and(|l| l >= 1) && d.column.is_some_and(|c| c >= 1),
+            "no position {d:?}\n{text:?}"
+        );
         assert_eq!(d.file.as_deref(), Some("f.yaml"));
     }
     // Renderers must cope with whatever came out.
