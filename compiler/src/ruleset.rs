@@ -68,8 +68,8 @@ impl StringMatch {
 pub enum ProcCondition {
     /// `matchBinaries` entry on the executable path.
     Binary(StringMatch),
-    /// `matchArgs` entry. `index: None` looks at every argument from argv[1] up to
-    /// argv[MAX_ARGS-1]: hit when any of them is hit.
+    /// `matchArgs` entry. `index: None` looks at every argument from `argv[1]` up to
+    /// `argv[MAX_ARGS-1]`: hit when any of them is hit.
     Arg {
         index: Option<u8>,
         #[serde(flatten)]
