@@ -250,6 +250,8 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     }
 
     // --- exec-hook actions ----------------------------------------------------------------
+    // The exec record goes first so userspace knows the process before its matches.
+    emit(&s.event);
     let matched = state.selectors[active as usize] & sl.meta[0].hook_exec;
     if matched != 0 {
         let mut c = MatchLoop {
@@ -272,7 +274,6 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             unsafe { bpf_send_signal(SIGKILL) };
         }
     }
-    emit(&s.event);
     Ok(())
 }
 

@@ -1,16 +1,697 @@
 //! Kernel integration tests of the engine: load the real programs, drive real processes and
-//! sockets, check kill / EPERM / EACCES and the maps. Root and a real kernel are required;
-//! without root these tests FAIL (they never skip silently). They share global hooks, so they
-//! run one at a time (a mutex).
+//! sockets, and check kill / EPERM / EACCES, the events and the maps. They need root and a
+//! real kernel; without them they FAIL (never skip). They share global hooks, so they run one
+//! at a time (a mutex). Policies here are hand-built `MapEntries` scoped to binaries in a
+//! per-test temp directory, or to loopback ports the test picked, so nothing else on the host
+//! is affected.
 
 #[allow(dead_code)]
 #[path = "../src/engine/mod.rs"]
 mod engine;
 
-use engine::{Engine, EngineOptions};
+use std::io::{Read, Write};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bulwark_compiler::MapEntries;
+use daemon_common::*;
+use engine::{Engine, EngineOptions, Event, EventReader};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn load() -> Engine {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "engine tests need root (they load eBPF programs); run them with sudo"
+    );
+    Engine::load(&EngineOptions::default()).expect("Engine::load")
+}
+
+/// A fresh directory under /tmp for this test's binaries and marker files.
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "bulwark-engine-{tag}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Copies a system binary into `dir` under `name`.
+fn copy_bin(src: &str, dir: &Path, name: &str) -> PathBuf {
+    let dst = dir.join(name);
+    std::fs::copy(src, &dst).unwrap();
+    dst
+}
+
+fn path_key(slot: u8, p: &str) -> PathKey {
+    let mut k = PathKey {
+        slot: slot as u32,
+        path: [0; PATH_LEN],
+    };
+    k.path[..p.len()].copy_from_slice(p.as_bytes());
+    k
+}
+
+fn path_lpm(slot: u8, bytes: &[u8]) -> (u32, PathLpmData, u64) {
+    let mut d = PathLpmData {
+        slot,
+        bytes: [0; PATH_AFFIX_LEN],
+    };
+    d.bytes[..bytes.len()].copy_from_slice(bytes);
+    (8 * (1 + bytes.len() as u32), d, 0)
+}
+
+fn arg_key(slot: u8, index: u8, v: &str) -> ArgKey {
+    let mut k = ArgKey {
+        slot,
+        index,
+        _pad: [0; 2],
+        value: [0; ARG_LEN],
+    };
+    k.value[..v.len()].copy_from_slice(v.as_bytes());
+    k
+}
+
+fn selector(
+    hook: u8,
+    proc_required: u64,
+    dest_required: u64,
+    actions: u8,
+    mode: u8,
+) -> SelectorEntry {
+    SelectorEntry {
+        proc_required,
+        dest_required,
+        hook,
+        actions,
+        mode,
+        ..Default::default()
+    }
+}
+
+/// Drains events until `pred` finds one or `timeout` passes.
+fn find_event(
+    r: &mut EventReader,
+    timeout: Duration,
+    mut pred: impl FnMut(&Event) -> bool,
+) -> Option<Event> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        while let Some(e) = r.next_event() {
+            if pred(&e) {
+                return Some(e);
+            }
+        }
+        let _ = r.wait(Some(Duration::from_millis(50)));
+    }
+    None
+}
+
+fn drain(r: &mut EventReader) {
+    while r.next_event().is_some() {}
+}
+
+/// Runs `bin args..` and returns its status.
+fn run(bin: &Path, args: &[&str]) -> std::process::ExitStatus {
+    Command::new(bin).args(args).status().unwrap()
+}
 
 #[test]
 fn loads_and_attaches_everything() {
-    let e = Engine::load(&EngineOptions::default()).expect("engine load");
+    let _g = serial();
+    let e = load();
     assert_eq!(e.active_slot(), 0);
+    assert!(e.cgroup().exists());
+    assert_eq!(e.lost_events().unwrap(), 0);
+}
+
+#[test]
+fn exec_sigkill_by_exact_path_prefix_and_postfix() {
+    let _g = serial();
+    let mut e = load();
+    let mut events = e.events().unwrap();
+    let dir = tempdir("exec");
+    let killdir = dir.join("kill");
+    std::fs::create_dir_all(&killdir).unwrap();
+    let exact = copy_bin("/bin/touch", &dir, "evil-touch");
+    let by_prefix = copy_bin("/bin/touch", &killdir, "anything");
+    let by_postfix = copy_bin("/bin/touch", &dir, "touch.bulwarkbad");
+    let fine = copy_bin("/bin/touch", &dir, "good-touch");
+    let exact_s = exact.to_str().unwrap().to_string();
+    let prefix_s = format!("{}/", killdir.display());
+    let postfix_rev: Vec<u8> = b".bulwarkbad".iter().rev().copied().collect();
+
+    // Conditions: 0 = exact path, 1 = prefix dir, 2 = postfix. Selectors 0..3, one each.
+    let slot = e
+        .apply(
+            |slot| {
+                let mut m = MapEntries::default();
+                m.slot_meta = SlotMeta {
+                    hook_exec: 0b111,
+                    selector_count: 3,
+                    lookups: LOOKUP_BIN_EXACT | LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX,
+                    ..Default::default()
+                };
+                let base = slot as u32 * 64;
+                for i in 0..3 {
+                    m.selectors.push((
+                        base + i,
+                        selector(HOOK_EXEC, 1 << i, 0, ACTION_SIGKILL, MODE_ENFORCE),
+                    ));
+                }
+                m.bin_exact.push((path_key(slot, &exact_s), 1));
+                let mut p = path_lpm(slot, prefix_s.as_bytes());
+                p.2 = 2;
+                m.bin_prefix.push(p);
+                let mut p = path_lpm(slot, &postfix_rev);
+                p.2 = 4;
+                m.bin_postfix.push(p);
+                m
+            },
+            |_| vec![],
+        )
+        .unwrap();
+    assert_eq!(slot, 1);
+    assert_eq!(e.active_slot(), 1);
+    drain(&mut events);
+
+    for (bin, what) in [
+        (&exact, "exact"),
+        (&by_prefix, "prefix"),
+        (&by_postfix, "postfix"),
+    ] {
+        let marker = dir.join(format!("marker-{what}"));
+        let st = run(bin, &[marker.to_str().unwrap()]);
+        assert_eq!(
+            st.signal(),
+            Some(9),
+            "{what}: {} must die of SIGKILL, got {st:?}",
+            bin.display()
+        );
+        assert!(
+            !marker.exists(),
+            "{what}: the killed binary must not have run (marker exists)"
+        );
+    }
+    let marker = dir.join("marker-fine");
+    let st = run(&fine, &[marker.to_str().unwrap()]);
+    assert!(st.success(), "a non-matching binary runs: {st:?}");
+    assert!(marker.exists(), "the non-matching binary did its work");
+
+    // Events: exec of the killed binary, the enforced match, its exit by SIGKILL.
+    let exec = find_event(
+        &mut events,
+        Duration::from_secs(3),
+        |ev| matches!(ev, Event::Exec(x) if x.path[..x.path_len as usize] == *exact_s.as_bytes()),
+    )
+    .expect("exec event of the killed binary");
+    let Event::Exec(exec) = exec else {
+        unreachable!()
+    };
+    assert_eq!(exec.ppid, std::process::id(), "ppid is the test process");
+    let args = &exec.args[..exec.args_len as usize];
+    assert!(
+        args.starts_with(exact_s.as_bytes()),
+        "argv[0] recorded: {:?}",
+        String::from_utf8_lossy(args)
+    );
+    let pid = exec.header.tgid;
+    let m = find_event(
+        &mut events,
+        Duration::from_secs(3),
+        |ev| matches!(ev, Event::Match(m) if m.header.tgid == pid),
+    );
+    let Some(Event::Match(m)) = m else {
+        panic!("no match event for pid {pid}")
+    };
+    assert_eq!(
+        (m.hook, m.enforced, m.selector, m.slot),
+        (HOOK_EXEC, 1, 0, 1)
+    );
+    let x = find_event(
+        &mut events,
+        Duration::from_secs(3),
+        |ev| matches!(ev, Event::Exit(x) if x.header.tgid == pid),
+    );
+    let Some(Event::Exit(x)) = x else {
+        panic!("no exit event for pid {pid}")
+    };
+    assert_eq!(x.exit_code & 0x7f, 9, "exit event says SIGKILL");
+    assert!(
+        e.process_state(pid).is_none(),
+        "exit removed the process state"
+    );
+    assert_eq!(e.lost_events().unwrap(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn exec_argv_matching_by_index_and_any_index() {
+    let _g = serial();
+    let mut e = load();
+    let dir = tempdir("argv");
+    let sh = copy_bin("/bin/sh", &dir, "sh");
+    let sh_s = sh.to_str().unwrap().to_string();
+    let token = format!("bulwark-forbidden-{}", std::process::id());
+    // Condition 0: binary is our sh copy. Condition 1: argv[1] == "-c" ... is not enough to
+    // kill; condition 2: any argv element == token. Condition 3: argv[2] has prefix "exit 7".
+    // Selector 0 = {0, 2}; selector 1 = {0, 3}.
+    e.apply(
+        |slot| {
+            let mut m = MapEntries::default();
+            m.slot_meta = SlotMeta {
+                hook_exec: 0b11,
+                selector_count: 2,
+                lookups: LOOKUP_BIN_EXACT | LOOKUP_ARG_EXACT | LOOKUP_ARG_ANY | LOOKUP_ARG_PREFIX,
+                ..Default::default()
+            };
+            let base = slot as u32 * 64;
+            m.selectors.push((
+                base,
+                selector(HOOK_EXEC, 0b101, 0, ACTION_SIGKILL, MODE_ENFORCE),
+            ));
+            m.selectors.push((
+                base + 1,
+                selector(HOOK_EXEC, 0b1001, 0, ACTION_SIGKILL, MODE_ENFORCE),
+            ));
+            m.bin_exact.push((path_key(slot, &sh_s), 1));
+            m.arg_exact.push((arg_key(slot, ARG_ANY_INDEX, &token), 4));
+            let mut d = ArgLpmData {
+                slot,
+                index: 2,
+                bytes: [0; ARG_LEN],
+            };
+            d.bytes[..6].copy_from_slice(b"exit 7");
+            m.arg_prefix.push((8 * (2 + 6), d, 8));
+            m
+        },
+        |_| vec![],
+    )
+    .unwrap();
+
+    let marker = dir.join("ran");
+    let script = format!("touch {}", marker.display());
+    // argv = [sh, -c, script, token]: the token is argv[3] -> killed before running.
+    let st = run(&sh, &["-c", &script, &token]);
+    assert_eq!(st.signal(), Some(9), "any-index argv match kills: {st:?}");
+    assert!(!marker.exists());
+    // Same binary without the token runs.
+    let st = run(&sh, &["-c", &script, "harmless"]);
+    assert!(
+        st.success() && marker.exists(),
+        "non-matching argv runs: {st:?}"
+    );
+    // argv[2] prefix "exit 7": "exit 77" is killed, "true; exit 7" (prefix differs) runs.
+    let st = run(&sh, &["-c", "exit 77"]);
+    assert_eq!(st.signal(), Some(9), "argv[2] prefix match kills: {st:?}");
+    let st = run(&sh, &["-c", "true; exit 7"]);
+    assert_eq!(
+        st.code(),
+        Some(7),
+        "argv[2] without the prefix runs: {st:?}"
+    );
+    // The token in argv[0] does not count for an any-index condition (argv[1..] only).
+    let st = Command::new(&sh)
+        .arg0(&token)
+        .args(["-c", "exit 3"])
+        .status()
+        .unwrap();
+    assert_eq!(
+        st.code(),
+        Some(3),
+        "argv[0] is not an any-index argument: {st:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+use std::os::unix::process::CommandExt;
+
+/// Policy: connect-hook Block (enforce) for `port` on 127.0.0.1/32 and ::1/128 (condition 0:
+/// v4 or v6 address and the port), plus (selector 1) an egress-hook Block of plaintext to
+/// `egress_port` on 127.0.0.1 (condition 1). No process conditions: the test process gets the
+/// bits through reseed.
+fn net_policy(slot: u8, port: u16, egress_port: u16) -> MapEntries {
+    let mut m = MapEntries::default();
+    m.slot_meta = SlotMeta {
+        hook_connect: 0b01,
+        hook_egress: 0b10,
+        dest_tcp: 0b11,
+        dest_udp: 0b11,
+        selector_count: 2,
+        ..Default::default()
+    };
+    let base = slot as u32 * 64;
+    m.selectors.push((
+        base,
+        selector(HOOK_CONNECT, 0, 0b01, ACTION_BLOCK, MODE_ENFORCE),
+    ));
+    let mut eg = selector(HOOK_EGRESS, 0, 0b10, ACTION_BLOCK, MODE_ENFORCE);
+    eg.encryption = ENC_PLAINTEXT;
+    m.selectors.push((base + 1, eg));
+    m.dest_v4.push((
+        8 + 32,
+        V4LpmData {
+            slot,
+            addr: [127, 0, 0, 1],
+        },
+        0b11,
+    ));
+    m.dest_v6.push((
+        8 + 128,
+        V6LpmData {
+            slot,
+            addr: Ipv6Addr::LOCALHOST.octets(),
+        },
+        0b01,
+    ));
+    m.ports.push((
+        8 + 16,
+        PortLpmData {
+            slot,
+            port: port.to_be_bytes(),
+        },
+        0b01,
+    ));
+    m.ports.push((
+        8 + 16,
+        PortLpmData {
+            slot,
+            port: egress_port.to_be_bytes(),
+        },
+        0b10,
+    ));
+    m
+}
+
+fn apply_net(e: &mut Engine, port: u16, egress_port: u16) {
+    let me = std::process::id();
+    e.apply(
+        |slot| net_policy(slot, port, egress_port),
+        |_| vec![(me, 0b11)],
+    )
+    .unwrap();
+    let st = e
+        .process_state(me)
+        .expect("reseed created the test process's state");
+    assert_eq!(st.selectors[e.active_slot() as usize], 0b11);
+}
+
+#[test]
+fn connect_block_gives_eperm_v4_and_v6_and_other_ports_work() {
+    let _g = serial();
+    let mut e = load();
+    let blocked4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let open4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocked4.local_addr().unwrap().port();
+    let blocked6 = TcpListener::bind(("::1", port)).expect("bind [::1] on the same port");
+    let open_port = open4.local_addr().unwrap().port();
+    let open6 = TcpListener::bind(("::1", open_port)).unwrap();
+    apply_net(&mut e, port, 1);
+
+    let err = TcpStream::connect(("127.0.0.1", port)).expect_err("blocked v4 connect");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "v4: {err}");
+    let err = TcpStream::connect(("::1", port)).expect_err("blocked v6 connect");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "v6: {err}");
+    // IPv4-mapped IPv6 is matched as IPv4.
+    let s6 = socket2_v6_mapped_connect(port);
+    assert_eq!(
+        s6,
+        Err(libc::EPERM),
+        "v4-mapped v6 connect is blocked as v4"
+    );
+    // UDP to the blocked port: connect() on a UDP socket is blocked too.
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let err = u
+        .connect(("127.0.0.1", port))
+        .expect_err("blocked UDP connect");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    // ... and an unconnected sendto (sendmsg4 hook).
+    let err = u
+        .send_to(b"x", ("127.0.0.1", port))
+        .expect_err("blocked UDP sendto");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+
+    TcpStream::connect(("127.0.0.1", open_port)).expect("allowed v4 port still works");
+    TcpStream::connect(("::1", open_port)).expect("allowed v6 port still works");
+    drop((blocked4, blocked6, open4, open6));
+}
+
+/// connect() of an AF_INET6 socket to ::ffff:127.0.0.1 port `port`: Ok or Err(errno).
+fn socket2_v6_mapped_connect(port: u16) -> Result<(), i32> {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as u16;
+        sa.sin6_port = port.to_be();
+        sa.sin6_addr.s6_addr = std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped().octets();
+        let r = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+        );
+        let errno = *libc::__errno_location();
+        libc::close(fd);
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(errno)
+        }
+    }
+}
+
+fn cookie(s: &TcpStream) -> u64 {
+    let mut c: u64 = 0;
+    let mut len = 8u32;
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut c as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "SO_COOKIE");
+    c
+}
+
+/// Reads what the peer sent within `wait` (empty when nothing came).
+fn read_some(s: &mut TcpStream, wait: Duration) -> Vec<u8> {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut out = Vec::new();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                s.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+            }
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+#[test]
+fn egress_plaintext_is_dropped_tls_flows_and_unwatched_sockets_stay_out() {
+    let _g = serial();
+    let mut e = load();
+    let mut events = e.events().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    apply_net(&mut e, 1, port);
+    drain(&mut events);
+
+    // Plaintext on a watched socket: EACCES, the peer receives nothing, later sends fail too.
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect is allowed");
+    let (mut srv, _) = listener.accept().unwrap();
+    assert!(
+        e.watched_sockets().unwrap().contains(&cookie(&c)),
+        "a socket an egress selector covers is in the SOCKHASH"
+    );
+    let err = c
+        .write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect_err("plaintext send");
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    let err = c
+        .write(b"\x16\x03\x01")
+        .expect_err("a blocked socket stays blocked");
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    assert!(
+        read_some(&mut srv, Duration::from_millis(300)).is_empty(),
+        "peer got nothing"
+    );
+    let m = find_event(
+        &mut events,
+        Duration::from_secs(2),
+        |ev| matches!(ev, Event::Match(m) if m.hook == HOOK_EGRESS),
+    );
+    let Some(Event::Match(m)) = m else {
+        panic!("no egress match event")
+    };
+    assert_eq!(
+        (m.enforced, m.encryption, m.dest.port),
+        (1, ENC_PLAINTEXT, port)
+    );
+
+    // TLS: a handshake record passes, and later plaintext-looking bytes keep flowing.
+    let mut t = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut srv2, _) = listener.accept().unwrap();
+    let tcookie = cookie(&t);
+    assert!(e.watched_sockets().unwrap().contains(&tcookie));
+    let hello = [0x16u8, 0x03, 0x01, 0x00, 0x04, 1, 2, 3, 4];
+    t.write_all(&hello).expect("TLS ClientHello record passes");
+    t.write_all(b"application data")
+        .expect("data after the handshake flows");
+    let got = read_some(&mut srv2, Duration::from_millis(500));
+    assert_eq!(&got[..hello.len()], &hello, "peer got the TLS record");
+    assert!(got.ends_with(b"application data"));
+    // The classified socket leaves the SOCKHASH once the reader sees its record.
+    let _ = find_event(&mut events, Duration::from_millis(500), |_| false);
+    assert!(
+        !e.watched_sockets().unwrap().contains(&tcookie),
+        "a classified, allowed socket is released from the SOCKHASH"
+    );
+    assert_eq!(events.sockets_released().0, 1);
+
+    // A socket no policy watches never enters the SOCKHASH and sends freely.
+    let mut u = TcpStream::connect(("127.0.0.1", other_port)).unwrap();
+    let (mut srv3, _) = other.accept().unwrap();
+    assert!(!e.watched_sockets().unwrap().contains(&cookie(&u)));
+    u.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(
+        read_some(&mut srv3, Duration::from_millis(300)),
+        b"GET / HTTP/1.0\r\n\r\n"
+    );
+    assert_eq!(e.counters().unwrap()[COUNTER_SOCKHASH_ADDED as usize], 2);
+}
+
+#[test]
+fn apply_switches_slots_and_replaces_the_old_rule_set() {
+    let _g = serial();
+    let mut e = load();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    apply_net(&mut e, port, 1);
+    assert_eq!(e.active_slot(), 1);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    // An empty rule set in slot 0: nothing blocked any more.
+    e.apply(|_| MapEntries::default(), |_| vec![]).unwrap();
+    assert_eq!(e.active_slot(), 0);
+    TcpStream::connect(("127.0.0.1", port)).expect("the old rule set is gone");
+    // Back to slot 1 with the policy: blocked again (slot 1 was cleared and rewritten).
+    apply_net(&mut e, port, 1);
+    assert_eq!(e.active_slot(), 1);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    // Entries for the wrong slot are refused and the active rule set stays in force.
+    let err = e
+        .apply(|_| net_policy(1, port, 1), |_| vec![])
+        .expect_err("entries for slot 1 while writing slot 0");
+    assert!(format!("{err:#}").contains("slot"), "{err:#}");
+    assert_eq!(e.active_slot(), 1);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
+    let _g = serial();
+    let mut e = load();
+    let mut events = e.events().unwrap();
+    let dir = tempdir("ns");
+    let bin = copy_bin("/bin/true", &dir, "ns-true");
+    // Our own cgroup is the "workload" in namespace 7; a Sigkill selector for namespace 7 AND
+    // this binary in MONITOR mode must only report; one for namespace 8 must not match.
+    let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let rel = cg
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("cgroup v2 entry in /proc/self/cgroup");
+    let cgdir = e.cgroup().join(rel.trim_start_matches('/'));
+    let cgroup_id = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&cgdir).unwrap().ino()
+    };
+    e.set_workload(cgroup_id, 7).unwrap();
+    let bin_s = bin.to_str().unwrap().to_string();
+    e.apply(
+        |slot| {
+            let mut m = MapEntries::default();
+            m.slot_meta = SlotMeta {
+                hook_exec: 0b11,
+                selector_count: 2,
+                lookups: LOOKUP_BIN_EXACT | LOOKUP_NAMESPACE,
+                ..Default::default()
+            };
+            let base = slot as u32 * 64;
+            m.selectors.push((
+                base,
+                selector(HOOK_EXEC, 0b011, 0, ACTION_SIGKILL, MODE_MONITOR),
+            ));
+            m.selectors.push((
+                base + 1,
+                selector(HOOK_EXEC, 0b101, 0, ACTION_SIGKILL, MODE_ENFORCE),
+            ));
+            m.bin_exact.push((path_key(slot, &bin_s), 1));
+            m.namespaces.push((
+                NamespaceKey {
+                    slot: slot as u32,
+                    namespace_id: 7,
+                },
+                2,
+            ));
+            m.namespaces.push((
+                NamespaceKey {
+                    slot: slot as u32,
+                    namespace_id: 8,
+                },
+                4,
+            ));
+            m
+        },
+        |_| vec![],
+    )
+    .unwrap();
+    drain(&mut events);
+    let st = run(&bin, &[]);
+    assert!(
+        st.success(),
+        "monitor mode does not kill; namespace 8 selector does not apply: {st:?}"
+    );
+    let m = find_event(&mut events, Duration::from_secs(2), |ev| {
+        matches!(ev, Event::Match(_))
+    });
+    let Some(Event::Match(m)) = m else {
+        panic!("monitor mode still reports the match")
+    };
+    assert_eq!((m.selector, m.enforced, m.cgroup_id), (0, 0, cgroup_id));
+    assert!(
+        find_event(
+            &mut events,
+            Duration::from_millis(300),
+            |ev| matches!(ev, Event::Match(m) if m.selector == 1)
+        )
+        .is_none(),
+        "the namespace-8 selector did not match"
+    );
+    e.remove_workload(cgroup_id).unwrap();
+    e.remove_workload(cgroup_id).unwrap(); // absent is fine
+    let _ = std::fs::remove_dir_all(&dir);
 }
