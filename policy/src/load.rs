@@ -37,14 +37,16 @@ impl LintOutcome {
 /// An error reading the inputs (not a problem in a policy).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    #[error(
+        "`{0}` is a binary file, not a policy; pass .yaml/.yml files or directories that hold them"
+    )]
+    NotText(String),
     #[error("cannot read `{path}`: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("`{0}` is not a .yaml/.yml file or a directory; pass policy files or directories that hold them")]
-    NotYaml(String),
 }
 
 /// One typed document with where it came from, before set-level checks.
@@ -207,13 +209,23 @@ fn is_yaml(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
 }
 
-fn collect(path: &Path, explicit: bool, files: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+fn collect(
+    path: &Path,
+    explicit: bool,
+    files: &mut Vec<PathBuf>,
+    visited: &mut std::collections::HashSet<PathBuf>,
+) -> Result<(), LoadError> {
     let io = |e: std::io::Error| LoadError::Io {
         path: path.display().to_string(),
         source: e,
     };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.is_dir() {
+        // Symlinked directories may form loops: visit each real directory once.
+        let real = std::fs::canonicalize(path).map_err(io)?;
+        if !visited.insert(real) {
+            return Ok(());
+        }
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(io)?
             .map(|e| e.map(|e| e.path()))
@@ -225,19 +237,13 @@ fn collect(path: &Path, explicit: bool, files: &mut Vec<PathBuf>) -> Result<(), 
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with('.'));
-            if hidden {
-                continue;
-            }
-            if e.is_dir() || is_yaml(&e) {
-                collect(&e, false, files)?;
+            if !hidden && (e.is_dir() || is_yaml(&e)) {
+                collect(&e, false, files, visited)?;
             }
         }
     } else if explicit || is_yaml(path) {
-        if !explicit || is_yaml(path) || meta.is_file() {
-            files.push(path.to_path_buf());
-        }
-    } else if explicit {
-        return Err(LoadError::NotYaml(path.display().to_string()));
+        // A file named on the command line is read whatever its extension.
+        files.push(path.to_path_buf());
     }
     Ok(())
 }
@@ -247,8 +253,9 @@ fn collect(path: &Path, explicit: bool, files: &mut Vec<PathBuf>) -> Result<(), 
 /// capacity) run over every policy found. I/O problems are errors, not diagnostics.
 pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
     let mut files = Vec::new();
+    let mut visited = std::collections::HashSet::new();
     for p in paths {
-        collect(p, true, &mut files)?;
+        collect(p, true, &mut files, &mut visited)?;
     }
     let mut out = LintOutcome::default();
     let mut loaded = Vec::new();
@@ -259,6 +266,9 @@ pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
         })?;
         out.files += 1;
         let name = f.display().to_string();
+        if bytes.contains(&0) && !is_yaml(f) {
+            return Err(LoadError::NotText(name));
+        }
         match String::from_utf8(bytes) {
             Ok(text) => check_source(&name, &text, &mut out, &mut loaded),
             Err(e) => out.diagnostics.push(

@@ -111,3 +111,44 @@ fn docs_list_every_code() {
         assert!(doc.contains(&row), "docs/lint.md lacks the row `{row}`");
     }
 }
+
+#[test]
+fn directories_are_walked_sorted_once_and_io_errors_are_errors() {
+    let dir = std::env::temp_dir().join(format!("bulwark-lint-walk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub/.hidden")).unwrap();
+    let ex = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/lint-cases/bw054-relative-binary.yaml"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("b.yaml"), &ex).unwrap();
+    std::fs::write(
+        dir.join("sub/a.yml"),
+        ex.replace("bw054-relative-binary", "second"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("sub/.hidden/x.yaml"), "not: [valid").unwrap();
+    std::fs::write(dir.join("notes.txt"), "not: [valid").unwrap();
+    std::os::unix::fs::symlink(&dir, dir.join("sub/loop")).unwrap();
+    let out = lint_paths(std::slice::from_ref(&dir)).unwrap();
+    assert_eq!(
+        out.files, 2,
+        "only the two YAML files, each once, hidden and .txt skipped"
+    );
+    let files: Vec<_> = out
+        .diagnostics
+        .iter()
+        .map(|d| d.file.clone().unwrap())
+        .collect();
+    assert!(
+        files[0].ends_with("b.yaml") && files[1].ends_with("sub/a.yml"),
+        "{files:?}"
+    );
+    // A file named explicitly is read whatever its extension.
+    let txt = lint_paths(&[dir.join("notes.txt")]).unwrap();
+    assert_eq!(txt.diagnostics[0].code, "BW001");
+    let missing = lint_paths(&[dir.join("missing.yaml")]).unwrap_err();
+    assert!(missing.to_string().contains("missing.yaml"), "{missing}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
