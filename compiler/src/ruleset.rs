@@ -452,6 +452,12 @@ impl<'a> Builder<'a> {
             proc_required |= self.add_proc(loc, cond)?;
         }
         if let Some(own) = &loc.namespace {
+            if own.is_empty() {
+                return Err(loc.invalid(
+                    "a TracingPolicyNamespaced needs a non-empty metadata.namespace: it applies \
+                     only to workloads in that namespace",
+                ));
+            }
             let cond = self.namespace_condition(loc, false, std::slice::from_ref(own))?;
             proc_required |= self.add_proc(loc, cond)?;
         }

@@ -949,3 +949,11 @@ fn empty_input_compiles_to_an_empty_rule_set() {
     assert_eq!(m.slot_meta, dc::SlotMeta::default());
     assert_eq!(rs.evaluate_process("/bin/sh", &["sh"], 0), 0);
 }
+
+#[test]
+fn namespaced_policy_needs_a_namespace() {
+    let e = err(namespaced("p", "", rule("exec", json!([{}]))));
+    assert_eq!(e.kind, ErrorKind::Invalid);
+    assert!(e.message.contains("metadata.namespace"), "{e}");
+    one(namespaced("p", "x", rule("exec", json!([{}]))));
+}
