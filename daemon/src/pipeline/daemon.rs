@@ -18,8 +18,8 @@ use super::workload::{
     parse_workloads, process_cgroup_id, resolve, WorkloadChange, WorkloadRegistry, WorkloadSpec,
 };
 use daemon_common::{
-    Destination, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT, HOOK_EGRESS,
-    HOOK_EXEC, PROTO_TCP, PROTO_UDP,
+    Destination, MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT,
+    HOOK_EGRESS, HOOK_EXEC, PROTO_TCP, PROTO_UDP,
 };
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -107,6 +107,8 @@ pub struct Pipeline<R> {
     out: Box<dyn Write + Send>,
     /// Records userspace could not decode.
     pub decode_errors: u64,
+    /// Exec-hook matches waiting for their exec record.
+    pending: Vec<(Instant, MatchEvent)>,
     write_failed: bool,
 }
 
@@ -125,6 +127,7 @@ impl<R: Rules> Pipeline<R> {
             slots: [None, None],
             out,
             decode_errors: 0,
+            pending: Vec::new(),
             write_failed: false,
         }
     }
@@ -164,8 +167,10 @@ impl<R: Rules> Pipeline<R> {
         }
     }
 
-    /// Turns one record into an event (fork records only update the cache).
-    pub fn handle_record(&mut self, rec: Result<Record, DecodeError>) -> Option<Event> {
+    /// Turns one record into events. The kernel reports an exec-hook match before the exec
+    /// itself; such a match waits (see [`Pipeline::flush_pending`]) and is emitted right after
+    /// its process's `process_exec`, so it describes the new image, not the forked parent.
+    pub fn handle_record(&mut self, rec: Result<Record, DecodeError>) -> Vec<Event> {
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
@@ -173,9 +178,47 @@ impl<R: Rules> Pipeline<R> {
                 if self.decode_errors == 1 {
                     eprintln!("bulwark: warning: {e} (counted in lost_events)");
                 }
-                return None;
+                return Vec::new();
             }
         };
+        if let Record::Match(m) = &rec {
+            let h = m.header;
+            if m.hook == HOOK_EXEC && h.start_ns != 0 && !self.cache.contains(h.tgid, h.start_ns) {
+                self.pending.push((Instant::now(), *m));
+                return Vec::new();
+            }
+        }
+        let exec_key = match &rec {
+            Record::Exec(e) => Some((e.header.tgid, e.header.start_ns)),
+            _ => None,
+        };
+        let mut out: Vec<Event> = self.event_for(rec).into_iter().collect();
+        if let Some((tgid, start)) = exec_key {
+            if !self.pending.is_empty() {
+                let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .partition(|(_, m)| m.header.tgid == tgid && m.header.start_ns == start);
+                self.pending = keep;
+                out.extend(ready.iter().map(|(_, m)| self.match_event(m)));
+            }
+        }
+        out
+    }
+
+    /// Emits waiting exec-hook matches older than `max_age` (their exec record never came:
+    /// lost, or the process is described as well as the cache and /proc allow).
+    pub fn flush_pending(&mut self, max_age: Duration) -> Vec<Event> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(t, _)| t.elapsed() >= max_age);
+        self.pending = keep;
+        old.iter().map(|(_, m)| self.match_event(m)).collect()
+    }
+
+    fn event_for(&mut self, rec: Record) -> Option<Event> {
         match rec {
             Record::Exec(e) => {
                 let cwd = read_cwd(&self.proc_root, e.header.tgid);
@@ -229,43 +272,45 @@ impl<R: Rules> Pipeline<R> {
                     },
                 ))
             }
-            Record::Match(m) => {
-                let h = m.header;
-                let info = self.lookup(h.tgid, h.start_ns, m.cgroup_id);
-                let process = self.process_json(&info);
-                let rules = self.slots.get(usize::from(m.slot)).and_then(|s| s.as_ref());
-                let mi = rules.and_then(|r| r.match_info(m.selector));
-                let enforced = m.enforced != 0;
-                let (action, outcome) = action_outcome(m.actions, enforced);
-                let hook = match m.hook {
-                    HOOK_EXEC => "exec",
-                    HOOK_CONNECT => "connect",
-                    HOOK_EGRESS => "egress",
-                    _ => "unknown",
-                };
-                let monitor = mi
-                    .as_ref()
-                    .map_or(!enforced && action != "Post", |i| i.monitor);
-                let body = Body::PolicyMatch(PolicyMatch {
-                    policy_name: mi.as_ref().map(|i| i.policy_name.clone()),
-                    policy_namespace: mi.as_ref().and_then(|i| i.policy_namespace.clone()),
-                    rule: mi.as_ref().map(|i| i.rule.clone()),
-                    hook: hook.into(),
-                    action: action.into(),
-                    mode: if monitor { "monitor" } else { "enforce" }.into(),
-                    enforced,
-                    outcome: outcome.into(),
-                    process,
-                    destination: (m.hook != HOOK_EXEC).then(|| destination_json(&m.dest)),
-                    encryption: match (m.hook, m.encryption) {
-                        (HOOK_EGRESS, ENC_PLAINTEXT) => Some("plaintext".into()),
-                        (HOOK_EGRESS, ENC_TLS) => Some("tls".into()),
-                        _ => None,
-                    },
-                });
-                Some(self.event(h.time_ns, body))
-            }
+            Record::Match(m) => Some(self.match_event(&m)),
         }
+    }
+
+    fn match_event(&self, m: &MatchEvent) -> Event {
+        let h = m.header;
+        let info = self.lookup(h.tgid, h.start_ns, m.cgroup_id);
+        let process = self.process_json(&info);
+        let rules = self.slots.get(usize::from(m.slot)).and_then(|s| s.as_ref());
+        let mi = rules.and_then(|r| r.match_info(m.selector));
+        let enforced = m.enforced != 0;
+        let (action, outcome) = action_outcome(m.actions, enforced);
+        let hook = match m.hook {
+            HOOK_EXEC => "exec",
+            HOOK_CONNECT => "connect",
+            HOOK_EGRESS => "egress",
+            _ => "unknown",
+        };
+        let monitor = mi
+            .as_ref()
+            .map_or(!enforced && action != "Post", |i| i.monitor);
+        let body = Body::PolicyMatch(PolicyMatch {
+            policy_name: mi.as_ref().map(|i| i.policy_name.clone()),
+            policy_namespace: mi.as_ref().and_then(|i| i.policy_namespace.clone()),
+            rule: mi.as_ref().map(|i| i.rule.clone()),
+            hook: hook.into(),
+            action: action.into(),
+            mode: if monitor { "monitor" } else { "enforce" }.into(),
+            enforced,
+            outcome: outcome.into(),
+            process,
+            destination: (m.hook != HOOK_EXEC).then(|| destination_json(&m.dest)),
+            encryption: match (m.hook, m.encryption) {
+                (HOOK_EGRESS, ENC_PLAINTEXT) => Some("plaintext".into()),
+                (HOOK_EGRESS, ENC_TLS) => Some("tls".into()),
+                _ => None,
+            },
+        });
+        self.event(h.time_ns, body)
     }
 
     /// Writes one event line (flushed by [`Pipeline::flush`]).
@@ -327,6 +372,9 @@ pub fn destination_json(d: &Destination) -> DestinationJson {
         },
     }
 }
+
+/// How long an exec-hook match waits for its exec record.
+const PENDING_MATCH_WAIT: Duration = Duration::from_millis(500);
 
 /// The daemon: pipeline + kernel + policy backend.
 pub struct Daemon<B: PolicyBackend, K: Kernel<B::Rules>>
@@ -590,10 +638,13 @@ where
     pub fn pump(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let pipeline = &mut self.pipeline;
         self.kernel.poll(timeout, &mut |rec| {
-            if let Some(ev) = pipeline.handle_record(rec) {
+            for ev in pipeline.handle_record(rec) {
                 pipeline.emit(&ev);
             }
         })?;
+        for ev in self.pipeline.flush_pending(PENDING_MATCH_WAIT) {
+            self.pipeline.emit(&ev);
+        }
         self.pipeline.flush();
         Ok(())
     }
@@ -629,6 +680,9 @@ where
         };
         // Drain what is already queued, then detach and say so.
         let _ = self.pump(Duration::ZERO);
+        for ev in self.pipeline.flush_pending(Duration::ZERO) {
+            self.pipeline.emit(&ev);
+        }
         self.kernel.shutdown();
         self.status("stopping", Vec::new());
         result
@@ -1094,6 +1148,89 @@ mod tests {
         assert_eq!(lines.first().unwrap()["state"], "ready");
         assert_eq!(lines.last().unwrap()["state"], "stopping");
         assert!(d.kernel.shut);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn exec_matches_wait_for_their_exec() {
+        let dir = tmpdir("order");
+        std::fs::write(dir.join("policies/p.yaml"), "kill-x").unwrap();
+        let (mut d, out) = daemon(&dir, None);
+        d.start();
+        out.take();
+        let slot = d.kernel.active;
+        // bash (4_100_000) forked 4_100_001, which execs /tmp/x; the kernel reports the kill
+        // match before the exec record.
+        let bash = exec_record(4_100_000, 100, 1, 0, "/bin/bash", &["bash"]);
+        let fork = daemon_common::ForkEvent {
+            header: EventHeader {
+                kind: daemon_common::EVENT_FORK,
+                tgid: 4_100_001,
+                time_ns: 150,
+                start_ns: 150,
+            },
+            parent_tgid: 4_100_000,
+            _pad: 0,
+            parent_start_ns: 100,
+        };
+        let kill = MatchEvent {
+            header: EventHeader {
+                kind: EVENT_MATCH,
+                tgid: 4_100_001,
+                time_ns: 200,
+                start_ns: 200,
+            },
+            slot,
+            selector: 0,
+            hook: HOOK_EXEC,
+            actions: ACTION_SIGKILL,
+            enforced: 1,
+            ..Default::default()
+        };
+        let x = exec_record(4_100_001, 200, 4_100_000, 100, "/tmp/x", &["x", "-y"]);
+        // A match whose exec never arrives.
+        let orphan = MatchEvent {
+            header: EventHeader {
+                tgid: 4_100_002,
+                start_ns: 300,
+                ..kill.header
+            },
+            ..kill
+        };
+        d.kernel.queue = vec![
+            as_bytes(&bash),
+            as_bytes(&fork),
+            as_bytes(&kill),
+            as_bytes(&orphan),
+            as_bytes(&x),
+        ];
+        d.pump(Duration::ZERO).unwrap();
+        let ev = out.take();
+        let kinds: Vec<_> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            vec!["process_exec", "process_exec", "policy_match"],
+            "{ev:#?}"
+        );
+        assert_eq!(ev[2]["process"]["binary"], "/tmp/x");
+        assert_eq!(ev[2]["process"]["arguments"], "-y");
+        assert_eq!(ev[2]["process"]["exec_id"], ev[1]["process"]["exec_id"]);
+        assert_eq!(ev[2]["outcome"], "killed");
+        // The orphan is written once it has waited long enough (here: at shutdown).
+        let stop = AtomicBool::new(true);
+        let (_tx, rx) = std::sync::mpsc::channel();
+        d.run(&stop, &rx).unwrap();
+        let lines = out.take();
+        let orphan_ev = lines
+            .iter()
+            .find(|e| e["type"] == "policy_match")
+            .expect("orphan match flushed");
+        assert_eq!(orphan_ev["process"]["pid"], 4_100_002);
+        assert_eq!(
+            orphan_ev["process"]["exec_id"],
+            crate::pipeline::process::exec_id("node-1", 300, 4_100_002).as_str()
+        );
+        assert_eq!(lines.last().unwrap()["state"], "stopping");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

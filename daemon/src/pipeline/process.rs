@@ -110,6 +110,11 @@ impl ProcessCache {
         Some(p)
     }
 
+    /// True when the exact identity (tgid, start_ns) is known.
+    pub fn contains(&self, tgid: u32, start_ns: u64) -> bool {
+        self.entries.contains_key(&(tgid, start_ns))
+    }
+
     /// Processes that have not exited.
     pub fn live(&self) -> impl Iterator<Item = &ProcInfo> {
         self.entries.values().filter(|p| p.exited_ns.is_none())
