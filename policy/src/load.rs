@@ -22,6 +22,8 @@ pub struct LintOutcome {
     pub files: usize,
     /// Non-empty YAML documents seen.
     pub documents: usize,
+    /// Files in the order they were read (orders the diagnostics).
+    pub file_names: Vec<String>,
 }
 
 impl LintOutcome {
@@ -71,6 +73,9 @@ fn place(d: &mut Diagnostic, file: &str, doc: &Document) {
 
 /// Checks one file's text without set-level checks.
 fn check_source(file: &str, text: &str, out: &mut LintOutcome, loaded: &mut Vec<Loaded>) {
+    if !out.file_names.iter().any(|f| f == file) {
+        out.file_names.push(file.to_string());
+    }
     let stream = yaml::parse(text);
     for doc in stream.documents {
         out.documents += 1;
@@ -168,18 +173,8 @@ fn finish(mut out: LintOutcome, loaded: Vec<Loaded>) -> LintOutcome {
         .filter(|(_, f)| !f)
         .map(|(l, _)| l.policy)
         .collect();
-    // Stable order: by file (in input order), then line, column, code.
-    let order: Vec<String> = {
-        let mut seen = Vec::new();
-        for d in &out.diagnostics {
-            if let Some(f) = &d.file {
-                if !seen.contains(f) {
-                    seen.push(f.clone());
-                }
-            }
-        }
-        seen
-    };
+    // Stable order: by file (in the order read), then line, column, code.
+    let order = out.file_names.clone();
     out.diagnostics.sort_by_key(|d| {
         (
             d.file
@@ -266,6 +261,9 @@ pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
         })?;
         out.files += 1;
         let name = f.display().to_string();
+        if !out.file_names.contains(&name) {
+            out.file_names.push(name.clone());
+        }
         if bytes.contains(&0) && !is_yaml(f) {
             return Err(LoadError::NotText(name));
         }

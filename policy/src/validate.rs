@@ -1234,7 +1234,11 @@ pub fn capacity_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic)> {
                                     "the loaded policies need {} {what}; the kernel maps hold at most {limit} per rule set ({name}); this selector of policy `{}` passes the limit",
                                     totals[k], p.name()
                                 ),
-                                "merge the values of entries with the same operator into one entry, or load fewer policies on this node",
+                                if k == 0 {
+                                    "merge selectors and rules that do the same thing (several values in one entry, several entries in one selector), or load fewer policies on this node"
+                                } else {
+                                    "merge the values of entries with the same operator into one entry, or load fewer policies on this node"
+                                },
                             ),
                         ));
                     }
