@@ -10,9 +10,12 @@ const MAGIC: u16 = 0xeb9f;
 
 const KIND_INT: u32 = 1;
 const KIND_ARRAY: u32 = 3;
-const KIND_STRUCT: u32 = 4;
+pub const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+/// BTF kinds the probe looks up by name.
+pub const KIND_TYPEDEF: u32 = 8;
+pub const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -172,6 +175,14 @@ impl Btf {
         None
     }
 
+    /// Type id of the first type named `name` of BTF kind `kind` (e.g. [`KIND_FUNC`]).
+    pub fn type_id(&self, name: &str, kind: u32) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind == kind && self.name(t.name_off) == name.as_bytes())
+            .map(|i| i as u32)
+    }
+
     /// The offsets the kernel programs need.
     pub fn kernel_offsets(&self) -> anyhow::Result<KernelOffsets> {
         Ok(KernelOffsets {
@@ -249,6 +260,9 @@ mod tests {
         assert_eq!(btf.member_offset("outer", "y").unwrap(), 16);
         assert_eq!(btf.member_offset("outer", "a").unwrap(), 8);
         assert_eq!(btf.member_offset("outer", "b").unwrap(), 12);
+        assert_eq!(btf.type_id("outer", KIND_STRUCT), Some(3));
+        assert_eq!(btf.type_id("outer", KIND_FUNC), None);
+        assert_eq!(btf.type_id("int", KIND_INT), Some(1));
     }
 
     #[test]

@@ -55,17 +55,18 @@ pub fn require_cgroup2() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// The tracefs directory that has `events/` (None if not mounted).
+/// The tracefs mount (None if not mounted). Found in /proc/mounts first (works unprivileged,
+/// the directory itself is usually root-only), else the debugfs path if it has `events/`.
 pub fn tracefs() -> Option<PathBuf> {
-    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-        if Path::new(p).join("events").is_dir() {
-            return Some(PathBuf::from(p));
-        }
-    }
-    mounts()
-        .into_iter()
-        .find(|(_, m, fs)| fs == "tracefs" && m.join("events").is_dir())
-        .map(|(_, m, _)| m)
+    let all = mounts();
+    all.iter()
+        .find(|(_, m, fs)| fs == "tracefs" && m.as_path() == Path::new("/sys/kernel/tracing"))
+        .or_else(|| all.iter().find(|(_, _, fs)| fs == "tracefs"))
+        .map(|(_, m, _)| m.clone())
+        .or_else(|| {
+            let p = Path::new("/sys/kernel/debug/tracing");
+            p.join("events").is_dir().then(|| p.to_path_buf())
+        })
 }
 
 /// tracefs, mounting it at /sys/kernel/tracing when it is missing.

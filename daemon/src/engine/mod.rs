@@ -36,7 +36,7 @@ mod btf;
 mod events;
 pub mod host;
 
-pub use btf::Btf;
+pub use btf::{Btf, KIND_FUNC, KIND_TYPEDEF};
 pub use events::{Event, EventReader};
 
 use std::path::{Path, PathBuf};
@@ -191,6 +191,43 @@ fn proc_start_ns(tgid: u32) -> u64 {
         .unwrap_or(0);
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     ticks * (1_000_000_000 / hz)
+}
+
+/// Loads bulwark's eBPF object and every program in it through the verifier *without
+/// attaching anything* (for `bulwark probe`). Returns each program's name and result; an error
+/// for the whole object (e.g. a map type the kernel lacks) is the outer error.
+pub fn verify_programs() -> anyhow::Result<Vec<(String, Result<(), String>)>> {
+    let offsets = Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"))?.kernel_offsets()?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global("OFFSETS", &offsets, true)
+        .load(PROGRAMS)
+        .context("cannot load bulwark's eBPF object (maps or BTF rejected by the kernel)")?;
+    let btf = aya::Btf::from_sys_fs().ok();
+    let mut out = Vec::new();
+    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+    for name in names {
+        let Some(p) = ebpf.program_mut(&name) else {
+            continue;
+        };
+        let r = match p {
+            aya::programs::Program::TracePoint(p) => p.load(),
+            aya::programs::Program::RawTracePoint(p) => p.load(),
+            aya::programs::Program::CgroupSockAddr(p) => p.load(),
+            aya::programs::Program::SockOps(p) => p.load(),
+            aya::programs::Program::SkMsg(p) => p.load(),
+            aya::programs::Program::BtfTracePoint(p) => match &btf {
+                Some(b) => p.load(&name, b),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        out.push((
+            name.clone(),
+            r.map_err(|e| format!("{:#}", load_error(&name, e))),
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 impl Engine {
