@@ -280,9 +280,14 @@ pub struct SockState {
     pub verdict: u8,
     /// 1 when the socket's sends are being dropped.
     pub blocked: u8,
-    pub _pad: u8,
+    /// Payload bytes kept in `seen` while the verdict is pending (a first send of fewer than
+    /// 3 bytes that could still start a TLS record).
+    pub seen_len: u8,
     /// Socket cookie, the socket's key in [`MAP_SOCKHASH`] (set by sock_ops when it adds it).
     pub cookie: u64,
+    /// The first payload bytes while the verdict is pending.
+    pub seen: [u8; 4],
+    pub _pad: [u8; 4],
 }
 
 /// Ring-buffer record kinds ([`EventHeader::kind`]).

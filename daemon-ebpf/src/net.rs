@@ -274,8 +274,10 @@ fn on_connect(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
                 slot: slot as u8,
                 verdict: ENC_PENDING,
                 blocked: 0,
-                _pad: 0,
+                seen_len: 0,
                 cookie: 0,
+                seen: [0; 4],
+                _pad: [0; 4],
             };
             let st = unsafe { SK_STORAGE.get_or_insert_ptr_mut(ctx, None) };
             if !st.is_null() {
@@ -391,16 +393,27 @@ pub fn bulwark_egress(ctx: SkMsgContext) -> u32 {
     }
     let data = ctx.data();
     let end = ctx.data_end();
-    let mut b = [0u8; 3];
-    let mut n = 0usize;
+    // Bytes of earlier sends (still pending) come first: the stream's first 3 bytes decide.
+    let mut b = [st.seen[0], st.seen[1], st.seen[2]];
+    let mut n = st.seen_len as usize;
+    if n > 2 {
+        n = 2;
+    }
     for i in 0..3usize {
-        if data + i + 1 > end {
+        if n >= 3 || data + i + 1 > end {
             break;
         }
-        b[i] = unsafe { *((data + i) as *const u8) };
-        n = i + 1;
+        let v = unsafe { *((data + i) as *const u8) };
+        match n {
+            0 => b[0] = v,
+            1 => b[1] = v,
+            _ => b[2] = v,
+        }
+        n += 1;
     }
     let Some(verdict) = classify(&b, n) else {
+        st.seen = [b[0], b[1], b[2], 0];
+        st.seen_len = n as u8;
         return sk_action::SK_PASS;
     };
     st.verdict = verdict;

@@ -695,3 +695,123 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
     e.remove_workload(cgroup_id).unwrap(); // absent is fine
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// connect() to 127.0.0.1:`port` with raw libc calls (async-signal-safe, usable after fork):
+/// 0 on success, else errno.
+fn raw_connect_v4(port: u16) -> i32 {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return -1;
+        }
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_port = port.to_be();
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let r = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
+        let errno = *libc::__errno_location();
+        libc::close(fd);
+        if r == 0 {
+            0
+        } else {
+            errno
+        }
+    }
+}
+
+#[test]
+fn fork_inherits_the_parents_selectors() {
+    let _g = serial();
+    let mut e = load();
+    let mut events = e.events().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    apply_net(&mut e, port, 1);
+    drain(&mut events);
+    let me = std::process::id();
+    // The child never execs: its bits can only come from the fork copy of ours.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        let r = raw_connect_v4(port);
+        unsafe { libc::_exit(r & 0xff) };
+    }
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(libc::WIFEXITED(status));
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        libc::EPERM,
+        "the forked child is blocked like its parent"
+    );
+    let f = find_event(
+        &mut events,
+        Duration::from_secs(2),
+        |ev| matches!(ev, Event::Fork(f) if f.header.tgid == child as u32),
+    );
+    let Some(Event::Fork(f)) = f else {
+        panic!("no fork event for {child}")
+    };
+    assert_eq!(f.parent_tgid, me);
+    assert_eq!(f.parent_start_ns, e.process_state(me).unwrap().start_ns);
+    let x = find_event(
+        &mut events,
+        Duration::from_secs(2),
+        |ev| matches!(ev, Event::Exit(x) if x.header.tgid == child as u32),
+    );
+    let Some(Event::Exit(x)) = x else {
+        panic!("no exit event for {child}")
+    };
+    assert_eq!(
+        (x.exit_code >> 8) & 0xff,
+        libc::EPERM as u32,
+        "exit status in the event"
+    );
+    assert!(e.process_state(child as u32).is_none());
+    // Threads are not processes: spawning one adds no fork event with its tid.
+    let t = std::thread::spawn(|| unsafe { libc::gettid() } as u32)
+        .join()
+        .unwrap();
+    let _ = find_event(&mut events, Duration::from_millis(200), |_| false);
+    assert!(
+        e.process_state(t).is_none(),
+        "a thread gets no process state"
+    );
+}
+
+#[test]
+fn tls_record_split_over_sends_is_still_tls_and_split_plaintext_is_dropped() {
+    let _g = serial();
+    let mut e = load();
+    let mut events = e.events().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    apply_net(&mut e, 1, port);
+    // 0x16 alone is pending (passes); 0x03 0x03 completes a TLS header; data then flows.
+    let mut t = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    t.set_nodelay(true).unwrap();
+    let (mut srv, _) = listener.accept().unwrap();
+    t.write_all(&[0x16])
+        .expect("a lone 0x16 is pending and passes");
+    t.write_all(&[0x03, 0x03, 0x00, 0x01, 0x01])
+        .expect("completes a TLS header");
+    t.write_all(b"GET / plaintext-looking app data")
+        .expect("TLS socket keeps flowing");
+    let got = read_some(&mut srv, Duration::from_millis(500));
+    assert!(got.starts_with(&[0x16, 0x03, 0x03]) && got.ends_with(b"app data"));
+    // 0x16 then "GET": plaintext on the second send, dropped (the lone first byte was sent).
+    let mut p = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    p.set_nodelay(true).unwrap();
+    let (mut srv2, _) = listener.accept().unwrap();
+    p.write_all(&[0x16]).unwrap();
+    let err = p
+        .write(b"GET / HTTP/1.0\r\n\r\n")
+        .expect_err("split plaintext");
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    assert_eq!(read_some(&mut srv2, Duration::from_millis(300)), vec![0x16]);
+    drain(&mut events);
+}
