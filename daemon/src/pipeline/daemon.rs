@@ -560,6 +560,38 @@ where
         diags
     }
 
+    /// Registers a workload from another source than the workloads file (the Kubernetes side,
+    /// from Pods): interns its namespace, writes the kernel's workload map, and re-evaluates
+    /// running processes so namespace selectors apply to processes already in the cgroup.
+    // Not called by `bulwark run` yet: the entry point for the Kubernetes Pod feed.
+    #[allow(dead_code)]
+    pub fn add_workload(&mut self, cgroup_id: u64, pod: super::event::Pod) -> anyhow::Result<()> {
+        let namespace_id = self.backend.intern_namespace(&pod.namespace);
+        let change = self
+            .pipeline
+            .registry
+            .add(cgroup_id, super::workload::Workload { pod, namespace_id });
+        if change.is_some() {
+            self.kernel.set_workload(cgroup_id, namespace_id)?;
+            if let Some(rules) = self.current.clone() {
+                self.apply_rules(rules)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a workload (see [`Daemon::add_workload`]).
+    #[allow(dead_code)]
+    pub fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+        if self.pipeline.registry.remove(cgroup_id).is_some() {
+            self.kernel.remove_workload(cgroup_id)?;
+            if let Some(rules) = self.current.clone() {
+                self.apply_rules(rules)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Start-up: seed processes, workloads, policies; writes the `ready` status.
     pub fn start(&mut self) {
         let mount = self.cfg.cgroup_mount.clone();
@@ -1006,6 +1038,25 @@ mod tests {
         let st = only_status(out.take());
         assert_eq!(st["state"], "reload_failed");
         assert_eq!(d.kernel.workloads.get(&root_id), Some(&1));
+        // Another source (Kubernetes) adds and removes by cgroup id.
+        let pod = crate::pipeline::event::Pod {
+            namespace: "kube-ns".into(),
+            name: "p".into(),
+            ..Default::default()
+        };
+        let applies = d.kernel.applied.len();
+        d.add_workload(777, pod.clone()).unwrap();
+        assert_eq!(d.kernel.workloads.get(&777), Some(&2));
+        assert_eq!(
+            d.kernel.applied.len(),
+            applies + 1,
+            "running processes re-evaluated"
+        );
+        d.add_workload(777, pod).unwrap();
+        assert_eq!(d.kernel.applied.len(), applies + 1, "no change, no apply");
+        d.remove_workload(777).unwrap();
+        assert!(!d.kernel.workloads.contains_key(&777));
+        d.remove_workload(777).unwrap();
         // An emptied file removes it.
         std::fs::write(&wl, "workloads: []\n").unwrap();
         d.on_change(Change {
