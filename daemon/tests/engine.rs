@@ -5,12 +5,12 @@
 //! per-test temp directory, or to loopback ports the test picked, so nothing else on the host
 //! is affected.
 
-#[allow(dead_code)]
+#[allow(unused_imports)]
 #[path = "../src/engine/mod.rs"]
 mod engine;
 
 use std::io::{Read, Write};
-use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv6Addr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -158,11 +158,13 @@ fn exec_sigkill_by_exact_path_prefix_and_postfix() {
     let slot = e
         .apply(
             |slot| {
-                let mut m = MapEntries::default();
-                m.slot_meta = SlotMeta {
-                    hook_exec: 0b111,
-                    selector_count: 3,
-                    lookups: LOOKUP_BIN_EXACT | LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX,
+                let mut m = MapEntries {
+                    slot_meta: SlotMeta {
+                        hook_exec: 0b111,
+                        selector_count: 3,
+                        lookups: LOOKUP_BIN_EXACT | LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX,
+                        ..Default::default()
+                    },
                     ..Default::default()
                 };
                 let base = slot as u32 * 64;
@@ -271,11 +273,16 @@ fn exec_argv_matching_by_index_and_any_index() {
     // Selector 0 = {0, 2}; selector 1 = {0, 3}.
     e.apply(
         |slot| {
-            let mut m = MapEntries::default();
-            m.slot_meta = SlotMeta {
-                hook_exec: 0b11,
-                selector_count: 2,
-                lookups: LOOKUP_BIN_EXACT | LOOKUP_ARG_EXACT | LOOKUP_ARG_ANY | LOOKUP_ARG_PREFIX,
+            let mut m = MapEntries {
+                slot_meta: SlotMeta {
+                    hook_exec: 0b11,
+                    selector_count: 2,
+                    lookups: LOOKUP_BIN_EXACT
+                        | LOOKUP_ARG_EXACT
+                        | LOOKUP_ARG_ANY
+                        | LOOKUP_ARG_PREFIX,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             let base = slot as u32 * 64;
@@ -344,13 +351,15 @@ use std::os::unix::process::CommandExt;
 /// `egress_port` on 127.0.0.1 (condition 1). No process conditions: the test process gets the
 /// bits through reseed.
 fn net_policy(slot: u8, port: u16, egress_port: u16) -> MapEntries {
-    let mut m = MapEntries::default();
-    m.slot_meta = SlotMeta {
-        hook_connect: 0b01,
-        hook_egress: 0b10,
-        dest_tcp: 0b11,
-        dest_udp: 0b11,
-        selector_count: 2,
+    let mut m = MapEntries {
+        slot_meta: SlotMeta {
+            hook_connect: 0b01,
+            hook_egress: 0b10,
+            dest_tcp: 0b11,
+            dest_udp: 0b11,
+            selector_count: 2,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let base = slot as u32 * 64;
@@ -633,11 +642,13 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
     let bin_s = bin.to_str().unwrap().to_string();
     e.apply(
         |slot| {
-            let mut m = MapEntries::default();
-            m.slot_meta = SlotMeta {
-                hook_exec: 0b11,
-                selector_count: 2,
-                lookups: LOOKUP_BIN_EXACT | LOOKUP_NAMESPACE,
+            let mut m = MapEntries {
+                slot_meta: SlotMeta {
+                    hook_exec: 0b11,
+                    selector_count: 2,
+                    lookups: LOOKUP_BIN_EXACT | LOOKUP_NAMESPACE,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             let base = slot as u32 * 64;
