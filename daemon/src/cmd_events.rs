@@ -150,6 +150,29 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     };
+    follow_file(
+        path,
+        args.follow,
+        &filter,
+        args.output,
+        &mut out,
+        Duration::from_millis(200),
+        &|| false,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a file's events; with `follow`, keeps reading as it grows (starting over when it is
+/// truncated or replaced, waiting for it when it does not exist yet) until `stop()` is true.
+fn follow_file(
+    path: &PathBuf,
+    follow: bool,
+    filter: &Filter,
+    output: Output,
+    out: &mut dyn Write,
+    poll: Duration,
+    stop: &dyn Fn() -> bool,
+) -> anyhow::Result<()> {
     let open = |p: &PathBuf| {
         std::fs::File::open(p).with_context(|| {
             format!(
@@ -158,22 +181,36 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
             )
         })
     };
+    let mut pending = String::new();
+    let mut lineno = 0u64;
+    if follow && !path.exists() {
+        eprintln!(
+            "bulwark events: waiting for {} to be created",
+            path.display()
+        );
+        while !path.exists() {
+            if stop() {
+                return Ok(());
+            }
+            std::thread::sleep(poll);
+        }
+    }
     let mut file = BufReader::new(open(path)?);
     pump(
         &mut file,
         &mut pending,
         &mut lineno,
-        &filter,
-        args.output,
-        &mut out,
-        !args.follow,
+        filter,
+        output,
+        out,
+        !follow,
     )?;
-    if !args.follow {
-        return Ok(ExitCode::SUCCESS);
+    if !follow {
+        return Ok(());
     }
     let mut ino = file.get_ref().metadata()?.ino();
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
+    while !stop() {
+        std::thread::sleep(poll);
         let pos = file.stream_position()?;
         match std::fs::metadata(path) {
             // Replaced (rotated): read the new file from its start.
@@ -195,12 +232,13 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
             &mut file,
             &mut pending,
             &mut lineno,
-            &filter,
-            args.output,
-            &mut out,
+            filter,
+            output,
+            out,
             false,
         )?;
     }
+    Ok(())
 }
 
 /// Reads all of `r` through the same path as a file (tests).
@@ -253,6 +291,81 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(run_on(LINES, &f, Output::Json), "");
+    }
+
+    #[test]
+    fn follow_waits_reads_partial_lines_and_survives_truncation_and_rotation() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let dir = std::env::temp_dir().join(format!("bulwark-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let line = |state: &str| {
+            format!(
+                r#"{{"type":"status","time":"t","node_name":"n","state":"{state}","generation":1,"policies":[],"diagnostics":[],"lost_events":0}}"#
+            )
+        };
+        #[derive(Clone, Default)]
+        struct Out(Arc<Mutex<Vec<u8>>>);
+        impl Write for Out {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Out::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (o, st, p) = (out.clone(), stop.clone(), path.clone());
+        let t = std::thread::spawn(move || {
+            let mut o = o;
+            follow_file(
+                &p,
+                true,
+                &Filter::default(),
+                Output::Compact,
+                &mut o,
+                Duration::from_millis(20),
+                &|| st.load(Ordering::SeqCst),
+            )
+        });
+        let seen = |n: usize| {
+            for _ in 0..200 {
+                let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+                if text.lines().count() >= n {
+                    return text;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("follow did not print {n} lines");
+        };
+        std::thread::sleep(Duration::from_millis(60)); // the file does not exist yet
+        std::fs::write(&path, format!("{}\n", line("ready"))).unwrap();
+        assert!(seen(1).contains("ready"));
+        // A line written in two parts is printed once, whole.
+        let l = line("reloaded");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(l[..20].as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        f.write_all(format!("{}\n", &l[20..]).as_bytes()).unwrap();
+        assert!(seen(2).lines().nth(1).unwrap().contains("reloaded"));
+        // Truncated and rewritten.
+        std::fs::write(&path, format!("{}\n", line("reload_failed"))).unwrap();
+        assert!(seen(3).lines().nth(2).unwrap().contains("reload_failed"));
+        // Replaced by a new file.
+        let tmp = dir.join("new");
+        std::fs::write(&tmp, format!("{}\n", line("stopping"))).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(seen(4).lines().nth(3).unwrap().contains("stopping"));
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
