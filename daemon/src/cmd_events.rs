@@ -351,7 +351,7 @@ mod tests {
             .append(true)
             .open(&path)
             .unwrap();
-        f.write_all(l[..20].as_bytes()).unwrap();
+        f.write_all(&l.as_bytes()[..20]).unwrap();
         std::thread::sleep(Duration::from_millis(80));
         f.write_all(format!("{}\n", &l[20..]).as_bytes()).unwrap();
         assert!(seen(2).lines().nth(1).unwrap().contains("reloaded"));
