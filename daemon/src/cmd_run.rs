@@ -12,6 +12,7 @@ use anyhow::Context;
 use bulwark_compiler::{NamespaceIds, RuleSet};
 use bulwark_policy::{AnyPolicy, Diagnostic, Mode};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -243,9 +244,11 @@ fn open_output(spec: &str) -> anyhow::Result<Box<dyn Write + Send>> {
     if spec == "-" {
         return Ok(Box::new(std::io::LineWriter::new(std::io::stdout())));
     }
+    // Events hold command lines (which can carry secrets): owner-only when created here.
     let f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(spec)
         .with_context(|| {
             format!("cannot open events file {spec} for appending (does its directory exist?)")
@@ -476,6 +479,28 @@ mod tests {
             DecodeError::TooShort { need, .. } if need == std::mem::size_of::<daemon_common::ExitEvent>()
         ));
         assert_eq!(malformed(77, 64), DecodeError::UnknownKind(77));
+    }
+
+    #[test]
+    fn events_file_is_appended_and_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let p = std::env::temp_dir().join(format!("bulwark-out-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let spec = p.to_str().unwrap();
+        open_output(spec).unwrap().write_all(b"a\n").unwrap();
+        open_output(spec).unwrap().write_all(b"b\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "a\nb\n");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_file(&p).unwrap();
+        let err = open_output("/nonexistent-dir/x.jsonl")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent-dir/x.jsonl") && err.contains("directory"),
+            "{err}"
+        );
     }
 
     #[test]
