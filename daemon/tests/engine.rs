@@ -826,3 +826,40 @@ fn tls_record_split_over_sends_is_still_tls_and_split_plaintext_is_dropped() {
     assert_eq!(read_some(&mut srv2, Duration::from_millis(300)), vec![0x16]);
     drain(&mut events);
 }
+
+/// Run by `load_without_root_is_a_clear_error` as uid 65534 (ignored when run directly).
+#[test]
+#[ignore = "helper: run as an unprivileged user by load_without_root_is_a_clear_error"]
+fn unprivileged_load_helper() {
+    let err = Engine::load(&EngineOptions::default())
+        .err()
+        .expect("an unprivileged load must fail");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("must run as root"), "{msg}");
+}
+
+#[test]
+fn load_without_root_is_a_clear_error() {
+    use std::os::unix::process::CommandExt;
+    let _g = serial();
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root to drop privileges"
+    );
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "unprivileged_load_helper",
+            "--nocapture",
+        ])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "unprivileged helper failed:\n{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}

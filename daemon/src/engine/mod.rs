@@ -574,3 +574,24 @@ impl Engine {
         Ok(m.keys().filter_map(Result::ok).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_log_tail_keeps_the_last_lines() {
+        let log: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let t = log_tail(&log, 3);
+        assert_eq!(t, "line 97\nline 98\nline 99");
+        assert_eq!(log_tail("only\n", 60), "only");
+        assert_eq!(log_tail("", 5), "");
+    }
+
+    #[test]
+    fn proc_start_time_of_self_is_in_the_past_and_unknown_pid_is_zero() {
+        let me = proc_start_ns(std::process::id());
+        assert!(me > 0 && me <= boot_ns(), "{me}");
+        assert_eq!(proc_start_ns(u32::MAX), 0);
+    }
+}
