@@ -390,7 +390,6 @@ where
     in_force: Vec<String>,
     pub generation: u64,
     workload_specs: Vec<WorkloadSpec>,
-    unresolved_workloads: bool,
     last_lost: u64,
     ticks: u64,
 }
@@ -415,7 +414,6 @@ where
             in_force: Vec::new(),
             generation: 0,
             workload_specs: Vec::new(),
-            unresolved_workloads: false,
             last_lost: 0,
             ticks: 0,
         }
@@ -513,7 +511,7 @@ where
         match parse_workloads(&text, &file) {
             Ok(specs) => {
                 self.workload_specs = specs;
-                self.sync_workloads()
+                self.sync_workloads().0
             }
             Err(e) => {
                 let msg = format!("{e:#}\n  the previous workloads stay registered");
@@ -523,17 +521,17 @@ where
         }
     }
 
-    /// Resolves the current workload specs and pushes changes to the kernel.
-    fn sync_workloads(&mut self) -> Vec<serde_json::Value> {
+    /// Resolves the current workload specs and pushes changes to the kernel; returns the
+    /// diagnostics and whether the registry changed.
+    fn sync_workloads(&mut self) -> (Vec<serde_json::Value>, bool) {
         let mut diags = Vec::new();
         let Some(mount) = self.cfg.cgroup_mount.clone() else {
             let msg = "no cgroup v2 mount found: workloads cannot be resolved; mount one with \
                        `mount -t cgroup2 none /sys/fs/cgroup`"
                 .to_string();
-            return vec![daemon_diagnostic("workloads", None, msg)];
+            return (vec![daemon_diagnostic("workloads", None, msg)], false);
         };
         let resolved = resolve(&self.workload_specs, &mount);
-        self.unresolved_workloads = !resolved.missing.is_empty();
         for m in &resolved.missing {
             diags.push(serde_json::json!({"code": "workloads", "severity": "warning",
                 "message": m, "file": self.cfg.workloads_file.as_ref().map(|f| f.display().to_string())}));
@@ -543,6 +541,7 @@ where
             .pipeline
             .registry
             .sync_file(resolved.entries, &mut |ns| backend.intern_namespace(ns));
+        let changed = !changes.is_empty();
         for ch in changes {
             let r = match ch {
                 WorkloadChange::Set {
@@ -557,7 +556,7 @@ where
                 diags.push(daemon_diagnostic("workloads", None, msg));
             }
         }
-        diags
+        (diags, changed)
     }
 
     /// Registers a workload from another source than the workloads file (the Kubernetes side,
@@ -634,7 +633,8 @@ where
         self.status(if failed { "reload_failed" } else { "reloaded" }, diags);
     }
 
-    /// Once a second: forget old exits, retry unresolved workloads, report grown losses.
+    /// Once a second: forget old exits, re-resolve workload cgroups (created later, or
+    /// re-created with a new id), report grown losses.
     /// Every 30th tick also sweeps processes whose exit record was lost.
     pub fn tick(&mut self, report_losses: bool) {
         let now = BootClock::boot_now_ns();
@@ -646,10 +646,9 @@ where
             }
         }
         self.pipeline.cache.gc(now);
-        if self.unresolved_workloads {
-            let before = self.pipeline.registry.len();
-            let _ = self.sync_workloads();
-            if self.pipeline.registry.len() != before {
+        if !self.workload_specs.is_empty() {
+            let (_, changed) = self.sync_workloads();
+            if changed {
                 if let Some(rules) = self.current.clone() {
                     if let Err(e) = self.apply_rules(rules) {
                         eprintln!("bulwark: error: re-applying rules for new workloads: {e:#}");
@@ -1065,6 +1064,60 @@ mod tests {
         });
         assert_eq!(only_status(out.take())["state"], "reloaded");
         assert!(d.kernel.workloads.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn workload_cgroups_are_re_resolved_every_tick() {
+        let dir = tmpdir("reresolve");
+        // A stand-in cgroup mount: resolution only looks at directories and inode numbers.
+        let mount = dir.join("cgroup");
+        std::fs::create_dir_all(&mount).unwrap();
+        let wl = dir.join("workloads.yaml");
+        std::fs::write(
+            &wl,
+            "workloads:\n- {cgroup: /pod-a, namespace: prod, pod: a}\n",
+        )
+        .unwrap();
+        let (mut d, out) = daemon(&dir, Some(wl));
+        d.cfg.cgroup_mount = Some(mount.clone());
+        d.start();
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "ready");
+        let diags = st["diagnostics"].as_array().unwrap();
+        assert!(
+            diags
+                .iter()
+                .any(|x| x["severity"] == "warning"
+                    && x["message"].as_str().unwrap().contains("/pod-a")),
+            "{st}"
+        );
+        assert!(d.kernel.workloads.is_empty());
+        // The cgroup appears: picked up on the next tick, processes re-evaluated.
+        std::fs::create_dir(mount.join("pod-a")).unwrap();
+        let id1 =
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(mount.join("pod-a")).unwrap());
+        let applies = d.kernel.applied.len();
+        d.tick(false);
+        assert_eq!(d.kernel.workloads.get(&id1), Some(&1));
+        assert_eq!(d.kernel.applied.len(), applies + 1);
+        // Nothing changed: no kernel writes.
+        d.tick(false);
+        assert_eq!(d.kernel.applied.len(), applies + 1);
+        // Re-created with a new inode: the old id goes, the new one comes.
+        std::fs::remove_dir(mount.join("pod-a")).unwrap();
+        std::fs::create_dir(mount.join("keep-inode-busy")).unwrap();
+        std::fs::create_dir(mount.join("pod-a")).unwrap();
+        let id2 =
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(mount.join("pod-a")).unwrap());
+        assert_ne!(id1, id2);
+        d.tick(false);
+        assert_eq!(d.kernel.workloads.get(&id2), Some(&1));
+        assert!(!d.kernel.workloads.contains_key(&id1));
+        assert!(
+            out.take().is_empty(),
+            "ticks write no status without losses"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

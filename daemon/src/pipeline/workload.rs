@@ -148,6 +148,7 @@ impl WorkloadRegistry {
         self.get(cgroup_id).map_or(0, |w| w.namespace_id)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_cgroup.len()
     }
