@@ -168,6 +168,25 @@ impl ServerLog {
             .collect()
     }
 
+    /// Connections accepted on server address `local` (as the server logs it, e.g.
+    /// `10.199.3.2` or `fd99:3::2`).
+    pub fn conns_to(&self, local: &str) -> Vec<u64> {
+        self.accepts()
+            .iter()
+            .filter(|a| a["local"] == local)
+            .filter_map(|a| a["conn"].as_u64())
+            .collect()
+    }
+
+    /// First-payload records (`data`) of connections to server address `local`.
+    pub fn data_to(&self, local: &str) -> Vec<&Value> {
+        let conns = self.conns_to(local);
+        self.data()
+            .into_iter()
+            .filter(|d| d["conn"].as_u64().is_some_and(|c| conns.contains(&c)))
+            .collect()
+    }
+
     /// True when no payload byte reached the server at all.
     pub fn received_nothing(&self) -> bool {
         self.data().is_empty() && self.requests().is_empty()

@@ -79,6 +79,47 @@ fn plaintext_blocked_tls_flows(v6: bool) {
         r1[0]["conn"], r2[0]["conn"],
         "both requests on one TLS connection"
     );
+    // Client-to-server data keeps flowing too (the egress hook's direction): two 1 MB uploads
+    // on one TLS connection, every byte counted by the server.
+    let upload = w.dir().join("upload.bin");
+    std::fs::write(&upload, vec![b'u'; 1 << 20]).unwrap();
+    let data = format!("@{}", upload.display());
+    let up = url("https", ip, 8080, "/upload");
+    let out2 = w.pod().curl(&[
+        "-k",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{num_connects}\n",
+        "--data-binary",
+        &data,
+        &up,
+        // --next: a second transfer with its own options, reusing the connection.
+        "--next",
+        "-sS",
+        "-k",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{num_connects}\n",
+        "--data-binary",
+        &data,
+        &up,
+    ]);
+    assert!(out2.success(), "TLS uploads should work: {out2}");
+    assert_eq!(
+        out2.stdout, "1\n0\n",
+        "both uploads on one connection: {out2}"
+    );
+    let log = srv.log();
+    let ups = log.requests_for("/upload");
+    assert_eq!(ups.len(), 2, "{log:?}");
+    assert!(
+        ups.iter()
+            .all(|r| r["body_len"] == 1 << 20 && r["tls"] == true),
+        "{ups:?}"
+    );
+    assert_eq!(ups[0]["conn"], ups[1]["conn"]);
     d.assert_no_event("policy_match for the TLS client", crate::SETTLE, |e| {
         ev::is(e, "policy_match") && ev::pid(e) == Some(out.pid as u64)
     });
@@ -117,7 +158,7 @@ fn egress_tls_session_with_openssl_s_client() {
                 .action("Block"),
         )
         .yaml();
-    let _d = Daemon::start(&w, &[("egress.yaml", &policy)]);
+    let d = Daemon::start(&w, &[("egress.yaml", &policy)]);
     let openssl = bulwark_e2e::preflight()
         .openssl
         .to_str()
@@ -134,6 +175,16 @@ fn egress_tls_session_with_openssl_s_client() {
         out.stdout.contains("ok /one") && out.stdout.contains("ok /two"),
         "{out}"
     );
+    // The policy is in force on that very port: plaintext is refused.
+    let plain = w
+        .pod()
+        .curl(&[&url("http", w.net.server_ip(false), 8443, "/plain")]);
+    assert!(
+        !plain.success(),
+        "plaintext to 8443 should be blocked: {plain}"
+    );
+    crate::wait_match(&d, "e2e-no-plaintext-sclient", "egress", plain.pid, 8443);
+    assert!(srv.log().requests_for("/plain").is_empty());
     let log = srv.log();
     let (one, two) = (log.requests_for("/one"), log.requests_for("/two"));
     assert_eq!((one.len(), two.len()), (1, 1), "{log:?}");

@@ -429,10 +429,18 @@ fn example_no_plaintext_http_egress() {
         assert!(!out.success(), "plaintext to the internet must fail: {out}");
         let m = wait_match(&d, "no-plaintext-http-egress", "egress", out.pid, 8080);
         assert_eq!(m["outcome"], "blocked", "{m}");
-        assert!(srv.log().received_nothing(), "{:?}", srv.log());
+        let log = srv.log();
+        assert!(!log.conns_to(&ip.to_string()).is_empty(), "{log:?}");
+        assert!(
+            log.data_to(&ip.to_string()).is_empty(),
+            "plaintext arrived: {log:?}"
+        );
         let path = format!("/tls-{v6}");
         let out = w.pod().curl(&["-k", &url("https", ip, 8080, &path)]);
         assert!(out.success(), "TLS must pass: {out}");
+        let r = srv.log();
+        assert_eq!(r.requests_for(&path).len(), 1, "{r:?}");
+        assert_eq!(r.requests_for(&path)[0]["tls"], true, "{r:?}");
         let path = format!("/exempt-{v6}");
         let out = w
             .pod()
