@@ -43,12 +43,9 @@ pub enum LoadError {
         "`{0}` is a binary file, not a policy; pass .yaml/.yml files or directories that hold them"
     )]
     NotText(String),
-    #[error("cannot read `{path}`: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The message carries the OS error (not chained as `source`, so it is printed once).
+    #[error("cannot read `{path}`: {error}")]
+    Io { path: String, error: std::io::Error },
 }
 
 /// One typed document with where it came from, before set-level checks.
@@ -212,7 +209,7 @@ fn collect(
 ) -> Result<(), LoadError> {
     let io = |e: std::io::Error| LoadError::Io {
         path: path.display().to_string(),
-        source: e,
+        error: e,
     };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.is_dir() {
@@ -257,7 +254,7 @@ pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
     for f in &files {
         let bytes = std::fs::read(f).map_err(|e| LoadError::Io {
             path: f.display().to_string(),
-            source: e,
+            error: e,
         })?;
         out.files += 1;
         let name = f.display().to_string();
