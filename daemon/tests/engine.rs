@@ -863,3 +863,170 @@ fn load_without_root_is_a_clear_error() {
     assert!(out.status.success(), "unprivileged helper failed:\n{text}");
     assert!(text.contains("1 passed"), "{text}");
 }
+
+/// The compiler and the kernel agree: a policy from YAML, compiled by `bulwark-compiler`,
+/// written by the engine, enforced by the programs (exec prefix + argv prefix, postfix,
+/// connect In/NotIn with CIDRs and ports, plaintext egress), with reseed bits from the
+/// compiler's reference evaluator.
+#[test]
+fn compiled_policy_is_enforced_as_the_reference_evaluator_says() {
+    let _g = serial();
+    let mut e = load();
+    let mut events = e.events().unwrap();
+    let dir = tempdir("compiled");
+    let tool = copy_bin("/bin/touch", &dir, "tool");
+    let sub = dir.join("x");
+    std::fs::create_dir_all(&sub).unwrap();
+    let bad = copy_bin("/bin/touch", &sub, "zz-bulwark-bad");
+    let exe = std::env::current_exe().unwrap();
+    let exe_s = exe.to_str().unwrap().to_string();
+    let blocked = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bport = blocked.local_addr().unwrap().port();
+    let other = TcpListener::bind("0.0.0.0:0").unwrap();
+    let oport = other.local_addr().unwrap().port();
+    let egress = TcpListener::bind("127.0.0.1:0").unwrap();
+    let eport = egress.local_addr().unwrap().port();
+    let yaml = format!(
+        r#"apiVersion: bulwark.dev/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: engine-compiled
+spec:
+  mode: enforce
+  rules:
+  - name: kill-exec
+    hook: exec
+    selectors:
+    - matchBinaries:
+      - operator: Prefix
+        values: ["{dir}/"]
+      matchArgs:
+      - operator: Prefix
+        index: 1
+        values: ["--evil"]
+      matchActions:
+      - action: Sigkill
+    - matchBinaries:
+      - operator: Postfix
+        values: ["/zz-bulwark-bad"]
+      matchActions:
+      - action: Sigkill
+  - name: block-connect
+    hook: connect
+    selectors:
+    - matchDestinations:
+      - operator: In
+        cidrs: [127.0.0.0/8, "::1/128"]
+        ports: ["{bport}"]
+      matchActions:
+      - action: Block
+    - matchBinaries:
+      - operator: In
+        values: ["{exe}"]
+      matchDestinations:
+      - operator: NotIn
+        cidrs: [127.0.0.1/32]
+      - operator: In
+        ports: ["{oport}"]
+      matchActions:
+      - action: Block
+  - name: no-plaintext
+    hook: egress
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["{exe}"]
+      matchDestinations:
+      - operator: In
+        cidrs: [127.0.0.1/32]
+        ports: ["{eport}"]
+      matchEncryption: plaintext
+      matchActions:
+      - action: Block
+"#,
+        dir = dir.display(),
+        exe = exe_s,
+    );
+    let outcome = bulwark_policy::lint_source("engine-compiled.yaml", &yaml);
+    assert_eq!(outcome.errors(), 0, "{:#?}", outcome.diagnostics);
+    let mut ns = bulwark_compiler::NamespaceIds::new();
+    let rs = bulwark_compiler::compile(&outcome.policies, &mut ns).expect("compile");
+    let me = std::process::id();
+    let my_argv: Vec<String> = std::env::args().collect();
+    let argv_refs: Vec<&str> = my_argv.iter().map(String::as_str).collect();
+    let my_bits = rs.evaluate_process(&exe_s, &argv_refs, 0);
+    assert_ne!(
+        my_bits, 0,
+        "the test process is covered by the exe selectors"
+    );
+    let slot = e
+        .apply(|slot| rs.map_entries(slot), |_| vec![(me, my_bits)])
+        .unwrap();
+    assert_eq!(
+        e.process_state(me).unwrap().selectors[slot as usize],
+        my_bits
+    );
+
+    // exec: prefix dir + argv[1] prefix; postfix.
+    let m1 = dir.join("m1");
+    let st = run(&tool, &["--evil-flag", m1.to_str().unwrap()]);
+    assert_eq!(st.signal(), Some(9), "{st:?}");
+    assert!(!m1.exists());
+    let truth = copy_bin("/bin/true", &dir, "true");
+    let st = run(&truth, &["plain", "--evil-but-argv2"]);
+    assert!(st.success(), "argv[2] is not argv[1]: {st:?}");
+    let st = run(&truth, &["--evil"]);
+    assert_eq!(st.signal(), Some(9), "{st:?}");
+    let m2 = dir.join("m2");
+    let st = run(&bad, &[m2.to_str().unwrap()]);
+    assert_eq!(st.signal(), Some(9), "{st:?}");
+    assert!(!m2.exists());
+    // The kernel's bits for a fresh exec equal the reference evaluator's (read once the child
+    // has exec'd: right after fork it still holds a copy of ours).
+    let sleeper = copy_bin("/bin/sleep", &dir, "sleeper");
+    let sleeper_s = sleeper.to_str().unwrap().to_string();
+    let mut child = Command::new(&sleeper).arg("5").spawn().unwrap();
+    let pid = child.id();
+    let exec = find_event(
+        &mut events,
+        Duration::from_secs(2),
+        |ev| matches!(ev, Event::Exec(x) if x.header.tgid == pid),
+    );
+    assert!(exec.is_some(), "exec event of the sleeper");
+    let kernel = e.process_state(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let kernel = kernel.expect("the exec'd child's state");
+    assert_eq!(
+        kernel.selectors[slot as usize],
+        rs.evaluate_process(&sleeper_s, &[&sleeper_s, "5"], 0),
+        "kernel and reference evaluator agree"
+    );
+
+    // connect: In (v4 and v6) blocks, a port outside the set is allowed.
+    let err = TcpStream::connect(("127.0.0.1", bport)).expect_err("In cidr+port");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    let _v6 = TcpListener::bind(("::1", bport));
+    let err = TcpStream::connect(("::1", bport)).expect_err("In ::1 + port");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    // NotIn 127.0.0.1/32 on oport: 127.0.0.1 allowed, 127.0.0.2 blocked.
+    TcpStream::connect(("127.0.0.1", oport)).expect("127.0.0.1 is in the NotIn set");
+    let err = TcpStream::connect(("127.0.0.2", oport)).expect_err("127.0.0.2 is not");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+
+    // egress: plaintext blocked, TLS flows.
+    let mut c = TcpStream::connect(("127.0.0.1", eport)).unwrap();
+    let (mut s1, _) = egress.accept().unwrap();
+    let err = c.write(b"POST /x HTTP/1.1\r\n\r\n").expect_err("plaintext");
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    assert!(read_some(&mut s1, Duration::from_millis(300)).is_empty());
+    let mut t = TcpStream::connect(("127.0.0.1", eport)).unwrap();
+    let (mut s2, _) = egress.accept().unwrap();
+    t.write_all(&[0x16, 0x03, 0x01, 0x00, 0x00]).unwrap();
+    assert_eq!(
+        read_some(&mut s2, Duration::from_millis(300)),
+        vec![0x16, 0x03, 0x01, 0, 0]
+    );
+    drop((blocked, other));
+    let _ = std::fs::remove_dir_all(&dir);
+}
