@@ -148,6 +148,18 @@ fn directories_are_walked_sorted_once_and_io_errors_are_errors() {
     // A file named explicitly is read whatever its extension.
     let txt = lint_paths(&[dir.join("notes.txt")]).unwrap();
     assert_eq!(txt.diagnostics[0].code, "BW001");
+    // Not UTF-8: a finding, not a crash; a binary file named explicitly: an input error.
+    std::fs::write(dir.join("latin1.yaml"), b"apiVersion: caf\xe9\n").unwrap();
+    let l1 = lint_paths(&[dir.join("latin1.yaml")]).unwrap();
+    assert_eq!(
+        (l1.diagnostics[0].code, l1.diagnostics[0].line),
+        ("BW001", Some(1))
+    );
+    std::fs::write(dir.join("blob.bin"), b"\x7fELF\x00\x00").unwrap();
+    assert!(lint_paths(&[dir.join("blob.bin")])
+        .unwrap_err()
+        .to_string()
+        .contains("binary"));
     let missing = lint_paths(&[dir.join("missing.yaml")]).unwrap_err();
     assert!(missing.to_string().contains("missing.yaml"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
