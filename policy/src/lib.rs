@@ -34,3 +34,29 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
         Err(e) => format!("# cannot serialize CRD: {e}\n"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crd_yaml_reads_back_as_the_generated_crd() {
+        for crd in crds() {
+            let text = crd_yaml(&crd);
+            let stream = yaml::parse(&text);
+            assert!(stream.error.is_none(), "{:?}", stream.error);
+            assert_eq!(stream.documents.len(), 1);
+            let back = stream.documents[0].root.to_json();
+            assert_eq!(back, serde_json::to_value(&crd).unwrap());
+        }
+    }
+
+    #[test]
+    fn arg_index_schema_has_no_unknown_format() {
+        let text = crd_yaml(&crds()[0]);
+        assert!(
+            !text.contains("uint32"),
+            "format: uint32 makes the API server warn"
+        );
+    }
+}
