@@ -403,7 +403,7 @@ where
     /// A daemon writing events to `out`; nothing happens until [`Daemon::start`] / `run`.
     pub fn new(cfg: Config, backend: B, kernel: K, out: Box<dyn Write + Send>) -> Self {
         let pipeline = Pipeline::new(&cfg.node_name, cfg.proc_root.clone(), out);
-        let policies = PolicyDir::new(cfg.policy_dir.clone());
+        let policies = PolicyDir::new(cfg.policy_dir.clone(), cfg.workloads_file.clone());
         Daemon {
             cfg,
             backend,
@@ -1015,7 +1015,8 @@ mod tests {
     #[test]
     fn workloads_file_feeds_registry_and_kernel() {
         let dir = tmpdir("wl");
-        let wl = dir.join("workloads.yaml");
+        // Kept inside the policy directory: it must not be linted as a policy.
+        let wl = dir.join("policies/workloads.yaml");
         std::fs::write(
             &wl,
             "workloads:\n- {cgroup: /, namespace: production, pod: web-1, container: app, labels: {app: web}}\n",
@@ -1023,7 +1024,10 @@ mod tests {
         .unwrap();
         let (mut d, out) = daemon(&dir, Some(wl.clone()));
         d.start();
-        assert_eq!(only_status(out.take())["state"], "ready");
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "ready");
+        assert_eq!(st["diagnostics"], serde_json::json!([]), "{st}");
+        assert_eq!(st["policies"], serde_json::json!([]), "{st}");
         let root_id = std::os::unix::fs::MetadataExt::ino(
             &std::fs::metadata(d.cfg.cgroup_mount.clone().unwrap()).unwrap(),
         );

@@ -97,13 +97,23 @@ pub struct LoadResult<P, R> {
 /// Per-file last-good state of a policy directory.
 pub struct PolicyDir<P> {
     pub dir: PathBuf,
+    /// A file below `dir` that is not a policy (the workloads file, if kept there).
+    exclude: Option<PathBuf>,
     last_good: BTreeMap<PathBuf, Vec<P>>,
 }
 
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 impl<P: Clone> PolicyDir<P> {
-    pub fn new(dir: PathBuf) -> Self {
+    pub fn new(dir: PathBuf, exclude: Option<PathBuf>) -> Self {
         PolicyDir {
             dir,
+            exclude,
             last_good: BTreeMap::new(),
         }
     }
@@ -117,7 +127,12 @@ impl<P: Clone> PolicyDir<P> {
         let mut diagnostics = Vec::new();
         let mut failed = false;
         let files = match policy_files(&self.dir) {
-            Ok(f) => f,
+            Ok(mut f) => {
+                if let Some(x) = &self.exclude {
+                    f.retain(|p| !same_file(p, x));
+                }
+                f
+            }
             Err(e) => {
                 let msg = format!(
                     "cannot read policy directory {}: {e}; the previous policies stay in force",
