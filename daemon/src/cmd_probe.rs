@@ -54,6 +54,8 @@ pub struct Report {
 pub struct ProgramCheck {
     pub name: String,
     pub loaded: bool,
+    /// Instructions the verifier processed (limit 1,000,000), when the kernel reports it.
+    pub verified_insns: Option<u32>,
     pub error: Option<String>,
 }
 
@@ -330,6 +332,7 @@ pub fn probe() -> Report {
                     .map(|(name, r)| ProgramCheck {
                         name,
                         loaded: r.is_ok(),
+                        verified_insns: r.as_ref().ok().copied().flatten(),
                         error: r.err(),
                     })
                     .collect();
@@ -392,7 +395,10 @@ fn print_text(r: &Report) {
         println!("bulwark programs through the verifier:");
         for p in &r.programs {
             match &p.error {
-                None => println!("  [yes] {}", p.name),
+                None => match p.verified_insns {
+                    Some(n) => println!("  [yes] {} ({n} instructions verified)", p.name),
+                    None => println!("  [yes] {}", p.name),
+                },
                 Some(e) => println!("  [NO ] {}: {e}", p.name),
             }
         }

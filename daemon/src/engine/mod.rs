@@ -197,10 +197,14 @@ fn proc_start_ns(tgid: u32) -> u64 {
     ticks * (1_000_000_000 / hz)
 }
 
+/// One of bulwark's programs through the verifier: its name and either the number of
+/// instructions the verifier processed (the limit is 1,000,000) or the reason it was refused.
+pub type ProgramVerdict = (String, Result<Option<u32>, String>);
+
 /// Loads bulwark's eBPF object and every program in it through the verifier *without
-/// attaching anything* (for `bulwark probe`). Returns each program's name and result; an error
-/// for the whole object (e.g. a map type the kernel lacks) is the outer error.
-pub fn verify_programs() -> anyhow::Result<Vec<(String, Result<(), String>)>> {
+/// attaching anything* (for `bulwark probe`). Returns each program's verdict; an error for the
+/// whole object (e.g. a map type the kernel lacks) is the outer error.
+pub fn verify_programs() -> anyhow::Result<Vec<ProgramVerdict>> {
     let offsets = Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"))?.kernel_offsets()?;
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
@@ -225,6 +229,7 @@ pub fn verify_programs() -> anyhow::Result<Vec<(String, Result<(), String>)>> {
             },
             _ => Ok(()),
         };
+        let r = r.map(|()| p.info().ok().and_then(|i| i.verified_instruction_count()));
         out.push((
             name.clone(),
             r.map_err(|e| format!("{:#}", load_error(&name, e))),
