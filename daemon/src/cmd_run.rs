@@ -504,6 +504,30 @@ mod tests {
     }
 
     #[test]
+    fn bad_policy_dir_is_a_clear_error_before_anything_loads() {
+        let args = |dir: &str| RunArgs {
+            policy_dir: PathBuf::from(dir),
+            events: "-".into(),
+            workloads: None,
+            node_name: None,
+        };
+        let root = unsafe { libc::geteuid() } == 0;
+        let err = run(args("/nonexistent/bulwark-policies"))
+            .unwrap_err()
+            .to_string();
+        if root {
+            assert!(
+                err.contains("/nonexistent/bulwark-policies") && err.contains("create it"),
+                "{err}"
+            );
+            let err = run(args("/etc/hostname")).unwrap_err().to_string();
+            assert!(err.contains("is not a directory"), "{err}");
+        } else {
+            assert!(err.contains("must run as root"), "{err}");
+        }
+    }
+
+    #[test]
     fn hostname_is_not_empty() {
         assert!(!hostname().is_empty());
     }
