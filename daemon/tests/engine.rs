@@ -1030,3 +1030,63 @@ spec:
     drop((blocked, other));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Exec and connect cost with the engine loaded and a rule set that uses every process
+/// matcher. Informational (prints numbers); run with `--ignored bench_`.
+#[test]
+#[ignore = "benchmark: prints exec/connect timings, asserts nothing about speed"]
+fn bench_exec_and_connect_overhead() {
+    let _g = serial();
+    let n = 500;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let time = |label: &str| {
+        let t = Instant::now();
+        for _ in 0..n {
+            Command::new("/bin/true").arg("x").status().unwrap();
+        }
+        let exec = t.elapsed() / n;
+        let t = Instant::now();
+        for _ in 0..n {
+            drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+            drop(listener.accept().unwrap());
+        }
+        let conn = t.elapsed() / n;
+        eprintln!("{label}: fork+exec+wait {exec:?}, connect+accept {conn:?}");
+    };
+    time("no engine");
+    let mut e = load();
+    let mut events = e.events().unwrap();
+    e.apply(
+        |slot| {
+            let mut m = net_policy(slot, 1, 2);
+            m.slot_meta.lookups = LOOKUP_BIN_EXACT
+                | LOOKUP_BIN_PREFIX
+                | LOOKUP_BIN_POSTFIX
+                | LOOKUP_ARG_EXACT
+                | LOOKUP_ARG_PREFIX
+                | LOOKUP_ARG_POSTFIX
+                | LOOKUP_ARG_ANY;
+            m.bin_exact.push((path_key(slot, "/nonexistent"), 1 << 5));
+            m.bin_prefix.push(path_lpm(slot, b"/nonexistent/"));
+            m.bin_postfix.push(path_lpm(slot, b"tsixe"));
+            m.arg_exact
+                .push((arg_key(slot, ARG_ANY_INDEX, "zz"), 1 << 6));
+            m
+        },
+        |_| vec![(std::process::id(), 0b11)],
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let drainer = std::thread::spawn(move || {
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = events.wait(Some(Duration::from_millis(20)));
+            while events.next_event().is_some() {}
+        }
+    });
+    time("engine + all matchers");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drainer.join().unwrap();
+    eprintln!("lost events: {}", e.lost_events().unwrap());
+}

@@ -600,3 +600,11 @@ mod tests {
         assert_eq!(proc_start_ns(u32::MAX), 0);
     }
 }
+
+/// The engine and its reader may move to other threads (the reader typically lives on its own).
+#[allow(dead_code)]
+fn _assert_send() {
+    fn send<T: Send>() {}
+    send::<Engine>();
+    send::<EventReader>();
+}
