@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """bulwark e2e socket probe (run inside the pod by the harness).
 
-usage: client.py HOST PORT [--udp] [--send TEXT] [--tls-record]
+usage: client.py HOST PORT [--udp] [--send TEXT] [--tls-record] [--wait-for FILE]
 
 Connects a socket (TCP unless --udp) to HOST:PORT, optionally sends TEXT (or a fake TLS
-ClientHello record header with --tls-record) and reads the reply, and prints one JSON object:
+ClientHello record header with --tls-record) and reads the reply; with --wait-for it first
+waits (up to 60 s) until FILE exists, so a test can start it before the daemon, and prints one JSON object:
 {"connect": "ok" | "<ERRNO NAME>", "send": ..., "recv_bytes": N}. Exit status 0 when every
 step worked, 3 when connect failed, 4 when send failed, 5 when the reply could not be read.
 """
 import errno
 import json
 import socket
+import os
 import sys
+import time
 
 
 def name(e):
@@ -27,6 +30,11 @@ def main():
         payload = rest[rest.index("--send") + 1].encode()
     if "--tls-record" in rest:
         payload = bytes([0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00])
+    if "--wait-for" in rest:
+        trigger = rest[rest.index("--wait-for") + 1]
+        deadline = time.time() + 60
+        while not os.path.exists(trigger) and time.time() < deadline:
+            time.sleep(0.02)
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     s.settimeout(5)

@@ -37,6 +37,7 @@ pub struct Daemon {
     child: Option<Child>,
     dir: TempDir,
     policy_dir: PathBuf,
+    workloads_path: PathBuf,
     events_path: PathBuf,
     stderr_path: PathBuf,
     state: RefCell<EventState>,
@@ -138,6 +139,7 @@ impl Daemon {
             child: Some(child),
             dir,
             policy_dir,
+            workloads_path: workloads,
             events_path,
             stderr_path,
             state: RefCell::new(EventState::default()),
@@ -339,6 +341,18 @@ impl Daemon {
     pub fn replace_policy(&self, name: &str, content: &str) -> Event {
         let mark = self.mark();
         self.write_policy(name, content);
+        self.wait_reload(mark)
+    }
+
+    /// Replaces the `--workloads` file (atomically) and waits for the status event the daemon
+    /// writes after applying it, which it returns.
+    pub fn replace_workloads(&self, content: &str) -> Event {
+        let mark = self.mark();
+        let tmp = self
+            .dir
+            .join(format!(".workloads.tmp-{}", crate::next_id()));
+        std::fs::write(&tmp, content).expect("write temp workloads");
+        std::fs::rename(&tmp, &self.workloads_path).expect("rename workloads into place");
         self.wait_reload(mark)
     }
 

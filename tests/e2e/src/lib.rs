@@ -22,7 +22,7 @@ pub mod world;
 pub use cgroup::{cgroup2_mount, Cgroup};
 pub use daemon::{Daemon, DaemonConfig, Event};
 pub use netns::NetPair;
-pub use pod::{Pod, RunOutput};
+pub use pod::{Pod, RunOutput, Running};
 pub use policy::{PolicyBuilder, RuleBuilder};
 pub use preflight::{preflight, Tools};
 pub use servers::{ServerLog, TestServer};

@@ -31,6 +31,60 @@ pub struct Pod {
     pub dir: PathBuf,
 }
 
+/// A command started with [`Pod::spawn`]; killed on drop if still running.
+pub struct Running {
+    child: Option<std::process::Child>,
+    argv: Vec<String>,
+    out_path: PathBuf,
+    err_path: PathBuf,
+}
+
+impl Running {
+    /// Its pid (the same pid execs `sh`, `ip` and then the command).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Waits up to `limit` for the exit; SIGKILLs it then (`timed_out`).
+    pub fn wait(mut self, limit: Duration) -> RunOutput {
+        let mut child = self.child.take().expect("waited once");
+        let pid = child.id();
+        let deadline = Instant::now() + limit;
+        let mut timed_out = false;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() >= deadline => {
+                    timed_out = true;
+                    let _ = child.kill();
+                    break child.wait().expect("wait for killed child");
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("waiting for {:?} failed: {e}", self.argv),
+            }
+        };
+        RunOutput {
+            pid,
+            code: status.code(),
+            signal: status.signal(),
+            stdout: std::fs::read_to_string(&self.out_path).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.err_path).unwrap_or_default(),
+            timed_out,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.out_path);
+        let _ = std::fs::remove_file(&self.err_path);
+    }
+}
+
 /// What a command run in a pod did.
 #[derive(Clone, Debug)]
 pub struct RunOutput {
@@ -88,14 +142,19 @@ impl Pod {
     /// [`Pod::run`] with an explicit timeout; a command still running then is SIGKILLed and
     /// reported with `timed_out`.
     pub fn run_timeout(&self, argv: &[&str], limit: Duration) -> RunOutput {
-        assert!(!argv.is_empty(), "Pod::run needs a command");
+        self.spawn(argv).wait(limit)
+    }
+
+    /// Starts `argv` in this pod's cgroup and network namespace without waiting for it.
+    pub fn spawn(&self, argv: &[&str]) -> Running {
+        assert!(!argv.is_empty(), "Pod::spawn needs a command");
         let tools = crate::preflight();
         let n = crate::next_id();
         let out_path = self.dir.join(format!("run-{n}.out"));
         let err_path = self.dir.join(format!("run-{n}.err"));
         let script =
             "echo $$ > \"$0\" || exit 125; ns=$1; shift; exec ip netns exec \"$ns\" \"$@\"";
-        let mut child = Command::new(&tools.sh)
+        let child = Command::new(&tools.sh)
             .arg("-c")
             .arg(script)
             .arg(self.cgroup.procs_file())
@@ -112,32 +171,12 @@ impl Pod {
             .stderr(std::fs::File::create(&err_path).expect("create stderr file"))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", tools.sh.display()));
-        let pid = child.id();
-        let deadline = Instant::now() + limit;
-        let mut timed_out = false;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() >= deadline => {
-                    timed_out = true;
-                    let _ = child.kill();
-                    break child.wait().expect("wait for killed child");
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(e) => panic!("waiting for {argv:?} failed: {e}"),
-            }
-        };
-        let out = RunOutput {
-            pid,
-            code: status.code(),
-            signal: status.signal(),
-            stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-            stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-            timed_out,
-        };
-        let _ = std::fs::remove_file(&out_path);
-        let _ = std::fs::remove_file(&err_path);
-        out
+        Running {
+            child: Some(child),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            out_path,
+            err_path,
+        }
     }
 
     /// `curl -sS --noproxy '*' --max-time 10 ARGS...` in the pod (add `-k` for the self-signed
@@ -154,21 +193,26 @@ impl Pod {
     /// `--udp`), optionally `--send TEXT` or `--tls-record`; its stdout is one JSON object such as
     /// `{"connect":"EPERM"}` or `{"connect":"ok","send":"EACCES"}` (see [`RunOutput::json`]).
     pub fn probe(&self, ip: IpAddr, port: u16, extra: &[&str]) -> RunOutput {
+        let argv = self.probe_argv(ip, port, extra);
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.run(&refs)
+    }
+
+    /// The command line of [`Pod::probe`] (for [`Pod::spawn`], e.g. with `--wait-for FILE`).
+    pub fn probe_argv(&self, ip: IpAddr, port: u16, extra: &[&str]) -> Vec<String> {
         let tools = crate::preflight();
         let script = self.dir.join("client.py");
         if !script.exists() {
             std::fs::write(&script, crate::servers::CLIENT_PY).expect("write client.py");
         }
-        let ip = ip.to_string();
-        let port = port.to_string();
         let mut argv = vec![
-            tools.python3.to_str().expect("utf-8 path"),
-            script.to_str().expect("utf-8 path"),
-            ip.as_str(),
-            port.as_str(),
+            tools.python3.display().to_string(),
+            script.display().to_string(),
+            ip.to_string(),
+            port.to_string(),
         ];
-        argv.extend_from_slice(extra);
-        self.run(&argv)
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        argv
     }
 
     /// The workloads-file entry for this pod (YAML flow mapping).

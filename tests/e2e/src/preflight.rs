@@ -113,7 +113,9 @@ fn real_python(python: &Path) -> Result<PathBuf, String> {
     }
     let exe = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if is_executable(&exe) {
-        Ok(exe)
+        // The file itself, not a `python3 -> python3.11` symlink: a process's binary then has
+        // one name whether the daemon sees it at exec or reads /proc/PID/exe.
+        Ok(std::fs::canonicalize(&exe).unwrap_or(exe))
     } else {
         Err(format!(
             "{} reports sys.executable {:?}, which is not an executable file",
