@@ -10,6 +10,7 @@
 //!   `events.k8s.io/v1` Events regarding the policy.
 //! - [`node_identity`] (pure mapping Pod + cgroup tree -> cgroup id -> [`Workload`]) and
 //!   [`pod_watch`] (the watch of this node's Pods feeding a [`WorkloadRegistry`]).
+//! - [`watch_store`]: watched object caches that re-list when the server lost its data.
 //! - [`health`]: the daemon's HTTP liveness/readiness/metrics endpoint.
 //!
 //! The daemon wires it through [`run`] with its own implementations of [`PolicyEngine`] and
@@ -25,6 +26,7 @@ pub mod reconcile;
 pub mod stats;
 pub mod validate;
 pub mod violations;
+pub mod watch_store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

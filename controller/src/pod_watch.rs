@@ -10,15 +10,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::{self, store::Writer};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
 use crate::node_identity::{self, CgroupIndex};
 use crate::stats::Stats;
+use crate::watch_store::WatchStore;
 use crate::{Workload, WorkloadRegistry};
 
 /// Field selector for the Pods scheduled on `node`.
@@ -36,31 +35,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().fields(&node_field_selector(&node));
-    let writer: Writer<Pod> = Writer::default();
-    let store = writer.as_reader();
     let notify = Arc::new(Notify::new());
-    let n2 = notify.clone();
-    tokio::spawn(async move {
-        let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff();
-        let mut stream = std::pin::pin!(stream);
-        let mut last_err: Option<Instant> = None;
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(_) => n2.notify_one(),
-                Err(e) => {
-                    if last_err.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
-                        log::warn!("watch of Pods on this node failed (retrying with backoff): {e}; the daemon's ServiceAccount needs list/watch on pods");
-                        last_err = Some(Instant::now());
-                    }
-                }
-            }
-        }
-    });
+    let store = WatchStore::spawn(api, cfg, notify.clone(), format!("Pods on node {node}"));
+    let mut next_audit = Instant::now() + Duration::from_secs(300);
     let mut current: BTreeMap<u64, Workload> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = notify.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        if Instant::now() >= next_audit {
+            next_audit = Instant::now() + Duration::from_secs(300);
+            if let Ok(true) = store.audit().await {
+                log::warn!("the Pod watch was out of sync with the API server; re-listed");
+            }
         }
         let pods: Vec<Pod> = store.state().iter().map(|p| (**p).clone()).collect();
         let root = cgroup_root.clone();

@@ -15,15 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulwark_policy::model::{AnyPolicy, PolicyStatus, TracingPolicy, TracingPolicyNamespaced};
-use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use kube::runtime::reflector::{self, store::Writer, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
 use crate::reconcile::{self, Action, PolicyObject, ReconcileContext};
 use crate::validate::{self, Verdict};
+use crate::watch_store::WatchStore;
 use crate::{ControllerOptions, PolicyEngine, PolicyKey, PolicyKind, PolicyLoadResult};
 
 /// One object of either kind, parsed as far as possible.
@@ -120,39 +119,6 @@ pub fn plan(objects: &[ParsedPolicy]) -> Plan {
     }
 }
 
-/// Spawn a task that drives a reflector over `api` forever, poking `notify` on every change.
-fn spawn_reflector(
-    api: Api<DynamicObject>,
-    ar: ApiResource,
-    notify: Arc<Notify>,
-    label: &'static str,
-) -> Store<DynamicObject> {
-    let writer: Writer<DynamicObject> = Writer::new(ar);
-    let store = writer.as_reader();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        let mut last_err: Option<Instant> = None;
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(_) => notify.notify_one(),
-                Err(e) => {
-                    // Backoff is applied by the stream; log at most every 10 s.
-                    if last_err.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        log::warn!(
-                            "watch of {label} failed (retrying with backoff): {e}; check that the \
-                             API server is reachable and the bulwark CRDs are installed"
-                        );
-                        last_err = Some(Instant::now());
-                    }
-                }
-            }
-        }
-    });
-    store
-}
-
 /// Run the policy watch and reconcile loop forever.
 pub async fn run(
     client: Client,
@@ -163,25 +129,40 @@ pub async fn run(
     let ar_c = ApiResource::erase::<TracingPolicy>(&());
     let ar_n = ApiResource::erase::<TracingPolicyNamespaced>(&());
     let notify = Arc::new(Notify::new());
-    let store_c = spawn_reflector(
+    let store_c = WatchStore::spawn(
         Api::all_with(client.clone(), &ar_c),
-        ar_c.clone(),
+        watcher::Config::default(),
         notify.clone(),
-        "tracingpolicies.bulwark.dev",
+        "tracingpolicies.bulwark.dev".into(),
     );
-    let store_n = spawn_reflector(
+    let store_n = WatchStore::spawn(
         Api::all_with(client.clone(), &ar_n),
-        ar_n.clone(),
+        watcher::Config::default(),
         notify.clone(),
-        "tracingpoliciesnamespaced.bulwark.dev",
+        "tracingpoliciesnamespaced.bulwark.dev".into(),
     );
-    store_c.wait_until_ready().await?;
-    store_n.wait_until_ready().await?;
+    store_c.wait_ready().await;
+    store_n.wait_ready().await;
     log::info!("policy watch synced on node {node}");
 
     let manager = format!("{}/{}", opts.field_manager, node);
     let mut state = LoopState::default();
+    let mut next_audit = Instant::now() + opts.resync_interval;
     loop {
+        if Instant::now() >= next_audit {
+            // Catch a server that lost its data: resumed watches would miss new objects.
+            for (store, what) in [
+                (&store_c, "TracingPolicies"),
+                (&store_n, "TracingPoliciesNamespaced"),
+            ] {
+                match store.audit().await {
+                    Ok(true) => log::warn!("the watch of {what} was out of sync with the API server (data restored or lost?); re-listed"),
+                    Ok(false) => {}
+                    Err(e) => log::debug!("audit list of {what} failed: {e}"),
+                }
+            }
+            next_audit = Instant::now() + opts.resync_interval;
+        }
         let retry_in = pass(
             &client, &node, &manager, &engine, &opts, &store_c, &store_n, &ar_c, &ar_n, &mut state,
         )
@@ -213,8 +194,8 @@ async fn pass(
     manager: &str,
     engine: &Arc<dyn PolicyEngine>,
     opts: &ControllerOptions,
-    store_c: &Store<DynamicObject>,
-    store_n: &Store<DynamicObject>,
+    store_c: &WatchStore<DynamicObject>,
+    store_n: &WatchStore<DynamicObject>,
     ar_c: &ApiResource,
     ar_n: &ApiResource,
     st: &mut LoopState,

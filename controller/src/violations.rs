@@ -625,13 +625,11 @@ pub async fn run(
         stats.clone(),
     );
     let all: Api<PolicyViolation> = Api::all(client.clone());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "bulwark".into(),
-            instance: Some(node.clone()),
-        },
-    );
+    let reporter = Reporter {
+        controller: "bulwark".into(),
+        instance: Some(node.clone()),
+    };
+    let mut recorder = Recorder::new(client.clone(), reporter.clone());
     let manager = format!("{}/{}", opts.field_manager, node);
     let mut seeded = false;
     let mut next_list = Instant::now();
@@ -712,7 +710,15 @@ pub async fn run(
                     }
                     if opts.publish_events {
                         let ev = event_for(&job.key, &job.spec);
-                        if let Err(e) = recorder.publish(&ev, &policy_reference(&job.spec)).await {
+                        let reference = policy_reference(&job.spec);
+                        let mut res = recorder.publish(&ev, &reference).await;
+                        if matches!(&res, Err(kube::Error::Api(e)) if e.code == 404) {
+                            // The recorder's series cache names an Event the server no longer
+                            // has (it lost its data): start over with a fresh cache.
+                            recorder = Recorder::new(client.clone(), reporter.clone());
+                            res = recorder.publish(&ev, &reference).await;
+                        }
+                        if let Err(e) = res {
                             stats.api_write_errors.fetch_add(1, Ordering::Relaxed);
                             log::debug!(
                                 "publishing an Event for {}/{} failed: {e}",
