@@ -336,12 +336,11 @@ pub fn read_proc_entry(proc_root: &Path, pid: u32, node: &str) -> Option<ProcInf
     let stat = std::fs::read_to_string(base.join("stat")).ok()?;
     let (ppid, ticks) = parse_stat(&stat)?;
     let argv = split_nul(&std::fs::read(base.join("cmdline")).ok()?);
-    let binary = std::fs::read_link(base.join("exe"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned());
-    if binary.is_none() && argv.is_empty() {
+    let exe = std::fs::read_link(base.join("exe")).ok();
+    if exe.is_none() && argv.is_empty() {
         return None; // kernel thread
     }
+    let binary = exec_path_of(exe.as_deref(), argv.first().map(String::as_str));
     let uid = std::fs::read_to_string(base.join("status"))
         .ok()
         .and_then(|s| {
@@ -356,13 +355,31 @@ pub fn read_proc_entry(proc_root: &Path, pid: u32, node: &str) -> Option<ProcInf
         exec_id: exec_id(node, start_ns, pid),
         ppid,
         parent_exec_id: None,
-        binary: binary.unwrap_or_else(|| argv.first().cloned().unwrap_or_default()),
+        binary,
         argv,
         cwd: read_cwd(proc_root, pid),
         uid,
         cgroup_id: 0,
         exited_ns: None,
     })
+}
+
+/// The path a running process was most likely exec'd by. The kernel matches (and reports)
+/// the path as passed to execve (`/bin/sh`), while `/proc/PID/exe` has symlinks resolved
+/// (`/usr/bin/dash`); argv[0] is used when it is an absolute path naming the same file as
+/// `exe`, so seeded processes are matched and shown the way an exec would have been.
+pub fn exec_path_of(exe: Option<&Path>, argv0: Option<&str>) -> String {
+    let Some(exe) = exe else {
+        return argv0.unwrap_or_default().to_string();
+    };
+    if let Some(a0) = argv0.filter(|a| a.starts_with('/')) {
+        if let (Ok(x), Ok(y)) = (std::fs::canonicalize(a0), std::fs::canonicalize(exe)) {
+            if x == y {
+                return a0.to_string();
+            }
+        }
+    }
+    exe.to_string_lossy().into_owned()
 }
 
 /// `/proc/PID/cwd`, best effort.
@@ -446,6 +463,41 @@ mod tests {
         assert_eq!(parse_stat(line), Some((77, 4242)));
         assert_eq!(parse_stat("123 (x) S"), None);
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn seeded_binary_is_the_exec_path_when_argv0_names_it() {
+        let dir = std::env::temp_dir().join(format!("bulwark-seed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("sleep-link");
+        std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+        let real = std::fs::canonicalize("/bin/sleep").unwrap();
+        // Run through the symlink: argv[0] is the link, exe the resolved file.
+        let mut child = std::process::Command::new(&link).arg("5").spawn().unwrap();
+        // Same file, but argv[0] is not a path: exe is all we know.
+        use std::os::unix::process::CommandExt;
+        let mut other = std::process::Command::new(&link)
+            .arg0("renamed")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let proc_root = Path::new("/proc");
+        let a = read_proc_entry(proc_root, child.id(), "n").unwrap();
+        let b = read_proc_entry(proc_root, other.id(), "n").unwrap();
+        let _ = (child.kill(), other.kill(), child.wait(), other.wait());
+        assert_eq!(a.binary, link.to_str().unwrap());
+        assert_eq!(a.argv, vec![link.to_str().unwrap(), "5"]);
+        assert_eq!(b.binary, real.to_str().unwrap());
+        assert_eq!(b.argv, vec!["renamed", "5"]);
+        // argv[0] naming another file does not win.
+        assert_eq!(
+            exec_path_of(Some(real.as_path()), Some("/bin/true")),
+            real.to_str().unwrap()
+        );
+        assert_eq!(exec_path_of(None, Some("x")), "x");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
