@@ -1090,3 +1090,64 @@ fn bench_exec_and_connect_overhead() {
     drainer.join().unwrap();
     eprintln!("lost events: {}", e.lost_events().unwrap());
 }
+
+#[test]
+fn pinned_engine_survives_its_process_and_is_adopted_without_a_gap() {
+    let _g = serial();
+    let root = PathBuf::from(format!("/sys/fs/bpf/bulwark-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let opts = EngineOptions {
+        pin_dir: Some(root.clone()),
+        ..Default::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let egress = TcpListener::bind("127.0.0.1:0").unwrap();
+    let eport = egress.local_addr().unwrap().port();
+    {
+        let mut e = Engine::load(&opts).expect("pinned load");
+        assert!(!e.adopted());
+        apply_net(&mut e, port, eport);
+        // The engine goes away (daemon exit or crash): nothing of it stays in this process.
+    }
+    let err = TcpStream::connect(("127.0.0.1", port)).expect_err("still enforced with no engine");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    let mut c = TcpStream::connect(("127.0.0.1", eport)).unwrap();
+    let (mut srv, _) = egress.accept().unwrap();
+    let err = c
+        .write(b"GET / HTTP/1.0\r\n\r\n")
+        .expect_err("egress still enforced");
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    assert!(read_some(&mut srv, Duration::from_millis(200)).is_empty());
+
+    // A leftover of another build is retired once the new rule set is in force.
+    let old = root.join("build-0000000000000000");
+    std::fs::create_dir_all(&old).unwrap();
+    let mut e = Engine::load(&opts).expect("adopting load");
+    assert!(e.adopted(), "a second load with the same pin dir adopts");
+    assert_eq!(
+        e.active_slot(),
+        1,
+        "the active slot comes from the pinned CONFIG"
+    );
+    assert!(
+        e.process_state(std::process::id()).is_some(),
+        "PROCESSES kept its state"
+    );
+    let err = TcpStream::connect(("127.0.0.1", port)).expect_err("adopted rule set enforces");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    assert!(old.exists());
+    e.apply(|_| MapEntries::default(), |_| vec![]).unwrap();
+    assert!(
+        !old.exists(),
+        "other builds' pins are removed after the first apply"
+    );
+    TcpStream::connect(("127.0.0.1", port)).expect("new (empty) rule set is in force");
+    apply_net(&mut e, port, 1);
+    e.unpin().unwrap();
+    drop(e);
+    TcpStream::connect(("127.0.0.1", port)).expect("unpinned and dropped: programs detached");
+    let left: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir(&root).unwrap();
+}

@@ -13,6 +13,8 @@
 //! while events.wait(None)? { while let Some(ev) = events.next_event() { /* Event::Exec .. */ } }
 //! engine.lost_events()?;                                           // ring buffer overflows
 //! ```
+//! The reader must be drained: besides delivering events it releases classified sockets from
+//! the SOCKHASH. Each exec record comes before the match records of that exec.
 //!
 //! # Programs and where they attach
 //! - `bulwark_exec` tracepoint `sched/sched_process_exec`, `bulwark_exit` tracepoint
@@ -30,7 +32,17 @@
 //! whose kernel state is newer than the moment pending was set is skipped (the kernel already
 //! evaluated both slots for it).
 //!
-//! Not yet: pinning maps/links under bpffs so a restarted daemon adopts them (see DESIGN.md).
+//! # Surviving the daemon (`EngineOptions::pin_dir`)
+//! With a pin directory (on bpffs, e.g. `/sys/fs/bpf/bulwark`), every map is pinned under
+//! `<pin_dir>/build-<hash of the eBPF object>/maps/<NAME>` and every link under `links/<prog>`
+//! (the sk_msg program is attached to the pinned SOCKHASH). The programs keep enforcing after
+//! the `Engine` is dropped or the daemon crashes. The next `load` with the same directory and
+//! the same build *adopts* them: nothing is loaded or detached, the active slot, processes and
+//! workloads carry over, and an interrupted switch is cancelled (the active slot was never
+//! touched). A different build loads afresh next to the old one; the old build's pins are
+//! removed only after the new engine's first successful `apply`, so an upgrade has no gap.
+//! [`Engine::unpin`] removes the pins (the programs then detach when the engine is dropped).
+//! Records written while no reader ran stay in the (pinned) ring buffer until it is full.
 
 // The engine is an API for `bulwark run`, the controller and the tests; no single binary uses
 // every item (e.g. the diagnostics `process_state`/`watched_sockets`).
@@ -51,7 +63,8 @@ use aya::maps::{
     Array, HashMap, Map, MapData, PerCpuArray, RingBuf, SockHash,
 };
 use aya::programs::{
-    CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint, SkMsg, SockOps, TracePoint,
+    links::FdLink, CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint, SkMsg, SockOps,
+    TracePoint,
 };
 use aya::{Ebpf, EbpfLoader};
 pub use bulwark_compiler::MapEntries;
@@ -68,11 +81,92 @@ pub struct EngineOptions {
     pub cgroup: Option<PathBuf>,
     /// Kernel BTF (default `/sys/kernel/btf/vmlinux`).
     pub btf: Option<PathBuf>,
+    /// Pin maps and links under this bpffs directory (e.g. `/sys/fs/bpf/bulwark`) so that
+    /// enforcement survives the daemon: a later `load` with the same directory and the same
+    /// build *adopts* them (no reload, no gap). `None`: everything ends with the `Engine`.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// Every map of the eBPF object (the engine holds them by name).
+const ALL_MAPS: [&str; 20] = [
+    MAP_CONFIG,
+    MAP_SLOT_META,
+    MAP_SELECTORS,
+    MAP_BIN_EXACT,
+    MAP_BIN_PREFIX,
+    MAP_BIN_POSTFIX,
+    MAP_ARG_EXACT,
+    MAP_ARG_PREFIX,
+    MAP_ARG_POSTFIX,
+    MAP_NAMESPACES,
+    MAP_DEST_V4,
+    MAP_DEST_V6,
+    MAP_PORTS,
+    MAP_WORKLOADS,
+    MAP_PROCESSES,
+    MAP_SK_STORAGE,
+    MAP_SOCKHASH,
+    MAP_EVENTS,
+    MAP_COUNTERS,
+    "ZEROS",
+];
+
+/// Programs attached through links (pinned as `links/<name>`). `bulwark_egress` (sk_msg) is
+/// attached to the SOCKHASH instead and lives as long as that map.
+const LINKED_PROGRAMS: [&str; 8] = [
+    "bulwark_exec",
+    "bulwark_exit",
+    "bulwark_fork",
+    "bulwark_connect4",
+    "bulwark_connect6",
+    "bulwark_sendmsg4",
+    "bulwark_sendmsg6",
+    "bulwark_sockops",
+];
+
+/// The engine's map handles, by name.
+struct Maps(std::collections::HashMap<&'static str, Map>);
+
+impl Maps {
+    fn get(&self, name: &str) -> anyhow::Result<&Map> {
+        self.0
+            .get(name)
+            .with_context(|| format!("map {name} missing from the eBPF object (build mismatch)"))
+    }
+    fn get_mut(&mut self, name: &str) -> anyhow::Result<&mut Map> {
+        self.0
+            .get_mut(name)
+            .with_context(|| format!("map {name} missing from the eBPF object (build mismatch)"))
+    }
+}
+
+/// Pinning state of an engine with [`EngineOptions::pin_dir`].
+struct Pins {
+    /// `<pin_dir>/<build id>`: `maps/<NAME>` and `links/<program>`.
+    dir: PathBuf,
+    /// Whether this engine adopted existing pins instead of loading.
+    adopted: bool,
+    /// Pin directories of other builds, removed (detaching their programs) after the first
+    /// successful `apply`, so an upgrade has no window without enforcement.
+    retire: Vec<PathBuf>,
+}
+
+/// Name of the pin directory of this build: FNV-1a of the eBPF object.
+fn build_id() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in PROGRAMS {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("build-{h:016x}")
 }
 
 /// The loaded, attached kernel programs and their maps.
 pub struct Engine {
-    ebpf: Ebpf,
+    /// The loaded object (programs and their unpinned links); None when adopted from pins.
+    ebpf: Option<Ebpf>,
+    maps: Maps,
+    pins: Option<Pins>,
     cgroup: PathBuf,
     active: u8,
     generation: u64,
@@ -99,9 +193,8 @@ fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
     }
 }
 
-fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Map> {
-    ebpf.map_mut(name)
-        .with_context(|| format!("map {name} missing from the eBPF object (build mismatch)"))
+fn map<'a>(maps: &'a mut Maps, name: &str) -> anyhow::Result<&'a mut Map> {
+    maps.get_mut(name)
 }
 
 /// Deletes every key of an LPM map whose slot byte (first data byte) is `slot`.
@@ -121,7 +214,7 @@ fn clear_lpm<K: aya::Pod>(
 }
 
 fn write_lpm<K: aya::Pod>(
-    ebpf: &mut Ebpf,
+    ebpf: &mut Maps,
     name: &str,
     slot: u8,
     entries: &[(u32, K, u64)],
@@ -143,7 +236,7 @@ fn write_lpm<K: aya::Pod>(
 }
 
 fn write_hash<K: aya::Pod>(
-    ebpf: &mut Ebpf,
+    ebpf: &mut Maps,
     name: &str,
     slot: u8,
     entries: &[(K, u64)],
@@ -165,6 +258,31 @@ fn write_hash<K: aya::Pod>(
         }
         m.insert(k, hits, 0)
             .with_context(|| format!("writing {name}: map full"))?;
+    }
+    Ok(())
+}
+
+/// Pins every map under `dir/maps` and every link under `dir/links`.
+fn pin_all(dir: &Path, maps: &Maps, links: Vec<(&str, FdLink)>) -> anyhow::Result<()> {
+    let md = dir.join("maps");
+    let ld = dir.join("links");
+    for d in [&md, &ld] {
+        std::fs::create_dir_all(d).with_context(|| {
+            format!(
+                "cannot create {} (is bpffs mounted at /sys/fs/bpf?)",
+                d.display()
+            )
+        })?;
+    }
+    for (name, m) in &maps.0 {
+        m.pin(md.join(name))
+            .with_context(|| format!("cannot pin map {name} in {}", md.display()))?;
+    }
+    for (name, l) in links {
+        // The pinned link keeps the program attached after this process is gone.
+        let _pinned = l
+            .pin(ld.join(name))
+            .with_context(|| format!("cannot pin link of {name} in {}", ld.display()))?;
     }
     Ok(())
 }
@@ -250,6 +368,24 @@ impl Engine {
             Some(c) => c.clone(),
             None => host::require_cgroup2()?,
         };
+        let mut retire = Vec::new();
+        if let Some(root) = &opts.pin_dir {
+            let dir = root.join(build_id());
+            if let Ok(rd) = std::fs::read_dir(root) {
+                for ent in rd.flatten() {
+                    let p = ent.path();
+                    if p != dir
+                        && p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("build-"))
+                    {
+                        retire.push(p);
+                    }
+                }
+            }
+            if dir.join("maps").join(MAP_CONFIG).exists() {
+                return Engine::adopt(dir, cgroup, retire);
+            }
+        }
         let btf_path = opts
             .btf
             .clone()
@@ -263,10 +399,18 @@ impl Engine {
             .override_global("OFFSETS", &offsets, true)
             .load(PROGRAMS)
             .context("cannot load bulwark's eBPF object (maps or BTF rejected by the kernel)")?;
+        let mut maps = Maps(std::collections::HashMap::new());
+        for name in ALL_MAPS {
+            let m = ebpf
+                .take_map(name)
+                .with_context(|| format!("map {name} missing from the eBPF object"))?;
+            maps.0.insert(name, m);
+        }
+        let mut links: Vec<(&str, FdLink)> = Vec::new();
 
         {
             let mut cfg: Array<&mut MapData, Config> =
-                Array::try_from(map(&mut ebpf, MAP_CONFIG)?)?;
+                Array::try_from(map(&mut maps, MAP_CONFIG)?)?;
             cfg.set(
                 0,
                 Config {
@@ -287,8 +431,12 @@ impl Engine {
                 .with_context(|| format!("program {name} missing"))?
                 .try_into()?;
             p.load().map_err(|e| load_error(name, e))?;
-            p.attach(category, tp)
+            let id = p
+                .attach(category, tp)
                 .with_context(|| format!("cannot attach {name} to tracepoint {category}/{tp}"))?;
+            if opts.pin_dir.is_some() {
+                links.push((name, FdLink::try_from(p.take_link(id)?)?));
+            }
         }
         {
             let p: &mut RawTracePoint = ebpf
@@ -296,8 +444,12 @@ impl Engine {
                 .context("program bulwark_fork missing")?
                 .try_into()?;
             p.load().map_err(|e| load_error("bulwark_fork", e))?;
-            p.attach("sched_process_fork")
+            let id = p
+                .attach("sched_process_fork")
                 .context("cannot attach bulwark_fork to raw tracepoint sched_process_fork")?;
+            if opts.pin_dir.is_some() {
+                links.push(("bulwark_fork", FdLink::from(p.take_link(id)?)));
+            }
         }
         let cg = std::fs::File::open(&cgroup)
             .with_context(|| format!("cannot open cgroup directory {}", cgroup.display()))?;
@@ -312,8 +464,12 @@ impl Engine {
                 .with_context(|| format!("program {name} missing"))?
                 .try_into()?;
             p.load().map_err(|e| load_error(name, e))?;
-            p.attach(&cg, CgroupAttachMode::Single)
+            let id = p
+                .attach(&cg, CgroupAttachMode::Single)
                 .with_context(|| format!("cannot attach {name} to cgroup {}", cgroup.display()))?;
+            if opts.pin_dir.is_some() {
+                links.push((name, FdLink::try_from(p.take_link(id)?)?));
+            }
         }
         {
             let p: &mut SockOps = ebpf
@@ -321,14 +477,16 @@ impl Engine {
                 .context("program bulwark_sockops missing")?
                 .try_into()?;
             p.load().map_err(|e| load_error("bulwark_sockops", e))?;
-            p.attach(&cg, CgroupAttachMode::Single).with_context(|| {
+            let id = p.attach(&cg, CgroupAttachMode::Single).with_context(|| {
                 format!("cannot attach bulwark_sockops to {}", cgroup.display())
             })?;
+            if opts.pin_dir.is_some() {
+                links.push(("bulwark_sockops", FdLink::try_from(p.take_link(id)?)?));
+            }
         }
         {
             let fd = {
-                let sh: SockHash<&MapData, u64> =
-                    SockHash::try_from(ebpf.map(MAP_SOCKHASH).context("map SOCKHASH missing")?)?;
+                let sh: SockHash<&MapData, u64> = SockHash::try_from(maps.get(MAP_SOCKHASH)?)?;
                 sh.fd().try_clone()?
             };
             let p: &mut SkMsg = ebpf
@@ -336,17 +494,108 @@ impl Engine {
                 .context("program bulwark_egress missing")?
                 .try_into()?;
             p.load().map_err(|e| load_error("bulwark_egress", e))?;
-            p.attach(&fd)
+            let id = p
+                .attach(&fd)
                 .context("cannot attach bulwark_egress to the SOCKHASH")?;
+            if opts.pin_dir.is_some() {
+                // A prog-attach to a map is not an fd-backed link and cannot be pinned: it
+                // lasts as long as the (pinned) SOCKHASH. Dropping aya's handle would detach
+                // it, so it is deliberately leaked.
+                std::mem::forget(p.take_link(id)?);
+            }
         }
 
+        let pins = match &opts.pin_dir {
+            None => None,
+            Some(root) => {
+                let dir = root.join(build_id());
+                pin_all(&dir, &maps, links).inspect_err(|_| {
+                    let _ = std::fs::remove_dir_all(&dir);
+                })?;
+                Some(Pins {
+                    dir,
+                    adopted: false,
+                    retire,
+                })
+            }
+        };
         Ok(Engine {
-            ebpf,
+            ebpf: Some(ebpf),
+            maps,
+            pins,
             cgroup,
             active: 0,
             generation: 0,
             events_taken: false,
         })
+    }
+
+    /// Takes over maps and links pinned by an earlier engine of this build: nothing is
+    /// loaded or detached, so enforcement continues without a gap.
+    fn adopt(dir: PathBuf, cgroup: PathBuf, retire: Vec<PathBuf>) -> anyhow::Result<Engine> {
+        for prog in LINKED_PROGRAMS {
+            let l = dir.join("links").join(prog);
+            if !l.exists() {
+                bail!(
+                    "pinned engine at {} is incomplete (no link {prog}); remove that directory \
+                     to load afresh",
+                    dir.display()
+                );
+            }
+        }
+        let mut maps = Maps(std::collections::HashMap::new());
+        for name in ALL_MAPS {
+            let path = dir.join("maps").join(name);
+            let data = MapData::from_pin(&path)
+                .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+            maps.0.insert(name, Map::from_map_data(data)?);
+        }
+        let cfg: Config = {
+            let a: Array<&MapData, Config> = Array::try_from(maps.get(MAP_CONFIG)?)?;
+            a.get(&0, 0)?
+        };
+        if cfg.pending_slot != NO_SLOT {
+            // A switch was interrupted: the active slot is intact, the pending one is not.
+            let mut a: Array<&mut MapData, Config> = Array::try_from(map(&mut maps, MAP_CONFIG)?)?;
+            a.set(
+                0,
+                Config {
+                    pending_slot: NO_SLOT,
+                    ..cfg
+                },
+                0,
+            )?;
+        }
+        Ok(Engine {
+            ebpf: None,
+            maps,
+            pins: Some(Pins {
+                dir,
+                adopted: true,
+                retire,
+            }),
+            cgroup,
+            active: (cfg.active_slot & 1) as u8,
+            generation: cfg.generation,
+            events_taken: false,
+        })
+    }
+
+    /// Whether this engine adopted pinned programs and maps instead of loading them.
+    pub fn adopted(&self) -> bool {
+        self.pins.as_ref().is_some_and(|p| p.adopted)
+    }
+
+    /// Removes this engine's pins (and any left by other builds): the programs detach when
+    /// the engine is dropped. Without pins this is a no-op.
+    pub fn unpin(&mut self) -> anyhow::Result<()> {
+        if let Some(p) = self.pins.take() {
+            for d in p.retire.iter().chain(std::iter::once(&p.dir)) {
+                std::fs::remove_dir_all(d)
+                    .with_context(|| format!("cannot remove pins in {}", d.display()))?;
+            }
+        }
+        Ok(())
     }
 
     /// The cgroup the network programs are attached to.
@@ -361,7 +610,7 @@ impl Engine {
 
     fn set_config(&mut self, active: u8, pending: u32) -> anyhow::Result<()> {
         let mut cfg: Array<&mut MapData, Config> =
-            Array::try_from(map(&mut self.ebpf, MAP_CONFIG)?)?;
+            Array::try_from(map(&mut self.maps, MAP_CONFIG)?)?;
         cfg.set(
             0,
             Config {
@@ -397,7 +646,7 @@ impl Engine {
         let seeds = reseed(slot);
         {
             let mut procs: HashMap<&mut MapData, u32, ProcessState> =
-                HashMap::try_from(map(&mut self.ebpf, MAP_PROCESSES)?)?;
+                HashMap::try_from(map(&mut self.maps, MAP_PROCESSES)?)?;
             for (tgid, bits) in seeds {
                 let mut st = match procs.get(&tgid, 0) {
                     Ok(st) if st.start_ns >= pending_since => continue,
@@ -417,11 +666,20 @@ impl Engine {
         self.generation += 1;
         self.set_config(slot, NO_SLOT)?;
         self.active = slot;
+        if let Some(p) = &mut self.pins {
+            // Another build's programs enforced until now; this rule set is in force, so
+            // they can go (removing their pinned links detaches them).
+            for d in std::mem::take(&mut p.retire) {
+                if let Err(e) = std::fs::remove_dir_all(&d) {
+                    log::warn!("cannot remove old pins {}: {e}", d.display());
+                }
+            }
+        }
         Ok(slot)
     }
 
     fn write_slot(&mut self, slot: u8, e: &MapEntries) -> anyhow::Result<()> {
-        let ebpf = &mut self.ebpf;
+        let ebpf = &mut self.maps;
         {
             let mut sel: Array<&mut MapData, SelectorEntry> =
                 Array::try_from(map(ebpf, MAP_SELECTORS)?)?;
@@ -490,7 +748,7 @@ impl Engine {
     /// workload in a Kubernetes namespace (ids from the compiler's `NamespaceIds`).
     pub fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()> {
         let mut m: HashMap<&mut MapData, u64, WorkloadEntry> =
-            HashMap::try_from(map(&mut self.ebpf, MAP_WORKLOADS)?)?;
+            HashMap::try_from(map(&mut self.maps, MAP_WORKLOADS)?)?;
         m.insert(
             cgroup_id,
             WorkloadEntry {
@@ -506,7 +764,7 @@ impl Engine {
     /// Forgets a workload cgroup (absent is not an error).
     pub fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
         let mut m: HashMap<&mut MapData, u64, WorkloadEntry> =
-            HashMap::try_from(map(&mut self.ebpf, MAP_WORKLOADS)?)?;
+            HashMap::try_from(map(&mut self.maps, MAP_WORKLOADS)?)?;
         match m.remove(&cgroup_id) {
             Ok(()) => Ok(()),
             Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -526,14 +784,12 @@ impl Engine {
             bail!("Engine::events() was already called; the event reader can be taken once");
         }
         let ring = self
-            .ebpf
-            .take_map(MAP_EVENTS)
+            .maps
+            .0
+            .remove(MAP_EVENTS)
             .context("map EVENTS missing")?;
         let ring = RingBuf::try_from(ring)?;
-        let sh = self
-            .ebpf
-            .map(MAP_SOCKHASH)
-            .context("map SOCKHASH missing")?;
+        let sh = self.maps.get(MAP_SOCKHASH)?;
         let id = match sh {
             Map::SockHash(d) => d.info()?.id(),
             _ => bail!("map SOCKHASH has an unexpected type"),
@@ -545,11 +801,7 @@ impl Engine {
 
     /// Per-CPU diagnostic counters summed over CPUs, indexed by `COUNTER_*`.
     pub fn counters(&self) -> anyhow::Result<[u64; COUNTERS_LEN as usize]> {
-        let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
-            self.ebpf
-                .map(MAP_COUNTERS)
-                .context("map COUNTERS missing")?,
-        )?;
+        let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.maps.get(MAP_COUNTERS)?)?;
         let mut out = [0u64; COUNTERS_LEN as usize];
         for (i, o) in out.iter_mut().enumerate() {
             *o = m.get(&(i as u32), 0)?.iter().sum();
@@ -565,19 +817,23 @@ impl Engine {
     /// The kernel's cached state of a process (diagnostics, tests).
     pub fn process_state(&self, tgid: u32) -> Option<ProcessState> {
         let m: HashMap<&MapData, u32, ProcessState> =
-            HashMap::try_from(self.ebpf.map(MAP_PROCESSES)?).ok()?;
+            HashMap::try_from(self.maps.get(MAP_PROCESSES).ok()?).ok()?;
         m.get(&tgid, 0).ok()
     }
 
     /// Cookies of the sockets currently in the SOCKHASH (watched by the egress program).
     pub fn watched_sockets(&self) -> anyhow::Result<Vec<u64>> {
-        let m: SockHash<&MapData, u64> = SockHash::try_from(
-            self.ebpf
-                .map(MAP_SOCKHASH)
-                .context("map SOCKHASH missing")?,
-        )?;
+        let m: SockHash<&MapData, u64> = SockHash::try_from(self.maps.get(MAP_SOCKHASH)?)?;
         Ok(m.keys().filter_map(Result::ok).collect())
     }
+}
+
+/// The engine and its reader may move to other threads (the reader typically lives on its own).
+#[allow(dead_code)]
+fn _assert_send() {
+    fn send<T: Send>() {}
+    send::<Engine>();
+    send::<EventReader>();
 }
 
 #[cfg(test)]
@@ -599,12 +855,4 @@ mod tests {
         assert!(me > 0 && me <= boot_ns(), "{me}");
         assert_eq!(proc_start_ns(u32::MAX), 0);
     }
-}
-
-/// The engine and its reader may move to other threads (the reader typically lives on its own).
-#[allow(dead_code)]
-fn _assert_send() {
-    fn send<T: Send>() {}
-    send::<Engine>();
-    send::<EventReader>();
 }
