@@ -53,9 +53,11 @@ static LOCAL: Mutex<()> = Mutex::new(());
 /// Path of the machine-wide lock file that serializes e2e tests across test binaries.
 pub const LOCK_FILE: &str = "/run/bulwark-e2e.lock";
 
-/// Takes the global test lock (see the module docs). A test that panicked while holding the
+/// Checks the machine ([`preflight()`]) and takes the global test lock (see the module docs). A test that panicked while holding the
 /// mutex does not poison it for the others: every test builds its own world from scratch.
 pub fn serial() -> SerialGuard {
+    // Say everything that is missing (root, tools, cgroup v2) before touching the lock file.
+    preflight();
     let local = LOCAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
