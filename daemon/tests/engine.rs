@@ -1151,3 +1151,58 @@ fn pinned_engine_survives_its_process_and_is_adopted_without_a_gap() {
     assert!(left.is_empty(), "{left:?}");
     std::fs::remove_dir(&root).unwrap();
 }
+
+#[test]
+fn exec_during_a_switch_is_evaluated_for_the_pending_slot_too() {
+    let _g = serial();
+    let mut e = load();
+    let mut events = e.events().unwrap();
+    let dir = tempdir("pending");
+    let sleeper = copy_bin("/bin/sleep", &dir, "pending-sleeper");
+    let sleeper_s = sleeper.to_str().unwrap().to_string();
+    let mut child = None;
+    let slot = e
+        .apply(
+            |slot| {
+                let mut m = MapEntries {
+                    slot_meta: SlotMeta {
+                        hook_exec: 1,
+                        selector_count: 1,
+                        lookups: LOOKUP_BIN_EXACT,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                m.selectors.push((
+                    slot as u32 * 64,
+                    selector(HOOK_EXEC, 1, 0, ACTION_POST, MODE_ENFORCE),
+                ));
+                m.bin_exact.push((path_key(slot, &sleeper_s), 1));
+                m
+            },
+            |_| {
+                // The new slot is written and pending, not active: an exec now must get its
+                // bits for both slots from the kernel (it is not in the reseed list).
+                let c = Command::new(&sleeper).arg("5").spawn().unwrap();
+                let pid = c.id();
+                child = Some(c);
+                let exec = find_event(
+                    &mut events,
+                    Duration::from_secs(2),
+                    |ev| matches!(ev, Event::Exec(x) if x.header.tgid == pid),
+                );
+                assert!(exec.is_some(), "exec of the sleeper during the switch");
+                vec![]
+            },
+        )
+        .unwrap();
+    let mut child = child.unwrap();
+    let st = e.process_state(child.id()).expect("sleeper state");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        st.selectors[slot as usize], 1,
+        "evaluated for the pending slot at exec"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
