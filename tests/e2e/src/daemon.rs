@@ -160,6 +160,11 @@ impl Daemon {
         &self.policy_dir
     }
 
+    /// The events file the daemon writes (`--events`).
+    pub fn events_path(&self) -> &Path {
+        &self.events_path
+    }
+
     /// The daemon's stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()

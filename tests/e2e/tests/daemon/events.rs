@@ -114,3 +114,129 @@ fn every_event_has_type_time_and_node_name_and_sigterm_stops_cleanly() {
         "SIGTERM should stop the daemon with exit 0, got {status}"
     );
 }
+
+/// `bulwark events` over the file a real daemon wrote: filters by type, namespace, policy and
+/// outcome, compact output, and `--follow` picking up an event written after it started.
+#[test]
+fn bulwark_events_filters_and_follows_the_daemon_output() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let _g = serial();
+    let w = World::new(bulwark_e2e::WorldConfig {
+        tag: "events-cli".into(),
+        pods: vec![
+            ("e2e-cli-a".into(), "a".into()),
+            ("e2e-cli-b".into(), "b".into()),
+        ],
+    });
+    let touch = w.install_binary(&preflight().touch, "bin/touch");
+    let policy = PolicyBuilder::new("e2e-cli-kill")
+        .rule(
+            RuleBuilder::exec("kill-touch")
+                .namespaces("In", &["e2e-cli-a"])
+                .binaries("In", &[touch.to_str().unwrap()])
+                .action("Sigkill"),
+        )
+        .yaml();
+    let d = Daemon::start(&w, &[("kill.yaml", &policy)]);
+    let bin = bulwark_e2e::daemon::bulwark_bin();
+    let file = d.events_path().to_str().unwrap().to_string();
+    let marker = w.dir().join("m");
+    let killed = w.pods[0].run(&[touch.to_str().unwrap(), marker.to_str().unwrap()]);
+    assert!(killed.sigkilled(), "{killed}");
+    let ran = w.pods[1].run(&[touch.to_str().unwrap(), marker.to_str().unwrap()]);
+    assert!(ran.success(), "{ran}");
+    d.wait_event("the kill", |e| {
+        ev::is(e, "policy_match") && ev::pid(e) == Some(killed.pid as u64)
+    });
+    d.wait_event("the exit in B", |e| {
+        ev::is(e, "process_exit") && ev::pid(e) == Some(ran.pid as u64)
+    });
+
+    let events = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = Command::new(bin)
+            .args(["events", "--file", &file])
+            .args(args)
+            .output()
+            .expect("run bulwark events");
+        assert!(out.status.success(), "bulwark events {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    let matches = events(&["--type", "policy_match", "--namespace", "e2e-cli-a"]);
+    assert!(!matches.is_empty());
+    assert!(matches
+        .iter()
+        .all(|e| ev::is(e, "policy_match") && e["process"]["pod"]["namespace"] == "e2e-cli-a"));
+    assert!(matches
+        .iter()
+        .any(|e| ev::pid(e) == Some(killed.pid as u64)));
+    let killed_only = events(&["--action", "killed", "--policy", "e2e-cli-kill"]);
+    assert!(!killed_only.is_empty() && killed_only.iter().all(|e| e["outcome"] == "killed"));
+    let in_b = events(&["--namespace", "e2e-cli-b", "--type", "exit"]);
+    assert!(
+        in_b.iter().any(|e| ev::pid(e) == Some(ran.pid as u64)),
+        "{in_b:?}"
+    );
+    assert!(in_b.iter().all(|e| ev::is(e, "process_exit")), "{in_b:?}");
+    assert!(events(&["--namespace", "e2e-cli-nowhere"]).is_empty());
+
+    let compact = Command::new(bin)
+        .args([
+            "events", "--file", &file, "--type", "match", "-o", "compact",
+        ])
+        .output()
+        .expect("run bulwark events -o compact");
+    let text = String::from_utf8_lossy(&compact.stdout);
+    assert!(
+        compact.status.success() && text.lines().count() == matches.len(),
+        "{text}"
+    );
+    assert!(text.contains("e2e-cli-kill"), "{text}");
+
+    // --follow sees an event written after it started.
+    let mut follow = Command::new(bin)
+        .args([
+            "events",
+            "--file",
+            &file,
+            "--follow",
+            "--type",
+            "match",
+            "--namespace",
+            "e2e-cli-a",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run bulwark events --follow");
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let again = w.pods[0].run(&[touch.to_str().unwrap(), marker.to_str().unwrap()]);
+    assert!(again.sigkilled(), "{again}");
+    let deadline = std::time::Instant::now() + bulwark_e2e::timeout();
+    let mut seen = false;
+    while std::time::Instant::now() < deadline && !seen {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            let e: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            seen = ev::pid(&e) == Some(again.pid as u64);
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        seen,
+        "bulwark events --follow did not print the new kill of pid {}",
+        again.pid
+    );
+}
