@@ -18,10 +18,9 @@ pub struct CrdsArgs {
 
 /// Every CRD bulwark serves, in output order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    #[allow(unused_mut)]
     let mut crds = bulwark_policy::crds(); // TracingPolicy, TracingPolicyNamespaced
-    // Further CRDs go here, one push each, e.g. the controller's PolicyViolation:
-    // crds.push(bulwark_controller::policy_violation_crd());
+    // Further CRDs go here, one push each.
+    crds.push(bulwark_controller::policy_violation_crd()); // PolicyViolation
     crds
 }
 
