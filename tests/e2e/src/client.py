@@ -2,6 +2,8 @@
 """bulwark e2e socket probe (run inside the pod by the harness).
 
 usage: client.py HOST PORT [--udp] [--send TEXT] [--tls-record] [--wait-for FILE]
+       client.py HOST PORT --sendto TEXT      (unconnected UDP: sendto(), no connect())
+       client.py HOST PORT --repeat-for SECS  (TCP connects in a loop; counts the outcomes)
 
 Connects a socket (TCP unless --udp) to HOST:PORT, optionally sends TEXT (or a fake TLS
 ClientHello record header with --tls-record) and reads the reply; with --wait-for it first
@@ -36,6 +38,32 @@ def main():
         while not os.path.exists(trigger) and time.time() < deadline:
             time.sleep(0.02)
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if "--sendto" in rest:
+        data = rest[rest.index("--sendto") + 1].encode()
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            s.sendto(data, (host, port))
+            print(json.dumps({"sendto": "ok"}))
+            return 0
+        except OSError as e:
+            print(json.dumps({"sendto": name(e)}))
+            return 4
+    if "--repeat-for" in rest:
+        end = time.time() + float(rest[rest.index("--repeat-for") + 1])
+        counts = {}
+        while time.time() < end:
+            c = socket.socket(fam, socket.SOCK_STREAM)
+            c.settimeout(2)
+            try:
+                c.connect((host, port))
+                key = "ok"
+            except OSError as e:
+                key = name(e)
+            c.close()
+            counts[key] = counts.get(key, 0) + 1
+            time.sleep(0.002)
+        print(json.dumps(counts))
+        return 0
     s = socket.socket(fam, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     s.settimeout(5)
     out = {}

@@ -174,6 +174,24 @@ fn connect_notin_allow_list() {
     assert_eperm(&out);
     let m = wait_match(&d, "e2e-connect-allow-list", "connect", out.pid, 5353);
     assert_eq!(m["destination"]["protocol"], "UDP", "{m}");
+    // Unconnected UDP (sendto without connect) is refused too; to an allowed address it works.
+    let out = w
+        .pod()
+        .probe(w.net.server_ip(true), 5353, &["--sendto", "x"]);
+    assert_eq!(
+        out.json()["sendto"],
+        "EPERM",
+        "unconnected UDP to a refused address: {out}"
+    );
+    wait_match(&d, "e2e-connect-allow-list", "connect", out.pid, 5353);
+    let out = w
+        .pod()
+        .probe(w.net.server_alt_ip(true), 5353, &["--sendto", "x"]);
+    assert_eq!(
+        out.json()["sendto"],
+        "ok",
+        "unconnected UDP to an allowed address: {out}"
+    );
     assert_eq!(
         srv.log().accepts().len(),
         2,

@@ -50,6 +50,26 @@ fn exec_ids_correlate_shell_child_and_connect() {
         curl_exec["process"]["pod"]["namespace"], "e2e-events",
         "{curl_exec}"
     );
+    // The process cache's other fields: uid, cwd, start time, and the parent summary.
+    assert_eq!(curl_exec["process"]["uid"], 0, "{curl_exec}");
+    assert!(
+        curl_exec["process"]["cwd"]
+            .as_str()
+            .is_some_and(|c| c.starts_with('/')),
+        "{curl_exec}"
+    );
+    assert!(
+        curl_exec["process"]["start_time"]
+            .as_str()
+            .is_some_and(|t| t.len() >= 20),
+        "{curl_exec}"
+    );
+    assert_eq!(
+        curl_exec["parent"]["exec_id"].as_str(),
+        Some(parent_id.as_str()),
+        "{curl_exec}"
+    );
+    assert_eq!(curl_exec["parent"]["pid"], out.pid, "{curl_exec}");
 
     let connect = d.wait_event("process_connect of the curl", |e| {
         ev::is(e, "process_connect") && ev::exec_id(e).as_deref() == Some(curl_id.as_str())

@@ -98,3 +98,55 @@ fn hot_reload_changes_behaviour_and_broken_files_keep_the_old_policy() {
     );
     assert_eq!(d.pid(), pid, "the daemon never restarted");
 }
+
+/// Policy updates are atomic: while the policy file is rewritten again and again (the 8080
+/// block stays in every version, another rule changes), a pod connecting to 8080 in a tight
+/// loop never gets through — there is no window without enforcement.
+#[test]
+fn reloads_leave_no_enforcement_gap() {
+    let _g = serial();
+    let w = World::single("reload-gap", "e2e-reload");
+    let srv = TestServer::start(&w.net, &[8080, 9090]);
+    let version = |n: usize| {
+        PolicyBuilder::new("e2e-gap")
+            .rule(
+                RuleBuilder::connect("block-8080")
+                    .namespaces("In", &["e2e-reload"])
+                    .destinations("In", &["10.199.0.0/16"], &["8080"], Some("TCP"))
+                    .action("Block"),
+            )
+            .rule(
+                RuleBuilder::connect(&format!("changing-{n}"))
+                    .namespaces("In", &["e2e-reload"])
+                    .destinations("In", &["192.0.2.0/24"], &[&format!("{}", 1000 + n)], None)
+                    .action("Block"),
+            )
+            .yaml()
+    };
+    let d = Daemon::start(&w, &[("gap.yaml", &version(0))]);
+    let ip = w.net.server_ip(false);
+    let argv = w.pod().probe_argv(ip, 8080, &["--repeat-for", "4"]);
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let hammer = w.pod().spawn(&refs);
+    let mut reloads = 0;
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(3000) {
+        reloads += 1;
+        let st = d.replace_policy("gap.yaml", &version(reloads));
+        assert_eq!(st["state"], "reloaded", "{st}");
+    }
+    let out = hammer.wait(bulwark_e2e::timeout());
+    let counts = out.json();
+    eprintln!("{reloads} reloads while connecting: {counts}");
+    assert!(counts.is_object(), "{out}");
+    assert!(reloads >= 3, "only {reloads} reloads happened");
+    assert!(
+        counts.get("ok").is_none(),
+        "connects got through during {reloads} reloads: {counts}"
+    );
+    assert!(
+        counts["EPERM"].as_u64().unwrap_or(0) > 50,
+        "too few attempts: {counts}"
+    );
+    assert_eq!(srv.log().accepts().len(), 0, "the server saw connections");
+}
