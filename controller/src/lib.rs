@@ -191,6 +191,32 @@ impl Default for ControllerOptions {
     }
 }
 
+/// A client for the API server: from `kubeconfig` when given, else the usual inference
+/// (in-cluster ServiceAccount, then `KUBECONFIG` / `~/.kube/config`).
+pub async fn connect(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read kubeconfig {}: {e}; pass an existing kubeconfig file",
+                    path.display()
+                )
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("kubeconfig {} is not usable: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot find Kubernetes credentials: {e}; in a pod, mount the ServiceAccount token \
+                 (automountServiceAccountToken); outside, set KUBECONFIG"
+            )
+        })?,
+    };
+    kube::Client::try_from(config)
+        .map_err(|e| anyhow::anyhow!("cannot build a Kubernetes client: {e}"))
+}
+
 /// Run the controller for node `node_name` until a component fails fatally (it retries API
 /// errors forever, so in practice until the task is dropped or `violations` is closed and the
 /// policy watch ends). Spawns the policy watch, the violation writer and, when
@@ -247,4 +273,62 @@ pub async fn run(
         } => r,
     };
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_explains_a_bad_kubeconfig() {
+        let missing = std::path::Path::new("/nonexistent/bulwark/kubeconfig");
+        let Err(err) = connect(Some(missing)).await else {
+            panic!("a missing kubeconfig must fail")
+        };
+        let err = err.to_string();
+        assert!(err.contains("/nonexistent/bulwark/kubeconfig"), "{err}");
+        let dir = std::env::temp_dir().join(format!("bulwark-kc-{}", std::process::id()));
+        std::fs::write(
+            &dir,
+            "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n",
+        )
+        .unwrap();
+        let Err(err) = connect(Some(&dir)).await else {
+            panic!("an empty kubeconfig must fail")
+        };
+        let err = err.to_string();
+        assert!(err.contains("not usable"), "{err}");
+        let _ = std::fs::remove_file(dir);
+    }
+
+    #[tokio::test]
+    async fn run_refuses_an_empty_node_name() {
+        struct Nop;
+        impl PolicyEngine for Nop {
+            fn apply(&self, _: Vec<AnyPolicy>) -> Result<Vec<PolicyLoadResult>, String> {
+                Ok(vec![])
+            }
+        }
+        let kc = std::env::temp_dir().join(format!("bulwark-kc2-{}", std::process::id()));
+        std::fs::write(
+            &kc,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:1\"}\n\
+             contexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\nusers:\n- name: u\n  user: {token: t}\n",
+        )
+        .unwrap();
+        let client = connect(Some(&kc)).await.unwrap();
+        let (_tx, rx) = violation_channel(1, Arc::new(Stats::default()));
+        let err = run(
+            client,
+            String::new(),
+            Arc::new(Nop),
+            rx,
+            ControllerOptions::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("NODE_NAME"), "{err}");
+        let _ = std::fs::remove_file(kc);
+    }
 }
