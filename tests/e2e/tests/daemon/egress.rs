@@ -193,3 +193,68 @@ fn egress_tls_session_with_openssl_s_client() {
         "one TLS session carried both requests"
     );
 }
+
+/// The classifier in both directions and process selectors on the egress hook: a rule that
+/// blocks *TLS* on one port lets plaintext through there, and a plaintext rule scoped to curl
+/// blocks curl but not another binary sending the same bytes to the same port.
+#[test]
+fn egress_tls_rule_and_binary_scoped_plaintext_rule() {
+    let _g = serial();
+    let w = World::single("egress-scope", "e2e-egress");
+    let srv = TestServer::start(&w.net, &[8443, 9090]);
+    let c4 = w.net.v4_cidr();
+    let curl = bulwark_e2e::preflight().curl.display().to_string();
+    let policy = PolicyBuilder::new("e2e-egress-scope")
+        .rule(
+            RuleBuilder::egress("no-tls-on-8443")
+                .namespaces("In", &["e2e-egress"])
+                .destinations("In", &[&c4], &["8443"], None)
+                .encryption("tls")
+                .action("Block"),
+        )
+        .rule(
+            RuleBuilder::egress("curl-no-plaintext-9090")
+                .namespaces("In", &["e2e-egress"])
+                .binaries("In", &[&curl])
+                .destinations("In", &[&c4], &["9090"], None)
+                .encryption("plaintext")
+                .action("Block"),
+        )
+        .yaml();
+    let d = Daemon::start(&w, &[("scope.yaml", &policy)]);
+    let ip = w.net.server_ip(false);
+
+    let out = w.pod().curl(&["-k", &url("https", ip, 8443, "/tls-8443")]);
+    assert!(!out.success(), "TLS to 8443 should be blocked: {out}");
+    let m = wait_match(&d, "e2e-egress-scope", "egress", out.pid, 8443);
+    assert_eq!(
+        (m["encryption"].as_str(), m["rule"].as_str()),
+        (Some("tls"), Some("no-tls-on-8443")),
+        "{m}"
+    );
+    assert!(
+        srv.log().data_to(&ip.to_string()).is_empty(),
+        "a blocked ClientHello arrived: {:?}",
+        srv.log()
+    );
+    let out = w.pod().curl(&[&url("http", ip, 8443, "/plain-8443")]);
+    assert!(
+        out.success(),
+        "plaintext to 8443 is not in the TLS rule: {out}"
+    );
+
+    let out = w.pod().curl(&[&url("http", ip, 9090, "/curl-9090")]);
+    assert!(
+        !out.success(),
+        "curl's plaintext to 9090 should be blocked: {out}"
+    );
+    wait_match(&d, "e2e-egress-scope", "egress", out.pid, 9090);
+    let out = w
+        .pod()
+        .probe(ip, 9090, &["--send", "GET /python-9090 HTTP/1.0\r\n\r\n"]);
+    assert!(out.success(), "python is not curl: {out}");
+    let log = srv.log();
+    assert!(log.requests_for("/curl-9090").is_empty(), "{log:?}");
+    assert_eq!(log.requests_for("/python-9090").len(), 1, "{log:?}");
+    assert_eq!(log.requests_for("/plain-8443").len(), 1, "{log:?}");
+}
