@@ -433,6 +433,30 @@ pub struct KernelOffsets {
     /// Offset of `group_dead` in the `sched/sched_process_exit` tracepoint record, 0 when the
     /// kernel has no such field (then the thread-group leader's exit is reported).
     pub tp_exit_group_dead: u32,
+    /// 1 when every offset below was found: exec then resolves the binary's absolute path
+    /// from `mm->exe_file` (dentry and mount walk, like d_path) instead of trusting the
+    /// filename given to execve, which may be relative (`./curl`). These offsets may be 0.
+    pub path_walk: u32,
+    /// `mm_struct.exe_file`
+    pub mm_exe_file: u32,
+    /// `file.f_path`
+    pub file_f_path: u32,
+    /// `path.mnt`, `path.dentry`
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    /// `dentry.d_parent`, `dentry.d_name`
+    pub dentry_d_parent: u32,
+    pub dentry_d_name: u32,
+    /// `qstr.len`, `qstr.name`
+    pub qstr_len: u32,
+    pub qstr_name: u32,
+    /// `mount.mnt` (the embedded vfsmount), `mount.mnt_parent`, `mount.mnt_mountpoint`
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    /// `vfsmount.mnt_root`
+    pub vfsmount_mnt_root: u32,
+    pub _pad: u32,
 }
 
 /// Per-CPU diagnostic counters, `COUNTERS[index]` (sum over CPUs).

@@ -98,15 +98,23 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         bpf_probe_read_kernel_str(ev.path.as_mut_ptr().cast(), PATH_LEN as u32, fname.cast())
     };
     let path_len: usize = if n > 0 { (n as usize - 1) & 0x1ff } else { 0 };
-    let path_len = if path_len > PATH_LEN - 1 {
+    let mut path_len = if path_len > PATH_LEN - 1 {
         PATH_LEN - 1
     } else {
         path_len
     };
-    ev.path_len = path_len as u32;
 
     let task = unsafe { bpf_get_current_task() };
     let mm: u64 = kread(task, off.task_mm);
+    // The filename given to execve may be relative (`./curl`) or go through symlinks: match
+    // the path of the file actually executed, assembled from mm->exe_file like d_path does.
+    if off.path_walk == 1 && mm != 0 {
+        if let Some(l) = resolve_exe_path(mm, &off) {
+            path_len = l;
+        }
+    }
+    let ev = &mut s.event;
+    ev.path_len = path_len as u32;
     let arg_start: u64 = kread(mm, off.mm_arg_start);
     let arg_end: u64 = kread(mm, off.mm_arg_end);
     let total = arg_end.saturating_sub(arg_start);
@@ -146,12 +154,12 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // --- process condition hits, per slot ------------------------------------------------
     let mut hits = [0u64; SLOTS];
     if sl.lookups & LOOKUP_BIN_EXACT != 0 {
-        zero_fill(s.path_key.path.as_mut_ptr(), PATH_LEN as u32);
+        // ev.path is zero-filled after the path: a plain copy gives the zero-filled key.
         unsafe {
-            bpf_probe_read_kernel_str(
+            bpf_probe_read_kernel(
                 s.path_key.path.as_mut_ptr().cast(),
                 PATH_LEN as u32,
-                fname.cast(),
+                s.event.path.as_ptr().cast(),
             )
         };
         for k in 0..SLOTS {
@@ -180,7 +188,11 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
                 copy_reversed(dst, s.event.path.as_ptr(), path_len, PATH_AFFIX_LEN);
             } else {
                 unsafe {
-                    bpf_probe_read_kernel_str(dst.cast(), PATH_AFFIX_LEN as u32, fname.cast())
+                    bpf_probe_read_kernel(
+                        dst.cast(),
+                        PATH_AFFIX_LEN as u32,
+                        s.event.path.as_ptr().cast(),
+                    )
                 };
             }
             for k in 0..SLOTS {
@@ -280,6 +292,142 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 #[inline(always)]
 fn bpf_pid_tgid() -> u64 {
     unsafe { bpf_get_current_pid_tgid() }
+}
+
+/// Reads a kernel value at an absolute address (0 on failure).
+#[inline(always)]
+fn rd<T: Default>(addr: u64) -> T {
+    let mut v = T::default();
+    if addr == 0 {
+        return v;
+    }
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            (&mut v as *mut T).cast(),
+            core::mem::size_of::<T>() as u32,
+            addr as *const core::ffi::c_void,
+        )
+    };
+    if r != 0 {
+        return T::default();
+    }
+    v
+}
+
+/// State of [`walk_step`]: the current dentry and vfsmount, and where the path assembled so
+/// far starts in `ExecScratch::walk` (it ends at `WALK_END`).
+#[repr(C)]
+struct PathWalk {
+    dentry: u64,
+    vfsmnt: u64,
+    pos: u32,
+    /// 1 = reached the root, 2 = failed (too long, unreadable).
+    done: u32,
+}
+
+/// One step of the d_path-style walk: prepend the dentry's name, go to its parent, crossing
+/// to the parent mount at a mount's root. Stops at the root of the mount namespace (for a
+/// container: its own root, so paths are as the container sees them).
+#[inline(never)]
+extern "C" fn walk_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut PathWalk) };
+    let off = offsets();
+    let Some(s) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        c.done = 2;
+        return 1;
+    };
+    let s = unsafe { &mut *s };
+    let mnt = c.vfsmnt.wrapping_sub(off.mount_mnt as u64);
+    let mnt_root: u64 = rd(c.vfsmnt + off.vfsmount_mnt_root as u64);
+    if c.dentry == mnt_root {
+        let parent: u64 = rd(mnt + off.mount_mnt_parent as u64);
+        if parent == mnt || parent == 0 {
+            c.done = 1;
+            return 1;
+        }
+        c.dentry = rd(mnt + off.mount_mnt_mountpoint as u64);
+        c.vfsmnt = parent + off.mount_mnt as u64;
+        return 0;
+    }
+    let parent: u64 = rd(c.dentry + off.dentry_d_parent as u64);
+    if parent == c.dentry || parent == 0 {
+        c.done = 1;
+        return 1;
+    }
+    let qstr = c.dentry + off.dentry_d_name as u64;
+    let len: u32 = rd(qstr + off.qstr_len as u64);
+    let name: u64 = rd(qstr + off.qstr_name as u64);
+    let len = len & 0xff;
+    if len == 0 || name == 0 || len + 1 > c.pos {
+        c.done = 2;
+        return 1;
+    }
+    c.pos -= len;
+    let at = (c.pos as usize) & (WALK_END - 1);
+    unsafe {
+        bpf_probe_read_kernel(
+            s.walk.as_mut_ptr().add(at).cast(),
+            len,
+            name as *const core::ffi::c_void,
+        )
+    };
+    c.pos -= 1;
+    s.walk[(c.pos as usize) & (WALK_END - 1)] = b'/';
+    c.dentry = parent;
+    0
+}
+
+/// Writes the absolute path of `mm->exe_file` into the exec event (zero-filled) and returns
+/// its length, or None when it cannot be resolved (the execve filename is kept then).
+#[inline(always)]
+fn resolve_exe_path(mm: u64, off: &KernelOffsets) -> Option<usize> {
+    let file: u64 = rd(mm + off.mm_exe_file as u64);
+    if file == 0 {
+        return None;
+    }
+    let fpath = file + off.file_f_path as u64;
+    let mut c = PathWalk {
+        dentry: rd(fpath + off.path_dentry as u64),
+        vfsmnt: rd(fpath + off.path_mnt as u64),
+        pos: WALK_END as u32,
+        done: 0,
+    };
+    if c.dentry == 0 || c.vfsmnt == 0 {
+        return None;
+    }
+    unsafe {
+        bpf_loop(
+            64,
+            walk_step as *mut core::ffi::c_void,
+            (&mut c as *mut PathWalk).cast(),
+            0,
+        )
+    };
+    if c.done != 1 || c.pos as usize >= WALK_END {
+        return None;
+    }
+    let len = WALK_END - c.pos as usize;
+    if len > PATH_LEN - 1 {
+        return None;
+    }
+    let s = EXEC_SCRATCH.get_ptr_mut(0)?;
+    let s = unsafe { &mut *s };
+    zero_fill(s.event.path.as_mut_ptr(), PATH_LEN as u32);
+    let n = (len as u32) & 0xff;
+    if n == 0 {
+        return None;
+    }
+    unsafe {
+        bpf_probe_read_kernel(
+            s.event.path.as_mut_ptr().cast(),
+            n,
+            s.walk
+                .as_ptr()
+                .add((c.pos as usize) & (WALK_END - 1))
+                .cast(),
+        )
+    };
+    Some(n as usize)
 }
 
 /// State of [`sel_step`]: selectors of `slot` whose process conditions hold under `truth`.

@@ -20,6 +20,20 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     mm_arg_start: 0,
     mm_arg_end: 0,
     tp_exit_group_dead: 0,
+    path_walk: 0,
+    mm_exe_file: 0,
+    file_f_path: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    dentry_d_parent: 0,
+    dentry_d_name: 0,
+    qstr_len: 0,
+    qstr_name: 0,
+    mount_mnt: 0,
+    mount_mnt_parent: 0,
+    mount_mnt_mountpoint: 0,
+    vfsmount_mnt_root: 0,
+    _pad: 0,
 };
 
 /// Reads the load-time offsets (volatile so the compiler cannot fold the zero initializer).
@@ -94,7 +108,14 @@ pub struct ExecScratch {
     pub arg_buf: [u8; ARG_BUF],
     pub arg_key: ArgKey,
     pub arg_lpm: aya_ebpf::maps::lpm_trie::Key<ArgLpmData>,
+    /// The binary's path assembled backwards by the dentry walk (ends at byte `WALK_END`).
+    pub walk: [u8; WALK_BUF],
 }
+
+/// Size of the dentry-walk buffer and where the assembled path ends in it: components are
+/// written at `pos & (WALK_END - 1)` with at most 255 bytes each, so every write stays inside.
+pub const WALK_END: usize = 512;
+pub const WALK_BUF: usize = 768;
 
 /// Bytes read per argv element (a longer element stops argument matching, see exec.rs).
 pub const ARG_BUF: usize = 256;

@@ -208,6 +208,22 @@ fn exec_sigkill_by_exact_path_prefix_and_postfix() {
             "{what}: the killed binary must not have run (marker exists)"
         );
     }
+    // Relative and symlinked invocations of the exact path are killed too: the kernel matches
+    // the file actually executed (mm->exe_file), not the string given to execve.
+    let marker = dir.join("marker-relative");
+    let st = Command::new("./evil-touch")
+        .arg(&marker)
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert_eq!(st.signal(), Some(9), "relative ./evil-touch: {st:?}");
+    assert!(!marker.exists());
+    let link = dir.join("innocent-name");
+    std::os::unix::fs::symlink(&exact, &link).unwrap();
+    let marker = dir.join("marker-symlink");
+    let st = run(&link, &[marker.to_str().unwrap()]);
+    assert_eq!(st.signal(), Some(9), "symlink to evil-touch: {st:?}");
+    assert!(!marker.exists());
     let marker = dir.join("marker-fine");
     let st = run(&fine, &[marker.to_str().unwrap()]);
     assert!(st.success(), "a non-matching binary runs: {st:?}");
@@ -1096,6 +1112,14 @@ fn pinned_engine_survives_its_process_and_is_adopted_without_a_gap() {
     let _g = serial();
     let root = PathBuf::from(format!("/sys/fs/bpf/bulwark-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
+    // A failing run must not leave pinned enforcement behind on the host.
+    struct RemoveOnDrop(PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveOnDrop(root.clone());
     let opts = EngineOptions {
         pin_dir: Some(root.clone()),
         ..Default::default()
@@ -1144,12 +1168,36 @@ fn pinned_engine_survives_its_process_and_is_adopted_without_a_gap() {
     );
     TcpStream::connect(("127.0.0.1", port)).expect("new (empty) rule set is in force");
     apply_net(&mut e, port, 1);
+    // Our links, by id (connect checks alone could be confused by another engine on the host).
+    let build = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let ours: Vec<u32> = std::fs::read_dir(build.join("links"))
+        .unwrap()
+        .flatten()
+        .map(|l| {
+            let fd = aya::programs::links::FdLink::from(
+                aya::programs::links::PinnedLink::from_pin(l.path()).unwrap(),
+            );
+            fd.info().unwrap().id()
+        })
+        .collect();
+    assert_eq!(ours.len(), 8, "eight pinned links");
     e.unpin().unwrap();
     drop(e);
-    TcpStream::connect(("127.0.0.1", port)).expect("unpinned and dropped: programs detached");
+    let live: Vec<u32> = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .map(|l| l.id())
+        .collect();
+    assert!(
+        ours.iter().all(|id| !live.contains(id)),
+        "unpinned and dropped: our links are gone"
+    );
     let left: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");
-    std::fs::remove_dir(&root).unwrap();
 }
 
 #[test]

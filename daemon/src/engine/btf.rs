@@ -194,7 +194,33 @@ impl Btf {
             mm_arg_start: self.member_offset("mm_struct", "arg_start")?,
             mm_arg_end: self.member_offset("mm_struct", "arg_end")?,
             tp_exit_group_dead: 0,
+            ..self.path_walk_offsets()
         })
+    }
+
+    /// Offsets of the exe_file dentry/mount walk; `path_walk` is 0 when any is missing (exec
+    /// then falls back to the filename given to execve).
+    pub fn path_walk_offsets(&self) -> KernelOffsets {
+        let get = |s: &str, m: &str| self.member_offset(s, m).ok();
+        let all = (|| {
+            Some(KernelOffsets {
+                path_walk: 1,
+                mm_exe_file: get("mm_struct", "exe_file")?,
+                file_f_path: get("file", "f_path")?,
+                path_mnt: get("path", "mnt")?,
+                path_dentry: get("path", "dentry")?,
+                dentry_d_parent: get("dentry", "d_parent")?,
+                dentry_d_name: get("dentry", "d_name")?,
+                qstr_len: get("qstr", "len")?,
+                qstr_name: get("qstr", "name")?,
+                mount_mnt: get("mount", "mnt")?,
+                mount_mnt_parent: get("mount", "mnt_parent")?,
+                mount_mnt_mountpoint: get("mount", "mnt_mountpoint")?,
+                vfsmount_mnt_root: get("vfsmount", "mnt_root")?,
+                ..KernelOffsets::default()
+            })
+        })();
+        all.unwrap_or_default()
     }
 }
 
@@ -297,5 +323,8 @@ mod tests {
         }
         let off = Btf::from_file(p).unwrap().kernel_offsets().unwrap();
         assert!(off.task_mm > 0 && off.task_tgid > 0 && off.mm_arg_end > off.mm_arg_start);
+        assert_eq!(off.path_walk, 1, "dentry walk offsets: {off:?}");
+        assert_eq!((off.path_mnt, off.path_dentry), (0, 8));
+        assert_eq!((off.qstr_len, off.qstr_name), (4, 8));
     }
 }
