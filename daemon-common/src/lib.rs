@@ -17,6 +17,18 @@
 //! LPM tries return only the longest matching prefix, so the compiler stores in every prefix
 //! entry the union of the hit masks of all shorter prefixes that cover it.
 //!
+//! # What the kernel matches against
+//! - Binary: the absolute path of the file actually executed (`mm->exe_file`, walked like
+//!   `d_path` up to the root of the process's mount namespace), so `./curl` or a symlink named
+//!   otherwise match `/usr/bin/curl`; if that walk fails (path over 255 bytes, offsets missing)
+//!   the filename given to execve is used. Container processes see container paths.
+//! - Arguments: argv[0..MAX_ARGS] from the new process's memory; an element of 255+ bytes ends
+//!   the walk (later elements are not examined).
+//! - Egress: the first 3 payload bytes of the stream (kept across sends while fewer arrived):
+//!   `0x16 0x03 0x00..=0x04` is TLS, anything else plaintext. Only sockets that connect gave
+//!   egress selectors enter the SOCKHASH; once classified and allowed, userspace removes them
+//!   (on `EVENT_SOCK_CLASSIFIED`); blocked sockets stay and every later send is dropped.
+//!
 //! The lookups, as the compiler lays the entries out (`bulwark_compiler::RuleSet::
 //! evaluate_process` / `evaluate_destination` are the reference semantics; its tests simulate
 //! exactly these lookups):
