@@ -633,7 +633,9 @@ pub async fn run(
     let manager = format!("{}/{}", opts.field_manager, node);
     let mut seeded = false;
     let mut next_list = Instant::now();
-    let mut next_expire = Instant::now() + Duration::from_secs(30);
+    // Expiry sweeps: every minute (more often when resync is short, as in tests).
+    let sweep = opts.resync_interval.min(Duration::from_secs(60));
+    let mut next_expire = Instant::now() + sweep;
     let mut list_failures = 0u32;
     let mut rx_open = true;
     let tick = Duration::from_millis(250);
@@ -741,7 +743,7 @@ pub async fn run(
             }
         }
         if now >= next_expire {
-            next_expire = now + Duration::from_secs(60);
+            next_expire = now + sweep;
             for key in agg.expire(jiff::Timestamp::now()) {
                 let api: Api<PolicyViolation> = Api::namespaced(client.clone(), &key.namespace);
                 match api.delete(&key.name, &DeleteParams::default()).await {

@@ -478,6 +478,26 @@ async fn controller_against_real_server() {
         0
     );
 
+    // Expiry: a violation last seen long ago (beyond the 24 h TTL) is deleted by the sweep.
+    assert!(tx.offer(event(
+        "block-cloud-metadata",
+        Some(("payments", "old-pod")),
+        80,
+        "2020-01-01T00:00:00Z"
+    )));
+    wait_for("the old violation written and expired", T, || async {
+        let gone = !violations_json(&kc)
+            .iter()
+            .any(|v| v["spec"]["pod"] == "old-pod");
+        (stats.violation_objects_expired.load(Ordering::Relaxed) >= 1 && gone).then_some(())
+    })
+    .await;
+    assert!(stats.violation_objects_created.load(Ordering::Relaxed) >= 3);
+    // The recent ones are kept.
+    assert!(violations_json(&kc)
+        .iter()
+        .any(|v| v["spec"]["pod"] == "api-7d9"));
+
     // 7. A second node: NODES reads 2/2 for accepted policies, its own entry kept per node.
     let engine_b = fake_engine();
     let (_tx_b, rx_b) = violation_channel(16, Arc::new(Stats::default()));
