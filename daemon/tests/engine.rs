@@ -1254,3 +1254,29 @@ fn exec_during_a_switch_is_evaluated_for_the_pending_slot_too() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_full_ring_buffer_counts_lost_events() {
+    let _g = serial();
+    let e = Engine::load(&EngineOptions {
+        events_ring_bytes: Some(4096),
+        ..Default::default()
+    })
+    .expect("load with a one-page ring");
+    assert_eq!(e.lost_events().unwrap(), 0);
+    // Nobody reads: a few execs (ExecEvent is ~850 bytes) overflow one page.
+    for _ in 0..20 {
+        Command::new("/bin/true").status().unwrap();
+    }
+    assert!(
+        e.lost_events().unwrap() > 0,
+        "overflow is counted, not silent"
+    );
+    let err = Engine::load(&EngineOptions {
+        events_ring_bytes: Some(5000),
+        ..Default::default()
+    })
+    .err()
+    .expect("a ring size that is not a power of two is refused");
+    assert!(format!("{err:#}").contains("power of two"), "{err:#}");
+}

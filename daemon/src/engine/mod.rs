@@ -85,6 +85,9 @@ pub struct EngineOptions {
     /// enforcement survives the daemon: a later `load` with the same directory and the same
     /// build *adopts* them (no reload, no gap). `None`: everything ends with the `Engine`.
     pub pin_dir: Option<PathBuf>,
+    /// Size of the event ring buffer in bytes (a power of two, at least the page size);
+    /// default `EVENTS_RING_BYTES` (16 MiB).
+    pub events_ring_bytes: Option<u32>,
 }
 
 /// Every map of the eBPF object (the engine holds them by name).
@@ -395,8 +398,14 @@ impl Engine {
             host::tracepoint_field_offset(&tracefs, "sched", "sched_process_exit", "group_dead")
                 .unwrap_or(0);
 
+        let ring = opts.events_ring_bytes.unwrap_or(EVENTS_RING_BYTES);
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
+        if !ring.is_power_of_two() || ring < page {
+            bail!("events_ring_bytes {ring} must be a power of two of at least {page} (the page size)");
+        }
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
+            .map_max_entries(MAP_EVENTS, ring)
             .load(PROGRAMS)
             .context("cannot load bulwark's eBPF object (maps or BTF rejected by the kernel)")?;
         let mut maps = Maps(std::collections::HashMap::new());
