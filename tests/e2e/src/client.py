@@ -4,6 +4,8 @@
 usage: client.py HOST PORT [--udp] [--send TEXT] [--tls-record] [--wait-for FILE]
        client.py HOST PORT --sendto TEXT      (unconnected UDP: sendto(), no connect())
        client.py HOST PORT --repeat-for SECS  (TCP connects in a loop; counts the outcomes)
+--hold SECS keeps the socket open that long after the last step (its JSON line is printed
+and flushed first), so a test can look at kernel state while the connection exists.
 
 Connects a socket (TCP unless --udp) to HOST:PORT, optionally sends TEXT (or a fake TLS
 ClientHello record header with --tls-record) and reads the reply; with --wait-for it first
@@ -90,7 +92,9 @@ def main():
                 out["recv"] = name(e)
                 print(json.dumps(out))
                 return 5
-    print(json.dumps(out))
+    print(json.dumps(out), flush=True)
+    if "--hold" in rest:
+        time.sleep(float(rest[rest.index("--hold") + 1]))
     return 0
 
 

@@ -165,6 +165,25 @@ impl Daemon {
         &self.events_path
     }
 
+    /// Ids of the BPF maps the daemon holds open, from `/proc/PID/fdinfo` (`map_id:` lines).
+    pub fn map_ids(&self) -> Vec<u32> {
+        let dir = format!("/proc/{}/fdinfo", self.pid());
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for line in info.lines() {
+                if let Some(id) = line.strip_prefix("map_id:") {
+                    if let Ok(id) = id.trim().parse() {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// The daemon's stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()

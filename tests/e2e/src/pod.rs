@@ -45,6 +45,11 @@ impl Running {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// What it wrote to stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        std::fs::read_to_string(&self.out_path).unwrap_or_default()
+    }
+
     /// Waits up to `limit` for the exit; SIGKILLs it then (`timed_out`).
     pub fn wait(mut self, limit: Duration) -> RunOutput {
         let mut child = self.child.take().expect("waited once");

@@ -1,5 +1,5 @@
 //! Checks that the machine can run the e2e tests — root, the cgroup v2 mount, and the tools the
-//! harness drives (`ip`, `curl`, `openssl`, `python3`, `sh`) — and finds their absolute paths.
+//! harness drives (`ip`, `curl`, `openssl`, `python3`, `sh`, `bpftool`) — and finds their absolute paths.
 //! Missing pieces are a loud failure naming what is missing and how to get it, never a skip:
 //! a CI run that silently skipped every kernel test would prove nothing.
 
@@ -18,6 +18,8 @@ pub struct Tools {
     pub sh: PathBuf,
     /// `/bin/touch`, copied by exec tests to test-only paths.
     pub touch: PathBuf,
+    /// `bpftool`, to read the daemon's maps (e.g. which sockets are watched).
+    pub bpftool: PathBuf,
 }
 
 /// Runs the checks once per process and returns the tools; panics with every problem found.
@@ -28,7 +30,7 @@ pub fn preflight() -> &'static Tools {
         Err(problems) => panic!(
             "the bulwark e2e tests cannot run on this machine:\n  - {}\n\
              (they need root, a cgroup v2 mount and the tools above; on Debian: \
-             `apt-get install iproute2 curl openssl python3`)",
+             `apt-get install iproute2 curl openssl python3 bpftool`)",
             problems.join("\n  - ")
         ),
     })
@@ -59,6 +61,7 @@ fn check() -> Result<Tools, Vec<String>> {
     let python_on_path = find("python3");
     let sh = find("sh");
     let touch = find("touch");
+    let bpftool = find("bpftool");
     let python3 = if python_on_path.is_absolute() {
         match real_python(&python_on_path) {
             Ok(p) => p,
@@ -78,6 +81,7 @@ fn check() -> Result<Tools, Vec<String>> {
             python3,
             sh,
             touch,
+            bpftool,
         })
     } else {
         Err(problems)

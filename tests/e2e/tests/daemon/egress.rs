@@ -258,3 +258,119 @@ fn egress_tls_rule_and_binary_scoped_plaintext_rule() {
     assert_eq!(log.requests_for("/python-9090").len(), 1, "{log:?}");
     assert_eq!(log.requests_for("/plain-8443").len(), 1, "{log:?}");
 }
+
+/// Only sockets a policy could act on pay for the egress path: a connection enters the
+/// daemon's SOCKHASH only when its process and destination match an egress rule, and leaves it
+/// once its first payload is classified and allowed. Read with bpftool from the map the daemon
+/// holds (found through /proc/PID/fdinfo, so other bulwark instances do not interfere).
+#[test]
+fn egress_sockhash_holds_only_sockets_a_policy_can_act_on() {
+    let _g = serial();
+    let w = World::new(bulwark_e2e::WorldConfig {
+        tag: "sockhash".into(),
+        pods: vec![
+            ("e2e-sh-a".into(), "a".into()),
+            ("e2e-sh-b".into(), "b".into()),
+        ],
+    });
+    let _srv = TestServer::start(&w.net, &[8080, 9090]);
+    let c4 = w.net.v4_cidr();
+    let policy = PolicyBuilder::new("e2e-sockhash")
+        .rule(
+            RuleBuilder::egress("a-no-plaintext-8080")
+                .namespaces("In", &["e2e-sh-a"])
+                .destinations("In", &[&c4], &["8080"], None)
+                .encryption("plaintext")
+                .action("Block"),
+        )
+        .yaml();
+    let d = Daemon::start(&w, &[("sockhash.yaml", &policy)]);
+    let map_id = sockhash_id(&d);
+    let ip = w.net.server_ip(false);
+    let (a, b) = (&w.pods[0], &w.pods[1]);
+    let hold = |pod: &bulwark_e2e::Pod, port: u16, extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend_from_slice(&["--hold", "20"]);
+        let argv = pod.probe_argv(ip, port, &args);
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let r = pod.spawn(&refs);
+        let up = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
+            r.stdout_so_far()
+                .contains("\"connect\": \"ok\"")
+                .then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "the held connection did not come up: {}",
+            r.stdout_so_far()
+        );
+        r
+    };
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(300));
+
+    // Not actionable: another namespace, or another port.
+    let _b = hold(b, 8080, &[]);
+    let _a9090 = hold(a, 9090, &[]);
+    settle();
+    assert_eq!(
+        sockhash_entries(map_id),
+        0,
+        "unmatched sockets entered the SOCKHASH"
+    );
+    // Actionable and not yet classified: watched.
+    let waiting = hold(a, 8080, &[]);
+    settle();
+    assert_eq!(
+        sockhash_entries(map_id),
+        1,
+        "the matching socket is not watched"
+    );
+    drop(waiting);
+    let gone = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
+        (sockhash_entries(map_id) == 0).then_some(())
+    });
+    assert!(gone.is_some(), "a closed socket stayed in the SOCKHASH");
+    // Classified TLS (allowed): leaves the SOCKHASH while the connection stays open.
+    let _tls = hold(a, 8080, &["--tls-record"]);
+    let left = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
+        (sockhash_entries(map_id) == 0).then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "a socket classified as TLS stayed in the SOCKHASH"
+    );
+}
+
+fn bpftool(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(&bulwark_e2e::preflight().bpftool)
+        .arg("-j")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run bpftool (install it: apt-get install bpftool): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?} output: {e}"))
+}
+
+fn sockhash_id(d: &Daemon) -> u32 {
+    let ids = d.map_ids();
+    let maps = bpftool(&["map", "show"]);
+    maps.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["type"] == "sockhash")
+        .filter_map(|m| m["id"].as_u64())
+        .map(|id| id as u32)
+        .find(|id| ids.contains(id))
+        .unwrap_or_else(|| panic!("the daemon holds no sockhash map (its maps: {ids:?})"))
+}
+
+fn sockhash_entries(id: u32) -> usize {
+    let v = bpftool(&["map", "dump", "id", &id.to_string()]);
+    v.as_array().map(Vec::len).unwrap_or(0)
+}
