@@ -21,7 +21,9 @@
 //! - Binary: the absolute path of the file actually executed (`mm->exe_file`, walked like
 //!   `d_path` up to the root of the process's mount namespace), so `./curl` or a symlink named
 //!   otherwise match `/usr/bin/curl`; if that walk fails (path over 255 bytes, offsets missing)
-//!   the filename given to execve is used. Container processes see container paths.
+//!   the filename given to execve is used. Container processes see container paths. The
+//!   filename given to execve is matched as well (hits ORed): for a script that is the
+//!   script's path, while the executed file is its interpreter.
 //! - Arguments: argv[0..MAX_ARGS] from the new process's memory; an element of 255+ bytes ends
 //!   the walk (later elements are not examined).
 //! - Egress: the first 3 payload bytes of the stream (kept across sends while fewer arrived):

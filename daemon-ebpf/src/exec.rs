@@ -90,12 +90,19 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     sl.lookups = sl.meta[0].lookups | if sl.n == 2 { sl.meta[1].lookups } else { 0 };
 
     // --- the event: path, argv, parent -------------------------------------------------
-    let ev = &mut s.event;
-    zero_fill(ev.path.as_mut_ptr(), PATH_LEN as u32);
+    zero_fill(s.fname.as_mut_ptr(), PATH_LEN as u32);
     let loc: u32 = unsafe { ctx.read_at::<u32>(8) }.map_err(|e| e as i64)?;
     let fname = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
     let n = unsafe {
-        bpf_probe_read_kernel_str(ev.path.as_mut_ptr().cast(), PATH_LEN as u32, fname.cast())
+        bpf_probe_read_kernel_str(s.fname.as_mut_ptr().cast(), PATH_LEN as u32, fname.cast())
+    };
+    // The event starts with the execve filename (zero-filled copy).
+    unsafe {
+        bpf_probe_read_kernel(
+            s.event.path.as_mut_ptr().cast(),
+            PATH_LEN as u32,
+            s.fname.as_ptr().cast(),
+        )
     };
     let path_len: usize = if n > 0 { (n as usize - 1) & 0x1ff } else { 0 };
     let mut path_len = if path_len > PATH_LEN - 1 {
@@ -108,9 +115,12 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let mm: u64 = kread(task, off.task_mm);
     // The filename given to execve may be relative (`./curl`) or go through symlinks: match
     // the path of the file actually executed, assembled from mm->exe_file like d_path does.
+    let fname_len = path_len;
+    let mut walked = false;
     if off.path_walk == 1 && mm != 0 {
         if let Some(l) = resolve_exe_path(mm, &off) {
             path_len = l;
+            walked = true;
         }
     }
     let ev = &mut s.event;
@@ -153,58 +163,11 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 
     // --- process condition hits, per slot ------------------------------------------------
     let mut hits = [0u64; SLOTS];
-    if sl.lookups & LOOKUP_BIN_EXACT != 0 {
-        // ev.path is zero-filled after the path: a plain copy gives the zero-filled key.
-        unsafe {
-            bpf_probe_read_kernel(
-                s.path_key.path.as_mut_ptr().cast(),
-                PATH_LEN as u32,
-                s.event.path.as_ptr().cast(),
-            )
-        };
-        for k in 0..SLOTS {
-            if k < sl.n && sl.meta[k].lookups & LOOKUP_BIN_EXACT != 0 {
-                s.path_key.slot = sl.slot[k];
-                if let Some(h) = unsafe { BIN_EXACT.get(&s.path_key) } {
-                    hits[k] |= *h;
-                }
-            }
-        }
-    }
-    if sl.lookups & (LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX) != 0 {
-        let l = if path_len > PATH_AFFIX_LEN {
-            PATH_AFFIX_LEN
-        } else {
-            path_len
-        };
-        s.path_lpm.prefix_len = 8 * (1 + l as u32);
-        for (bit, reverse) in [(LOOKUP_BIN_PREFIX, false), (LOOKUP_BIN_POSTFIX, true)] {
-            if sl.lookups & bit == 0 {
-                continue;
-            }
-            let dst = core::ptr::addr_of_mut!(s.path_lpm.data.bytes) as *mut u8;
-            // Bytes after the prefix length are not compared: no zeroing needed.
-            if reverse {
-                copy_reversed(dst, s.event.path.as_ptr(), path_len, PATH_AFFIX_LEN);
-            } else {
-                unsafe {
-                    bpf_probe_read_kernel(
-                        dst.cast(),
-                        PATH_AFFIX_LEN as u32,
-                        s.event.path.as_ptr().cast(),
-                    )
-                };
-            }
-            for k in 0..SLOTS {
-                if k < sl.n && sl.meta[k].lookups & bit != 0 {
-                    s.path_lpm.data.slot = sl.slot[k] as u8;
-                    let m = if reverse { &BIN_POSTFIX } else { &BIN_PREFIX };
-                    if let Some(h) = m.get(&s.path_lpm) {
-                        hits[k] |= *h;
-                    }
-                }
-            }
-        }
+    path_hits(s, &sl, PathSrc::Event, path_len, &mut hits);
+    if walked {
+        // Also the name given to execve: for a script that is the script (the executed file
+        // is its interpreter), so both `/bin/sh` and `/opt/x/run.sh` selectors can match.
+        path_hits(s, &sl, PathSrc::Filename, fname_len, &mut hits);
     }
     if sl.lookups & LOOKUP_NAMESPACE != 0 {
         for k in 0..SLOTS {
@@ -292,6 +255,77 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 #[inline(always)]
 fn bpf_pid_tgid() -> u64 {
     unsafe { bpf_get_current_pid_tgid() }
+}
+
+/// Which zero-filled path buffer of the scratch to match.
+#[derive(Clone, Copy)]
+enum PathSrc {
+    /// `event.path`: the resolved path of the executed file.
+    Event,
+    /// `fname`: the filename given to execve.
+    Filename,
+}
+
+/// Binary condition hits (exact, prefix, postfix) of one path for the evaluated slots.
+#[inline(always)]
+fn path_hits(
+    s: &mut ExecScratch,
+    sl: &Slots,
+    which: PathSrc,
+    path_len: usize,
+    hits: &mut [u64; SLOTS],
+) {
+    let src: *const u8 = match which {
+        PathSrc::Event => s.event.path.as_ptr(),
+        PathSrc::Filename => s.fname.as_ptr(),
+    };
+    if sl.lookups & LOOKUP_BIN_EXACT != 0 {
+        // ev.path is zero-filled after the path: a plain copy gives the zero-filled key.
+        unsafe {
+            bpf_probe_read_kernel(
+                s.path_key.path.as_mut_ptr().cast(),
+                PATH_LEN as u32,
+                src.cast(),
+            )
+        };
+        for k in 0..SLOTS {
+            if k < sl.n && sl.meta[k].lookups & LOOKUP_BIN_EXACT != 0 {
+                s.path_key.slot = sl.slot[k];
+                if let Some(h) = unsafe { BIN_EXACT.get(&s.path_key) } {
+                    hits[k] |= *h;
+                }
+            }
+        }
+    }
+    if sl.lookups & (LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX) != 0 {
+        let l = if path_len > PATH_AFFIX_LEN {
+            PATH_AFFIX_LEN
+        } else {
+            path_len
+        };
+        s.path_lpm.prefix_len = 8 * (1 + l as u32);
+        for (bit, reverse) in [(LOOKUP_BIN_PREFIX, false), (LOOKUP_BIN_POSTFIX, true)] {
+            if sl.lookups & bit == 0 {
+                continue;
+            }
+            let dst = core::ptr::addr_of_mut!(s.path_lpm.data.bytes) as *mut u8;
+            // Bytes after the prefix length are not compared: no zeroing needed.
+            if reverse {
+                copy_reversed(dst, src, path_len, PATH_AFFIX_LEN);
+            } else {
+                unsafe { bpf_probe_read_kernel(dst.cast(), PATH_AFFIX_LEN as u32, src.cast()) };
+            }
+            for k in 0..SLOTS {
+                if k < sl.n && sl.meta[k].lookups & bit != 0 {
+                    s.path_lpm.data.slot = sl.slot[k] as u8;
+                    let m = if reverse { &BIN_POSTFIX } else { &BIN_PREFIX };
+                    if let Some(h) = m.get(&s.path_lpm) {
+                        hits[k] |= *h;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Reads a kernel value at an absolute address (0 on failure).

@@ -110,6 +110,8 @@ pub struct ExecScratch {
     pub arg_lpm: aya_ebpf::maps::lpm_trie::Key<ArgLpmData>,
     /// The binary's path assembled backwards by the dentry walk (ends at byte `WALK_END`).
     pub walk: [u8; WALK_BUF],
+    /// The filename given to execve, zero-filled.
+    pub fname: [u8; PATH_LEN],
 }
 
 /// Size of the dentry-walk buffer and where the assembled path ends in it: components are

@@ -1280,3 +1280,64 @@ fn a_full_ring_buffer_counts_lost_events() {
     .expect("a ring size that is not a power of two is refused");
     assert!(format!("{err:#}").contains("power of two"), "{err:#}");
 }
+
+#[test]
+fn a_script_matches_by_its_own_path_and_by_its_interpreter() {
+    let _g = serial();
+    let mut e = load();
+    let dir = tempdir("script");
+    let sh = copy_bin("/bin/sh", &dir, "interp-sh");
+    let script = dir.join("evil.sh");
+    let other = dir.join("other.sh");
+    let marker = dir.join("ran");
+    for (p, interp) in [(&script, "/bin/sh"), (&other, sh.to_str().unwrap())] {
+        std::fs::write(p, format!("#!{interp}\ntouch {}\n", marker.display())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let script_s = script.to_str().unwrap().to_string();
+    let sh_s = sh.to_str().unwrap().to_string();
+    // Selector 0: the script's own path. Selector 1: the interpreter copy.
+    e.apply(
+        |slot| {
+            let mut m = MapEntries {
+                slot_meta: SlotMeta {
+                    hook_exec: 0b11,
+                    selector_count: 2,
+                    lookups: LOOKUP_BIN_EXACT,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let base = slot as u32 * 64;
+            m.selectors.push((
+                base,
+                selector(HOOK_EXEC, 1, 0, ACTION_SIGKILL, MODE_ENFORCE),
+            ));
+            m.selectors.push((
+                base + 1,
+                selector(HOOK_EXEC, 2, 0, ACTION_SIGKILL, MODE_ENFORCE),
+            ));
+            m.bin_exact.push((path_key(slot, &script_s), 1));
+            m.bin_exact.push((path_key(slot, &sh_s), 2));
+            m
+        },
+        |_| vec![],
+    )
+    .unwrap();
+    let st = run(&script, &[]);
+    assert_eq!(st.signal(), Some(9), "script by its path: {st:?}");
+    assert!(!marker.exists());
+    let st = run(&other, &[]);
+    assert_eq!(st.signal(), Some(9), "script by its interpreter: {st:?}");
+    assert!(!marker.exists());
+    let st = run(
+        Path::new("/bin/sh"),
+        &["-c", &format!("touch {}", marker.display())],
+    );
+    assert!(
+        st.success() && marker.exists(),
+        "/bin/sh itself is not covered: {st:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
