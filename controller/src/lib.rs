@@ -13,12 +13,16 @@
 //! - [`watch_store`]: watched object caches that re-list when the server lost its data.
 //! - [`health`]: the daemon's HTTP liveness/readiness/metrics endpoint.
 //!
-//! The daemon wires it through [`run`] with its own implementations of [`PolicyEngine`] and
+//! - [`node`]: [`node::start`] runs all of it on its own thread for a non-async daemon, and
+//!   [`node::ViolationTap`] feeds it from the daemon's event writer.
+//!
+//! The daemon wires it through [`run`] (or [`node::start`]) with its own implementations of [`PolicyEngine`] and
 //! (optionally) [`WorkloadRegistry`]; nothing here touches the kernel.
 
 pub mod crd;
 pub mod event;
 pub mod health;
+pub mod node;
 pub mod node_identity;
 pub mod pod_watch;
 pub mod policy_watch;

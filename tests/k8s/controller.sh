@@ -3,7 +3,7 @@
 #  - starts a private k8s-testenv instance (own state dir and ports, so it never disturbs a
 #    shared one) and stops it at the end;
 #  - runs the controller's integration tests against that server
-#    (controller/tests/controller_k8s.rs; controller_k8s_restart.rs runs its own instance
+#    (controller/tests/controller_k8s.rs and controller_k8s_node.rs; controller_k8s_restart.rs runs its own instance
 #    because it stops and wipes the server mid-run) and shows what an operator sees.
 # Unit tests run with the workspace's `cargo test`; deploy/ is checked by deploy/validate.sh and
 # tests/k8s/controller-deploy.sh.
@@ -26,7 +26,7 @@ cd "$ROOT"
 echo "== controller integration tests (KUBECONFIG=$KUBECONFIG)"
 log=$(mktemp)
 set +e
-cargo test -p bulwark-controller --test controller_k8s --test controller_k8s_restart 2>&1 | tee "$log" | grep -E "^test |test result|panicked|SKIPPED|FAILED|Running"
+cargo test -p bulwark-controller --test controller_k8s --test controller_k8s_node --test controller_k8s_restart 2>&1 | tee "$log" | grep -E "^test |test result|panicked|SKIPPED|FAILED|Running"
 rc=${PIPESTATUS[0]}
 set -e
 [ "$rc" = 0 ] || { tail -80 "$log"; fail "cargo test -p bulwark-controller failed"; }

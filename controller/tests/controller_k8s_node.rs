@@ -1,0 +1,146 @@
+//! The wiring the daemon uses, against the real CRD API server named by KUBECONFIG:
+//! `node::start` on its own thread with the health endpoint, policy status for this node, and a
+//! `policy_match` line written through `ViolationTap` turning into a PolicyViolation.
+//! Fails when CI=true and KUBECONFIG is unset; skips otherwise.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bulwark_controller::node::{start, NodeConfig, ViolationTap};
+use bulwark_controller::ControllerOptions;
+use common::*;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(90);
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_start_and_violation_tap() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let Some(kc) = kubeconfig_or_skip("node_start_and_violation_tap") else {
+        return;
+    };
+    install_crds(&kc);
+    kubectl_ok(
+        &kc,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "policies/examples/kill-crypto-miners.yaml",
+        ],
+    );
+    let _ = kubectl(
+        &kc,
+        &[
+            "delete",
+            "policyviolations",
+            "-A",
+            "-l",
+            "bulwark.dev/node=ctl-node-tap",
+        ],
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let engine = fake_engine();
+    let handle = start(
+        NodeConfig {
+            node_name: "ctl-node-tap".into(),
+            kubeconfig: Some(kc.clone()),
+            health_addr: Some(addr),
+            queue_capacity: 64,
+            options: ControllerOptions {
+                resync_interval: Duration::from_secs(5),
+                violation_flush_interval: Duration::from_millis(300),
+                ..Default::default()
+            },
+        },
+        engine.clone(),
+    )
+    .expect("controller starts");
+
+    assert!(http_get(addr, "/healthz")
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+    wait_for("/readyz 200", T, || async {
+        http_get(addr, "/readyz").filter(|r| r.starts_with("HTTP/1.1 200"))
+    })
+    .await;
+    assert!(handle.is_ready());
+    wait_for("kill-crypto-miners loaded on ctl-node-tap", T, || async {
+        let out = kubectl_ok(
+            &kc,
+            &["get", "tracingpolicy", "kill-crypto-miners", "-o", "json"],
+        );
+        let v: Value = serde_json::from_str(&out).ok()?;
+        v["status"]["nodeStatus"]
+            .as_array()?
+            .iter()
+            .find(|n| n["node"] == "ctl-node-tap" && n["state"] == "Loaded")
+            .cloned()
+    })
+    .await;
+
+    // The daemon's event writer, wrapped: bytes pass through, the policy_match reaches the API.
+    let mut tap = ViolationTap::new(Vec::new(), handle.sender()).with_stats(handle.stats());
+    let line = serde_json::json!({
+        "time": "2026-11-22T04:00:00.5Z", "node_name": "ctl-node-tap", "type": "policy_match",
+        "policy_name": "kill-crypto-miners", "policy_namespace": null, "rule": "kill-miner-binaries",
+        "hook": "exec", "action": "Sigkill", "mode": "enforce", "enforced": true, "outcome": "killed",
+        "process": {"exec_id": "Y3RsOjE6Mg", "pid": 2, "uid": null, "binary": "/tmp/xmrig",
+                    "arguments": "--donate-level 1", "cwd": null, "start_time": "2026-11-22T04:00:00Z",
+                    "parent_exec_id": null,
+                    "pod": {"namespace": "mining", "name": "miner-0", "container": "main", "labels": {}}},
+        "destination": null, "encryption": null
+    })
+    .to_string();
+    let exec = r#"{"time":"t","node_name":"ctl-node-tap","type":"process_exec"}"#;
+    tap.write_all(format!("{exec}\n{line}\n").as_bytes())
+        .unwrap();
+    assert_eq!(tap.into_inner(), format!("{exec}\n{line}\n").into_bytes());
+    let pv = wait_for("PolicyViolation for miner-0", T, || async {
+        let out = kubectl_ok(
+            &kc,
+            &["get", "policyviolations", "-n", "mining", "-o", "json"],
+        );
+        let v: Value = serde_json::from_str(&out).ok()?;
+        v["items"]
+            .as_array()?
+            .iter()
+            .find(|o| o["spec"]["pod"] == "miner-0")
+            .cloned()
+    })
+    .await;
+    assert_eq!(pv["spec"]["outcome"], "killed");
+    assert_eq!(pv["spec"]["hook"], "exec");
+    assert_eq!(pv["spec"]["binary"], "/tmp/xmrig");
+    assert!(pv["spec"].get("destination").is_none());
+    let metrics = http_get(addr, "/metrics").unwrap();
+    assert!(
+        metrics.contains("bulwark_violation_objects_total{op=\"created\"} 1"),
+        "{metrics}"
+    );
+    assert!(!handle.is_finished());
+    handle.stop().expect("clean stop");
+    assert!(
+        http_get(addr, "/healthz").is_none(),
+        "health endpoint gone after stop"
+    );
+}
