@@ -101,9 +101,9 @@ impl Drop for Daemon {
 pub fn last_status(events: &Path, states: &[&str]) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(events).ok()?;
     text.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "status" && states.iter().any(|s| v["state"] == *s))
-        .last()
+        .find(|v| v["type"] == "status" && states.iter().any(|s| v["state"] == *s))
 }
 
 /// Count events by type in the events file.
