@@ -246,6 +246,8 @@ pub struct Aggregator {
     host_namespace: String,
     limits: Limits,
     entries: HashMap<ViolationKey, Entry>,
+    /// Entries with `dirty` set (kept in step with every change of `Entry::dirty`).
+    dirty_count: usize,
     per_namespace: BTreeMap<String, usize>,
     tokens: f64,
     refilled: Option<Instant>,
@@ -260,6 +262,7 @@ impl Aggregator {
             tokens: f64::from(limits.burst),
             limits,
             entries: HashMap::new(),
+            dirty_count: 0,
             per_namespace: BTreeMap::new(),
             refilled: None,
             stats,
@@ -281,10 +284,16 @@ impl Aggregator {
     }
 
     fn pending(&self) -> usize {
-        self.entries.values().filter(|e| e.dirty).count()
+        self.dirty_count
     }
 
     fn update_gauge(&self) {
+        #[cfg(test)]
+        assert_eq!(
+            self.dirty_count,
+            self.entries.values().filter(|e| e.dirty).count(),
+            "dirty_count out of step"
+        );
         self.stats
             .violations_pending
             .store(self.pending() as u64, Ordering::Relaxed);
@@ -300,8 +309,11 @@ impl Aggregator {
                 e.spec.last_seen = t;
             }
             e.spec.arguments = truncate(&ev.process.arguments, 1024);
-            e.dirty = true;
-            self.update_gauge();
+            if !e.dirty {
+                e.dirty = true;
+                self.dirty_count += 1;
+                self.update_gauge();
+            }
             return Ingest::Repeat;
         }
         if self.per_namespace.get(&key.namespace).copied().unwrap_or(0) >= self.limits.namespace_cap
@@ -348,6 +360,7 @@ impl Aggregator {
                 failures: 0,
             },
         );
+        self.dirty_count += 1;
         self.update_gauge();
         Ingest::New
     }
@@ -362,7 +375,10 @@ impl Aggregator {
                     let ours_unwritten = if e.dirty { e.spec.count } else { 0 };
                     e.spec.count = spec.count + ours_unwritten;
                     e.spec.first_seen = spec.first_seen;
-                    e.dirty = ours_unwritten > 0;
+                    if e.dirty && ours_unwritten == 0 {
+                        e.dirty = false;
+                        self.dirty_count -= 1;
+                    }
                 }
             }
             None => {
@@ -389,7 +405,10 @@ impl Aggregator {
         for (k, e) in self.entries.iter_mut() {
             if e.on_server && !present.contains(k) {
                 e.on_server = false;
-                e.dirty = true;
+                if !e.dirty {
+                    e.dirty = true;
+                    self.dirty_count += 1;
+                }
                 n += 1;
             }
         }
@@ -457,8 +476,9 @@ impl Aggregator {
             e.failures = 0;
             e.retry_at = None;
             // Only clean if nothing arrived since the job was taken.
-            if e.spec.count == job.spec.count {
+            if e.dirty && e.spec.count == job.spec.count {
                 e.dirty = false;
+                self.dirty_count -= 1;
             }
         } else {
             e.failures += 1;
@@ -469,7 +489,10 @@ impl Aggregator {
 
     /// Forget `key` (it was deleted on the server or expired).
     pub fn forget(&mut self, key: &ViolationKey) {
-        if self.entries.remove(key).is_some() {
+        if let Some(e) = self.entries.remove(key) {
+            if e.dirty {
+                self.dirty_count -= 1;
+            }
             if let Some(n) = self.per_namespace.get_mut(&key.namespace) {
                 *n = n.saturating_sub(1);
             }
