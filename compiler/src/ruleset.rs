@@ -857,7 +857,9 @@ fn string_condition(
         Operator::NotPostfix => (MatchKind::Postfix, true),
     };
     let (field, limit_name, max) = match (target, kind) {
-        (Target::Binary, MatchKind::Exact) => ("matchBinaries", "PATH_LEN", dc::PATH_LEN),
+        (Target::Binary, MatchKind::Exact) => {
+            ("matchBinaries", "PATH_EXACT_LEN", dc::PATH_EXACT_LEN)
+        }
         (Target::Binary, _) => ("matchBinaries", "PATH_AFFIX_LEN", dc::PATH_AFFIX_LEN),
         (Target::Arg(_), _) => ("matchArgs", "ARG_LEN", dc::ARG_LEN),
     };

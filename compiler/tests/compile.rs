@@ -643,13 +643,13 @@ fn binary_value(op: &str, len: usize) -> AnyPolicy {
 
 #[test]
 fn value_length_limits() {
-    one(binary_value("In", dc::PATH_LEN));
-    let e = err(binary_value("In", dc::PATH_LEN + 1));
+    one(binary_value("In", dc::PATH_EXACT_LEN));
+    let e = err(binary_value("In", dc::PATH_EXACT_LEN + 1));
     assert_eq!(
         e.kind,
         ErrorKind::LimitExceeded {
-            limit: "PATH_LEN",
-            max: 256
+            limit: "PATH_EXACT_LEN",
+            max: 255
         }
     );
     for op in ["Prefix", "NotPostfix"] {

@@ -59,8 +59,12 @@ pub const SLOTS: usize = 2;
 pub const MAX_SELECTORS: usize = 64;
 pub const MAX_PROC_CONDITIONS: usize = 64;
 pub const MAX_DEST_CONDITIONS: usize = 64;
-/// Longest binary path matched exactly (bytes, without NUL). Longer paths never match `In`.
+/// Size of the path buffers and of `PathKey::path` (bytes, including the NUL).
 pub const PATH_LEN: usize = 256;
+/// Longest binary path matched exactly (bytes, without NUL): the key keeps room for the NUL
+/// the kernel's string read always writes. A longer path is truncated when read and never
+/// takes the exact or postfix lookups, so values longer than this could never match.
+pub const PATH_EXACT_LEN: usize = PATH_LEN - 1;
 /// Longest binary path prefix/postfix (bytes): the LPM key holds the slot byte too.
 pub const PATH_AFFIX_LEN: usize = 255;
 /// Longest argument value (bytes, without NUL) for any operator.

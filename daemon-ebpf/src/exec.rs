@@ -104,6 +104,14 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             s.fname.as_ptr().cast(),
         )
     };
+    // A full buffer may hold a truncated path: it is complete only if the source ends there.
+    let fname_complete = n < PATH_LEN as i64 || {
+        let mut next = [0u8; 1];
+        let r = unsafe {
+            bpf_probe_read_kernel(next.as_mut_ptr().cast(), 1, fname.add(PATH_LEN - 1).cast())
+        };
+        r == 0 && next[0] == 0
+    };
     let path_len: usize = if n > 0 { (n as usize - 1) & 0x1ff } else { 0 };
     let mut path_len = if path_len > PATH_LEN - 1 {
         PATH_LEN - 1
@@ -163,11 +171,20 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 
     // --- process condition hits, per slot ------------------------------------------------
     let mut hits = [0u64; SLOTS];
-    path_hits(s, &sl, PathSrc::Event, path_len, &mut hits);
+    // The walked path is only used when it fits; otherwise the event holds the filename.
+    let event_complete = walked || fname_complete;
+    path_hits(s, &sl, PathSrc::Event, path_len, event_complete, &mut hits);
     if walked {
         // Also the name given to execve: for a script that is the script (the executed file
         // is its interpreter), so both `/bin/sh` and `/opt/x/run.sh` selectors can match.
-        path_hits(s, &sl, PathSrc::Filename, fname_len, &mut hits);
+        path_hits(
+            s,
+            &sl,
+            PathSrc::Filename,
+            fname_len,
+            fname_complete,
+            &mut hits,
+        );
     }
     if sl.lookups & LOOKUP_NAMESPACE != 0 {
         for k in 0..SLOTS {
@@ -273,13 +290,15 @@ fn path_hits(
     sl: &Slots,
     which: PathSrc,
     path_len: usize,
+    // False when the path was truncated: its end is unknown, so only prefixes can be judged.
+    complete: bool,
     hits: &mut [u64; SLOTS],
 ) {
     let src: *const u8 = match which {
         PathSrc::Event => s.event.path.as_ptr(),
         PathSrc::Filename => s.fname.as_ptr(),
     };
-    if sl.lookups & LOOKUP_BIN_EXACT != 0 {
+    if complete && sl.lookups & LOOKUP_BIN_EXACT != 0 {
         // ev.path is zero-filled after the path: a plain copy gives the zero-filled key.
         unsafe {
             bpf_probe_read_kernel(
@@ -305,7 +324,7 @@ fn path_hits(
         };
         s.path_lpm.prefix_len = 8 * (1 + l as u32);
         for (bit, reverse) in [(LOOKUP_BIN_PREFIX, false), (LOOKUP_BIN_POSTFIX, true)] {
-            if sl.lookups & bit == 0 {
+            if sl.lookups & bit == 0 || (reverse && !complete) {
                 continue;
             }
             let dst = core::ptr::addr_of_mut!(s.path_lpm.data.bytes) as *mut u8;

@@ -83,7 +83,8 @@ fn dest_truth(slot: u32, meta: &SlotMeta, dest: &Destination, v4: bool) -> u64 {
     let proto = match dest.protocol {
         PROTO_TCP => meta.dest_tcp,
         PROTO_UDP => meta.dest_udp,
-        _ => 0,
+        // Other protocols (e.g. ICMP ping sockets) meet only the conditions without a protocol.
+        _ => meta.dest_tcp & meta.dest_udp,
     };
     let matched = (addr_hits | meta.dest_any_addr) & (port_hits | meta.dest_any_port) & proto;
     matched ^ meta.dest_negate

@@ -669,7 +669,7 @@ fn check_binary_path(op: Operator, v: &str, path: &str, out: &mut Vec<Diagnostic
     let (limit, name) = if affix {
         (limits::PATH_AFFIX_LEN, "PATH_AFFIX_LEN")
     } else {
-        (limits::PATH_LEN, "PATH_LEN")
+        (limits::PATH_EXACT_LEN, "PATH_EXACT_LEN")
     };
     if v.len() > limit {
         out.push(d(

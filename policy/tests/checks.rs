@@ -439,8 +439,8 @@ fn kernel_limits() {
     let long = |n: usize| format!("/{}", "b".repeat(n - 1));
     pair(
         "BW090",
-        &bin(long(daemon_common::PATH_LEN + 1)),
-        &bin(long(daemon_common::PATH_LEN)),
+        &bin(long(daemon_common::PATH_EXACT_LEN + 1)),
+        &bin(long(daemon_common::PATH_EXACT_LEN)),
     );
     let pre = |v: String| {
         policy("enforce", "exec", &format!("{{matchBinaries: [{{operator: Prefix, values: [\"{v}\"]}}], matchActions: [{{action: Sigkill}}]}}"))
