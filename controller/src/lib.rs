@@ -195,6 +195,30 @@ impl Default for ControllerOptions {
     }
 }
 
+/// Longest wait for one API request (watches excepted): a server that accepts connections but
+/// does not answer must not stall status or violation writes.
+pub const API_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Run one API call with [`API_CALL_TIMEOUT`]; a timeout becomes a `kube::Error::Service`.
+pub(crate) async fn timed<T>(
+    f: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    timed_with(API_CALL_TIMEOUT, f).await
+}
+
+async fn timed_with<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from the API server within {limit:?}"),
+        )))),
+    }
+}
+
 /// A client for the API server: from `kubeconfig` when given, else the usual inference
 /// (in-cluster ServiceAccount, then `KUBECONFIG` / `~/.kube/config`).
 pub async fn connect(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
@@ -282,6 +306,23 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn api_calls_time_out_with_a_clear_error() {
+        let hang = std::future::pending::<Result<(), kube::Error>>();
+        let err = timed_with(Duration::from_millis(20), hang)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no answer from the API server"),
+            "{err}"
+        );
+        let quick = async { Ok::<_, kube::Error>(7) };
+        assert_eq!(
+            timed_with(Duration::from_millis(20), quick).await.unwrap(),
+            7
+        );
+    }
 
     #[tokio::test]
     async fn connect_explains_a_bad_kubeconfig() {

@@ -296,8 +296,7 @@ async fn pass(
             "status": status,
         });
         let params = PatchParams::apply(manager).force();
-        match api
-            .patch_status(&p.object.key.name, &params, &Patch::Apply(&body))
+        match crate::timed(api.patch_status(&p.object.key.name, &params, &Patch::Apply(&body)))
             .await
         {
             Ok(_) => {

@@ -619,7 +619,7 @@ async fn list_into(
     agg: &mut Aggregator,
 ) -> Result<std::collections::HashSet<ViolationKey>, kube::Error> {
     let lp = ListParams::default().labels(&format!("{NODE_LABEL}={}", label_value(node)));
-    let list = api.list(&lp).await?;
+    let list = crate::timed(api.list(&lp)).await?;
     let mut present = std::collections::HashSet::new();
     for o in list {
         let key = ViolationKey {
@@ -713,13 +713,8 @@ pub async fn run(
         for job in agg.due(now) {
             let api: Api<PolicyViolation> = Api::namespaced(client.clone(), &job.key.namespace);
             let body = object_of(&job.key, &job.spec, &node);
-            let res = api
-                .patch(
-                    &job.key.name,
-                    &PatchParams::apply(&manager).force(),
-                    &Patch::Apply(&body),
-                )
-                .await;
+            let params = PatchParams::apply(&manager).force();
+            let res = crate::timed(api.patch(&job.key.name, &params, &Patch::Apply(&body))).await;
             let ok = res.is_ok();
             agg.written(&job, ok, Instant::now());
             match res {
@@ -736,12 +731,12 @@ pub async fn run(
                     if opts.publish_events {
                         let ev = event_for(&job.key, &job.spec);
                         let reference = policy_reference(&job.spec);
-                        let mut res = recorder.publish(&ev, &reference).await;
+                        let mut res = crate::timed(recorder.publish(&ev, &reference)).await;
                         if matches!(&res, Err(kube::Error::Api(e)) if e.code == 404) {
                             // The recorder's series cache names an Event the server no longer
                             // has (it lost its data): start over with a fresh cache.
                             recorder = Recorder::new(client.clone(), reporter.clone());
-                            res = recorder.publish(&ev, &reference).await;
+                            res = crate::timed(recorder.publish(&ev, &reference)).await;
                         }
                         if let Err(e) = res {
                             stats.api_write_errors.fetch_add(1, Ordering::Relaxed);
@@ -769,7 +764,7 @@ pub async fn run(
             next_expire = now + sweep;
             for key in agg.expire(jiff::Timestamp::now()) {
                 let api: Api<PolicyViolation> = Api::namespaced(client.clone(), &key.namespace);
-                match api.delete(&key.name, &DeleteParams::default()).await {
+                match crate::timed(api.delete(&key.name, &DeleteParams::default())).await {
                     Ok(_) => {
                         stats
                             .violation_objects_expired

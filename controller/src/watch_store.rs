@@ -164,7 +164,7 @@ where
     /// List directly and compare with the store. When the UIDs differ, adopt the listed
     /// objects and restart the watch. Returns `Ok(true)` when the store was out of sync.
     pub async fn audit(&self) -> Result<bool, kube::Error> {
-        let listed = self.api.list(&self.list_params).await?;
+        let listed = crate::timed(self.api.list(&self.list_params)).await?;
         let uids = |it: &mut dyn Iterator<Item = &K>| -> BTreeSet<String> {
             it.filter_map(|o| o.meta().uid.clone()).collect()
         };
