@@ -419,7 +419,7 @@ fn compile_and_load(bulwark: &Path, dir: &Path, events: &Path) -> Result<Value> 
     Ok(json!({
         "compile_cli_wall_ms": compile_wall, "compile_cli_ok": out.status.success(),
         "daemon_start_to_ready_ms": start_to_ready,
-        "daemon_compile_ms": ready.get("compile_ms"), "daemon_apply_ms": ready.get("apply_ms"),
+        "daemon_load_ms": ready.get("load_ms"), "daemon_apply_ms": ready.get("apply_ms"),
         "target_ms": 500,
     }))
 }
@@ -497,8 +497,8 @@ fn markdown(r: &Value) -> String {
     }
     let c = &r["compile_and_load"];
     s += &format!(
-        "\nCompile + load (10,000 CIDRs, 1,000 binaries): `bulwark compile` {:.0} ms wall; daemon compile {} ms, apply {} ms, start-to-ready {:.0} ms (target < 500 ms).\n",
-        c["compile_cli_wall_ms"].as_f64().unwrap_or(f64::NAN), c["daemon_compile_ms"], c["daemon_apply_ms"], c["daemon_start_to_ready_ms"].as_f64().unwrap_or(f64::NAN)
+        "\nCompile + load (10,000 CIDRs, 1,000 binaries): `bulwark compile` {:.0} ms wall; daemon load (lint + compile) {} ms, kernel apply {} ms, start-to-ready {:.0} ms (target < 500 ms).\n",
+        c["compile_cli_wall_ms"].as_f64().unwrap_or(f64::NAN), c["daemon_load_ms"], c["daemon_apply_ms"], c["daemon_start_to_ready_ms"].as_f64().unwrap_or(f64::NAN)
     );
     s += &format!(
         "Lint of 1,000 documents: {:.0} ms wall (target < 1000 ms).\n",

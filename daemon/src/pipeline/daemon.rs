@@ -392,6 +392,9 @@ where
     workload_specs: Vec<WorkloadSpec>,
     last_lost: u64,
     ticks: u64,
+    /// Timings of the last policy load, reported in status events.
+    last_load_ms: Option<f64>,
+    last_apply_ms: Option<f64>,
 }
 
 impl<B, K> Daemon<B, K>
@@ -416,6 +419,8 @@ where
             workload_specs: Vec::new(),
             last_lost: 0,
             ticks: 0,
+            last_load_ms: None,
+            last_apply_ms: None,
         }
     }
 
@@ -433,6 +438,8 @@ where
             policies: self.in_force.clone(),
             diagnostics,
             lost_events: lost,
+            load_ms: self.last_load_ms,
+            apply_ms: self.last_apply_ms,
         };
         self.pipeline.status(st);
     }
@@ -470,12 +477,16 @@ where
     /// Loads the policy directory and applies it; returns (failed, diagnostics).
     pub fn load_policies(&mut self) -> (bool, Vec<serde_json::Value>) {
         let mut stderr = std::io::stderr();
+        let t = std::time::Instant::now();
         let res = self.policies.load(&mut self.backend, &mut stderr);
+        self.last_load_ms = Some(t.elapsed().as_secs_f64() * 1e3);
         let mut diags = res.diagnostics;
         let mut failed = res.failed;
         if let Some(c) = res.candidate {
+            let t = std::time::Instant::now();
             match self.apply_rules(std::sync::Arc::new(c.rules)) {
                 Ok(()) => {
+                    self.last_apply_ms = Some(t.elapsed().as_secs_f64() * 1e3);
                     self.policies.commit(c.files);
                     self.in_force = c.names;
                 }
@@ -930,6 +941,9 @@ mod tests {
         assert_eq!(st["generation"], 1);
         assert_eq!(st["policies"], serde_json::json!(["alpha"]));
         assert_eq!(st["diagnostics"].as_array().unwrap().len(), 1);
+        // The load's timings are reported (the benchmark reads them).
+        assert!(st["load_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{st}");
+        assert!(st["apply_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{st}");
         assert_eq!(d.kernel.applied.last().unwrap().0, vec!["alpha"]);
         // The running test process was seeded and reseeded.
         assert!(d.kernel.applied[0]

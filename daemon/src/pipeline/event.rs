@@ -130,6 +130,13 @@ pub struct Status {
     /// Records the kernel could not deliver (ring buffer full) plus records userspace could
     /// not decode, since start.
     pub lost_events: u64,
+    /// Milliseconds the last policy load spent reading, linting and compiling the directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_ms: Option<f64>,
+    /// Milliseconds the last successful kernel apply took (write the inactive slot, reseed
+    /// running processes, switch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apply_ms: Option<f64>,
 }
 
 impl Event {
@@ -157,6 +164,8 @@ mod tests {
                 policies: vec!["a".into()],
                 diagnostics: vec![],
                 lost_events: 0,
+                load_ms: None,
+                apply_ms: None,
             }),
         };
         let v: serde_json::Value = serde_json::from_str(&ev.to_json_line()).unwrap();
