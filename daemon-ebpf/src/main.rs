@@ -11,6 +11,7 @@
 mod exec;
 mod maps;
 mod net;
+mod noop;
 
 #[cfg(not(test))]
 #[panic_handler]

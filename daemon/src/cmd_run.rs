@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// Node name on every event and in exec_ids (default: the hostname).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Benchmarking only: attach do-nothing programs on the same hooks instead of bulwark's,
+    /// to measure what the hooks alone cost. Nothing is enforced and no kernel events arrive.
+    #[arg(long, hide_short_help = true)]
+    pub noop_programs: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -273,8 +277,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
     let out = open_output(&args.events)?;
-    let mut engine = Engine::load(&EngineOptions::default())
-        .context("loading and attaching the kernel programs")?;
+    if args.noop_programs {
+        eprintln!("bulwark: --noop-programs: do-nothing programs attached, NOTHING is enforced");
+    }
+    let mut engine = Engine::load(&EngineOptions {
+        noop_programs: args.noop_programs,
+        ..EngineOptions::default()
+    })
+    .context("loading and attaching the kernel programs")?;
     let reader = engine.events()?;
     install_signal_handlers();
     let changes = watch::spawn(

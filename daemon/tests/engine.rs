@@ -1341,3 +1341,50 @@ fn a_script_matches_by_its_own_path_and_by_its_interpreter() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Program names attached right now, as bpftool lists them.
+fn loaded_program_names() -> String {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("bpftool (installed by scripts/bootstrap.sh)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn noop_programs_sit_on_the_same_hooks_and_enforce_nothing() {
+    let _g = serial();
+    let mut e = Engine::load(&EngineOptions {
+        noop_programs: true,
+        ..Default::default()
+    })
+    .expect("load the benchmark floor");
+    let names = loaded_program_names();
+    for hook in [
+        "exec", "exit", "fork", "connect4", "connect6", "sendmsg4", "sendmsg6", "sockops",
+    ] {
+        assert!(
+            names.contains(&format!("noop_{hook}")),
+            "noop_{hook} not loaded:\n{names}"
+        );
+    }
+    let blocked = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocked.local_addr().unwrap().port();
+    // The same rule set that makes this connect fail with EPERM under the real programs.
+    apply_net(&mut e, port, 1);
+    TcpStream::connect(("127.0.0.1", port)).expect("noop programs block nothing");
+    drop(e);
+    assert!(
+        !loaded_program_names().contains("noop_connect4"),
+        "dropping the engine detaches the noop programs"
+    );
+    // Pinning a floor would leave a do-nothing engine behind: refused.
+    let err = Engine::load(&EngineOptions {
+        noop_programs: true,
+        pin_dir: Some(tempdir("noop-pin")),
+        ..Default::default()
+    })
+    .err()
+    .expect("noop + pin_dir is refused");
+    assert!(format!("{err:#}").contains("cannot be pinned"), "{err:#}");
+}

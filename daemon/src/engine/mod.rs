@@ -88,6 +88,18 @@ pub struct EngineOptions {
     /// Size of the event ring buffer in bytes (a power of two, at least the page size);
     /// default `EVENTS_RING_BYTES` (16 MiB).
     pub events_ring_bytes: Option<u32>,
+    /// Attach do-nothing programs (`noop_*`) on the same hooks instead of the real ones: the
+    /// benchmark's floor, which shows what the hooks cost without any of bulwark's work.
+    /// Nothing is enforced or reported. Cannot be combined with `pin_dir`.
+    pub noop_programs: bool,
+}
+
+/// The program attached for hook `name` (`bulwark_*`): the real one, or its `noop_*` twin.
+fn program_for(opts: &EngineOptions, name: &str) -> String {
+    match (opts.noop_programs, name.strip_prefix("bulwark_")) {
+        (true, Some(hook)) => format!("noop_{hook}"),
+        _ => name.to_string(),
+    }
 }
 
 /// Every map of the eBPF object (the engine holds them by name).
@@ -371,6 +383,9 @@ impl Engine {
             Some(c) => c.clone(),
             None => host::require_cgroup2()?,
         };
+        if opts.noop_programs && opts.pin_dir.is_some() {
+            bail!("noop programs are for benchmarking only and cannot be pinned: drop the pin directory");
+        }
         let mut retire = Vec::new();
         if let Some(root) = &opts.pin_dir {
             let dir = root.join(build_id());
@@ -435,9 +450,10 @@ impl Engine {
             ("bulwark_exec", "sched", "sched_process_exec"),
             ("bulwark_exit", "sched", "sched_process_exit"),
         ] {
+            let prog = program_for(opts, name);
             let p: &mut TracePoint = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing"))?
+                .program_mut(&prog)
+                .with_context(|| format!("program {prog} missing"))?
                 .try_into()?;
             p.load().map_err(|e| load_error(name, e))?;
             let id = p
@@ -448,9 +464,10 @@ impl Engine {
             }
         }
         {
+            let prog = program_for(opts, "bulwark_fork");
             let p: &mut RawTracePoint = ebpf
-                .program_mut("bulwark_fork")
-                .context("program bulwark_fork missing")?
+                .program_mut(&prog)
+                .with_context(|| format!("program {prog} missing"))?
                 .try_into()?;
             p.load().map_err(|e| load_error("bulwark_fork", e))?;
             let id = p
@@ -460,6 +477,9 @@ impl Engine {
                 links.push(("bulwark_fork", FdLink::from(p.take_link(id)?)));
             }
         }
+        // Attached through bpf links: the kernel always attaches cgroup links as multi-capable
+        // (BPF_F_ALLOW_MULTI), so other agents' programs on this cgroup or below keep working;
+        // `Single` only says we attach one program per hook.
         let cg = std::fs::File::open(&cgroup)
             .with_context(|| format!("cannot open cgroup directory {}", cgroup.display()))?;
         for name in [
@@ -468,9 +488,10 @@ impl Engine {
             "bulwark_sendmsg4",
             "bulwark_sendmsg6",
         ] {
+            let prog = program_for(opts, name);
             let p: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing"))?
+                .program_mut(&prog)
+                .with_context(|| format!("program {prog} missing"))?
                 .try_into()?;
             p.load().map_err(|e| load_error(name, e))?;
             let id = p
@@ -481,14 +502,17 @@ impl Engine {
             }
         }
         {
+            let prog = program_for(opts, "bulwark_sockops");
             let p: &mut SockOps = ebpf
-                .program_mut("bulwark_sockops")
-                .context("program bulwark_sockops missing")?
+                .program_mut(&prog)
+                .with_context(|| format!("program {prog} missing"))?
                 .try_into()?;
             p.load().map_err(|e| load_error("bulwark_sockops", e))?;
-            let id = p.attach(&cg, CgroupAttachMode::Single).with_context(|| {
-                format!("cannot attach bulwark_sockops to {}", cgroup.display())
-            })?;
+            let id = p
+                .attach(&cg, CgroupAttachMode::Single)
+                .with_context(|| {
+                    format!("cannot attach bulwark_sockops to {}", cgroup.display())
+                })?;
             if opts.pin_dir.is_some() {
                 links.push(("bulwark_sockops", FdLink::try_from(p.take_link(id)?)?));
             }
