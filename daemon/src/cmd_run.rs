@@ -520,6 +520,7 @@ mod tests {
             events: "-".into(),
             workloads: None,
             node_name: None,
+            noop_programs: false,
         };
         let root = unsafe { libc::geteuid() } == 0;
         let err = run(args("/nonexistent/bulwark-policies"))

@@ -508,11 +508,9 @@ impl Engine {
                 .with_context(|| format!("program {prog} missing"))?
                 .try_into()?;
             p.load().map_err(|e| load_error("bulwark_sockops", e))?;
-            let id = p
-                .attach(&cg, CgroupAttachMode::Single)
-                .with_context(|| {
-                    format!("cannot attach bulwark_sockops to {}", cgroup.display())
-                })?;
+            let id = p.attach(&cg, CgroupAttachMode::Single).with_context(|| {
+                format!("cannot attach bulwark_sockops to {}", cgroup.display())
+            })?;
             if opts.pin_dir.is_some() {
                 links.push(("bulwark_sockops", FdLink::try_from(p.take_link(id)?)?));
             }
