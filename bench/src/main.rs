@@ -112,17 +112,21 @@ impl Drop for Bg {
     }
 }
 
-fn spawn_sink(netns: Option<&str>, addr: &str) -> Result<Bg> {
+/// This bench binary as a command, run inside `netns` when given.
+fn self_command(netns: Option<&str>) -> Result<Command> {
     let me = std::env::current_exe()?;
-    let mut cmd = match netns {
+    Ok(match netns {
         Some(ns) => {
             let mut c = Command::new("ip");
             c.args(["netns", "exec", ns]).arg(&me);
             c
         }
         None => Command::new(&me),
-    };
-    let child = cmd
+    })
+}
+
+fn spawn_sink(netns: Option<&str>, addr: &str) -> Result<Bg> {
+    let child = self_command(netns)?
         .args(["worker", "sink", "--addr", addr])
         .stdout(Stdio::null())
         .spawn()?;
@@ -132,16 +136,7 @@ fn spawn_sink(netns: Option<&str>, addr: &str) -> Result<Bg> {
 
 /// Run one worker (optionally inside a netns) and return its JSON result.
 fn worker(netns: Option<&str>, args: &[String]) -> Result<Value> {
-    let me = std::env::current_exe()?;
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(&me);
-            c
-        }
-        None => Command::new(&me),
-    };
-    let out = cmd.arg("worker").args(args).output()?;
+    let out = self_command(netns)?.arg("worker").args(args).output()?;
     if !out.status.success() {
         bail!(
             "worker {args:?} failed: {}",
