@@ -1,7 +1,10 @@
-//! `bulwark run`: the standalone daemon. Wires the real pieces into the pipeline's
-//! [`Daemon`]: the policy crate's lint and the compiler behind [`PolicyBackend`], the kernel
-//! [`Engine`] behind [`Kernel`], the inotify watcher, SIGINT/SIGTERM handling and the event
-//! output (stdout or a file, JSON lines; schema in docs/events.md).
+//! `bulwark run`: the daemon. Wires the real pieces into the pipeline's [`Daemon`]: the policy
+//! crate's lint and the compiler behind [`PolicyBackend`], the kernel [`Engine`] behind
+//! [`Kernel`], the inotify watcher, SIGINT/SIGTERM handling and the event output (stdout or a
+//! file, JSON lines; schema in docs/events.md). Policies come from `--policy-dir` (standalone)
+//! or, with `--kubernetes`, from the API server: the Kubernetes controller runs on its own
+//! thread and reaches the same main loop through [`crate::kubernetes`], and every
+//! `policy_match` line on the way out also feeds its violation queue ([`ViolationTap`]).
 
 use crate::engine::{self, Engine, EngineOptions, EventReader};
 use crate::pipeline::daemon::{Config, Daemon, Kernel, MatchInfo, Reseed, Rules};
@@ -10,20 +13,46 @@ use crate::pipeline::record::{DecodeError, Record};
 use crate::pipeline::{watch, workload};
 use anyhow::Context;
 use bulwark_compiler::{NamespaceIds, RuleSet};
+use bulwark_controller::node::{self, NodeConfig, ViolationTap};
+use bulwark_controller::ControllerOptions;
 use bulwark_policy::{AnyPolicy, Diagnostic, Mode};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Directory of policy files (`*.yaml`, `*.yml`, recursive). Watched: changes are applied
     /// atomically; a file with errors is reported and its previous version stays in force.
+    /// Required without --kubernetes; refused with it (there, policies come from the API
+    /// server only).
     #[arg(long, value_name = "DIR")]
-    pub policy_dir: PathBuf,
+    pub policy_dir: Option<PathBuf>,
+    /// Kubernetes mode: enforce the cluster's TracingPolicy and TracingPolicyNamespaced objects
+    /// (validated with the lint's checks, swapped in atomically, status written back), write
+    /// PolicyViolations and Events, map this node's Pods to their cgroups.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// kubeconfig for --kubernetes (default: $KUBECONFIG or ~/.kube/config, else the in-cluster
+    /// ServiceAccount).
+    #[arg(long, value_name = "PATH", requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The host's cgroup v2 mount: the network programs attach to it, workloads (file and Pods)
+    /// are resolved in it. In a DaemonSet the host's is mounted at e.g. /run/bulwark/cgroup
+    /// (default: the cgroup2 mount found in /proc/self/mountinfo).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<PathBuf>,
+    /// --kubernetes: serve /healthz, /readyz and /metrics on this address (e.g. 0.0.0.0:9876).
+    #[arg(long, value_name = "ADDR", requires = "kubernetes")]
+    pub health_addr: Option<SocketAddr>,
+    /// --kubernetes: namespace of the PolicyViolations of processes outside any Pod.
+    #[arg(long, value_name = "NS", default_value = "bulwark-system")]
+    pub host_namespace: String,
     /// Where to write events (JSON lines): a file (appended to) or `-` for stdout.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     pub events: String,
@@ -31,7 +60,8 @@ pub struct RunArgs {
     /// container, labels). Watched.
     #[arg(long, value_name = "FILE")]
     pub workloads: Option<PathBuf>,
-    /// Node name on every event and in exec_ids (default: the hostname).
+    /// Node name on every event and in exec_ids, and the Kubernetes node name (Pods, status
+    /// entries) with --kubernetes (default: the hostname).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
     /// Benchmarking only: attach do-nothing programs on the same hooks instead of bulwark's,
@@ -260,44 +290,115 @@ fn open_output(spec: &str) -> anyhow::Result<Box<dyn Write + Send>> {
     Ok(Box::new(std::io::BufWriter::new(f)))
 }
 
+/// Where the policies come from: `Some(dir)` standalone, `None` with --kubernetes. Checks the
+/// combination and the directory before anything is loaded.
+fn policy_source(args: &RunArgs) -> anyhow::Result<Option<PathBuf>> {
+    match (&args.policy_dir, args.kubernetes) {
+        (Some(dir), true) => anyhow::bail!(
+            "--policy-dir {} cannot be combined with --kubernetes: in Kubernetes mode the \
+             policies come from the API server only (one source, so `kubectl get \
+             tracingpolicies` tells the whole truth); apply the files there instead \
+             (`kubectl apply -f {}`), or drop --kubernetes to enforce the directory standalone",
+            dir.display(),
+            dir.display()
+        ),
+        (None, false) => anyhow::bail!(
+            "no policy source: pass --policy-dir DIR (standalone) or --kubernetes (policies from \
+             the API server)"
+        ),
+        (None, true) => Ok(None),
+        (Some(dir), false) => {
+            let meta = std::fs::metadata(dir).with_context(|| {
+                format!(
+                    "policy directory {} is not readable; create it (it may be empty) or pass \
+                     another --policy-dir",
+                    dir.display()
+                )
+            })?;
+            if !meta.is_dir() {
+                anyhow::bail!(
+                    "--policy-dir {} is not a directory; pass the directory that holds the \
+                     policy files",
+                    dir.display()
+                );
+            }
+            Ok(Some(dir.clone()))
+        }
+    }
+}
+
+/// Events waiting between the event writer and the controller's violation writer.
+const VIOLATION_QUEUE: usize = 4096;
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     engine::host::require_root()?;
-    let meta = std::fs::metadata(&args.policy_dir).with_context(|| {
-        format!(
-            "policy directory {} is not readable; create it (it may be empty) or pass another \
-             --policy-dir",
-            args.policy_dir.display()
-        )
-    })?;
-    if !meta.is_dir() {
-        anyhow::bail!(
-            "--policy-dir {} is not a directory; pass the directory that holds the policy files",
-            args.policy_dir.display()
-        );
+    let policy_dir = policy_source(&args)?;
+    if let Some(root) = &args.cgroup_root {
+        if !root.is_dir() {
+            anyhow::bail!(
+                "--cgroup-root {} is not a directory; pass the host's cgroup v2 mount (e.g. \
+                 /sys/fs/cgroup, or where the DaemonSet mounts it)",
+                root.display()
+            );
+        }
     }
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
-    let out = open_output(&args.events)?;
+    let mut out = open_output(&args.events)?;
     if args.noop_programs {
         eprintln!("bulwark: --noop-programs: do-nothing programs attached, NOTHING is enforced");
     }
+    let cgroup_mount = args
+        .cgroup_root
+        .clone()
+        .or_else(engine::host::cgroup2_mount)
+        .or_else(workload::find_cgroup2_mount);
+    // Kubernetes: the controller starts first (a bad kubeconfig fails before anything is
+    // attached); its requests wait in the channel until the main loop runs.
+    let (requests_tx, requests) = std::sync::mpsc::channel();
+    let controller = if args.kubernetes {
+        let handle = node::start(
+            NodeConfig {
+                node_name: node_name.clone(),
+                kubeconfig: args.kubeconfig.clone(),
+                health_addr: args.health_addr,
+                queue_capacity: VIOLATION_QUEUE,
+                options: ControllerOptions {
+                    host_namespace: args.host_namespace.clone(),
+                    workload_registry: Some(Arc::new(crate::kubernetes::RegistryBridge::new(
+                        requests_tx.clone(),
+                    ))),
+                    cgroup_root: cgroup_mount.clone(),
+                    ..ControllerOptions::default()
+                },
+            },
+            Arc::new(crate::kubernetes::EngineBridge::new(requests_tx.clone())),
+        )
+        .context("starting the Kubernetes controller")?;
+        out = Box::new(ViolationTap::new(out, handle.sender()).with_stats(handle.stats()));
+        Some(handle)
+    } else {
+        None
+    };
+    drop(requests_tx);
     let mut engine = Engine::load(&EngineOptions {
         noop_programs: args.noop_programs,
+        cgroup: args.cgroup_root.clone(),
         ..EngineOptions::default()
     })
     .context("loading and attaching the kernel programs")?;
     let reader = engine.events()?;
     install_signal_handlers();
     let changes = watch::spawn(
-        args.policy_dir.clone(),
+        policy_dir.clone(),
         args.workloads.clone(),
         Duration::from_millis(200),
     )?;
     let cfg = Config {
         node_name,
-        policy_dir: args.policy_dir.clone(),
+        policy_dir,
         workloads_file: args.workloads.clone(),
         proc_root: PathBuf::from("/proc"),
-        cgroup_mount: engine::host::cgroup2_mount().or_else(workload::find_cgroup2_mount),
+        cgroup_mount,
         loss_report_every: Duration::from_secs(10),
     };
     let kernel = RealKernel {
@@ -309,7 +410,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ids: NamespaceIds::new(),
     };
     let mut daemon = Daemon::new(cfg, backend, kernel, out);
-    daemon.run(&STOP, &changes)?;
+    let result = daemon.run_with(&STOP, &changes, Some(&requests));
+    // A set the controller is still waiting on is answered "shutting down" (its reply channel
+    // goes away with the queue), so stopping the controller cannot hang on it.
+    drop(requests);
+    if let Some(handle) = controller {
+        if let Err(e) = handle.stop() {
+            eprintln!("bulwark: warning: the Kubernetes controller ended with an error: {e:#}");
+        }
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -388,7 +498,7 @@ mod tests {
         let out = Buf::default();
         let cfg = Config {
             node_name: "t".into(),
-            policy_dir: dir.clone(),
+            policy_dir: Some(dir.clone()),
             workloads_file: None,
             proc_root: PathBuf::from("/proc"),
             cgroup_mount: workload::find_cgroup2_mount(),
@@ -516,11 +626,8 @@ mod tests {
     #[test]
     fn bad_policy_dir_is_a_clear_error_before_anything_loads() {
         let args = |dir: &str| RunArgs {
-            policy_dir: PathBuf::from(dir),
-            events: "-".into(),
-            workloads: None,
-            node_name: None,
-            noop_programs: false,
+            policy_dir: Some(PathBuf::from(dir)),
+            ..base_args()
         };
         let root = unsafe { libc::geteuid() } == 0;
         let err = run(args("/nonexistent/bulwark-policies"))
@@ -536,6 +643,87 @@ mod tests {
         } else {
             assert!(err.contains("must run as root"), "{err}");
         }
+    }
+
+    fn base_args() -> RunArgs {
+        RunArgs {
+            policy_dir: None,
+            kubernetes: false,
+            kubeconfig: None,
+            cgroup_root: None,
+            health_addr: None,
+            host_namespace: "bulwark-system".into(),
+            events: "-".into(),
+            workloads: None,
+            node_name: None,
+            noop_programs: false,
+        }
+    }
+
+    #[test]
+    fn policy_source_is_the_directory_or_the_api_server_never_both() {
+        let err = policy_source(&base_args()).unwrap_err().to_string();
+        assert!(
+            err.contains("--policy-dir DIR") && err.contains("--kubernetes"),
+            "{err}"
+        );
+        let both = RunArgs {
+            policy_dir: Some(PathBuf::from("/tmp")),
+            kubernetes: true,
+            ..base_args()
+        };
+        let err = policy_source(&both).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot be combined with --kubernetes"),
+            "{err}"
+        );
+        assert!(err.contains("kubectl apply -f /tmp"), "{err}");
+        let k8s = RunArgs {
+            kubernetes: true,
+            ..base_args()
+        };
+        assert_eq!(policy_source(&k8s).unwrap(), None);
+        let dir = RunArgs {
+            policy_dir: Some(std::env::temp_dir()),
+            ..base_args()
+        };
+        assert_eq!(policy_source(&dir).unwrap(), Some(std::env::temp_dir()));
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn daemonset_arguments_parse_and_kubernetes_flags_need_kubernetes() {
+        use clap::Parser;
+        // Exactly what deploy/daemonset.yaml passes.
+        let a = Cli::try_parse_from([
+            "run",
+            "--kubernetes",
+            "--node-name=node-1",
+            "--cgroup-root=/run/bulwark/cgroup",
+            "--health-addr=0.0.0.0:9876",
+            "--events=-",
+        ])
+        .unwrap()
+        .run;
+        assert!(a.kubernetes && a.policy_dir.is_none());
+        assert_eq!(a.cgroup_root, Some(PathBuf::from("/run/bulwark/cgroup")));
+        assert_eq!(a.health_addr, Some("0.0.0.0:9876".parse().unwrap()));
+        assert_eq!(a.host_namespace, "bulwark-system");
+        for flag in ["--kubeconfig=/x", "--health-addr=127.0.0.1:1"] {
+            let err = Cli::try_parse_from(["run", "--policy-dir=/tmp", flag])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--kubernetes"), "{flag}: {err}");
+        }
+        let err = Cli::try_parse_from(["run", "--kubernetes", "--health-addr=nope"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
     }
 
     #[test]

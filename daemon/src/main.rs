@@ -8,6 +8,7 @@ mod cmd_lint;
 mod cmd_probe;
 mod cmd_run;
 mod engine;
+mod kubernetes;
 mod pipeline;
 
 use clap::{Parser, Subcommand};

@@ -82,10 +82,36 @@ pub struct Change {
     pub workloads: bool,
 }
 
+/// A request from another thread to the main loop (the Kubernetes controller's thread in
+/// `bulwark run --kubernetes`): everything that changes the kernel goes through the loop, so
+/// there is one place that applies rule sets and writes status events.
+pub enum Request<P> {
+    /// Replace the whole policy set (see [`Daemon::apply_set`]); the outcome is sent to
+    /// `reply` (per policy, in the order given; `Err` when nothing changed).
+    ApplySet {
+        policies: Vec<P>,
+        reply: std::sync::mpsc::Sender<SetOutcome>,
+    },
+    /// See [`Daemon::add_workload`].
+    AddWorkload {
+        cgroup_id: u64,
+        pod: super::event::Pod,
+    },
+    /// See [`Daemon::remove_workload`].
+    RemoveWorkload { cgroup_id: u64 },
+}
+
+/// Outcome of [`Daemon::apply_set`]: `Ok` with one entry per policy (in the order given;
+/// `Err(reason)` for a policy left out because it does not compile on its own, the others are
+/// in force), or `Err(reason)` when the set in force did not change at all.
+pub type SetOutcome = Result<Vec<Result<(), String>>, String>;
+
 /// Static configuration of a daemon.
 pub struct Config {
     pub node_name: String,
-    pub policy_dir: PathBuf,
+    /// The policy directory; `None` when the policy set arrives as [`Request::ApplySet`]
+    /// (Kubernetes mode).
+    pub policy_dir: Option<PathBuf>,
     pub workloads_file: Option<PathBuf>,
     /// `/proc` (tests may point elsewhere).
     pub proc_root: PathBuf,
@@ -373,6 +399,14 @@ pub fn destination_json(d: &Destination) -> DestinationJson {
     }
 }
 
+/// The `message` of a diagnostic object.
+fn diag_message(d: &serde_json::Value) -> String {
+    d.get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or("unknown error")
+        .to_string()
+}
+
 /// How long an exec-hook match waits for its exec record.
 const PENDING_MATCH_WAIT: Duration = Duration::from_millis(500);
 
@@ -385,7 +419,12 @@ where
     pub backend: B,
     pub kernel: K,
     pub pipeline: Pipeline<B::Rules>,
-    policies: PolicyDir<B::Policy>,
+    /// `None` in Kubernetes mode (no policy directory).
+    policies: Option<PolicyDir<B::Policy>>,
+    /// Whether the `ready` status was written (in Kubernetes mode it waits for the first set).
+    ready_written: bool,
+    /// Diagnostics of start-up (workloads file) waiting for the first status event.
+    startup_diagnostics: Vec<serde_json::Value>,
     current: Option<std::sync::Arc<B::Rules>>,
     in_force: Vec<String>,
     pub generation: u64,
@@ -406,13 +445,18 @@ where
     /// A daemon writing events to `out`; nothing happens until [`Daemon::start`] / `run`.
     pub fn new(cfg: Config, backend: B, kernel: K, out: Box<dyn Write + Send>) -> Self {
         let pipeline = Pipeline::new(&cfg.node_name, cfg.proc_root.clone(), out);
-        let policies = PolicyDir::new(cfg.policy_dir.clone(), cfg.workloads_file.clone());
+        let policies = cfg
+            .policy_dir
+            .clone()
+            .map(|d| PolicyDir::new(d, cfg.workloads_file.clone()));
         Daemon {
             cfg,
             backend,
             kernel,
             pipeline,
             policies,
+            ready_written: false,
+            startup_diagnostics: Vec::new(),
             current: None,
             in_force: Vec::new(),
             generation: 0,
@@ -475,10 +519,14 @@ where
     }
 
     /// Loads the policy directory and applies it; returns (failed, diagnostics).
+    /// Without a policy directory (Kubernetes mode) there is nothing to load: (false, []).
     pub fn load_policies(&mut self) -> (bool, Vec<serde_json::Value>) {
+        let Some(policies) = self.policies.as_ref() else {
+            return (false, Vec::new());
+        };
         let mut stderr = std::io::stderr();
         let t = std::time::Instant::now();
-        let res = self.policies.load(&mut self.backend, &mut stderr);
+        let res = policies.load(&mut self.backend, &mut stderr);
         self.last_load_ms = Some(t.elapsed().as_secs_f64() * 1e3);
         let mut diags = res.diagnostics;
         let mut failed = res.failed;
@@ -487,7 +535,9 @@ where
             match self.apply_rules(std::sync::Arc::new(c.rules)) {
                 Ok(()) => {
                     self.last_apply_ms = Some(t.elapsed().as_secs_f64() * 1e3);
-                    self.policies.commit(c.files);
+                    if let Some(p) = self.policies.as_mut() {
+                        p.commit(c.files);
+                    }
                     self.in_force = c.names;
                 }
                 Err(e) => {
@@ -573,9 +623,28 @@ where
     /// Registers a workload from another source than the workloads file (the Kubernetes side,
     /// from Pods): interns its namespace, writes the kernel's workload map, and re-evaluates
     /// running processes so namespace selectors apply to processes already in the cgroup.
-    // Not called by `bulwark run` yet: the entry point for the Kubernetes Pod feed.
-    #[allow(dead_code)]
     pub fn add_workload(&mut self, cgroup_id: u64, pod: super::event::Pod) -> anyhow::Result<()> {
+        if self.register_workload(cgroup_id, pod)? {
+            self.reapply()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a workload (see [`Daemon::add_workload`]).
+    pub fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+        if self.unregister_workload(cgroup_id)? {
+            self.reapply()?;
+        }
+        Ok(())
+    }
+
+    /// Registry + kernel map part of [`Daemon::add_workload`]; true when the namespace of the
+    /// cgroup changed (running processes then need a re-apply).
+    fn register_workload(
+        &mut self,
+        cgroup_id: u64,
+        pod: super::event::Pod,
+    ) -> anyhow::Result<bool> {
         let namespace_id = self.backend.intern_namespace(&pod.namespace);
         let change = self
             .pipeline
@@ -583,23 +652,183 @@ where
             .add(cgroup_id, super::workload::Workload { pod, namespace_id });
         if change.is_some() {
             self.kernel.set_workload(cgroup_id, namespace_id)?;
-            if let Some(rules) = self.current.clone() {
-                self.apply_rules(rules)?;
-            }
         }
-        Ok(())
+        Ok(change.is_some())
     }
 
-    /// Forgets a workload (see [`Daemon::add_workload`]).
-    #[allow(dead_code)]
-    pub fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+    fn unregister_workload(&mut self, cgroup_id: u64) -> anyhow::Result<bool> {
         if self.pipeline.registry.remove(cgroup_id).is_some() {
             self.kernel.remove_workload(cgroup_id)?;
-            if let Some(rules) = self.current.clone() {
-                self.apply_rules(rules)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Re-applies the set in force (namespace ids of running processes changed).
+    fn reapply(&mut self) -> anyhow::Result<()> {
+        match self.current.clone() {
+            Some(rules) => self.apply_rules(rules),
+            None => Ok(()),
+        }
+    }
+
+    /// Replaces the whole policy set with `policies` (Kubernetes mode: the controller's
+    /// accepted set) through the same path as a policy-directory reload: set-level validation,
+    /// compilation, the kernel's atomic A/B apply, then a status event — `ready` for the first
+    /// set, then `reloaded` / `reload_failed`. A policy that does not compile on its own is left
+    /// out (its entry says why) and the rest is applied; when the set fails as a whole
+    /// (validation, compilation of the combination, the kernel), nothing changes.
+    pub fn apply_set(&mut self, policies: Vec<B::Policy>) -> SetOutcome {
+        let mut diags = std::mem::take(&mut self.startup_diagnostics);
+        let outcome = self.try_apply_set(&policies, &mut diags);
+        let failed = match &outcome {
+            Ok(r) => r.iter().any(Result::is_err),
+            Err(_) => true,
+        };
+        let state = if !self.ready_written {
+            "ready"
+        } else if failed {
+            "reload_failed"
+        } else {
+            "reloaded"
+        };
+        self.ready_written = true;
+        self.status(state, diags);
+        outcome
+    }
+
+    fn try_apply_set(
+        &mut self,
+        policies: &[B::Policy],
+        diags: &mut Vec<serde_json::Value>,
+    ) -> SetOutcome {
+        let t = Instant::now();
+        let check = self.backend.validate_set(policies);
+        diags.extend(check.diagnostics);
+        if check.has_errors {
+            let msg = format!(
+                "the policy set is invalid as a whole: {}",
+                check.text.trim()
+            );
+            eprintln!("bulwark: error: {msg}; the previous set stays in force");
+            return Err(msg);
+        }
+        let mut results: Vec<Result<(), String>> = vec![Ok(()); policies.len()];
+        let rules = match self.backend.compile(policies) {
+            Ok(r) => r,
+            Err(whole) => {
+                // Which policies fail on their own? Those are left out; the rest is applied.
+                for (i, p) in policies.iter().enumerate() {
+                    if let Err(d) = self.backend.compile(std::slice::from_ref(p)) {
+                        let msg = diag_message(&d);
+                        eprintln!(
+                            "bulwark: error: policy {} does not compile: {msg}",
+                            B::label(p)
+                        );
+                        results[i] = Err(format!("does not compile on this node: {msg}"));
+                        diags.push(daemon_diagnostic(
+                            "compile",
+                            None,
+                            format!("{}: {msg}", B::label(p)),
+                        ));
+                    }
+                }
+                let rest: Vec<B::Policy> = policies
+                    .iter()
+                    .zip(&results)
+                    .filter(|(_, r)| r.is_ok())
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                let retry = if rest.len() < policies.len() {
+                    self.backend.compile(&rest)
+                } else {
+                    Err(whole)
+                };
+                match retry {
+                    Ok(r) => r,
+                    Err(d) => {
+                        let msg = format!(
+                            "the policy set does not compile: {}; the previous set stays in force",
+                            diag_message(&d)
+                        );
+                        eprintln!("bulwark: error: {msg}");
+                        diags.push(d);
+                        return Err(msg);
+                    }
+                }
+            }
+        };
+        self.last_load_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        if let Err(e) = self.apply_rules(std::sync::Arc::new(rules)) {
+            let msg = format!(
+                "the kernel refused the new rule set: {e:#}; the previous set stays in force"
+            );
+            eprintln!("bulwark: error: {msg}");
+            diags.push(daemon_diagnostic("apply", None, msg.clone()));
+            return Err(msg);
+        }
+        self.last_apply_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+        let mut names: Vec<String> = policies
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(p, _)| B::label(p))
+            .collect();
+        names.sort();
+        self.in_force = names;
+        Ok(results)
+    }
+
+    /// Handles requests from other threads (all queued ones; workload changes are batched into
+    /// one re-apply).
+    pub fn on_requests(&mut self, requests: &Receiver<Request<B::Policy>>) {
+        let mut reapply = false;
+        while let Ok(req) = requests.try_recv() {
+            match req {
+                Request::ApplySet { policies, reply } => {
+                    let outcome = if self.policies.is_some() {
+                        Err(
+                            "this daemon enforces the policies of its --policy-dir and takes no \
+                             policy set from elsewhere"
+                                .to_string(),
+                        )
+                    } else {
+                        // The set is applied with the workloads registered so far.
+                        if std::mem::take(&mut reapply) {
+                            self.log_reapply();
+                        }
+                        self.apply_set(policies)
+                    };
+                    let _ = reply.send(outcome);
+                }
+                Request::AddWorkload { cgroup_id, pod } => {
+                    match self.register_workload(cgroup_id, pod) {
+                        Ok(changed) => reapply |= changed,
+                        Err(e) => eprintln!(
+                            "bulwark: error: registering the workload of cgroup {cgroup_id}: {e:#}"
+                        ),
+                    }
+                }
+                Request::RemoveWorkload { cgroup_id } => {
+                    match self.unregister_workload(cgroup_id) {
+                        Ok(changed) => reapply |= changed,
+                        Err(e) => eprintln!(
+                            "bulwark: error: removing the workload of cgroup {cgroup_id}: {e:#}"
+                        ),
+                    }
+                }
             }
         }
-        Ok(())
+        if reapply {
+            self.log_reapply();
+        }
+    }
+
+    fn log_reapply(&mut self) {
+        if let Err(e) = self.reapply() {
+            eprintln!("bulwark: error: re-applying rules after a workload change: {e:#}");
+        }
     }
 
     /// Start-up: seed processes, workloads, policies; writes the `ready` status.
@@ -613,8 +842,14 @@ where
         });
         log::info!("seeded {n} running processes from {}", proc_root.display());
         let mut diags = self.load_workloads();
+        if self.policies.is_none() {
+            // Kubernetes mode: `ready` comes with the first policy set (`apply_set`).
+            self.startup_diagnostics = diags;
+            return;
+        }
         let (_, d) = self.load_policies();
         diags.extend(d);
+        self.ready_written = true;
         self.status("ready", diags);
     }
 
@@ -693,6 +928,17 @@ where
 
     /// The main loop, until `stop` is set; then detaches and writes `stopping`.
     pub fn run(&mut self, stop: &AtomicBool, changes: &Receiver<Change>) -> anyhow::Result<()> {
+        self.run_with(stop, changes, None)
+    }
+
+    /// [`Daemon::run`], also serving `requests` (the Kubernetes controller's policy sets and
+    /// workloads) between polls.
+    pub fn run_with(
+        &mut self,
+        stop: &AtomicBool,
+        changes: &Receiver<Change>,
+        requests: Option<&Receiver<Request<B::Policy>>>,
+    ) -> anyhow::Result<()> {
         self.start();
         let mut last_tick = Instant::now();
         let mut last_loss_report = Instant::now();
@@ -710,6 +956,9 @@ where
             }
             if change != Change::default() {
                 self.on_change(change);
+            }
+            if let Some(r) = requests {
+                self.on_requests(r);
             }
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 last_tick = Instant::now();
@@ -905,7 +1154,7 @@ mod tests {
         let buf = Buf::default();
         let cfg = Config {
             node_name: "node-1".into(),
-            policy_dir: dir.join("policies"),
+            policy_dir: Some(dir.join("policies")),
             workloads_file: workloads,
             proc_root: PathBuf::from("/proc"),
             cgroup_mount: super::super::workload::find_cgroup2_mount(),
@@ -925,6 +1174,192 @@ mod tests {
         assert_eq!(lines[0]["type"], "status");
         assert_eq!(lines[0]["node_name"], "node-1");
         lines.into_iter().next().unwrap()
+    }
+
+    /// A daemon in Kubernetes mode (no policy directory).
+    fn cluster_daemon(dir: &Path) -> (Daemon<FakeBackend, FakeKernel>, Buf) {
+        let (mut d, buf) = daemon(dir, None);
+        d.cfg.policy_dir = None;
+        d.policies = None;
+        (d, buf)
+    }
+
+    fn apply(
+        d: &mut Daemon<FakeBackend, FakeKernel>,
+        tx: &std::sync::mpsc::Sender<Request<String>>,
+        rx: &Receiver<Request<String>>,
+        set: &[&str],
+    ) -> SetOutcome {
+        let (reply, answer) = std::sync::mpsc::channel();
+        tx.send(Request::ApplySet {
+            policies: set.iter().map(|s| s.to_string()).collect(),
+            reply,
+        })
+        .unwrap();
+        d.on_requests(rx);
+        answer.try_recv().expect("answered at once")
+    }
+
+    #[test]
+    fn cluster_sets_go_through_the_same_apply_and_status_path() {
+        let dir = tmpdir("cluster");
+        let (mut d, out) = cluster_daemon(&dir);
+        let (tx, rx) = std::sync::mpsc::channel();
+        d.start();
+        // No status before the first set: `ready` means the first set is in force.
+        assert!(out.take().is_empty());
+        assert_eq!(
+            apply(&mut d, &tx, &rx, &["beta", "alpha"]),
+            Ok(vec![Ok(()), Ok(())])
+        );
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "ready", "{st}");
+        assert_eq!(st["generation"], 1);
+        assert_eq!(st["policies"], serde_json::json!(["alpha", "beta"]));
+        assert!(st["apply_ms"].is_number(), "{st}");
+        assert_eq!(d.kernel.applied.last().unwrap().0, vec!["beta", "alpha"]);
+
+        // Mode switch (a changed policy): one more atomic A/B apply, `reloaded`.
+        assert_eq!(
+            apply(&mut d, &tx, &rx, &["alpha-monitor", "beta"]),
+            Ok(vec![Ok(()), Ok(())])
+        );
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "reloaded", "{st}");
+        assert_eq!(st["generation"], 2);
+        assert_eq!(d.kernel.applied.len(), 2);
+        assert_eq!(d.kernel.active, 0, "the other slot is active now");
+
+        // One policy that does not compile on its own: left out, the rest applied.
+        let r = apply(&mut d, &tx, &rx, &["alpha", "nocompile-x", "gamma"]).unwrap();
+        assert_eq!(r[0], Ok(()));
+        assert!(r[1].as_ref().unwrap_err().contains("nope"), "{r:?}");
+        assert_eq!(r[2], Ok(()));
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "reload_failed", "{st}");
+        assert_eq!(st["policies"], serde_json::json!(["alpha", "gamma"]));
+        assert!(st["diagnostics"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("nocompile-x: "));
+        assert_eq!(d.kernel.applied.last().unwrap().0, vec!["alpha", "gamma"]);
+
+        // A set invalid as a whole: nothing changes, the reason goes back.
+        let err = apply(&mut d, &tx, &rx, &["alpha", "alpha"]).unwrap_err();
+        assert!(err.contains("invalid as a whole"), "{err}");
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "reload_failed");
+        assert_eq!(st["policies"], serde_json::json!(["alpha", "gamma"]));
+        assert_eq!(st["generation"], 3);
+
+        // The kernel refusing: nothing changes.
+        d.kernel.fail_apply = true;
+        let err = apply(&mut d, &tx, &rx, &["delta"]).unwrap_err();
+        assert!(err.contains("the kernel refused"), "{err}");
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "reload_failed");
+        assert_eq!(st["policies"], serde_json::json!(["alpha", "gamma"]));
+        d.kernel.fail_apply = false;
+
+        // The empty set (every policy deleted) is a set like any other.
+        assert_eq!(apply(&mut d, &tx, &rx, &[]), Ok(vec![]));
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "reloaded");
+        assert_eq!(st["policies"], serde_json::json!([]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pod_workloads_are_registered_with_one_reapply_per_batch() {
+        let dir = tmpdir("cluster-wl");
+        let (mut d, out) = cluster_daemon(&dir);
+        let (tx, rx) = std::sync::mpsc::channel();
+        d.start();
+        apply(&mut d, &tx, &rx, &["alpha"]).unwrap();
+        out.take();
+        let pod = |ns: &str, name: &str| super::super::event::Pod {
+            namespace: ns.into(),
+            name: name.into(),
+            container: "app".into(),
+            labels: Default::default(),
+        };
+        tx.send(Request::AddWorkload {
+            cgroup_id: 11,
+            pod: pod("web", "a"),
+        })
+        .unwrap();
+        tx.send(Request::AddWorkload {
+            cgroup_id: 12,
+            pod: pod("db", "b"),
+        })
+        .unwrap();
+        d.on_requests(&rx);
+        assert_eq!(d.kernel.workloads.len(), 2);
+        assert_ne!(d.kernel.workloads[&11], d.kernel.workloads[&12]);
+        assert_eq!(d.pipeline.registry.get(11).unwrap().pod.name, "a");
+        assert_eq!(d.kernel.applied.len(), 2, "one re-apply for the batch");
+        // The same identity again changes nothing; removal re-applies.
+        tx.send(Request::AddWorkload {
+            cgroup_id: 11,
+            pod: pod("web", "a"),
+        })
+        .unwrap();
+        d.on_requests(&rx);
+        assert_eq!(d.kernel.applied.len(), 2);
+        tx.send(Request::RemoveWorkload { cgroup_id: 11 }).unwrap();
+        d.on_requests(&rx);
+        assert!(!d.kernel.workloads.contains_key(&11));
+        assert!(d.pipeline.registry.get(11).is_none());
+        assert_eq!(d.kernel.applied.len(), 3);
+        // Workload changes write no status events.
+        assert!(out.take().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_policy_dir_daemon_refuses_sets_from_elsewhere() {
+        let dir = tmpdir("dir-refuses");
+        std::fs::write(dir.join("policies/a.yaml"), "alpha").unwrap();
+        let (mut d, out) = daemon(&dir, None);
+        d.start();
+        out.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = apply(&mut d, &tx, &rx, &["beta"]).unwrap_err();
+        assert!(err.contains("--policy-dir"), "{err}");
+        assert_eq!(d.kernel.applied.len(), 1);
+        assert!(out.take().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_main_loop_serves_requests_until_stopped() {
+        let dir = tmpdir("cluster-loop");
+        let (mut d, out) = cluster_daemon(&dir);
+        let (_changes_tx, changes) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let (d, stop) = (&mut d, &stop);
+            let h = s.spawn(move || d.run_with(stop, &changes, Some(&rx)));
+            let (reply, answer) = std::sync::mpsc::channel();
+            tx.send(Request::ApplySet {
+                policies: vec!["alpha".into()],
+                reply,
+            })
+            .unwrap();
+            let got = answer.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(got, Ok(vec![Ok(())]));
+            stop.store(true, Ordering::SeqCst);
+            h.join().unwrap().unwrap();
+        });
+        let states: Vec<String> = out
+            .take()
+            .iter()
+            .filter(|e| e["type"] == "status")
+            .map(|e| e["state"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(states, ["ready", "stopping"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

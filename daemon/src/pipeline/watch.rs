@@ -137,21 +137,25 @@ fn merge(a: &mut Change, b: Change) {
 }
 
 /// Starts the watcher thread. Errors when inotify or the policy directory cannot be watched.
+/// `policy_dir` is `None` when policies come from elsewhere (Kubernetes mode): then only the
+/// workloads file is watched.
 pub fn spawn(
-    policy_dir: PathBuf,
+    policy_dir: Option<PathBuf>,
     workloads: Option<PathBuf>,
     debounce: Duration,
 ) -> anyhow::Result<Receiver<Change>> {
     let (tx, rx) = channel();
     let mut ino = Inotify::new().map_err(|e| anyhow::anyhow!("inotify_init1: {e}"))?;
-    ino.add(&policy_dir, true).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot watch policy directory {}: {e} (does it exist? raise \
-             fs.inotify.max_user_watches if the limit is hit)",
-            policy_dir.display()
-        )
-    })?;
-    ino.add_tree(&policy_dir);
+    if let Some(dir) = &policy_dir {
+        ino.add(dir, true).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot watch policy directory {}: {e} (does it exist? raise \
+                 fs.inotify.max_user_watches if the limit is hit)",
+                dir.display()
+            )
+        })?;
+        ino.add_tree(dir);
+    }
     let wl_name: Option<Vec<u8>> = workloads
         .as_ref()
         .and_then(|w| w.file_name())
@@ -177,7 +181,7 @@ pub fn spawn(
 
 fn watch_loop(
     mut ino: Inotify,
-    policy_dir: PathBuf,
+    policy_dir: Option<PathBuf>,
     wl_name: Option<Vec<u8>>,
     debounce: Duration,
     tx: Sender<Change>,
@@ -196,9 +200,9 @@ fn watch_loop(
                 quiet_since = Instant::now();
             }
         }
-        if change.policies {
+        if let (true, Some(dir)) = (change.policies, &policy_dir) {
             // New subdirectories (or a recreated directory) get watched too.
-            ino.add_tree(&policy_dir);
+            ino.add_tree(dir);
         }
         if tx.send(change).is_err() {
             return; // daemon gone
@@ -224,7 +228,12 @@ mod tests {
         std::fs::create_dir(&pol).unwrap();
         let wl = dir.join("workloads.yaml");
         std::fs::write(&wl, "workloads: []\n").unwrap();
-        let rx = spawn(pol.clone(), Some(wl.clone()), Duration::from_millis(200)).unwrap();
+        let rx = spawn(
+            Some(pol.clone()),
+            Some(wl.clone()),
+            Duration::from_millis(200),
+        )
+        .unwrap();
         // Nothing happened: nothing reported.
         assert!(rx.recv_timeout(Duration::from_millis(400)).is_err());
         // A burst of policy writes: one change.
@@ -284,7 +293,7 @@ mod tests {
     #[test]
     fn missing_directory_is_a_clear_error() {
         let err = spawn(
-            PathBuf::from("/nonexistent/bulwark"),
+            Some(PathBuf::from("/nonexistent/bulwark")),
             None,
             Duration::from_millis(10),
         )
@@ -294,5 +303,26 @@ mod tests {
             err.contains("/nonexistent/bulwark") && err.contains("does it exist"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn without_a_policy_dir_only_the_workloads_file_is_watched() {
+        let dir = tmpdir("k8s");
+        let wl = dir.join("workloads.yaml");
+        std::fs::write(&wl, "workloads: []\n").unwrap();
+        let rx = spawn(None, Some(wl.clone()), Duration::from_millis(100)).unwrap();
+        // A YAML file next to it is no policy: nothing reported.
+        std::fs::write(dir.join("p.yaml"), "x").unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+        std::fs::write(&wl, "workloads: [] # changed\n").unwrap();
+        let c = rx.recv_timeout(Duration::from_secs(3)).unwrap();
+        assert_eq!(
+            c,
+            Change {
+                policies: false,
+                workloads: true
+            }
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

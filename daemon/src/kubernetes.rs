@@ -1,0 +1,193 @@
+//! The daemon's side of `bulwark run --kubernetes`: adapters that let the Kubernetes controller
+//! (crate `bulwark-controller`, on its own thread) drive the daemon's main loop without a second
+//! loader. [`EngineBridge`] is the controller's [`PolicyEngine`]: each accepted policy set is
+//! sent to the main loop as a [`Request::ApplySet`] (validated, compiled and swapped into the
+//! kernel's inactive slot there, like a policy-directory reload, with the same status events)
+//! and the per-policy outcome goes back as [`PolicyLoadResult`]s. [`RegistryBridge`] is its
+//! [`WorkloadRegistry`]: Pod identities become [`Request::AddWorkload`] /
+//! [`Request::RemoveWorkload`].
+
+use crate::pipeline::daemon::{Request, SetOutcome};
+use crate::pipeline::event::Pod;
+use bulwark_controller::{PolicyEngine, PolicyKey, PolicyLoadResult, Workload, WorkloadRegistry};
+use bulwark_policy::AnyPolicy;
+use std::sync::mpsc::{channel, Sender};
+use std::time::Duration;
+
+/// How long the controller waits for the main loop to apply a set before reporting a failure
+/// (and retrying with backoff). The loop serves requests every ~100 ms; an apply takes
+/// milliseconds.
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The controller's [`PolicyEngine`], backed by the daemon's main loop.
+pub struct EngineBridge {
+    tx: Sender<Request<AnyPolicy>>,
+    timeout: Duration,
+}
+
+impl EngineBridge {
+    pub fn new(tx: Sender<Request<AnyPolicy>>) -> Self {
+        EngineBridge {
+            tx,
+            timeout: APPLY_TIMEOUT,
+        }
+    }
+}
+
+/// The main loop's per-policy outcome as the controller reports it.
+fn load_results(
+    policies: &[AnyPolicy],
+    outcome: SetOutcome,
+) -> Result<Vec<PolicyLoadResult>, String> {
+    let per_policy = outcome?;
+    Ok(policies
+        .iter()
+        .zip(per_policy)
+        .map(|(p, result)| PolicyLoadResult {
+            key: PolicyKey::of(p),
+            result,
+        })
+        .collect())
+}
+
+impl PolicyEngine for EngineBridge {
+    fn apply(&self, policies: Vec<AnyPolicy>) -> Result<Vec<PolicyLoadResult>, String> {
+        let (reply, answer) = channel();
+        let keep = policies.clone();
+        self.tx
+            .send(Request::ApplySet { policies, reply })
+            .map_err(|_| "the daemon is shutting down; nothing was applied".to_string())?;
+        match answer.recv_timeout(self.timeout) {
+            Ok(outcome) => load_results(&keep, outcome),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+                "the daemon's main loop did not apply the set within {:?}",
+                self.timeout
+            )),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err("the daemon is shutting down; nothing was applied".to_string())
+            }
+        }
+    }
+}
+
+/// The controller's [`WorkloadRegistry`], backed by the daemon's main loop.
+pub struct RegistryBridge {
+    tx: Sender<Request<AnyPolicy>>,
+}
+
+impl RegistryBridge {
+    pub fn new(tx: Sender<Request<AnyPolicy>>) -> Self {
+        RegistryBridge { tx }
+    }
+}
+
+impl WorkloadRegistry for RegistryBridge {
+    fn upsert(&self, cgroup_id: u64, w: Workload) {
+        let pod = Pod {
+            namespace: w.namespace,
+            name: w.pod,
+            container: w.container,
+            labels: w.labels,
+        };
+        // A closed channel means the daemon is stopping: nothing left to register.
+        let _ = self.tx.send(Request::AddWorkload { cgroup_id, pod });
+    }
+
+    fn remove(&self, cgroup_id: u64) {
+        let _ = self.tx.send(Request::RemoveWorkload { cgroup_id });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policies() -> Vec<AnyPolicy> {
+        let src = "apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata: {name: a}\n\
+                   spec:\n  rules:\n  - name: r\n    hook: exec\n    selectors:\n    - matchBinaries:\n      - operator: In\n        values: [/x]\n      matchActions:\n      - action: Post\n\
+                   ---\napiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicyNamespaced\nmetadata: {name: b, namespace: web}\n\
+                   spec:\n  rules:\n  - name: r\n    hook: exec\n    selectors:\n    - matchBinaries:\n      - operator: In\n        values: [/y]\n      matchActions:\n      - action: Post\n";
+        let lint = bulwark_policy::lint_source("t.yaml", src);
+        assert_eq!(lint.errors(), 0, "{:?}", lint.diagnostics);
+        assert_eq!(lint.policies.len(), 2);
+        lint.policies
+    }
+
+    #[test]
+    fn apply_round_trips_through_the_main_loop() {
+        let (tx, rx) = channel::<Request<AnyPolicy>>();
+        let loop_thread = std::thread::spawn(move || {
+            // Answer two requests: one with a per-policy failure, one failing as a whole.
+            for outcome in [
+                Ok(vec![Ok(()), Err("too big".to_string())]),
+                Err("kernel said no".to_string()),
+            ] {
+                match rx.recv().unwrap() {
+                    Request::ApplySet { policies, reply } => {
+                        assert_eq!(policies.len(), 2);
+                        reply.send(outcome).unwrap();
+                    }
+                    _ => panic!("expected an ApplySet"),
+                }
+            }
+        });
+        let bridge = EngineBridge::new(tx);
+        let res = bridge.apply(policies()).unwrap();
+        assert_eq!(res.len(), 2);
+        assert_eq!(res[0].key.name, "a");
+        assert_eq!(res[0].result, Ok(()));
+        assert_eq!(res[1].key.namespace.as_deref(), Some("web"));
+        assert_eq!(res[1].result, Err("too big".to_string()));
+        assert_eq!(bridge.apply(policies()).unwrap_err(), "kernel said no");
+        loop_thread.join().unwrap();
+        // The loop is gone: a clear error, no hang.
+        let err = bridge.apply(policies()).unwrap_err();
+        assert!(err.contains("shutting down"), "{err}");
+    }
+
+    #[test]
+    fn a_stuck_main_loop_times_out() {
+        let (tx, rx) = channel::<Request<AnyPolicy>>();
+        let bridge = EngineBridge {
+            tx,
+            timeout: Duration::from_millis(50),
+        };
+        let err = bridge.apply(policies()).unwrap_err();
+        assert!(err.contains("did not apply the set"), "{err}");
+        drop(rx);
+    }
+
+    #[test]
+    fn pods_become_workload_requests() {
+        let (tx, rx) = channel::<Request<AnyPolicy>>();
+        let reg = RegistryBridge::new(tx);
+        reg.upsert(
+            42,
+            Workload {
+                namespace: "web".into(),
+                pod: "api-1".into(),
+                container: "app".into(),
+                labels: [("app".to_string(), "api".to_string())].into(),
+                ..Workload::default()
+            },
+        );
+        reg.remove(42);
+        match rx.try_recv().unwrap() {
+            Request::AddWorkload { cgroup_id, pod } => {
+                assert_eq!(cgroup_id, 42);
+                assert_eq!(pod.namespace, "web");
+                assert_eq!(pod.name, "api-1");
+                assert_eq!(pod.container, "app");
+                assert_eq!(pod.labels["app"], "api");
+            }
+            _ => panic!("expected AddWorkload"),
+        }
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Request::RemoveWorkload { cgroup_id: 42 }
+        ));
+        drop(rx);
+        // The daemon gone: no panic.
+        reg.remove(1);
+    }
+}
