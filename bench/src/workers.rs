@@ -133,6 +133,12 @@ pub fn run(w: Worker) -> Result<()> {
         }
         Worker::Sink { addr } => {
             let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+            // std listens with a backlog of 128: a connect loop outruns the accept thread, SYNs
+            // are dropped and retransmitted a second later, and the benchmark would measure
+            // retransmits. Listening again only raises the backlog.
+            if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 4096) } != 0 {
+                bail!("listen({addr}, 4096): {}", std::io::Error::last_os_error());
+            }
             println!("{}", serde_json::json!({ "listening": addr.to_string() }));
             std::io::stdout().flush()?;
             for conn in l.incoming() {
