@@ -60,8 +60,9 @@ impl Daemon {
         bail!("bulwark: no status event {states:?} within {timeout:?}")
     }
 
-    /// Resident set size now and at its peak, in bytes (from /proc/PID/status).
-    pub fn rss(&self) -> Result<(u64, u64)> {
+    /// Resident set size now, at its peak, and the anonymous part (heap, stacks: the daemon's
+    /// own memory, without file and ring-buffer mappings), in bytes (from /proc/PID/status).
+    pub fn rss(&self) -> Result<(u64, u64, u64)> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let field = |name: &str| {
             s.lines()
@@ -70,7 +71,7 @@ impl Daemon {
                 .map(|kb| kb * 1024)
                 .unwrap_or(0)
         };
-        Ok((field("VmRSS:"), field("VmHWM:")))
+        Ok((field("VmRSS:"), field("VmHWM:"), field("RssAnon:")))
     }
 
     /// SIGTERM, wait, and return the last status event (it carries `lost_events`).

@@ -87,7 +87,10 @@ pub const MAX_PORT_PREFIXES: u32 = 8_192;
 pub const MAX_NAMESPACES: u32 = 4_096;
 pub const MAX_WORKLOADS: u32 = 65_536;
 /// Ring buffer size in bytes (power of two, multiple of the page size).
-pub const EVENTS_RING_BYTES: u32 = 16 * 1024 * 1024;
+///
+/// 8 MiB holds about 10,000 exec records (the largest) of burst. Userspace maps the data
+/// area twice (for reads across the wrap), so it shows as 2x this in the daemon's RSS.
+pub const EVENTS_RING_BYTES: u32 = 8 * 1024 * 1024;
 
 /// Action bits in [`SelectorEntry::actions`].
 pub const ACTION_POST: u8 = 1;

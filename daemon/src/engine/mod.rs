@@ -86,7 +86,7 @@ pub struct EngineOptions {
     /// build *adopts* them (no reload, no gap). `None`: everything ends with the `Engine`.
     pub pin_dir: Option<PathBuf>,
     /// Size of the event ring buffer in bytes (a power of two, at least the page size);
-    /// default `EVENTS_RING_BYTES` (16 MiB).
+    /// default `EVENTS_RING_BYTES` (8 MiB).
     pub events_ring_bytes: Option<u32>,
     /// Attach do-nothing programs (`noop_*`) on the same hooks instead of the real ones: the
     /// benchmark's floor, which shows what the hooks cost without any of bulwark's work.
