@@ -53,6 +53,12 @@ pub struct RunArgs {
     /// --kubernetes: namespace of the PolicyViolations of processes outside any Pod.
     #[arg(long, value_name = "NS", default_value = "bulwark-system")]
     pub host_namespace: String,
+    /// --kubernetes: list every policy and re-reconcile at least this often, in seconds; this
+    /// also heals an API server that came back with its data lost or restored (a resumed watch
+    /// would miss that).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub resync_interval: u64,
     /// Where to write events (JSON lines): a file (appended to) or `-` for stdout.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     pub events: String,
@@ -330,7 +336,15 @@ fn policy_source(args: &RunArgs) -> anyhow::Result<Option<PathBuf>> {
 /// Events waiting between the event writer and the controller's violation writer.
 const VIOLATION_QUEUE: usize = 4096;
 
+/// Log filter when RUST_LOG is unset: the controller's progress (policies applied, API server
+/// lost and back, violations dropped) is what an operator reads in `kubectl logs`.
+const DEFAULT_LOG: &str = "warn,bulwark=info,bulwark_controller=info";
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Only once per process (a second init, e.g. in tests, is ignored).
+    let _ =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG))
+            .try_init();
     engine::host::require_root()?;
     let policy_dir = policy_source(&args)?;
     if let Some(root) = &args.cgroup_root {
@@ -368,6 +382,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         requests_tx.clone(),
                     ))),
                     cgroup_root: cgroup_mount.clone(),
+                    resync_interval: Duration::from_secs(args.resync_interval),
                     ..ControllerOptions::default()
                 },
             },
@@ -653,6 +668,7 @@ mod tests {
             cgroup_root: None,
             health_addr: None,
             host_namespace: "bulwark-system".into(),
+            resync_interval: 300,
             events: "-".into(),
             workloads: None,
             node_name: None,
@@ -714,6 +730,8 @@ mod tests {
         assert_eq!(a.cgroup_root, Some(PathBuf::from("/run/bulwark/cgroup")));
         assert_eq!(a.health_addr, Some("0.0.0.0:9876".parse().unwrap()));
         assert_eq!(a.host_namespace, "bulwark-system");
+        assert_eq!(a.resync_interval, 300);
+        assert!(Cli::try_parse_from(["run", "--kubernetes", "--resync-interval=0"]).is_err());
         for flag in ["--kubeconfig=/x", "--health-addr=127.0.0.1:1"] {
             let err = Cli::try_parse_from(["run", "--policy-dir=/tmp", flag])
                 .unwrap_err()

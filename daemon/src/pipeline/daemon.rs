@@ -92,12 +92,12 @@ pub enum Request<P> {
         policies: Vec<P>,
         reply: std::sync::mpsc::Sender<SetOutcome>,
     },
-    /// See [`Daemon::add_workload`].
+    /// Processes in this cgroup belong to this Pod (see [`Daemon::on_requests`]).
     AddWorkload {
         cgroup_id: u64,
         pod: super::event::Pod,
     },
-    /// See [`Daemon::remove_workload`].
+    /// The cgroup no longer belongs to a Pod of this node.
     RemoveWorkload { cgroup_id: u64 },
 }
 
@@ -407,6 +407,10 @@ fn diag_message(d: &serde_json::Value) -> String {
         .to_string()
 }
 
+/// Longest wait for kernel records: routine records do not wake the reader (the kernel batches
+/// them, see `daemon-ebpf/src/maps.rs`), so this bounds how late they are written.
+const POLL_PERIOD: Duration = Duration::from_millis(50);
+
 /// How long an exec-hook match waits for its exec record.
 const PENDING_MATCH_WAIT: Duration = Duration::from_millis(500);
 
@@ -621,25 +625,10 @@ where
     }
 
     /// Registers a workload from another source than the workloads file (the Kubernetes side,
-    /// from Pods): interns its namespace, writes the kernel's workload map, and re-evaluates
-    /// running processes so namespace selectors apply to processes already in the cgroup.
-    pub fn add_workload(&mut self, cgroup_id: u64, pod: super::event::Pod) -> anyhow::Result<()> {
-        if self.register_workload(cgroup_id, pod)? {
-            self.reapply()?;
-        }
-        Ok(())
-    }
-
-    /// Forgets a workload (see [`Daemon::add_workload`]).
-    pub fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
-        if self.unregister_workload(cgroup_id)? {
-            self.reapply()?;
-        }
-        Ok(())
-    }
-
-    /// Registry + kernel map part of [`Daemon::add_workload`]; true when the namespace of the
-    /// cgroup changed (running processes then need a re-apply).
+    /// from Pods, through [`Request::AddWorkload`]): interns its namespace and writes the
+    /// kernel's workload map. True when the namespace of the cgroup changed: running processes
+    /// then need a re-apply ([`Daemon::on_requests`] does one per batch) so namespace selectors
+    /// apply to processes already in the cgroup.
     fn register_workload(
         &mut self,
         cgroup_id: u64,
@@ -656,6 +645,7 @@ where
         Ok(change.is_some())
     }
 
+    /// Forgets a workload (see [`Daemon::register_workload`]).
     fn unregister_workload(&mut self, cgroup_id: u64) -> anyhow::Result<bool> {
         if self.pipeline.registry.remove(cgroup_id).is_some() {
             self.kernel.remove_workload(cgroup_id)?;
@@ -926,13 +916,9 @@ where
         Ok(())
     }
 
-    /// The main loop, until `stop` is set; then detaches and writes `stopping`.
-    pub fn run(&mut self, stop: &AtomicBool, changes: &Receiver<Change>) -> anyhow::Result<()> {
-        self.run_with(stop, changes, None)
-    }
-
-    /// [`Daemon::run`], also serving `requests` (the Kubernetes controller's policy sets and
-    /// workloads) between polls.
+    /// The main loop, until `stop` is set; then detaches and writes `stopping`. Between polls
+    /// it applies on-disk `changes` and serves `requests` (Kubernetes mode: the controller's
+    /// policy sets and Pod workloads).
     pub fn run_with(
         &mut self,
         stop: &AtomicBool,
@@ -946,7 +932,7 @@ where
             if stop.load(Ordering::SeqCst) {
                 break Ok(());
             }
-            if let Err(e) = self.pump(Duration::from_millis(100)) {
+            if let Err(e) = self.pump(POLL_PERIOD) {
                 break Err(e);
             }
             let mut change = Change::default();
@@ -1497,18 +1483,30 @@ mod tests {
             ..Default::default()
         };
         let applies = d.kernel.applied.len();
-        d.add_workload(777, pod.clone()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let send = |r: Request<String>| tx.send(r).unwrap();
+        send(Request::AddWorkload {
+            cgroup_id: 777,
+            pod: pod.clone(),
+        });
+        d.on_requests(&rx);
         assert_eq!(d.kernel.workloads.get(&777), Some(&2));
         assert_eq!(
             d.kernel.applied.len(),
             applies + 1,
             "running processes re-evaluated"
         );
-        d.add_workload(777, pod).unwrap();
+        send(Request::AddWorkload {
+            cgroup_id: 777,
+            pod,
+        });
+        d.on_requests(&rx);
         assert_eq!(d.kernel.applied.len(), applies + 1, "no change, no apply");
-        d.remove_workload(777).unwrap();
+        send(Request::RemoveWorkload { cgroup_id: 777 });
+        d.on_requests(&rx);
         assert!(!d.kernel.workloads.contains_key(&777));
-        d.remove_workload(777).unwrap();
+        send(Request::RemoveWorkload { cgroup_id: 777 });
+        d.on_requests(&rx);
         // An emptied file removes it.
         std::fs::write(&wl, "workloads: []\n").unwrap();
         d.on_change(Change {
@@ -1700,7 +1698,7 @@ mod tests {
         assert!(out.take().is_empty(), "no new losses, no report");
         let stop = AtomicBool::new(true);
         let (_tx, rx) = std::sync::mpsc::channel();
-        d.run(&stop, &rx).unwrap();
+        d.run_with(&stop, &rx, None).unwrap();
         let lines = out.take();
         assert_eq!(lines.first().unwrap()["state"], "ready");
         assert_eq!(lines.last().unwrap()["state"], "stopping");
@@ -1776,7 +1774,7 @@ mod tests {
         // The orphan is written once it has waited long enough (here: at shutdown).
         let stop = AtomicBool::new(true);
         let (_tx, rx) = std::sync::mpsc::channel();
-        d.run(&stop, &rx).unwrap();
+        d.run_with(&stop, &rx, None).unwrap();
         let lines = out.take();
         let orphan_ev = lines
             .iter()

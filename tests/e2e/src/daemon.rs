@@ -1,5 +1,6 @@
 //! The daemon under test, driven only through its command line and its JSON-lines events:
-//! `bulwark run --policy-dir DIR --events FILE --workloads FILE --node-name e2e`. [`Daemon`]
+//! `bulwark run --policy-dir DIR --events FILE --workloads FILE --node-name e2e` (or, with
+//! [`DaemonConfig::kubernetes`], `--kubernetes` instead of `--policy-dir`). [`Daemon`]
 //! starts it with a temp policy dir, waits for the `ready` status event, waits for events
 //! matching predicates, replaces policy files and waits for the reload status, and stops it with
 //! SIGTERM (also on drop). Every timeout panics with what was awaited, the last events and the
@@ -30,6 +31,10 @@ pub struct DaemonConfig {
     pub workloads: String,
     /// Extra command-line arguments after the standard ones.
     pub extra_args: Vec<String>,
+    /// `--kubernetes` instead of `--policy-dir` (policies come from the API server; pass
+    /// `--kubeconfig` in `extra_args`); `policies` must then be empty. `ready` is written once
+    /// the first policy set from the server is applied.
+    pub kubernetes: bool,
 }
 
 /// A running `bulwark run`.
@@ -97,6 +102,7 @@ impl Daemon {
                 .collect(),
             workloads: world.workloads_yaml(),
             extra_args: Vec::new(),
+            kubernetes: false,
         })
     }
 
@@ -115,11 +121,18 @@ impl Daemon {
         let events_path = dir.join("events.jsonl");
         let stderr_path = dir.join("daemon.stderr");
         let stdout_path = dir.join("daemon.stdout");
+        assert!(
+            !(cfg.kubernetes && !cfg.policies.is_empty()),
+            "DaemonConfig: policy files and kubernetes mode exclude each other"
+        );
         let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .arg("--policy-dir")
-            .arg(&policy_dir)
-            .arg("--events")
+        cmd.arg("run");
+        if cfg.kubernetes {
+            cmd.arg("--kubernetes");
+        } else {
+            cmd.arg("--policy-dir").arg(&policy_dir);
+        }
+        cmd.arg("--events")
             .arg(&events_path)
             .arg("--workloads")
             .arg(&workloads)

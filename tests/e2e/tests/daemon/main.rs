@@ -10,6 +10,7 @@ mod egress;
 mod events;
 mod examples;
 mod exec;
+mod kubernetes;
 mod lifecycle;
 mod monitor;
 mod namespace;

@@ -1,0 +1,438 @@
+//! `bulwark run --kubernetes` against the real CRD API server (`k8s-testenv`), as a new user
+//! would try it: CRDs applied with `kubectl apply --server-side`, a TracingPolicy that blocks a
+//! connect to the test server's port, the daemon started in Kubernetes mode (the test's pod
+//! cgroup mapped to a namespace with `--workloads`, since the test server has no Pods), and then
+//! only kubectl and the workload's own view: the policy shows Accepted and NODES 1/1; a real
+//! connect fails with EPERM and shows up in `kubectl get policyviolations -A` with the policy,
+//! action and outcome (plus an Event); a repeat raises the count; with the API server gone the
+//! policy stays enforced; switched to `mode: monitor` with kubectl, the next connect succeeds and
+//! is reported as `would_block`.
+//!
+//! The daemon enforces *every* policy on the server it is given, on this host: so the test runs
+//! its own private server instance (own state dir and ports, wiped at the end) that holds only
+//! the test's policy, never the shared one. Needs the k8s-testenv kit (`../shared/k8s-testenv`
+//! or `BULWARK_K8S_TESTENV`): with CI=true a missing kit or a server that does not come up fails
+//! the test; otherwise it is skipped with a message.
+
+use crate::{assert_connected, assert_eperm, wait_match};
+use bulwark_e2e::{serial, Daemon, DaemonConfig, PolicyBuilder, RuleBuilder, TestServer, World};
+use serde_json::Value;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const POLICY: &str = "e2e-k8s-block";
+const NAMESPACE: &str = "e2e-k8s";
+/// Kubernetes-side convergence (status writes, violation flushes every 2 s, watch restarts
+/// with backoff after the server comes back).
+const K8S_WAIT: Duration = Duration::from_secs(120);
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A private k8s-testenv instance, stopped and wiped on drop.
+struct Server {
+    kit: PathBuf,
+    run_dir: PathBuf,
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+}
+
+impl Server {
+    const PORT: u16 = 16843;
+    const ETCD_PORT: u16 = 24090;
+
+    fn envs(&self, c: &mut Command) {
+        c.env("K8S_TESTENV_RUN", &self.run_dir)
+            .env("K8S_TESTENV_PORT", Self::PORT.to_string())
+            .env("K8S_TESTENV_ETCD_PORT", Self::ETCD_PORT.to_string());
+    }
+
+    /// `down` returns after 5 s even when the server is still draining its watches: wait
+    /// until nothing listens on the instance's ports any more, so `up` can bind them.
+    fn wait_ports_free(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let busy = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+        while [Self::PORT, Self::ETCD_PORT, Self::ETCD_PORT + 10]
+            .into_iter()
+            .any(busy)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the stopped test server still holds its ports after 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The kit, or None (skip) outside CI; panics in CI.
+    fn kit() -> Option<PathBuf> {
+        let kit = std::env::var_os("BULWARK_K8S_TESTENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| bulwark_e2e::workspace_root().join("../shared/k8s-testenv"));
+        if kit.join("up").is_file() && kit.join("down").is_file() {
+            return Some(kit);
+        }
+        assert!(
+            !in_ci(),
+            "the k8s-testenv kit is missing at {} but CI=true: build it (see its README) or set \
+             BULWARK_K8S_TESTENV",
+            kit.display()
+        );
+        eprintln!(
+            "kubernetes e2e: SKIPPED: no k8s-testenv kit at {} (set BULWARK_K8S_TESTENV)",
+            kit.display()
+        );
+        None
+    }
+
+    fn start(kit: PathBuf) -> Server {
+        let mut s = Server {
+            kit,
+            run_dir: std::env::temp_dir().join("bulwark-e2e-k8s"),
+            kubeconfig: PathBuf::new(),
+            kubectl: PathBuf::new(),
+        };
+        s.script("down"); // a leftover instance of an interrupted run
+        s.wait_ports_free();
+        s.up();
+        s
+    }
+
+    fn script(&self, name: &str) -> std::process::Output {
+        let mut c = Command::new(self.kit.join(name));
+        self.envs(&mut c);
+        c.output()
+            .unwrap_or_else(|e| panic!("cannot run k8s-testenv/{name}: {e}"))
+    }
+
+    /// Starts etcd and the API server; the data is empty afterwards.
+    fn up(&mut self) {
+        let out = self.script("up");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "k8s-testenv/up failed (the API server did not come up): {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let word = |key: &str| {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("k8s-testenv/up printed no {key}: {text}"))
+                .to_string()
+        };
+        self.kubeconfig = PathBuf::from(word("KUBECONFIG="));
+        self.kubectl = PathBuf::from(word("K8S_TESTENV_BIN=")).join("kubectl");
+    }
+
+    /// `up` again after [`Server::down`] (same state dir, certificates and kubeconfig).
+    fn restart(&self) {
+        self.wait_ports_free();
+        let out = self.script("up");
+        assert!(
+            out.status.success(),
+            "k8s-testenv/up (restart) failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server and wipes its data.
+    fn down(&self) {
+        let out = self.script("down");
+        assert!(
+            out.status.success(),
+            "k8s-testenv/down failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// kubectl with this server's kubeconfig: (success, stdout, stderr).
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let mut c = Command::new(&self.kubectl);
+        c.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.kubectl.display()));
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let (ok, out, err) = self.kubectl(args, stdin);
+        assert!(ok, "kubectl {} failed: {out}{err}", args.join(" "));
+        out
+    }
+
+    fn get_json(&self, args: &[&str]) -> Option<Value> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-o", "json"]);
+        let (ok, out, _) = self.kubectl(&all, None);
+        if !ok {
+            return None;
+        }
+        serde_json::from_str(&out).ok()
+    }
+
+    /// CRDs from `crds/` and the policy.
+    fn install(&self, policy_yaml: &str) {
+        let crds = bulwark_e2e::workspace_root().join("crds");
+        self.kubectl_ok(
+            &["apply", "--server-side", "-f", crds.to_str().unwrap()],
+            None,
+        );
+        // The CRDs must be served before objects of them can be applied.
+        self.kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/tracingpolicies.bulwark.dev",
+                "crd/policyviolations.bulwark.dev",
+            ],
+            None,
+        );
+        self.apply_policy(policy_yaml);
+    }
+
+    fn apply_policy(&self, yaml: &str) {
+        self.kubectl_ok(
+            &["apply", "--server-side", "--field-manager=e2e", "-f", "-"],
+            Some(yaml),
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.script("down");
+    }
+}
+
+fn poll<T>(what: &str, diag: &dyn Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + K8S_WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {K8S_WAIT:?} waiting for {what}\n{}",
+                diag()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The policy's status once it is Accepted, loaded on 1/1 nodes, for its current generation.
+fn accepted_on_one_node(srv: &Server) -> Option<Value> {
+    let tp = srv.get_json(&["get", "tracingpolicy", POLICY])?;
+    let st = &tp["status"];
+    (st["state"] == "Accepted"
+        && st["nodes"] == "1/1"
+        && st["observedGeneration"] == tp["metadata"]["generation"])
+        .then(|| tp.clone())
+}
+
+/// This test's PolicyViolation with `outcome`, from `kubectl get policyviolations -A`.
+fn violation(srv: &Server, outcome: &str) -> Option<Value> {
+    let all = srv.get_json(&["get", "policyviolations", "-A"])?;
+    all["items"]
+        .as_array()?
+        .iter()
+        .find(|v| v["spec"]["policy"] == POLICY && v["spec"]["outcome"] == outcome)
+        .cloned()
+}
+
+fn count(v: &Value) -> i64 {
+    v["spec"]["count"].as_i64().unwrap_or(0)
+}
+
+#[test]
+fn kubernetes_mode_enforces_cluster_policies_and_reports_violations() {
+    let _g = serial();
+    let Some(kit) = Server::kit() else { return };
+    let srv = Server::start(kit);
+    let w = World::single("k8s", NAMESPACE);
+    let http = TestServer::start(&w.net, &[8080]);
+    let target = format!("{}/32", w.net.server_v4);
+    let policy = |mode: &str| {
+        PolicyBuilder::new(POLICY)
+            .mode(mode)
+            .rule(
+                RuleBuilder::connect("block-8080")
+                    .namespaces("In", &[NAMESPACE])
+                    .destinations("In", &[&target], &["8080"], Some("TCP"))
+                    .action("Block"),
+            )
+            .yaml()
+    };
+    srv.install(&policy("enforce"));
+
+    let kc = srv.kubeconfig.to_str().unwrap().to_string();
+    let d = Daemon::start_with(DaemonConfig {
+        policies: Vec::new(),
+        workloads: w.workloads_yaml(),
+        // A short resync: the server restart below wipes its data, which a resumed watch
+        // cannot see (the default 5 min would make the test wait that long).
+        extra_args: vec!["--kubeconfig".into(), kc, "--resync-interval=3".into()],
+        kubernetes: true,
+    });
+    let diag = || {
+        let (_, tp, _) = srv.kubectl(&["get", "tracingpolicy", POLICY, "-o", "yaml"], None);
+        let (_, pv, _) = srv.kubectl(&["get", "policyviolations", "-A", "-o", "wide"], None);
+        format!("{tp}\n{pv}\n{}", d.diagnostics())
+    };
+    // `ready` comes with the first set from the API server, which holds the policy.
+    let ready = d.wait_event("ready", |e| e["type"] == "status" && e["state"] == "ready");
+    assert_eq!(ready["policies"], serde_json::json!([POLICY]), "{ready}");
+
+    // The policy's state as an operator reads it.
+    let tp = poll("Accepted, NODES 1/1", &diag, || accepted_on_one_node(&srv));
+    let node = tp["status"]["nodeStatus"]
+        .as_array()
+        .and_then(|n| n.iter().find(|x| x["node"] == "e2e"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no nodeStatus entry for node e2e: {tp}"));
+    assert_eq!(node["state"], "Loaded", "{tp}");
+    let table = srv.kubectl_ok(&["get", "tracingpolicies"], None);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(POLICY))
+        .unwrap_or_else(|| panic!("{POLICY} missing from kubectl get tracingpolicies:\n{table}"));
+    for col in ["enforce", "Accepted", "1/1"] {
+        assert!(row.contains(col), "column {col} missing: {table}");
+    }
+
+    // A real blocked connect: EPERM at the client, a violation in the workload's namespace
+    // (a namespace with no Namespace object: the CRD server stores namespaced objects anyway).
+    let ip = w.net.server_ip(false);
+    let out = w
+        .pod()
+        .probe(ip, 8080, &["--send", "GET /k8s-1 HTTP/1.0\r\n\r\n"]);
+    assert_eperm(&out);
+    let m = wait_match(&d, POLICY, "connect", out.pid, 8080);
+    assert_eq!(m["outcome"], "blocked", "{m}");
+    let v = poll("a blocked PolicyViolation", &diag, || {
+        violation(&srv, "blocked")
+    });
+    assert_eq!(v["metadata"]["namespace"], NAMESPACE, "{v}");
+    let spec = &v["spec"];
+    assert_eq!(spec["action"], "Block", "{v}");
+    assert_eq!(spec["enforced"], true, "{v}");
+    assert_eq!(spec["rule"], "block-8080", "{v}");
+    assert_eq!(spec["node"], "e2e", "{v}");
+    assert_eq!(spec["hook"], "connect", "{v}");
+    assert_eq!(spec["destination"]["port"], 8080, "{v}");
+    assert_eq!(count(&v), 1, "{v}");
+    let listed = srv.kubectl_ok(&["get", "policyviolations", "-A"], None);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(NAMESPACE) && l.contains(POLICY) && l.contains("blocked")),
+        "kubectl get policyviolations -A does not show it:\n{listed}"
+    );
+    // An Event regarding the policy tells the same story.
+    poll("an Event regarding the policy", &diag, || {
+        let evs = srv.get_json(&["get", "events.events.k8s.io", "-A"])?;
+        evs["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["regarding"]["name"] == POLICY && e["reason"] == "ConnectionBlocked")
+            .cloned()
+    });
+
+    // The same violation again: the count rises, no second object.
+    let out = w
+        .pod()
+        .probe(ip, 8080, &["--send", "GET /k8s-2 HTTP/1.0\r\n\r\n"]);
+    assert_eperm(&out);
+    let v2 = poll("the count to reach 2", &diag, || {
+        violation(&srv, "blocked").filter(|v| count(v) >= 2)
+    });
+    assert_eq!(count(&v2), 2, "{v2}");
+    assert_eq!(v2["metadata"]["name"], v["metadata"]["name"], "{v2}");
+
+    // The API server goes away (and loses its data): the set in force stays enforced.
+    srv.down();
+    let out = w
+        .pod()
+        .probe(ip, 8080, &["--send", "GET /k8s-down HTTP/1.0\r\n\r\n"]);
+    assert_eperm(&out);
+    wait_match(&d, POLICY, "connect", out.pid, 8080);
+    // Back, empty: the user re-applies; the daemon converges on its own.
+    srv.restart();
+    srv.install(&policy("enforce"));
+    poll("Accepted, NODES 1/1 after the restart", &diag, || {
+        accepted_on_one_node(&srv)
+    });
+    // The violation comes back with its count, plus the connect blocked while the server was
+    // gone: nothing lost.
+    let v3 = poll("the violation re-created with count 3", &diag, || {
+        violation(&srv, "blocked").filter(|v| count(v) >= 3)
+    });
+    assert_eq!(count(&v3), 3, "{v3}");
+
+    // Switch to monitor with kubectl: the next connect goes through and is reported as
+    // would_block (the engine's A/B swap; no reload gap by construction).
+    let mark = d.mark();
+    srv.apply_policy(&policy("monitor"));
+    d.wait_event_after(mark, "the reload for mode: monitor", |e| {
+        e["type"] == "status" && e["state"] == "reloaded"
+    });
+    poll("Accepted 1/1 for the monitor generation", &diag, || {
+        accepted_on_one_node(&srv).filter(|tp| tp["spec"]["mode"] == "monitor")
+    });
+    let out = w
+        .pod()
+        .probe(ip, 8080, &["--send", "GET /k8s-monitor HTTP/1.0\r\n\r\n"]);
+    assert_connected(&out);
+    let m = wait_match(&d, POLICY, "connect", out.pid, 8080);
+    assert_eq!(m["outcome"], "would_block", "{m}");
+    assert_eq!(m["enforced"], false, "{m}");
+    let v = poll("a would_block PolicyViolation", &diag, || {
+        violation(&srv, "would_block")
+    });
+    assert_eq!(v["metadata"]["namespace"], NAMESPACE, "{v}");
+    assert_eq!(v["spec"]["enforced"], false, "{v}");
+    assert_eq!(v["spec"]["mode"], "monitor", "{v}");
+    let log = http.log();
+    assert_eq!(log.requests_for("/k8s-monitor").len(), 1, "{log:?}");
+    for p in ["/k8s-1", "/k8s-2", "/k8s-down"] {
+        assert!(
+            log.requests_for(p).is_empty(),
+            "a blocked connect reached the server: {log:?}"
+        );
+    }
+    eprintln!(
+        "{}",
+        srv.kubectl_ok(&["get", "policyviolations", "-A", "-o", "wide"], None)
+    );
+
+    // SIGTERM: a clean exit in Kubernetes mode too.
+    let st = d.stop();
+    assert!(st.success(), "the daemon exited with {st}");
+}
