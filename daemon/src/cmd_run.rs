@@ -715,17 +715,24 @@ mod tests {
     #[test]
     fn daemonset_arguments_parse_and_kubernetes_flags_need_kubernetes() {
         use clap::Parser;
-        // Exactly what deploy/daemonset.yaml passes.
-        let a = Cli::try_parse_from([
-            "run",
-            "--kubernetes",
-            "--node-name=node-1",
-            "--cgroup-root=/run/bulwark/cgroup",
-            "--health-addr=0.0.0.0:9876",
-            "--events=-",
-        ])
-        .unwrap()
-        .run;
+        // Exactly what deploy/daemonset.yaml passes (the container's `args:` list).
+        let ds = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/daemonset.yaml"),
+        )
+        .unwrap();
+        let argv: Vec<String> = ds
+            .lines()
+            .skip_while(|l| l.trim() != "args:")
+            .skip(1)
+            .map_while(|l| l.trim().strip_prefix("- "))
+            .map(|a| a.replace("$(NODE_NAME)", "node-1"))
+            .collect();
+        assert_eq!(argv.first().map(String::as_str), Some("run"), "{argv:?}");
+        let a = Cli::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("deploy/daemonset.yaml args {argv:?}: {e}"))
+            .run;
+        assert_eq!(a.node_name.as_deref(), Some("node-1"));
+        assert_eq!(a.events, "-");
         assert!(a.kubernetes && a.policy_dir.is_none());
         assert_eq!(a.cgroup_root, Some(PathBuf::from("/run/bulwark/cgroup")));
         assert_eq!(a.health_addr, Some("0.0.0.0:9876".parse().unwrap()));
