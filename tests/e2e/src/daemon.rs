@@ -122,7 +122,7 @@ impl Daemon {
         let stderr_path = dir.join("daemon.stderr");
         let stdout_path = dir.join("daemon.stdout");
         assert!(
-            !(cfg.kubernetes && !cfg.policies.is_empty()),
+            !cfg.kubernetes || cfg.policies.is_empty(),
             "DaemonConfig: policy files and kubernetes mode exclude each other"
         );
         let mut cmd = Command::new(bin);
