@@ -567,7 +567,7 @@ extern "C" fn exec_match_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         dest: Destination::default(),
         _pad2: [0; 4],
     };
-    emit(&m);
+    emit_now(&m);
     0
 }
 

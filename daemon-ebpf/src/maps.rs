@@ -3,6 +3,7 @@
 //! value types are the `daemon-common` contract; userspace opens the maps by these names.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     btf_maps::SkStorage,
     macros::{btf_map, map},
     maps::{lpm_trie::LpmTrie, Array, HashMap, PerCpuArray, RingBuf, SockHash},
@@ -148,10 +149,34 @@ pub fn count(index: u32) {
     }
 }
 
-/// Writes a record to the ring buffer; a full buffer is counted in `COUNTER_LOST_EVENTS`.
+/// Pending bytes from which a routine record wakes the reader at once. Below it the reader's
+/// periodic poll (`bulwark run` polls every 50 ms) collects records in batches: a wakeup per
+/// record costs more CPU than everything userspace does with an exec record, and on a busy
+/// node that CPU is taken from the workloads.
+const WAKEUP_PENDING_BYTES: u64 = 256 * 1024;
+
+/// Writes a routine record (exec, fork, exit, connect) to the ring buffer without waking the
+/// reader unless enough is pending; a full buffer is counted in `COUNTER_LOST_EVENTS`.
 #[inline(always)]
 pub fn emit<T: 'static>(record: &T) {
-    if EVENTS.output::<T>(record, 0).is_err() {
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_PENDING_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<T>(record, flags as u64).is_err() {
+        count(COUNTER_LOST_EVENTS);
+    }
+}
+
+/// Writes a record that should reach userspace at once (policy matches; socket classified,
+/// after which userspace takes the socket out of the SOCKHASH) and wakes the reader.
+#[inline(always)]
+pub fn emit_now<T: 'static>(record: &T) {
+    if EVENTS
+        .output::<T>(record, BPF_RB_FORCE_WAKEUP as u64)
+        .is_err()
+    {
         count(COUNTER_LOST_EVENTS);
     }
 }

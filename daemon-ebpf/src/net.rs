@@ -143,7 +143,7 @@ extern "C" fn connect_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         dest: c.dest,
         _pad2: [0; 4],
     };
-    emit(&m);
+    emit_now(&m);
     0
 }
 
@@ -191,7 +191,7 @@ extern "C" fn egress_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         dest: c.dest,
         _pad2: [0; 4],
     };
-    emit(&m);
+    emit_now(&m);
     0
 }
 
@@ -482,6 +482,6 @@ pub fn bulwark_egress(ctx: SkMsgContext) -> u32 {
         verdict,
         _pad: [0; 7],
     };
-    emit(&ev);
+    emit_now(&ev);
     sk_action::SK_PASS
 }
