@@ -51,19 +51,25 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR", requires = "kubernetes")]
     pub health_addr: Option<SocketAddr>,
     /// --kubernetes: namespace of the PolicyViolations of processes outside any Pod.
-    #[arg(long, value_name = "NS", default_value = "bulwark-system")]
+    #[arg(
+        long,
+        value_name = "NS",
+        default_value = "bulwark-system",
+        requires = "kubernetes"
+    )]
     pub host_namespace: String,
     /// --kubernetes: list every policy and re-reconcile at least this often, in seconds; this
     /// also heals an API server that came back with its data lost or restored (a resumed watch
     /// would miss that).
-    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "kubernetes",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_interval: u64,
     /// Where to write events (JSON lines): a file (appended to) or `-` for stdout.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     pub events: String,
     /// YAML file mapping cgroup paths to Kubernetes-style identity (namespace, pod,
-    /// container, labels). Watched.
+    /// container, labels). Watched. With --kubernetes: added to the identities from this
+    /// node's Pods.
     #[arg(long, value_name = "FILE")]
     pub workloads: Option<PathBuf>,
     /// Node name on every event and in exec_ids, and the Kubernetes node name (Pods, status
@@ -739,7 +745,12 @@ mod tests {
         assert_eq!(a.host_namespace, "bulwark-system");
         assert_eq!(a.resync_interval, 300);
         assert!(Cli::try_parse_from(["run", "--kubernetes", "--resync-interval=0"]).is_err());
-        for flag in ["--kubeconfig=/x", "--health-addr=127.0.0.1:1"] {
+        for flag in [
+            "--kubeconfig=/x",
+            "--health-addr=127.0.0.1:1",
+            "--host-namespace=x",
+            "--resync-interval=5",
+        ] {
             let err = Cli::try_parse_from(["run", "--policy-dir=/tmp", flag])
                 .unwrap_err()
                 .to_string();
