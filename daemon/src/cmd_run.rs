@@ -342,6 +342,25 @@ fn policy_source(args: &RunArgs) -> anyhow::Result<Option<PathBuf>> {
 /// Events waiting between the event writer and the controller's violation writer.
 const VIOLATION_QUEUE: usize = 4096;
 
+/// At shutdown, how long the controller may take to write the violations still pending (one
+/// flush interval plus a write).
+const VIOLATION_DRAIN: Duration = Duration::from_secs(5);
+
+/// Waits (at most `limit`) until the controller has no violation update left to write; returns
+/// how many are still pending. Gives the violation writer a moment first to pick up what is
+/// still in the queue.
+fn drain_violations(stats: &bulwark_controller::Stats, limit: Duration) -> u64 {
+    let start = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(300).min(limit));
+    loop {
+        let pending = stats.violations_pending.load(Ordering::Relaxed);
+        if pending == 0 || start.elapsed() >= limit {
+            return pending;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Log filter when RUST_LOG is unset: the controller's progress (policies applied, API server
 /// lost and back, violations dropped) is what an operator reads in `kubectl logs`.
 const DEFAULT_LOG: &str = "warn,bulwark=info,bulwark_controller=info";
@@ -436,6 +455,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // goes away with the queue), so stopping the controller cannot hang on it.
     drop(requests);
     if let Some(handle) = controller {
+        let left = drain_violations(&handle.stats(), VIOLATION_DRAIN);
+        if left > 0 {
+            eprintln!(
+                "bulwark: warning: stopping with {left} PolicyViolation update(s) not written \
+                 (API server unreachable?); their events are in the event output"
+            );
+        }
         if let Err(e) = handle.stop() {
             eprintln!("bulwark: warning: the Kubernetes controller ended with an error: {e:#}");
         }
@@ -760,6 +786,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn shutdown_waits_for_pending_violations_but_not_forever() {
+        let stats = std::sync::Arc::new(bulwark_controller::Stats::default());
+        assert_eq!(drain_violations(&stats, Duration::from_secs(5)), 0);
+        stats.violations_pending.store(2, Ordering::Relaxed);
+        let s2 = stats.clone();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            s2.violations_pending.store(0, Ordering::Relaxed);
+        });
+        let t = std::time::Instant::now();
+        assert_eq!(drain_violations(&stats, Duration::from_secs(5)), 0);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        writer.join().unwrap();
+        stats.violations_pending.store(3, Ordering::Relaxed);
+        let t = std::time::Instant::now();
+        assert_eq!(drain_violations(&stats, Duration::from_millis(400)), 3);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 
     #[test]

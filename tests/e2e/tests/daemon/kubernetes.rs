@@ -6,7 +6,7 @@
 //! connect fails with EPERM and shows up in `kubectl get policyviolations -A` with the policy,
 //! action and outcome (plus an Event); a repeat raises the count; with the API server gone the
 //! policy stays enforced; switched to `mode: monitor` with kubectl, the next connect succeeds and
-//! is reported as `would_block`.
+//! is reported as `would_block`; one more right before SIGTERM is still written; exit code 0.
 //!
 //! The daemon enforces *every* policy on the server it is given, on this host: so the test runs
 //! its own private server instance (own state dir and ports, wiped at the end) that holds only
@@ -432,7 +432,19 @@ fn kubernetes_mode_enforces_cluster_policies_and_reports_violations() {
         srv.kubectl_ok(&["get", "policyviolations", "-A", "-o", "wide"], None)
     );
 
-    // SIGTERM: a clean exit in Kubernetes mode too.
+    // SIGTERM right after one more violation: a clean exit in Kubernetes mode too, and what
+    // was pending is written before the daemon goes.
+    let out = w
+        .pod()
+        .probe(ip, 8080, &["--send", "GET /k8s-last HTTP/1.0\r\n\r\n"]);
+    assert_connected(&out);
+    wait_match(&d, POLICY, "connect", out.pid, 8080);
     let st = d.stop();
     assert!(st.success(), "the daemon exited with {st}");
+    let v = violation(&srv, "would_block").expect("the would_block violation");
+    assert_eq!(
+        count(&v),
+        2,
+        "the last violation was not written at shutdown: {v}"
+    );
 }
