@@ -616,6 +616,75 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A policy with `n` exec selectors (binaries `/bin/<name>-<i>`), as the controller hands
+    /// it over.
+    fn wide_policy(name: &str, n: usize) -> AnyPolicy {
+        let mut src = format!(
+            "apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata: {{name: {name}}}\n\
+             spec:\n  mode: monitor\n  rules:\n  - name: r\n    hook: exec\n    selectors:\n"
+        );
+        for i in 0..n {
+            src.push_str(&format!(
+                "    - matchBinaries:\n      - operator: In\n        values: [/bin/{name}-{i}]\n      \
+                 matchActions:\n      - action: Post\n"
+            ));
+        }
+        // Read without the lint (which rejects a policy too big for the kernel on its own): the
+        // daemon must cope with whatever reaches it.
+        let p: bulwark_policy::model::TracingPolicy =
+            serde_saphyr::from_str(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        AnyPolicy::Cluster(p)
+    }
+
+    #[test]
+    fn cluster_sets_compile_per_node_with_the_real_compiler() {
+        let out = Buf::default();
+        let cfg = Config {
+            node_name: "t".into(),
+            policy_dir: None,
+            workloads_file: None,
+            proc_root: PathBuf::from("/proc"),
+            cgroup_mount: workload::find_cgroup2_mount(),
+            loss_report_every: Duration::from_secs(10),
+        };
+        let backend = RealBackend {
+            ids: NamespaceIds::new(),
+        };
+        let mut d = Daemon::new(
+            cfg,
+            backend,
+            RecordingKernel::default(),
+            Box::new(out.clone()),
+        );
+        d.start();
+        // Fits: applied, `ready`.
+        let r = d.apply_set(vec![wide_policy("small", 3)]);
+        assert_eq!(r, Ok(vec![Ok(())]));
+        assert_eq!(out.last()["state"], "ready");
+        assert_eq!(d.kernel.applied, vec![3]);
+        // One policy over the kernel's selector limit on its own: it alone is left out and says
+        // why; the other is applied.
+        let r = d
+            .apply_set(vec![wide_policy("huge", 65), wide_policy("small", 3)])
+            .unwrap();
+        assert!(
+            r[0].as_ref().unwrap_err().contains("MAX_SELECTORS"),
+            "{r:?}"
+        );
+        assert_eq!(r[1], Ok(()));
+        let st = out.last();
+        assert_eq!(st["state"], "reload_failed", "{st}");
+        assert_eq!(st["policies"], serde_json::json!(["small"]), "{st}");
+        assert_eq!(d.kernel.applied, vec![3, 3]);
+        // Two that fit alone but not together: nothing changes, the reason goes back.
+        let err = d
+            .apply_set(vec![wide_policy("a", 40), wide_policy("b", 40)])
+            .unwrap_err();
+        assert!(err.contains("MAX_SELECTORS"), "{err}");
+        assert_eq!(out.last()["policies"], serde_json::json!(["small"]));
+        assert_eq!(d.kernel.applied, vec![3, 3]);
+    }
+
     #[test]
     fn rule_set_answers_match_info_and_process_bits() {
         let src = std::fs::read_to_string(

@@ -693,33 +693,22 @@ where
         diags: &mut Vec<serde_json::Value>,
     ) -> SetOutcome {
         let t = Instant::now();
-        let check = self.backend.validate_set(policies);
-        diags.extend(check.diagnostics);
-        if check.has_errors {
-            let msg = format!(
-                "the policy set is invalid as a whole: {}",
-                check.text.trim()
-            );
-            eprintln!("bulwark: error: {msg}; the previous set stays in force");
-            return Err(msg);
-        }
         let mut results: Vec<Result<(), String>> = vec![Ok(()); policies.len()];
-        let rules = match self.backend.compile(policies) {
-            Ok(r) => r,
-            Err(whole) => {
+        let rules = match self.build(policies) {
+            Ok((rules, warnings)) => {
+                diags.extend(warnings);
+                rules
+            }
+            Err((whole, whole_diags)) => {
                 // Which policies fail on their own? Those are left out; the rest is applied.
                 for (i, p) in policies.iter().enumerate() {
-                    if let Err(d) = self.backend.compile(std::slice::from_ref(p)) {
-                        let msg = diag_message(&d);
-                        eprintln!(
-                            "bulwark: error: policy {} does not compile: {msg}",
-                            B::label(p)
-                        );
-                        results[i] = Err(format!("does not compile on this node: {msg}"));
+                    if let Err((why, _)) = self.build(std::slice::from_ref(p)) {
+                        eprintln!("bulwark: error: policy {} left out: {why}", B::label(p));
+                        results[i] = Err(format!("rejected on this node: {why}"));
                         diags.push(daemon_diagnostic(
                             "compile",
                             None,
-                            format!("{}: {msg}", B::label(p)),
+                            format!("{}: {why}", B::label(p)),
                         ));
                     }
                 }
@@ -730,19 +719,22 @@ where
                     .map(|(p, _)| p.clone())
                     .collect();
                 let retry = if rest.len() < policies.len() {
-                    self.backend.compile(&rest)
+                    self.build(&rest)
                 } else {
-                    Err(whole)
+                    Err((whole, whole_diags))
                 };
                 match retry {
-                    Ok(r) => r,
-                    Err(d) => {
+                    Ok((rules, warnings)) => {
+                        diags.extend(warnings);
+                        rules
+                    }
+                    Err((why, d)) => {
                         let msg = format!(
-                            "the policy set does not compile: {}; the previous set stays in force",
-                            diag_message(&d)
+                            "the policy set cannot be loaded on this node: {why}; the previous \
+                             set stays in force"
                         );
                         eprintln!("bulwark: error: {msg}");
-                        diags.push(d);
+                        diags.extend(d);
                         return Err(msg);
                     }
                 }
@@ -768,6 +760,34 @@ where
         names.sort();
         self.in_force = names;
         Ok(results)
+    }
+
+    /// Set-level validation and compilation of `set`: the rules and the validation warnings, or
+    /// why not (the error messages) and the diagnostics.
+    #[allow(clippy::type_complexity)]
+    fn build(
+        &mut self,
+        set: &[B::Policy],
+    ) -> Result<(B::Rules, Vec<serde_json::Value>), (String, Vec<serde_json::Value>)> {
+        let check = self.backend.validate_set(set);
+        if check.has_errors {
+            let why: Vec<String> = check
+                .diagnostics
+                .iter()
+                .filter(|d| d.get("severity").and_then(|s| s.as_str()) == Some("error"))
+                .map(diag_message)
+                .collect();
+            let why = if why.is_empty() {
+                check.text.trim().to_string()
+            } else {
+                why.join("; ")
+            };
+            return Err((why, check.diagnostics));
+        }
+        match self.backend.compile(set) {
+            Ok(rules) => Ok((rules, check.diagnostics)),
+            Err(d) => Err((diag_message(&d), vec![d])),
+        }
     }
 
     /// Handles requests from other threads (all queued ones; workload changes are batched into
@@ -1232,7 +1252,10 @@ mod tests {
 
         // A set invalid as a whole: nothing changes, the reason goes back.
         let err = apply(&mut d, &tx, &rx, &["alpha", "alpha"]).unwrap_err();
-        assert!(err.contains("invalid as a whole"), "{err}");
+        assert!(
+            err.contains("cannot be loaded on this node: duplicate"),
+            "{err}"
+        );
         let st = only_status(out.take());
         assert_eq!(st["state"], "reload_failed");
         assert_eq!(st["policies"], serde_json::json!(["alpha", "gamma"]));
