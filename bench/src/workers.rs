@@ -18,7 +18,7 @@ pub enum Worker {
         #[arg(long, default_value = "/bin/true")]
         binary: String,
     },
-    /// TCP connect + close to `addr`, `n` times.
+    /// TCP connect + close (RST, no TIME_WAIT left behind) to `addr`, `n` times.
     Connect {
         #[arg(long)]
         addr: SocketAddr,
@@ -71,7 +71,10 @@ pub fn run(w: Worker) -> Result<()> {
         Worker::Connect { addr, n } => {
             let t = Instant::now();
             for _ in 0..n {
-                drop(TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?);
+                let s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+                // Close with RST: tens of thousands of FIN closes per run leave as many
+                // TIME_WAIT sockets and exhaust the ephemeral ports (EADDRNOTAVAIL).
+                abortive_close(s)?;
             }
             per_op(t.elapsed(), n)
         }
@@ -152,6 +155,28 @@ pub fn run(w: Worker) -> Result<()> {
         }
     };
     println!("{out}");
+    Ok(())
+}
+
+/// Closes `s` with SO_LINGER {on, 0}: the kernel sends RST and keeps no TIME_WAIT state.
+fn abortive_close(s: TcpStream) -> Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        bail!("setsockopt(SO_LINGER): {}", std::io::Error::last_os_error());
+    }
+    drop(s);
     Ok(())
 }
 
