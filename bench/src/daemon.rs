@@ -74,6 +74,17 @@ impl Daemon {
         Ok((field("VmRSS:"), field("VmHWM:"), field("RssAnon:")))
     }
 
+    /// CPU time (user + system) the daemon has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the `(comm)`; utime and stime are fields 14 and 15 of the line.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Ok((ticks(11) + ticks(12)) / hz)
+    }
+
     /// SIGTERM, wait, and return the last status event (it carries `lost_events`).
     pub fn stop(mut self) -> Result<Option<serde_json::Value>> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
