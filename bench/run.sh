@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One command for the benchmark report: installs what the machine lacks, builds release
+# binaries, runs every workload with and without bulwark (and with do-nothing programs on the
+# same hooks), interleaved, and writes bench/out/report.json and bench/out/report.md.
+# Root. Not part of the test suite. Extra arguments go to `bulwark-bench run`
+# (e.g. --rounds 9, --quick).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+[ "$(id -u)" -eq 0 ] || { echo "bench/run.sh: run as root (it runs the daemon and makes network namespaces)" >&2; exit 2; }
+scripts/bootstrap.sh
+cargo build --release -p bulwark -p bulwark-bench
+exec target/release/bulwark-bench run --bulwark target/release/bulwark --out bench/out "$@"
