@@ -542,24 +542,7 @@ mod tests {
                 count += 1;
             }
         }
-        let out = Buf::default();
-        let cfg = Config {
-            node_name: "t".into(),
-            policy_dir: Some(dir.clone()),
-            workloads_file: None,
-            proc_root: PathBuf::from("/proc"),
-            cgroup_mount: workload::find_cgroup2_mount(),
-            loss_report_every: Duration::from_secs(10),
-        };
-        let backend = RealBackend {
-            ids: NamespaceIds::new(),
-        };
-        let mut d = Daemon::new(
-            cfg,
-            backend,
-            RecordingKernel::default(),
-            Box::new(out.clone()),
-        );
+        let (mut d, out) = test_daemon(Some(dir.clone()));
         d.start();
         let st = out.last();
         assert_eq!(st["state"], "ready", "{st}");
@@ -636,12 +619,12 @@ mod tests {
         AnyPolicy::Cluster(p)
     }
 
-    #[test]
-    fn cluster_sets_compile_per_node_with_the_real_compiler() {
+    /// A daemon with the real lint + compiler and a recording kernel, writing to a buffer.
+    fn test_daemon(policy_dir: Option<PathBuf>) -> (Daemon<RealBackend, RecordingKernel>, Buf) {
         let out = Buf::default();
         let cfg = Config {
             node_name: "t".into(),
-            policy_dir: None,
+            policy_dir,
             workloads_file: None,
             proc_root: PathBuf::from("/proc"),
             cgroup_mount: workload::find_cgroup2_mount(),
@@ -650,12 +633,18 @@ mod tests {
         let backend = RealBackend {
             ids: NamespaceIds::new(),
         };
-        let mut d = Daemon::new(
+        let d = Daemon::new(
             cfg,
             backend,
             RecordingKernel::default(),
             Box::new(out.clone()),
         );
+        (d, out)
+    }
+
+    #[test]
+    fn cluster_sets_compile_per_node_with_the_real_compiler() {
+        let (mut d, out) = test_daemon(None);
         d.start();
         // Fits: applied, `ready`.
         let r = d.apply_set(vec![wide_policy("small", 3)]);
