@@ -2,7 +2,7 @@
 //! IPv4-mapped IPv6 folded into IPv4) and ports / port ranges, plus the split of a port range
 //! into the prefix blocks an LPM trie can hold.
 
-use bulwark_policy::PortSpec;
+use bulwark_policy::{validate, PortSpec};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -53,38 +53,24 @@ pub(crate) fn mask6(addr: u128, len: u8) -> u128 {
 /// `::ffff:0:0/96`, the IPv4-mapped block.
 const MAPPED_PREFIX: u128 = 0xffff_u128 << 32;
 
-/// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a single host). Host bits set below
-/// the prefix length are cleared (`10.1.2.3/8` is `10.0.0.0/8`). IPv6 prefixes inside
-/// `::ffff:0:0/96` are folded into the IPv4 prefix they denote, because destinations are
-/// matched after the same folding ([`normalize_addr`]).
+/// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a single host) with the lint's
+/// parser (one definition of what a policy may write), then clears host bits below the prefix
+/// length (`10.1.2.3/8` is `10.0.0.0/8`; the lint warns about those) and folds IPv6 prefixes
+/// inside `::ffff:0:0/96` into the IPv4 prefix they denote, because destinations are matched
+/// after the same folding ([`normalize_addr`]).
 pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
     let text = text.trim();
-    let (addr_text, len_text) = match text.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (text, None),
-    };
-    let addr: IpAddr = addr_text.parse().map_err(|_| {
-        format!("{text:?} is not a CIDR: write an IPv4 or IPv6 address with an optional /prefix-length, e.g. 10.0.0.0/8 or 2001:db8::/32")
-    })?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let len = match len_text {
-        None => max,
-        Some(l) => match l.parse::<u8>() {
-            Ok(l) if l <= max => l,
-            _ => {
-                return Err(format!(
-                    "{text:?}: prefix length {l:?} is not a number from 0 to {max}"
-                ))
-            }
-        },
-    };
-    Ok(match addr {
+    let net = validate::parse_cidr(text)
+        .map_err(|e| format!("{text:?} is not a CIDR: {e}"))?
+        .network();
+    let len = net.prefix;
+    Ok(match net.addr {
         IpAddr::V4(a) => Cidr::V4 {
-            addr: mask4(u32::from(a), len),
+            addr: u32::from(a),
             len,
         },
         IpAddr::V6(a) => {
-            let a = mask6(u128::from(a), len);
+            let a = u128::from(a);
             if len >= 96 && a & !0xffff_ffff_u128 == MAPPED_PREFIX {
                 Cidr::V4 {
                     addr: a as u32,
@@ -110,6 +96,8 @@ pub fn normalize_addr(addr: IpAddr) -> IpAddr {
 }
 
 /// Parses a port (`443`, `"443"`) or an inclusive range (`"8000-8080"`) into `(low, high)`.
+/// Unlike the lint (`validate::parse_port`), port 0 is accepted: it compiles to a condition no
+/// connection meets, and the lint is where it is reported.
 pub fn parse_port(spec: &PortSpec) -> Result<(u16, u16), String> {
     let range_err = |what: &str| {
         format!(
