@@ -17,7 +17,7 @@ if [ -z "$KUBECTL" ]; then
   if [ -n "${K8S_TESTENV_BIN:-}" ] && [ -x "$K8S_TESTENV_BIN/kubectl" ]; then KUBECTL=$K8S_TESTENV_BIN/kubectl
   elif [ -x /var/cache/k8s-testenv/bin/kubectl ]; then KUBECTL=/var/cache/k8s-testenv/bin/kubectl
   elif command -v kubectl >/dev/null; then KUBECTL=$(command -v kubectl)
-  else fail "no kubectl: set KUBECTL, or run eval \"\$(../shared/k8s-testenv/up)\""; fi
+  else fail "no kubectl: set KUBECTL, or run eval \"\$(tests/k8s/testenv/up)\""; fi
 fi
 
 echo "== deploy/crds/ matches crds/"
@@ -57,7 +57,7 @@ CRDCHECK=${K8S_TESTENV_BIN:-/var/cache/k8s-testenv/bin}/crdcheck
 if [ -x "$CRDCHECK" ]; then
   for f in deploy/crds/*.yaml; do "$CRDCHECK" "$f" || fail "crdcheck rejected $f"; done
 elif [ "${CI:-}" = "true" ]; then
-  fail "crdcheck not found at $CRDCHECK but CI=true; run eval \"\$(../shared/k8s-testenv/up)\""
+  fail "crdcheck not found at $CRDCHECK but CI=true; run eval \"\$(tests/k8s/testenv/up)\""
 else
   echo "crdcheck not found; skipped (set K8S_TESTENV_BIN)"
 fi

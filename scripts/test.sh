@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole bulwark test suite, as CI runs it: installs what a fresh machine lacks, builds,
-# starts the real CRD API server (../shared/k8s-testenv), and runs unit tests, kernel
+# starts the real CRD API server (tests/k8s/testenv), and runs unit tests, kernel
 # integration tests, end-to-end tests, lint checks of the examples, Kubernetes tests and a
 # short fuzz run. Needs root (eBPF, cgroups, network namespaces). Exits non-zero on any failure.
 #
@@ -9,9 +9,10 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-TESTENV=${K8S_TESTENV_DIR:-$ROOT/../shared/k8s-testenv}
+TESTENV=${K8S_TESTENV_DIR:-$ROOT/tests/k8s/testenv}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
-stage() { printf '\n==== %s ====\n' "$*"; }
+T0=$SECONDS
+stage() { printf '\n==== [%dm%02ds] %s ====\n' "$(((SECONDS - T0) / 60))" "$(((SECONDS - T0) % 60))" "$*"; }
 
 [ "$(id -u)" -eq 0 ] || { echo "scripts/test.sh: run as root (eBPF programs, cgroups, netns)" >&2; exit 2; }
 
@@ -26,8 +27,9 @@ stage "build"
 cargo build --all-targets
 BULWARK_BIN="$ROOT/target/debug/bulwark"; export BULWARK_BIN
 
-stage "Kubernetes test API server"
+stage "Kubernetes test API server (tests/k8s/testenv; the first run builds it, 5-7 min)"
 [ -x "$TESTENV/up" ] || { echo "k8s-testenv not found at $TESTENV" >&2; exit 1; }
+"$TESTENV/build"
 eval "$("$TESTENV/up")"
 trap '"$TESTENV/down" || true' EXIT
 export KUBECONFIG K8S_TESTENV_BIN

@@ -10,7 +10,7 @@
 # CI=true is exported: any test that lacks its dependency fails instead of skipping.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-KIT=${BULWARK_K8S_TESTENV:-$ROOT/../shared/k8s-testenv}
+KIT=${BULWARK_K8S_TESTENV:-$ROOT/tests/k8s/testenv}
 fail() { echo "tests/k8s/controller.sh: FAIL: $*" >&2; exit 1; }
 [ -x "$KIT/up" ] || fail "no k8s-testenv kit at $KIT (set BULWARK_K8S_TESTENV)"
 

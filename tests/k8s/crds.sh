@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CRDs and example policies against the real CRD API server of ../shared/k8s-testenv.
-# The caller runs `eval "$(<shared>/k8s-testenv/up)"` first (KUBECONFIG, K8S_TESTENV_BIN).
+# CRDs and example policies against the real CRD API server of tests/k8s/testenv.
+# The caller runs `eval "$(tests/k8s/testenv/up)"` first (KUBECONFIG, K8S_TESTENV_BIN).
 #  1. `crdcheck` accepts every file in crds/ with no warnings;
 #  2. `kubectl apply --server-side -f crds/` succeeds and the CRDs become Established;
 #  3. every file in policies/examples/ is accepted by server-side apply;
@@ -10,9 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 fail() { echo "tests/k8s/crds.sh: FAIL: $*" >&2; exit 1; }
-[ -n "${KUBECONFIG:-}" ] || fail "KUBECONFIG is not set; run: eval \"\$(../shared/k8s-testenv/up)\""
+[ -n "${KUBECONFIG:-}" ] || fail "KUBECONFIG is not set; run: eval \"\$(tests/k8s/testenv/up)\""
 [ -n "${K8S_TESTENV_BIN:-}" ] && [ -x "$K8S_TESTENV_BIN/kubectl" ] && [ -x "$K8S_TESTENV_BIN/crdcheck" ] \
-  || fail "K8S_TESTENV_BIN is not set or lacks kubectl/crdcheck; run: eval \"\$(../shared/k8s-testenv/up)\""
+  || fail "K8S_TESTENV_BIN is not set or lacks kubectl/crdcheck; run: eval \"\$(tests/k8s/testenv/up)\""
 KUBECTL="$K8S_TESTENV_BIN/kubectl"
 CRDCHECK="$K8S_TESTENV_BIN/crdcheck"
 

@@ -10,7 +10,7 @@
 //!
 //! The daemon enforces *every* policy on the server it is given, on this host: so the test runs
 //! its own private server instance (own state dir and ports, wiped at the end) that holds only
-//! the test's policy, never the shared one. Needs the k8s-testenv kit (`../shared/k8s-testenv`
+//! the test's policy, never the shared one. Needs the k8s-testenv kit (`tests/k8s/testenv`
 //! or `BULWARK_K8S_TESTENV`): with CI=true a missing kit or a server that does not come up fails
 //! the test; otherwise it is skipped with a message.
 
@@ -71,7 +71,7 @@ impl Server {
     fn kit() -> Option<PathBuf> {
         let kit = std::env::var_os("BULWARK_K8S_TESTENV")
             .map(PathBuf::from)
-            .unwrap_or_else(|| bulwark_e2e::workspace_root().join("../shared/k8s-testenv"));
+            .unwrap_or_else(|| bulwark_e2e::workspace_root().join("tests/k8s/testenv"));
         if kit.join("up").is_file() && kit.join("down").is_file() {
             return Some(kit);
         }
