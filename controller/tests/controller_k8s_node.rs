@@ -101,11 +101,11 @@ async fn node_start_and_violation_tap() {
     // The daemon's event writer, wrapped: bytes pass through, the policy_match reaches the API.
     let mut tap = ViolationTap::new(Vec::new(), handle.sender()).with_stats(handle.stats());
     let line = serde_json::json!({
-        "time": "2026-11-22T04:00:00.5Z", "node_name": "ctl-node-tap", "type": "policy_match",
+        "time": recent(0), "node_name": "ctl-node-tap", "type": "policy_match",
         "policy_name": "kill-crypto-miners", "policy_namespace": null, "rule": "kill-miner-binaries",
         "hook": "exec", "action": "Sigkill", "mode": "enforce", "enforced": true, "outcome": "killed",
         "process": {"exec_id": "Y3RsOjE6Mg", "pid": 2, "uid": null, "binary": "/tmp/xmrig",
-                    "arguments": "--donate-level 1", "cwd": null, "start_time": "2026-11-22T04:00:00Z",
+                    "arguments": "--donate-level 1", "cwd": null, "start_time": recent(-1),
                     "parent_exec_id": null,
                     "pod": {"namespace": "mining", "name": "miner-0", "container": "main", "labels": {}}},
         "destination": null, "encryption": null

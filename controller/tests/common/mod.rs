@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests against the real CRD API server
-//! (`/work/shared/k8s-testenv`): kubectl, clients, a fake engine, polling.
+//! (`tests/k8s/testenv`): kubectl, clients, a fake engine, polling.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ pub fn kubeconfig_or_skip(test: &str) -> Option<PathBuf> {
             assert!(
                 !in_ci(),
                 "{test}: KUBECONFIG is not set but CI=true: start the test server with \
-                 `eval \"$(/work/shared/k8s-testenv/up)\"` (or run tests/k8s/controller.sh)"
+                 `eval \"$(tests/k8s/testenv/up)\"` (or run tests/k8s/controller.sh)"
             );
             eprintln!("{test}: SKIPPED: KUBECONFIG is not set (run tests/k8s/controller.sh)");
             None
@@ -95,6 +95,18 @@ pub async fn client(kubeconfig: &Path) -> kube::Client {
         .await
         .expect("kubeconfig usable");
     kube::Client::try_from(cfg).expect("client")
+}
+
+/// An RFC 3339 time `secs` seconds after an anchor taken from the clock (one hour ago, whole
+/// seconds), so "recent" events stay recent whatever day the tests run: violations carry
+/// these, and the controller's expiry sweep compares them with the real clock.
+pub fn recent(secs: i64) -> String {
+    use std::sync::OnceLock;
+    static ANCHOR: OnceLock<i64> = OnceLock::new();
+    let anchor = *ANCHOR.get_or_init(|| jiff::Timestamp::now().as_second() - 3600);
+    jiff::Timestamp::from_second(anchor + secs)
+        .expect("in range")
+        .to_string()
 }
 
 /// Poll `f` every 250 ms until it returns Some, or panic after `timeout` with `what`.
