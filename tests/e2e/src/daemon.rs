@@ -316,9 +316,31 @@ impl Daemon {
         }
     }
 
-    /// Waits `settle` and then asserts that no event matches `pred` (for "nothing happened").
-    pub fn assert_no_event(&self, what: &str, settle: Duration, pred: impl Fn(&Event) -> bool) {
-        std::thread::sleep(settle);
+    /// Waits until the daemon has written every event of what happened before this call: it
+    /// execs a sentinel (`/bin/true` with a unique argument) and waits for its `process_exec`.
+    /// The kernel's ring buffer is one queue in reservation order and the daemon writes records
+    /// in that order, so once the sentinel is out, every earlier record is out too.
+    pub fn sync(&self) {
+        let token = format!(
+            "bulwark-e2e-sync-{}-{}",
+            std::process::id(),
+            crate::next_id()
+        );
+        let status = Command::new("/bin/true")
+            .arg(&token)
+            .status()
+            .expect("run /bin/true as the sync sentinel");
+        assert!(status.success(), "the sync sentinel failed: {status}");
+        self.wait_event(
+            &format!("the sync sentinel's process_exec ({token})"),
+            |e| ev::is(e, "process_exec") && ev::arguments(e).contains(&token),
+        );
+    }
+
+    /// Asserts that no event matches `pred` among everything written up to now (after
+    /// [`Daemon::sync`], so a late event cannot slip past the check).
+    pub fn assert_no_event(&self, what: &str, pred: impl Fn(&Event) -> bool) {
+        self.sync();
         let found = self.find(pred);
         assert!(
             found.is_empty(),

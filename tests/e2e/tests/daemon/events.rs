@@ -241,7 +241,21 @@ fn bulwark_events_filters_and_follows_the_daemon_output() {
             }
         }
     });
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // It prints what the file already holds first: once the earlier kill is out, it is
+    // following the file's end.
+    let deadline = std::time::Instant::now() + bulwark_e2e::timeout();
+    let mut caught_up = false;
+    while std::time::Instant::now() < deadline && !caught_up {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            let e: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            caught_up = ev::pid(&e) == Some(killed.pid as u64);
+        }
+    }
+    assert!(
+        caught_up,
+        "bulwark events --follow did not print the earlier kill of pid {}",
+        killed.pid
+    );
     let again = w.pods[0].run(&[touch.to_str().unwrap(), marker.to_str().unwrap()]);
     assert!(again.sigkilled(), "{again}");
     let deadline = std::time::Instant::now() + bulwark_e2e::timeout();

@@ -395,7 +395,7 @@ fn example_monitor_plaintext_egress_staging() {
         .pod()
         .curl(&["-k", &url("https", ip, 8080, "/staging-tls")]);
     assert!(out.success(), "{out}");
-    d.assert_no_event("policy_match for TLS", crate::SETTLE, |e| {
+    d.assert_no_event("policy_match for TLS", |e| {
         ev::is(e, "policy_match") && ev::pid(e) == Some(out.pid as u64)
     });
 }
