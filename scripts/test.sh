@@ -27,7 +27,7 @@ stage "build"
 cargo build --all-targets
 BULWARK_BIN="$ROOT/target/debug/bulwark"; export BULWARK_BIN
 
-stage "Kubernetes test API server (tests/k8s/testenv; the first run builds it, 5-7 min)"
+stage "Kubernetes test API server (tests/k8s/testenv; the first run builds it, 4-6 min)"
 [ -x "$TESTENV/up" ] || { echo "k8s-testenv not found at $TESTENV" >&2; exit 1; }
 "$TESTENV/build"
 eval "$("$TESTENV/up")"
