@@ -24,9 +24,8 @@ mod lpm;
 mod parse;
 mod ruleset;
 
-/// Re-exported so callers need not depend on `daemon-common` for the destination type.
-pub use daemon_common::Destination;
-pub use entries::MapEntries;
+/// Re-exported so callers need not depend on `daemon-common` for these types.
+pub use daemon_common::{Destination, MapEntries};
 pub use error::{CompileError, ErrorKind, Location};
 pub use eval::{destination, destination_addr};
 pub use ids::NamespaceIds;
