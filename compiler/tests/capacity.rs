@@ -7,56 +7,53 @@ use bulwark_compiler::{compile, lint_source, validate_set, Limit, NamespaceIds};
 use bulwark_policy::AnyPolicy;
 use serde_json::{json, Value};
 
-fn policy(mode: &str, hook: &str, selector: &str) -> String {
-    format!(
-        "apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  mode: {mode}\n  rules:\n    - name: r\n      hook: {hook}\n      selectors:\n        - {selector}\n"
-    )
-}
-
-fn codes(text: &str) -> Vec<&'static str> {
-    lint_source("t.yaml", text)
-        .diagnostics
+/// The diagnostics of one file holding one policy `p` (enforce mode) with `rules`, each
+/// `(hook, selector)`; JSON is YAML.
+fn lint_rules(rules: &[(&str, Value)]) -> Vec<bulwark_policy::Diagnostic> {
+    let rules: Vec<Value> = rules
         .iter()
-        .map(|d| d.code)
-        .collect()
+        .enumerate()
+        .map(|(i, (hook, sel))| json!({"name": format!("r{i}"), "hook": hook, "selectors": [sel]}))
+        .collect();
+    let text = json!({"apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
+                      "metadata": {"name": "p"}, "spec": {"rules": rules}})
+    .to_string();
+    let out = lint_source("t.yaml", &text);
+    if out.diagnostics.is_empty() {
+        assert_eq!(out.policies.len(), 1, "a clean file is loadable");
+    }
+    out.diagnostics
 }
 
-#[track_caller]
-fn pair(code: &str, bad: &str, good: &str) {
-    let b = codes(bad);
-    assert!(b.contains(&code), "{code}: failing input gave {b:?}\n{bad}");
-    let g = lint_source("t.yaml", good);
-    assert!(
-        g.diagnostics.is_empty(),
-        "{code}: passing input gave {:?}\n{good}",
-        g.diagnostics
-            .iter()
-            .map(|d| (d.code, d.message.clone()))
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(g.policies.len(), 1);
+fn codes(d: &[bulwark_policy::Diagnostic]) -> Vec<&'static str> {
+    d.iter().map(|d| d.code).collect()
 }
 
 /// Moved from the policy crate's `kernel_limits` test with the check itself.
 #[test]
 fn capacity_over_a_file() {
     // Capacity over a set: selectors, distinct process and destination conditions.
-    let rules = |n: usize, distinct: bool| {
-        let mut s = String::from("apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  rules:\n");
-        for i in 0..n {
-            let v = if distinct {
-                format!("/usr/bin/t{i}")
-            } else {
-                "/usr/bin/t".into()
-            };
-            s.push_str(&format!("    - {{name: r{i}, hook: exec, selectors: [{{matchBinaries: [{{operator: In, values: [{v}]}}], matchActions: [{{action: Sigkill}}]}}]}}\n"));
-        }
-        s
+    let kill = |v: String| {
+        (
+            "exec",
+            json!({"matchBinaries": [{"operator": "In", "values": [v]}], "matchActions": [{"action": "Sigkill"}]}),
+        )
+    };
+    let rules = |n: usize, distinct: bool| -> Vec<(&str, Value)> {
+        (0..n)
+            .map(|i| {
+                kill(if distinct {
+                    format!("/usr/bin/t{i}")
+                } else {
+                    "/usr/bin/t".into()
+                })
+            })
+            .collect()
     };
     let max_sel = daemon_common::MAX_SELECTORS;
-    pair("BW092", &rules(max_sel + 1, false), &rules(max_sel, false));
-    let d = lint_source("t.yaml", &rules(max_sel + 1, false)).diagnostics;
-    assert_eq!(d.len(), 1);
+    assert!(lint_rules(&rules(max_sel, false)).is_empty());
+    let d = lint_rules(&rules(max_sel + 1, false));
+    assert_eq!(codes(&d), ["BW092"], "{d:?}");
     assert!(
         d[0].message.contains("MAX_SELECTORS") && d[0].message.contains(&max_sel.to_string()),
         "{}",
@@ -67,46 +64,24 @@ fn capacity_over_a_file() {
         Some(format!("spec.rules[{max_sel}].selectors[0]").as_str())
     );
     // 64 selectors with 64 distinct conditions fit; identical conditions are shared.
-    assert!(codes(&rules(max_sel, true)).is_empty());
-    let many_conditions = {
-        let entries: Vec<String> = (0..=daemon_common::MAX_PROC_CONDITIONS)
-            .map(|i| format!("{{index: 1, operator: NotIn, values: [v{i}]}}"))
-            .collect();
-        policy(
-            "enforce",
-            "exec",
-            &format!(
-                "{{matchArgs: [{}], matchActions: [{{action: Sigkill}}]}}",
-                entries.join(", ")
-            ),
-        )
-    };
-    let d = lint_source("t.yaml", &many_conditions).diagnostics;
-    assert_eq!(
-        d.iter().map(|d| d.code).collect::<Vec<_>>(),
-        ["BW092"],
-        "{d:?}"
-    );
+    assert!(lint_rules(&rules(max_sel, true)).is_empty());
+    let entries: Vec<Value> = (0..=daemon_common::MAX_PROC_CONDITIONS)
+        .map(|i| json!({"index": 1, "operator": "NotIn", "values": [format!("v{i}")]}))
+        .collect();
+    let d = lint_rules(&[(
+        "exec",
+        json!({"matchArgs": entries, "matchActions": [{"action": "Sigkill"}]}),
+    )]);
+    assert_eq!(codes(&d), ["BW092"], "{d:?}");
     assert!(d[0].message.contains("MAX_PROC_CONDITIONS"));
-    let many_dests = {
-        let entries: Vec<String> = (0..=daemon_common::MAX_DEST_CONDITIONS)
-            .map(|i| format!("{{operator: NotIn, ports: [{}]}}", 1000 + i))
-            .collect();
-        policy(
-            "enforce",
-            "connect",
-            &format!(
-                "{{matchDestinations: [{}], matchActions: [{{action: Block}}]}}",
-                entries.join(", ")
-            ),
-        )
-    };
-    let d = lint_source("t.yaml", &many_dests).diagnostics;
-    assert_eq!(
-        d.iter().map(|d| d.code).collect::<Vec<_>>(),
-        ["BW092"],
-        "{d:?}"
-    );
+    let entries: Vec<Value> = (0..=daemon_common::MAX_DEST_CONDITIONS)
+        .map(|i| json!({"operator": "NotIn", "ports": [1000 + i]}))
+        .collect();
+    let d = lint_rules(&[(
+        "connect",
+        json!({"matchDestinations": entries, "matchActions": [{"action": "Block"}]}),
+    )]);
+    assert_eq!(codes(&d), ["BW092"], "{d:?}");
     assert!(d[0].message.contains("MAX_DEST_CONDITIONS"));
 }
 
