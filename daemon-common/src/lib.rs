@@ -2,7 +2,7 @@
 //! ring-buffer record, and the limits both sides agree on. `#[repr(C)]`, plain old data, no_std.
 //! The compiler (`bulwark-compiler`) produces these values; the loader writes them; the kernel
 //! programs (`daemon-ebpf`) read them and emit the event records defined here. With the `user`
-//! feature it also holds [`MapEntries`], one slot's worth of map entries as the loader writes them.
+//! feature it also holds `MapEntries`, one slot's worth of map entries as the loader writes them.
 //!
 //! # How matching works
 //! A compiled rule set lives in one of two *slots* (0 or 1). Every matcher map key starts with
