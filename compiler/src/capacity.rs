@@ -123,10 +123,10 @@ impl Limit {
 
 /// How much of each [`Limit`] a rule set uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage(pub(crate) [usize; Limit::ALL.len()]);
+pub(crate) struct Usage(pub(crate) [usize; Limit::ALL.len()]);
 
 impl Usage {
-    pub fn of(&self, limit: Limit) -> usize {
+    pub(crate) fn of(&self, limit: Limit) -> usize {
         self.0[limit as usize]
     }
 }

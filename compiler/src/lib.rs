@@ -33,7 +33,7 @@ mod ruleset;
 /// Re-exported: the parsed values and match kinds the compiled conditions hold.
 pub use bulwark_policy::values::{normalize_addr, Cidr, PortRange};
 pub use bulwark_policy::MatchKind;
-pub use capacity::{capacity, Limit, Usage};
+pub use capacity::{capacity, Limit};
 /// Re-exported so callers need not depend on `daemon-common` for these types.
 pub use daemon_common::{Destination, MapEntries};
 pub use error::{CompileError, ErrorKind, Location};
