@@ -1,53 +1,9 @@
-//! `MapEntries`: the exact keys and values to write into the kernel maps for one slot. The
-//! loader writes them verbatim (array index / hash key / LPM prefix length + data -> value)
-//! and needs no policy knowledge.
+//! Building [`MapEntries`] (defined in `daemon-common`, next to the key and value types it
+//! holds): a rule set's slot-independent entries with the slot byte added and every key laid
+//! out as the kernel maps expect it.
 
 use crate::ruleset::RuleSet;
-use daemon_common as dc;
-
-/// Everything to write for one slot of a rule set. LPM entries are `(prefix_len, data, mask)`
-/// where `prefix_len` counts every bit of `data` that takes part, the slot byte included.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MapEntries {
-    /// `SLOT_META[slot]`.
-    pub slot_meta: dc::SlotMeta,
-    /// `SELECTORS[slot * MAX_SELECTORS + i]`, for the used selectors only.
-    pub selectors: Vec<(u32, dc::SelectorEntry)>,
-    pub bin_exact: Vec<(dc::PathKey, u64)>,
-    pub bin_prefix: Vec<(u32, dc::PathLpmData, u64)>,
-    /// Path bytes reversed.
-    pub bin_postfix: Vec<(u32, dc::PathLpmData, u64)>,
-    pub arg_exact: Vec<(dc::ArgKey, u64)>,
-    pub arg_prefix: Vec<(u32, dc::ArgLpmData, u64)>,
-    /// Value bytes reversed.
-    pub arg_postfix: Vec<(u32, dc::ArgLpmData, u64)>,
-    pub namespaces: Vec<(dc::NamespaceKey, u64)>,
-    pub dest_v4: Vec<(u32, dc::V4LpmData, u64)>,
-    pub dest_v6: Vec<(u32, dc::V6LpmData, u64)>,
-    pub ports: Vec<(u32, dc::PortLpmData, u64)>,
-}
-
-impl MapEntries {
-    /// Number of entries over all maps (selectors and matchers, not `slot_meta`).
-    pub fn len(&self) -> usize {
-        self.selectors.len()
-            + self.bin_exact.len()
-            + self.bin_prefix.len()
-            + self.bin_postfix.len()
-            + self.arg_exact.len()
-            + self.arg_prefix.len()
-            + self.arg_postfix.len()
-            + self.namespaces.len()
-            + self.dest_v4.len()
-            + self.dest_v6.len()
-            + self.ports.len()
-    }
-
-    /// True when there is nothing but `slot_meta` to write.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+use daemon_common::{self as dc, MapEntries};
 
 /// Copies `src` into the start of a zero-filled array (callers checked the length).
 fn fill<const N: usize>(src: &[u8]) -> [u8; N] {

@@ -1,19 +1,100 @@
-//! `CompileError`: why a set of policies cannot be compiled, and where. Every error names the
-//! policy (and rule and selector when it is about one) and says what to change.
+//! Why a set of policies cannot be compiled, and where: a [`CompileError`] is an [`ErrorKind`]
+//! (what is wrong, typed, so callers can match on it) at a [`Location`] (policy, rule,
+//! selector). Every message names what to change.
 
+use crate::capacity::Limit;
+use bulwark_policy::values::{ValueError, ValueLimit};
+use daemon_common as dc;
 use std::fmt;
 
-/// What kind of problem a [`CompileError`] reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What is wrong. The first group are policies that say something the kernel side cannot do
+/// (`bulwark lint` reports these too, as errors); the rest exceed a kernel limit
+/// ([`ErrorKind::limit`] names it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ErrorKind {
-    /// The policy says something the kernel side cannot do (e.g. `Sigkill` on `connect`, a
-    /// malformed CIDR). `bulwark lint` reports these too.
-    Invalid,
-    /// A kernel limit is exceeded: `limit` names the constant in `daemon-common`, `max` its value.
-    LimitExceeded { limit: &'static str, max: u64 },
+    /// A CIDR or port of a `matchDestinations` entry does not parse.
+    #[error("matchDestinations: {0}")]
+    InvalidValue(#[from] ValueError),
+    /// A `matchBinaries` / `matchArgs` value contains NUL.
+    #[error("{field} value {value:?} contains a NUL byte; paths and arguments cannot contain NUL")]
+    NulByte { field: &'static str, value: String },
+    #[error(
+        "matchNamespaces has an empty namespace name; host processes are in no namespace: to \
+         exclude them use `operator: In` with the namespaces you mean"
+    )]
+    EmptyNamespaceName,
+    #[error(
+        "a TracingPolicyNamespaced needs a non-empty metadata.namespace: it applies only to \
+         workloads in that namespace"
+    )]
+    NamespacedWithoutNamespace,
+    #[error(
+        "matchDestinations needs `hook: connect` or `hook: egress`; an exec has no destination"
+    )]
+    DestinationsOnExec,
+    #[error(
+        "matchEncryption needs `hook: egress`: only the first payload shows whether a \
+         connection is TLS"
+    )]
+    EncryptionOffEgress,
+    #[error("action Sigkill is only available on `hook: exec`; on connect and egress use Block")]
+    SigkillOffExec,
+    #[error(
+        "action Block is only available on `hook: connect` and `hook: egress`; on exec use Sigkill"
+    )]
+    BlockOnExec,
+    /// The set needs more of `limit` than one rule-set slot holds (`used` so far).
+    #[error("{} (limit {} = {})", limit.refusal(*used), limit.name(), limit.max())]
+    Capacity { limit: Limit, used: usize },
+    /// A value longer than the kernel compares (`preview`: its first characters).
+    #[error(
+        "{field} value of {len} bytes ({preview:?}...) is longer than the kernel compares; \
+         shorten it (a Prefix or Postfix of it may do) (limit {} = {})",
+        limit.name,
+        limit.max
+    )]
+    ValueTooLong {
+        field: &'static str,
+        limit: ValueLimit,
+        len: usize,
+        preview: String,
+    },
+    /// A `matchArgs` index past the argv elements the kernel examines.
+    #[error(
+        "matchArgs index {index} is past the arguments the kernel examines (argv[0] to argv[{}]) \
+         (limit MAX_ARGS = {})",
+        dc::MAX_ARGS - 1,
+        dc::MAX_ARGS
+    )]
+    ArgIndex { index: u32 },
+    /// More policies, rules in a policy or selectors in a rule than their ids can number.
+    #[error("too many {what} (limit {limit} = {max})")]
+    TooMany {
+        what: &'static str,
+        limit: &'static str,
+        max: u64,
+    },
 }
 
-/// Where in the input a [`CompileError`] is.
+impl ErrorKind {
+    /// The kernel limit exceeded, as (constant name, value); `None` for invalid policies.
+    pub fn limit(&self) -> Option<(&'static str, u64)> {
+        match self {
+            ErrorKind::Capacity { limit, .. } => Some((limit.name(), limit.max())),
+            ErrorKind::ValueTooLong { limit, .. } => Some((limit.name, limit.max as u64)),
+            ErrorKind::ArgIndex { .. } => Some(("MAX_ARGS", dc::MAX_ARGS as u64)),
+            ErrorKind::TooMany { limit, max, .. } => Some((limit, *max)),
+            _ => None,
+        }
+    }
+
+    /// True when the policy says something the kernel side cannot do (not a limit).
+    pub fn is_invalid(&self) -> bool {
+        self.limit().is_none()
+    }
+}
+
+/// Where in the input a [`CompileError`] is. `Display`: `policy ns/p, rule r, selectors[2]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Location {
     /// `metadata.name` of the policy.
@@ -26,60 +107,36 @@ pub struct Location {
     pub selector: Option<usize>,
 }
 
-/// A policy set that cannot be compiled. `Display` gives one line an operator can act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CompileError {
-    pub kind: ErrorKind,
-    /// What is wrong and how to fix it.
-    pub message: String,
-    /// Boxed to keep `Result<_, CompileError>` small.
-    pub at: Box<Location>,
-}
-
-impl fmt::Display for CompileError {
+impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = &self.at;
-        match &at.namespace {
-            Some(ns) => write!(f, "policy {ns}/{}", at.policy)?,
-            None => write!(f, "policy {}", at.policy)?,
+        match &self.namespace {
+            Some(ns) => write!(f, "policy {ns}/{}", self.policy)?,
+            None => write!(f, "policy {}", self.policy)?,
         }
-        if let Some(rule) = &at.rule {
+        if let Some(rule) = &self.rule {
             write!(f, ", rule {rule}")?;
         }
-        if let Some(selector) = at.selector {
+        if let Some(selector) = self.selector {
             write!(f, ", selectors[{selector}]")?;
-        }
-        write!(f, ": {}", self.message)?;
-        if let ErrorKind::LimitExceeded { limit, max } = &self.kind {
-            write!(f, " (limit {limit} = {max})")?;
         }
         Ok(())
     }
 }
 
-impl std::error::Error for CompileError {}
-
-/// Where the compiler is, to build errors that say so.
-pub(crate) type Loc = Location;
+/// A policy set that cannot be compiled. `Display` gives one line an operator can act on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {kind}")]
+pub struct CompileError {
+    pub kind: ErrorKind,
+    /// Boxed to keep `Result<_, CompileError>` small.
+    pub at: Box<Location>,
+}
 
 impl Location {
-    pub(crate) fn invalid(&self, message: impl Into<String>) -> CompileError {
-        self.error(ErrorKind::Invalid, message.into())
-    }
-
-    pub(crate) fn limit(
-        &self,
-        limit: &'static str,
-        max: u64,
-        message: impl Into<String>,
-    ) -> CompileError {
-        self.error(ErrorKind::LimitExceeded { limit, max }, message.into())
-    }
-
-    fn error(&self, kind: ErrorKind, message: String) -> CompileError {
+    /// `kind` here.
+    pub(crate) fn error(&self, kind: impl Into<ErrorKind>) -> CompileError {
         CompileError {
-            kind,
-            message,
+            kind: kind.into(),
             at: Box::new(self.clone()),
         }
     }
@@ -91,23 +148,29 @@ mod tests {
 
     #[test]
     fn display_names_policy_rule_selector_and_limit() {
-        let loc = Loc {
+        let loc = Location {
             policy: "p".into(),
             namespace: Some("ns".into()),
             rule: Some("r".into()),
             selector: Some(2),
         };
-        let e = loc.limit("MAX_SELECTORS", 64, "too many selectors");
+        let e = loc.error(ErrorKind::Capacity {
+            limit: Limit::Selectors,
+            used: 65,
+        });
         assert_eq!(
             e.to_string(),
-            "policy ns/p, rule r, selectors[2]: too many selectors (limit MAX_SELECTORS = 64)"
+            "policy ns/p, rule r, selectors[2]: the policies need more than 64 selectors in \
+             total; merge selectors that differ only in values, or load fewer policies (limit \
+             MAX_SELECTORS = 64)"
         );
-        let e = Loc {
+        assert_eq!(e.kind.limit(), Some(("MAX_SELECTORS", 64)));
+        let e = Location {
             policy: "q".into(),
-            ..Loc::default()
+            ..Location::default()
         }
-        .invalid("bad");
-        assert_eq!(e.to_string(), "policy q: bad");
-        assert_eq!(e.kind, ErrorKind::Invalid);
+        .error(ErrorKind::BlockOnExec);
+        assert!(e.to_string().starts_with("policy q: action Block"), "{e}");
+        assert!(e.kind.is_invalid());
     }
 }

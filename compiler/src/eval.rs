@@ -3,8 +3,8 @@
 //! processes that were already running when a rule set is swapped in (the kernel evaluates only
 //! at exec); the tests use it as the oracle the generated map entries must agree with.
 
-use crate::parse::normalize_addr;
 use crate::ruleset::{DestCondition, ProcCondition, RuleSet};
+use bulwark_policy::values::normalize_addr;
 use bulwark_policy::Protocol;
 use daemon_common as dc;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -41,12 +41,9 @@ impl DestCondition {
     /// Is `dest` in this entry (before negation)?
     pub fn contains(&self, dest: &dc::Destination) -> bool {
         let addr_in = self.cidrs.is_empty()
-            || destination_addr(dest).is_some_and(|a| self.cidrs.iter().any(|c| c.contains(a)));
-        let port_in = self.ports.is_empty()
-            || self
-                .ports
-                .iter()
-                .any(|&(lo, hi)| (lo..=hi).contains(&dest.port));
+            || destination_addr(dest)
+                .is_some_and(|a| self.cidrs.iter().any(|c| c.contains_addr(a)));
+        let port_in = self.ports.is_empty() || self.ports.iter().any(|p| p.contains(dest.port));
         let proto_in = match self.protocol {
             None => true,
             Some(Protocol::TCP) => dest.protocol == dc::PROTO_TCP,

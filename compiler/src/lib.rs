@@ -12,26 +12,34 @@
 //!   union of the masks of all shorter prefixes covering them, since a trie returns only the
 //!   longest match. Port ranges become aligned prefix blocks. IPv6 CIDRs inside
 //!   `::ffff:0:0/96` are folded into IPv4 CIDRs; the kernel folds IPv4-mapped destinations the
-//!   same way before its lookup.
+//!   same way before its lookup. Values arrive parsed by the policy crate
+//!   (`bulwark_policy::values`, the one parser); the compiler never reads them as text.
+//! - The builder that lays a set out is the one counter of kernel capacity ([`Limit`]):
+//!   [`compile`] refuses a set past a limit ([`CompileError`]), and [`capacity`] is the lint's
+//!   check of the same (BW092); [`lint_paths`] / [`lint_source`] / [`validate_set`] are the
+//!   policy crate's lint with that check added, for every caller that lints.
 //! - [`RuleSet::evaluate_process`] / [`RuleSet::evaluate_destination`] are the reference
 //!   semantics; the tests check the map entries against them with a simulated kernel.
 
+mod capacity;
 mod entries;
 mod error;
 mod eval;
 mod ids;
+mod lint;
 mod lpm;
-mod parse;
 mod ruleset;
 
-/// Re-exported so callers need not depend on `daemon-common` for the destination type.
-pub use daemon_common::Destination;
-pub use entries::MapEntries;
+/// Re-exported: the parsed values and match kinds the compiled conditions hold.
+pub use bulwark_policy::values::{normalize_addr, Cidr, PortRange};
+pub use bulwark_policy::MatchKind;
+pub use capacity::{capacity, Limit};
+/// Re-exported so callers need not depend on `daemon-common` for these types.
+pub use daemon_common::{Destination, MapEntries};
 pub use error::{CompileError, ErrorKind, Location};
 pub use eval::{destination, destination_addr};
 pub use ids::NamespaceIds;
-pub use parse::{normalize_addr, parse_cidr, parse_port, port_blocks, Cidr};
+pub use lint::{lint_paths, lint_source, validate_set};
 pub use ruleset::{
-    compile, DestCondition, MatchKind, PolicyInfo, ProcCondition, RuleSet, SelectorInfo,
-    StringMatch,
+    compile, DestCondition, PolicyInfo, ProcCondition, RuleSet, SelectorInfo, StringMatch,
 };

@@ -1,31 +1,22 @@
 //! The compiled rule set and `compile()`: policies become numbered selectors, deduplicated
 //! process and destination conditions (one bit each), and slot-independent matcher entries
-//! (exact keys and LPM prefixes with their covering unions already applied). Everything a
-//! kernel limit bounds is checked here, with errors naming the policy and rule.
+//! (exact keys and LPM prefixes with their covering unions already applied). Values come
+//! parsed from the policy crate ([`bulwark_policy::values`]). The [`Builder`] is the one
+//! counter of kernel capacity: `compile` refuses a set past a limit, with errors naming the
+//! policy and rule, and the lint's capacity check ([`crate::capacity`]) counts with it too.
 
-use crate::error::{CompileError, Loc};
+use crate::capacity::{Limit, Usage};
+use crate::error::{CompileError, ErrorKind, Location};
 use crate::ids::NamespaceIds;
 use crate::lpm::LpmBuilder;
-use crate::parse::{parse_cidr, parse_port, port_blocks, Cidr};
+use bulwark_policy::values::{Cidr, PortRange, ValueLimit};
 use bulwark_policy::{
-    Action, AnyPolicy, ArgSelector, DestinationSelector, Encryption, Hook, Mode, Operator,
-    Protocol, Selector, SetOperator,
+    Action, AnyPolicy, ArgSelector, DestinationSelector, Encryption, Hook, MatchKind, Mode,
+    Operator, Protocol, Selector,
 };
 use daemon_common as dc;
 use serde::{Serialize, Serializer};
 use std::collections::{BTreeMap, HashMap};
-
-/// How a string condition compares: whole value, start, or end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MatchKind {
-    /// `In`, `Equal`, `NotIn`.
-    Exact,
-    /// `Prefix`, `NotPrefix`.
-    Prefix,
-    /// `Postfix`, `NotPostfix`.
-    Postfix,
-}
 
 /// A string condition: the value is hit when it equals / starts with / ends with one of
 /// `values` (sorted, deduplicated); a `negated` condition holds when it is *not* hit.
@@ -146,8 +137,7 @@ pub struct DestCondition {
     pub negated: bool,
     #[serde(serialize_with = "ser_cidrs")]
     pub cidrs: Vec<Cidr>,
-    /// Inclusive ranges.
-    pub ports: Vec<(u16, u16)>,
+    pub ports: Vec<PortRange>,
     pub protocol: Option<Protocol>,
 }
 
@@ -164,17 +154,7 @@ impl DestCondition {
             parts.push(format!("address in {}", list_plain(&cidrs)));
         }
         if !self.ports.is_empty() {
-            let ports: Vec<String> = self
-                .ports
-                .iter()
-                .map(|&(lo, hi)| {
-                    if lo == hi {
-                        lo.to_string()
-                    } else {
-                        format!("{lo}-{hi}")
-                    }
-                })
-                .collect();
+            let ports: Vec<String> = self.ports.iter().map(|p| p.to_string()).collect();
             parts.push(format!("port in {}", list_plain(&ports)));
         }
         if let Some(p) = self.protocol {
@@ -317,58 +297,21 @@ impl RuleSet {
 pub fn compile(policies: &[AnyPolicy], ns: &mut NamespaceIds) -> Result<RuleSet, CompileError> {
     let mut b = Builder::new(ns);
     for (pid, policy) in policies.iter().enumerate() {
-        let mut loc = Loc {
-            policy: policy.name().to_owned(),
-            namespace: policy.scope_namespace().map(str::to_owned),
-            ..Loc::default()
-        };
-        let policy_id = u32::try_from(pid).map_err(|_| loc.invalid("too many policies"))?;
-        let spec = policy.spec();
-        b.rs.policies.push(PolicyInfo {
-            name: loc.policy.clone(),
-            namespace: loc.namespace.clone(),
-            mode: spec.mode,
-        });
-        for (ri, rule) in spec.rules.iter().enumerate() {
-            loc.rule = Some(rule.name.clone());
-            loc.selector = None;
-            let rule_index = u16::try_from(ri).map_err(|_| {
-                loc.limit(
-                    "u16 rule index",
-                    u64::from(u16::MAX),
-                    "too many rules in one policy",
-                )
-            })?;
-            for (si, sel) in rule.selectors.iter().enumerate() {
-                loc.selector = Some(si);
-                let selector_index = u16::try_from(si).map_err(|_| {
-                    loc.limit(
-                        "u16 selector index",
-                        u64::from(u16::MAX),
-                        "too many selectors in one rule",
-                    )
-                })?;
-                b.selector(
-                    &loc,
-                    policy_id,
-                    rule_index,
-                    selector_index,
-                    &rule.name,
-                    rule.hook,
-                    spec.mode,
-                    sel,
-                )?;
-            }
-        }
+        b.policy(pid, policy, &mut |_, _, _| {})?;
     }
     Ok(b.finish())
 }
 
-struct Builder<'a> {
+/// Lays policies out as one rule set, sharing identical conditions and map keys, and counts
+/// what that uses of every kernel limit.
+pub(crate) struct Builder<'a> {
     ns: &'a mut NamespaceIds,
+    /// False when only counting ([`Builder::counting`]): nothing is refused over a [`Limit`],
+    /// and conditions and selectors past 64 get no bit (the rule set is not used).
+    enforce_limits: bool,
     rs: RuleSet,
-    proc_index: HashMap<ProcCondition, u8>,
-    dest_index: HashMap<DestCondition, u8>,
+    proc_index: HashMap<ProcCondition, usize>,
+    dest_index: HashMap<DestCondition, usize>,
     bin_exact: BTreeMap<Vec<u8>, u64>,
     bin_prefix: LpmBuilder,
     bin_postfix: LpmBuilder,
@@ -382,6 +325,14 @@ struct Builder<'a> {
     ports: LpmBuilder,
 }
 
+/// The mask of bit `i`; none past 63 (only while counting past the limits).
+fn bit(i: usize) -> u64 {
+    u32::try_from(i)
+        .ok()
+        .and_then(|i| 1u64.checked_shl(i))
+        .unwrap_or(0)
+}
+
 /// Which `match*` field a string condition comes from.
 #[derive(Clone, Copy)]
 enum Target {
@@ -393,6 +344,7 @@ impl<'a> Builder<'a> {
     fn new(ns: &'a mut NamespaceIds) -> Self {
         Builder {
             ns,
+            enforce_limits: true,
             rs: RuleSet::default(),
             proc_index: HashMap::new(),
             dest_index: HashMap::new(),
@@ -410,10 +362,126 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A builder that counts usage past every [`Limit`] instead of refusing.
+    pub(crate) fn counting(ns: &'a mut NamespaceIds) -> Self {
+        Builder {
+            enforce_limits: false,
+            ..Builder::new(ns)
+        }
+    }
+
+    /// What the selectors added so far use of each limit.
+    pub(crate) fn usage(&self) -> Usage {
+        let mut u = Usage::default();
+        for limit in Limit::ALL {
+            u.0[limit as usize] = match limit {
+                Limit::Selectors => self.rs.selectors.len(),
+                Limit::ProcConditions => self.rs.proc.len(),
+                Limit::DestConditions => self.rs.dest.len(),
+                Limit::BinaryValues => self
+                    .bin_exact
+                    .len()
+                    .max(self.bin_prefix.len())
+                    .max(self.bin_postfix.len()),
+                Limit::ArgValues => self
+                    .arg_exact
+                    .len()
+                    .max(self.arg_prefix.len())
+                    .max(self.arg_postfix.len()),
+                Limit::Namespaces => self.namespaces.len(),
+                Limit::Cidrs => self.v4.len().max(self.v6.len()),
+                Limit::PortPrefixes => self.ports.len(),
+            };
+        }
+        u
+    }
+
+    /// Refuses when `limit` is already full (before adding one more of it).
+    fn ensure_room(&self, loc: &Location, limit: Limit) -> Result<(), CompileError> {
+        let used = self.usage().of(limit);
+        if self.enforce_limits && used as u64 >= limit.max() {
+            return Err(loc.error(ErrorKind::Capacity {
+                limit,
+                used: used + 1,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Refuses when `limit` is over (after adding).
+    fn ensure_within(&self, loc: &Location, limit: Limit) -> Result<(), CompileError> {
+        let used = self.usage().of(limit);
+        if self.enforce_limits && used as u64 > limit.max() {
+            return Err(loc.error(ErrorKind::Capacity { limit, used }));
+        }
+        Ok(())
+    }
+
+    /// Adds every selector of `policy` (numbered `pid`), calling `after_selector` with the usage
+    /// so far and the rule and selector index after each one.
+    pub(crate) fn policy(
+        &mut self,
+        pid: usize,
+        policy: &AnyPolicy,
+        after_selector: &mut dyn FnMut(Usage, usize, usize),
+    ) -> Result<(), CompileError> {
+        let mut loc = Location {
+            policy: policy.name().to_owned(),
+            namespace: policy.scope_namespace().map(str::to_owned),
+            ..Location::default()
+        };
+        let policy_id = u32::try_from(pid).map_err(|_| {
+            loc.error(ErrorKind::TooMany {
+                what: "policies",
+                limit: "u32 policy id",
+                max: u64::from(u32::MAX),
+            })
+        })?;
+        let spec = policy.spec();
+        self.rs.policies.push(PolicyInfo {
+            name: loc.policy.clone(),
+            namespace: loc.namespace.clone(),
+            mode: spec.mode,
+        });
+        for (ri, rule) in spec.rules.iter().enumerate() {
+            loc.rule = Some(rule.name.clone());
+            loc.selector = None;
+            let rule_index = u16::try_from(ri).map_err(|_| {
+                loc.error(ErrorKind::TooMany {
+                    what: "rules in one policy",
+                    limit: "u16 rule index",
+                    max: u64::from(u16::MAX),
+                })
+            })?;
+            for (si, sel) in rule.selectors.iter().enumerate() {
+                loc.selector = Some(si);
+                let selector_index = u16::try_from(si).map_err(|_| {
+                    loc.error(ErrorKind::TooMany {
+                        what: "selectors in one rule",
+                        limit: "u16 selector index",
+                        max: u64::from(u16::MAX),
+                    })
+                })?;
+                self.selector(
+                    &loc,
+                    policy_id,
+                    rule_index,
+                    selector_index,
+                    &rule.name,
+                    rule.hook,
+                    spec.mode,
+                    sel,
+                )?;
+                after_selector(self.usage(), ri, si);
+            }
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn selector(
         &mut self,
-        loc: &Loc,
+        loc: &Location,
         policy_id: u32,
         rule_index: u16,
         selector_index: u16,
@@ -423,17 +491,7 @@ impl<'a> Builder<'a> {
         sel: &Selector,
     ) -> Result<(), CompileError> {
         let index = self.rs.selectors.len();
-        if index >= dc::MAX_SELECTORS {
-            return Err(loc.limit(
-                "MAX_SELECTORS",
-                dc::MAX_SELECTORS as u64,
-                format!(
-                    "the policies need more than {} selectors in total; merge selectors that differ \
-                     only in values, or load fewer policies",
-                    dc::MAX_SELECTORS
-                ),
-            ));
-        }
+        self.ensure_room(loc, Limit::Selectors)?;
         check_hook(loc, hook, sel)?;
 
         let mut proc_required = 0u64;
@@ -447,16 +505,12 @@ impl<'a> Builder<'a> {
             proc_required |= self.add_proc(loc, cond)?;
         }
         for m in &sel.match_namespaces {
-            let cond =
-                self.namespace_condition(loc, m.operator == SetOperator::NotIn, &m.values)?;
+            let cond = self.namespace_condition(loc, m.operator.is_negated(), &m.values)?;
             proc_required |= self.add_proc(loc, cond)?;
         }
         if let Some(own) = &loc.namespace {
             if own.is_empty() {
-                return Err(loc.invalid(
-                    "a TracingPolicyNamespaced needs a non-empty metadata.namespace: it applies \
-                     only to workloads in that namespace",
-                ));
+                return Err(loc.error(ErrorKind::NamespacedWithoutNamespace));
             }
             let cond = self.namespace_condition(loc, false, std::slice::from_ref(own))?;
             proc_required |= self.add_proc(loc, cond)?;
@@ -488,7 +542,7 @@ impl<'a> Builder<'a> {
             Hook::Connect => (dc::HOOK_CONNECT, &mut self.rs.meta.hook_connect),
             Hook::Egress => (dc::HOOK_EGRESS, &mut self.rs.meta.hook_egress),
         };
-        *hook_mask |= 1u64 << index;
+        *hook_mask |= bit(index);
         let entry = dc::SelectorEntry {
             proc_required,
             dest_required,
@@ -510,6 +564,7 @@ impl<'a> Builder<'a> {
         };
         self.rs.entries.push(entry);
         self.rs.selectors.push(SelectorInfo {
+            // Past 64 only while counting (the rule set is not used).
             index: index as u8,
             policy_id,
             policy_name: loc.policy.clone(),
@@ -530,17 +585,14 @@ impl<'a> Builder<'a> {
 
     fn namespace_condition(
         &mut self,
-        loc: &Loc,
+        loc: &Location,
         negated: bool,
         values: &[String],
     ) -> Result<ProcCondition, CompileError> {
         let mut names: Vec<String> = Vec::with_capacity(values.len());
         for v in values {
             if v.is_empty() {
-                return Err(loc.invalid(
-                    "matchNamespaces has an empty namespace name; host processes are in no \
-                     namespace: to exclude them use `operator: In` with the namespaces you mean",
-                ));
+                return Err(loc.error(ErrorKind::EmptyNamespaceName));
             }
             names.push(v.clone());
         }
@@ -555,25 +607,13 @@ impl<'a> Builder<'a> {
     }
 
     /// The bit of `cond`, adding it (and its map entries) if it is new.
-    fn add_proc(&mut self, loc: &Loc, cond: ProcCondition) -> Result<u64, CompileError> {
+    fn add_proc(&mut self, loc: &Location, cond: ProcCondition) -> Result<u64, CompileError> {
         if let Some(&i) = self.proc_index.get(&cond) {
-            return Ok(1u64 << i);
+            return Ok(bit(i));
         }
         let i = self.rs.proc.len();
-        if i >= dc::MAX_PROC_CONDITIONS {
-            return Err(loc.limit(
-                "MAX_PROC_CONDITIONS",
-                dc::MAX_PROC_CONDITIONS as u64,
-                format!(
-                    "the policies need more than {} distinct process conditions (matchBinaries, \
-                     matchArgs and matchNamespaces entries, plus one per namespaced policy's \
-                     namespace; identical entries are shared); merge values of entries with the \
-                     same operator into one entry, or load fewer policies",
-                    dc::MAX_PROC_CONDITIONS
-                ),
-            ));
-        }
-        let bit = 1u64 << i;
+        self.ensure_room(loc, Limit::ProcConditions)?;
+        let bit = bit(i);
         if cond.negated() {
             self.rs.meta.proc_negate |= bit;
         }
@@ -594,18 +634,7 @@ impl<'a> Builder<'a> {
                         }
                     };
                 }
-                let n = self
-                    .bin_exact
-                    .len()
-                    .max(self.bin_prefix.len())
-                    .max(self.bin_postfix.len());
-                check_map(
-                    loc,
-                    "MAX_BINARY_VALUES",
-                    dc::MAX_BINARY_VALUES,
-                    n,
-                    "binary paths",
-                )?;
+                self.ensure_within(loc, Limit::BinaryValues)?;
             }
             ProcCondition::Arg { index, matcher } => {
                 let idx = index.unwrap_or(dc::ARG_ANY_INDEX);
@@ -636,55 +665,27 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
-                let n = self
-                    .arg_exact
-                    .len()
-                    .max(self.arg_prefix.len())
-                    .max(self.arg_postfix.len());
-                check_map(
-                    loc,
-                    "MAX_ARG_VALUES",
-                    dc::MAX_ARG_VALUES,
-                    n,
-                    "argument values",
-                )?;
+                self.ensure_within(loc, Limit::ArgValues)?;
             }
             ProcCondition::Namespace { ids, .. } => {
                 for &id in ids {
                     *self.namespaces.entry(id).or_default() |= bit;
                 }
-                check_map(
-                    loc,
-                    "MAX_NAMESPACES",
-                    dc::MAX_NAMESPACES,
-                    self.namespaces.len(),
-                    "namespaces",
-                )?;
+                self.ensure_within(loc, Limit::Namespaces)?;
             }
         }
-        self.proc_index.insert(cond.clone(), i as u8);
+        self.proc_index.insert(cond.clone(), i);
         self.rs.proc.push(cond);
         Ok(bit)
     }
 
-    fn add_dest(&mut self, loc: &Loc, cond: DestCondition) -> Result<u64, CompileError> {
+    fn add_dest(&mut self, loc: &Location, cond: DestCondition) -> Result<u64, CompileError> {
         if let Some(&i) = self.dest_index.get(&cond) {
-            return Ok(1u64 << i);
+            return Ok(bit(i));
         }
         let i = self.rs.dest.len();
-        if i >= dc::MAX_DEST_CONDITIONS {
-            return Err(loc.limit(
-                "MAX_DEST_CONDITIONS",
-                dc::MAX_DEST_CONDITIONS as u64,
-                format!(
-                    "the policies need more than {} distinct matchDestinations entries (identical \
-                     entries are shared); merge CIDRs and ports of entries with the same operator \
-                     and protocol, or load fewer policies",
-                    dc::MAX_DEST_CONDITIONS
-                ),
-            ));
-        }
-        let bit = 1u64 << i;
+        self.ensure_room(loc, Limit::DestConditions)?;
+        let bit = bit(i);
         let meta = &mut self.rs.meta;
         if cond.negated {
             meta.dest_negate |= bit;
@@ -715,27 +716,15 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        for &(lo, hi) in &cond.ports {
-            for (start, bits) in port_blocks(lo, hi) {
+        for range in &cond.ports {
+            for (start, bits) in range.prefix_blocks() {
                 self.ports
                     .insert(start.to_be_bytes().to_vec(), u32::from(bits), bit);
             }
         }
-        check_map(
-            loc,
-            "MAX_CIDRS",
-            dc::MAX_CIDRS,
-            self.v4.len().max(self.v6.len()),
-            "CIDRs of one address family",
-        )?;
-        check_map(
-            loc,
-            "MAX_PORT_PREFIXES",
-            dc::MAX_PORT_PREFIXES,
-            self.ports.len(),
-            "port prefix blocks",
-        )?;
-        self.dest_index.insert(cond.clone(), i as u8);
+        self.ensure_within(loc, Limit::Cidrs)?;
+        self.ensure_within(loc, Limit::PortPrefixes)?;
+        self.dest_index.insert(cond.clone(), i);
         self.rs.dest.push(cond);
         Ok(bit)
     }
@@ -776,111 +765,60 @@ impl<'a> Builder<'a> {
     }
 }
 
-fn check_map(
-    loc: &Loc,
-    limit: &'static str,
-    max: u32,
-    n: usize,
-    what: &str,
-) -> Result<(), CompileError> {
-    if n > max as usize {
-        return Err(loc.limit(
-            limit,
-            u64::from(max),
-            format!(
-                "the policies need {n} distinct {what} in one matcher map, more than the kernel map \
-                 holds; remove or merge values (a shorter Prefix or a CIDR covering several)"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Refuses fields and actions the hook cannot honour.
-fn check_hook(loc: &Loc, hook: Hook, sel: &Selector) -> Result<(), CompileError> {
+fn check_hook(loc: &Location, hook: Hook, sel: &Selector) -> Result<(), CompileError> {
     if hook == Hook::Exec && !sel.match_destinations.is_empty() {
-        return Err(loc.invalid(
-            "matchDestinations needs `hook: connect` or `hook: egress`; an exec has no destination",
-        ));
+        return Err(loc.error(ErrorKind::DestinationsOnExec));
     }
     if hook != Hook::Egress && sel.match_encryption.is_some() {
-        return Err(loc.invalid(
-            "matchEncryption needs `hook: egress`: only the first payload shows whether a \
-             connection is TLS",
-        ));
+        return Err(loc.error(ErrorKind::EncryptionOffEgress));
     }
     for a in &sel.match_actions {
         match (a.action, hook) {
             (Action::Sigkill, Hook::Connect | Hook::Egress) => {
-                return Err(loc.invalid(
-                    "action Sigkill is only available on `hook: exec`; on connect and egress use \
-                     Block",
-                ))
+                return Err(loc.error(ErrorKind::SigkillOffExec))
             }
-            (Action::Block, Hook::Exec) => return Err(loc.invalid(
-                "action Block is only available on `hook: connect` and `hook: egress`; on exec \
-                     use Sigkill",
-            )),
+            (Action::Block, Hook::Exec) => return Err(loc.error(ErrorKind::BlockOnExec)),
             _ => {}
         }
     }
     Ok(())
 }
 
-fn arg_index(loc: &Loc, m: &ArgSelector) -> Result<Option<u8>, CompileError> {
+fn arg_index(loc: &Location, m: &ArgSelector) -> Result<Option<u8>, CompileError> {
     match m.index {
         None => Ok(None),
         Some(i) if (i as usize) < dc::MAX_ARGS => Ok(Some(i as u8)),
-        Some(i) => Err(loc.limit(
-            "MAX_ARGS",
-            dc::MAX_ARGS as u64,
-            format!(
-                "matchArgs index {i} is past the arguments the kernel examines (argv[0] to argv[{}])",
-                dc::MAX_ARGS - 1
-            ),
-        )),
+        Some(index) => Err(loc.error(ErrorKind::ArgIndex { index })),
     }
 }
 
 fn string_condition(
-    loc: &Loc,
+    loc: &Location,
     target: Target,
     op: Operator,
     values: &[String],
 ) -> Result<ProcCondition, CompileError> {
-    let (kind, negated) = match op {
-        Operator::In | Operator::Equal => (MatchKind::Exact, false),
-        Operator::NotIn => (MatchKind::Exact, true),
-        Operator::Prefix => (MatchKind::Prefix, false),
-        Operator::NotPrefix => (MatchKind::Prefix, true),
-        Operator::Postfix => (MatchKind::Postfix, false),
-        Operator::NotPostfix => (MatchKind::Postfix, true),
-    };
-    let (field, limit_name, max) = match (target, kind) {
-        (Target::Binary, MatchKind::Exact) => {
-            ("matchBinaries", "PATH_EXACT_LEN", dc::PATH_EXACT_LEN)
-        }
-        (Target::Binary, _) => ("matchBinaries", "PATH_AFFIX_LEN", dc::PATH_AFFIX_LEN),
-        (Target::Arg(_), _) => ("matchArgs", "ARG_LEN", dc::ARG_LEN),
+    let (kind, negated) = (op.kind(), op.is_negated());
+    let (field, limit) = match target {
+        Target::Binary => ("matchBinaries", ValueLimit::binary(kind)),
+        Target::Arg(_) => ("matchArgs", ValueLimit::ARG),
     };
     let mut vals: Vec<String> = Vec::with_capacity(values.len());
     for v in values {
         if v.as_bytes().contains(&0) {
-            return Err(loc.invalid(format!(
-                "{field} value {v:?} contains a NUL byte; paths and arguments cannot contain NUL"
-            )));
+            return Err(loc.error(ErrorKind::NulByte {
+                field,
+                value: v.clone(),
+            }));
         }
-        if v.len() > max {
-            return Err(loc.limit(
-                limit_name,
-                max as u64,
-                format!(
-                    "{field} value of {} bytes ({:?}...) is longer than the kernel compares; \
-                     shorten it (a Prefix or Postfix of it may do)",
-                    v.len(),
-                    v.chars().take(32).collect::<String>()
-                ),
-            ));
+        if v.len() > limit.max {
+            return Err(loc.error(ErrorKind::ValueTooLong {
+                field,
+                limit,
+                len: v.len(),
+                preview: v.chars().take(32).collect(),
+            }));
         }
         vals.push(v.clone());
     }
@@ -897,23 +835,20 @@ fn string_condition(
     })
 }
 
-fn dest_condition(loc: &Loc, m: &DestinationSelector) -> Result<DestCondition, CompileError> {
-    let mut cidrs = Vec::with_capacity(m.cidrs.len());
-    for text in &m.cidrs {
-        cidrs.push(parse_cidr(text).map_err(|e| loc.invalid(format!("matchDestinations: {e}")))?);
-    }
+/// The condition of a destination entry: its parsed values with CIDRs folded as the kernel
+/// matches them, and both lists sorted and deduplicated so identical entries share a bit.
+fn dest_condition(loc: &Location, m: &DestinationSelector) -> Result<DestCondition, CompileError> {
+    let set = m.parse().map_err(|e| loc.error(e))?;
+    let mut cidrs: Vec<Cidr> = set.cidrs.into_iter().map(Cidr::folded).collect();
     cidrs.sort();
     cidrs.dedup();
-    let mut ports = Vec::with_capacity(m.ports.len());
-    for p in &m.ports {
-        ports.push(parse_port(p).map_err(|e| loc.invalid(format!("matchDestinations: {e}")))?);
-    }
+    let mut ports = set.ports;
     ports.sort();
     ports.dedup();
     Ok(DestCondition {
-        negated: m.operator == SetOperator::NotIn,
+        negated: set.negated,
         cidrs,
         ports,
-        protocol: m.protocol,
+        protocol: set.protocol,
     })
 }

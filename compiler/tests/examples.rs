@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 fn examples() -> (RuleSet, NamespaceIds) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/examples");
-    let out = bulwark_policy::lint_paths(&[dir]).expect("examples readable");
+    let out = bulwark_compiler::lint_paths(&[dir]).expect("examples readable");
     assert_eq!(
         out.errors(),
         0,

@@ -1,7 +1,8 @@
 //! `compile()` on unvalidated input never panics: random policies built from hostile values
 //! (odd bytes, malformed CIDRs and ports, huge indices, empty and oversized lists, wrong
 //! hook/field combinations, long names) either compile, and then produce consistent map
-//! entries, or fail with an error that names the policy.
+//! entries, or fail with an error that names the policy. The capacity check, which counts with
+//! the same builder past every limit, never panics on them either.
 
 use bulwark_compiler::{compile, destination, NamespaceIds};
 use bulwark_policy::AnyPolicy;
@@ -180,6 +181,16 @@ fn hostile_input_never_panics() {
             .map(|i| hostile_policy(&mut rng, i))
             .collect();
         let names: Vec<String> = policies.iter().map(|p| p.name().to_string()).collect();
+        let refs: Vec<&AnyPolicy> = policies.iter().collect();
+        for (i, d) in bulwark_compiler::capacity(&refs) {
+            assert!(i < policies.len() && d.code == "BW092", "{d:?}");
+            assert!(
+                d.path
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("spec.rules[")),
+                "{d:?}"
+            );
+        }
         match compile(&policies, &mut NamespaceIds::new()) {
             Ok(rs) => {
                 ok += 1;
@@ -199,7 +210,7 @@ fn hostile_input_never_panics() {
                     names.contains(&e.at.policy),
                     "error names one of the policies: {e}"
                 );
-                assert!(!e.message.is_empty());
+                assert!(!e.kind.to_string().is_empty());
             }
         }
     }

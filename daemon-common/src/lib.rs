@@ -1,7 +1,8 @@
 //! The contract between bulwark's kernel programs and userspace: every map key and value, every
 //! ring-buffer record, and the limits both sides agree on. `#[repr(C)]`, plain old data, no_std.
 //! The compiler (`bulwark-compiler`) produces these values; the loader writes them; the kernel
-//! programs (`daemon-ebpf`) read them and emit the event records defined here.
+//! programs (`daemon-ebpf`) read them and emit the event records defined here. With the `user`
+//! feature it also holds `MapEntries`, one slot's worth of map entries as the loader writes them.
 //!
 //! # How matching works
 //! A compiled rule set lives in one of two *slots* (0 or 1). Every matcher map key starts with
@@ -52,6 +53,14 @@
 //! - Capacity: one slot holds at most `MAX_*` entries in each matcher map (the compiler refuses
 //!   more); the maps are created with `SLOTS * MAX_*` entries so both slots fit during a switch.
 #![no_std]
+
+#[cfg(feature = "user")]
+extern crate alloc;
+
+#[cfg(feature = "user")]
+mod entries;
+#[cfg(feature = "user")]
+pub use entries::MapEntries;
 
 /// Number of rule-set slots (A/B).
 pub const SLOTS: usize = 2;

@@ -1,5 +1,5 @@
 //! `bulwark compile`: shows what a set of policies compiles to, for a person debugging a policy.
-//! Loads the files with the lint engine (`bulwark_policy::lint_paths`; diagnostics with errors
+//! Loads the files with the lint engine (`bulwark_compiler::lint_paths`; diagnostics with errors
 //! are printed and exit 1), compiles with `bulwark_compiler::compile` and prints, per selector,
 //! its policy, rule, hook, actions, mode and required conditions in words, then the exact map
 //! entries of one slot grouped by map, keys decoded (paths, arguments, CIDRs, port blocks) and
@@ -52,7 +52,7 @@ pub fn run(args: CompileArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // The load error says everything in its own message; no cause chain repeating it.
-    let outcome = bulwark_policy::lint_paths(&args.paths).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let outcome = bulwark_compiler::lint_paths(&args.paths).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !outcome.diagnostics.is_empty() {
         eprint!("{}", render_text(&outcome.diagnostics));
     }
@@ -562,7 +562,7 @@ spec:
 "#;
 
     fn compiled() -> (RuleSet, NamespaceIds) {
-        let out = bulwark_policy::lint_source("demo.yaml", POLICY);
+        let out = bulwark_compiler::lint_source("demo.yaml", POLICY);
         assert_eq!(out.errors(), 0, "{}", render_text(&out.diagnostics));
         let mut ids = NamespaceIds::new();
         let rs = compile(&out.policies, &mut ids).expect("compiles");

@@ -1,7 +1,8 @@
 //! `bulwark lint`: checks policy files offline (no root, no cluster) and prints diagnostics as
 //! text, JSON, SARIF 2.1.0 or GitHub annotations. Exit 0 clean, 1 errors (or warnings with
-//! `--strict`), 2 usage or I/O errors. All checking lives in `bulwark_policy::load`; this
-//! module only parses arguments, renders and picks the exit code.
+//! `--strict`), 2 usage or I/O errors. All checking lives in `bulwark_policy::load` and the
+//! compiler's capacity check (`bulwark_compiler::lint_paths` runs both); this module only
+//! parses arguments, renders and picks the exit code.
 use bulwark_policy::diagnostics::{render_github, render_json, render_sarif, render_text};
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ pub struct LintArgs {
 }
 
 pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
-    let outcome = bulwark_policy::load::lint_paths(&args.paths)?;
+    let outcome = bulwark_compiler::lint_paths(&args.paths)?;
     let d = &outcome.diagnostics;
     let rendered = match args.format {
         Format::Text => {
@@ -77,13 +78,13 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        let cases = bulwark_policy::load::lint_paths(&[repo("tests/lint-cases")]).unwrap();
+        let cases = bulwark_compiler::lint_paths(&[repo("tests/lint-cases")]).unwrap();
         assert_eq!(exit_code(&cases, false), 1);
-        let examples = bulwark_policy::load::lint_paths(&[repo("policies/examples")]).unwrap();
+        let examples = bulwark_compiler::lint_paths(&[repo("policies/examples")]).unwrap();
         assert_eq!(exit_code(&examples, false), 0);
         assert_eq!(exit_code(&examples, true), 0);
         let warn_only =
-            bulwark_policy::load::lint_paths(&[repo("tests/lint-cases/bw051-cidr-host-bits.yaml")])
+            bulwark_compiler::lint_paths(&[repo("tests/lint-cases/bw051-cidr-host-bits.yaml")])
                 .unwrap();
         assert_eq!(exit_code(&warn_only, false), 0);
         assert_eq!(exit_code(&warn_only, true), 1);

@@ -132,7 +132,7 @@ impl PolicyBackend for RealBackend {
     type Rules = RuleSet;
 
     fn lint_file(&self, path: &Path) -> FileLint<AnyPolicy> {
-        match bulwark_policy::lint_paths(&[path.to_path_buf()]) {
+        match bulwark_compiler::lint_paths(&[path.to_path_buf()]) {
             Ok(out) => FileLint {
                 has_errors: out.errors() > 0,
                 diagnostics: diags_json(&out.diagnostics),
@@ -153,7 +153,7 @@ impl PolicyBackend for RealBackend {
     }
 
     fn validate_set(&self, policies: &[AnyPolicy]) -> FileLint<AnyPolicy> {
-        let diags = bulwark_policy::validate::validate_set(policies);
+        let diags = bulwark_compiler::validate_set(policies);
         FileLint {
             policies: Vec::new(),
             has_errors: diags.iter().any(Diagnostic::is_error),

@@ -6,12 +6,15 @@
 //! Data flows one way: YAML text -> marked tree ([`yaml`]) -> schema checks ([`schema`]) ->
 //! typed model ([`model`]) -> semantic checks ([`validate`]) -> [`diagnostics`]. [`load`] runs
 //! the whole path for files; the controller calls [`validate::validate_policy`] directly.
+//! [`values`] is the one parser of the values a policy writes as text (CIDRs, ports), used by
+//! validation and the compiler alike.
 
 pub mod diagnostics;
 pub mod load;
 pub mod model;
 pub mod schema;
 pub mod validate;
+pub mod values;
 pub mod yaml;
 
 pub use diagnostics::{Diagnostic, Severity};

@@ -3,6 +3,9 @@
 //! ([`crate::validate`]) -> diagnostics with file, line and column. `lint_source` handles one
 //! file's text; `lint_paths` walks files and directories (recursive `.yaml`/`.yml`, sorted) and
 //! adds the cross-file checks. Both are pure and deterministic, and never panic on any input.
+//! Their `_with` forms also run a [`SetCheck`] over the policies that would be loaded together
+//! and place its findings in the files: that is how the compiler's kernel-capacity check
+//! (BW092) joins the lint without this crate depending on the compiler.
 
 use crate::diagnostics::{codes, Diagnostic};
 use crate::schema::{self, Kind};
@@ -46,6 +49,16 @@ pub enum LoadError {
     /// The message carries the OS error (not chained as `source`, so it is printed once).
     #[error("cannot read `{path}`: {error}")]
     Io { path: String, error: std::io::Error },
+}
+
+/// A check over the policies that would be loaded together (those with no errors so far):
+/// diagnostics with paths and no positions, each with the index (into the slice) of the policy
+/// it is about. `bulwark_compiler::capacity` is one.
+pub type SetCheck<'a> = &'a dyn Fn(&[&AnyPolicy]) -> Vec<(usize, Diagnostic)>;
+
+/// The [`SetCheck`] that finds nothing.
+fn no_set_check(_: &[&AnyPolicy]) -> Vec<(usize, Diagnostic)> {
+    Vec::new()
 }
 
 /// One typed document with where it came from, before set-level checks.
@@ -135,18 +148,18 @@ fn check_source(file: &str, text: &str, out: &mut LintOutcome, loaded: &mut Vec<
     }
 }
 
-fn finish(mut out: LintOutcome, loaded: Vec<Loaded>) -> LintOutcome {
+fn finish(mut out: LintOutcome, loaded: Vec<Loaded>, set_check: SetCheck) -> LintOutcome {
     let refs: Vec<&AnyPolicy> = loaded.iter().map(|l| &l.policy).collect();
     let mut failed: Vec<bool> = loaded.iter().map(|l| l.has_errors).collect();
     let mut set_diags = validate::duplicates_indexed(&refs);
     for (i, d, _) in &set_diags {
         failed[*i] |= d.is_error();
     }
-    // Capacity counts what would be loaded together: the policies without errors.
+    // The set check sees what would be loaded together: the policies without errors.
     let loadable: Vec<usize> = (0..loaded.len()).filter(|&i| !failed[i]).collect();
     let loadable_refs: Vec<&AnyPolicy> = loadable.iter().map(|&i| &loaded[i].policy).collect();
     set_diags.extend(
-        validate::capacity_indexed(&loadable_refs)
+        set_check(&loadable_refs)
             .into_iter()
             .map(|(k, d)| (loadable[k], d, None)),
     );
@@ -185,16 +198,21 @@ fn finish(mut out: LintOutcome, loaded: Vec<Loaded>) -> LintOutcome {
     out
 }
 
-/// Parses and checks one file's text (all its documents, plus duplicate names and capacity
-/// within the file). `file` is only used to label diagnostics.
+/// Parses and checks one file's text (all its documents, plus duplicate names within the
+/// file). `file` is only used to label diagnostics.
 pub fn lint_source(file: &str, text: &str) -> LintOutcome {
+    lint_source_with(file, text, &no_set_check)
+}
+
+/// [`lint_source`], then `set_check` over the file's policies without errors.
+pub fn lint_source_with(file: &str, text: &str, set_check: SetCheck) -> LintOutcome {
     let mut out = LintOutcome {
         files: 1,
         ..Default::default()
     };
     let mut loaded = Vec::new();
     check_source(file, text, &mut out, &mut loaded);
-    finish(out, loaded)
+    finish(out, loaded, set_check)
 }
 
 fn is_yaml(p: &Path) -> bool {
@@ -241,9 +259,14 @@ fn collect(
 }
 
 /// Lints files and directories (recursive, `.yaml`/`.yml`, sorted; a file named explicitly
-/// is read whatever its extension). Cross-file checks (duplicate policy names, kernel
-/// capacity) run over every policy found. I/O problems are errors, not diagnostics.
+/// is read whatever its extension). Cross-file checks (duplicate policy names) run over every
+/// policy found. I/O problems are errors, not diagnostics.
 pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
+    lint_paths_with(paths, &no_set_check)
+}
+
+/// [`lint_paths`], then `set_check` over every policy found without errors.
+pub fn lint_paths_with(paths: &[PathBuf], set_check: SetCheck) -> Result<LintOutcome, LoadError> {
     let mut files = Vec::new();
     let mut visited = std::collections::HashSet::new();
     for p in paths {
@@ -280,5 +303,5 @@ pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
             ),
         }
     }
-    Ok(finish(out, loaded))
+    Ok(finish(out, loaded, set_check))
 }

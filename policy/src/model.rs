@@ -164,6 +164,28 @@ impl Operator {
             Operator::NotIn | Operator::NotPrefix | Operator::NotPostfix
         )
     }
+
+    /// How the operator compares a value with `values` (before negation).
+    pub fn kind(self) -> MatchKind {
+        match self {
+            Operator::In | Operator::NotIn | Operator::Equal => MatchKind::Exact,
+            Operator::Prefix | Operator::NotPrefix => MatchKind::Prefix,
+            Operator::Postfix | Operator::NotPostfix => MatchKind::Postfix,
+        }
+    }
+}
+
+/// How a string operator compares: the whole value, its start, or its end. Every operator is
+/// one kind, negated or not ([`Operator::kind`], [`Operator::is_negated`]).
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchKind {
+    /// `In`, `Equal`, `NotIn`.
+    Exact,
+    /// `Prefix`, `NotPrefix`.
+    Prefix,
+    /// `Postfix`, `NotPostfix`.
+    Postfix,
 }
 
 /// Set operators for namespaces and destinations.
@@ -174,6 +196,13 @@ pub enum SetOperator {
     In,
     /// Matches when the value is not in the set.
     NotIn,
+}
+
+impl SetOperator {
+    /// True for `NotIn`.
+    pub fn is_negated(self) -> bool {
+        self == SetOperator::NotIn
+    }
 }
 
 /// `matchBinaries` entry: the absolute path of the executable.
@@ -276,7 +305,7 @@ impl Action {
 }
 
 /// A port or an inclusive port range, written as an integer (`443`) or a string (`"443"`,
-/// `"8000-8080"`). Kept as written; validation parses it.
+/// `"8000-8080"`). Kept as written; [`crate::values::parse_port`] parses it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum PortSpec {

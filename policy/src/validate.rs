@@ -1,16 +1,18 @@
 //! Semantic checks on the typed policy model: names, value lists, binary paths, CIDRs, ports,
 //! actions and fields valid for each hook, mode, duplicate rules, selectors that can never
 //! match or that an earlier selector shadows, per-value kernel limits, and (for a whole set)
-//! duplicate policy names and the kernel's total capacity. Diagnostics carry a JSON path
+//! duplicate policy names. Values are parsed by [`crate::values`], the one parser the compiler
+//! uses too; the kernel's capacity for a whole set is the compiler's to judge (it lays the set
+//! out), so that check (BW092) lives there. Diagnostics carry a JSON path
 //! (`spec.rules[0].selectors[1].matchDestinations[0].cidrs[2]`) and no position: this module
 //! has no file dependency, so the controller runs it on objects from the API server, and
 //! `load` maps the paths to line:column.
 
-use crate::diagnostics::{codes, Diagnostic, Severity};
+use crate::diagnostics::{codes, Code, Diagnostic, Severity};
 use crate::model::*;
+use crate::values::{self, DestinationSet, PortError, ValueLimit};
 use daemon_common as limits;
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
 pub fn is_dns1123_label(s: &str) -> bool {
@@ -54,170 +56,6 @@ pub fn suggest_dns1123(s: &str) -> String {
     } else {
         t
     }
-}
-
-/// A parsed CIDR: address, prefix length, and whether host bits were set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    fn bits(&self) -> (u128, u8) {
-        match self.addr {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
-            IpAddr::V6(a) => (u128::from(a), 128),
-        }
-    }
-
-    fn mask(&self) -> u128 {
-        let (_, width) = self.bits();
-        if self.prefix == 0 {
-            0
-        } else {
-            let all: u128 = if width == 32 {
-                u128::from(u32::MAX)
-            } else {
-                u128::MAX
-            };
-            all & !all.checked_shr(u32::from(self.prefix)).unwrap_or(0)
-        }
-    }
-
-    /// The network address (host bits cleared).
-    pub fn network(&self) -> Cidr {
-        let (v, _) = self.bits();
-        let n = v & self.mask();
-        let addr = match self.addr {
-            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from(n as u32)),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(n)),
-        };
-        Cidr {
-            addr,
-            prefix: self.prefix,
-        }
-    }
-
-    pub fn has_host_bits(&self) -> bool {
-        self.network() != *self
-    }
-
-    /// True when every address of `other` is in `self`.
-    pub fn contains(&self, other: &Cidr) -> bool {
-        self.addr.is_ipv4() == other.addr.is_ipv4()
-            && self.prefix <= other.prefix
-            && (self.bits().0 & self.mask()) == (other.bits().0 & self.mask())
-    }
-
-    pub fn overlaps(&self, other: &Cidr) -> bool {
-        self.contains(other) || other.contains(self)
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a single host).
-pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
-    let (addr, prefix) = match s.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (s, None),
-    };
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("`{addr}` is not an IPv4 or IPv6 address"))?;
-    let width = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix {
-        None => width,
-        Some(p) => match p.parse::<u8>() {
-            Ok(n) if n <= width => n,
-            _ => {
-                return Err(format!(
-                    "prefix length `/{p}` must be a number from 0 to {width}"
-                ))
-            }
-        },
-    };
-    Ok(Cidr { addr, prefix })
-}
-
-/// Parses a port or an inclusive port range into `(low, high)`.
-pub fn parse_port(p: &PortSpec) -> Result<(u16, u16), (crate::diagnostics::Code, String, String)> {
-    let one = |n: i64, text: &str| -> Result<u16, (crate::diagnostics::Code, String, String)> {
-        if (1..=65535).contains(&n) {
-            Ok(n as u16)
-        } else {
-            Err((
-                codes::INVALID_PORT,
-                format!("port `{text}` is out of range: ports are 1 to 65535"),
-                if n == 0 {
-                    "port 0 never appears on a connection; omit `ports` to match any port".into()
-                } else {
-                    "use a port from 1 to 65535".into()
-                },
-            ))
-        }
-    };
-    let parse = |t: &str| -> Result<u16, (crate::diagnostics::Code, String, String)> {
-        let t = t.trim();
-        match t.parse::<i64>() {
-            Ok(n) => one(n, t),
-            Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => one(i64::MAX, t),
-            Err(_) => Err((
-                codes::INVALID_PORT,
-                format!("`{t}` is not a port number"),
-                "write a number (`443`) or an inclusive range (`\"8000-8080\"`); service names are not resolved".into(),
-            )),
-        }
-    };
-    match p {
-        PortSpec::Number(n) => one(*n, &n.to_string()).map(|v| (v, v)),
-        PortSpec::Text(t) => match t.split_once('-') {
-            None => parse(t).map(|v| (v, v)),
-            Some((lo, hi)) => {
-                if lo.trim().is_empty() || hi.trim().is_empty() {
-                    return Err((
-                        codes::INVALID_PORT_RANGE,
-                        format!("port range `{t}` is missing an end"),
-                        "write an inclusive range as `LOW-HIGH`, e.g. `\"8000-8080\"`".into(),
-                    ));
-                }
-                let (a, b) = (parse(lo)?, parse(hi)?);
-                if a > b {
-                    Err((
-                        codes::INVALID_PORT_RANGE,
-                        format!("port range `{t}` starts above its end"),
-                        format!("write it low to high: `\"{b}-{a}\"`"),
-                    ))
-                } else {
-                    Ok((a, b))
-                }
-            }
-        },
-    }
-}
-
-/// Number of prefix blocks (LPM entries) an inclusive port range needs.
-pub fn port_prefix_blocks(lo: u16, hi: u16) -> u32 {
-    let (mut lo, hi) = (u32::from(lo), u32::from(hi));
-    let mut n = 0;
-    while lo <= hi {
-        let mut size = if lo == 0 {
-            1 << 16
-        } else {
-            1u32 << lo.trailing_zeros().min(16)
-        };
-        while lo + size - 1 > hi {
-            size >>= 1;
-        }
-        n += 1;
-        lo += size;
-    }
-    n
 }
 
 fn hook_name(h: Hook) -> &'static str {
@@ -468,12 +306,13 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
             }
         }
         for (vi, v) in a.values.iter().enumerate() {
-            if v.len() > limits::ARG_LEN {
+            let limit = ValueLimit::ARG;
+            if v.len() > limit.max {
                 out.push(d(
                     codes::VALUE_TOO_LONG,
                     format!("{ap}.values[{vi}]"),
-                    format!("argument value is {} bytes; the kernel matches at most {} bytes (ARG_LEN)", v.len(), limits::ARG_LEN),
-                    format!("shorten it to {} bytes or less (a `Prefix` of the value works for long arguments)", limits::ARG_LEN),
+                    format!("argument value is {} bytes; the kernel matches at most {} bytes ({})", v.len(), limit.max, limit.name),
+                    format!("shorten it to {} bytes or less (a `Prefix` of the value works for long arguments)", limit.max),
                 ));
             }
             if v.contains('\0') {
@@ -535,28 +374,29 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
         }
         for (ci, c) in dest.cidrs.iter().enumerate() {
             let cp = format!("{dp}.cidrs[{ci}]");
-            match parse_cidr(c.trim()) {
+            match values::parse_cidr(c) {
                 Err(e) => out.push(d(
                     codes::INVALID_CIDR,
                     cp,
-                    format!("invalid CIDR `{c}`: {e}"),
+                    e.to_string(),
                     "write an address with a prefix length, e.g. `10.0.0.0/8` or `2001:db8::/32`",
                 )),
-                Ok(cidr) if cidr.has_host_bits() => out.push(d(
+                Ok(cidr) if cidr.host_bits => out.push(d(
                     codes::CIDR_HOST_BITS,
                     cp,
                     format!(
                         "CIDR `{c}` has host bits set; it means the network `{}`",
-                        cidr.network()
+                        cidr.network
                     ),
-                    format!("write `{}`", cidr.network()),
+                    format!("write `{}`", cidr.network),
                 )),
                 Ok(_) => {}
             }
         }
         for (pi, port) in dest.ports.iter().enumerate() {
-            if let Err((code, msg, hint)) = parse_port(port) {
-                out.push(d(code, format!("{dp}.ports[{pi}]"), msg, hint));
+            if let Err(e) = values::parse_port(port) {
+                let (code, hint) = port_error_code(&e);
+                out.push(d(code, format!("{dp}.ports[{pi}]"), e.to_string(), hint));
             }
         }
         if hook == Hook::Egress && dest.protocol == Some(Protocol::UDP) {
@@ -610,6 +450,27 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
     }
 }
 
+/// The code and hint of a port that does not parse.
+fn port_error_code(e: &PortError) -> (Code, String) {
+    let hint = match e {
+        PortError::OutOfRange { zero: true, .. } => {
+            "port 0 never appears on a connection; omit `ports` to match any port".into()
+        }
+        PortError::OutOfRange { zero: false, .. } => "use a port from 1 to 65535".into(),
+        PortError::NotANumber { .. } => "write a number (`443`) or an inclusive range (`\"8000-8080\"`); service names are not resolved".into(),
+        PortError::MissingEnd { .. } => {
+            "write an inclusive range as `LOW-HIGH`, e.g. `\"8000-8080\"`".into()
+        }
+        PortError::Reversed { lo, hi, .. } => format!("write it low to high: `\"{hi}-{lo}\"`"),
+    };
+    let code = if e.is_range_error() {
+        codes::INVALID_PORT_RANGE
+    } else {
+        codes::INVALID_PORT
+    };
+    (code, hint)
+}
+
 fn check_binary_path(op: Operator, v: &str, path: &str, out: &mut Vec<Diagnostic>) {
     let bad = |msg: String, hint: String, out: &mut Vec<Diagnostic>| {
         out.push(d(codes::INVALID_BINARY_PATH, path, msg, hint))
@@ -628,11 +489,7 @@ fn check_binary_path(op: Operator, v: &str, path: &str, out: &mut Vec<Diagnostic
             out,
         );
     }
-    let affix = matches!(
-        op,
-        Operator::Prefix | Operator::NotPrefix | Operator::Postfix | Operator::NotPostfix
-    );
-    let postfix = matches!(op, Operator::Postfix | Operator::NotPostfix);
+    let postfix = op.kind() == MatchKind::Postfix;
     if !postfix && !v.starts_with('/') {
         return bad(
             format!("binary path `{v}` is not absolute; the kernel sees the executable's full path"),
@@ -654,10 +511,7 @@ fn check_binary_path(op: Operator, v: &str, path: &str, out: &mut Vec<Diagnostic
             out,
         );
     }
-    if v.len() > 1
-        && v.ends_with('/')
-        && matches!(op, Operator::In | Operator::NotIn | Operator::Equal)
-    {
+    if v.len() > 1 && v.ends_with('/') && op.kind() == MatchKind::Exact {
         return bad(
             format!("binary path `{v}` ends with `/`: that is a directory, not an executable"),
             format!(
@@ -666,11 +520,7 @@ fn check_binary_path(op: Operator, v: &str, path: &str, out: &mut Vec<Diagnostic
             out,
         );
     }
-    let (limit, name) = if affix {
-        (limits::PATH_AFFIX_LEN, "PATH_AFFIX_LEN")
-    } else {
-        (limits::PATH_EXACT_LEN, "PATH_EXACT_LEN")
-    };
+    let ValueLimit { name, max: limit } = ValueLimit::binary(op.kind());
     if v.len() > limit {
         out.push(d(
             codes::VALUE_TOO_LONG,
@@ -693,53 +543,44 @@ fn collapse_slashes(v: &str) -> String {
 
 // ---------- satisfiability of string conditions ----------
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Exact,
-    Prefix,
-    Postfix,
-}
-
-fn kind_of(op: Operator) -> (Kind, bool) {
-    match op {
-        Operator::In | Operator::Equal => (Kind::Exact, false),
-        Operator::NotIn => (Kind::Exact, true),
-        Operator::Prefix => (Kind::Prefix, false),
-        Operator::NotPrefix => (Kind::Prefix, true),
-        Operator::Postfix => (Kind::Postfix, false),
-        Operator::NotPostfix => (Kind::Postfix, true),
-    }
+/// An operator as (kind, negated).
+fn kind_of(op: Operator) -> (MatchKind, bool) {
+    (op.kind(), op.is_negated())
 }
 
 /// Does the string `s` match the positive form of (kind, values)?
-fn hits(kind: Kind, values: &[String], s: &str) -> bool {
+fn hits(kind: MatchKind, values: &[String], s: &str) -> bool {
     match kind {
-        Kind::Exact => values.iter().any(|v| v == s),
-        Kind::Prefix => values.iter().any(|v| s.starts_with(v.as_str())),
-        Kind::Postfix => values.iter().any(|v| s.ends_with(v.as_str())),
+        MatchKind::Exact => values.iter().any(|v| v == s),
+        MatchKind::Prefix => values.iter().any(|v| s.starts_with(v.as_str())),
+        MatchKind::Postfix => values.iter().any(|v| s.ends_with(v.as_str())),
     }
 }
 
 /// Every string matching the positive form of `a` also matches the positive form of `b`.
-fn positive_covered(a: (Kind, &[String]), b: (Kind, &[String])) -> bool {
+fn positive_covered(a: (MatchKind, &[String]), b: (MatchKind, &[String])) -> bool {
     match (a.0, b.0) {
-        (Kind::Exact, _) => a.1.iter().all(|s| hits(b.0, b.1, s)),
-        (Kind::Prefix, Kind::Prefix) => a.1.iter().all(|s| hits(Kind::Prefix, b.1, s)),
-        (Kind::Postfix, Kind::Postfix) => a.1.iter().all(|s| hits(Kind::Postfix, b.1, s)),
+        (MatchKind::Exact, _) => a.1.iter().all(|s| hits(b.0, b.1, s)),
+        (MatchKind::Prefix, MatchKind::Prefix) => {
+            a.1.iter().all(|s| hits(MatchKind::Prefix, b.1, s))
+        }
+        (MatchKind::Postfix, MatchKind::Postfix) => {
+            a.1.iter().all(|s| hits(MatchKind::Postfix, b.1, s))
+        }
         _ => false,
     }
 }
 
 /// No string matches the positive forms of both `a` and `b`.
-fn positive_disjoint(a: (Kind, &[String]), b: (Kind, &[String])) -> bool {
+fn positive_disjoint(a: (MatchKind, &[String]), b: (MatchKind, &[String])) -> bool {
     match (a.0, b.0) {
-        (Kind::Exact, _) => !a.1.iter().any(|s| hits(b.0, b.1, s)),
-        (_, Kind::Exact) => !b.1.iter().any(|s| hits(a.0, a.1, s)),
-        (Kind::Prefix, Kind::Prefix) => !a.1.iter().any(|x| {
+        (MatchKind::Exact, _) => !a.1.iter().any(|s| hits(b.0, b.1, s)),
+        (_, MatchKind::Exact) => !b.1.iter().any(|s| hits(a.0, a.1, s)),
+        (MatchKind::Prefix, MatchKind::Prefix) => !a.1.iter().any(|x| {
             b.1.iter()
                 .any(|y| x.starts_with(y.as_str()) || y.starts_with(x.as_str()))
         }),
-        (Kind::Postfix, Kind::Postfix) => !a.1.iter().any(|x| {
+        (MatchKind::Postfix, MatchKind::Postfix) => !a.1.iter().any(|x| {
             b.1.iter()
                 .any(|y| x.ends_with(y.as_str()) || y.ends_with(x.as_str()))
         }),
@@ -796,73 +637,33 @@ fn show(values: &[String]) -> String {
     format!("[{s}]")
 }
 
-/// A destination as sets: CIDRs (None = any), port ranges (None = any), protocol (None = any).
-struct DestSet {
-    cidrs: Option<Vec<Cidr>>,
-    ports: Option<Vec<(u16, u16)>>,
-    proto: Option<Protocol>,
-}
-
-fn dest_set(dest: &DestinationSelector) -> Option<DestSet> {
-    let cidrs = if dest.cidrs.is_empty() {
-        None
-    } else {
-        Some(
-            dest.cidrs
+/// Every destination in `a` is in `b` (empty lists and no protocol mean any).
+fn dest_covered(a: &DestinationSet, b: &DestinationSet) -> bool {
+    let cidrs = b.cidrs.is_empty()
+        || (!a.cidrs.is_empty() && a.cidrs.iter().all(|c| b.cidrs.iter().any(|d| d.covers(c))));
+    let ports = b.ports.is_empty()
+        || (!a.ports.is_empty()
+            && a.ports
                 .iter()
-                .map(|c| parse_cidr(c.trim()).map(|c| c.network()))
-                .collect::<Result<Vec<_>, _>>()
-                .ok()?,
-        )
-    };
-    let ports = if dest.ports.is_empty() {
-        None
-    } else {
-        Some(
-            dest.ports
-                .iter()
-                .map(parse_port)
-                .collect::<Result<Vec<_>, _>>()
-                .ok()?,
-        )
-    };
-    Some(DestSet {
-        cidrs,
-        ports,
-        proto: dest.protocol,
-    })
-}
-
-/// Every destination in `a` is in `b`.
-fn dest_covered(a: &DestSet, b: &DestSet) -> bool {
-    let cidrs = match (&a.cidrs, &b.cidrs) {
-        (_, None) => true,
-        (None, Some(_)) => false,
-        (Some(x), Some(y)) => x.iter().all(|c| y.iter().any(|d| d.contains(c))),
-    };
-    let ports = match (&a.ports, &b.ports) {
-        (_, None) => true,
-        (None, Some(_)) => false,
-        (Some(x), Some(y)) => x
-            .iter()
-            .all(|&(lo, hi)| y.iter().any(|&(l, h)| l <= lo && hi <= h)),
-    };
-    let proto = b.proto.is_none() || a.proto == b.proto;
+                .all(|&p| b.ports.iter().any(|&q| q.covers(p))));
+    let proto = b.protocol.is_none() || a.protocol == b.protocol;
     cidrs && ports && proto
 }
 
-fn dest_disjoint(a: &DestSet, b: &DestSet) -> bool {
-    let cidrs = match (&a.cidrs, &b.cidrs) {
-        (Some(x), Some(y)) => !x.iter().any(|c| y.iter().any(|d| c.overlaps(d))),
-        _ => false,
-    };
-    let ports = match (&a.ports, &b.ports) {
-        (Some(x), Some(y)) => !x
+fn dest_disjoint(a: &DestinationSet, b: &DestinationSet) -> bool {
+    let cidrs = !a.cidrs.is_empty()
+        && !b.cidrs.is_empty()
+        && !a
+            .cidrs
             .iter()
-            .any(|&(lo, hi)| y.iter().any(|&(l, h)| lo <= h && l <= hi)),
-        _ => false,
-    };
-    let proto = matches!((a.proto, b.proto), (Some(x), Some(y)) if x != y);
+            .any(|c| b.cidrs.iter().any(|d| c.overlaps(d)));
+    let ports = !a.ports.is_empty()
+        && !b.ports.is_empty()
+        && !a
+            .ports
+            .iter()
+            .any(|&p| b.ports.iter().any(|&q| p.overlaps(q)));
+    let proto = matches!((a.protocol, b.protocol), (Some(x), Some(y)) if x != y);
     cidrs || ports || proto
 }
 
@@ -928,14 +729,14 @@ fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option<(String, S
         ));
     }
     // Destinations.
-    let sets: Vec<(usize, SetOperator, DestSet)> = sel
+    let sets: Vec<(usize, SetOperator, DestinationSet)> = sel
         .match_destinations
         .iter()
         .enumerate()
-        .filter_map(|(i, dst)| dest_set(dst).map(|s| (i, dst.operator, s)))
+        .filter_map(|(i, dst)| dst.parse().ok().map(|s| (i, dst.operator, s)))
         .collect();
     for (j, (ej, opj, sj)) in sets.iter().enumerate() {
-        if hook == Hook::Egress && *opj == SetOperator::In && sj.proto == Some(Protocol::UDP) {
+        if hook == Hook::Egress && *opj == SetOperator::In && sj.protocol == Some(Protocol::UDP) {
             return Some((
                 format!(".matchDestinations[{ej}]"),
                 "the egress hook sees TCP only".into(),
@@ -963,16 +764,17 @@ fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option<(String, S
 
 /// `a` matches whenever `b` matches (every condition of `a` is implied by one of `b`).
 fn broader(a: &Selector, b: &Selector) -> bool {
-    let str_implied =
-        |(ka, na, va): (Kind, bool, &[String]), (kb, nb, vb): (Kind, bool, &[String])| -> bool {
-            // does condition b imply condition a?
-            match (na, nb) {
-                (false, false) => positive_covered((kb, vb), (ka, va)),
-                (true, true) => positive_covered((ka, va), (kb, vb)),
-                (true, false) => positive_disjoint((kb, vb), (ka, va)),
-                (false, true) => false,
-            }
-        };
+    let str_implied = |(ka, na, va): (MatchKind, bool, &[String]),
+                       (kb, nb, vb): (MatchKind, bool, &[String])|
+     -> bool {
+        // does condition b imply condition a?
+        match (na, nb) {
+            (false, false) => positive_covered((kb, vb), (ka, va)),
+            (true, true) => positive_covered((ka, va), (kb, vb)),
+            (true, false) => positive_disjoint((kb, vb), (ka, va)),
+            (false, true) => false,
+        }
+    };
     let bins = a.match_binaries.iter().all(|x| {
         let (ka, na) = kind_of(x.operator);
         b.match_binaries.iter().any(|y| {
@@ -991,13 +793,16 @@ fn broader(a: &Selector, b: &Selector) -> bool {
         let na = x.operator == SetOperator::NotIn;
         b.match_namespaces.iter().any(|y| {
             let nb = y.operator == SetOperator::NotIn;
-            str_implied((Kind::Exact, na, &x.values), (Kind::Exact, nb, &y.values))
+            str_implied(
+                (MatchKind::Exact, na, &x.values),
+                (MatchKind::Exact, nb, &y.values),
+            )
         })
     });
     let dests = a.match_destinations.iter().all(|x| {
-        let Some(sx) = dest_set(x) else { return false };
+        let Ok(sx) = x.parse() else { return false };
         b.match_destinations.iter().any(|y| {
-            let Some(sy) = dest_set(y) else { return false };
+            let Ok(sy) = y.parse() else { return false };
             match (x.operator, y.operator) {
                 (SetOperator::In, SetOperator::In) => dest_covered(&sy, &sx),
                 (SetOperator::NotIn, SetOperator::NotIn) => dest_covered(&sx, &sy),
@@ -1012,11 +817,12 @@ fn broader(a: &Selector, b: &Selector) -> bool {
 
 // ---------- whole-set checks ----------
 
-/// Cross-policy checks: duplicate names and the kernel's total capacity. Diagnostics name the
-/// policy in the message; `load::lint_paths` also places them in the file.
+/// Cross-policy checks: duplicate names. Diagnostics name the policy in the message;
+/// `load::lint_paths` also places them in the file. The kernel's capacity for a set is the
+/// compiler's check (`bulwark_compiler::validate_set` runs both).
 pub fn validate_set(ps: &[AnyPolicy]) -> Vec<Diagnostic> {
     let refs: Vec<&AnyPolicy> = ps.iter().collect();
-    validate_set_indexed(&refs)
+    duplicates_indexed(&refs)
         .into_iter()
         .map(|(_, d, _)| d)
         .collect()
@@ -1027,132 +833,6 @@ fn kind_word(p: &AnyPolicy) -> &'static str {
         AnyPolicy::Cluster(_) => "TracingPolicy",
         AnyPolicy::Namespaced(_) => "TracingPolicyNamespaced",
     }
-}
-
-/// A process condition as the compiler dedupes it: (field, negated, match kind, index, values).
-type ProcKey = (u8, bool, u8, Option<u32>, Vec<String>);
-/// A destination condition: (negated, CIDRs, port ranges, protocol).
-type DestKey = (bool, Vec<String>, Vec<(u16, u16)>, Option<u8>);
-
-/// Distinct selectors, conditions and map keys of a set, as the compiler shares them.
-#[derive(Default)]
-struct Tally {
-    selectors: u64,
-    proc: BTreeSet<ProcKey>,
-    dest: BTreeSet<DestKey>,
-    bin: [BTreeSet<String>; 3],
-    arg: [BTreeSet<(Option<u32>, String)>; 3],
-    ns: BTreeSet<String>,
-    v4: BTreeSet<String>,
-    v6: BTreeSet<String>,
-    ports: BTreeSet<(u16, u16)>,
-}
-
-impl Tally {
-    fn add(&mut self, p: &AnyPolicy, s: &Selector) {
-        self.selectors += 1;
-        let norm = |v: &[String]| {
-            let mut v = v.to_vec();
-            v.sort();
-            v.dedup();
-            v
-        };
-        for b in &s.match_binaries {
-            let (k, neg) = kind_of(b.operator);
-            self.proc.insert((0, neg, k as u8, None, norm(&b.values)));
-            self.bin[k as usize].extend(b.values.iter().cloned());
-        }
-        for a in &s.match_args {
-            let (k, neg) = kind_of(a.operator);
-            self.proc
-                .insert((1, neg, k as u8, a.index, norm(&a.values)));
-            self.arg[k as usize].extend(a.values.iter().map(|v| (a.index, v.clone())));
-        }
-        for n in &s.match_namespaces {
-            self.proc.insert((
-                2,
-                n.operator == SetOperator::NotIn,
-                0,
-                None,
-                norm(&n.values),
-            ));
-            self.ns.extend(n.values.iter().cloned());
-        }
-        if let Some(own) = p.scope_namespace() {
-            self.proc.insert((2, false, 0, None, vec![own.to_string()]));
-            self.ns.insert(own.to_string());
-        }
-        for dst in &s.match_destinations {
-            let mut cidrs: Vec<String> = dst
-                .cidrs
-                .iter()
-                .map(|c| {
-                    parse_cidr(c.trim()).map_or_else(|_| c.clone(), |c| c.network().to_string())
-                })
-                .collect();
-            cidrs.sort();
-            cidrs.dedup();
-            let mut ports: Vec<(u16, u16)> = dst
-                .ports
-                .iter()
-                .filter_map(|pt| parse_port(pt).ok())
-                .collect();
-            ports.sort();
-            ports.dedup();
-            for c in &cidrs {
-                if c.contains(':') {
-                    self.v6.insert(c.clone());
-                } else {
-                    self.v4.insert(c.clone());
-                }
-            }
-            for &(lo, hi) in &ports {
-                let mut start = u32::from(lo);
-                let end = u32::from(hi);
-                while start <= end {
-                    let mut size = if start == 0 {
-                        1u32 << 16
-                    } else {
-                        1u32 << start.trailing_zeros().min(16)
-                    };
-                    while start + size - 1 > end {
-                        size >>= 1;
-                    }
-                    self.ports
-                        .insert((start as u16, size.trailing_zeros() as u16));
-                    start += size;
-                }
-            }
-            self.dest.insert((
-                dst.operator == SetOperator::NotIn,
-                cidrs,
-                ports,
-                dst.protocol.map(|p| p as u8),
-            ));
-        }
-    }
-
-    fn counts(&self) -> [u64; 8] {
-        let max3 = |a: usize, b: usize, c: usize| a.max(b).max(c) as u64;
-        [
-            self.selectors,
-            self.proc.len() as u64,
-            self.dest.len() as u64,
-            max3(self.bin[0].len(), self.bin[1].len(), self.bin[2].len()),
-            max3(self.arg[0].len(), self.arg[1].len(), self.arg[2].len()),
-            self.ns.len() as u64,
-            self.v4.len().max(self.v6.len()) as u64,
-            self.ports.len() as u64,
-        ]
-    }
-}
-
-/// Like [`validate_set`], with the index of the policy each diagnostic belongs to and, for
-/// duplicates, the index of the first policy of that name.
-pub fn validate_set_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic, Option<usize>)> {
-    let mut out = duplicates_indexed(ps);
-    out.extend(capacity_indexed(ps).into_iter().map(|(i, d)| (i, d, None)));
-    out
 }
 
 /// Duplicate policy names: `(policy, diagnostic, first policy of that name)`.
@@ -1189,66 +869,6 @@ pub fn duplicates_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic, Option<u
     out
 }
 
-/// Kernel capacity of a set that is loaded together: `(policy, diagnostic)`.
-pub fn capacity_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic)> {
-    let mut out = Vec::new();
-    // Capacity, counted as the compiler lays the set out in one slot: one selector entry per
-    // selector; identical conditions and map keys are shared.
-    const BUDGETS: [(&str, &str, u64); 8] = [
-        ("MAX_SELECTORS", "selectors", limits::MAX_SELECTORS as u64),
-        ("MAX_PROC_CONDITIONS", "distinct process conditions (matchBinaries/matchArgs/matchNamespaces entries, plus one per namespace of a TracingPolicyNamespaced; identical entries are shared)", limits::MAX_PROC_CONDITIONS as u64),
-        ("MAX_DEST_CONDITIONS", "distinct destination conditions (matchDestinations entries; identical entries are shared)", limits::MAX_DEST_CONDITIONS as u64),
-        ("MAX_BINARY_VALUES", "distinct binary path values in one matcher map", limits::MAX_BINARY_VALUES as u64),
-        ("MAX_ARG_VALUES", "distinct argument values in one matcher map", limits::MAX_ARG_VALUES as u64),
-        ("MAX_NAMESPACES", "distinct namespace names", limits::MAX_NAMESPACES as u64),
-        ("MAX_CIDRS", "distinct CIDRs of one address family", limits::MAX_CIDRS as u64),
-        ("MAX_PORT_PREFIXES", "distinct port prefix blocks", limits::MAX_PORT_PREFIXES as u64),
-    ];
-    let totals = {
-        let mut t = Tally::default();
-        for p in ps {
-            for r in &p.spec().rules {
-                for s in &r.selectors {
-                    t.add(p, s);
-                }
-            }
-        }
-        t.counts()
-    };
-    let mut reported = [false; 8];
-    let mut t = Tally::default();
-    for (pi, p) in ps.iter().enumerate() {
-        for (ri, r) in p.spec().rules.iter().enumerate() {
-            for (si, s) in r.selectors.iter().enumerate() {
-                t.add(p, s);
-                for (k, used) in t.counts().into_iter().enumerate() {
-                    let (name, what, limit) = BUDGETS[k];
-                    if !reported[k] && used > limit {
-                        reported[k] = true;
-                        out.push((
-                            pi,
-                            d(
-                                codes::CAPACITY,
-                                format!("spec.rules[{ri}].selectors[{si}]"),
-                                format!(
-                                    "the loaded policies need {} {what}; the kernel maps hold at most {limit} per rule set ({name}); this selector of policy `{}` passes the limit",
-                                    totals[k], p.name()
-                                ),
-                                if k == 0 {
-                                    "merge selectors and rules that do the same thing (several values in one entry, several entries in one selector), or load fewer policies on this node"
-                                } else {
-                                    "merge the values of entries with the same operator into one entry, or load fewer policies on this node"
-                                },
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1265,66 +885,19 @@ mod tests {
     }
 
     #[test]
-    fn cidrs() {
-        let c = parse_cidr("10.1.2.3/8").unwrap();
-        assert!(c.has_host_bits());
-        assert_eq!(c.network().to_string(), "10.0.0.0/8");
-        assert!(!parse_cidr("10.0.0.0/8").unwrap().has_host_bits());
-        assert_eq!(parse_cidr("169.254.169.254").unwrap().prefix, 32);
-        assert!(parse_cidr("10.0.0.0/33").is_err());
-        assert!(parse_cidr("10.0.0/8").is_err());
-        assert!(parse_cidr("2001:db8::/32")
-            .unwrap()
-            .contains(&parse_cidr("2001:db8:1::/48").unwrap()));
-        assert!(!parse_cidr("10.0.0.0/8")
-            .unwrap()
-            .contains(&parse_cidr("::/0").unwrap()));
-        assert_eq!(parse_cidr("::/0").unwrap().network().to_string(), "::/0");
-        assert!(!parse_cidr("::1/128").unwrap().has_host_bits());
-        assert!(!parse_cidr("1.2.3.4/32").unwrap().has_host_bits());
+    fn port_errors_map_to_their_codes() {
+        let code = |p: PortSpec| port_error_code(&values::parse_port(&p).unwrap_err()).0.id;
+        assert_eq!(code(PortSpec::Number(0)), "BW052");
+        assert_eq!(code(PortSpec::Number(65536)), "BW052");
+        assert_eq!(code(PortSpec::Text("99999999999999999999".into())), "BW052");
+        assert_eq!(code(PortSpec::Text("https".into())), "BW052");
+        assert_eq!(code(PortSpec::Text("9-1".into())), "BW053");
+        assert_eq!(code(PortSpec::Text("9-".into())), "BW053");
+        let hint = |p: PortSpec| port_error_code(&values::parse_port(&p).unwrap_err()).1;
+        assert!(hint(PortSpec::Number(0)).starts_with("port 0 never appears"));
         assert_eq!(
-            parse_cidr("0.0.0.0/0").unwrap().network().to_string(),
-            "0.0.0.0/0"
+            hint(PortSpec::Text("9-1".into())),
+            "write it low to high: `\"1-9\"`"
         );
-    }
-
-    #[test]
-    fn ports() {
-        assert_eq!(parse_port(&PortSpec::Number(443)).unwrap(), (443, 443));
-        assert_eq!(
-            parse_port(&PortSpec::Text("8000-8080".into())).unwrap(),
-            (8000, 8080)
-        );
-        assert_eq!(parse_port(&PortSpec::Number(0)).unwrap_err().0.id, "BW052");
-        assert_eq!(
-            parse_port(&PortSpec::Number(65536)).unwrap_err().0.id,
-            "BW052"
-        );
-        assert_eq!(
-            parse_port(&PortSpec::Text("99999999999999999999".into()))
-                .unwrap_err()
-                .0
-                .id,
-            "BW052"
-        );
-        assert_eq!(
-            parse_port(&PortSpec::Text("9-1".into())).unwrap_err().0.id,
-            "BW053"
-        );
-        assert_eq!(
-            parse_port(&PortSpec::Text("9-".into())).unwrap_err().0.id,
-            "BW053"
-        );
-        assert_eq!(
-            parse_port(&PortSpec::Text("https".into()))
-                .unwrap_err()
-                .0
-                .id,
-            "BW052"
-        );
-        assert_eq!(port_prefix_blocks(1, 65535), 16);
-        assert_eq!(port_prefix_blocks(443, 443), 1);
-        assert_eq!(port_prefix_blocks(8000, 8007), 1);
-        assert_eq!(port_prefix_blocks(8000, 8008), 2);
     }
 }

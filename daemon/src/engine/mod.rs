@@ -67,7 +67,7 @@ use aya::programs::{
     TracePoint,
 };
 use aya::{Ebpf, EbpfLoader};
-pub use bulwark_compiler::MapEntries;
+pub use daemon_common::MapEntries;
 use daemon_common::*;
 
 /// The kernel programs, built by daemon/build.rs.

@@ -1,0 +1,178 @@
+//! Kernel capacity: the limits of one rule-set slot ([`Limit`], from `daemon-common`), what a
+//! set uses of each ([`Usage`], counted by the compiler's builder as it shares identical
+//! conditions and map keys), and the lint's capacity check ([`capacity`], BW092), which lays the
+//! set out with that same builder. `compile` refuses a set past a limit; `capacity` reports
+//! every limit passed, at the selector that passes it, with the set's total need. One counter,
+//! so the two cannot disagree.
+
+use crate::ids::NamespaceIds;
+use crate::ruleset::Builder;
+use bulwark_policy::diagnostics::codes;
+use bulwark_policy::{AnyPolicy, Diagnostic};
+use daemon_common as dc;
+
+/// A per-slot kernel limit that a whole rule set shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// Selectors (one bit each in every selector mask).
+    Selectors,
+    /// Distinct process conditions (one bit each).
+    ProcConditions,
+    /// Distinct destination conditions (one bit each).
+    DestConditions,
+    /// Entries of the largest binary matcher map (exact, prefix or postfix).
+    BinaryValues,
+    /// Entries of the largest argument matcher map.
+    ArgValues,
+    /// Namespace entries.
+    Namespaces,
+    /// Entries of the larger CIDR map (v4 or v6).
+    Cidrs,
+    /// Port prefix blocks.
+    PortPrefixes,
+}
+
+impl Limit {
+    /// Every limit, in the order checks report them.
+    pub const ALL: [Limit; 8] = [
+        Limit::Selectors,
+        Limit::ProcConditions,
+        Limit::DestConditions,
+        Limit::BinaryValues,
+        Limit::ArgValues,
+        Limit::Namespaces,
+        Limit::Cidrs,
+        Limit::PortPrefixes,
+    ];
+
+    /// The constant in `daemon-common`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Selectors => "MAX_SELECTORS",
+            Limit::ProcConditions => "MAX_PROC_CONDITIONS",
+            Limit::DestConditions => "MAX_DEST_CONDITIONS",
+            Limit::BinaryValues => "MAX_BINARY_VALUES",
+            Limit::ArgValues => "MAX_ARG_VALUES",
+            Limit::Namespaces => "MAX_NAMESPACES",
+            Limit::Cidrs => "MAX_CIDRS",
+            Limit::PortPrefixes => "MAX_PORT_PREFIXES",
+        }
+    }
+
+    /// Its value.
+    pub fn max(self) -> u64 {
+        match self {
+            Limit::Selectors => dc::MAX_SELECTORS as u64,
+            Limit::ProcConditions => dc::MAX_PROC_CONDITIONS as u64,
+            Limit::DestConditions => dc::MAX_DEST_CONDITIONS as u64,
+            Limit::BinaryValues => u64::from(dc::MAX_BINARY_VALUES),
+            Limit::ArgValues => u64::from(dc::MAX_ARG_VALUES),
+            Limit::Namespaces => u64::from(dc::MAX_NAMESPACES),
+            Limit::Cidrs => u64::from(dc::MAX_CIDRS),
+            Limit::PortPrefixes => u64::from(dc::MAX_PORT_PREFIXES),
+        }
+    }
+
+    /// What is counted, as the lint's capacity message says it.
+    fn counted(self) -> &'static str {
+        match self {
+            Limit::Selectors => "selectors",
+            Limit::ProcConditions => "distinct process conditions (matchBinaries/matchArgs/matchNamespaces entries, plus one per namespace of a TracingPolicyNamespaced; identical entries are shared)",
+            Limit::DestConditions => "distinct destination conditions (matchDestinations entries; identical entries are shared)",
+            Limit::BinaryValues => "distinct binary path values in one matcher map",
+            Limit::ArgValues => "distinct argument values in one matcher map",
+            Limit::Namespaces => "distinct namespace names",
+            Limit::Cidrs => "distinct CIDRs of one address family",
+            Limit::PortPrefixes => "distinct port prefix blocks",
+        }
+    }
+
+    /// Why `compile` refuses a set that needs `used` (so far) of this limit, and what to do.
+    pub(crate) fn refusal(self, used: usize) -> String {
+        let max = self.max();
+        let in_map = |what: &str| {
+            format!(
+                "the policies need {used} distinct {what} in one matcher map, more than the kernel \
+                 map holds; remove or merge values (a shorter Prefix or a CIDR covering several)"
+            )
+        };
+        match self {
+            Limit::Selectors => format!(
+                "the policies need more than {max} selectors in total; merge selectors that differ \
+                 only in values, or load fewer policies"
+            ),
+            Limit::ProcConditions => format!(
+                "the policies need more than {max} distinct process conditions (matchBinaries, \
+                 matchArgs and matchNamespaces entries, plus one per namespaced policy's \
+                 namespace; identical entries are shared); merge values of entries with the \
+                 same operator into one entry, or load fewer policies"
+            ),
+            Limit::DestConditions => format!(
+                "the policies need more than {max} distinct matchDestinations entries (identical \
+                 entries are shared); merge CIDRs and ports of entries with the same operator \
+                 and protocol, or load fewer policies"
+            ),
+            Limit::BinaryValues => in_map("binary paths"),
+            Limit::ArgValues => in_map("argument values"),
+            Limit::Namespaces => in_map("namespaces"),
+            Limit::Cidrs => in_map("CIDRs of one address family"),
+            Limit::PortPrefixes => in_map("port prefix blocks"),
+        }
+    }
+}
+
+/// How much of each [`Limit`] a rule set uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Usage(pub(crate) [usize; Limit::ALL.len()]);
+
+impl Usage {
+    pub(crate) fn of(&self, limit: Limit) -> usize {
+        self.0[limit as usize]
+    }
+}
+
+/// The kernel-capacity check of the lint (BW092), a `bulwark_policy::load::SetCheck`: lays
+/// `policies` out as one rule set exactly as `compile` does and reports each limit the set
+/// passes, once, at the selector that passes it (path `spec.rules[r].selectors[s]`, with the
+/// index of its policy), saying how much the whole set needs. Meant for policies that passed
+/// validation: a selector the compiler refuses as invalid ends the count of its policy there
+/// (validation reports why).
+pub fn capacity(policies: &[&AnyPolicy]) -> Vec<(usize, Diagnostic)> {
+    let mut ids = NamespaceIds::new();
+    let mut builder = Builder::counting(&mut ids);
+    // (limit, policy, rule, selector) in the order they were passed.
+    let mut passed: Vec<(Limit, usize, usize, usize)> = Vec::new();
+    for (pi, policy) in policies.iter().enumerate() {
+        let _refused_as_invalid = builder.policy(pi, policy, &mut |usage, ri, si| {
+            for limit in Limit::ALL {
+                let over = usage.of(limit) as u64 > limit.max();
+                if over && !passed.iter().any(|p| p.0 == limit) {
+                    passed.push((limit, pi, ri, si));
+                }
+            }
+        });
+    }
+    let total = builder.usage();
+    passed
+        .into_iter()
+        .map(|(limit, pi, ri, si)| {
+            let hint = if limit == Limit::Selectors {
+                "merge selectors and rules that do the same thing (several values in one entry, several entries in one selector), or load fewer policies on this node"
+            } else {
+                "merge the values of entries with the same operator into one entry, or load fewer policies on this node"
+            };
+            let message = format!(
+                "the loaded policies need {} {}; the kernel maps hold at most {} per rule set ({}); this selector of policy `{}` passes the limit",
+                total.of(limit),
+                limit.counted(),
+                limit.max(),
+                limit.name(),
+                policies[pi].name()
+            );
+            let d = Diagnostic::new(codes::CAPACITY, message)
+                .path(format!("spec.rules[{ri}].selectors[{si}]"))
+                .hint(hint);
+            (pi, d)
+        })
+        .collect()
+}

@@ -1,0 +1,264 @@
+//! The lint's kernel-capacity check (BW092), which the compiler owns: through the whole lint
+//! (`bulwark_compiler::lint_source`, as `bulwark lint` runs it), for a set without positions
+//! (`validate_set`, as the daemon runs it), and at every limit against `compile`, which counts
+//! with the same builder.
+
+use bulwark_compiler::{compile, lint_source, validate_set, Limit, NamespaceIds};
+use bulwark_policy::AnyPolicy;
+use serde_json::{json, Value};
+
+/// The diagnostics of one file holding one policy `p` (enforce mode) with `rules`, each
+/// `(hook, selector)`; JSON is YAML.
+fn lint_rules(rules: &[(&str, Value)]) -> Vec<bulwark_policy::Diagnostic> {
+    let rules: Vec<Value> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, (hook, sel))| json!({"name": format!("r{i}"), "hook": hook, "selectors": [sel]}))
+        .collect();
+    let text = json!({"apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
+                      "metadata": {"name": "p"}, "spec": {"rules": rules}})
+    .to_string();
+    let out = lint_source("t.yaml", &text);
+    if out.diagnostics.is_empty() {
+        assert_eq!(out.policies.len(), 1, "a clean file is loadable");
+    }
+    out.diagnostics
+}
+
+fn codes(d: &[bulwark_policy::Diagnostic]) -> Vec<&'static str> {
+    d.iter().map(|d| d.code).collect()
+}
+
+/// Moved from the policy crate's `kernel_limits` test with the check itself.
+#[test]
+fn capacity_over_a_file() {
+    // Capacity over a set: selectors, distinct process and destination conditions.
+    let kill = |v: String| {
+        (
+            "exec",
+            json!({"matchBinaries": [{"operator": "In", "values": [v]}], "matchActions": [{"action": "Sigkill"}]}),
+        )
+    };
+    let rules = |n: usize, distinct: bool| -> Vec<(&str, Value)> {
+        (0..n)
+            .map(|i| {
+                kill(if distinct {
+                    format!("/usr/bin/t{i}")
+                } else {
+                    "/usr/bin/t".into()
+                })
+            })
+            .collect()
+    };
+    let max_sel = daemon_common::MAX_SELECTORS;
+    assert!(lint_rules(&rules(max_sel, false)).is_empty());
+    let d = lint_rules(&rules(max_sel + 1, false));
+    assert_eq!(codes(&d), ["BW092"], "{d:?}");
+    assert!(
+        d[0].message.contains("MAX_SELECTORS") && d[0].message.contains(&max_sel.to_string()),
+        "{}",
+        d[0].message
+    );
+    assert_eq!(
+        d[0].path.as_deref(),
+        Some(format!("spec.rules[{max_sel}].selectors[0]").as_str())
+    );
+    // 64 selectors with 64 distinct conditions fit; identical conditions are shared.
+    assert!(lint_rules(&rules(max_sel, true)).is_empty());
+    let entries: Vec<Value> = (0..=daemon_common::MAX_PROC_CONDITIONS)
+        .map(|i| json!({"index": 1, "operator": "NotIn", "values": [format!("v{i}")]}))
+        .collect();
+    let d = lint_rules(&[(
+        "exec",
+        json!({"matchArgs": entries, "matchActions": [{"action": "Sigkill"}]}),
+    )]);
+    assert_eq!(codes(&d), ["BW092"], "{d:?}");
+    assert!(d[0].message.contains("MAX_PROC_CONDITIONS"));
+    let entries: Vec<Value> = (0..=daemon_common::MAX_DEST_CONDITIONS)
+        .map(|i| json!({"operator": "NotIn", "ports": [1000 + i]}))
+        .collect();
+    let d = lint_rules(&[(
+        "connect",
+        json!({"matchDestinations": entries, "matchActions": [{"action": "Block"}]}),
+    )]);
+    assert_eq!(codes(&d), ["BW092"], "{d:?}");
+    assert!(d[0].message.contains("MAX_DEST_CONDITIONS"));
+}
+
+/// A policy whose one rule has `selectors`.
+fn cluster(name: &str, hook: &str, selectors: Value) -> AnyPolicy {
+    AnyPolicy::Cluster(
+        serde_json::from_value(json!({
+            "apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
+            "metadata": {"name": name},
+            "spec": {"rules": [{"name": "r", "hook": hook, "selectors": selectors}]}
+        }))
+        .expect("valid TracingPolicy"),
+    )
+}
+
+/// One selector with `n` distinct values of the kind that fills `limit`, just inside (`n` at
+/// the limit) or past it.
+fn filling(limit: Limit, n: usize) -> Vec<AnyPolicy> {
+    let paths: Vec<String> = (0..n).map(|i| format!("/bin/{i}")).collect();
+    let (hook, selectors) = match limit {
+        Limit::Selectors => ("exec", Value::Array((0..n).map(|_| json!({})).collect())),
+        Limit::ProcConditions => {
+            let entries: Vec<Value> = paths
+                .iter()
+                .map(|p| json!({"operator": "In", "values": [p]}))
+                .collect();
+            ("exec", json!([{"matchBinaries": entries}]))
+        }
+        Limit::DestConditions => {
+            let entries: Vec<Value> = (0..n)
+                .map(|i| json!({"operator": "NotIn", "ports": [i + 1]}))
+                .collect();
+            ("connect", json!([{"matchDestinations": entries}]))
+        }
+        Limit::BinaryValues => (
+            "exec",
+            json!([{"matchBinaries": [{"operator": "Prefix", "values": paths}]}]),
+        ),
+        Limit::ArgValues => (
+            "exec",
+            json!([{"matchArgs": [{"operator": "In", "values": paths}]}]),
+        ),
+        Limit::Namespaces => {
+            let names: Vec<String> = (0..n).map(|i| format!("ns-{i}")).collect();
+            (
+                "exec",
+                json!([{"matchNamespaces": [{"operator": "In", "values": names}]}]),
+            )
+        }
+        Limit::Cidrs => {
+            let cidrs: Vec<String> = (0..n as u32)
+                .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string())
+                .collect();
+            (
+                "connect",
+                json!([{"matchDestinations": [{"operator": "In", "cidrs": cidrs}]}]),
+            )
+        }
+        Limit::PortPrefixes => {
+            // Every odd port is its own /16 block.
+            let ports: Vec<Value> = (0..n).map(|i| json!(2 * i + 1)).collect();
+            (
+                "connect",
+                json!([{"matchDestinations": [{"operator": "In", "ports": ports}]}]),
+            )
+        }
+    };
+    // Two policies, so the limit is passed in the second one.
+    vec![
+        cluster(
+            "first",
+            "exec",
+            json!([{"matchBinaries": [{"operator": "In", "values": ["/first"]}]}]),
+        ),
+        cluster("second", hook, selectors),
+    ]
+}
+
+#[test]
+fn every_limit_is_reported_where_compile_refuses() {
+    for limit in Limit::ALL {
+        let max = limit.max() as usize;
+        // `first` already uses one selector and one process condition.
+        let fits = match limit {
+            Limit::Selectors | Limit::ProcConditions => max - 1,
+            _ => max,
+        };
+        let inside = filling(limit, fits);
+        let refs: Vec<&AnyPolicy> = inside.iter().collect();
+        assert_eq!(
+            bulwark_compiler::capacity(&refs),
+            vec![],
+            "{limit:?} at the limit"
+        );
+        compile(&inside, &mut NamespaceIds::new())
+            .unwrap_or_else(|e| panic!("{limit:?} at the limit: {e}"));
+
+        let past = filling(limit, fits + 1);
+        let refs: Vec<&AnyPolicy> = past.iter().collect();
+        let found = bulwark_compiler::capacity(&refs);
+        let mine: Vec<_> = found
+            .iter()
+            .filter(|(_, d)| d.message.contains(limit.name()))
+            .collect();
+        assert_eq!(mine.len(), 1, "{limit:?} past the limit: {found:?}");
+        let (policy, d) = mine[0];
+        assert_eq!((*policy, d.code), (1, "BW092"), "{d:?}");
+        let e = compile(&past, &mut NamespaceIds::new()).expect_err("past the limit");
+        assert_eq!(e.kind.limit(), Some((limit.name(), limit.max())), "{e}");
+        assert_eq!(e.at.policy, "second");
+        assert_eq!(
+            d.path.as_deref(),
+            Some(format!("spec.rules[0].selectors[{}]", e.at.selector.unwrap()).as_str()),
+            "the lint points at the selector compile refuses"
+        );
+        assert!(
+            d.message
+                .starts_with(&format!("the loaded policies need {} ", max + 1)),
+            "{d:?}"
+        );
+    }
+}
+
+#[test]
+fn sets_without_positions_get_duplicates_and_capacity() {
+    let mut set = filling(Limit::Selectors, daemon_common::MAX_SELECTORS);
+    set.push(set[0].clone());
+    let codes: Vec<&str> = validate_set(&set).iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["BW032", "BW092"]);
+    let d = validate_set(&set).pop().unwrap();
+    assert_eq!(
+        (d.file, d.line, d.path.as_deref()),
+        (None, None, Some("spec.rules[0].selectors[63]"))
+    );
+}
+
+#[test]
+fn capacity_counts_only_policies_without_errors_across_files() {
+    let dir = std::env::temp_dir().join(format!("bulwark-capacity-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, n: usize, broken: bool| {
+        let mut s = format!("apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:\n  mode: monitor\n  rules:\n");
+        for i in 0..n {
+            s.push_str(&format!("    - {{name: r{i}, hook: exec, selectors: [{{matchBinaries: [{{operator: In, values: [/usr/bin/t{i}]}}]}}]}}\n"));
+        }
+        if broken {
+            s = s.replace("/usr/bin/t0", "usr/bin/t0");
+        }
+        std::fs::write(dir.join(format!("{name}.yaml")), s).unwrap();
+    };
+    file("a", 40, false);
+    file("b", 30, true);
+    let out = bulwark_compiler::lint_paths(std::slice::from_ref(&dir)).unwrap();
+    let codes: Vec<&str> = out.diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["BW054"], "b has an error, so only a counts");
+    file("b", 30, false);
+    let out = bulwark_compiler::lint_paths(std::slice::from_ref(&dir)).unwrap();
+    let d: Vec<_> = out.diagnostics.iter().collect();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].code, "BW092");
+    assert!(
+        d[0].file.as_deref().unwrap().ends_with("b.yaml"),
+        "{:?}",
+        d[0].file
+    );
+    // Rule 24 of b is the 65th selector; its line is the 8th of rules + 24.
+    assert_eq!(d[0].line, Some(8 + 24), "{:?}", d[0]);
+    assert!(
+        d[0].message.contains("need 70 selectors"),
+        "{}",
+        d[0].message
+    );
+    assert_eq!(
+        out.policies.len(),
+        1,
+        "the policy passing the limit is not loadable"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,51 @@
+//! `MapEntries`: the exact keys and values to write into the kernel maps for one slot, built by
+//! the compiler (`bulwark_compiler::RuleSet::map_entries`). The loader writes them verbatim
+//! (array index / hash key / LPM prefix length + data -> value) and needs no policy knowledge,
+//! so it depends on this contract only. Userspace only (`user` feature): it allocates.
+
+use crate::*;
+use alloc::vec::Vec;
+
+/// Everything to write for one slot of a rule set. LPM entries are `(prefix_len, data, mask)`
+/// where `prefix_len` counts every bit of `data` that takes part, the slot byte included.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapEntries {
+    /// `SLOT_META[slot]`.
+    pub slot_meta: SlotMeta,
+    /// `SELECTORS[slot * MAX_SELECTORS + i]`, for the used selectors only.
+    pub selectors: Vec<(u32, SelectorEntry)>,
+    pub bin_exact: Vec<(PathKey, u64)>,
+    pub bin_prefix: Vec<(u32, PathLpmData, u64)>,
+    /// Path bytes reversed.
+    pub bin_postfix: Vec<(u32, PathLpmData, u64)>,
+    pub arg_exact: Vec<(ArgKey, u64)>,
+    pub arg_prefix: Vec<(u32, ArgLpmData, u64)>,
+    /// Value bytes reversed.
+    pub arg_postfix: Vec<(u32, ArgLpmData, u64)>,
+    pub namespaces: Vec<(NamespaceKey, u64)>,
+    pub dest_v4: Vec<(u32, V4LpmData, u64)>,
+    pub dest_v6: Vec<(u32, V6LpmData, u64)>,
+    pub ports: Vec<(u32, PortLpmData, u64)>,
+}
+
+impl MapEntries {
+    /// Number of entries over all maps (selectors and matchers, not `slot_meta`).
+    pub fn len(&self) -> usize {
+        self.selectors.len()
+            + self.bin_exact.len()
+            + self.bin_prefix.len()
+            + self.bin_postfix.len()
+            + self.arg_exact.len()
+            + self.arg_prefix.len()
+            + self.arg_postfix.len()
+            + self.namespaces.len()
+            + self.dest_v4.len()
+            + self.dest_v6.len()
+            + self.ports.len()
+    }
+
+    /// True when there is nothing but `slot_meta` to write.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
