@@ -7,6 +7,9 @@
 //! typed model ([`model`]) -> semantic checks ([`validate`]) -> [`diagnostics`]. [`load`] runs
 //! the whole path for files; the controller calls [`validate::validate_policy`] directly.
 
+// First: `words!` is used by the modules below.
+#[macro_use]
+pub mod words;
 pub mod diagnostics;
 pub mod load;
 pub mod model;
@@ -17,6 +20,15 @@ pub mod yaml;
 pub use diagnostics::{Diagnostic, Severity};
 pub use load::{lint_paths, lint_source, LintOutcome};
 pub use model::*;
+pub use words::UnknownWord;
+
+/// What [`words!`] expands to refers to these, so crates using the macro need not depend on
+/// serde and schemars themselves.
+#[doc(hidden)]
+pub mod __private {
+    pub use schemars;
+    pub use serde;
+}
 
 /// The Kubernetes CRD type [`crds`] returns (re-exported so callers need no k8s-openapi).
 pub use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
