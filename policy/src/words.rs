@@ -194,7 +194,10 @@ mod tests {
         for v in all {
             let word = v.to_string();
             assert_eq!(serde_json::to_value(v).unwrap(), serde_json::json!(word));
-            assert_eq!(serde_json::from_value::<T>(word.clone().into()).unwrap(), *v);
+            assert_eq!(
+                serde_json::from_value::<T>(word.clone().into()).unwrap(),
+                *v
+            );
             assert_eq!(word.parse::<T>().unwrap(), *v);
         }
     }
@@ -214,7 +217,10 @@ mod tests {
     #[test]
     fn unknown_words_are_refused_with_the_accepted_ones() {
         let err = "sigkill".parse::<Action>().unwrap_err().to_string();
-        assert_eq!(err, "unknown action `sigkill`; use one of: Post, Sigkill, Block");
+        assert_eq!(
+            err,
+            "unknown action `sigkill`; use one of: Post, Sigkill, Block"
+        );
         let err = serde_json::from_str::<Hook>(r#""open""#)
             .unwrap_err()
             .to_string();
