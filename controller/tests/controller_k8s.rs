@@ -16,7 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_controller::{violation_channel, ControllerOptions, PolicyKind, Stats, ViolationEvent};
+use bulwark_controller::{violation_channel, ControllerOptions, PolicyKind, Stats, Violation};
+use bulwark_events::{Action, Destination, Hook, Outcome, Pod, PolicyMatch, Process};
 use bulwark_policy::model::Mode;
 use common::*;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -117,25 +118,44 @@ async fn wait_state(
     .await
 }
 
-fn event(policy: &str, pod: Option<(&str, &str)>, port: u16, time: &str) -> ViolationEvent {
-    let pod = match pod {
-        Some((ns, name)) => {
-            serde_json::json!({"namespace": ns, "name": name, "container": "app", "labels": {"app": name}})
-        }
-        None => Value::Null,
-    };
-    serde_json::from_value(serde_json::json!({
-        "type": "policy_match", "time": time, "node_name": "ctl-node-a",
-        "policy_name": policy, "policy_namespace": null, "rule": "deny-imds",
-        "hook": "connect", "action": "Block", "mode": "enforce", "enforced": true,
-        "outcome": "blocked",
-        "process": {"exec_id": "eA", "pid": 4242, "uid": 0, "binary": "/usr/bin/curl",
-                    "arguments": "-s http://169.254.169.254/latest/meta-data", "cwd": "/",
-                    "start_time": time, "parent_exec_id": null, "pod": pod},
-        "destination": {"ip": "169.254.169.254", "port": port, "protocol": "TCP"},
-        "encryption": null
-    }))
-    .unwrap()
+/// A blocked connect to the metadata service from `pod` (namespace, name), or from the host.
+fn event(policy: &str, pod: Option<(&str, &str)>, port: u16, time: &str) -> Violation {
+    Violation {
+        time: time.into(),
+        node_name: "ctl-node-a".into(),
+        policy_match: PolicyMatch {
+            policy_name: Some(policy.into()),
+            policy_namespace: None,
+            rule: Some("deny-imds".into()),
+            hook: Hook::Connect,
+            action: Action::Block,
+            mode: Mode::Enforce,
+            enforced: true,
+            outcome: Outcome::Blocked,
+            process: Process {
+                exec_id: "eA".into(),
+                pid: 4242,
+                uid: Some(0),
+                binary: "/usr/bin/curl".into(),
+                arguments: "-s http://169.254.169.254/latest/meta-data".into(),
+                cwd: Some("/".into()),
+                start_time: time.into(),
+                parent_exec_id: None,
+                pod: pod.map(|(ns, name)| Pod {
+                    namespace: ns.into(),
+                    name: name.into(),
+                    container: "app".into(),
+                    labels: [("app".to_string(), name.to_string())].into(),
+                }),
+            },
+            destination: Some(Destination {
+                ip: "169.254.169.254".into(),
+                port,
+                protocol: "TCP".into(),
+            }),
+            encryption: None,
+        },
+    }
 }
 
 fn violations_json(kc: &std::path::Path) -> Vec<Value> {

@@ -93,6 +93,41 @@ mod tests {
         assert_eq!("would_block".parse(), Ok(Outcome::WouldBlock));
     }
 
+    /// A `policy_match` as the controller's tests always had it: fields the controller does
+    /// not use (`cwd`, `start_time`, `parent_exec_id`) left out still read.
+    const CONNECT_BLOCK: &str = r#"{"type":"policy_match","time":"2026-11-22T03:00:00.123Z",
+      "node_name":"node-a","policy_name":"block-cloud-metadata","policy_namespace":null,
+      "rule":"deny-imds","hook":"connect","action":"Block","mode":"enforce","enforced":true,
+      "outcome":"blocked","process":{"exec_id":"bm9kZS1hOjEyMzQ6NTY3OA","pid":1234,"uid":0,
+      "binary":"/usr/bin/curl","arguments":"-s http://169.254.169.254/",
+      "pod":{"namespace":"payments","name":"api-7d9","container":"app","labels":{"app":"api"}}},
+      "destination":{"ip":"169.254.169.254","port":80,"protocol":"TCP"},"encryption":null}"#;
+
+    #[test]
+    fn parses_the_daemon_event_shape() {
+        let ev = crate::Event::from_json_line(&CONNECT_BLOCK.replace('\n', "")).unwrap();
+        let m = ev.policy_match().expect("a policy_match");
+        assert_eq!(m.outcome, Outcome::Blocked);
+        assert_eq!(m.hook, Hook::Connect);
+        assert_eq!(m.action, Action::Block);
+        assert_eq!(m.process.pod.as_ref().unwrap().namespace, "payments");
+        assert_eq!(m.destination.as_ref().unwrap().port, 80);
+        // Round trip keeps the shape.
+        let back = crate::Event::from_json_line(&ev.to_json_line()).unwrap();
+        assert_eq!(back, ev);
+        // A host process has no pod.
+        let host = CONNECT_BLOCK.replace(
+            r#"{"namespace":"payments","name":"api-7d9","container":"app","labels":{"app":"api"}}"#,
+            "null",
+        );
+        let ev = crate::Event::from_json_line(&host).unwrap();
+        assert!(ev.process().unwrap().pod.is_none());
+        // A wrong word is not read as something else.
+        let bad = CONNECT_BLOCK.replace(r#""outcome":"blocked""#, r#""outcome":"stopped""#);
+        let err = crate::Event::from_json_line(&bad).unwrap_err().to_string();
+        assert!(err.contains("stopped"), "{err}");
+    }
+
     #[test]
     fn policy_labels() {
         let mut m: PolicyMatch = serde_json::from_str(

@@ -34,7 +34,8 @@ pub struct Process {
     pub arguments: String,
     /// Working directory, best effort from /proc at event time; `null` when unavailable.
     pub cwd: Option<String>,
-    /// RFC 3339 (UTC, nanoseconds).
+    /// RFC 3339 (UTC, nanoseconds) of the exec (or fork) that created this process image.
+    #[serde(default)]
     pub start_time: String,
     /// exec_id of the parent process; `null` when the parent is unknown (e.g. pid 1).
     pub parent_exec_id: Option<String>,
@@ -90,12 +91,13 @@ mod tests {
 
     #[test]
     fn missing_optional_parts_read_as_empty() {
-        let p: Process = serde_json::from_str(
-            r#"{"exec_id":"x","pid":1,"binary":"/bin/sh","cwd":null,"start_time":"t",
-                "parent_exec_id":null}"#,
-        )
-        .unwrap();
+        let p: Process =
+            serde_json::from_str(r#"{"exec_id":"x","pid":1,"binary":"/bin/sh"}"#).unwrap();
         assert_eq!((p.uid, p.arguments.as_str(), p.pod), (None, "", None));
+        assert_eq!(
+            (p.cwd, p.start_time.as_str(), p.parent_exec_id),
+            (None, "", None)
+        );
         let pod: Pod = serde_json::from_str(r#"{"namespace":"a","name":"b"}"#).unwrap();
         assert!(pod.container.is_empty() && pod.labels.is_empty());
     }

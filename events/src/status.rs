@@ -93,15 +93,28 @@ pub struct DaemonDiagnostic {
     pub file: Option<String>,
 }
 
-impl Diagnostic {
+impl DaemonDiagnostic {
     /// An error of the daemon's own.
-    pub fn daemon(code: DaemonCode, file: Option<&std::path::Path>, message: String) -> Self {
-        Diagnostic::Daemon(DaemonDiagnostic {
+    pub fn error(code: DaemonCode, file: Option<&std::path::Path>, message: String) -> Self {
+        DaemonDiagnostic {
             code,
             severity: Severity::Error,
             message,
             file: file.map(|f| f.display().to_string()),
-        })
+        }
+    }
+}
+
+impl From<DaemonDiagnostic> for Diagnostic {
+    fn from(d: DaemonDiagnostic) -> Self {
+        Diagnostic::Daemon(d)
+    }
+}
+
+impl Diagnostic {
+    /// An error of the daemon's own ([`DaemonDiagnostic::error`]).
+    pub fn daemon(code: DaemonCode, file: Option<&std::path::Path>, message: String) -> Self {
+        DaemonDiagnostic::error(code, file, message).into()
     }
 
     /// `BWnnn` or the daemon's code.
