@@ -6,7 +6,7 @@
 //! every example policy becomes Accepted with observedGeneration; a policy the server accepts but
 //! lint rejects gets Rejected with the diagnostic; a policy the node cannot load shows Failed with
 //! the reason; a mode switch reaches the engine and bumps observedGeneration; a policy deleted
-//! while the engine applies it does not upset anything; ViolationEvents become PolicyViolations
+//! while the engine applies it does not upset anything; policy matches (`Violation`s) become PolicyViolations
 //! (repeat raises the count, host processes go to bulwark-system) and Events regarding the policy;
 //! a second node makes NODES read 2/2.
 
