@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_controller::{violation_channel, ControllerOptions, PolicyKind, Stats, Violation};
-use bulwark_events::{Action, Destination, Hook, Outcome, Pod, PolicyMatch, Process};
+use bulwark_events::{Pod, Process};
 use bulwark_policy::model::Mode;
 use common::*;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -120,42 +120,23 @@ async fn wait_state(
 
 /// A blocked connect to the metadata service from `pod` (namespace, name), or from the host.
 fn event(policy: &str, pod: Option<(&str, &str)>, port: u16, time: &str) -> Violation {
-    Violation {
-        time: time.into(),
-        node_name: "ctl-node-a".into(),
-        policy_match: PolicyMatch {
-            policy_name: Some(policy.into()),
-            policy_namespace: None,
-            rule: Some("deny-imds".into()),
-            hook: Hook::Connect,
-            action: Action::Block,
-            mode: Mode::Enforce,
-            enforced: true,
-            outcome: Outcome::Blocked,
-            process: Process {
-                exec_id: "eA".into(),
-                pid: 4242,
-                uid: Some(0),
-                binary: "/usr/bin/curl".into(),
-                arguments: "-s http://169.254.169.254/latest/meta-data".into(),
-                cwd: Some("/".into()),
-                start_time: time.into(),
-                parent_exec_id: None,
-                pod: pod.map(|(ns, name)| Pod {
-                    namespace: ns.into(),
-                    name: name.into(),
-                    container: "app".into(),
-                    labels: [("app".to_string(), name.to_string())].into(),
-                }),
-            },
-            destination: Some(Destination {
-                ip: "169.254.169.254".into(),
-                port,
-                protocol: "TCP".into(),
-            }),
-            encryption: None,
-        },
-    }
+    let process = Process {
+        exec_id: "eA".into(),
+        pid: 4242,
+        uid: Some(0),
+        binary: "/usr/bin/curl".into(),
+        arguments: "-s http://169.254.169.254/latest/meta-data".into(),
+        cwd: Some("/".into()),
+        start_time: time.into(),
+        parent_exec_id: None,
+        pod: pod.map(|(ns, name)| Pod {
+            namespace: ns.into(),
+            name: name.into(),
+            container: "app".into(),
+            labels: [("app".to_string(), name.to_string())].into(),
+        }),
+    };
+    blocked_metadata_connect("ctl-node-a", policy, time, process, port)
 }
 
 fn violations_json(kc: &std::path::Path) -> Vec<Value> {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_controller::{violation_channel, ControllerOptions, Stats, Violation};
-use bulwark_events::{Action, Destination, Hook, Mode, Outcome, Pod, PolicyMatch, Process};
+use bulwark_events::{Pod, Process};
 use common::*;
 use serde_json::Value;
 
@@ -86,39 +86,20 @@ fn kit_or_skip() -> Option<PathBuf> {
 
 /// A blocked connect to the metadata service from Pod `web/<pod>`.
 fn event(pod: &str, time: &str) -> Violation {
-    Violation {
-        time: time.into(),
-        node_name: "restart-node".into(),
-        policy_match: PolicyMatch {
-            policy_name: Some("block-cloud-metadata".into()),
-            policy_namespace: None,
-            rule: Some("deny-imds".into()),
-            hook: Hook::Connect,
-            action: Action::Block,
-            mode: Mode::Enforce,
-            enforced: true,
-            outcome: Outcome::Blocked,
-            process: Process {
-                exec_id: "e".into(),
-                pid: 7,
-                uid: Some(0),
-                binary: "/usr/bin/wget".into(),
-                pod: Some(Pod {
-                    namespace: "web".into(),
-                    name: pod.into(),
-                    container: "c".into(),
-                    labels: Default::default(),
-                }),
-                ..Process::default()
-            },
-            destination: Some(Destination {
-                ip: "169.254.169.254".into(),
-                port: 80,
-                protocol: "TCP".into(),
-            }),
-            encryption: None,
-        },
-    }
+    let process = Process {
+        exec_id: "e".into(),
+        pid: 7,
+        uid: Some(0),
+        binary: "/usr/bin/wget".into(),
+        pod: Some(Pod {
+            namespace: "web".into(),
+            name: pod.into(),
+            container: "c".into(),
+            labels: Default::default(),
+        }),
+        ..Process::default()
+    };
+    blocked_metadata_connect("restart-node", "block-cloud-metadata", time, process, 80)
 }
 
 fn violation(kc: &Path, pod: &str) -> Option<Value> {
