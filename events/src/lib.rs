@@ -11,7 +11,8 @@
 //!   `process_connect`.
 //! - [`policy_match`]: a rule matched ([`PolicyMatch`], [`Outcome`]), with the policy
 //!   language's words ([`Hook`], [`Action`], [`Mode`], [`Encryption`]) from the policy model.
-//! - [`status`]: the daemon's own state ([`Status`], [`State`], [`Diagnostic`]).
+//! - [`status`]: the daemon's own state ([`Status`], [`State`], [`Diagnostic`], with the lint's
+//!   [`Severity`]).
 //!
 //! Reading is strict about what identifies an event (an unknown `type` is an error) and
 //! tolerant where readers always were (a missing `arguments`, `pod`, `destination`, ... reads
@@ -23,7 +24,9 @@ pub mod status;
 
 pub use policy_match::{Action, Encryption, Hook, Mode, Outcome, PolicyMatch};
 pub use process::{Destination, Parent, Pod, Process};
-pub use status::{DaemonCode, DaemonDiagnostic, Diagnostic, LintDiagnostic, State, Status};
+pub use status::{
+    DaemonCode, DaemonDiagnostic, Diagnostic, LintDiagnostic, Severity, State, Status,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! `status`: the daemon's own state, the synchronisation point for scripts and tests, with the
 //! diagnostics of the (re)load it reports.
 
-use bulwark_policy::Severity;
+pub use bulwark_policy::Severity;
 use serde::{Deserialize, Serialize};
 
 bulwark_policy::words! {

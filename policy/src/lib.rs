@@ -6,15 +6,15 @@
 //! Data flows one way: YAML text -> marked tree ([`yaml`]) -> schema checks ([`schema`]) ->
 //! typed model ([`model`]) -> semantic checks ([`validate`]) -> [`diagnostics`]. [`load`] runs
 //! the whole path for files; the controller calls [`validate::validate_policy`] directly.
+//! The model's word enums (hook, action, mode, encryption) get their one word table from
+//! [`words!`], which the event schema (crate `bulwark-events`) uses for its own words too.
 
-// First: `words!` is used by the modules below.
-#[macro_use]
-pub mod words;
 pub mod diagnostics;
 pub mod load;
 pub mod model;
 pub mod schema;
 pub mod validate;
+pub mod words;
 pub mod yaml;
 
 pub use diagnostics::{Diagnostic, Severity};

@@ -18,9 +18,8 @@ use super::workload::{
 };
 use bulwark_events::{
     Action, Body, DaemonCode, DaemonDiagnostic, Destination, Diagnostic, Encryption, Event, Hook,
-    Mode, Outcome, Parent, PolicyMatch, Process, State, Status,
+    Mode, Outcome, Parent, PolicyMatch, Process, Severity, State, Status,
 };
-use bulwark_policy::Severity;
 use daemon_common::{
     MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT, HOOK_EGRESS,
     HOOK_EXEC, PROTO_TCP, PROTO_UDP,
