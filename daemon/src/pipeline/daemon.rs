@@ -1783,6 +1783,57 @@ mod tests {
     }
 
     #[test]
+    fn the_observer_sees_every_written_event_and_unknown_hooks_are_lost() {
+        let dir = tmpdir("observe");
+        std::fs::write(dir.join("policies/p.yaml"), "no-curl").unwrap();
+        let (mut d, out) = daemon(&dir, None);
+        let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
+        let sink = seen.clone();
+        d.pipeline
+            .observe(Box::new(move |ev| sink.lock().unwrap().push(ev.clone())));
+        d.start();
+        let curl = exec_record(5_000_001, 1_000, 1, 0, "/usr/bin/curl", &["curl", "x"]);
+        let matched = MatchEvent {
+            header: EventHeader {
+                kind: EVENT_MATCH,
+                tgid: 5_000_001,
+                time_ns: 1_500,
+                start_ns: 1_000,
+            },
+            slot: d.kernel.active,
+            selector: 0,
+            hook: HOOK_CONNECT,
+            actions: ACTION_BLOCK,
+            enforced: 1,
+            ..Default::default()
+        };
+        let unknown_hook = MatchEvent {
+            hook: 99,
+            ..matched
+        };
+        d.kernel.queue = vec![as_bytes(&curl), as_bytes(&unknown_hook), as_bytes(&matched)];
+        d.pump(Duration::ZERO).unwrap();
+        let written: Vec<Event> = out
+            .take()
+            .into_iter()
+            .map(|v| serde_json::from_value(v).expect("every line is an event"))
+            .collect();
+        let types: Vec<&str> = written.iter().map(|e| e.event_type().as_str()).collect();
+        assert_eq!(types, ["status", "process_exec", "policy_match"]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            written,
+            "the observer saw exactly what was written"
+        );
+        assert_eq!(
+            d.lost_events(),
+            1,
+            "the match with an unknown hook is counted as lost"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn exec_matches_wait_for_their_exec() {
         let dir = tmpdir("order");
         std::fs::write(dir.join("policies/p.yaml"), "kill-x").unwrap();
