@@ -219,12 +219,14 @@ pub fn workloads_for_pod(pod: &Pod, idx: &CgroupIndex) -> Vec<(u64, Workload)> {
             out.push((
                 *id,
                 Workload {
-                    namespace: namespace.clone(),
-                    pod: name.clone(),
+                    pod: bulwark_events::Pod {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        container: cs.name.clone(),
+                        labels: labels.clone(),
+                    },
                     pod_uid: uid.clone(),
-                    container: cs.name.clone(),
                     container_id: cid.clone(),
-                    labels: labels.clone(),
                 },
             ));
         }
@@ -255,36 +257,6 @@ pub fn diff(
         .copied()
         .collect();
     (upserts, removals)
-}
-
-/// The cgroup v2 mount point from a `/proc/<pid>/mountinfo` text (the first `cgroup2` mount).
-pub fn cgroup2_mount_from_mountinfo(text: &str) -> Option<PathBuf> {
-    for line in text.lines() {
-        // `36 35 0:30 / /sys/fs/cgroup rw,... shared:9 - cgroup2 cgroup2 rw,...`
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        if right.split_whitespace().next() != Some("cgroup2") {
-            continue;
-        }
-        if let Some(mp) = left.split_whitespace().nth(4) {
-            return Some(PathBuf::from(mp.replace("\\040", " ")));
-        }
-    }
-    None
-}
-
-/// The cgroup v2 mount of this process's mount namespace (in the DaemonSet, the host's is
-/// mounted in; see deploy/).
-pub fn find_cgroup2_mount_on_host() -> anyhow::Result<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| anyhow::anyhow!("cannot read /proc/self/mountinfo: {e}"))?;
-    cgroup2_mount_from_mountinfo(&text).ok_or_else(|| {
-        anyhow::anyhow!(
-            "no cgroup2 mount found in /proc/self/mountinfo; bulwark needs cgroup v2 (mount it, \
-             or pass the cgroup root explicitly)"
-        )
-    })
 }
 
 #[cfg(test)]
@@ -341,7 +313,7 @@ mod tests {
     fn by_container(m: &[(u64, Workload)]) -> HashMap<String, Vec<u64>> {
         let mut out: HashMap<String, Vec<u64>> = HashMap::new();
         for (id, w) in m {
-            out.entry(w.container.clone()).or_default().push(*id);
+            out.entry(w.pod.container.clone()).or_default().push(*id);
         }
         out
     }
@@ -416,10 +388,10 @@ mod tests {
                     assert!(!bc.contains_key("pending"), "{tag}: no container id yet");
                     assert!(!bc.contains_key("init"), "{tag}: exited init has no cgroup");
                     let w = &m[0].1;
-                    assert_eq!(w.namespace, "payments");
-                    assert_eq!(w.pod, "api-7d9");
+                    assert_eq!(w.pod.namespace, "payments");
+                    assert_eq!(w.pod.name, "api-7d9");
                     assert_eq!(w.pod_uid, UID);
-                    assert_eq!(w.labels["app"], "api");
+                    assert_eq!(w.pod.labels["app"], "api");
                 }
             }
         }
@@ -481,7 +453,10 @@ mod tests {
     #[test]
     fn diff_yields_upserts_and_removals() {
         let w = |c: &str| Workload {
-            container: c.into(),
+            pod: bulwark_events::Pod {
+                container: c.into(),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let old: BTreeMap<u64, Workload> = [(1, w("a")), (2, w("b"))].into();
@@ -491,21 +466,5 @@ mod tests {
         assert_eq!(rm, vec![1]);
         let (up, rm) = diff(&new, &new);
         assert!(up.is_empty() && rm.is_empty());
-    }
-
-    #[test]
-    fn mountinfo_finds_cgroup2_wherever_it_is() {
-        let text = "24 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n\
-                    35 24 0:30 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(
-            cgroup2_mount_from_mountinfo(text),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        assert_eq!(
-            cgroup2_mount_from_mountinfo("24 1 8:1 / / rw - ext4 /dev/sda1 rw\n"),
-            None
-        );
-        // This machine has one (cgroup v2 is required here).
-        assert!(find_cgroup2_mount_on_host().is_ok());
     }
 }

@@ -32,7 +32,7 @@ pub async fn run(
     cgroup_root: PathBuf,
     registry: Arc<dyn WorkloadRegistry>,
     stats: Arc<Stats>,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let api: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().fields(&node_field_selector(&node));
     let notify = Arc::new(Notify::new());
@@ -100,10 +100,10 @@ mod tests {
     struct Recorder(Mutex<Vec<String>>);
     impl WorkloadRegistry for Recorder {
         fn upsert(&self, id: u64, w: Workload) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("+{id} {}/{}/{}", w.namespace, w.pod, w.container));
+            self.0.lock().unwrap().push(format!(
+                "+{id} {}/{}/{}",
+                w.pod.namespace, w.pod.name, w.pod.container
+            ));
         }
         fn remove(&self, id: u64) {
             self.0.lock().unwrap().push(format!("-{id}"));

@@ -125,7 +125,7 @@ pub async fn run(
     node: String,
     engine: Arc<dyn PolicyEngine>,
     opts: ControllerOptions,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let ar_c = ApiResource::erase::<TracingPolicy>(&());
     let ar_n = ApiResource::erase::<TracingPolicyNamespaced>(&());
     let notify = Arc::new(Notify::new());

@@ -258,8 +258,17 @@ fn up_to_date(current: &PolicyStatus, desired: &PolicyStatus, node: &str) -> boo
         && current.node_status.iter().find(|n| n.node == node) == desired.node_status.first()
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    crate::event::truncate(s, max)
+/// `s` cut to at most `max` bytes (on a character boundary) with `…` appended when cut: API
+/// object fields have size limits.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

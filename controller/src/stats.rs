@@ -14,7 +14,7 @@ pub struct Stats {
     pub violations_dropped_pending_full: AtomicU64,
     /// New violation keys not created because the namespace reached its cap (still counted here).
     pub violations_capped: AtomicU64,
-    /// Events that could not be parsed or had no usable identity.
+    /// Policy matches with no usable identity (the rule set that matched was no longer known).
     pub violations_invalid: AtomicU64,
     /// PolicyViolation objects created / updated / expired (deleted).
     pub violation_objects_created: AtomicU64,

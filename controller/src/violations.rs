@@ -25,9 +25,11 @@ use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
 use crate::crd::{PolicyViolation, PolicyViolationSpec, ViolationDestination};
-use crate::event::{truncate, Outcome, ViolationEvent};
+use crate::reconcile::truncate;
 use crate::stats::Stats;
+use crate::violation_queue::Violation;
 use crate::ControllerOptions;
+use bulwark_events::Outcome;
 
 /// Label holding the (possibly hashed) node name on every object a node writes.
 pub const NODE_LABEL: &str = "bulwark.dev/node";
@@ -89,80 +91,79 @@ pub struct ViolationKey {
 }
 
 /// Compute the key and object namespace of an event.
-pub fn key_of(ev: &ViolationEvent, node: &str, host_namespace: &str) -> ViolationKey {
-    let pod = ev.process.pod.as_ref();
+pub fn key_of(ev: &Violation, node: &str, host_namespace: &str) -> ViolationKey {
+    let pod = ev.policy_match.process.pod.as_ref();
     let namespace = pod
         .map(|p| p.namespace.clone())
         .unwrap_or_else(|| host_namespace.to_string());
     let dest = ev
+        .policy_match
         .destination
         .as_ref()
         .map(|d| format!("{}|{}|{}", d.ip, d.port, d.protocol))
         .unwrap_or_default();
     let identity = [
-        ev.policy_namespace.as_deref().unwrap_or(""),
-        ev.policy_name.as_deref().unwrap_or(""),
-        ev.rule.as_deref().unwrap_or(""),
-        ev.outcome.as_str(),
+        ev.policy_match.policy_namespace.as_deref().unwrap_or(""),
+        ev.policy_match.policy_name.as_deref().unwrap_or(""),
+        ev.policy_match.rule.as_deref().unwrap_or(""),
+        ev.policy_match.outcome.as_str(),
         node,
         &namespace,
         pod.map(|p| p.name.as_str()).unwrap_or(""),
         pod.map(|p| p.container.as_str()).unwrap_or(""),
-        &ev.process.binary,
+        &ev.policy_match.process.binary,
         &dest,
-        ev.encryption.as_deref().unwrap_or(""),
+        ev.policy_match.encryption.map_or("", |e| e.as_str()),
     ]
     .join("\u{1f}");
     ViolationKey {
         namespace,
         name: format!(
             "{}-{:016x}",
-            dns_prefix(ev.policy_name.as_deref().unwrap_or(""), 40),
+            dns_prefix(ev.policy_match.policy_name.as_deref().unwrap_or(""), 40),
             fnv64(identity.as_bytes())
         ),
     }
 }
 
 /// The spec of a new object for a first event.
-pub fn spec_of(ev: &ViolationEvent, node: &str) -> PolicyViolationSpec {
-    let pod = ev.process.pod.as_ref();
+pub fn spec_of(ev: &Violation, node: &str) -> PolicyViolationSpec {
+    let pod = ev.policy_match.process.pod.as_ref();
     PolicyViolationSpec {
-        policy: ev.policy_name.clone().unwrap_or_default(),
-        policy_kind: if ev.policy_namespace.is_some() {
+        policy: ev.policy_match.policy_name.clone().unwrap_or_default(),
+        policy_kind: if ev.policy_match.policy_namespace.is_some() {
             "TracingPolicyNamespaced"
         } else {
             "TracingPolicy"
         }
         .into(),
-        policy_namespace: ev.policy_namespace.clone(),
-        rule: ev.rule.clone().unwrap_or_default(),
-        hook: serde_json::to_value(ev.hook)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
-        action: format!("{:?}", ev.action),
-        mode: serde_json::to_value(ev.mode)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
-        enforced: ev.enforced,
-        outcome: ev.outcome.as_str().into(),
+        policy_namespace: ev.policy_match.policy_namespace.clone(),
+        rule: ev.policy_match.rule.clone().unwrap_or_default(),
+        hook: ev.policy_match.hook.to_string(),
+        action: ev.policy_match.action.to_string(),
+        mode: ev.policy_match.mode.to_string(),
+        enforced: ev.policy_match.enforced,
+        outcome: ev.policy_match.outcome.as_str().into(),
         node: node.to_string(),
         pod: pod.map(|p| p.name.clone()),
         container: pod.map(|p| p.container.clone()).filter(|c| !c.is_empty()),
-        binary: ev.process.binary.clone(),
-        arguments: truncate(&ev.process.arguments, 1024),
-        destination: ev.destination.as_ref().map(|d| ViolationDestination {
-            ip: d.ip.clone(),
-            port: i32::from(d.port),
-            protocol: d.protocol.clone(),
-            address: if d.ip.contains(':') {
-                format!("[{}]:{}/{}", d.ip, d.port, d.protocol)
-            } else {
-                format!("{}:{}/{}", d.ip, d.port, d.protocol)
-            },
-        }),
-        encryption: ev.encryption.clone(),
+        binary: ev.policy_match.process.binary.clone(),
+        arguments: truncate(&ev.policy_match.process.arguments, 1024),
+        destination: ev
+            .policy_match
+            .destination
+            .as_ref()
+            .map(|d| ViolationDestination {
+                ip: d.ip.clone(),
+                port: i32::from(d.port),
+                protocol: d.protocol.clone(),
+                address: if d.ip.contains(':') {
+                    format!("[{}]:{}/{}", d.ip, d.port, d.protocol)
+                } else {
+                    format!("{}:{}/{}", d.ip, d.port, d.protocol)
+                },
+            }),
+        encryption: ev.policy_match.encryption.map(|e| e.to_string()),
         count: 1,
         first_seen: normalize_time(&ev.time),
         last_seen: normalize_time(&ev.time),
@@ -300,7 +301,7 @@ impl Aggregator {
     }
 
     /// Add one event.
-    pub fn ingest(&mut self, ev: &ViolationEvent) -> Ingest {
+    pub fn ingest(&mut self, ev: &Violation) -> Ingest {
         let key = key_of(ev, &self.node, &self.host_namespace);
         if let Some(e) = self.entries.get_mut(&key) {
             e.spec.count += 1;
@@ -308,7 +309,7 @@ impl Aggregator {
             if parse_time(&t) > parse_time(&e.spec.last_seen) {
                 e.spec.last_seen = t;
             }
-            e.spec.arguments = truncate(&ev.process.arguments, 1024);
+            e.spec.arguments = truncate(&ev.policy_match.process.arguments, 1024);
             if !e.dirty {
                 e.dirty = true;
                 self.dirty_count += 1;
@@ -326,8 +327,8 @@ impl Aggregator {
                     key.namespace,
                     self.limits.namespace_cap,
                     self.node,
-                    ev.policy_name.as_deref().unwrap_or("?"),
-                    ev.rule.as_deref().unwrap_or("?")
+                    ev.policy_match.policy_name.as_deref().unwrap_or("?"),
+                    ev.policy_match.rule.as_deref().unwrap_or("?")
                 );
             }
             return Ingest::Capped;
@@ -343,7 +344,7 @@ impl Aggregator {
                     "{} violation objects are waiting to be written (API server slow or down); \
                      dropped a new one for policy {}; {n} dropped so far",
                     self.limits.max_pending,
-                    ev.policy_name.as_deref().unwrap_or("?")
+                    ev.policy_match.policy_name.as_deref().unwrap_or("?")
                 );
             }
             return Ingest::PendingFull;
@@ -550,13 +551,7 @@ fn policy_reference(spec: &PolicyViolationSpec) -> ObjectReference {
 
 /// The Event published for a written violation.
 pub fn event_for(key: &ViolationKey, spec: &PolicyViolationSpec) -> K8sEvent {
-    let outcome = match spec.outcome.as_str() {
-        "killed" => Outcome::Killed,
-        "blocked" => Outcome::Blocked,
-        "would_kill" => Outcome::WouldKill,
-        "would_block" => Outcome::WouldBlock,
-        _ => Outcome::Reported,
-    };
+    let outcome = spec.outcome.parse().unwrap_or(Outcome::Reported);
     let reason = match outcome {
         Outcome::Killed => "ProcessKilled",
         Outcome::Blocked => "ConnectionBlocked",
@@ -637,9 +632,9 @@ async fn list_into(
 pub async fn run(
     client: Client,
     node: String,
-    mut rx: mpsc::Receiver<ViolationEvent>,
+    mut rx: mpsc::Receiver<Violation>,
     opts: ControllerOptions,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let stats = opts.stats.clone();
     let mut agg = Aggregator::new(
         &node,
@@ -667,7 +662,7 @@ pub async fn run(
         tokio::select! {
             ev = rx.recv(), if rx_open => match ev {
                 Some(ev) => {
-                    if ev.policy_name.as_deref().unwrap_or("").is_empty() {
+                    if ev.policy_match.policy_name.as_deref().unwrap_or("").is_empty() {
                         stats.violations_invalid.fetch_add(1, Ordering::Relaxed);
                         log::warn!("ignored a policy_match event without policy_name: {ev:?}");
                     } else {
@@ -675,7 +670,7 @@ pub async fn run(
                     }
                     // Drain what is queued without waiting.
                     while let Ok(ev) = rx.try_recv() {
-                        if !ev.policy_name.as_deref().unwrap_or("").is_empty() { agg.ingest(&ev); } else { stats.violations_invalid.fetch_add(1, Ordering::Relaxed); }
+                        if !ev.policy_match.policy_name.as_deref().unwrap_or("").is_empty() { agg.ingest(&ev); } else { stats.violations_invalid.fetch_add(1, Ordering::Relaxed); }
                     }
                 }
                 None => {
@@ -783,12 +778,10 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::tests::SAMPLE;
+    use crate::violation_queue::tests::sample;
 
-    fn ev() -> ViolationEvent {
-        ViolationEvent::from_json_line(&SAMPLE.replace('\n', ""))
-            .unwrap()
-            .unwrap()
+    fn ev() -> Violation {
+        sample()
     }
 
     fn limits() -> Limits {
@@ -810,9 +803,9 @@ mod tests {
         )
     }
 
-    fn with_pod(name: &str) -> ViolationEvent {
+    fn with_pod(name: &str) -> Violation {
         let mut e = ev();
-        e.process.pod.as_mut().unwrap().name = name.into();
+        e.policy_match.process.pod.as_mut().unwrap().name = name.into();
         e
     }
 
@@ -830,13 +823,13 @@ mod tests {
         );
         // Arguments and pid do not split a violation; pod, node and destination do.
         let mut b = ev();
-        b.process.arguments = "other".into();
-        b.process.pid = 9;
+        b.policy_match.process.arguments = "other".into();
+        b.policy_match.process.pid = 9;
         assert_eq!(key_of(&b, "node-a", "x"), a);
         assert_ne!(key_of(&with_pod("other"), "node-a", "x"), a);
         assert_ne!(key_of(&ev(), "node-b", "x"), a);
         let mut c = ev();
-        c.destination.as_mut().unwrap().port = 443;
+        c.policy_match.destination.as_mut().unwrap().port = 443;
         assert_ne!(key_of(&c, "node-a", "x"), a);
         // fnv64 is the published FNV-1a (so names never change between builds).
         assert_eq!(fnv64(b""), 0xcbf29ce484222325);
@@ -846,7 +839,7 @@ mod tests {
     #[test]
     fn host_processes_go_to_the_host_namespace() {
         let mut e = ev();
-        e.process.pod = None;
+        e.policy_match.process.pod = None;
         let k = key_of(&e, "node-a", "bulwark-system");
         assert_eq!(k.namespace, "bulwark-system");
         let s = spec_of(&e, "node-a");
@@ -873,7 +866,7 @@ mod tests {
         assert_eq!(s.first_seen, "2026-11-22T03:00:00.123Z");
         assert_eq!(s.count, 1);
         let mut e6 = ev();
-        e6.destination.as_mut().unwrap().ip = "2001:db8::1".into();
+        e6.policy_match.destination.as_mut().unwrap().ip = "2001:db8::1".into();
         assert_eq!(
             spec_of(&e6, "n").destination.unwrap().address,
             "[2001:db8::1]:80/TCP"
@@ -943,7 +936,7 @@ mod tests {
         assert_eq!(a.ingest(&with_pod("p0")), Ingest::Repeat);
         // Another namespace is not affected.
         let mut other = with_pod("p9");
-        other.process.pod.as_mut().unwrap().namespace = "web".into();
+        other.policy_match.process.pod.as_mut().unwrap().namespace = "web".into();
         assert_eq!(a.ingest(&other), Ingest::New);
         // Forgetting one frees a slot.
         let k = key_of(&with_pod("p1"), "node-a", "bulwark-system");
@@ -1034,8 +1027,8 @@ mod tests {
         let note = e.note.unwrap();
         assert!(note.contains("blocked connect by /usr/bin/curl in pod payments/api-7d9 container app to 169.254.169.254:80/TCP"), "{note}");
         let mut host = ev();
-        host.process.pod = None;
-        host.outcome = Outcome::Reported;
+        host.policy_match.process.pod = None;
+        host.policy_match.outcome = Outcome::Reported;
         let e = event_for(&key, &spec_of(&host, "node-a"));
         assert_eq!(e.type_, EventType::Normal);
         assert!(e.note.unwrap().contains("a host process on node node-a"));

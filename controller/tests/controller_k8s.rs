@@ -6,7 +6,7 @@
 //! every example policy becomes Accepted with observedGeneration; a policy the server accepts but
 //! lint rejects gets Rejected with the diagnostic; a policy the node cannot load shows Failed with
 //! the reason; a mode switch reaches the engine and bumps observedGeneration; a policy deleted
-//! while the engine applies it does not upset anything; ViolationEvents become PolicyViolations
+//! while the engine applies it does not upset anything; policy matches (`Violation`s) become PolicyViolations
 //! (repeat raises the count, host processes go to bulwark-system) and Events regarding the policy;
 //! a second node makes NODES read 2/2.
 
@@ -16,7 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_controller::{violation_channel, ControllerOptions, PolicyKind, Stats, ViolationEvent};
+use bulwark_controller::{violation_channel, ControllerOptions, PolicyKind, Stats, Violation};
+use bulwark_events::{Pod, Process};
 use bulwark_policy::model::Mode;
 use common::*;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -117,25 +118,25 @@ async fn wait_state(
     .await
 }
 
-fn event(policy: &str, pod: Option<(&str, &str)>, port: u16, time: &str) -> ViolationEvent {
-    let pod = match pod {
-        Some((ns, name)) => {
-            serde_json::json!({"namespace": ns, "name": name, "container": "app", "labels": {"app": name}})
-        }
-        None => Value::Null,
+/// A blocked connect to the metadata service from `pod` (namespace, name), or from the host.
+fn event(policy: &str, pod: Option<(&str, &str)>, port: u16, time: &str) -> Violation {
+    let process = Process {
+        exec_id: "eA".into(),
+        pid: 4242,
+        uid: Some(0),
+        binary: "/usr/bin/curl".into(),
+        arguments: "-s http://169.254.169.254/latest/meta-data".into(),
+        cwd: Some("/".into()),
+        start_time: time.into(),
+        parent_exec_id: None,
+        pod: pod.map(|(ns, name)| Pod {
+            namespace: ns.into(),
+            name: name.into(),
+            container: "app".into(),
+            labels: [("app".to_string(), name.to_string())].into(),
+        }),
     };
-    serde_json::from_value(serde_json::json!({
-        "type": "policy_match", "time": time, "node_name": "ctl-node-a",
-        "policy_name": policy, "policy_namespace": null, "rule": "deny-imds",
-        "hook": "connect", "action": "Block", "mode": "enforce", "enforced": true,
-        "outcome": "blocked",
-        "process": {"exec_id": "eA", "pid": 4242, "uid": 0, "binary": "/usr/bin/curl",
-                    "arguments": "-s http://169.254.169.254/latest/meta-data", "cwd": "/",
-                    "start_time": time, "parent_exec_id": null, "pod": pod},
-        "destination": {"ip": "169.254.169.254", "port": port, "protocol": "TCP"},
-        "encryption": null
-    }))
-    .unwrap()
+    blocked_metadata_connect("ctl-node-a", policy, time, process, port)
 }
 
 fn violations_json(kc: &std::path::Path) -> Vec<Value> {

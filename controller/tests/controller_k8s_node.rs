@@ -1,6 +1,7 @@
 //! The wiring the daemon uses, against the real CRD API server named by KUBECONFIG:
 //! `node::start` on its own thread with the health endpoint, policy status for this node, and a
-//! `policy_match` line written through `ViolationTap` turning into a PolicyViolation.
+//! `policy_match` event handed over as the daemon does (every event it writes, typed, to the
+//! sender) turning into a PolicyViolation.
 //! Fails when CI=true and KUBECONFIG is unset; skips otherwise.
 
 mod common;
@@ -9,8 +10,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use bulwark_controller::node::{start, NodeConfig, ViolationTap};
+use bulwark_controller::node::{start, NodeConfig};
 use bulwark_controller::ControllerOptions;
+use bulwark_events::{Action, Body, Event, Hook, Mode, Outcome, Pod, PolicyMatch, Process};
 use common::*;
 use serde_json::Value;
 
@@ -26,9 +28,9 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_start_and_violation_tap() {
+async fn node_start_and_violation_handover() {
     let _ = env_logger::builder().is_test(true).try_init();
-    let Some(kc) = kubeconfig_or_skip("node_start_and_violation_tap") else {
+    let Some(kc) = kubeconfig_or_skip("node_start_and_violation_handover") else {
         return;
     };
     install_crds(&kc);
@@ -98,23 +100,52 @@ async fn node_start_and_violation_tap() {
     })
     .await;
 
-    // The daemon's event writer, wrapped: bytes pass through, the policy_match reaches the API.
-    let mut tap = ViolationTap::new(Vec::new(), handle.sender()).with_stats(handle.stats());
-    let line = serde_json::json!({
-        "time": recent(0), "node_name": "ctl-node-tap", "type": "policy_match",
-        "policy_name": "kill-crypto-miners", "policy_namespace": null, "rule": "kill-miner-binaries",
-        "hook": "exec", "action": "Sigkill", "mode": "enforce", "enforced": true, "outcome": "killed",
-        "process": {"exec_id": "Y3RsOjE6Mg", "pid": 2, "uid": null, "binary": "/tmp/xmrig",
-                    "arguments": "--donate-level 1", "cwd": null, "start_time": recent(-1),
-                    "parent_exec_id": null,
-                    "pod": {"namespace": "mining", "name": "miner-0", "container": "main", "labels": {}}},
-        "destination": null, "encryption": null
-    })
-    .to_string();
-    let exec = r#"{"time":"t","node_name":"ctl-node-tap","type":"process_exec"}"#;
-    tap.write_all(format!("{exec}\n{line}\n").as_bytes())
-        .unwrap();
-    assert_eq!(tap.into_inner(), format!("{exec}\n{line}\n").into_bytes());
+    // The daemon hands over every event it writes: the process_exec is not a violation, the
+    // policy_match reaches the API.
+    let process = Process {
+        exec_id: "Y3RsOjE6Mg".into(),
+        pid: 2,
+        uid: None,
+        binary: "/tmp/xmrig".into(),
+        arguments: "--donate-level 1".into(),
+        cwd: None,
+        start_time: recent(-1),
+        parent_exec_id: None,
+        pod: Some(Pod {
+            namespace: "mining".into(),
+            name: "miner-0".into(),
+            container: "main".into(),
+            labels: Default::default(),
+        }),
+    };
+    let exec = Event {
+        time: recent(-1),
+        node_name: "ctl-node-tap".into(),
+        body: Body::ProcessExec {
+            process: process.clone(),
+            parent: None,
+        },
+    };
+    let killed = Event {
+        time: recent(0),
+        node_name: "ctl-node-tap".into(),
+        body: Body::PolicyMatch(PolicyMatch {
+            policy_name: Some("kill-crypto-miners".into()),
+            policy_namespace: None,
+            rule: Some("kill-miner-binaries".into()),
+            hook: Hook::Exec,
+            action: Action::Sigkill,
+            mode: Mode::Enforce,
+            enforced: true,
+            outcome: Outcome::Killed,
+            process,
+            destination: None,
+            encryption: None,
+        }),
+    };
+    let sender = handle.sender();
+    assert!(!sender.offer_event(&exec), "a process_exec is not queued");
+    assert!(sender.offer_event(&killed), "the policy_match is queued");
     let pv = wait_for("PolicyViolation for miner-0", T, || async {
         let out = kubectl_ok(
             &kc,

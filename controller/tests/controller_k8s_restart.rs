@@ -15,7 +15,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_controller::{violation_channel, ControllerOptions, Stats, ViolationEvent};
+use bulwark_controller::{violation_channel, ControllerOptions, Stats, Violation};
+use bulwark_events::{Pod, Process};
 use common::*;
 use serde_json::Value;
 
@@ -83,18 +84,22 @@ fn kit_or_skip() -> Option<PathBuf> {
     None
 }
 
-fn event(pod: &str, time: &str) -> ViolationEvent {
-    serde_json::from_value(serde_json::json!({
-        "type": "policy_match", "time": time, "node_name": "restart-node",
-        "policy_name": "block-cloud-metadata", "policy_namespace": null, "rule": "deny-imds",
-        "hook": "connect", "action": "Block", "mode": "enforce", "enforced": true,
-        "outcome": "blocked",
-        "process": {"exec_id": "e", "pid": 7, "uid": 0, "binary": "/usr/bin/wget", "arguments": "",
-                    "pod": {"namespace": "web", "name": pod, "container": "c", "labels": {}}},
-        "destination": {"ip": "169.254.169.254", "port": 80, "protocol": "TCP"},
-        "encryption": null
-    }))
-    .unwrap()
+/// A blocked connect to the metadata service from Pod `web/<pod>`.
+fn event(pod: &str, time: &str) -> Violation {
+    let process = Process {
+        exec_id: "e".into(),
+        pid: 7,
+        uid: Some(0),
+        binary: "/usr/bin/wget".into(),
+        pod: Some(Pod {
+            namespace: "web".into(),
+            name: pod.into(),
+            container: "c".into(),
+            labels: Default::default(),
+        }),
+        ..Process::default()
+    };
+    blocked_metadata_connect("restart-node", "block-cloud-metadata", time, process, 80)
 }
 
 fn violation(kc: &Path, pod: &str) -> Option<Value> {

@@ -1,10 +1,12 @@
-//! `bulwark events`: reads the JSON-lines events `bulwark run` writes (a file, or stdin),
-//! filters them (all filter kinds ANDed, repeated values ORed), optionally follows the file as
-//! it grows (like `tail -F`, surviving truncation and replacement), and prints them as JSON or
-//! as one compact human line each (like `tetra getevents -o compact`).
+//! `bulwark events`: reads the JSON-lines events `bulwark run` writes (a file, or stdin), each
+//! line as a typed [`Event`], filters them (all filter kinds ANDed, repeated values ORed),
+//! optionally follows the file as it grows (like `tail -F`, surviving truncation and
+//! replacement), and prints them as JSON or as one compact human line each (like
+//! `tetra getevents -o compact`).
 
-use crate::pipeline::filter::{compact, normalize_type, Filter};
+use crate::pipeline::filter::{compact, parse_action, parse_type, Filter};
 use anyhow::Context;
+use bulwark_events::Event;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -53,25 +55,42 @@ pub struct EventsArgs {
 }
 
 /// Applies filter and format to one line; `None` when filtered out. Lines that are not JSON
-/// are reported on stderr (with their line number) and skipped.
+/// are reported on stderr (with their line number) and skipped. A JSON line that is no event
+/// this version knows (a newer daemon's event type) cannot be judged by any filter: it is
+/// shown, as written, only when no filter is given.
 fn render(line: &str, lineno: u64, filter: &Filter, output: Output) -> Option<String> {
     let line = line.trim_end_matches(['\n', '\r']);
     if line.trim().is_empty() {
         return None;
     }
-    let v: serde_json::Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("bulwark events: line {lineno}: not a JSON event ({e}); skipped");
-            return None;
+    let ev = match Event::from_json_line(line) {
+        Ok(ev) => ev,
+        Err(not_event) => {
+            let v: serde_json::Value = match serde_json::from_str(line) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("bulwark events: line {lineno}: not a JSON event ({e}); skipped");
+                    return None;
+                }
+            };
+            if !filter.is_empty() {
+                return None;
+            }
+            return Some(match output {
+                Output::Json => line.to_string(),
+                Output::Compact => {
+                    let ty = v.get("type").and_then(|t| t.as_str()).unwrap_or("");
+                    format!("❓ {ty} {line} ({not_event})")
+                }
+            });
         }
     };
-    if !filter.matches(&v) {
+    if !filter.matches(&ev) {
         return None;
     }
     Some(match output {
         Output::Json => line.to_string(),
-        Output::Compact => compact(&v),
+        Output::Compact => compact(&ev),
     })
 }
 
@@ -118,7 +137,12 @@ fn build_filter(args: &EventsArgs) -> anyhow::Result<Filter> {
     let types = args
         .types
         .iter()
-        .map(|t| normalize_type(t).map_err(anyhow::Error::msg))
+        .map(|t| parse_type(t).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let actions = args
+        .actions
+        .iter()
+        .map(|a| parse_action(a).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Filter {
         types,
@@ -126,7 +150,7 @@ fn build_filter(args: &EventsArgs) -> anyhow::Result<Filter> {
         namespaces: args.namespaces.clone(),
         pods: args.pods.clone(),
         binaries: args.binaries.clone(),
-        actions: args.actions.clone(),
+        actions,
     })
 }
 
@@ -270,7 +294,7 @@ mod tests {
         let all = run_on(LINES, &Filter::default(), Output::Json);
         assert_eq!(all.lines().count(), 3, "{all}");
         let f = Filter {
-            types: vec!["process_exec".into()],
+            types: vec![bulwark_events::EventType::ProcessExec],
             ..Default::default()
         };
         assert_eq!(run_on(LINES, &f, Output::Json).lines().count(), 2);
@@ -291,6 +315,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(run_on(LINES, &f, Output::Json), "");
+    }
+
+    #[test]
+    fn events_of_unknown_types_pass_only_without_filters() {
+        let newer = r#"{"type":"process_close","time":"t","node_name":"n","bytes":1}"#;
+        let input = format!("{newer}\n{}", LINES);
+        let all = run_on(&input, &Filter::default(), Output::Json);
+        assert_eq!(all.lines().next(), Some(newer), "{all}");
+        assert_eq!(all.lines().count(), 4, "{all}");
+        let compact = run_on(newer, &Filter::default(), Output::Compact);
+        assert!(compact.starts_with("❓ process_close "), "{compact}");
+        let f = Filter {
+            namespaces: vec!["prod".into()],
+            ..Default::default()
+        };
+        assert!(!run_on(&input, &f, Output::Json).contains("process_close"));
     }
 
     #[test]
@@ -386,5 +426,12 @@ mod tests {
             err.contains("nope") && err.contains("policy_match"),
             "{err}"
         );
+        let args = EventsArgs {
+            types: vec![],
+            actions: vec!["kill".into()],
+            ..args
+        };
+        let err = build_filter(&args).unwrap_err().to_string();
+        assert!(err.contains("kill") && err.contains("Sigkill"), "{err}");
     }
 }

@@ -3,18 +3,20 @@
 //! [`Kernel`], the inotify watcher, SIGINT/SIGTERM handling and the event output (stdout or a
 //! file, JSON lines; schema in docs/events.md). Policies come from `--policy-dir` (standalone)
 //! or, with `--kubernetes`, from the API server: the Kubernetes controller runs on its own
-//! thread and reaches the same main loop through [`crate::kubernetes`], and every
-//! `policy_match` line on the way out also feeds its violation queue ([`ViolationTap`]).
+//! thread and reaches the same main loop through [`crate::kubernetes`], and every event the
+//! daemon writes is also handed, typed, to its violation queue (which keeps the
+//! `policy_match` ones).
 
 use crate::engine::{self, Engine, EngineOptions, EventReader};
 use crate::pipeline::daemon::{Config, Daemon, Kernel, MatchInfo, Reseed, Rules};
-use crate::pipeline::policy_dir::{daemon_diagnostic, FileLint, PolicyBackend};
+use crate::pipeline::policy_dir::{FileLint, PolicyBackend};
 use crate::pipeline::record::{DecodeError, Record};
 use crate::pipeline::{watch, workload};
 use anyhow::Context;
 use bulwark_compiler::{NamespaceIds, RuleSet};
-use bulwark_controller::node::{self, NodeConfig, ViolationTap};
-use bulwark_controller::ControllerOptions;
+use bulwark_controller::node::{self, NodeConfig};
+use bulwark_controller::{ControllerOptions, PodWorkloads};
+use bulwark_events::{DaemonCode, DaemonDiagnostic};
 use bulwark_policy::{AnyPolicy, Diagnostic, Mode};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -120,11 +122,8 @@ pub struct RealBackend {
     pub ids: NamespaceIds,
 }
 
-fn diags_json(diags: &[Diagnostic]) -> Vec<serde_json::Value> {
-    diags
-        .iter()
-        .filter_map(|d| serde_json::to_value(d).ok())
-        .collect()
+fn diags_json(diags: &[Diagnostic]) -> Vec<bulwark_events::Diagnostic> {
+    diags.iter().map(bulwark_events::Diagnostic::from).collect()
 }
 
 impl PolicyBackend for RealBackend {
@@ -146,7 +145,11 @@ impl PolicyBackend for RealBackend {
             Err(e) => FileLint {
                 policies: Vec::new(),
                 has_errors: true,
-                diagnostics: vec![daemon_diagnostic("io", Some(path), e.to_string())],
+                diagnostics: vec![bulwark_events::Diagnostic::daemon(
+                    DaemonCode::Io,
+                    Some(path),
+                    e.to_string(),
+                )],
                 text: format!("{}: error: {e}\n", path.display()),
             },
         }
@@ -166,9 +169,9 @@ impl PolicyBackend for RealBackend {
         }
     }
 
-    fn compile(&mut self, policies: &[AnyPolicy]) -> Result<RuleSet, serde_json::Value> {
+    fn compile(&mut self, policies: &[AnyPolicy]) -> Result<RuleSet, DaemonDiagnostic> {
         bulwark_compiler::compile(policies, &mut self.ids)
-            .map_err(|e| daemon_diagnostic("compile", None, e.to_string()))
+            .map_err(|e| DaemonDiagnostic::error(DaemonCode::Compile, None, e.to_string()))
     }
 
     fn intern_namespace(&mut self, name: &str) -> u32 {
@@ -361,6 +364,25 @@ fn drain_violations(stats: &bulwark_controller::Stats, limit: Duration) -> u64 {
     }
 }
 
+/// Where the controller maps this node's Pods: the cgroup v2 mount the engine uses. Without
+/// one Pods cannot be mapped (and the engine cannot attach either, and says so).
+fn pod_workloads(
+    cgroup_mount: Option<PathBuf>,
+    requests: &std::sync::mpsc::Sender<crate::pipeline::daemon::Request<AnyPolicy>>,
+) -> Option<PodWorkloads> {
+    let Some(cgroup_root) = cgroup_mount else {
+        eprintln!(
+            "bulwark: warning: no cgroup v2 mount found: this node's Pods cannot be mapped to \
+             their cgroups; pass --cgroup-root"
+        );
+        return None;
+    };
+    Some(PodWorkloads {
+        registry: Arc::new(crate::kubernetes::RegistryBridge::new(requests.clone())),
+        cgroup_root,
+    })
+}
+
 /// Log filter when RUST_LOG is unset: the controller's progress (policies applied, API server
 /// lost and back, violations dropped) is what an operator reads in `kubectl logs`.
 const DEFAULT_LOG: &str = "warn,bulwark=info,bulwark_controller=info";
@@ -382,7 +404,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
-    let mut out = open_output(&args.events)?;
+    let out = open_output(&args.events)?;
     if args.noop_programs {
         eprintln!("bulwark: --noop-programs: do-nothing programs attached, NOTHING is enforced");
     }
@@ -403,10 +425,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 queue_capacity: VIOLATION_QUEUE,
                 options: ControllerOptions {
                     host_namespace: args.host_namespace.clone(),
-                    workload_registry: Some(Arc::new(crate::kubernetes::RegistryBridge::new(
-                        requests_tx.clone(),
-                    ))),
-                    cgroup_root: cgroup_mount.clone(),
+                    pod_workloads: pod_workloads(cgroup_mount.clone(), &requests_tx),
                     resync_interval: Duration::from_secs(args.resync_interval),
                     ..ControllerOptions::default()
                 },
@@ -414,7 +433,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Arc::new(crate::kubernetes::EngineBridge::new(requests_tx.clone())),
         )
         .context("starting the Kubernetes controller")?;
-        out = Box::new(ViolationTap::new(out, handle.sender()).with_stats(handle.stats()));
         Some(handle)
     } else {
         None
@@ -450,6 +468,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ids: NamespaceIds::new(),
     };
     let mut daemon = Daemon::new(cfg, backend, kernel, out);
+    if let Some(handle) = &controller {
+        let violations = handle.sender();
+        daemon.pipeline.observe(Box::new(move |ev| {
+            violations.offer_event(ev);
+        }));
+    }
     let result = daemon.run_with(&STOP, &changes, Some(&requests));
     // A set the controller is still waiting on is answered "shutting down" (its reply channel
     // goes away with the queue), so stopping the controller cannot hang on it.

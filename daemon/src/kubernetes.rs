@@ -8,7 +8,6 @@
 //! [`Request::RemoveWorkload`].
 
 use crate::pipeline::daemon::{Request, SetOutcome};
-use crate::pipeline::event::Pod;
 use bulwark_controller::{PolicyEngine, PolicyKey, PolicyLoadResult, Workload, WorkloadRegistry};
 use bulwark_policy::AnyPolicy;
 use std::sync::mpsc::{channel, Sender};
@@ -83,14 +82,11 @@ impl RegistryBridge {
 
 impl WorkloadRegistry for RegistryBridge {
     fn upsert(&self, cgroup_id: u64, w: Workload) {
-        let pod = Pod {
-            namespace: w.namespace,
-            name: w.pod,
-            container: w.container,
-            labels: w.labels,
-        };
         // A closed channel means the daemon is stopping: nothing left to register.
-        let _ = self.tx.send(Request::AddWorkload { cgroup_id, pod });
+        let _ = self.tx.send(Request::AddWorkload {
+            cgroup_id,
+            pod: w.pod,
+        });
     }
 
     fn remove(&self, cgroup_id: u64) {
@@ -164,10 +160,12 @@ mod tests {
         reg.upsert(
             42,
             Workload {
-                namespace: "web".into(),
-                pod: "api-1".into(),
-                container: "app".into(),
-                labels: [("app".to_string(), "api".to_string())].into(),
+                pod: bulwark_events::Pod {
+                    namespace: "web".into(),
+                    name: "api-1".into(),
+                    container: "app".into(),
+                    labels: [("app".to_string(), "api".to_string())].into(),
+                },
                 ..Workload::default()
             },
         );

@@ -3,11 +3,11 @@
 //! GitHub workflow annotations). Codes never change meaning once published; docs/lint.md lists
 //! them with examples.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
 /// How bad a diagnostic is. Errors fail `bulwark lint`; warnings fail it only with `--strict`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,

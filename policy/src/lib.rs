@@ -7,7 +7,9 @@
 //! typed model ([`model`]) -> semantic checks ([`validate`]) -> [`diagnostics`]. [`load`] runs
 //! the whole path for files; the controller calls [`validate::validate_policy`] directly.
 //! [`values`] is the one parser of the values a policy writes as text (CIDRs, ports), used by
-//! validation and the compiler alike.
+//! validation and the compiler alike. The model's word enums (hook, action, mode, encryption)
+//! get their one word table from [`words!`], which the event schema (crate `bulwark-events`)
+//! uses for its own words too.
 
 pub mod diagnostics;
 pub mod load;
@@ -15,11 +17,21 @@ pub mod model;
 pub mod schema;
 pub mod validate;
 pub mod values;
+pub mod words;
 pub mod yaml;
 
 pub use diagnostics::{Diagnostic, Severity};
 pub use load::{lint_paths, lint_source, LintOutcome};
 pub use model::*;
+pub use words::UnknownWord;
+
+/// What [`words!`] expands to refers to these, so crates using the macro need not depend on
+/// serde and schemars themselves.
+#[doc(hidden)]
+pub mod __private {
+    pub use schemars;
+    pub use serde;
+}
 
 /// The Kubernetes CRD type [`crds`] returns (re-exported so callers need no k8s-openapi).
 pub use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

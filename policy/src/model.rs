@@ -3,7 +3,9 @@
 //! inside one `match*` list are ANDed too. bulwark's own additions are hook points that are
 //! events rather than kernel functions (`exec`, `connect`, `egress`), `matchNamespaces`
 //! (Kubernetes namespaces; Tetragon uses that name for Linux namespaces), `matchDestinations`,
-//! `matchEncryption` and a per-policy `mode`.
+//! `matchEncryption` and a per-policy `mode`. The word enums ([`Hook`], [`Action`], [`Mode`],
+//! [`Encryption`]) are declared with [`crate::words!`]: one word table each, shared by policies,
+//! the CRD schema and the JSON events.
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -75,15 +77,14 @@ pub struct PolicySpec {
     pub rules: Vec<Rule>,
 }
 
-/// Whether a policy's enforcing actions are carried out.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Carry out `Sigkill` and `Block`.
-    #[default]
-    Enforce,
-    /// Report what `Sigkill` and `Block` would have done; enforce nothing.
-    Monitor,
+crate::words! {
+    /// Whether a policy's enforcing actions are carried out.
+    pub enum Mode ("mode", default Enforce) {
+        /// Carry out `Sigkill` and `Block`.
+        Enforce = "enforce",
+        /// Report what `Sigkill` and `Block` would have done; enforce nothing.
+        Monitor = "monitor",
+    }
 }
 
 /// One rule: a hook point and the selectors that decide what happens there.
@@ -98,18 +99,19 @@ pub struct Rule {
     pub selectors: Vec<Selector>,
 }
 
-/// Hook points are events, not kernel functions.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Hook {
-    /// A process executes a new image (execve). Actions: `Post`, `Sigkill`.
-    Exec,
-    /// A process connects a TCP or UDP socket (IPv4 or IPv6), or sends on an unconnected UDP
-    /// socket. Actions: `Post`, `Block` (connect fails with EPERM).
-    Connect,
-    /// The first payload a process sends on an outbound TCP connection, classified as TLS or
-    /// plaintext. Actions: `Post`, `Block` (the send fails with EACCES; nothing reaches the peer).
-    Egress,
+crate::words! {
+    /// Hook points are events, not kernel functions.
+    pub enum Hook ("hook") {
+        /// A process executes a new image (execve). Actions: `Post`, `Sigkill`.
+        Exec = "exec",
+        /// A process connects a TCP or UDP socket (IPv4 or IPv6), or sends on an unconnected
+        /// UDP socket. Actions: `Post`, `Block` (connect fails with EPERM).
+        Connect = "connect",
+        /// The first payload a process sends on an outbound TCP connection, classified as TLS
+        /// or plaintext. Actions: `Post`, `Block` (the send fails with EACCES; nothing reaches
+        /// the peer).
+        Egress = "egress",
+    }
 }
 
 /// The fields of one selector are ANDed; so are the entries of each list.
@@ -269,14 +271,14 @@ pub enum Protocol {
     UDP,
 }
 
-/// Encryption state of the first payload bytes on a connection.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Encryption {
-    /// Anything that does not start with a TLS handshake record.
-    Plaintext,
-    /// A TLS handshake record (0x16 0x03 0x00..0x04).
-    Tls,
+crate::words! {
+    /// Encryption state of the first payload bytes on a connection.
+    pub enum Encryption ("encryption") {
+        /// Anything that does not start with a TLS handshake record.
+        Plaintext = "plaintext",
+        /// A TLS handshake record (0x16 0x03 0x00..0x04).
+        Tls = "tls",
+    }
 }
 
 /// `matchActions` entry.
@@ -286,15 +288,16 @@ pub struct ActionSelector {
     pub action: Action,
 }
 
-/// What happens when a selector matches.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum Action {
-    /// Report an event.
-    Post,
-    /// Kill the process with SIGKILL (`exec` hook: before the new image runs).
-    Sigkill,
-    /// Refuse the operation (`connect`: EPERM; `egress`: the send fails with EACCES).
-    Block,
+crate::words! {
+    /// What happens when a selector matches.
+    pub enum Action ("action") {
+        /// Report an event.
+        Post = "Post",
+        /// Kill the process with SIGKILL (`exec` hook: before the new image runs).
+        Sigkill = "Sigkill",
+        /// Refuse the operation (`connect`: EPERM; `egress`: the send fails with EACCES).
+        Block = "Block",
+    }
 }
 
 impl Action {

@@ -58,14 +58,6 @@ pub fn suggest_dns1123(s: &str) -> String {
     }
 }
 
-fn hook_name(h: Hook) -> &'static str {
-    match h {
-        Hook::Exec => "exec",
-        Hook::Connect => "connect",
-        Hook::Egress => "egress",
-    }
-}
-
 fn allowed_actions(h: Hook) -> &'static [Action] {
     match h {
         Hook::Exec => &[Action::Post, Action::Sigkill],
@@ -79,14 +71,6 @@ pub fn selector_actions(s: &Selector) -> BTreeSet<u8> {
         return [Action::Post as u8].into();
     }
     s.match_actions.iter().map(|a| a.action as u8).collect()
-}
-
-fn action_name(a: Action) -> &'static str {
-    match a {
-        Action::Post => "Post",
-        Action::Sigkill => "Sigkill",
-        Action::Block => "Block",
-    }
 }
 
 fn op_name(o: Operator) -> &'static str {
@@ -420,7 +404,7 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
         out.push(d(
             codes::ENCRYPTION_OFF_EGRESS,
             format!("{sp}.matchEncryption"),
-            format!("`matchEncryption` on rule `{}` with `hook: {}`: encryption is decided from the first payload, which only the egress hook sees", rule.name, hook_name(hook)),
+            format!("`matchEncryption` on rule `{}` with `hook: {}`: encryption is decided from the first payload, which only the egress hook sees", rule.name, hook.as_str()),
             "use `hook: egress` for plaintext/TLS decisions, or remove matchEncryption",
         ));
     }
@@ -428,7 +412,7 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
         if !allowed_actions(hook).contains(&a.action) {
             let allowed: Vec<_> = allowed_actions(hook)
                 .iter()
-                .map(|a| format!("`{}`", action_name(*a)))
+                .map(|a| format!("`{}`", a.as_str()))
                 .collect();
             let hint = match (hook, a.action) {
                 (Hook::Exec, Action::Block) => "use `Sigkill` to stop an exec (it kills the new image before it runs)".to_string(),
@@ -440,8 +424,8 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
                 format!("{sp}.matchActions[{k}].action"),
                 format!(
                     "action `{}` is not allowed on `hook: {}`; it allows {}",
-                    action_name(a.action),
-                    hook_name(hook),
+                    a.action.as_str(),
+                    hook.as_str(),
                     allowed.join(", ")
                 ),
                 hint,

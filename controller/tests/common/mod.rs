@@ -7,7 +7,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bulwark_controller::{PolicyEngine, PolicyKey, PolicyLoadResult};
+use bulwark_controller::{PolicyEngine, PolicyKey, PolicyLoadResult, Violation};
+use bulwark_events::{Action, Destination, Hook, Outcome, PolicyMatch, Process};
 use bulwark_policy::model::{AnyPolicy, Mode};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -217,4 +218,36 @@ pub fn examples() -> Vec<(PathBuf, String, Option<String>, String)> {
         out.push((f, name.expect("example has metadata.name"), ns, kind));
     }
     out
+}
+
+/// An enforced `Block` of `rule` of cluster policy `policy`: `process` connecting to the cloud
+/// metadata service on `port`, at `time` on `node`.
+pub fn blocked_metadata_connect(
+    node: &str,
+    policy: &str,
+    time: &str,
+    process: Process,
+    port: u16,
+) -> Violation {
+    Violation {
+        time: time.into(),
+        node_name: node.into(),
+        policy_match: PolicyMatch {
+            policy_name: Some(policy.into()),
+            policy_namespace: None,
+            rule: Some("deny-imds".into()),
+            hook: Hook::Connect,
+            action: Action::Block,
+            mode: Mode::Enforce,
+            enforced: true,
+            outcome: Outcome::Blocked,
+            process,
+            destination: Some(Destination {
+                ip: "169.254.169.254".into(),
+                port,
+                protocol: "TCP".into(),
+            }),
+            encryption: None,
+        },
+    }
 }

@@ -8,8 +8,7 @@
 //! `running`), until asked to stop (status `stopping`).
 
 use super::clock::BootClock;
-use super::event::{Body, DestinationJson, Event, Parent, PolicyMatch, Process, Status};
-use super::policy_dir::{daemon_diagnostic, PolicyBackend, PolicyDir};
+use super::policy_dir::{PolicyBackend, PolicyDir};
 use super::process::{read_cwd, ProcInfo, ProcessCache};
 #[cfg(test)]
 use super::record::decode;
@@ -17,9 +16,13 @@ use super::record::{decode_exit_code, signal_name, DecodeError, Record};
 use super::workload::{
     parse_workloads, process_cgroup_id, resolve, WorkloadChange, WorkloadRegistry, WorkloadSpec,
 };
+use bulwark_events::{
+    Action, Body, DaemonCode, DaemonDiagnostic, Destination, Diagnostic, Encryption, Event, Hook,
+    Mode, Outcome, Parent, PolicyMatch, Process, Severity, State, Status,
+};
 use daemon_common::{
-    Destination, MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT,
-    HOOK_EGRESS, HOOK_EXEC, PROTO_TCP, PROTO_UDP,
+    MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT, HOOK_EGRESS,
+    HOOK_EXEC, PROTO_TCP, PROTO_UDP,
 };
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -95,7 +98,7 @@ pub enum Request<P> {
     /// Processes in this cgroup belong to this Pod (see [`Daemon::on_requests`]).
     AddWorkload {
         cgroup_id: u64,
-        pod: super::event::Pod,
+        pod: bulwark_events::Pod,
     },
     /// The cgroup no longer belongs to a Pod of this node.
     RemoveWorkload { cgroup_id: u64 },
@@ -121,6 +124,10 @@ pub struct Config {
     pub loss_report_every: Duration,
 }
 
+/// Sees every event the pipeline writes, as a typed value, right after its line (the
+/// Kubernetes controller's violation queue in `bulwark run --kubernetes`). Must not block.
+pub type EventObserver = Box<dyn FnMut(&Event) + Send>;
+
 /// Turns records into events and writes them.
 pub struct Pipeline<R> {
     node: String,
@@ -136,6 +143,7 @@ pub struct Pipeline<R> {
     /// Exec-hook matches waiting for their exec record.
     pending: Vec<(Instant, MatchEvent)>,
     write_failed: bool,
+    observer: Option<EventObserver>,
 }
 
 impl<R: Rules> Pipeline<R> {
@@ -155,7 +163,13 @@ impl<R: Rules> Pipeline<R> {
             decode_errors: 0,
             pending: Vec::new(),
             write_failed: false,
+            observer: None,
         }
+    }
+
+    /// Hands every event written from now on to `observer` as well.
+    pub fn observe(&mut self, observer: EventObserver) {
+        self.observer = Some(observer);
     }
 
     fn process_json(&self, p: &ProcInfo) -> Process {
@@ -225,7 +239,7 @@ impl<R: Rules> Pipeline<R> {
                     .into_iter()
                     .partition(|(_, m)| m.header.tgid == tgid && m.header.start_ns == start);
                 self.pending = keep;
-                out.extend(ready.iter().map(|(_, m)| self.match_event(m)));
+                out.extend(ready.iter().filter_map(|(_, m)| self.match_event(m)));
             }
         }
         out
@@ -241,7 +255,9 @@ impl<R: Rules> Pipeline<R> {
             .into_iter()
             .partition(|(t, _)| t.elapsed() >= max_age);
         self.pending = keep;
-        old.iter().map(|(_, m)| self.match_event(m)).collect()
+        old.iter()
+            .filter_map(|(_, m)| self.match_event(m))
+            .collect()
     }
 
     fn event_for(&mut self, rec: Record) -> Option<Event> {
@@ -293,16 +309,18 @@ impl<R: Rules> Pipeline<R> {
                     h.time_ns,
                     Body::ProcessConnect {
                         process,
-                        destination: destination_json(&c.dest),
+                        destination: destination(&c.dest),
                         blocked: c.blocked != 0,
                     },
                 ))
             }
-            Record::Match(m) => Some(self.match_event(&m)),
+            Record::Match(m) => self.match_event(&m),
         }
     }
 
-    fn match_event(&self, m: &MatchEvent) -> Event {
+    /// The `policy_match` event of a match record; `None` (counted as undecodable) for a hook
+    /// this daemon does not know.
+    fn match_event(&mut self, m: &MatchEvent) -> Option<Event> {
         let h = m.header;
         let info = self.lookup(h.tgid, h.start_ns, m.cgroup_id);
         let process = self.process_json(&info);
@@ -311,32 +329,43 @@ impl<R: Rules> Pipeline<R> {
         let enforced = m.enforced != 0;
         let (action, outcome) = action_outcome(m.actions, enforced);
         let hook = match m.hook {
-            HOOK_EXEC => "exec",
-            HOOK_CONNECT => "connect",
-            HOOK_EGRESS => "egress",
-            _ => "unknown",
+            HOOK_EXEC => Hook::Exec,
+            HOOK_CONNECT => Hook::Connect,
+            HOOK_EGRESS => Hook::Egress,
+            other => {
+                self.decode_errors += 1;
+                eprintln!(
+                    "bulwark: warning: match record with unknown hook {other} (counted in \
+                     lost_events)"
+                );
+                return None;
+            }
         };
         let monitor = mi
             .as_ref()
-            .map_or(!enforced && action != "Post", |i| i.monitor);
+            .map_or(!enforced && action != Action::Post, |i| i.monitor);
         let body = Body::PolicyMatch(PolicyMatch {
             policy_name: mi.as_ref().map(|i| i.policy_name.clone()),
             policy_namespace: mi.as_ref().and_then(|i| i.policy_namespace.clone()),
             rule: mi.as_ref().map(|i| i.rule.clone()),
-            hook: hook.into(),
-            action: action.into(),
-            mode: if monitor { "monitor" } else { "enforce" }.into(),
+            hook,
+            action,
+            mode: if monitor {
+                Mode::Monitor
+            } else {
+                Mode::Enforce
+            },
             enforced,
-            outcome: outcome.into(),
+            outcome,
             process,
-            destination: (m.hook != HOOK_EXEC).then(|| destination_json(&m.dest)),
-            encryption: match (m.hook, m.encryption) {
-                (HOOK_EGRESS, ENC_PLAINTEXT) => Some("plaintext".into()),
-                (HOOK_EGRESS, ENC_TLS) => Some("tls".into()),
+            destination: (hook != Hook::Exec).then(|| destination(&m.dest)),
+            encryption: match (hook, m.encryption) {
+                (Hook::Egress, ENC_PLAINTEXT) => Some(Encryption::Plaintext),
+                (Hook::Egress, ENC_TLS) => Some(Encryption::Tls),
                 _ => None,
             },
         });
-        self.event(h.time_ns, body)
+        Some(self.event(h.time_ns, body))
     }
 
     /// Writes one event line (flushed by [`Pipeline::flush`]).
@@ -347,6 +376,9 @@ impl<R: Rules> Pipeline<R> {
                 eprintln!("bulwark: error: cannot write events: {e}");
                 self.write_failed = true;
             }
+        }
+        if let Some(observe) = self.observer.as_mut() {
+            observe(ev);
         }
     }
 
@@ -371,24 +403,25 @@ impl<R: Rules> Pipeline<R> {
     }
 }
 
-/// Strongest action and the outcome word of a match.
-pub fn action_outcome(actions: u8, enforced: bool) -> (&'static str, &'static str) {
-    if actions & ACTION_SIGKILL != 0 {
-        ("Sigkill", if enforced { "killed" } else { "would_kill" })
+/// Strongest action of a match's action bits, and its outcome.
+pub fn action_outcome(actions: u8, enforced: bool) -> (Action, Outcome) {
+    let action = if actions & ACTION_SIGKILL != 0 {
+        Action::Sigkill
     } else if actions & ACTION_BLOCK != 0 {
-        ("Block", if enforced { "blocked" } else { "would_block" })
+        Action::Block
     } else {
-        ("Post", "reported")
-    }
+        Action::Post
+    };
+    (action, Outcome::of(action, enforced))
 }
 
-/// JSON form of a kernel destination.
-pub fn destination_json(d: &Destination) -> DestinationJson {
+/// Event form of a kernel destination.
+pub fn destination(d: &daemon_common::Destination) -> Destination {
     let ip = match d.family as i32 {
         libc::AF_INET6 => IpAddr::V6(Ipv6Addr::from(d.addr)),
         _ => IpAddr::V4(Ipv4Addr::new(d.addr[0], d.addr[1], d.addr[2], d.addr[3])),
     };
-    DestinationJson {
+    Destination {
         ip: ip.to_string(),
         port: d.port,
         protocol: match d.protocol {
@@ -397,14 +430,6 @@ pub fn destination_json(d: &Destination) -> DestinationJson {
             p => format!("IP{p}"),
         },
     }
-}
-
-/// The `message` of a diagnostic object.
-fn diag_message(d: &serde_json::Value) -> String {
-    d.get("message")
-        .and_then(|m| m.as_str())
-        .unwrap_or("unknown error")
-        .to_string()
 }
 
 /// Longest wait for kernel records: routine records do not wake the reader (the kernel batches
@@ -428,7 +453,7 @@ where
     /// Whether the `ready` status was written (in Kubernetes mode it waits for the first set).
     ready_written: bool,
     /// Diagnostics of start-up (workloads file) waiting for the first status event.
-    startup_diagnostics: Vec<serde_json::Value>,
+    startup_diagnostics: Vec<Diagnostic>,
     current: Option<std::sync::Arc<B::Rules>>,
     in_force: Vec<String>,
     pub generation: u64,
@@ -477,11 +502,11 @@ where
         self.kernel.lost_events() + self.pipeline.decode_errors
     }
 
-    fn status(&mut self, state: &str, diagnostics: Vec<serde_json::Value>) {
+    fn status(&mut self, state: State, diagnostics: Vec<Diagnostic>) {
         let lost = self.lost_events();
         self.last_lost = lost;
         let st = Status {
-            state: state.into(),
+            state,
             generation: self.generation,
             policies: self.in_force.clone(),
             diagnostics,
@@ -524,7 +549,7 @@ where
 
     /// Loads the policy directory and applies it; returns (failed, diagnostics).
     /// Without a policy directory (Kubernetes mode) there is nothing to load: (false, []).
-    pub fn load_policies(&mut self) -> (bool, Vec<serde_json::Value>) {
+    pub fn load_policies(&mut self) -> (bool, Vec<Diagnostic>) {
         let Some(policies) = self.policies.as_ref() else {
             return (false, Vec::new());
         };
@@ -549,7 +574,7 @@ where
                         "the kernel refused the new rule set: {e:#}; the previous set stays in force"
                     );
                     eprintln!("bulwark: error: {msg}");
-                    diags.push(daemon_diagnostic("apply", None, msg));
+                    diags.push(Diagnostic::daemon(DaemonCode::Apply, None, msg));
                     failed = true;
                 }
             }
@@ -558,7 +583,7 @@ where
     }
 
     /// Reads the workloads file (if any) and syncs the registry and kernel.
-    pub fn load_workloads(&mut self) -> Vec<serde_json::Value> {
+    pub fn load_workloads(&mut self) -> Vec<Diagnostic> {
         let Some(file) = self.cfg.workloads_file.clone() else {
             return Vec::new();
         };
@@ -570,7 +595,7 @@ where
                     file.display()
                 );
                 eprintln!("bulwark: error: {msg}");
-                return vec![daemon_diagnostic("workloads", Some(&file), msg)];
+                return vec![Diagnostic::daemon(DaemonCode::Workloads, Some(&file), msg)];
             }
         };
         match parse_workloads(&text, &file) {
@@ -581,25 +606,36 @@ where
             Err(e) => {
                 let msg = format!("{e:#}\n  the previous workloads stay registered");
                 eprintln!("bulwark: error: {msg}");
-                vec![daemon_diagnostic("workloads", Some(&file), msg)]
+                vec![Diagnostic::daemon(DaemonCode::Workloads, Some(&file), msg)]
             }
         }
     }
 
     /// Resolves the current workload specs and pushes changes to the kernel; returns the
     /// diagnostics and whether the registry changed.
-    fn sync_workloads(&mut self) -> (Vec<serde_json::Value>, bool) {
+    fn sync_workloads(&mut self) -> (Vec<Diagnostic>, bool) {
         let mut diags = Vec::new();
         let Some(mount) = self.cfg.cgroup_mount.clone() else {
             let msg = "no cgroup v2 mount found: workloads cannot be resolved; mount one with \
                        `mount -t cgroup2 none /sys/fs/cgroup`"
                 .to_string();
-            return (vec![daemon_diagnostic("workloads", None, msg)], false);
+            return (
+                vec![Diagnostic::daemon(DaemonCode::Workloads, None, msg)],
+                false,
+            );
         };
         let resolved = resolve(&self.workload_specs, &mount);
         for m in &resolved.missing {
-            diags.push(serde_json::json!({"code": "workloads", "severity": "warning",
-                "message": m, "file": self.cfg.workloads_file.as_ref().map(|f| f.display().to_string())}));
+            diags.push(Diagnostic::Daemon(DaemonDiagnostic {
+                code: DaemonCode::Workloads,
+                severity: Severity::Warning,
+                message: m.clone(),
+                file: self
+                    .cfg
+                    .workloads_file
+                    .as_ref()
+                    .map(|f| f.display().to_string()),
+            }));
         }
         let backend = &mut self.backend;
         let changes = self
@@ -618,7 +654,7 @@ where
             if let Err(e) = r {
                 let msg = format!("workload map update {ch:?} failed: {e:#}");
                 eprintln!("bulwark: error: {msg}");
-                diags.push(daemon_diagnostic("workloads", None, msg));
+                diags.push(Diagnostic::daemon(DaemonCode::Workloads, None, msg));
             }
         }
         (diags, changed)
@@ -632,7 +668,7 @@ where
     fn register_workload(
         &mut self,
         cgroup_id: u64,
-        pod: super::event::Pod,
+        pod: bulwark_events::Pod,
     ) -> anyhow::Result<bool> {
         let namespace_id = self.backend.intern_namespace(&pod.namespace);
         let change = self
@@ -676,22 +712,18 @@ where
             Err(_) => true,
         };
         let state = if !self.ready_written {
-            "ready"
+            State::Ready
         } else if failed {
-            "reload_failed"
+            State::ReloadFailed
         } else {
-            "reloaded"
+            State::Reloaded
         };
         self.ready_written = true;
         self.status(state, diags);
         outcome
     }
 
-    fn try_apply_set(
-        &mut self,
-        policies: &[B::Policy],
-        diags: &mut Vec<serde_json::Value>,
-    ) -> SetOutcome {
+    fn try_apply_set(&mut self, policies: &[B::Policy], diags: &mut Vec<Diagnostic>) -> SetOutcome {
         let t = Instant::now();
         let mut results: Vec<Result<(), String>> = vec![Ok(()); policies.len()];
         let rules = match self.build(policies) {
@@ -705,8 +737,8 @@ where
                     if let Err((why, _)) = self.build(std::slice::from_ref(p)) {
                         eprintln!("bulwark: error: policy {} left out: {why}", B::label(p));
                         results[i] = Err(format!("rejected on this node: {why}"));
-                        diags.push(daemon_diagnostic(
-                            "compile",
+                        diags.push(Diagnostic::daemon(
+                            DaemonCode::Compile,
                             None,
                             format!("{}: {why}", B::label(p)),
                         ));
@@ -747,7 +779,7 @@ where
                 "the kernel refused the new rule set: {e:#}; the previous set stays in force"
             );
             eprintln!("bulwark: error: {msg}");
-            diags.push(daemon_diagnostic("apply", None, msg.clone()));
+            diags.push(Diagnostic::daemon(DaemonCode::Apply, None, msg.clone()));
             return Err(msg);
         }
         self.last_apply_ms = Some(t.elapsed().as_secs_f64() * 1e3);
@@ -768,14 +800,14 @@ where
     fn build(
         &mut self,
         set: &[B::Policy],
-    ) -> Result<(B::Rules, Vec<serde_json::Value>), (String, Vec<serde_json::Value>)> {
+    ) -> Result<(B::Rules, Vec<Diagnostic>), (String, Vec<Diagnostic>)> {
         let check = self.backend.validate_set(set);
         if check.has_errors {
-            let why: Vec<String> = check
+            let why: Vec<&str> = check
                 .diagnostics
                 .iter()
-                .filter(|d| d.get("severity").and_then(|s| s.as_str()) == Some("error"))
-                .map(diag_message)
+                .filter(|d| d.is_error())
+                .map(Diagnostic::message)
                 .collect();
             let why = if why.is_empty() {
                 check.text.trim().to_string()
@@ -786,7 +818,7 @@ where
         }
         match self.backend.compile(set) {
             Ok(rules) => Ok((rules, check.diagnostics)),
-            Err(d) => Err((diag_message(&d), vec![d])),
+            Err(d) => Err((d.message.clone(), vec![d.into()])),
         }
     }
 
@@ -860,7 +892,7 @@ where
         let (_, d) = self.load_policies();
         diags.extend(d);
         self.ready_written = true;
-        self.status("ready", diags);
+        self.status(State::Ready, diags);
     }
 
     /// Applies on-disk changes and reports the outcome.
@@ -879,14 +911,17 @@ where
                 if let Err(e) = self.apply_rules(rules) {
                     let msg = format!("re-applying rules after a workload change failed: {e:#}");
                     eprintln!("bulwark: error: {msg}");
-                    diags.push(daemon_diagnostic("apply", None, msg));
+                    diags.push(Diagnostic::daemon(DaemonCode::Apply, None, msg));
                 }
             }
-            diags
-                .iter()
-                .any(|d| d.get("severity").and_then(|s| s.as_str()) == Some("error"))
+            diags.iter().any(Diagnostic::is_error)
         };
-        self.status(if failed { "reload_failed" } else { "reloaded" }, diags);
+        let state = if failed {
+            State::ReloadFailed
+        } else {
+            State::Reloaded
+        };
+        self.status(state, diags);
     }
 
     /// Once a second: forget old exits, re-resolve workload cgroups (created later, or
@@ -917,7 +952,7 @@ where
             eprintln!(
                 "bulwark: warning: {lost} events lost so far (ring buffer full or undecodable)"
             );
-            self.status("running", Vec::new());
+            self.status(State::Running, Vec::new());
         }
     }
 
@@ -981,7 +1016,7 @@ where
             self.pipeline.emit(&ev);
         }
         self.kernel.shutdown();
-        self.status("stopping", Vec::new());
+        self.status(State::Stopping, Vec::new());
         result
     }
 }
@@ -999,6 +1034,20 @@ mod tests {
     use std::collections::HashMap;
     use std::path::Path;
     use std::sync::{Arc, Mutex};
+
+    /// A lint error as the fake lint reports it.
+    fn lint_error(file: Option<&Path>, message: &str) -> Diagnostic {
+        Diagnostic::Lint(bulwark_events::LintDiagnostic {
+            code: "BW000".into(),
+            severity: Severity::Error,
+            message: message.into(),
+            hint: None,
+            file: file.map(|f| f.display().to_string()),
+            line: None,
+            column: None,
+            path: None,
+        })
+    }
 
     /// Policies are files whose text is a policy name; `error` in the text is a lint error,
     /// a name containing `nocompile` fails compilation.
@@ -1040,7 +1089,7 @@ mod tests {
                 },
                 has_errors: bad,
                 diagnostics: if bad {
-                    vec![serde_json::json!({"severity":"error","file":path.display().to_string()})]
+                    vec![lint_error(Some(path), "bad")]
                 } else {
                     vec![]
                 },
@@ -1058,16 +1107,20 @@ mod tests {
                 policies: vec![],
                 has_errors: dup,
                 diagnostics: if dup {
-                    vec![serde_json::json!({"severity":"error","message":"duplicate"})]
+                    vec![lint_error(None, "duplicate")]
                 } else {
                     vec![]
                 },
                 text: String::new(),
             }
         }
-        fn compile(&mut self, policies: &[String]) -> Result<FakeRules, serde_json::Value> {
+        fn compile(&mut self, policies: &[String]) -> Result<FakeRules, DaemonDiagnostic> {
             if policies.iter().any(|p| p.contains("nocompile")) {
-                return Err(daemon_diagnostic("compile", None, "nope".into()));
+                return Err(DaemonDiagnostic::error(
+                    DaemonCode::Compile,
+                    None,
+                    "nope".into(),
+                ));
             }
             Ok(FakeRules(policies.to_vec()))
         }
@@ -1286,7 +1339,7 @@ mod tests {
         d.start();
         apply(&mut d, &tx, &rx, &["alpha"]).unwrap();
         out.take();
-        let pod = |ns: &str, name: &str| super::super::event::Pod {
+        let pod = |ns: &str, name: &str| bulwark_events::Pod {
             namespace: ns.into(),
             name: name.into(),
             container: "app".into(),
@@ -1500,7 +1553,7 @@ mod tests {
         assert_eq!(st["state"], "reload_failed");
         assert_eq!(d.kernel.workloads.get(&root_id), Some(&1));
         // Another source (Kubernetes) adds and removes by cgroup id.
-        let pod = crate::pipeline::event::Pod {
+        let pod = bulwark_events::Pod {
             namespace: "kube-ns".into(),
             name: "p".into(),
             ..Default::default()
@@ -1620,7 +1673,7 @@ mod tests {
                 start_ns: 2_000,
             },
             cgroup_id: 0,
-            dest: Destination {
+            dest: daemon_common::Destination {
                 addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 port: 80,
                 family: 2,
@@ -1730,6 +1783,57 @@ mod tests {
     }
 
     #[test]
+    fn the_observer_sees_every_written_event_and_unknown_hooks_are_lost() {
+        let dir = tmpdir("observe");
+        std::fs::write(dir.join("policies/p.yaml"), "no-curl").unwrap();
+        let (mut d, out) = daemon(&dir, None);
+        let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
+        let sink = seen.clone();
+        d.pipeline
+            .observe(Box::new(move |ev| sink.lock().unwrap().push(ev.clone())));
+        d.start();
+        let curl = exec_record(5_000_001, 1_000, 1, 0, "/usr/bin/curl", &["curl", "x"]);
+        let matched = MatchEvent {
+            header: EventHeader {
+                kind: EVENT_MATCH,
+                tgid: 5_000_001,
+                time_ns: 1_500,
+                start_ns: 1_000,
+            },
+            slot: d.kernel.active,
+            selector: 0,
+            hook: HOOK_CONNECT,
+            actions: ACTION_BLOCK,
+            enforced: 1,
+            ..Default::default()
+        };
+        let unknown_hook = MatchEvent {
+            hook: 99,
+            ..matched
+        };
+        d.kernel.queue = vec![as_bytes(&curl), as_bytes(&unknown_hook), as_bytes(&matched)];
+        d.pump(Duration::ZERO).unwrap();
+        let written: Vec<Event> = out
+            .take()
+            .into_iter()
+            .map(|v| serde_json::from_value(v).expect("every line is an event"))
+            .collect();
+        let types: Vec<&str> = written.iter().map(|e| e.event_type().as_str()).collect();
+        assert_eq!(types, ["status", "process_exec", "policy_match"]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            written,
+            "the observer saw exactly what was written"
+        );
+        assert_eq!(
+            d.lost_events(),
+            1,
+            "the match with an unknown hook is counted as lost"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn exec_matches_wait_for_their_exec() {
         let dir = tmpdir("order");
         std::fs::write(dir.join("policies/p.yaml"), "kill-x").unwrap();
@@ -1816,30 +1920,33 @@ mod tests {
     fn actions_and_destinations() {
         assert_eq!(
             action_outcome(ACTION_SIGKILL | ACTION_POST, true),
-            ("Sigkill", "killed")
+            (Action::Sigkill, Outcome::Killed)
         );
         assert_eq!(
             action_outcome(ACTION_SIGKILL, false),
-            ("Sigkill", "would_kill")
+            (Action::Sigkill, Outcome::WouldKill)
         );
         assert_eq!(
             action_outcome(ACTION_BLOCK, false),
-            ("Block", "would_block")
+            (Action::Block, Outcome::WouldBlock)
         );
-        assert_eq!(action_outcome(ACTION_POST, false), ("Post", "reported"));
-        let mut d = Destination {
+        assert_eq!(
+            action_outcome(ACTION_POST, false),
+            (Action::Post, Outcome::Reported)
+        );
+        let mut d = daemon_common::Destination {
             port: 443,
             family: libc::AF_INET6 as u8,
             protocol: PROTO_UDP,
             ..Default::default()
         };
         d.addr[15] = 1;
-        let j = destination_json(&d);
+        let j = destination(&d);
         assert_eq!(
             (j.ip.as_str(), j.port, j.protocol.as_str()),
             ("::1", 443, "UDP")
         );
         d.protocol = 132;
-        assert_eq!(destination_json(&d).protocol, "IP132");
+        assert_eq!(destination(&d).protocol, "IP132");
     }
 }

@@ -1,218 +1,260 @@
-//! `bulwark events` filtering and compact rendering, over parsed JSON lines (so events written
-//! by newer daemons with extra fields still filter). All filter kinds are ANDed; repeated values
-//! of one kind are ORed.
+//! `bulwark events` filtering and compact rendering, over typed events
+//! ([`bulwark_events::Event`]; fields a newer daemon adds are ignored when reading). All filter
+//! kinds are ANDed; repeated values of one kind are ORed. Types, actions and outcomes are the
+//! schema's own words (their word tables), so a misspelt filter value is an error, not a filter
+//! that silently matches nothing.
 
-use serde_json::Value;
+use bulwark_events::{Action, Body, Event, EventType, Outcome};
 
 /// Filters of `bulwark events`.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
-    pub types: Vec<String>,
+    pub types: Vec<EventType>,
     pub policies: Vec<String>,
     pub namespaces: Vec<String>,
     pub pods: Vec<String>,
     pub binaries: Vec<String>,
-    pub actions: Vec<String>,
+    pub actions: Vec<ActionOrOutcome>,
 }
 
-/// Accepted `--type` values: the event type or a short alias.
-pub const TYPES: &[(&str, &str)] = &[
-    ("process_exec", "exec"),
-    ("process_exit", "exit"),
-    ("process_connect", "connect"),
-    ("policy_match", "match"),
-    ("status", "status"),
+/// An `--action` value: what a selector does, or what came of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionOrOutcome {
+    Action(Action),
+    Outcome(Outcome),
+}
+
+/// Short forms of `--type` values (the full event type is always accepted too).
+const SHORT_TYPES: &[(EventType, &[&str])] = &[
+    (EventType::ProcessExec, &["exec"]),
+    (EventType::ProcessExit, &["exit"]),
+    (EventType::ProcessConnect, &["connect"]),
+    (EventType::PolicyMatch, &["match", "policy"]),
+    (EventType::Status, &[]),
 ];
 
-/// Canonical type name of a `--type` argument; an error lists the accepted values.
-pub fn normalize_type(t: &str) -> Result<String, String> {
+/// The event type a `--type` argument names; an error lists the accepted values.
+pub fn parse_type(t: &str) -> Result<EventType, String> {
     let t = t.trim().to_ascii_lowercase();
-    for (full, short) in TYPES {
-        if t == *full || t == *short || (t == "policy" && *full == "policy_match") {
-            return Ok(full.to_string());
+    for (ty, short) in SHORT_TYPES {
+        if t == ty.as_str() || short.contains(&t.as_str()) {
+            return Ok(*ty);
         }
     }
-    let names: Vec<String> = TYPES.iter().map(|(f, s)| format!("{f} ({s})")).collect();
+    let names: Vec<String> = SHORT_TYPES
+        .iter()
+        .map(|(ty, short)| match short.first() {
+            Some(s) => format!("{ty} ({s})"),
+            None => ty.to_string(),
+        })
+        .collect();
     Err(format!(
         "unknown event type `{t}`; use one of: {}",
         names.join(", ")
     ))
 }
 
-fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_str()
+/// The action or outcome an `--action` argument names, case-insensitive; an error lists the
+/// accepted values.
+pub fn parse_action(a: &str) -> Result<ActionOrOutcome, String> {
+    let a = a.trim();
+    let action = Action::ALL
+        .iter()
+        .find(|x| x.as_str().eq_ignore_ascii_case(a))
+        .map(|x| ActionOrOutcome::Action(*x));
+    let outcome = Outcome::ALL
+        .iter()
+        .find(|x| x.as_str().eq_ignore_ascii_case(a))
+        .map(|x| ActionOrOutcome::Outcome(*x));
+    action.or(outcome).ok_or_else(|| {
+        let words: Vec<&str> = Action::WORDS
+            .iter()
+            .chain(Outcome::WORDS)
+            .copied()
+            .collect();
+        format!(
+            "unknown action or outcome `{a}`; use one of: {}",
+            words.join(", ")
+        )
+    })
 }
 
-fn any_or_empty(wanted: &[String], f: impl Fn(&str) -> bool) -> bool {
-    wanted.is_empty() || wanted.iter().any(|w| f(w))
+fn any_or_empty<T>(wanted: &[T], f: impl Fn(&T) -> bool) -> bool {
+    wanted.is_empty() || wanted.iter().any(f)
 }
 
 impl Filter {
+    /// True when no filter is given (everything passes).
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty()
+            && self.policies.is_empty()
+            && self.namespaces.is_empty()
+            && self.pods.is_empty()
+            && self.binaries.is_empty()
+            && self.actions.is_empty()
+    }
+
     /// True when the event passes every filter.
-    pub fn matches(&self, ev: &Value) -> bool {
-        let ty = s(ev, &["type"]).unwrap_or("");
-        let ns = s(ev, &["process", "pod", "namespace"]);
-        let pod = s(ev, &["process", "pod", "name"]);
-        let binary = s(ev, &["process", "binary"]);
-        any_or_empty(&self.types, |t| t == ty)
+    pub fn matches(&self, ev: &Event) -> bool {
+        let process = ev.process();
+        let pod = process.and_then(|p| p.pod.as_ref());
+        let ns = pod.map(|p| p.namespace.as_str());
+        let pod_name = pod.map(|p| p.name.as_str());
+        let binary = process.map(|p| p.binary.as_str());
+        let matched = ev.policy_match();
+        any_or_empty(&self.types, |t| *t == ev.event_type())
             && any_or_empty(&self.policies, |p| {
-                let name = s(ev, &["policy_name"]);
-                let pns = s(ev, &["policy_namespace"]);
+                let Some(m) = matched else { return false };
+                let name = m.policy_name.as_deref();
                 match p.split_once('/') {
-                    Some((n, p)) => name == Some(p) && pns == Some(n),
-                    None => name == Some(p),
+                    Some((n, p)) => name == Some(p) && m.policy_namespace.as_deref() == Some(n),
+                    None => name == Some(p.as_str()),
                 }
             })
-            && any_or_empty(&self.namespaces, |n| ns == Some(n))
+            && any_or_empty(&self.namespaces, |n| ns == Some(n.as_str()))
             && any_or_empty(&self.pods, |p| match p.split_once('/') {
-                Some((n, p)) => ns == Some(n) && pod == Some(p),
-                None => pod == Some(p),
+                Some((n, p)) => ns == Some(n) && pod_name == Some(p),
+                None => pod_name == Some(p.as_str()),
             })
             && any_or_empty(&self.binaries, |b| match binary {
                 // A bare name matches the last path component.
-                Some(bin) if !b.contains('/') => bin.rsplit('/').next() == Some(b),
+                Some(bin) if !b.contains('/') => bin.rsplit('/').next() == Some(b.as_str()),
                 Some(bin) => bin == b,
                 None => false,
             })
-            && any_or_empty(&self.actions, |a| {
-                let action = s(ev, &["action"]).unwrap_or("");
-                let outcome = s(ev, &["outcome"]).unwrap_or("");
-                action.eq_ignore_ascii_case(a) || outcome.eq_ignore_ascii_case(a)
+            && any_or_empty(&self.actions, |a| match (a, matched) {
+                (ActionOrOutcome::Action(a), Some(m)) => m.action == *a,
+                (ActionOrOutcome::Outcome(o), Some(m)) => m.outcome == *o,
+                (_, None) => false,
             })
     }
 }
 
-fn who(ev: &Value) -> String {
-    match (
-        s(ev, &["process", "pod", "namespace"]),
-        s(ev, &["process", "pod", "name"]),
-    ) {
-        (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
-        _ => s(ev, &["node_name"]).unwrap_or("?").to_string(),
+/// `namespace/pod` of the event's process, else the node name.
+fn who(ev: &Event) -> String {
+    match ev.process().and_then(|p| p.pod.as_ref()) {
+        Some(pod) => format!("{}/{}", pod.namespace, pod.name),
+        None => ev.node_name.clone(),
     }
 }
 
-fn cmdline(ev: &Value) -> String {
-    let bin = s(ev, &["process", "binary"]).unwrap_or("?");
-    match s(ev, &["process", "arguments"]) {
-        Some(a) if !a.is_empty() => format!("{bin} {a}"),
-        _ => bin.to_string(),
-    }
-}
-
-fn dest(ev: &Value) -> Option<String> {
-    let d = ev.get("destination").filter(|d| !d.is_null())?;
-    let ip = d.get("ip")?.as_str()?;
-    let port = d.get("port")?.as_u64()?;
-    let proto = d.get("protocol").and_then(Value::as_str).unwrap_or("");
-    let host = if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip.to_string()
-    };
-    Some(format!("{host}:{port} {proto}"))
+fn cmdline(ev: &Event) -> String {
+    ev.process()
+        .map_or_else(|| "?".into(), |p| p.command_line())
 }
 
 /// One human line per event, `tetra getevents -o compact` style.
-pub fn compact(ev: &Value) -> String {
-    let ty = s(ev, &["type"]).unwrap_or("");
-    match ty {
-        "process_exec" => format!("🚀 process  {} {}", who(ev), cmdline(ev)),
-        "process_exit" => {
-            let how = match s(ev, &["signal"]) {
-                Some(sig) => sig.to_string(),
-                None => format!("{}", ev.get("status").and_then(Value::as_u64).unwrap_or(0)),
-            };
+pub fn compact(ev: &Event) -> String {
+    match &ev.body {
+        Body::ProcessExec { .. } => format!("🚀 process  {} {}", who(ev), cmdline(ev)),
+        Body::ProcessExit { status, signal, .. } => {
+            let how = signal.clone().unwrap_or_else(|| status.to_string());
             format!("💥 exit     {} {} {how}", who(ev), cmdline(ev))
         }
-        "process_connect" => {
-            let blocked = ev.get("blocked").and_then(Value::as_bool).unwrap_or(false);
-            format!(
-                "{} {} {} {}",
-                if blocked {
-                    "⛔ blocked "
-                } else {
-                    "🔌 connect "
-                },
-                who(ev),
-                cmdline(ev),
-                dest(ev).unwrap_or_default()
-            )
-        }
-        "policy_match" => {
-            let outcome = s(ev, &["outcome"]).unwrap_or("");
-            let icon = match outcome {
-                "killed" => "💀 killed  ",
-                "blocked" => "⛔ blocked ",
-                "would_kill" => "👀 would_kill",
-                "would_block" => "👀 would_block",
-                _ => "📝 matched ",
-            };
-            let policy = match (s(ev, &["policy_namespace"]), s(ev, &["policy_name"])) {
-                (Some(ns), Some(p)) => format!("{ns}/{p}"),
-                (None, Some(p)) => p.to_string(),
-                _ => "?".into(),
+        Body::ProcessConnect {
+            destination,
+            blocked,
+            ..
+        } => format!(
+            "{} {} {} {destination}",
+            if *blocked {
+                "⛔ blocked "
+            } else {
+                "🔌 connect "
+            },
+            who(ev),
+            cmdline(ev),
+        ),
+        Body::PolicyMatch(m) => {
+            let icon = match m.outcome {
+                Outcome::Killed => "💀 killed  ",
+                Outcome::Blocked => "⛔ blocked ",
+                Outcome::WouldKill => "👀 would_kill",
+                Outcome::WouldBlock => "👀 would_block",
+                Outcome::Reported => "📝 matched ",
             };
             let mut line = format!(
-                "{icon} {} {} [{policy}/{}]",
+                "{icon} {} {} [{}/{}]",
                 who(ev),
                 cmdline(ev),
-                s(ev, &["rule"]).unwrap_or("?")
+                m.policy_label(),
+                m.rule.as_deref().unwrap_or("?")
             );
-            if let Some(d) = dest(ev) {
+            if let Some(d) = &m.destination {
                 line.push_str(&format!(" {d}"));
             }
-            if let Some(e) = s(ev, &["encryption"]) {
+            if let Some(e) = m.encryption {
                 line.push_str(&format!(" {e}"));
             }
             line
         }
-        "status" => {
-            let policies: Vec<&str> = ev
-                .get("policies")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let ndiag = ev
-                .get("diagnostics")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            format!(
-                "ℹ️  status   {} generation={} policies={} diagnostics={ndiag} lost_events={}",
-                s(ev, &["state"]).unwrap_or("?"),
-                ev.get("generation").and_then(Value::as_u64).unwrap_or(0),
-                policies.join(","),
-                ev.get("lost_events").and_then(Value::as_u64).unwrap_or(0),
-            )
-        }
-        other => format!("❓ {other} {ev}"),
+        Body::Status(st) => format!(
+            "ℹ️  status   {} generation={} policies={} diagnostics={} lost_events={}",
+            st.state,
+            st.generation,
+            st.policies.join(","),
+            st.diagnostics.len(),
+            st.lost_events,
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use bulwark_events::{Destination, Hook, Mode, Pod, PolicyMatch, Process, State, Status};
 
-    fn exec(ns: Option<&str>, pod: &str, bin: &str) -> Value {
-        json!({"type":"process_exec","time":"t","node_name":"n1","process":{
-            "exec_id":"x","pid":1,"uid":0,"binary":bin,"arguments":"http://x","cwd":null,
-            "start_time":"t","parent_exec_id":null,
-            "pod": ns.map(|ns| json!({"namespace":ns,"name":pod,"container":"c","labels":{}}))},
-            "parent":null})
+    fn process(ns: Option<&str>, pod: &str, bin: &str, args: &str) -> Process {
+        Process {
+            exec_id: "x".into(),
+            pid: 1,
+            uid: Some(0),
+            binary: bin.into(),
+            arguments: args.into(),
+            start_time: "t".into(),
+            pod: ns.map(|ns| Pod {
+                namespace: ns.into(),
+                name: pod.into(),
+                container: "c".into(),
+                labels: Default::default(),
+            }),
+            ..Process::default()
+        }
     }
 
-    fn kill(policy: &str, ns: &str) -> Value {
-        json!({"type":"policy_match","time":"t","node_name":"n1","policy_name":policy,
-            "policy_namespace":null,"rule":"r","hook":"exec","action":"Sigkill","mode":"enforce",
-            "enforced":true,"outcome":"killed","destination":null,"encryption":null,
-            "process":{"exec_id":"x","pid":1,"uid":0,"binary":"/usr/bin/nc","arguments":"",
-                "cwd":null,"start_time":"t","parent_exec_id":null,
-                "pod":{"namespace":ns,"name":"p","container":"c","labels":{}}}})
+    fn event(body: Body) -> Event {
+        Event {
+            time: "t".into(),
+            node_name: "n1".into(),
+            body,
+        }
+    }
+
+    fn exec(ns: Option<&str>, pod: &str, bin: &str) -> Event {
+        event(Body::ProcessExec {
+            process: process(ns, pod, bin, "http://x"),
+            parent: None,
+        })
+    }
+
+    fn kill(policy: &str, ns: &str) -> Event {
+        event(Body::PolicyMatch(PolicyMatch {
+            policy_name: Some(policy.into()),
+            policy_namespace: None,
+            rule: Some("r".into()),
+            hook: Hook::Exec,
+            action: Action::Sigkill,
+            mode: Mode::Enforce,
+            enforced: true,
+            outcome: Outcome::Killed,
+            process: process(Some(ns), "p", "/usr/bin/nc", ""),
+            destination: None,
+            encryption: None,
+        }))
+    }
+
+    fn actions(words: &[&str]) -> Vec<ActionOrOutcome> {
+        words.iter().map(|w| parse_action(w).unwrap()).collect()
     }
 
     #[test]
@@ -222,13 +264,13 @@ mod tests {
         let k = kill("no-nc", "prod");
         assert!(Filter::default().matches(&e));
         let f = Filter {
-            types: vec![normalize_type("exec").unwrap()],
+            types: vec![parse_type("exec").unwrap()],
             ..Default::default()
         };
         assert!(f.matches(&e) && !f.matches(&k));
         // Repeated values OR.
         let f = Filter {
-            types: vec!["process_exec".into(), "policy_match".into()],
+            types: vec![EventType::ProcessExec, EventType::PolicyMatch],
             ..Default::default()
         };
         assert!(f.matches(&e) && f.matches(&k));
@@ -261,17 +303,17 @@ mod tests {
         assert!(!f.matches(&e));
         let f = Filter {
             policies: vec!["no-nc".into()],
-            actions: vec!["sigkill".into()],
+            actions: actions(&["sigkill"]),
             ..Default::default()
         };
         assert!(f.matches(&k) && !f.matches(&e));
         let f = Filter {
-            actions: vec!["would_kill".into()],
+            actions: actions(&["would_kill"]),
             ..Default::default()
         };
         assert!(!f.matches(&k));
         let f = Filter {
-            actions: vec!["killed".into()],
+            actions: actions(&["killed"]),
             ..Default::default()
         };
         assert!(f.matches(&k));
@@ -280,16 +322,49 @@ mod tests {
             ..Default::default()
         };
         assert!(!f.matches(&k));
+        let mut namespaced = kill("no-nc", "prod");
+        if let Body::PolicyMatch(m) = &mut namespaced.body {
+            m.policy_namespace = Some("prod".into());
+        }
+        let f = Filter {
+            policies: vec!["prod/no-nc".into()],
+            ..Default::default()
+        };
+        assert!(f.matches(&namespaced) && !f.matches(&k));
     }
 
     #[test]
     fn type_aliases_and_errors() {
-        assert_eq!(normalize_type("connect").unwrap(), "process_connect");
-        assert_eq!(normalize_type("policy").unwrap(), "policy_match");
-        assert_eq!(normalize_type("STATUS").unwrap(), "status");
-        let err = normalize_type("bogus").unwrap_err();
+        assert_eq!(parse_type("connect").unwrap(), EventType::ProcessConnect);
+        assert_eq!(parse_type("policy").unwrap(), EventType::PolicyMatch);
+        assert_eq!(parse_type("STATUS").unwrap(), EventType::Status);
+        let err = parse_type("bogus").unwrap_err();
         assert!(
             err.contains("bogus") && err.contains("process_exec"),
+            "{err}"
+        );
+        for ty in EventType::ALL {
+            assert_eq!(
+                parse_type(ty.as_str()).unwrap(),
+                *ty,
+                "every type has a filter"
+            );
+        }
+    }
+
+    #[test]
+    fn actions_and_outcomes_are_words_of_the_schema() {
+        assert_eq!(
+            parse_action("BLOCK").unwrap(),
+            ActionOrOutcome::Action(Action::Block)
+        );
+        assert_eq!(
+            parse_action("Would_Block").unwrap(),
+            ActionOrOutcome::Outcome(Outcome::WouldBlock)
+        );
+        let err = parse_action("kill").unwrap_err();
+        assert!(
+            err.contains("`kill`") && err.contains("Sigkill") && err.contains("would_kill"),
             "{err}"
         );
     }
@@ -300,24 +375,44 @@ mod tests {
         assert_eq!(compact(&e), "🚀 process  prod/web-1 /usr/bin/curl http://x");
         let host = exec(None, "", "/usr/bin/curl");
         assert_eq!(compact(&host), "🚀 process  n1 /usr/bin/curl http://x");
-        let mut x = e.clone();
-        x["type"] = json!("process_exit");
-        x["signal"] = json!("SIGKILL");
+        let p = process(Some("prod"), "web-1", "/usr/bin/curl", "http://x");
+        let x = event(Body::ProcessExit {
+            process: p.clone(),
+            status: 0,
+            signal: Some("SIGKILL".into()),
+        });
         assert!(compact(&x).starts_with("💥 exit     prod/web-1 /usr/bin/curl http://x SIGKILL"));
-        let mut c = e.clone();
-        c["type"] = json!("process_connect");
-        c["destination"] = json!({"ip":"10.0.0.2","port":80,"protocol":"TCP"});
-        c["blocked"] = json!(false);
+        let mut destination = Destination {
+            ip: "10.0.0.2".into(),
+            port: 80,
+            protocol: "TCP".into(),
+        };
+        let c = event(Body::ProcessConnect {
+            process: p.clone(),
+            destination: destination.clone(),
+            blocked: false,
+        });
         assert!(compact(&c).starts_with("🔌 connect "));
         assert!(compact(&c).ends_with("10.0.0.2:80 TCP"));
-        c["blocked"] = json!(true);
-        c["destination"]["ip"] = json!("fd00::2");
+        destination.ip = "fd00::2".into();
+        let c = event(Body::ProcessConnect {
+            process: p,
+            destination,
+            blocked: true,
+        });
         assert!(compact(&c).starts_with("⛔ blocked "));
         assert!(compact(&c).ends_with("[fd00::2]:80 TCP"));
         let k = kill("no-nc", "prod");
         assert_eq!(compact(&k), "💀 killed   prod/p /usr/bin/nc [no-nc/r]");
-        let st = json!({"type":"status","state":"ready","generation":1,"policies":["a","b"],
-            "diagnostics":[],"lost_events":0});
+        let st = event(Body::Status(Status {
+            state: State::Ready,
+            generation: 1,
+            policies: vec!["a".into(), "b".into()],
+            diagnostics: vec![],
+            lost_events: 0,
+            load_ms: None,
+            apply_ms: None,
+        }));
         assert!(compact(&st).contains("ready generation=1 policies=a,b"));
     }
 }

@@ -4,6 +4,7 @@
 //! the kernel apply leaves the previous set in force entirely. The lint and compile steps are
 //! behind [`PolicyBackend`] so this logic is tested with fakes, without a kernel.
 
+use bulwark_events::{DaemonCode, DaemonDiagnostic, Diagnostic};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -13,8 +14,8 @@ pub struct FileLint<P> {
     /// Policies of the file (ignored when `has_errors`).
     pub policies: Vec<P>,
     pub has_errors: bool,
-    /// Diagnostics as JSON objects (for status events).
-    pub diagnostics: Vec<serde_json::Value>,
+    /// Diagnostics (for status events).
+    pub diagnostics: Vec<Diagnostic>,
     /// Human text, exactly as `bulwark lint` renders it (for stderr); empty when clean.
     pub text: String,
 }
@@ -27,22 +28,12 @@ pub trait PolicyBackend {
     fn lint_file(&self, path: &Path) -> FileLint<Self::Policy>;
     /// Checks across files (e.g. duplicate names); error diagnostics reject the whole set.
     fn validate_set(&self, policies: &[Self::Policy]) -> FileLint<Self::Policy>;
-    /// Compiles a set; the error is one diagnostic.
-    fn compile(&mut self, policies: &[Self::Policy]) -> Result<Self::Rules, serde_json::Value>;
+    /// Compiles a set; the error is one diagnostic (code `compile`).
+    fn compile(&mut self, policies: &[Self::Policy]) -> Result<Self::Rules, DaemonDiagnostic>;
     /// Id of a Kubernetes namespace name, from the same table the compiler interns into.
     fn intern_namespace(&mut self, name: &str) -> u32;
     /// Display name of a policy (`name`, or `namespace/name` for namespaced ones).
     fn label(policy: &Self::Policy) -> String;
-}
-
-/// A diagnostic object for problems found by the daemon itself (not by lint).
-pub fn daemon_diagnostic(code: &str, file: Option<&Path>, message: String) -> serde_json::Value {
-    serde_json::json!({
-        "code": code,
-        "severity": "error",
-        "message": message,
-        "file": file.map(|f| f.display().to_string()),
-    })
 }
 
 /// Policy files of a directory, recursively, sorted: `*.yaml` and `*.yml` (as `bulwark lint`
@@ -89,7 +80,7 @@ pub struct LoadResult<P, R> {
     /// New rules to apply; `None` when the previous set stays in force.
     pub candidate: Option<Candidate<P, R>>,
     /// Everything reported (error and warning diagnostics).
-    pub diagnostics: Vec<serde_json::Value>,
+    pub diagnostics: Vec<Diagnostic>,
     /// True when something was rejected (a file, the set, or compilation).
     pub failed: bool,
 }
@@ -141,7 +132,11 @@ impl<P: Clone> PolicyDir<P> {
                 let _ = writeln!(stderr, "bulwark: error: {msg}");
                 return LoadResult {
                     candidate: None,
-                    diagnostics: vec![daemon_diagnostic("policy-dir", Some(&self.dir), msg)],
+                    diagnostics: vec![Diagnostic::daemon(
+                        DaemonCode::PolicyDir,
+                        Some(&self.dir),
+                        msg,
+                    )],
                     failed: true,
                 };
             }
@@ -210,9 +205,9 @@ impl<P: Clone> PolicyDir<P> {
                 let _ = writeln!(
                     stderr,
                     "bulwark: error: the policy set does not compile: {}; the previous set stays in force",
-                    diag.get("message").and_then(|m| m.as_str()).unwrap_or("unknown error")
+                    diag.message
                 );
-                diagnostics.push(diag);
+                diagnostics.push(diag.into());
                 LoadResult {
                     candidate: None,
                     diagnostics,

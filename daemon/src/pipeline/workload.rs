@@ -4,7 +4,7 @@
 //! id) from Pods. Also finds the cgroup v2 mount and resolves cgroup paths to ids (the inode
 //! number of the cgroup directory, which is what `bpf_get_current_cgroup_id` returns).
 
-use super::event::Pod;
+use bulwark_events::Pod;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;

@@ -4,10 +4,12 @@
 //! starts it with a temp policy dir, waits for the `ready` status event, waits for events
 //! matching predicates, replaces policy files and waits for the reload status, and stops it with
 //! SIGTERM (also on drop). Every timeout panics with what was awaited, the last events and the
-//! daemon's stderr, so a failing test says why.
+//! daemon's stderr, so a failing test says why. Every line is read as a typed
+//! [`bulwark_events::Event`]; a line that is not one is kept aside ([`Daemon::bad_lines`]).
 
 use crate::world::World;
 use crate::TempDir;
+use bulwark_events::State;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::io::{Read, Seek, SeekFrom};
@@ -16,8 +18,42 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// One JSON event as the daemon wrote it.
-pub type Event = Value;
+/// One event the daemon wrote: typed ([`Event::typed`], what the [`ev`] accessors read), and
+/// as its JSON (`e["process"]["pod"]`, through `Deref`) for the checks of the wire format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    typed: bulwark_events::Event,
+    json: Value,
+}
+
+impl Event {
+    /// Reads one line of the event stream; an error says why it is not an event.
+    pub fn parse(line: &str) -> Result<Event, String> {
+        let json: Value =
+            serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line}"))?;
+        let typed = serde_json::from_value(json.clone())
+            .map_err(|e| format!("not an event of the schema ({e}): {line}"))?;
+        Ok(Event { typed, json })
+    }
+
+    /// The event as the schema types it.
+    pub fn typed(&self) -> &bulwark_events::Event {
+        &self.typed
+    }
+}
+
+impl std::ops::Deref for Event {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.json
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.json.fmt(f)
+    }
+}
 
 /// The node name the harness passes (`--node-name`); every event must carry it.
 pub const NODE_NAME: &str = "e2e";
@@ -53,7 +89,7 @@ struct EventState {
     offset: u64,
     partial: String,
     events: Vec<Event>,
-    /// Lines that were not JSON objects (a contract violation, reported by tests).
+    /// Lines that were not events of the schema (a contract violation, reported by tests).
     bad_lines: Vec<String>,
 }
 
@@ -202,9 +238,9 @@ impl Daemon {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// Reads newly written events. Lines that are not JSON objects are kept in
-    /// [`Daemon::bad_lines`] for the contract test, so one bad line does not hide the behaviour
-    /// every other test checks.
+    /// Reads newly written events. Lines that are not events of the schema are kept in
+    /// [`Daemon::bad_lines`] (with why) for the contract test, so one bad line does not hide
+    /// the behaviour every other test checks.
     fn refresh(&self) {
         let mut st = self.state.borrow_mut();
         let Ok(mut f) = std::fs::File::open(&self.events_path) else {
@@ -228,9 +264,9 @@ impl Daemon {
             if line.is_empty() {
                 continue;
             }
-            match serde_json::from_str::<Value>(line) {
-                Ok(v) if v.is_object() => st.events.push(v),
-                _ => st.bad_lines.push(line.to_string()),
+            match Event::parse(line) {
+                Ok(e) => st.events.push(e),
+                Err(why) => st.bad_lines.push(why),
             }
         }
         st.partial = tail;
@@ -242,7 +278,7 @@ impl Daemon {
         self.state.borrow().events.clone()
     }
 
-    /// Lines of the events file that were not JSON objects.
+    /// Lines of the events file that were not events of the schema, each with why.
     pub fn bad_lines(&self) -> Vec<String> {
         self.refresh();
         self.state.borrow().bad_lines.clone()
@@ -345,7 +381,8 @@ impl Daemon {
         assert!(
             found.is_empty(),
             "expected no {what}, got: {}\n{}",
-            serde_json::to_string_pretty(&found).unwrap_or_default(),
+            serde_json::to_string_pretty(&found.iter().map(|e| &**e).collect::<Vec<_>>())
+                .unwrap_or_default(),
             self.diagnostics()
         );
     }
@@ -354,8 +391,7 @@ impl Daemon {
     pub fn generation(&self) -> u64 {
         self.events()
             .iter()
-            .filter(|e| e["type"] == "status")
-            .filter_map(|e| e["generation"].as_u64())
+            .filter_map(|e| e.typed().status().map(|s| s.generation))
             .max()
             .unwrap_or(0)
     }
@@ -364,26 +400,14 @@ impl Daemon {
     /// waiting for one if none was written yet.
     pub fn loaded_policies(&self) -> Vec<String> {
         self.wait_event("a status event listing the loaded policies", |e| {
-            e["type"] == "status" && e["policies"].is_array()
+            ev::is(e, "status")
         });
-        let events = self.events();
-        let last = events
+        self.events()
             .iter()
             .rev()
-            .find(|e| {
-                e["type"] == "status"
-                    && e["policies"].is_array()
-                    && (e["state"] == "ready" || e["state"] == "reloaded")
-            })
-            .cloned()
-            .unwrap_or(Value::Null);
-        last["policies"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
+            .filter_map(|e| e.typed().status())
+            .find(|s| matches!(s.state, State::Ready | State::Reloaded))
+            .map(|s| s.policies.clone())
             .unwrap_or_default()
     }
 
@@ -451,7 +475,9 @@ impl Daemon {
             mark,
             "a reloaded/reload_failed status event after the policy change",
             |e| {
-                e["type"] == "status" && (e["state"] == "reloaded" || e["state"] == "reload_failed")
+                e.typed()
+                    .status()
+                    .is_some_and(|s| matches!(s.state, State::Reloaded | State::ReloadFailed))
             },
         )
     }
@@ -544,66 +570,61 @@ impl Drop for Daemon {
     }
 }
 
-/// Helpers to read fields of events.
+/// Helpers to read fields of events (through the typed event).
 pub mod ev {
     use super::Event;
 
     /// `e.type == t`
     pub fn is(e: &Event, t: &str) -> bool {
-        e["type"] == t
+        e.typed().event_type().as_str() == t
     }
 
     /// `process.pid` of an event.
     pub fn pid(e: &Event) -> Option<u64> {
-        e["process"]["pid"].as_u64()
+        e.typed().process().map(|p| u64::from(p.pid))
     }
 
     /// `process.binary`
     pub fn binary(e: &Event) -> &str {
-        e["process"]["binary"].as_str().unwrap_or("")
+        e.typed().process().map_or("", |p| p.binary.as_str())
     }
 
-    /// `process.exec_id` as a string (whatever its JSON type).
+    /// `process.exec_id`; `None` when empty.
     pub fn exec_id(e: &Event) -> Option<String> {
-        id(&e["process"]["exec_id"])
+        e.typed()
+            .process()
+            .map(|p| p.exec_id.clone())
+            .filter(|id| !id.is_empty())
     }
 
-    /// `process.parent_exec_id` as a string.
+    /// `process.parent_exec_id`; `None` when null or empty.
     pub fn parent_exec_id(e: &Event) -> Option<String> {
-        id(&e["process"]["parent_exec_id"])
+        e.typed()
+            .process()
+            .and_then(|p| p.parent_exec_id.clone())
+            .filter(|id| !id.is_empty())
     }
 
-    fn id(v: &serde_json::Value) -> Option<String> {
-        match v {
-            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    }
-
-    /// `process.arguments` joined by spaces, whether the daemon writes a string or a list.
+    /// `process.arguments` (argv[1..] as one string).
     pub fn arguments(e: &Event) -> String {
-        match &e["process"]["arguments"] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Array(a) => a
-                .iter()
-                .map(|v| v.as_str().unwrap_or("").to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
-            _ => String::new(),
-        }
+        e.typed()
+            .process()
+            .map(|p| p.arguments.clone())
+            .unwrap_or_default()
     }
 
     /// A `policy_match` event of `policy` on `hook`.
     pub fn is_match(e: &Event, policy: &str, hook: &str) -> bool {
-        is(e, "policy_match") && e["policy_name"] == policy && e["hook"] == hook
+        e.typed()
+            .policy_match()
+            .is_some_and(|m| m.policy_name.as_deref() == Some(policy) && m.hook.as_str() == hook)
     }
 
-    /// `destination.ip` / `destination.port`.
+    /// `destination.ip` / `destination.port` (empty and 0 when there is none).
     pub fn dest(e: &Event) -> (String, u64) {
-        (
-            e["destination"]["ip"].as_str().unwrap_or("").to_string(),
-            e["destination"]["port"].as_u64().unwrap_or(0),
-        )
+        e.typed()
+            .destination()
+            .map(|d| (d.ip.clone(), u64::from(d.port)))
+            .unwrap_or_default()
     }
 }

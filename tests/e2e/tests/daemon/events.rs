@@ -1,10 +1,14 @@
 //! events: exec_id / parent_exec_id correlate a shell, the curl it starts and the curl's
-//! connect; every event carries `type`, `time` and `node_name`; the event file is JSON lines;
+//! connect; every event carries `type`, `time` and `node_name`; every line of the event file is
+//! an event of the schema (crate `bulwark-events`);
 //! SIGTERM stops the daemon cleanly.
 
 use bulwark_e2e::daemon::{ev, NODE_NAME};
 use bulwark_e2e::netns::url;
-use bulwark_e2e::{preflight, serial, Daemon, PolicyBuilder, RuleBuilder, TestServer, World};
+use bulwark_e2e::{
+    preflight, serial, Daemon, Event, PolicyBuilder, RuleBuilder, TestServer, World,
+};
+use bulwark_events::Outcome;
 
 #[test]
 fn exec_ids_correlate_shell_child_and_connect() {
@@ -123,7 +127,7 @@ fn every_event_has_type_time_and_node_name_and_sigterm_stops_cleanly() {
     }
     assert!(
         d.bad_lines().is_empty(),
-        "non-JSON lines: {:?}",
+        "lines that are not events of the schema: {:?}",
         d.bad_lines()
     );
     let ready = d.find(|e| ev::is(e, "status") && e["state"] == "ready");
@@ -173,7 +177,7 @@ fn bulwark_events_filters_and_follows_the_daemon_output() {
         ev::is(e, "process_exit") && ev::pid(e) == Some(ran.pid as u64)
     });
 
-    let events = |args: &[&str]| -> Vec<serde_json::Value> {
+    let events = |args: &[&str]| -> Vec<Event> {
         let out = Command::new(bin)
             .args(["events", "--file", &file])
             .args(args)
@@ -182,19 +186,27 @@ fn bulwark_events_filters_and_follows_the_daemon_output() {
         assert!(out.status.success(), "bulwark events {args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .map(|l| Event::parse(l).unwrap_or_else(|e| panic!("bulwark events printed {e}")))
             .collect()
     };
     let matches = events(&["--type", "policy_match", "--namespace", "e2e-cli-a"]);
     assert!(!matches.is_empty());
-    assert!(matches
-        .iter()
-        .all(|e| ev::is(e, "policy_match") && e["process"]["pod"]["namespace"] == "e2e-cli-a"));
+    assert!(matches.iter().all(|e| ev::is(e, "policy_match")
+        && e.typed()
+            .process()
+            .and_then(|p| p.pod.as_ref())
+            .map(|p| p.namespace.as_str())
+            == Some("e2e-cli-a")));
     assert!(matches
         .iter()
         .any(|e| ev::pid(e) == Some(killed.pid as u64)));
     let killed_only = events(&["--action", "killed", "--policy", "e2e-cli-kill"]);
-    assert!(!killed_only.is_empty() && killed_only.iter().all(|e| e["outcome"] == "killed"));
+    assert!(
+        !killed_only.is_empty()
+            && killed_only
+                .iter()
+                .all(|e| e.typed().policy_match().map(|m| m.outcome) == Some(Outcome::Killed))
+    );
     let in_b = events(&["--namespace", "e2e-cli-b", "--type", "exit"]);
     assert!(
         in_b.iter().any(|e| ev::pid(e) == Some(ran.pid as u64)),
@@ -247,8 +259,7 @@ fn bulwark_events_filters_and_follows_the_daemon_output() {
     let mut caught_up = false;
     while std::time::Instant::now() < deadline && !caught_up {
         if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
-            let e: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            caught_up = ev::pid(&e) == Some(killed.pid as u64);
+            caught_up = Event::parse(&line).is_ok_and(|e| ev::pid(&e) == Some(killed.pid as u64));
         }
     }
     assert!(
@@ -262,8 +273,7 @@ fn bulwark_events_filters_and_follows_the_daemon_output() {
     let mut seen = false;
     while std::time::Instant::now() < deadline && !seen {
         if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
-            let e: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            seen = ev::pid(&e) == Some(again.pid as u64);
+            seen = Event::parse(&line).is_ok_and(|e| ev::pid(&e) == Some(again.pid as u64));
         }
     }
     let _ = follow.kill();

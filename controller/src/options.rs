@@ -1,0 +1,70 @@
+//! The controller's knobs ([`ControllerOptions`]); `Default` gives production values.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::WorkloadRegistry;
+use crate::stats::Stats;
+
+/// Where the identities of this node's Pods go, and where their cgroups are found.
+#[derive(Clone)]
+pub struct PodWorkloads {
+    /// Told which cgroup belongs to which Pod.
+    pub registry: Arc<dyn WorkloadRegistry>,
+    /// The host's cgroup v2 mount, scanned for container cgroups. The caller knows it (the
+    /// daemon's engine attaches its programs there); the controller does not look for it.
+    pub cgroup_root: PathBuf,
+}
+
+/// Knobs of [`crate::run`]. `Default` gives production values.
+#[derive(Clone)]
+pub struct ControllerOptions {
+    /// Namespace for violations of host processes (no pod), default `bulwark-system`.
+    pub host_namespace: String,
+    /// Server-side-apply field manager prefix; the node name is appended.
+    pub field_manager: String,
+    /// New `PolicyViolation` objects per second (token bucket rate) and burst.
+    pub violation_create_rate: f64,
+    pub violation_create_burst: u32,
+    /// At most this many `PolicyViolation` objects per namespace from this node; further new
+    /// keys are counted in [`Stats::violations_capped`] and logged, not created.
+    pub violation_namespace_cap: usize,
+    /// Violations whose `lastSeen` is older than this are deleted.
+    pub violation_ttl: Duration,
+    /// Pending count updates are written at most this often per object.
+    pub violation_flush_interval: Duration,
+    /// Distinct violation keys waiting to be written before new keys are dropped (counted).
+    pub violation_max_pending: usize,
+    /// Also publish an events.k8s.io/v1 Event regarding the policy for each flushed violation.
+    pub publish_events: bool,
+    /// Full re-reconcile of every policy at least this often (heals lost writes).
+    pub resync_interval: Duration,
+    /// Set once both policy kinds are listed and the first engine apply is done.
+    pub ready: Arc<AtomicBool>,
+    /// Counters shared with the health endpoint and the daemon.
+    pub stats: Arc<Stats>,
+    /// When set, watch this node's Pods and feed their cgroup identities to the registry.
+    pub pod_workloads: Option<PodWorkloads>,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            host_namespace: "bulwark-system".into(),
+            field_manager: "bulwark".into(),
+            violation_create_rate: 5.0,
+            violation_create_burst: 20,
+            violation_namespace_cap: 500,
+            violation_ttl: Duration::from_secs(24 * 3600),
+            violation_flush_interval: Duration::from_secs(2),
+            violation_max_pending: 10_000,
+            publish_events: true,
+            resync_interval: Duration::from_secs(300),
+            ready: Arc::new(AtomicBool::new(false)),
+            stats: Arc::new(Stats::default()),
+            pod_workloads: None,
+        }
+    }
+}
