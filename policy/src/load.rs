@@ -240,15 +240,23 @@ fn collect(
     Ok(())
 }
 
-/// Lints files and directories (recursive, `.yaml`/`.yml`, sorted; a file named explicitly
-/// is read whatever its extension). Cross-file checks (duplicate policy names, kernel
-/// capacity) run over every policy found. I/O problems are errors, not diagnostics.
-pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
+/// The files [`lint_paths`] reads for `paths`: directories walked recursively (`.yaml`/`.yml`,
+/// sorted, hidden entries skipped, each real directory once however symlinks loop), a file
+/// named explicitly whatever its extension.
+pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     let mut files = Vec::new();
     let mut visited = std::collections::HashSet::new();
     for p in paths {
         collect(p, true, &mut files, &mut visited)?;
     }
+    Ok(files)
+}
+
+/// Lints files and directories (recursive, `.yaml`/`.yml`, sorted; a file named explicitly
+/// is read whatever its extension). Cross-file checks (duplicate policy names, kernel
+/// capacity) run over every policy found. I/O problems are errors, not diagnostics.
+pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
+    let files = policy_files(paths)?;
     let mut out = LintOutcome::default();
     let mut loaded = Vec::new();
     for f in &files {
