@@ -3,8 +3,8 @@
 //! it grows (like `tail -F`, surviving truncation and replacement), and prints them as JSON or
 //! as one compact human line each (like `tetra getevents -o compact`).
 
-use crate::pipeline::filter::{compact, normalize_type, Filter};
 use anyhow::Context;
+use bulwark::pipeline::filter::{compact, normalize_type, Filter};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
