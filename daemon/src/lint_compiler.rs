@@ -217,6 +217,35 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[test]
+    fn a_dangling_policy_file_is_rejected_alone() {
+        let dir = std::env::temp_dir().join(format!("bulwark-dangling-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../policies/examples/kill-crypto-miners.yaml");
+        std::fs::copy(&example, dir.join("miners.yaml")).unwrap();
+        // A ConfigMap key removed while its link is still there, say.
+        std::os::unix::fs::symlink(dir.join("gone.yaml"), dir.join("stale.yaml")).unwrap();
+        let (mut d, out) = test_daemon(Some(dir.clone()));
+        d.start();
+        let st = out.last();
+        assert_eq!(st["state"], "ready", "{st}");
+        assert_eq!(
+            st["policies"],
+            serde_json::json!(["kill-crypto-miners"]),
+            "{st}"
+        );
+        let diags = st["diagnostics"].as_array().unwrap();
+        assert_eq!(diags.len(), 1, "{st}");
+        assert_eq!(diags[0]["code"], "io");
+        assert!(
+            diags[0]["file"].as_str().unwrap().ends_with("stale.yaml"),
+            "{st}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// A policy with `n` exec selectors (binaries `/bin/<name>-<i>`), as the controller hands
     /// it over.
     fn wide_policy(name: &str, n: usize) -> AnyPolicy {

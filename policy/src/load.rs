@@ -211,7 +211,17 @@ fn collect(
         path: path.display().to_string(),
         error: e,
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        // A YAML entry of a directory that cannot be stat'ed (a dangling symlink) is listed
+        // like the others: reading it reports it, and a caller that reads file by file (the
+        // daemon) rejects that file alone.
+        Err(_) if !explicit && is_yaml(path) => {
+            files.push(path.to_path_buf());
+            return Ok(());
+        }
+        Err(e) => return Err(io(e)),
+    };
     if meta.is_dir() {
         // Symlinked directories may form loops: visit each real directory once.
         let real = std::fs::canonicalize(path).map_err(io)?;

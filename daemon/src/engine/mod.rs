@@ -44,7 +44,6 @@
 //! [`Engine::unpin`] removes the pins (the programs then detach when the engine is dropped).
 //! Records written while no reader ran stay in the (pinned) ring buffer until it is full.
 
-
 mod btf;
 mod events;
 pub mod host;
