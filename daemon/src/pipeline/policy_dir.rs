@@ -25,11 +25,9 @@ pub struct DirLoad<P> {
     pub failed: bool,
 }
 
-impl<P: Clone> DirLoad<P> {
-    /// The policies of every file, in file order.
-    pub fn policies(files: &FilePolicies<P>) -> Vec<P> {
-        files.values().flatten().cloned().collect()
-    }
+/// The policies of every file, in file order.
+pub fn all_policies<P: Clone>(files: &FilePolicies<P>) -> Vec<P> {
+    files.values().flatten().cloned().collect()
 }
 
 /// Per-file last-good state of a policy directory.
@@ -160,7 +158,7 @@ mod tests {
             vec![pol.join("b.yaml"), pol.join("sub/a.yml")],
             "each file once, the workloads file and hidden and other files left out"
         );
-        assert_eq!(DirLoad::policies(&files), vec!["beta", "alpha"]);
+        assert_eq!(all_policies(&files), vec!["beta", "alpha"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -178,7 +176,7 @@ mod tests {
         let load = d.load(&FakeBackend::default(), &mut stderr);
         assert!(load.failed);
         assert_eq!(load.diagnostics.len(), 2);
-        assert_eq!(DirLoad::policies(&load.files.unwrap()), vec!["alpha"]);
+        assert_eq!(all_policies(&load.files.unwrap()), vec!["alpha"]);
         let text = String::from_utf8(stderr).unwrap();
         assert!(
             text.contains("a.yaml: rejected; its previous version stays in force"),

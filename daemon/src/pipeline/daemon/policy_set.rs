@@ -3,14 +3,14 @@
 //! the Kubernetes controller ([`super::Request::ApplySet`]): set-level validation, compilation,
 //! the kernel's atomic A/B apply, then a status event — `ready` for the first set, then
 //! `reloaded` / `reload_failed`. A set that fails as a whole leaves the set in force unchanged.
-//! The two sources differ only in what a policy failing on its own costs ([`OnFailure`]).
+//! The two sources differ only in what a policy failing on its own costs (`OnFailure`).
 //! Outcomes are typed ([`SetOutcome`]); the Kubernetes side words them for policy status.
 
 use super::Daemon;
 use crate::pipeline::diagnostic::{DaemonCode, Diagnostic};
 use crate::pipeline::kernel::{Kernel, Rules};
 use crate::pipeline::policy_backend::PolicyBackend;
-use crate::pipeline::policy_dir::DirLoad;
+use crate::pipeline::policy_dir::all_policies;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -93,7 +93,7 @@ where
             self.last_load_ms = elapsed_ms(started);
             return (true, diags);
         };
-        let set = DirLoad::policies(&files);
+        let set = all_policies(&files);
         let outcome = self.apply_policies(&set, OnFailure::KeepPrevious, started, &mut diags);
         if outcome.is_ok() {
             if let Some(dir) = self.policies.as_mut() {
