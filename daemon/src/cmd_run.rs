@@ -43,7 +43,7 @@ pub struct RunArgs {
     pub kubeconfig: Option<PathBuf>,
     /// The host's cgroup v2 mount: the network programs attach to it, workloads (file and Pods)
     /// are resolved in it. In a DaemonSet the host's is mounted at e.g. /run/bulwark/cgroup
-    /// (default: the cgroup2 mount found in /proc/self/mountinfo).
+    /// (default: the cgroup2 mount found in /proc/mounts, /sys/fs/cgroup if that is one).
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
     /// --kubernetes: serve /healthz, /readyz and /metrics on this address (e.g. 0.0.0.0:9876).
