@@ -47,7 +47,7 @@ pub fn run(args: CompileArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.namespaces_from_workloads {
         let text = std::fs::read_to_string(file)
             .map_err(|e| anyhow::anyhow!("cannot read workloads file {}: {e}", file.display()))?;
-        for w in crate::pipeline::workload::parse_workloads(&text, file)? {
+        for w in bulwark::pipeline::workload::parse_workloads(&text, file)? {
             ids.id(&w.namespace);
         }
     }

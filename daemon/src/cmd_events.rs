@@ -4,8 +4,8 @@
 //! replacement), and prints them as JSON or as one compact human line each (like
 //! `tetra getevents -o compact`).
 
-use crate::pipeline::filter::{compact, parse_action, parse_type, Filter};
 use anyhow::Context;
+use bulwark::pipeline::filter::{compact, parse_action, parse_type, Filter};
 use bulwark_events::Event;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;

@@ -1,16 +1,20 @@
 //! `bulwark probe`: which kernel mechanisms this host supports and which bulwark will use.
-//! Every program type is checked by actually loading a trivial program of that type with the
-//! bpf(2) syscall (and, for trampoline types, attaching it), and bulwark's own programs are
-//! run through the verifier without attaching. Text or `--format json`; exit code 0 when
-//! everything bulwark needs works, 1 when something required is missing.
+//! Every program and map type is checked by actually loading a trivial program of that type
+//! (and, for trampoline types, attaching it) through the engine's probes
+//! ([`bulwark::engine::probe`]), and bulwark's own programs are run through the verifier
+//! without attaching. This module only assembles and prints the report. Text or
+//! `--format json`; exit code 0 when everything bulwark needs works, 1 when something required
+//! is missing.
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::ExitCode;
 
+use aya::maps::MapType;
+use aya::programs::{LsmAttachType, ProgramType};
+use aya::sys::BpfHelper;
 use serde::Serialize;
 
-use crate::engine::{self, host, Btf, KIND_FUNC, KIND_TYPEDEF};
+use bulwark::engine::{host, probe as kernel, Btf};
 
 #[derive(clap::Args, Debug)]
 pub struct ProbeArgs {
@@ -59,111 +63,13 @@ pub struct ProgramCheck {
     pub error: Option<String>,
 }
 
-// bpf(2) commands, program/map/attach types (uapi/linux/bpf.h).
-const BPF_MAP_CREATE: i64 = 0;
-const BPF_PROG_LOAD: i64 = 5;
-const BPF_RAW_TRACEPOINT_OPEN: i64 = 17;
-const PROG_TRACEPOINT: u32 = 5;
-const PROG_SOCK_OPS: u32 = 13;
-const PROG_SK_MSG: u32 = 16;
-const PROG_RAW_TRACEPOINT: u32 = 17;
-const PROG_CGROUP_SOCK_ADDR: u32 = 18;
-const PROG_TRACING: u32 = 26;
-const PROG_LSM: u32 = 29;
-const PROG_KPROBE: u32 = 2;
-const ATTACH_SK_MSG_VERDICT: u32 = 7;
-const ATTACH_INET4_CONNECT: u32 = 10;
-const ATTACH_TRACE_RAW_TP: u32 = 23;
-const ATTACH_TRACE_FENTRY: u32 = 24;
-const ATTACH_LSM_MAC: u32 = 27;
-const MAP_SOCKHASH: u32 = 18;
-const MAP_SK_STORAGE: u32 = 24;
-const MAP_RINGBUF: u32 = 27;
-const HELPER_SEND_SIGNAL: i32 = 109;
-
-fn bpf(cmd: i64, attr: &mut [u8]) -> Result<OwnedFd, String> {
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
-    if r < 0 {
-        let e = std::io::Error::last_os_error();
-        Err(e.to_string())
-    } else {
-        Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-    }
-}
-
-fn put32(a: &mut [u8], at: usize, v: u32) {
-    a[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-}
-fn put64(a: &mut [u8], at: usize, v: u64) {
-    a[at..at + 8].copy_from_slice(&v.to_ne_bytes());
-}
-
-/// One BPF instruction (`struct bpf_insn`).
-fn insn(code: u8, dst: u8, src: u8, imm: i32) -> [u8; 8] {
-    let mut b = [0u8; 8];
-    b[0] = code;
-    b[1] = (src << 4) | (dst & 0xf);
-    b[4..].copy_from_slice(&imm.to_ne_bytes());
-    b
-}
-
-/// Loads `r0 = ret; exit` (optionally calling `helper` first) as `prog_type`.
-fn load_trivial(
-    prog_type: u32,
-    attach_type: u32,
-    attach_btf_id: u32,
-    ret: i32,
-    helper: Option<i32>,
-) -> Result<OwnedFd, String> {
-    let mut code: Vec<u8> = Vec::new();
-    if let Some(h) = helper {
-        code.extend(insn(0xb7, 1, 0, 0)); // r1 = 0 (signal 0: probe only)
-        code.extend(insn(0x85, 0, 0, h)); // call helper
-    }
-    code.extend(insn(0xb7, 0, 0, ret)); // r0 = ret
-    code.extend(insn(0x95, 0, 0, 0)); // exit
-    let license = c"GPL";
-    let mut attr = [0u8; 144];
-    put32(&mut attr, 0, prog_type);
-    put32(&mut attr, 4, (code.len() / 8) as u32);
-    put64(&mut attr, 8, code.as_ptr() as u64);
-    put64(&mut attr, 16, license.as_ptr() as u64);
-    put32(&mut attr, 68, attach_type);
-    put32(&mut attr, 108, attach_btf_id);
-    bpf(BPF_PROG_LOAD, &mut attr)
-}
-
-/// Attaches a tracing/LSM program through BPF_RAW_TRACEPOINT_OPEN (detached on close).
-fn attach_raw(prog: &OwnedFd) -> Result<OwnedFd, String> {
-    use std::os::fd::AsRawFd;
-    let mut attr = [0u8; 16];
-    put32(&mut attr, 8, prog.as_raw_fd() as u32);
-    bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)
-}
-
-fn create_map(
-    map_type: u32,
-    key: u32,
-    value: u32,
-    max: u32,
-    flags: u32,
-) -> Result<OwnedFd, String> {
-    let mut attr = [0u8; 72];
-    put32(&mut attr, 0, map_type);
-    put32(&mut attr, 4, key);
-    put32(&mut attr, 8, value);
-    put32(&mut attr, 12, max);
-    put32(&mut attr, 16, flags);
-    bpf(BPF_MAP_CREATE, &mut attr)
-}
-
-fn check(name: &str, required: bool, r: Result<impl Sized, String>, ok: &str) -> Check {
+fn check(name: &str, required: bool, r: kernel::Verdict, ok: &str) -> Check {
     Check {
         name: name.to_string(),
         supported: r.is_ok(),
         required,
         detail: match r {
-            Ok(_) => ok.to_string(),
+            Ok(()) => ok.to_string(),
             Err(e) => format!("refused: {e}"),
         },
     }
@@ -221,112 +127,90 @@ pub fn probe() -> Report {
             detail: "not root: no program or map was tried (run `sudo bulwark probe`)".into(),
         });
     } else {
-        let id = |name: &str, kind: u32| -> Result<u32, String> {
-            btf.as_ref()
-                .and_then(|b| b.type_id(name, kind))
-                .ok_or_else(|| format!("{name} not in kernel BTF"))
-        };
         checks.push(check(
             "tracepoint",
             true,
-            load_trivial(PROG_TRACEPOINT, 0, 0, 0, None),
+            kernel::program(ProgramType::TracePoint),
             "loads",
         ));
         checks.push(check(
             "bpf_send_signal from a tracepoint",
             true,
-            load_trivial(PROG_TRACEPOINT, 0, 0, 0, Some(HELPER_SEND_SIGNAL)),
+            kernel::helper(ProgramType::TracePoint, BpfHelper::BPF_FUNC_send_signal),
             "helper allowed",
         ));
         checks.push(check(
             "raw_tp",
             true,
-            load_trivial(PROG_RAW_TRACEPOINT, 0, 0, 0, None),
+            kernel::program(ProgramType::RawTracePoint),
             "loads",
         ));
         checks.push(check(
             "tp_btf",
             false,
-            id("btf_trace_sched_process_exec", KIND_TYPEDEF).and_then(|i| {
-                let p = load_trivial(PROG_TRACING, ATTACH_TRACE_RAW_TP, i, 0, None)?;
-                attach_raw(&p)
-            }),
+            btf.as_ref()
+                .ok_or_else(|| "no kernel BTF".to_string())
+                .and_then(kernel::tp_btf),
             "loads and attaches",
         ));
         checks.push(check(
             "cgroup sock_addr (connect4/6, sendmsg4/6)",
             true,
-            load_trivial(PROG_CGROUP_SOCK_ADDR, ATTACH_INET4_CONNECT, 0, 1, None),
+            kernel::program(ProgramType::CgroupSockAddr),
             "loads",
         ));
         checks.push(check(
             "sock_ops",
             true,
-            load_trivial(PROG_SOCK_OPS, 0, 0, 1, None),
+            kernel::program(ProgramType::SockOps),
             "loads",
         ));
         checks.push(check(
             "sk_msg",
             true,
-            load_trivial(PROG_SK_MSG, ATTACH_SK_MSG_VERDICT, 0, 1, None),
+            kernel::program(ProgramType::SkMsg),
             "loads",
         ));
         checks.push(check(
             "SOCKHASH map",
             true,
-            create_map(MAP_SOCKHASH, 8, 4, 1, 0),
+            kernel::map(MapType::SockHash),
             "created",
         ));
         checks.push(check(
             "ring buffer map",
             true,
-            create_map(MAP_RINGBUF, 0, 0, 4096, 0),
+            kernel::map(MapType::RingBuf),
             "created",
         ));
-        // The program type may load while the kernel has no kprobes to attach it to.
-        let kprobe = load_trivial(PROG_KPROBE, 0, 0, 0, None).and_then(|fd| {
-            if Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
-                Ok(fd)
-            } else {
-                Err("the program type loads but the kernel has no kprobe PMU \
-                     (/sys/bus/event_source/devices/kprobe): kprobes are compiled out"
-                    .to_string())
-            }
-        });
+        checks.push(check(
+            "SK_STORAGE map",
+            true,
+            kernel::map(MapType::SkStorage),
+            "created",
+        ));
         checks.push(check(
             "kprobe",
             false,
-            kprobe,
+            kernel::kprobe(),
             "available (not used: bulwark needs no kprobes)",
         ));
         checks.push(check(
             "fentry (trampoline)",
             false,
-            id("do_exit", KIND_FUNC).and_then(|i| {
-                let p = load_trivial(PROG_TRACING, ATTACH_TRACE_FENTRY, i, 0, None)?;
-                attach_raw(&p)
-            }),
+            kernel::program(ProgramType::Tracing),
             "loads and attaches (not used)",
         ));
         checks.push(check(
             "BPF LSM",
             false,
-            id("bpf_lsm_file_open", KIND_FUNC).and_then(|i| {
-                let p = load_trivial(PROG_LSM, ATTACH_LSM_MAC, i, 0, None)?;
-                attach_raw(&p)
-            }),
+            kernel::program(ProgramType::Lsm(LsmAttachType::Mac)),
             "loads and attaches (optional stronger backend, not built yet)",
         ));
-        // SK_STORAGE needs BTF for its key/value: it is checked with bulwark's own object,
-        // which declares one (SK_STORAGE) and fails to load as a whole without it.
-        match engine::verify_programs() {
+        // bulwark's own object: every map it declares (SK_STORAGE with its BTF key/value
+        // included) and every program through the verifier.
+        match kernel::verify_programs() {
             Ok(list) => {
-                checks.push(Check {
-                    name: "SK_STORAGE map (BTF)".into(),
-                    supported: true,
-                    required: true,
-                    detail: "created with bulwark's eBPF object".into(),
-                });
                 programs = list
                     .into_iter()
                     .map(|(name, r)| ProgramCheck {
@@ -344,7 +228,6 @@ pub fn probe() -> Report {
                 detail: format!("{e:#}"),
             }),
         }
-        let _ = MAP_SK_STORAGE;
     }
     let ready =
         checks.iter().all(|c| c.supported || !c.required) && programs.iter().all(|p| p.loaded);
@@ -435,14 +318,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn insn_encoding_matches_the_uapi_layout() {
-        // r1 = 0: opcode 0xb7, dst 1 in the low nibble, imm 0.
-        assert_eq!(insn(0xb7, 1, 0, 0), [0xb7, 0x01, 0, 0, 0, 0, 0, 0]);
-        // call 109
-        assert_eq!(insn(0x85, 0, 0, 109), [0x85, 0, 0, 0, 109, 0, 0, 0]);
-    }
-
-    #[test]
     fn probe_reports_required_mechanisms_and_readiness() {
         let r = probe();
         if !r.root {
@@ -465,13 +340,21 @@ mod tests {
         };
         for n in [
             "tracepoint",
+            "bpf_send_signal from a tracepoint",
             "raw_tp",
+            "tp_btf",
+            "cgroup sock_addr (connect4/6, sendmsg4/6)",
             "sock_ops",
             "sk_msg",
             "ring buffer map",
             "SOCKHASH map",
+            "SK_STORAGE map",
         ] {
             assert!(get(n).supported, "{n}: {}", get(n).detail);
+        }
+        // Optional mechanisms are reported either way, never required.
+        for n in ["fentry (trampoline)", "BPF LSM", "kprobe"] {
+            assert!(!get(n).required, "{n}");
         }
         assert!(r.programs.iter().all(|p| p.loaded), "{:?}", r.programs);
         assert!(r.programs.iter().any(|p| p.name == "bulwark_egress"));

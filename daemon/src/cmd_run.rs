@@ -1,27 +1,26 @@
-//! `bulwark run`: the daemon. Wires the real pieces into the pipeline's [`Daemon`]: the policy
-//! crate's lint and the compiler behind [`PolicyBackend`], the kernel [`Engine`] behind
-//! [`Kernel`], the inotify watcher, SIGINT/SIGTERM handling and the event output (stdout or a
-//! file, JSON lines; schema in docs/events.md). Policies come from `--policy-dir` (standalone)
-//! or, with `--kubernetes`, from the API server: the Kubernetes controller runs on its own
-//! thread and reaches the same main loop through [`crate::kubernetes`], and every event the
-//! daemon writes is also handed, typed, to its violation queue (which keeps the
-//! `policy_match` ones).
+//! `bulwark run`: the daemon's command line. Checks the arguments, then wires the real pieces
+//! into the pipeline's [`Daemon`]: the policy crate's lint and the compiler
+//! ([`LintCompiler`]), the kernel engine ([`EngineKernel`]), the inotify watcher,
+//! SIGINT/SIGTERM handling and the event output (stdout or a file, JSON lines; schema in
+//! docs/events.md). Policies come from `--policy-dir` (standalone) or, with `--kubernetes`, from
+//! the API server: the Kubernetes controller runs on its own thread and reaches the same main
+//! loop through [`bulwark::kubernetes`], and every event the daemon writes is also handed, typed,
+//! to its violation queue (which keeps the `policy_match` ones).
 
-use crate::engine::{self, Engine, EngineOptions, EventReader};
-use crate::pipeline::daemon::{Config, Daemon, Kernel, MatchInfo, Reseed, Rules};
-use crate::pipeline::policy_dir::{FileLint, PolicyBackend};
-use crate::pipeline::record::{DecodeError, Record};
-use crate::pipeline::{watch, workload};
 use anyhow::Context;
-use bulwark_compiler::{NamespaceIds, RuleSet};
+use bulwark::engine::{self, Engine, EngineOptions};
+use bulwark::engine_kernel::EngineKernel;
+use bulwark::lint_compiler::LintCompiler;
+use bulwark::pipeline::daemon::Request;
+use bulwark::pipeline::daemon::{Config, Daemon};
+use bulwark::pipeline::watch;
 use bulwark_controller::node::{self, NodeConfig};
 use bulwark_controller::{ControllerOptions, PodWorkloads};
-use bulwark_events::{DaemonCode, DaemonDiagnostic};
-use bulwark_policy::{AnyPolicy, Diagnostic, Mode};
+use bulwark_policy::AnyPolicy;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,7 +45,7 @@ pub struct RunArgs {
     pub kubeconfig: Option<PathBuf>,
     /// The host's cgroup v2 mount: the network programs attach to it, workloads (file and Pods)
     /// are resolved in it. In a DaemonSet the host's is mounted at e.g. /run/bulwark/cgroup
-    /// (default: the cgroup2 mount found in /proc/self/mountinfo).
+    /// (default: the cgroup2 mount found in /proc/mounts, /sys/fs/cgroup if that is one).
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
     /// --kubernetes: serve /healthz, /readyz and /metrics on this address (e.g. 0.0.0.0:9876).
@@ -115,178 +114,6 @@ pub fn hostname() -> String {
         }
     }
     "localhost".into()
-}
-
-/// The policy crate's lint and the compiler, as the daemon uses them.
-pub struct RealBackend {
-    pub ids: NamespaceIds,
-}
-
-fn diags_json(diags: &[Diagnostic]) -> Vec<bulwark_events::Diagnostic> {
-    diags.iter().map(bulwark_events::Diagnostic::from).collect()
-}
-
-impl PolicyBackend for RealBackend {
-    type Policy = AnyPolicy;
-    type Rules = RuleSet;
-
-    fn lint_file(&self, path: &Path) -> FileLint<AnyPolicy> {
-        match bulwark_compiler::lint_paths(&[path.to_path_buf()]) {
-            Ok(out) => FileLint {
-                has_errors: out.errors() > 0,
-                diagnostics: diags_json(&out.diagnostics),
-                text: if out.diagnostics.is_empty() {
-                    String::new()
-                } else {
-                    bulwark_policy::diagnostics::render_text(&out.diagnostics)
-                },
-                policies: out.policies,
-            },
-            Err(e) => FileLint {
-                policies: Vec::new(),
-                has_errors: true,
-                diagnostics: vec![bulwark_events::Diagnostic::daemon(
-                    DaemonCode::Io,
-                    Some(path),
-                    e.to_string(),
-                )],
-                text: format!("{}: error: {e}\n", path.display()),
-            },
-        }
-    }
-
-    fn validate_set(&self, policies: &[AnyPolicy]) -> FileLint<AnyPolicy> {
-        let diags = bulwark_compiler::validate_set(policies);
-        FileLint {
-            policies: Vec::new(),
-            has_errors: diags.iter().any(Diagnostic::is_error),
-            text: if diags.is_empty() {
-                String::new()
-            } else {
-                bulwark_policy::diagnostics::render_text(&diags)
-            },
-            diagnostics: diags_json(&diags),
-        }
-    }
-
-    fn compile(&mut self, policies: &[AnyPolicy]) -> Result<RuleSet, DaemonDiagnostic> {
-        bulwark_compiler::compile(policies, &mut self.ids)
-            .map_err(|e| DaemonDiagnostic::error(DaemonCode::Compile, None, e.to_string()))
-    }
-
-    fn intern_namespace(&mut self, name: &str) -> u32 {
-        self.ids.id(name)
-    }
-
-    fn label(p: &AnyPolicy) -> String {
-        match p.scope_namespace() {
-            Some(ns) => format!("{ns}/{}", p.name()),
-            None => p.name().to_string(),
-        }
-    }
-}
-
-impl Rules for RuleSet {
-    fn match_info(&self, selector: u8) -> Option<MatchInfo> {
-        self.selector_info(selector).map(|i| MatchInfo {
-            policy_name: i.policy_name,
-            policy_namespace: i.policy_namespace,
-            rule: i.rule_name,
-            monitor: i.mode == Mode::Monitor,
-        })
-    }
-
-    fn evaluate_process(&self, binary: &str, argv: &[&str], namespace_id: u32) -> u64 {
-        RuleSet::evaluate_process(self, binary, argv, namespace_id)
-    }
-}
-
-/// The kernel engine and its event reader, as the daemon uses them.
-pub struct RealKernel {
-    engine: Option<Engine>,
-    reader: Option<EventReader>,
-    last_lost: u64,
-}
-
-/// The pipeline's description of a record the engine could not decode.
-fn malformed(kind: u32, len: usize) -> DecodeError {
-    use daemon_common::*;
-    let need = match kind {
-        EVENT_EXEC => std::mem::size_of::<ExecEvent>(),
-        EVENT_EXIT => std::mem::size_of::<ExitEvent>(),
-        EVENT_FORK => std::mem::size_of::<ForkEvent>(),
-        EVENT_CONNECT => std::mem::size_of::<ConnectEvent>(),
-        EVENT_MATCH => std::mem::size_of::<MatchEvent>(),
-        _ if len >= std::mem::size_of::<u32>() => return DecodeError::UnknownKind(kind),
-        _ => std::mem::size_of::<EventHeader>(),
-    };
-    DecodeError::TooShort { kind, len, need }
-}
-
-/// Records handed out per poll before the loop gets to reloads and signals again.
-const MAX_RECORDS_PER_POLL: usize = 8192;
-
-impl Kernel<RuleSet> for RealKernel {
-    fn apply(&mut self, rules: &RuleSet, reseed: &[Reseed]) -> anyhow::Result<u8> {
-        let engine = self.engine.as_mut().context("engine already shut down")?;
-        engine.apply(
-            |slot| rules.map_entries(slot),
-            |_slot| reseed.iter().map(|r| (r.tgid, r.selectors)).collect(),
-        )
-    }
-
-    fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()> {
-        let engine = self.engine.as_mut().context("engine already shut down")?;
-        engine.set_workload(cgroup_id, namespace_id)
-    }
-
-    fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
-        let engine = self.engine.as_mut().context("engine already shut down")?;
-        engine.remove_workload(cgroup_id)
-    }
-
-    fn poll(
-        &mut self,
-        timeout: Duration,
-        sink: &mut dyn FnMut(Result<Record, DecodeError>),
-    ) -> anyhow::Result<()> {
-        let Some(reader) = self.reader.as_mut() else {
-            return Ok(());
-        };
-        if !timeout.is_zero() {
-            reader
-                .wait(Some(timeout))
-                .context("waiting for kernel events")?;
-        }
-        for _ in 0..MAX_RECORDS_PER_POLL {
-            let Some(ev) = reader.next_event() else {
-                break;
-            };
-            sink(match ev {
-                engine::Event::Exec(e) => Ok(Record::Exec(e)),
-                engine::Event::Exit(e) => Ok(Record::Exit(e)),
-                engine::Event::Fork(e) => Ok(Record::Fork(e)),
-                engine::Event::Connect(e) => Ok(Record::Connect(e)),
-                engine::Event::Match(e) => Ok(Record::Match(e)),
-                engine::Event::Malformed { kind, len } => Err(malformed(kind, len)),
-            });
-        }
-        Ok(())
-    }
-
-    fn lost_events(&self) -> u64 {
-        self.engine
-            .as_ref()
-            .and_then(|e| e.lost_events().ok())
-            .unwrap_or(self.last_lost)
-    }
-
-    fn shutdown(&mut self) {
-        self.last_lost = self.lost_events();
-        self.reader = None;
-        // Dropping the engine detaches every program and link.
-        self.engine = None;
-    }
 }
 
 fn open_output(spec: &str) -> anyhow::Result<Box<dyn Write + Send>> {
@@ -368,7 +195,7 @@ fn drain_violations(stats: &bulwark_controller::Stats, limit: Duration) -> u64 {
 /// one Pods cannot be mapped (and the engine cannot attach either, and says so).
 fn pod_workloads(
     cgroup_mount: Option<PathBuf>,
-    requests: &std::sync::mpsc::Sender<crate::pipeline::daemon::Request<AnyPolicy>>,
+    requests: &std::sync::mpsc::Sender<Request<AnyPolicy>>,
 ) -> Option<PodWorkloads> {
     let Some(cgroup_root) = cgroup_mount else {
         eprintln!(
@@ -378,7 +205,7 @@ fn pod_workloads(
         return None;
     };
     Some(PodWorkloads {
-        registry: Arc::new(crate::kubernetes::RegistryBridge::new(requests.clone())),
+        registry: Arc::new(bulwark::kubernetes::RegistryBridge::new(requests.clone())),
         cgroup_root,
     })
 }
@@ -411,8 +238,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cgroup_mount = args
         .cgroup_root
         .clone()
-        .or_else(engine::host::cgroup2_mount)
-        .or_else(workload::find_cgroup2_mount);
+        .or_else(engine::host::cgroup2_mount);
     // Kubernetes: the controller starts first (a bad kubeconfig fails before anything is
     // attached); its requests wait in the channel until the main loop runs.
     let (requests_tx, requests) = std::sync::mpsc::channel();
@@ -430,7 +256,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     ..ControllerOptions::default()
                 },
             },
-            Arc::new(crate::kubernetes::EngineBridge::new(requests_tx.clone())),
+            Arc::new(bulwark::kubernetes::EngineBridge::new(requests_tx.clone())),
         )
         .context("starting the Kubernetes controller")?;
         Some(handle)
@@ -438,13 +264,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None
     };
     drop(requests_tx);
-    let mut engine = Engine::load(&EngineOptions {
+    let engine = Engine::load(&EngineOptions {
         noop_programs: args.noop_programs,
         cgroup: args.cgroup_root.clone(),
         ..EngineOptions::default()
     })
     .context("loading and attaching the kernel programs")?;
-    let reader = engine.events()?;
+    let kernel = EngineKernel::new(engine)?;
     install_signal_handlers();
     let changes = watch::spawn(
         policy_dir.clone(),
@@ -459,15 +285,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cgroup_mount,
         loss_report_every: Duration::from_secs(10),
     };
-    let kernel = RealKernel {
-        engine: Some(engine),
-        reader: Some(reader),
-        last_lost: 0,
-    };
-    let backend = RealBackend {
-        ids: NamespaceIds::new(),
-    };
-    let mut daemon = Daemon::new(cfg, backend, kernel, out);
+    let mut daemon = Daemon::new(cfg, LintCompiler::new(), kernel, out);
     if let Some(handle) = &controller {
         let violations = handle.sender();
         daemon.pipeline.observe(Box::new(move |ev| {
@@ -497,238 +315,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::daemon::Change;
-
-    /// Records what would be written to the kernel.
-    #[derive(Default)]
-    struct RecordingKernel {
-        active: u8,
-        applied: Vec<usize>,
-        workloads: Vec<(u64, u32)>,
-    }
-
-    impl Kernel<RuleSet> for RecordingKernel {
-        fn apply(&mut self, rules: &RuleSet, _reseed: &[Reseed]) -> anyhow::Result<u8> {
-            self.active ^= 1;
-            // The entries must be producible for the slot the engine would write.
-            let _ = rules.map_entries(self.active);
-            self.applied.push(rules.selectors().len());
-            Ok(self.active)
-        }
-        fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()> {
-            self.workloads.push((cgroup_id, namespace_id));
-            Ok(())
-        }
-        fn remove_workload(&mut self, _cgroup_id: u64) -> anyhow::Result<()> {
-            Ok(())
-        }
-        fn poll(
-            &mut self,
-            _t: Duration,
-            _sink: &mut dyn FnMut(Result<Record, DecodeError>),
-        ) -> anyhow::Result<()> {
-            Ok(())
-        }
-        fn lost_events(&self) -> u64 {
-            0
-        }
-    }
-
-    #[derive(Clone, Default)]
-    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Buf {
-        fn last(&self) -> serde_json::Value {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            serde_json::from_str(text.lines().last().unwrap()).unwrap()
-        }
-    }
-
-    #[test]
-    fn shipped_examples_load_through_lint_and_compiler() {
-        let dir = std::env::temp_dir().join(format!("bulwark-run-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples");
-        let mut count = 0;
-        for e in std::fs::read_dir(&examples).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "yaml") {
-                std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
-                count += 1;
-            }
-        }
-        let (mut d, out) = test_daemon(Some(dir.clone()));
-        d.start();
-        let st = out.last();
-        assert_eq!(st["state"], "ready", "{st}");
-        assert_eq!(st["generation"], 1);
-        let policies = st["policies"].as_array().unwrap();
-        assert_eq!(policies.len(), count, "{st}");
-        assert!(policies.contains(&"kill-crypto-miners".into()));
-        assert!(policies.contains(&"payments/payments-internal-only".into()));
-        assert!(
-            st["diagnostics"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|x| x["severity"] != "error"),
-            "{st}"
-        );
-
-        // Break one file: lint diagnostics in the status, the set in force is unchanged.
-        let broken = dir.join("kill-crypto-miners.yaml");
-        let good = std::fs::read_to_string(&broken).unwrap();
-        std::fs::write(&broken, good.replace("hook: exec", "hook: fork")).unwrap();
-        d.on_change(Change {
-            policies: true,
-            workloads: false,
-        });
-        let st = out.last();
-        assert_eq!(st["state"], "reload_failed", "{st}");
-        assert_eq!(st["policies"].as_array().unwrap().len(), count);
-        let errors: Vec<_> = st["diagnostics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|x| x["severity"] == "error")
-            .collect();
-        assert!(!errors.is_empty(), "{st}");
-        assert!(errors[0]["file"]
-            .as_str()
-            .unwrap()
-            .ends_with("kill-crypto-miners.yaml"));
-        assert!(errors[0]["line"].is_number(), "{st}");
-        // Removing it takes that policy out.
-        std::fs::remove_file(&broken).unwrap();
-        d.on_change(Change {
-            policies: true,
-            workloads: false,
-        });
-        let st = out.last();
-        assert_eq!(st["state"], "reloaded", "{st}");
-        assert_eq!(st["policies"].as_array().unwrap().len(), count - 1);
-        assert!(!st["policies"]
-            .as_array()
-            .unwrap()
-            .contains(&"kill-crypto-miners".into()));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    /// A policy with `n` exec selectors (binaries `/bin/<name>-<i>`), as the controller hands
-    /// it over.
-    fn wide_policy(name: &str, n: usize) -> AnyPolicy {
-        let mut src = format!(
-            "apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata: {{name: {name}}}\n\
-             spec:\n  mode: monitor\n  rules:\n  - name: r\n    hook: exec\n    selectors:\n"
-        );
-        for i in 0..n {
-            src.push_str(&format!(
-                "    - matchBinaries:\n      - operator: In\n        values: [/bin/{name}-{i}]\n      \
-                 matchActions:\n      - action: Post\n"
-            ));
-        }
-        // Read without the lint (which rejects a policy too big for the kernel on its own): the
-        // daemon must cope with whatever reaches it.
-        let p: bulwark_policy::model::TracingPolicy =
-            serde_saphyr::from_str(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
-        AnyPolicy::Cluster(p)
-    }
-
-    /// A daemon with the real lint + compiler and a recording kernel, writing to a buffer.
-    fn test_daemon(policy_dir: Option<PathBuf>) -> (Daemon<RealBackend, RecordingKernel>, Buf) {
-        let out = Buf::default();
-        let cfg = Config {
-            node_name: "t".into(),
-            policy_dir,
-            workloads_file: None,
-            proc_root: PathBuf::from("/proc"),
-            cgroup_mount: workload::find_cgroup2_mount(),
-            loss_report_every: Duration::from_secs(10),
-        };
-        let backend = RealBackend {
-            ids: NamespaceIds::new(),
-        };
-        let d = Daemon::new(
-            cfg,
-            backend,
-            RecordingKernel::default(),
-            Box::new(out.clone()),
-        );
-        (d, out)
-    }
-
-    #[test]
-    fn cluster_sets_compile_per_node_with_the_real_compiler() {
-        let (mut d, out) = test_daemon(None);
-        d.start();
-        // Fits: applied, `ready`.
-        let r = d.apply_set(vec![wide_policy("small", 3)]);
-        assert_eq!(r, Ok(vec![Ok(())]));
-        assert_eq!(out.last()["state"], "ready");
-        assert_eq!(d.kernel.applied, vec![3]);
-        // One policy over the kernel's selector limit on its own: it alone is left out and says
-        // why; the other is applied.
-        let r = d
-            .apply_set(vec![wide_policy("huge", 65), wide_policy("small", 3)])
-            .unwrap();
-        assert!(
-            r[0].as_ref().unwrap_err().contains("MAX_SELECTORS"),
-            "{r:?}"
-        );
-        assert_eq!(r[1], Ok(()));
-        let st = out.last();
-        assert_eq!(st["state"], "reload_failed", "{st}");
-        assert_eq!(st["policies"], serde_json::json!(["small"]), "{st}");
-        assert_eq!(d.kernel.applied, vec![3, 3]);
-        // Two that fit alone but not together: nothing changes, the reason goes back.
-        let err = d
-            .apply_set(vec![wide_policy("a", 40), wide_policy("b", 40)])
-            .unwrap_err();
-        assert!(err.contains("MAX_SELECTORS"), "{err}");
-        assert_eq!(out.last()["policies"], serde_json::json!(["small"]));
-        assert_eq!(d.kernel.applied, vec![3, 3]);
-    }
-
-    #[test]
-    fn rule_set_answers_match_info_and_process_bits() {
-        let src = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../policies/examples/kill-crypto-miners.yaml"),
-        )
-        .unwrap();
-        let lint = bulwark_policy::lint_source("k.yaml", &src);
-        assert_eq!(lint.errors(), 0);
-        let rules = bulwark_compiler::compile(&lint.policies, &mut NamespaceIds::new()).unwrap();
-        let info = Rules::match_info(&rules, 0).unwrap();
-        assert_eq!(info.policy_name, "kill-crypto-miners");
-        assert_eq!(info.policy_namespace, None);
-        assert!(!info.monitor);
-        assert!(Rules::match_info(&rules, 63).is_none());
-        let bits = Rules::evaluate_process(&rules, "/usr/bin/xmrig", &["xmrig"], 0);
-        assert_ne!(bits, 0);
-        assert_eq!(
-            Rules::evaluate_process(&rules, "/usr/bin/ls", &["ls"], 0),
-            0
-        );
-    }
-
-    #[test]
-    fn malformed_records_are_described() {
-        assert!(matches!(
-            malformed(daemon_common::EVENT_EXIT, 3),
-            DecodeError::TooShort { need, .. } if need == std::mem::size_of::<daemon_common::ExitEvent>()
-        ));
-        assert_eq!(malformed(77, 64), DecodeError::UnknownKind(77));
-    }
+    use std::path::Path;
 
     #[test]
     fn events_file_is_appended_and_owner_only() {

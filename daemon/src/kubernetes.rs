@@ -3,7 +3,8 @@
 //! loader. [`EngineBridge`] is the controller's [`PolicyEngine`]: each accepted policy set is
 //! sent to the main loop as a [`Request::ApplySet`] (validated, compiled and swapped into the
 //! kernel's inactive slot there, like a policy-directory reload, with the same status events)
-//! and the per-policy outcome goes back as [`PolicyLoadResult`]s. [`RegistryBridge`] is its
+//! and the per-policy outcome goes back as [`PolicyLoadResult`]s (the typed outcome worded for
+//! policy status here). [`RegistryBridge`] is its
 //! [`WorkloadRegistry`]: Pod identities become [`Request::AddWorkload`] /
 //! [`Request::RemoveWorkload`].
 
@@ -38,13 +39,13 @@ fn load_results(
     policies: &[AnyPolicy],
     outcome: SetOutcome,
 ) -> Result<Vec<PolicyLoadResult>, String> {
-    let per_policy = outcome?;
+    let per_policy = outcome.map_err(|e| e.to_string())?;
     Ok(policies
         .iter()
         .zip(per_policy)
         .map(|(p, result)| PolicyLoadResult {
             key: PolicyKey::of(p),
-            result,
+            result: result.map_err(|left_out| left_out.to_string()),
         })
         .collect())
 }
@@ -97,6 +98,7 @@ impl WorkloadRegistry for RegistryBridge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::daemon::{LeftOut, SetError};
 
     fn policies() -> Vec<AnyPolicy> {
         let src = "apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata: {name: a}\n\
@@ -115,8 +117,15 @@ mod tests {
         let loop_thread = std::thread::spawn(move || {
             // Answer two requests: one with a per-policy failure, one failing as a whole.
             for outcome in [
-                Ok(vec![Ok(()), Err("too big".to_string())]),
-                Err("kernel said no".to_string()),
+                Ok(vec![
+                    Ok(()),
+                    Err(LeftOut {
+                        why: "too big".to_string(),
+                    }),
+                ]),
+                Err(SetError::KernelRefused {
+                    why: "kernel said no".to_string(),
+                }),
             ] {
                 match rx.recv().unwrap() {
                     Request::ApplySet { policies, reply } => {
@@ -133,8 +142,14 @@ mod tests {
         assert_eq!(res[0].key.name, "a");
         assert_eq!(res[0].result, Ok(()));
         assert_eq!(res[1].key.namespace.as_deref(), Some("web"));
-        assert_eq!(res[1].result, Err("too big".to_string()));
-        assert_eq!(bridge.apply(policies()).unwrap_err(), "kernel said no");
+        assert_eq!(
+            res[1].result,
+            Err("rejected on this node: too big".to_string())
+        );
+        assert_eq!(
+            bridge.apply(policies()).unwrap_err(),
+            "the kernel refused the new rule set: kernel said no; the previous set stays in force"
+        );
         loop_thread.join().unwrap();
         // The loop is gone: a clear error, no hang.
         let err = bridge.apply(policies()).unwrap_err();

@@ -1,5 +1,6 @@
-//! The `bulwark` binary: one command-line front end over the crates that do the work.
-//! Each subcommand lives in its own module; this file only parses arguments and dispatches.
+//! The `bulwark` binary: one command-line front end over the `bulwark` library and the crates
+//! that do the work. Each subcommand lives in its own module; this file only parses arguments
+//! and dispatches.
 
 mod cmd_compile;
 mod cmd_crds;
@@ -7,9 +8,6 @@ mod cmd_events;
 mod cmd_lint;
 mod cmd_probe;
 mod cmd_run;
-mod engine;
-mod kubernetes;
-mod pipeline;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -5,10 +5,6 @@
 //! per-test temp directory, or to loopback ports the test picked, so nothing else on the host
 //! is affected.
 
-#[allow(unused_imports)]
-#[path = "../src/engine/mod.rs"]
-mod engine;
-
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -18,9 +14,10 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bulwark::engine::{Engine, EngineOptions, EventReader};
+use bulwark::record::Record;
 use bulwark_compiler::MapEntries;
 use daemon_common::*;
-use engine::{Engine, EngineOptions, Event, EventReader};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -102,17 +99,20 @@ fn selector(
     }
 }
 
-/// Drains events until `pred` finds one or `timeout` passes.
+/// Drains records until `pred` finds one or `timeout` passes (records that do not decode
+/// never match).
 fn find_event(
     r: &mut EventReader,
     timeout: Duration,
-    mut pred: impl FnMut(&Event) -> bool,
-) -> Option<Event> {
+    mut pred: impl FnMut(&Record) -> bool,
+) -> Option<Record> {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
-        while let Some(e) = r.next_event() {
-            if pred(&e) {
-                return Some(e);
+        while let Some(e) = r.next_record() {
+            if let Ok(e) = e {
+                if pred(&e) {
+                    return Some(e);
+                }
             }
         }
         let _ = r.wait(Some(Duration::from_millis(50)));
@@ -121,7 +121,7 @@ fn find_event(
 }
 
 fn drain(r: &mut EventReader) {
-    while r.next_event().is_some() {}
+    while r.next_record().is_some() {}
 }
 
 /// Runs `bin args..` and returns its status.
@@ -233,10 +233,10 @@ fn exec_sigkill_by_exact_path_prefix_and_postfix() {
     let exec = find_event(
         &mut events,
         Duration::from_secs(3),
-        |ev| matches!(ev, Event::Exec(x) if x.path[..x.path_len as usize] == *exact_s.as_bytes()),
+        |ev| matches!(ev, Record::Exec(x) if x.path[..x.path_len as usize] == *exact_s.as_bytes()),
     )
     .expect("exec event of the killed binary");
-    let Event::Exec(exec) = exec else {
+    let Record::Exec(exec) = exec else {
         unreachable!()
     };
     assert_eq!(exec.ppid, std::process::id(), "ppid is the test process");
@@ -250,9 +250,9 @@ fn exec_sigkill_by_exact_path_prefix_and_postfix() {
     let m = find_event(
         &mut events,
         Duration::from_secs(3),
-        |ev| matches!(ev, Event::Match(m) if m.header.tgid == pid),
+        |ev| matches!(ev, Record::Match(m) if m.header.tgid == pid),
     );
-    let Some(Event::Match(m)) = m else {
+    let Some(Record::Match(m)) = m else {
         panic!("no match event for pid {pid}")
     };
     assert_eq!(
@@ -262,9 +262,9 @@ fn exec_sigkill_by_exact_path_prefix_and_postfix() {
     let x = find_event(
         &mut events,
         Duration::from_secs(3),
-        |ev| matches!(ev, Event::Exit(x) if x.header.tgid == pid),
+        |ev| matches!(ev, Record::Exit(x) if x.header.tgid == pid),
     );
-    let Some(Event::Exit(x)) = x else {
+    let Some(Record::Exit(x)) = x else {
         panic!("no exit event for pid {pid}")
     };
     assert_eq!(x.exit_code & 0x7f, 9, "exit event says SIGKILL");
@@ -567,9 +567,9 @@ fn egress_plaintext_is_dropped_tls_flows_and_unwatched_sockets_stay_out() {
     let m = find_event(
         &mut events,
         Duration::from_secs(2),
-        |ev| matches!(ev, Event::Match(m) if m.hook == HOOK_EGRESS),
+        |ev| matches!(ev, Record::Match(m) if m.hook == HOOK_EGRESS),
     );
-    let Some(Event::Match(m)) = m else {
+    let Some(Record::Match(m)) = m else {
         panic!("no egress match event")
     };
     assert_eq!(
@@ -703,9 +703,9 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
         "monitor mode does not kill; namespace 8 selector does not apply: {st:?}"
     );
     let m = find_event(&mut events, Duration::from_secs(2), |ev| {
-        matches!(ev, Event::Match(_))
+        matches!(ev, Record::Match(_))
     });
-    let Some(Event::Match(m)) = m else {
+    let Some(Record::Match(m)) = m else {
         panic!("monitor mode still reports the match")
     };
     assert_eq!((m.selector, m.enforced, m.cgroup_id), (0, 0, cgroup_id));
@@ -713,7 +713,7 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
         find_event(
             &mut events,
             Duration::from_millis(300),
-            |ev| matches!(ev, Event::Match(m) if m.selector == 1)
+            |ev| matches!(ev, Record::Match(m) if m.selector == 1)
         )
         .is_none(),
         "the namespace-8 selector did not match"
@@ -778,9 +778,9 @@ fn fork_inherits_the_parents_selectors() {
     let f = find_event(
         &mut events,
         Duration::from_secs(2),
-        |ev| matches!(ev, Event::Fork(f) if f.header.tgid == child as u32),
+        |ev| matches!(ev, Record::Fork(f) if f.header.tgid == child as u32),
     );
-    let Some(Event::Fork(f)) = f else {
+    let Some(Record::Fork(f)) = f else {
         panic!("no fork event for {child}")
     };
     assert_eq!(f.parent_tgid, me);
@@ -788,9 +788,9 @@ fn fork_inherits_the_parents_selectors() {
     let x = find_event(
         &mut events,
         Duration::from_secs(2),
-        |ev| matches!(ev, Event::Exit(x) if x.header.tgid == child as u32),
+        |ev| matches!(ev, Record::Exit(x) if x.header.tgid == child as u32),
     );
-    let Some(Event::Exit(x)) = x else {
+    let Some(Record::Exit(x)) = x else {
         panic!("no exit event for {child}")
     };
     assert_eq!(
@@ -1006,7 +1006,7 @@ spec:
     let exec = find_event(
         &mut events,
         Duration::from_secs(2),
-        |ev| matches!(ev, Event::Exec(x) if x.header.tgid == pid),
+        |ev| matches!(ev, Record::Exec(x) if x.header.tgid == pid),
     );
     assert!(exec.is_some(), "exec event of the sleeper");
     let kernel = e.process_state(pid);
@@ -1098,7 +1098,7 @@ fn bench_exec_and_connect_overhead() {
     let drainer = std::thread::spawn(move || {
         while !s2.load(std::sync::atomic::Ordering::Relaxed) {
             let _ = events.wait(Some(Duration::from_millis(20)));
-            while events.next_event().is_some() {}
+            while events.next_record().is_some() {}
         }
     });
     time("engine + all matchers");
@@ -1237,7 +1237,7 @@ fn exec_during_a_switch_is_evaluated_for_the_pending_slot_too() {
                 let exec = find_event(
                     &mut events,
                     Duration::from_secs(2),
-                    |ev| matches!(ev, Event::Exec(x) if x.header.tgid == pid),
+                    |ev| matches!(ev, Record::Exec(x) if x.header.tgid == pid),
                 );
                 assert!(exec.is_some(), "exec of the sleeper during the switch");
                 vec![]

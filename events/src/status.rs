@@ -113,8 +113,24 @@ impl From<DaemonDiagnostic> for Diagnostic {
 
 impl Diagnostic {
     /// An error of the daemon's own ([`DaemonDiagnostic::error`]).
-    pub fn daemon(code: DaemonCode, file: Option<&std::path::Path>, message: String) -> Self {
-        DaemonDiagnostic::error(code, file, message).into()
+    pub fn error(
+        code: DaemonCode,
+        file: Option<&std::path::Path>,
+        message: impl Into<String>,
+    ) -> Self {
+        DaemonDiagnostic::error(code, file, message.into()).into()
+    }
+
+    /// A warning of the daemon's own: reported, nothing rejected.
+    pub fn warning(
+        code: DaemonCode,
+        file: Option<&std::path::Path>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic::Daemon(DaemonDiagnostic {
+            severity: Severity::Warning,
+            ..DaemonDiagnostic::error(code, file, message.into())
+        })
     }
 
     /// `BWnnn` or the daemon's code.
@@ -148,6 +164,12 @@ impl Diagnostic {
             Diagnostic::Daemon(d) => d.file.as_deref(),
             Diagnostic::Lint(d) => d.file.as_deref(),
         }
+    }
+}
+
+impl From<bulwark_policy::Diagnostic> for Diagnostic {
+    fn from(d: bulwark_policy::Diagnostic) -> Self {
+        Diagnostic::from(&d)
     }
 }
 
@@ -196,10 +218,10 @@ mod tests {
 
     #[test]
     fn daemon_diagnostics_read_back_as_the_daemons() {
-        let d = Diagnostic::daemon(
+        let d = Diagnostic::error(
             DaemonCode::PolicyDir,
             Some(std::path::Path::new("/etc/p")),
-            "cannot read".into(),
+            "cannot read",
         );
         let v = serde_json::to_value(&d).unwrap();
         assert_eq!(

@@ -229,7 +229,17 @@ fn collect(
         path: path.display().to_string(),
         error: e,
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        // A YAML entry of a directory that cannot be stat'ed (a dangling symlink) is listed
+        // like the others: reading it reports it, and a caller that reads file by file (the
+        // daemon) rejects that file alone.
+        Err(_) if !explicit && is_yaml(path) => {
+            files.push(path.to_path_buf());
+            return Ok(());
+        }
+        Err(e) => return Err(io(e)),
+    };
     if meta.is_dir() {
         // Symlinked directories may form loops: visit each real directory once.
         let real = std::fs::canonicalize(path).map_err(io)?;
@@ -258,6 +268,18 @@ fn collect(
     Ok(())
 }
 
+/// The files [`lint_paths`] reads for `paths`: directories walked recursively (`.yaml`/`.yml`,
+/// sorted, hidden entries skipped, each real directory once however symlinks loop), a file
+/// named explicitly whatever its extension.
+pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files = Vec::new();
+    let mut visited = std::collections::HashSet::new();
+    for p in paths {
+        collect(p, true, &mut files, &mut visited)?;
+    }
+    Ok(files)
+}
+
 /// Lints files and directories (recursive, `.yaml`/`.yml`, sorted; a file named explicitly
 /// is read whatever its extension). Cross-file checks (duplicate policy names) run over every
 /// policy found. I/O problems are errors, not diagnostics.
@@ -267,11 +289,7 @@ pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
 
 /// [`lint_paths`], then `set_check` over every policy found without errors.
 pub fn lint_paths_with(paths: &[PathBuf], set_check: SetCheck) -> Result<LintOutcome, LoadError> {
-    let mut files = Vec::new();
-    let mut visited = std::collections::HashSet::new();
-    for p in paths {
-        collect(p, true, &mut files, &mut visited)?;
-    }
+    let files = policy_files(paths)?;
     let mut out = LintOutcome::default();
     let mut loaded = Vec::new();
     for f in &files {

@@ -68,3 +68,22 @@ fn directories_are_walked_sorted_once_and_io_errors_are_errors() {
     assert!(missing.to_string().contains("missing.yaml"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_dangling_yaml_symlink_in_a_directory_is_listed_and_fails_the_read() {
+    let dir = std::env::temp_dir().join(format!("bulwark-lint-dangling-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), "kind: x\n").unwrap();
+    std::os::unix::fs::symlink(dir.join("gone.yaml"), dir.join("b.yaml")).unwrap();
+    let files = bulwark_policy::load::policy_files(std::slice::from_ref(&dir)).unwrap();
+    assert_eq!(files, vec![dir.join("a.yaml"), dir.join("b.yaml")]);
+    let err = lint_paths(std::slice::from_ref(&dir))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot read") && err.contains("b.yaml"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,81 +1,38 @@
-//! Reading the kernel's ring buffer: [`EventReader`] drains `EVENTS`, decodes each record into
-//! an [`Event`] (copies of the `daemon-common` structs) and handles engine-internal records
-//! itself (a classified socket is deleted from the SOCKHASH here, so it stops paying the sk_msg
-//! cost). It owns its map handles, so it can live on another thread than the [`super::Engine`].
+//! Reading the kernel's ring buffer: [`EventReader`] drains `EVENTS`, decodes each record once
+//! into a [`Record`] (see [`crate::record`]) and handles engine-internal records itself (a
+//! classified socket is deleted from the SOCKHASH here, so it stops paying the sk_msg cost). It
+//! owns its map handles, so it can live on another thread than the [`super::Engine`].
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf, SockHash};
-use daemon_common::*;
+use daemon_common::{SockClassifiedEvent, EVENT_SOCK_CLASSIFIED};
 
-/// One decoded ring-buffer record.
-#[derive(Debug, Clone)]
-pub enum Event {
-    Exec(Box<ExecEvent>),
-    Exit(ExitEvent),
-    Fork(ForkEvent),
-    Connect(ConnectEvent),
-    Match(MatchEvent),
-    /// A record this build does not know or that was too short (counted, never fatal).
-    Malformed {
-        kind: u32,
-        len: usize,
-    },
-}
+use crate::record::{self, DecodeError, Record};
 
-impl Event {
-    /// The header common to all records (None for `Malformed`).
-    pub fn header(&self) -> Option<&EventHeader> {
-        match self {
-            Event::Exec(e) => Some(&e.header),
-            Event::Exit(e) => Some(&e.header),
-            Event::Fork(e) => Some(&e.header),
-            Event::Connect(e) => Some(&e.header),
-            Event::Match(e) => Some(&e.header),
-            Event::Malformed { .. } => None,
-        }
-    }
-}
-
-/// Copies a `T` out of `data` when it is long enough.
-fn read<T: Copy>(data: &[u8]) -> Option<T> {
-    (data.len() >= std::mem::size_of::<T>())
-        .then(|| unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<T>()) })
-}
-
-/// What a raw record decodes to: a user-facing event, or a socket to release.
+/// What a raw record decodes to: a record for the pipeline (or why it could not be decoded),
+/// or a socket to release.
 #[derive(Debug)]
 pub(crate) enum Decoded {
-    Event(Event),
+    Record(Result<Record, DecodeError>),
     SockClassified(SockClassifiedEvent),
 }
 
 /// Decodes one raw record (never panics on short or unknown input).
 pub(crate) fn decode(data: &[u8]) -> Decoded {
-    let kind = read::<u32>(data).unwrap_or(0);
-    let bad = || {
-        Decoded::Event(Event::Malformed {
-            kind,
-            len: data.len(),
-        })
-    };
-    match kind {
-        EVENT_EXEC => {
-            read::<ExecEvent>(data).map_or_else(bad, |e| Decoded::Event(Event::Exec(Box::new(e))))
-        }
-        EVENT_EXIT => read(data).map_or_else(bad, |e| Decoded::Event(Event::Exit(e))),
-        EVENT_FORK => read(data).map_or_else(bad, |e| Decoded::Event(Event::Fork(e))),
-        EVENT_CONNECT => read(data).map_or_else(bad, |e| Decoded::Event(Event::Connect(e))),
-        EVENT_MATCH => read(data).map_or_else(bad, |e| Decoded::Event(Event::Match(e))),
-        EVENT_SOCK_CLASSIFIED => read(data).map_or_else(bad, Decoded::SockClassified),
-        _ => bad(),
+    if record::kind_of(data) == Some(EVENT_SOCK_CLASSIFIED) {
+        return match record::read(data, EVENT_SOCK_CLASSIFIED) {
+            Ok(s) => Decoded::SockClassified(s),
+            Err(e) => Decoded::Record(Err(e)),
+        };
     }
+    Decoded::Record(record::decode(data))
 }
 
 /// Drains the kernel's event ring buffer. Poll it with [`EventReader::wait`] or register
 /// [`AsRawFd::as_raw_fd`] with epoll/tokio `AsyncFd` (readable = records available), then call
-/// [`EventReader::next_event`] until it returns `None`.
+/// [`EventReader::next_record`] until it returns `None`.
 pub struct EventReader {
     ring: RingBuf<MapData>,
     sockhash: SockHash<MapData, u64>,
@@ -93,15 +50,17 @@ impl EventReader {
         }
     }
 
-    /// The next record, or `None` when the buffer is empty right now (non-blocking).
-    pub fn next_event(&mut self) -> Option<Event> {
+    /// The next record (or why it could not be decoded: a record this build does not know or
+    /// that was too short, counted by the pipeline, never fatal), or `None` when the buffer is
+    /// empty right now (non-blocking).
+    pub fn next_record(&mut self) -> Option<Result<Record, DecodeError>> {
         loop {
             let decoded = {
                 let item = self.ring.next()?;
                 decode(&item)
             };
             match decoded {
-                Decoded::Event(e) => return Some(e),
+                Decoded::Record(r) => return Some(r),
                 Decoded::SockClassified(s) => {
                     // The socket may already be gone (closed sockets leave the map).
                     match self.sockhash.remove(&s.cookie) {
@@ -155,57 +114,64 @@ impl AsFd for EventReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bytes<T>(v: &T) -> Vec<u8> {
-        unsafe {
-            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
-        }
-        .to_vec()
-    }
+    use crate::record::as_bytes;
+    use daemon_common::{ExitEvent, MatchEvent, EVENT_EXIT, EVENT_MATCH};
 
     #[test]
-    fn decodes_each_kind() {
+    fn decodes_records_and_engine_internal_ones() {
         let mut exit = ExitEvent::default();
         exit.header.kind = EVENT_EXIT;
         exit.header.tgid = 42;
         exit.exit_code = 9;
-        match decode(&bytes(&exit)) {
-            Decoded::Event(Event::Exit(e)) => assert_eq!((e.header.tgid, e.exit_code), (42, 9)),
+        match decode(&as_bytes(&exit)) {
+            Decoded::Record(Ok(Record::Exit(e))) => {
+                assert_eq!((e.header.tgid, e.exit_code), (42, 9))
+            }
             other => panic!("{other:?}"),
         }
         let mut m = MatchEvent::default();
         m.header.kind = EVENT_MATCH;
         m.selector = 3;
-        match decode(&bytes(&m)) {
-            Decoded::Event(Event::Match(e)) => assert_eq!(e.selector, 3),
+        match decode(&as_bytes(&m)) {
+            Decoded::Record(Ok(Record::Match(e))) => assert_eq!(e.selector, 3),
             other => panic!("{other:?}"),
         }
         let mut s = SockClassifiedEvent::default();
         s.header.kind = EVENT_SOCK_CLASSIFIED;
         s.cookie = 77;
-        match decode(&bytes(&s)) {
+        let b = as_bytes(&s);
+        match decode(&b) {
             Decoded::SockClassified(e) => assert_eq!(e.cookie, 77),
+            other => panic!("{other:?}"),
+        }
+        // Short engine-internal records are decode errors too, not panics.
+        match decode(&b[..b.len() - 1]) {
+            Decoded::Record(Err(DecodeError::TooShort { kind, .. })) => {
+                assert_eq!(kind, EVENT_SOCK_CLASSIFIED)
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
-    fn short_or_unknown_records_are_malformed_not_panics() {
+    fn short_or_unknown_records_are_decode_errors_not_panics() {
         let mut exit = ExitEvent::default();
         exit.header.kind = EVENT_EXIT;
-        let b = bytes(&exit);
+        let b = as_bytes(&exit);
         match decode(&b[..b.len() - 1]) {
-            Decoded::Event(Event::Malformed { kind, len }) => {
+            Decoded::Record(Err(DecodeError::TooShort { kind, len, .. })) => {
                 assert_eq!((kind, len), (EVENT_EXIT, b.len() - 1))
             }
             other => panic!("{other:?}"),
         }
         match decode(&[1, 2]) {
-            Decoded::Event(Event::Malformed { kind: 0, len: 2 }) => {}
+            Decoded::Record(Err(DecodeError::TooShort {
+                kind: 0, len: 2, ..
+            })) => {}
             other => panic!("{other:?}"),
         }
         match decode(&99u32.to_ne_bytes()) {
-            Decoded::Event(Event::Malformed { kind: 99, .. }) => {}
+            Decoded::Record(Err(DecodeError::UnknownKind(99))) => {}
             other => panic!("{other:?}"),
         }
     }

@@ -1,8 +1,11 @@
 //! Facts about the host the engine needs before loading anything: are we root, where is
 //! tracefs (mounted here if missing), where is the cgroup v2 mount, and tracepoint record
-//! layouts read from tracefs. Shared by the engine and `bulwark probe`.
+//! layouts read from tracefs. The one home of mount discovery: the engine, `bulwark run`
+//! (workload resolution), `bulwark probe` and the e2e harness all find the cgroup v2 mount here.
 
 use anyhow::{bail, Context};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 /// Fails unless the effective uid is 0.
@@ -17,33 +20,79 @@ pub fn require_root() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mount points from /proc/mounts as (device, mount point, fs type).
-fn mounts() -> Vec<(String, PathBuf, String)> {
-    std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
+/// One line of /proc/mounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub device: String,
+    pub point: PathBuf,
+    pub fs_type: String,
+}
+
+/// Undoes the octal escapes the kernel writes in /proc/mounts fields (`\040` space, `\011`
+/// tab, `\012` newline, `\134` backslash); anything else is kept as it is.
+fn unescape_octal(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match octal_escape(&b[i..]) {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The byte of a `\NNN` escape at the start of `b` (three octal digits that fit a byte).
+fn octal_escape(b: &[u8]) -> Option<u8> {
+    let digits = b.strip_prefix(b"\\")?.get(..3)?;
+    if !digits.iter().all(|c| (b'0'..=b'7').contains(c)) {
+        return None;
+    }
+    u8::try_from(digits.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'))).ok()
+}
+
+/// The mounts of a /proc/mounts text, fields unescaped.
+pub fn parse_mounts(text: &str) -> Vec<Mount> {
+    text.lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
-            let dev = f.next()?.to_string();
-            let mnt = f.next()?.replace("\\040", " ");
-            let fs = f.next()?.to_string();
-            Some((dev, PathBuf::from(mnt), fs))
+            let device = String::from_utf8_lossy(&unescape_octal(f.next()?)).into_owned();
+            let point = PathBuf::from(OsString::from_vec(unescape_octal(f.next()?)));
+            let fs_type = String::from_utf8_lossy(&unescape_octal(f.next()?)).into_owned();
+            Some(Mount {
+                device,
+                point,
+                fs_type,
+            })
         })
         .collect()
 }
 
-/// The cgroup v2 mount point, preferring `/sys/fs/cgroup` (most nodes) over others such as
-/// `/sys/fs/cgroup/unified` (hybrid hosts).
+/// The mounts of this mount namespace (empty when /proc/mounts cannot be read).
+fn mounts() -> Vec<Mount> {
+    parse_mounts(&std::fs::read_to_string("/proc/mounts").unwrap_or_default())
+}
+
+/// The cgroup v2 mount point among `mounts`, preferring `/sys/fs/cgroup` (most nodes) over
+/// others such as `/sys/fs/cgroup/unified` (hybrid hosts).
+pub fn cgroup2_mount_in(mounts: &[Mount]) -> Option<PathBuf> {
+    let mut all = mounts.iter().filter(|m| m.fs_type == "cgroup2");
+    let first = all.clone().next();
+    all.find(|m| m.point == Path::new("/sys/fs/cgroup"))
+        .or(first)
+        .map(|m| m.point.clone())
+}
+
+/// The cgroup v2 mount point of this host (see [`cgroup2_mount_in`]).
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    let all: Vec<PathBuf> = mounts()
-        .into_iter()
-        .filter(|(_, _, fs)| fs == "cgroup2")
-        .map(|(_, m, _)| m)
-        .collect();
-    all.iter()
-        .find(|m| m.as_path() == Path::new("/sys/fs/cgroup"))
-        .or_else(|| all.first())
-        .cloned()
+    cgroup2_mount_in(&mounts())
 }
 
 /// The cgroup v2 mount or a clear error.
@@ -60,9 +109,9 @@ pub fn require_cgroup2() -> anyhow::Result<PathBuf> {
 pub fn tracefs() -> Option<PathBuf> {
     let all = mounts();
     all.iter()
-        .find(|(_, m, fs)| fs == "tracefs" && m.as_path() == Path::new("/sys/kernel/tracing"))
-        .or_else(|| all.iter().find(|(_, _, fs)| fs == "tracefs"))
-        .map(|(_, m, _)| m.clone())
+        .find(|m| m.fs_type == "tracefs" && m.point == Path::new("/sys/kernel/tracing"))
+        .or_else(|| all.iter().find(|m| m.fs_type == "tracefs"))
+        .map(|m| m.point.clone())
         .or_else(|| {
             let p = Path::new("/sys/kernel/debug/tracing");
             p.join("events").is_dir().then(|| p.to_path_buf())
@@ -145,6 +194,40 @@ mod tests {
         assert_eq!(parse_field_offset(EXIT_FMT, "group_dead"), Some(32));
         assert_eq!(parse_field_offset(EXIT_FMT, "comm"), Some(8));
         assert_eq!(parse_field_offset(EXIT_FMT, "pid"), Some(24));
+    }
+
+    #[test]
+    fn mounts_are_unescaped_and_cgroup2_is_found() {
+        let text = "sysfs /sys sysfs rw 0 0\n\
+                    cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n\
+                    tmpfs /run/my\\040dir\\011x\\134y tmpfs rw 0 0\n\
+                    odd /a\\777b ext4 rw 0 0\n";
+        let m = parse_mounts(text);
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[2].point, Path::new("/run/my dir\tx\\y"));
+        assert_eq!(m[2].fs_type, "tmpfs");
+        assert_eq!(m[3].point, Path::new("/a\\777b"), "not an escape: kept");
+        assert_eq!(
+            cgroup2_mount_in(&m),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        // A cgroup v2 mount point with a space in its name.
+        let spaced = parse_mounts("none /mnt/cg\\040v2 cgroup2 rw 0 0\n");
+        assert_eq!(cgroup2_mount_in(&spaced), Some(PathBuf::from("/mnt/cg v2")));
+        // /sys/fs/cgroup wins over an earlier one; none at all is None.
+        let both = parse_mounts(
+            "cgroup2 /mnt/other cgroup2 rw 0 0\ncgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n",
+        );
+        assert_eq!(
+            cgroup2_mount_in(&both),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            cgroup2_mount_in(&parse_mounts("sysfs /sys sysfs rw 0 0\n")),
+            None
+        );
+        // This machine has one, and it is a directory.
+        assert!(require_cgroup2().unwrap().is_dir());
     }
 
     #[test]

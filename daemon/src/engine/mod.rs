@@ -10,7 +10,7 @@
 //!                         |slot| reseed_bits_for_running_processes(slot))?;
 //! engine.set_workload(cgroup_id, namespace_id)?;                   // workload registry
 //! let mut events = engine.events()?;                               // once; owns its handles
-//! while events.wait(None)? { while let Some(ev) = events.next_event() { /* Event::Exec .. */ } }
+//! while events.wait(None)? { while let Some(rec) = events.next_record() { /* Ok(Record::Exec(..)) */ } }
 //! engine.lost_events()?;                                           // ring buffer overflows
 //! ```
 //! The reader must be drained: besides delivering events it releases classified sockets from
@@ -44,16 +44,13 @@
 //! [`Engine::unpin`] removes the pins (the programs then detach when the engine is dropped).
 //! Records written while no reader ran stay in the (pinned) ring buffer until it is full.
 
-// The engine is an API for `bulwark run`, the controller and the tests; no single binary uses
-// every item (e.g. the diagnostics `process_state`/`watched_sockets`).
-#![allow(dead_code)]
-
 mod btf;
 mod events;
 pub mod host;
+pub mod probe;
 
 pub use btf::{Btf, KIND_FUNC, KIND_TYPEDEF};
-pub use events::{Event, EventReader};
+pub use events::EventReader;
 
 use std::path::{Path, PathBuf};
 
@@ -179,6 +176,8 @@ fn build_id() -> String {
 /// The loaded, attached kernel programs and their maps.
 pub struct Engine {
     /// The loaded object (programs and their unpinned links); None when adopted from pins.
+    /// Only held: dropping it detaches the programs.
+    #[allow(dead_code)]
     ebpf: Option<Ebpf>,
     maps: Maps,
     pins: Option<Pins>,
@@ -328,48 +327,6 @@ fn proc_start_ns(tgid: u32) -> u64 {
         .unwrap_or(0);
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     ticks * (1_000_000_000 / hz)
-}
-
-/// One of bulwark's programs through the verifier: its name and either the number of
-/// instructions the verifier processed (the limit is 1,000,000) or the reason it was refused.
-pub type ProgramVerdict = (String, Result<Option<u32>, String>);
-
-/// Loads bulwark's eBPF object and every program in it through the verifier *without
-/// attaching anything* (for `bulwark probe`). Returns each program's verdict; an error for the
-/// whole object (e.g. a map type the kernel lacks) is the outer error.
-pub fn verify_programs() -> anyhow::Result<Vec<ProgramVerdict>> {
-    let offsets = Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"))?.kernel_offsets()?;
-    let mut ebpf = EbpfLoader::new()
-        .override_global("OFFSETS", &offsets, true)
-        .load(PROGRAMS)
-        .context("cannot load bulwark's eBPF object (maps or BTF rejected by the kernel)")?;
-    let btf = aya::Btf::from_sys_fs().ok();
-    let mut out = Vec::new();
-    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-    for name in names {
-        let Some(p) = ebpf.program_mut(&name) else {
-            continue;
-        };
-        let r = match p {
-            aya::programs::Program::TracePoint(p) => p.load(),
-            aya::programs::Program::RawTracePoint(p) => p.load(),
-            aya::programs::Program::CgroupSockAddr(p) => p.load(),
-            aya::programs::Program::SockOps(p) => p.load(),
-            aya::programs::Program::SkMsg(p) => p.load(),
-            aya::programs::Program::BtfTracePoint(p) => match &btf {
-                Some(b) => p.load(&name, b),
-                None => Ok(()),
-            },
-            _ => Ok(()),
-        };
-        let r = r.map(|()| p.info().ok().and_then(|i| i.verified_instruction_count()));
-        out.push((
-            name.clone(),
-            r.map_err(|e| format!("{:#}", load_error(&name, e))),
-        ));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
 }
 
 impl Engine {

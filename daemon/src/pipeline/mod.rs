@@ -1,21 +1,27 @@
-//! The daemon's userspace event pipeline: raw ring-buffer records -> process cache -> JSON
-//! events (their schema is the `bulwark-events` crate), plus the workload registry and
-//! policy-directory loading that feed the kernel engine.
+//! The daemon's userspace: kernel records -> process cache -> JSON events (their schema is the `bulwark-events` crate), the policy set and
+//! workloads that feed the kernel engine, and the loop that ties them together. Pure logic,
+//! tested without root: the engine and the policy side are behind traits.
 //!
-//! - [`record`]: decoding `daemon-common` ring-buffer records.
+//! - [`kernel`], [`policy_backend`]: the traits the daemon core drives (engine, rule set, lint
+//!   and compiler).
+//! - [`daemon`]: the daemon core — policy-set control, workloads, the main loop.
+//! - [`translate`]: record -> event translation and event output.
 //! - [`clock`]: boot-time ns -> RFC 3339.
 //! - [`process`]: process cache, `exec_id`, /proc seeding.
 //! - [`workload`]: workloads file, cgroup ids, the workload registry.
-//! - [`policy_dir`]: loading a policy directory with last-good semantics.
-//! - [`daemon`]: the loop tying them to a kernel engine (behind a trait).
+//! - [`policy_dir`]: a policy directory with per-file last-good semantics.
 //! - [`watch`]: inotify watching of the policy directory and workloads file.
 //! - [`filter`]: `bulwark events` filters and compact rendering.
 
 pub mod clock;
 pub mod daemon;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod filter;
+pub mod kernel;
+pub mod policy_backend;
 pub mod policy_dir;
 pub mod process;
-pub mod record;
+pub mod translate;
 pub mod watch;
 pub mod workload;

@@ -1,88 +1,33 @@
-//! Loading a policy directory with "last good" semantics: every policy file is linted on its
+//! A policy directory with "last good" per file: the files are found as `bulwark lint` finds
+//! them (the lint's walker: recursive `*.yaml`/`*.yml`, sorted, hidden entries such as the
+//! `..data` of ConfigMap mounts skipped, symlink loops visited once) and each is linted on its
 //! own; a file with errors is reported (the same text `bulwark lint` prints) and its previous
-//! good version, if any, stays in force; a set that fails set-level validation, compilation or
-//! the kernel apply leaves the previous set in force entirely. The lint and compile steps are
-//! behind [`PolicyBackend`] so this logic is tested with fakes, without a kernel.
+//! good version, if any, stays in the set. What the set then goes through — set-level
+//! validation, compilation, the kernel apply — is the policy-set control's
+//! ([`super::daemon`]), the same for a directory and for a Kubernetes set.
 
-use bulwark_events::{DaemonCode, DaemonDiagnostic, Diagnostic};
+use super::policy_backend::PolicyBackend;
+use bulwark_events::{DaemonCode, Diagnostic};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The result of linting one file.
-#[derive(Clone, Debug)]
-pub struct FileLint<P> {
-    /// Policies of the file (ignored when `has_errors`).
-    pub policies: Vec<P>,
-    pub has_errors: bool,
-    /// Diagnostics (for status events).
+/// Policies of each file of the directory.
+pub type FilePolicies<P> = BTreeMap<PathBuf, Vec<P>>;
+
+/// What one read of the directory produced.
+pub struct DirLoad<P> {
+    /// The policies to enforce, per file (a rejected file contributes its last good version);
+    /// `None` when the directory could not be read (the previous set stays in force).
+    pub files: Option<FilePolicies<P>>,
+    /// Everything the lint reported, file by file.
     pub diagnostics: Vec<Diagnostic>,
-    /// Human text, exactly as `bulwark lint` renders it (for stderr); empty when clean.
-    pub text: String,
-}
-
-/// Lint and compile, as the daemon needs them.
-pub trait PolicyBackend {
-    type Policy: Clone;
-    type Rules;
-    /// Lints one file.
-    fn lint_file(&self, path: &Path) -> FileLint<Self::Policy>;
-    /// Checks across files (e.g. duplicate names); error diagnostics reject the whole set.
-    fn validate_set(&self, policies: &[Self::Policy]) -> FileLint<Self::Policy>;
-    /// Compiles a set; the error is one diagnostic (code `compile`).
-    fn compile(&mut self, policies: &[Self::Policy]) -> Result<Self::Rules, DaemonDiagnostic>;
-    /// Id of a Kubernetes namespace name, from the same table the compiler interns into.
-    fn intern_namespace(&mut self, name: &str) -> u32;
-    /// Display name of a policy (`name`, or `namespace/name` for namespaced ones).
-    fn label(policy: &Self::Policy) -> String;
-}
-
-/// Policy files of a directory, recursively, sorted: `*.yaml` and `*.yml` (as `bulwark lint`
-/// reads a directory); hidden files and directories (editor temporaries, `..data` of
-/// ConfigMap mounts) skipped.
-pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for ent in std::fs::read_dir(&d)? {
-            let ent = ent?;
-            let name = ent.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') {
-                continue;
-            }
-            let path = ent.path();
-            // Follow symlinks (ConfigMap mounts are symlinks).
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(path);
-            } else if [".yaml", ".yml"].iter().any(|s| name.ends_with(s)) {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// A compiled set ready to apply.
-pub struct Candidate<P, R> {
-    pub rules: R,
-    /// Per-file policies to record as last good once applied.
-    pub files: BTreeMap<PathBuf, Vec<P>>,
-    /// Labels of the policies in the set, sorted.
-    pub names: Vec<String>,
-}
-
-/// What one load of the directory produced.
-pub struct LoadResult<P, R> {
-    /// New rules to apply; `None` when the previous set stays in force.
-    pub candidate: Option<Candidate<P, R>>,
-    /// Everything reported (error and warning diagnostics).
-    pub diagnostics: Vec<Diagnostic>,
-    /// True when something was rejected (a file, the set, or compilation).
+    /// True when a file (or the directory) was rejected.
     pub failed: bool,
+}
+
+/// The policies of every file, in file order.
+pub fn all_policies<P: Clone>(files: &FilePolicies<P>) -> Vec<P> {
+    files.values().flatten().cloned().collect()
 }
 
 /// Per-file last-good state of a policy directory.
@@ -90,7 +35,7 @@ pub struct PolicyDir<P> {
     pub dir: PathBuf,
     /// A file below `dir` that is not a policy (the workloads file, if kept there).
     exclude: Option<PathBuf>,
-    last_good: BTreeMap<PathBuf, Vec<P>>,
+    last_good: FilePolicies<P>,
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -109,15 +54,13 @@ impl<P: Clone> PolicyDir<P> {
         }
     }
 
-    /// Lints and compiles the directory. Lint text goes to `stderr`.
+    /// Finds and lints the files. Lint text goes to `stderr`.
     pub fn load<B: PolicyBackend<Policy = P>>(
         &self,
-        backend: &mut B,
+        backend: &B,
         stderr: &mut dyn std::io::Write,
-    ) -> LoadResult<P, B::Rules> {
-        let mut diagnostics = Vec::new();
-        let mut failed = false;
-        let files = match policy_files(&self.dir) {
+    ) -> DirLoad<P> {
+        let files = match bulwark_policy::load::policy_files(std::slice::from_ref(&self.dir)) {
             Ok(mut f) => {
                 if let Some(x) = &self.exclude {
                     f.retain(|p| !same_file(p, x));
@@ -130,9 +73,9 @@ impl<P: Clone> PolicyDir<P> {
                     self.dir.display()
                 );
                 let _ = writeln!(stderr, "bulwark: error: {msg}");
-                return LoadResult {
-                    candidate: None,
-                    diagnostics: vec![Diagnostic::daemon(
+                return DirLoad {
+                    files: None,
+                    diagnostics: vec![Diagnostic::error(
                         DaemonCode::PolicyDir,
                         Some(&self.dir),
                         msg,
@@ -141,7 +84,9 @@ impl<P: Clone> PolicyDir<P> {
                 };
             }
         };
-        let mut next: BTreeMap<PathBuf, Vec<P>> = BTreeMap::new();
+        let mut diagnostics = Vec::new();
+        let mut failed = false;
+        let mut next = FilePolicies::new();
         for file in files {
             let lint = backend.lint_file(&file);
             if !lint.text.is_empty() {
@@ -150,75 +95,101 @@ impl<P: Clone> PolicyDir<P> {
                     let _ = writeln!(stderr);
                 }
             }
+            let rejected = lint.has_errors();
             diagnostics.extend(lint.diagnostics);
-            if lint.has_errors {
-                failed = true;
-                match self.last_good.get(&file) {
-                    Some(prev) => {
-                        let _ = writeln!(
-                            stderr,
-                            "bulwark: {}: rejected; its previous version stays in force",
-                            file.display()
-                        );
-                        next.insert(file, prev.clone());
-                    }
-                    None => {
-                        let _ = writeln!(stderr, "bulwark: {}: rejected, skipped", file.display());
-                    }
-                }
-            } else {
+            if !rejected {
                 next.insert(file, lint.policies);
+                continue;
             }
-        }
-        let set: Vec<P> = next.values().flatten().cloned().collect();
-        let check = backend.validate_set(&set);
-        if !check.text.is_empty() {
-            let _ = write!(stderr, "{}", check.text);
-        }
-        diagnostics.extend(check.diagnostics);
-        if check.has_errors {
-            let _ = writeln!(
-                stderr,
-                "bulwark: the policy set is invalid as a whole; the previous set stays in force"
-            );
-            return LoadResult {
-                candidate: None,
-                diagnostics,
-                failed: true,
-            };
-        }
-        match backend.compile(&set) {
-            Ok(rules) => {
-                let mut names: Vec<String> = set.iter().map(B::label).collect();
-                names.sort();
-                LoadResult {
-                    candidate: Some(Candidate {
-                        rules,
-                        files: next,
-                        names,
-                    }),
-                    diagnostics,
-                    failed,
+            failed = true;
+            match self.last_good.get(&file) {
+                Some(prev) => {
+                    let _ = writeln!(
+                        stderr,
+                        "bulwark: {}: rejected; its previous version stays in force",
+                        file.display()
+                    );
+                    next.insert(file, prev.clone());
+                }
+                None => {
+                    let _ = writeln!(stderr, "bulwark: {}: rejected, skipped", file.display());
                 }
             }
-            Err(diag) => {
-                let _ = writeln!(
-                    stderr,
-                    "bulwark: error: the policy set does not compile: {}; the previous set stays in force",
-                    diag.message
-                );
-                diagnostics.push(diag.into());
-                LoadResult {
-                    candidate: None,
-                    diagnostics,
-                    failed: true,
-                }
-            }
+        }
+        DirLoad {
+            files: Some(next),
+            diagnostics,
+            failed,
         }
     }
 
-    /// Records a candidate's per-file state as the last good one (after a successful apply).
-    pub fn commit(&mut self, files: BTreeMap<PathBuf, Vec<P>>) {
+    /// Records the files' policies as the last good ones (after a successful apply).
+    pub fn commit(&mut self, files: FilePolicies<P>) {
         self.last_good = files;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::fakes::{tmpdir, FakeBackend};
+
+    #[test]
+    fn files_are_found_like_the_lint_finds_them_even_through_symlink_loops() {
+        let dir = tmpdir("policy-dir-walk");
+        let pol = dir.join("policies");
+        std::fs::create_dir_all(pol.join("sub")).unwrap();
+        std::fs::write(pol.join("b.yaml"), "beta").unwrap();
+        std::fs::write(pol.join("sub/a.yml"), "alpha").unwrap();
+        std::fs::write(pol.join(".hidden.yaml"), "hidden").unwrap();
+        std::fs::write(pol.join("notes.txt"), "error").unwrap();
+        // A loop back to the top, and one to itself.
+        std::os::unix::fs::symlink("..", pol.join("sub/up")).unwrap();
+        std::os::unix::fs::symlink(".", pol.join("self")).unwrap();
+        let workloads = pol.join("workloads.yaml");
+        std::fs::write(&workloads, "error").unwrap();
+        let d = PolicyDir::new(pol.clone(), Some(workloads));
+        let mut stderr = Vec::new();
+        let load = d.load(&FakeBackend::default(), &mut stderr);
+        assert!(!load.failed, "{}", String::from_utf8_lossy(&stderr));
+        let files = load.files.expect("the directory was read");
+        assert_eq!(
+            files.keys().cloned().collect::<Vec<_>>(),
+            vec![pol.join("b.yaml"), pol.join("sub/a.yml")],
+            "each file once, the workloads file and hidden and other files left out"
+        );
+        assert_eq!(all_policies(&files), vec!["beta", "alpha"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_rejected_file_keeps_its_last_good_version() {
+        let dir = tmpdir("policy-dir-last-good");
+        let pol = dir.join("policies");
+        std::fs::write(pol.join("a.yaml"), "alpha").unwrap();
+        let mut d = PolicyDir::new(pol.clone(), None);
+        let mut stderr = Vec::new();
+        let first = d.load(&FakeBackend::default(), &mut stderr);
+        d.commit(first.files.unwrap());
+        std::fs::write(pol.join("a.yaml"), "error").unwrap();
+        std::fs::write(pol.join("new.yaml"), "error").unwrap();
+        let load = d.load(&FakeBackend::default(), &mut stderr);
+        assert!(load.failed);
+        assert_eq!(load.diagnostics.len(), 2);
+        assert_eq!(all_policies(&load.files.unwrap()), vec!["alpha"]);
+        let text = String::from_utf8(stderr).unwrap();
+        assert!(
+            text.contains("a.yaml: rejected; its previous version stays in force"),
+            "{text}"
+        );
+        assert!(text.contains("new.yaml: rejected, skipped"), "{text}");
+        // An unreadable directory: nothing to apply, the reason reported.
+        let gone = PolicyDir::<String>::new(dir.join("missing"), None);
+        let load = gone.load(&FakeBackend::default(), &mut Vec::new());
+        assert!(load.failed && load.files.is_none());
+        assert!(load.diagnostics[0]
+            .message()
+            .contains("cannot read policy directory"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,7 +5,7 @@
 //! Exited entries stay for a grace period (late connect/match records still resolve), and the
 //! whole cache is bounded.
 
-use super::record::{exec_argv, exec_path, split_nul};
+use crate::record::{exec_argv, exec_path, split_nul};
 use base64::Engine as _;
 use daemon_common::{ExecEvent, ForkEvent};
 use std::collections::HashMap;
@@ -89,7 +89,7 @@ impl ProcessCache {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
@@ -392,7 +392,7 @@ pub fn read_cwd(proc_root: &Path, pid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::record::tests::exec_record;
+    use crate::record::tests::exec_record;
     use daemon_common::{EventHeader, EVENT_FORK};
 
     #[test]
@@ -522,7 +522,7 @@ mod tests {
         // Nothing seeded is dead; a pid that does not exist is swept.
         assert_eq!(c.sweep_dead(Path::new("/proc"), 1), 0);
         c.on_exec(
-            &crate::pipeline::record::tests::exec_record(u32::MAX - 1, 5, 0, 0, "/x", &["x"]),
+            &crate::record::tests::exec_record(u32::MAX - 1, 5, 0, 0, "/x", &["x"]),
             None,
         );
         assert_eq!(c.sweep_dead(Path::new("/proc"), 1), 1);

@@ -1,8 +1,9 @@
 //! The workload registry: cgroup id -> Kubernetes-style identity (namespace, pod, container,
 //! labels) and the namespace id the kernel matches on. Standalone, it is fed from the
 //! `--workloads` YAML file; the Kubernetes side feeds the same registry (add/remove by cgroup
-//! id) from Pods. Also finds the cgroup v2 mount and resolves cgroup paths to ids (the inode
-//! number of the cgroup directory, which is what `bpf_get_current_cgroup_id` returns).
+//! id) from Pods. Also resolves cgroup paths below the cgroup v2 mount (found by
+//! [`crate::engine::host::cgroup2_mount`]) to ids (the inode number of the cgroup directory,
+//! which is what `bpf_get_current_cgroup_id` returns).
 
 use bulwark_events::Pod;
 use serde::Deserialize;
@@ -54,23 +55,6 @@ pub fn parse_workloads(text: &str, origin: &Path) -> anyhow::Result<Vec<Workload
         }
     }
     Ok(file.workloads)
-}
-
-/// The cgroup v2 mount point, from `/proc/self/mountinfo` (first `cgroup2` mount).
-pub fn find_cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    cgroup2_mount_in(&info)
-}
-
-/// The first `cgroup2` mount point in mountinfo text.
-pub fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        if post.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        Some(PathBuf::from(pre.split_whitespace().nth(4)?))
-    })
 }
 
 /// Directory of a cgroup path as written in the workloads file.
@@ -149,7 +133,7 @@ impl WorkloadRegistry {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_cgroup.len()
     }
 
@@ -241,22 +225,6 @@ mod tests {
     }
 
     #[test]
-    fn finds_cgroup2_mount_in_mountinfo() {
-        let mi = "25 30 0:23 / /sys rw shared:7 - sysfs sysfs rw\n\
-                  33 25 0:28 / /sys/fs/cgroup/unified rw,nosuid shared:9 - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            cgroup2_mount_in(mi),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        assert_eq!(
-            cgroup2_mount_in("25 30 0:23 / /sys rw - sysfs sysfs rw\n"),
-            None
-        );
-        // This machine has one.
-        assert!(find_cgroup2_mount().is_some());
-    }
-
-    #[test]
     fn cgroup_paths_resolve_relative_or_absolute() {
         let m = Path::new("/sys/fs/cgroup/unified");
         assert_eq!(cgroup_dir(m, "/a/b"), m.join("a/b"));
@@ -266,7 +234,7 @@ mod tests {
 
     #[test]
     fn resolves_cgroup_ids_on_this_machine() {
-        let mount = find_cgroup2_mount().expect("cgroup v2 mount");
+        let mount = crate::engine::host::cgroup2_mount().expect("cgroup v2 mount");
         let specs = parse_workloads(
             "workloads:\n- {cgroup: /, namespace: root-ns, pod: root}\n- {cgroup: /no-such-cgroup-xyz, namespace: n, pod: p}\n",
             Path::new("w"),

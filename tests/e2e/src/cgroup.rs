@@ -1,6 +1,6 @@
-//! Test cgroups under the cgroup v2 mount (found in `/proc/mounts`, never hard-coded): one per
-//! "pod", below `<mount>/bulwark-e2e/`. The guard kills whatever still runs in the cgroup and
-//! removes it on drop.
+//! Test cgroups under the cgroup v2 mount (found where the daemon finds it,
+//! `bulwark::engine::host`, never hard-coded): one per "pod", below `<mount>/bulwark-e2e/`. The
+//! guard kills whatever still runs in the cgroup and removes it on drop.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,23 +8,9 @@ use std::time::Duration;
 /// Directory below the cgroup v2 mount that holds every test cgroup.
 pub const PARENT: &str = "bulwark-e2e";
 
-/// The cgroup v2 mount point from `/proc/mounts`, or a message saying what is wrong.
+/// The cgroup v2 mount point the daemon uses, or a message saying what is wrong.
 pub fn find_cgroup2_mount() -> Result<PathBuf, String> {
-    let mounts = std::fs::read_to_string("/proc/mounts")
-        .map_err(|e| format!("cannot read /proc/mounts: {e}"))?;
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_dev, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(dir))
-        })
-        .next()
-        .ok_or_else(|| {
-            "no cgroup2 file system in /proc/mounts: mount one, e.g. \
-             `mount -t cgroup2 none /sys/fs/cgroup/unified`"
-                .to_string()
-        })
+    bulwark::engine::host::require_cgroup2().map_err(|e| format!("{e:#}"))
 }
 
 /// The cgroup v2 mount point; panics with [`find_cgroup2_mount`]'s message when there is none.

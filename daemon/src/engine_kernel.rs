@@ -1,0 +1,89 @@
+//! The kernel side of `bulwark run`: [`EngineKernel`] is the daemon core's [`Kernel`] backed by
+//! the real [`Engine`] (atomic apply of the compiler's map entries, the workload map) and its
+//! [`EventReader`] (records, decoded once by the engine, handed to the pipeline as they are).
+
+use crate::engine::{Engine, EventReader};
+use crate::pipeline::kernel::{Kernel, Reseed};
+use crate::record::{DecodeError, Record};
+use anyhow::Context;
+use bulwark_compiler::RuleSet;
+use std::time::Duration;
+
+/// The kernel engine and its event reader, as the daemon uses them.
+pub struct EngineKernel {
+    engine: Option<Engine>,
+    reader: Option<EventReader>,
+    /// Losses counted when the engine went away (at shutdown).
+    last_lost: u64,
+}
+
+impl EngineKernel {
+    /// The engine, and its event reader (taken from it once).
+    pub fn new(mut engine: Engine) -> anyhow::Result<Self> {
+        let reader = engine.events()?;
+        Ok(EngineKernel {
+            engine: Some(engine),
+            reader: Some(reader),
+            last_lost: 0,
+        })
+    }
+}
+
+/// Records handed out per poll before the loop gets to reloads and signals again.
+const MAX_RECORDS_PER_POLL: usize = 8192;
+
+impl Kernel<RuleSet> for EngineKernel {
+    fn apply(&mut self, rules: &RuleSet, reseed: &[Reseed]) -> anyhow::Result<u8> {
+        let engine = self.engine.as_mut().context("engine already shut down")?;
+        engine.apply(
+            |slot| rules.map_entries(slot),
+            |_slot| reseed.iter().map(|r| (r.tgid, r.selectors)).collect(),
+        )
+    }
+
+    fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()> {
+        let engine = self.engine.as_mut().context("engine already shut down")?;
+        engine.set_workload(cgroup_id, namespace_id)
+    }
+
+    fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+        let engine = self.engine.as_mut().context("engine already shut down")?;
+        engine.remove_workload(cgroup_id)
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        sink: &mut dyn FnMut(Result<Record, DecodeError>),
+    ) -> anyhow::Result<()> {
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(());
+        };
+        if !timeout.is_zero() {
+            reader
+                .wait(Some(timeout))
+                .context("waiting for kernel events")?;
+        }
+        for _ in 0..MAX_RECORDS_PER_POLL {
+            let Some(record) = reader.next_record() else {
+                break;
+            };
+            sink(record);
+        }
+        Ok(())
+    }
+
+    fn lost_events(&self) -> u64 {
+        self.engine
+            .as_ref()
+            .and_then(|e| e.lost_events().ok())
+            .unwrap_or(self.last_lost)
+    }
+
+    fn shutdown(&mut self) {
+        self.last_lost = self.lost_events();
+        self.reader = None;
+        // Dropping the engine detaches every program and link.
+        self.engine = None;
+    }
+}

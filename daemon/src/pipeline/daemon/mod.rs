@@ -1,0 +1,169 @@
+//! The daemon core: owns the process cache and event output (through the [`Pipeline`]), the
+//! workload registry, the policy set in force and the status events, and drives a kernel
+//! engine and a policy backend through small traits ([`Kernel`], [`PolicyBackend`]) so it is
+//! tested with fakes. `bulwark run` builds one around the real engine and the real lint and
+//! compiler. Its concerns, one module each:
+//!
+//! - [`policy_set`]: the one apply path of a policy set, from a directory or from Kubernetes
+//!   (validate -> compile -> atomic A/B apply -> status);
+//! - [`workloads`]: the workloads file and Pods -> registry and the kernel's workload map;
+//! - [`main_loop`]: start-up, the loop (records, changes, requests, ticks) and shutdown.
+//!
+//! Sequence: seed processes from /proc, load workloads, load policies and apply them (status
+//! `ready`), then loop: drain ring-buffer records into JSON events, apply policy/workload
+//! changes on demand (status `reloaded` / `reload_failed`), report growing losses (status
+//! `running`), until asked to stop (status `stopping`).
+
+pub mod main_loop;
+pub mod policy_set;
+pub mod workloads;
+
+pub use main_loop::{Change, Request};
+pub use policy_set::{LeftOut, SetError, SetOutcome};
+
+use super::kernel::{Kernel, Reseed, Rules};
+use super::policy_backend::PolicyBackend;
+use super::policy_dir::PolicyDir;
+use super::translate::Pipeline;
+use super::workload::WorkloadSpec;
+use bulwark_events::Diagnostic;
+use bulwark_events::{State, Status};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Static configuration of a daemon.
+pub struct Config {
+    pub node_name: String,
+    /// The policy directory; `None` when the policy set arrives as [`Request::ApplySet`]
+    /// (Kubernetes mode).
+    pub policy_dir: Option<PathBuf>,
+    pub workloads_file: Option<PathBuf>,
+    /// `/proc` (tests may point elsewhere).
+    pub proc_root: PathBuf,
+    /// cgroup v2 mount; without it workloads cannot be resolved.
+    pub cgroup_mount: Option<PathBuf>,
+    /// How often a status event reports grown losses.
+    pub loss_report_every: Duration,
+}
+
+/// The daemon: pipeline + kernel + policy backend.
+pub struct Daemon<B: PolicyBackend, K: Kernel<B::Rules>>
+where
+    B::Rules: Rules,
+{
+    pub cfg: Config,
+    pub backend: B,
+    pub kernel: K,
+    pub pipeline: Pipeline<B::Rules>,
+    /// `None` in Kubernetes mode (no policy directory).
+    policies: Option<PolicyDir<B::Policy>>,
+    /// Whether the `ready` status was written (in Kubernetes mode it waits for the first set).
+    ready_written: bool,
+    /// Diagnostics of start-up (workloads file) waiting for the first status event.
+    startup_diagnostics: Vec<Diagnostic>,
+    /// The rule set in force and the labels of its policies (sorted).
+    current: Option<Arc<B::Rules>>,
+    in_force: Vec<String>,
+    pub generation: u64,
+    workload_specs: Vec<WorkloadSpec>,
+    last_lost: u64,
+    ticks: u64,
+    /// Timings of the last policy load, reported in status events.
+    last_load_ms: Option<f64>,
+    last_apply_ms: Option<f64>,
+}
+
+impl<B, K> Daemon<B, K>
+where
+    B: PolicyBackend,
+    B::Rules: Rules,
+    K: Kernel<B::Rules>,
+{
+    /// A daemon writing events to `out`; nothing happens until [`Daemon::start`] / `run`.
+    pub fn new(cfg: Config, backend: B, kernel: K, out: Box<dyn Write + Send>) -> Self {
+        let pipeline = Pipeline::new(&cfg.node_name, cfg.proc_root.clone(), out);
+        let policies = cfg
+            .policy_dir
+            .clone()
+            .map(|d| PolicyDir::new(d, cfg.workloads_file.clone()));
+        Daemon {
+            cfg,
+            backend,
+            kernel,
+            pipeline,
+            policies,
+            ready_written: false,
+            startup_diagnostics: Vec::new(),
+            current: None,
+            in_force: Vec::new(),
+            generation: 0,
+            workload_specs: Vec::new(),
+            last_lost: 0,
+            ticks: 0,
+            last_load_ms: None,
+            last_apply_ms: None,
+        }
+    }
+
+    /// Total losses: kernel drops plus undecodable records.
+    pub fn lost_events(&self) -> u64 {
+        self.kernel.lost_events() + self.pipeline.decode_errors
+    }
+
+    /// Writes a status event.
+    fn status(&mut self, state: State, diagnostics: Vec<Diagnostic>) {
+        let lost = self.lost_events();
+        self.last_lost = lost;
+        let st = Status {
+            state,
+            generation: self.generation,
+            policies: self.in_force.clone(),
+            diagnostics,
+            lost_events: lost,
+            load_ms: self.last_load_ms,
+            apply_ms: self.last_apply_ms,
+        };
+        self.pipeline.status(st);
+    }
+
+    /// Selector bits of every running process under `rules`.
+    fn reseed(&self, rules: &B::Rules) -> Vec<Reseed> {
+        self.pipeline
+            .cache
+            .live()
+            // A process whose exit record was lost must not get kernel state.
+            .filter(|p| self.cfg.proc_root.join(p.pid.to_string()).exists())
+            .map(|p| {
+                let ns = self.pipeline.registry.namespace_id(p.cgroup_id);
+                let argv: Vec<&str> = p.argv.iter().map(String::as_str).collect();
+                Reseed {
+                    tgid: p.pid,
+                    start_ns: p.start_ns,
+                    namespace_id: ns,
+                    selectors: rules.evaluate_process(&p.binary, &argv, ns),
+                }
+            })
+            .collect()
+    }
+
+    /// The kernel's atomic A/B apply of `rules`, running processes reseeded; on success the
+    /// rules are in force (a new generation).
+    fn apply_rules(&mut self, rules: Arc<B::Rules>) -> anyhow::Result<()> {
+        let reseed = self.reseed(&rules);
+        let slot = self.kernel.apply(&rules, &reseed)?;
+        self.pipeline.set_slot(slot, rules.clone());
+        self.current = Some(rules);
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Re-applies the set in force (namespace ids of running processes changed).
+    fn reapply(&mut self) -> anyhow::Result<()> {
+        match self.current.clone() {
+            Some(rules) => self.apply_rules(rules),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! Record-to-event translation: the one place that turns the kernel's records into the JSON
+//! events of docs/events.md, and writes them. It keeps the process cache (so every event names
+//! its process by `exec_id`, with parent and workload), the rule set of each slot (so a match
+//! names its policy and rule) and the words of outcomes, actions, hooks and signals.
+
+use super::clock::BootClock;
+use super::kernel::Rules;
+use super::process::{self, read_cwd, ProcInfo, ProcessCache};
+use super::workload::WorkloadRegistry;
+use crate::record::{decode_exit_code, DecodeError, Record};
+use bulwark_events::{
+    Action, Body, Destination, Encryption, Event, Hook, Mode, Outcome, Parent, PolicyMatch,
+    Process, Status,
+};
+use daemon_common::{
+    MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT, HOOK_EGRESS,
+    HOOK_EXEC, PROTO_TCP, PROTO_UDP,
+};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Sees every event the pipeline writes, as a typed value, right after its line (the
+/// Kubernetes controller's violation queue in `bulwark run --kubernetes`). Must not block.
+pub type EventObserver = Box<dyn FnMut(&Event) + Send>;
+
+/// Turns records into events and writes them.
+pub struct Pipeline<R> {
+    node: String,
+    clock: BootClock,
+    proc_root: PathBuf,
+    pub cache: ProcessCache,
+    pub registry: WorkloadRegistry,
+    /// Rule set last applied to each slot (match records name their slot).
+    slots: [Option<Arc<R>>; 2],
+    out: Box<dyn Write + Send>,
+    /// Records userspace could not decode.
+    pub decode_errors: u64,
+    /// Exec-hook matches waiting for their exec record.
+    pending: Vec<(Instant, MatchEvent)>,
+    write_failed: bool,
+    observer: Option<EventObserver>,
+}
+
+impl<R: Rules> Pipeline<R> {
+    pub fn new(node: &str, proc_root: PathBuf, out: Box<dyn Write + Send>) -> Self {
+        Pipeline {
+            node: node.to_string(),
+            clock: BootClock::now(),
+            proc_root,
+            cache: ProcessCache::new(
+                node,
+                process::DEFAULT_CAPACITY,
+                process::DEFAULT_RETENTION_NS,
+            ),
+            registry: WorkloadRegistry::new(),
+            slots: [None, None],
+            out,
+            decode_errors: 0,
+            pending: Vec::new(),
+            write_failed: false,
+            observer: None,
+        }
+    }
+
+    /// Hands every event written from now on to `observer` as well.
+    pub fn observe(&mut self, observer: EventObserver) {
+        self.observer = Some(observer);
+    }
+
+    /// Records the rule set now in `slot` (match records name the slot they matched in).
+    pub fn set_slot(&mut self, slot: u8, rules: Arc<R>) {
+        if let Some(s) = self.slots.get_mut(usize::from(slot)) {
+            *s = Some(rules);
+        }
+    }
+
+    fn process_json(&self, p: &ProcInfo) -> Process {
+        Process {
+            exec_id: p.exec_id.clone(),
+            pid: p.pid,
+            uid: p.uid,
+            binary: p.binary.clone(),
+            arguments: p.arguments(),
+            cwd: p.cwd.clone(),
+            start_time: self.clock.rfc3339(p.start_ns),
+            parent_exec_id: p.parent_exec_id.clone(),
+            pod: self.registry.get(p.cgroup_id).map(|w| w.pod.clone()),
+        }
+    }
+
+    fn lookup(&self, tgid: u32, start_ns: u64, cgroup_id: u64) -> ProcInfo {
+        match self.cache.get(tgid, start_ns) {
+            Some(p) => p.clone(),
+            None => {
+                let mut p = self.cache.unknown(tgid, start_ns, &self.proc_root);
+                if p.cgroup_id == 0 {
+                    p.cgroup_id = cgroup_id;
+                }
+                p
+            }
+        }
+    }
+
+    fn event(&self, time_ns: u64, body: Body) -> Event {
+        Event {
+            time: self.clock.rfc3339(time_ns),
+            node_name: self.node.clone(),
+            body,
+        }
+    }
+
+    /// Turns one record into events. The kernel reports an exec-hook match before the exec
+    /// itself; such a match waits (see [`Pipeline::flush_pending`]) and is emitted right after
+    /// its process's `process_exec`, so it describes the new image, not the forked parent.
+    pub fn handle_record(&mut self, rec: Result<Record, DecodeError>) -> Vec<Event> {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                self.decode_errors += 1;
+                if self.decode_errors == 1 {
+                    eprintln!("bulwark: warning: {e} (counted in lost_events)");
+                }
+                return Vec::new();
+            }
+        };
+        if let Record::Match(m) = &rec {
+            let h = m.header;
+            if m.hook == HOOK_EXEC && h.start_ns != 0 && !self.cache.contains(h.tgid, h.start_ns) {
+                self.pending.push((Instant::now(), *m));
+                return Vec::new();
+            }
+        }
+        let exec_key = match &rec {
+            Record::Exec(e) => Some((e.header.tgid, e.header.start_ns)),
+            _ => None,
+        };
+        let mut out: Vec<Event> = self.event_for(rec).into_iter().collect();
+        if let Some((tgid, start)) = exec_key {
+            if !self.pending.is_empty() {
+                let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .partition(|(_, m)| m.header.tgid == tgid && m.header.start_ns == start);
+                self.pending = keep;
+                out.extend(ready.iter().filter_map(|(_, m)| self.match_event(m)));
+            }
+        }
+        out
+    }
+
+    /// Emits waiting exec-hook matches older than `max_age` (their exec record never came:
+    /// lost, or the process is described as well as the cache and /proc allow).
+    pub fn flush_pending(&mut self, max_age: Duration) -> Vec<Event> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(t, _)| t.elapsed() >= max_age);
+        self.pending = keep;
+        old.iter()
+            .filter_map(|(_, m)| self.match_event(m))
+            .collect()
+    }
+
+    fn event_for(&mut self, rec: Record) -> Option<Event> {
+        match rec {
+            Record::Exec(e) => {
+                let cwd = read_cwd(&self.proc_root, e.header.tgid);
+                let info = self.cache.on_exec(&e, cwd);
+                let parent = info.parent_exec_id.as_ref().map(|id| {
+                    let binary = self
+                        .cache
+                        .get(e.ppid, e.parent_start_ns)
+                        .map(|p| p.binary.clone())
+                        .unwrap_or_default();
+                    Parent {
+                        exec_id: id.clone(),
+                        pid: e.ppid,
+                        binary,
+                    }
+                });
+                let process = self.process_json(&info);
+                Some(self.event(e.header.time_ns, Body::ProcessExec { process, parent }))
+            }
+            Record::Fork(f) => {
+                self.cache.on_fork(&f);
+                None
+            }
+            Record::Exit(x) => {
+                let h = x.header;
+                let info = match self.cache.on_exit(h.tgid, h.start_ns, h.time_ns) {
+                    Some(p) => p,
+                    None => self.lookup(h.tgid, h.start_ns, 0),
+                };
+                let (status, sig) = decode_exit_code(x.exit_code);
+                let process = self.process_json(&info);
+                Some(self.event(
+                    h.time_ns,
+                    Body::ProcessExit {
+                        process,
+                        status,
+                        signal: sig.map(signal_name),
+                    },
+                ))
+            }
+            Record::Connect(c) => {
+                let h = c.header;
+                let info = self.lookup(h.tgid, h.start_ns, c.cgroup_id);
+                let process = self.process_json(&info);
+                Some(self.event(
+                    h.time_ns,
+                    Body::ProcessConnect {
+                        process,
+                        destination: destination(&c.dest),
+                        blocked: c.blocked != 0,
+                    },
+                ))
+            }
+            Record::Match(m) => self.match_event(&m),
+        }
+    }
+
+    /// The `policy_match` event of a match record; `None` (counted as undecodable) for a hook
+    /// this daemon does not know.
+    fn match_event(&mut self, m: &MatchEvent) -> Option<Event> {
+        let h = m.header;
+        let info = self.lookup(h.tgid, h.start_ns, m.cgroup_id);
+        let process = self.process_json(&info);
+        let rules = self.slots.get(usize::from(m.slot)).and_then(|s| s.as_ref());
+        let mi = rules.and_then(|r| r.match_info(m.selector));
+        let enforced = m.enforced != 0;
+        let (action, outcome) = action_outcome(m.actions, enforced);
+        let hook = match m.hook {
+            HOOK_EXEC => Hook::Exec,
+            HOOK_CONNECT => Hook::Connect,
+            HOOK_EGRESS => Hook::Egress,
+            other => {
+                self.decode_errors += 1;
+                eprintln!(
+                    "bulwark: warning: match record with unknown hook {other} (counted in \
+                     lost_events)"
+                );
+                return None;
+            }
+        };
+        let monitor = mi
+            .as_ref()
+            .map_or(!enforced && action != Action::Post, |i| i.monitor);
+        let body = Body::PolicyMatch(PolicyMatch {
+            policy_name: mi.as_ref().map(|i| i.policy_name.clone()),
+            policy_namespace: mi.as_ref().and_then(|i| i.policy_namespace.clone()),
+            rule: mi.as_ref().map(|i| i.rule.clone()),
+            hook,
+            action,
+            mode: if monitor {
+                Mode::Monitor
+            } else {
+                Mode::Enforce
+            },
+            enforced,
+            outcome,
+            process,
+            destination: (hook != Hook::Exec).then(|| destination(&m.dest)),
+            encryption: match (hook, m.encryption) {
+                (Hook::Egress, ENC_PLAINTEXT) => Some(Encryption::Plaintext),
+                (Hook::Egress, ENC_TLS) => Some(Encryption::Tls),
+                _ => None,
+            },
+        });
+        Some(self.event(h.time_ns, body))
+    }
+
+    /// Writes one event line (flushed by [`Pipeline::flush`]).
+    pub fn emit(&mut self, ev: &Event) {
+        let line = ev.to_json_line();
+        if let Err(e) = writeln!(self.out, "{line}") {
+            if !self.write_failed {
+                eprintln!("bulwark: error: cannot write events: {e}");
+                self.write_failed = true;
+            }
+        }
+        if let Some(observe) = self.observer.as_mut() {
+            observe(ev);
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            if !self.write_failed {
+                eprintln!("bulwark: error: cannot write events: {e}");
+                self.write_failed = true;
+            }
+        }
+    }
+
+    /// Status event now.
+    pub fn status(&mut self, status: Status) {
+        let ev = Event {
+            time: self.clock.rfc3339_now(),
+            node_name: self.node.clone(),
+            body: Body::Status(status),
+        };
+        self.emit(&ev);
+        self.flush();
+    }
+}
+
+/// Strongest action of a match's action bits, and its outcome.
+pub fn action_outcome(actions: u8, enforced: bool) -> (Action, Outcome) {
+    let action = if actions & ACTION_SIGKILL != 0 {
+        Action::Sigkill
+    } else if actions & ACTION_BLOCK != 0 {
+        Action::Block
+    } else {
+        Action::Post
+    };
+    (action, Outcome::of(action, enforced))
+}
+
+/// Event form of a kernel destination.
+pub fn destination(d: &daemon_common::Destination) -> Destination {
+    let ip = match d.family as i32 {
+        libc::AF_INET6 => IpAddr::V6(Ipv6Addr::from(d.addr)),
+        _ => IpAddr::V4(Ipv4Addr::new(d.addr[0], d.addr[1], d.addr[2], d.addr[3])),
+    };
+    Destination {
+        ip: ip.to_string(),
+        port: d.port,
+        protocol: match d.protocol {
+            PROTO_TCP => "TCP".into(),
+            PROTO_UDP => "UDP".into(),
+            p => format!("IP{p}"),
+        },
+    }
+}
+
+/// Conventional name of a signal number (`SIGKILL`), or `SIG<n>` for unnamed ones.
+pub fn signal_name(sig: u32) -> String {
+    let name = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        16 => "SIGSTKFLT",
+        17 => "SIGCHLD",
+        18 => "SIGCONT",
+        19 => "SIGSTOP",
+        20 => "SIGTSTP",
+        21 => "SIGTTIN",
+        22 => "SIGTTOU",
+        23 => "SIGURG",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        26 => "SIGVTALRM",
+        27 => "SIGPROF",
+        28 => "SIGWINCH",
+        29 => "SIGIO",
+        30 => "SIGPWR",
+        31 => "SIGSYS",
+        n => return format!("SIG{n}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::fakes::{Buf, FakeRules};
+    use crate::record::tests::exec_record;
+    use crate::record::{as_bytes, decode};
+    use daemon_common::{
+        ConnectEvent, EventHeader, ExitEvent, ACTION_POST, EVENT_CONNECT, EVENT_EXIT, EVENT_MATCH,
+    };
+
+    /// A pipeline of node `node-1` over this host's /proc, writing to the returned buffer.
+    fn pipeline() -> (Pipeline<FakeRules>, Buf) {
+        let out = Buf::default();
+        let p = Pipeline::new("node-1", PathBuf::from("/proc"), Box::new(out.clone()));
+        (p, out)
+    }
+
+    /// Decodes and translates raw records as the main loop does, writing the events.
+    fn feed(p: &mut Pipeline<FakeRules>, records: &[Vec<u8>]) {
+        for r in records {
+            for ev in p.handle_record(decode(r)) {
+                p.emit(&ev);
+            }
+        }
+        p.flush();
+    }
+
+    #[test]
+    fn records_become_events_with_correlated_ids() {
+        let (mut p, out) = pipeline();
+        let slot = 1;
+        p.set_slot(
+            slot,
+            Arc::new(FakeRules(vec!["no-curl".into(), "monitor-nc".into()])),
+        );
+        let sh = exec_record(4_000_001, 1_000, 1, 0, "/bin/sh", &["sh", "-c", "curl x"]);
+        let curl = exec_record(
+            4_000_002,
+            2_000,
+            4_000_001,
+            1_000,
+            "/usr/bin/curl",
+            &["curl", "x"],
+        );
+        let conn = ConnectEvent {
+            header: EventHeader {
+                kind: EVENT_CONNECT,
+                tgid: 4_000_002,
+                time_ns: 2_500,
+                start_ns: 2_000,
+            },
+            cgroup_id: 0,
+            dest: daemon_common::Destination {
+                addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                port: 80,
+                family: 2,
+                protocol: PROTO_TCP,
+            },
+            blocked: 1,
+            _pad: [0; 3],
+        };
+        let m = MatchEvent {
+            header: EventHeader {
+                kind: EVENT_MATCH,
+                tgid: 4_000_002,
+                time_ns: 2_600,
+                start_ns: 2_000,
+            },
+            slot,
+            selector: 0,
+            hook: HOOK_CONNECT,
+            actions: ACTION_POST | ACTION_BLOCK,
+            enforced: 1,
+            encryption: 0,
+            dest: conn.dest,
+            ..Default::default()
+        };
+        let monitor = MatchEvent {
+            selector: 1,
+            hook: HOOK_EGRESS,
+            actions: ACTION_BLOCK,
+            enforced: 0,
+            encryption: ENC_PLAINTEXT,
+            ..m
+        };
+        let exit = ExitEvent {
+            header: EventHeader {
+                kind: EVENT_EXIT,
+                tgid: 4_000_002,
+                time_ns: 3_000,
+                start_ns: 2_000,
+            },
+            exit_code: 9,
+            _pad: 0,
+        };
+        let records = [
+            as_bytes(&sh),
+            as_bytes(&curl),
+            as_bytes(&conn),
+            as_bytes(&m),
+            as_bytes(&monitor),
+            as_bytes(&exit),
+            vec![1, 2, 3], // garbage: counted as lost
+        ];
+        feed(&mut p, &records);
+        let ev = out.take();
+        assert_eq!(ev.len(), 6, "{ev:#?}");
+        let ids = |e: &serde_json::Value| e["process"]["exec_id"].as_str().unwrap().to_string();
+        assert_eq!(ev[0]["type"], "process_exec");
+        assert_eq!(ev[0]["process"]["binary"], "/bin/sh");
+        assert_eq!(ev[0]["process"]["arguments"], "-c 'curl x'");
+        assert_eq!(ev[1]["process"]["parent_exec_id"], ids(&ev[0]).as_str());
+        assert_eq!(ev[1]["parent"]["binary"], "/bin/sh");
+        assert_eq!(ev[1]["parent"]["pid"], 4_000_001);
+        assert_eq!(ev[2]["type"], "process_connect");
+        assert_eq!(ids(&ev[2]), ids(&ev[1]));
+        assert_eq!(
+            ev[2]["destination"],
+            serde_json::json!({"ip":"10.0.0.2","port":80,"protocol":"TCP"})
+        );
+        assert_eq!(ev[2]["blocked"], true);
+        assert_eq!(ev[3]["type"], "policy_match");
+        assert_eq!(ev[3]["policy_name"], "no-curl");
+        assert_eq!(ev[3]["rule"], "no-curl-rule");
+        assert_eq!(ev[3]["hook"], "connect");
+        assert_eq!(ev[3]["action"], "Block");
+        assert_eq!(ev[3]["mode"], "enforce");
+        assert_eq!(ev[3]["outcome"], "blocked");
+        assert_eq!(ev[3]["encryption"], serde_json::Value::Null);
+        assert_eq!(ids(&ev[3]), ids(&ev[1]));
+        assert_eq!(ev[4]["policy_name"], "monitor-nc");
+        assert_eq!(ev[4]["mode"], "monitor");
+        assert_eq!(ev[4]["outcome"], "would_block");
+        assert_eq!(ev[4]["encryption"], "plaintext");
+        assert_eq!(ev[5]["type"], "process_exit");
+        assert_eq!(ev[5]["signal"], "SIGKILL");
+        assert_eq!(ev[5]["status"], 0);
+        assert_eq!(ids(&ev[5]), ids(&ev[1]));
+        for e in &ev {
+            assert_eq!(e["node_name"], "node-1");
+            assert!(e["time"].as_str().unwrap().ends_with('Z'));
+        }
+        assert_eq!(p.decode_errors, 1);
+    }
+
+    #[test]
+    fn exec_matches_wait_for_their_exec() {
+        let (mut p, out) = pipeline();
+        let slot = 0;
+        p.set_slot(slot, Arc::new(FakeRules(vec!["kill-x".into()])));
+        // bash (4_100_000) forked 4_100_001, which execs /tmp/x; the kernel reports the kill
+        // match before the exec record.
+        let bash = exec_record(4_100_000, 100, 1, 0, "/bin/bash", &["bash"]);
+        let fork = daemon_common::ForkEvent {
+            header: EventHeader {
+                kind: daemon_common::EVENT_FORK,
+                tgid: 4_100_001,
+                time_ns: 150,
+                start_ns: 150,
+            },
+            parent_tgid: 4_100_000,
+            _pad: 0,
+            parent_start_ns: 100,
+        };
+        let kill = MatchEvent {
+            header: EventHeader {
+                kind: EVENT_MATCH,
+                tgid: 4_100_001,
+                time_ns: 200,
+                start_ns: 200,
+            },
+            slot,
+            selector: 0,
+            hook: HOOK_EXEC,
+            actions: ACTION_SIGKILL,
+            enforced: 1,
+            ..Default::default()
+        };
+        let x = exec_record(4_100_001, 200, 4_100_000, 100, "/tmp/x", &["x", "-y"]);
+        // A match whose exec never arrives.
+        let orphan = MatchEvent {
+            header: EventHeader {
+                tgid: 4_100_002,
+                start_ns: 300,
+                ..kill.header
+            },
+            ..kill
+        };
+        feed(
+            &mut p,
+            &[
+                as_bytes(&bash),
+                as_bytes(&fork),
+                as_bytes(&kill),
+                as_bytes(&orphan),
+                as_bytes(&x),
+            ],
+        );
+        let ev = out.take();
+        let kinds: Vec<_> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            vec!["process_exec", "process_exec", "policy_match"],
+            "{ev:#?}"
+        );
+        assert_eq!(ev[2]["process"]["binary"], "/tmp/x");
+        assert_eq!(ev[2]["process"]["arguments"], "-y");
+        assert_eq!(ev[2]["process"]["exec_id"], ev[1]["process"]["exec_id"]);
+        assert_eq!(ev[2]["outcome"], "killed");
+        assert_eq!(ev[2]["policy_name"], "kill-x");
+        // The orphan waits until it is old enough, then describes what is known of it.
+        assert!(p.flush_pending(Duration::from_secs(60)).is_empty());
+        let flushed = p.flush_pending(Duration::ZERO);
+        assert_eq!(flushed.len(), 1);
+        let orphan_ev = serde_json::to_value(&flushed[0]).unwrap();
+        assert_eq!(orphan_ev["type"], "policy_match");
+        assert_eq!(orphan_ev["process"]["pid"], 4_100_002);
+        assert_eq!(
+            orphan_ev["process"]["exec_id"],
+            crate::pipeline::process::exec_id("node-1", 300, 4_100_002).as_str()
+        );
+        assert!(p.flush_pending(Duration::ZERO).is_empty(), "written once");
+    }
+
+    #[test]
+    fn words_of_actions_destinations_and_signals() {
+        assert_eq!(
+            action_outcome(ACTION_SIGKILL | ACTION_POST, true),
+            (Action::Sigkill, Outcome::Killed)
+        );
+        assert_eq!(
+            action_outcome(ACTION_SIGKILL, false),
+            (Action::Sigkill, Outcome::WouldKill)
+        );
+        assert_eq!(
+            action_outcome(ACTION_BLOCK, false),
+            (Action::Block, Outcome::WouldBlock)
+        );
+        assert_eq!(
+            action_outcome(ACTION_POST, false),
+            (Action::Post, Outcome::Reported)
+        );
+        let mut d = daemon_common::Destination {
+            port: 443,
+            family: libc::AF_INET6 as u8,
+            protocol: PROTO_UDP,
+            ..Default::default()
+        };
+        d.addr[15] = 1;
+        let j = destination(&d);
+        assert_eq!(
+            (j.ip.as_str(), j.port, j.protocol.as_str()),
+            ("::1", 443, "UDP")
+        );
+        d.protocol = 132;
+        assert_eq!(destination(&d).protocol, "IP132");
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(15), "SIGTERM");
+        assert_eq!(signal_name(40), "SIG40");
+    }
+}
