@@ -53,6 +53,8 @@
 //!   more); the maps are created with `SLOTS * MAX_*` entries so both slots fit during a switch.
 #![no_std]
 
+pub mod tls;
+
 /// Number of rule-set slots (A/B).
 pub const SLOTS: usize = 2;
 /// Selectors, process conditions and destination conditions per slot (one u64 bitmask each).
