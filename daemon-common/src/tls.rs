@@ -341,7 +341,7 @@ impl TlsScan {
                 }
             }
             F_CS_LEN => {
-                if v < 2 || v % 2 != 0 || v > self.hs_left {
+                if v < 2 || !v.is_multiple_of(2) || v > self.hs_left {
                     return self.fail();
                 }
                 self.goto(F_CS, v);

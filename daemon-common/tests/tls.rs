@@ -210,7 +210,7 @@ fn check_hello(hs: &[u8], hello_len: Option<usize>) -> Option<bool> {
     p += sid;
     need!(2);
     let cs = u16::from_be_bytes([body[p], body[p + 1]]) as usize;
-    if cs < 2 || cs % 2 != 0 {
+    if cs < 2 || !cs.is_multiple_of(2) {
         return Some(false);
     }
     p += 2;

@@ -80,6 +80,17 @@ pub struct RunArgs {
     /// to measure what the hooks alone cost. Nothing is enforced and no kernel events arrive.
     #[arg(long, hide_short_help = true)]
     pub noop_programs: bool,
+    /// Entries of the kernel's process map (default: /proc/sys/kernel/pid_max, which every
+    /// process id is below, so it cannot fill up). A process that finds no room and that an
+    /// enforce-mode connect/egress rule covers is killed at exec.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_processes: Option<u32>,
+    /// Sockets watched by the egress rules at once (SOCKHASH entries, 16 bytes of kernel
+    /// memory each, allocated up front). A connection that finds no room has its payload
+    /// refused (fail closed).
+    #[arg(long, value_name = "N", default_value_t = daemon_common::MAX_WATCHED_SOCKETS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_watched_sockets: u32,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -255,6 +266,13 @@ impl Kernel<RuleSet> for RealKernel {
                 .wait(Some(timeout))
                 .context("waiting for kernel events")?;
         }
+        if let Some(engine) = self.engine.as_mut() {
+            // Matches the engine found itself (connections older than the rule set,
+            // processes without room for state) go the same way as the kernel's.
+            for m in engine.take_matches() {
+                sink(Ok(Record::Match(m)));
+            }
+        }
         for _ in 0..MAX_RECORDS_PER_POLL {
             let Some(ev) = reader.next_event() else {
                 break;
@@ -276,6 +294,13 @@ impl Kernel<RuleSet> for RealKernel {
             .as_ref()
             .and_then(|e| e.lost_events().ok())
             .unwrap_or(self.last_lost)
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.engine
+            .as_ref()
+            .map(Engine::capacity_warnings)
+            .unwrap_or_default()
     }
 
     fn shutdown(&mut self) {
@@ -423,6 +448,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut engine = Engine::load(&EngineOptions {
         noop_programs: args.noop_programs,
         cgroup: args.cgroup_root.clone(),
+        max_processes: args.max_processes,
+        max_watched_sockets: Some(args.max_watched_sockets),
         ..EngineOptions::default()
     })
     .context("loading and attaching the kernel programs")?;
@@ -763,6 +790,8 @@ mod tests {
             workloads: None,
             node_name: None,
             noop_programs: false,
+            max_processes: None,
+            max_watched_sockets: daemon_common::MAX_WATCHED_SOCKETS,
         }
     }
 

@@ -1,7 +1,9 @@
 //! Reading the kernel's ring buffer: [`EventReader`] drains `EVENTS`, decodes each record into
 //! an [`Event`] (copies of the `daemon-common` structs) and handles engine-internal records
 //! itself (a classified socket is deleted from the SOCKHASH here, so it stops paying the sk_msg
-//! cost). It owns its map handles, so it can live on another thread than the [`super::Engine`].
+//! cost; a connection whose unseen payload the backstop refused is destroyed here, so its
+//! sender gets an error). It owns its map handles, so it can live on another thread than the
+//! [`super::Engine`].
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
@@ -49,6 +51,7 @@ fn read<T: Copy>(data: &[u8]) -> Option<T> {
 pub(crate) enum Decoded {
     Event(Event),
     SockClassified(SockClassifiedEvent),
+    SockUnseen(SockUnseenEvent),
 }
 
 /// Decodes one raw record (never panics on short or unknown input).
@@ -69,6 +72,7 @@ pub(crate) fn decode(data: &[u8]) -> Decoded {
         EVENT_CONNECT => read(data).map_or_else(bad, |e| Decoded::Event(Event::Connect(e))),
         EVENT_MATCH => read(data).map_or_else(bad, |e| Decoded::Event(Event::Match(e))),
         EVENT_SOCK_CLASSIFIED => read(data).map_or_else(bad, Decoded::SockClassified),
+        EVENT_SOCK_UNSEEN => read(data).map_or_else(bad, Decoded::SockUnseen),
         _ => bad(),
     }
 }
@@ -81,6 +85,8 @@ pub struct EventReader {
     sockhash: SockHash<MapData, u64>,
     released: u64,
     release_failed: u64,
+    destroyed: u64,
+    destroy_failed: u64,
 }
 
 impl EventReader {
@@ -90,6 +96,8 @@ impl EventReader {
             sockhash,
             released: 0,
             release_failed: 0,
+            destroyed: 0,
+            destroy_failed: 0,
         }
     }
 
@@ -107,6 +115,26 @@ impl EventReader {
                     match self.sockhash.remove(&s.cookie) {
                         Ok(()) => self.released += 1,
                         Err(_) => self.release_failed += 1,
+                    }
+                }
+                Decoded::SockUnseen(u) => {
+                    let (local, remote) = (
+                        super::sockets::socket_addr(&u.local),
+                        super::sockets::socket_addr(&u.remote),
+                    );
+                    match super::sockets::destroy_connection(
+                        u.header.tgid,
+                        &local,
+                        &remote,
+                        u.cookie,
+                    ) {
+                        Ok(()) => self.destroyed += 1,
+                        Err(e) => {
+                            // Already closed, or the namespace is gone: its payload stays
+                            // refused either way.
+                            log::warn!("cannot destroy connection {local} -> {remote}: {e}");
+                            self.destroy_failed += 1;
+                        }
                     }
                 }
             }
@@ -137,6 +165,12 @@ impl EventReader {
     /// socket already gone).
     pub fn sockets_released(&self) -> (u64, u64) {
         (self.released, self.release_failed)
+    }
+
+    /// Connections destroyed after the backstop refused their unseen payload (and attempts
+    /// that failed).
+    pub fn connections_destroyed(&self) -> (u64, u64) {
+        (self.destroyed, self.destroy_failed)
     }
 }
 

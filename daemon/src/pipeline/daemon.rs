@@ -19,7 +19,8 @@ use super::workload::{
 };
 use daemon_common::{
     Destination, MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT,
-    HOOK_EGRESS, HOOK_EXEC, PROTO_TCP, PROTO_UDP,
+    HOOK_EGRESS, HOOK_EXEC, PROTO_TCP, PROTO_UDP, REASON_CAPACITY, REASON_EXISTING_CONNECTION,
+    REASON_TCP_FAST_OPEN, REASON_UNSEEN_PAYLOAD,
 };
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -71,6 +72,10 @@ pub trait Kernel<R> {
     ) -> anyhow::Result<()>;
     /// Records the kernel dropped (ring buffer full) since start.
     fn lost_events(&self) -> u64;
+    /// Enforcement kept by refusing for lack of room (full maps), one sentence each.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Detaches everything (called once, at shutdown).
     fn shutdown(&mut self) {}
 }
@@ -309,7 +314,11 @@ impl<R: Rules> Pipeline<R> {
         let rules = self.slots.get(usize::from(m.slot)).and_then(|s| s.as_ref());
         let mi = rules.and_then(|r| r.match_info(m.selector));
         let enforced = m.enforced != 0;
-        let (action, outcome) = action_outcome(m.actions, enforced);
+        let (action, mut outcome) = action_outcome(m.actions, enforced);
+        if m.reason == REASON_CAPACITY && enforced {
+            // No room for its state: the process was killed at exec (or at the apply).
+            outcome = "killed";
+        }
         let hook = match m.hook {
             HOOK_EXEC => "exec",
             HOOK_CONNECT => "connect",
@@ -335,6 +344,7 @@ impl<R: Rules> Pipeline<R> {
                 (HOOK_EGRESS, ENC_TLS) => Some("tls".into()),
                 _ => None,
             },
+            reason: reason_name(m.reason).map(Into::into),
         });
         self.event(h.time_ns, body)
     }
@@ -368,6 +378,17 @@ impl<R: Rules> Pipeline<R> {
         };
         self.emit(&ev);
         self.flush();
+    }
+}
+
+/// The `reason` of a `policy_match` (`REASON_*`), `None` for a plain match.
+pub fn reason_name(reason: u8) -> Option<&'static str> {
+    match reason {
+        REASON_TCP_FAST_OPEN => Some("tcp_fast_open"),
+        REASON_UNSEEN_PAYLOAD => Some("unseen_payload"),
+        REASON_EXISTING_CONNECTION => Some("existing_connection"),
+        REASON_CAPACITY => Some("capacity"),
+        _ => None,
     }
 }
 
@@ -434,6 +455,8 @@ where
     pub generation: u64,
     workload_specs: Vec<WorkloadSpec>,
     last_lost: u64,
+    /// Capacity warnings of the last status event.
+    last_warnings: Vec<String>,
     ticks: u64,
     /// Timings of the last policy load, reported in status events.
     last_load_ms: Option<f64>,
@@ -466,6 +489,7 @@ where
             generation: 0,
             workload_specs: Vec::new(),
             last_lost: 0,
+            last_warnings: Vec::new(),
             ticks: 0,
             last_load_ms: None,
             last_apply_ms: None,
@@ -480,12 +504,15 @@ where
     fn status(&mut self, state: &str, diagnostics: Vec<serde_json::Value>) {
         let lost = self.lost_events();
         self.last_lost = lost;
+        let warnings = self.kernel.warnings();
+        self.last_warnings = warnings.clone();
         let st = Status {
             state: state.into(),
             generation: self.generation,
             policies: self.in_force.clone(),
             diagnostics,
             lost_events: lost,
+            warnings,
             load_ms: self.last_load_ms,
             apply_ms: self.last_apply_ms,
         };
@@ -912,11 +939,22 @@ where
                 }
             }
         }
+        // Capacity warnings: said at once the first time, then at most every loss report.
+        let warnings = self.kernel.warnings();
+        let new_warnings =
+            warnings != self.last_warnings && (self.last_warnings.is_empty() || report_losses);
+        if new_warnings {
+            for w in &warnings {
+                eprintln!("bulwark: warning: {w}");
+            }
+        }
         if report_losses && self.lost_events() > self.last_lost {
             let lost = self.lost_events();
             eprintln!(
                 "bulwark: warning: {lost} events lost so far (ring buffer full or undecodable)"
             );
+            self.status("running", Vec::new());
+        } else if new_warnings {
             self.status("running", Vec::new());
         }
     }

@@ -68,6 +68,8 @@ pub struct Event {
 /// The per-type fields.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Each event is built once and serialized at once: the size of the largest variant is fine.
+#[allow(clippy::large_enum_variant)]
 pub enum Body {
     ProcessExec {
         process: Process,
@@ -112,8 +114,12 @@ pub struct PolicyMatch {
     pub process: Process,
     /// Destination for `connect` and `egress` rules, `null` for `exec`.
     pub destination: Option<DestinationJson>,
-    /// `plaintext` or `tls` for `egress` rules (the first payload's verdict), else `null`.
+    /// `plaintext` or `tls` for `egress` rules (the stream's verdict), else `null` (also when
+    /// the payload was never seen or the verdict is still undecided).
     pub encryption: Option<String>,
+    /// Why the match happened outside the plain evaluation of a payload: `tcp_fast_open`,
+    /// `unseen_payload`, `existing_connection` or `capacity`; `null` otherwise.
+    pub reason: Option<String>,
 }
 
 /// Daemon state (`type: status`): the sync point for tests and operators.
@@ -130,6 +136,9 @@ pub struct Status {
     /// Records the kernel could not deliver (ring buffer full) plus records userspace could
     /// not decode, since start.
     pub lost_events: u64,
+    /// Enforcement the kernel could not keep by the usual means since start (full maps,
+    /// connections refused for lack of room), one sentence each; empty when none.
+    pub warnings: Vec<String>,
     /// Milliseconds the last policy load spent reading, linting and compiling the directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_ms: Option<f64>,
@@ -164,6 +173,7 @@ mod tests {
                 policies: vec!["a".into()],
                 diagnostics: vec![],
                 lost_events: 0,
+                warnings: vec![],
                 load_ms: None,
                 apply_ms: None,
             }),
@@ -172,7 +182,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"time":"t","node_name":"n","type":"status","state":"ready",
-                "generation":1,"policies":["a"],"diagnostics":[],"lost_events":0})
+                "generation":1,"policies":["a"],"diagnostics":[],"lost_events":0,"warnings":[]})
         );
         // And it reads back.
         let back: Event = serde_json::from_value(v).unwrap();
