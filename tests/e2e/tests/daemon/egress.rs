@@ -356,7 +356,7 @@ fn bpftool(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?} output: {e}"))
 }
 
-fn sockhash_id(d: &Daemon) -> u32 {
+pub(crate) fn sockhash_id(d: &Daemon) -> u32 {
     let ids = d.map_ids();
     let maps = bpftool(&["map", "show"]);
     maps.as_array()
@@ -369,7 +369,7 @@ fn sockhash_id(d: &Daemon) -> u32 {
         .unwrap_or_else(|| panic!("the daemon holds no sockhash map (its maps: {ids:?})"))
 }
 
-fn sockhash_entries(id: u32) -> usize {
+pub(crate) fn sockhash_entries(id: u32) -> usize {
     let v = bpftool(&["map", "dump", "id", &id.to_string()]);
     v.as_array().map(Vec::len).unwrap_or(0)
 }
