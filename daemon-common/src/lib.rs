@@ -328,12 +328,20 @@ pub struct SockState {
     pub unseen: u8,
     /// 1 once the backstop reported unseen payload on this socket.
     pub unseen_reported: u8,
+    /// The sk_msg program's cursor while it scans one send (offset of the next byte, and the
+    /// part of the send made linear): kept here rather than on its stack so the verifier does
+    /// not track each value, which lets the scan loop be verified once. Meaningless between
+    /// sends (the socket is locked while it sends).
+    pub scan_pos: u32,
+    pub scan_win_start: u32,
+    pub scan_win_end: u32,
+    pub _pad: u32,
 }
 
 // Kernel and userspace (which writes it for connections older than the policy) share this
 // layout byte for byte: the fields are ordered so there is no implicit padding.
 const _: () = assert!(core::mem::size_of::<tls::TlsScan>() == 36);
-const _: () = assert!(core::mem::size_of::<SockState>() == 96);
+const _: () = assert!(core::mem::size_of::<SockState>() == 112);
 
 impl SockState {
     /// State of a socket whose stream is watched from its first byte.
@@ -352,6 +360,10 @@ impl SockState {
             start_known: 0,
             unseen: 0,
             unseen_reported: 0,
+            scan_pos: 0,
+            scan_win_start: 0,
+            scan_win_end: 0,
+            _pad: 0,
         }
     }
 

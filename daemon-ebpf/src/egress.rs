@@ -18,7 +18,7 @@ use aya_ebpf::{
     macros::sk_msg,
     programs::SkMsgContext,
 };
-use daemon_common::tls::{TlsScan, Want};
+use daemon_common::tls::Want;
 use daemon_common::*;
 
 use crate::maps::*;
@@ -30,18 +30,14 @@ const WINDOW: u32 = 256;
 /// extension); a send that runs out of steps while the verdict is pending is plaintext.
 const SCAN_STEPS: u32 = 2048;
 
-/// State of [`scan_step`]: the scanner (copied out of the socket's storage and back) walking
-/// one send.
+/// State of [`scan_step`] walking one send: pointers only. The scanner and its cursor live in
+/// the socket's storage (the socket is locked while it sends): the verifier does not track the
+/// values in a map, so the loop body is verified once instead of once per value they take.
 #[repr(C)]
 struct ScanLoop {
     msg: *mut sk_msg_md,
-    scan: TlsScan,
-    /// Offset of the next unread byte of the send.
-    pos: u32,
+    st: *mut SockState,
     size: u32,
-    /// Part of the send made linear by the last pull (`data` points at `win_start`).
-    win_start: u32,
-    win_end: u32,
     /// 1 when a window could not be made linear (fail closed).
     failed: u32,
 }
@@ -49,29 +45,31 @@ struct ScanLoop {
 #[inline(never)]
 extern "C" fn scan_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let c = unsafe { &mut *(ctx as *mut ScanLoop) };
-    if c.pos >= c.size {
+    let st = unsafe { &mut *c.st };
+    let pos = st.scan_pos;
+    if pos >= c.size {
         return 1;
     }
-    let verdict = match c.scan.want() {
+    let verdict = match st.scan.want() {
         Want::Skip(n) => {
-            let left = c.size - c.pos;
+            let left = c.size - pos;
             let k = if n < left { n } else { left };
-            c.pos += k;
-            c.scan.skip(k)
+            st.scan_pos = pos + k;
+            st.scan.skip(k)
         }
         Want::Byte => {
-            if c.pos < c.win_start || c.pos >= c.win_end {
-                let end = if c.size - c.pos > WINDOW {
-                    c.pos + WINDOW
+            if pos < st.scan_win_start || pos >= st.scan_win_end {
+                let end = if c.size - pos > WINDOW {
+                    pos + WINDOW
                 } else {
                     c.size
                 };
-                if unsafe { bpf_msg_pull_data(c.msg, c.pos, end, 0) } != 0 {
+                if unsafe { bpf_msg_pull_data(c.msg, pos, end, 0) } != 0 {
                     c.failed = 1;
                     return 1;
                 }
-                c.win_start = c.pos;
-                c.win_end = end;
+                st.scan_win_start = pos;
+                st.scan_win_end = end;
             }
             let (data, data_end) = unsafe {
                 use core::ptr::{addr_of, read_volatile as rv};
@@ -80,14 +78,14 @@ extern "C" fn scan_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
                     rv(addr_of!((*c.msg).__bindgen_anon_2.data_end)) as usize,
                 )
             };
-            let at = ((c.pos - c.win_start) & (WINDOW - 1)) as usize;
+            let at = ((pos - st.scan_win_start) & (WINDOW - 1)) as usize;
             if data + at + 1 > data_end {
                 c.failed = 1;
                 return 1;
             }
             let b = unsafe { *((data + at) as *const u8) };
-            c.pos += 1;
-            c.scan.feed(b)
+            st.scan_pos = pos + 1;
+            st.scan.feed(b)
         }
     };
     if verdict != ENC_PENDING {
@@ -100,13 +98,13 @@ extern "C" fn scan_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 /// send could not be scanned within the step budget).
 #[inline(always)]
 fn scan_send(msg: *mut sk_msg_md, size: u32, st: &mut SockState) -> u8 {
+    st.scan_pos = 0;
+    st.scan_win_start = 0;
+    st.scan_win_end = 0;
     let mut c = ScanLoop {
         msg,
-        scan: st.scan,
-        pos: 0,
+        st: st as *mut SockState,
         size,
-        win_start: 0,
-        win_end: 0,
         failed: 0,
     };
     unsafe {
@@ -117,8 +115,7 @@ fn scan_send(msg: *mut sk_msg_md, size: u32, st: &mut SockState) -> u8 {
             0,
         )
     };
-    st.scan = c.scan;
-    if st.scan.verdict == ENC_PENDING && (c.failed != 0 || c.pos < c.size) {
+    if st.scan.verdict == ENC_PENDING && (c.failed != 0 || st.scan_pos < size) {
         st.scan.verdict = ENC_PLAINTEXT;
     }
     st.scan.verdict

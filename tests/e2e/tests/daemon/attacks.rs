@@ -533,10 +533,36 @@ fn full_maps_fail_closed_and_warn() {
         extra_args: vec!["--max-processes".into(), "16".into()],
         kubernetes: false,
     });
-    let out = w.pod().curl(&[&url("http", ip, 8080, "/no-room")]);
-    assert!(out.sigkilled(), "curl without room must be killed: {out}");
+    // Long-lived processes keep the 16 entries taken (processes exiting elsewhere on the host
+    // free one now and then, which a new process may take: then it has state and the rule
+    // applies to its connect). Either way the covered curl never connects; at least one
+    // attempt finds no room and is killed.
+    let mut sleepers: Vec<_> = (0..32)
+        .map(|_| {
+            std::process::Command::new("/bin/sleep")
+                .arg("60")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut killed = None;
+    for _ in 0..5 {
+        let out = w.pod().curl(&[&url("http", ip, 8080, "/no-room")]);
+        assert!(!out.success(), "the covered curl connected: {out}");
+        if out.sigkilled() {
+            killed = Some(out);
+            break;
+        }
+    }
+    for s in &mut sleepers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let out = killed.expect("no attempt found the process map full");
     let m = d.wait_event("the capacity policy_match", |e| {
-        ev::is_match(e, "e2e-capacity-connect", "connect") && e["reason"] == "capacity"
+        ev::is_match(e, "e2e-capacity-connect", "connect")
+            && e["reason"] == "capacity"
+            && ev::pid(e) == Some(out.pid as u64)
     });
     assert_eq!(
         (m["outcome"].as_str(), m["enforced"].as_bool()),
