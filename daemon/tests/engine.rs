@@ -1830,3 +1830,130 @@ fn a_process_without_room_is_killed_when_a_connect_rule_covers_it() {
     assert!(run(Path::new("/bin/true"), &[]).success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// ns per 64-byte send on a fresh loopback connection to `port` (a thread drains the peer);
+/// `first` is written before timing (what the verdict sees first).
+fn ns_per_send(listener: &TcpListener, first: &[u8], n: u32) -> f64 {
+    let port = listener.local_addr().unwrap().port();
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_nodelay(true).unwrap();
+    let (mut srv, _) = listener.accept().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while matches!(srv.read(&mut buf), Ok(k) if k > 0) {}
+    });
+    if !first.is_empty() {
+        c.write_all(first).unwrap();
+    }
+    let buf = [0x17u8; 64];
+    let t = Instant::now();
+    for _ in 0..n {
+        c.write_all(&buf).unwrap();
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64;
+    drop(c);
+    drain.join().unwrap();
+    ns
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// What a send costs: on a socket no rule watches (it only meets the backstop's failed storage
+/// lookup per packet) with and without the engine, and on a watched socket whose plaintext is
+/// allowed (the sender is out of the rule's scope, so every send is judged). Interleaved
+/// rounds, medians. Informational; run with `--ignored bench_send_costs --nocapture`.
+#[test]
+#[ignore = "benchmark: prints per-send costs, asserts nothing about speed"]
+fn bench_send_costs() {
+    let _g = serial();
+    let n = 200_000;
+    let rounds = 7;
+    let unwatched = TcpListener::bind("127.0.0.1:0").unwrap();
+    let watched = TcpListener::bind("127.0.0.1:0").unwrap();
+    let wport = watched.local_addr().unwrap().port();
+    let (mut none, mut floor, mut loaded, mut judged) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        none.push(ns_per_send(&unwatched, b"", n));
+        {
+            // Do-nothing programs on the same hooks: what the hooks alone cost.
+            let _noop = Engine::load(&EngineOptions {
+                noop_programs: true,
+                ..Default::default()
+            })
+            .unwrap();
+            floor.push(ns_per_send(&unwatched, b"", n));
+        }
+        let mut e = load();
+        let mut events = e.events().unwrap();
+        // Selector 1 watches wport for plaintext; this process has no bits (out of scope).
+        e.apply(|slot| net_policy(slot, 1, wport), |_| vec![])
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let drainer = std::thread::spawn(move || {
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = events.wait(Some(Duration::from_millis(20)));
+                while events.next_event().is_some() {}
+            }
+        });
+        loaded.push(ns_per_send(&unwatched, b"", n));
+        judged.push(ns_per_send(&watched, b"GET / HTTP/1.1\r\n\r\n", n));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drainer.join().unwrap();
+    }
+    let (a, f, b, c) = (median(none), median(floor), median(loaded), median(judged));
+    eprintln!(
+        "64-byte sends, median of {rounds} rounds x {n}: unwatched without engine {a:.0} ns, \
+         with do-nothing programs {f:.0} ns (ratio {:.3}), with the engine {b:.0} ns (ratio \
+         {:.3}); watched plaintext judged per send {c:.0} ns (ratio {:.3} to unwatched)",
+        f / a,
+        b / a,
+        c / b
+    );
+}
+
+/// Monitor mode on a watched socket: every send passes, the match is reported once per socket
+/// and selector (not once per send), with `enforced` 0.
+#[test]
+fn monitor_mode_reports_once_per_socket_and_selector() {
+    let _g = serial();
+    let mut e = load();
+    let mut events = e.events().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let me = std::process::id();
+    e.apply(
+        |slot| {
+            let mut m = net_policy(slot, 1, port);
+            m.selectors[1].1.mode = MODE_MONITOR;
+            m
+        },
+        |_| vec![(me, 0b11)],
+    )
+    .unwrap();
+    drain(&mut events);
+    for round in 0..2 {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_nodelay(true).unwrap();
+        let (mut srv, _) = listener.accept().unwrap();
+        for i in 0..3 {
+            c.write_all(format!("GET /{round}/{i} HTTP/1.1\r\n\r\n").as_bytes())
+                .expect("monitor mode blocks nothing");
+        }
+        let got = read_some(&mut srv, Duration::from_millis(300));
+        assert!(String::from_utf8_lossy(&got).contains(&format!("/{round}/2")));
+        let mut n = 0;
+        while let Some(m) = egress_match(&mut events, |m| m.hook == HOOK_EGRESS) {
+            assert_eq!((m.enforced, m.encryption), (0, ENC_PLAINTEXT));
+            n += 1;
+        }
+        assert_eq!(
+            n, 1,
+            "one report for the socket, not one per send (round {round})"
+        );
+    }
+}
