@@ -26,10 +26,35 @@
 //!   script's path, while the executed file is its interpreter.
 //! - Arguments: argv[0..MAX_ARGS] from the new process's memory; an element of 255+ bytes ends
 //!   the walk (later elements are not examined).
-//! - Egress: the first 3 payload bytes of the stream (kept across sends while fewer arrived):
-//!   `0x16 0x03 0x00..=0x04` is TLS, anything else plaintext. Only sockets that connect gave
-//!   egress selectors enter the SOCKHASH; once classified and allowed, userspace removes them
-//!   (on `EVENT_SOCK_CLASSIFIED`); blocked sockets stay and every later send is dropped.
+//! - Egress (TCP): a connection is *watched* — it gets [`SockState`] in `SK_STORAGE` at connect
+//!   and enters the SOCKHASH when established — when its destination meets the destination
+//!   conditions of some egress selector of the active slot (or, during a switch, the pending
+//!   one), whoever connects. Each send on it is judged for the *sending* process
+//!   (`PROCESSES[tgid]`, else its parent's entry) and the socket's peer, in the active slot:
+//!   candidate selectors are `sender.selectors[slot] & dest_selectors` (the egress selectors
+//!   whose destination conditions hold, cached per socket and [`Config::generation`]). The
+//!   stream's verdict comes from the strict ClientHello scanner ([`tls`], its docs are the
+//!   contract: a well-formed hello and the next two record headers are TLS, anything else is
+//!   plaintext, a valid prefix is pending). A selector without matchEncryption matches any
+//!   send, `plaintext` the plaintext verdict, `tls` the TLS verdict or a pending stream. An
+//!   enforce-mode Block drops the send and every later one ([`SockState::blocked`]); monitor
+//!   and Post matches are reported once per socket and selector. A TLS verdict makes userspace
+//!   remove the socket from the SOCKHASH (on `EVENT_SOCK_CLASSIFIED`); a plaintext one keeps it
+//!   watched. A stream whose start was never seen (TCP Fast Open by a process outside every
+//!   scope) counts as plaintext ([`SockState::unseen`]).
+//! - TCP Fast Open at connect: on a watched socket, refused (connect returns EPERM,
+//!   [`REASON_TCP_FAST_OPEN`]) when an enforce-mode egress Block of the connecting process holds
+//!   for the destination; `tcp_sock.fastopen_req` / `fastopen_connect` tell (offsets in
+//!   [`KernelOffsets`]).
+//! - Backstop (cgroup_skb/egress): a packet of a watched socket whose verdict is not TLS may
+//!   carry payload only up to stream offset [`SockState::passed`] (what sk_msg passed; offsets
+//!   from [`SockState::stream_start`], or from the socket's `snd_una - bytes_acked + 1` when it
+//!   was not established under watch; data in a SYN only for an allowed Fast Open). Beyond it,
+//!   when an enforce-mode Block selector's destination conditions hold, the packet is dropped,
+//!   reported once ([`REASON_UNSEEN_PAYLOAD`]) and userspace destroys the connection
+//!   (`EVENT_SOCK_UNSEEN`).
+//! - Capacity: a process whose state cannot be stored at exec and that an enforce-mode connect
+//!   or egress Block covers is killed at exec ([`REASON_CAPACITY`]).
 //!
 //! The lookups, as the compiler lays the entries out (`bulwark_compiler::RuleSet::
 //! evaluate_process` / `evaluate_destination` are the reference semantics; its tests simulate

@@ -14,15 +14,23 @@
 //! engine.lost_events()?;                                           // ring buffer overflows
 //! ```
 //! The reader must be drained: besides delivering events it releases classified sockets from
-//! the SOCKHASH. Each exec record comes before the match records of that exec.
+//! the SOCKHASH and destroys connections whose unseen payload the backstop refused. Each exec
+//! record comes before the match records of that exec. Matches the engine finds itself (after
+//! an apply: connections older than the rule set, processes without room for state) are taken
+//! with [`Engine::take_matches`].
 //!
 //! # Programs and where they attach
 //! - `bulwark_exec` tracepoint `sched/sched_process_exec`, `bulwark_exit` tracepoint
 //!   `sched/sched_process_exit`, `bulwark_fork` raw tracepoint `sched_process_fork`;
-//! - `bulwark_connect4/6`, `bulwark_sendmsg4/6` (cgroup sock_addr) and `bulwark_sockops`
-//!   (sock_ops) on the cgroup v2 root as bpf_links (links always coexist with other programs;
-//!   the kernel rejects explicit ALLOW_MULTI flags on link creation);
+//! - `bulwark_connect4/6`, `bulwark_sendmsg4/6` (cgroup sock_addr), `bulwark_sockops`
+//!   (sock_ops) and `bulwark_backstop` (cgroup_skb/egress) on the cgroup v2 root as bpf_links
+//!   (links always coexist with other programs; the kernel rejects explicit ALLOW_MULTI flags
+//!   on link creation);
 //! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map.
+//!
+//! Map sizes: `PROCESSES` from pid_max ([`EngineOptions::max_processes`]), `SOCKHASH` from
+//! [`EngineOptions::max_watched_sockets`]. After every apply the engine checks the TCP
+//! connections that existed before it (`sweep.rs`, docs/enforcement.md).
 //!
 //! # Atomic apply
 //! [`Engine::apply`] clears and writes the inactive slot, sets `Config::pending_slot` (from then
