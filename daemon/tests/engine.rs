@@ -1957,3 +1957,63 @@ fn monitor_mode_reports_once_per_socket_and_selector() {
         );
     }
 }
+
+/// sendfile() and splice() into a watched socket: the plaintext never reaches the peer (the
+/// send path either reaches the verdict, EACCES, or bypasses it and the backstop refuses it).
+#[test]
+fn sendfile_and_splice_plaintext_never_reach_the_peer() {
+    let _g = serial();
+    let mut e = load();
+    let mut events = e.events().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    apply_net(&mut e, 1, port);
+    drain(&mut events);
+    let dir = tempdir("sendfile");
+    let file = dir.join("plain.txt");
+    std::fs::write(&file, b"GET /sendfile HTTP/1.0\r\n\r\n").unwrap();
+    for how in ["sendfile", "splice"] {
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (mut srv, _) = listener.accept().unwrap();
+        let f = std::fs::File::open(&file).unwrap();
+        let r = unsafe {
+            if how == "sendfile" {
+                libc::sendfile(c.as_raw_fd(), f.as_raw_fd(), std::ptr::null_mut(), 64)
+            } else {
+                let mut p = [0i32; 2];
+                assert_eq!(libc::pipe(p.as_mut_ptr()), 0);
+                let n = libc::splice(
+                    f.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    p[1],
+                    std::ptr::null_mut(),
+                    64,
+                    0,
+                );
+                assert!(n > 0);
+                let r = libc::splice(
+                    p[0],
+                    std::ptr::null_mut(),
+                    c.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    n as usize,
+                    0,
+                );
+                libc::close(p[0]);
+                libc::close(p[1]);
+                r
+            }
+        };
+        let errno = std::io::Error::last_os_error();
+        let got = read_some(&mut srv, Duration::from_millis(500));
+        assert!(
+            !String::from_utf8_lossy(&got).contains("sendfile"),
+            "{how}: the plaintext reached the peer (result {r}, {errno})"
+        );
+        let m = egress_match(&mut events, |m| m.hook == HOOK_EGRESS)
+            .unwrap_or_else(|| panic!("{how}: no egress match (result {r}, {errno})"));
+        eprintln!("{how}: result {r} ({errno}), reason {}", m.reason);
+        assert_eq!(m.enforced, 1, "{how}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
