@@ -11,8 +11,7 @@
 use aya_ebpf::{
     bindings::{__sk_buff, bpf_sock},
     helpers::generated::{
-        bpf_get_socket_cookie, bpf_sk_fullsock, bpf_sk_storage_get, bpf_skb_cgroup_id,
-        bpf_skb_load_bytes, bpf_tcp_sock,
+        bpf_get_socket_cookie, bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_skb_load_bytes, bpf_tcp_sock,
     },
     macros::cgroup_skb,
     programs::SkBuffContext,
@@ -151,12 +150,9 @@ pub fn bulwark_backstop(ctx: SkBuffContext) -> i32 {
     if sk.is_null() {
         return PASS;
     }
-    let st = unsafe { bpf_sk_storage_get(sk_storage_ptr(), sk.cast(), core::ptr::null_mut(), 0) }
-        as *mut SockState;
-    if st.is_null() {
+    let Some(st) = sock_state(sk) else {
         return PASS;
-    }
-    let st = unsafe { &mut *st };
+    };
     if st.unseen == 0 && st.scan.verdict == ENC_TLS {
         return PASS;
     }

@@ -13,7 +13,6 @@ use aya_ebpf::{
     bindings::sk_msg_md,
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_loop, bpf_msg_pull_data,
-        bpf_sk_storage_get,
     },
     macros::sk_msg,
     programs::SkMsgContext,
@@ -156,12 +155,9 @@ pub fn bulwark_egress(ctx: SkMsgContext) -> u32 {
     if sk.is_null() {
         return SK_PASS;
     }
-    let st = unsafe { bpf_sk_storage_get(sk_storage_ptr(), sk.cast(), core::ptr::null_mut(), 0) }
-        as *mut SockState;
-    if st.is_null() {
+    let Some(st) = sock_state(sk) else {
         return SK_PASS;
-    }
-    let st = unsafe { &mut *st };
+    };
     if st.blocked != 0 {
         count(COUNTER_EGRESS_DROPPED);
         return SK_DROP;

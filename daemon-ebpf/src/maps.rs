@@ -223,6 +223,24 @@ pub fn sk_storage_ptr() -> *mut core::ffi::c_void {
     core::ptr::from_ref(&SK_STORAGE).cast_mut().cast()
 }
 
+/// The [`SockState`] of a socket (`struct sock *` as the program has it), if it is watched.
+#[inline(always)]
+pub fn sock_state<T>(sk: *mut T) -> Option<&'static mut SockState> {
+    let st = unsafe {
+        aya_ebpf::helpers::generated::bpf_sk_storage_get(
+            sk_storage_ptr(),
+            sk.cast(),
+            core::ptr::null_mut(),
+            0,
+        )
+    } as *mut SockState;
+    if st.is_null() {
+        None
+    } else {
+        Some(unsafe { &mut *st })
+    }
+}
+
 /// The global switch (a zeroed config before userspace wrote one: slot 0, nothing pending).
 #[inline(always)]
 pub fn config() -> Config {

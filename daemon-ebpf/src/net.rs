@@ -492,9 +492,7 @@ fn watch_connect(
     };
     let sk = unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk };
     if watch == 0 && pending_watch == 0 {
-        let old =
-            unsafe { bpf_sk_storage_get(sk_storage_ptr(), sk.cast(), core::ptr::null_mut(), 0) };
-        if !old.is_null() {
+        if sock_state(sk).is_some() {
             unsafe { bpf_sk_storage_delete(sk_storage_ptr(), sk.cast()) };
         }
         return false;
@@ -546,9 +544,7 @@ pub fn bulwark_sockops(ctx: SockOpsContext) -> u32 {
     if sk.is_null() {
         return 1;
     }
-    let mut st =
-        unsafe { bpf_sk_storage_get(sk_storage_ptr(), sk.cast(), core::ptr::null_mut(), 0) }
-            as *mut SockState;
+    let mut st = sock_state(sk).map_or(core::ptr::null_mut(), |s| s as *mut SockState);
     if st.is_null() {
         let (family, ip4, ip6, port) = unsafe {
             (

@@ -1427,18 +1427,25 @@ fn egress_match(
     }
 }
 
-/// The strict verdict: three bytes that look like a record header are not TLS, a record
-/// version 0x0304 is not TLS, and plaintext right after a valid ClientHello (instead of TLS
-/// records) is refused; the peer receives exactly what passed.
-#[test]
-fn tls_look_alikes_and_plaintext_after_a_hello_are_refused() {
-    let _g = serial();
+/// An engine enforcing [`net_policy`] with plaintext egress blocked to a fresh loopback
+/// listener's port (this process in scope), its event reader drained.
+fn egress_engine() -> (Engine, EventReader, TcpListener, u16) {
     let mut e = load();
     let mut events = e.events().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     apply_net(&mut e, 1, port);
     drain(&mut events);
+    (e, events, listener, port)
+}
+
+/// The strict verdict: three bytes that look like a record header are not TLS, a record
+/// version 0x0304 is not TLS, and plaintext right after a valid ClientHello (instead of TLS
+/// records) is refused; the peer receives exactly what passed.
+#[test]
+fn tls_look_alikes_and_plaintext_after_a_hello_are_refused() {
+    let _g = serial();
+    let (e, mut events, listener, port) = egress_engine();
     let hello = client_hello();
     let mut http_after_header = b"\x16\x03\x01".to_vec();
     http_after_header.extend_from_slice(b"GET /look-alike HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -1617,14 +1624,9 @@ fn fast_open(port: u16, connect_opt: bool) -> Result<(), i32> {
 #[test]
 fn tcp_fast_open_is_refused_for_a_process_in_scope() {
     let _g = serial();
-    let mut e = load();
-    let mut events = e.events().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (e, mut events, _listener, port) = egress_engine();
     let other = TcpListener::bind("127.0.0.1:0").unwrap();
     let oport = other.local_addr().unwrap().port();
-    apply_net(&mut e, 1, port);
-    drain(&mut events);
     assert_eq!(
         fast_open(port, false),
         Err(libc::EPERM),
@@ -1963,12 +1965,7 @@ fn monitor_mode_reports_once_per_socket_and_selector() {
 #[test]
 fn sendfile_and_splice_plaintext_never_reach_the_peer() {
     let _g = serial();
-    let mut e = load();
-    let mut events = e.events().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    apply_net(&mut e, 1, port);
-    drain(&mut events);
+    let (_e, mut events, listener, port) = egress_engine();
     let dir = tempdir("sendfile");
     let file = dir.join("plain.txt");
     std::fs::write(&file, b"GET /sendfile HTTP/1.0\r\n\r\n").unwrap();

@@ -141,14 +141,7 @@ impl Btf {
     /// Byte offset of `member` in the struct named `strukt` (searching anonymous nested
     /// structs/unions).
     pub fn member_offset(&self, strukt: &str, member: &str) -> anyhow::Result<u32> {
-        let ty = self
-            .types
-            .iter()
-            .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == strukt.as_bytes())
-            .with_context(|| format!("struct {strukt} not found in kernel BTF"))?;
-        let bits = self
-            .find_member(ty as u32, member.as_bytes(), 0)
-            .with_context(|| format!("struct {strukt} has no member {member} in kernel BTF"))?;
+        let bits = self.member_bit_offset(strukt, member)?;
         if bits % 8 != 0 {
             bail!("{strukt}.{member} is a bitfield (bit offset {bits}); cannot read it");
         }

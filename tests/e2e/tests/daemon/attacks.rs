@@ -76,6 +76,21 @@ fn wait_reason(d: &Daemon, policy: &str, pid: u32, reason: &str) -> Event {
     )
 }
 
+/// The probe's request was refused on the wire: never answered, reported (reason
+/// unseen_payload, blocked), nothing of it at the server.
+fn assert_refused_on_the_wire(
+    d: &Daemon,
+    policy: &str,
+    out: &bulwark_e2e::RunOutput,
+    srv: &TestServer,
+    marker: &str,
+) {
+    assert!(!out.success(), "the request must not be answered: {out}");
+    let m = wait_reason(d, policy, out.pid, "unseen_payload");
+    assert_eq!(m["outcome"], "blocked", "{m}");
+    assert_server_never_saw(&srv.log(), marker);
+}
+
 fn sysctl_in(netns: &str, setting: &str) {
     host_cmd("ip", &["netns", "exec", netns, "sysctl", "-qw", setting]);
 }
@@ -152,13 +167,7 @@ fn mptcp_payload_is_refused_by_the_backstop() {
         &["--mptcp", "--send", "GET /mptcp HTTP/1.0\r\n\r\n"],
     );
     assert_eq!(out.json()["connect"], "ok", "{out}");
-    assert!(
-        !out.success(),
-        "the MPTCP request must not be answered: {out}"
-    );
-    let m = wait_reason(&d, "e2e-mptcp", out.pid, "unseen_payload");
-    assert_eq!(m["outcome"], "blocked", "{m}");
-    assert_server_never_saw(&srv.log(), "/mptcp");
+    assert_refused_on_the_wire(&d, "e2e-mptcp", &out, &srv, "/mptcp");
 }
 
 /// A TLS verdict needs a well-formed ClientHello and well-formed records after it: a record
@@ -466,16 +475,8 @@ fn a_send_racing_the_handshake_is_refused_on_the_wire() {
         ),
     );
     host_cmd("ip", &["-n", &w.net.server, "link", "set", "eth0", "up"]);
-    let pid = probe.pid();
     let out = probe.wait(timeout());
-    assert!(
-        !out.success(),
-        "the racing request must not be answered: {out}"
-    );
-    eprintln!("race probe: {out}");
-    let m = wait_reason(&d, "e2e-race", pid, "unseen_payload");
-    assert_eq!(m["outcome"], "blocked", "{m}");
-    assert_server_never_saw(&srv.log(), "/race");
+    assert_refused_on_the_wire(&d, "e2e-race", &out, &srv, "/race");
 }
 
 /// Full maps fail closed: with room for 8 watched sockets, 8 idle watched connections fill the
@@ -501,12 +502,7 @@ fn full_maps_fail_closed_and_warn() {
         &["--idle", "8", "--send", "GET /ninth HTTP/1.0\r\n\r\n"],
     );
     assert_eq!(out.json()["idle"], 8, "{out}");
-    assert!(
-        !out.success(),
-        "the 9th connection must not be answered: {out}"
-    );
-    wait_reason(&d, "e2e-capacity", out.pid, "unseen_payload");
-    assert_server_never_saw(&srv.log(), "/ninth");
+    assert_refused_on_the_wire(&d, "e2e-capacity", &out, &srv, "/ninth");
     let st = d.wait_event("a status event warning about the SOCKHASH", |e| {
         ev::is(e, "status") && e["warnings"].to_string().contains("SOCKHASH")
     });
