@@ -1393,9 +1393,35 @@ fn noop_programs_sit_on_the_same_hooks_and_enforce_nothing() {
     }
     let blocked = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = blocked.local_addr().unwrap().port();
-    // The same rule set that makes this connect fail with EPERM under the real programs.
-    apply_net(&mut e, port, 1);
+    let egress = TcpListener::bind("127.0.0.1:0").unwrap();
+    let eport = egress.local_addr().unwrap().port();
+    // A connection older than the rule set is not taken under watch either.
+    let mut older = TcpStream::connect(("127.0.0.1", eport)).unwrap();
+    let (mut srv, _) = egress.accept().unwrap();
+    // (Held by a child too: the engine leaves its own process's sockets alone.)
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0);
+    if child == 0 {
+        unsafe {
+            libc::pause();
+            libc::_exit(0);
+        }
+    }
+    // The same rule set that makes this connect fail with EPERM (and that plaintext send
+    // fail with EACCES) under the real programs.
+    apply_net(&mut e, port, eport);
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
     TcpStream::connect(("127.0.0.1", port)).expect("noop programs block nothing");
+    older
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .expect("noop programs refuse no plaintext");
+    assert_eq!(
+        read_some(&mut srv, Duration::from_millis(300)),
+        b"GET / HTTP/1.0\r\n\r\n"
+    );
     drop(e);
     assert!(
         !loaded_program_names().contains("noop_connect4"),

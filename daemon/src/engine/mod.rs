@@ -212,6 +212,9 @@ pub struct Engine {
     active: u8,
     generation: u64,
     events_taken: bool,
+    /// Do-nothing programs are attached (benchmark floor): the engine enforces nothing itself
+    /// either (no sweep of existing connections, no kills for lack of room).
+    noop: bool,
     /// Matches the engine found itself (not through the ring buffer): connections that existed
     /// before a policy, processes without room in the process map. See [`Engine::take_matches`].
     matches: Vec<MatchEvent>,
@@ -617,6 +620,7 @@ impl Engine {
             active: 0,
             generation: 0,
             events_taken: false,
+            noop: opts.noop_programs,
             matches: Vec::new(),
         })
     }
@@ -669,6 +673,7 @@ impl Engine {
             active: (cfg.active_slot & 1) as u8,
             generation: cfg.generation,
             events_taken: false,
+            noop: false,
             matches: Vec::new(),
         })
     }
@@ -758,9 +763,11 @@ impl Engine {
         self.generation += 1;
         self.set_config(slot, NO_SLOT)?;
         self.active = slot;
-        self.refuse_unstored(slot, &e, &unstored);
-        if let Err(err) = self.sweep_existing_sockets() {
-            log::warn!("checking the connections that existed before this rule set: {err:#}");
+        if !self.noop {
+            self.refuse_unstored(slot, &e, &unstored);
+            if let Err(err) = self.sweep_existing_sockets() {
+                log::warn!("checking the connections that existed before this rule set: {err:#}");
+            }
         }
         if let Some(p) = &mut self.pins {
             // Another build's programs enforced until now; this rule set is in force, so
