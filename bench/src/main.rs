@@ -223,6 +223,20 @@ fn workloads(quick: bool) -> Vec<(&'static str, Option<&'static str>, Vec<String
             ]),
             1.10,
         ),
+        (
+            "send_watched_plaintext",
+            None,
+            s(&[
+                "send",
+                "--addr",
+                &format!("127.0.0.1:{}", policies::WATCHED_PLAIN_PORT),
+                "--n",
+                &n(300_000),
+                "--first",
+                "plain",
+            ]),
+            2.0,
+        ),
     ]
 }
 
@@ -257,6 +271,7 @@ fn run(args: RunArgs) -> Result<()> {
     let _sinks = [
         spawn_sink(None, "127.0.0.1:9100")?,
         spawn_sink(None, &format!("127.0.0.1:{}", policies::WATCHED_PORT))?,
+        spawn_sink(None, &format!("127.0.0.1:{}", policies::WATCHED_PLAIN_PORT))?,
         spawn_sink(Some(NS_SERVER), "10.250.0.2:9100")?,
     ];
 

@@ -6,6 +6,9 @@ use std::fmt::Write as _;
 
 /// Port whose TCP sockets a plaintext-egress policy watches.
 pub const WATCHED_PORT: u16 = 9443;
+/// Port a plaintext-egress policy watches for one binary the bench never runs: sockets to it
+/// are watched (by destination) while the bench's plaintext passes, so every send is judged.
+pub const WATCHED_PLAIN_PORT: u16 = 9444;
 /// Port whose unconnected UDP sends a `Post` policy reports (the event-pipeline workload).
 pub const EVENT_PORT: u16 = 9999;
 
@@ -51,11 +54,13 @@ pub fn realistic() -> String {
             "  - name: kill-in-ns\n    hook: exec\n    selectors:\n    - matchNamespaces:\n      - operator: In\n        values: [bench-ns-{p}]\n      matchArgs:\n      - operator: Prefix\n        values: [\"--bench-nomatch-{p}\"]\n      matchActions:\n      - action: Sigkill"
         );
     }
-    // 1 plaintext-egress policy: watched sockets enter the SOCKHASH until classified.
+    // 1 plaintext-egress policy: watched sockets enter the SOCKHASH until classified TLS;
+    // its second rule names a binary the bench never runs, so plaintext to that port passes
+    // and stays watched (every send is judged for its sender).
     header(&mut s, "bench-egress", "enforce");
     let _ = writeln!(
         s,
-        "  - name: block-plaintext\n    hook: egress\n    selectors:\n    - matchDestinations:\n      - operator: In\n        ports: [{WATCHED_PORT}]\n        protocol: TCP\n      matchEncryption: plaintext\n      matchActions:\n      - action: Block"
+        "  - name: block-plaintext\n    hook: egress\n    selectors:\n    - matchDestinations:\n      - operator: In\n        ports: [{WATCHED_PORT}]\n        protocol: TCP\n      matchEncryption: plaintext\n      matchActions:\n      - action: Block\n  - name: block-plaintext-of-a-tool\n    hook: egress\n    selectors:\n    - matchBinaries:\n      - operator: In\n        values: [/opt/bench-nomatch/tool]\n      matchDestinations:\n      - operator: In\n        ports: [{WATCHED_PLAIN_PORT}]\n        protocol: TCP\n      matchEncryption: plaintext\n      matchActions:\n      - action: Block"
     );
     s
 }

@@ -8,6 +8,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// A ClientHello captured from curl (the scanner's test fixture).
+const CLIENT_HELLO: &[u8] =
+    include_bytes!("../../daemon-common/tests/fixtures/clienthello/curl.bin");
+
 /// Which workload to run.
 #[derive(clap::Subcommand, Debug)]
 pub enum Worker {
@@ -87,8 +91,13 @@ pub fn run(w: Worker) -> Result<()> {
             let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
             s.set_nodelay(true)?;
             match first.as_str() {
-                // A TLS 1.2 handshake record header followed by filler: classified as TLS.
-                "tls" => s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x04, 1, 0, 0, 0])?,
+                // A real ClientHello and the two records a client sends after it (change
+                // cipher spec, application data): the verdict is TLS.
+                "tls" => {
+                    s.write_all(CLIENT_HELLO)?;
+                    s.write_all(&[0x14, 0x03, 0x03, 0x00, 0x01, 0x01])?;
+                    s.write_all(&[0x17, 0x03, 0x03, 0x00, 0x01, 0x00])?;
+                }
                 "plain" => s.write_all(b"GET / HTTP/1.1\r\n\r\n")?,
                 "none" => {}
                 other => bail!("--first must be tls, plain or none, not {other:?}"),

@@ -27,10 +27,35 @@
 //!   script's path, while the executed file is its interpreter.
 //! - Arguments: argv[0..MAX_ARGS] from the new process's memory; an element of 255+ bytes ends
 //!   the walk (later elements are not examined).
-//! - Egress: the first 3 payload bytes of the stream (kept across sends while fewer arrived):
-//!   `0x16 0x03 0x00..=0x04` is TLS, anything else plaintext. Only sockets that connect gave
-//!   egress selectors enter the SOCKHASH; once classified and allowed, userspace removes them
-//!   (on `EVENT_SOCK_CLASSIFIED`); blocked sockets stay and every later send is dropped.
+//! - Egress (TCP): a connection is *watched* — it gets [`SockState`] in `SK_STORAGE` at connect
+//!   and enters the SOCKHASH when established — when its destination meets the destination
+//!   conditions of some egress selector of the active slot (or, during a switch, the pending
+//!   one), whoever connects. Each send on it is judged for the *sending* process
+//!   (`PROCESSES[tgid]`, else its parent's entry) and the socket's peer, in the active slot:
+//!   candidate selectors are `sender.selectors[slot] & dest_selectors` (the egress selectors
+//!   whose destination conditions hold, cached per socket and [`Config::generation`]). The
+//!   stream's verdict comes from the strict ClientHello scanner ([`tls`], its docs are the
+//!   contract: a well-formed hello and the next two record headers are TLS, anything else is
+//!   plaintext, a valid prefix is pending). A selector without matchEncryption matches any
+//!   send, `plaintext` the plaintext verdict, `tls` the TLS verdict or a pending stream. An
+//!   enforce-mode Block drops the send and every later one ([`SockState::blocked`]); monitor
+//!   and Post matches are reported once per socket and selector. A TLS verdict makes userspace
+//!   remove the socket from the SOCKHASH (on `EVENT_SOCK_CLASSIFIED`); a plaintext one keeps it
+//!   watched. A stream whose start was never seen (TCP Fast Open by a process outside every
+//!   scope) counts as plaintext ([`SockState::unseen`]).
+//! - TCP Fast Open at connect: on a watched socket, refused (connect returns EPERM,
+//!   [`REASON_TCP_FAST_OPEN`]) when an enforce-mode egress Block of the connecting process holds
+//!   for the destination; `tcp_sock.fastopen_req` / `fastopen_connect` tell (offsets in
+//!   [`KernelOffsets`]).
+//! - Backstop (cgroup_skb/egress): a packet of a watched socket whose verdict is not TLS may
+//!   carry payload only up to stream offset [`SockState::passed`] (what sk_msg passed; offsets
+//!   from [`SockState::stream_start`], or from the socket's `snd_una - bytes_acked + 1` when it
+//!   was not established under watch; data in a SYN only for an allowed Fast Open). Beyond it,
+//!   when an enforce-mode Block selector's destination conditions hold, the packet is dropped,
+//!   reported once ([`REASON_UNSEEN_PAYLOAD`]) and userspace destroys the connection
+//!   (`EVENT_SOCK_UNSEEN`).
+//! - Capacity: a process whose state cannot be stored at exec and that an enforce-mode connect
+//!   or egress Block covers is killed at exec ([`REASON_CAPACITY`]).
 //!
 //! The lookups, as the compiler lays the entries out (`bulwark_compiler::RuleSet::
 //! evaluate_process` / `evaluate_destination` are the reference semantics; its tests simulate
@@ -62,6 +87,8 @@ mod entries;
 #[cfg(feature = "user")]
 pub use entries::MapEntries;
 
+pub mod tls;
+
 /// Number of rule-set slots (A/B).
 pub const SLOTS: usize = 2;
 /// Selectors, process conditions and destination conditions per slot (one u64 bitmask each).
@@ -86,7 +113,8 @@ pub const EVENT_ARGS_LEN: usize = 512;
 pub const ARG_ANY_INDEX: u8 = 0xff;
 /// `Config::pending_slot` when no rule-set switch is in progress.
 pub const NO_SLOT: u32 = u32::MAX;
-/// Entries in the process map (live processes tracked at once).
+/// Entries in the process map in the object file; the loader sizes it from
+/// `/proc/sys/kernel/pid_max` (a tgid is always below it) or `--max-processes`.
 pub const MAX_PROCESSES: u32 = 65_536;
 /// Per-map entry limits of the matcher maps (the lint reports values over these).
 pub const MAX_BINARY_VALUES: u32 = 4_096;
@@ -294,31 +322,109 @@ pub struct ProcessState {
     pub _pad: u32,
 }
 
-/// Per-socket state in SK_STORAGE, set at connect for sockets an egress selector could act on.
+/// Per-socket state in SK_STORAGE of a *watched* TCP socket: one whose destination meets the
+/// destination conditions of some egress selector (whoever connected it). Created at connect
+/// (or by sock_ops for sockets connect did not see, e.g. MPTCP subflows, or by userspace for
+/// sockets that existed before the policy); the socket enters the SOCKHASH when established.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
-    /// Egress selectors (of the active slot at connect time) whose process and destination
-    /// conditions hold for this socket.
-    pub egress_selectors: u64,
-    /// Identity of the connecting process.
+    /// The strict ClientHello scanner over the stream's first bytes; `scan.verdict` is the
+    /// stream's verdict (`ENC_PENDING` while a valid hello prefix, then `ENC_TLS` or
+    /// `ENC_PLAINTEXT`).
+    pub scan: tls::TlsScan,
+    /// TCP sequence number of stream offset 0 (the first payload byte sk_msg could see), valid
+    /// when `start_known`; otherwise the backstop derives it from the socket's counters.
+    pub stream_start: u32,
+    /// Identity of the connecting process (events about the socket itself, e.g. unseen payload).
     pub start_ns: u64,
-    pub tgid: u32,
-    /// Slot the selectors refer to.
-    pub slot: u8,
-    /// `ENC_*`: the first payload's verdict once decided.
-    pub verdict: u8,
-    /// 1 when the socket's sends are being dropped.
-    pub blocked: u8,
-    /// Payload bytes kept in `seen` while the verdict is pending (a first send of fewer than
-    /// 3 bytes that could still start a TLS record).
-    pub seen_len: u8,
-    /// Socket cookie, the socket's key in [`MAP_SOCKHASH`] (set by sock_ops when it adds it).
+    /// Socket cookie, the socket's key in [`MAP_SOCKHASH`] (set when it is added).
     pub cookie: u64,
-    /// The first payload bytes while the verdict is pending.
-    pub seen: [u8; 4],
-    pub _pad: [u8; 4],
+    /// Payload bytes the sk_msg program passed: the stream offset up to which the wire-level
+    /// backstop lets payload through.
+    pub passed: u64,
+    /// Egress selectors (of the active slot at `generation`) whose destination conditions hold
+    /// for this socket's peer (a cache: recomputed when the rule set changes).
+    pub dest_selectors: u64,
+    /// Monitor-mode / Post selectors already reported for this socket (for `generation`): a
+    /// match is reported once per socket and selector, not once per send.
+    pub reported: u64,
+    /// `Config::generation` the two masks above belong to; `u64::MAX` = not computed yet.
+    pub generation: u64,
+    pub tgid: u32,
+    /// 1 once a send was dropped in enforce mode: every later send is dropped too (the stream
+    /// has a hole the peer would misread).
+    pub blocked: u8,
+    pub start_known: u8,
+    /// `REASON_*` why the stream's first bytes were never seen (TCP Fast Open data in the SYN
+    /// by a process outside every scope); 0 when the scanner saw the stream from its first
+    /// byte. An unseen start counts as plaintext.
+    pub unseen: u8,
+    /// 1 once the backstop reported unseen payload on this socket.
+    pub unseen_reported: u8,
+    /// The sk_msg program's cursor while it scans one send (offset of the next byte, and the
+    /// part of the send made linear): kept here rather than on its stack so the verifier does
+    /// not track each value, which lets the scan loop be verified once. Meaningless between
+    /// sends (the socket is locked while it sends).
+    pub scan_pos: u32,
+    pub scan_win_start: u32,
+    pub scan_win_end: u32,
+    pub _pad: u32,
 }
+
+// Kernel and userspace (which writes it for connections older than the policy) share this
+// layout byte for byte: the fields are ordered so there is no implicit padding.
+const _: () = assert!(core::mem::size_of::<tls::TlsScan>() == 36);
+const _: () = assert!(core::mem::size_of::<SockState>() == 112);
+
+impl SockState {
+    /// State of a socket whose stream is watched from its first byte.
+    pub const fn new(tgid: u32, start_ns: u64) -> SockState {
+        SockState {
+            scan: tls::TlsScan::new(),
+            stream_start: 0,
+            start_ns,
+            cookie: 0,
+            passed: 0,
+            dest_selectors: 0,
+            reported: 0,
+            generation: u64::MAX,
+            tgid,
+            blocked: 0,
+            start_known: 0,
+            unseen: 0,
+            unseen_reported: 0,
+            scan_pos: 0,
+            scan_win_start: 0,
+            scan_win_end: 0,
+            _pad: 0,
+        }
+    }
+
+    /// The verdict the selectors see: an unseen start counts as plaintext.
+    #[inline(always)]
+    pub fn verdict(&self) -> u8 {
+        if self.unseen != 0 {
+            ENC_PLAINTEXT
+        } else {
+            self.scan.verdict
+        }
+    }
+}
+
+/// [`MatchEvent::reason`]: why a match happened outside the plain evaluation of a payload.
+pub const REASON_NONE: u8 = 0;
+/// TCP Fast Open: data in the SYN never reaches sk_msg, so TFO is refused (connect EPERM) for a
+/// process in scope of an enforce-mode egress rule; a stream opened with TFO by another process
+/// counts as plaintext.
+pub const REASON_TCP_FAST_OPEN: u8 = 1;
+/// The wire-level backstop saw payload the sk_msg program never passed (a send that began
+/// before the socket was watched, an MPTCP subflow, a socket the SOCKHASH had no room for).
+pub const REASON_UNSEEN_PAYLOAD: u8 = 2;
+/// A connection that already carried data when the policy was applied.
+pub const REASON_EXISTING_CONNECTION: u8 = 3;
+/// State could not be stored (a full map): the rule is enforced by refusing.
+pub const REASON_CAPACITY: u8 = 4;
 
 /// Ring-buffer record kinds ([`EventHeader::kind`]).
 pub const EVENT_EXEC: u32 = 1;
@@ -330,6 +436,8 @@ pub const EVENT_MATCH: u32 = 5;
 /// blocked, so userspace must delete it from the SOCKHASH (sk_msg programs may not delete from a
 /// sockmap: the verifier allows `map_delete_elem` on it only from sock_ops and a few others).
 pub const EVENT_SOCK_CLASSIFIED: u32 = 6;
+/// Engine-internal: see [`SockUnseenEvent`].
+pub const EVENT_SOCK_UNSEEN: u32 = 7;
 
 /// First field of every ring-buffer record.
 #[repr(C)]
@@ -420,9 +528,11 @@ pub struct MatchEvent {
     pub actions: u8,
     /// 1 when Sigkill/Block was carried out (enforce mode), 0 when only reported.
     pub enforced: u8,
-    /// `ENC_*` verdict (egress hook), else 0.
+    /// `ENC_*` verdict (egress hook; `ENC_PENDING` when undecided or unseen), else 0.
     pub encryption: u8,
-    pub _pad: [u8; 2],
+    /// `REASON_*`.
+    pub reason: u8,
+    pub _pad: u8,
     pub cgroup_id: u64,
     pub dest: Destination,
     pub _pad2: [u8; 4],
@@ -438,6 +548,20 @@ pub struct SockClassifiedEvent {
     /// `ENC_*` verdict.
     pub verdict: u8,
     pub _pad: [u8; 7],
+}
+
+/// `EVENT_SOCK_UNSEEN` (consumed by the engine): the backstop dropped payload sk_msg never
+/// saw on this connection in enforce mode; userspace destroys the connection so the sender gets
+/// an error instead of a stall of retransmissions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockUnseenEvent {
+    pub header: EventHeader,
+    pub cookie: u64,
+    /// Local end of the connection (`protocol` unused).
+    pub local: Destination,
+    /// Remote end.
+    pub remote: Destination,
 }
 
 /// Kernel structure offsets resolved by userspace from BTF at load time and handed to the
@@ -486,6 +610,12 @@ pub struct KernelOffsets {
     pub mount_mnt_mountpoint: u32,
     /// `vfsmount.mnt_root`
     pub vfsmount_mnt_root: u32,
+    /// 1 when both TCP Fast Open offsets below were found (connect then detects TFO).
+    pub tfo: u32,
+    /// `tcp_sock.fastopen_req` (set while a `sendto(MSG_FASTOPEN)` connects)
+    pub tcp_fastopen_req: u32,
+    /// Bit offset of the `tcp_sock.fastopen_connect` bitfield (`TCP_FASTOPEN_CONNECT`)
+    pub tcp_fastopen_connect_bit: u32,
     pub _pad: u32,
 }
 
@@ -501,8 +631,18 @@ pub const COUNTER_SOCKHASH_ADD_FAILED: u32 = 3;
 pub const COUNTER_READ_FAILED: u32 = 4;
 /// Sends dropped by the egress program.
 pub const COUNTER_EGRESS_DROPPED: u32 = 5;
+/// Adding a socket to the SOCKHASH failed because it was full (also in
+/// `COUNTER_SOCKHASH_ADD_FAILED`); the backstop then refuses the socket's payload.
+pub const COUNTER_SOCKHASH_FULL: u32 = 6;
+/// Packets the wire-level backstop dropped (payload sk_msg never passed).
+pub const COUNTER_UNSEEN_DROPPED: u32 = 7;
+/// Processes SIGKILLed at exec because their state could not be stored while an enforce-mode
+/// connect/egress rule covers them.
+pub const COUNTER_CAPACITY_KILLS: u32 = 8;
+/// TCP Fast Open connects refused.
+pub const COUNTER_TFO_REFUSED: u32 = 9;
 /// Number of counters.
-pub const COUNTERS_LEN: u32 = 8;
+pub const COUNTERS_LEN: u32 = 16;
 
 /// Map names in the eBPF object (shared so the loader cannot drift from the programs).
 pub const MAP_CONFIG: &str = "CONFIG";
@@ -524,8 +664,9 @@ pub const MAP_SK_STORAGE: &str = "SK_STORAGE";
 pub const MAP_SOCKHASH: &str = "SOCKHASH";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_COUNTERS: &str = "COUNTERS";
-/// Entries of the SOCKHASH (sockets awaiting their first-payload verdict, or blocked).
-pub const MAX_WATCHED_SOCKETS: u32 = 65_536;
+/// Default entries of the SOCKHASH (watched sockets: verdict pending, plaintext, or blocked);
+/// `bulwark run --max-watched-sockets` sets it (bucket memory is allocated up front).
+pub const MAX_WATCHED_SOCKETS: u32 = 262_144;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -18,27 +18,6 @@ use crate::maps::*;
 
 const SIGKILL: u32 = 9;
 
-/// Reads a kernel value at `base + off` (0 when the offset is unknown or the read fails).
-#[inline(always)]
-fn kread<T: Default>(base: u64, off: u32) -> T {
-    let mut v = T::default();
-    if base == 0 || off == 0 {
-        return v;
-    }
-    let r = unsafe {
-        bpf_probe_read_kernel(
-            (&mut v as *mut T).cast(),
-            core::mem::size_of::<T>() as u32,
-            (base + off as u64) as *const core::ffi::c_void,
-        )
-    };
-    if r != 0 {
-        count(COUNTER_READ_FAILED);
-        return T::default();
-    }
-    v
-}
-
 #[tracepoint]
 pub fn bulwark_exec(ctx: TracePointContext) -> u32 {
     let _ = try_exec(&ctx);
@@ -120,7 +99,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     };
 
     let task = unsafe { bpf_get_current_task() };
-    let mm: u64 = kread(task, off.task_mm);
+    let mm: u64 = read_kernel(task, off.task_mm);
     // The filename given to execve may be relative (`./curl`) or go through symlinks: match
     // the path of the file actually executed, assembled from mm->exe_file like d_path does.
     let fname_len = path_len;
@@ -133,8 +112,8 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let ev = &mut s.event;
     ev.path_len = path_len as u32;
-    let arg_start: u64 = kread(mm, off.mm_arg_start);
-    let arg_end: u64 = kread(mm, off.mm_arg_end);
+    let arg_start: u64 = read_kernel(mm, off.mm_arg_start);
+    let arg_end: u64 = read_kernel(mm, off.mm_arg_end);
     let total = arg_end.saturating_sub(arg_start);
     let mut args_len = total as usize;
     if args_len > EVENT_ARGS_LEN {
@@ -156,8 +135,8 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             count(COUNTER_READ_FAILED);
         }
     }
-    let parent: u64 = kread(task, off.task_real_parent);
-    let ppid: u32 = kread(parent, off.task_tgid);
+    let parent: u64 = read_kernel(task, off.task_real_parent);
+    let ppid: u32 = read_kernel(parent, off.task_tgid);
     ev.ppid = ppid;
     ev.uid = unsafe { bpf_get_current_uid_gid() } as u32;
     ev.cgroup_id = cgroup_id;
@@ -237,14 +216,23 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
                 eval_selectors(sl.slot[k], sl.meta[k].selector_count, truth);
         }
     }
-    if PROCESSES.insert(&tgid, &state, 0).is_err() {
+    let stored = PROCESSES.insert(&tgid, &state, 0).is_ok();
+    if !stored {
         count(COUNTER_PROCESS_MAP_FULL);
     }
 
     // --- exec-hook actions ----------------------------------------------------------------
     // The exec record goes first so userspace knows the process before its matches.
     emit(&s.event);
-    let matched = state.selectors[active as usize] & sl.meta[0].hook_exec;
+    let mut matched = state.selectors[active as usize] & sl.meta[0].hook_exec;
+    let mut reason = REASON_NONE as u32;
+    if !stored {
+        // Without stored state its connect and egress rules could not apply: a process an
+        // enforce-mode connect/egress Block covers does not run (fail closed).
+        matched =
+            state.selectors[active as usize] & (sl.meta[0].hook_connect | sl.meta[0].hook_egress);
+        reason = REASON_CAPACITY as u32;
+    }
     if matched != 0 {
         let mut c = MatchLoop {
             matched,
@@ -253,6 +241,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             slot: active,
             tgid,
             kill: 0,
+            reason,
         };
         unsafe {
             bpf_loop(
@@ -263,6 +252,9 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             )
         };
         if c.kill != 0 {
+            if reason != REASON_NONE as u32 {
+                count(COUNTER_CAPACITY_KILLS);
+            }
             unsafe { bpf_send_signal(SIGKILL) };
         }
     }
@@ -529,7 +521,9 @@ fn eval_selectors(slot: u32, count: u32, truth: u64) -> u64 {
 }
 
 /// State of [`exec_match_step`]: reports the exec-hook selectors in `matched`, `kill` is set
-/// when one of them is an enforce-mode Sigkill.
+/// when one of them is an enforce-mode Sigkill. With `reason` `REASON_CAPACITY`, `matched` are
+/// the connect/egress selectors of a process whose state could not be stored: the
+/// enforce-mode Block ones are reported and kill it.
 #[repr(C)]
 struct MatchLoop {
     matched: u64,
@@ -538,6 +532,7 @@ struct MatchLoop {
     slot: u32,
     tgid: u32,
     kill: u32,
+    reason: u32,
 }
 
 #[inline(never)]
@@ -550,7 +545,16 @@ extern "C" fn exec_match_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let Some(sel) = selector(c.slot, i) else {
         return 0;
     };
-    let enforced = sel.mode == MODE_ENFORCE && sel.actions & ACTION_SIGKILL != 0;
+    let capacity = c.reason == REASON_CAPACITY as u32;
+    let action = if capacity {
+        ACTION_BLOCK
+    } else {
+        ACTION_SIGKILL
+    };
+    let enforced = sel.mode == MODE_ENFORCE && sel.actions & action != 0;
+    if capacity && !enforced {
+        return 0;
+    }
     if enforced {
         c.kill = 1;
     }
@@ -558,11 +562,12 @@ extern "C" fn exec_match_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         header: header(EVENT_MATCH, c.tgid, c.now),
         slot: c.slot as u8,
         selector: i as u8,
-        hook: HOOK_EXEC,
+        hook: sel.hook,
         actions: sel.actions,
         enforced: enforced as u8,
         encryption: 0,
-        _pad: [0; 2],
+        reason: c.reason as u8,
+        _pad: 0,
         cgroup_id: c.cgroup_id,
         dest: Destination::default(),
         _pad2: [0; 4],
@@ -698,12 +703,12 @@ pub fn bulwark_fork(ctx: RawTracePointContext) -> i32 {
     let off = offsets();
     let parent: u64 = ctx.arg(0);
     let child: u64 = ctx.arg(1);
-    let child_pid: u32 = kread(child, off.task_pid);
-    let child_tgid: u32 = kread(child, off.task_tgid);
+    let child_pid: u32 = read_kernel(child, off.task_pid);
+    let child_tgid: u32 = read_kernel(child, off.task_tgid);
     if child_pid == 0 || child_pid != child_tgid {
         return 0; // a thread, or offsets unknown
     }
-    let parent_tgid: u32 = kread(parent, off.task_tgid);
+    let parent_tgid: u32 = read_kernel(parent, off.task_tgid);
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut state = match unsafe { PROCESSES.get(&parent_tgid) } {
         Some(p) => *p,
@@ -741,7 +746,7 @@ pub fn bulwark_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let task = unsafe { bpf_get_current_task() };
-    let exit_code: u32 = kread(task, off.task_exit_code);
+    let exit_code: u32 = read_kernel(task, off.task_exit_code);
     let start_ns = match unsafe { PROCESSES.get(&tgid) } {
         Some(p) => p.start_ns,
         None => 0,

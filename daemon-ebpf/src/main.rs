@@ -1,6 +1,7 @@
 //! bulwark's kernel programs. Kept small: every decision that can be made in userspace is made
 //! there and handed down as map entries by the compiler. `maps` holds the maps and shared
-//! helpers, `exec` the process lifecycle programs, `net` connect, sock_ops and sk_msg.
+//! helpers, `exec` the process lifecycle programs, `net` connect and sock_ops, `egress` the
+//! sk_msg verdict, `backstop` the wire-level check of what the verdict never saw.
 #![no_std]
 #![no_main]
 // Map keys are passed by reference on purpose: by value, a 260-byte key is copied onto the
@@ -8,6 +9,8 @@
 // tracks more cheaply than zipped iterators.
 #![allow(clippy::needless_borrows_for_generic_args, clippy::needless_range_loop)]
 
+mod backstop;
+mod egress;
 mod exec;
 mod maps;
 mod net;

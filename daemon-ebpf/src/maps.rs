@@ -34,6 +34,9 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     mount_mnt_parent: 0,
     mount_mnt_mountpoint: 0,
     vfsmount_mnt_root: 0,
+    tfo: 0,
+    tcp_fastopen_req: 0,
+    tcp_fastopen_connect_bit: 0,
     _pad: 0,
 };
 
@@ -84,8 +87,11 @@ pub static PORTS: LpmTrie<PortLpmData, u64> =
 
 #[map]
 pub static WORKLOADS: HashMap<u64, WorkloadEntry> = HashMap::with_max_entries(MAX_WORKLOADS, 0);
+/// Not preallocated: the loader sizes it from pid_max (a tgid is always below it), and only
+/// live processes take memory.
 #[map]
-pub static PROCESSES: HashMap<u32, ProcessState> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+pub static PROCESSES: HashMap<u32, ProcessState> =
+    HashMap::with_max_entries(MAX_PROCESSES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// Per-socket state of sockets an egress selector could act on (must be a BTF map).
 #[btf_map]
@@ -138,8 +144,38 @@ pub fn zero_fill(dst: *mut u8, len: u32) {
     }
 }
 
+/// Per-CPU room for the state a connect gives a socket (the connect programs' stack is full).
+#[map]
+pub static SOCK_SCRATCH: PerCpuArray<SockState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room for the backstop's unseen-payload record.
+#[map]
+pub static UNSEEN_SCRATCH: PerCpuArray<SockUnseenEvent> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Reads a kernel value at `base + off` (0 when the offset is unknown or the read fails, which
+/// is counted).
+#[inline(always)]
+pub fn read_kernel<T: Default>(base: u64, off: u32) -> T {
+    let mut v = T::default();
+    if base == 0 || off == 0 {
+        return v;
+    }
+    let r = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (&mut v as *mut T).cast(),
+            core::mem::size_of::<T>() as u32,
+            (base + off as u64) as *const core::ffi::c_void,
+        )
+    };
+    if r != 0 {
+        count(COUNTER_READ_FAILED);
+        return T::default();
+    }
+    v
+}
 
 /// Adds one to a per-CPU counter.
 #[inline(always)]
@@ -185,6 +221,24 @@ pub fn emit_now<T: 'static>(record: &T) {
 #[inline(always)]
 pub fn sk_storage_ptr() -> *mut core::ffi::c_void {
     core::ptr::from_ref(&SK_STORAGE).cast_mut().cast()
+}
+
+/// The [`SockState`] of a socket (`struct sock *` as the program has it), if it is watched.
+#[inline(always)]
+pub fn sock_state<T>(sk: *mut T) -> Option<&'static mut SockState> {
+    let st = unsafe {
+        aya_ebpf::helpers::generated::bpf_sk_storage_get(
+            sk_storage_ptr(),
+            sk.cast(),
+            core::ptr::null_mut(),
+            0,
+        )
+    } as *mut SockState;
+    if st.is_null() {
+        None
+    } else {
+        Some(unsafe { &mut *st })
+    }
 }
 
 /// The global switch (a zeroed config before userspace wrote one: slot 0, nothing pending).

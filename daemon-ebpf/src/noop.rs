@@ -3,8 +3,10 @@
 //! `bulwark run --noop-programs` attaches these instead of the real ones.
 
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, raw_tracepoint, sock_ops, tracepoint},
-    programs::{RawTracePointContext, SockAddrContext, SockOpsContext, TracePointContext},
+    macros::{cgroup_skb, cgroup_sock_addr, raw_tracepoint, sock_ops, tracepoint},
+    programs::{
+        RawTracePointContext, SkBuffContext, SockAddrContext, SockOpsContext, TracePointContext,
+    },
 };
 
 #[tracepoint]
@@ -45,4 +47,9 @@ pub fn noop_sendmsg6(_ctx: SockAddrContext) -> i32 {
 #[sock_ops]
 pub fn noop_sockops(_ctx: SockOpsContext) -> u32 {
     0
+}
+
+#[cgroup_skb(egress)]
+pub fn noop_backstop(_ctx: SkBuffContext) -> i32 {
+    1
 }

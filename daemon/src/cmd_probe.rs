@@ -14,7 +14,7 @@ use aya::programs::{LsmAttachType, ProgramType};
 use aya::sys::BpfHelper;
 use serde::Serialize;
 
-use bulwark::engine::{host, probe as kernel, Btf};
+use bulwark::engine::{self, host, probe as kernel, Btf};
 
 #[derive(clap::Args, Debug)]
 pub struct ProbeArgs {
@@ -51,6 +51,8 @@ pub struct Report {
     pub programs: Vec<ProgramCheck>,
     /// What bulwark will use on this host.
     pub uses: Vec<String>,
+    /// What the egress rules do not guarantee (docs/enforcement.md says it precisely).
+    pub limits: Vec<String>,
     pub ready: bool,
 }
 
@@ -79,6 +81,25 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Whether connections can be destroyed (netlink SOCK_DESTROY, CONFIG_INET_DIAG_DESTROY): tried
+/// on a loopback connection of our own.
+fn destroy_check() -> Check {
+    use std::os::fd::AsFd;
+    let r = (|| -> Result<(), String> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let c = std::net::TcpStream::connect(l.local_addr().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        engine::sockets::destroy(c.as_fd()).map_err(|e| e.to_string())
+    })();
+    check(
+        "SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY)",
+        false,
+        r,
+        "works: a connection whose unseen payload is refused is destroyed, its sender gets an \
+         error",
+    )
 }
 
 /// Gathers the report (never fails: what cannot be checked is reported as such).
@@ -172,6 +193,21 @@ pub fn probe() -> Report {
             "loads",
         ));
         checks.push(check(
+            "cgroup_skb/egress (wire-level backstop)",
+            true,
+            kernel::program(ProgramType::CgroupSkb),
+            "loads",
+        ));
+        checks.push(destroy_check());
+        checks.push(check(
+            "pidfd_getfd (connections older than a policy)",
+            false,
+            engine::sockets::take_fd(std::process::id(), 0)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "works: connections that existed before a policy are checked when it is applied",
+        ));
+        checks.push(check(
             "SOCKHASH map",
             true,
             kernel::map(MapType::SockHash),
@@ -229,6 +265,22 @@ pub fn probe() -> Report {
             }),
         }
     }
+    if let Some(b) = &btf {
+        let tfo = b.tfo_offsets(Default::default()).tfo == 1;
+        checks.push(Check {
+            name: "TCP Fast Open detection (tcp_sock offsets in BTF)".into(),
+            supported: tfo,
+            required: false,
+            detail: if tfo {
+                "connect refuses Fast Open for processes in scope of an enforce-mode egress rule"
+                    .into()
+            } else {
+                "tcp_sock.fastopen_req/fastopen_connect not found: Fast Open is not refused at \
+                 connect; the backstop still drops data in a SYN on a watched socket"
+                    .into()
+            },
+        });
+    }
     let ready =
         checks.iter().all(|c| c.supported || !c.required) && programs.iter().all(|p| p.loaded);
     let cg = cgroup2
@@ -240,9 +292,38 @@ pub fn probe() -> Report {
         "exec: tracepoint sched/sched_process_exec, selectors cached per process; Sigkill via bpf_send_signal".to_string(),
         "fork/exit: raw_tp sched_process_fork, tracepoint sched/sched_process_exit".to_string(),
         format!("connect: cgroup sock_addr connect4/connect6/sendmsg4/sendmsg6 on {cg}; Block -> EPERM"),
-        format!("egress: sock_ops on {cg} + sk_msg on a SOCKHASH + SK_STORAGE; only sockets an egress selector covers"),
+        format!(
+            "egress: sockets to a destination an egress rule names (whoever connected them) enter a \
+             SOCKHASH (sock_ops on {cg}); sk_msg checks every send of the sending process, the \
+             stream's verdict from a strict ClientHello scan (hello + 2 record headers = TLS)"
+        ),
+        format!(
+            "egress backstop: cgroup_skb/egress on {cg} refuses payload sk_msg never passed \
+             (a send racing the handshake, MPTCP subflows, a full SOCKHASH) and the connection \
+             is destroyed (SOCK_DESTROY)"
+        ),
+        "TCP Fast Open: refused (EPERM) at connect for processes in scope of an enforce-mode \
+         egress rule"
+            .to_string(),
+        format!(
+            "maps: process map sized from pid_max ({}; --max-processes), SOCKHASH {} entries \
+             (--max-watched-sockets); a full map fails closed",
+            engine::pid_max().map_or("unknown".to_string(), |n| n.to_string()),
+            daemon_common::MAX_WATCHED_SOCKETS
+        ),
         "events: BPF ring buffer, losses counted".to_string(),
         "not used: kprobes, fentry/fexit, BPF LSM".to_string(),
+    ];
+    let limits = vec![
+        "egress: bytes inside well-formed ClientHello fields and everything after a TLS verdict \
+         are not inspected (a client can hide data there as in any encrypted stream)"
+            .to_string(),
+        "egress: a connection that already sent data when a policy was applied and that no \
+         process in the rule's scope holds is left unwatched"
+            .to_string(),
+        "egress backstop: payload no verdict saw is refused whoever sent it when an \
+         enforce-mode rule names the destination (who sent it is unknown on the wire)"
+            .to_string(),
     ];
     Report {
         kernel: kernel_release(),
@@ -253,6 +334,7 @@ pub fn probe() -> Report {
         checks,
         programs,
         uses,
+        limits,
         ready,
     }
 }
@@ -289,6 +371,10 @@ fn print_text(r: &Report) {
     println!("bulwark will use:");
     for u in &r.uses {
         println!("  - {u}");
+    }
+    println!("bulwark does not guarantee (see docs/enforcement.md):");
+    for l in &r.limits {
+        println!("  - {l}");
     }
     println!(
         "{}",
@@ -346,6 +432,10 @@ mod tests {
             "cgroup sock_addr (connect4/6, sendmsg4/6)",
             "sock_ops",
             "sk_msg",
+            "cgroup_skb/egress (wire-level backstop)",
+            "SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY)",
+            "pidfd_getfd (connections older than a policy)",
+            "TCP Fast Open detection (tcp_sock offsets in BTF)",
             "ring buffer map",
             "SOCKHASH map",
             "SK_STORAGE map",
@@ -358,6 +448,7 @@ mod tests {
         }
         assert!(r.programs.iter().all(|p| p.loaded), "{:?}", r.programs);
         assert!(r.programs.iter().any(|p| p.name == "bulwark_egress"));
+        assert!(r.programs.iter().any(|p| p.name == "bulwark_backstop"));
         assert!(r.ready);
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["ready"], true);

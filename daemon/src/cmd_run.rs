@@ -81,6 +81,17 @@ pub struct RunArgs {
     /// to measure what the hooks alone cost. Nothing is enforced and no kernel events arrive.
     #[arg(long, hide_short_help = true)]
     pub noop_programs: bool,
+    /// Entries of the kernel's process map (default: /proc/sys/kernel/pid_max, which every
+    /// process id is below, so it cannot fill up). A process that finds no room and that an
+    /// enforce-mode connect/egress rule covers is killed at exec.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_processes: Option<u32>,
+    /// Sockets watched by the egress rules at once (SOCKHASH entries, 16 bytes of kernel
+    /// memory each, allocated up front). A connection that finds no room has its payload
+    /// refused (fail closed).
+    #[arg(long, value_name = "N", default_value_t = daemon_common::MAX_WATCHED_SOCKETS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_watched_sockets: u32,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -267,6 +278,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine = Engine::load(&EngineOptions {
         noop_programs: args.noop_programs,
         cgroup: args.cgroup_root.clone(),
+        max_processes: args.max_processes,
+        max_watched_sockets: Some(args.max_watched_sockets),
         ..EngineOptions::default()
     })
     .context("loading and attaching the kernel programs")?;
@@ -374,6 +387,8 @@ mod tests {
             workloads: None,
             node_name: None,
             noop_programs: false,
+            max_processes: None,
+            max_watched_sockets: daemon_common::MAX_WATCHED_SOCKETS,
         }
     }
 

@@ -64,6 +64,13 @@ impl Kernel<RuleSet> for EngineKernel {
                 .wait(Some(timeout))
                 .context("waiting for kernel events")?;
         }
+        if let Some(engine) = self.engine.as_mut() {
+            // Matches the engine found itself (connections older than the rule set,
+            // processes without room for state) go the same way as the kernel's.
+            for m in engine.take_matches() {
+                sink(Ok(Record::Match(m)));
+            }
+        }
         for _ in 0..MAX_RECORDS_PER_POLL {
             let Some(record) = reader.next_record() else {
                 break;
@@ -78,6 +85,13 @@ impl Kernel<RuleSet> for EngineKernel {
             .as_ref()
             .and_then(|e| e.lost_events().ok())
             .unwrap_or(self.last_lost)
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.engine
+            .as_ref()
+            .map(Engine::capacity_warnings)
+            .unwrap_or_default()
     }
 
     fn shutdown(&mut self) {

@@ -22,7 +22,7 @@ pub mod policy_match;
 pub mod process;
 pub mod status;
 
-pub use policy_match::{Action, Encryption, Hook, Mode, Outcome, PolicyMatch};
+pub use policy_match::{Action, Encryption, Hook, Mode, Outcome, PolicyMatch, Reason};
 pub use process::{Destination, Parent, Pod, Process};
 pub use status::{
     DaemonCode, DaemonDiagnostic, Diagnostic, LintDiagnostic, Severity, State, Status,
@@ -200,6 +200,7 @@ mod tests {
                 process: process(),
                 destination: Some(destination),
                 encryption: None,
+                reason: None,
             }),
             Body::Status(Status {
                 state: State::Ready,
@@ -207,6 +208,7 @@ mod tests {
                 policies: vec!["a".into()],
                 diagnostics: vec![],
                 lost_events: 0,
+                warnings: vec![],
                 load_ms: None,
                 apply_ms: None,
             }),
@@ -240,7 +242,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"time":"t","node_name":"n","type":"status","state":"ready",
-                "generation":1,"policies":["a"],"diagnostics":[],"lost_events":0})
+                "generation":1,"policies":["a"],"diagnostics":[],"lost_events":0,"warnings":[]})
         );
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, ev);

@@ -8,6 +8,21 @@ use serde::{Deserialize, Serialize};
 use crate::process::{Destination, Process};
 
 bulwark_policy::words! {
+    /// Why a match happened outside the plain evaluation of an exec, a connect or a payload
+    /// (docs/enforcement.md says what each guards against).
+    pub enum Reason ("match reason") {
+        /// TCP Fast Open refused at connect: its data would leave in the SYN, unseen.
+        TcpFastOpen = "tcp_fast_open",
+        /// Payload the egress verdict never saw, refused on the wire by the backstop.
+        UnseenPayload = "unseen_payload",
+        /// A connection older than the rule set, whose first payload was never seen.
+        ExistingConnection = "existing_connection",
+        /// No room in a kernel map for the state enforcement needs: refused instead.
+        Capacity = "capacity",
+    }
+}
+
+bulwark_policy::words! {
     /// What happened to the process or connection.
     pub enum Outcome ("outcome") {
         /// `Sigkill` carried out.
@@ -56,9 +71,14 @@ pub struct PolicyMatch {
     /// Destination for `connect` and `egress` rules, `null` for `exec`.
     #[serde(default)]
     pub destination: Option<Destination>,
-    /// The first payload's verdict for `egress` rules, else `null`.
+    /// The stream's verdict for `egress` rules, else `null` (also when the payload was never
+    /// seen or the verdict is still undecided).
     #[serde(default)]
     pub encryption: Option<Encryption>,
+    /// Why the match happened outside the plain evaluation of an exec, connect or payload;
+    /// `null` otherwise.
+    #[serde(default)]
+    pub reason: Option<Reason>,
 }
 
 impl PolicyMatch {

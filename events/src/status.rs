@@ -33,6 +33,10 @@ pub struct Status {
     /// Records the kernel could not deliver (ring buffer full) plus records userspace could
     /// not decode, since start.
     pub lost_events: u64,
+    /// Enforcement the kernel could not keep by the usual means since start (full maps,
+    /// connections refused for lack of room), one sentence each; empty when none.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Milliseconds the last policy load spent reading, linting and compiling the directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_ms: Option<f64>,

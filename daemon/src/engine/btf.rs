@@ -141,18 +141,22 @@ impl Btf {
     /// Byte offset of `member` in the struct named `strukt` (searching anonymous nested
     /// structs/unions).
     pub fn member_offset(&self, strukt: &str, member: &str) -> anyhow::Result<u32> {
+        let bits = self.member_bit_offset(strukt, member)?;
+        if bits % 8 != 0 {
+            bail!("{strukt}.{member} is a bitfield (bit offset {bits}); cannot read it");
+        }
+        Ok(bits / 8)
+    }
+
+    /// Bit offset of `member` (a bitfield or not) in the struct named `strukt`.
+    pub fn member_bit_offset(&self, strukt: &str, member: &str) -> anyhow::Result<u32> {
         let ty = self
             .types
             .iter()
             .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == strukt.as_bytes())
             .with_context(|| format!("struct {strukt} not found in kernel BTF"))?;
-        let bits = self
-            .find_member(ty as u32, member.as_bytes(), 0)
-            .with_context(|| format!("struct {strukt} has no member {member} in kernel BTF"))?;
-        if bits % 8 != 0 {
-            bail!("{strukt}.{member} is a bitfield (bit offset {bits}); cannot read it");
-        }
-        Ok(bits / 8)
+        self.find_member(ty as u32, member.as_bytes(), 0)
+            .with_context(|| format!("struct {strukt} has no member {member} in kernel BTF"))
     }
 
     fn find_member(&self, ty: u32, member: &[u8], depth: u32) -> Option<u32> {
@@ -194,8 +198,26 @@ impl Btf {
             mm_arg_start: self.member_offset("mm_struct", "arg_start")?,
             mm_arg_end: self.member_offset("mm_struct", "arg_end")?,
             tp_exit_group_dead: 0,
-            ..self.path_walk_offsets()
+            ..self.tfo_offsets(self.path_walk_offsets())
         })
+    }
+
+    /// Where `tcp_sock` says a socket uses TCP Fast Open (`fastopen_req`, the
+    /// `fastopen_connect` bit); `tfo` is 0 when either is missing (connect then cannot detect
+    /// TFO, and the wire-level backstop still refuses data in a SYN on a watched socket).
+    pub fn tfo_offsets(&self, base: KernelOffsets) -> KernelOffsets {
+        match (
+            self.member_offset("tcp_sock", "fastopen_req"),
+            self.member_bit_offset("tcp_sock", "fastopen_connect"),
+        ) {
+            (Ok(req), Ok(bit)) => KernelOffsets {
+                tfo: 1,
+                tcp_fastopen_req: req,
+                tcp_fastopen_connect_bit: bit,
+                ..base
+            },
+            _ => base,
+        }
     }
 
     /// Offsets of the exe_file dentry/mount walk; `path_walk` is 0 when any is missing (exec
@@ -326,5 +348,7 @@ mod tests {
         assert_eq!(off.path_walk, 1, "dentry walk offsets: {off:?}");
         assert_eq!((off.path_mnt, off.path_dentry), (0, 8));
         assert_eq!((off.qstr_len, off.qstr_name), (4, 8));
+        assert_eq!(off.tfo, 1, "TCP Fast Open offsets: {off:?}");
+        assert!(off.tcp_fastopen_req > 0 && off.tcp_fastopen_connect_bit > 0);
     }
 }

@@ -1,13 +1,17 @@
 //! Reading the kernel's ring buffer: [`EventReader`] drains `EVENTS`, decodes each record once
 //! into a [`Record`] (see [`crate::record`]) and handles engine-internal records itself (a
-//! classified socket is deleted from the SOCKHASH here, so it stops paying the sk_msg cost). It
-//! owns its map handles, so it can live on another thread than the [`super::Engine`].
+//! classified socket is deleted from the SOCKHASH here, so it stops paying the sk_msg cost; a
+//! connection whose unseen payload the backstop refused is destroyed here, so its sender gets
+//! an error). It owns its map handles, so it can live on another thread than the
+//! [`super::Engine`].
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf, SockHash};
-use daemon_common::{SockClassifiedEvent, EVENT_SOCK_CLASSIFIED};
+use daemon_common::{
+    SockClassifiedEvent, SockUnseenEvent, EVENT_SOCK_CLASSIFIED, EVENT_SOCK_UNSEEN,
+};
 
 use crate::record::{self, DecodeError, Record};
 
@@ -17,15 +21,25 @@ use crate::record::{self, DecodeError, Record};
 pub(crate) enum Decoded {
     Record(Result<Record, DecodeError>),
     SockClassified(SockClassifiedEvent),
+    SockUnseen(SockUnseenEvent),
 }
 
 /// Decodes one raw record (never panics on short or unknown input).
 pub(crate) fn decode(data: &[u8]) -> Decoded {
-    if record::kind_of(data) == Some(EVENT_SOCK_CLASSIFIED) {
-        return match record::read(data, EVENT_SOCK_CLASSIFIED) {
-            Ok(s) => Decoded::SockClassified(s),
-            Err(e) => Decoded::Record(Err(e)),
-        };
+    match record::kind_of(data) {
+        Some(EVENT_SOCK_CLASSIFIED) => {
+            return match record::read(data, EVENT_SOCK_CLASSIFIED) {
+                Ok(s) => Decoded::SockClassified(s),
+                Err(e) => Decoded::Record(Err(e)),
+            };
+        }
+        Some(EVENT_SOCK_UNSEEN) => {
+            return match record::read(data, EVENT_SOCK_UNSEEN) {
+                Ok(s) => Decoded::SockUnseen(s),
+                Err(e) => Decoded::Record(Err(e)),
+            };
+        }
+        _ => {}
     }
     Decoded::Record(record::decode(data))
 }
@@ -38,6 +52,8 @@ pub struct EventReader {
     sockhash: SockHash<MapData, u64>,
     released: u64,
     release_failed: u64,
+    destroyed: u64,
+    destroy_failed: u64,
 }
 
 impl EventReader {
@@ -47,6 +63,8 @@ impl EventReader {
             sockhash,
             released: 0,
             release_failed: 0,
+            destroyed: 0,
+            destroy_failed: 0,
         }
     }
 
@@ -66,6 +84,26 @@ impl EventReader {
                     match self.sockhash.remove(&s.cookie) {
                         Ok(()) => self.released += 1,
                         Err(_) => self.release_failed += 1,
+                    }
+                }
+                Decoded::SockUnseen(u) => {
+                    let (local, remote) = (
+                        super::sockets::socket_addr(&u.local),
+                        super::sockets::socket_addr(&u.remote),
+                    );
+                    match super::sockets::destroy_connection(
+                        u.header.tgid,
+                        &local,
+                        &remote,
+                        u.cookie,
+                    ) {
+                        Ok(()) => self.destroyed += 1,
+                        Err(e) => {
+                            // Already closed, or the namespace is gone: its payload stays
+                            // refused either way.
+                            log::warn!("cannot destroy connection {local} -> {remote}: {e}");
+                            self.destroy_failed += 1;
+                        }
                     }
                 }
             }
@@ -96,6 +134,12 @@ impl EventReader {
     /// socket already gone).
     pub fn sockets_released(&self) -> (u64, u64) {
         (self.released, self.release_failed)
+    }
+
+    /// Connections destroyed after the backstop refused their unseen payload (and attempts
+    /// that failed).
+    pub fn connections_destroyed(&self) -> (u64, u64) {
+        (self.destroyed, self.destroy_failed)
     }
 }
 

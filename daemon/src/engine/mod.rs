@@ -14,15 +14,23 @@
 //! engine.lost_events()?;                                           // ring buffer overflows
 //! ```
 //! The reader must be drained: besides delivering events it releases classified sockets from
-//! the SOCKHASH. Each exec record comes before the match records of that exec.
+//! the SOCKHASH and destroys connections whose unseen payload the backstop refused. Each exec
+//! record comes before the match records of that exec. Matches the engine finds itself (after
+//! an apply: connections older than the rule set, processes without room for state) are taken
+//! with [`Engine::take_matches`].
 //!
 //! # Programs and where they attach
 //! - `bulwark_exec` tracepoint `sched/sched_process_exec`, `bulwark_exit` tracepoint
 //!   `sched/sched_process_exit`, `bulwark_fork` raw tracepoint `sched_process_fork`;
-//! - `bulwark_connect4/6`, `bulwark_sendmsg4/6` (cgroup sock_addr) and `bulwark_sockops`
-//!   (sock_ops) on the cgroup v2 root as bpf_links (links always coexist with other programs;
-//!   the kernel rejects explicit ALLOW_MULTI flags on link creation);
+//! - `bulwark_connect4/6`, `bulwark_sendmsg4/6` (cgroup sock_addr), `bulwark_sockops`
+//!   (sock_ops) and `bulwark_backstop` (cgroup_skb/egress) on the cgroup v2 root as bpf_links
+//!   (links always coexist with other programs; the kernel rejects explicit ALLOW_MULTI flags
+//!   on link creation);
 //! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map.
+//!
+//! Map sizes: `PROCESSES` from pid_max ([`EngineOptions::max_processes`]), `SOCKHASH` from
+//! [`EngineOptions::max_watched_sockets`]. After every apply the engine checks the TCP
+//! connections that existed before it (`sweep.rs`, docs/enforcement.md).
 //!
 //! # Atomic apply
 //! [`Engine::apply`] clears and writes the inactive slot, sets `Config::pending_slot` (from then
@@ -48,6 +56,8 @@ mod btf;
 mod events;
 pub mod host;
 pub mod probe;
+pub mod sockets;
+mod sweep;
 
 pub use btf::{Btf, KIND_FUNC, KIND_TYPEDEF};
 pub use events::EventReader;
@@ -60,8 +70,8 @@ use aya::maps::{
     Array, HashMap, Map, MapData, PerCpuArray, RingBuf, SockHash,
 };
 use aya::programs::{
-    links::FdLink, CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint, SkMsg, SockOps,
-    TracePoint,
+    links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+    RawTracePoint, SkMsg, SockOps, TracePoint,
 };
 use aya::{Ebpf, EbpfLoader};
 pub use daemon_common::MapEntries;
@@ -89,6 +99,21 @@ pub struct EngineOptions {
     /// benchmark's floor, which shows what the hooks cost without any of bulwark's work.
     /// Nothing is enforced or reported. Cannot be combined with `pin_dir`.
     pub noop_programs: bool,
+    /// Entries of the process map (default: `/proc/sys/kernel/pid_max`, which every tgid is
+    /// below, so it cannot fill up). Not preallocated: only live processes take memory.
+    pub max_processes: Option<u32>,
+    /// Entries of the SOCKHASH, the sockets watched at once (default
+    /// [`MAX_WATCHED_SOCKETS`]; bucket memory, 16 bytes each, is allocated up front).
+    pub max_watched_sockets: Option<u32>,
+}
+
+/// `/proc/sys/kernel/pid_max`: every tgid is below it.
+pub fn pid_max() -> anyhow::Result<u32> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .context("cannot read /proc/sys/kernel/pid_max to size the process map")?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("/proc/sys/kernel/pid_max holds {text:?}, not a number"))
 }
 
 /// The program attached for hook `name` (`bulwark_*`): the real one, or its `noop_*` twin.
@@ -125,7 +150,7 @@ const ALL_MAPS: [&str; 20] = [
 
 /// Programs attached through links (pinned as `links/<name>`). `bulwark_egress` (sk_msg) is
 /// attached to the SOCKHASH instead and lives as long as that map.
-const LINKED_PROGRAMS: [&str; 8] = [
+const LINKED_PROGRAMS: [&str; 9] = [
     "bulwark_exec",
     "bulwark_exit",
     "bulwark_fork",
@@ -134,6 +159,7 @@ const LINKED_PROGRAMS: [&str; 8] = [
     "bulwark_sendmsg4",
     "bulwark_sendmsg6",
     "bulwark_sockops",
+    "bulwark_backstop",
 ];
 
 /// The engine's map handles, by name.
@@ -185,6 +211,12 @@ pub struct Engine {
     active: u8,
     generation: u64,
     events_taken: bool,
+    /// Do-nothing programs are attached (benchmark floor): the engine enforces nothing itself
+    /// either (no sweep of existing connections, no kills for lack of room).
+    noop: bool,
+    /// Matches the engine found itself (not through the ring buffer): connections that existed
+    /// before a policy, processes without room in the process map. See [`Engine::take_matches`].
+    matches: Vec<MatchEvent>,
 }
 
 /// Last lines of a verifier log (the part that says why).
@@ -375,9 +407,19 @@ impl Engine {
         if !ring.is_power_of_two() || ring < page {
             bail!("events_ring_bytes {ring} must be a power of two of at least {page} (the page size)");
         }
+        let max_processes = match opts.max_processes {
+            Some(n) => n,
+            None => pid_max()?,
+        };
+        let max_sockets = opts.max_watched_sockets.unwrap_or(MAX_WATCHED_SOCKETS);
+        if max_processes == 0 || max_sockets == 0 {
+            bail!("the process map and the SOCKHASH need room for at least one entry");
+        }
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries(MAP_EVENTS, ring)
+            .map_max_entries(MAP_PROCESSES, max_processes)
+            .map_max_entries(MAP_SOCKHASH, max_sockets)
             .load(PROGRAMS)
             .context("cannot load bulwark's eBPF object (maps or BTF rejected by the kernel)")?;
         let mut maps = Maps(std::collections::HashMap::new());
@@ -473,6 +515,25 @@ impl Engine {
             }
         }
         {
+            let prog = program_for(opts, "bulwark_backstop");
+            let p: &mut CgroupSkb = ebpf
+                .program_mut(&prog)
+                .with_context(|| format!("program {prog} missing"))?
+                .try_into()?;
+            p.load().map_err(|e| load_error("bulwark_backstop", e))?;
+            let id = p
+                .attach(&cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                .with_context(|| {
+                    format!(
+                        "cannot attach bulwark_backstop to {} (cgroup_skb/egress)",
+                        cgroup.display()
+                    )
+                })?;
+            if opts.pin_dir.is_some() {
+                links.push(("bulwark_backstop", FdLink::try_from(p.take_link(id)?)?));
+            }
+        }
+        {
             let fd = {
                 let sh: SockHash<&MapData, u64> = SockHash::try_from(maps.get(MAP_SOCKHASH)?)?;
                 sh.fd().try_clone()?
@@ -515,6 +576,8 @@ impl Engine {
             active: 0,
             generation: 0,
             events_taken: false,
+            noop: opts.noop_programs,
+            matches: Vec::new(),
         })
     }
 
@@ -566,6 +629,8 @@ impl Engine {
             active: (cfg.active_slot & 1) as u8,
             generation: cfg.generation,
             events_taken: false,
+            noop: false,
+            matches: Vec::new(),
         })
     }
 
@@ -632,6 +697,7 @@ impl Engine {
         let pending_since = boot_ns();
         self.set_config(self.active, slot as u32)?;
         let seeds = reseed(slot);
+        let mut unstored = Vec::new();
         {
             let mut procs: HashMap<&mut MapData, u32, ProcessState> =
                 HashMap::try_from(map(&mut self.maps, MAP_PROCESSES)?)?;
@@ -645,15 +711,20 @@ impl Engine {
                     },
                 };
                 st.selectors[slot as usize] = bits;
-                // A full map only loses enforcement for that process: keep going, count it.
                 if procs.insert(tgid, st, 0).is_err() {
-                    log::warn!("PROCESSES full: process {tgid} keeps no selector bits");
+                    unstored.push((tgid, st.start_ns, bits));
                 }
             }
         }
         self.generation += 1;
         self.set_config(slot, NO_SLOT)?;
         self.active = slot;
+        if !self.noop {
+            self.refuse_unstored(slot, &e, &unstored);
+            if let Err(err) = self.sweep_existing_sockets() {
+                log::warn!("checking the connections that existed before this rule set: {err:#}");
+            }
+        }
         if let Some(p) = &mut self.pins {
             // Another build's programs enforced until now; this rule set is in force, so
             // they can go (removing their pinned links detaches them).
@@ -787,6 +858,13 @@ impl Engine {
         Ok(EventReader::new(ring, sockhash))
     }
 
+    /// Matches the engine found itself since the last call (connections older than the rule
+    /// set, processes that could not be given state): `EVENT_MATCH` records with a `reason`,
+    /// to be handled like the ring buffer's.
+    pub fn take_matches(&mut self) -> Vec<MatchEvent> {
+        std::mem::take(&mut self.matches)
+    }
+
     /// Per-CPU diagnostic counters summed over CPUs, indexed by `COUNTER_*`.
     pub fn counters(&self) -> anyhow::Result<[u64; COUNTERS_LEN as usize]> {
         let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.maps.get(MAP_COUNTERS)?)?;
@@ -795,6 +873,40 @@ impl Engine {
             *o = m.get(&(i as u32), 0)?.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Entries a map was created with (`max_entries`), 0 when unknown.
+    fn map_capacity(&self, name: &str) -> u32 {
+        let data = match self.maps.get(name) {
+            Ok(Map::HashMap(d)) | Ok(Map::SockHash(d)) => d,
+            _ => return 0,
+        };
+        data.info().map_or(0, |i| i.max_entries())
+    }
+
+    /// Enforcement kept only by refusing because a map was full, one sentence per kind (for
+    /// the `status` event, stderr and metrics); empty when the maps always had room.
+    pub fn capacity_warnings(&self) -> Vec<String> {
+        let Ok(c) = self.counters() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let full = c[COUNTER_PROCESS_MAP_FULL as usize];
+        if full > 0 {
+            out.push(format!(
+                "the process map ({} entries) was full {full} times: {} processes an                  enforce-mode connect/egress rule covers were killed at exec (reason capacity),                  others run without rules; raise --max-processes",
+                self.map_capacity(MAP_PROCESSES),
+                c[COUNTER_CAPACITY_KILLS as usize]
+            ));
+        }
+        let full = c[COUNTER_SOCKHASH_FULL as usize];
+        if full > 0 {
+            out.push(format!(
+                "the SOCKHASH ({} watched sockets) was full {full} times: the payload of                  those connections is refused by the backstop (reason unseen_payload); raise                  --max-watched-sockets",
+                self.map_capacity(MAP_SOCKHASH)
+            ));
+        }
+        out
     }
 
     /// Records the kernel could not put into the ring buffer (it was full).

@@ -157,6 +157,7 @@ pub fn verify_programs() -> anyhow::Result<Vec<ProgramVerdict>> {
             Program::CgroupSockAddr(p) => p.load(),
             Program::SockOps(p) => p.load(),
             Program::SkMsg(p) => p.load(),
+            Program::CgroupSkb(p) => p.load(),
             Program::BtfTracePoint(p) => match &btf {
                 Some(b) => p.load(&name, b),
                 None => Ok(()),

@@ -250,6 +250,7 @@ mod tests {
             process: process(Some(ns), "p", "/usr/bin/nc", ""),
             destination: None,
             encryption: None,
+            reason: None,
         }))
     }
 
@@ -410,6 +411,7 @@ mod tests {
             policies: vec!["a".into(), "b".into()],
             diagnostics: vec![],
             lost_events: 0,
+            warnings: vec![],
             load_ms: None,
             apply_ms: None,
         }));

@@ -50,6 +50,10 @@ pub trait Kernel<R> {
     ) -> anyhow::Result<()>;
     /// Records the kernel dropped (ring buffer full) since start.
     fn lost_events(&self) -> u64;
+    /// Enforcement kept by refusing for lack of room (full maps), one sentence each.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Detaches everything (called once, at shutdown).
     fn shutdown(&mut self) {}
 }

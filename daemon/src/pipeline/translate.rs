@@ -10,11 +10,12 @@ use super::workload::WorkloadRegistry;
 use crate::record::{decode_exit_code, DecodeError, Record};
 use bulwark_events::{
     Action, Body, Destination, Encryption, Event, Hook, Mode, Outcome, Parent, PolicyMatch,
-    Process, Status,
+    Process, Reason, Status,
 };
 use daemon_common::{
     MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT, HOOK_EGRESS,
-    HOOK_EXEC, PROTO_TCP, PROTO_UDP,
+    HOOK_EXEC, PROTO_TCP, PROTO_UDP, REASON_CAPACITY, REASON_EXISTING_CONNECTION,
+    REASON_TCP_FAST_OPEN, REASON_UNSEEN_PAYLOAD,
 };
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -232,7 +233,12 @@ impl<R: Rules> Pipeline<R> {
         let rules = self.slots.get(usize::from(m.slot)).and_then(|s| s.as_ref());
         let mi = rules.and_then(|r| r.match_info(m.selector));
         let enforced = m.enforced != 0;
-        let (action, outcome) = action_outcome(m.actions, enforced);
+        let (action, mut outcome) = action_outcome(m.actions, enforced);
+        let reason = reason_of(m.reason);
+        if reason == Some(Reason::Capacity) && enforced {
+            // No room for its state: the process was killed at exec (or at the apply).
+            outcome = Outcome::Killed;
+        }
         let hook = match m.hook {
             HOOK_EXEC => Hook::Exec,
             HOOK_CONNECT => Hook::Connect,
@@ -269,6 +275,7 @@ impl<R: Rules> Pipeline<R> {
                 (Hook::Egress, ENC_TLS) => Some(Encryption::Tls),
                 _ => None,
             },
+            reason,
         });
         Some(self.event(h.time_ns, body))
     }
@@ -305,6 +312,17 @@ impl<R: Rules> Pipeline<R> {
         };
         self.emit(&ev);
         self.flush();
+    }
+}
+
+/// The `reason` of a `policy_match` (`REASON_*`), `None` for a plain match.
+pub fn reason_of(reason: u8) -> Option<Reason> {
+    match reason {
+        REASON_TCP_FAST_OPEN => Some(Reason::TcpFastOpen),
+        REASON_UNSEEN_PAYLOAD => Some(Reason::UnseenPayload),
+        REASON_EXISTING_CONNECTION => Some(Reason::ExistingConnection),
+        REASON_CAPACITY => Some(Reason::Capacity),
+        _ => None,
     }
 }
 

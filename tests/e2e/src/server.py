@@ -83,6 +83,9 @@ class Server(ThreadingHTTPServer):
 
     def server_bind(self):
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # Accept TCP Fast Open (when net.ipv4.tcp_fastopen allows it in this namespace), so
+        # a test can show clients cannot use it to get data past the egress verdict.
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 16)
         super().server_bind()
 
     def finish_request(self, request, client_address):

@@ -162,11 +162,22 @@ where
         }
         self.pipeline.cache.gc(now);
         self.re_resolve_workloads();
+        // Capacity warnings: said at once the first time, then at most every loss report.
+        let warnings = self.kernel.warnings();
+        let new_warnings =
+            warnings != self.last_warnings && (self.last_warnings.is_empty() || report_losses);
+        if new_warnings {
+            for w in &warnings {
+                eprintln!("bulwark: warning: {w}");
+            }
+        }
         if report_losses && self.lost_events() > self.last_lost {
             let lost = self.lost_events();
             eprintln!(
                 "bulwark: warning: {lost} events lost so far (ring buffer full or undecodable)"
             );
+            self.status(State::Running, Vec::new());
+        } else if new_warnings {
             self.status(State::Running, Vec::new());
         }
     }

@@ -69,6 +69,8 @@ where
     pub generation: u64,
     workload_specs: Vec<WorkloadSpec>,
     last_lost: u64,
+    /// Capacity warnings of the last status event.
+    last_warnings: Vec<String>,
     ticks: u64,
     /// Timings of the last policy load, reported in status events.
     last_load_ms: Option<f64>,
@@ -101,6 +103,7 @@ where
             generation: 0,
             workload_specs: Vec::new(),
             last_lost: 0,
+            last_warnings: Vec::new(),
             ticks: 0,
             last_load_ms: None,
             last_apply_ms: None,
@@ -116,12 +119,15 @@ where
     fn status(&mut self, state: State, diagnostics: Vec<Diagnostic>) {
         let lost = self.lost_events();
         self.last_lost = lost;
+        let warnings = self.kernel.warnings();
+        self.last_warnings = warnings.clone();
         let st = Status {
             state,
             generation: self.generation,
             policies: self.in_force.clone(),
             diagnostics,
             lost_events: lost,
+            warnings,
             load_ms: self.last_load_ms,
             apply_ms: self.last_apply_ms,
         };

@@ -260,9 +260,11 @@ fn egress_tls_rule_and_binary_scoped_plaintext_rule() {
 }
 
 /// Only sockets a policy could act on pay for the egress path: a connection enters the
-/// daemon's SOCKHASH only when its process and destination match an egress rule, and leaves it
-/// once its first payload is classified and allowed. Read with bpftool from the map the daemon
-/// holds (found through /proc/PID/fdinfo, so other bulwark instances do not interfere).
+/// daemon's SOCKHASH only when its destination matches an egress rule — whoever connected it,
+/// because a socket can be handed to a process in the rule's scope (fork, SCM_RIGHTS, exec) and
+/// the process that sends decides — and leaves it once its stream is classified TLS. Read with
+/// bpftool from the map the daemon holds (found through /proc/PID/fdinfo, so other bulwark
+/// instances do not interfere).
 #[test]
 fn egress_sockhash_holds_only_sockets_a_policy_can_act_on() {
     let _g = serial();
@@ -309,30 +311,36 @@ fn egress_sockhash_holds_only_sockets_a_policy_can_act_on() {
     // sock_ops adds a socket to the SOCKHASH while its handshake completes, before connect()
     // returns to the probe: once the probe says "connect ok", the map says all it will.
 
-    // Not actionable: another namespace, or another port.
-    let _b = hold(b, 8080, &[]);
+    // Not actionable: a destination no rule names.
     let _a9090 = hold(a, 9090, &[]);
     assert_eq!(
         sockhash_entries(map_id),
         0,
-        "unmatched sockets entered the SOCKHASH"
+        "a socket to an unwatched destination entered the SOCKHASH"
+    );
+    // The watched destination, connected by a process outside the rule's scope: watched.
+    let _b = hold(b, 8080, &[]);
+    assert_eq!(
+        sockhash_entries(map_id),
+        1,
+        "a socket to the watched destination is watched whoever connected it"
     );
     // Actionable and not yet classified: watched.
     let waiting = hold(a, 8080, &[]);
     assert_eq!(
         sockhash_entries(map_id),
-        1,
+        2,
         "the matching socket is not watched"
     );
     drop(waiting);
     let gone = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
-        (sockhash_entries(map_id) == 0).then_some(())
+        (sockhash_entries(map_id) == 1).then_some(())
     });
     assert!(gone.is_some(), "a closed socket stayed in the SOCKHASH");
     // Classified TLS (allowed): leaves the SOCKHASH while the connection stays open.
     let _tls = hold(a, 8080, &["--tls-record"]);
     let left = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
-        (sockhash_entries(map_id) == 0).then_some(())
+        (sockhash_entries(map_id) == 1).then_some(())
     });
     assert!(
         left.is_some(),
@@ -356,7 +364,7 @@ fn bpftool(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?} output: {e}"))
 }
 
-fn sockhash_id(d: &Daemon) -> u32 {
+pub(crate) fn sockhash_id(d: &Daemon) -> u32 {
     let ids = d.map_ids();
     let maps = bpftool(&["map", "show"]);
     maps.as_array()
@@ -369,7 +377,7 @@ fn sockhash_id(d: &Daemon) -> u32 {
         .unwrap_or_else(|| panic!("the daemon holds no sockhash map (its maps: {ids:?})"))
 }
 
-fn sockhash_entries(id: u32) -> usize {
+pub(crate) fn sockhash_entries(id: u32) -> usize {
     let v = bpftool(&["map", "dump", "id", &id.to_string()]);
     v.as_array().map(Vec::len).unwrap_or(0)
 }

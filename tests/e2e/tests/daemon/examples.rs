@@ -429,8 +429,12 @@ fn example_no_plaintext_http_egress() {
         assert!(!out.success(), "plaintext to the internet must fail: {out}");
         let m = wait_match(&d, "no-plaintext-http-egress", "egress", out.pid, 8080);
         assert_eq!(m["outcome"], "blocked", "{m}");
+        // The server logs the accept from its own thread: wait for it.
+        let accepted = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
+            (!srv.log().conns_to(&ip.to_string()).is_empty()).then_some(())
+        });
         let log = srv.log();
-        assert!(!log.conns_to(&ip.to_string()).is_empty(), "{log:?}");
+        assert!(accepted.is_some(), "{log:?}");
         assert!(
             log.data_to(&ip.to_string()).is_empty(),
             "plaintext arrived: {log:?}"

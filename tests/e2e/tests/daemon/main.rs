@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo build -p bulwark && cargo test -p bulwark-e2e -- --test-threads=1` as root.
 
+mod attacks;
 mod connect;
 mod egress;
 mod events;
