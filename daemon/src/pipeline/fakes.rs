@@ -108,6 +108,8 @@ pub struct FakeKernel {
     pub queue: Vec<Vec<u8>>,
     pub lost: u64,
     pub shut: bool,
+    /// Taken over from a previous daemon whose rule set (policy names) is in the active slot.
+    pub adopted: Option<Vec<String>>,
 }
 
 impl Kernel<FakeRules> for FakeKernel {
@@ -142,6 +144,9 @@ impl Kernel<FakeRules> for FakeKernel {
     }
     fn shutdown(&mut self) {
         self.shut = true;
+    }
+    fn slot_holding(&self, rules: &FakeRules) -> Option<u8> {
+        (self.adopted.as_ref() == Some(&rules.0)).then_some(self.active)
     }
 }
 

@@ -52,4 +52,10 @@ pub trait Kernel<R> {
     fn lost_events(&self) -> u64;
     /// Detaches everything (called once, at shutdown).
     fn shutdown(&mut self) {}
+    /// The slot that already holds exactly `rules`, when the kernel side was taken over from a
+    /// previous daemon (pinned programs) that enforced the same rule set: match records it
+    /// wrote before this daemon applied anything then name their policies. `None` otherwise.
+    fn slot_holding(&self, _rules: &R) -> Option<u8> {
+        None
+    }
 }

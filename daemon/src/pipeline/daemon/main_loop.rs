@@ -299,6 +299,49 @@ mod tests {
     }
 
     #[test]
+    fn matches_recorded_before_a_restart_name_their_policy_when_the_rule_set_is_unchanged() {
+        use daemon_common::{ACTION_BLOCK, HOOK_CONNECT};
+        let blocked = |slot: u8, tgid: u32| MatchEvent {
+            header: EventHeader {
+                kind: EVENT_MATCH,
+                tgid,
+                time_ns: 1_500,
+                start_ns: 1_000,
+            },
+            slot,
+            selector: 0,
+            hook: HOOK_CONNECT,
+            actions: ACTION_BLOCK,
+            enforced: 1,
+            ..Default::default()
+        };
+        for (before, named) in [("block-x", Some("block-x")), ("other", None)] {
+            let dir = tmpdir("adopted");
+            std::fs::write(dir.join("policies/p.yaml"), "block-x").unwrap();
+            let (mut d, out) = daemon(&dir, None);
+            // The previous daemon left `before` enforcing in slot 1.
+            d.kernel.active = 1;
+            d.kernel.adopted = Some(vec![before.to_string()]);
+            d.start();
+            assert_eq!(
+                d.kernel.active, 0,
+                "the set is re-applied into the other slot"
+            );
+            out.take();
+            d.kernel.queue = vec![as_bytes(&blocked(1, 5_000_002))];
+            d.pump(Duration::ZERO).unwrap();
+            let ev = out.take();
+            let m = ev
+                .iter()
+                .find(|e| e["type"] == "policy_match")
+                .unwrap_or_else(|| panic!("{ev:?}"));
+            assert_eq!(m["policy_name"].as_str(), named, "{before}: {m}");
+            assert_eq!(m["outcome"], "blocked", "{m}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
     fn the_main_loop_serves_requests_until_stopped() {
         let (mut d, out) = cluster_daemon();
         let (_changes_tx, changes) = std::sync::mpsc::channel();

@@ -151,6 +151,13 @@ where
     /// The kernel's atomic A/B apply of `rules`, running processes reseeded; on success the
     /// rules are in force (a new generation).
     fn apply_rules(&mut self, rules: Arc<B::Rules>) -> anyhow::Result<()> {
+        if self.current.is_none() {
+            // Restarted on pinned programs that still enforce this very rule set: the matches
+            // recorded before this apply (waiting in the ring buffer) name their policies.
+            if let Some(slot) = self.kernel.slot_holding(&rules) {
+                self.pipeline.set_slot(slot, rules.clone());
+            }
+        }
         let reseed = self.reseed(&rules);
         let slot = self.kernel.apply(&rules, &reseed)?;
         self.pipeline.set_slot(slot, rules.clone());
