@@ -368,8 +368,7 @@ mod tests {
         );
         std::fs::create_dir_all(&dir).unwrap();
         let err = unload(&dir, false)
-            .err()
-            .expect("refused off bpffs")
+            .expect_err("refused off bpffs")
             .to_string();
         assert!(err.contains("not a directory on a bpf filesystem"), "{err}");
         assert!(dir.exists(), "unload removes nothing off bpffs");
