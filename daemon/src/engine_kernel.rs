@@ -88,6 +88,10 @@ impl Kernel<RuleSet> for EngineKernel {
         self.engine = None;
     }
 
+    fn adopted(&self) -> bool {
+        self.engine.as_ref().is_some_and(Engine::adopted)
+    }
+
     fn slot_holding(&self, rules: &RuleSet) -> Option<u8> {
         let engine = self.engine.as_ref().filter(|e| e.adopted())?;
         let slot = engine.active_slot();

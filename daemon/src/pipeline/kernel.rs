@@ -58,4 +58,9 @@ pub trait Kernel<R> {
     fn slot_holding(&self, _rules: &R) -> Option<u8> {
         None
     }
+    /// Whether the kernel side was taken over from a previous daemon (pinned programs still
+    /// enforcing its rule set, with its workload map).
+    fn adopted(&self) -> bool {
+        false
+    }
 }

@@ -239,7 +239,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::fakes::{cluster_daemon, daemon, only_status, tmpdir};
+    use crate::pipeline::fakes::{adopting_daemon, cluster_daemon, daemon, only_status, tmpdir};
     use crate::record::as_bytes;
     use crate::record::tests::exec_record;
     use daemon_common::{EventHeader, MatchEvent, ACTION_SIGKILL, EVENT_MATCH, HOOK_EXEC};
@@ -318,10 +318,8 @@ mod tests {
         for (before, named) in [("block-x", Some("block-x")), ("other", None)] {
             let dir = tmpdir("adopted");
             std::fs::write(dir.join("policies/p.yaml"), "block-x").unwrap();
-            let (mut d, out) = daemon(&dir, None);
             // The previous daemon left `before` enforcing in slot 1.
-            d.kernel.active = 1;
-            d.kernel.adopted = Some(vec![before.to_string()]);
+            let (mut d, out) = adopting_daemon(Some(&dir), &[before], 1);
             d.start();
             assert_eq!(
                 d.kernel.active, 0,

@@ -25,7 +25,7 @@ use super::kernel::{Kernel, Reseed, Rules};
 use super::policy_backend::PolicyBackend;
 use super::policy_dir::PolicyDir;
 use super::translate::Pipeline;
-use super::workload::WorkloadSpec;
+use super::workload::{WorkloadChange, WorkloadSpec};
 use bulwark_events::Diagnostic;
 use bulwark_events::{State, Status};
 use std::io::Write;
@@ -68,6 +68,9 @@ where
     in_force: Vec<String>,
     pub generation: u64,
     workload_specs: Vec<WorkloadSpec>,
+    /// Workload map writes held back until the first apply, on a kernel taken over from a
+    /// previous daemon (see [`Daemon::write_workload`]); `None` once they go straight through.
+    deferred_workloads: Option<Vec<WorkloadChange>>,
     last_lost: u64,
     ticks: u64,
     /// Timings of the last policy load, reported in status events.
@@ -88,6 +91,7 @@ where
             .policy_dir
             .clone()
             .map(|d| PolicyDir::new(d, cfg.workloads_file.clone()));
+        let deferred_workloads = kernel.adopted().then(Vec::new);
         Daemon {
             cfg,
             backend,
@@ -100,6 +104,7 @@ where
             in_force: Vec::new(),
             generation: 0,
             workload_specs: Vec::new(),
+            deferred_workloads,
             last_lost: 0,
             ticks: 0,
             last_load_ms: None,
@@ -160,6 +165,7 @@ where
         }
         let reseed = self.reseed(&rules);
         let slot = self.kernel.apply(&rules, &reseed)?;
+        self.flush_deferred_workloads();
         self.pipeline.set_slot(slot, rules.clone());
         self.current = Some(rules);
         self.generation += 1;
