@@ -325,6 +325,16 @@ fn still_loaded(kind: &str, ids: &[u64]) -> Vec<u64> {
     ids.iter().copied().filter(|i| live.contains(i)).collect()
 }
 
+/// None of these programs and maps is left in the kernel (`what` says whose they were).
+fn assert_gone(progs: &[u64], maps: &[u64], what: &str) {
+    assert_eq!(
+        still_loaded("prog", progs),
+        [0u64; 0],
+        "programs of {what} left"
+    );
+    assert_eq!(still_loaded("map", maps), [0u64; 0], "maps of {what} left");
+}
+
 /// A daemon of `w` on `pins` enforcing `policy` (file `p.yaml`).
 fn start_on(w: &World, pins: &PinDir, policy: &str) -> Daemon {
     Daemon::start_pinned(
@@ -418,16 +428,7 @@ fn an_upgrade_loads_next_to_the_old_build_and_retires_it_after_its_first_apply()
 
     // Only the new build is left: its first apply retired the old pins and programs.
     assert_eq!(pins.entries(), ["build-test-e2e-next"]);
-    assert_eq!(
-        still_loaded("prog", &old_progs),
-        Vec::<u64>::new(),
-        "old programs detached"
-    );
-    assert_eq!(
-        still_loaded("map", &old_maps),
-        Vec::<u64>::new(),
-        "old maps freed"
-    );
+    assert_gone(&old_progs, &old_maps, "the old build");
     // One blocked connect, one event: the old programs no longer report it.
     let out = w.pod().probe(w.net.server_ip(false), 8080, &[]);
     assert_eperm(&out);
@@ -479,16 +480,7 @@ fn unload_removes_every_pin_and_program_and_is_refused_while_a_daemon_runs() {
         "unload says what it removed: {said}"
     );
     assert!(!pins.path().exists(), "the pin directory is gone");
-    assert_eq!(
-        still_loaded("prog", &progs),
-        Vec::<u64>::new(),
-        "programs left: {said}"
-    );
-    assert_eq!(
-        still_loaded("map", &maps),
-        Vec::<u64>::new(),
-        "maps left: {said}"
-    );
+    assert_gone(&progs, &maps, &said);
     assert_connected(&w.pod().probe(w.net.server_ip(false), 8080, &[]));
     assert_eq!(srv.log().accepts().len(), 1);
     let again = pins.unload(false);
