@@ -1,7 +1,8 @@
 //! The daemon's main loop: start-up (seed processes, workloads, the first policy set, `ready`),
 //! then until stopped: drain kernel records into events ([`Daemon::pump`]), apply on-disk
 //! [`Change`]s and serve [`Request`]s from other threads, and once a second [`Daemon::tick`];
-//! at the end drain, detach and write `stopping`. Everything that changes the kernel runs on
+//! at the end drain, let go of the kernel (pinned programs stay and keep enforcing) and write
+//! `stopping`. Everything that changes the kernel runs on
 //! this loop's thread, so one place applies rule sets and writes status events.
 
 use super::{Daemon, SetError, SetOutcome};
