@@ -8,10 +8,11 @@
 //! <root>/                          flock()ed by the daemon that owns it (LOCK_EX)
 //!   build-<id>/maps/<NAME>         every map of the eBPF object
 //!   build-<id>/links/<program>     every linked program (removing the pin detaches it)
-//!   build-<id>.partial/            a load in progress: renamed to build-<id> when complete
+//!   build-<id>-partial/            a load in progress: renamed to build-<id> when complete
 //! ```
 //! A `build-<id>` directory exists only once all of it is pinned (it is renamed into place),
-//! so a daemon killed mid-load leaves at most a `.partial` that the next one retires.
+//! so a daemon killed mid-load leaves at most a `-partial` that the next one retires. (bpffs
+//! refuses names with dots.)
 //!
 //! # Ownership
 //! A running daemon holds an exclusive `flock` on `<root>`. The kernel drops it when the
@@ -35,7 +36,7 @@ const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
 const BUILD_PREFIX: &str = "build-";
 
 /// Suffix of a build directory still being pinned.
-const PARTIAL_SUFFIX: &str = ".partial";
+const PARTIAL_SUFFIX: &str = "-partial";
 
 /// Whether `path` (or, when it does not exist yet, its nearest existing ancestor) is on bpffs.
 pub fn on_bpffs(path: &Path) -> bool {
@@ -267,7 +268,7 @@ pub struct PinStatus {
     pub dir: PathBuf,
     /// Whether the directory (or where it would be created) is on bpffs.
     pub bpffs: bool,
-    /// Build directories there (`build-<id>`, `.partial` for an interrupted load).
+    /// Build directories there (`build-<id>`, `-partial` for an interrupted load).
     pub builds: Vec<String>,
     /// This binary's build id (what a daemon started now would adopt).
     pub this_build: String,
