@@ -325,14 +325,19 @@ fn still_loaded(kind: &str, ids: &[u64]) -> Vec<u64> {
     ids.iter().copied().filter(|i| live.contains(i)).collect()
 }
 
-/// None of these programs and maps is left in the kernel (`what` says whose they were).
+/// None of these programs and maps is left in the kernel (`what` says whose they were). The
+/// kernel frees them asynchronously (deferred work) once the last reference is gone: waits.
 fn assert_gone(progs: &[u64], maps: &[u64], what: &str) {
-    assert_eq!(
-        still_loaded("prog", progs),
-        [0u64; 0],
-        "programs of {what} left"
+    let left = || (still_loaded("prog", progs), still_loaded("map", maps));
+    let gone = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
+        let (p, m) = left();
+        (p.is_empty() && m.is_empty()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "programs and maps of {what} left: {:?}",
+        left()
     );
-    assert_eq!(still_loaded("map", maps), [0u64; 0], "maps of {what} left");
 }
 
 /// A daemon of `w` on `pins` enforcing `policy` (file `p.yaml`).
