@@ -172,6 +172,7 @@ struct Attempts {
 
 /// What the attempts saw: every attempt's time and each one that connected.
 struct AttemptLog {
+    pid: u32,
     attempts: usize,
     outcomes: Value,
     times_us: Vec<u64>,
@@ -200,6 +201,7 @@ impl Attempts {
     /// Stops the loop (after at least one more attempt) and reads what it saw.
     fn finish(self) -> AttemptLog {
         std::fs::write(&self.stop_file, "").unwrap();
+        let pid = self.running.pid();
         let out = self.running.wait(bulwark_e2e::timeout());
         assert!(out.success(), "the connect loop failed: {out}");
         let last = out.stdout.lines().last().unwrap_or_default();
@@ -212,6 +214,7 @@ impl Attempts {
                 .collect()
         };
         AttemptLog {
+            pid,
             attempts: v["attempts"].as_u64().unwrap() as usize,
             outcomes: v["outcomes"].clone(),
             times_us: us("times_us"),
@@ -381,6 +384,18 @@ fn kill_9_and_restart_lets_no_blocked_connect_through() {
     log.assert_no_escape("kill -9 + restart", &srv, killed, ready_at);
     // The restarted daemon enforces through its own rule set too.
     assert_eperm(&w.pod().probe(w.net.server_ip(false), 8080, &[]));
+    // The matches recorded while no daemon ran are reported by the restarted one, and name
+    // the policy: its rule set is the one that was in force.
+    d.sync();
+    let unnamed = d.find(|e| {
+        ev::is(e, "policy_match")
+            && ev::pid(e) == Some(u64::from(log.pid))
+            && !ev::is_match(e, "e2e-crash", "connect")
+    });
+    assert!(
+        unnamed.is_empty(),
+        "matches without their policy: {unnamed:?}"
+    );
 }
 
 #[test]
