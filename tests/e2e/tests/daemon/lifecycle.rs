@@ -368,6 +368,7 @@ fn kill_9_and_restart_lets_no_blocked_connect_through() {
         d.stderr()
     );
     let attempts = Attempts::start(&w, w.net.server_ip(false), 8080);
+    let before_kill = d.mark();
     let killed = d.kill9();
     let (ready, ready_at) = d.respawn(&[]);
     let log = attempts.finish();
@@ -387,11 +388,19 @@ fn kill_9_and_restart_lets_no_blocked_connect_through() {
     // The matches recorded while no daemon ran are reported by the restarted one, and name
     // the policy: its rule set is the one that was in force.
     d.sync();
-    let unnamed = d.find(|e| {
-        ev::is(e, "policy_match")
-            && ev::pid(e) == Some(u64::from(log.pid))
-            && !ev::is_match(e, "e2e-crash", "connect")
-    });
+    let reported: Vec<_> = d.events()[before_kill..]
+        .iter()
+        .filter(|e| ev::is(e, "policy_match") && ev::pid(e) == Some(u64::from(log.pid)))
+        .cloned()
+        .collect();
+    assert!(
+        !reported.is_empty(),
+        "the restarted daemon reported no match of the loop"
+    );
+    let unnamed: Vec<_> = reported
+        .iter()
+        .filter(|e| !ev::is_match(e, "e2e-crash", "connect"))
+        .collect();
     assert!(
         unnamed.is_empty(),
         "matches without their policy: {unnamed:?}"
