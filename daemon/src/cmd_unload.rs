@@ -44,7 +44,10 @@ fn report(dir: &std::path::Path, u: &pins::Unloaded) -> String {
     if u.root_removed {
         out.push_str(&format!("removed {}\n", dir.display()));
     }
-    out.push_str("bulwark no longer enforces anything on this host");
+    out.push_str(&format!(
+        "no program of bulwark's pinned in {} is left enforcing",
+        dir.display()
+    ));
     out
 }
 

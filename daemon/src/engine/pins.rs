@@ -322,6 +322,10 @@ impl PinStatus {
         } else {
             "a daemon of this build loads next to them and retires them after its first apply"
         };
+        let next = match self.owner {
+            Some(_) => format!("once it stops, {next}"),
+            None => next.to_string(),
+        };
         format!(
             "pinned in {dir}: {} ({owner}); {next}",
             self.builds.join(", ")
@@ -396,7 +400,11 @@ mod tests {
         st.builds = vec!["build-b".into()];
         st.owner = Some(42);
         let d = st.describe();
-        assert!(d.contains("retires them") && d.contains("pid 42"), "{d}");
+        assert!(
+            d.contains("once it stops, a daemon of this build loads next to them")
+                && d.contains("pid 42"),
+            "{d}"
+        );
         st.bpffs = false;
         assert!(st.describe().contains("--no-pin"), "{}", st.describe());
     }
