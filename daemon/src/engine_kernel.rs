@@ -92,6 +92,11 @@ impl Kernel<RuleSet> for EngineKernel {
         self.engine.as_ref().is_some_and(Engine::adopted)
     }
 
+    fn workload_cgroups(&self) -> anyhow::Result<Vec<u64>> {
+        let engine = self.engine.as_ref().context("engine already shut down")?;
+        engine.workload_cgroups()
+    }
+
     fn slot_holding(&self, rules: &RuleSet) -> Option<u8> {
         let engine = self.engine.as_ref().filter(|e| e.adopted())?;
         let slot = engine.active_slot();

@@ -655,6 +655,7 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
         std::fs::metadata(&cgdir).unwrap().ino()
     };
     e.set_workload(cgroup_id, 7).unwrap();
+    assert!(e.workload_cgroups().unwrap().contains(&cgroup_id));
     let bin_s = bin.to_str().unwrap().to_string();
     e.apply(
         |slot| {
@@ -720,6 +721,7 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
     );
     e.remove_workload(cgroup_id).unwrap();
     e.remove_workload(cgroup_id).unwrap(); // absent is fine
+    assert!(!e.workload_cgroups().unwrap().contains(&cgroup_id));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -887,6 +887,13 @@ impl Engine {
         Ok(())
     }
 
+    /// The cgroups registered as workloads.
+    pub fn workload_cgroups(&self) -> anyhow::Result<Vec<u64>> {
+        let m: HashMap<&MapData, u64, WorkloadEntry> =
+            HashMap::try_from(self.maps.get(MAP_WORKLOADS)?)?;
+        Ok(m.keys().collect::<Result<_, _>>()?)
+    }
+
     /// Forgets a workload cgroup (absent is not an error).
     pub fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
         let mut m: HashMap<&mut MapData, u64, WorkloadEntry> =

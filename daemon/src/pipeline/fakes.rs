@@ -148,6 +148,9 @@ impl Kernel<FakeRules> for FakeKernel {
     fn adopted(&self) -> bool {
         self.adopted.is_some()
     }
+    fn workload_cgroups(&self) -> anyhow::Result<Vec<u64>> {
+        Ok(self.workloads.keys().copied().collect())
+    }
     fn slot_holding(&self, rules: &FakeRules) -> Option<u8> {
         (self.adopted.as_ref() == Some(&rules.0)).then_some(self.active)
     }

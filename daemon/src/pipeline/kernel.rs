@@ -63,4 +63,8 @@ pub trait Kernel<R> {
     fn adopted(&self) -> bool {
         false
     }
+    /// The cgroups the kernel's workload map holds (what a previous daemon left there).
+    fn workload_cgroups(&self) -> anyhow::Result<Vec<u64>> {
+        Ok(Vec::new())
+    }
 }

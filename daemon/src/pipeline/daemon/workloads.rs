@@ -7,7 +7,11 @@
 //! On a kernel taken over from a previous daemon, the workload map keeps that daemon's
 //! namespace ids, which its rule set (still enforcing) was compiled with; this daemon may number
 //! namespaces differently. So until this daemon's first apply its workload writes are held back
-//! and then written right after the switch: old rules see old ids, new rules new ones.
+//! and then written right after the switch: old rules see old ids, new rules new ones. With a
+//! policy directory the workloads file is the whole registry by then, so cgroups the previous
+//! daemon registered and this one does not (the file changed meanwhile) are removed too; in
+//! Kubernetes mode Pods keep arriving after the first apply, and a Pod's cgroup never changes
+//! namespace, so nothing is removed there.
 
 use super::Daemon;
 use crate::pipeline::kernel::{Kernel, Rules};
@@ -126,7 +130,24 @@ where
     /// After an apply: writes the changes held back since start (from now on they go straight
     /// through).
     pub(super) fn flush_deferred_workloads(&mut self) {
-        for ch in self.deferred_workloads.take().unwrap_or_default() {
+        let Some(held) = self.deferred_workloads.take() else {
+            return;
+        };
+        let mut changes = held;
+        if self.policies.is_some() {
+            match self.kernel.workload_cgroups() {
+                Ok(ids) => changes.extend(
+                    ids.into_iter()
+                        .filter(|id| self.pipeline.registry.get(*id).is_none())
+                        .map(|cgroup_id| WorkloadChange::Remove { cgroup_id }),
+                ),
+                Err(e) => eprintln!(
+                    "bulwark: error: cannot list the workload map left by the previous daemon: \
+                     {e:#}"
+                ),
+            }
+        }
+        for ch in changes {
             if let Err(e) = self.write_workload(ch) {
                 eprintln!("bulwark: error: workload map update {ch:?} failed: {e:#}");
             }
@@ -200,6 +221,34 @@ mod tests {
             !d.kernel.workloads.contains_key(&11),
             "then straight through"
         );
+    }
+
+    #[test]
+    fn with_a_policy_directory_the_restart_drops_cgroups_the_file_no_longer_lists() {
+        let dir = tmpdir("adopted-wl");
+        std::fs::write(dir.join("policies/p.yaml"), "alpha").unwrap();
+        let wl = dir.join("workloads.yaml");
+        std::fs::write(
+            &wl,
+            "workloads:\n- {cgroup: /, namespace: web, pod: web-1, container: app}\n",
+        )
+        .unwrap();
+        let (mut d, _out) = adopting_daemon(Some(&dir), &["alpha"], 0);
+        d.cfg.workloads_file = Some(wl);
+        // Left by the previous daemon: a cgroup the file no longer lists, and the root cgroup
+        // under that daemon's namespace id.
+        let root_id = std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(d.cfg.cgroup_mount.clone().unwrap()).unwrap(),
+        );
+        d.kernel.workloads.insert(999, 3);
+        d.kernel.workloads.insert(root_id, 4);
+        d.start();
+        assert_eq!(
+            d.kernel.workloads,
+            [(root_id, 1)].into_iter().collect(),
+            "after the first apply the kernel holds exactly the file's workloads"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
