@@ -355,19 +355,37 @@ fn start_on(w: &World, pins: &PinDir, policy: &str) -> Daemon {
     )
 }
 
+/// A world whose pod may not connect to its server's port 8080 (policy and namespace
+/// `e2e-<tag>`), enforced by a daemon pinned in a pin directory of the test. Fields drop in
+/// order: the daemon stops before its pins are unloaded and its world goes (use the fields in
+/// place: moved out, they would drop in another order).
+struct Blocked {
+    d: Daemon,
+    pins: PinDir,
+    srv: TestServer,
+    w: World,
+}
+
+fn blocked(tag: &str) -> Blocked {
+    let name = format!("e2e-{tag}");
+    let w = World::single(tag, &name);
+    let srv = TestServer::start(&w.net, &[8080]);
+    let pins = PinDir::new(tag);
+    let d = start_on(&w, &pins, &block_8080(&name, &name));
+    Blocked { d, pins, srv, w }
+}
+
 #[test]
 fn kill_9_and_restart_lets_no_blocked_connect_through() {
     let _g = serial();
-    let w = World::single("crash", "e2e-crash");
-    let srv = TestServer::start(&w.net, &[8080]);
-    let pins = PinDir::new("crash");
-    let mut d = start_on(&w, &pins, &block_8080("e2e-crash", "e2e-crash"));
+    let mut b = blocked("crash");
+    let (w, srv, d) = (&b.w, &b.srv, &mut b.d);
     assert!(
         d.stderr().contains("loaded fresh and pinned"),
         "{}",
         d.stderr()
     );
-    let attempts = Attempts::start(&w, w.net.server_ip(false), 8080);
+    let attempts = Attempts::start(w, w.net.server_ip(false), 8080);
     let before_kill = d.mark();
     let killed = d.kill9();
     let (ready, ready_at) = d.respawn(&[]);
@@ -382,7 +400,7 @@ fn kill_9_and_restart_lets_no_blocked_connect_through() {
         "the restarted daemon adopts the pins: {}",
         d.stderr()
     );
-    log.assert_no_escape("kill -9 + restart", &srv, killed, ready_at);
+    log.assert_no_escape("kill -9 + restart", srv, killed, ready_at);
     // The restarted daemon enforces through its own rule set too.
     assert_eperm(&w.pod().probe(w.net.server_ip(false), 8080, &[]));
     // The matches recorded while no daemon ran are reported by the restarted one, and name
@@ -410,11 +428,9 @@ fn kill_9_and_restart_lets_no_blocked_connect_through() {
 #[test]
 fn a_rolling_update_sigterm_then_new_daemon_lets_no_blocked_connect_through() {
     let _g = serial();
-    let w = World::single("rolling", "e2e-rolling");
-    let srv = TestServer::start(&w.net, &[8080]);
-    let pins = PinDir::new("rolling");
-    let mut d = start_on(&w, &pins, &block_8080("e2e-rolling", "e2e-rolling"));
-    let attempts = Attempts::start(&w, w.net.server_ip(false), 8080);
+    let mut b = blocked("rolling");
+    let (w, srv, d) = (&b.w, &b.srv, &mut b.d);
+    let attempts = Attempts::start(w, w.net.server_ip(false), 8080);
     let stopped = d.terminate_async();
     let (_, ready_at) = d.respawn(&[]);
     let log = attempts.finish();
@@ -423,16 +439,14 @@ fn a_rolling_update_sigterm_then_new_daemon_lets_no_blocked_connect_through() {
         "the new daemon adopts what the stopped one left pinned: {}",
         d.stderr()
     );
-    log.assert_no_escape("SIGTERM + new daemon", &srv, stopped, ready_at);
+    log.assert_no_escape("SIGTERM + new daemon", srv, stopped, ready_at);
 }
 
 #[test]
 fn an_upgrade_loads_next_to_the_old_build_and_retires_it_after_its_first_apply() {
     let _g = serial();
-    let w = World::single("upgrade", "e2e-upgrade");
-    let srv = TestServer::start(&w.net, &[8080]);
-    let pins = PinDir::new("upgrade");
-    let mut d = start_on(&w, &pins, &block_8080("e2e-upgrade", "e2e-upgrade"));
+    let mut b = blocked("upgrade");
+    let (w, srv, pins, d) = (&b.w, &b.srv, &b.pins, &mut b.d);
     let old = pins.entries();
     assert!(
         old.len() == 1 && old[0].starts_with("build-"),
@@ -444,7 +458,7 @@ fn an_upgrade_loads_next_to_the_old_build_and_retires_it_after_its_first_apply()
         "{old_progs:?} {old_maps:?}"
     );
 
-    let attempts = Attempts::start(&w, w.net.server_ip(false), 8080);
+    let attempts = Attempts::start(w, w.net.server_ip(false), 8080);
     let stopped = d.terminate_async();
     let (_, ready_at) = d.respawn(&["--test-build-id", "e2e-next"]);
     let log = attempts.finish();
@@ -453,7 +467,7 @@ fn an_upgrade_loads_next_to_the_old_build_and_retires_it_after_its_first_apply()
         "another build loads its own programs: {}",
         d.stderr()
     );
-    log.assert_no_escape("upgrade to another build", &srv, stopped, ready_at);
+    log.assert_no_escape("upgrade to another build", srv, stopped, ready_at);
 
     // Only the new build is left: its first apply retired the old pins and programs.
     assert_eq!(pins.entries(), ["build-test-e2e-next"]);
@@ -461,7 +475,7 @@ fn an_upgrade_loads_next_to_the_old_build_and_retires_it_after_its_first_apply()
     // One blocked connect, one event: the old programs no longer report it.
     let out = w.pod().probe(w.net.server_ip(false), 8080, &[]);
     assert_eperm(&out);
-    crate::wait_match(&d, "e2e-upgrade", "connect", out.pid, 8080);
+    crate::wait_match(d, "e2e-upgrade", "connect", out.pid, 8080);
     d.sync();
     let matches = d.find(|e| ev::is(e, "policy_match") && ev::pid(e) == Some(out.pid as u64));
     assert_eq!(matches.len(), 1, "exactly one policy_match: {matches:?}");
