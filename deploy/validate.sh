@@ -6,7 +6,8 @@
 #     with PyPI `kubernetes-validate` (strict: unknown fields fail), installed into a venv on
 #     first use ($BULWARK_VENV, default ~/.cache/bulwark/validate-venv);
 #  4. the CRDs pass `crdcheck` (upstream apiextensions validation) when the k8s-testenv kit is here;
-#  5. the DaemonSet asks for exactly the capabilities and host mounts documented in it.
+#  5. the DaemonSet asks for exactly the capabilities and host mounts documented in it, and pins
+#     its programs (--pin-dir on the host's bpffs) so they outlive a restart.
 # Exit status is non-zero on the first failure, with what failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,9 @@ for i, doc in enumerate(d for d in re.split(r'^---\s*$', text, flags=re.M) if d.
     open(f"{sys.argv[2]}/doc-{i:02d}.yaml", "w").write(doc)
 PY
 "$VENV/bin/kubernetes-validate" --strict "$out"/doc-*.yaml || fail "kubernetes-validate rejected the rendered manifests"
+# The one-off unload Job (not in the kustomization), with a node name filled in.
+sed 's/NODE_NAME/node-1/' deploy/unload-job.yaml > "$out/unload-job.yaml"
+"$VENV/bin/kubernetes-validate" --strict "$out/unload-job.yaml" || fail "kubernetes-validate rejected deploy/unload-job.yaml"
 
 echo "== crdcheck"
 CRDCHECK=${K8S_TESTENV_BIN:-/var/cache/k8s-testenv/bin}/crdcheck
@@ -76,6 +80,7 @@ assert paths == sorted(["/sys/fs/bpf", "/sys/kernel/tracing", "/sys/fs/cgroup"])
 assert "hostPID: true" in ds, "hostPID missing"
 assert "privileged: false" in ds, "must not be privileged"
 assert "hostNetwork" not in ds, "hostNetwork is not needed"
+assert "- --pin-dir=/sys/fs/bpf/bulwark" in ds, "the daemon must pin under the host's bpffs"
 assert 'drop:\n            - ALL' in ds or "drop: [\"ALL\"]" in ds or "- ALL" in ds, "capabilities must drop ALL"
 print("ok:", ", ".join(caps), "|", ", ".join(paths))
 PY

@@ -22,7 +22,8 @@ impl Daemon {
         let _ = std::fs::remove_file(events);
         let stderr = std::fs::File::create(events.with_extension("stderr"))?;
         let child = Command::new(bulwark)
-            .args(["run", "--node-name", "bench", "--policy-dir"])
+            // Ephemeral: a pinned daemon would keep enforcing into the next configuration.
+            .args(["run", "--no-pin", "--node-name", "bench", "--policy-dir"])
             .arg(policy_dir)
             .arg("--events")
             .arg(events)

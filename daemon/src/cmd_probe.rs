@@ -6,7 +6,7 @@
 //! `--format json`; exit code 0 when everything bulwark needs works, 1 when something required
 //! is missing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use aya::maps::MapType;
@@ -14,13 +14,16 @@ use aya::programs::{LsmAttachType, ProgramType};
 use aya::sys::BpfHelper;
 use serde::Serialize;
 
-use bulwark::engine::{self, host, probe as kernel, Btf};
+use bulwark::engine::{self, host, pins, probe as kernel, Btf};
 
 #[derive(clap::Args, Debug)]
 pub struct ProbeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// The pin directory to report on (`bulwark run --pin-dir`).
+    #[arg(long, value_name = "DIR", default_value = pins::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +56,9 @@ pub struct Report {
     pub uses: Vec<String>,
     /// What the egress rules do not guarantee (docs/enforcement.md says it precisely).
     pub limits: Vec<String>,
+    /// What is pinned in the pin directory: whether programs outlive a daemon there, and
+    /// whether the next daemon adopts them or loads fresh.
+    pub pins: pins::PinStatus,
     pub ready: bool,
 }
 
@@ -103,7 +109,7 @@ fn destroy_check() -> Check {
 }
 
 /// Gathers the report (never fails: what cannot be checked is reported as such).
-pub fn probe() -> Report {
+pub fn probe(pin_dir: &Path) -> Report {
     let root = unsafe { libc::geteuid() } == 0;
     let tracefs = host::tracefs();
     let cgroup2 = host::cgroup2_mount();
@@ -335,6 +341,7 @@ pub fn probe() -> Report {
         programs,
         uses,
         limits,
+        pins: pins::status(pin_dir, &engine::build_id()),
         ready,
     }
 }
@@ -376,6 +383,7 @@ fn print_text(r: &Report) {
     for l in &r.limits {
         println!("  - {l}");
     }
+    println!("pins: {}", r.pins.describe());
     println!(
         "{}",
         if r.ready {
@@ -387,7 +395,7 @@ fn print_text(r: &Report) {
 }
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
-    let r = probe();
+    let r = probe(&args.pin_dir);
     match args.format {
         Format::Text => print_text(&r),
         Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
@@ -405,7 +413,7 @@ mod tests {
 
     #[test]
     fn probe_reports_required_mechanisms_and_readiness() {
-        let r = probe();
+        let r = probe(Path::new(pins::DEFAULT_PIN_DIR));
         if !r.root {
             assert!(
                 !r.ready,
@@ -452,5 +460,7 @@ mod tests {
         assert!(r.ready);
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["ready"], true);
+        assert_eq!(json["pins"]["dir"], pins::DEFAULT_PIN_DIR);
+        assert_eq!(json["pins"]["this_build"], engine::build_id());
     }
 }

@@ -8,7 +8,7 @@
 //! to its violation queue (which keeps the `policy_match` ones).
 
 use anyhow::Context;
-use bulwark::engine::{self, Engine, EngineOptions};
+use bulwark::engine::{self, Engine, EngineOptions, Pinning};
 use bulwark::engine_kernel::EngineKernel;
 use bulwark::lint_compiler::LintCompiler;
 use bulwark::pipeline::daemon::Request;
@@ -77,9 +77,21 @@ pub struct RunArgs {
     /// entries) with --kubernetes (default: the hostname).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Pin the programs, links and maps under this directory on bpffs [default:
+    /// /sys/fs/bpf/bulwark], so enforcement outlives the daemon: after it stops, crashes or is
+    /// killed, the rules in force stay enforced (events wait in the kernel's ring buffer) until
+    /// `bulwark unload`. A restarted daemon of the same build adopts them with no gap; a new
+    /// build loads next to them and retires them after its first apply.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_pin")]
+    pub pin_dir: Option<PathBuf>,
+    /// Ephemeral daemon: pin nothing, so the programs end with this process — a crash, a stop
+    /// or a restart leaves the host unenforced until the next start has loaded.
+    #[arg(long)]
+    pub no_pin: bool,
     /// Benchmarking only: attach do-nothing programs on the same hooks instead of bulwark's,
     /// to measure what the hooks alone cost. Nothing is enforced and no kernel events arrive.
-    #[arg(long, hide_short_help = true)]
+    /// Implies --no-pin.
+    #[arg(long, hide_short_help = true, conflicts_with = "pin_dir")]
     pub noop_programs: bool,
     /// Entries of the kernel's process map (default: /proc/sys/kernel/pid_max, which every
     /// process id is below, so it cannot fill up). A process that finds no room and that an
@@ -92,6 +104,23 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = daemon_common::MAX_WATCHED_SOCKETS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_watched_sockets: u32,
+    /// Tests only: pin under this build id instead of this binary's, to play an upgrade.
+    #[arg(long, hide = true, value_name = "ID")]
+    pub test_build_id: Option<String>,
+}
+
+impl RunArgs {
+    /// Where the programs are pinned; `None` for an ephemeral daemon.
+    pub fn pin_dir(&self) -> Option<PathBuf> {
+        if self.no_pin || self.noop_programs {
+            return None;
+        }
+        Some(
+            self.pin_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(engine::pins::DEFAULT_PIN_DIR)),
+        )
+    }
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -221,6 +250,29 @@ fn pod_workloads(
     })
 }
 
+/// The start-up line that says how the programs came to be attached and how long they last.
+fn describe_pinning(engine: &Engine) -> String {
+    let at = engine
+        .pin_path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    match engine.pinning() {
+        Pinning::Adopted => format!(
+            "programs adopted from {at}: they enforced the previous rules without a gap, the \
+             policy set is re-applied now; they stay after this daemon stops, until `bulwark \
+             unload`"
+        ),
+        Pinning::Pinned => format!(
+            "programs loaded fresh and pinned in {at}: they stay after this daemon stops, until \
+             `bulwark unload`"
+        ),
+        Pinning::Ephemeral => {
+            "programs loaded fresh, not pinned (--no-pin): enforcement ends with this process"
+                .to_string()
+        }
+    }
+}
+
 /// Log filter when RUST_LOG is unset: the controller's progress (policies applied, API server
 /// lost and back, violations dropped) is what an operator reads in `kubectl logs`.
 const DEFAULT_LOG: &str = "warn,bulwark=info,bulwark_controller=info";
@@ -280,9 +332,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cgroup: args.cgroup_root.clone(),
         max_processes: args.max_processes,
         max_watched_sockets: Some(args.max_watched_sockets),
+        pin_dir: args.pin_dir(),
+        build_id: args
+            .test_build_id
+            .as_ref()
+            .map(|id| format!("build-test-{id}")),
         ..EngineOptions::default()
     })
     .context("loading and attaching the kernel programs")?;
+    eprintln!("bulwark: {}", describe_pinning(&engine));
     let kernel = EngineKernel::new(engine)?;
     install_signal_handlers();
     let changes = watch::spawn(
@@ -386,9 +444,12 @@ mod tests {
             events: "-".into(),
             workloads: None,
             node_name: None,
+            pin_dir: None,
+            no_pin: false,
             noop_programs: false,
             max_processes: None,
             max_watched_sockets: daemon_common::MAX_WATCHED_SOCKETS,
+            test_build_id: None,
         }
     }
 
@@ -454,6 +515,7 @@ mod tests {
         assert_eq!(a.health_addr, Some("0.0.0.0:9876".parse().unwrap()));
         assert_eq!(a.host_namespace, "bulwark-system");
         assert_eq!(a.resync_interval, 300);
+        assert_eq!(a.pin_dir(), Some(PathBuf::from("/sys/fs/bpf/bulwark")));
         assert!(Cli::try_parse_from(["run", "--kubernetes", "--resync-interval=0"]).is_err());
         for flag in [
             "--kubeconfig=/x",
@@ -470,6 +532,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn programs_are_pinned_by_default_and_ephemeral_only_when_asked() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["run", "--policy-dir=/tmp"].iter().chain(args))
+                .map(|c| c.run.pin_dir())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            parse(&[]),
+            Ok(Some(PathBuf::from(engine::pins::DEFAULT_PIN_DIR)))
+        );
+        assert_eq!(
+            parse(&["--pin-dir=/sys/fs/bpf/x"]),
+            Ok(Some("/sys/fs/bpf/x".into()))
+        );
+        assert_eq!(parse(&["--no-pin"]), Ok(None));
+        // The benchmark floor is never pinned; asking for both is a mistake.
+        assert_eq!(parse(&["--noop-programs"]), Ok(None));
+        assert_eq!(parse(&["--noop-programs", "--no-pin"]), Ok(None));
+        for both in [
+            ["--no-pin", "--pin-dir=/sys/fs/bpf/x"],
+            ["--noop-programs", "--pin-dir=/sys/fs/bpf/x"],
+        ] {
+            let err = parse(&both).unwrap_err();
+            assert!(err.contains("cannot be used with"), "{both:?}: {err}");
+        }
     }
 
     #[test]

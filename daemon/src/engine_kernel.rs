@@ -97,7 +97,30 @@ impl Kernel<RuleSet> for EngineKernel {
     fn shutdown(&mut self) {
         self.last_lost = self.lost_events();
         self.reader = None;
-        // Dropping the engine detaches every program and link.
+        // Dropping the engine detaches every program and link that is not pinned; pinned ones
+        // stay and keep enforcing for the next daemon (or until `bulwark unload`).
         self.engine = None;
+    }
+
+    fn adopted(&self) -> bool {
+        self.engine.as_ref().is_some_and(Engine::adopted)
+    }
+
+    fn workload_cgroups(&self) -> anyhow::Result<Vec<u64>> {
+        let engine = self.engine.as_ref().context("engine already shut down")?;
+        engine.workload_cgroups()
+    }
+
+    fn slot_holding(&self, rules: &RuleSet) -> Option<u8> {
+        let engine = self.engine.as_ref().filter(|e| e.adopted())?;
+        let slot = engine.active_slot();
+        match engine.slot_holds(slot, &rules.map_entries(slot)) {
+            Ok(true) => Some(slot),
+            Ok(false) => None,
+            Err(e) => {
+                log::warn!("cannot read back the adopted rule set: {e:#}");
+                None
+            }
+        }
     }
 }

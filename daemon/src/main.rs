@@ -8,6 +8,7 @@ mod cmd_events;
 mod cmd_lint;
 mod cmd_probe;
 mod cmd_run;
+mod cmd_unload;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ enum Command {
     Events(cmd_events::EventsArgs),
     /// Report which kernel mechanisms this host supports and which bulwark will use.
     Probe(cmd_probe::ProbeArgs),
+    /// Detach and remove the programs a pinned daemon leaves enforcing after it stops (root).
+    Unload(cmd_unload::UnloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run::run(args),
         Command::Events(args) => cmd_events::run(args),
         Command::Probe(args) => cmd_probe::run(args),
+        Command::Unload(args) => cmd_unload::run(args),
     };
     match result {
         Ok(code) => code,

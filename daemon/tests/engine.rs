@@ -674,6 +674,7 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
         std::fs::metadata(&cgdir).unwrap().ino()
     };
     e.set_workload(cgroup_id, 7).unwrap();
+    assert!(e.workload_cgroups().unwrap().contains(&cgroup_id));
     let bin_s = bin.to_str().unwrap().to_string();
     e.apply(
         |slot| {
@@ -739,6 +740,7 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
     );
     e.remove_workload(cgroup_id).unwrap();
     e.remove_workload(cgroup_id).unwrap(); // absent is fine
+    assert!(!e.workload_cgroups().unwrap().contains(&cgroup_id));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1179,6 +1181,15 @@ fn pinned_engine_survives_its_process_and_is_adopted_without_a_gap() {
     assert!(
         e.process_state(std::process::id()).is_some(),
         "PROCESSES kept its state"
+    );
+    // The rule set in force reads back as what was written (a restarted daemon checks this
+    // to name the matches recorded before the restart); anything else does not.
+    assert!(e.slot_holds(1, &net_policy(1, port, eport)).unwrap());
+    assert!(!e.slot_holds(1, &net_policy(1, port, eport + 1)).unwrap());
+    assert!(!e.slot_holds(1, &MapEntries::default()).unwrap());
+    assert!(
+        e.slot_holds(0, &MapEntries::default()).unwrap(),
+        "slot 0 was never written"
     );
     let err = TcpStream::connect(("127.0.0.1", port)).expect_err("adopted rule set enforces");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));

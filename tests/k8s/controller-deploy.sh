@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deploy/validate.sh accepts deploy/ as checked in, and rejects each kind of mistake it exists to
 # catch: an unknown field (strict schema), a capability beyond the documented set, an extra host
-# mount, a stale CRD copy. Works on copies in a temp dir; never touches the tree.
+# mount, a daemon that does not pin its programs, a stale CRD copy. Works on copies in a temp
+# dir; never touches the tree.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 fail() { echo "tests/k8s/controller-deploy.sh: FAIL: $*" >&2; exit 1; }
@@ -27,6 +28,9 @@ expect_fail "extra capability SYS_PTRACE" "capabilities"
 
 fresh; sed -i 's|^      - name: tmp$|      - name: root\n        hostPath:\n          path: /\n      - name: tmp|' "$work/t/deploy/daemonset.yaml"
 expect_fail "extra hostPath /" "hostPaths"
+
+fresh; sed -i '/- --pin-dir=/d' "$work/t/deploy/daemonset.yaml"
+expect_fail "a DaemonSet that does not pin" "must pin"
 
 fresh; echo "# edited" >> "$work/t/deploy/crds/policyviolations.bulwark.dev.yaml"
 expect_fail "stale CRD copy" "is stale"

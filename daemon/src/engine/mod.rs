@@ -41,20 +41,22 @@
 //! evaluated both slots for it).
 //!
 //! # Surviving the daemon (`EngineOptions::pin_dir`)
-//! With a pin directory (on bpffs, e.g. `/sys/fs/bpf/bulwark`), every map is pinned under
-//! `<pin_dir>/build-<hash of the eBPF object>/maps/<NAME>` and every link under `links/<prog>`
-//! (the sk_msg program is attached to the pinned SOCKHASH). The programs keep enforcing after
-//! the `Engine` is dropped or the daemon crashes. The next `load` with the same directory and
-//! the same build *adopts* them: nothing is loaded or detached, the active slot, processes and
-//! workloads carry over, and an interrupted switch is cancelled (the active slot was never
-//! touched). A different build loads afresh next to the old one; the old build's pins are
-//! removed only after the new engine's first successful `apply`, so an upgrade has no gap.
-//! [`Engine::unpin`] removes the pins (the programs then detach when the engine is dropped).
+//! With a pin directory (on bpffs, e.g. `/sys/fs/bpf/bulwark`; layout and ownership lock in
+//! [`pins`]), every map is pinned under `<pin_dir>/build-<hash of the eBPF object>/maps/<NAME>`
+//! and every link under `links/<prog>` (the sk_msg program is attached to the pinned SOCKHASH).
+//! The programs keep enforcing after the `Engine` is dropped or the daemon crashes. The next
+//! `load` with the same directory and the same build *adopts* them: nothing is loaded or
+//! detached, the active slot, processes and workloads carry over, and an interrupted switch is
+//! cancelled (the active slot was never touched). A different build loads afresh next to the
+//! old one; the old build's pins are removed only after the new engine's first successful
+//! `apply`, so an upgrade has no gap. [`Engine::unpin`] removes the pins (the programs then
+//! detach when the engine is dropped); [`pins::unload`] does it for a daemon that is gone.
 //! Records written while no reader ran stay in the (pinned) ring buffer until it is full.
 
 mod btf;
 mod events;
 pub mod host;
+pub mod pins;
 pub mod probe;
 pub mod sockets;
 mod sweep;
@@ -105,6 +107,9 @@ pub struct EngineOptions {
     /// Entries of the SOCKHASH, the sockets watched at once (default
     /// [`MAX_WATCHED_SOCKETS`]; bucket memory, 16 bytes each, is allocated up front).
     pub max_watched_sockets: Option<u32>,
+    /// Tests only: the build id to pin under instead of this build's (so one binary can play
+    /// an upgrade: a different id loads next to the pinned build and retires it).
+    pub build_id: Option<String>,
 }
 
 /// `/proc/sys/kernel/pid_max`: every tgid is below it.
@@ -114,6 +119,17 @@ pub fn pid_max() -> anyhow::Result<u32> {
     text.trim()
         .parse()
         .with_context(|| format!("/proc/sys/kernel/pid_max holds {text:?}, not a number"))
+}
+
+/// How the engine came by its programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pinning {
+    /// Loaded, not pinned: they end with the engine.
+    Ephemeral,
+    /// Loaded and pinned: they outlive the engine.
+    Pinned,
+    /// Taken over from the pins of an earlier engine of this build (no reload, no gap).
+    Adopted,
 }
 
 /// The program attached for hook `name` (`bulwark_*`): the real one, or its `noop_*` twin.
@@ -180,6 +196,8 @@ impl Maps {
 
 /// Pinning state of an engine with [`EngineOptions::pin_dir`].
 struct Pins {
+    /// The pin directory, owned (locked) while this engine lives.
+    _root: pins::PinRoot,
     /// `<pin_dir>/<build id>`: `maps/<NAME>` and `links/<program>`.
     dir: PathBuf,
     /// Whether this engine adopted existing pins instead of loading.
@@ -190,7 +208,7 @@ struct Pins {
 }
 
 /// Name of the pin directory of this build: FNV-1a of the eBPF object.
-fn build_id() -> String {
+pub fn build_id() -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in PROGRAMS {
         h ^= *b as u64;
@@ -333,6 +351,35 @@ fn pin_all(dir: &Path, maps: &Maps, links: Vec<(&str, FdLink)>) -> anyhow::Resul
     Ok(())
 }
 
+/// A slot's entries in a form that compares equal exactly when the kernel would hold the same
+/// thing: each list sorted (map order means nothing), selectors left at their default dropped.
+fn canonical(e: &MapEntries) -> Vec<Vec<String>> {
+    fn sorted<T: std::fmt::Debug>(v: &[T]) -> Vec<String> {
+        let mut out: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+        out.sort_unstable();
+        out
+    }
+    let selectors: Vec<_> = e
+        .selectors
+        .iter()
+        .filter(|(_, s)| *s != SelectorEntry::default())
+        .collect();
+    vec![
+        vec![format!("{:?}", e.slot_meta)],
+        sorted(&selectors),
+        sorted(&e.bin_exact),
+        sorted(&e.bin_prefix),
+        sorted(&e.bin_postfix),
+        sorted(&e.arg_exact),
+        sorted(&e.arg_prefix),
+        sorted(&e.arg_postfix),
+        sorted(&e.namespaces),
+        sorted(&e.dest_v4),
+        sorted(&e.dest_v6),
+        sorted(&e.ports),
+    ]
+}
+
 /// `CLOCK_BOOTTIME` now, in ns (the clock of `bpf_ktime_get_boot_ns`).
 fn boot_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -376,22 +423,17 @@ impl Engine {
             bail!("noop programs are for benchmarking only and cannot be pinned: drop the pin directory");
         }
         let mut retire = Vec::new();
+        let build = opts.build_id.clone().unwrap_or_else(build_id);
+        let mut pin_root = None;
         if let Some(root) = &opts.pin_dir {
-            let dir = root.join(build_id());
-            if let Ok(rd) = std::fs::read_dir(root) {
-                for ent in rd.flatten() {
-                    let p = ent.path();
-                    if p != dir
-                        && p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with("build-"))
-                    {
-                        retire.push(p);
-                    }
-                }
+            let owned = pins::PinRoot::acquire(root)?;
+            let dir = owned.build_dir(&build);
+            // Other builds, and interrupted loads (of any build, this one included).
+            retire = owned.others(&dir);
+            if dir.exists() {
+                return Engine::adopt(owned, dir, cgroup, retire);
             }
-            if dir.join("maps").join(MAP_CONFIG).exists() {
-                return Engine::adopt(dir, cgroup, retire);
-            }
+            pin_root = Some(owned);
         }
         let btf_path = opts
             .btf
@@ -554,14 +596,20 @@ impl Engine {
             }
         }
 
-        let pins = match &opts.pin_dir {
+        let pins = match pin_root {
             None => None,
-            Some(root) => {
-                let dir = root.join(build_id());
-                pin_all(&dir, &maps, links).inspect_err(|_| {
-                    let _ = std::fs::remove_dir_all(&dir);
-                })?;
+            Some(owned) => {
+                let dir = owned.build_dir(&build);
+                let partial = owned.partial_dir(&build);
+                let _ = std::fs::remove_dir_all(&partial);
+                pin_all(&partial, &maps, links)
+                    .and_then(|()| owned.publish(&partial, &dir))
+                    .inspect_err(|_| {
+                        let _ = std::fs::remove_dir_all(&partial);
+                    })?;
+                retire.retain(|p| p != &partial);
                 Some(Pins {
+                    _root: owned,
                     dir,
                     adopted: false,
                     retire,
@@ -583,13 +631,18 @@ impl Engine {
 
     /// Takes over maps and links pinned by an earlier engine of this build: nothing is
     /// loaded or detached, so enforcement continues without a gap.
-    fn adopt(dir: PathBuf, cgroup: PathBuf, retire: Vec<PathBuf>) -> anyhow::Result<Engine> {
+    fn adopt(
+        root: pins::PinRoot,
+        dir: PathBuf,
+        cgroup: PathBuf,
+        retire: Vec<PathBuf>,
+    ) -> anyhow::Result<Engine> {
         for prog in LINKED_PROGRAMS {
             let l = dir.join("links").join(prog);
             if !l.exists() {
                 bail!(
-                    "pinned engine at {} is incomplete (no link {prog}); remove that directory \
-                     to load afresh",
+                    "pinned engine at {} is incomplete (no link {prog}); run `bulwark unload` \
+                     on that pin directory to load afresh",
                     dir.display()
                 );
             }
@@ -621,6 +674,7 @@ impl Engine {
             ebpf: None,
             maps,
             pins: Some(Pins {
+                _root: root,
                 dir,
                 adopted: true,
                 retire,
@@ -637,6 +691,20 @@ impl Engine {
     /// Whether this engine adopted pinned programs and maps instead of loading them.
     pub fn adopted(&self) -> bool {
         self.pins.as_ref().is_some_and(|p| p.adopted)
+    }
+
+    /// How this engine came by its programs.
+    pub fn pinning(&self) -> Pinning {
+        match &self.pins {
+            None => Pinning::Ephemeral,
+            Some(p) if p.adopted => Pinning::Adopted,
+            Some(_) => Pinning::Pinned,
+        }
+    }
+
+    /// This engine's build directory under the pin directory (`None` when not pinned).
+    pub fn pin_path(&self) -> Option<&Path> {
+        self.pins.as_ref().map(|p| p.dir.as_path())
     }
 
     /// Removes this engine's pins (and any left by other builds): the programs detach when
@@ -737,6 +805,76 @@ impl Engine {
         Ok(slot)
     }
 
+    /// Whether the kernel's `slot` holds exactly `expected` (a restarted daemon asks whether the
+    /// rule set it compiled is the one its predecessor left in force, to name the policies of
+    /// the matches recorded before the restart).
+    pub fn slot_holds(&self, slot: u8, expected: &MapEntries) -> anyhow::Result<bool> {
+        Ok(canonical(&self.read_slot(slot)?) == canonical(expected))
+    }
+
+    /// The entries of `slot` as the kernel holds them (selectors left at their default are
+    /// not listed).
+    pub fn read_slot(&self, slot: u8) -> anyhow::Result<MapEntries> {
+        fn hash<K: aya::Pod>(
+            maps: &Maps,
+            name: &str,
+            slot: u8,
+            slot_of: impl Fn(&K) -> u8,
+        ) -> anyhow::Result<Vec<(K, u64)>> {
+            let m: HashMap<&MapData, K, u64> = HashMap::try_from(maps.get(name)?)?;
+            let mut out = Vec::new();
+            for kv in m.iter() {
+                let (k, v) = kv?;
+                if slot_of(&k) == slot {
+                    out.push((k, v));
+                }
+            }
+            Ok(out)
+        }
+        fn lpm<K: aya::Pod>(
+            maps: &Maps,
+            name: &str,
+            slot: u8,
+            slot_of: impl Fn(&K) -> u8,
+        ) -> anyhow::Result<Vec<(u32, K, u64)>> {
+            let m: LpmTrie<&MapData, K, u64> = LpmTrie::try_from(maps.get(name)?)?;
+            let mut out = Vec::new();
+            for kv in m.iter() {
+                let (k, v) = kv?;
+                let data = k.data();
+                if slot_of(&data) == slot {
+                    out.push((k.prefix_len(), data, v));
+                }
+            }
+            Ok(out)
+        }
+        let m = &self.maps;
+        let sel: Array<&MapData, SelectorEntry> = Array::try_from(m.get(MAP_SELECTORS)?)?;
+        let base = slot as u32 * MAX_SELECTORS as u32;
+        let mut selectors = Vec::new();
+        for i in base..base + MAX_SELECTORS as u32 {
+            let e = sel.get(&i, 0)?;
+            if e != SelectorEntry::default() {
+                selectors.push((i, e));
+            }
+        }
+        let meta: Array<&MapData, SlotMeta> = Array::try_from(m.get(MAP_SLOT_META)?)?;
+        Ok(MapEntries {
+            slot_meta: meta.get(&(slot as u32), 0)?,
+            selectors,
+            bin_exact: hash(m, MAP_BIN_EXACT, slot, |k: &PathKey| k.slot as u8)?,
+            bin_prefix: lpm(m, MAP_BIN_PREFIX, slot, |k: &PathLpmData| k.slot)?,
+            bin_postfix: lpm(m, MAP_BIN_POSTFIX, slot, |k: &PathLpmData| k.slot)?,
+            arg_exact: hash(m, MAP_ARG_EXACT, slot, |k: &ArgKey| k.slot)?,
+            arg_prefix: lpm(m, MAP_ARG_PREFIX, slot, |k: &ArgLpmData| k.slot)?,
+            arg_postfix: lpm(m, MAP_ARG_POSTFIX, slot, |k: &ArgLpmData| k.slot)?,
+            namespaces: hash(m, MAP_NAMESPACES, slot, |k: &NamespaceKey| k.slot as u8)?,
+            dest_v4: lpm(m, MAP_DEST_V4, slot, |k: &V4LpmData| k.slot)?,
+            dest_v6: lpm(m, MAP_DEST_V6, slot, |k: &V6LpmData| k.slot)?,
+            ports: lpm(m, MAP_PORTS, slot, |k: &PortLpmData| k.slot)?,
+        })
+    }
+
     fn write_slot(&mut self, slot: u8, e: &MapEntries) -> anyhow::Result<()> {
         let ebpf = &mut self.maps;
         {
@@ -818,6 +956,13 @@ impl Engine {
         )
         .with_context(|| format!("WORKLOADS full ({MAX_WORKLOADS} cgroups)"))?;
         Ok(())
+    }
+
+    /// The cgroups registered as workloads.
+    pub fn workload_cgroups(&self) -> anyhow::Result<Vec<u64>> {
+        let m: HashMap<&MapData, u64, WorkloadEntry> =
+            HashMap::try_from(self.maps.get(MAP_WORKLOADS)?)?;
+        Ok(m.keys().collect::<Result<_, _>>()?)
     }
 
     /// Forgets a workload cgroup (absent is not an error).

@@ -108,6 +108,8 @@ pub struct FakeKernel {
     pub queue: Vec<Vec<u8>>,
     pub lost: u64,
     pub shut: bool,
+    /// Taken over from a previous daemon whose rule set (policy names) is in the active slot.
+    pub adopted: Option<Vec<String>>,
 }
 
 impl Kernel<FakeRules> for FakeKernel {
@@ -142,6 +144,15 @@ impl Kernel<FakeRules> for FakeKernel {
     }
     fn shutdown(&mut self) {
         self.shut = true;
+    }
+    fn adopted(&self) -> bool {
+        self.adopted.is_some()
+    }
+    fn workload_cgroups(&self) -> anyhow::Result<Vec<u64>> {
+        Ok(self.workloads.keys().copied().collect())
+    }
+    fn slot_holding(&self, rules: &FakeRules) -> Option<u8> {
+        (self.adopted.as_ref() == Some(&rules.0)).then_some(self.active)
     }
 }
 
@@ -189,15 +200,30 @@ pub type FakeDaemon = Daemon<FakeBackend, FakeKernel>;
 
 /// A daemon enforcing `dir/policies`, node `node-1`, writing to the returned buffer.
 pub fn daemon(dir: &Path, workloads: Option<PathBuf>) -> (FakeDaemon, Buf) {
-    daemon_with(Some(dir.join("policies")), workloads)
+    daemon_with(Some(dir.join("policies")), workloads, FakeKernel::default())
 }
 
 /// A daemon in Kubernetes mode (no policy directory).
 pub fn cluster_daemon() -> (FakeDaemon, Buf) {
-    daemon_with(None, None)
+    daemon_with(None, None, FakeKernel::default())
 }
 
-fn daemon_with(policy_dir: Option<PathBuf>, workloads: Option<PathBuf>) -> (FakeDaemon, Buf) {
+/// A daemon started on a kernel taken over from a previous daemon that enforced `rules`
+/// (policy names) in `active_slot`; Kubernetes mode without a policy directory.
+pub fn adopting_daemon(dir: Option<&Path>, rules: &[&str], active_slot: u8) -> (FakeDaemon, Buf) {
+    let kernel = FakeKernel {
+        active: active_slot,
+        adopted: Some(rules.iter().map(|r| r.to_string()).collect()),
+        ..FakeKernel::default()
+    };
+    daemon_with(dir.map(|d| d.join("policies")), None, kernel)
+}
+
+fn daemon_with(
+    policy_dir: Option<PathBuf>,
+    workloads: Option<PathBuf>,
+    kernel: FakeKernel,
+) -> (FakeDaemon, Buf) {
     let buf = Buf::default();
     let cfg = Config {
         node_name: "node-1".into(),
@@ -207,12 +233,7 @@ fn daemon_with(policy_dir: Option<PathBuf>, workloads: Option<PathBuf>) -> (Fake
         cgroup_mount: crate::engine::host::cgroup2_mount(),
         loss_report_every: Duration::from_secs(0),
     };
-    let d = Daemon::new(
-        cfg,
-        FakeBackend::default(),
-        FakeKernel::default(),
-        Box::new(buf.clone()),
-    );
+    let d = Daemon::new(cfg, FakeBackend::default(), kernel, Box::new(buf.clone()));
     (d, buf)
 }
 

@@ -56,4 +56,19 @@ pub trait Kernel<R> {
     }
     /// Detaches everything (called once, at shutdown).
     fn shutdown(&mut self) {}
+    /// The slot that already holds exactly `rules`, when the kernel side was taken over from a
+    /// previous daemon (pinned programs) that enforced the same rule set: match records it
+    /// wrote before this daemon applied anything then name their policies. `None` otherwise.
+    fn slot_holding(&self, _rules: &R) -> Option<u8> {
+        None
+    }
+    /// Whether the kernel side was taken over from a previous daemon (pinned programs still
+    /// enforcing its rule set, with its workload map).
+    fn adopted(&self) -> bool {
+        false
+    }
+    /// The cgroups the kernel's workload map holds (what a previous daemon left there).
+    fn workload_cgroups(&self) -> anyhow::Result<Vec<u64>> {
+        Ok(Vec::new())
+    }
 }

@@ -26,6 +26,8 @@ usage: client.py HOST PORT [options]
   --hold SECS           keep the socket open that long after the last step
 client.py HOST PORT --sendto TEXT      (unconnected UDP: sendto(), no connect())
 client.py HOST PORT --repeat-for SECS  (TCP connects in a loop; counts the outcomes)
+client.py HOST PORT --attempt-until FILE  (a TCP connect every millisecond until FILE exists;
+                                             see attempt_until)
 
 Prints one JSON object: {"connect": "ok" | "<ERRNO NAME>", "send": ..., "recv_bytes": N, ...}.
 Exit status 0 when every step worked, 3 when connect failed, 4 when a send failed, 5 when the
@@ -103,6 +105,34 @@ def receive_fd(path):
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: fds.itemsize])
     return conn, socket.socket(fileno=fds[0])
+def attempt_until(fam, host, port, stop_file):
+    """A TCP connect every millisecond until stop_file exists. Prints {"started": true} after
+    the first attempt, then one JSON line: attempts, outcomes by name, the CLOCK_MONOTONIC
+    time of every attempt (microseconds, as the test's own clock reads it) and of each one that
+    connected, and the longest time between two attempts."""
+    counts, times_us, ok_us = {}, [], []
+    while True:
+        t = time.monotonic_ns() // 1000
+        c = socket.socket(fam, socket.SOCK_STREAM)
+        c.settimeout(2)
+        try:
+            c.connect((host, port))
+            key = "ok"
+            ok_us.append(t)
+        except OSError as e:
+            key = name(e)
+        c.close()
+        counts[key] = counts.get(key, 0) + 1
+        times_us.append(t)
+        if len(times_us) == 1:
+            print(json.dumps({"started": True}), flush=True)
+        if os.path.exists(stop_file):
+            break
+        time.sleep(0.001)
+    gaps = [b - a for a, b in zip(times_us, times_us[1:])]
+    print(json.dumps({"attempts": len(times_us), "outcomes": counts, "times_us": times_us,
+                      "ok_us": ok_us, "max_interval_us": max(gaps, default=0)}), flush=True)
+    return 0
 
 
 def main():
@@ -133,6 +163,8 @@ def main():
         except OSError as e:
             emit({"sendto": name(e)})
             return 4
+    if "--attempt-until" in rest:
+        return attempt_until(fam, host, port, rest[rest.index("--attempt-until") + 1])
     if "--repeat-for" in rest:
         end = time.time() + float(opt(rest, "--repeat-for"))
         counts = {}

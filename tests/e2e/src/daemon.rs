@@ -6,12 +6,19 @@
 //! SIGTERM (also on drop). Every timeout panics with what was awaited, the last events and the
 //! daemon's stderr, so a failing test says why. Every line is read as a typed
 //! [`bulwark_events::Event`]; a line that is not one is kept aside ([`Daemon::bad_lines`]).
+//!
+//! The daemon pins its programs so they outlive it; every daemon here pins under a [`PinDir`]
+//! of its own test (`--pin-dir /sys/fs/bpf/bulwark-e2e-...`), which `bulwark unload` empties
+//! when it is dropped, so no test adopts or inherits another test's programs. A test can crash
+//! and restart the daemon on the same pins ([`Daemon::kill9`], [`Daemon::terminate_async`],
+//! [`Daemon::respawn`]).
 
 use crate::world::World;
 use crate::TempDir;
 use bulwark_events::State;
 use serde_json::Value;
 use std::cell::RefCell;
+use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -73,9 +80,96 @@ pub struct DaemonConfig {
     pub kubernetes: bool,
 }
 
+/// The current `CLOCK_MONOTONIC` time in ns (the clock of Python's `time.monotonic_ns()`, so a
+/// test can compare its own moments with a probe's timestamps).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is writable.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A pin directory of one test under /sys/fs/bpf (`bulwark run --pin-dir`). Dropping it runs
+/// `bulwark unload --force` on it, so whatever a daemon pinned there (and left enforcing after
+/// it stopped) is detached and removed, also when the test fails.
+pub struct PinDir {
+    path: PathBuf,
+}
+
+impl PinDir {
+    /// A fresh, not yet existing directory (a leftover of the same name is unloaded first).
+    pub fn new(tag: &str) -> PinDir {
+        let path = PathBuf::from(format!(
+            "/sys/fs/bpf/bulwark-e2e-{}-{}-{tag}",
+            std::process::id(),
+            crate::next_id()
+        ));
+        let pins = PinDir { path };
+        if pins.path.exists() {
+            pins.unload(true);
+        }
+        pins
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `bulwark unload --pin-dir <this>` (with `--force` when asked); its output.
+    pub fn unload(&self, force: bool) -> std::process::Output {
+        let mut cmd = Command::new(bulwark_bin());
+        cmd.arg("unload").arg("--pin-dir").arg(&self.path);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output()
+            .unwrap_or_else(|e| panic!("cannot run bulwark unload: {e}"))
+    }
+
+    /// Names of the entries in the directory (the daemon's `build-<id>` directories), sorted.
+    pub fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if !self.path.exists() {
+            return;
+        }
+        let out = self.unload(true);
+        if !out.status.success() || self.path.exists() {
+            eprintln!(
+                "warning: bulwark unload {} failed: {}{}",
+                self.path.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 /// A running `bulwark run`.
 pub struct Daemon {
     child: Option<Child>,
+    /// A daemon told to stop ([`Daemon::terminate_async`]) that may still be running.
+    stopping: Option<Child>,
+    /// The command line (without the program), to start it again.
+    argv: Vec<OsString>,
+    /// The daemon's own pin directory (dropped, so unloaded, after the daemon is stopped);
+    /// `None` when the test passed one ([`Daemon::start_pinned`]).
+    _own_pins: Option<PinDir>,
     dir: TempDir,
     policy_dir: PathBuf,
     workloads_path: PathBuf,
@@ -142,8 +236,21 @@ impl Daemon {
         })
     }
 
-    /// Starts the daemon as configured and waits for its `ready` status event.
+    /// Starts the daemon as configured, pinning under a pin directory of its own, and waits for
+    /// its `ready` status event.
     pub fn start_with(cfg: DaemonConfig) -> Daemon {
+        let pins = PinDir::new("daemon");
+        let pin_dir = pins.path().to_path_buf();
+        Daemon::spawn(cfg, &pin_dir, Some(pins))
+    }
+
+    /// [`Daemon::start_with`] on the test's pin directory, which outlives this daemon (to look
+    /// at what stays after it stops, or to start another daemon on the same pins).
+    pub fn start_pinned(cfg: DaemonConfig, pins: &PinDir) -> Daemon {
+        Daemon::spawn(cfg, pins.path(), None)
+    }
+
+    fn spawn(cfg: DaemonConfig, pin_dir: &Path, own_pins: Option<PinDir>) -> Daemon {
         crate::preflight();
         let bin = bulwark_bin();
         let dir = TempDir::new("daemon");
@@ -156,36 +263,33 @@ impl Daemon {
         std::fs::write(&workloads, &cfg.workloads).expect("write workloads");
         let events_path = dir.join("events.jsonl");
         let stderr_path = dir.join("daemon.stderr");
-        let stdout_path = dir.join("daemon.stdout");
         assert!(
             !cfg.kubernetes || cfg.policies.is_empty(),
             "DaemonConfig: policy files and kubernetes mode exclude each other"
         );
-        let mut cmd = Command::new(bin);
-        cmd.arg("run");
+        let mut argv: Vec<OsString> = vec!["run".into()];
         if cfg.kubernetes {
-            cmd.arg("--kubernetes");
+            argv.push("--kubernetes".into());
         } else {
-            cmd.arg("--policy-dir").arg(&policy_dir);
+            argv.extend(["--policy-dir".into(), policy_dir.clone().into()]);
         }
-        cmd.arg("--events")
-            .arg(&events_path)
-            .arg("--workloads")
-            .arg(&workloads)
-            .arg("--node-name")
-            .arg(NODE_NAME)
-            .args(&cfg.extra_args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout_path).expect("create stdout file"))
-            .stderr(std::fs::File::create(&stderr_path).expect("create stderr file"));
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        argv.extend([
+            "--events".into(),
+            events_path.clone().into(),
+            "--workloads".into(),
+            workloads.clone().into(),
+            "--node-name".into(),
+            NODE_NAME.into(),
+            "--pin-dir".into(),
+            pin_dir.into(),
+        ]);
+        argv.extend(cfg.extra_args.iter().map(OsString::from));
+        let child = spawn_daemon(bin, &argv, &dir);
         let daemon = Daemon {
             child: Some(child),
+            stopping: None,
+            argv,
+            _own_pins: own_pins,
             dir,
             policy_dir,
             workloads_path: workloads,
@@ -197,6 +301,61 @@ impl Daemon {
             e["type"] == "status" && e["state"] == "ready"
         });
         daemon
+    }
+
+    /// SIGKILLs the daemon (a crash: it cleans up nothing) and reaps it; returns
+    /// [`monotonic_ns`] at the signal. Start the next one with [`Daemon::respawn`].
+    pub fn kill9(&mut self) -> u64 {
+        let mut child = self.child.take().expect("a running daemon to kill");
+        let at = monotonic_ns();
+        child.kill().expect("SIGKILL the daemon");
+        child.wait().expect("reap the killed daemon");
+        at
+    }
+
+    /// Sends SIGTERM (as a rolling update does) without waiting for the exit; returns
+    /// [`monotonic_ns`] at the signal. [`Daemon::respawn`] starts the next daemon while this one
+    /// may still be stopping, then waits for it to exit.
+    pub fn terminate_async(&mut self) -> u64 {
+        let child = self.child.take().expect("a running daemon to stop");
+        let at = monotonic_ns();
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        self.stopping = Some(child);
+        at
+    }
+
+    /// Starts a new daemon with the same command line plus `extra` (same policy dir,
+    /// workloads, events file and pin dir), after [`Daemon::kill9`] or
+    /// [`Daemon::terminate_async`]; waits for the stopping one to exit (it must exit 0) and for
+    /// the new one's `ready`. Returns that event and [`monotonic_ns`] when it was seen.
+    pub fn respawn(&mut self, extra: &[&str]) -> (Event, u64) {
+        assert!(self.child.is_none(), "respawn: the daemon is still running");
+        let mark = self.mark();
+        let mut argv = self.argv.clone();
+        argv.extend(extra.iter().map(OsString::from));
+        self.child = Some(spawn_daemon(bulwark_bin(), &argv, &self.dir));
+        if let Some(mut old) = self.stopping.take() {
+            let exited = crate::poll_until(crate::timeout(), || old.try_wait().ok().flatten());
+            let Some(status) = exited else {
+                let _ = old.kill();
+                let _ = old.wait();
+                panic!(
+                    "the old daemon did not exit after SIGTERM\n{}",
+                    self.diagnostics()
+                );
+            };
+            assert!(
+                status.success(),
+                "the old daemon exited with {status}\n{}",
+                self.diagnostics()
+            );
+        }
+        let ready = self.wait_event_after(mark, "the restarted daemon's ready status", |e| {
+            e["type"] == "status" && e["state"] == "ready"
+        });
+        (ready, monotonic_ns())
     }
 
     /// The daemon's pid.
@@ -558,8 +717,34 @@ impl Daemon {
     }
 }
 
+/// Starts `bulwark ARGV` with stdout/stderr appended to `dir`'s `daemon.stdout` and
+/// `daemon.stderr` (a restarted daemon continues them).
+fn spawn_daemon(bin: &Path, argv: &[OsString], dir: &TempDir) -> Child {
+    let append = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap_or_else(|e| panic!("create {name}: {e}"))
+    };
+    let mut cmd = Command::new(bin);
+    cmd.args(argv)
+        .stdin(Stdio::null())
+        .stdout(append("daemon.stdout"))
+        .stderr(append("daemon.stderr"));
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Some(mut old) = self.stopping.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
         if std::thread::panicking() && self.child.is_some() {
             // The assertion that failed may not show what the daemon said: print it here.
             eprintln!("the test failed; daemon state:\n{}", self.diagnostics());

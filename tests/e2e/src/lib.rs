@@ -20,7 +20,7 @@ pub mod servers;
 pub mod world;
 
 pub use cgroup::{cgroup2_mount, Cgroup};
-pub use daemon::{Daemon, DaemonConfig, Event};
+pub use daemon::{monotonic_ns, Daemon, DaemonConfig, Event, PinDir};
 pub use netns::NetPair;
 pub use pod::{Pod, RunOutput, Running};
 pub use policy::{PolicyBuilder, RuleBuilder};

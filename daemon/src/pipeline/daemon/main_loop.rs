@@ -1,7 +1,8 @@
 //! The daemon's main loop: start-up (seed processes, workloads, the first policy set, `ready`),
 //! then until stopped: drain kernel records into events ([`Daemon::pump`]), apply on-disk
 //! [`Change`]s and serve [`Request`]s from other threads, and once a second [`Daemon::tick`];
-//! at the end drain, detach and write `stopping`. Everything that changes the kernel runs on
+//! at the end drain, let go of the kernel (pinned programs stay and keep enforcing) and write
+//! `stopping`. Everything that changes the kernel runs on
 //! this loop's thread, so one place applies rule sets and writes status events.
 
 use super::{Daemon, SetError, SetOutcome};
@@ -250,7 +251,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::fakes::{cluster_daemon, daemon, only_status, tmpdir};
+    use crate::pipeline::fakes::{adopting_daemon, cluster_daemon, daemon, only_status, tmpdir};
     use crate::record::as_bytes;
     use crate::record::tests::exec_record;
     use daemon_common::{EventHeader, MatchEvent, ACTION_SIGKILL, EVENT_MATCH, HOOK_EXEC};
@@ -307,6 +308,47 @@ mod tests {
             "the match with an unknown hook is counted as lost"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn matches_recorded_before_a_restart_name_their_policy_when_the_rule_set_is_unchanged() {
+        use daemon_common::{ACTION_BLOCK, HOOK_CONNECT};
+        let blocked = |slot: u8, tgid: u32| MatchEvent {
+            header: EventHeader {
+                kind: EVENT_MATCH,
+                tgid,
+                time_ns: 1_500,
+                start_ns: 1_000,
+            },
+            slot,
+            selector: 0,
+            hook: HOOK_CONNECT,
+            actions: ACTION_BLOCK,
+            enforced: 1,
+            ..Default::default()
+        };
+        for (before, named) in [("block-x", Some("block-x")), ("other", None)] {
+            let dir = tmpdir("adopted");
+            std::fs::write(dir.join("policies/p.yaml"), "block-x").unwrap();
+            // The previous daemon left `before` enforcing in slot 1.
+            let (mut d, out) = adopting_daemon(Some(&dir), &[before], 1);
+            d.start();
+            assert_eq!(
+                d.kernel.active, 0,
+                "the set is re-applied into the other slot"
+            );
+            out.take();
+            d.kernel.queue = vec![as_bytes(&blocked(1, 5_000_002))];
+            d.pump(Duration::ZERO).unwrap();
+            let ev = out.take();
+            let m = ev
+                .iter()
+                .find(|e| e["type"] == "policy_match")
+                .unwrap_or_else(|| panic!("{ev:?}"));
+            assert_eq!(m["policy_name"].as_str(), named, "{before}: {m}");
+            assert_eq!(m["outcome"], "blocked", "{m}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::kernel::{Kernel, Reseed, Rules};
 use super::policy_backend::PolicyBackend;
 use super::policy_dir::PolicyDir;
 use super::translate::Pipeline;
-use super::workload::WorkloadSpec;
+use super::workload::{WorkloadChange, WorkloadSpec};
 use bulwark_events::Diagnostic;
 use bulwark_events::{State, Status};
 use std::io::Write;
@@ -68,6 +68,9 @@ where
     in_force: Vec<String>,
     pub generation: u64,
     workload_specs: Vec<WorkloadSpec>,
+    /// Workload map writes held back until the first apply, on a kernel taken over from a
+    /// previous daemon (see [`Daemon::write_workload`]); `None` once they go straight through.
+    deferred_workloads: Option<Vec<WorkloadChange>>,
     last_lost: u64,
     /// Capacity warnings of the last status event.
     last_warnings: Vec<String>,
@@ -90,6 +93,7 @@ where
             .policy_dir
             .clone()
             .map(|d| PolicyDir::new(d, cfg.workloads_file.clone()));
+        let deferred_workloads = kernel.adopted().then(Vec::new);
         Daemon {
             cfg,
             backend,
@@ -102,6 +106,7 @@ where
             in_force: Vec::new(),
             generation: 0,
             workload_specs: Vec::new(),
+            deferred_workloads,
             last_lost: 0,
             last_warnings: Vec::new(),
             ticks: 0,
@@ -157,8 +162,16 @@ where
     /// The kernel's atomic A/B apply of `rules`, running processes reseeded; on success the
     /// rules are in force (a new generation).
     fn apply_rules(&mut self, rules: Arc<B::Rules>) -> anyhow::Result<()> {
+        if self.current.is_none() {
+            // Restarted on pinned programs that still enforce this very rule set: the matches
+            // recorded before this apply (waiting in the ring buffer) name their policies.
+            if let Some(slot) = self.kernel.slot_holding(&rules) {
+                self.pipeline.set_slot(slot, rules.clone());
+            }
+        }
         let reseed = self.reseed(&rules);
         let slot = self.kernel.apply(&rules, &reseed)?;
+        self.flush_deferred_workloads();
         self.pipeline.set_slot(slot, rules.clone());
         self.current = Some(rules);
         self.generation += 1;

@@ -3,6 +3,15 @@
 //! Kubernetes side's Pods ([`super::Request::AddWorkload`]). Each change goes to the registry
 //! (identity on events) and to the kernel's workload map (namespace selectors); a change of a
 //! running process's namespace is followed by a re-apply of the set in force.
+//!
+//! On a kernel taken over from a previous daemon, the workload map keeps that daemon's
+//! namespace ids, which its rule set (still enforcing) was compiled with; this daemon may number
+//! namespaces differently. So until this daemon's first apply its workload writes are held back
+//! and then written right after the switch: old rules see old ids, new rules new ones. With a
+//! policy directory the workloads file is the whole registry by then, so cgroups the previous
+//! daemon registered and this one does not (the file changed meanwhile) are removed too; in
+//! Kubernetes mode Pods keep arriving after the first apply, and a Pod's cgroup never changes
+//! namespace, so nothing is removed there.
 
 use super::Daemon;
 use crate::pipeline::kernel::{Kernel, Rules};
@@ -73,14 +82,7 @@ where
             .sync_file(resolved.entries, &mut |ns| backend.intern_namespace(ns));
         let changed = !changes.is_empty();
         for ch in changes {
-            let r = match ch {
-                WorkloadChange::Set {
-                    cgroup_id,
-                    namespace_id,
-                } => self.kernel.set_workload(cgroup_id, namespace_id),
-                WorkloadChange::Remove { cgroup_id } => self.kernel.remove_workload(cgroup_id),
-            };
-            if let Err(e) = r {
+            if let Err(e) = self.write_workload(ch) {
                 let msg = format!("workload map update {ch:?} failed: {e:#}");
                 eprintln!("bulwark: error: {msg}");
                 diags.push(Diagnostic::error(DaemonCode::Workloads, None, msg));
@@ -101,9 +103,55 @@ where
             .registry
             .add(cgroup_id, Workload { pod, namespace_id });
         if change.is_some() {
-            self.kernel.set_workload(cgroup_id, namespace_id)?;
+            self.write_workload(WorkloadChange::Set {
+                cgroup_id,
+                namespace_id,
+            })?;
         }
         Ok(change.is_some())
+    }
+
+    /// Writes one change to the kernel's workload map, or holds it back until the first apply
+    /// (see the module doc).
+    fn write_workload(&mut self, ch: WorkloadChange) -> anyhow::Result<()> {
+        if let Some(held) = self.deferred_workloads.as_mut() {
+            held.push(ch);
+            return Ok(());
+        }
+        match ch {
+            WorkloadChange::Set {
+                cgroup_id,
+                namespace_id,
+            } => self.kernel.set_workload(cgroup_id, namespace_id),
+            WorkloadChange::Remove { cgroup_id } => self.kernel.remove_workload(cgroup_id),
+        }
+    }
+
+    /// After an apply: writes the changes held back since start (from now on they go straight
+    /// through).
+    pub(super) fn flush_deferred_workloads(&mut self) {
+        let Some(held) = self.deferred_workloads.take() else {
+            return;
+        };
+        let mut changes = held;
+        if self.policies.is_some() {
+            match self.kernel.workload_cgroups() {
+                Ok(ids) => changes.extend(
+                    ids.into_iter()
+                        .filter(|id| self.pipeline.registry.get(*id).is_none())
+                        .map(|cgroup_id| WorkloadChange::Remove { cgroup_id }),
+                ),
+                Err(e) => eprintln!(
+                    "bulwark: error: cannot list the workload map left by the previous daemon: \
+                     {e:#}"
+                ),
+            }
+        }
+        for ch in changes {
+            if let Err(e) = self.write_workload(ch) {
+                eprintln!("bulwark: error: workload map update {ch:?} failed: {e:#}");
+            }
+        }
     }
 
     /// Re-resolves the workloads file's cgroups (created later, or re-created with a new id);
@@ -124,7 +172,7 @@ where
     /// Forgets a workload (see [`Daemon::register_workload`]).
     pub(super) fn unregister_workload(&mut self, cgroup_id: u64) -> anyhow::Result<bool> {
         if self.pipeline.registry.remove(cgroup_id).is_some() {
-            self.kernel.remove_workload(cgroup_id)?;
+            self.write_workload(WorkloadChange::Remove { cgroup_id })?;
             return Ok(true);
         }
         Ok(false)
@@ -135,7 +183,73 @@ where
 mod tests {
     use super::super::{Change, Request};
     use super::*;
-    use crate::pipeline::fakes::{apply, cluster_daemon, daemon, only_status, tmpdir};
+    use crate::pipeline::fakes::{
+        adopting_daemon, apply, cluster_daemon, daemon, only_status, tmpdir,
+    };
+
+    #[test]
+    fn on_an_adopted_kernel_workload_writes_wait_for_the_first_apply() {
+        // The previous daemon's rule set and workload map (its namespace ids) are in force.
+        let (mut d, _out) = adopting_daemon(None, &["alpha"], 1);
+        d.kernel.workloads.insert(11, 7);
+        let (tx, rx) = std::sync::mpsc::channel();
+        d.start();
+        tx.send(Request::AddWorkload {
+            cgroup_id: 11,
+            pod: Pod {
+                namespace: "web".into(),
+                ..Default::default()
+            },
+        })
+        .unwrap();
+        d.on_requests(&rx);
+        assert_eq!(
+            d.kernel.workloads.get(&11),
+            Some(&7),
+            "the old rule set still enforces with the old ids"
+        );
+        assert_eq!(d.pipeline.registry.get(11).unwrap().pod.namespace, "web");
+        apply(&mut d, &tx, &rx, &["alpha"]).unwrap();
+        assert_eq!(
+            d.kernel.workloads.get(&11),
+            Some(&1),
+            "written with the switch"
+        );
+        tx.send(Request::RemoveWorkload { cgroup_id: 11 }).unwrap();
+        d.on_requests(&rx);
+        assert!(
+            !d.kernel.workloads.contains_key(&11),
+            "then straight through"
+        );
+    }
+
+    #[test]
+    fn with_a_policy_directory_the_restart_drops_cgroups_the_file_no_longer_lists() {
+        let dir = tmpdir("adopted-wl");
+        std::fs::write(dir.join("policies/p.yaml"), "alpha").unwrap();
+        let wl = dir.join("workloads.yaml");
+        std::fs::write(
+            &wl,
+            "workloads:\n- {cgroup: /, namespace: web, pod: web-1, container: app}\n",
+        )
+        .unwrap();
+        let (mut d, _out) = adopting_daemon(Some(&dir), &["alpha"], 0);
+        d.cfg.workloads_file = Some(wl);
+        // Left by the previous daemon: a cgroup the file no longer lists, and the root cgroup
+        // under that daemon's namespace id.
+        let root_id = std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(d.cfg.cgroup_mount.clone().unwrap()).unwrap(),
+        );
+        d.kernel.workloads.insert(999, 3);
+        d.kernel.workloads.insert(root_id, 4);
+        d.start();
+        assert_eq!(
+            d.kernel.workloads,
+            [(root_id, 1)].into_iter().collect(),
+            "after the first apply the kernel holds exactly the file's workloads"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn pod_workloads_are_registered_with_one_reapply_per_batch() {

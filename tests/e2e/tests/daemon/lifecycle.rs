@@ -2,11 +2,21 @@
 //! processes that were already running when the daemon started are known (seeded from /proc)
 //! and policies apply to them; the workloads file is watched, so a pod registered after start
 //! gets its namespace's policies without a restart.
+//!
+//! Enforcement outlives the daemon (pinned programs): a workload attempting a blocked connect
+//! every millisecond gets through neither a `kill -9` + restart, nor a SIGTERM + new daemon
+//! (rolling update), nor an upgrade to another build; a policy changed while the daemon was
+//! dead takes effect at restart, and what the kernel recorded meanwhile is reported then;
+//! `bulwark unload` removes every pin and program and is refused while a daemon runs.
 
-use crate::{assert_eperm, assert_killed_at_exec, assert_ran};
+use crate::{assert_connected, assert_eperm, assert_killed_at_exec, assert_ran};
 use bulwark_e2e::daemon::ev;
 use bulwark_e2e::{preflight, serial, Daemon, DaemonConfig, PolicyBuilder, RuleBuilder};
-use bulwark_e2e::{TestServer, World, WorldConfig};
+use bulwark_e2e::{PinDir, Running, TestServer, World, WorldConfig};
+use serde_json::Value;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 fn block_8080(name: &str, ns: &str) -> String {
@@ -151,4 +161,417 @@ fn workloads_registered_after_start_get_their_policies() {
     let out = late.run(&[touch.to_str().unwrap(), marker.to_str().unwrap()]);
     let m = assert_killed_at_exec(&d, &out, &touch, "e2e-late-pods", &marker);
     assert_eq!(m["process"]["pod"]["name"], "late", "{m}");
+}
+
+/// A workload process in the pod attempting a connect every millisecond (client.py
+/// `--attempt-until`), from before a daemon change until after it.
+struct Attempts {
+    running: Running,
+    stop_file: PathBuf,
+}
+
+/// What the attempts saw: every attempt's time and each one that connected.
+struct AttemptLog {
+    pid: u32,
+    attempts: usize,
+    outcomes: Value,
+    times_us: Vec<u64>,
+    ok_us: Vec<u64>,
+    max_interval_us: u64,
+}
+
+impl Attempts {
+    /// Starts the loop and waits for its first attempt.
+    fn start(w: &World, ip: IpAddr, port: u16) -> Attempts {
+        let stop_file = w
+            .dir()
+            .join(format!("stop-attempts-{}", bulwark_e2e::next_id()));
+        let argv = w
+            .pod()
+            .probe_argv(ip, port, &["--attempt-until", stop_file.to_str().unwrap()]);
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let running = w.pod().spawn(&refs);
+        let started = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
+            running.stdout_so_far().contains("started").then_some(())
+        });
+        assert!(started.is_some(), "the connect loop did not start");
+        Attempts { running, stop_file }
+    }
+
+    /// Stops the loop (after at least one more attempt) and reads what it saw.
+    fn finish(self) -> AttemptLog {
+        std::fs::write(&self.stop_file, "").unwrap();
+        let pid = self.running.pid();
+        let out = self.running.wait(bulwark_e2e::timeout());
+        assert!(out.success(), "the connect loop failed: {out}");
+        let last = out.stdout.lines().last().unwrap_or_default();
+        let v: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let us = |k: &str| -> Vec<u64> {
+            v[k].as_array()
+                .unwrap_or_else(|| panic!("no {k}: {last}"))
+                .iter()
+                .filter_map(Value::as_u64)
+                .collect()
+        };
+        AttemptLog {
+            pid,
+            attempts: v["attempts"].as_u64().unwrap() as usize,
+            outcomes: v["outcomes"].clone(),
+            times_us: us("times_us"),
+            ok_us: us("ok_us"),
+            max_interval_us: v["max_interval_us"].as_u64().unwrap(),
+        }
+    }
+}
+
+impl AttemptLog {
+    /// Attempts made between two [`bulwark_e2e::monotonic_ns`] moments.
+    fn between(&self, from_ns: u64, to_ns: u64) -> usize {
+        self.times_us
+            .iter()
+            .filter(|t| (from_ns / 1000..=to_ns / 1000).contains(*t))
+            .count()
+    }
+
+    /// Every attempt failed with EPERM, the window from `from_ns` to `to_ns` was covered
+    /// (attempts before, within and after it), and the server accepted nothing. Prints the
+    /// measurement and returns the attempts within the window.
+    fn assert_no_escape(&self, what: &str, srv: &TestServer, from_ns: u64, to_ns: u64) -> usize {
+        let within = self.between(from_ns, to_ns);
+        let window_ms = (to_ns - from_ns) as f64 / 1e6;
+        eprintln!(
+            "{what}: {} attempts in all, {within} in the {window_ms:.1} ms window, {} connected \
+             (outcomes {}, longest interval between attempts {:.1} ms)",
+            self.attempts,
+            self.ok_us.len(),
+            self.outcomes,
+            self.max_interval_us as f64 / 1e3
+        );
+        assert!(
+            self.ok_us.is_empty(),
+            "{what}: {} of {} attempts connected, at µs {:?} (window {}..{} µs)",
+            self.ok_us.len(),
+            self.attempts,
+            self.ok_us,
+            from_ns / 1000,
+            to_ns / 1000
+        );
+        assert_eq!(
+            self.outcomes,
+            serde_json::json!({ "EPERM": self.attempts }),
+            "{what}: every attempt is refused by the policy"
+        );
+        let (first, last) = (self.times_us[0], *self.times_us.last().unwrap());
+        assert!(
+            first < from_ns / 1000 && last > to_ns / 1000 && within > 0,
+            "{what}: the attempts must cover the window (first {first}, last {last}, window \
+             {}..{} µs, {within} within)",
+            from_ns / 1000,
+            to_ns / 1000
+        );
+        assert!(
+            srv.log().accepts().is_empty(),
+            "{what}: the server accepted {:?}",
+            srv.log().accepts()
+        );
+        within
+    }
+}
+
+/// `bpftool -j ARGS` as JSON; `None` when bpftool fails (e.g. no such id).
+fn bpftool(args: &[&str]) -> Option<Value> {
+    let out = Command::new(&preflight().bpftool)
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("run bpftool");
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// Ids of the programs and maps pinned in a build directory (through its pinned links and
+/// maps), as the kernel numbers them.
+fn pinned_ids(build: &std::path::Path) -> (Vec<u64>, Vec<u64>) {
+    let entries = |d: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(build.join(d))
+            .unwrap_or_else(|e| panic!("{}/{d}: {e}", build.display()))
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    };
+    let id = |kind: &str, field: &str, p: &PathBuf| -> u64 {
+        let v = bpftool(&[kind, "show", "pinned", p.to_str().unwrap()])
+            .unwrap_or_else(|| panic!("bpftool {kind} show pinned {}", p.display()));
+        v[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} of {v}"))
+    };
+    let progs = entries("links")
+        .iter()
+        .map(|l| id("link", "prog_id", l))
+        .collect();
+    let maps = entries("maps").iter().map(|m| id("map", "id", m)).collect();
+    (progs, maps)
+}
+
+/// Which of `ids` the kernel still has (`bpftool prog|map show`).
+fn still_loaded(kind: &str, ids: &[u64]) -> Vec<u64> {
+    let all = bpftool(&[kind, "show"]).unwrap_or(Value::Null);
+    let live: Vec<u64> = all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["id"].as_u64())
+        .collect();
+    ids.iter().copied().filter(|i| live.contains(i)).collect()
+}
+
+/// None of these programs and maps is left in the kernel (`what` says whose they were). The
+/// kernel frees them asynchronously (deferred work) once the last reference is gone: waits.
+fn assert_gone(progs: &[u64], maps: &[u64], what: &str) {
+    let left = || (still_loaded("prog", progs), still_loaded("map", maps));
+    let gone = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
+        let (p, m) = left();
+        (p.is_empty() && m.is_empty()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "programs and maps of {what} left: {:?}",
+        left()
+    );
+}
+
+/// A daemon of `w` on `pins` enforcing `policy` (file `p.yaml`).
+fn start_on(w: &World, pins: &PinDir, policy: &str) -> Daemon {
+    Daemon::start_pinned(
+        DaemonConfig {
+            policies: vec![("p.yaml".into(), policy.to_string())],
+            workloads: w.workloads_yaml(),
+            ..DaemonConfig::default()
+        },
+        pins,
+    )
+}
+
+/// A world whose pod may not connect to its server's port 8080 (policy and namespace
+/// `e2e-<tag>`), enforced by a daemon pinned in a pin directory of the test. Fields drop in
+/// order: the daemon stops before its pins are unloaded and its world goes (use the fields in
+/// place: moved out, they would drop in another order).
+struct Blocked {
+    d: Daemon,
+    pins: PinDir,
+    srv: TestServer,
+    w: World,
+}
+
+fn blocked(tag: &str) -> Blocked {
+    let name = format!("e2e-{tag}");
+    let w = World::single(tag, &name);
+    let srv = TestServer::start(&w.net, &[8080]);
+    let pins = PinDir::new(tag);
+    let d = start_on(&w, &pins, &block_8080(&name, &name));
+    Blocked { d, pins, srv, w }
+}
+
+#[test]
+fn kill_9_and_restart_lets_no_blocked_connect_through() {
+    let _g = serial();
+    let mut b = blocked("crash");
+    let (w, srv, d) = (&b.w, &b.srv, &mut b.d);
+    assert!(
+        d.stderr().contains("loaded fresh and pinned"),
+        "{}",
+        d.stderr()
+    );
+    let attempts = Attempts::start(w, w.net.server_ip(false), 8080);
+    let before_kill = d.mark();
+    let killed = d.kill9();
+    let (ready, ready_at) = d.respawn(&[]);
+    let log = attempts.finish();
+    assert_eq!(
+        ready["policies"],
+        serde_json::json!(["e2e-crash"]),
+        "{ready}"
+    );
+    assert!(
+        d.stderr().contains("programs adopted from"),
+        "the restarted daemon adopts the pins: {}",
+        d.stderr()
+    );
+    log.assert_no_escape("kill -9 + restart", srv, killed, ready_at);
+    // The restarted daemon enforces through its own rule set too.
+    assert_eperm(&w.pod().probe(w.net.server_ip(false), 8080, &[]));
+    // The matches recorded while no daemon ran are reported by the restarted one, and name
+    // the policy: its rule set is the one that was in force.
+    d.sync();
+    let reported: Vec<_> = d.events()[before_kill..]
+        .iter()
+        .filter(|e| ev::is(e, "policy_match") && ev::pid(e) == Some(u64::from(log.pid)))
+        .cloned()
+        .collect();
+    assert!(
+        !reported.is_empty(),
+        "the restarted daemon reported no match of the loop"
+    );
+    let unnamed: Vec<_> = reported
+        .iter()
+        .filter(|e| !ev::is_match(e, "e2e-crash", "connect"))
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "matches without their policy: {unnamed:?}"
+    );
+}
+
+#[test]
+fn a_rolling_update_sigterm_then_new_daemon_lets_no_blocked_connect_through() {
+    let _g = serial();
+    let mut b = blocked("rolling");
+    let (w, srv, d) = (&b.w, &b.srv, &mut b.d);
+    let attempts = Attempts::start(w, w.net.server_ip(false), 8080);
+    let stopped = d.terminate_async();
+    let (_, ready_at) = d.respawn(&[]);
+    let log = attempts.finish();
+    assert!(
+        d.stderr().contains("programs adopted from"),
+        "the new daemon adopts what the stopped one left pinned: {}",
+        d.stderr()
+    );
+    log.assert_no_escape("SIGTERM + new daemon", srv, stopped, ready_at);
+}
+
+#[test]
+fn an_upgrade_loads_next_to_the_old_build_and_retires_it_after_its_first_apply() {
+    let _g = serial();
+    let mut b = blocked("upgrade");
+    let (w, srv, pins, d) = (&b.w, &b.srv, &b.pins, &mut b.d);
+    let old = pins.entries();
+    assert!(
+        old.len() == 1 && old[0].starts_with("build-"),
+        "one build pinned: {old:?}"
+    );
+    let (old_progs, old_maps) = pinned_ids(&pins.path().join(&old[0]));
+    assert!(
+        old_progs.len() >= 8 && !old_maps.is_empty(),
+        "{old_progs:?} {old_maps:?}"
+    );
+
+    let attempts = Attempts::start(w, w.net.server_ip(false), 8080);
+    let stopped = d.terminate_async();
+    let (_, ready_at) = d.respawn(&["--test-build-id", "e2e-next"]);
+    let log = attempts.finish();
+    assert!(
+        d.stderr().contains("loaded fresh and pinned"),
+        "another build loads its own programs: {}",
+        d.stderr()
+    );
+    log.assert_no_escape("upgrade to another build", srv, stopped, ready_at);
+
+    // Only the new build is left: its first apply retired the old pins and programs.
+    assert_eq!(pins.entries(), ["build-test-e2e-next"]);
+    assert_gone(&old_progs, &old_maps, "the old build");
+    // One blocked connect, one event: the old programs no longer report it.
+    let out = w.pod().probe(w.net.server_ip(false), 8080, &[]);
+    assert_eperm(&out);
+    crate::wait_match(d, "e2e-upgrade", "connect", out.pid, 8080);
+    d.sync();
+    let matches = d.find(|e| ev::is(e, "policy_match") && ev::pid(e) == Some(out.pid as u64));
+    assert_eq!(matches.len(), 1, "exactly one policy_match: {matches:?}");
+}
+
+#[test]
+fn unload_removes_every_pin_and_program_and_is_refused_while_a_daemon_runs() {
+    let _g = serial();
+    let w = World::single("unload", "e2e-unload");
+    let srv = TestServer::start(&w.net, &[8080]);
+    let pins = PinDir::new("unload");
+    let d = start_on(&w, &pins, &block_8080("e2e-unload", "e2e-unload"));
+    let builds = pins.entries();
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    let (progs, maps) = pinned_ids(&pins.path().join(&builds[0]));
+
+    let refused = pins.unload(false);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "unload must refuse while the daemon runs"
+    );
+    assert!(
+        err.contains("is running") && err.contains(&format!("pid {}", d.pid())),
+        "{err}"
+    );
+    assert_eq!(pins.entries(), builds, "nothing removed");
+
+    d.stop();
+    // Stopped, not unloaded: the rules stay enforced.
+    assert_eperm(&w.pod().probe(w.net.server_ip(false), 8080, &[]));
+    let out = pins.unload(false);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            "removed {}",
+            pins.path().join(&builds[0]).display()
+        )) && said.contains("program(s) detached")
+            && said.contains("bulwark_connect4"),
+        "unload says what it removed: {said}"
+    );
+    assert!(!pins.path().exists(), "the pin directory is gone");
+    assert_gone(&progs, &maps, &said);
+    assert_connected(&w.pod().probe(w.net.server_ip(false), 8080, &[]));
+    assert_eq!(srv.log().accepts().len(), 1);
+    let again = pins.unload(false);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing pinned"));
+}
+
+#[test]
+fn a_policy_changed_while_the_daemon_was_dead_takes_effect_at_restart() {
+    let _g = serial();
+    let w = World::single("dead-edit", "e2e-dead-edit");
+    let _srv = TestServer::start(&w.net, &[8080, 8081]);
+    let ip = w.net.server_ip(false);
+    let pins = PinDir::new("dead-edit");
+    let block = |port: &str| {
+        PolicyBuilder::new("e2e-dead-edit")
+            .rule(
+                RuleBuilder::connect("block-one-port")
+                    .namespaces("In", &["e2e-dead-edit"])
+                    .destinations("In", &["10.199.0.0/16"], &[port], None)
+                    .action("Block"),
+            )
+            .yaml()
+    };
+    let mut d = start_on(&w, &pins, &block("8080"));
+    assert_eperm(&w.pod().probe(ip, 8080, &[]));
+    assert_connected(&w.pod().probe(ip, 8081, &[]));
+
+    d.kill9();
+    d.write_policy("p.yaml", &block("8081"));
+    // Dead daemon: the rules in force when it died still hold, and the kernel keeps the record.
+    let while_dead = w.pod().probe(ip, 8080, &[]);
+    assert_eperm(&while_dead);
+    assert_connected(&w.pod().probe(ip, 8081, &[]));
+
+    let (ready, _) = d.respawn(&[]);
+    assert_eq!(
+        ready["policies"],
+        serde_json::json!(["e2e-dead-edit"]),
+        "{ready}"
+    );
+    assert_connected(&w.pod().probe(ip, 8080, &[]));
+    assert_eperm(&w.pod().probe(ip, 8081, &[]));
+    // What was blocked while no daemon ran is reported by the next one (from the pinned ring
+    // buffer).
+    let m = d.wait_event("the match recorded while the daemon was dead", |e| {
+        ev::is(e, "policy_match") && ev::pid(e) == Some(while_dead.pid as u64)
+    });
+    assert_eq!(ev::dest(&m).1, 8080, "{m}");
+    assert_eq!(m["outcome"], "blocked", "{m}");
 }
