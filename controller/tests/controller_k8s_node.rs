@@ -141,6 +141,7 @@ async fn node_start_and_violation_handover() {
             process,
             destination: None,
             encryption: None,
+            reason: None,
         }),
     };
     let sender = handle.sender();

@@ -1,6 +1,7 @@
 //! bulwark's kernel programs. Kept small: every decision that can be made in userspace is made
 //! there and handed down as map entries by the compiler. `maps` holds the maps and shared
-//! helpers, `exec` the process lifecycle programs, `net` connect, sock_ops and sk_msg.
+//! helpers, `exec` the process lifecycle programs, `net` connect, sock_ops and sk_msg,
+//! `sockets` the socket guard (socket types those hooks cannot see).
 #![no_std]
 #![no_main]
 // Map keys are passed by reference on purpose: by value, a 260-byte key is copied onto the
@@ -12,6 +13,7 @@ mod exec;
 mod maps;
 mod net;
 mod noop;
+mod sockets;
 
 #[cfg(not(test))]
 #[panic_handler]

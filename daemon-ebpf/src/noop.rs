@@ -3,8 +3,10 @@
 //! `bulwark run --noop-programs` attaches these instead of the real ones.
 
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, raw_tracepoint, sock_ops, tracepoint},
-    programs::{RawTracePointContext, SockAddrContext, SockOpsContext, TracePointContext},
+    macros::{cgroup_sock, cgroup_sock_addr, raw_tracepoint, sock_ops, tracepoint},
+    programs::{
+        RawTracePointContext, SockAddrContext, SockContext, SockOpsContext, TracePointContext,
+    },
 };
 
 #[tracepoint]
@@ -44,5 +46,20 @@ pub fn noop_sendmsg6(_ctx: SockAddrContext) -> i32 {
 
 #[sock_ops]
 pub fn noop_sockops(_ctx: SockOpsContext) -> u32 {
+    0
+}
+
+#[cgroup_sock(sock_create)]
+pub fn noop_sock_create(_ctx: SockContext) -> i32 {
+    1
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn noop_socket_syscall(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[tracepoint]
+pub fn noop_uring_socket(_ctx: TracePointContext) -> u32 {
     0
 }

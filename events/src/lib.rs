@@ -9,8 +9,9 @@
 //! - [`process`]: the process an event is about ([`Process`], [`Parent`], [`Pod`]) and the
 //!   destination of a connection ([`Destination`]); `process_exec`, `process_exit`,
 //!   `process_connect`.
-//! - [`policy_match`]: a rule matched ([`PolicyMatch`], [`Outcome`]), with the policy
-//!   language's words ([`Hook`], [`Action`], [`Mode`], [`Encryption`]) from the policy model.
+//! - [`policy_match`]: a rule matched ([`PolicyMatch`], [`Outcome`], [`Reason`]), with the
+//!   policy language's words ([`Hook`], [`Action`], [`Mode`], [`Encryption`]) from the policy
+//!   model.
 //! - [`status`]: the daemon's own state ([`Status`], [`State`], [`Diagnostic`], with the lint's
 //!   [`Severity`]).
 //!
@@ -22,7 +23,7 @@ pub mod policy_match;
 pub mod process;
 pub mod status;
 
-pub use policy_match::{Action, Encryption, Hook, Mode, Outcome, PolicyMatch};
+pub use policy_match::{Action, Encryption, Hook, Mode, Outcome, PolicyMatch, Reason};
 pub use process::{Destination, Parent, Pod, Process};
 pub use status::{
     DaemonCode, DaemonDiagnostic, Diagnostic, LintDiagnostic, Severity, State, Status,
@@ -200,6 +201,7 @@ mod tests {
                 process: process(),
                 destination: Some(destination),
                 encryption: None,
+                reason: None,
             }),
             Body::Status(Status {
                 state: State::Ready,

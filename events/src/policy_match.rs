@@ -23,6 +23,32 @@ bulwark_policy::words! {
     }
 }
 
+bulwark_policy::words! {
+    /// Why a rule acted outside the plain evaluation of its hook (`reason`; `null` otherwise).
+    pub enum Reason ("reason") {
+        /// The socket guard refused a raw IP socket in a process a `Block` rule on `connect`
+        /// or `egress` covers: `socket()` failed with EPERM.
+        RawSocket = "raw_socket",
+        /// The socket guard refused an ICMP datagram ("ping") socket: EPERM.
+        IcmpSocket = "icmp_socket",
+        /// The socket guard refused an MPTCP socket: EPERM.
+        Mptcp = "mptcp",
+        /// The process asked for a packet socket (`AF_PACKET`): it was killed.
+        PacketSocket = "packet_socket",
+    }
+}
+
+impl Reason {
+    /// Reasons of the socket guard: the event is about a socket that was asked for, so it has
+    /// no destination.
+    pub fn is_socket_guard(self) -> bool {
+        matches!(
+            self,
+            Reason::RawSocket | Reason::IcmpSocket | Reason::Mptcp | Reason::PacketSocket
+        )
+    }
+}
+
 impl Outcome {
     /// The outcome of a selector whose strongest action is `action`, carried out or not.
     pub fn of(action: Action, enforced: bool) -> Outcome {
@@ -59,6 +85,10 @@ pub struct PolicyMatch {
     /// The first payload's verdict for `egress` rules, else `null`.
     #[serde(default)]
     pub encryption: Option<Encryption>,
+    /// Why the rule acted, when not for the plain evaluation of its hook (e.g. the socket
+    /// guard: `raw_socket`), else `null`.
+    #[serde(default)]
+    pub reason: Option<Reason>,
 }
 
 impl PolicyMatch {
@@ -91,6 +121,18 @@ mod tests {
             ["killed", "blocked", "would_kill", "would_block", "reported"]
         );
         assert_eq!("would_block".parse(), Ok(Outcome::WouldBlock));
+    }
+
+    #[test]
+    fn reasons_read_and_write_their_words() {
+        let words: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            words,
+            ["raw_socket", "icmp_socket", "mptcp", "packet_socket"]
+        );
+        assert_eq!("packet_socket".parse(), Ok(Reason::PacketSocket));
+        assert!("raw".parse::<Reason>().is_err());
+        assert!(Reason::ALL.iter().all(|r| r.is_socket_guard()));
     }
 
     /// A `policy_match` as the controller's tests always had it: fields the controller does
@@ -139,6 +181,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.encryption, Some(Encryption::Tls));
         assert_eq!(m.destination, None);
+        assert_eq!(m.reason, None, "an event without `reason` reads as null");
         assert_eq!(m.policy_label(), "ns/p");
         m.policy_namespace = None;
         assert_eq!(m.policy_label(), "p");

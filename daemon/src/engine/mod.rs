@@ -22,7 +22,14 @@
 //! - `bulwark_connect4/6`, `bulwark_sendmsg4/6` (cgroup sock_addr) and `bulwark_sockops`
 //!   (sock_ops) on the cgroup v2 root as bpf_links (links always coexist with other programs;
 //!   the kernel rejects explicit ALLOW_MULTI flags on link creation);
+//! - the socket guard ([`socket_guard`]): `bulwark_sock_create` (cgroup sock_create) on the
+//!   cgroup v2 root, `bulwark_socket_syscall` raw tracepoint `sys_enter`, and
+//!   `bulwark_uring_socket` tracepoint `io_uring/io_uring_submit_req` (skipped on a kernel
+//!   without io_uring);
 //! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map.
+//!
+//! [`LINKED_PROGRAMS`] lists every program attached through a link and its hook: loading,
+//! attaching, pinning and adopting all follow that one table.
 //!
 //! # Atomic apply
 //! [`Engine::apply`] clears and writes the inactive slot, sets `Config::pending_slot` (from then
@@ -48,6 +55,7 @@ mod btf;
 mod events;
 pub mod host;
 pub mod probe;
+pub mod socket_guard;
 
 pub use btf::{Btf, KIND_FUNC, KIND_TYPEDEF};
 pub use events::EventReader;
@@ -60,8 +68,8 @@ use aya::maps::{
     Array, HashMap, Map, MapData, PerCpuArray, RingBuf, SockHash,
 };
 use aya::programs::{
-    links::FdLink, CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint, SkMsg, SockOps,
-    TracePoint,
+    links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, RawTracePoint,
+    SkMsg, SockOps, TracePoint,
 };
 use aya::{Ebpf, EbpfLoader};
 pub use daemon_common::MapEntries;
@@ -123,18 +131,144 @@ const ALL_MAPS: [&str; 20] = [
     "ZEROS",
 ];
 
-/// Programs attached through links (pinned as `links/<name>`). `bulwark_egress` (sk_msg) is
-/// attached to the SOCKHASH instead and lives as long as that map.
-const LINKED_PROGRAMS: [&str; 8] = [
-    "bulwark_exec",
-    "bulwark_exit",
-    "bulwark_fork",
-    "bulwark_connect4",
-    "bulwark_connect6",
-    "bulwark_sendmsg4",
-    "bulwark_sendmsg6",
-    "bulwark_sockops",
+/// Where a linked program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attach {
+    /// Tracepoint `category/name`.
+    TracePoint(&'static str, &'static str),
+    /// Tracepoint `category/name`, when this kernel has it (a kernel without the subsystem has
+    /// nothing for the program to watch).
+    TracePointIfPresent(&'static str, &'static str),
+    RawTracePoint(&'static str),
+    /// On the cgroup v2 root, at the hook of the program's own attach type.
+    CgroupSockAddr,
+    CgroupSock,
+    SockOps,
+}
+
+/// Programs attached through links (pinned as `links/<name>`), in attach order. `bulwark_egress`
+/// (sk_msg) is attached to the SOCKHASH instead and lives as long as that map.
+const LINKED_PROGRAMS: [(&str, Attach); 11] = [
+    ("bulwark_exec", Attach::TracePoint("sched", "sched_process_exec")),
+    ("bulwark_exit", Attach::TracePoint("sched", "sched_process_exit")),
+    ("bulwark_fork", Attach::RawTracePoint("sched_process_fork")),
+    ("bulwark_connect4", Attach::CgroupSockAddr),
+    ("bulwark_connect6", Attach::CgroupSockAddr),
+    ("bulwark_sendmsg4", Attach::CgroupSockAddr),
+    ("bulwark_sendmsg6", Attach::CgroupSockAddr),
+    ("bulwark_sockops", Attach::SockOps),
+    ("bulwark_sock_create", Attach::CgroupSock),
+    ("bulwark_socket_syscall", Attach::RawTracePoint("sys_enter")),
+    (
+        "bulwark_uring_socket",
+        Attach::TracePointIfPresent(socket_guard::URING_TRACEPOINT.0, socket_guard::URING_TRACEPOINT.1),
+    ),
 ];
+
+/// Whether tracefs lists the tracepoint `category/name`.
+fn tracepoint_exists(tracefs: &Path, category: &str, name: &str) -> bool {
+    tracefs.join("events").join(category).join(name).is_dir()
+}
+
+/// Loads program `prog` (the real one or its noop twin) of hook `name` and attaches it. With
+/// `take` the link is returned (to be pinned); without, it stays with the program in `ebpf` and
+/// detaches when that is dropped. `None` as well when an optional hook is not on this kernel.
+fn attach_program(
+    ebpf: &mut Ebpf,
+    (name, attach): (&'static str, Attach),
+    prog: &str,
+    take: bool,
+    cgroup: &(PathBuf, std::fs::File),
+    tracefs: &Path,
+) -> anyhow::Result<Option<FdLink>> {
+    let (cg_path, cg) = cgroup;
+    let p = ebpf
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing"))?;
+    // Cgroup programs attach through bpf links: the kernel always attaches cgroup links as
+    // multi-capable (BPF_F_ALLOW_MULTI), so other agents' programs on this cgroup or below
+    // keep working; `Single` only says we attach one program per hook.
+    let on_cgroup = |e: aya::programs::ProgramError| {
+        anyhow::Error::new(e).context(format!(
+            "cannot attach {name} to cgroup {}",
+            cg_path.display()
+        ))
+    };
+    let link = match attach {
+        Attach::TracePoint(category, tp) | Attach::TracePointIfPresent(category, tp) => {
+            if matches!(attach, Attach::TracePointIfPresent(..))
+                && !tracepoint_exists(tracefs, category, tp)
+            {
+                log::info!("{name}: this kernel has no tracepoint {category}/{tp}; not attached");
+                return Ok(None);
+            }
+            let p: &mut TracePoint = p.try_into()?;
+            p.load().map_err(|e| load_error(name, e))?;
+            let id = p.attach(category, tp).with_context(|| {
+                format!("cannot attach {name} to tracepoint {category}/{tp}")
+            })?;
+            if !take {
+                return Ok(None);
+            }
+            FdLink::try_from(p.take_link(id)?)?
+        }
+        Attach::RawTracePoint(tp) => {
+            let p: &mut RawTracePoint = p.try_into()?;
+            p.load().map_err(|e| load_error(name, e))?;
+            let id = p
+                .attach(tp)
+                .with_context(|| format!("cannot attach {name} to raw tracepoint {tp}"))?;
+            if !take {
+                return Ok(None);
+            }
+            FdLink::from(p.take_link(id)?)
+        }
+        Attach::CgroupSockAddr => {
+            let p: &mut CgroupSockAddr = p.try_into()?;
+            p.load().map_err(|e| load_error(name, e))?;
+            let id = p
+                .attach(cg, CgroupAttachMode::Single)
+                .map_err(on_cgroup)?;
+            if !take {
+                return Ok(None);
+            }
+            FdLink::try_from(p.take_link(id)?)?
+        }
+        Attach::CgroupSock => {
+            let p: &mut CgroupSock = p.try_into()?;
+            p.load().map_err(|e| load_error(name, e))?;
+            let id = p
+                .attach(cg, CgroupAttachMode::Single)
+                .map_err(on_cgroup)?;
+            if !take {
+                return Ok(None);
+            }
+            FdLink::try_from(p.take_link(id)?)?
+        }
+        Attach::SockOps => {
+            let p: &mut SockOps = p.try_into()?;
+            p.load().map_err(|e| load_error(name, e))?;
+            let id = p
+                .attach(cg, CgroupAttachMode::Single)
+                .map_err(on_cgroup)?;
+            if !take {
+                return Ok(None);
+            }
+            FdLink::try_from(p.take_link(id)?)?
+        }
+    };
+    Ok(Some(link))
+}
+
+/// The structure offsets and host facts the programs read from `OFFSETS`.
+pub(crate) fn resolve_offsets(btf_path: &Path, tracefs: &Path) -> anyhow::Result<KernelOffsets> {
+    let btf = Btf::from_file(btf_path)?;
+    let mut offsets = btf.kernel_offsets()?;
+    offsets.tp_exit_group_dead =
+        host::tracepoint_field_offset(tracefs, "sched", "sched_process_exit", "group_dead")
+            .unwrap_or(0);
+    Ok(socket_guard::offsets(&btf, tracefs, offsets))
+}
 
 /// The engine's map handles, by name.
 struct Maps(std::collections::HashMap<&'static str, Map>);
@@ -365,10 +499,7 @@ impl Engine {
             .btf
             .clone()
             .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
-        let mut offsets = Btf::from_file(&btf_path)?.kernel_offsets()?;
-        offsets.tp_exit_group_dead =
-            host::tracepoint_field_offset(&tracefs, "sched", "sched_process_exit", "group_dead")
-                .unwrap_or(0);
+        let offsets = resolve_offsets(&btf_path, &tracefs)?;
 
         let ring = opts.events_ring_bytes.unwrap_or(EVENTS_RING_BYTES);
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
@@ -403,73 +534,14 @@ impl Engine {
             )?;
         }
 
-        for (name, category, tp) in [
-            ("bulwark_exec", "sched", "sched_process_exec"),
-            ("bulwark_exit", "sched", "sched_process_exit"),
-        ] {
-            let prog = program_for(opts, name);
-            let p: &mut TracePoint = ebpf
-                .program_mut(&prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            p.load().map_err(|e| load_error(name, e))?;
-            let id = p
-                .attach(category, tp)
-                .with_context(|| format!("cannot attach {name} to tracepoint {category}/{tp}"))?;
-            if opts.pin_dir.is_some() {
-                links.push((name, FdLink::try_from(p.take_link(id)?)?));
-            }
-        }
-        {
-            let prog = program_for(opts, "bulwark_fork");
-            let p: &mut RawTracePoint = ebpf
-                .program_mut(&prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            p.load().map_err(|e| load_error("bulwark_fork", e))?;
-            let id = p
-                .attach("sched_process_fork")
-                .context("cannot attach bulwark_fork to raw tracepoint sched_process_fork")?;
-            if opts.pin_dir.is_some() {
-                links.push(("bulwark_fork", FdLink::from(p.take_link(id)?)));
-            }
-        }
-        // Attached through bpf links: the kernel always attaches cgroup links as multi-capable
-        // (BPF_F_ALLOW_MULTI), so other agents' programs on this cgroup or below keep working;
-        // `Single` only says we attach one program per hook.
         let cg = std::fs::File::open(&cgroup)
             .with_context(|| format!("cannot open cgroup directory {}", cgroup.display()))?;
-        for name in [
-            "bulwark_connect4",
-            "bulwark_connect6",
-            "bulwark_sendmsg4",
-            "bulwark_sendmsg6",
-        ] {
-            let prog = program_for(opts, name);
-            let p: &mut CgroupSockAddr = ebpf
-                .program_mut(&prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            p.load().map_err(|e| load_error(name, e))?;
-            let id = p
-                .attach(&cg, CgroupAttachMode::Single)
-                .with_context(|| format!("cannot attach {name} to cgroup {}", cgroup.display()))?;
-            if opts.pin_dir.is_some() {
-                links.push((name, FdLink::try_from(p.take_link(id)?)?));
-            }
-        }
-        {
-            let prog = program_for(opts, "bulwark_sockops");
-            let p: &mut SockOps = ebpf
-                .program_mut(&prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            p.load().map_err(|e| load_error("bulwark_sockops", e))?;
-            let id = p.attach(&cg, CgroupAttachMode::Single).with_context(|| {
-                format!("cannot attach bulwark_sockops to {}", cgroup.display())
-            })?;
-            if opts.pin_dir.is_some() {
-                links.push(("bulwark_sockops", FdLink::try_from(p.take_link(id)?)?));
+        let cg = (cgroup.clone(), cg);
+        for entry in LINKED_PROGRAMS {
+            let prog = program_for(opts, entry.0);
+            let pin = opts.pin_dir.is_some();
+            if let Some(link) = attach_program(&mut ebpf, entry, &prog, pin, &cg, &tracefs)? {
+                links.push((entry.0, link));
             }
         }
         {
@@ -521,7 +593,10 @@ impl Engine {
     /// Takes over maps and links pinned by an earlier engine of this build: nothing is
     /// loaded or detached, so enforcement continues without a gap.
     fn adopt(dir: PathBuf, cgroup: PathBuf, retire: Vec<PathBuf>) -> anyhow::Result<Engine> {
-        for prog in LINKED_PROGRAMS {
+        for (prog, attach) in LINKED_PROGRAMS {
+            if matches!(attach, Attach::TracePointIfPresent(..)) {
+                continue;
+            }
             let l = dir.join("links").join(prog);
             if !l.exists() {
                 bail!(
