@@ -149,8 +149,14 @@ enum Attach {
 /// Programs attached through links (pinned as `links/<name>`), in attach order. `bulwark_egress`
 /// (sk_msg) is attached to the SOCKHASH instead and lives as long as that map.
 const LINKED_PROGRAMS: [(&str, Attach); 11] = [
-    ("bulwark_exec", Attach::TracePoint("sched", "sched_process_exec")),
-    ("bulwark_exit", Attach::TracePoint("sched", "sched_process_exit")),
+    (
+        "bulwark_exec",
+        Attach::TracePoint("sched", "sched_process_exec"),
+    ),
+    (
+        "bulwark_exit",
+        Attach::TracePoint("sched", "sched_process_exit"),
+    ),
     ("bulwark_fork", Attach::RawTracePoint("sched_process_fork")),
     ("bulwark_connect4", Attach::CgroupSockAddr),
     ("bulwark_connect6", Attach::CgroupSockAddr),
@@ -161,7 +167,10 @@ const LINKED_PROGRAMS: [(&str, Attach); 11] = [
     ("bulwark_socket_syscall", Attach::RawTracePoint("sys_enter")),
     (
         "bulwark_uring_socket",
-        Attach::TracePointIfPresent(socket_guard::URING_TRACEPOINT.0, socket_guard::URING_TRACEPOINT.1),
+        Attach::TracePointIfPresent(
+            socket_guard::URING_TRACEPOINT.0,
+            socket_guard::URING_TRACEPOINT.1,
+        ),
     ),
 ];
 
@@ -204,9 +213,9 @@ fn attach_program(
             }
             let p: &mut TracePoint = p.try_into()?;
             p.load().map_err(|e| load_error(name, e))?;
-            let id = p.attach(category, tp).with_context(|| {
-                format!("cannot attach {name} to tracepoint {category}/{tp}")
-            })?;
+            let id = p
+                .attach(category, tp)
+                .with_context(|| format!("cannot attach {name} to tracepoint {category}/{tp}"))?;
             if !take {
                 return Ok(None);
             }
@@ -226,9 +235,7 @@ fn attach_program(
         Attach::CgroupSockAddr => {
             let p: &mut CgroupSockAddr = p.try_into()?;
             p.load().map_err(|e| load_error(name, e))?;
-            let id = p
-                .attach(cg, CgroupAttachMode::Single)
-                .map_err(on_cgroup)?;
+            let id = p.attach(cg, CgroupAttachMode::Single).map_err(on_cgroup)?;
             if !take {
                 return Ok(None);
             }
@@ -237,9 +244,7 @@ fn attach_program(
         Attach::CgroupSock => {
             let p: &mut CgroupSock = p.try_into()?;
             p.load().map_err(|e| load_error(name, e))?;
-            let id = p
-                .attach(cg, CgroupAttachMode::Single)
-                .map_err(on_cgroup)?;
+            let id = p.attach(cg, CgroupAttachMode::Single).map_err(on_cgroup)?;
             if !take {
                 return Ok(None);
             }
@@ -248,9 +253,7 @@ fn attach_program(
         Attach::SockOps => {
             let p: &mut SockOps = p.try_into()?;
             p.load().map_err(|e| load_error(name, e))?;
-            let id = p
-                .attach(cg, CgroupAttachMode::Single)
-                .map_err(on_cgroup)?;
+            let id = p.attach(cg, CgroupAttachMode::Single).map_err(on_cgroup)?;
             if !take {
                 return Ok(None);
             }
@@ -261,7 +264,7 @@ fn attach_program(
 }
 
 /// The structure offsets and host facts the programs read from `OFFSETS`.
-pub(crate) fn resolve_offsets(btf_path: &Path, tracefs: &Path) -> anyhow::Result<KernelOffsets> {
+pub fn resolve_offsets(btf_path: &Path, tracefs: &Path) -> anyhow::Result<KernelOffsets> {
     let btf = Btf::from_file(btf_path)?;
     let mut offsets = btf.kernel_offsets()?;
     offsets.tp_exit_group_dead =

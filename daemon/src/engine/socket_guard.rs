@@ -146,7 +146,10 @@ mod tests {
         }
         // io_uring switched off by the sysctl closes that path whatever the offsets.
         let off = coverage(&KernelOffsets::default(), Some(2));
-        assert!(off[2].closed.as_ref().is_ok_and(|s| s.contains("disabled")), "{off:?}");
+        assert!(
+            off[2].closed.as_ref().is_ok_and(|s| s.contains("disabled")),
+            "{off:?}"
+        );
     }
 
     #[test]
@@ -167,8 +170,16 @@ mod tests {
         let o = offsets(&btf, &tracefs, btf.kernel_offsets().unwrap());
         assert_eq!(o.nr_socket, libc::SYS_socket as u32);
         if cfg!(target_arch = "x86_64") {
-            assert_eq!((o.regs_arg0, o.regs_arg1), (112, 104), "pt_regs di, si: {o:?}");
-            assert_eq!((o.regs_compat_arg0, o.regs_compat_arg1), (40, 88), "bx, cx: {o:?}");
+            assert_eq!(
+                (o.regs_arg0, o.regs_arg1),
+                (112, 104),
+                "pt_regs di, si: {o:?}"
+            );
+            assert_eq!(
+                (o.regs_compat_arg0, o.regs_compat_arg1),
+                (40, 88),
+                "bx, cx: {o:?}"
+            );
             assert_eq!(o.compat_status_bit, 2);
             for p in coverage(&o, io_uring_disabled()) {
                 assert!(p.closed.is_ok(), "{}: {:?}", p.name, p.closed);

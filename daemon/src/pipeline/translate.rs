@@ -638,7 +638,10 @@ mod tests {
     #[test]
     fn socket_guard_matches_name_their_reason_and_no_destination() {
         let (mut p, out) = pipeline();
-        p.set_slot(0, Arc::new(FakeRules(vec!["net".into(), "monitor-net".into()])));
+        p.set_slot(
+            0,
+            Arc::new(FakeRules(vec!["net".into(), "monitor-net".into()])),
+        );
         let header = EventHeader {
             kind: EVENT_MATCH,
             tgid: 4_200_000,
@@ -678,7 +681,10 @@ mod tests {
         );
         assert_eq!(ev[0]["destination"], serde_json::Value::Null, "{}", ev[0]);
         assert_eq!(ev[1]["reason"], "packet_socket");
-        assert_eq!(ev[1]["outcome"], "killed", "a packet socket is refused by SIGKILL");
+        assert_eq!(
+            ev[1]["outcome"], "killed",
+            "a packet socket is refused by SIGKILL"
+        );
         assert_eq!(ev[1]["action"], "Block");
         assert_eq!(ev[2]["outcome"], "would_kill");
         assert_eq!(ev[2]["mode"], "monitor");
