@@ -438,6 +438,19 @@ fn pin_all(dir: &Path, maps: &Maps, links: Vec<(&str, FdLink)>) -> anyhow::Resul
     Ok(())
 }
 
+/// A map removal that found no such key counts as done.
+fn absent_is_ok(r: Result<(), aya::maps::MapError>) -> anyhow::Result<()> {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `CLOCK_BOOTTIME` now, in ns (the clock of `bpf_ktime_get_boot_ns`).
 fn boot_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -831,16 +844,7 @@ impl Engine {
     pub fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
         let mut m: HashMap<&mut MapData, u64, WorkloadEntry> =
             HashMap::try_from(map(&mut self.maps, MAP_WORKLOADS)?)?;
-        match m.remove(&cgroup_id) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        absent_is_ok(m.remove(&cgroup_id))
     }
 
     /// The event stream. Can be taken once: the reader owns its own handles to the ring buffer
@@ -885,6 +889,14 @@ impl Engine {
         let m: HashMap<&MapData, u32, ProcessState> =
             HashMap::try_from(self.maps.get(MAP_PROCESSES).ok()?).ok()?;
         m.get(&tgid, 0).ok()
+    }
+
+    /// Removes the kernel's state of a process, as when it could not be stored (tests of what
+    /// the programs do for a process they know nothing about). Absent is not an error.
+    pub fn forget_process(&mut self, tgid: u32) -> anyhow::Result<()> {
+        let mut m: HashMap<&mut MapData, u32, ProcessState> =
+            HashMap::try_from(map(&mut self.maps, MAP_PROCESSES)?)?;
+        absent_is_ok(m.remove(&tgid))
     }
 
     /// Cookies of the sockets currently in the SOCKHASH (watched by the egress program).
