@@ -203,6 +203,19 @@ fn attach_program(
             cg_path.display()
         ))
     };
+    // Loads the program as `$ty`, attaches it with `$attach` and, when pinning, takes the link.
+    macro_rules! attach_as {
+        ($ty:ty, |$p:ident| $attach:expr) => {{
+            let $p: &mut $ty = p.try_into()?;
+            $p.load().map_err(|e| load_error(name, e))?;
+            let id = $attach?;
+            if !take {
+                return Ok(None);
+            }
+            FdLink::try_from($p.take_link(id)?)?
+        }};
+    }
+    let single = CgroupAttachMode::Single;
     let link = match attach {
         Attach::TracePoint(category, tp) | Attach::TracePointIfPresent(category, tp) => {
             if matches!(attach, Attach::TracePointIfPresent(..))
@@ -211,54 +224,18 @@ fn attach_program(
                 log::info!("{name}: this kernel has no tracepoint {category}/{tp}; not attached");
                 return Ok(None);
             }
-            let p: &mut TracePoint = p.try_into()?;
-            p.load().map_err(|e| load_error(name, e))?;
-            let id = p
-                .attach(category, tp)
-                .with_context(|| format!("cannot attach {name} to tracepoint {category}/{tp}"))?;
-            if !take {
-                return Ok(None);
-            }
-            FdLink::try_from(p.take_link(id)?)?
+            attach_as!(TracePoint, |p| p.attach(category, tp).with_context(|| {
+                format!("cannot attach {name} to tracepoint {category}/{tp}")
+            }))
         }
-        Attach::RawTracePoint(tp) => {
-            let p: &mut RawTracePoint = p.try_into()?;
-            p.load().map_err(|e| load_error(name, e))?;
-            let id = p
-                .attach(tp)
-                .with_context(|| format!("cannot attach {name} to raw tracepoint {tp}"))?;
-            if !take {
-                return Ok(None);
-            }
-            FdLink::from(p.take_link(id)?)
-        }
+        Attach::RawTracePoint(tp) => attach_as!(RawTracePoint, |p| p
+            .attach(tp)
+            .with_context(|| format!("cannot attach {name} to raw tracepoint {tp}"))),
         Attach::CgroupSockAddr => {
-            let p: &mut CgroupSockAddr = p.try_into()?;
-            p.load().map_err(|e| load_error(name, e))?;
-            let id = p.attach(cg, CgroupAttachMode::Single).map_err(on_cgroup)?;
-            if !take {
-                return Ok(None);
-            }
-            FdLink::try_from(p.take_link(id)?)?
+            attach_as!(CgroupSockAddr, |p| p.attach(cg, single).map_err(on_cgroup))
         }
-        Attach::CgroupSock => {
-            let p: &mut CgroupSock = p.try_into()?;
-            p.load().map_err(|e| load_error(name, e))?;
-            let id = p.attach(cg, CgroupAttachMode::Single).map_err(on_cgroup)?;
-            if !take {
-                return Ok(None);
-            }
-            FdLink::try_from(p.take_link(id)?)?
-        }
-        Attach::SockOps => {
-            let p: &mut SockOps = p.try_into()?;
-            p.load().map_err(|e| load_error(name, e))?;
-            let id = p.attach(cg, CgroupAttachMode::Single).map_err(on_cgroup)?;
-            if !take {
-                return Ok(None);
-            }
-            FdLink::try_from(p.take_link(id)?)?
-        }
+        Attach::CgroupSock => attach_as!(CgroupSock, |p| p.attach(cg, single).map_err(on_cgroup)),
+        Attach::SockOps => attach_as!(SockOps, |p| p.attach(cg, single).map_err(on_cgroup)),
     };
     Ok(Some(link))
 }

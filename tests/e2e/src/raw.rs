@@ -6,11 +6,13 @@
 
 use crate::netns::NetPair;
 use crate::pod::{Pod, RunOutput};
+use crate::servers::python_in_server_netns;
 use crate::TempDir;
 use serde_json::Value;
+use std::ffi::OsStr;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 /// The in-pod socket probe, see [`Pod::socket_probe`].
 pub const SOCKETS_PY: &str = include_str!("sockets.py");
@@ -39,43 +41,23 @@ pub struct Sniffer {
 impl Sniffer {
     /// Starts capturing in `net.server` and waits until the capture socket is bound.
     pub fn start(net: &NetPair) -> Sniffer {
-        let tools = crate::preflight();
         let dir = TempDir::new("sniff");
         let script = dir.join("sniff.py");
         std::fs::write(&script, SNIFF_PY).expect("write sniff.py");
         let (log, ready, stderr) = (dir.join("frames.log"), dir.join("ready"), dir.join("err"));
-        let child = Command::new(&tools.ip)
-            .args(["netns", "exec", &net.server])
-            .arg(&tools.python3)
-            .arg(&script)
-            .args(["eth0", MARKER_PREFIX])
-            .arg(&log)
-            .arg(&ready)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("create sniff stderr"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the frame capture: {e}"));
-        let mut s = Sniffer {
+        let args: [&OsStr; 4] = [
+            "eth0".as_ref(),
+            MARKER_PREFIX.as_ref(),
+            log.as_ref(),
+            ready.as_ref(),
+        ];
+        let child =
+            python_in_server_netns(net, &script, &args, &ready, &stderr, "the frame capture");
+        Sniffer {
             child,
             log,
             _dir: dir,
-        };
-        let up = crate::poll_until(crate::timeout(), || {
-            if ready.exists() {
-                return Some(true);
-            }
-            matches!(s.child.try_wait(), Ok(Some(_))).then_some(false)
-        });
-        if up != Some(true) {
-            let _ = s.child.kill();
-            panic!(
-                "the frame capture in netns {} did not start: {}",
-                net.server,
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            );
         }
-        s
     }
 
     /// The markers captured so far, one per frame that held one.
