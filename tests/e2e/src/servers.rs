@@ -75,14 +75,13 @@ impl TestServer {
         ];
         let what = format!("the test server (listening on {ports_arg})");
         let child = python_in_server_netns(net, &script, &args, &ready, &stderr, &what);
-        let server = TestServer {
+        TestServer {
             child,
             log,
             stderr,
             ports: ports.to_vec(),
             _dir: dir,
-        };
-        server
+        }
     }
 
     /// Everything the server logged so far.
