@@ -190,8 +190,15 @@ fn inet_reason(sock_type: u32, protocol: u32) -> Option<u8> {
 /// `socket()` fail with EPERM.
 #[cgroup_sock(sock_create)]
 pub fn bulwark_sock_create(ctx: SockContext) -> i32 {
-    let sk = unsafe { &*ctx.sock };
-    let (family, sock_type, protocol) = (sk.family, sk.type_, sk.protocol);
+    // One 4-byte load per field: the verifier refuses wider (merged) context loads.
+    let (family, sock_type, protocol) = unsafe {
+        use core::ptr::{addr_of, read_volatile as rv};
+        (
+            rv(addr_of!((*ctx.sock).family)),
+            rv(addr_of!((*ctx.sock).type_)),
+            rv(addr_of!((*ctx.sock).protocol)),
+        )
+    };
     if family != AF_INET && family != AF_INET6 {
         return 1;
     }
