@@ -60,9 +60,10 @@
 //! [`SlotMeta::enforce_net`]: enforce-mode selectors with a Block action on the connect or
 //! egress hook. A covered process cannot create those sockets: `socket()` fails with EPERM
 //! (raw, ICMP, MPTCP: cgroup `sock_create`) or the process is SIGKILLed before it returns from
-//! asking for a packet socket (no cgroup hook exists for `AF_PACKET`: `sys_enter` and the
-//! io_uring submission tracepoint). Selectors in [`SlotMeta::monitor_net`] (monitor mode) only
-//! report. Each refusal is a [`MatchEvent`] per covering selector, with a `REASON_*`.
+//! asking for a packet socket (no cgroup hook exists for `AF_PACKET`: the tracepoint of the
+//! `CAP_NET_RAW` check that precedes every packet socket, and the io_uring submission
+//! tracepoint). Selectors in [`SlotMeta::monitor_net`] (monitor mode) only report. Each
+//! refusal is a [`MatchEvent`] per covering selector, with a `REASON_*`.
 #![no_std]
 
 #[cfg(feature = "user")]
@@ -518,10 +519,12 @@ pub struct KernelOffsets {
     pub mount_mnt_mountpoint: u32,
     /// `vfsmount.mnt_root`
     pub vfsmount_mnt_root: u32,
-    /// Socket guard, `sys_enter`: the native `socket` syscall number, and (0 = this
-    /// architecture has none, or it is unknown) the 32-bit compat `socket` and `socketcall`
-    /// numbers. 32-bit syscalls (`int 0x80`) never reach the `syscalls:` tracepoints, hence the
-    /// raw `sys_enter` tracepoint.
+    /// Socket guard, packet sockets: the `capability/cap_capable` tracepoint record's `cap`
+    /// and `ret` offsets (0 = the kernel has no such tracepoint, older than 6.14).
+    pub tp_cap_cap: u32,
+    pub tp_cap_ret: u32,
+    /// The native `socket` syscall number, and (0 = this architecture has none, or it is
+    /// unknown) the 32-bit compat `socket` and `socketcall` numbers.
     pub nr_socket: u32,
     pub nr_compat_socket: u32,
     pub nr_compat_socketcall: u32,
@@ -530,8 +533,10 @@ pub struct KernelOffsets {
     /// read as a compat one).
     pub task_compat_status: u32,
     pub compat_status_bit: u32,
-    /// `pt_regs` offsets of the first two syscall arguments, native and compat (x86: di, si /
-    /// bx, cx); 0 = unknown (then the socket syscall hook does nothing).
+    /// `pt_regs` offsets of the syscall number and of the first two syscall arguments, native
+    /// and compat (x86: orig_ax; di, si / bx, cx); 0 = unknown (then packet sockets are not
+    /// recognised).
+    pub regs_syscall_nr: u32,
     pub regs_arg0: u32,
     pub regs_arg1: u32,
     pub regs_compat_arg0: u32,

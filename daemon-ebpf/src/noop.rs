@@ -54,8 +54,8 @@ pub fn noop_sock_create(_ctx: SockContext) -> i32 {
     1
 }
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn noop_socket_syscall(_ctx: RawTracePointContext) -> i32 {
+#[tracepoint]
+pub fn noop_packet_socket(_ctx: TracePointContext) -> u32 {
     0
 }
 

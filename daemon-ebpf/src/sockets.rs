@@ -4,21 +4,23 @@
 //! - `bulwark_sock_create` (cgroup `sock_create`): refuses raw IP, ICMP datagram and MPTCP
 //!   sockets (`socket()` fails with EPERM) for every way of creating one (syscall, 32-bit
 //!   syscall, io_uring).
-//! - `bulwark_socket_syscall` (raw tracepoint `sys_enter`) and `bulwark_uring_socket`
-//!   (tracepoint `io_uring/io_uring_submit_req`): packet sockets have no cgroup hook, so a
-//!   covered process asking for one is SIGKILLed before it returns from the request.
+//! - `bulwark_packet_socket` (tracepoint `capability/cap_capable`, at the `CAP_NET_RAW` check
+//!   every packet socket needs) and `bulwark_uring_socket` (tracepoint
+//!   `io_uring/io_uring_submit_req`): packet sockets have no cgroup hook, so a covered process
+//!   asking for one is SIGKILLed before it returns from the request.
 //!
-//! Every program first looks at what is asked (socket type, syscall number, io_uring opcode)
-//! and returns at once for everything else, so sockets and syscalls no rule is about pay no
-//! map lookup; then, only while the active slot has guard selectors, one process lookup.
+//! Every program first looks at what is asked (socket type, capability, io_uring opcode) and
+//! returns at once for everything else, so sockets and checks no rule is about pay no map
+//! lookup; then, only while the active slot has guard selectors, one process lookup.
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_loop,
-        bpf_probe_read_kernel, bpf_probe_read_user, bpf_send_signal,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_send_signal, bpf_task_pt_regs,
     },
-    macros::{cgroup_sock, raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, SockContext, TracePointContext},
+    macros::{cgroup_sock, tracepoint},
+    programs::{SockContext, TracePointContext},
 };
 use daemon_common::*;
 
@@ -230,21 +232,34 @@ fn packet_request(family: u32, sock_type: u32) {
     }
 }
 
-/// Raw tracepoint `sys_enter` (every syscall): only `socket` and, for 32-bit callers (which the
-/// `syscalls:` tracepoints never see), `socket` and `socketcall(SYS_SOCKET)` go further.
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn bulwark_socket_syscall(ctx: RawTracePointContext) -> i32 {
-    let id: u64 = ctx.arg(1);
+/// `CAP_NET_RAW` (uapi capability number).
+const CAP_NET_RAW: i32 = 13;
+
+/// Tracepoint `capability/cap_capable`: every capability check. A packet socket is only made
+/// after a granted `CAP_NET_RAW` check, so only those go further, and then only when the
+/// syscall being served asks for a packet socket: `socket`, or for a 32-bit caller (`int 0x80`)
+/// `socket` or `socketcall(SYS_SOCKET)`. Capability checks are rare next to syscalls, so this
+/// costs nothing measurable where a per-syscall hook would cost every syscall of the node.
+#[tracepoint]
+pub fn bulwark_packet_socket(ctx: TracePointContext) -> u32 {
     let off = offsets();
-    let nr = id as u32;
-    if id > u32::MAX as u64
-        || (nr != off.nr_socket
-            && (off.nr_compat_socket == 0 || nr != off.nr_compat_socket)
-            && (off.nr_compat_socketcall == 0 || nr != off.nr_compat_socketcall))
-    {
+    if off.tp_cap_cap == 0 || off.regs_syscall_nr == 0 {
         return 0;
     }
-    let regs: u64 = ctx.arg(0);
+    match unsafe { ctx.read_at::<i32>(off.tp_cap_cap as usize & 0xff) } {
+        Ok(CAP_NET_RAW) => {}
+        _ => return 0,
+    }
+    if unsafe { ctx.read_at::<i32>(off.tp_cap_ret as usize & 0xff) } != Ok(0) {
+        return 0; // refused: no socket
+    }
+    // The registers saved at syscall entry: the syscall number and its arguments.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let nr = kread::<u64>(regs + off.regs_syscall_nr as u64).unwrap_or(u64::MAX);
+    if nr > u32::MAX as u64 {
+        return 0;
+    }
+    let nr = nr as u32;
     let compat = off.task_compat_status != 0
         && kread::<u32>(unsafe { bpf_get_current_task() } + off.task_compat_status as u64)
             .is_some_and(|s| s & off.compat_status_bit != 0);
@@ -256,23 +271,23 @@ pub fn bulwark_socket_syscall(ctx: RawTracePointContext) -> i32 {
     if a0 == 0 || a1 == 0 {
         return 0;
     }
-    let arg0 = kread::<u64>(regs + a0 as u64).unwrap_or(0) as u32;
-    let arg1 = kread::<u64>(regs + a1 as u64).unwrap_or(0) as u32;
+    let arg = |a: u32| kread::<u64>(regs + a as u64).unwrap_or(0) as u32;
     let (family, sock_type) = if !compat && nr == off.nr_socket {
-        (arg0, arg1)
+        (arg(a0), arg(a1))
     } else if compat && off.nr_compat_socket != 0 && nr == off.nr_compat_socket {
-        (arg0, arg1)
-    } else if compat && off.nr_compat_socketcall != 0 && nr == off.nr_compat_socketcall {
-        if arg0 != SYS_SOCKET {
-            return 0;
-        }
+        (arg(a0), arg(a1))
+    } else if compat
+        && off.nr_compat_socketcall != 0
+        && nr == off.nr_compat_socketcall
+        && arg(a0) == SYS_SOCKET
+    {
         // socketcall(SYS_SOCKET, args): args points at 32-bit family, type, protocol.
         let mut a = [0u32; 2];
         let r = unsafe {
             bpf_probe_read_user(
                 a.as_mut_ptr().cast(),
                 8,
-                arg1 as u64 as *const core::ffi::c_void,
+                arg(a1) as u64 as *const core::ffi::c_void,
             )
         };
         if r != 0 {

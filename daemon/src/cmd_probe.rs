@@ -282,7 +282,7 @@ pub fn probe() -> Report {
         "fork/exit: raw_tp sched_process_fork, tracepoint sched/sched_process_exit".to_string(),
         format!("connect: cgroup sock_addr connect4/connect6/sendmsg4/sendmsg6 on {cg}; Block -> EPERM"),
         format!("egress: sock_ops on {cg} + sk_msg on a SOCKHASH + SK_STORAGE; only sockets an egress selector covers"),
-        format!("socket guard (processes an enforce-mode connect/egress Block rule covers): cgroup sock_create on {cg} refuses raw IP, ICMP and MPTCP sockets (EPERM); raw_tp sys_enter and tracepoint io_uring/io_uring_submit_req SIGKILL a request for a packet socket"),
+        format!("socket guard (processes an enforce-mode connect/egress Block rule covers): cgroup sock_create on {cg} refuses raw IP, ICMP and MPTCP sockets (EPERM); tracepoints capability/cap_capable and io_uring/io_uring_submit_req SIGKILL a request for a packet socket"),
         "events: BPF ring buffer, losses counted".to_string(),
         "not used: kprobes, fentry/fexit, BPF LSM".to_string(),
     ];
@@ -403,7 +403,7 @@ mod tests {
         for name in [
             "bulwark_egress",
             "bulwark_sock_create",
-            "bulwark_socket_syscall",
+            "bulwark_packet_socket",
             "bulwark_uring_socket",
         ] {
             assert!(r.programs.iter().any(|p| p.name == name), "{name}");

@@ -1370,7 +1370,7 @@ fn noop_programs_sit_on_the_same_hooks_and_enforce_nothing() {
         "sendmsg6",
         "sockops",
         "sock_create",
-        "socket_syscall",
+        "packet_socket",
         "uring_socket",
     ] {
         // The kernel keeps 15 bytes of a program's name (bpftool may show the rest from BTF).

@@ -23,9 +23,9 @@
 //!   (sock_ops) on the cgroup v2 root as bpf_links (links always coexist with other programs;
 //!   the kernel rejects explicit ALLOW_MULTI flags on link creation);
 //! - the socket guard ([`socket_guard`]): `bulwark_sock_create` (cgroup sock_create) on the
-//!   cgroup v2 root, `bulwark_socket_syscall` raw tracepoint `sys_enter`, and
-//!   `bulwark_uring_socket` tracepoint `io_uring/io_uring_submit_req` (skipped on a kernel
-//!   without io_uring);
+//!   cgroup v2 root, `bulwark_packet_socket` tracepoint `capability/cap_capable` and
+//!   `bulwark_uring_socket` tracepoint `io_uring/io_uring_submit_req` (each skipped on a
+//!   kernel without that tracepoint; `bulwark probe` then reports the path open);
 //! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map.
 //!
 //! [`LINKED_PROGRAMS`] lists every program attached through a link and its hook: loading,
@@ -164,7 +164,13 @@ const LINKED_PROGRAMS: [(&str, Attach); 11] = [
     ("bulwark_sendmsg6", Attach::CgroupSockAddr),
     ("bulwark_sockops", Attach::SockOps),
     ("bulwark_sock_create", Attach::CgroupSock),
-    ("bulwark_socket_syscall", Attach::RawTracePoint("sys_enter")),
+    (
+        "bulwark_packet_socket",
+        Attach::TracePointIfPresent(
+            socket_guard::CAP_TRACEPOINT.0,
+            socket_guard::CAP_TRACEPOINT.1,
+        ),
+    ),
     (
         "bulwark_uring_socket",
         Attach::TracePointIfPresent(

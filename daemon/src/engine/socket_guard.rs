@@ -24,6 +24,8 @@ const IA32_SOCKET: u32 = 359;
 
 /// The io_uring tracepoint the guard watches for `IORING_OP_SOCKET`.
 pub const URING_TRACEPOINT: (&str, &str) = ("io_uring", "io_uring_submit_req");
+/// The capability check tracepoint (Linux 6.14+) where packet-socket requests are caught.
+pub const CAP_TRACEPOINT: (&str, &str) = ("capability", "cap_capable");
 
 /// `base` with the socket guard's fields filled in from `btf` and `tracefs`.
 pub fn offsets(btf: &Btf, tracefs: &Path, base: KernelOffsets) -> KernelOffsets {
@@ -32,10 +34,21 @@ pub fn offsets(btf: &Btf, tracefs: &Path, base: KernelOffsets) -> KernelOffsets 
         nr_socket: libc::SYS_socket as u32,
         ..base
     };
+    let (cat, tp) = CAP_TRACEPOINT;
+    if let (Some(cap), Some(ret)) = (
+        host::tracepoint_field_offset(tracefs, cat, tp, "cap"),
+        host::tracepoint_field_offset(tracefs, cat, tp, "ret"),
+    ) {
+        (o.tp_cap_cap, o.tp_cap_ret) = (cap, ret);
+    }
     #[cfg(target_arch = "x86_64")]
     {
-        if let (Some(di), Some(si)) = (get("pt_regs", "di"), get("pt_regs", "si")) {
-            (o.regs_arg0, o.regs_arg1) = (di, si);
+        if let (Some(nr), Some(di), Some(si)) = (
+            get("pt_regs", "orig_ax"),
+            get("pt_regs", "di"),
+            get("pt_regs", "si"),
+        ) {
+            (o.regs_syscall_nr, o.regs_arg0, o.regs_arg1) = (nr, di, si);
         }
         if let (Some(bx), Some(cx), Some(ti), Some(status)) = (
             get("pt_regs", "bx"),
@@ -83,15 +96,24 @@ pub struct GuardPath {
 /// [`offsets`] resolved and `kernel.io_uring_disabled` (`None` when the sysctl is absent).
 /// (Raw IP, ICMP and MPTCP sockets are refused by cgroup `sock_create` on every path.)
 pub fn coverage(o: &KernelOffsets, io_uring_disabled: Option<u32>) -> Vec<GuardPath> {
-    let syscall = if o.regs_arg0 != 0 && o.regs_arg1 != 0 {
-        Ok("SIGKILL at raw tracepoint sys_enter".to_string())
+    let (cat, tp) = CAP_TRACEPOINT;
+    let syscall = if o.tp_cap_cap == 0 {
+        Err(format!(
+            "no tracepoint {cat}/{tp} (Linux 6.14 added it): packet sockets are not refused"
+        ))
+    } else if o.regs_syscall_nr == 0 || o.regs_arg0 == 0 || o.regs_arg1 == 0 {
+        Err("the syscall registers of this architecture are unknown".to_string())
     } else {
-        Err("the syscall argument registers of this architecture are unknown".to_string())
+        Ok(format!(
+            "SIGKILL at tracepoint {cat}/{tp} (the CAP_NET_RAW check of the socket syscall)"
+        ))
     };
-    let compat = if o.nr_compat_socket != 0 && o.task_compat_status != 0 {
-        Ok("SIGKILL at raw tracepoint sys_enter (socket, socketcall)".to_string())
-    } else {
-        Err("32-bit syscalls are not recognised on this architecture".to_string())
+    let compat = match &syscall {
+        Ok(_) if o.nr_compat_socket != 0 && o.task_compat_status != 0 => Ok(format!(
+            "SIGKILL at tracepoint {cat}/{tp} (32-bit socket and socketcall)"
+        )),
+        Ok(_) => Err("32-bit syscalls are not recognised on this architecture".to_string()),
+        Err(why) => Err(why.clone()),
     };
     let (cat, tp) = URING_TRACEPOINT;
     let sysctl = io_uring_disabled.map_or("absent".to_string(), |v| v.to_string());
@@ -171,9 +193,9 @@ mod tests {
         assert_eq!(o.nr_socket, libc::SYS_socket as u32);
         if cfg!(target_arch = "x86_64") {
             assert_eq!(
-                (o.regs_arg0, o.regs_arg1),
-                (112, 104),
-                "pt_regs di, si: {o:?}"
+                (o.regs_syscall_nr, o.regs_arg0, o.regs_arg1),
+                (120, 112, 104),
+                "pt_regs orig_ax, di, si: {o:?}"
             );
             assert_eq!(
                 (o.regs_compat_arg0, o.regs_compat_arg1),

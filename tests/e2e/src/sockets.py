@@ -107,11 +107,14 @@ def uring_socket(domain, sock_type, protocol):
         raise OSError(ctypes.get_errno(), "io_uring_setup")
     p = struct.unpack_from("<10I", params.raw, 0)
     sq_entries, cq_entries = p[0], p[1]
-    sq_head, sq_tail, sq_mask, _, _, _, sq_array = struct.unpack_from("<7I", params.raw, 40)
-    cq_head, cq_tail, cq_mask, _, _, cqes = struct.unpack_from("<6I", params.raw, 80)
+    # io_sqring_offsets / io_cqring_offsets: where in the rings each field lives.
+    _, sq_tail, sq_mask_at, _, _, _, sq_array = struct.unpack_from("<7I", params.raw, 40)
+    cq_head, _, cq_mask_at, _, _, cqes = struct.unpack_from("<6I", params.raw, 80)
     sq = mmap.mmap(fd, sq_array + sq_entries * 4, offset=0)
     cq = mmap.mmap(fd, cqes + cq_entries * 16, offset=0x8000000)
     sqes = mmap.mmap(fd, sq_entries * 64, offset=0x10000000)
+    sq_mask = struct.unpack_from("<I", sq, sq_mask_at)[0]
+    cq_mask = struct.unpack_from("<I", cq, cq_mask_at)[0]
     sqe = bytearray(64)
     # opcode, flags, ioprio, fd=domain, off=type, addr=0, len=protocol, rw_flags, user_data
     struct.pack_into("<BBHiQQII Q", sqe, 0, 45, 0, 0, domain, sock_type, 0, protocol, 0, 7)
