@@ -347,8 +347,9 @@ pub const REASON_RAW_SOCKET: u8 = 5;
 pub const REASON_ICMP_SOCKET: u8 = 6;
 /// The socket guard refused an MPTCP socket (its subflows bypass sk_msg): `socket()` EPERM.
 pub const REASON_MPTCP: u8 = 7;
-/// A covered process asked for a packet socket (`AF_PACKET`, or the old `SOCK_PACKET`): no
-/// hook can refuse it, so the process is SIGKILLed before it returns from the request.
+/// A covered process asked for a packet socket (`AF_PACKET`, the old `SOCK_PACKET`, or
+/// `AF_XDP`): no hook can refuse it, so the process is SIGKILLed before it returns from the
+/// request.
 pub const REASON_PACKET_SOCKET: u8 = 8;
 
 /// Ring-buffer record kinds ([`EventHeader::kind`]).

@@ -29,6 +29,8 @@ use crate::maps::*;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 const AF_PACKET: u32 = 17;
+/// AF_XDP sockets transmit whole frames too, and like packet sockets need CAP_NET_RAW.
+const AF_XDP: u32 = 44;
 const SOCK_DGRAM: u32 = 2;
 const SOCK_RAW: u32 = 3;
 /// The old packet interface: `socket(AF_INET, SOCK_PACKET, ..)` makes an AF_PACKET socket.
@@ -214,10 +216,13 @@ pub fn bulwark_sock_create(ctx: SockContext) -> i32 {
     }
 }
 
-/// Whether `socket(family, type, ..)` asks for a packet socket.
+/// Whether `socket(family, type, ..)` asks for a socket that writes whole frames: a packet
+/// socket (also the old `SOCK_PACKET` kind) or an AF_XDP socket.
 #[inline(always)]
 fn is_packet(family: u32, sock_type: u32) -> bool {
-    family == AF_PACKET || (family == AF_INET && sock_type & SOCK_TYPE_MASK == SOCK_PACKET)
+    family == AF_PACKET
+        || family == AF_XDP
+        || (family == AF_INET && sock_type & SOCK_TYPE_MASK == SOCK_PACKET)
 }
 
 /// A covered process asking for a packet socket is SIGKILLed: the signal is pending before the

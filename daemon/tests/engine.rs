@@ -1524,6 +1524,12 @@ fn ping6_errno() -> i32 {
     ping_errno(libc::AF_INET6, libc::IPPROTO_ICMPV6)
 }
 
+fn xdp_errno() -> i32 {
+    try_socket(libc::AF_XDP, libc::SOCK_RAW, 0)
+        .err()
+        .unwrap_or(0)
+}
+
 fn packet_errno() -> i32 {
     try_socket(
         libc::AF_PACKET,
@@ -1618,15 +1624,17 @@ fn socket_guard_refuses_raw_icmp_mptcp_and_kills_packet_requests_of_covered_proc
         );
     }
 
-    // A packet socket cannot be refused: the process asking for one is killed.
-    let (child, go) = forked_waiting(packet_errno);
-    let status = release_and_wait(child, go);
-    assert!(
-        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
-        "a covered process asking for a packet socket dies by SIGKILL (status {status:#x})"
-    );
-    let m = guard_match(&mut events, child as u32, REASON_PACKET_SOCKET);
-    assert_eq!(m.enforced, 1);
+    // A packet (or AF_XDP) socket cannot be refused: the process asking for one is killed.
+    for f in [packet_errno as fn() -> i32, xdp_errno] {
+        let (child, go) = forked_waiting(f);
+        let status = release_and_wait(child, go);
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            "a covered process asking for a packet socket dies by SIGKILL (status {status:#x})"
+        );
+        let m = guard_match(&mut events, child as u32, REASON_PACKET_SOCKET);
+        assert_eq!(m.enforced, 1);
+    }
 
     // A process the kernel holds no state for is judged by its parent's.
     let (child, go) = forked_waiting(raw_icmp_errno);

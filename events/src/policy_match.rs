@@ -33,7 +33,8 @@ bulwark_policy::words! {
         IcmpSocket = "icmp_socket",
         /// The socket guard refused an MPTCP socket: EPERM.
         Mptcp = "mptcp",
-        /// The process asked for a packet socket (`AF_PACKET`): it was killed.
+        /// The process asked for a packet socket (`AF_PACKET`, `SOCK_PACKET`, `AF_XDP`): it
+        /// was killed.
         PacketSocket = "packet_socket",
     }
 }

@@ -96,7 +96,7 @@ impl Drop for Sniffer {
 impl Pod {
     /// Runs the socket-type probe (`sockets.py KIND DEST MARKER PORT`) in the pod: asks for a
     /// socket of `kind` (`raw-tcp`, `raw-icmp`, `raw6-icmp`, `ping`, `mptcp`, `packet`,
-    /// `sock-packet`, `packet-int80`, `socketcall`, `packet-uring`) and sends `marker` through
+    /// `sock-packet`, `xdp`, `packet-int80`, `socketcall`, `packet-uring`) and sends `marker` through
     /// it. Its stdout is one JSON line `{"kind":..,"socket":"ok"|"EPERM"|..}` and, when the
     /// socket was made, `{"sent":..,"reply":bool}` ([`socket_result`]).
     pub fn socket_probe(&self, kind: &str, dest: IpAddr, marker: &str, port: u16) -> RunOutput {

@@ -19,6 +19,8 @@ KIND:
   mptcp          socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP), connect to DEST:PORT, send
   packet         socket(AF_PACKET, SOCK_RAW, ETH_P_ALL), a frame on eth0
   sock-packet    socket(AF_INET, SOCK_PACKET, ETH_P_ALL): the old packet interface
+  xdp            socket(AF_XDP, SOCK_RAW, 0): frames through XDP (nothing is sent: the socket
+                 existing is the point)
   packet-int80   the AF_PACKET socket made by the 32-bit socket syscall (int 0x80)
   socketcall     the AF_PACKET socket made by the 32-bit socketcall(SYS_SOCKET) (int 0x80)
   packet-uring   the AF_PACKET socket made by io_uring (IORING_OP_SOCKET)
@@ -33,6 +35,7 @@ import struct
 import sys
 
 AF_PACKET = 17
+AF_XDP = 44
 SOCK_PACKET = 10
 ETH_P_ALL = 0x0003
 IPPROTO_MPTCP = 262
@@ -145,6 +148,8 @@ def make(kind):
         return socket.socket(AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     if kind == "sock-packet":
         return socket.socket(socket.AF_INET, SOCK_PACKET, socket.htons(ETH_P_ALL))
+    if kind == "xdp":
+        return socket.socket(AF_XDP, socket.SOCK_RAW, 0)
     if kind == "packet-int80":
         fd = int80(359, AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     elif kind == "socketcall":
@@ -167,8 +172,9 @@ def send(kind, s, dest, marker, port):
         s.bind(("eth0", 0))
         s.send(frame(marker))
         return False
-    if kind == "sock-packet":
-        # sockaddr_pkt is not something Python can address: the socket existing is the point.
+    if kind in ("sock-packet", "xdp"):
+        # Neither is something Python can address (sockaddr_pkt, an XDP umem and ring setup):
+        # the socket existing is the point.
         return False
     if kind == "raw-tcp":
         # Source port, destination port, seq, ack, offset 5 words, flags SYN, window.

@@ -168,11 +168,12 @@ fn covered_workload_is_killed_asking_for_a_packet_socket_by_any_path() {
     let v4 = w.net.server_ip(false);
 
     let mut killed_markers = Vec::new();
-    // The socket syscall, the old SOCK_PACKET type, the 32-bit socket and socketcall syscalls
-    // (never seen by the syscalls: tracepoints) and io_uring's IORING_OP_SOCKET.
+    // The socket syscall, the old SOCK_PACKET type, AF_XDP, the 32-bit socket and socketcall
+    // syscalls (never seen by the syscalls: tracepoints) and io_uring's IORING_OP_SOCKET.
     for kind in [
         "packet",
         "sock-packet",
+        "xdp",
         "packet-int80",
         "socketcall",
         "packet-uring",
