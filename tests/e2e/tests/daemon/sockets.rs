@@ -45,6 +45,15 @@ fn policy(name: &str, hook: &str, w: &World, mode: &str) -> String {
         .yaml()
 }
 
+/// The world of [`world`], a capture in its server namespace and the daemon with `policy`
+/// (bound in this order, so they go away daemon first).
+fn start(tag: &str, name: &str, hook: &str, mode: &str) -> (World, Sniffer, Daemon) {
+    let w = world(tag);
+    let sniff = Sniffer::start(&w.net);
+    let d = Daemon::start(&w, &[("g.yaml", &policy(name, hook, &w, mode))]);
+    (w, sniff, d)
+}
+
 /// The `policy_match` of `policy` for process `pid` with `reason`.
 fn wait_reason(d: &Daemon, policy: &str, pid: u32, reason: &str) -> Event {
     d.wait_event(
@@ -99,15 +108,7 @@ fn assert_killed(d: &Daemon, policy: &str, out: &RunOutput) -> Event {
 #[test]
 fn covered_workload_gets_eperm_for_raw_icmp_and_mptcp_sockets_and_others_keep_them() {
     let _g = serial();
-    let w = world("sock-inet");
-    let sniff = Sniffer::start(&w.net);
-    let d = Daemon::start(
-        &w,
-        &[(
-            "g.yaml",
-            &policy("e2e-sock-connect", "connect", &w, "enforce"),
-        )],
-    );
+    let (w, sniff, d) = start("sock-inet", "e2e-sock-connect", "connect", "enforce");
     let (covered, free) = (&w.pods[0], &w.pods[1]);
     let v4 = w.net.server_ip(false);
     let v6 = w.net.server_ip(true);
@@ -155,15 +156,7 @@ fn covered_workload_gets_eperm_for_raw_icmp_and_mptcp_sockets_and_others_keep_th
 #[test]
 fn covered_workload_is_killed_asking_for_a_packet_socket_by_any_path() {
     let _g = serial();
-    let w = world("sock-packet");
-    let sniff = Sniffer::start(&w.net);
-    let d = Daemon::start(
-        &w,
-        &[(
-            "g.yaml",
-            &policy("e2e-sock-egress", "egress", &w, "enforce"),
-        )],
-    );
+    let (w, sniff, d) = start("sock-packet", "e2e-sock-egress", "egress", "enforce");
     let (covered, free) = (&w.pods[0], &w.pods[1]);
     let v4 = w.net.server_ip(false);
 
@@ -204,15 +197,7 @@ fn covered_workload_is_killed_asking_for_a_packet_socket_by_any_path() {
 #[test]
 fn monitor_mode_reports_what_the_socket_guard_would_do_and_allows_it() {
     let _g = serial();
-    let w = world("sock-monitor");
-    let sniff = Sniffer::start(&w.net);
-    let d = Daemon::start(
-        &w,
-        &[(
-            "g.yaml",
-            &policy("e2e-sock-monitor", "connect", &w, "monitor"),
-        )],
-    );
+    let (w, sniff, d) = start("sock-monitor", "e2e-sock-monitor", "connect", "monitor");
     let covered = &w.pods[0];
     let v4 = w.net.server_ip(false);
 
