@@ -543,6 +543,13 @@ impl<'a> Builder<'a> {
             Hook::Egress => (dc::HOOK_EGRESS, &mut self.rs.meta.hook_egress),
         };
         *hook_mask |= bit(index);
+        // The socket guard covers processes of Block selectors on the network hooks.
+        if hook != Hook::Exec && action_bits & dc::ACTION_BLOCK != 0 {
+            match mode {
+                Mode::Enforce => self.rs.meta.enforce_net |= bit(index),
+                Mode::Monitor => self.rs.meta.monitor_net |= bit(index),
+            }
+        }
         let entry = dc::SelectorEntry {
             proc_required,
             dest_required,

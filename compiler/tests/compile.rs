@@ -236,6 +236,38 @@ fn default_action_is_post_and_actions_combine() {
 }
 
 #[test]
+fn socket_guard_masks_hold_the_block_selectors_of_the_network_hooks() {
+    let enforce = cluster(
+        "net",
+        json!({"rules": [
+            {"name": "c", "hook": "connect", "selectors": [
+                {"matchActions": [{"action": "Block"}]},
+                {"matchActions": [{"action": "Post"}]},
+                {"matchActions": [{"action": "Post"}, {"action": "Block"}]}]},
+            {"name": "e", "hook": "egress", "selectors": [
+                {"matchEncryption": "plaintext", "matchActions": [{"action": "Block"}]}]},
+            {"name": "x", "hook": "exec", "selectors": [
+                {"matchActions": [{"action": "Sigkill"}]}]}]}),
+    );
+    let monitor = cluster(
+        "watch",
+        json!({"mode": "monitor", "rules": [
+            {"name": "c", "hook": "connect", "selectors": [
+                {"matchActions": [{"action": "Block"}]}, {}]}]}),
+    );
+    let rs = compile(&[enforce, monitor], &mut NamespaceIds::new()).expect("compiles");
+    let m = rs.map_entries(1).slot_meta;
+    // Selectors 0..=4 are the enforce policy's (connect Block, Post, Post+Block, egress Block,
+    // exec Sigkill), 5 and 6 the monitor policy's (Block, Post).
+    assert_eq!(m.enforce_net, 0b0_1101, "{m:?}");
+    assert_eq!(m.monitor_net, 0b010_0000, "{m:?}");
+    // Post-only, exec and monitor selectors never make a process covered in enforce mode.
+    let post_only = one(cluster("p", rule("connect", json!([{}]))));
+    assert_eq!(post_only.map_entries(0).slot_meta.enforce_net, 0);
+    assert_eq!(post_only.map_entries(0).slot_meta.monitor_net, 0);
+}
+
+#[test]
 fn mode_encryption_and_selector_info() {
     let spec = json!({"mode": "monitor", "rules": [
         {"name": "web", "hook": "egress", "selectors": [

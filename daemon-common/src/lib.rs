@@ -77,6 +77,18 @@
 //!   `(addr & port & proto) ^ dest_negate` has its bit.
 //! - Capacity: one slot holds at most `MAX_*` entries in each matcher map (the compiler refuses
 //!   more); the maps are created with `SLOTS * MAX_*` entries so both slots fit during a switch.
+//!
+//! # Other socket types (the socket guard)
+//! Raw IP sockets, ICMP "ping" sockets, MPTCP and packet sockets reach the network without
+//! passing the connect/sendmsg hooks or sk_msg. A process is *covered* when its cached selector
+//! bits in the active slot (`PROCESSES[tgid]`, or its parent's when it has none) include one of
+//! [`SlotMeta::enforce_net`]: enforce-mode selectors with a Block action on the connect or
+//! egress hook. A covered process cannot create those sockets: `socket()` fails with EPERM
+//! (raw, ICMP, MPTCP: cgroup `sock_create`) or the process is SIGKILLed before it returns from
+//! asking for a packet socket (no cgroup hook exists for `AF_PACKET`: the tracepoint of the
+//! `CAP_NET_RAW` check that precedes every packet socket, and the io_uring submission
+//! tracepoint). Selectors in [`SlotMeta::monitor_net`] (monitor mode) only report. Each
+//! refusal is a [`MatchEvent`] per covering selector, with a `REASON_*`.
 #![no_std]
 
 #[cfg(feature = "user")]
@@ -190,6 +202,11 @@ pub struct SlotMeta {
     pub selector_count: u32,
     /// `LOOKUP_*` bits: which matcher maps have entries in this slot.
     pub lookups: u32,
+    /// Enforce-mode selectors with a Block action on the connect or egress hook: a process
+    /// whose cached bits include one is *covered* by the socket guard (see the crate doc).
+    pub enforce_net: u64,
+    /// The same in monitor mode: the socket guard only reports what it would have refused.
+    pub monitor_net: u64,
 }
 
 /// [`SlotMeta::lookups`] bits.
@@ -425,6 +442,17 @@ pub const REASON_UNSEEN_PAYLOAD: u8 = 2;
 pub const REASON_EXISTING_CONNECTION: u8 = 3;
 /// State could not be stored (a full map): the rule is enforced by refusing.
 pub const REASON_CAPACITY: u8 = 4;
+/// The socket guard refused a raw IP socket (`SOCK_RAW`, AF_INET/AF_INET6): `socket()` EPERM.
+pub const REASON_RAW_SOCKET: u8 = 5;
+/// The socket guard refused an ICMP datagram ("ping") socket, whose sends the sendmsg hooks do
+/// not see: `socket()` EPERM.
+pub const REASON_ICMP_SOCKET: u8 = 6;
+/// The socket guard refused an MPTCP socket (its subflows bypass sk_msg): `socket()` EPERM.
+pub const REASON_MPTCP: u8 = 7;
+/// A covered process asked for a packet socket (`AF_PACKET`, the old `SOCK_PACKET`, or
+/// `AF_XDP`): no hook can refuse it, so the process is SIGKILLed before it returns from the
+/// request.
+pub const REASON_PACKET_SOCKET: u8 = 8;
 
 /// Ring-buffer record kinds ([`EventHeader::kind`]).
 pub const EVENT_EXEC: u32 = 1;
@@ -616,6 +644,35 @@ pub struct KernelOffsets {
     pub tcp_fastopen_req: u32,
     /// Bit offset of the `tcp_sock.fastopen_connect` bitfield (`TCP_FASTOPEN_CONNECT`)
     pub tcp_fastopen_connect_bit: u32,
+    /// Socket guard, packet sockets: the `capability/cap_capable` tracepoint record's `cap`
+    /// and `ret` offsets (0 = the kernel has no such tracepoint, older than 6.14).
+    pub tp_cap_cap: u32,
+    pub tp_cap_ret: u32,
+    /// The native `socket` syscall number, and (0 = this architecture has none, or it is
+    /// unknown) the 32-bit compat `socket` and `socketcall` numbers.
+    pub nr_socket: u32,
+    pub nr_compat_socket: u32,
+    pub nr_compat_socketcall: u32,
+    /// Offset in `task_struct` of the word that says the current syscall is a 32-bit one
+    /// (x86: `thread_info.status`), and its bit (`TS_COMPAT`); 0 = unknown (then no syscall is
+    /// read as a compat one).
+    pub task_compat_status: u32,
+    pub compat_status_bit: u32,
+    /// `pt_regs` offsets of the syscall number and of the first two syscall arguments, native
+    /// and compat (x86: orig_ax; di, si / bx, cx); 0 = unknown (then packet sockets are not
+    /// recognised).
+    pub regs_syscall_nr: u32,
+    pub regs_arg0: u32,
+    pub regs_arg1: u32,
+    pub regs_compat_arg0: u32,
+    pub regs_compat_arg1: u32,
+    /// `io_uring/io_uring_submit_req` tracepoint record: offsets of `req` and `opcode`.
+    pub tp_uring_req: u32,
+    pub tp_uring_opcode: u32,
+    /// Offsets in `io_kiocb` of the prepared `IORING_OP_SOCKET` request's `domain` and `type`
+    /// (`io_kiocb.cmd` + `io_socket.domain/type`); 0 = unknown (no io_uring socket op).
+    pub uring_socket_domain: u32,
+    pub uring_socket_type: u32,
     pub _pad: u32,
 }
 

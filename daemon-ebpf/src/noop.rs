@@ -3,9 +3,10 @@
 //! `bulwark run --noop-programs` attaches these instead of the real ones.
 
 use aya_ebpf::{
-    macros::{cgroup_skb, cgroup_sock_addr, raw_tracepoint, sock_ops, tracepoint},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, raw_tracepoint, sock_ops, tracepoint},
     programs::{
-        RawTracePointContext, SkBuffContext, SockAddrContext, SockOpsContext, TracePointContext,
+        RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext,
+        TracePointContext,
     },
 };
 
@@ -52,4 +53,19 @@ pub fn noop_sockops(_ctx: SockOpsContext) -> u32 {
 #[cgroup_skb(egress)]
 pub fn noop_backstop(_ctx: SkBuffContext) -> i32 {
     1
+}
+
+#[cgroup_sock(sock_create)]
+pub fn noop_sock_create(_ctx: SockContext) -> i32 {
+    1
+}
+
+#[tracepoint]
+pub fn noop_packet_socket(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint]
+pub fn noop_uring_socket(_ctx: TracePointContext) -> u32 {
+    0
 }

@@ -401,6 +401,8 @@ fn render_text_report(rs: &RuleSet, e: &MapEntries, ids: &NamespaceIds, slot: u8
         ("dest_any_port", m.dest_any_port, 'd'),
         ("dest_tcp", m.dest_tcp, 'd'),
         ("dest_udp", m.dest_udp, 'd'),
+        ("enforce_net", m.enforce_net, 's'),
+        ("monitor_net", m.monitor_net, 's'),
     ] {
         let _ = writeln!(o, "    {name:<14}{}", hits(v, p));
     }
@@ -494,6 +496,7 @@ fn render_json(rs: &RuleSet, e: &MapEntries, ids: &NamespaceIds, slot: u8) -> Va
             "procNegate": hex(m.proc_negate), "destNegate": hex(m.dest_negate),
             "destAnyAddr": hex(m.dest_any_addr), "destAnyPort": hex(m.dest_any_port),
             "destTcp": hex(m.dest_tcp), "destUdp": hex(m.dest_udp),
+            "enforceNet": hex(m.enforce_net), "monitorNet": hex(m.monitor_net),
         }),
     );
     maps.insert(
@@ -595,6 +598,9 @@ spec:
             "8000-8063 (/10)",
             "8080 ",
             "proc_negate   0x0000000000000004 (p2)",
+            // The monitor-mode egress Block selector: the socket guard reports for it.
+            "monitor_net   0x0000000000000002 (s1)",
+            "enforce_net   0x0000000000000000 ()",
         ] {
             assert!(t.contains(want), "missing {want:?} in:\n{t}");
         }
@@ -614,6 +620,8 @@ spec:
         assert_eq!(v["procConditions"].as_array().map(Vec::len), Some(4));
         assert_eq!(v["destConditions"][0]["condition"]["negated"], true);
         assert_eq!(v["maps"]["SLOT_META"]["selectorCount"], 2);
+        assert_eq!(v["maps"]["SLOT_META"]["monitorNet"], "0x0000000000000002");
+        assert_eq!(v["maps"]["SLOT_META"]["enforceNet"], "0x0000000000000000");
         assert_eq!(v["maps"]["SELECTORS"][1]["encryption"], "plaintext");
         assert_eq!(v["maps"]["DEST_V4"][1]["key"], "10.1.0.0/16");
         assert_eq!(v["maps"]["DEST_V4"][1]["bits"][0], "d0");

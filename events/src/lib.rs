@@ -9,8 +9,9 @@
 //! - [`process`]: the process an event is about ([`Process`], [`Parent`], [`Pod`]) and the
 //!   destination of a connection ([`Destination`]); `process_exec`, `process_exit`,
 //!   `process_connect`.
-//! - [`policy_match`]: a rule matched ([`PolicyMatch`], [`Outcome`]), with the policy
-//!   language's words ([`Hook`], [`Action`], [`Mode`], [`Encryption`]) from the policy model.
+//! - [`policy_match`]: a rule matched ([`PolicyMatch`], [`Outcome`], [`Reason`]), with the
+//!   policy language's words ([`Hook`], [`Action`], [`Mode`], [`Encryption`]) from the policy
+//!   model.
 //! - [`status`]: the daemon's own state ([`Status`], [`State`], [`Diagnostic`], with the lint's
 //!   [`Severity`]).
 //!

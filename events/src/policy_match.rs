@@ -8,21 +8,6 @@ use serde::{Deserialize, Serialize};
 use crate::process::{Destination, Process};
 
 bulwark_policy::words! {
-    /// Why a match happened outside the plain evaluation of an exec, a connect or a payload
-    /// (docs/enforcement.md says what each guards against).
-    pub enum Reason ("match reason") {
-        /// TCP Fast Open refused at connect: its data would leave in the SYN, unseen.
-        TcpFastOpen = "tcp_fast_open",
-        /// Payload the egress verdict never saw, refused on the wire by the backstop.
-        UnseenPayload = "unseen_payload",
-        /// A connection older than the rule set, whose first payload was never seen.
-        ExistingConnection = "existing_connection",
-        /// No room in a kernel map for the state enforcement needs: refused instead.
-        Capacity = "capacity",
-    }
-}
-
-bulwark_policy::words! {
     /// What happened to the process or connection.
     pub enum Outcome ("outcome") {
         /// `Sigkill` carried out.
@@ -35,6 +20,42 @@ bulwark_policy::words! {
         WouldBlock = "would_block",
         /// `Post` only: reported.
         Reported = "reported",
+    }
+}
+
+bulwark_policy::words! {
+    /// Why a rule acted outside the plain evaluation of its hook (`reason`; `null` otherwise);
+    /// docs/enforcement.md says what each guards against.
+    pub enum Reason ("reason") {
+        /// TCP Fast Open refused at connect: its data would leave in the SYN, unseen.
+        TcpFastOpen = "tcp_fast_open",
+        /// Payload the egress verdict never saw, refused on the wire by the backstop.
+        UnseenPayload = "unseen_payload",
+        /// A connection older than the rule set, whose first payload was never seen.
+        ExistingConnection = "existing_connection",
+        /// No room in a kernel map for the state enforcement needs: refused instead.
+        Capacity = "capacity",
+        /// The socket guard refused a raw IP socket in a process a `Block` rule on `connect`
+        /// or `egress` covers: `socket()` failed with EPERM.
+        RawSocket = "raw_socket",
+        /// The socket guard refused an ICMP datagram ("ping") socket: EPERM.
+        IcmpSocket = "icmp_socket",
+        /// The socket guard refused an MPTCP socket: EPERM.
+        Mptcp = "mptcp",
+        /// The process asked for a packet socket (`AF_PACKET`, `SOCK_PACKET`, `AF_XDP`): it
+        /// was killed.
+        PacketSocket = "packet_socket",
+    }
+}
+
+impl Reason {
+    /// Reasons of the socket guard: the event is about a socket that was asked for, so it has
+    /// no destination.
+    pub fn is_socket_guard(self) -> bool {
+        matches!(
+            self,
+            Reason::RawSocket | Reason::IcmpSocket | Reason::Mptcp | Reason::PacketSocket
+        )
     }
 }
 
@@ -113,6 +134,41 @@ mod tests {
         assert_eq!("would_block".parse(), Ok(Outcome::WouldBlock));
     }
 
+    #[test]
+    fn reasons_read_and_write_their_words() {
+        let words: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "tcp_fast_open",
+                "unseen_payload",
+                "existing_connection",
+                "capacity",
+                "raw_socket",
+                "icmp_socket",
+                "mptcp",
+                "packet_socket"
+            ]
+        );
+        assert_eq!("packet_socket".parse(), Ok(Reason::PacketSocket));
+        assert_eq!("tcp_fast_open".parse(), Ok(Reason::TcpFastOpen));
+        assert!("raw".parse::<Reason>().is_err());
+        let guard: Vec<Reason> = Reason::ALL
+            .iter()
+            .copied()
+            .filter(|r| r.is_socket_guard())
+            .collect();
+        assert_eq!(
+            guard,
+            [
+                Reason::RawSocket,
+                Reason::IcmpSocket,
+                Reason::Mptcp,
+                Reason::PacketSocket
+            ]
+        );
+    }
+
     /// A `policy_match` as the controller's tests always had it: fields the controller does
     /// not use (`cwd`, `start_time`, `parent_exec_id`) left out still read.
     const CONNECT_BLOCK: &str = r#"{"type":"policy_match","time":"2026-11-22T03:00:00.123Z",
@@ -159,6 +215,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.encryption, Some(Encryption::Tls));
         assert_eq!(m.destination, None);
+        assert_eq!(m.reason, None, "an event without `reason` reads as null");
         assert_eq!(m.policy_label(), "ns/p");
         m.policy_namespace = None;
         assert_eq!(m.policy_label(), "p");

@@ -26,7 +26,14 @@
 //!   (sock_ops) and `bulwark_backstop` (cgroup_skb/egress) on the cgroup v2 root as bpf_links
 //!   (links always coexist with other programs; the kernel rejects explicit ALLOW_MULTI flags
 //!   on link creation);
+//! - the socket guard ([`socket_guard`]): `bulwark_sock_create` (cgroup sock_create) on the
+//!   cgroup v2 root, `bulwark_packet_socket` tracepoint `capability/cap_capable` and
+//!   `bulwark_uring_socket` tracepoint `io_uring/io_uring_submit_req` (each skipped on a
+//!   kernel without that tracepoint; `bulwark probe` then reports the path open);
 //! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map.
+//!
+//! [`LINKED_PROGRAMS`] lists every program attached through a link and its hook: loading,
+//! attaching, pinning and adopting all follow that one table.
 //!
 //! Map sizes: `PROCESSES` from pid_max ([`EngineOptions::max_processes`]), `SOCKHASH` from
 //! [`EngineOptions::max_watched_sockets`]. After every apply the engine checks the TCP
@@ -58,6 +65,7 @@ mod events;
 pub mod host;
 pub mod pins;
 pub mod probe;
+pub mod socket_guard;
 pub mod sockets;
 mod sweep;
 
@@ -72,8 +80,8 @@ use aya::maps::{
     Array, HashMap, Map, MapData, PerCpuArray, RingBuf, SockHash,
 };
 use aya::programs::{
-    links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
-    RawTracePoint, SkMsg, SockOps, TracePoint,
+    links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+    ProgramError, RawTracePoint, SkMsg, SockOps, TracePoint,
 };
 use aya::{Ebpf, EbpfLoader};
 pub use daemon_common::MapEntries;
@@ -164,19 +172,136 @@ const ALL_MAPS: [&str; 20] = [
     "ZEROS",
 ];
 
-/// Programs attached through links (pinned as `links/<name>`). `bulwark_egress` (sk_msg) is
-/// attached to the SOCKHASH instead and lives as long as that map.
-const LINKED_PROGRAMS: [&str; 9] = [
-    "bulwark_exec",
-    "bulwark_exit",
-    "bulwark_fork",
-    "bulwark_connect4",
-    "bulwark_connect6",
-    "bulwark_sendmsg4",
-    "bulwark_sendmsg6",
-    "bulwark_sockops",
-    "bulwark_backstop",
+/// Where a linked program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attach {
+    /// Tracepoint `category/name`.
+    TracePoint(&'static str, &'static str),
+    /// Tracepoint `category/name`, when this kernel has it (a kernel without the subsystem has
+    /// nothing for the program to watch).
+    TracePointIfPresent(&'static str, &'static str),
+    RawTracePoint(&'static str),
+    /// On the cgroup v2 root, at the hook of the program's own attach type.
+    CgroupSockAddr,
+    CgroupSock,
+    SockOps,
+    /// On the cgroup v2 root, cgroup_skb egress.
+    CgroupSkbEgress,
+}
+
+/// Programs attached through links (pinned as `links/<name>`), in attach order. `bulwark_egress`
+/// (sk_msg) is attached to the SOCKHASH instead and lives as long as that map.
+const LINKED_PROGRAMS: [(&str, Attach); 12] = [
+    (
+        "bulwark_exec",
+        Attach::TracePoint("sched", "sched_process_exec"),
+    ),
+    (
+        "bulwark_exit",
+        Attach::TracePoint("sched", "sched_process_exit"),
+    ),
+    ("bulwark_fork", Attach::RawTracePoint("sched_process_fork")),
+    ("bulwark_connect4", Attach::CgroupSockAddr),
+    ("bulwark_connect6", Attach::CgroupSockAddr),
+    ("bulwark_sendmsg4", Attach::CgroupSockAddr),
+    ("bulwark_sendmsg6", Attach::CgroupSockAddr),
+    ("bulwark_sockops", Attach::SockOps),
+    ("bulwark_backstop", Attach::CgroupSkbEgress),
+    ("bulwark_sock_create", Attach::CgroupSock),
+    (
+        "bulwark_packet_socket",
+        Attach::TracePointIfPresent(
+            socket_guard::CAP_TRACEPOINT.0,
+            socket_guard::CAP_TRACEPOINT.1,
+        ),
+    ),
+    (
+        "bulwark_uring_socket",
+        Attach::TracePointIfPresent(
+            socket_guard::URING_TRACEPOINT.0,
+            socket_guard::URING_TRACEPOINT.1,
+        ),
+    ),
 ];
+
+/// Whether tracefs lists the tracepoint `category/name`.
+fn tracepoint_exists(tracefs: &Path, category: &str, name: &str) -> bool {
+    tracefs.join("events").join(category).join(name).is_dir()
+}
+
+/// Loads program `prog` (the real one or its noop twin) of hook `name` and attaches it. With
+/// `take` the link is returned (to be pinned); without, it stays with the program in `ebpf` and
+/// detaches when that is dropped. `None` as well when an optional hook is not on this kernel.
+fn attach_program(
+    ebpf: &mut Ebpf,
+    (name, attach): (&'static str, Attach),
+    prog: &str,
+    take: bool,
+    cgroup: &(PathBuf, std::fs::File),
+    tracefs: &Path,
+) -> anyhow::Result<Option<FdLink>> {
+    let (cg_path, cg) = cgroup;
+    let p = ebpf
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing"))?;
+    // Cgroup programs attach through bpf links: the kernel always attaches cgroup links as
+    // multi-capable (BPF_F_ALLOW_MULTI), so other agents' programs on this cgroup or below
+    // keep working; `Single` only says we attach one program per hook.
+    let on_cgroup = |e: aya::programs::ProgramError| {
+        anyhow::Error::new(e).context(format!(
+            "cannot attach {name} to cgroup {}",
+            cg_path.display()
+        ))
+    };
+    // Loads the program as `$ty`, attaches it with `$attach` and, when pinning, takes the link.
+    macro_rules! attach_as {
+        ($ty:ty, |$p:ident| $attach:expr) => {{
+            let $p: &mut $ty = p.try_into()?;
+            $p.load().map_err(|e| load_error(name, e))?;
+            let id = $attach?;
+            if !take {
+                return Ok(None);
+            }
+            FdLink::try_from($p.take_link(id)?)?
+        }};
+    }
+    let single = CgroupAttachMode::Single;
+    let link = match attach {
+        Attach::TracePoint(category, tp) | Attach::TracePointIfPresent(category, tp) => {
+            if matches!(attach, Attach::TracePointIfPresent(..))
+                && !tracepoint_exists(tracefs, category, tp)
+            {
+                log::info!("{name}: this kernel has no tracepoint {category}/{tp}; not attached");
+                return Ok(None);
+            }
+            attach_as!(TracePoint, |p| p.attach(category, tp).with_context(|| {
+                format!("cannot attach {name} to tracepoint {category}/{tp}")
+            }))
+        }
+        Attach::RawTracePoint(tp) => attach_as!(RawTracePoint, |p| p
+            .attach(tp)
+            .with_context(|| format!("cannot attach {name} to raw tracepoint {tp}"))),
+        Attach::CgroupSockAddr => {
+            attach_as!(CgroupSockAddr, |p| p.attach(cg, single).map_err(on_cgroup))
+        }
+        Attach::CgroupSock => attach_as!(CgroupSock, |p| p.attach(cg, single).map_err(on_cgroup)),
+        Attach::SockOps => attach_as!(SockOps, |p| p.attach(cg, single).map_err(on_cgroup)),
+        Attach::CgroupSkbEgress => attach_as!(CgroupSkb, |p| p
+            .attach(cg, CgroupSkbAttachType::Egress, single)
+            .map_err(on_cgroup)),
+    };
+    Ok(Some(link))
+}
+
+/// The structure offsets and host facts the programs read from `OFFSETS`.
+pub fn resolve_offsets(btf_path: &Path, tracefs: &Path) -> anyhow::Result<KernelOffsets> {
+    let btf = Btf::from_file(btf_path)?;
+    let mut offsets = btf.kernel_offsets()?;
+    offsets.tp_exit_group_dead =
+        host::tracepoint_field_offset(tracefs, "sched", "sched_process_exit", "group_dead")
+            .unwrap_or(0);
+    Ok(socket_guard::offsets(&btf, tracefs, offsets))
+}
 
 /// The engine's map handles, by name.
 struct Maps(std::collections::HashMap<&'static str, Map>);
@@ -380,6 +505,19 @@ fn canonical(e: &MapEntries) -> Vec<Vec<String>> {
     ]
 }
 
+/// A map removal that found no such key counts as done.
+fn absent_is_ok(r: Result<(), aya::maps::MapError>) -> anyhow::Result<()> {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `CLOCK_BOOTTIME` now, in ns (the clock of `bpf_ktime_get_boot_ns`).
 fn boot_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -439,10 +577,7 @@ impl Engine {
             .btf
             .clone()
             .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
-        let mut offsets = Btf::from_file(&btf_path)?.kernel_offsets()?;
-        offsets.tp_exit_group_dead =
-            host::tracepoint_field_offset(&tracefs, "sched", "sched_process_exit", "group_dead")
-                .unwrap_or(0);
+        let offsets = resolve_offsets(&btf_path, &tracefs)?;
 
         let ring = opts.events_ring_bytes.unwrap_or(EVENTS_RING_BYTES);
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
@@ -487,92 +622,14 @@ impl Engine {
             )?;
         }
 
-        for (name, category, tp) in [
-            ("bulwark_exec", "sched", "sched_process_exec"),
-            ("bulwark_exit", "sched", "sched_process_exit"),
-        ] {
-            let prog = program_for(opts, name);
-            let p: &mut TracePoint = ebpf
-                .program_mut(&prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            p.load().map_err(|e| load_error(name, e))?;
-            let id = p
-                .attach(category, tp)
-                .with_context(|| format!("cannot attach {name} to tracepoint {category}/{tp}"))?;
-            if opts.pin_dir.is_some() {
-                links.push((name, FdLink::try_from(p.take_link(id)?)?));
-            }
-        }
-        {
-            let prog = program_for(opts, "bulwark_fork");
-            let p: &mut RawTracePoint = ebpf
-                .program_mut(&prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            p.load().map_err(|e| load_error("bulwark_fork", e))?;
-            let id = p
-                .attach("sched_process_fork")
-                .context("cannot attach bulwark_fork to raw tracepoint sched_process_fork")?;
-            if opts.pin_dir.is_some() {
-                links.push(("bulwark_fork", FdLink::from(p.take_link(id)?)));
-            }
-        }
-        // Attached through bpf links: the kernel always attaches cgroup links as multi-capable
-        // (BPF_F_ALLOW_MULTI), so other agents' programs on this cgroup or below keep working;
-        // `Single` only says we attach one program per hook.
         let cg = std::fs::File::open(&cgroup)
             .with_context(|| format!("cannot open cgroup directory {}", cgroup.display()))?;
-        for name in [
-            "bulwark_connect4",
-            "bulwark_connect6",
-            "bulwark_sendmsg4",
-            "bulwark_sendmsg6",
-        ] {
-            let prog = program_for(opts, name);
-            let p: &mut CgroupSockAddr = ebpf
-                .program_mut(&prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            p.load().map_err(|e| load_error(name, e))?;
-            let id = p
-                .attach(&cg, CgroupAttachMode::Single)
-                .with_context(|| format!("cannot attach {name} to cgroup {}", cgroup.display()))?;
-            if opts.pin_dir.is_some() {
-                links.push((name, FdLink::try_from(p.take_link(id)?)?));
-            }
-        }
-        {
-            let prog = program_for(opts, "bulwark_sockops");
-            let p: &mut SockOps = ebpf
-                .program_mut(&prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            p.load().map_err(|e| load_error("bulwark_sockops", e))?;
-            let id = p.attach(&cg, CgroupAttachMode::Single).with_context(|| {
-                format!("cannot attach bulwark_sockops to {}", cgroup.display())
-            })?;
-            if opts.pin_dir.is_some() {
-                links.push(("bulwark_sockops", FdLink::try_from(p.take_link(id)?)?));
-            }
-        }
-        {
-            let prog = program_for(opts, "bulwark_backstop");
-            let p: &mut CgroupSkb = ebpf
-                .program_mut(&prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            p.load().map_err(|e| load_error("bulwark_backstop", e))?;
-            let id = p
-                .attach(&cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
-                .with_context(|| {
-                    format!(
-                        "cannot attach bulwark_backstop to {} (cgroup_skb/egress)",
-                        cgroup.display()
-                    )
-                })?;
-            if opts.pin_dir.is_some() {
-                links.push(("bulwark_backstop", FdLink::try_from(p.take_link(id)?)?));
+        let cg = (cgroup.clone(), cg);
+        for entry in LINKED_PROGRAMS {
+            let prog = program_for(opts, entry.0);
+            let pin = opts.pin_dir.is_some();
+            if let Some(link) = attach_program(&mut ebpf, entry, &prog, pin, &cg, &tracefs)? {
+                links.push((entry.0, link));
             }
         }
         {
@@ -637,7 +694,10 @@ impl Engine {
         cgroup: PathBuf,
         retire: Vec<PathBuf>,
     ) -> anyhow::Result<Engine> {
-        for prog in LINKED_PROGRAMS {
+        for (prog, attach) in LINKED_PROGRAMS {
+            if matches!(attach, Attach::TracePointIfPresent(..)) {
+                continue;
+            }
             let l = dir.join("links").join(prog);
             if !l.exists() {
                 bail!(
@@ -969,16 +1029,7 @@ impl Engine {
     pub fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
         let mut m: HashMap<&mut MapData, u64, WorkloadEntry> =
             HashMap::try_from(map(&mut self.maps, MAP_WORKLOADS)?)?;
-        match m.remove(&cgroup_id) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        absent_is_ok(m.remove(&cgroup_id))
     }
 
     /// The event stream. Can be taken once: the reader owns its own handles to the ring buffer
@@ -1064,6 +1115,14 @@ impl Engine {
         let m: HashMap<&MapData, u32, ProcessState> =
             HashMap::try_from(self.maps.get(MAP_PROCESSES).ok()?).ok()?;
         m.get(&tgid, 0).ok()
+    }
+
+    /// Removes the kernel's state of a process, as when it could not be stored (tests of what
+    /// the programs do for a process they know nothing about). Absent is not an error.
+    pub fn forget_process(&mut self, tgid: u32) -> anyhow::Result<()> {
+        let mut m: HashMap<&mut MapData, u32, ProcessState> =
+            HashMap::try_from(map(&mut self.maps, MAP_PROCESSES)?)?;
+        absent_is_ok(m.remove(&tgid))
     }
 
     /// Cookies of the sockets currently in the SOCKHASH (watched by the egress program).

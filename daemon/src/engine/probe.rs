@@ -139,7 +139,9 @@ pub type ProgramVerdict = (String, Result<Option<u32>, String>);
 /// attaching anything*. Returns each program's verdict; an error for the whole object (e.g. a
 /// map type the kernel lacks) is the outer error.
 pub fn verify_programs() -> anyhow::Result<Vec<ProgramVerdict>> {
-    let offsets = Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"))?.kernel_offsets()?;
+    // The offsets `Engine::load` would use: the verifier prunes by these read-only values.
+    let tracefs = super::host::tracefs().unwrap_or_else(|| "/sys/kernel/tracing".into());
+    let offsets = super::resolve_offsets(Path::new("/sys/kernel/btf/vmlinux"), &tracefs)?;
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
         .load(PROGRAMS)
@@ -155,6 +157,7 @@ pub fn verify_programs() -> anyhow::Result<Vec<ProgramVerdict>> {
             Program::TracePoint(p) => p.load(),
             Program::RawTracePoint(p) => p.load(),
             Program::CgroupSockAddr(p) => p.load(),
+            Program::CgroupSock(p) => p.load(),
             Program::SockOps(p) => p.load(),
             Program::SkMsg(p) => p.load(),
             Program::CgroupSkb(p) => p.load(),

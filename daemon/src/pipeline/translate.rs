@@ -15,6 +15,7 @@ use bulwark_events::{
 use daemon_common::{
     MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT, HOOK_EGRESS,
     HOOK_EXEC, PROTO_TCP, PROTO_UDP, REASON_CAPACITY, REASON_EXISTING_CONNECTION,
+    REASON_ICMP_SOCKET, REASON_MPTCP, REASON_NONE, REASON_PACKET_SOCKET, REASON_RAW_SOCKET,
     REASON_TCP_FAST_OPEN, REASON_UNSEEN_PAYLOAD,
 };
 use std::io::Write;
@@ -234,10 +235,26 @@ impl<R: Rules> Pipeline<R> {
         let mi = rules.and_then(|r| r.match_info(m.selector));
         let enforced = m.enforced != 0;
         let (action, mut outcome) = action_outcome(m.actions, enforced);
-        let reason = reason_of(m.reason);
+        let reason = match reason(m.reason) {
+            Ok(r) => r,
+            Err(other) => {
+                eprintln!(
+                    "bulwark: warning: match record with unknown reason {other} (daemon and eBPF \
+                     object out of sync?); reported with reason null"
+                );
+                None
+            }
+        };
         if reason == Some(Reason::Capacity) && enforced {
             // No room for its state: the process was killed at exec (or at the apply).
             outcome = Outcome::Killed;
+        } else if reason == Some(Reason::PacketSocket) {
+            // No hook can refuse a packet socket: the process was (or would have been) killed.
+            outcome = if enforced {
+                Outcome::Killed
+            } else {
+                Outcome::WouldKill
+            };
         }
         let hook = match m.hook {
             HOOK_EXEC => Hook::Exec,
@@ -269,7 +286,9 @@ impl<R: Rules> Pipeline<R> {
             enforced,
             outcome,
             process,
-            destination: (hook != Hook::Exec).then(|| destination(&m.dest)),
+            // A socket the guard refused never had a destination.
+            destination: (hook != Hook::Exec && !reason.is_some_and(Reason::is_socket_guard))
+                .then(|| destination(&m.dest)),
             encryption: match (hook, m.encryption) {
                 (Hook::Egress, ENC_PLAINTEXT) => Some(Encryption::Plaintext),
                 (Hook::Egress, ENC_TLS) => Some(Encryption::Tls),
@@ -315,17 +334,6 @@ impl<R: Rules> Pipeline<R> {
     }
 }
 
-/// The `reason` of a `policy_match` (`REASON_*`), `None` for a plain match.
-pub fn reason_of(reason: u8) -> Option<Reason> {
-    match reason {
-        REASON_TCP_FAST_OPEN => Some(Reason::TcpFastOpen),
-        REASON_UNSEEN_PAYLOAD => Some(Reason::UnseenPayload),
-        REASON_EXISTING_CONNECTION => Some(Reason::ExistingConnection),
-        REASON_CAPACITY => Some(Reason::Capacity),
-        _ => None,
-    }
-}
-
 /// Strongest action of a match's action bits, and its outcome.
 pub fn action_outcome(actions: u8, enforced: bool) -> (Action, Outcome) {
     let action = if actions & ACTION_SIGKILL != 0 {
@@ -336,6 +344,22 @@ pub fn action_outcome(actions: u8, enforced: bool) -> (Action, Outcome) {
         Action::Post
     };
     (action, Outcome::of(action, enforced))
+}
+
+/// The word of a match record's `REASON_*` byte (`Ok(None)` for none), or the unknown byte.
+pub fn reason(byte: u8) -> Result<Option<Reason>, u8> {
+    Ok(Some(match byte {
+        REASON_NONE => return Ok(None),
+        REASON_TCP_FAST_OPEN => Reason::TcpFastOpen,
+        REASON_UNSEEN_PAYLOAD => Reason::UnseenPayload,
+        REASON_EXISTING_CONNECTION => Reason::ExistingConnection,
+        REASON_CAPACITY => Reason::Capacity,
+        REASON_RAW_SOCKET => Reason::RawSocket,
+        REASON_ICMP_SOCKET => Reason::IcmpSocket,
+        REASON_MPTCP => Reason::Mptcp,
+        REASON_PACKET_SOCKET => Reason::PacketSocket,
+        other => return Err(other),
+    }))
 }
 
 /// Event form of a kernel destination.
@@ -523,6 +547,7 @@ mod tests {
         assert_eq!(ev[3]["mode"], "enforce");
         assert_eq!(ev[3]["outcome"], "blocked");
         assert_eq!(ev[3]["encryption"], serde_json::Value::Null);
+        assert_eq!(ev[3]["reason"], serde_json::Value::Null);
         assert_eq!(ids(&ev[3]), ids(&ev[1]));
         assert_eq!(ev[4]["policy_name"], "monitor-nc");
         assert_eq!(ev[4]["mode"], "monitor");
@@ -616,6 +641,68 @@ mod tests {
             crate::pipeline::process::exec_id("node-1", 300, 4_100_002).as_str()
         );
         assert!(p.flush_pending(Duration::ZERO).is_empty(), "written once");
+    }
+
+    #[test]
+    fn socket_guard_matches_name_their_reason_and_no_destination() {
+        let (mut p, out) = pipeline();
+        p.set_slot(
+            0,
+            Arc::new(FakeRules(vec!["net".into(), "monitor-net".into()])),
+        );
+        let header = EventHeader {
+            kind: EVENT_MATCH,
+            tgid: 4_200_000,
+            time_ns: 10,
+            start_ns: 5,
+        };
+        let raw = MatchEvent {
+            header,
+            selector: 0,
+            hook: HOOK_CONNECT,
+            actions: ACTION_BLOCK,
+            enforced: 1,
+            reason: REASON_RAW_SOCKET,
+            ..Default::default()
+        };
+        let packet = MatchEvent {
+            hook: HOOK_EGRESS,
+            reason: REASON_PACKET_SOCKET,
+            ..raw
+        };
+        let packet_monitor = MatchEvent {
+            selector: 1,
+            enforced: 0,
+            ..packet
+        };
+        let unknown = MatchEvent { reason: 200, ..raw };
+        let records: Vec<Vec<u8>> = [raw, packet, packet_monitor, unknown]
+            .iter()
+            .map(as_bytes)
+            .collect();
+        feed(&mut p, &records);
+        let ev = out.take();
+        assert_eq!(ev.len(), 4, "{ev:#?}");
+        assert_eq!(
+            (&ev[0]["reason"], &ev[0]["outcome"], &ev[0]["hook"]),
+            (&"raw_socket".into(), &"blocked".into(), &"connect".into())
+        );
+        assert_eq!(ev[0]["destination"], serde_json::Value::Null, "{}", ev[0]);
+        assert_eq!(ev[1]["reason"], "packet_socket");
+        assert_eq!(
+            ev[1]["outcome"], "killed",
+            "a packet socket is refused by SIGKILL"
+        );
+        assert_eq!(ev[1]["action"], "Block");
+        assert_eq!(ev[2]["outcome"], "would_kill");
+        assert_eq!(ev[2]["mode"], "monitor");
+        // A reason this daemon does not know keeps the event, with reason null.
+        assert_eq!(ev[3]["reason"], serde_json::Value::Null);
+        assert_eq!(ev[3]["outcome"], "blocked");
+        assert_eq!(reason(REASON_NONE), Ok(None));
+        assert_eq!(reason(REASON_MPTCP), Ok(Some(Reason::Mptcp)));
+        assert_eq!(reason(REASON_ICMP_SOCKET), Ok(Some(Reason::IcmpSocket)));
+        assert_eq!(reason(200), Err(200));
     }
 
     #[test]

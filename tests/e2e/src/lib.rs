@@ -16,6 +16,7 @@ pub mod netns;
 pub mod pod;
 pub mod policy;
 pub mod preflight;
+pub mod raw;
 pub mod servers;
 pub mod world;
 
@@ -25,6 +26,7 @@ pub use netns::NetPair;
 pub use pod::{Pod, RunOutput, Running};
 pub use policy::{PolicyBuilder, RuleBuilder};
 pub use preflight::{preflight, Tools};
+pub use raw::{socket_result, Sniffer};
 pub use servers::{ServerLog, TestServer};
 pub use world::{World, WorldConfig};
 

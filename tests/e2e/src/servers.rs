@@ -7,7 +7,7 @@
 use crate::netns::NetPair;
 use crate::TempDir;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// The server script, written next to its log when a server starts.
@@ -61,49 +61,27 @@ impl TestServer {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        let child = Command::new(&tools.ip)
-            .args(["netns", "exec", &net.server])
-            .arg(&tools.python3)
-            .arg(&script)
-            .arg("--ports")
-            .arg(&ports_arg)
-            .arg("--log")
-            .arg(&log)
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .arg("--ready")
-            .arg(&ready)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("create server stderr file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the test server: {e}"));
-        let mut server = TestServer {
+        let args: [&std::ffi::OsStr; 10] = [
+            "--ports".as_ref(),
+            ports_arg.as_ref(),
+            "--log".as_ref(),
+            log.as_ref(),
+            "--cert".as_ref(),
+            cert.as_ref(),
+            "--key".as_ref(),
+            key.as_ref(),
+            "--ready".as_ref(),
+            ready.as_ref(),
+        ];
+        let what = format!("the test server (listening on {ports_arg})");
+        let child = python_in_server_netns(net, &script, &args, &ready, &stderr, &what);
+        TestServer {
             child,
             log,
             stderr,
             ports: ports.to_vec(),
             _dir: dir,
-        };
-        let up = crate::poll_until(crate::timeout(), || {
-            if ready.exists() {
-                return Some(true);
-            }
-            match server.child.try_wait() {
-                Ok(Some(_)) => Some(false),
-                _ => None,
-            }
-        });
-        if up != Some(true) {
-            panic!(
-                "the test server in netns {} did not start listening on {ports_arg}: {}",
-                net.server,
-                std::fs::read_to_string(&server.stderr).unwrap_or_default()
-            );
         }
-        server
     }
 
     /// Everything the server logged so far.
@@ -121,6 +99,45 @@ impl TestServer {
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
+}
+
+/// Starts `python3 script args..` in the server namespace and waits until it creates `ready`;
+/// panics with its stderr (written to `stderr`) when it exits first or takes too long.
+pub fn python_in_server_netns(
+    net: &NetPair,
+    script: &Path,
+    args: &[&std::ffi::OsStr],
+    ready: &Path,
+    stderr: &Path,
+    what: &str,
+) -> Child {
+    let tools = crate::preflight();
+    let mut child = Command::new(&tools.ip)
+        .args(["netns", "exec", &net.server])
+        .arg(&tools.python3)
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).expect("create stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let up = crate::poll_until(crate::timeout(), || {
+        if ready.exists() {
+            return Some(true);
+        }
+        matches!(child.try_wait(), Ok(Some(_))).then_some(false)
+    });
+    if up != Some(true) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{what} in netns {} did not start: {}",
+            net.server,
+            std::fs::read_to_string(stderr).unwrap_or_default()
+        );
+    }
+    child
 }
 
 impl Drop for TestServer {

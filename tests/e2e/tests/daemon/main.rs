@@ -16,6 +16,7 @@ mod lifecycle;
 mod monitor;
 mod namespace;
 mod reload;
+mod sockets;
 
 use bulwark_e2e::daemon::ev;
 use bulwark_e2e::{Daemon, Event, RunOutput};
