@@ -150,24 +150,55 @@ fn tcp_fast_open_is_refused_in_scope() {
     }
 }
 
-/// An MPTCP socket sends through its subflows, never through sk_msg: whatever it sends to a
-/// watched destination is refused on the wire (reason unseen_payload), also when the peer is
-/// plain TCP and the connection falls back.
+/// An MPTCP socket sends through its subflows, never through sk_msg. A process in the rule's
+/// scope cannot make one (the socket guard: `socket()` EPERM, reason mptcp); one made by a
+/// process outside the scope has whatever it sends to a watched destination refused on the
+/// wire (the backstop: reason unseen_payload), also when the peer is plain TCP and the
+/// connection falls back.
 #[test]
-fn mptcp_payload_is_refused_by_the_backstop() {
+fn mptcp_is_refused_in_scope_and_by_the_backstop_outside_it() {
     let _g = serial();
-    let w = World::single("mptcp", "e2e-mptcp");
+    let w = World::new(WorldConfig {
+        tag: "mptcp".into(),
+        pods: vec![
+            ("e2e-mptcp".into(), "in".into()),
+            ("e2e-mptcp-out".into(), "out".into()),
+        ],
+    });
     let srv = TestServer::start(&w.net, &[8080]);
     let policy = no_plaintext("e2e-mptcp", "e2e-mptcp", "8080");
     let d = Daemon::start(&w, &[("mptcp.yaml", &policy)]);
     let ip = w.net.server_ip(false);
-    let out = w.pod().probe(
+    let (inside, outside) = (&w.pods[0], &w.pods[1]);
+
+    let refused = inside.probe(
         ip,
         8080,
-        &["--mptcp", "--send", "GET /mptcp HTTP/1.0\r\n\r\n"],
+        &["--mptcp", "--send", "GET /mptcp-in HTTP/1.0\r\n\r\n"],
     );
-    assert_eq!(out.json()["connect"], "ok", "{out}");
-    assert_refused_on_the_wire(&d, "e2e-mptcp", &out, &srv, "/mptcp");
+    assert!(
+        refused.stderr.contains("Operation not permitted"),
+        "an MPTCP socket in scope must be refused at socket(): {refused}"
+    );
+    let m = d.wait_event(
+        &format!("the socket guard's mptcp match for pid {}", refused.pid),
+        |e| {
+            ev::is(e, "policy_match")
+                && e["policy_name"] == "e2e-mptcp"
+                && ev::pid(e) == Some(refused.pid as u64)
+                && e["reason"] == "mptcp"
+        },
+    );
+    assert_eq!(m["outcome"], "blocked", "{m}");
+
+    let out = outside.probe(
+        ip,
+        8080,
+        &["--mptcp", "--send", "GET /mptcp-out HTTP/1.0\r\n\r\n"],
+    );
+    assert_eq!(out.json()["connect"], "ok", "out of scope, MPTCP connects: {out}");
+    assert_refused_on_the_wire(&d, "e2e-mptcp", &out, &srv, "/mptcp-out");
+    assert_server_never_saw(&srv.log(), "/mptcp-in");
 }
 
 /// A TLS verdict needs a well-formed ClientHello and well-formed records after it: a record
