@@ -196,7 +196,11 @@ fn mptcp_is_refused_in_scope_and_by_the_backstop_outside_it() {
         8080,
         &["--mptcp", "--send", "GET /mptcp-out HTTP/1.0\r\n\r\n"],
     );
-    assert_eq!(out.json()["connect"], "ok", "out of scope, MPTCP connects: {out}");
+    assert_eq!(
+        out.json()["connect"],
+        "ok",
+        "out of scope, MPTCP connects: {out}"
+    );
     assert_refused_on_the_wire(&d, "e2e-mptcp", &out, &srv, "/mptcp-out");
     assert_server_never_saw(&srv.log(), "/mptcp-in");
 }
