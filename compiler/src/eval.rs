@@ -1,7 +1,8 @@
 //! The reference semantics of a compiled rule set, evaluated in plain Rust from the
 //! conditions (not from the map entries). Userspace uses it to compute the selector bits of
 //! processes that were already running when a rule set is swapped in (the kernel evaluates only
-//! at exec); the tests use it as the oracle the generated map entries must agree with.
+//! at exec), from the same facts the exec program uses ([`ExecFacts`]); the tests use it as the
+//! oracle the generated map entries must agree with.
 
 use crate::ruleset::{DestCondition, ProcCondition, RuleSet};
 use bulwark_policy::values::normalize_addr;
@@ -13,8 +14,51 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
+/// What the exec program knows about one exec: the input of [`RuleSet::evaluate_exec`].
+/// Userspace gathers the same facts from /proc for processes that exec'd before a rule set
+/// existed (`bulwark run`'s reseed); the field docs say where the kernel takes each from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecFacts {
+    /// Absolute path of the executed file as the process's mount namespace sees it
+    /// (`mm->exe_file`; `/proc/PID/exe`).
+    pub path: Vec<u8>,
+    /// The filename given to execve, when the kernel matches it too (a script's own path, its
+    /// interpreter being the executed file; the tracepoint's filename, `AT_EXECFN`). Binary
+    /// conditions are hit when either path hits.
+    pub filename: Option<Vec<u8>>,
+    /// argv, argv[0] included (the new image's argument area; `/proc/PID/cmdline`).
+    pub argv: Vec<Vec<u8>>,
+    /// Interned Kubernetes namespace of the process's workload, 0 for host processes.
+    pub namespace_id: u32,
+}
+
+impl ExecFacts {
+    /// Facts of a process running `binary` (also the execve filename) with `argv`.
+    pub fn new(binary: &[u8], argv: &[&[u8]], namespace_id: u32) -> ExecFacts {
+        ExecFacts {
+            path: binary.to_vec(),
+            filename: None,
+            argv: argv.iter().map(|a| a.to_vec()).collect(),
+            namespace_id,
+        }
+    }
+}
+
 impl ProcCondition {
-    /// Is the condition hit (before negation) by this process?
+    /// Is the condition hit (before negation) by this exec?
+    pub fn hit_by(&self, facts: &ExecFacts) -> bool {
+        match self {
+            ProcCondition::Binary(m) => {
+                m.hits(&facts.path) || facts.filename.as_deref().is_some_and(|f| m.hits(f))
+            }
+            _ => {
+                let argv: Vec<&[u8]> = facts.argv.iter().map(Vec::as_slice).collect();
+                self.hit(&facts.path, &argv, facts.namespace_id)
+            }
+        }
+    }
+
+    /// Is the condition hit (before negation) by a process running `binary` with `argv`?
     pub fn hit(&self, binary: &[u8], argv: &[&[u8]], namespace_id: u32) -> bool {
         match self {
             ProcCondition::Binary(m) => m.hits(binary),
@@ -98,9 +142,15 @@ impl RuleSet {
 
     /// [`RuleSet::evaluate_process`] for non-UTF-8 paths and arguments (as read from /proc).
     pub fn evaluate_process_bytes(&self, binary: &[u8], argv: &[&[u8]], namespace_id: u32) -> u64 {
+        self.evaluate_exec(&ExecFacts::new(binary, argv, namespace_id))
+    }
+
+    /// Selectors (of every hook) whose process conditions hold for an exec with these facts:
+    /// what the kernel caches in `ProcessState::selectors` at that exec.
+    pub fn evaluate_exec(&self, facts: &ExecFacts) -> u64 {
         let mut holds = 0u64;
         for (i, c) in self.proc.iter().enumerate() {
-            if c.hit(binary, argv, namespace_id) != c.negated() {
+            if c.hit_by(facts) != c.negated() {
                 holds |= 1 << i;
             }
         }

@@ -37,7 +37,7 @@ pub use capacity::{capacity, Limit};
 /// Re-exported so callers need not depend on `daemon-common` for these types.
 pub use daemon_common::{Destination, MapEntries};
 pub use error::{CompileError, ErrorKind, Location};
-pub use eval::{destination, destination_addr};
+pub use eval::{destination, destination_addr, ExecFacts};
 pub use ids::NamespaceIds;
 pub use lint::{lint_paths, lint_source, validate_set};
 pub use ruleset::{

@@ -52,6 +52,27 @@
 //!   `(addr & port & proto) ^ dest_negate` has its bit.
 //! - Capacity: one slot holds at most `MAX_*` entries in each matcher map (the compiler refuses
 //!   more); the maps are created with `SLOTS * MAX_*` entries so both slots fit during a switch.
+//!
+//! # Switching
+//! Every slot write carries a new [`SlotMeta::generation`]; a process's bits for a slot are
+//! current when [`ProcessState::slot_gen`] for it equals that generation. Exec writes `slot_gen`
+//! for every slot it evaluates (the active one, and the pending one during a switch); fork
+//! copies the parent's state, so a child is stale exactly when its parent was. A switch (the
+//! engine's `apply`): write the inactive slot -> set [`Config::pending_slot`] -> wait until
+//! every program that started before has finished (a map-in-map update from userspace calls
+//! `synchronize_rcu()`) -> scan `PROCESSES` and /proc for processes whose `slot_gen` is stale
+//! and write bits computed from their /proc facts by the compiler's reference evaluator,
+//! repeating until a scan finds none while fork's [`COUNTER_STALE_FORK`] stood still -> flip
+//! [`Config::active_slot`] -> clear pending. The event stream is not consulted. A process that
+//! keeps forking away before the scan can describe it fails closed: its image's [`MAP_RESEED`]
+//! entry gets every selector of the slot and fork gives a stale child of that image those
+//! bits. connect counts a process whose bits are stale for the active slot
+//! ([`COUNTER_STALE_PROCESS`], 0 unless something above failed).
+//!
+//! What /proc gives a reseed that the exec program did not see: memory the process rewrote
+//! since its exec (its argument area — `/proc/PID/cmdline` — and the execve filename on its
+//! stack), and a cgroup it moved to (the exec program used the cgroup at exec time). A process
+//! that exec'd between being described and being written is described again.
 #![no_std]
 
 #[cfg(feature = "user")]
@@ -162,6 +183,10 @@ pub struct SlotMeta {
     pub selector_count: u32,
     /// `LOOKUP_*` bits: which matcher maps have entries in this slot.
     pub lookups: u32,
+    /// Written by userspace with every slot, never 0 once written (the engine counts applies):
+    /// a process's bits for this slot are current when `ProcessState::slot_gen[slot]` equals it.
+    pub generation: u32,
+    pub _pad: u32,
 }
 
 /// [`SlotMeta::lookups`] bits.
@@ -291,6 +316,34 @@ pub struct ProcessState {
     pub selectors: [u64; SLOTS],
     /// Namespace id at exec.
     pub namespace_id: u32,
+    pub _pad: u32,
+    /// `SlotMeta::generation` each slot's `selectors` were computed for (0: never). Exec writes
+    /// it for every slot it evaluates, fork copies it, userspace writes it when it reseeds.
+    pub slot_gen: [u32; SLOTS],
+    /// The image: `start_ns` and tgid of the exec that loaded what this process runs. Fork
+    /// copies it (a child runs its parent's image), so it keys [`MAP_RESEED`].
+    pub image: ImageKey,
+}
+
+/// Identity of a process image (one exec): `RESEED` key, [`ProcessState::image`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ImageKey {
+    /// `bpf_ktime_get_boot_ns()` of the exec (0 for processes the kernel never saw exec).
+    pub exec_ns: u64,
+    /// The tgid that exec'd.
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+/// `RESEED[image]`: selector bits userspace decided for every process of an image during a
+/// switch; fork copies them into a child whose inherited bits are stale for the pending slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReseedEntry {
+    pub selectors: u64,
+    /// The `SlotMeta::generation` they are for.
+    pub generation: u32,
     pub _pad: u32,
 }
 
@@ -501,8 +554,15 @@ pub const COUNTER_SOCKHASH_ADD_FAILED: u32 = 3;
 pub const COUNTER_READ_FAILED: u32 = 4;
 /// Sends dropped by the egress program.
 pub const COUNTER_EGRESS_DROPPED: u32 = 5;
+/// connect found the process's selector bits stale for the active slot (or no state at all)
+/// while that slot has connect or egress selectors. Userspace reseeds every process before a
+/// switch, so this stays 0; it is reported (status events, `bulwark probe`) as a safety net.
+pub const COUNTER_STALE_PROCESS: u32 = 10;
+/// fork copied bits that are stale for the pending slot and found no `RESEED` entry for the
+/// image: userspace rescans until this stops growing.
+pub const COUNTER_STALE_FORK: u32 = 11;
 /// Number of counters.
-pub const COUNTERS_LEN: u32 = 8;
+pub const COUNTERS_LEN: u32 = 16;
 
 /// Map names in the eBPF object (shared so the loader cannot drift from the programs).
 pub const MAP_CONFIG: &str = "CONFIG";
@@ -524,6 +584,7 @@ pub const MAP_SK_STORAGE: &str = "SK_STORAGE";
 pub const MAP_SOCKHASH: &str = "SOCKHASH";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const MAP_RESEED: &str = "RESEED";
 /// Entries of the SOCKHASH (sockets awaiting their first-payload verdict, or blocked).
 pub const MAX_WATCHED_SOCKETS: u32 = 65_536;
 
@@ -547,6 +608,8 @@ mod pod {
         PortLpmData,
         WorkloadEntry,
         ProcessState,
+        ImageKey,
+        ReseedEntry,
         SockState,
         KernelOffsets,
     );

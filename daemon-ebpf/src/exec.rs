@@ -229,12 +229,26 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         selectors: [0; SLOTS],
         namespace_id,
         _pad: 0,
+        slot_gen: [0; SLOTS],
+        image: ImageKey {
+            exec_ns: now,
+            tgid,
+            _pad: 0,
+        },
     };
     for k in 0..SLOTS {
         if k < sl.n {
             let truth = hits[k] ^ sl.meta[k].proc_negate;
-            state.selectors[sl.slot[k] as usize & 1] =
-                eval_selectors(sl.slot[k], sl.meta[k].selector_count, truth);
+            let bits = eval_selectors(sl.slot[k], sl.meta[k].selector_count, truth);
+            // Branches, not `[slot & 1]`: LLVM turns that index into a pointer OR the
+            // verifier refuses.
+            if sl.slot[k] & 1 == 0 {
+                state.selectors[0] = bits;
+                state.slot_gen[0] = sl.meta[k].generation;
+            } else {
+                state.selectors[1] = bits;
+                state.slot_gen[1] = sl.meta[k].generation;
+            }
         }
     }
     if PROCESSES.insert(&tgid, &state, 0).is_err() {
@@ -707,10 +721,19 @@ pub fn bulwark_fork(ctx: RawTracePointContext) -> i32 {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut state = match unsafe { PROCESSES.get(&parent_tgid) } {
         Some(p) => *p,
-        None => ProcessState::default(),
+        None => ProcessState {
+            // An image the kernel never saw exec: named after the parent (never shared).
+            image: ImageKey {
+                exec_ns: 0,
+                tgid: parent_tgid,
+                _pad: 0,
+            },
+            ..ProcessState::default()
+        },
     };
     let parent_start_ns = state.start_ns;
     state.start_ns = now;
+    refresh_pending_slot(&mut state);
     if PROCESSES.insert(&child_tgid, &state, 0).is_err() {
         count(COUNTER_PROCESS_MAP_FULL);
     }
@@ -722,6 +745,39 @@ pub fn bulwark_fork(ctx: RawTracePointContext) -> i32 {
     };
     emit(&ev);
     0
+}
+
+/// During a switch, a child whose inherited bits are stale for the pending slot takes the bits
+/// userspace decided for its image (`RESEED`); without one it is counted, and userspace scans
+/// again until no stale process is left (see `daemon-common`, Switching).
+#[inline(always)]
+fn refresh_pending_slot(state: &mut ProcessState) {
+    let cfg = config();
+    if cfg.pending_slot == NO_SLOT {
+        return;
+    }
+    let slot = cfg.pending_slot & 1;
+    let generation = slot_meta(slot).generation;
+    let current = if slot == 0 {
+        state.slot_gen[0]
+    } else {
+        state.slot_gen[1]
+    };
+    if current == generation {
+        return;
+    }
+    match unsafe { RESEED.get(&state.image) } {
+        Some(r) if r.generation == generation => {
+            if slot == 0 {
+                state.selectors[0] = r.selectors;
+                state.slot_gen[0] = generation;
+            } else {
+                state.selectors[1] = r.selectors;
+                state.slot_gen[1] = generation;
+            }
+        }
+        _ => count(COUNTER_STALE_FORK),
+    }
 }
 
 /// `sched_process_exit`: reports the end of a process (when its last thread exits, or its

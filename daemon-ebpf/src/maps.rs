@@ -86,6 +86,9 @@ pub static PORTS: LpmTrie<PortLpmData, u64> =
 pub static WORKLOADS: HashMap<u64, WorkloadEntry> = HashMap::with_max_entries(MAX_WORKLOADS, 0);
 #[map]
 pub static PROCESSES: HashMap<u32, ProcessState> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+/// Bits userspace decided per process image during a switch (see `daemon-common`, Switching).
+#[map]
+pub static RESEED: HashMap<ImageKey, ReseedEntry> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
 /// Per-socket state of sockets an egress selector could act on (must be a BTF map).
 #[btf_map]

@@ -233,9 +233,9 @@ fn on_connect(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
         };
     }
 
-    let (selectors, start_ns) = match unsafe { PROCESSES.get(&tgid) } {
-        Some(p) => (p.selectors, p.start_ns),
-        None => ([0; SLOTS], 0),
+    let (selectors, start_ns, slot_gen) = match unsafe { PROCESSES.get(&tgid) } {
+        Some(p) => (p.selectors, p.start_ns, p.slot_gen),
+        None => ([0; SLOTS], 0, [0; SLOTS]),
     };
     let cfg = config();
     let slot = cfg.active_slot & 1;
@@ -243,6 +243,12 @@ fn on_connect(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
         Some(m) => *m,
         None => SlotMeta::default(),
     };
+    // Safety net of the switch (userspace reseeds every process before it flips): bits
+    // computed for another rule set than the one in force.
+    let gen = if slot == 0 { slot_gen[0] } else { slot_gen[1] };
+    if gen != meta.generation && meta.hook_connect | meta.hook_egress != 0 {
+        count(COUNTER_STALE_PROCESS);
+    }
     let candidates = selectors[slot as usize] & (meta.hook_connect | meta.hook_egress);
     let mut blocked = false;
     if candidates != 0 {

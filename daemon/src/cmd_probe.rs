@@ -15,6 +15,9 @@ use aya::sys::BpfHelper;
 use serde::Serialize;
 
 use bulwark::engine::{host, probe as kernel, Btf};
+use daemon_common::{
+    COUNTER_LOST_EVENTS, COUNTER_PROCESS_MAP_FULL, COUNTER_READ_FAILED, COUNTER_STALE_PROCESS,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct ProbeArgs {
@@ -51,7 +54,24 @@ pub struct Report {
     pub programs: Vec<ProgramCheck>,
     /// What bulwark will use on this host.
     pub uses: Vec<String>,
+    /// The bulwark engines running on this host and their counters.
+    pub engines: Vec<EngineCounters>,
     pub ready: bool,
+}
+
+/// Counters of a running bulwark engine (found by its `COUNTERS` map).
+#[derive(Serialize, Debug)]
+pub struct EngineCounters {
+    pub counters_map_id: u32,
+    /// Records the kernel could not queue (ring buffer full).
+    pub lost_events: u64,
+    /// Connects by processes whose selector bits were stale for the rule set in force (a
+    /// policy switch left them behind; 0 expected).
+    pub stale_processes: u64,
+    /// Kernel reads (argv, parent) that failed.
+    pub read_failed: u64,
+    /// PROCESSES was full when a process had to be added.
+    pub process_map_full: u64,
 }
 
 #[derive(Serialize, Debug)]
@@ -189,6 +209,20 @@ pub fn probe() -> Report {
             kernel::map(MapType::SkStorage),
             "created",
         ));
+        checks.push(match kernel::switch_barrier() {
+            Ok(detail) => Check {
+                name: "policy-switch barrier".into(),
+                supported: true,
+                required: true,
+                detail,
+            },
+            Err(e) => Check {
+                name: "policy-switch barrier".into(),
+                supported: false,
+                required: true,
+                detail: format!("refused: {e}"),
+            },
+        });
         checks.push(check(
             "kprobe",
             false,
@@ -244,6 +278,20 @@ pub fn probe() -> Report {
         "events: BPF ring buffer, losses counted".to_string(),
         "not used: kprobes, fentry/fexit, BPF LSM".to_string(),
     ];
+    let engines = if root {
+        kernel::running_engine_counters()
+            .into_iter()
+            .map(|(id, c)| EngineCounters {
+                counters_map_id: id,
+                lost_events: c[COUNTER_LOST_EVENTS as usize],
+                stale_processes: c[COUNTER_STALE_PROCESS as usize],
+                read_failed: c[COUNTER_READ_FAILED as usize],
+                process_map_full: c[COUNTER_PROCESS_MAP_FULL as usize],
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Report {
         kernel: kernel_release(),
         root,
@@ -253,6 +301,7 @@ pub fn probe() -> Report {
         checks,
         programs,
         uses,
+        engines,
         ready,
     }
 }
@@ -285,6 +334,12 @@ fn print_text(r: &Report) {
                 Some(e) => println!("  [NO ] {}: {e}", p.name),
             }
         }
+    }
+    for e in &r.engines {
+        println!(
+            "running engine (COUNTERS map {}): lost_events={} stale_processes={} read_failed={} process_map_full={}",
+            e.counters_map_id, e.lost_events, e.stale_processes, e.read_failed, e.process_map_full
+        );
     }
     println!("bulwark will use:");
     for u in &r.uses {

@@ -183,7 +183,7 @@ fn exec_sigkill_by_exact_path_prefix_and_postfix() {
                 m.bin_postfix.push(p);
                 m
             },
-            |_| vec![],
+            |_| Some(0),
         )
         .unwrap();
     assert_eq!(slot, 1);
@@ -321,7 +321,7 @@ fn exec_argv_matching_by_index_and_any_index() {
             m.arg_prefix.push((8 * (2 + 6), d, 8));
             m
         },
-        |_| vec![],
+        |_| Some(0),
     )
     .unwrap();
 
@@ -425,7 +425,7 @@ fn apply_net(e: &mut Engine, port: u16, egress_port: u16) {
     let me = std::process::id();
     e.apply(
         |slot| net_policy(slot, port, egress_port),
-        |_| vec![(me, 0b11)],
+        |tgid| Some(if tgid == me { 0b11 } else { 0 }),
     )
     .unwrap();
     let st = e
@@ -619,7 +619,7 @@ fn apply_switches_slots_and_replaces_the_old_rule_set() {
     assert_eq!(e.active_slot(), 1);
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
     // An empty rule set in slot 0: nothing blocked any more.
-    e.apply(|_| MapEntries::default(), |_| vec![]).unwrap();
+    e.apply(|_| MapEntries::default(), |_| Some(0)).unwrap();
     assert_eq!(e.active_slot(), 0);
     TcpStream::connect(("127.0.0.1", port)).expect("the old rule set is gone");
     // Back to slot 1 with the policy: blocked again (slot 1 was cleared and rewritten).
@@ -628,7 +628,7 @@ fn apply_switches_slots_and_replaces_the_old_rule_set() {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
     // Entries for the wrong slot are refused and the active rule set stays in force.
     let err = e
-        .apply(|_| net_policy(1, port, 1), |_| vec![])
+        .apply(|_| net_policy(1, port, 1), |_| Some(0))
         .expect_err("entries for slot 1 while writing slot 0");
     assert!(format!("{err:#}").contains("slot"), "{err:#}");
     assert_eq!(e.active_slot(), 1);
@@ -693,7 +693,7 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
             ));
             m
         },
-        |_| vec![],
+        |_| Some(0),
     )
     .unwrap();
     drain(&mut events);
@@ -976,7 +976,10 @@ spec:
         "the test process is covered by the exe selectors"
     );
     let slot = e
-        .apply(|slot| rs.map_entries(slot), |_| vec![(me, my_bits)])
+        .apply(
+            |slot| rs.map_entries(slot),
+            |tgid| Some(if tgid == me { my_bits } else { 0 }),
+        )
         .unwrap();
     assert_eq!(
         e.process_state(me).unwrap().selectors[slot as usize],
@@ -1090,7 +1093,7 @@ fn bench_exec_and_connect_overhead() {
                 .push((arg_key(slot, ARG_ANY_INDEX, "zz"), 1 << 6));
             m
         },
-        |_| vec![(std::process::id(), 0b11)],
+        |tgid| Some(if tgid == std::process::id() { 0b11 } else { 0 }),
     )
     .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1161,7 +1164,7 @@ fn pinned_engine_survives_its_process_and_is_adopted_without_a_gap() {
     let err = TcpStream::connect(("127.0.0.1", port)).expect_err("adopted rule set enforces");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     assert!(old.exists());
-    e.apply(|_| MapEntries::default(), |_| vec![]).unwrap();
+    e.apply(|_| MapEntries::default(), |_| Some(0)).unwrap();
     assert!(
         !old.exists(),
         "other builds' pins are removed after the first apply"
@@ -1228,19 +1231,21 @@ fn exec_during_a_switch_is_evaluated_for_the_pending_slot_too() {
                 m.bin_exact.push((path_key(slot, &sleeper_s), 1));
                 m
             },
-            |_| {
+            |tgid| {
                 // The new slot is written and pending, not active: an exec now must get its
-                // bits for both slots from the kernel (it is not in the reseed list).
-                let c = Command::new(&sleeper).arg("5").spawn().unwrap();
-                let pid = c.id();
-                child = Some(c);
-                let exec = find_event(
-                    &mut events,
-                    Duration::from_secs(2),
-                    |ev| matches!(ev, Record::Exec(x) if x.header.tgid == pid),
-                );
-                assert!(exec.is_some(), "exec of the sleeper during the switch");
-                vec![]
+                // bits for both slots from the kernel (userspace does not describe it).
+                if child.is_none() {
+                    let c = Command::new(&sleeper).arg("5").spawn().unwrap();
+                    let pid = c.id();
+                    child = Some(c);
+                    let exec = find_event(
+                        &mut events,
+                        Duration::from_secs(2),
+                        |ev| matches!(ev, Record::Exec(x) if x.header.tgid == pid),
+                    );
+                    assert!(exec.is_some(), "exec of the sleeper during the switch");
+                }
+                (Some(tgid) != child.as_ref().map(|c| c.id())).then_some(0)
             },
         )
         .unwrap();
@@ -1322,7 +1327,7 @@ fn a_script_matches_by_its_own_path_and_by_its_interpreter() {
             m.bin_exact.push((path_key(slot, &sh_s), 2));
             m
         },
-        |_| vec![],
+        |_| Some(0),
     )
     .unwrap();
     let st = run(&script, &[]);

@@ -207,6 +207,7 @@ mod tests {
                 policies: vec!["a".into()],
                 diagnostics: vec![],
                 lost_events: 0,
+                stale_processes: 0,
                 load_ms: None,
                 apply_ms: None,
             }),
@@ -240,7 +241,8 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"time":"t","node_name":"n","type":"status","state":"ready",
-                "generation":1,"policies":["a"],"diagnostics":[],"lost_events":0})
+                "generation":1,"policies":["a"],"diagnostics":[],"lost_events":0,
+                "stale_processes":0})
         );
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, ev);

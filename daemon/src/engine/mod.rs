@@ -7,7 +7,7 @@
 //! ```ignore
 //! let mut engine = Engine::load(&EngineOptions::default())?;      // root; attaches everything
 //! let slot = engine.apply(|slot| rule_set.map_entries(slot),       // atomic A/B switch
-//!                         |slot| reseed_bits_for_running_processes(slot))?;
+//!                         |tgid| bits_from_proc_facts(tgid))?;
 //! engine.set_workload(cgroup_id, namespace_id)?;                   // workload registry
 //! let mut events = engine.events()?;                               // once; owns its handles
 //! while events.wait(None)? { while let Some(rec) = events.next_record() { /* Ok(Record::Exec(..)) */ } }
@@ -25,12 +25,13 @@
 //! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map.
 //!
 //! # Atomic apply
-//! [`Engine::apply`] clears and writes the inactive slot, sets `Config::pending_slot` (from then
-//! on every exec evaluates both slots), writes the caller's reseed bits for processes that were
-//! already running, then flips `Config::active_slot` in one map write and clears pending. The
-//! old rule set enforces until that write; the new one from it on. A reseed entry for a process
-//! whose kernel state is newer than the moment pending was set is skipped (the kernel already
-//! evaluated both slots for it).
+//! [`Engine::apply`] clears and writes the inactive slot with a new `SlotMeta::generation`,
+//! sets `Config::pending_slot` (from then on every exec evaluates both slots), waits until every
+//! program that started earlier has finished, gives every process whose bits are stale for the
+//! slot (`ProcessState::slot_gen`) bits computed by the caller from its /proc facts — scanning
+//! the kernel's process map and /proc, not the event stream, until nothing is stale ([`switch`])
+//! — then flips `Config::active_slot` in one map write and clears pending. The old rule set
+//! enforces until that write; the new one from it on, for every process.
 //!
 //! # Surviving the daemon (`EngineOptions::pin_dir`)
 //! With a pin directory (on bpffs, e.g. `/sys/fs/bpf/bulwark`), every map is pinned under
@@ -48,9 +49,11 @@ mod btf;
 mod events;
 pub mod host;
 pub mod probe;
+mod switch;
 
 pub use btf::{Btf, KIND_FUNC, KIND_TYPEDEF};
 pub use events::EventReader;
+pub use switch::SwitchReport;
 
 use std::path::{Path, PathBuf};
 
@@ -100,7 +103,7 @@ fn program_for(opts: &EngineOptions, name: &str) -> String {
 }
 
 /// Every map of the eBPF object (the engine holds them by name).
-const ALL_MAPS: [&str; 20] = [
+const ALL_MAPS: [&str; 21] = [
     MAP_CONFIG,
     MAP_SLOT_META,
     MAP_SELECTORS,
@@ -120,6 +123,7 @@ const ALL_MAPS: [&str; 20] = [
     MAP_SOCKHASH,
     MAP_EVENTS,
     MAP_COUNTERS,
+    MAP_RESEED,
     "ZEROS",
 ];
 
@@ -185,6 +189,8 @@ pub struct Engine {
     active: u8,
     generation: u64,
     events_taken: bool,
+    barrier: switch::ProgramBarrier,
+    last_switch: SwitchReport,
 }
 
 /// Last lines of a verifier log (the part that says why).
@@ -302,6 +308,7 @@ fn pin_all(dir: &Path, maps: &Maps, links: Vec<(&str, FdLink)>) -> anyhow::Resul
 }
 
 /// `CLOCK_BOOTTIME` now, in ns (the clock of `bpf_ktime_get_boot_ns`).
+#[cfg(test)]
 fn boot_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -515,6 +522,8 @@ impl Engine {
             active: 0,
             generation: 0,
             events_taken: false,
+            barrier: switch::ProgramBarrier::new()?,
+            last_switch: SwitchReport::default(),
         })
     }
 
@@ -566,6 +575,8 @@ impl Engine {
             active: (cfg.active_slot & 1) as u8,
             generation: cfg.generation,
             events_taken: false,
+            barrier: switch::ProgramBarrier::new()?,
+            last_switch: SwitchReport::default(),
         })
     }
 
@@ -611,46 +622,50 @@ impl Engine {
         Ok(())
     }
 
-    /// Atomic switch to a new rule set: clear and write `entries_for_slot(slot)` into the
-    /// inactive slot, set it pending, write `reseed(slot)` — `(tgid, selector bits)` of the
-    /// already-running processes, computed by the caller with the compiler's reference
-    /// evaluator — into `PROCESSES[tgid].selectors[slot]`, flip the active slot, clear pending.
-    /// Returns the new active slot. On error the old rule set stays active.
+    /// Atomic switch to a new rule set (see the module doc and [`switch`]): write
+    /// `entries_for_slot(slot)` into the inactive slot with a new generation, set it pending,
+    /// wait until every program that started before has finished, then give every process
+    /// whose bits are stale for the slot the bits `describe(tgid)` computes (the compiler's
+    /// reference evaluator over the process's /proc facts; `None`: not describable, e.g.
+    /// exited) until none is stale, flip the active slot and clear pending. Returns the new
+    /// active slot ([`Engine::last_switch`] says what the reseed did). On error the old rule set
+    /// stays active.
     pub fn apply(
         &mut self,
         entries_for_slot: impl FnOnce(u8) -> MapEntries,
-        reseed: impl FnOnce(u8) -> Vec<(u32, u64)>,
+        mut describe: impl FnMut(u32) -> Option<u64>,
     ) -> anyhow::Result<u8> {
         let slot = 1 - self.active;
-        let e = entries_for_slot(slot);
-        let r = self.write_slot(slot, &e);
+        let mut e = entries_for_slot(slot);
+        // Never 0 (a slot no exec has evaluated), distinct for every write of a slot.
+        let generation = (self.generation as u32).wrapping_add(1).max(1);
+        e.slot_meta.generation = generation;
+        let r = switch::clear_reseed(&mut self.maps).and_then(|()| self.write_slot(slot, &e));
         if let Err(err) = r {
             // Leave no pending slot behind; the active slot was never touched.
             let _ = self.set_config(self.active, NO_SLOT);
             return Err(err.context(format!("writing rule set into slot {slot}")));
         }
-        let pending_since = boot_ns();
         self.set_config(self.active, slot as u32)?;
-        let seeds = reseed(slot);
-        {
-            let mut procs: HashMap<&mut MapData, u32, ProcessState> =
-                HashMap::try_from(map(&mut self.maps, MAP_PROCESSES)?)?;
-            for (tgid, bits) in seeds {
-                let mut st = match procs.get(&tgid, 0) {
-                    Ok(st) if st.start_ns >= pending_since => continue,
-                    Ok(st) => st,
-                    Err(_) => ProcessState {
-                        start_ns: proc_start_ns(tgid),
-                        ..Default::default()
-                    },
-                };
-                st.selectors[slot as usize] = bits;
-                // A full map only loses enforcement for that process: keep going, count it.
-                if procs.insert(tgid, st, 0).is_err() {
-                    log::warn!("PROCESSES full: process {tgid} keeps no selector bits");
-                }
+        let barrier = std::time::Instant::now();
+        let reseeded = self.barrier.wait().and_then(|()| {
+            switch::reseed(
+                &mut self.maps,
+                slot,
+                generation,
+                e.slot_meta.selector_count,
+                &mut describe,
+            )
+        });
+        let mut report = match reseeded {
+            Ok(r) => r,
+            Err(err) => {
+                let _ = self.set_config(self.active, NO_SLOT);
+                return Err(err.context(format!("reseeding processes for slot {slot}")));
             }
-        }
+        };
+        report.barrier_us = (barrier.elapsed().as_micros() as u64).saturating_sub(report.reseed_us);
+        self.last_switch = report;
         self.generation += 1;
         self.set_config(slot, NO_SLOT)?;
         self.active = slot;
@@ -664,6 +679,11 @@ impl Engine {
             }
         }
         Ok(slot)
+    }
+
+    /// What the last successful [`Engine::apply`] did to running processes.
+    pub fn last_switch(&self) -> &SwitchReport {
+        &self.last_switch
     }
 
     fn write_slot(&mut self, slot: u8, e: &MapEntries) -> anyhow::Result<()> {

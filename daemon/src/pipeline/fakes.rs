@@ -3,9 +3,10 @@
 //! buffer, and daemons built from them. Shared by the unit tests of the pipeline modules.
 
 use super::daemon::{Config, Daemon, Request, SetOutcome};
-use super::kernel::{Kernel, MatchInfo, Reseed, Rules};
+use super::kernel::{Kernel, MatchInfo, Rules};
 use super::policy_backend::{FileLint, PolicyBackend};
 use crate::record::{decode, DecodeError, Record};
+use bulwark_compiler::ExecFacts;
 use bulwark_events::{DaemonCode, DaemonDiagnostic};
 use bulwark_policy::diagnostics::codes;
 use std::collections::HashMap;
@@ -36,11 +37,11 @@ impl Rules for FakeRules {
             monitor: n.contains("monitor"),
         })
     }
-    fn evaluate_process(&self, binary: &str, _argv: &[&str], _ns: u32) -> u64 {
+    fn evaluate_exec(&self, facts: &ExecFacts) -> u64 {
         self.0
             .iter()
             .enumerate()
-            .filter(|(_, n)| binary.ends_with(n.as_str()))
+            .filter(|(_, n)| facts.path.ends_with(n.as_bytes()))
             .fold(0, |m, (i, _)| m | 1 << i)
     }
 }
@@ -97,26 +98,42 @@ impl PolicyBackend for FakeBackend {
     }
 }
 
+/// A pid and the bits `describe` gave for it during an apply.
+pub type Described = (u32, Option<u64>);
+
 /// Records applies and workload writes; hands out queued raw records.
 #[derive(Default)]
 pub struct FakeKernel {
     pub active: u8,
-    pub applied: Vec<(Vec<String>, Vec<Reseed>)>,
+    /// The policies of each apply, with the bits `describe` gave for the processes in
+    /// `describe_pids` (tests list the pids they want described).
+    pub applied: Vec<(Vec<String>, Vec<Described>)>,
+    pub describe_pids: Vec<u32>,
     pub fail_apply: bool,
     pub workloads: HashMap<u64, u32>,
     /// Raw records, decoded as the engine's reader decodes them.
     pub queue: Vec<Vec<u8>>,
     pub lost: u64,
+    pub stale: u64,
     pub shut: bool,
 }
 
 impl Kernel<FakeRules> for FakeKernel {
-    fn apply(&mut self, rules: &FakeRules, reseed: &[Reseed]) -> anyhow::Result<u8> {
+    fn apply(
+        &mut self,
+        rules: &FakeRules,
+        describe: &mut dyn FnMut(u32) -> Option<u64>,
+    ) -> anyhow::Result<u8> {
         if self.fail_apply {
             anyhow::bail!("map full");
         }
         self.active ^= 1;
-        self.applied.push((rules.0.clone(), reseed.to_vec()));
+        let described = self
+            .describe_pids
+            .iter()
+            .map(|&p| (p, describe(p)))
+            .collect();
+        self.applied.push((rules.0.clone(), described));
         Ok(self.active)
     }
     fn set_workload(&mut self, cgroup_id: u64, ns: u32) -> anyhow::Result<()> {
@@ -139,6 +156,9 @@ impl Kernel<FakeRules> for FakeKernel {
     }
     fn lost_events(&self) -> u64 {
         self.lost
+    }
+    fn stale_processes(&self) -> u64 {
+        self.stale
     }
     fn shutdown(&mut self) {
         self.shut = true;

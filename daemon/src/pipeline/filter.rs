@@ -410,6 +410,7 @@ mod tests {
             policies: vec!["a".into(), "b".into()],
             diagnostics: vec![],
             lost_events: 0,
+            stale_processes: 0,
             load_ms: None,
             apply_ms: None,
         }));

@@ -21,7 +21,8 @@ pub mod workloads;
 pub use main_loop::{Change, Request};
 pub use policy_set::{LeftOut, SetError, SetOutcome};
 
-use super::kernel::{Kernel, Reseed, Rules};
+use super::exec_facts;
+use super::kernel::{Kernel, Rules};
 use super::policy_backend::PolicyBackend;
 use super::policy_dir::PolicyDir;
 use super::translate::Pipeline;
@@ -69,6 +70,7 @@ where
     pub generation: u64,
     workload_specs: Vec<WorkloadSpec>,
     last_lost: u64,
+    last_stale: u64,
     ticks: u64,
     /// Timings of the last policy load, reported in status events.
     last_load_ms: Option<f64>,
@@ -101,6 +103,7 @@ where
             generation: 0,
             workload_specs: Vec::new(),
             last_lost: 0,
+            last_stale: 0,
             ticks: 0,
             last_load_ms: None,
             last_apply_ms: None,
@@ -116,43 +119,35 @@ where
     fn status(&mut self, state: State, diagnostics: Vec<Diagnostic>) {
         let lost = self.lost_events();
         self.last_lost = lost;
+        let stale = self.kernel.stale_processes();
+        self.last_stale = stale;
         let st = Status {
             state,
             generation: self.generation,
             policies: self.in_force.clone(),
             diagnostics,
             lost_events: lost,
+            stale_processes: stale,
             load_ms: self.last_load_ms,
             apply_ms: self.last_apply_ms,
         };
         self.pipeline.status(st);
     }
 
-    /// Selector bits of every running process under `rules`.
-    fn reseed(&self, rules: &B::Rules) -> Vec<Reseed> {
-        self.pipeline
-            .cache
-            .live()
-            // A process whose exit record was lost must not get kernel state.
-            .filter(|p| self.cfg.proc_root.join(p.pid.to_string()).exists())
-            .map(|p| {
-                let ns = self.pipeline.registry.namespace_id(p.cgroup_id);
-                let argv: Vec<&str> = p.argv.iter().map(String::as_str).collect();
-                Reseed {
-                    tgid: p.pid,
-                    start_ns: p.start_ns,
-                    namespace_id: ns,
-                    selectors: rules.evaluate_process(&p.binary, &argv, ns),
-                }
-            })
-            .collect()
-    }
-
-    /// The kernel's atomic A/B apply of `rules`, running processes reseeded; on success the
-    /// rules are in force (a new generation).
+    /// The kernel's atomic A/B apply of `rules`; every running process whose kernel state is
+    /// stale for the new slot gets the bits of its /proc facts ([`exec_facts`]), evaluated
+    /// with the compiler's reference evaluator. On success the rules are in force (a new
+    /// generation).
     fn apply_rules(&mut self, rules: Arc<B::Rules>) -> anyhow::Result<()> {
-        let reseed = self.reseed(&rules);
-        let slot = self.kernel.apply(&rules, &reseed)?;
+        let proc_root = self.cfg.proc_root.clone();
+        let mount = self.cfg.cgroup_mount.clone();
+        let registry = &self.pipeline.registry;
+        let namespace_of = |cgroup_id: u64| registry.namespace_id(cgroup_id);
+        let mut describe = |tgid: u32| {
+            exec_facts::gather(&proc_root, mount.as_deref(), tgid, &namespace_of)
+                .map(|facts| rules.evaluate_exec(&facts))
+        };
+        let slot = self.kernel.apply(&rules, &mut describe)?;
         self.pipeline.set_slot(slot, rules.clone());
         self.current = Some(rules);
         self.generation += 1;
