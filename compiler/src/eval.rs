@@ -33,6 +33,13 @@ pub struct ExecFacts {
 }
 
 impl ExecFacts {
+    /// Whether the kernel examines all of `argv`: at most `MAX_ARG_ELEMENTS` elements and
+    /// `MAX_ARG_BYTES` bytes (NULs included). Otherwise the exec's arguments are incomplete.
+    pub fn arguments_complete(&self) -> bool {
+        self.argv.len() <= dc::MAX_ARG_ELEMENTS
+            && self.argv.iter().map(|a| a.len() + 1).sum::<usize>() <= dc::MAX_ARG_BYTES
+    }
+
     /// Facts of a process running `binary` (also the execve filename) with `argv`.
     pub fn new(binary: &[u8], argv: &[&[u8]], namespace_id: u32) -> ExecFacts {
         ExecFacts {
@@ -69,11 +76,7 @@ impl ProcCondition {
             ProcCondition::Arg {
                 index: None,
                 matcher,
-            } => argv
-                .iter()
-                .take(dc::MAX_ARGS)
-                .skip(1)
-                .any(|a| matcher.hits(a)),
+            } => argv.iter().skip(1).any(|a| matcher.hits(a)),
             ProcCondition::Namespace { ids, .. } => {
                 namespace_id != 0 && ids.contains(&namespace_id)
             }
@@ -146,13 +149,18 @@ impl RuleSet {
     }
 
     /// Selectors (of every hook) whose process conditions hold for an exec with these facts:
-    /// what the kernel caches in `ProcessState::selectors` at that exec.
+    /// what the kernel caches in `ProcessState::selectors` at that exec. When the arguments are
+    /// incomplete ([`ExecFacts::arguments_complete`]) every argument condition holds (fail
+    /// closed).
     pub fn evaluate_exec(&self, facts: &ExecFacts) -> u64 {
         let mut holds = 0u64;
         for (i, c) in self.proc.iter().enumerate() {
             if c.hit_by(facts) != c.negated() {
                 holds |= 1 << i;
             }
+        }
+        if !facts.arguments_complete() {
+            holds |= self.meta.proc_args;
         }
         self.select(|e| e.proc_required & holds == e.proc_required)
     }

@@ -59,8 +59,8 @@ impl StringMatch {
 pub enum ProcCondition {
     /// `matchBinaries` entry on the executable path.
     Binary(StringMatch),
-    /// `matchArgs` entry. `index: None` looks at every argument from `argv[1]` up to
-    /// `argv[MAX_ARGS-1]`: hit when any of them is hit.
+    /// `matchArgs` entry. `index: None` looks at every argument from `argv[1]` on: hit when
+    /// any of them is hit.
     Arg {
         index: Option<u8>,
         #[serde(flatten)]
@@ -97,7 +97,7 @@ impl ProcCondition {
                 index: None,
                 matcher,
             } => {
-                let any = format!("argv[1..{}]", dc::MAX_ARGS);
+                let any = "argv[1..]";
                 if matcher.negated {
                     // "no argument starts with one of" reads better than a double negative.
                     let positive = StringMatch {
@@ -637,6 +637,7 @@ impl<'a> Builder<'a> {
                 self.ensure_within(loc, Limit::BinaryValues)?;
             }
             ProcCondition::Arg { index, matcher } => {
+                self.rs.meta.proc_args |= bit;
                 let idx = index.unwrap_or(dc::ARG_ANY_INDEX);
                 if index.is_none() && !matcher.values.is_empty() {
                     self.arg_any = true;

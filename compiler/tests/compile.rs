@@ -393,12 +393,25 @@ fn args_with_and_without_index() {
     assert_eq!(rs.evaluate_process("/x", &["x", "--exec=1"], 0), 0b1110);
     assert_eq!(rs.evaluate_process("/x", &["x.sh", "a"], 0), 0b1010);
     assert_eq!(rs.evaluate_process("/x", &["x", "a", "run.sh"], 0), 0b0010);
-    // Only argv[1..MAX_ARGS] are examined.
+    // Every argument is examined (issue 9.8: `bash -x ... -i` hid its 17th argument), and
+    // an index names argv[0..MAX_ARGS] only.
     let mut argv = vec!["x"; dc::MAX_ARGS];
     argv.push("--exec");
-    assert_eq!(rs.evaluate_process("/x", &argv, 0) & 0b100, 0);
-    argv[dc::MAX_ARGS - 1] = "--exec";
     assert_eq!(rs.evaluate_process("/x", &argv, 0) & 0b100, 0b100);
+    let long = "y".repeat(300);
+    assert_eq!(
+        rs.evaluate_process("/x", &["x", &long, "--exec", "a.sh"], 0),
+        0b0110,
+        "an element longer than the kernel's read buffer does not end the walk"
+    );
+    // Past the bounds the arguments are incomplete: every argument condition holds (fail
+    // closed), so all four selectors match, the negated ones included.
+    let many = vec!["x"; dc::MAX_ARG_ELEMENTS + 1];
+    assert_eq!(rs.evaluate_process("/x", &many, 0), 0b1111);
+    let big = "z".repeat(dc::MAX_ARG_BYTES);
+    assert_eq!(rs.evaluate_process("/x", &["x", &big], 0), 0b1111);
+    let fits = vec!["x"; dc::MAX_ARG_ELEMENTS];
+    assert_eq!(rs.evaluate_process("/x", &fits, 0), 0b1010);
 }
 
 #[test]
@@ -528,9 +541,9 @@ fn conditions_describe_themselves() {
         words,
         vec![
             "binary path starts with none of [\"/usr/\"]",
-            "some argument in argv[1..16] is one of [\"-x\"]",
+            "some argument in argv[1..] is one of [\"-x\"]",
             "argv[2] ends with one of [\"y\"]",
-            "no argument in argv[1..16] is one of [\"z\"]",
+            "no argument in argv[1..] is one of [\"z\"]",
         ]
     );
     assert_eq!(

@@ -98,8 +98,16 @@ fn kernel_process(m: &Maps, slot: u8, binary: &[u8], argv: &[&[u8]], ns: u32) ->
         hits |= lpm(&e.bin_postfix, path_data, &key, 8 * (1 + tail.len() as u32));
     }
     let arg_data = |d: &dc::ArgLpmData| [&[d.slot, d.index][..], &d.bytes[..]].concat();
-    for (i, arg) in argv.iter().enumerate().take(dc::MAX_ARGS) {
-        let mut indices = vec![i as u8];
+    // The walk (when the slot has argument conditions): every element within the bounds;
+    // past them the arguments are incomplete.
+    let area: usize = argv.iter().map(|a| a.len() + 1).sum();
+    let incomplete =
+        meta.proc_args != 0 && (argv.len() > dc::MAX_ARG_ELEMENTS || area > dc::MAX_ARG_BYTES);
+    for (i, arg) in argv.iter().enumerate().take(dc::MAX_ARG_ELEMENTS) {
+        let mut indices = Vec::new();
+        if i < dc::MAX_ARGS {
+            indices.push(i as u8);
+        }
         if i >= 1 && meta.lookups & dc::LOOKUP_ARG_ANY != 0 {
             indices.push(dc::ARG_ANY_INDEX);
         }
@@ -136,7 +144,10 @@ fn kernel_process(m: &Maps, slot: u8, binary: &[u8], argv: &[&[u8]], ns: u32) ->
             }
         }
     }
-    let holds = hits ^ meta.proc_negate;
+    let mut holds = hits ^ meta.proc_negate;
+    if incomplete {
+        holds |= meta.proc_args;
+    }
     required(m, slot, holds, |s| s.proc_required)
 }
 
@@ -383,6 +394,15 @@ fn random_binary(rng: &mut Rng) -> Vec<u8> {
 }
 
 fn random_argv(rng: &mut Rng) -> Vec<Vec<u8>> {
+    if rng.chance(1) {
+        // Past the kernel's bounds: in element count, or in bytes.
+        let (n, len) = if rng.chance(50) {
+            (dc::MAX_ARG_ELEMENTS + 1, 1)
+        } else {
+            (40, dc::MAX_ARG_BYTES / 32)
+        };
+        return (0..n).map(|_| vec![b'x'; len]).collect();
+    }
     (0..rng.below(20))
         .map(|_| {
             let mut a = rng.pick(ARGS).as_bytes().to_vec();

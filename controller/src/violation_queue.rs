@@ -141,6 +141,7 @@ pub(crate) mod tests {
                     protocol: "TCP".into(),
                 }),
                 encryption: None,
+                reason: None,
             },
         }
     }

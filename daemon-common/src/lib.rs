@@ -25,8 +25,13 @@
 //!   the filename given to execve is used. Container processes see container paths. The
 //!   filename given to execve is matched as well (hits ORed): for a script that is the
 //!   script's path, while the executed file is its interpreter.
-//! - Arguments: argv[0..MAX_ARGS] from the new process's memory; an element of 255+ bytes ends
-//!   the walk (later elements are not examined).
+//! - Arguments: every argv element, read from the new process's argument area
+//!   (`[mm->arg_start, mm->arg_end)`, one contiguous area) before it runs: up to
+//!   [`MAX_ARG_ELEMENTS`] elements and [`MAX_ARG_BYTES`] bytes. Beyond either bound, or when a
+//!   read fails, the exec's arguments are *incomplete* and fail closed: every argument
+//!   condition holds (`truth |= SlotMeta::proc_args`), so a selector with argument conditions
+//!   matches when its other conditions hold (in monitor mode it reports); its match record says
+//!   why ([`REASON_ARGS_INCOMPLETE`]).
 //! - Egress: the first 3 payload bytes of the stream (kept across sends while fewer arrived):
 //!   `0x16 0x03 0x00..=0x04` is TLS, anything else plaintext. Only sockets that connect gave
 //!   egress selectors enter the SOCKHASH; once classified and allowed, userspace removes them
@@ -38,11 +43,12 @@
 //! - Binary: `BIN_EXACT` with the zero-filled path, only when the path is at most [`PATH_LEN`]
 //!   bytes; `BIN_PREFIX` with the first `n = min(len, PATH_AFFIX_LEN)` bytes and prefix length
 //!   `8 * (1 + n)`; `BIN_POSTFIX` likewise with the last `n` bytes, reversed.
-//! - Arguments: for every argv element `i < MAX_ARGS` that exists, lookups with `index = i`, and
-//!   (for `i >= 1`, when [`LOOKUP_ARG_ANY`] is set) again with [`ARG_ANY_INDEX`]; exact only when
-//!   the element is at most [`ARG_LEN`] bytes; LPM over the first / last-reversed
-//!   `n = min(len, ARG_LEN)` bytes, prefix length `8 * (2 + n)`. All hits are ORed. A missing
-//!   element is never looked up, so positive operators fail and negated ones hold.
+//! - Arguments: for every argv element `i` (all of them, see above), lookups with `index = i`
+//!   when `i < MAX_ARGS`, and (for `i >= 1`, when [`LOOKUP_ARG_ANY`] is set) with
+//!   [`ARG_ANY_INDEX`]; exact only when the element is at most [`ARG_LEN`] bytes; LPM over the
+//!   first / last-reversed `n = min(len, ARG_LEN)` bytes, prefix length `8 * (2 + n)`. All hits
+//!   are ORed. A missing element is never looked up, so positive operators fail and negated ones
+//!   hold.
 //! - Namespace: `NAMESPACES[{slot, id}]` only for `id != 0` (host processes are in no namespace).
 //! - Destination: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is converted to IPv4 by the
 //!   kernel before the lookup (the compiler folds IPv6 CIDRs inside `::ffff:0:0/96` into IPv4
@@ -99,8 +105,13 @@ pub const PATH_EXACT_LEN: usize = PATH_LEN - 1;
 pub const PATH_AFFIX_LEN: usize = 255;
 /// Longest argument value (bytes, without NUL) for any operator.
 pub const ARG_LEN: usize = 128;
-/// argv elements examined at exec (argv[0] .. argv[MAX_ARGS-1]).
+/// argv elements a `matchArgs` `index` can name (argv[0] .. argv[MAX_ARGS-1]); conditions
+/// without an index look at every element.
 pub const MAX_ARGS: usize = 16;
+/// argv elements examined at exec; a longer argv is incomplete (fails closed).
+pub const MAX_ARG_ELEMENTS: usize = 4096;
+/// Bytes of the argument area examined at exec (NULs included); a longer one is incomplete.
+pub const MAX_ARG_BYTES: usize = 128 * 1024;
 /// Bytes of the NUL-separated argv copied into an exec event.
 pub const EVENT_ARGS_LEN: usize = 512;
 /// `ArgKey::index` value for conditions that look at any argument (argv[1..]).
@@ -187,6 +198,8 @@ pub struct SlotMeta {
     /// a process's bits for this slot are current when `ProcessState::slot_gen[slot]` equals it.
     pub generation: u32,
     pub _pad: u32,
+    /// Process conditions on arguments: all hold when an exec's arguments are incomplete.
+    pub proc_args: u64,
 }
 
 /// [`SlotMeta::lookups`] bits.
@@ -416,7 +429,14 @@ pub struct ExecEvent {
     pub args_truncated: u32,
     pub path: [u8; PATH_LEN],
     pub args: [u8; EVENT_ARGS_LEN],
+    /// `EXEC_*` facts of the exec.
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// [`ExecEvent::flags`]: the arguments were not all examined (see "What the kernel matches
+/// against"), so argument conditions held.
+pub const EXEC_ARGS_INCOMPLETE: u32 = 1;
 
 /// `EVENT_EXIT` (thread-group leader only).
 #[repr(C)]
@@ -475,11 +495,19 @@ pub struct MatchEvent {
     pub enforced: u8,
     /// `ENC_*` verdict (egress hook), else 0.
     pub encryption: u8,
-    pub _pad: [u8; 2],
+    /// `REASON_*`: why it matched beyond its conditions, else [`REASON_NONE`].
+    pub reason: u8,
+    pub _pad: [u8; 1],
     pub cgroup_id: u64,
     pub dest: Destination,
     pub _pad2: [u8; 4],
 }
+
+/// [`MatchEvent::reason`] values.
+pub const REASON_NONE: u8 = 0;
+/// The exec's arguments were incomplete and the selector has argument conditions: it matched
+/// because they all held (fail closed), not because of what its arguments were.
+pub const REASON_ARGS_INCOMPLETE: u8 = 1;
 
 /// `EVENT_SOCK_CLASSIFIED` (consumed by the engine, not a user-facing event).
 #[repr(C)]

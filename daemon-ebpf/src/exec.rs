@@ -141,6 +141,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         args_len = EVENT_ARGS_LEN;
     }
     ev.args_truncated = (total > EVENT_ARGS_LEN as u64) as u32;
+    ev.flags = 0;
     ev.args_len = 0;
     if arg_start != 0 && args_len > 0 {
         let r = unsafe {
@@ -199,28 +200,43 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    const ARG_BITS: u32 = LOOKUP_ARG_EXACT | LOOKUP_ARG_PREFIX | LOOKUP_ARG_POSTFIX;
-    if sl.lookups & ARG_BITS != 0 && arg_start != 0 {
+    // Walked whenever a slot has argument conditions (even ones without values): whether the
+    // arguments are complete matters to all of them.
+    let proc_args = sl.meta[0].proc_args | if sl.n == 2 { sl.meta[1].proc_args } else { 0 };
+    let mut args_incomplete = false;
+    if proc_args != 0 {
+        let limit = arg_start.saturating_add(MAX_ARG_BYTES as u64);
         let mut c = ArgLoop {
             p: arg_start,
             end: arg_end,
+            limit: if arg_end < limit { arg_end } else { limit },
+            elem_start: 0,
             hits,
             slot: sl.slot,
             slot_lookups: [sl.meta[0].lookups, sl.meta[1].lookups],
             n: sl.n as u32,
             lookups: sl.lookups,
+            index: 0,
+            done: if arg_start == 0 { ARGS_INCOMPLETE } else { 0 },
         };
-        // bpf_loop: the verifier checks the body once instead of once per argument, which
-        // keeps this program far below the 1M-instruction verification limit.
-        unsafe {
-            bpf_loop(
-                MAX_ARGS as u32,
-                arg_step as *mut core::ffi::c_void,
-                (&mut c as *mut ArgLoop).cast(),
-                0,
-            )
-        };
+        // bpf_loop: the verifier checks the body once instead of once per step, which keeps
+        // this program far below the 1M-instruction verification limit.
+        if c.done == 0 {
+            unsafe {
+                bpf_loop(
+                    ARG_STEPS,
+                    arg_step as *mut core::ffi::c_void,
+                    (&mut c as *mut ArgLoop).cast(),
+                    0,
+                )
+            };
+        }
         hits = c.hits;
+        // Not at the end of the area (a bound, a failed read, the steps ran out): fail closed.
+        args_incomplete = c.done != ARGS_COMPLETE || arg_end - arg_start > MAX_ARG_BYTES as u64;
+    }
+    if args_incomplete {
+        s.event.flags |= EXEC_ARGS_INCOMPLETE;
     }
 
     // --- selectors -----------------------------------------------------------------------
@@ -236,10 +252,23 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             _pad: 0,
         },
     };
+    // Active-slot selectors that match only because the arguments were incomplete.
+    let mut forced = 0u64;
     for k in 0..SLOTS {
         if k < sl.n {
             let truth = hits[k] ^ sl.meta[k].proc_negate;
-            let bits = eval_selectors(sl.slot[k], sl.meta[k].selector_count, truth);
+            let (bits, seen) = if args_incomplete && sl.meta[k].proc_args != 0 {
+                let all = truth | sl.meta[k].proc_args;
+                let bits = eval_selectors(sl.slot[k], sl.meta[k].selector_count, all);
+                let seen = eval_selectors(sl.slot[k], sl.meta[k].selector_count, truth);
+                (bits, seen)
+            } else {
+                let bits = eval_selectors(sl.slot[k], sl.meta[k].selector_count, truth);
+                (bits, bits)
+            };
+            if k == 0 {
+                forced = bits & !seen;
+            }
             // Branches, not `[slot & 1]`: LLVM turns that index into a pointer OR the
             // verifier refuses.
             if sl.slot[k] & 1 == 0 {
@@ -262,6 +291,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if matched != 0 {
         let mut c = MatchLoop {
             matched,
+            forced,
             cgroup_id,
             now,
             slot: active,
@@ -547,6 +577,8 @@ fn eval_selectors(slot: u32, count: u32, truth: u64) -> u64 {
 #[repr(C)]
 struct MatchLoop {
     matched: u64,
+    /// Selectors that matched only because the arguments were incomplete.
+    forced: u64,
     cgroup_id: u64,
     now: u64,
     slot: u32,
@@ -576,7 +608,12 @@ extern "C" fn exec_match_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         actions: sel.actions,
         enforced: enforced as u8,
         encryption: 0,
-        _pad: [0; 2],
+        reason: if c.forced & (1u64 << i) != 0 {
+            REASON_ARGS_INCOMPLETE
+        } else {
+            REASON_NONE
+        },
+        _pad: [0; 1],
         cgroup_id: c.cgroup_id,
         dest: Destination::default(),
         _pad2: [0; 4],
@@ -585,99 +622,214 @@ extern "C" fn exec_match_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
+/// [`ArgLoop::done`]: the walk reached the end of the argument area.
+const ARGS_COMPLETE: u32 = 1;
+/// [`ArgLoop::done`]: the walk stopped early (a bound, or a read failed).
+const ARGS_INCOMPLETE: u32 = 2;
+/// Steps of the argv walk: one per element plus one per further chunk of a long element; with
+/// at most `MAX_ARG_BYTES` bytes that is at most `MAX_ARG_ELEMENTS + MAX_ARG_BYTES / 255`.
+const ARG_STEPS: u32 = (MAX_ARG_ELEMENTS + MAX_ARG_BYTES / (ARG_BUF - 1) + 2) as u32;
+
 /// State of the argv walk, on the exec program's stack, passed to [`arg_step`].
 #[repr(C)]
 struct ArgLoop {
-    /// User address of the next argv element.
+    /// User address of the next byte to read.
     p: u64,
+    /// End of the argument area.
     end: u64,
+    /// `min(end, arg_start + MAX_ARG_BYTES)`: no element starts or is read past it.
+    limit: u64,
+    /// Start of the element being skipped to its end (longer than one read), else 0.
+    elem_start: u64,
     hits: [u64; SLOTS],
     slot: [u32; SLOTS],
     slot_lookups: [u32; SLOTS],
     n: u32,
     lookups: u32,
+    /// argv index of the element at `p` (or being skipped).
+    index: u32,
+    /// 0 while walking, then `ARGS_COMPLETE` or `ARGS_INCOMPLETE`.
+    done: u32,
 }
 
-/// One argv element (`bpf_loop` callback; returns 1 to stop). argv[i] is looked up by its
-/// index, and (i >= 1) by `ARG_ANY_INDEX` when a slot has index-less argument conditions. Each
-/// element is read with `bpf_probe_read_user_str` into a buffer of `ARG_BUF` bytes; an element
-/// that fills it is matched on its first bytes and ends the walk, because the start of the next
-/// one is unknown (documented limit: arguments after one of 255+ bytes are not examined).
+/// Which argument matcher a lookup goes to (its key is prepared in the scratch).
+#[derive(Clone, Copy)]
+enum ArgMatcher {
+    Exact,
+    Prefix,
+    Postfix,
+}
+
+/// Looks the prepared key up under the element's own index (argv[0..MAX_ARGS]) and, for
+/// argv[1..] when some condition has no index, under `ARG_ANY_INDEX`, in every evaluated slot.
+#[inline(always)]
+fn arg_lookup(c: &mut ArgLoop, s: &mut ExecScratch, which: ArgMatcher) {
+    let bit = match which {
+        ArgMatcher::Exact => LOOKUP_ARG_EXACT,
+        ArgMatcher::Prefix => LOOKUP_ARG_PREFIX,
+        ArgMatcher::Postfix => LOOKUP_ARG_POSTFIX,
+    };
+    let own = c.index < MAX_ARGS as u32;
+    let any = c.index != 0 && c.lookups & LOOKUP_ARG_ANY != 0;
+    for with_any in [false, true] {
+        if (with_any && !any) || (!with_any && !own) {
+            continue;
+        }
+        let index = if with_any {
+            ARG_ANY_INDEX
+        } else {
+            (c.index & 0xff) as u8
+        };
+        for k in 0..SLOTS {
+            if (k as u32) >= c.n || c.slot_lookups[k] & bit == 0 {
+                continue;
+            }
+            let slot = c.slot[k] as u8;
+            let hit = match which {
+                ArgMatcher::Exact => {
+                    s.arg_key.index = index;
+                    s.arg_key.slot = slot;
+                    unsafe { ARG_EXACT.get(&s.arg_key) }.copied()
+                }
+                ArgMatcher::Prefix | ArgMatcher::Postfix => {
+                    s.arg_lpm.data.index = index;
+                    s.arg_lpm.data.slot = slot;
+                    let m = if matches!(which, ArgMatcher::Postfix) {
+                        &ARG_POSTFIX
+                    } else {
+                        &ARG_PREFIX
+                    };
+                    m.get(&s.arg_lpm).copied()
+                }
+            };
+            if let Some(h) = hit {
+                c.hits[k] |= h;
+            }
+        }
+    }
+}
+
+/// Prefix lookup of the `l` (<= ARG_LEN) first bytes of the element at `at`.
+#[inline(always)]
+fn arg_prefix(c: &mut ArgLoop, s: &mut ExecScratch, at: u64, l: usize) {
+    if c.lookups & LOOKUP_ARG_PREFIX == 0 {
+        return;
+    }
+    s.arg_lpm.prefix_len = 8 * (2 + l as u32);
+    let dst = core::ptr::addr_of_mut!(s.arg_lpm.data.bytes) as *mut u8;
+    read_user(dst, l, at as *const core::ffi::c_void);
+    arg_lookup(c, s, ArgMatcher::Prefix);
+}
+
+/// Postfix lookup of the last `l` (<= ARG_LEN) bytes of an element, which are the first `n`
+/// bytes of `arg_buf` read up to the element's end (`l = min(n, ARG_LEN)`).
+#[inline(always)]
+fn arg_postfix(c: &mut ArgLoop, s: &mut ExecScratch, n: usize) {
+    if c.lookups & LOOKUP_ARG_POSTFIX == 0 {
+        return;
+    }
+    let l = if n > ARG_LEN { ARG_LEN } else { n };
+    s.arg_lpm.prefix_len = 8 * (2 + l as u32);
+    let dst = core::ptr::addr_of_mut!(s.arg_lpm.data.bytes) as *mut u8;
+    copy_reversed(dst, s.arg_buf.as_ptr(), n, ARG_LEN);
+    arg_lookup(c, s, ArgMatcher::Postfix);
+}
+
+/// One step of the argv walk (`bpf_loop` callback; returns 1 to stop). A step reads up to
+/// `ARG_BUF - 1` bytes at `p` with `bpf_probe_read_user_str`. An element that ends in them is
+/// matched (exact, prefix, postfix) and the walk moves to the next one; a longer one is
+/// matched on its first bytes (prefix; exact cannot match) and skipped chunk by chunk, and
+/// its last bytes are read for the postfix lookup once its end is found. Every element is
+/// examined, up to `MAX_ARG_ELEMENTS` elements within `MAX_ARG_BYTES` bytes; stopping early
+/// leaves the walk incomplete (the caller fails closed).
 #[inline(never)]
-extern "C" fn arg_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+extern "C" fn arg_step(_step: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let c = unsafe { &mut *(ctx as *mut ArgLoop) };
     let Some(s) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        c.done = ARGS_INCOMPLETE;
         return 1;
     };
     let s = unsafe { &mut *s };
-    let i = (index & 0xff) as u8;
     if c.p >= c.end {
+        c.done = ARGS_COMPLETE;
         return 1;
     }
+    if c.p >= c.limit || c.index >= MAX_ARG_ELEMENTS as u32 {
+        c.done = ARGS_INCOMPLETE;
+        return 1;
+    }
+    let at = c.p;
     let n = unsafe {
         bpf_probe_read_user_str(
             s.arg_buf.as_mut_ptr().cast(),
             ARG_BUF as u32,
-            c.p as *const core::ffi::c_void,
+            at as *const core::ffi::c_void,
         )
     };
     if n <= 0 {
         count(COUNTER_READ_FAILED);
+        c.done = ARGS_INCOMPLETE;
         return 1;
     }
+    // `len` bytes before a NUL, or ARG_BUF - 1 bytes of a string that may go on.
     let len = ((n as usize) - 1) & (ARG_BUF - 1);
-    let arg_ptr = c.p as *const core::ffi::c_void;
-    let with_any = i != 0 && c.lookups & LOOKUP_ARG_ANY != 0;
-    // Exact: values longer than ARG_LEN can never equal a policy value.
-    if c.lookups & LOOKUP_ARG_EXACT != 0 && len <= ARG_LEN {
-        zero_fill(s.arg_key.value.as_mut_ptr(), ARG_LEN as u32);
-        read_user(s.arg_key.value.as_mut_ptr(), len, arg_ptr);
-        for any in [false, true] {
-            if any && !with_any {
-                continue;
+    // A full read ends the element only if the byte after it is its NUL.
+    let ends = (n as usize) < ARG_BUF || {
+        let mut next = [1u8; 1];
+        let r = unsafe {
+            bpf_probe_read_user(
+                next.as_mut_ptr().cast(),
+                1,
+                (at + len as u64) as *const core::ffi::c_void,
+            )
+        };
+        r == 0 && next[0] == 0
+    };
+    if c.elem_start == 0 {
+        // The first bytes of element `index`.
+        let l = if len > ARG_LEN { ARG_LEN } else { len };
+        arg_prefix(c, s, at, l);
+        if ends {
+            // Exact: values longer than ARG_LEN can never equal a policy value.
+            if c.lookups & LOOKUP_ARG_EXACT != 0 && len <= ARG_LEN {
+                zero_fill(s.arg_key.value.as_mut_ptr(), ARG_LEN as u32);
+                read_user(
+                    s.arg_key.value.as_mut_ptr(),
+                    len,
+                    at as *const core::ffi::c_void,
+                );
+                arg_lookup(c, s, ArgMatcher::Exact);
             }
-            s.arg_key.index = if any { ARG_ANY_INDEX } else { i };
-            for k in 0..SLOTS {
-                if (k as u32) < c.n && c.slot_lookups[k] & LOOKUP_ARG_EXACT != 0 {
-                    s.arg_key.slot = c.slot[k] as u8;
-                    if let Some(h) = unsafe { ARG_EXACT.get(&s.arg_key) } {
-                        c.hits[k] |= *h;
-                    }
-                }
-            }
-        }
-    }
-    let l = if len > ARG_LEN { ARG_LEN } else { len };
-    for (bit, reverse) in [(LOOKUP_ARG_PREFIX, false), (LOOKUP_ARG_POSTFIX, true)] {
-        if c.lookups & bit == 0 {
-            continue;
-        }
-        s.arg_lpm.prefix_len = 8 * (2 + l as u32);
-        let dst = core::ptr::addr_of_mut!(s.arg_lpm.data.bytes) as *mut u8;
-        if reverse {
-            copy_reversed(dst, s.arg_buf.as_ptr(), len, ARG_LEN);
+            arg_postfix(c, s, len);
+            c.index += 1;
+            c.p = at + len as u64 + 1;
         } else {
-            read_user(dst, l, arg_ptr);
+            c.elem_start = at;
+            c.p = at + len as u64;
         }
-        for any in [false, true] {
-            if any && !with_any {
-                continue;
-            }
-            s.arg_lpm.data.index = if any { ARG_ANY_INDEX } else { i };
-            for k in 0..SLOTS {
-                if (k as u32) < c.n && c.slot_lookups[k] & bit != 0 {
-                    s.arg_lpm.data.slot = c.slot[k] as u8;
-                    let m = if reverse { &ARG_POSTFIX } else { &ARG_PREFIX };
-                    if let Some(h) = m.get(&s.arg_lpm) {
-                        c.hits[k] |= *h;
-                    }
-                }
-            }
-        }
+        return 0;
     }
-    c.p += n as u64;
-    if n as usize >= ARG_BUF {
-        return 1;
+    if ends {
+        // The end of a long element: its last ARG_LEN bytes end at `at + len`.
+        let tail = at + len as u64 - ARG_LEN as u64;
+        let r = unsafe {
+            bpf_probe_read_user(
+                s.arg_buf.as_mut_ptr().cast(),
+                ARG_LEN as u32,
+                tail as *const core::ffi::c_void,
+            )
+        };
+        if r != 0 {
+            count(COUNTER_READ_FAILED);
+            c.done = ARGS_INCOMPLETE;
+            return 1;
+        }
+        arg_postfix(c, s, ARG_LEN);
+        c.elem_start = 0;
+        c.index += 1;
+        c.p = at + len as u64 + 1;
+    } else {
+        c.p = at + len as u64;
     }
     0
 }

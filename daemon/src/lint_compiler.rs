@@ -88,11 +88,18 @@ impl PolicyBackend for LintCompiler {
 
 impl Rules for RuleSet {
     fn match_info(&self, selector: u8) -> Option<MatchInfo> {
+        let args: u64 = self
+            .proc_conditions()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, bulwark_compiler::ProcCondition::Arg { .. }))
+            .fold(0, |m, (i, _)| m | 1 << i);
         self.selector_info(selector).map(|i| MatchInfo {
             policy_name: i.policy_name,
             policy_namespace: i.policy_namespace,
             rule: i.rule_name,
             monitor: i.mode == Mode::Monitor,
+            uses_arguments: i.proc_required & args != 0,
         })
     }
 

@@ -297,6 +297,7 @@ fn exec_argv_matching_by_index_and_any_index() {
                         | LOOKUP_ARG_EXACT
                         | LOOKUP_ARG_ANY
                         | LOOKUP_ARG_PREFIX,
+                    proc_args: 0b1100,
                     ..Default::default()
                 },
                 ..Default::default()
@@ -1086,6 +1087,7 @@ fn bench_exec_and_connect_overhead() {
                 | LOOKUP_ARG_PREFIX
                 | LOOKUP_ARG_POSTFIX
                 | LOOKUP_ARG_ANY;
+            m.slot_meta.proc_args = 1 << 6;
             m.bin_exact.push((path_key(slot, "/nonexistent"), 1 << 5));
             m.bin_prefix.push(path_lpm(slot, b"/nonexistent/"));
             m.bin_postfix.push(path_lpm(slot, b"tsixe"));

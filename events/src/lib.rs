@@ -22,7 +22,7 @@ pub mod policy_match;
 pub mod process;
 pub mod status;
 
-pub use policy_match::{Action, Encryption, Hook, Mode, Outcome, PolicyMatch};
+pub use policy_match::{Action, Encryption, Hook, Mode, Outcome, PolicyMatch, Reason};
 pub use process::{Destination, Parent, Pod, Process};
 pub use status::{
     DaemonCode, DaemonDiagnostic, Diagnostic, LintDiagnostic, Severity, State, Status,
@@ -160,6 +160,7 @@ mod tests {
             uid: Some(0),
             binary: "/usr/bin/curl".into(),
             arguments: "-s http://x/".into(),
+            arguments_truncated: false,
             cwd: None,
             start_time: "t".into(),
             parent_exec_id: None,
@@ -200,6 +201,7 @@ mod tests {
                 process: process(),
                 destination: Some(destination),
                 encryption: None,
+                reason: None,
             }),
             Body::Status(Status {
                 state: State::Ready,

@@ -23,6 +23,15 @@ bulwark_policy::words! {
     }
 }
 
+bulwark_policy::words! {
+    /// Why a selector matched beyond what its conditions saw.
+    pub enum Reason ("match reason") {
+        /// The exec's arguments were not all examined (more than the kernel walks), so its
+        /// argument conditions were taken to hold (fail closed).
+        ArgumentsIncomplete = "arguments_incomplete",
+    }
+}
+
 impl Outcome {
     /// The outcome of a selector whose strongest action is `action`, carried out or not.
     pub fn of(action: Action, enforced: bool) -> Outcome {
@@ -59,6 +68,9 @@ pub struct PolicyMatch {
     /// The first payload's verdict for `egress` rules, else `null`.
     #[serde(default)]
     pub encryption: Option<Encryption>,
+    /// Why it matched beyond its conditions; written only when there is a reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
 }
 
 impl PolicyMatch {

@@ -284,8 +284,8 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
                 out.push(d(
                     codes::ARG_INDEX,
                     format!("{ap}.index"),
-                    format!("argument index {ix} is beyond what the kernel examines: argv[0] to argv[{}] (MAX_ARGS = {})", limits::MAX_ARGS - 1, limits::MAX_ARGS),
-                    format!("use an index below {}, or omit `index` to match any argument", limits::MAX_ARGS),
+                    format!("argument index {ix} is beyond what an index can name: argv[0] to argv[{}] (MAX_ARGS = {})", limits::MAX_ARGS - 1, limits::MAX_ARGS),
+                    format!("use an index below {}, or omit `index` to match any argument (every argument is examined)", limits::MAX_ARGS),
                 ));
             }
         }

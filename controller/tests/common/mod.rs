@@ -248,6 +248,7 @@ pub fn blocked_metadata_connect(
                 protocol: "TCP".into(),
             }),
             encryption: None,
+            reason: None,
         },
     }
 }

@@ -35,6 +35,7 @@ impl Rules for FakeRules {
             policy_namespace: None,
             rule: format!("{n}-rule"),
             monitor: n.contains("monitor"),
+            uses_arguments: n.contains("args"),
         })
     }
     fn evaluate_exec(&self, facts: &ExecFacts) -> u64 {

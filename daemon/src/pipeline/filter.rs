@@ -250,6 +250,7 @@ mod tests {
             process: process(Some(ns), "p", "/usr/bin/nc", ""),
             destination: None,
             encryption: None,
+            reason: None,
         }))
     }
 

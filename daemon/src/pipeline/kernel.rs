@@ -24,6 +24,9 @@ pub struct MatchInfo {
     pub policy_namespace: Option<String>,
     pub rule: String,
     pub monitor: bool,
+    /// The selector has argument conditions (they all hold when an exec's arguments are
+    /// incomplete).
+    pub uses_arguments: bool,
 }
 
 /// What the daemon needs from the kernel engine.

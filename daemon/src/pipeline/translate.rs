@@ -10,11 +10,11 @@ use super::workload::WorkloadRegistry;
 use crate::record::{decode_exit_code, DecodeError, Record};
 use bulwark_events::{
     Action, Body, Destination, Encryption, Event, Hook, Mode, Outcome, Parent, PolicyMatch,
-    Process, Status,
+    Process, Reason, Status,
 };
 use daemon_common::{
     MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT, HOOK_EGRESS,
-    HOOK_EXEC, PROTO_TCP, PROTO_UDP,
+    HOOK_EXEC, PROTO_TCP, PROTO_UDP, REASON_ARGS_INCOMPLETE,
 };
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -84,6 +84,7 @@ impl<R: Rules> Pipeline<R> {
             uid: p.uid,
             binary: p.binary.clone(),
             arguments: p.arguments(),
+            arguments_truncated: p.arguments_truncated,
             cwd: p.cwd.clone(),
             start_time: self.clock.rfc3339(p.start_ns),
             parent_exec_id: p.parent_exec_id.clone(),
@@ -269,6 +270,13 @@ impl<R: Rules> Pipeline<R> {
                 (Hook::Egress, ENC_TLS) => Some(Encryption::Tls),
                 _ => None,
             },
+            // The exec program knows which selectors held only because the arguments were
+            // incomplete; for later hooks the process's exec says its arguments were.
+            reason: (m.reason == REASON_ARGS_INCOMPLETE
+                || (hook != Hook::Exec
+                    && info.arguments_incomplete
+                    && mi.as_ref().is_some_and(|i| i.uses_arguments)))
+            .then_some(Reason::ArgumentsIncomplete),
         });
         Some(self.event(h.time_ns, body))
     }
@@ -598,6 +606,84 @@ mod tests {
             crate::pipeline::process::exec_id("node-1", 300, 4_100_002).as_str()
         );
         assert!(p.flush_pending(Duration::ZERO).is_empty(), "written once");
+    }
+
+    /// Matches that held because the arguments were incomplete say so: exec matches as the
+    /// kernel marks them, connect matches of a selector with argument conditions when the
+    /// process's exec had incomplete arguments; a cut argument copy is flagged on `process`.
+    #[test]
+    fn incomplete_and_truncated_arguments_are_reported() {
+        let (mut p, out) = pipeline();
+        let slot = 0;
+        p.set_slot(
+            slot,
+            Arc::new(FakeRules(vec![
+                "kill-args".into(),
+                "block-args".into(),
+                "block".into(),
+            ])),
+        );
+        let mut bash = exec_record(4_200_000, 100, 1, 0, "/bin/bash", &["bash", "-x"]);
+        bash.flags = daemon_common::EXEC_ARGS_INCOMPLETE;
+        bash.args_truncated = 1;
+        let kill = MatchEvent {
+            header: EventHeader {
+                kind: EVENT_MATCH,
+                tgid: 4_200_000,
+                time_ns: 100,
+                start_ns: 100,
+            },
+            slot,
+            selector: 0,
+            hook: HOOK_EXEC,
+            actions: ACTION_SIGKILL,
+            enforced: 1,
+            reason: REASON_ARGS_INCOMPLETE,
+            ..Default::default()
+        };
+        let block = MatchEvent {
+            selector: 1,
+            hook: HOOK_CONNECT,
+            actions: ACTION_BLOCK,
+            reason: daemon_common::REASON_NONE,
+            ..kill
+        };
+        let plain = MatchEvent {
+            selector: 2,
+            ..block
+        };
+        let other = exec_record(4_200_001, 200, 1, 0, "/bin/sh", &["sh"]);
+        let other_block = MatchEvent {
+            header: EventHeader {
+                tgid: 4_200_001,
+                start_ns: 200,
+                ..kill.header
+            },
+            ..block
+        };
+        feed(
+            &mut p,
+            &[
+                as_bytes(&bash),
+                as_bytes(&kill),
+                as_bytes(&block),
+                as_bytes(&plain),
+                as_bytes(&other),
+                as_bytes(&other_block),
+            ],
+        );
+        let ev = out.take();
+        let matches: Vec<_> = ev.iter().filter(|e| e["type"] == "policy_match").collect();
+        assert_eq!(matches.len(), 4, "{ev:#?}");
+        assert_eq!(matches[0]["reason"], "arguments_incomplete");
+        assert_eq!(matches[0]["process"]["arguments_truncated"], true);
+        assert_eq!(
+            matches[1]["reason"], "arguments_incomplete",
+            "selector with args"
+        );
+        assert!(matches[2].get("reason").is_none(), "no argument conditions");
+        assert!(matches[3].get("reason").is_none(), "complete arguments");
+        assert!(matches[3]["process"].get("arguments_truncated").is_none());
     }
 
     #[test]
