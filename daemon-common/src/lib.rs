@@ -24,7 +24,16 @@
 //!   otherwise match `/usr/bin/curl`; if that walk fails (path over 255 bytes, offsets missing)
 //!   the filename given to execve is used. Container processes see container paths. The
 //!   filename given to execve is matched as well (hits ORed): for a script that is the
-//!   script's path, while the executed file is its interpreter.
+//!   script's path, while the executed file is its interpreter. And the file itself: its
+//!   `(s_dev, i_ino)` is looked up in [`MAP_BIN_INODE`], where userspace put the identities of
+//!   every `In`/`NotIn` binary value (resolved on the host and in every mount namespace, kept
+//!   current), so a hard link or a bind mount of a killed binary is the same binary.
+//!   `Prefix`/`Postfix` stay path-based.
+//! - Exec kinds: a file with no link (`i_nlink == 0`: memfd, `O_TMPFILE`, deleted) is
+//!   *fileless*; a file whose identity is in [`MAP_LOADERS`] (the dynamic loaders, resolved by
+//!   userspace) run directly is a *loader* exec, and its target — the first argv element after
+//!   the loader's own options ([`MAP_LOADER_ARG_OPTIONS`] names those that take a value; `--`
+//!   ends them) — is matched as a binary path too (as written: it may be relative).
 //! - Arguments: every argv element, read from the new process's argument area
 //!   (`[mm->arg_start, mm->arg_end)`, one contiguous area) before it runs: up to
 //!   [`MAX_ARG_ELEMENTS`] elements and [`MAX_ARG_BYTES`] bytes. Beyond either bound, or when a
@@ -49,6 +58,10 @@
 //!   first / last-reversed `n = min(len, ARG_LEN)` bytes, prefix length `8 * (2 + n)`. All hits
 //!   are ORed. A missing element is never looked up, so positive operators fail and negated ones
 //!   hold.
+//! - Binary identity: `BIN_INODE[{slot, dev, ino}]` when [`LOOKUP_BIN_INODE`] is set; the hits
+//!   are ORed with the path hits.
+//! - Exec kinds: `hits |= SlotMeta::kind_fileless` for a fileless exec, `kind_loader` for a
+//!   loader exec.
 //! - Namespace: `NAMESPACES[{slot, id}]` only for `id != 0` (host processes are in no namespace).
 //! - Destination: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is converted to IPv4 by the
 //!   kernel before the lookup (the compiler folds IPv6 CIDRs inside `::ffff:0:0/96` into IPv4
@@ -122,6 +135,11 @@ pub const NO_SLOT: u32 = u32::MAX;
 pub const MAX_PROCESSES: u32 = 65_536;
 /// Per-map entry limits of the matcher maps (the lint reports values over these).
 pub const MAX_BINARY_VALUES: u32 = 4_096;
+/// File identities of binary values in one slot (a value has one per mount namespace it names
+/// a different file in).
+pub const MAX_BINARY_IDENTITIES: u32 = 16_384;
+/// Dynamic loader files (`LOADERS`).
+pub const MAX_LOADERS: u32 = 1_024;
 pub const MAX_ARG_VALUES: u32 = 4_096;
 pub const MAX_CIDRS: u32 = 32_768;
 pub const MAX_PORT_PREFIXES: u32 = 8_192;
@@ -200,6 +218,9 @@ pub struct SlotMeta {
     pub _pad: u32,
     /// Process conditions on arguments: all hold when an exec's arguments are incomplete.
     pub proc_args: u64,
+    /// Process conditions hit by a fileless exec / by a loader exec (`matchExecKinds`).
+    pub kind_fileless: u64,
+    pub kind_loader: u64,
 }
 
 /// [`SlotMeta::lookups`] bits.
@@ -212,6 +233,7 @@ pub const LOOKUP_ARG_POSTFIX: u32 = 32;
 pub const LOOKUP_NAMESPACE: u32 = 64;
 /// Some condition looks at an argument without an index.
 pub const LOOKUP_ARG_ANY: u32 = 128;
+pub const LOOKUP_BIN_INODE: u32 = 256;
 
 /// One selector, `SELECTORS[slot * MAX_SELECTORS + index]`.
 #[repr(C)]
@@ -245,6 +267,39 @@ pub struct PathKey {
     pub slot: u32,
     pub path: [u8; PATH_LEN],
 }
+
+/// A file as the kernel names it: `i_sb->s_dev` (`MAJOR << 20 | MINOR`) and `i_ino`. Key of
+/// [`MAP_LOADERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// `BIN_INODE` key: slot + the identity of a file a binary value names.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BinInodeKey {
+    pub slot: u32,
+    pub dev: u32,
+    pub ino: u64,
+}
+
+/// `LOADER_ARG_OPTIONS` key: a loader option that takes a value (`--library-path`), zero-filled.
+pub const LOADER_OPTION_LEN: usize = 32;
+/// The options of glibc's dynamic loader (`ld.so`, rtld.c) that take the next argument as
+/// their value; userspace writes them into `LOADER_ARG_OPTIONS`.
+pub const LOADER_OPTIONS_WITH_VALUE: &[&[u8]] = &[
+    b"--library-path",
+    b"--inhibit-rpath",
+    b"--audit",
+    b"--preload",
+    b"--argv0",
+    b"--glibc-hwcaps-prefix",
+    b"--glibc-hwcaps-mask",
+];
 
 /// LPM data for `BIN_PREFIX` / `BIN_POSTFIX` (postfix: path bytes reversed). The LPM prefix
 /// length counts the slot byte: `8 * (1 + len)`.
@@ -437,6 +492,10 @@ pub struct ExecEvent {
 /// [`ExecEvent::flags`]: the arguments were not all examined (see "What the kernel matches
 /// against"), so argument conditions held.
 pub const EXEC_ARGS_INCOMPLETE: u32 = 1;
+/// [`ExecEvent::flags`]: the executed file has no link (fileless).
+pub const EXEC_FILELESS: u32 = 2;
+/// [`ExecEvent::flags`]: a dynamic loader run directly.
+pub const EXEC_LOADER: u32 = 4;
 
 /// `EVENT_EXIT` (thread-group leader only).
 #[repr(C)]
@@ -568,6 +627,17 @@ pub struct KernelOffsets {
     /// `vfsmount.mnt_root`
     pub vfsmount_mnt_root: u32,
     pub _pad: u32,
+    /// 1 when every offset below was found: exec then reads the executed file's identity and
+    /// link count (`mm->exe_file->f_inode`). These offsets may be 0.
+    pub inode_read: u32,
+    /// `file.f_inode`
+    pub file_f_inode: u32,
+    /// `inode.i_ino`, `inode.i_sb`, `inode.i_nlink`
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub inode_i_nlink: u32,
+    /// `super_block.s_dev`
+    pub sb_s_dev: u32,
 }
 
 /// Per-CPU diagnostic counters, `COUNTERS[index]` (sum over CPUs).
@@ -613,6 +683,9 @@ pub const MAP_SOCKHASH: &str = "SOCKHASH";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_RESEED: &str = "RESEED";
+pub const MAP_BIN_INODE: &str = "BIN_INODE";
+pub const MAP_LOADERS: &str = "LOADERS";
+pub const MAP_LOADER_ARG_OPTIONS: &str = "LOADER_ARG_OPTIONS";
 /// Entries of the SOCKHASH (sockets awaiting their first-payload verdict, or blocked).
 pub const MAX_WATCHED_SOCKETS: u32 = 65_536;
 
@@ -628,6 +701,8 @@ mod pod {
         SelectorEntry,
         PathKey,
         PathLpmData,
+        FileKey,
+        BinInodeKey,
         ArgKey,
         ArgLpmData,
         NamespaceKey,

@@ -68,6 +68,19 @@ impl Kernel<RuleSet> for EngineKernel {
         engine.remove_workload(cgroup_id)
     }
 
+    fn set_loaders(&mut self, loaders: &[bulwark_compiler::FileId]) -> anyhow::Result<()> {
+        let engine = self.engine.as_mut().context("engine already shut down")?;
+        let keys: Vec<daemon_common::FileKey> = loaders
+            .iter()
+            .map(|f| daemon_common::FileKey {
+                dev: f.dev,
+                _pad: 0,
+                ino: f.ino,
+            })
+            .collect();
+        engine.set_loaders(&keys)
+    }
+
     fn poll(
         &mut self,
         timeout: Duration,

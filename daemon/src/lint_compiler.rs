@@ -106,6 +106,16 @@ impl Rules for RuleSet {
     fn evaluate_exec(&self, facts: &bulwark_compiler::ExecFacts) -> u64 {
         RuleSet::evaluate_exec(self, facts)
     }
+
+    fn binary_paths(&self) -> std::collections::BTreeSet<String> {
+        RuleSet::binary_paths(self)
+    }
+
+    fn with_files(&self, ids: &bulwark_compiler::BinaryIdentities) -> anyhow::Result<Self> {
+        let mut rs = self.clone();
+        rs.resolve_binaries(ids)?;
+        Ok(rs)
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +158,9 @@ mod tests {
         }
         fn stale_processes(&self) -> u64 {
             0
+        }
+        fn set_loaders(&mut self, _: &[bulwark_compiler::FileId]) -> anyhow::Result<()> {
+            Ok(())
         }
         fn poll(
             &mut self,

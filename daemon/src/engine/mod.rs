@@ -103,7 +103,7 @@ fn program_for(opts: &EngineOptions, name: &str) -> String {
 }
 
 /// Every map of the eBPF object (the engine holds them by name).
-const ALL_MAPS: [&str; 21] = [
+const ALL_MAPS: [&str; 24] = [
     MAP_CONFIG,
     MAP_SLOT_META,
     MAP_SELECTORS,
@@ -124,6 +124,9 @@ const ALL_MAPS: [&str; 21] = [
     MAP_EVENTS,
     MAP_COUNTERS,
     MAP_RESEED,
+    MAP_BIN_INODE,
+    MAP_LOADERS,
+    MAP_LOADER_ARG_OPTIONS,
     "ZEROS",
 ];
 
@@ -408,6 +411,17 @@ impl Engine {
                 },
                 0,
             )?;
+        }
+
+        {
+            // The loader's options that take a value (a fact of ld.so, not of any policy).
+            let mut m: HashMap<&mut MapData, [u8; LOADER_OPTION_LEN], u8> =
+                HashMap::try_from(map(&mut maps, MAP_LOADER_ARG_OPTIONS)?)?;
+            for opt in LOADER_OPTIONS_WITH_VALUE {
+                let mut key = [0u8; LOADER_OPTION_LEN];
+                key[..opt.len()].copy_from_slice(opt);
+                m.insert(key, 1, 0)?;
+            }
         }
 
         for (name, category, tp) in [
@@ -708,6 +722,13 @@ impl Engine {
         write_hash(ebpf, MAP_BIN_EXACT, slot, &e.bin_exact, |k: &PathKey| {
             k.slot as u8
         })?;
+        write_hash(
+            ebpf,
+            MAP_BIN_INODE,
+            slot,
+            &e.bin_inode,
+            |k: &BinInodeKey| k.slot as u8,
+        )?;
         write_lpm(
             ebpf,
             MAP_BIN_PREFIX,
@@ -766,6 +787,22 @@ impl Engine {
             0,
         )
         .with_context(|| format!("WORKLOADS full ({MAX_WORKLOADS} cgroups)"))?;
+        Ok(())
+    }
+
+    /// Replaces the set of dynamic loader files (`LOADERS`): an exec of one of them is a loader
+    /// exec, whose target the kernel matches as a binary path.
+    pub fn set_loaders(&mut self, files: &[FileKey]) -> anyhow::Result<()> {
+        let mut m: HashMap<&mut MapData, FileKey, u8> =
+            HashMap::try_from(map(&mut self.maps, MAP_LOADERS)?)?;
+        let old: Vec<FileKey> = m.keys().filter_map(Result::ok).collect();
+        for k in old.iter().filter(|k| !files.contains(k)) {
+            let _ = m.remove(k);
+        }
+        for k in files {
+            m.insert(k, 1, 0)
+                .with_context(|| format!("LOADERS full ({MAX_LOADERS} files)"))?;
+        }
         Ok(())
     }
 

@@ -10,30 +10,35 @@
 //!   filename given to execve, which the exec tracepoint reports (a script's own path);
 //! - argv: `/proc/PID/cmdline`;
 //! - namespace: the workload of the process's cgroup (`/proc/PID/cgroup`), like the exec
-//!   program's `WORKLOADS` lookup.
+//!   program's `WORKLOADS` lookup;
+//! - the executed file: `stat` of `/proc/PID/exe` (the file itself, named or not): its
+//!   identity, whether it has a link (fileless), and whether it is one of the loaders.
 //!
 //! What can differ from the exec program's view is documented in `daemon-common` ("Switching"):
 //! memory the process rewrote since its exec (its argument area, the filename on its stack),
 //! and the cgroup it moved to.
 
 use crate::pipeline::workload::process_cgroup_id;
-use bulwark_compiler::ExecFacts;
+use bulwark_compiler::{ExecFacts, FileId};
 use daemon_common::PATH_LEN;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// `AT_EXECFN` in the auxiliary vector (uapi/linux/auxvec.h).
 const AT_EXECFN: u64 = 31;
 
 /// Reads process `pid`'s exec facts under `proc_root`; the namespace id comes from
-/// `namespace_of(cgroup id)` (0 when the cgroup or the cgroup mount is unknown). `None` for a
-/// process /proc cannot describe: exited, a zombie, or a kernel thread.
+/// `namespace_of(cgroup id)` (0 when the cgroup or the cgroup mount is unknown), `is_loader`
+/// says whether a file is a dynamic loader. `None` for a process /proc cannot describe: exited,
+/// a zombie, or a kernel thread.
 pub fn gather(
     proc_root: &Path,
     cgroup_mount: Option<&Path>,
     pid: u32,
     namespace_of: &dyn Fn(u64) -> u32,
+    is_loader: &dyn Fn(FileId) -> bool,
 ) -> Option<ExecFacts> {
     let base = proc_root.join(pid.to_string());
     let exe = std::fs::read_link(base.join("exe")).ok()?;
@@ -44,11 +49,16 @@ pub fn gather(
     let namespace_id = cgroup_mount
         .and_then(|m| process_cgroup_id(m, proc_root, pid))
         .map_or(0, namespace_of);
+    let md = std::fs::metadata(base.join("exe")).ok()?;
+    let file = FileId::from_stat(md.dev(), md.ino());
     Some(ExecFacts {
         path,
         filename: execve_filename(&base),
         argv,
         namespace_id,
+        file: Some(file),
+        fileless: md.nlink() == 0,
+        loader: is_loader(file),
     })
 }
 
@@ -98,7 +108,10 @@ mod tests {
     #[test]
     fn this_process_is_described_as_the_kernel_sees_it() {
         let me = std::process::id();
-        let f = gather(Path::new("/proc"), None, me, &|_| 7).expect("own facts");
+        let f = gather(Path::new("/proc"), None, me, &|_| 7, &|_| true).expect("own facts");
+        let md = std::fs::metadata(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(f.file, Some(FileId::from_stat(md.dev(), md.ino())));
+        assert!(!f.fileless && f.loader, "a named file, a loader as told");
         let exe = std::env::current_exe().unwrap();
         assert_eq!(f.path, exe.as_os_str().as_bytes());
         let argv: Vec<Vec<u8>> = std::env::args_os().map(|a| a.as_bytes().to_vec()).collect();
@@ -111,6 +124,6 @@ mod tests {
             String::from_utf8_lossy(&filename)
         );
         assert_eq!(f.namespace_id, 0, "no cgroup mount given: no workload");
-        assert!(gather(Path::new("/proc"), None, u32::MAX, &|_| 7).is_none());
+        assert!(gather(Path::new("/proc"), None, u32::MAX, &|_| 7, &|_| false).is_none());
     }
 }

@@ -38,6 +38,16 @@ impl Rules for FakeRules {
             uses_arguments: n.contains("args"),
         })
     }
+    fn binary_paths(&self) -> std::collections::BTreeSet<String> {
+        self.0
+            .iter()
+            .filter(|n| n.starts_with('/'))
+            .cloned()
+            .collect()
+    }
+    fn with_files(&self, _: &bulwark_compiler::BinaryIdentities) -> anyhow::Result<Self> {
+        Ok(FakeRules(self.0.clone()))
+    }
     fn evaluate_exec(&self, facts: &ExecFacts) -> u64 {
         self.0
             .iter()
@@ -116,6 +126,7 @@ pub struct FakeKernel {
     pub queue: Vec<Vec<u8>>,
     pub lost: u64,
     pub stale: u64,
+    pub loaders: Vec<bulwark_compiler::FileId>,
     pub shut: bool,
 }
 
@@ -143,6 +154,10 @@ impl Kernel<FakeRules> for FakeKernel {
     }
     fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
         self.workloads.remove(&cgroup_id);
+        Ok(())
+    }
+    fn set_loaders(&mut self, loaders: &[bulwark_compiler::FileId]) -> anyhow::Result<()> {
+        self.loaders = loaders.to_vec();
         Ok(())
     }
     fn poll(

@@ -5,7 +5,8 @@
 //! ([`crate::lint_compiler`], [`crate::engine_kernel`]).
 
 use crate::record::{DecodeError, Record};
-use bulwark_compiler::ExecFacts;
+use bulwark_compiler::{BinaryIdentities, ExecFacts, FileId};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// What userspace needs from a compiled rule set.
@@ -15,6 +16,12 @@ pub trait Rules {
     /// Selector bits whose process conditions hold for an exec with these facts (the kernel's
     /// exec-time evaluation, done in userspace for processes that exec'd before the apply).
     fn evaluate_exec(&self, facts: &ExecFacts) -> u64;
+    /// The binary paths whose files the rule set matches (`In`/`NotIn` values).
+    fn binary_paths(&self) -> BTreeSet<String>;
+    /// The rule set matching these files for its binary paths.
+    fn with_files(&self, ids: &BinaryIdentities) -> anyhow::Result<Self>
+    where
+        Self: Sized;
 }
 
 /// The policy side of a selector, for `policy_match` events.
@@ -42,6 +49,8 @@ pub trait Kernel<R> {
     ) -> anyhow::Result<u8>;
     fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()>;
     fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()>;
+    /// Replaces the set of dynamic loader files.
+    fn set_loaders(&mut self, loaders: &[FileId]) -> anyhow::Result<()>;
     /// Waits up to `timeout` for records and passes each one, decoded, to `sink` (a record
     /// that could not be decoded is passed as the error, and counted as lost).
     fn poll(

@@ -149,7 +149,8 @@ where
     }
 
     /// Once a second: forget old exits, re-resolve workload cgroups (created later, or
-    /// re-created with a new id), report grown losses and stale-process connects.
+    /// re-created with a new id) and the files binary values name (re-applying the rules when
+    /// one changed), report grown losses and stale-process connects.
     /// Every 30th tick also sweeps processes whose exit record was lost.
     pub fn tick(&mut self, report_losses: bool) {
         let now = BootClock::boot_now_ns();
@@ -162,6 +163,21 @@ where
         }
         self.pipeline.cache.gc(now);
         self.re_resolve_workloads();
+        match self.refresh_files() {
+            Ok(true) => {
+                log::info!("a file a binary value or a loader names changed: rules re-applied");
+                self.status(State::Reloaded, Vec::new());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let msg = format!("re-applying rules for changed binary files failed: {e:#}");
+                eprintln!("bulwark: error: {msg}");
+                self.status(
+                    State::ReloadFailed,
+                    vec![Diagnostic::error(DaemonCode::Apply, None, msg)],
+                );
+            }
+        }
         let lost = self.lost_events();
         let stale = self.kernel.stale_processes();
         if report_losses && (lost > self.last_lost || stale > self.last_stale) {

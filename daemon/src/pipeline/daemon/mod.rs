@@ -21,14 +21,16 @@ pub mod workloads;
 pub use main_loop::{Change, Request};
 pub use policy_set::{LeftOut, SetError, SetOutcome};
 
-use super::exec_facts;
 use super::kernel::{Kernel, Rules};
 use super::policy_backend::PolicyBackend;
 use super::policy_dir::PolicyDir;
 use super::translate::Pipeline;
 use super::workload::WorkloadSpec;
+use super::{binary_ids, exec_facts};
+use bulwark_compiler::{BinaryIdentities, FileId};
 use bulwark_events::Diagnostic;
 use bulwark_events::{State, Status};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,6 +77,17 @@ where
     /// Timings of the last policy load, reported in status events.
     last_load_ms: Option<f64>,
     last_apply_ms: Option<f64>,
+    /// The files the rule set in force matches, as resolved when it was applied.
+    files: NodeFiles,
+}
+
+/// The files the kernel matches executed files against, as resolved on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct NodeFiles {
+    /// The files of the binary values of the rule set in force.
+    binaries: BinaryIdentities,
+    /// The dynamic loaders.
+    loaders: BTreeSet<FileId>,
 }
 
 impl<B, K> Daemon<B, K>
@@ -107,6 +120,7 @@ where
             ticks: 0,
             last_load_ms: None,
             last_apply_ms: None,
+            files: NodeFiles::default(),
         }
     }
 
@@ -134,24 +148,65 @@ where
         self.pipeline.status(st);
     }
 
-    /// The kernel's atomic A/B apply of `rules`; every running process whose kernel state is
-    /// stale for the new slot gets the bits of its /proc facts ([`exec_facts`]), evaluated
-    /// with the compiler's reference evaluator. On success the rules are in force (a new
-    /// generation).
+    /// The files the binary values of `rules` and the dynamic loaders name now, on the host
+    /// and in every mount namespace ([`binary_ids`]).
+    fn node_files(&self, rules: &B::Rules) -> NodeFiles {
+        let roots = binary_ids::namespace_roots(&self.cfg.proc_root);
+        NodeFiles {
+            binaries: binary_ids::resolve(&rules.binary_paths(), &roots),
+            loaders: binary_ids::loaders(&roots),
+        }
+    }
+
+    /// The kernel's atomic A/B apply of `rules`, matching the files its binary values name
+    /// now; every running process whose kernel state is stale for the new slot gets the bits
+    /// of its /proc facts ([`exec_facts`]), evaluated with the compiler's reference evaluator.
+    /// On success the rules are in force (a new generation).
     fn apply_rules(&mut self, rules: Arc<B::Rules>) -> anyhow::Result<()> {
+        let files = self.node_files(&rules);
+        let rules = Arc::new(rules.with_files(&files.binaries)?);
+        let loaders: Vec<FileId> = files.loaders.iter().copied().collect();
+        self.kernel.set_loaders(&loaders)?;
         let proc_root = self.cfg.proc_root.clone();
         let mount = self.cfg.cgroup_mount.clone();
         let registry = &self.pipeline.registry;
         let namespace_of = |cgroup_id: u64| registry.namespace_id(cgroup_id);
+        let is_loader = |f: FileId| files.loaders.contains(&f);
         let mut describe = |tgid: u32| {
-            exec_facts::gather(&proc_root, mount.as_deref(), tgid, &namespace_of)
-                .map(|facts| rules.evaluate_exec(&facts))
+            exec_facts::gather(
+                &proc_root,
+                mount.as_deref(),
+                tgid,
+                &namespace_of,
+                &is_loader,
+            )
+            .map(|facts| rules.evaluate_exec(&facts))
         };
         let slot = self.kernel.apply(&rules, &mut describe)?;
+        self.files = files;
         self.pipeline.set_slot(slot, rules.clone());
         self.current = Some(rules);
         self.generation += 1;
         Ok(())
+    }
+
+    /// Re-applies the set in force when a file its binary values or the loaders name changed
+    /// (a package upgrade replaced it, a mount namespace with another copy appeared). Returns
+    /// whether it did.
+    fn refresh_files(&mut self) -> anyhow::Result<bool> {
+        let Some(rules) = self.current.clone() else {
+            return Ok(false);
+        };
+        let now = self.node_files(&rules);
+        if now == self.files {
+            return Ok(false);
+        }
+        let applied = self.apply_rules(rules);
+        if applied.is_err() {
+            // Reported once: retried when the files change again, or at the next apply.
+            self.files = now;
+        }
+        applied.map(|()| true)
     }
 
     /// Re-applies the set in force (namespace ids of running processes changed).

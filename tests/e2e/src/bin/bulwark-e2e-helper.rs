@@ -9,6 +9,9 @@
 //!   "other", "escaped_pids"}`.
 //! - `udp-flood IP PORT STOP_FILE`: unconnected UDP `sendto` in a tight loop (every send is a
 //!   kernel event) until STOP_FILE exists; prints `{"sent": N}`.
+//! - `memfd-exec FILE ARGS...`: copies FILE into a `memfd_create` file and runs it with
+//!   `execveat(fd, "", [FILE, ARGS...], AT_EMPTY_PATH)`: a program with no name on any
+//!   filesystem (exit 12 when a step fails).
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -30,8 +33,11 @@ fn main() -> ExitCode {
         Some("connect") => ExitCode::from(connect(&rest[1..])),
         Some("storm") => storm(&rest[1..]),
         Some("udp-flood") => udp_flood(&rest[1..]),
+        Some("memfd-exec") => ExitCode::from(memfd_exec(&rest[1..])),
         _ => {
-            eprintln!("usage: bulwark-e2e-helper connect|storm|udp-flood ARGS... (see the source)");
+            eprintln!(
+                "usage: bulwark-e2e-helper connect|storm|udp-flood|memfd-exec ARGS... (see the source)"
+            );
             ExitCode::from(2)
         }
     }
@@ -117,6 +123,57 @@ fn storm(a: &[String]) -> ExitCode {
         "{{\"execs\":{started},\"all_eperm\":{all_eperm},\"escaped\":{escaped},\"other\":{other},\"escaped_pids\":{escaped_pids:?}}}"
     );
     ExitCode::SUCCESS
+}
+
+fn memfd_exec(a: &[String]) -> u8 {
+    use std::ffi::CString;
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let Some(file) = a.first() else {
+        eprintln!("memfd-exec FILE ARGS...");
+        return 2;
+    };
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("cannot read {file}: {e}");
+            return 12;
+        }
+    };
+    let name = CString::new("bulwark-e2e").expect("no NUL");
+    // SAFETY: a plain syscall with a valid NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    if fd < 0 {
+        eprintln!("memfd_create: {}", std::io::Error::last_os_error());
+        return 12;
+    }
+    // SAFETY: fd is a new descriptor owned here; kept open (by into_raw) for execveat.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    if let Err(e) = f.write_all(&bytes) {
+        eprintln!("writing the memfd: {e}");
+        return 12;
+    }
+    let argv: Vec<CString> = a
+        .iter()
+        .map(|s| CString::new(s.as_str()).expect("argument without NUL"))
+        .collect();
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let empty = CString::new("").expect("no NUL");
+    // SAFETY: valid descriptor, NUL-terminated path, NULL-terminated argv/envp arrays.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd,
+            empty.as_ptr(),
+            argv_ptrs.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    eprintln!("execveat: {}", std::io::Error::last_os_error());
+    12
 }
 
 fn udp_flood(a: &[String]) -> ExitCode {
