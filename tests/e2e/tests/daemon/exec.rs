@@ -47,14 +47,7 @@ fn exec_sigkill_by_prefix() {
     // Shares the string prefix `<dir>/pfx` but not the directory prefix `<dir>/pfx/`.
     let ok = w.install_binary(touch, "pfxnot/touch");
     let prefix = format!("{}/pfx/", w.dir().display());
-    let policy = PolicyBuilder::new("e2e-exec-prefix")
-        .rule(
-            RuleBuilder::exec("kill-prefix")
-                .namespaces("In", &["e2e-exec"])
-                .binaries("Prefix", &[&prefix])
-                .action("Sigkill"),
-        )
-        .yaml();
+    let policy = kill_policy("e2e-exec-prefix", "Prefix", &prefix);
     let d = Daemon::start(&w, &[("prefix.yaml", &policy)]);
 
     let marker = w.dir().join("killed-marker");
@@ -192,13 +185,14 @@ fn assert_killed_by(d: &Daemon, out: &RunOutput, policy: &str, marker: &Path) ->
     m
 }
 
-/// A policy killing `binary` (by `In` path) in namespace `e2e-exec`.
-fn kill_binary_policy(name: &str, binary: &Path) -> String {
+/// A policy killing the binaries `operator` `value` (a path or a prefix) in namespace
+/// `e2e-exec`.
+fn kill_policy(name: &str, operator: &str, value: &str) -> String {
     PolicyBuilder::new(name)
         .rule(
             RuleBuilder::exec("kill-it")
                 .namespaces("In", &["e2e-exec"])
-                .binaries("In", &[binary.to_str().unwrap()])
+                .binaries(operator, &[value])
                 .action("Sigkill"),
         )
         .yaml()
@@ -214,7 +208,10 @@ fn exec_kill_follows_the_file_through_hard_links_and_bind_mounts() {
     let kill = w.install_binary(&preflight().touch, "bin/touch-kill");
     let d = Daemon::start(
         &w,
-        &[("id.yaml", &kill_binary_policy("e2e-exec-id", &kill))],
+        &[(
+            "id.yaml",
+            &kill_policy("e2e-exec-id", "In", kill.to_str().unwrap()),
+        )],
     );
     let open_dir = w.dir().join("open");
     std::fs::create_dir_all(&open_dir).unwrap();
@@ -305,14 +302,7 @@ fn exec_prefix_matches_the_path_not_the_file() {
     let w = World::single("exec-pfx-path", "e2e-exec");
     let tool = w.install_binary(&preflight().touch, "pfx/tool");
     let prefix = format!("{}/pfx/", w.dir().display());
-    let policy = PolicyBuilder::new("e2e-exec-pfx-path")
-        .rule(
-            RuleBuilder::exec("kill-prefix")
-                .namespaces("In", &["e2e-exec"])
-                .binaries("Prefix", &[&prefix])
-                .action("Sigkill"),
-        )
-        .yaml();
+    let policy = kill_policy("e2e-exec-pfx-path", "Prefix", &prefix);
     let d = Daemon::start(&w, &[("pfx.yaml", &policy)]);
     let marker = w.dir().join("in-prefix");
     let out = w
@@ -340,14 +330,7 @@ fn exec_through_the_loader_or_from_memory_is_matchable() {
     let ok = w.install_binary(&preflight().touch, "bin/touch-ok");
     let (sh, _) = bulwark::pipeline::binary_ids::resolve_in(Path::new("/"), "/bin/sh").unwrap();
     let loader = bulwark::pipeline::binary_ids::elf_interpreter(&sh).expect("ld.so of /bin/sh");
-    let policy = PolicyBuilder::new("e2e-exec-loader")
-        .rule(
-            RuleBuilder::exec("kill-it")
-                .namespaces("In", &["e2e-exec"])
-                .binaries("In", &[kill.to_str().unwrap()])
-                .action("Sigkill"),
-        )
-        .yaml();
+    let policy = kill_policy("e2e-exec-loader", "In", kill.to_str().unwrap());
     let fileless = PolicyBuilder::new("e2e-exec-fileless")
         .rule(
             RuleBuilder::exec("kill-fileless")

@@ -99,6 +99,25 @@ fn hot_reload_changes_behaviour_and_broken_files_keep_the_old_policy() {
     assert_eq!(d.pid(), pid, "the daemon never restarted");
 }
 
+/// Version `n` of policy `name`: the block of port 8080 in namespace `e2e-reload` in every
+/// version, and a rule that changes from version to version.
+fn block_8080_version(name: &str, n: usize) -> String {
+    PolicyBuilder::new(name)
+        .rule(
+            RuleBuilder::connect("block-8080")
+                .namespaces("In", &["e2e-reload"])
+                .destinations("In", &["10.199.0.0/16"], &["8080"], Some("TCP"))
+                .action("Block"),
+        )
+        .rule(
+            RuleBuilder::connect(&format!("changing-{n}"))
+                .namespaces("In", &["e2e-reload"])
+                .destinations("In", &["192.0.2.0/24"], &[&format!("{}", 1000 + n)], None)
+                .action("Block"),
+        )
+        .yaml()
+}
+
 /// Policy updates are atomic: while the policy file is rewritten again and again (the 8080
 /// block stays in every version, another rule changes), a pod connecting to 8080 in a tight
 /// loop never gets through — there is no window without enforcement.
@@ -107,22 +126,7 @@ fn reloads_leave_no_enforcement_gap() {
     let _g = serial();
     let w = World::single("reload-gap", "e2e-reload");
     let srv = TestServer::start(&w.net, &[8080, 9090]);
-    let version = |n: usize| {
-        PolicyBuilder::new("e2e-gap")
-            .rule(
-                RuleBuilder::connect("block-8080")
-                    .namespaces("In", &["e2e-reload"])
-                    .destinations("In", &["10.199.0.0/16"], &["8080"], Some("TCP"))
-                    .action("Block"),
-            )
-            .rule(
-                RuleBuilder::connect(&format!("changing-{n}"))
-                    .namespaces("In", &["e2e-reload"])
-                    .destinations("In", &["192.0.2.0/24"], &[&format!("{}", 1000 + n)], None)
-                    .action("Block"),
-            )
-            .yaml()
-    };
+    let version = |n: usize| block_8080_version("e2e-gap", n);
     let d = Daemon::start(&w, &[("gap.yaml", &version(0))]);
     let ip = w.net.server_ip(false);
     let argv = w.pod().probe_argv(ip, 8080, &["--repeat-for", "4"]);
@@ -184,22 +188,7 @@ fn no_exec_escapes_reloads(flood: bool) {
     });
     let srv = TestServer::start(&w.net, &[8080]);
     let ip = w.net.server_ip(false);
-    let version = |n: usize| {
-        PolicyBuilder::new("e2e-race")
-            .rule(
-                RuleBuilder::connect("block-8080")
-                    .namespaces("In", &["e2e-reload"])
-                    .destinations("In", &["10.199.0.0/16"], &["8080"], Some("TCP"))
-                    .action("Block"),
-            )
-            .rule(
-                RuleBuilder::connect(&format!("changing-{n}"))
-                    .namespaces("In", &["e2e-reload"])
-                    .destinations("In", &["192.0.2.0/24"], &[&format!("{}", 1000 + n)], None)
-                    .action("Block"),
-            )
-            .yaml()
-    };
+    let version = |n: usize| block_8080_version("e2e-race", n);
     let d = Daemon::start_with(DaemonConfig {
         policies: vec![("race.yaml".into(), version(0))],
         workloads: w.workloads_yaml(),
