@@ -638,7 +638,13 @@ pub struct KernelOffsets {
     pub inode_i_nlink: u32,
     /// `super_block.s_dev`
     pub sb_s_dev: u32,
+    /// `task_struct.flags` (fork leaves kernel threads, `PF_KTHREAD`, alone; 0: unknown).
+    pub task_flags: u32,
+    pub _pad2: u32,
 }
+
+/// `task_struct.flags` bit of a kernel thread.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Per-CPU diagnostic counters, `COUNTERS[index]` (sum over CPUs).
 pub const COUNTER_LOST_EVENTS: u32 = 0;

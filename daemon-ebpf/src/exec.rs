@@ -1106,6 +1106,12 @@ pub fn bulwark_fork(ctx: RawTracePointContext) -> i32 {
     if child_pid == 0 || child_pid != child_tgid {
         return 0; // a thread, or offsets unknown
     }
+    // Kernel threads run no image a policy could name and never exec'd: no state to inherit
+    // (and kthreadd has none), so they are not stale forks a switch would wait for.
+    let flags: u32 = kread(child, off.task_flags);
+    if flags & PF_KTHREAD != 0 {
+        return 0;
+    }
     let parent_tgid: u32 = kread(parent, off.task_tgid);
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut state = match unsafe { PROCESSES.get(&parent_tgid) } {

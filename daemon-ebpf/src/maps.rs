@@ -41,6 +41,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     inode_i_sb: 0,
     inode_i_nlink: 0,
     sb_s_dev: 0,
+    task_flags: 0,
+    _pad2: 0,
 };
 
 /// Reads the load-time offsets (volatile so the compiler cannot fold the zero initializer).

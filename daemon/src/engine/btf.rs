@@ -193,6 +193,7 @@ impl Btf {
             task_exit_code: self.member_offset("task_struct", "exit_code")?,
             mm_arg_start: self.member_offset("mm_struct", "arg_start")?,
             mm_arg_end: self.member_offset("mm_struct", "arg_end")?,
+            task_flags: self.member_offset("task_struct", "flags")?,
             tp_exit_group_dead: 0,
             ..self.inode_offsets(self.path_walk_offsets())
         })

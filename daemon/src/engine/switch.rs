@@ -11,11 +11,12 @@
 //!    reference evaluator over facts read from /proc) and write them. Forks of a process that
 //!    was stale when it forked are stale too; fork counts them (`COUNTER_STALE_FORK`), so the
 //!    scan repeats until one finds nothing stale and that counter stood still meanwhile.
-//! 3. A process that cannot be described (it exits or forks away faster than the scan reaches
-//!    it) for [`FAIL_CLOSED_AFTER`] rounds makes its image fail closed: `RESEED[image]` gets every
-//!    selector of the slot, so its stale forks take those bits in the kernel, and the scan writes
-//!    them into its stale processes. A process of such an image is then matched by every
-//!    selector (including monitor-mode ones, which only report).
+//! 3. From round [`FAIL_CLOSED_AFTER`] on, a stale process that cannot be described (it exited
+//!    or forked away before the scan reached it) makes its image fail closed: `RESEED[image]`
+//!    gets every selector of the slot, so its stale forks take those bits in the kernel, and the
+//!    scan writes them into its stale processes. A process of such an image is then matched by
+//!    every selector (monitor-mode ones only report). Only processes still stale after the
+//!    rounds before can get there: descendants of a process that keeps forking and exiting.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -28,7 +29,7 @@ use daemon_common::*;
 use super::probe::{bpf, bpf_cmd, put32, put64};
 use super::{map, proc_start_ns, Maps};
 
-/// Rounds without a description of a stale image before it fails closed.
+/// Scan rounds after which a stale process that cannot be described fails its image closed.
 pub const FAIL_CLOSED_AFTER: u32 = 3;
 /// Scan rounds before the switch goes ahead with what is left (counted in the report; the
 /// kernel's `COUNTER_STALE_PROCESS` shows any process that then connects).
@@ -239,7 +240,14 @@ pub(super) fn reseed(
             .into_iter()
             .filter(|(t, image)| image.is_some() || !undescribed.contains_key(t))
             .collect();
-        if pending.is_empty() && stale_forks(maps)? == forks_before {
+        let forks_after = stale_forks(maps)?;
+        log::debug!(
+            "switch to slot {slot}, round {}: {} stale, {} stale forks during the scan",
+            report.rounds,
+            pending.len(),
+            forks_after - forks_before
+        );
+        if pending.is_empty() && forks_after == forks_before {
             break;
         }
         if report.rounds == MAX_ROUNDS {

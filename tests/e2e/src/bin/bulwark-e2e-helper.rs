@@ -9,6 +9,9 @@
 //!   "other", "escaped_pids"}`.
 //! - `udp-flood IP PORT STOP_FILE`: unconnected UDP `sendto` in a tight loop (every send is a
 //!   kernel event) until STOP_FILE exists; prints `{"sent": N}`.
+//! - `hop SECS IP PORT OUT`: a process that keeps forking and exiting (the child carries on,
+//!   never exec'ing), trying a connect after every hop, for SECS seconds; the last one writes
+//!   `{"hops", "connected", "eperm", "other"}` to OUT. The parent exits at once.
 //! - `memfd-exec FILE ARGS...`: copies FILE into a `memfd_create` file and runs it with
 //!   `execveat(fd, "", [FILE, ARGS...], AT_EMPTY_PATH)`: a program with no name on any
 //!   filesystem (exit 12 when a step fails).
@@ -34,9 +37,10 @@ fn main() -> ExitCode {
         Some("storm") => storm(&rest[1..]),
         Some("udp-flood") => udp_flood(&rest[1..]),
         Some("memfd-exec") => ExitCode::from(memfd_exec(&rest[1..])),
+        Some("hop") => ExitCode::from(hop(&rest[1..])),
         _ => {
             eprintln!(
-                "usage: bulwark-e2e-helper connect|storm|udp-flood|memfd-exec ARGS... (see the source)"
+                "usage: bulwark-e2e-helper connect|storm|udp-flood|hop|memfd-exec ARGS... (see the source)"
             );
             ExitCode::from(2)
         }
@@ -123,6 +127,43 @@ fn storm(a: &[String]) -> ExitCode {
         "{{\"execs\":{started},\"all_eperm\":{all_eperm},\"escaped\":{escaped},\"other\":{other},\"escaped_pids\":{escaped_pids:?}}}"
     );
     ExitCode::SUCCESS
+}
+
+fn hop(a: &[String]) -> u8 {
+    let (Some(secs), Some(dest), Some(out)) = (
+        a.first().and_then(|s| s.parse::<f64>().ok()),
+        a.get(1).zip(a.get(2)).and_then(|(ip, p)| addr(ip, p)),
+        a.get(3),
+    ) else {
+        eprintln!("hop SECS IP PORT OUT");
+        return 2;
+    };
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let (mut hops, mut connected, mut eperm, mut other) = (0u64, 0u64, 0u64, 0u64);
+    while Instant::now() < end {
+        match TcpStream::connect_timeout(&dest, Duration::from_secs(1)) {
+            Ok(_) => connected += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+            Err(_) => other += 1,
+        }
+        // SAFETY: single-threaded here; the child only continues this loop.
+        match unsafe { libc::fork() } {
+            0 => hops += 1,
+            child if child > 0 => unsafe { libc::_exit(0) },
+            _ => other += 1,
+        }
+    }
+    let json = format!(
+        "{{\"hops\":{hops},\"connected\":{connected},\"eperm\":{eperm},\"other\":{other}}}"
+    );
+    let tmp = format!("{out}.tmp");
+    match std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, out)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cannot write {out}: {e}");
+            12
+        }
+    }
 }
 
 fn memfd_exec(a: &[String]) -> u8 {

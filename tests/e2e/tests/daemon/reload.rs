@@ -100,22 +100,27 @@ fn hot_reload_changes_behaviour_and_broken_files_keep_the_old_policy() {
 }
 
 /// Version `n` of policy `name`: the block of port 8080 in namespace `e2e-reload` in every
-/// version, and a rule that changes from version to version.
+/// version, and a rule that changes from version to version. Every other pair of versions
+/// puts the changing rule first: the two slots are written alternately, so a slot's next rule
+/// set numbers its selectors otherwise than its last, and a process left with its bits for
+/// the last one is not blocked by the next.
 fn block_8080_version(name: &str, n: usize) -> String {
-    PolicyBuilder::new(name)
-        .rule(
-            RuleBuilder::connect("block-8080")
-                .namespaces("In", &["e2e-reload"])
-                .destinations("In", &["10.199.0.0/16"], &["8080"], Some("TCP"))
-                .action("Block"),
-        )
-        .rule(
-            RuleBuilder::connect(&format!("changing-{n}"))
-                .namespaces("In", &["e2e-reload"])
-                .destinations("In", &["192.0.2.0/24"], &[&format!("{}", 1000 + n)], None)
-                .action("Block"),
-        )
-        .yaml()
+    let block = RuleBuilder::connect("block-8080")
+        .namespaces("In", &["e2e-reload"])
+        .destinations("In", &["10.199.0.0/16"], &["8080"], Some("TCP"))
+        .action("Block");
+    // A binary no test process runs: its selector holds for none of them.
+    let changing = RuleBuilder::connect(&format!("changing-{n}"))
+        .namespaces("In", &["e2e-reload"])
+        .binaries("In", &["/nonexistent/e2e-changing"])
+        .destinations("In", &["192.0.2.0/24"], &[&format!("{}", 1000 + n)], None)
+        .action("Block");
+    let p = PolicyBuilder::new(name);
+    if (n / 2) % 2 == 0 {
+        p.rule(block).rule(changing).yaml()
+    } else {
+        p.rule(changing).rule(block).yaml()
+    }
 }
 
 /// Policy updates are atomic: while the policy file is rewritten again and again (the 8080
@@ -282,4 +287,43 @@ fn no_exec_escapes_connect_rules_across_reloads() {
 #[test]
 fn no_exec_escapes_connect_rules_across_reloads_while_events_are_lost() {
     no_exec_escapes_reloads(true);
+}
+
+/// A process that never execs and keeps forking away (each child carries on, its parent
+/// exits) is not left behind by reloads: the switch catches its children in the kernel
+/// (fork takes the bits decided for its image) even when it cannot read the process that
+/// forked them from /proc in time. Every connect after every hop is refused.
+#[test]
+fn a_process_that_keeps_forking_away_is_not_left_behind_by_reloads() {
+    let _g = serial();
+    let w = World::single("reload-hop", "e2e-reload");
+    let srv = TestServer::start(&w.net, &[8080]);
+    let ip = w.net.server_ip(false);
+    let d = Daemon::start(&w, &[("hop.yaml", &block_8080_version("e2e-hop", 0))]);
+    let out = w.dir().join("hop.json");
+    let _first = w.pod().spawn(&[
+        crate::helper(),
+        "hop",
+        "6",
+        &ip.to_string(),
+        "8080",
+        out.to_str().unwrap(),
+    ]);
+    let mut reloads = 0;
+    while !out.exists() {
+        reloads += 1;
+        let st = d.replace_policy("hop.yaml", &block_8080_version("e2e-hop", reloads));
+        assert_eq!(st["state"], "reloaded", "{st}");
+        assert!(reloads < 10_000, "the hopper never finished");
+    }
+    let counts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    eprintln!("{reloads} reloads while hopping: {counts}");
+    assert!(reloads >= 5, "only {reloads} reloads happened");
+    assert!(counts["hops"].as_u64().unwrap() > 500, "it hardly hopped: {counts}");
+    assert_eq!(counts["connected"], 0, "a hop connected past the rule: {counts}");
+    assert_eq!(counts["other"], 0, "{counts}");
+    assert_eq!(srv.log().accepts().len(), 0, "the server saw connections");
+    let st = d.replace_policy("hop.yaml", &block_8080_version("e2e-hop", 0));
+    assert_eq!(st.typed().status().unwrap().stale_processes, 0, "{st}");
 }
