@@ -73,6 +73,20 @@ impl RuleSet {
                     )
                 })
                 .collect(),
+            bin_inode: c
+                .bin_inode
+                .iter()
+                .map(|(f, mask)| {
+                    (
+                        dc::BinInodeKey {
+                            slot: slot32,
+                            dev: f.dev,
+                            ino: f.ino,
+                        },
+                        *mask,
+                    )
+                })
+                .collect(),
             bin_prefix: path_lpm(&c.bin_prefix),
             bin_postfix: path_lpm(&c.bin_postfix),
             arg_exact: c

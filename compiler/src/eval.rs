@@ -1,11 +1,13 @@
 //! The reference semantics of a compiled rule set, evaluated in plain Rust from the
 //! conditions (not from the map entries). Userspace uses it to compute the selector bits of
 //! processes that were already running when a rule set is swapped in (the kernel evaluates only
-//! at exec); the tests use it as the oracle the generated map entries must agree with.
+//! at exec), from the same facts the exec program uses ([`ExecFacts`]); the tests use it as the
+//! oracle the generated map entries must agree with.
 
+use crate::identities::FileId;
 use crate::ruleset::{DestCondition, ProcCondition, RuleSet};
 use bulwark_policy::values::normalize_addr;
-use bulwark_policy::Protocol;
+use bulwark_policy::{ExecKind, Protocol};
 use daemon_common as dc;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -13,26 +15,119 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
+/// What the exec program knows about one exec: the input of [`RuleSet::evaluate_exec`].
+/// Userspace gathers the same facts from /proc for processes that exec'd before a rule set
+/// existed (`bulwark run`'s reseed); the field docs say where the kernel takes each from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecFacts {
+    /// Absolute path of the executed file as the process's mount namespace sees it
+    /// (`mm->exe_file`; `/proc/PID/exe`).
+    pub path: Vec<u8>,
+    /// The filename given to execve, when the kernel matches it too (a script's own path, its
+    /// interpreter being the executed file; the tracepoint's filename, `AT_EXECFN`). Binary
+    /// conditions are hit when either path hits.
+    pub filename: Option<Vec<u8>>,
+    /// argv, argv[0] included (the new image's argument area; `/proc/PID/cmdline`).
+    pub argv: Vec<Vec<u8>>,
+    /// Interned Kubernetes namespace of the process's workload, 0 for host processes.
+    pub namespace_id: u32,
+    /// The executed file (`mm->exe_file->f_inode`; `stat /proc/PID/exe`), when known.
+    pub file: Option<FileId>,
+    /// The executed file has no link (`i_nlink == 0`).
+    pub fileless: bool,
+    /// The executed file is a dynamic loader run directly.
+    pub loader: bool,
+}
+
+impl ExecFacts {
+    /// Whether the kernel examines all of `argv`: at most `MAX_ARG_ELEMENTS` elements and
+    /// `MAX_ARG_BYTES` bytes (NULs included). Otherwise the exec's arguments are incomplete.
+    pub fn arguments_complete(&self) -> bool {
+        self.argv.len() <= dc::MAX_ARG_ELEMENTS
+            && self.argv.iter().map(|a| a.len() + 1).sum::<usize>() <= dc::MAX_ARG_BYTES
+    }
+
+    /// Facts of a process running `binary` (also the execve filename) with `argv`.
+    pub fn new(binary: &[u8], argv: &[&[u8]], namespace_id: u32) -> ExecFacts {
+        ExecFacts {
+            path: binary.to_vec(),
+            argv: argv.iter().map(|a| a.to_vec()).collect(),
+            namespace_id,
+            ..ExecFacts::default()
+        }
+    }
+
+    /// For a loader exec, the program it loads as the kernel finds it in argv: after argv[0],
+    /// the loader's options (an element in `LOADER_OPTIONS_WITH_VALUE` takes the next one
+    /// with it; `--` ends them), then the first other element; only if it fits
+    /// the kernel's path buffer (at most `PATH_LEN - 1` bytes) and lies within the argument
+    /// bounds the kernel walks.
+    pub fn loader_target(&self) -> Option<&[u8]> {
+        if !self.loader {
+            return None;
+        }
+        let mut skip = false;
+        let mut next_is_target = false;
+        let mut area = 0usize;
+        for (i, a) in self.argv.iter().enumerate().take(dc::MAX_ARG_ELEMENTS) {
+            let at = area;
+            area += a.len() + 1;
+            if at >= dc::MAX_ARG_BYTES {
+                return None;
+            }
+            if i == 0 {
+                continue;
+            }
+            if skip {
+                skip = false;
+                continue;
+            }
+            if !next_is_target && a.starts_with(b"--") {
+                if a.len() == 2 {
+                    next_is_target = true;
+                } else if dc::LOADER_OPTIONS_WITH_VALUE.contains(&a.as_slice()) {
+                    skip = true;
+                }
+                continue;
+            }
+            return (!a.is_empty() && a.len() < dc::PATH_LEN).then_some(a.as_slice());
+        }
+        None
+    }
+}
+
 impl ProcCondition {
-    /// Is the condition hit (before negation) by this process?
-    pub fn hit(&self, binary: &[u8], argv: &[&[u8]], namespace_id: u32) -> bool {
+    /// Is the condition hit (before negation) by this exec? Binary conditions are hit by the
+    /// executed file's path, the execve filename and a loader's target; their files
+    /// (`files`, from [`RuleSet::resolve_binaries`]) are hit by the executed file.
+    pub fn hit_by(&self, facts: &ExecFacts, files: impl Iterator<Item = FileId>) -> bool {
         match self {
-            ProcCondition::Binary(m) => m.hits(binary),
+            ProcCondition::Binary(m) => {
+                m.hits(&facts.path)
+                    || facts.filename.as_deref().is_some_and(|f| m.hits(f))
+                    || facts.loader_target().is_some_and(|t| m.hits(t))
+                    || facts
+                        .file
+                        .is_some_and(|f| files.into_iter().any(|x| x == f))
+            }
             ProcCondition::Arg {
                 index: Some(i),
                 matcher,
-            } => argv.get(usize::from(*i)).is_some_and(|a| matcher.hits(a)),
+            } => facts
+                .argv
+                .get(usize::from(*i))
+                .is_some_and(|a| matcher.hits(a)),
             ProcCondition::Arg {
                 index: None,
                 matcher,
-            } => argv
-                .iter()
-                .take(dc::MAX_ARGS)
-                .skip(1)
-                .any(|a| matcher.hits(a)),
+            } => facts.argv.iter().skip(1).any(|a| matcher.hits(a)),
             ProcCondition::Namespace { ids, .. } => {
-                namespace_id != 0 && ids.contains(&namespace_id)
+                facts.namespace_id != 0 && ids.contains(&facts.namespace_id)
             }
+            ProcCondition::ExecKind { kinds, .. } => kinds.iter().any(|k| match k {
+                ExecKind::Fileless => facts.fileless,
+                ExecKind::Loader => facts.loader,
+            }),
         }
     }
 }
@@ -98,11 +193,22 @@ impl RuleSet {
 
     /// [`RuleSet::evaluate_process`] for non-UTF-8 paths and arguments (as read from /proc).
     pub fn evaluate_process_bytes(&self, binary: &[u8], argv: &[&[u8]], namespace_id: u32) -> u64 {
+        self.evaluate_exec(&ExecFacts::new(binary, argv, namespace_id))
+    }
+
+    /// Selectors (of every hook) whose process conditions hold for an exec with these facts:
+    /// what the kernel caches in `ProcessState::selectors` at that exec. When the arguments are
+    /// incomplete ([`ExecFacts::arguments_complete`]) every argument condition holds (fail
+    /// closed).
+    pub fn evaluate_exec(&self, facts: &ExecFacts) -> u64 {
         let mut holds = 0u64;
         for (i, c) in self.proc.iter().enumerate() {
-            if c.hit(binary, argv, namespace_id) != c.negated() {
+            if c.hit_by(facts, self.binary_files(i)) != c.negated() {
                 holds |= 1 << i;
             }
+        }
+        if !facts.arguments_complete() {
+            holds |= self.meta.proc_args;
         }
         self.select(|e| e.proc_required & holds == e.proc_required)
     }

@@ -25,6 +25,7 @@ mod capacity;
 mod entries;
 mod error;
 mod eval;
+mod identities;
 mod ids;
 mod lint;
 mod lpm;
@@ -34,10 +35,12 @@ mod ruleset;
 pub use bulwark_policy::values::{normalize_addr, Cidr, PortRange};
 pub use bulwark_policy::MatchKind;
 pub use capacity::{capacity, Limit};
+pub use daemon_common::LOADER_OPTIONS_WITH_VALUE;
 /// Re-exported so callers need not depend on `daemon-common` for these types.
 pub use daemon_common::{Destination, MapEntries};
 pub use error::{CompileError, ErrorKind, Location};
-pub use eval::{destination, destination_addr};
+pub use eval::{destination, destination_addr, ExecFacts};
+pub use identities::{binary_paths, BinaryIdentities, FileId, TooManyIdentities};
 pub use ids::NamespaceIds;
 pub use lint::{lint_paths, lint_source, validate_set};
 pub use ruleset::{

@@ -7,16 +7,17 @@
 
 use crate::capacity::{Limit, Usage};
 use crate::error::{CompileError, ErrorKind, Location};
+use crate::identities::FileId;
 use crate::ids::NamespaceIds;
 use crate::lpm::LpmBuilder;
 use bulwark_policy::values::{Cidr, PortRange, ValueLimit};
 use bulwark_policy::{
-    Action, AnyPolicy, ArgSelector, DestinationSelector, Encryption, Hook, MatchKind, Mode,
-    Operator, Protocol, Selector,
+    Action, AnyPolicy, ArgSelector, DestinationSelector, Encryption, ExecKind, Hook, MatchKind,
+    Mode, Operator, Protocol, Selector,
 };
 use daemon_common as dc;
 use serde::{Serialize, Serializer};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A string condition: the value is hit when it equals / starts with / ends with one of
 /// `values` (sorted, deduplicated); a `negated` condition holds when it is *not* hit.
@@ -59,8 +60,8 @@ impl StringMatch {
 pub enum ProcCondition {
     /// `matchBinaries` entry on the executable path.
     Binary(StringMatch),
-    /// `matchArgs` entry. `index: None` looks at every argument from `argv[1]` up to
-    /// `argv[MAX_ARGS-1]`: hit when any of them is hit.
+    /// `matchArgs` entry. `index: None` looks at every argument from `argv[1]` on: hit when
+    /// any of them is hit.
     Arg {
         index: Option<u8>,
         #[serde(flatten)]
@@ -74,6 +75,8 @@ pub enum ProcCondition {
         names: Vec<String>,
         ids: Vec<u32>,
     },
+    /// `matchExecKinds` entry: hit when the exec is of one of `kinds` (sorted, deduplicated).
+    ExecKind { negated: bool, kinds: Vec<ExecKind> },
 }
 
 impl ProcCondition {
@@ -81,7 +84,9 @@ impl ProcCondition {
     pub fn negated(&self) -> bool {
         match self {
             ProcCondition::Binary(m) | ProcCondition::Arg { matcher: m, .. } => m.negated,
-            ProcCondition::Namespace { negated, .. } => *negated,
+            ProcCondition::Namespace { negated, .. } | ProcCondition::ExecKind { negated, .. } => {
+                *negated
+            }
         }
     }
 
@@ -97,7 +102,7 @@ impl ProcCondition {
                 index: None,
                 matcher,
             } => {
-                let any = format!("argv[1..{}]", dc::MAX_ARGS);
+                let any = "argv[1..]";
                 if matcher.negated {
                     // "no argument starts with one of" reads better than a double negative.
                     let positive = StringMatch {
@@ -113,6 +118,14 @@ impl ProcCondition {
                         "some argument in {any} {}",
                         matcher.describe("").trim_start()
                     )
+                }
+            }
+            ProcCondition::ExecKind { negated, kinds } => {
+                let words: Vec<String> = kinds.iter().map(|k| k.as_str().to_string()).collect();
+                if *negated {
+                    format!("exec kind is none of {}", list(&words))
+                } else {
+                    format!("exec kind is one of {}", list(&words))
                 }
             }
             ProcCondition::Namespace { negated, names, .. } => {
@@ -230,6 +243,8 @@ pub struct SelectorInfo {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Compiled {
     pub bin_exact: Vec<(Vec<u8>, u64)>,
+    /// Files of the `In`/`NotIn` binary values ([`RuleSet::resolve_binaries`]).
+    pub bin_inode: Vec<(FileId, u64)>,
     /// (bytes, bits, mask); postfix bytes are reversed.
     pub bin_prefix: Vec<(Vec<u8>, u32, u64)>,
     pub bin_postfix: Vec<(Vec<u8>, u32, u64)>,
@@ -254,6 +269,8 @@ pub struct RuleSet {
     pub(crate) compiled: Compiled,
     /// Everything but nothing slot-specific (SlotMeta has no slot field).
     pub(crate) meta: dc::SlotMeta,
+    /// The files each binary condition (by index) names, once resolved.
+    pub(crate) binary_files: BTreeMap<usize, BTreeSet<FileId>>,
 }
 
 impl RuleSet {
@@ -508,6 +525,16 @@ impl<'a> Builder<'a> {
             let cond = self.namespace_condition(loc, m.operator.is_negated(), &m.values)?;
             proc_required |= self.add_proc(loc, cond)?;
         }
+        for m in &sel.match_exec_kinds {
+            let mut kinds = m.values.clone();
+            kinds.sort_by_key(|k| k.as_str());
+            kinds.dedup();
+            let cond = ProcCondition::ExecKind {
+                negated: m.operator.is_negated(),
+                kinds,
+            };
+            proc_required |= self.add_proc(loc, cond)?;
+        }
         if let Some(own) = &loc.namespace {
             if own.is_empty() {
                 return Err(loc.error(ErrorKind::NamespacedWithoutNamespace));
@@ -644,6 +671,7 @@ impl<'a> Builder<'a> {
                 self.ensure_within(loc, Limit::BinaryValues)?;
             }
             ProcCondition::Arg { index, matcher } => {
+                self.rs.meta.proc_args |= bit;
                 let idx = index.unwrap_or(dc::ARG_ANY_INDEX);
                 if index.is_none() && !matcher.values.is_empty() {
                     self.arg_any = true;
@@ -679,6 +707,14 @@ impl<'a> Builder<'a> {
                     *self.namespaces.entry(id).or_default() |= bit;
                 }
                 self.ensure_within(loc, Limit::Namespaces)?;
+            }
+            ProcCondition::ExecKind { kinds, .. } => {
+                for k in kinds {
+                    match k {
+                        ExecKind::Fileless => self.rs.meta.kind_fileless |= bit,
+                        ExecKind::Loader => self.rs.meta.kind_loader |= bit,
+                    }
+                }
             }
         }
         self.proc_index.insert(cond.clone(), i);
@@ -740,6 +776,7 @@ impl<'a> Builder<'a> {
         let mut rs = self.rs;
         let c = Compiled {
             bin_exact: self.bin_exact.into_iter().collect(),
+            bin_inode: Vec::new(),
             bin_prefix: self.bin_prefix.finish(),
             bin_postfix: self.bin_postfix.finish(),
             arg_exact: self.arg_exact.into_iter().collect(),

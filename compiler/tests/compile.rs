@@ -425,12 +425,25 @@ fn args_with_and_without_index() {
     assert_eq!(rs.evaluate_process("/x", &["x", "--exec=1"], 0), 0b1110);
     assert_eq!(rs.evaluate_process("/x", &["x.sh", "a"], 0), 0b1010);
     assert_eq!(rs.evaluate_process("/x", &["x", "a", "run.sh"], 0), 0b0010);
-    // Only argv[1..MAX_ARGS] are examined.
+    // Every argument is examined (issue 9.8: `bash -x ... -i` hid its 17th argument), and
+    // an index names argv[0..MAX_ARGS] only.
     let mut argv = vec!["x"; dc::MAX_ARGS];
     argv.push("--exec");
-    assert_eq!(rs.evaluate_process("/x", &argv, 0) & 0b100, 0);
-    argv[dc::MAX_ARGS - 1] = "--exec";
     assert_eq!(rs.evaluate_process("/x", &argv, 0) & 0b100, 0b100);
+    let long = "y".repeat(300);
+    assert_eq!(
+        rs.evaluate_process("/x", &["x", &long, "--exec", "a.sh"], 0),
+        0b0110,
+        "an element longer than the kernel's read buffer does not end the walk"
+    );
+    // Past the bounds the arguments are incomplete: every argument condition holds (fail
+    // closed), so all four selectors match, the negated ones included.
+    let many = vec!["x"; dc::MAX_ARG_ELEMENTS + 1];
+    assert_eq!(rs.evaluate_process("/x", &many, 0), 0b1111);
+    let big = "z".repeat(dc::MAX_ARG_BYTES);
+    assert_eq!(rs.evaluate_process("/x", &["x", &big], 0), 0b1111);
+    let fits = vec!["x"; dc::MAX_ARG_ELEMENTS];
+    assert_eq!(rs.evaluate_process("/x", &fits, 0), 0b1010);
 }
 
 #[test]
@@ -560,9 +573,9 @@ fn conditions_describe_themselves() {
         words,
         vec![
             "binary path starts with none of [\"/usr/\"]",
-            "some argument in argv[1..16] is one of [\"-x\"]",
+            "some argument in argv[1..] is one of [\"-x\"]",
             "argv[2] ends with one of [\"y\"]",
-            "no argument in argv[1..16] is one of [\"z\"]",
+            "no argument in argv[1..] is one of [\"z\"]",
         ]
     );
     assert_eq!(
@@ -936,4 +949,81 @@ fn namespaced_policy_needs_a_namespace() {
     assert!(e.kind.is_invalid(), "{e}");
     assert!(e.kind.to_string().contains("metadata.namespace"), "{e}");
     one(namespaced("p", "x", rule("exec", json!([{}]))));
+}
+
+#[test]
+fn binary_values_match_their_files_and_exec_kinds_are_conditions() {
+    use bulwark_compiler::{BinaryIdentities, ExecFacts, FileId};
+    let mut rs = one(cluster(
+        "p",
+        rule(
+            "exec",
+            json!([
+                {"matchBinaries": [{"operator": "In", "values": ["/usr/bin/nc"]}]},
+                {"matchBinaries": [{"operator": "NotIn", "values": ["/usr/bin/nc"]}]},
+                {"matchBinaries": [{"operator": "Prefix", "values": ["/usr/bin/"]}]},
+                {"matchExecKinds": [{"operator": "In", "values": ["fileless"]}]},
+                {"matchExecKinds": [{"operator": "NotIn", "values": ["loader", "fileless"]}]}
+            ]),
+        ),
+    ));
+    let nc = FileId {
+        dev: 8 << 20,
+        ino: 42,
+    };
+    let facts = |path: &str, file: FileId| ExecFacts {
+        file: Some(file),
+        ..ExecFacts::new(path.as_bytes(), &[path.as_bytes()], 0)
+    };
+    // Before the files are known, only paths match.
+    assert_eq!(rs.evaluate_exec(&facts("/tmp/link", nc)), 0b10010);
+    let mut ids = BinaryIdentities::new();
+    ids.insert("/usr/bin/nc", nc);
+    rs.resolve_binaries(&ids).unwrap();
+    assert_eq!(
+        rs.binary_paths().into_iter().collect::<Vec<_>>(),
+        ["/usr/bin/nc"]
+    );
+    let e = rs.map_entries(1);
+    assert_eq!(e.bin_inode.len(), 1);
+    assert_eq!((e.bin_inode[0].0.slot, e.bin_inode[0].0.ino), (1, 42));
+    assert_ne!(e.slot_meta.lookups & dc::LOOKUP_BIN_INODE, 0);
+    // A hard link elsewhere is nc for In/NotIn; a prefix stays a matter of the path.
+    assert_eq!(rs.evaluate_exec(&facts("/tmp/link", nc)), 0b10001);
+    let other = FileId {
+        dev: 8 << 20,
+        ino: 43,
+    };
+    assert_eq!(rs.evaluate_exec(&facts("/usr/bin/ncat", other)), 0b10110);
+    // Exec kinds.
+    let mut fileless = facts("/memfd:x", FileId { dev: 1, ino: 5 });
+    fileless.fileless = true;
+    assert_eq!(rs.evaluate_exec(&fileless), 0b01010);
+    let mut loader = facts("/lib64/ld-linux-x86-64.so.2", FileId { dev: 1, ino: 6 });
+    loader.loader = true;
+    loader.argv = [
+        "ld.so",
+        "--library-path",
+        "/usr/bin/nc",
+        "/usr/bin/ncat",
+        "-l",
+    ]
+    .iter()
+    .map(|a| a.as_bytes().to_vec())
+    .collect();
+    // The target (/usr/bin/ncat, not the option value /usr/bin/nc) is matched as a path.
+    assert_eq!(loader.loader_target(), Some(&b"/usr/bin/ncat"[..]));
+    assert_eq!(rs.evaluate_exec(&loader), 0b00110);
+    // The identities are replaced, not added to, by a later resolution.
+    rs.resolve_binaries(&BinaryIdentities::new()).unwrap();
+    assert!(rs.map_entries(0).bin_inode.is_empty());
+    assert_eq!(
+        rs.map_entries(0).slot_meta.lookups & dc::LOOKUP_BIN_INODE,
+        0
+    );
+    assert_eq!(rs.evaluate_exec(&facts("/tmp/link", nc)), 0b10010);
+    assert_eq!(
+        rs.proc_conditions()[3].describe(),
+        "exec kind is one of [\"fileless\"]"
+    );
 }

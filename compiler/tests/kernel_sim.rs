@@ -4,7 +4,10 @@
 //! that overlap across conditions. Two rule sets share the maps in slots 0 and 1, as during a
 //! switch, to check that slots do not leak into each other.
 
-use bulwark_compiler::{compile, destination, MapEntries, NamespaceIds, RuleSet};
+use bulwark_compiler::{
+    compile, destination, BinaryIdentities, ExecFacts, FileId, MapEntries, NamespaceIds, RuleSet,
+    LOADER_OPTIONS_WITH_VALUE,
+};
 use bulwark_policy::AnyPolicy;
 use daemon_common as dc;
 use serde_json::{json, Value};
@@ -21,6 +24,7 @@ impl Maps {
         let mut all = a.clone();
         all.selectors.extend(b.selectors.iter().cloned());
         all.bin_exact.extend(b.bin_exact.iter().cloned());
+        all.bin_inode.extend(b.bin_inode.iter().cloned());
         all.bin_prefix.extend(b.bin_prefix.iter().cloned());
         all.bin_postfix.extend(b.bin_postfix.iter().cloned());
         all.arg_exact.extend(b.arg_exact.iter().cloned());
@@ -68,8 +72,8 @@ fn zero_fill(src: &[u8], n: usize) -> Vec<u8> {
     v
 }
 
-/// The process part of the exec program: selector bits for `slot`.
-fn kernel_process(m: &Maps, slot: u8, binary: &[u8], argv: &[&[u8]], ns: u32) -> u64 {
+/// The binary path lookups of the exec program for one path (exact, prefix, postfix).
+fn path_hits(m: &Maps, slot: u8, binary: &[u8]) -> u64 {
     let meta = &m.meta[slot as usize];
     let e = &m.all;
     let mut hits = 0u64;
@@ -97,9 +101,46 @@ fn kernel_process(m: &Maps, slot: u8, binary: &[u8], argv: &[&[u8]], ns: u32) ->
         let key = [&[slot][..], &zero_fill(&tail, dc::PATH_AFFIX_LEN)].concat();
         hits |= lpm(&e.bin_postfix, path_data, &key, 8 * (1 + tail.len() as u32));
     }
+    hits
+}
+
+/// The process part of the exec program: selector bits for `slot`.
+fn kernel_process(m: &Maps, slot: u8, facts: &ExecFacts) -> u64 {
+    let meta = &m.meta[slot as usize];
+    let e = &m.all;
+    let argv: Vec<&[u8]> = facts.argv.iter().map(Vec::as_slice).collect();
+    let ns = facts.namespace_id;
+    let mut hits = path_hits(m, slot, &facts.path);
+    if let Some(f) = &facts.filename {
+        hits |= path_hits(m, slot, f);
+    }
+    if let Some(t) = loader_target(facts) {
+        hits |= path_hits(m, slot, &t);
+    }
+    if let (true, Some(f)) = (meta.lookups & dc::LOOKUP_BIN_INODE != 0, facts.file) {
+        for (k, mask) in &e.bin_inode {
+            if k.slot == u32::from(slot) && (k.dev, k.ino) == (f.dev, f.ino) {
+                hits |= mask;
+            }
+        }
+    }
+    if facts.fileless {
+        hits |= meta.kind_fileless;
+    }
+    if facts.loader {
+        hits |= meta.kind_loader;
+    }
     let arg_data = |d: &dc::ArgLpmData| [&[d.slot, d.index][..], &d.bytes[..]].concat();
-    for (i, arg) in argv.iter().enumerate().take(dc::MAX_ARGS) {
-        let mut indices = vec![i as u8];
+    // The walk (when the slot has argument conditions): every element within the bounds;
+    // past them the arguments are incomplete.
+    let area: usize = argv.iter().map(|a| a.len() + 1).sum();
+    let incomplete =
+        meta.proc_args != 0 && (argv.len() > dc::MAX_ARG_ELEMENTS || area > dc::MAX_ARG_BYTES);
+    for (i, arg) in argv.iter().enumerate().take(dc::MAX_ARG_ELEMENTS) {
+        let mut indices = Vec::new();
+        if i < dc::MAX_ARGS {
+            indices.push(i as u8);
+        }
         if i >= 1 && meta.lookups & dc::LOOKUP_ARG_ANY != 0 {
             indices.push(dc::ARG_ANY_INDEX);
         }
@@ -136,7 +177,10 @@ fn kernel_process(m: &Maps, slot: u8, binary: &[u8], argv: &[&[u8]], ns: u32) ->
             }
         }
     }
-    let holds = hits ^ meta.proc_negate;
+    let mut holds = hits ^ meta.proc_negate;
+    if incomplete {
+        holds |= meta.proc_args;
+    }
     required(m, slot, holds, |s| s.proc_required)
 }
 
@@ -204,6 +248,33 @@ fn kernel_destination(m: &Maps, slot: u8, selectors: u64, dest: &dc::Destination
     };
     let holds = (addr_hits & port_hits & proto) ^ meta.dest_negate;
     selectors & required(m, slot, holds, |s| s.dest_required)
+}
+
+/// The exec program's search for a loader's target, written independently of the evaluator:
+/// argv[0] skipped; `--` makes the next element the target; an element of the option table
+/// skips the next; any other `--x` is skipped; the first other element is it, if it fits.
+fn loader_target(facts: &ExecFacts) -> Option<Vec<u8>> {
+    if !facts.loader {
+        return None;
+    }
+    let mut it = facts.argv.iter().skip(1);
+    while let Some(a) = it.next() {
+        if a.as_slice() == b"--" {
+            return it
+                .next()
+                .filter(|t| !t.is_empty() && t.len() < 256)
+                .cloned();
+        }
+        if LOADER_OPTIONS_WITH_VALUE.contains(&a.as_slice()) {
+            it.next();
+            continue;
+        }
+        if a.starts_with(b"--") {
+            continue;
+        }
+        return (!a.is_empty() && a.len() < 256).then(|| a.clone());
+    }
+    None
 }
 
 /// xorshift64*: deterministic, no dependency.
@@ -305,6 +376,15 @@ fn random_selector(rng: &mut Rng, hook: &str) -> Value {
         )
         .collect();
     sel.insert("matchNamespaces".into(), Value::Array(nss));
+    let kinds: Vec<Value> = (0..rng.below(2))
+        .map(|_| {
+            let values: Vec<&str> = (0..1 + rng.below(2))
+                .map(|_| *rng.pick(&["fileless", "loader"]))
+                .collect();
+            json!({"operator": *rng.pick(&["In", "NotIn"]), "values": values})
+        })
+        .collect();
+    sel.insert("matchExecKinds".into(), Value::Array(kinds));
     if hook != "exec" {
         let dests: Vec<Value> = (0..rng.below(3))
             .map(|_| {
@@ -372,6 +452,14 @@ fn random_policies(rng: &mut Rng, tag: usize) -> Vec<AnyPolicy> {
         .collect()
 }
 
+/// File `n` of the identity pool.
+fn file_of(n: usize) -> FileId {
+    FileId {
+        dev: (8 << 20) | (n as u32 % 2),
+        ino: 100 + n as u64,
+    }
+}
+
 fn random_binary(rng: &mut Rng) -> Vec<u8> {
     let mut b = rng.pick(PATHS).as_bytes().to_vec();
     b.extend_from_slice(rng.pick(&["", "x", "/nc", "bin/sh", "nc", "at"]).as_bytes());
@@ -383,6 +471,15 @@ fn random_binary(rng: &mut Rng) -> Vec<u8> {
 }
 
 fn random_argv(rng: &mut Rng) -> Vec<Vec<u8>> {
+    if rng.chance(1) {
+        // Past the kernel's bounds: in element count, or in bytes.
+        let (n, len) = if rng.chance(50) {
+            (dc::MAX_ARG_ELEMENTS + 1, 1)
+        } else {
+            (40, dc::MAX_ARG_BYTES / 32)
+        };
+        return (0..n).map(|_| vec![b'x'; len]).collect();
+    }
     (0..rng.below(20))
         .map(|_| {
             let mut a = rng.pick(ARGS).as_bytes().to_vec();
@@ -430,7 +527,7 @@ fn check_agreement(seed: u64, rounds: usize) -> (usize, usize, usize, usize) {
     let (mut compiled, mut refused, mut proc_nonzero, mut dest_nonzero) = (0, 0, 0, 0);
     for round in 0..rounds {
         let mut ns = NamespaceIds::new();
-        let (a, b): (RuleSet, RuleSet) = match (
+        let (mut a, mut b): (RuleSet, RuleSet) = match (
             compile(&random_policies(&mut rng, round), &mut ns),
             compile(&random_policies(&mut rng, round + 1000), &mut ns),
         ) {
@@ -445,22 +542,51 @@ fn check_agreement(seed: u64, rounds: usize) -> (usize, usize, usize, usize) {
             }
         };
         compiled += 1;
+        // Paths name files from a small pool (two paths may name one file: a hard link).
+        let mut ids = BinaryIdentities::new();
+        for p in PATHS {
+            for _ in 0..rng.below(3) {
+                ids.insert(p, file_of(rng.below(6)));
+            }
+        }
+        a.resolve_binaries(&ids).expect("few identities");
+        b.resolve_binaries(&ids).expect("few identities");
         let maps = Maps::new(&a.map_entries(0), &b.map_entries(1));
         for _ in 0..60 {
-            let binary = random_binary(&mut rng);
-            let argv = random_argv(&mut rng);
-            let argv_refs: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
-            let nsid = rng.below(5) as u32;
+            let mut facts = ExecFacts::new(&random_binary(&mut rng), &[], rng.below(5) as u32);
+            facts.argv = random_argv(&mut rng);
+            if rng.chance(30) {
+                facts.filename = Some(random_binary(&mut rng));
+            }
+            facts.file = rng.chance(80).then(|| file_of(rng.below(8)));
+            facts.fileless = rng.chance(15);
+            facts.loader = rng.chance(20);
+            if facts.loader && rng.chance(60) {
+                // A loader command line: options, maybe `--`, a target from the paths.
+                let mut argv = vec![b"ld.so".to_vec()];
+                for _ in 0..rng.below(3) {
+                    let opt = *rng.pick(&[&b"--library-path"[..], b"--inhibit-cache", b"--argv0"]);
+                    argv.push(opt.to_vec());
+                    if LOADER_OPTIONS_WITH_VALUE.contains(&opt) {
+                        argv.push(random_binary(&mut rng));
+                    }
+                }
+                if rng.chance(30) {
+                    argv.push(b"--".to_vec());
+                }
+                argv.push(random_binary(&mut rng));
+                argv.extend(random_argv(&mut rng));
+                facts.argv = argv;
+            }
             for (slot, rs) in [(0u8, &a), (1u8, &b)] {
-                let want = rs.evaluate_process_bytes(&binary, &argv_refs, nsid);
-                let got = kernel_process(&maps, slot, &binary, &argv_refs, nsid);
+                let want = rs.evaluate_exec(&facts);
+                let got = kernel_process(&maps, slot, &facts);
                 proc_nonzero += usize::from(want != 0);
                 assert_eq!(
-                    got, want,
-                    "process selectors differ (round {round}, slot {slot}, binary {:?}, argv {:?}, ns {nsid})\n\
+                    got,
+                    want,
+                    "process selectors differ (round {round}, slot {slot}, facts {facts:?})\n\
                      conditions: {:#?}\nselectors: {:#?}",
-                    String::from_utf8_lossy(&binary),
-                    argv.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>(),
                     rs.proc_conditions(),
                     rs.selectors()
                 );
@@ -537,7 +663,7 @@ fn overlapping_prefixes_and_cidrs_across_conditions() {
     ] {
         assert_eq!(rs.evaluate_process(bin, &[], 0) & 0b111, want, "{bin}");
         assert_eq!(
-            kernel_process(&maps, 0, bin.as_bytes(), &[], 0) & 0b111,
+            kernel_process(&maps, 0, &ExecFacts::new(bin.as_bytes(), &[], 0)) & 0b111,
             want,
             "{bin}"
         );

@@ -126,6 +126,7 @@ fn event(policy: &str, pod: Option<(&str, &str)>, port: u16, time: &str) -> Viol
         uid: Some(0),
         binary: "/usr/bin/curl".into(),
         arguments: "-s http://169.254.169.254/latest/meta-data".into(),
+        arguments_truncated: false,
         cwd: Some("/".into()),
         start_time: time.into(),
         parent_exec_id: None,

@@ -108,6 +108,7 @@ async fn node_start_and_violation_handover() {
         uid: None,
         binary: "/tmp/xmrig".into(),
         arguments: "--donate-level 1".into(),
+        arguments_truncated: false,
         cwd: None,
         start_time: recent(-1),
         parent_exec_id: None,

@@ -15,6 +15,8 @@ pub struct MapEntries {
     /// `SELECTORS[slot * MAX_SELECTORS + i]`, for the used selectors only.
     pub selectors: Vec<(u32, SelectorEntry)>,
     pub bin_exact: Vec<(PathKey, u64)>,
+    /// Identities of the `In`/`NotIn` binary values.
+    pub bin_inode: Vec<(BinInodeKey, u64)>,
     pub bin_prefix: Vec<(u32, PathLpmData, u64)>,
     /// Path bytes reversed.
     pub bin_postfix: Vec<(u32, PathLpmData, u64)>,
@@ -33,6 +35,7 @@ impl MapEntries {
     pub fn len(&self) -> usize {
         self.selectors.len()
             + self.bin_exact.len()
+            + self.bin_inode.len()
             + self.bin_prefix.len()
             + self.bin_postfix.len()
             + self.arg_exact.len()

@@ -24,9 +24,23 @@
 //!   otherwise match `/usr/bin/curl`; if that walk fails (path over 255 bytes, offsets missing)
 //!   the filename given to execve is used. Container processes see container paths. The
 //!   filename given to execve is matched as well (hits ORed): for a script that is the
-//!   script's path, while the executed file is its interpreter.
-//! - Arguments: argv[0..MAX_ARGS] from the new process's memory; an element of 255+ bytes ends
-//!   the walk (later elements are not examined).
+//!   script's path, while the executed file is its interpreter. And the file itself: its
+//!   `(s_dev, i_ino)` is looked up in [`MAP_BIN_INODE`], where userspace put the identities of
+//!   every `In`/`NotIn` binary value (resolved on the host and in every mount namespace, kept
+//!   current), so a hard link or a bind mount of a killed binary is the same binary.
+//!   `Prefix`/`Postfix` stay path-based.
+//! - Exec kinds: a file with no link (`i_nlink == 0`: memfd, `O_TMPFILE`, deleted) is
+//!   *fileless*; a file whose identity is in [`MAP_LOADERS`] (the dynamic loaders, resolved by
+//!   userspace) run directly is a *loader* exec, and its target — the first argv element after
+//!   the loader's own options ([`MAP_LOADER_ARG_OPTIONS`] names those that take a value; `--`
+//!   ends them) — is matched as a binary path too (as written: it may be relative).
+//! - Arguments: every argv element, read from the new process's argument area
+//!   (`[mm->arg_start, mm->arg_end)`, one contiguous area) before it runs: up to
+//!   [`MAX_ARG_ELEMENTS`] elements and [`MAX_ARG_BYTES`] bytes. Beyond either bound, or when a
+//!   read fails, the exec's arguments are *incomplete* and fail closed: every argument
+//!   condition holds (`truth |= SlotMeta::proc_args`), so a selector with argument conditions
+//!   matches when its other conditions hold (in monitor mode it reports); its match record says
+//!   why ([`REASON_ARGS_INCOMPLETE`]).
 //! - Egress (TCP): a connection is *watched* — it gets [`SockState`] in `SK_STORAGE` at connect
 //!   and enters the SOCKHASH when established — when its destination meets the destination
 //!   conditions of some egress selector of the active slot (or, during a switch, the pending
@@ -63,11 +77,16 @@
 //! - Binary: `BIN_EXACT` with the zero-filled path, only when the path is at most [`PATH_LEN`]
 //!   bytes; `BIN_PREFIX` with the first `n = min(len, PATH_AFFIX_LEN)` bytes and prefix length
 //!   `8 * (1 + n)`; `BIN_POSTFIX` likewise with the last `n` bytes, reversed.
-//! - Arguments: for every argv element `i < MAX_ARGS` that exists, lookups with `index = i`, and
-//!   (for `i >= 1`, when [`LOOKUP_ARG_ANY`] is set) again with [`ARG_ANY_INDEX`]; exact only when
-//!   the element is at most [`ARG_LEN`] bytes; LPM over the first / last-reversed
-//!   `n = min(len, ARG_LEN)` bytes, prefix length `8 * (2 + n)`. All hits are ORed. A missing
-//!   element is never looked up, so positive operators fail and negated ones hold.
+//! - Arguments: for every argv element `i` (all of them, see above), lookups with `index = i`
+//!   when `i < MAX_ARGS`, and (for `i >= 1`, when [`LOOKUP_ARG_ANY`] is set) with
+//!   [`ARG_ANY_INDEX`]; exact only when the element is at most [`ARG_LEN`] bytes; LPM over the
+//!   first / last-reversed `n = min(len, ARG_LEN)` bytes, prefix length `8 * (2 + n)`. All hits
+//!   are ORed. A missing element is never looked up, so positive operators fail and negated ones
+//!   hold.
+//! - Binary identity: `BIN_INODE[{slot, dev, ino}]` when [`LOOKUP_BIN_INODE`] is set; the hits
+//!   are ORed with the path hits.
+//! - Exec kinds: `hits |= SlotMeta::kind_fileless` for a fileless exec, `kind_loader` for a
+//!   loader exec.
 //! - Namespace: `NAMESPACES[{slot, id}]` only for `id != 0` (host processes are in no namespace).
 //! - Destination: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is converted to IPv4 by the
 //!   kernel before the lookup (the compiler folds IPv6 CIDRs inside `::ffff:0:0/96` into IPv4
@@ -89,6 +108,27 @@
 //! `CAP_NET_RAW` check that precedes every packet socket, and the io_uring submission
 //! tracepoint). Selectors in [`SlotMeta::monitor_net`] (monitor mode) only report. Each
 //! refusal is a [`MatchEvent`] per covering selector, with a `REASON_*`.
+//!
+//! # Switching
+//! Every slot write carries a new [`SlotMeta::generation`]; a process's bits for a slot are
+//! current when [`ProcessState::slot_gen`] for it equals that generation. Exec writes `slot_gen`
+//! for every slot it evaluates (the active one, and the pending one during a switch); fork
+//! copies the parent's state, so a child is stale exactly when its parent was. A switch (the
+//! engine's `apply`): write the inactive slot -> set [`Config::pending_slot`] -> wait until
+//! every program that started before has finished (a map-in-map update from userspace calls
+//! `synchronize_rcu()`) -> scan `PROCESSES` and /proc for processes whose `slot_gen` is stale
+//! and write bits computed from their /proc facts by the compiler's reference evaluator,
+//! repeating until a scan finds none while fork's [`COUNTER_STALE_FORK`] stood still -> flip
+//! [`Config::active_slot`] -> clear pending. The event stream is not consulted. A process that
+//! keeps forking away before the scan can describe it fails closed: its image's [`MAP_RESEED`]
+//! entry gets every selector of the slot and fork gives a stale child of that image those
+//! bits. connect counts a process whose bits are stale for the active slot
+//! ([`COUNTER_STALE_PROCESS`], 0 unless something above failed).
+//!
+//! What /proc gives a reseed that the exec program did not see: memory the process rewrote
+//! since its exec (its argument area — `/proc/PID/cmdline` — and the execve filename on its
+//! stack), and a cgroup it moved to (the exec program used the cgroup at exec time). A process
+//! that exec'd between being described and being written is described again.
 #![no_std]
 
 #[cfg(feature = "user")]
@@ -117,8 +157,13 @@ pub const PATH_EXACT_LEN: usize = PATH_LEN - 1;
 pub const PATH_AFFIX_LEN: usize = 255;
 /// Longest argument value (bytes, without NUL) for any operator.
 pub const ARG_LEN: usize = 128;
-/// argv elements examined at exec (argv[0] .. argv[MAX_ARGS-1]).
+/// argv elements a `matchArgs` `index` can name (argv[0] .. argv[MAX_ARGS-1]); conditions
+/// without an index look at every element.
 pub const MAX_ARGS: usize = 16;
+/// argv elements examined at exec; a longer argv is incomplete (fails closed).
+pub const MAX_ARG_ELEMENTS: usize = 4096;
+/// Bytes of the argument area examined at exec (NULs included); a longer one is incomplete.
+pub const MAX_ARG_BYTES: usize = 128 * 1024;
 /// Bytes of the NUL-separated argv copied into an exec event.
 pub const EVENT_ARGS_LEN: usize = 512;
 /// `ArgKey::index` value for conditions that look at any argument (argv[1..]).
@@ -130,6 +175,11 @@ pub const NO_SLOT: u32 = u32::MAX;
 pub const MAX_PROCESSES: u32 = 65_536;
 /// Per-map entry limits of the matcher maps (the lint reports values over these).
 pub const MAX_BINARY_VALUES: u32 = 4_096;
+/// File identities of binary values in one slot (a value has one per mount namespace it names
+/// a different file in).
+pub const MAX_BINARY_IDENTITIES: u32 = 16_384;
+/// Dynamic loader files (`LOADERS`).
+pub const MAX_LOADERS: u32 = 1_024;
 pub const MAX_ARG_VALUES: u32 = 4_096;
 pub const MAX_CIDRS: u32 = 32_768;
 pub const MAX_PORT_PREFIXES: u32 = 8_192;
@@ -207,6 +257,15 @@ pub struct SlotMeta {
     pub enforce_net: u64,
     /// The same in monitor mode: the socket guard only reports what it would have refused.
     pub monitor_net: u64,
+    /// Written by userspace with every slot, never 0 once written (the engine counts applies):
+    /// a process's bits for this slot are current when `ProcessState::slot_gen[slot]` equals it.
+    pub generation: u32,
+    pub _pad: u32,
+    /// Process conditions on arguments: all hold when an exec's arguments are incomplete.
+    pub proc_args: u64,
+    /// Process conditions hit by a fileless exec / by a loader exec (`matchExecKinds`).
+    pub kind_fileless: u64,
+    pub kind_loader: u64,
 }
 
 /// [`SlotMeta::lookups`] bits.
@@ -219,6 +278,7 @@ pub const LOOKUP_ARG_POSTFIX: u32 = 32;
 pub const LOOKUP_NAMESPACE: u32 = 64;
 /// Some condition looks at an argument without an index.
 pub const LOOKUP_ARG_ANY: u32 = 128;
+pub const LOOKUP_BIN_INODE: u32 = 256;
 
 /// One selector, `SELECTORS[slot * MAX_SELECTORS + index]`.
 #[repr(C)]
@@ -252,6 +312,39 @@ pub struct PathKey {
     pub slot: u32,
     pub path: [u8; PATH_LEN],
 }
+
+/// A file as the kernel names it: `i_sb->s_dev` (`MAJOR << 20 | MINOR`) and `i_ino`. Key of
+/// [`MAP_LOADERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// `BIN_INODE` key: slot + the identity of a file a binary value names.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BinInodeKey {
+    pub slot: u32,
+    pub dev: u32,
+    pub ino: u64,
+}
+
+/// `LOADER_ARG_OPTIONS` key: a loader option that takes a value (`--library-path`), zero-filled.
+pub const LOADER_OPTION_LEN: usize = 32;
+/// The options of glibc's dynamic loader (`ld.so`, rtld.c) that take the next argument as
+/// their value; userspace writes them into `LOADER_ARG_OPTIONS`.
+pub const LOADER_OPTIONS_WITH_VALUE: &[&[u8]] = &[
+    b"--library-path",
+    b"--inhibit-rpath",
+    b"--audit",
+    b"--preload",
+    b"--argv0",
+    b"--glibc-hwcaps-prefix",
+    b"--glibc-hwcaps-mask",
+];
 
 /// LPM data for `BIN_PREFIX` / `BIN_POSTFIX` (postfix: path bytes reversed). The LPM prefix
 /// length counts the slot byte: `8 * (1 + len)`.
@@ -336,6 +429,34 @@ pub struct ProcessState {
     pub selectors: [u64; SLOTS],
     /// Namespace id at exec.
     pub namespace_id: u32,
+    pub _pad: u32,
+    /// `SlotMeta::generation` each slot's `selectors` were computed for (0: never). Exec writes
+    /// it for every slot it evaluates, fork copies it, userspace writes it when it reseeds.
+    pub slot_gen: [u32; SLOTS],
+    /// The image: `start_ns` and tgid of the exec that loaded what this process runs. Fork
+    /// copies it (a child runs its parent's image), so it keys [`MAP_RESEED`].
+    pub image: ImageKey,
+}
+
+/// Identity of a process image (one exec): `RESEED` key, [`ProcessState::image`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ImageKey {
+    /// `bpf_ktime_get_boot_ns()` of the exec (0 for processes the kernel never saw exec).
+    pub exec_ns: u64,
+    /// The tgid that exec'd.
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+/// `RESEED[image]`: selector bits userspace decided for every process of an image during a
+/// switch; fork copies them into a child whose inherited bits are stale for the pending slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReseedEntry {
+    pub selectors: u64,
+    /// The `SlotMeta::generation` they are for.
+    pub generation: u32,
     pub _pad: u32,
 }
 
@@ -453,6 +574,9 @@ pub const REASON_MPTCP: u8 = 7;
 /// `AF_XDP`): no hook can refuse it, so the process is SIGKILLed before it returns from the
 /// request.
 pub const REASON_PACKET_SOCKET: u8 = 8;
+/// The exec's arguments were incomplete and the selector has argument conditions: it matched
+/// because they all held (fail closed), not because of what its arguments were.
+pub const REASON_ARGS_INCOMPLETE: u8 = 9;
 
 /// Ring-buffer record kinds ([`EventHeader::kind`]).
 pub const EVENT_EXEC: u32 = 1;
@@ -499,7 +623,18 @@ pub struct ExecEvent {
     pub args_truncated: u32,
     pub path: [u8; PATH_LEN],
     pub args: [u8; EVENT_ARGS_LEN],
+    /// `EXEC_*` facts of the exec.
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// [`ExecEvent::flags`]: the arguments were not all examined (see "What the kernel matches
+/// against"), so argument conditions held.
+pub const EXEC_ARGS_INCOMPLETE: u32 = 1;
+/// [`ExecEvent::flags`]: the executed file has no link (fileless).
+pub const EXEC_FILELESS: u32 = 2;
+/// [`ExecEvent::flags`]: a dynamic loader run directly.
+pub const EXEC_LOADER: u32 = 4;
 
 /// `EVENT_EXIT` (thread-group leader only).
 #[repr(C)]
@@ -674,7 +809,24 @@ pub struct KernelOffsets {
     pub uring_socket_domain: u32,
     pub uring_socket_type: u32,
     pub _pad: u32,
+    /// 1 when every offset below was found: exec then reads the executed file's identity and
+    /// link count (`mm->exe_file->f_inode`). These offsets may be 0.
+    pub inode_read: u32,
+    /// `file.f_inode`
+    pub file_f_inode: u32,
+    /// `inode.i_ino`, `inode.i_sb`, `inode.i_nlink`
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub inode_i_nlink: u32,
+    /// `super_block.s_dev`
+    pub sb_s_dev: u32,
+    /// `task_struct.flags` (fork leaves kernel threads, `PF_KTHREAD`, alone; 0: unknown).
+    pub task_flags: u32,
+    pub _pad2: u32,
 }
+
+/// `task_struct.flags` bit of a kernel thread.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Per-CPU diagnostic counters, `COUNTERS[index]` (sum over CPUs).
 pub const COUNTER_LOST_EVENTS: u32 = 0;
@@ -698,6 +850,13 @@ pub const COUNTER_UNSEEN_DROPPED: u32 = 7;
 pub const COUNTER_CAPACITY_KILLS: u32 = 8;
 /// TCP Fast Open connects refused.
 pub const COUNTER_TFO_REFUSED: u32 = 9;
+/// connect found the process's selector bits stale for the active slot (or no state at all)
+/// while that slot has connect or egress selectors. Userspace reseeds every process before a
+/// switch, so this stays 0; it is reported (status events, `bulwark probe`) as a safety net.
+pub const COUNTER_STALE_PROCESS: u32 = 10;
+/// fork copied bits that are stale for the pending slot and found no `RESEED` entry for the
+/// image: userspace rescans until this stops growing.
+pub const COUNTER_STALE_FORK: u32 = 11;
 /// Number of counters.
 pub const COUNTERS_LEN: u32 = 16;
 
@@ -724,6 +883,10 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Default entries of the SOCKHASH (watched sockets: verdict pending, plaintext, or blocked);
 /// `bulwark run --max-watched-sockets` sets it (bucket memory is allocated up front).
 pub const MAX_WATCHED_SOCKETS: u32 = 262_144;
+pub const MAP_RESEED: &str = "RESEED";
+pub const MAP_BIN_INODE: &str = "BIN_INODE";
+pub const MAP_LOADERS: &str = "LOADERS";
+pub const MAP_LOADER_ARG_OPTIONS: &str = "LOADER_ARG_OPTIONS";
 
 #[cfg(feature = "user")]
 mod pod {
@@ -737,6 +900,8 @@ mod pod {
         SelectorEntry,
         PathKey,
         PathLpmData,
+        FileKey,
+        BinInodeKey,
         ArgKey,
         ArgLpmData,
         NamespaceKey,
@@ -745,6 +910,8 @@ mod pod {
         PortLpmData,
         WorkloadEntry,
         ProcessState,
+        ImageKey,
+        ReseedEntry,
         SockState,
         KernelOffsets,
     );

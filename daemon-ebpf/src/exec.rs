@@ -27,7 +27,8 @@ pub fn bulwark_exec(ctx: TracePointContext) -> u32 {
 /// The slots evaluated at this exec: the active one and, during a switch, the pending one.
 struct Slots {
     slot: [u32; SLOTS],
-    meta: [SlotMeta; SLOTS],
+    /// The slots' `SLOT_META` entries (map values, not copies: the stack is 512 bytes).
+    meta: [&'static SlotMeta; SLOTS],
     /// Number of valid entries (1 or 2).
     n: usize,
     /// Union of the lookups bits of the evaluated slots.
@@ -55,15 +56,16 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     };
     let cfg = config();
     let active = cfg.active_slot & 1;
+    let active_meta = SLOT_META.get(active).ok_or(0i64)?;
     let mut sl = Slots {
         slot: [active, 0],
-        meta: [slot_meta(active), SlotMeta::default()],
+        meta: [active_meta, active_meta],
         n: 1,
         lookups: 0,
     };
     if cfg.pending_slot != NO_SLOT && (cfg.pending_slot & 1) != active {
         sl.slot[1] = cfg.pending_slot & 1;
-        sl.meta[1] = slot_meta(sl.slot[1]);
+        sl.meta[1] = SLOT_META.get(sl.slot[1]).ok_or(0i64)?;
         sl.n = 2;
     }
     sl.lookups = sl.meta[0].lookups | if sl.n == 2 { sl.meta[1].lookups } else { 0 };
@@ -110,6 +112,17 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             walked = true;
         }
     }
+    // The file itself: its identity and whether it has a name at all.
+    let file = exec_file(mm, &off);
+    let loader = file.ino != 0
+        && unsafe {
+            LOADERS.get(&FileKey {
+                dev: file.dev,
+                _pad: 0,
+                ino: file.ino,
+            })
+        }
+        .is_some();
     let ev = &mut s.event;
     ev.path_len = path_len as u32;
     let arg_start: u64 = read_kernel(mm, off.mm_arg_start);
@@ -120,6 +133,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         args_len = EVENT_ARGS_LEN;
     }
     ev.args_truncated = (total > EVENT_ARGS_LEN as u64) as u32;
+    ev.flags = if file.fileless { EXEC_FILELESS } else { 0 } | if loader { EXEC_LOADER } else { 0 };
     ev.args_len = 0;
     if arg_start != 0 && args_len > 0 {
         let r = unsafe {
@@ -150,20 +164,45 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 
     // --- process condition hits, per slot ------------------------------------------------
     let mut hits = [0u64; SLOTS];
-    // The walked path is only used when it fits; otherwise the event holds the filename.
+    // Binary paths: the executed file's (only used when it fits; otherwise the event holds
+    // the filename) and the name given to execve (for a script that is the script, the
+    // executed file being its interpreter, so both `/bin/sh` and `/opt/x/run.sh` selectors
+    // can match).
     let event_complete = walked || fname_complete;
-    path_hits(s, &sl, PathSrc::Event, path_len, event_complete, &mut hits);
-    if walked {
-        // Also the name given to execve: for a script that is the script (the executed file
-        // is its interpreter), so both `/bin/sh` and `/opt/x/run.sh` selectors can match.
-        path_hits(
-            s,
-            &sl,
-            PathSrc::Filename,
-            fname_len,
-            fname_complete,
-            &mut hits,
-        );
+    s.paths = PathLookups {
+        len: [path_len as u32, fname_len as u32, 0],
+        complete: [event_complete as u32, fname_complete as u32, 1],
+        present: [1, walked as u32, 0],
+        hits,
+        slot: sl.slot,
+        slot_lookups: [sl.meta[0].lookups, sl.meta[1].lookups],
+        n: sl.n as u32,
+        lookups: sl.lookups,
+        _pad: 0,
+    };
+    if sl.lookups & LOOKUP_BIN_INODE != 0 && file.ino != 0 {
+        for k in 0..SLOTS {
+            if k < sl.n && sl.meta[k].lookups & LOOKUP_BIN_INODE != 0 {
+                let key = BinInodeKey {
+                    slot: sl.slot[k],
+                    dev: file.dev,
+                    ino: file.ino,
+                };
+                if let Some(h) = unsafe { BIN_INODE.get(&key) } {
+                    hits[k] |= *h;
+                }
+            }
+        }
+    }
+    for k in 0..SLOTS {
+        if k < sl.n {
+            if file.fileless {
+                hits[k] |= sl.meta[k].kind_fileless;
+            }
+            if loader {
+                hits[k] |= sl.meta[k].kind_loader;
+            }
+        }
     }
     if sl.lookups & LOOKUP_NAMESPACE != 0 {
         for k in 0..SLOTS {
@@ -178,28 +217,76 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    const ARG_BITS: u32 = LOOKUP_ARG_EXACT | LOOKUP_ARG_PREFIX | LOOKUP_ARG_POSTFIX;
-    if sl.lookups & ARG_BITS != 0 && arg_start != 0 {
-        let mut c = ArgLoop {
+    // Walked whenever a slot has argument conditions (even ones without values): whether the
+    // arguments are complete matters to all of them.
+    // For a loader exec, the walk also finds the loader's target (when paths are matched).
+    let proc_args = sl.meta[0].proc_args | if sl.n == 2 { sl.meta[1].proc_args } else { 0 };
+    const PATH_BITS: u32 = LOOKUP_BIN_EXACT | LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX;
+    let find_target = loader && sl.lookups & PATH_BITS != 0;
+    let mut args_incomplete = false;
+    let mut target_len = 0u32;
+    if proc_args != 0 || find_target {
+        let limit = arg_start.saturating_add(MAX_ARG_BYTES as u64);
+        // The walk's state lives in the scratch map, not on the stack: the verifier does not
+        // track a map value's contents, so the walk's steps converge at once instead of each
+        // step's values being a state of their own (which multiplied the program after it).
+        s.argv = ArgWalk {
             p: arg_start,
             end: arg_end,
+            limit: if arg_end < limit { arg_end } else { limit },
+            elem_start: 0,
             hits,
             slot: sl.slot,
             slot_lookups: [sl.meta[0].lookups, sl.meta[1].lookups],
             n: sl.n as u32,
             lookups: sl.lookups,
+            index: 0,
+            done: if arg_start == 0 { ARGS_INCOMPLETE } else { 0 },
+            args: (proc_args != 0) as u32,
+            target: if find_target {
+                TARGET_SEEK
+            } else {
+                TARGET_NONE
+            },
+            target_len: 0,
+            _pad: 0,
         };
-        // bpf_loop: the verifier checks the body once instead of once per argument, which
-        // keeps this program far below the 1M-instruction verification limit.
+        if s.argv.done == 0 {
+            unsafe {
+                bpf_loop(
+                    ARG_STEPS,
+                    arg_step as *mut core::ffi::c_void,
+                    core::ptr::null_mut(),
+                    0,
+                )
+            };
+        }
+        hits = s.argv.hits;
+        // Not at the end of the area (a bound, a failed read, the steps ran out): fail closed.
+        args_incomplete = proc_args != 0
+            && (s.argv.done != ARGS_COMPLETE || arg_end - arg_start > MAX_ARG_BYTES as u64);
+        if s.argv.target == TARGET_FOUND {
+            target_len = s.argv.target_len & (PATH_LEN as u32 - 1);
+        }
+    }
+    // A loader's target is a binary path too. One bpf_loop over the three paths, its state in
+    // the scratch map: the verifier checks the lookups once, not once per path and state.
+    s.paths.len[2] = target_len;
+    s.paths.present[2] = (target_len != 0) as u32;
+    s.paths.hits = hits;
+    if sl.lookups & PATH_BITS != 0 {
         unsafe {
             bpf_loop(
-                MAX_ARGS as u32,
-                arg_step as *mut core::ffi::c_void,
-                (&mut c as *mut ArgLoop).cast(),
+                3,
+                path_step as *mut core::ffi::c_void,
+                core::ptr::null_mut(),
                 0,
             )
         };
-        hits = c.hits;
+        hits = s.paths.hits;
+    }
+    if args_incomplete {
+        s.event.flags |= EXEC_ARGS_INCOMPLETE;
     }
 
     // --- selectors -----------------------------------------------------------------------
@@ -208,12 +295,39 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         selectors: [0; SLOTS],
         namespace_id,
         _pad: 0,
+        slot_gen: [0; SLOTS],
+        image: ImageKey {
+            exec_ns: now,
+            tgid,
+            _pad: 0,
+        },
     };
+    // Active-slot selectors that match only because the arguments were incomplete.
+    let mut forced = 0u64;
     for k in 0..SLOTS {
         if k < sl.n {
             let truth = hits[k] ^ sl.meta[k].proc_negate;
-            state.selectors[sl.slot[k] as usize & 1] =
-                eval_selectors(sl.slot[k], sl.meta[k].selector_count, truth);
+            let (bits, seen) = if args_incomplete && sl.meta[k].proc_args != 0 {
+                let all = truth | sl.meta[k].proc_args;
+                let bits = eval_selectors(sl.slot[k], sl.meta[k].selector_count, all);
+                let seen = eval_selectors(sl.slot[k], sl.meta[k].selector_count, truth);
+                (bits, seen)
+            } else {
+                let bits = eval_selectors(sl.slot[k], sl.meta[k].selector_count, truth);
+                (bits, bits)
+            };
+            if k == 0 {
+                forced = bits & !seen;
+            }
+            // Branches, not `[slot & 1]`: LLVM turns that index into a pointer OR the
+            // verifier refuses.
+            if sl.slot[k] & 1 == 0 {
+                state.selectors[0] = bits;
+                state.slot_gen[0] = sl.meta[k].generation;
+            } else {
+                state.selectors[1] = bits;
+                state.slot_gen[1] = sl.meta[k].generation;
+            }
         }
     }
     let stored = PROCESSES.insert(&tgid, &state, 0).is_ok();
@@ -236,6 +350,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if matched != 0 {
         let mut c = MatchLoop {
             matched,
+            forced,
             cgroup_id,
             now,
             slot: active,
@@ -266,32 +381,52 @@ fn bpf_pid_tgid() -> u64 {
     unsafe { bpf_get_current_pid_tgid() }
 }
 
-/// Which zero-filled path buffer of the scratch to match.
-#[derive(Clone, Copy)]
-enum PathSrc {
-    /// `event.path`: the resolved path of the executed file.
-    Event,
-    /// `fname`: the filename given to execve.
-    Filename,
-}
-
-/// Binary condition hits (exact, prefix, postfix) of one path for the evaluated slots.
-#[inline(always)]
-fn path_hits(
-    s: &mut ExecScratch,
-    sl: &Slots,
-    which: PathSrc,
-    path_len: usize,
-    // False when the path was truncated: its end is unknown, so only prefixes can be judged.
-    complete: bool,
-    hits: &mut [u64; SLOTS],
-) {
-    let src: *const u8 = match which {
-        PathSrc::Event => s.event.path.as_ptr(),
-        PathSrc::Filename => s.fname.as_ptr(),
+/// Binary condition hits (exact, prefix, postfix) of path `index` (0: `event.path`, 1:
+/// `fname`, 2: `target`) for the evaluated slots (`bpf_loop` callback; its state is
+/// `ExecScratch::paths`).
+#[inline(never)]
+extern "C" fn path_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(s) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return 1;
     };
-    if complete && sl.lookups & LOOKUP_BIN_EXACT != 0 {
-        // ev.path is zero-filled after the path: a plain copy gives the zero-filled key.
+    let s = unsafe { &mut *s };
+    // Branches, not `[index]`: the verifier refuses LLVM's pointer arithmetic on the index.
+    let (src, which, path_len, complete, present) = if index == 0 {
+        let p = &s.paths;
+        (
+            s.event.path.as_ptr(),
+            Reversed::EventPath,
+            p.len[0],
+            p.complete[0],
+            p.present[0],
+        )
+    } else if index == 1 {
+        let p = &s.paths;
+        (
+            s.fname.as_ptr(),
+            Reversed::Filename,
+            p.len[1],
+            p.complete[1],
+            p.present[1],
+        )
+    } else {
+        let p = &s.paths;
+        (
+            s.target.as_ptr(),
+            Reversed::Target,
+            p.len[2],
+            p.complete[2],
+            p.present[2],
+        )
+    };
+    if present == 0 {
+        return 0;
+    }
+    let path_len = (path_len as usize) & (PATH_LEN - 1);
+    let complete = complete != 0;
+    let lookups = s.paths.lookups;
+    if complete && lookups & LOOKUP_BIN_EXACT != 0 {
+        // The path buffers are zero-filled after the path: a plain copy gives the key.
         unsafe {
             bpf_probe_read_kernel(
                 s.path_key.path.as_mut_ptr().cast(),
@@ -300,15 +435,15 @@ fn path_hits(
             )
         };
         for k in 0..SLOTS {
-            if k < sl.n && sl.meta[k].lookups & LOOKUP_BIN_EXACT != 0 {
-                s.path_key.slot = sl.slot[k];
+            if (k as u32) < s.paths.n && s.paths.slot_lookups[k] & LOOKUP_BIN_EXACT != 0 {
+                s.path_key.slot = s.paths.slot[k];
                 if let Some(h) = unsafe { BIN_EXACT.get(&s.path_key) } {
-                    hits[k] |= *h;
+                    s.paths.hits[k] |= *h;
                 }
             }
         }
     }
-    if sl.lookups & (LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX) != 0 {
+    if lookups & (LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX) != 0 {
         let l = if path_len > PATH_AFFIX_LEN {
             PATH_AFFIX_LEN
         } else {
@@ -316,27 +451,63 @@ fn path_hits(
         };
         s.path_lpm.prefix_len = 8 * (1 + l as u32);
         for (bit, reverse) in [(LOOKUP_BIN_PREFIX, false), (LOOKUP_BIN_POSTFIX, true)] {
-            if sl.lookups & bit == 0 || (reverse && !complete) {
+            if lookups & bit == 0 || (reverse && !complete) {
                 continue;
             }
             let dst = core::ptr::addr_of_mut!(s.path_lpm.data.bytes) as *mut u8;
             // Bytes after the prefix length are not compared: no zeroing needed.
             if reverse {
-                copy_reversed(dst, src, path_len, PATH_AFFIX_LEN);
+                copy_reversed(which, path_len, PATH_AFFIX_LEN);
             } else {
                 unsafe { bpf_probe_read_kernel(dst.cast(), PATH_AFFIX_LEN as u32, src.cast()) };
             }
             for k in 0..SLOTS {
-                if k < sl.n && sl.meta[k].lookups & bit != 0 {
-                    s.path_lpm.data.slot = sl.slot[k] as u8;
+                if (k as u32) < s.paths.n && s.paths.slot_lookups[k] & bit != 0 {
+                    s.path_lpm.data.slot = s.paths.slot[k] as u8;
                     let m = if reverse { &BIN_POSTFIX } else { &BIN_PREFIX };
                     if let Some(h) = m.get(&s.path_lpm) {
-                        hits[k] |= *h;
+                        s.paths.hits[k] |= *h;
                     }
                 }
             }
         }
     }
+    0
+}
+
+/// The executed file as the kernel names it.
+struct ExecFile {
+    dev: u32,
+    ino: u64,
+    /// No link on any filesystem (`i_nlink == 0`).
+    fileless: bool,
+}
+
+/// Identity and link count of `mm->exe_file` (all 0 when the offsets are unknown).
+#[inline(always)]
+fn exec_file(mm: u64, off: &KernelOffsets) -> ExecFile {
+    let mut f = ExecFile {
+        dev: 0,
+        ino: 0,
+        fileless: false,
+    };
+    if off.inode_read != 1 || mm == 0 {
+        return f;
+    }
+    let file: u64 = rd(mm + off.mm_exe_file as u64);
+    if file == 0 {
+        return f;
+    }
+    let inode: u64 = rd(file + off.file_f_inode as u64);
+    if inode == 0 {
+        return f;
+    }
+    f.ino = rd(inode + off.inode_i_ino as u64);
+    let sb: u64 = rd(inode + off.inode_i_sb as u64);
+    f.dev = rd(sb + off.sb_s_dev as u64);
+    let nlink: u32 = rd(inode + off.inode_i_nlink as u64);
+    f.fileless = nlink == 0;
+    f
 }
 
 /// Reads a kernel value at an absolute address (0 on failure).
@@ -527,6 +698,8 @@ fn eval_selectors(slot: u32, count: u32, truth: u64) -> u64 {
 #[repr(C)]
 struct MatchLoop {
     matched: u64,
+    /// Selectors that matched only because the arguments were incomplete.
+    forced: u64,
     cgroup_id: u64,
     now: u64,
     slot: u32,
@@ -566,7 +739,11 @@ extern "C" fn exec_match_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         actions: sel.actions,
         enforced: enforced as u8,
         encryption: 0,
-        reason: c.reason as u8,
+        reason: if c.forced & (1u64 << i) != 0 {
+            REASON_ARGS_INCOMPLETE
+        } else {
+            c.reason as u8
+        },
         _pad: 0,
         cgroup_id: c.cgroup_id,
         dest: Destination::default(),
@@ -576,99 +753,259 @@ extern "C" fn exec_match_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
-/// State of the argv walk, on the exec program's stack, passed to [`arg_step`].
-#[repr(C)]
-struct ArgLoop {
-    /// User address of the next argv element.
-    p: u64,
-    end: u64,
-    hits: [u64; SLOTS],
-    slot: [u32; SLOTS],
-    slot_lookups: [u32; SLOTS],
-    n: u32,
-    lookups: u32,
+/// [`ArgWalk::done`]: the walk reached the end of the argument area.
+const ARGS_COMPLETE: u32 = 1;
+/// [`ArgWalk::done`]: the walk stopped early (a bound, or a read failed).
+const ARGS_INCOMPLETE: u32 = 2;
+/// Steps of the argv walk: one per element plus one per further chunk of a long element; with
+/// at most `MAX_ARG_BYTES` bytes that is at most `MAX_ARG_ELEMENTS + MAX_ARG_BYTES / 255`.
+const ARG_STEPS: u32 = (MAX_ARG_ELEMENTS + MAX_ARG_BYTES / (ARG_BUF - 1) + 2) as u32;
+
+/// [`ArgWalk::target`]: not a loader exec, or the target cannot be matched (longer than a
+/// path buffer).
+const TARGET_NONE: u32 = 0;
+/// Looking at the loader's options for the first element that is not one.
+const TARGET_SEEK: u32 = 1;
+/// The element is the value of a loader option (`--library-path DIR`).
+const TARGET_SKIP: u32 = 2;
+/// After `--`: the element is the target.
+const TARGET_NEXT: u32 = 3;
+/// Copied into `ExecScratch::target`.
+const TARGET_FOUND: u32 = 4;
+
+/// Follows a loader's command line (glibc's ld.so): after argv[0], options start with `--`;
+/// those in `LOADER_ARG_OPTIONS` take the next element as their value, `--` ends them; the
+/// first other element is the program it loads. `first` is the element's first read (`len`
+/// bytes in `arg_buf`, `ends`: it ends there).
+#[inline(always)]
+fn loader_target(s: &mut ExecScratch, len: usize, ends: bool) {
+    if s.argv.index == 0 {
+        return;
+    }
+    let dashes = len >= 2 && s.arg_buf[0] == b'-' && s.arg_buf[1] == b'-';
+    match s.argv.target {
+        TARGET_SKIP => {
+            s.argv.target = TARGET_SEEK;
+            return;
+        }
+        TARGET_SEEK if dashes => {
+            if len == 2 {
+                s.argv.target = TARGET_NEXT;
+            } else if ends && len < LOADER_OPTION_LEN {
+                zero_fill(s.option.as_mut_ptr(), LOADER_OPTION_LEN as u32);
+                let n = (len as u32) & (LOADER_OPTION_LEN as u32 - 1);
+                unsafe {
+                    bpf_probe_read_kernel(
+                        s.option.as_mut_ptr().cast(),
+                        n,
+                        s.arg_buf.as_ptr().cast(),
+                    )
+                };
+                if unsafe { LOADER_ARG_OPTIONS.get(&s.option) }.is_some() {
+                    s.argv.target = TARGET_SKIP;
+                }
+            }
+            return;
+        }
+        TARGET_SEEK | TARGET_NEXT => {}
+        _ => return,
+    }
+    // The target; one that does not fit a path buffer is not matched (documented).
+    let n = (len as u32) & 0xff;
+    if !ends || n == 0 {
+        s.argv.target = TARGET_NONE;
+        return;
+    }
+    zero_fill(s.target.as_mut_ptr(), PATH_LEN as u32);
+    unsafe { bpf_probe_read_kernel(s.target.as_mut_ptr().cast(), n, s.arg_buf.as_ptr().cast()) };
+    s.argv.target = TARGET_FOUND;
+    s.argv.target_len = n;
 }
 
-/// One argv element (`bpf_loop` callback; returns 1 to stop). argv[i] is looked up by its
-/// index, and (i >= 1) by `ARG_ANY_INDEX` when a slot has index-less argument conditions. Each
-/// element is read with `bpf_probe_read_user_str` into a buffer of `ARG_BUF` bytes; an element
-/// that fills it is matched on its first bytes and ends the walk, because the start of the next
-/// one is unknown (documented limit: arguments after one of 255+ bytes are not examined).
+/// Which argument matcher a lookup goes to (its key is prepared in the scratch).
+#[derive(Clone, Copy)]
+enum ArgMatcher {
+    Exact,
+    Prefix,
+    Postfix,
+}
+
+/// Looks the prepared key up under the element's own index (argv[0..MAX_ARGS]) and, for
+/// argv[1..] when some condition has no index, under `ARG_ANY_INDEX`, in every evaluated slot.
+#[inline(always)]
+fn arg_lookup(s: &mut ExecScratch, which: ArgMatcher) {
+    let bit = match which {
+        ArgMatcher::Exact => LOOKUP_ARG_EXACT,
+        ArgMatcher::Prefix => LOOKUP_ARG_PREFIX,
+        ArgMatcher::Postfix => LOOKUP_ARG_POSTFIX,
+    };
+    let own = s.argv.index < MAX_ARGS as u32;
+    let any = s.argv.index != 0 && s.argv.lookups & LOOKUP_ARG_ANY != 0;
+    for with_any in [false, true] {
+        if (with_any && !any) || (!with_any && !own) {
+            continue;
+        }
+        let index = if with_any {
+            ARG_ANY_INDEX
+        } else {
+            (s.argv.index & 0xff) as u8
+        };
+        for k in 0..SLOTS {
+            if (k as u32) >= s.argv.n || s.argv.slot_lookups[k] & bit == 0 {
+                continue;
+            }
+            let slot = s.argv.slot[k] as u8;
+            let hit = match which {
+                ArgMatcher::Exact => {
+                    s.arg_key.index = index;
+                    s.arg_key.slot = slot;
+                    unsafe { ARG_EXACT.get(&s.arg_key) }.copied()
+                }
+                ArgMatcher::Prefix | ArgMatcher::Postfix => {
+                    s.arg_lpm.data.index = index;
+                    s.arg_lpm.data.slot = slot;
+                    let m = if matches!(which, ArgMatcher::Postfix) {
+                        &ARG_POSTFIX
+                    } else {
+                        &ARG_PREFIX
+                    };
+                    m.get(&s.arg_lpm).copied()
+                }
+            };
+            if let Some(h) = hit {
+                s.argv.hits[k] |= h;
+            }
+        }
+    }
+}
+
+/// Prefix lookup of the `l` (<= ARG_LEN) first bytes of the element at `at`.
+#[inline(always)]
+fn arg_prefix(s: &mut ExecScratch, at: u64, l: usize) {
+    if s.argv.lookups & LOOKUP_ARG_PREFIX == 0 {
+        return;
+    }
+    s.arg_lpm.prefix_len = 8 * (2 + l as u32);
+    let dst = core::ptr::addr_of_mut!(s.arg_lpm.data.bytes) as *mut u8;
+    read_user(dst, l, at as *const core::ffi::c_void);
+    arg_lookup(s, ArgMatcher::Prefix);
+}
+
+/// Postfix lookup of the last `l` (<= ARG_LEN) bytes of an element, which are the first `n`
+/// bytes of `arg_buf` read up to the element's end (`l = min(n, ARG_LEN)`).
+#[inline(always)]
+fn arg_postfix(s: &mut ExecScratch, n: usize) {
+    if s.argv.lookups & LOOKUP_ARG_POSTFIX == 0 {
+        return;
+    }
+    let l = if n > ARG_LEN { ARG_LEN } else { n };
+    s.arg_lpm.prefix_len = 8 * (2 + l as u32);
+    copy_reversed(Reversed::Arg, n, ARG_LEN);
+    arg_lookup(s, ArgMatcher::Postfix);
+}
+
+/// One step of the argv walk (`bpf_loop` callback; returns 1 to stop). A step reads up to
+/// `ARG_BUF - 1` bytes at `p` with `bpf_probe_read_user_str`. An element that ends in them is
+/// matched (exact, prefix, postfix) and the walk moves to the next one; a longer one is
+/// matched on its first bytes (prefix; exact cannot match) and skipped chunk by chunk, and
+/// its last bytes are read for the postfix lookup once its end is found. Every element is
+/// examined, up to `MAX_ARG_ELEMENTS` elements within `MAX_ARG_BYTES` bytes; stopping early
+/// leaves the walk incomplete (the caller fails closed).
 #[inline(never)]
-extern "C" fn arg_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let c = unsafe { &mut *(ctx as *mut ArgLoop) };
+extern "C" fn arg_step(_step: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(s) = EXEC_SCRATCH.get_ptr_mut(0) else {
         return 1;
     };
     let s = unsafe { &mut *s };
-    let i = (index & 0xff) as u8;
-    if c.p >= c.end {
+    if s.argv.p >= s.argv.end {
+        s.argv.done = ARGS_COMPLETE;
         return 1;
     }
+    if s.argv.p >= s.argv.limit || s.argv.index >= MAX_ARG_ELEMENTS as u32 {
+        s.argv.done = ARGS_INCOMPLETE;
+        return 1;
+    }
+    let at = s.argv.p;
     let n = unsafe {
         bpf_probe_read_user_str(
             s.arg_buf.as_mut_ptr().cast(),
             ARG_BUF as u32,
-            c.p as *const core::ffi::c_void,
+            at as *const core::ffi::c_void,
         )
     };
     if n <= 0 {
         count(COUNTER_READ_FAILED);
+        s.argv.done = ARGS_INCOMPLETE;
         return 1;
     }
+    // `len` bytes before a NUL, or ARG_BUF - 1 bytes of a string that may go on.
     let len = ((n as usize) - 1) & (ARG_BUF - 1);
-    let arg_ptr = c.p as *const core::ffi::c_void;
-    let with_any = i != 0 && c.lookups & LOOKUP_ARG_ANY != 0;
-    // Exact: values longer than ARG_LEN can never equal a policy value.
-    if c.lookups & LOOKUP_ARG_EXACT != 0 && len <= ARG_LEN {
-        zero_fill(s.arg_key.value.as_mut_ptr(), ARG_LEN as u32);
-        read_user(s.arg_key.value.as_mut_ptr(), len, arg_ptr);
-        for any in [false, true] {
-            if any && !with_any {
-                continue;
-            }
-            s.arg_key.index = if any { ARG_ANY_INDEX } else { i };
-            for k in 0..SLOTS {
-                if (k as u32) < c.n && c.slot_lookups[k] & LOOKUP_ARG_EXACT != 0 {
-                    s.arg_key.slot = c.slot[k] as u8;
-                    if let Some(h) = unsafe { ARG_EXACT.get(&s.arg_key) } {
-                        c.hits[k] |= *h;
-                    }
-                }
-            }
+    // A full read ends the element only if the byte after it is its NUL.
+    let ends = (n as usize) < ARG_BUF || {
+        let mut next = [1u8; 1];
+        let r = unsafe {
+            bpf_probe_read_user(
+                next.as_mut_ptr().cast(),
+                1,
+                (at + len as u64) as *const core::ffi::c_void,
+            )
+        };
+        r == 0 && next[0] == 0
+    };
+    if s.argv.elem_start == 0 && s.argv.target != TARGET_NONE && s.argv.target != TARGET_FOUND {
+        loader_target(s, len, ends);
+        if s.argv.args == 0 && (s.argv.target == TARGET_NONE || s.argv.target == TARGET_FOUND) {
+            // Only the target was wanted.
+            s.argv.done = ARGS_COMPLETE;
+            return 1;
         }
     }
-    let l = if len > ARG_LEN { ARG_LEN } else { len };
-    for (bit, reverse) in [(LOOKUP_ARG_PREFIX, false), (LOOKUP_ARG_POSTFIX, true)] {
-        if c.lookups & bit == 0 {
-            continue;
-        }
-        s.arg_lpm.prefix_len = 8 * (2 + l as u32);
-        let dst = core::ptr::addr_of_mut!(s.arg_lpm.data.bytes) as *mut u8;
-        if reverse {
-            copy_reversed(dst, s.arg_buf.as_ptr(), len, ARG_LEN);
+    // Bytes in `arg_buf` whose reverse is the postfix key, when the element ends here.
+    let mut postfix = 0usize;
+    if s.argv.elem_start == 0 {
+        // The first bytes of element `index`.
+        let l = if len > ARG_LEN { ARG_LEN } else { len };
+        arg_prefix(s, at, l);
+        if ends {
+            // Exact: values longer than ARG_LEN can never equal a policy value.
+            if s.argv.lookups & LOOKUP_ARG_EXACT != 0 && len <= ARG_LEN {
+                zero_fill(s.arg_key.value.as_mut_ptr(), ARG_LEN as u32);
+                read_user(
+                    s.arg_key.value.as_mut_ptr(),
+                    len,
+                    at as *const core::ffi::c_void,
+                );
+                arg_lookup(s, ArgMatcher::Exact);
+            }
+            postfix = len;
         } else {
-            read_user(dst, l, arg_ptr);
+            s.argv.elem_start = at;
         }
-        for any in [false, true] {
-            if any && !with_any {
-                continue;
-            }
-            s.arg_lpm.data.index = if any { ARG_ANY_INDEX } else { i };
-            for k in 0..SLOTS {
-                if (k as u32) < c.n && c.slot_lookups[k] & bit != 0 {
-                    s.arg_lpm.data.slot = c.slot[k] as u8;
-                    let m = if reverse { &ARG_POSTFIX } else { &ARG_PREFIX };
-                    if let Some(h) = m.get(&s.arg_lpm) {
-                        c.hits[k] |= *h;
-                    }
-                }
-            }
+    } else if ends {
+        // The end of a long element: its last ARG_LEN bytes end at `at + len`.
+        let tail = at + len as u64 - ARG_LEN as u64;
+        let r = unsafe {
+            bpf_probe_read_user(
+                s.arg_buf.as_mut_ptr().cast(),
+                ARG_LEN as u32,
+                tail as *const core::ffi::c_void,
+            )
+        };
+        if r != 0 {
+            count(COUNTER_READ_FAILED);
+            s.argv.done = ARGS_INCOMPLETE;
+            return 1;
         }
+        postfix = ARG_LEN;
     }
-    c.p += n as u64;
-    if n as usize >= ARG_BUF {
-        return 1;
+    if ends {
+        // One call site: the verifier walks the byte loop of the reversal once per path.
+        arg_postfix(s, postfix);
+        s.argv.elem_start = 0;
+        s.argv.index += 1;
+        s.argv.p = at + len as u64 + 1;
+    } else {
+        s.argv.p = at + len as u64;
     }
     0
 }
@@ -683,17 +1020,82 @@ fn read_user(dst: *mut u8, len: usize, src: *const core::ffi::c_void) {
     unsafe { bpf_probe_read_user(dst.cast(), n, src) };
 }
 
-/// `dst[j] = src[n-1-j]` for `j < min(n, cap)`: the reversed tail of a string,
-/// the postfix matchers' key (bytes after `n` are not
-/// compared by the LPM lookup, so they hold junk). `src` holds at least 256 bytes.
+/// Where [`reverse_step`] copies from (into the postfix key of the matching kind).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Reversed {
+    /// `event.path` into `path_lpm`.
+    EventPath,
+    /// `fname` into `path_lpm`.
+    Filename,
+    /// `target` into `path_lpm`.
+    Target,
+    /// `arg_buf` into `arg_lpm`.
+    Arg,
+}
+
+/// State of [`reverse_step`].
+#[repr(C)]
+struct ReverseLoop {
+    which: Reversed,
+    /// Bytes of the string (its last byte is copied first).
+    n: u32,
+}
+
+/// `dst[j] = src[n-1-j]` for one `j` (`bpf_loop` callback): the reversed tail of a string,
+/// the postfix matchers' key. A callback the verifier checks once, where a byte loop inline
+/// is walked byte by byte on every path that reaches it (which put the exec program over the
+/// verifier's instruction limit).
+#[inline(never)]
+extern "C" fn reverse_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &*(ctx as *const ReverseLoop) };
+    let Some(s) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let s = unsafe { &mut *s };
+    let j = (index as usize) & 0xff;
+    let at = (c.n as usize).wrapping_sub(1).wrapping_sub(j) & 0xff;
+    let (src, dst): (*const u8, *mut u8) = match c.which {
+        Reversed::EventPath => (
+            s.event.path.as_ptr(),
+            core::ptr::addr_of_mut!(s.path_lpm.data.bytes) as *mut u8,
+        ),
+        Reversed::Filename => (
+            s.fname.as_ptr(),
+            core::ptr::addr_of_mut!(s.path_lpm.data.bytes) as *mut u8,
+        ),
+        Reversed::Target => (
+            s.target.as_ptr(),
+            core::ptr::addr_of_mut!(s.path_lpm.data.bytes) as *mut u8,
+        ),
+        Reversed::Arg => (
+            s.arg_buf.as_ptr(),
+            core::ptr::addr_of_mut!(s.arg_lpm.data.bytes) as *mut u8,
+        ),
+    };
+    // The key buffers hold at least 128 bytes (args) and 255 (paths); j stays below the
+    // copied length, which the callers bound to those sizes.
+    unsafe { core::ptr::write_volatile(dst.add(j), core::ptr::read_volatile(src.add(at))) };
+    0
+}
+
+/// Writes the last `min(n, cap)` bytes of a string reversed into the postfix key (bytes after
+/// them are not compared by the LPM lookup, so they are left as they are).
 #[inline(always)]
-fn copy_reversed(dst: *mut u8, src: *const u8, n: usize, cap: usize) {
-    // No data-dependent exit: a loop that can leave at any iteration makes the verifier walk
-    // the rest of the program once per exit point. Bytes at j >= n are junk but never compared.
-    for j in 0..cap {
-        let at = n.wrapping_sub(1).wrapping_sub(j) & 0xff;
-        unsafe { core::ptr::write_volatile(dst.add(j), core::ptr::read_volatile(src.add(at))) };
-    }
+fn copy_reversed(which: Reversed, n: usize, cap: usize) {
+    let l = if n > cap { cap } else { n };
+    let mut c = ReverseLoop {
+        which,
+        n: (n & 0xff) as u32,
+    };
+    unsafe {
+        bpf_loop(
+            l as u32,
+            reverse_step as *mut core::ffi::c_void,
+            (&mut c as *mut ReverseLoop).cast(),
+            0,
+        )
+    };
 }
 
 /// `sched_process_fork(parent, child)`: a new process (not a thread) inherits the parent's
@@ -708,14 +1110,29 @@ pub fn bulwark_fork(ctx: RawTracePointContext) -> i32 {
     if child_pid == 0 || child_pid != child_tgid {
         return 0; // a thread, or offsets unknown
     }
+    // Kernel threads run no image a policy could name and never exec'd: no state to inherit
+    // (and kthreadd has none), so they are not stale forks a switch would wait for.
+    let flags: u32 = read_kernel(child, off.task_flags);
+    if flags & PF_KTHREAD != 0 {
+        return 0;
+    }
     let parent_tgid: u32 = read_kernel(parent, off.task_tgid);
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut state = match unsafe { PROCESSES.get(&parent_tgid) } {
         Some(p) => *p,
-        None => ProcessState::default(),
+        None => ProcessState {
+            // An image the kernel never saw exec: named after the parent (never shared).
+            image: ImageKey {
+                exec_ns: 0,
+                tgid: parent_tgid,
+                _pad: 0,
+            },
+            ..ProcessState::default()
+        },
     };
     let parent_start_ns = state.start_ns;
     state.start_ns = now;
+    refresh_pending_slot(&mut state);
     if PROCESSES.insert(&child_tgid, &state, 0).is_err() {
         count(COUNTER_PROCESS_MAP_FULL);
     }
@@ -727,6 +1144,39 @@ pub fn bulwark_fork(ctx: RawTracePointContext) -> i32 {
     };
     emit(&ev);
     0
+}
+
+/// During a switch, a child whose inherited bits are stale for the pending slot takes the bits
+/// userspace decided for its image (`RESEED`); without one it is counted, and userspace scans
+/// again until no stale process is left (see `daemon-common`, Switching).
+#[inline(always)]
+fn refresh_pending_slot(state: &mut ProcessState) {
+    let cfg = config();
+    if cfg.pending_slot == NO_SLOT {
+        return;
+    }
+    let slot = cfg.pending_slot & 1;
+    let generation = slot_meta(slot).generation;
+    let current = if slot == 0 {
+        state.slot_gen[0]
+    } else {
+        state.slot_gen[1]
+    };
+    if current == generation {
+        return;
+    }
+    match unsafe { RESEED.get(&state.image) } {
+        Some(r) if r.generation == generation => {
+            if slot == 0 {
+                state.selectors[0] = r.selectors;
+                state.slot_gen[0] = generation;
+            } else {
+                state.selectors[1] = r.selectors;
+                state.slot_gen[1] = generation;
+            }
+        }
+        _ => count(COUNTER_STALE_FORK),
+    }
 }
 
 /// `sched_process_exit`: reports the end of a process (when its last thread exits, or its

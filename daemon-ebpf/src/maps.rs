@@ -54,6 +54,14 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     uring_socket_domain: 0,
     uring_socket_type: 0,
     _pad: 0,
+    inode_read: 0,
+    file_f_inode: 0,
+    inode_i_ino: 0,
+    inode_i_sb: 0,
+    inode_i_nlink: 0,
+    sb_s_dev: 0,
+    task_flags: 0,
+    _pad2: 0,
 };
 
 /// Reads the load-time offsets (volatile so the compiler cannot fold the zero initializer).
@@ -73,6 +81,16 @@ pub static SELECTORS: Array<SelectorEntry> =
 #[map]
 pub static BIN_EXACT: HashMap<PathKey, u64> =
     HashMap::with_max_entries(MAX_BINARY_VALUES * SLOTS as u32, 0);
+#[map]
+pub static BIN_INODE: HashMap<BinInodeKey, u64> =
+    HashMap::with_max_entries(MAX_BINARY_IDENTITIES * SLOTS as u32, 0);
+/// Identities of the dynamic loaders (not slotted: a fact of the host, kept by userspace).
+#[map]
+pub static LOADERS: HashMap<FileKey, u8> = HashMap::with_max_entries(MAX_LOADERS, 0);
+/// Loader options that take a value (`--library-path`), zero-filled to `LOADER_OPTION_LEN`.
+#[map]
+pub static LOADER_ARG_OPTIONS: HashMap<[u8; LOADER_OPTION_LEN], u8> =
+    HashMap::with_max_entries(64, 0);
 #[map]
 pub static BIN_PREFIX: LpmTrie<PathLpmData, u64> =
     LpmTrie::with_max_entries(MAX_BINARY_VALUES * SLOTS as u32, 0);
@@ -108,6 +126,9 @@ pub static WORKLOADS: HashMap<u64, WorkloadEntry> = HashMap::with_max_entries(MA
 #[map]
 pub static PROCESSES: HashMap<u32, ProcessState> =
     HashMap::with_max_entries(MAX_PROCESSES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+/// Bits userspace decided per process image during a switch (see `daemon-common`, Switching).
+#[map]
+pub static RESEED: HashMap<ImageKey, ReseedEntry> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
 /// Per-socket state of sockets an egress selector could act on (must be a BTF map).
 #[btf_map]
@@ -135,6 +156,61 @@ pub struct ExecScratch {
     pub walk: [u8; WALK_BUF],
     /// The filename given to execve, zero-filled.
     pub fname: [u8; PATH_LEN],
+    /// A loader exec's target (the program it loads), zero-filled.
+    pub target: [u8; PATH_LEN],
+    /// A loader option being looked up in `LOADER_ARG_OPTIONS`.
+    pub option: [u8; LOADER_OPTION_LEN],
+    /// The argv walk's state (exec.rs `arg_step`).
+    pub argv: ArgWalk,
+    /// The binary-path lookups' state (exec.rs `path_step`).
+    pub paths: PathLookups,
+}
+
+/// State of the binary-path lookups of the exec program (`path_step`): the executed file's
+/// path, the filename given to execve and a loader's target, each zero-filled in the scratch.
+#[repr(C)]
+pub struct PathLookups {
+    pub len: [u32; 3],
+    /// 0 when the path was truncated: its end is unknown, so only prefixes can be judged.
+    pub complete: [u32; 3],
+    pub present: [u32; 3],
+    pub n: u32,
+    pub hits: [u64; SLOTS],
+    pub slot: [u32; SLOTS],
+    pub slot_lookups: [u32; SLOTS],
+    pub lookups: u32,
+    pub _pad: u32,
+}
+
+/// State of the argv walk of the exec program (`arg_step`). In the scratch map rather than on
+/// the stack: the verifier does not track a map value's contents, so it does not see a new
+/// state at every step of the walk.
+#[repr(C)]
+pub struct ArgWalk {
+    /// User address of the next byte to read.
+    pub p: u64,
+    /// End of the argument area.
+    pub end: u64,
+    /// `min(end, arg_start + MAX_ARG_BYTES)`: no element starts or is read past it.
+    pub limit: u64,
+    /// Start of the element being skipped to its end (longer than one read), else 0.
+    pub elem_start: u64,
+    pub hits: [u64; SLOTS],
+    pub slot: [u32; SLOTS],
+    pub slot_lookups: [u32; SLOTS],
+    pub n: u32,
+    pub lookups: u32,
+    /// argv index of the element at `p` (or being skipped).
+    pub index: u32,
+    /// 0 while walking, then `ARGS_COMPLETE` or `ARGS_INCOMPLETE`.
+    pub done: u32,
+    /// 1 when argument conditions are matched (else the walk only looks for a target).
+    pub args: u32,
+    /// `TARGET_*`: where the walk is in finding a loader exec's target.
+    pub target: u32,
+    /// Length of the target copied into `ExecScratch::target`.
+    pub target_len: u32,
+    pub _pad: u32,
 }
 
 /// Size of the dentry-walk buffer and where the assembled path ends in it: components are

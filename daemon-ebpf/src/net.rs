@@ -425,6 +425,16 @@ fn on_connect(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
     let cfg = config();
     let slot = cfg.active_slot & 1;
     let meta = slot_meta(slot);
+    // Safety net of the switch (userspace reseeds every process before it flips): bits
+    // computed for another rule set than the one in force.
+    let gen = if slot == 0 {
+        proc.slot_gen[0]
+    } else {
+        proc.slot_gen[1]
+    };
+    if gen != meta.generation && meta.hook_connect | meta.hook_egress != 0 {
+        count(COUNTER_STALE_PROCESS);
+    }
     let candidates = proc.selectors[slot as usize] & meta.hook_connect;
     let mut blocked = false;
     let truth = dest_truth(slot, &meta, &dest, as_v4);

@@ -581,7 +581,7 @@ spec:
             "#0  policy shop/demo rule shells selectors[0]: hook exec, actions Sigkill, mode monitor",
             "p0  binary path ends with one of [\"/sh\"]",
             "p1  argv[1] starts with one of [\"--ex\"]",
-            "p2  no argument in argv[1..16] ends with one of [\".conf\"]",
+            "p2  no argument in argv[1..] ends with one of [\".conf\"]",
             "p3  Kubernetes namespace is one of [\"shop\"]",
             "#1  policy shop/demo rule egress selectors[0]: hook egress, actions Post+Block, mode monitor",
             "d0  destination NOT (address in [10.0.0.0/8, 10.1.0.0/16, 2001:db8::/32] and port in [8000-8080])",

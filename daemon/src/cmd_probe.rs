@@ -15,6 +15,9 @@ use aya::sys::BpfHelper;
 use serde::Serialize;
 
 use bulwark::engine::{self, host, pins, probe as kernel, resolve_offsets, socket_guard, Btf};
+use daemon_common::{
+    COUNTER_LOST_EVENTS, COUNTER_PROCESS_MAP_FULL, COUNTER_READ_FAILED, COUNTER_STALE_PROCESS,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct ProbeArgs {
@@ -59,7 +62,24 @@ pub struct Report {
     /// What is pinned in the pin directory: whether programs outlive a daemon there, and
     /// whether the next daemon adopts them or loads fresh.
     pub pins: pins::PinStatus,
+    /// The bulwark engines running on this host and their counters.
+    pub engines: Vec<EngineCounters>,
     pub ready: bool,
+}
+
+/// Counters of a running bulwark engine (found by its `COUNTERS` map).
+#[derive(Serialize, Debug)]
+pub struct EngineCounters {
+    pub counters_map_id: u32,
+    /// Records the kernel could not queue (ring buffer full).
+    pub lost_events: u64,
+    /// Connects by processes whose selector bits were stale for the rule set in force (a
+    /// policy switch left them behind; 0 expected).
+    pub stale_processes: u64,
+    /// Kernel reads (argv, parent) that failed.
+    pub read_failed: u64,
+    /// PROCESSES was full when a process had to be added.
+    pub process_map_full: u64,
 }
 
 #[derive(Serialize, Debug)]
@@ -237,6 +257,20 @@ pub fn probe(pin_dir: &Path) -> Report {
             kernel::map(MapType::SkStorage),
             "created",
         ));
+        checks.push(match kernel::switch_barrier() {
+            Ok(detail) => Check {
+                name: "policy-switch barrier".into(),
+                supported: true,
+                required: true,
+                detail,
+            },
+            Err(e) => Check {
+                name: "policy-switch barrier".into(),
+                supported: false,
+                required: true,
+                detail: format!("refused: {e}"),
+            },
+        });
         checks.push(check(
             "kprobe",
             false,
@@ -373,6 +407,20 @@ pub fn probe(pin_dir: &Path) -> Report {
          enforce-mode rule names the destination (who sent it is unknown on the wire)"
             .to_string(),
     ];
+    let engines = if root {
+        kernel::running_engine_counters()
+            .into_iter()
+            .map(|(id, c)| EngineCounters {
+                counters_map_id: id,
+                lost_events: c[COUNTER_LOST_EVENTS as usize],
+                stale_processes: c[COUNTER_STALE_PROCESS as usize],
+                read_failed: c[COUNTER_READ_FAILED as usize],
+                process_map_full: c[COUNTER_PROCESS_MAP_FULL as usize],
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Report {
         kernel: kernel_release(),
         root,
@@ -384,6 +432,7 @@ pub fn probe(pin_dir: &Path) -> Report {
         uses,
         limits,
         pins: pins::status(pin_dir, &engine::build_id()),
+        engines,
         ready,
     }
 }
@@ -416,6 +465,12 @@ fn print_text(r: &Report) {
                 Some(e) => println!("  [NO ] {}: {e}", p.name),
             }
         }
+    }
+    for e in &r.engines {
+        println!(
+            "running engine (COUNTERS map {}): lost_events={} stale_processes={} read_failed={} process_map_full={}",
+            e.counters_map_id, e.lost_events, e.stale_processes, e.read_failed, e.process_map_full
+        );
     }
     println!("bulwark will use:");
     for u in &r.uses {

@@ -3,10 +3,11 @@
 //! [`EventReader`] (records, decoded once by the engine, handed to the pipeline as they are).
 
 use crate::engine::{Engine, EventReader};
-use crate::pipeline::kernel::{Kernel, Reseed};
+use crate::pipeline::kernel::Kernel;
 use crate::record::{DecodeError, Record};
 use anyhow::Context;
 use bulwark_compiler::RuleSet;
+use daemon_common::COUNTER_STALE_PROCESS;
 use std::time::Duration;
 
 /// The kernel engine and its event reader, as the daemon uses them.
@@ -15,6 +16,8 @@ pub struct EngineKernel {
     reader: Option<EventReader>,
     /// Losses counted when the engine went away (at shutdown).
     last_lost: u64,
+    /// Stale-process connects counted when the engine went away.
+    last_stale: u64,
 }
 
 impl EngineKernel {
@@ -25,6 +28,7 @@ impl EngineKernel {
             engine: Some(engine),
             reader: Some(reader),
             last_lost: 0,
+            last_stale: 0,
         })
     }
 }
@@ -33,12 +37,25 @@ impl EngineKernel {
 const MAX_RECORDS_PER_POLL: usize = 8192;
 
 impl Kernel<RuleSet> for EngineKernel {
-    fn apply(&mut self, rules: &RuleSet, reseed: &[Reseed]) -> anyhow::Result<u8> {
+    fn apply(
+        &mut self,
+        rules: &RuleSet,
+        describe: &mut dyn FnMut(u32) -> Option<u64>,
+    ) -> anyhow::Result<u8> {
         let engine = self.engine.as_mut().context("engine already shut down")?;
-        engine.apply(
-            |slot| rules.map_entries(slot),
-            |_slot| reseed.iter().map(|r| (r.tgid, r.selectors)).collect(),
-        )
+        let slot = engine.apply(|slot| rules.map_entries(slot), describe)?;
+        let r = engine.last_switch();
+        log::info!(
+            "switched to slot {slot}: {} processes reseeded in {} rounds ({} us, barrier {} us), \
+             {} failed closed, {} left stale",
+            r.reseeded,
+            r.rounds,
+            r.reseed_us,
+            r.barrier_us,
+            r.fail_closed,
+            r.stale_left
+        );
+        Ok(slot)
     }
 
     fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()> {
@@ -49,6 +66,19 @@ impl Kernel<RuleSet> for EngineKernel {
     fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
         let engine = self.engine.as_mut().context("engine already shut down")?;
         engine.remove_workload(cgroup_id)
+    }
+
+    fn set_loaders(&mut self, loaders: &[bulwark_compiler::FileId]) -> anyhow::Result<()> {
+        let engine = self.engine.as_mut().context("engine already shut down")?;
+        let keys: Vec<daemon_common::FileKey> = loaders
+            .iter()
+            .map(|f| daemon_common::FileKey {
+                dev: f.dev,
+                _pad: 0,
+                ino: f.ino,
+            })
+            .collect();
+        engine.set_loaders(&keys)
     }
 
     fn poll(
@@ -94,8 +124,16 @@ impl Kernel<RuleSet> for EngineKernel {
             .unwrap_or_default()
     }
 
+    fn stale_processes(&self) -> u64 {
+        self.engine
+            .as_ref()
+            .and_then(|e| e.counters().ok())
+            .map_or(self.last_stale, |c| c[COUNTER_STALE_PROCESS as usize])
+    }
+
     fn shutdown(&mut self) {
         self.last_lost = self.lost_events();
+        self.last_stale = self.stale_processes();
         self.reader = None;
         // Dropping the engine detaches every program and link that is not pinned; pinned ones
         // stay and keep enforcing for the next daemon (or until `bulwark unload`).

@@ -88,16 +88,33 @@ impl PolicyBackend for LintCompiler {
 
 impl Rules for RuleSet {
     fn match_info(&self, selector: u8) -> Option<MatchInfo> {
+        let args: u64 = self
+            .proc_conditions()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, bulwark_compiler::ProcCondition::Arg { .. }))
+            .fold(0, |m, (i, _)| m | 1 << i);
         self.selector_info(selector).map(|i| MatchInfo {
             policy_name: i.policy_name,
             policy_namespace: i.policy_namespace,
             rule: i.rule_name,
             monitor: i.mode == Mode::Monitor,
+            uses_arguments: i.proc_required & args != 0,
         })
     }
 
-    fn evaluate_process(&self, binary: &str, argv: &[&str], namespace_id: u32) -> u64 {
-        RuleSet::evaluate_process(self, binary, argv, namespace_id)
+    fn evaluate_exec(&self, facts: &bulwark_compiler::ExecFacts) -> u64 {
+        RuleSet::evaluate_exec(self, facts)
+    }
+
+    fn binary_paths(&self) -> std::collections::BTreeSet<String> {
+        RuleSet::binary_paths(self)
+    }
+
+    fn with_files(&self, ids: &bulwark_compiler::BinaryIdentities) -> anyhow::Result<Self> {
+        let mut rs = self.clone();
+        rs.resolve_binaries(ids)?;
+        Ok(rs)
     }
 }
 
@@ -106,8 +123,9 @@ mod tests {
     use super::*;
     use crate::pipeline::daemon::{Change, Config, Daemon};
     use crate::pipeline::fakes::Buf;
-    use crate::pipeline::kernel::{Kernel, Reseed};
+    use crate::pipeline::kernel::Kernel;
     use crate::record::{DecodeError, Record};
+    use bulwark_compiler::ExecFacts;
     use std::path::PathBuf;
     use std::time::Duration;
 
@@ -120,7 +138,11 @@ mod tests {
     }
 
     impl Kernel<RuleSet> for RecordingKernel {
-        fn apply(&mut self, rules: &RuleSet, _reseed: &[Reseed]) -> anyhow::Result<u8> {
+        fn apply(
+            &mut self,
+            rules: &RuleSet,
+            _describe: &mut dyn FnMut(u32) -> Option<u64>,
+        ) -> anyhow::Result<u8> {
             self.active ^= 1;
             // The entries must be producible for the slot the engine would write.
             let _ = rules.map_entries(self.active);
@@ -132,6 +154,12 @@ mod tests {
             Ok(())
         }
         fn remove_workload(&mut self, _cgroup_id: u64) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn stale_processes(&self) -> u64 {
+            0
+        }
+        fn set_loaders(&mut self, _: &[bulwark_compiler::FileId]) -> anyhow::Result<()> {
             Ok(())
         }
         fn poll(
@@ -336,11 +364,9 @@ mod tests {
         assert_eq!(info.policy_namespace, None);
         assert!(!info.monitor);
         assert!(Rules::match_info(&rules, 63).is_none());
-        let bits = Rules::evaluate_process(&rules, "/usr/bin/xmrig", &["xmrig"], 0);
+        let facts = |bin: &str| ExecFacts::new(bin.as_bytes(), &[bin.as_bytes()], 0);
+        let bits = Rules::evaluate_exec(&rules, &facts("/usr/bin/xmrig"));
         assert_ne!(bits, 0);
-        assert_eq!(
-            Rules::evaluate_process(&rules, "/usr/bin/ls", &["ls"], 0),
-            0
-        );
+        assert_eq!(Rules::evaluate_exec(&rules, &facts("/usr/bin/ls")), 0);
     }
 }

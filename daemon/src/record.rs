@@ -176,6 +176,8 @@ pub mod tests {
             args_truncated: 0,
             path: [0; PATH_LEN],
             args: [0; EVENT_ARGS_LEN],
+            flags: 0,
+            _pad: 0,
         };
         e.path[..path.len()].copy_from_slice(path.as_bytes());
         let mut off = 0;

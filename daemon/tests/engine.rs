@@ -183,7 +183,7 @@ fn exec_sigkill_by_exact_path_prefix_and_postfix() {
                 m.bin_postfix.push(p);
                 m
             },
-            |_| vec![],
+            |_| Some(0),
         )
         .unwrap();
     assert_eq!(slot, 1);
@@ -297,6 +297,7 @@ fn exec_argv_matching_by_index_and_any_index() {
                         | LOOKUP_ARG_EXACT
                         | LOOKUP_ARG_ANY
                         | LOOKUP_ARG_PREFIX,
+                    proc_args: 0b1100,
                     ..Default::default()
                 },
                 ..Default::default()
@@ -321,7 +322,7 @@ fn exec_argv_matching_by_index_and_any_index() {
             m.arg_prefix.push((8 * (2 + 6), d, 8));
             m
         },
-        |_| vec![],
+        |_| Some(0),
     )
     .unwrap();
 
@@ -425,7 +426,7 @@ fn apply_net(e: &mut Engine, port: u16, egress_port: u16) {
     let me = std::process::id();
     e.apply(
         |slot| net_policy(slot, port, egress_port),
-        |_| vec![(me, 0b11)],
+        |tgid| Some(if tgid == me { 0b11 } else { 0 }),
     )
     .unwrap();
     let st = e
@@ -638,7 +639,7 @@ fn apply_switches_slots_and_replaces_the_old_rule_set() {
     assert_eq!(e.active_slot(), 1);
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
     // An empty rule set in slot 0: nothing blocked any more.
-    e.apply(|_| MapEntries::default(), |_| vec![]).unwrap();
+    e.apply(|_| MapEntries::default(), |_| Some(0)).unwrap();
     assert_eq!(e.active_slot(), 0);
     TcpStream::connect(("127.0.0.1", port)).expect("the old rule set is gone");
     // Back to slot 1 with the policy: blocked again (slot 1 was cleared and rewritten).
@@ -647,7 +648,7 @@ fn apply_switches_slots_and_replaces_the_old_rule_set() {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
     // Entries for the wrong slot are refused and the active rule set stays in force.
     let err = e
-        .apply(|_| net_policy(1, port, 1), |_| vec![])
+        .apply(|_| net_policy(1, port, 1), |_| Some(0))
         .expect_err("entries for slot 1 while writing slot 0");
     assert!(format!("{err:#}").contains("slot"), "{err:#}");
     assert_eq!(e.active_slot(), 1);
@@ -713,7 +714,7 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
             ));
             m
         },
-        |_| vec![],
+        |_| Some(0),
     )
     .unwrap();
     drain(&mut events);
@@ -1002,7 +1003,10 @@ spec:
         "the test process is covered by the exe selectors"
     );
     let slot = e
-        .apply(|slot| rs.map_entries(slot), |_| vec![(me, my_bits)])
+        .apply(
+            |slot| rs.map_entries(slot),
+            |tgid| Some(if tgid == me { my_bits } else { 0 }),
+        )
         .unwrap();
     assert_eq!(
         e.process_state(me).unwrap().selectors[slot as usize],
@@ -1107,6 +1111,7 @@ fn bench_exec_and_connect_overhead() {
                 | LOOKUP_ARG_PREFIX
                 | LOOKUP_ARG_POSTFIX
                 | LOOKUP_ARG_ANY;
+            m.slot_meta.proc_args = 1 << 6;
             m.bin_exact.push((path_key(slot, "/nonexistent"), 1 << 5));
             m.bin_prefix.push(path_lpm(slot, b"/nonexistent/"));
             m.bin_postfix.push(path_lpm(slot, b"tsixe"));
@@ -1114,7 +1119,7 @@ fn bench_exec_and_connect_overhead() {
                 .push((arg_key(slot, ARG_ANY_INDEX, "zz"), 1 << 6));
             m
         },
-        |_| vec![(std::process::id(), 0b11)],
+        |tgid| Some(if tgid == std::process::id() { 0b11 } else { 0 }),
     )
     .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1194,7 +1199,7 @@ fn pinned_engine_survives_its_process_and_is_adopted_without_a_gap() {
     let err = TcpStream::connect(("127.0.0.1", port)).expect_err("adopted rule set enforces");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     assert!(old.exists());
-    e.apply(|_| MapEntries::default(), |_| vec![]).unwrap();
+    e.apply(|_| MapEntries::default(), |_| Some(0)).unwrap();
     assert!(
         !old.exists(),
         "other builds' pins are removed after the first apply"
@@ -1263,19 +1268,21 @@ fn exec_during_a_switch_is_evaluated_for_the_pending_slot_too() {
                 m.bin_exact.push((path_key(slot, &sleeper_s), 1));
                 m
             },
-            |_| {
+            |tgid| {
                 // The new slot is written and pending, not active: an exec now must get its
-                // bits for both slots from the kernel (it is not in the reseed list).
-                let c = Command::new(&sleeper).arg("5").spawn().unwrap();
-                let pid = c.id();
-                child = Some(c);
-                let exec = find_event(
-                    &mut events,
-                    Duration::from_secs(2),
-                    |ev| matches!(ev, Record::Exec(x) if x.header.tgid == pid),
-                );
-                assert!(exec.is_some(), "exec of the sleeper during the switch");
-                vec![]
+                // bits for both slots from the kernel (userspace does not describe it).
+                if child.is_none() {
+                    let c = Command::new(&sleeper).arg("5").spawn().unwrap();
+                    let pid = c.id();
+                    child = Some(c);
+                    let exec = find_event(
+                        &mut events,
+                        Duration::from_secs(2),
+                        |ev| matches!(ev, Record::Exec(x) if x.header.tgid == pid),
+                    );
+                    assert!(exec.is_some(), "exec of the sleeper during the switch");
+                }
+                (Some(tgid) != child.as_ref().map(|c| c.id())).then_some(0)
             },
         )
         .unwrap();
@@ -1357,7 +1364,7 @@ fn a_script_matches_by_its_own_path_and_by_its_interpreter() {
             m.bin_exact.push((path_key(slot, &sh_s), 2));
             m
         },
-        |_| vec![],
+        |_| Some(0),
     )
     .unwrap();
     let st = run(&script, &[]);
@@ -1577,7 +1584,7 @@ fn the_sending_process_decides_not_the_connecting_one() {
             ));
             m
         },
-        |_| vec![],
+        |_| Some(0),
     )
     .unwrap();
     drain(&mut events);
@@ -1779,7 +1786,13 @@ fn connections_older_than_the_rule_set_are_watched_or_destroyed() {
     let me = std::process::id();
     e.apply(
         |slot| net_policy(slot, 1, port),
-        |_| vec![(me, 0b11), (child as u32, 0b11)],
+        |tgid| {
+            Some(if tgid == me || tgid == child as u32 {
+                0b11
+            } else {
+                0
+            })
+        },
     )
     .unwrap();
     let matches = e.take_matches();
@@ -1844,7 +1857,7 @@ fn a_process_without_room_is_killed_when_a_connect_rule_covers_it() {
             m.bin_exact.push((path_key(slot, &bash_s), 1));
             m
         },
-        |_| vec![],
+        |_| Some(0),
     )
     .unwrap();
     // Long-lived processes keep the one entry taken.
@@ -1943,7 +1956,7 @@ fn bench_send_costs() {
         let mut e = load();
         let mut events = e.events().unwrap();
         // Selector 1 watches wport for plaintext; this process has no bits (out of scope).
-        e.apply(|slot| net_policy(slot, 1, wport), |_| vec![])
+        e.apply(|slot| net_policy(slot, 1, wport), |_| Some(0))
             .unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s2 = stop.clone();
@@ -1985,7 +1998,7 @@ fn monitor_mode_reports_once_per_socket_and_selector() {
             m.selectors[1].1.mode = MODE_MONITOR;
             m
         },
-        |_| vec![(me, 0b11)],
+        |tgid| Some(if tgid == me { 0b11 } else { 0 }),
     )
     .unwrap();
     drain(&mut events);
@@ -2211,8 +2224,11 @@ fn socket_guard_refuses_raw_icmp_mptcp_and_kills_packet_requests_of_covered_proc
     let mut e = load();
     let mut events = e.events().unwrap();
     let me = std::process::id();
-    e.apply(|slot| guard_policy(slot, MODE_ENFORCE), |_| vec![(me, 0b1)])
-        .unwrap();
+    e.apply(
+        |slot| guard_policy(slot, MODE_ENFORCE),
+        |tgid| Some(if tgid == me { 0b1 } else { 0 }),
+    )
+    .unwrap();
     drain(&mut events);
 
     for (family, ty, protocol, reason) in [
@@ -2320,8 +2336,11 @@ fn socket_guard_refuses_raw_icmp_mptcp_and_kills_packet_requests_of_covered_proc
     assert_eq!(m.header.start_ns, 0, "no identity of its own");
 
     // Monitor mode reports and allows.
-    e.apply(|slot| guard_policy(slot, MODE_MONITOR), |_| vec![(me, 0b1)])
-        .unwrap();
+    e.apply(
+        |slot| guard_policy(slot, MODE_MONITOR),
+        |tgid| Some(if tgid == me { 0b1 } else { 0 }),
+    )
+    .unwrap();
     drain(&mut events);
     assert_eq!(raw_icmp_errno(), 0, "monitor mode refuses nothing");
     let m = guard_match(&mut events, me, REASON_RAW_SOCKET);
@@ -2338,7 +2357,7 @@ fn socket_guard_refuses_raw_icmp_mptcp_and_kills_packet_requests_of_covered_proc
     );
 
     // No guard selector in the rule set: the programs stop at the slot's masks.
-    e.apply(|_| MapEntries::default(), |_| vec![]).unwrap();
+    e.apply(|_| MapEntries::default(), |_| Some(0)).unwrap();
     drain(&mut events);
     assert_eq!(raw_icmp_errno(), 0);
     assert!(

@@ -161,6 +161,7 @@ mod tests {
             uid: Some(0),
             binary: "/usr/bin/curl".into(),
             arguments: "-s http://x/".into(),
+            arguments_truncated: false,
             cwd: None,
             start_time: "t".into(),
             parent_exec_id: None,
@@ -210,6 +211,7 @@ mod tests {
                 diagnostics: vec![],
                 lost_events: 0,
                 warnings: vec![],
+                stale_processes: 0,
                 load_ms: None,
                 apply_ms: None,
             }),
@@ -243,7 +245,8 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"time":"t","node_name":"n","type":"status","state":"ready",
-                "generation":1,"policies":["a"],"diagnostics":[],"lost_events":0,"warnings":[]})
+                "generation":1,"policies":["a"],"diagnostics":[],"lost_events":0,"warnings":[],
+                "stale_processes":0})
         );
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, ev);

@@ -45,6 +45,9 @@ bulwark_policy::words! {
         /// The process asked for a packet socket (`AF_PACKET`, `SOCK_PACKET`, `AF_XDP`): it
         /// was killed.
         PacketSocket = "packet_socket",
+        /// The exec's arguments were not all examined (more than the kernel walks), so the
+        /// rule's argument conditions were taken to hold (fail closed).
+        ArgumentsIncomplete = "arguments_incomplete",
     }
 }
 
@@ -147,8 +150,13 @@ mod tests {
                 "raw_socket",
                 "icmp_socket",
                 "mptcp",
-                "packet_socket"
+                "packet_socket",
+                "arguments_incomplete"
             ]
+        );
+        assert_eq!(
+            "arguments_incomplete".parse(),
+            Ok(Reason::ArgumentsIncomplete)
         );
         assert_eq!("packet_socket".parse(), Ok(Reason::PacketSocket));
         assert_eq!("tcp_fast_open".parse(), Ok(Reason::TcpFastOpen));

@@ -32,6 +32,10 @@ pub struct Process {
     /// argv[1..] joined by spaces (an argument with spaces or quotes is single-quoted).
     #[serde(default)]
     pub arguments: String,
+    /// True when `arguments` is cut short: the kernel copies the first 512 bytes of argv into
+    /// its exec record (matching examines all of it). Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub arguments_truncated: bool,
     /// Working directory, best effort from /proc at event time; `null` when unavailable.
     pub cwd: Option<String>,
     /// RFC 3339 (UTC, nanoseconds) of the exec (or fork) that created this process image.

@@ -37,6 +37,11 @@ pub struct Status {
     /// connections refused for lack of room), one sentence each; empty when none.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Connects by processes whose selector bits were computed for another rule set than the
+    /// one in force, since start (the kernel's safety net of a rule-set switch; 0 unless a
+    /// switch left a process behind).
+    #[serde(default)]
+    pub stale_processes: u64,
     /// Milliseconds the last policy load spent reading, linting and compiling the directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_ms: Option<f64>,

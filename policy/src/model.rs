@@ -128,6 +128,10 @@ pub struct Selector {
     /// Tetragon's field of the same name). Host processes are in no namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_namespaces: Vec<NamespaceSelector>,
+    /// Conditions on how the program was executed: from a file with no name (`fileless`), or
+    /// through a dynamic loader run directly (`loader`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_exec_kinds: Vec<ExecKindSelector>,
     /// Conditions on the destination of a connection (`connect` and `egress` hooks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_destinations: Vec<DestinationSelector>,
@@ -245,6 +249,26 @@ fn arg_index_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub struct NamespaceSelector {
     pub operator: SetOperator,
     pub values: Vec<String>,
+}
+
+crate::words! {
+    /// How a program was executed, beyond the path of what runs (`matchExecKinds`).
+    pub enum ExecKind ("exec kind") {
+        /// The executed file has no name on any filesystem: `memfd_create` + `execveat`, an
+        /// `O_TMPFILE` file, a file deleted after it was opened.
+        Fileless = "fileless",
+        /// A dynamic loader run directly (`/lib64/ld-linux-x86-64.so.2 /usr/bin/curl ...`); the
+        /// program it loads is also matched by `matchBinaries` as a path.
+        Loader = "loader",
+    }
+}
+
+/// `matchExecKinds` entry: the exec is (`In`) or is not (`NotIn`) of one of these kinds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecKindSelector {
+    pub operator: SetOperator,
+    pub values: Vec<ExecKind>,
 }
 
 /// `matchDestinations` entry. A destination is in the set when it lies in one of `cidrs` (any

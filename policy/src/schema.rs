@@ -128,6 +128,7 @@ fn placement_hint(key: &str, path: &str) -> Option<String> {
         "matchBinaries",
         "matchArgs",
         "matchNamespaces",
+        "matchExecKinds",
         "matchDestinations",
         "matchEncryption",
         "matchActions",
@@ -175,7 +176,7 @@ fn placement_hint(key: &str, path: &str) -> Option<String> {
     }
     if TETRAGON_SELECTOR.contains(&key) {
         return Some(format!(
-            "`{key}` is a Cilium Tetragon selector that bulwark does not support; bulwark selectors have matchBinaries, matchArgs, matchNamespaces, matchDestinations, matchEncryption and matchActions"
+            "`{key}` is a Cilium Tetragon selector that bulwark does not support; bulwark selectors have matchBinaries, matchArgs, matchNamespaces, matchExecKinds, matchDestinations, matchEncryption and matchActions"
         ));
     }
     None

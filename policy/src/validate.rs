@@ -230,6 +230,7 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
     let has_conditions = !sel.match_binaries.is_empty()
         || !sel.match_args.is_empty()
         || !sel.match_namespaces.is_empty()
+        || !sel.match_exec_kinds.is_empty()
         || !sel.match_destinations.is_empty()
         || sel.match_encryption.is_some();
     let enforcing = sel.match_actions.iter().any(|a| a.action.is_enforcing());
@@ -284,8 +285,8 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
                 out.push(d(
                     codes::ARG_INDEX,
                     format!("{ap}.index"),
-                    format!("argument index {ix} is beyond what the kernel examines: argv[0] to argv[{}] (MAX_ARGS = {})", limits::MAX_ARGS - 1, limits::MAX_ARGS),
-                    format!("use an index below {}, or omit `index` to match any argument", limits::MAX_ARGS),
+                    format!("argument index {ix} is beyond what an index can name: argv[0] to argv[{}] (MAX_ARGS = {})", limits::MAX_ARGS - 1, limits::MAX_ARGS),
+                    format!("use an index below {}, or omit `index` to match any argument (every argument is examined)", limits::MAX_ARGS),
                 ));
             }
         }
@@ -328,6 +329,16 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
                     format!("use the namespace's name, e.g. `{}`", suggest_dns1123(v)),
                 ));
             }
+        }
+    }
+    for (k, e) in sel.match_exec_kinds.iter().enumerate() {
+        if e.values.is_empty() {
+            out.push(d(
+                codes::EMPTY_VALUES,
+                format!("{sp}.matchExecKinds[{k}].values"),
+                "`values` is empty",
+                "list at least one exec kind: `fileless` or `loader`",
+            ));
         }
     }
     if !sel.match_destinations.is_empty() && hook == Hook::Exec {
@@ -680,6 +691,22 @@ fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option<(String, S
             return Some((format!(".matchArgs[{i}]"), format!("matchArgs {why}")));
         }
     }
+    // Exec kinds: an exec can be of several kinds at once, so only an `In` whose kinds a
+    // `NotIn` all excludes is a contradiction.
+    for (j, y) in sel.match_exec_kinds.iter().enumerate() {
+        for x in &sel.match_exec_kinds {
+            let excluded = x.operator == SetOperator::In
+                && y.operator == SetOperator::NotIn
+                && !x.values.is_empty()
+                && x.values.iter().all(|v| y.values.contains(v));
+            if excluded {
+                return Some((
+                    format!(".matchExecKinds[{j}]"),
+                    "matchExecKinds: a `NotIn` excludes every kind an `In` entry requires (entries are ANDed)".into(),
+                ));
+            }
+        }
+    }
     // Namespaces: exact sets; a namespaced policy carries an implicit `In [own namespace]`.
     let mut ns_entries: Vec<(usize, Operator, Vec<String>)> = Vec::new();
     let own = p.scope_namespace().map(str::to_string);
@@ -795,8 +822,22 @@ fn broader(a: &Selector, b: &Selector) -> bool {
             }
         })
     });
+    let kinds = a.match_exec_kinds.iter().all(|x| {
+        b.match_exec_kinds
+            .iter()
+            .any(|y| match (x.operator, y.operator) {
+                (SetOperator::In, SetOperator::In) => y.values.iter().all(|v| x.values.contains(v)),
+                (SetOperator::NotIn, SetOperator::NotIn) => {
+                    x.values.iter().all(|v| y.values.contains(v))
+                }
+                (SetOperator::NotIn, SetOperator::In) => {
+                    y.values.iter().all(|v| !x.values.contains(v))
+                }
+                (SetOperator::In, SetOperator::NotIn) => false,
+            })
+    });
     let enc = a.match_encryption.is_none() || a.match_encryption == b.match_encryption;
-    bins && args && nss && dests && enc
+    bins && args && nss && kinds && dests && enc
 }
 
 // ---------- whole-set checks ----------

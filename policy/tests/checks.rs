@@ -476,3 +476,45 @@ fn validate_policy_works_without_positions() {
     ]);
     assert_eq!(set.iter().map(|d| d.code).collect::<Vec<_>>(), ["BW032"]);
 }
+
+#[test]
+fn exec_kinds() {
+    let sel = |kinds: &str| {
+        policy(
+            "enforce",
+            "exec",
+            &format!("{{matchExecKinds: [{kinds}], matchActions: [{{action: Sigkill}}]}}"),
+        )
+    };
+    let fileless = "{operator: In, values: [fileless]}";
+    let good = sel(fileless);
+    // An unknown kind, an empty list, a selector that can never match, a shadowed one.
+    pair("BW022", &sel("{operator: In, values: [memfd]}"), &good);
+    pair("BW040", &sel("{operator: In, values: []}"), &good);
+    pair(
+        "BW080",
+        &sel(&format!(
+            "{fileless}, {{operator: NotIn, values: [loader, fileless]}}"
+        )),
+        &sel(&format!(
+            "{fileless}, {{operator: NotIn, values: [loader]}}"
+        )),
+    );
+    let two = |a: &str, b: &str| {
+        policy(
+            "enforce",
+            "exec",
+            &format!(
+                "{{matchExecKinds: [{a}], matchActions: [{{action: Sigkill}}]}}\n        - {{matchExecKinds: [{b}], matchActions: [{{action: Sigkill}}]}}"
+            ),
+        )
+    };
+    let both = "{operator: In, values: [fileless, loader]}";
+    pair(
+        "BW081",
+        &two(both, fileless),
+        &two(fileless, "{operator: In, values: [loader]}"),
+    );
+    // Exec kinds are conditions: an enforcing selector with only them is not unconditional.
+    assert!(codes(&good).is_empty());
+}

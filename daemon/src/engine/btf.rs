@@ -197,8 +197,9 @@ impl Btf {
             task_exit_code: self.member_offset("task_struct", "exit_code")?,
             mm_arg_start: self.member_offset("mm_struct", "arg_start")?,
             mm_arg_end: self.member_offset("mm_struct", "arg_end")?,
+            task_flags: self.member_offset("task_struct", "flags")?,
             tp_exit_group_dead: 0,
-            ..self.tfo_offsets(self.path_walk_offsets())
+            ..self.tfo_offsets(self.inode_offsets(self.path_walk_offsets()))
         })
     }
 
@@ -218,6 +219,26 @@ impl Btf {
             },
             _ => base,
         }
+    }
+
+    /// `base` plus the offsets of the executed file's identity and link count; `inode_read`
+    /// is 0 when any is missing (exec then matches binaries by path only and cannot tell a
+    /// fileless exec).
+    pub fn inode_offsets(&self, base: KernelOffsets) -> KernelOffsets {
+        let get = |s: &str, m: &str| self.member_offset(s, m).ok();
+        let found = (|| {
+            Some(KernelOffsets {
+                inode_read: 1,
+                mm_exe_file: get("mm_struct", "exe_file")?,
+                file_f_inode: get("file", "f_inode")?,
+                inode_i_ino: get("inode", "i_ino")?,
+                inode_i_sb: get("inode", "i_sb")?,
+                inode_i_nlink: get("inode", "i_nlink")?,
+                sb_s_dev: get("super_block", "s_dev")?,
+                ..base
+            })
+        })();
+        found.unwrap_or(base)
     }
 
     /// Offsets of the exe_file dentry/mount walk; `path_walk` is 0 when any is missing (exec
@@ -346,6 +367,11 @@ mod tests {
         let off = Btf::from_file(p).unwrap().kernel_offsets().unwrap();
         assert!(off.task_mm > 0 && off.task_tgid > 0 && off.mm_arg_end > off.mm_arg_start);
         assert_eq!(off.path_walk, 1, "dentry walk offsets: {off:?}");
+        assert_eq!(off.inode_read, 1, "inode offsets: {off:?}");
+        assert!(
+            off.file_f_inode > 0 && off.inode_i_sb > 0 && off.sb_s_dev > 0,
+            "{off:?}"
+        );
         assert_eq!((off.path_mnt, off.path_dentry), (0, 8));
         assert_eq!((off.qstr_len, off.qstr_name), (4, 8));
         assert_eq!(off.tfo, 1, "TCP Fast Open offsets: {off:?}");

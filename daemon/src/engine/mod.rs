@@ -7,7 +7,7 @@
 //! ```ignore
 //! let mut engine = Engine::load(&EngineOptions::default())?;      // root; attaches everything
 //! let slot = engine.apply(|slot| rule_set.map_entries(slot),       // atomic A/B switch
-//!                         |slot| reseed_bits_for_running_processes(slot))?;
+//!                         |tgid| bits_from_proc_facts(tgid))?;
 //! engine.set_workload(cgroup_id, namespace_id)?;                   // workload registry
 //! let mut events = engine.events()?;                               // once; owns its handles
 //! while events.wait(None)? { while let Some(rec) = events.next_record() { /* Ok(Record::Exec(..)) */ } }
@@ -40,12 +40,13 @@
 //! connections that existed before it (`sweep.rs`, docs/enforcement.md).
 //!
 //! # Atomic apply
-//! [`Engine::apply`] clears and writes the inactive slot, sets `Config::pending_slot` (from then
-//! on every exec evaluates both slots), writes the caller's reseed bits for processes that were
-//! already running, then flips `Config::active_slot` in one map write and clears pending. The
-//! old rule set enforces until that write; the new one from it on. A reseed entry for a process
-//! whose kernel state is newer than the moment pending was set is skipped (the kernel already
-//! evaluated both slots for it).
+//! [`Engine::apply`] clears and writes the inactive slot with a new `SlotMeta::generation`,
+//! sets `Config::pending_slot` (from then on every exec evaluates both slots), waits until every
+//! program that started earlier has finished, gives every process whose bits are stale for the
+//! slot (`ProcessState::slot_gen`) bits computed by the caller from its /proc facts — scanning
+//! the kernel's process map and /proc, not the event stream, until nothing is stale ([`switch`])
+//! — then flips `Config::active_slot` in one map write and clears pending. The old rule set
+//! enforces until that write; the new one from it on, for every process.
 //!
 //! # Surviving the daemon (`EngineOptions::pin_dir`)
 //! With a pin directory (on bpffs, e.g. `/sys/fs/bpf/bulwark`; layout and ownership lock in
@@ -68,9 +69,11 @@ pub mod probe;
 pub mod socket_guard;
 pub mod sockets;
 mod sweep;
+mod switch;
 
 pub use btf::{Btf, KIND_FUNC, KIND_TYPEDEF};
 pub use events::EventReader;
+pub use switch::SwitchReport;
 
 use std::path::{Path, PathBuf};
 
@@ -149,7 +152,7 @@ fn program_for(opts: &EngineOptions, name: &str) -> String {
 }
 
 /// Every map of the eBPF object (the engine holds them by name).
-const ALL_MAPS: [&str; 20] = [
+const ALL_MAPS: [&str; 24] = [
     MAP_CONFIG,
     MAP_SLOT_META,
     MAP_SELECTORS,
@@ -169,6 +172,10 @@ const ALL_MAPS: [&str; 20] = [
     MAP_SOCKHASH,
     MAP_EVENTS,
     MAP_COUNTERS,
+    MAP_RESEED,
+    MAP_BIN_INODE,
+    MAP_LOADERS,
+    MAP_LOADER_ARG_OPTIONS,
     "ZEROS",
 ];
 
@@ -360,6 +367,8 @@ pub struct Engine {
     /// Matches the engine found itself (not through the ring buffer): connections that existed
     /// before a policy, processes without room in the process map. See [`Engine::take_matches`].
     matches: Vec<MatchEvent>,
+    barrier: switch::ProgramBarrier,
+    last_switch: SwitchReport,
 }
 
 /// Last lines of a verifier log (the part that says why).
@@ -489,10 +498,16 @@ fn canonical(e: &MapEntries) -> Vec<Vec<String>> {
         .iter()
         .filter(|(_, s)| *s != SelectorEntry::default())
         .collect();
+    // The generation is the engine's count of writes, not part of the rule set.
+    let meta = SlotMeta {
+        generation: 0,
+        ..e.slot_meta
+    };
     vec![
-        vec![format!("{:?}", e.slot_meta)],
+        vec![format!("{meta:?}")],
         sorted(&selectors),
         sorted(&e.bin_exact),
+        sorted(&e.bin_inode),
         sorted(&e.bin_prefix),
         sorted(&e.bin_postfix),
         sorted(&e.arg_exact),
@@ -622,6 +637,17 @@ impl Engine {
             )?;
         }
 
+        {
+            // The loader's options that take a value (a fact of ld.so, not of any policy).
+            let mut m: HashMap<&mut MapData, [u8; LOADER_OPTION_LEN], u8> =
+                HashMap::try_from(map(&mut maps, MAP_LOADER_ARG_OPTIONS)?)?;
+            for opt in LOADER_OPTIONS_WITH_VALUE {
+                let mut key = [0u8; LOADER_OPTION_LEN];
+                key[..opt.len()].copy_from_slice(opt);
+                m.insert(key, 1, 0)?;
+            }
+        }
+
         let cg = std::fs::File::open(&cgroup)
             .with_context(|| format!("cannot open cgroup directory {}", cgroup.display()))?;
         let cg = (cgroup.clone(), cg);
@@ -683,6 +709,8 @@ impl Engine {
             events_taken: false,
             noop: opts.noop_programs,
             matches: Vec::new(),
+            barrier: switch::ProgramBarrier::new()?,
+            last_switch: SwitchReport::default(),
         })
     }
 
@@ -718,6 +746,17 @@ impl Engine {
             let a: Array<&MapData, Config> = Array::try_from(maps.get(MAP_CONFIG)?)?;
             a.get(&0, 0)?
         };
+        // The next slot write must carry a generation no process can hold already: not the
+        // last flip's, nor one an interrupted switch wrote into the pending slot.
+        let generation = {
+            let a: Array<&MapData, SlotMeta> = Array::try_from(maps.get(MAP_SLOT_META)?)?;
+            let written = (0..SLOTS as u32)
+                .filter_map(|i| a.get(&i, 0).ok())
+                .map(|m| u64::from(m.generation))
+                .max()
+                .unwrap_or(0);
+            cfg.generation.max(written)
+        };
         if cfg.pending_slot != NO_SLOT {
             // A switch was interrupted: the active slot is intact, the pending one is not.
             let mut a: Array<&mut MapData, Config> = Array::try_from(map(&mut maps, MAP_CONFIG)?)?;
@@ -741,10 +780,12 @@ impl Engine {
             }),
             cgroup,
             active: (cfg.active_slot & 1) as u8,
-            generation: cfg.generation,
+            generation,
             events_taken: false,
             noop: false,
             matches: Vec::new(),
+            barrier: switch::ProgramBarrier::new()?,
+            last_switch: SwitchReport::default(),
         })
     }
 
@@ -804,46 +845,52 @@ impl Engine {
         Ok(())
     }
 
-    /// Atomic switch to a new rule set: clear and write `entries_for_slot(slot)` into the
-    /// inactive slot, set it pending, write `reseed(slot)` — `(tgid, selector bits)` of the
-    /// already-running processes, computed by the caller with the compiler's reference
-    /// evaluator — into `PROCESSES[tgid].selectors[slot]`, flip the active slot, clear pending.
-    /// Returns the new active slot. On error the old rule set stays active.
+    /// Atomic switch to a new rule set (see the module doc and [`switch`]): write
+    /// `entries_for_slot(slot)` into the inactive slot with a new generation, set it pending,
+    /// wait until every program that started before has finished, then give every process
+    /// whose bits are stale for the slot the bits `describe(tgid)` computes (the compiler's
+    /// reference evaluator over the process's /proc facts; `None`: not describable, e.g.
+    /// exited) until none is stale, flip the active slot and clear pending. Returns the new
+    /// active slot ([`Engine::last_switch`] says what the reseed did). On error the old rule set
+    /// stays active.
     pub fn apply(
         &mut self,
         entries_for_slot: impl FnOnce(u8) -> MapEntries,
-        reseed: impl FnOnce(u8) -> Vec<(u32, u64)>,
+        mut describe: impl FnMut(u32) -> Option<u64>,
     ) -> anyhow::Result<u8> {
         let slot = 1 - self.active;
-        let e = entries_for_slot(slot);
-        let r = self.write_slot(slot, &e);
+        let mut e = entries_for_slot(slot);
+        // Never 0 (a slot no exec has evaluated), distinct for every write of a slot.
+        let generation = (self.generation as u32).wrapping_add(1).max(1);
+        e.slot_meta.generation = generation;
+        let r = switch::clear_reseed(&mut self.maps).and_then(|()| self.write_slot(slot, &e));
         if let Err(err) = r {
             // Leave no pending slot behind; the active slot was never touched.
             let _ = self.set_config(self.active, NO_SLOT);
             return Err(err.context(format!("writing rule set into slot {slot}")));
         }
-        let pending_since = boot_ns();
         self.set_config(self.active, slot as u32)?;
-        let seeds = reseed(slot);
         let mut unstored = Vec::new();
-        {
-            let mut procs: HashMap<&mut MapData, u32, ProcessState> =
-                HashMap::try_from(map(&mut self.maps, MAP_PROCESSES)?)?;
-            for (tgid, bits) in seeds {
-                let mut st = match procs.get(&tgid, 0) {
-                    Ok(st) if st.start_ns >= pending_since => continue,
-                    Ok(st) => st,
-                    Err(_) => ProcessState {
-                        start_ns: proc_start_ns(tgid),
-                        ..Default::default()
-                    },
-                };
-                st.selectors[slot as usize] = bits;
-                if procs.insert(tgid, st, 0).is_err() {
-                    unstored.push((tgid, st.start_ns, bits));
-                }
+        let barrier = std::time::Instant::now();
+        let reseeded = self.barrier.wait().and_then(|()| {
+            switch::reseed(
+                &mut self.maps,
+                slot,
+                generation,
+                e.slot_meta.selector_count,
+                &mut describe,
+                &mut unstored,
+            )
+        });
+        let mut report = match reseeded {
+            Ok(r) => r,
+            Err(err) => {
+                let _ = self.set_config(self.active, NO_SLOT);
+                return Err(err.context(format!("reseeding processes for slot {slot}")));
             }
-        }
+        };
+        report.barrier_us = (barrier.elapsed().as_micros() as u64).saturating_sub(report.reseed_us);
+        self.last_switch = report;
         self.generation += 1;
         self.set_config(slot, NO_SLOT)?;
         self.active = slot;
@@ -923,6 +970,7 @@ impl Engine {
             slot_meta: meta.get(&(slot as u32), 0)?,
             selectors,
             bin_exact: hash(m, MAP_BIN_EXACT, slot, |k: &PathKey| k.slot as u8)?,
+            bin_inode: hash(m, MAP_BIN_INODE, slot, |k: &BinInodeKey| k.slot as u8)?,
             bin_prefix: lpm(m, MAP_BIN_PREFIX, slot, |k: &PathLpmData| k.slot)?,
             bin_postfix: lpm(m, MAP_BIN_POSTFIX, slot, |k: &PathLpmData| k.slot)?,
             arg_exact: hash(m, MAP_ARG_EXACT, slot, |k: &ArgKey| k.slot)?,
@@ -933,6 +981,11 @@ impl Engine {
             dest_v6: lpm(m, MAP_DEST_V6, slot, |k: &V6LpmData| k.slot)?,
             ports: lpm(m, MAP_PORTS, slot, |k: &PortLpmData| k.slot)?,
         })
+    }
+
+    /// What the last successful [`Engine::apply`] did to running processes.
+    pub fn last_switch(&self) -> &SwitchReport {
+        &self.last_switch
     }
 
     fn write_slot(&mut self, slot: u8, e: &MapEntries) -> anyhow::Result<()> {
@@ -957,6 +1010,13 @@ impl Engine {
         write_hash(ebpf, MAP_BIN_EXACT, slot, &e.bin_exact, |k: &PathKey| {
             k.slot as u8
         })?;
+        write_hash(
+            ebpf,
+            MAP_BIN_INODE,
+            slot,
+            &e.bin_inode,
+            |k: &BinInodeKey| k.slot as u8,
+        )?;
         write_lpm(
             ebpf,
             MAP_BIN_PREFIX,
@@ -1023,6 +1083,22 @@ impl Engine {
         let m: HashMap<&MapData, u64, WorkloadEntry> =
             HashMap::try_from(self.maps.get(MAP_WORKLOADS)?)?;
         Ok(m.keys().collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces the set of dynamic loader files (`LOADERS`): an exec of one of them is a loader
+    /// exec, whose target the kernel matches as a binary path.
+    pub fn set_loaders(&mut self, files: &[FileKey]) -> anyhow::Result<()> {
+        let mut m: HashMap<&mut MapData, FileKey, u8> =
+            HashMap::try_from(map(&mut self.maps, MAP_LOADERS)?)?;
+        let old: Vec<FileKey> = m.keys().filter_map(Result::ok).collect();
+        for k in old.iter().filter(|k| !files.contains(k)) {
+            let _ = m.remove(k);
+        }
+        for k in files {
+            m.insert(k, 1, 0)
+                .with_context(|| format!("LOADERS full ({MAX_LOADERS} files)"))?;
+        }
+        Ok(())
     }
 
     /// Forgets a workload cgroup (absent is not an error).

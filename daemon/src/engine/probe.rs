@@ -18,6 +18,7 @@ use aya::EbpfLoader;
 
 use super::btf::{Btf, KIND_TYPEDEF};
 use super::{load_error, PROGRAMS};
+use daemon_common::{COUNTERS_LEN, MAP_COUNTERS};
 
 /// `Ok(())` when the kernel has it, else why not.
 pub type Verdict = Result<(), String>;
@@ -80,23 +81,30 @@ const BPF_RAW_TRACEPOINT_OPEN: i64 = 17;
 const PROG_TRACING: u32 = 26;
 const ATTACH_TRACE_RAW_TP: u32 = 23;
 
-fn bpf(cmd: i64, attr: &mut [u8]) -> Result<OwnedFd, String> {
+/// `bpf(2)` for a command that returns no descriptor (0 on success).
+pub(super) fn bpf_cmd(cmd: i64, attr: &mut [u8]) -> Result<i64, String> {
     // SAFETY: `attr` is a zero-initialised bpf_attr prefix of the size passed; the kernel
     // reads (and for some commands writes) only that many bytes.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
     if r < 0 {
         Err(std::io::Error::last_os_error().to_string())
     } else {
-        // SAFETY: on success bpf(2) returns a new file descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+        Ok(r)
     }
 }
 
-fn put32(a: &mut [u8], at: usize, v: u32) {
+/// `bpf(2)` for a command that returns a new file descriptor.
+pub(super) fn bpf(cmd: i64, attr: &mut [u8]) -> Result<OwnedFd, String> {
+    let r = bpf_cmd(cmd, attr)?;
+    // SAFETY: on success these commands return a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+pub(super) fn put32(a: &mut [u8], at: usize, v: u32) {
     a[at..at + 4].copy_from_slice(&v.to_ne_bytes());
 }
 
-fn put64(a: &mut [u8], at: usize, v: u64) {
+pub(super) fn put64(a: &mut [u8], at: usize, v: u64) {
     a[at..at + 8].copy_from_slice(&v.to_ne_bytes());
 }
 
@@ -129,6 +137,46 @@ pub fn tp_btf(btf: &Btf) -> Verdict {
     let mut attr = [0u8; 16];
     put32(&mut attr, 8, prog.as_raw_fd() as u32);
     bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr).map(drop)
+}
+
+/// Whether the policy-switch barrier works ([`super::switch::ProgramBarrier`]: a map-in-map
+/// update waits for running BPF programs); the detail says how long one wait took.
+pub fn switch_barrier() -> Result<String, String> {
+    let b = super::switch::ProgramBarrier::new().map_err(|e| format!("{e:#}"))?;
+    let t = std::time::Instant::now();
+    b.wait().map_err(|e| format!("{e:#}"))?;
+    Ok(format!(
+        "map-in-map update waits for running programs ({} us)",
+        t.elapsed().as_micros()
+    ))
+}
+
+/// Diagnostic counters of the bulwark engines running on this host, by map id of their
+/// `COUNTERS` map (a per-CPU array of `COUNTERS_LEN` u64 values named so), summed over CPUs.
+pub fn running_engine_counters() -> Vec<(u32, [u64; COUNTERS_LEN as usize])> {
+    let mut out = Vec::new();
+    for info in aya::maps::loaded_maps().flatten() {
+        let fits = info.name_as_str() == Some(MAP_COUNTERS)
+            && info.max_entries() == COUNTERS_LEN
+            && info.value_size() == 8
+            && matches!(info.map_type(), Ok(MapType::PerCpuArray));
+        if !fits {
+            continue;
+        }
+        let Ok(data) = aya::maps::MapData::from_id(info.id()) else {
+            continue;
+        };
+        let Ok(m) = aya::maps::PerCpuArray::<_, u64>::try_from(aya::maps::Map::PerCpuArray(data))
+        else {
+            continue;
+        };
+        let mut c = [0u64; COUNTERS_LEN as usize];
+        for (i, v) in c.iter_mut().enumerate() {
+            *v = m.get(&(i as u32), 0).map_or(0, |vals| vals.iter().sum());
+        }
+        out.push((info.id(), c));
+    }
+    out
 }
 
 /// One of bulwark's programs through the verifier: its name and either the number of

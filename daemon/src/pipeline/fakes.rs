@@ -3,9 +3,10 @@
 //! buffer, and daemons built from them. Shared by the unit tests of the pipeline modules.
 
 use super::daemon::{Config, Daemon, Request, SetOutcome};
-use super::kernel::{Kernel, MatchInfo, Reseed, Rules};
+use super::kernel::{Kernel, MatchInfo, Rules};
 use super::policy_backend::{FileLint, PolicyBackend};
 use crate::record::{decode, DecodeError, Record};
+use bulwark_compiler::ExecFacts;
 use bulwark_events::{DaemonCode, DaemonDiagnostic};
 use bulwark_policy::diagnostics::codes;
 use std::collections::HashMap;
@@ -34,13 +35,24 @@ impl Rules for FakeRules {
             policy_namespace: None,
             rule: format!("{n}-rule"),
             monitor: n.contains("monitor"),
+            uses_arguments: n.contains("args"),
         })
     }
-    fn evaluate_process(&self, binary: &str, _argv: &[&str], _ns: u32) -> u64 {
+    fn binary_paths(&self) -> std::collections::BTreeSet<String> {
+        self.0
+            .iter()
+            .filter(|n| n.starts_with('/'))
+            .cloned()
+            .collect()
+    }
+    fn with_files(&self, _: &bulwark_compiler::BinaryIdentities) -> anyhow::Result<Self> {
+        Ok(FakeRules(self.0.clone()))
+    }
+    fn evaluate_exec(&self, facts: &ExecFacts) -> u64 {
         self.0
             .iter()
             .enumerate()
-            .filter(|(_, n)| binary.ends_with(n.as_str()))
+            .filter(|(_, n)| facts.path.ends_with(n.as_bytes()))
             .fold(0, |m, (i, _)| m | 1 << i)
     }
 }
@@ -97,28 +109,45 @@ impl PolicyBackend for FakeBackend {
     }
 }
 
+/// A pid and the bits `describe` gave for it during an apply.
+pub type Described = (u32, Option<u64>);
+
 /// Records applies and workload writes; hands out queued raw records.
 #[derive(Default)]
 pub struct FakeKernel {
     pub active: u8,
-    pub applied: Vec<(Vec<String>, Vec<Reseed>)>,
+    /// The policies of each apply, with the bits `describe` gave for the processes in
+    /// `describe_pids` (tests list the pids they want described).
+    pub applied: Vec<(Vec<String>, Vec<Described>)>,
+    pub describe_pids: Vec<u32>,
     pub fail_apply: bool,
     pub workloads: HashMap<u64, u32>,
     /// Raw records, decoded as the engine's reader decodes them.
     pub queue: Vec<Vec<u8>>,
     pub lost: u64,
+    pub stale: u64,
+    pub loaders: Vec<bulwark_compiler::FileId>,
     pub shut: bool,
     /// Taken over from a previous daemon whose rule set (policy names) is in the active slot.
     pub adopted: Option<Vec<String>>,
 }
 
 impl Kernel<FakeRules> for FakeKernel {
-    fn apply(&mut self, rules: &FakeRules, reseed: &[Reseed]) -> anyhow::Result<u8> {
+    fn apply(
+        &mut self,
+        rules: &FakeRules,
+        describe: &mut dyn FnMut(u32) -> Option<u64>,
+    ) -> anyhow::Result<u8> {
         if self.fail_apply {
             anyhow::bail!("map full");
         }
         self.active ^= 1;
-        self.applied.push((rules.0.clone(), reseed.to_vec()));
+        let described = self
+            .describe_pids
+            .iter()
+            .map(|&p| (p, describe(p)))
+            .collect();
+        self.applied.push((rules.0.clone(), described));
         Ok(self.active)
     }
     fn set_workload(&mut self, cgroup_id: u64, ns: u32) -> anyhow::Result<()> {
@@ -127,6 +156,10 @@ impl Kernel<FakeRules> for FakeKernel {
     }
     fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
         self.workloads.remove(&cgroup_id);
+        Ok(())
+    }
+    fn set_loaders(&mut self, loaders: &[bulwark_compiler::FileId]) -> anyhow::Result<()> {
+        self.loaders = loaders.to_vec();
         Ok(())
     }
     fn poll(
@@ -141,6 +174,9 @@ impl Kernel<FakeRules> for FakeKernel {
     }
     fn lost_events(&self) -> u64 {
         self.lost
+    }
+    fn stale_processes(&self) -> u64 {
+        self.stale
     }
     fn shutdown(&mut self) {
         self.shut = true;

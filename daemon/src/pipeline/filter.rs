@@ -412,6 +412,7 @@ mod tests {
             diagnostics: vec![],
             lost_events: 0,
             warnings: vec![],
+            stale_processes: 0,
             load_ms: None,
             apply_ms: None,
         }));

@@ -5,15 +5,23 @@
 //! ([`crate::lint_compiler`], [`crate::engine_kernel`]).
 
 use crate::record::{DecodeError, Record};
+use bulwark_compiler::{BinaryIdentities, ExecFacts, FileId};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// What userspace needs from a compiled rule set.
 pub trait Rules {
     /// Who matched: selector `index` of this rule set.
     fn match_info(&self, selector: u8) -> Option<MatchInfo>;
-    /// Selector bits whose process conditions hold for a process (the kernel's exec-time
-    /// evaluation, done in userspace for processes that were running before the apply).
-    fn evaluate_process(&self, binary: &str, argv: &[&str], namespace_id: u32) -> u64;
+    /// Selector bits whose process conditions hold for an exec with these facts (the kernel's
+    /// exec-time evaluation, done in userspace for processes that exec'd before the apply).
+    fn evaluate_exec(&self, facts: &ExecFacts) -> u64;
+    /// The binary paths whose files the rule set matches (`In`/`NotIn` values).
+    fn binary_paths(&self) -> BTreeSet<String>;
+    /// The rule set matching these files for its binary paths.
+    fn with_files(&self, ids: &BinaryIdentities) -> anyhow::Result<Self>
+    where
+        Self: Sized;
 }
 
 /// The policy side of a selector, for `policy_match` events.
@@ -23,24 +31,26 @@ pub struct MatchInfo {
     pub policy_namespace: Option<String>,
     pub rule: String,
     pub monitor: bool,
-}
-
-/// Selector bits of one running process, computed for a new rule set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Reseed {
-    pub tgid: u32,
-    pub start_ns: u64,
-    pub namespace_id: u32,
-    pub selectors: u64,
+    /// The selector has argument conditions (they all hold when an exec's arguments are
+    /// incomplete).
+    pub uses_arguments: bool,
 }
 
 /// What the daemon needs from the kernel engine.
 pub trait Kernel<R> {
-    /// Writes `rules` into the inactive slot, seeds the running processes' selector bits for
-    /// it, switches atomically; returns the slot now active. On error nothing changed.
-    fn apply(&mut self, rules: &R, reseed: &[Reseed]) -> anyhow::Result<u8>;
+    /// Writes `rules` into the inactive slot, gives every running process whose kernel state
+    /// is stale for it the bits `describe(tgid)` returns (`None`: the process cannot be
+    /// described, e.g. it exited), switches atomically; returns the slot now active. On error
+    /// nothing changed.
+    fn apply(
+        &mut self,
+        rules: &R,
+        describe: &mut dyn FnMut(u32) -> Option<u64>,
+    ) -> anyhow::Result<u8>;
     fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()>;
     fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()>;
+    /// Replaces the set of dynamic loader files.
+    fn set_loaders(&mut self, loaders: &[FileId]) -> anyhow::Result<()>;
     /// Waits up to `timeout` for records and passes each one, decoded, to `sink` (a record
     /// that could not be decoded is passed as the error, and counted as lost).
     fn poll(
@@ -54,6 +64,9 @@ pub trait Kernel<R> {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Connects by processes whose selector bits were stale for the rule set in force, since
+    /// start (the kernel's safety net of a switch, `COUNTER_STALE_PROCESS`).
+    fn stale_processes(&self) -> u64;
     /// Detaches everything (called once, at shutdown).
     fn shutdown(&mut self) {}
     /// The slot that already holds exactly `rules`, when the kernel side was taken over from a

@@ -8,13 +8,19 @@
 //! - [`translate`]: record -> event translation and event output.
 //! - [`clock`]: boot-time ns -> RFC 3339.
 //! - [`process`]: process cache, `exec_id`, /proc seeding.
+//! - [`exec_facts`]: a running process's exec facts from /proc (what a rule-set switch
+//!   evaluates the new rules against).
+//! - [`binary_ids`]: the files binary paths and the dynamic loaders name, on the host and in
+//!   every mount namespace.
 //! - [`workload`]: workloads file, cgroup ids, the workload registry.
 //! - [`policy_dir`]: a policy directory with per-file last-good semantics.
 //! - [`watch`]: inotify watching of the policy directory and workloads file.
 //! - [`filter`]: `bulwark events` filters and compact rendering.
 
+pub mod binary_ids;
 pub mod clock;
 pub mod daemon;
+pub mod exec_facts;
 #[cfg(test)]
 pub(crate) mod fakes;
 pub mod filter;

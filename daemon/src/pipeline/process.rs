@@ -7,7 +7,7 @@
 
 use crate::record::{exec_argv, exec_path, split_nul};
 use base64::Engine as _;
-use daemon_common::{ExecEvent, ForkEvent};
+use daemon_common::{ExecEvent, ForkEvent, EXEC_ARGS_INCOMPLETE, MAX_ARG_BYTES, MAX_ARG_ELEMENTS};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -27,8 +27,12 @@ pub struct ProcInfo {
     pub ppid: u32,
     pub parent_exec_id: Option<String>,
     pub binary: String,
-    /// Full argv (argv[0] included).
+    /// argv (argv[0] included) as the exec record has it (its first 512 bytes).
     pub argv: Vec<String>,
+    /// `argv` is cut short (the exec record holds its first 512 bytes).
+    pub arguments_truncated: bool,
+    /// The kernel did not examine all of argv (past its bounds): argument conditions held.
+    pub arguments_incomplete: bool,
     pub cwd: Option<String>,
     pub uid: Option<u32>,
     /// cgroup v2 id (inode of the cgroup directory); 0 when unknown.
@@ -164,6 +168,8 @@ impl ProcessCache {
             parent_exec_id: self.parent_id(e.ppid, e.parent_start_ns),
             binary: exec_path(e),
             argv: exec_argv(e),
+            arguments_truncated: e.args_truncated != 0,
+            arguments_incomplete: e.flags & EXEC_ARGS_INCOMPLETE != 0,
             cwd,
             uid: Some(e.uid),
             cgroup_id: e.cgroup_id,
@@ -188,6 +194,8 @@ impl ProcessCache {
                 .map(|p| p.binary.clone())
                 .unwrap_or_default(),
             argv: parent.as_ref().map(|p| p.argv.clone()).unwrap_or_default(),
+            arguments_truncated: parent.as_ref().is_some_and(|p| p.arguments_truncated),
+            arguments_incomplete: parent.as_ref().is_some_and(|p| p.arguments_incomplete),
             cwd: parent.as_ref().and_then(|p| p.cwd.clone()),
             uid: parent.as_ref().and_then(|p| p.uid),
             cgroup_id: parent.as_ref().map(|p| p.cgroup_id).unwrap_or(0),
@@ -218,6 +226,8 @@ impl ProcessCache {
             parent_exec_id: None,
             binary: String::new(),
             argv: Vec::new(),
+            arguments_truncated: false,
+            arguments_incomplete: false,
             cwd: None,
             uid: None,
             cgroup_id: 0,
@@ -356,7 +366,11 @@ pub fn read_proc_entry(proc_root: &Path, pid: u32, node: &str) -> Option<ProcInf
         ppid,
         parent_exec_id: None,
         binary,
+        // What /proc shows is all of it, and past the kernel's bounds as a reseed sees it.
+        arguments_incomplete: argv.len() > MAX_ARG_ELEMENTS
+            || argv.iter().map(|a| a.len() + 1).sum::<usize>() > MAX_ARG_BYTES,
         argv,
+        arguments_truncated: false,
         cwd: read_cwd(proc_root, pid),
         uid,
         cgroup_id: 0,

@@ -14,9 +14,9 @@ use bulwark_events::{
 };
 use daemon_common::{
     MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT, HOOK_EGRESS,
-    HOOK_EXEC, PROTO_TCP, PROTO_UDP, REASON_CAPACITY, REASON_EXISTING_CONNECTION,
-    REASON_ICMP_SOCKET, REASON_MPTCP, REASON_NONE, REASON_PACKET_SOCKET, REASON_RAW_SOCKET,
-    REASON_TCP_FAST_OPEN, REASON_UNSEEN_PAYLOAD,
+    HOOK_EXEC, PROTO_TCP, PROTO_UDP, REASON_ARGS_INCOMPLETE, REASON_CAPACITY,
+    REASON_EXISTING_CONNECTION, REASON_ICMP_SOCKET, REASON_MPTCP, REASON_NONE,
+    REASON_PACKET_SOCKET, REASON_RAW_SOCKET, REASON_TCP_FAST_OPEN, REASON_UNSEEN_PAYLOAD,
 };
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -86,6 +86,7 @@ impl<R: Rules> Pipeline<R> {
             uid: p.uid,
             binary: p.binary.clone(),
             arguments: p.arguments(),
+            arguments_truncated: p.arguments_truncated,
             cwd: p.cwd.clone(),
             start_time: self.clock.rfc3339(p.start_ns),
             parent_exec_id: p.parent_exec_id.clone(),
@@ -294,7 +295,17 @@ impl<R: Rules> Pipeline<R> {
                 (Hook::Egress, ENC_TLS) => Some(Encryption::Tls),
                 _ => None,
             },
-            reason,
+            // The exec program knows which selectors held only because the arguments were
+            // incomplete; for later hooks the process's exec says its arguments were.
+            reason: if reason.is_none()
+                && hook != Hook::Exec
+                && info.arguments_incomplete
+                && mi.as_ref().is_some_and(|i| i.uses_arguments)
+            {
+                Some(Reason::ArgumentsIncomplete)
+            } else {
+                reason
+            },
         });
         Some(self.event(h.time_ns, body))
     }
@@ -358,6 +369,7 @@ pub fn reason(byte: u8) -> Result<Option<Reason>, u8> {
         REASON_ICMP_SOCKET => Reason::IcmpSocket,
         REASON_MPTCP => Reason::Mptcp,
         REASON_PACKET_SOCKET => Reason::PacketSocket,
+        REASON_ARGS_INCOMPLETE => Reason::ArgumentsIncomplete,
         other => return Err(other),
     }))
 }
@@ -641,6 +653,92 @@ mod tests {
             crate::pipeline::process::exec_id("node-1", 300, 4_100_002).as_str()
         );
         assert!(p.flush_pending(Duration::ZERO).is_empty(), "written once");
+    }
+
+    /// Matches that held because the arguments were incomplete say so: exec matches as the
+    /// kernel marks them, connect matches of a selector with argument conditions when the
+    /// process's exec had incomplete arguments; a cut argument copy is flagged on `process`.
+    #[test]
+    fn incomplete_and_truncated_arguments_are_reported() {
+        let (mut p, out) = pipeline();
+        let slot = 0;
+        p.set_slot(
+            slot,
+            Arc::new(FakeRules(vec![
+                "kill-args".into(),
+                "block-args".into(),
+                "block".into(),
+            ])),
+        );
+        let mut bash = exec_record(4_200_000, 100, 1, 0, "/bin/bash", &["bash", "-x"]);
+        bash.flags = daemon_common::EXEC_ARGS_INCOMPLETE;
+        bash.args_truncated = 1;
+        let kill = MatchEvent {
+            header: EventHeader {
+                kind: EVENT_MATCH,
+                tgid: 4_200_000,
+                time_ns: 100,
+                start_ns: 100,
+            },
+            slot,
+            selector: 0,
+            hook: HOOK_EXEC,
+            actions: ACTION_SIGKILL,
+            enforced: 1,
+            reason: REASON_ARGS_INCOMPLETE,
+            ..Default::default()
+        };
+        let block = MatchEvent {
+            selector: 1,
+            hook: HOOK_CONNECT,
+            actions: ACTION_BLOCK,
+            reason: daemon_common::REASON_NONE,
+            ..kill
+        };
+        let plain = MatchEvent {
+            selector: 2,
+            ..block
+        };
+        let other = exec_record(4_200_001, 200, 1, 0, "/bin/sh", &["sh"]);
+        let other_block = MatchEvent {
+            header: EventHeader {
+                tgid: 4_200_001,
+                start_ns: 200,
+                ..kill.header
+            },
+            ..block
+        };
+        feed(
+            &mut p,
+            &[
+                as_bytes(&bash),
+                as_bytes(&kill),
+                as_bytes(&block),
+                as_bytes(&plain),
+                as_bytes(&other),
+                as_bytes(&other_block),
+            ],
+        );
+        let ev = out.take();
+        let matches: Vec<_> = ev.iter().filter(|e| e["type"] == "policy_match").collect();
+        assert_eq!(matches.len(), 4, "{ev:#?}");
+        assert_eq!(matches[0]["reason"], "arguments_incomplete");
+        assert_eq!(matches[0]["process"]["arguments_truncated"], true);
+        assert_eq!(
+            matches[1]["reason"], "arguments_incomplete",
+            "selector with args"
+        );
+        assert_eq!(
+            matches[2]["reason"],
+            serde_json::Value::Null,
+            "no argument conditions"
+        );
+        assert_eq!(
+            matches[3]["reason"],
+            serde_json::Value::Null,
+            "complete arguments"
+        );
+        assert!(matches[3]["process"].get("arguments_truncated").is_none());
     }
 
     #[test]

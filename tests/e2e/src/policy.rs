@@ -131,6 +131,14 @@ impl RuleBuilder {
         )
     }
 
+    /// `matchExecKinds: [{operator, values}]` (`fileless`, `loader`).
+    pub fn exec_kinds(self, operator: &str, values: &[&str]) -> RuleBuilder {
+        self.push(
+            "matchExecKinds",
+            json!({"operator": operator, "values": values}),
+        )
+    }
+
     /// `matchDestinations: [{operator, cidrs, ports, protocol}]`; ports are written as numbers
     /// when they parse as one (`"443"`), else as strings (`"8000-8080"`).
     pub fn destinations(

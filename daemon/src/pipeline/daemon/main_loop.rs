@@ -150,7 +150,8 @@ where
     }
 
     /// Once a second: forget old exits, re-resolve workload cgroups (created later, or
-    /// re-created with a new id), report grown losses.
+    /// re-created with a new id) and the files binary values name (re-applying the rules when
+    /// one changed), report grown losses and stale-process connects.
     /// Every 30th tick also sweeps processes whose exit record was lost.
     pub fn tick(&mut self, report_losses: bool) {
         let now = BootClock::boot_now_ns();
@@ -163,6 +164,21 @@ where
         }
         self.pipeline.cache.gc(now);
         self.re_resolve_workloads();
+        match self.refresh_files() {
+            Ok(true) => {
+                log::info!("a file a binary value or a loader names changed: rules re-applied");
+                self.status(State::Reloaded, Vec::new());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let msg = format!("re-applying rules for changed binary files failed: {e:#}");
+                eprintln!("bulwark: error: {msg}");
+                self.status(
+                    State::ReloadFailed,
+                    vec![Diagnostic::error(DaemonCode::Apply, None, msg)],
+                );
+            }
+        }
         // Capacity warnings: said at once the first time, then at most every loss report.
         let warnings = self.kernel.warnings();
         let new_warnings =
@@ -172,11 +188,20 @@ where
                 eprintln!("bulwark: warning: {w}");
             }
         }
-        if report_losses && self.lost_events() > self.last_lost {
-            let lost = self.lost_events();
-            eprintln!(
-                "bulwark: warning: {lost} events lost so far (ring buffer full or undecodable)"
-            );
+        let lost = self.lost_events();
+        let stale = self.kernel.stale_processes();
+        if report_losses && (lost > self.last_lost || stale > self.last_stale) {
+            if lost > self.last_lost {
+                eprintln!(
+                    "bulwark: warning: {lost} events lost so far (ring buffer full or undecodable)"
+                );
+            }
+            if stale > self.last_stale {
+                eprintln!(
+                    "bulwark: warning: {stale} connects by processes with stale selector bits \
+                     (a policy switch left them behind)"
+                );
+            }
             self.status(State::Running, Vec::new());
         } else if new_warnings {
             self.status(State::Running, Vec::new());
@@ -406,6 +431,14 @@ mod tests {
         assert_eq!(st["lost_events"], 5);
         d.tick(true);
         assert!(out.take().is_empty(), "no new losses, no report");
+        // So is a grown count of stale processes.
+        d.kernel.stale = 2;
+        d.tick(true);
+        let st = only_status(out.take());
+        assert_eq!(st["state"], "running");
+        assert_eq!(st["stale_processes"], 2);
+        d.tick(true);
+        assert!(out.take().is_empty());
         let stop = AtomicBool::new(true);
         let (_tx, rx) = std::sync::mpsc::channel();
         d.run_with(&stop, &rx, None).unwrap();

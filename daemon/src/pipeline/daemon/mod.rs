@@ -21,13 +21,16 @@ pub mod workloads;
 pub use main_loop::{Change, Request};
 pub use policy_set::{LeftOut, SetError, SetOutcome};
 
-use super::kernel::{Kernel, Reseed, Rules};
+use super::kernel::{Kernel, Rules};
 use super::policy_backend::PolicyBackend;
 use super::policy_dir::PolicyDir;
 use super::translate::Pipeline;
 use super::workload::{WorkloadChange, WorkloadSpec};
+use super::{binary_ids, exec_facts};
+use bulwark_compiler::{BinaryIdentities, FileId};
 use bulwark_events::Diagnostic;
 use bulwark_events::{State, Status};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,10 +77,22 @@ where
     last_lost: u64,
     /// Capacity warnings of the last status event.
     last_warnings: Vec<String>,
+    last_stale: u64,
     ticks: u64,
     /// Timings of the last policy load, reported in status events.
     last_load_ms: Option<f64>,
     last_apply_ms: Option<f64>,
+    /// The files the rule set in force matches, as resolved when it was applied.
+    files: NodeFiles,
+}
+
+/// The files the kernel matches executed files against, as resolved on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct NodeFiles {
+    /// The files of the binary values of the rule set in force.
+    binaries: BinaryIdentities,
+    /// The dynamic loaders.
+    loaders: BTreeSet<FileId>,
 }
 
 impl<B, K> Daemon<B, K>
@@ -109,9 +124,11 @@ where
             deferred_workloads,
             last_lost: 0,
             last_warnings: Vec::new(),
+            last_stale: 0,
             ticks: 0,
             last_load_ms: None,
             last_apply_ms: None,
+            files: NodeFiles::default(),
         }
     }
 
@@ -126,6 +143,8 @@ where
         self.last_lost = lost;
         let warnings = self.kernel.warnings();
         self.last_warnings = warnings.clone();
+        let stale = self.kernel.stale_processes();
+        self.last_stale = stale;
         let st = Status {
             state,
             generation: self.generation,
@@ -133,35 +152,32 @@ where
             diagnostics,
             lost_events: lost,
             warnings,
+            stale_processes: stale,
             load_ms: self.last_load_ms,
             apply_ms: self.last_apply_ms,
         };
         self.pipeline.status(st);
     }
 
-    /// Selector bits of every running process under `rules`.
-    fn reseed(&self, rules: &B::Rules) -> Vec<Reseed> {
-        self.pipeline
-            .cache
-            .live()
-            // A process whose exit record was lost must not get kernel state.
-            .filter(|p| self.cfg.proc_root.join(p.pid.to_string()).exists())
-            .map(|p| {
-                let ns = self.pipeline.registry.namespace_id(p.cgroup_id);
-                let argv: Vec<&str> = p.argv.iter().map(String::as_str).collect();
-                Reseed {
-                    tgid: p.pid,
-                    start_ns: p.start_ns,
-                    namespace_id: ns,
-                    selectors: rules.evaluate_process(&p.binary, &argv, ns),
-                }
-            })
-            .collect()
+    /// The files the binary values of `rules` and the dynamic loaders name now, on the host
+    /// and in every mount namespace ([`binary_ids`]).
+    fn node_files(&self, rules: &B::Rules) -> NodeFiles {
+        let roots = binary_ids::namespace_roots(&self.cfg.proc_root);
+        NodeFiles {
+            binaries: binary_ids::resolve(&rules.binary_paths(), &roots),
+            loaders: binary_ids::loaders(&roots),
+        }
     }
 
-    /// The kernel's atomic A/B apply of `rules`, running processes reseeded; on success the
-    /// rules are in force (a new generation).
+    /// The kernel's atomic A/B apply of `rules`, matching the files its binary values name
+    /// now; every running process whose kernel state is stale for the new slot gets the bits
+    /// of its /proc facts ([`exec_facts`]), evaluated with the compiler's reference evaluator.
+    /// On success the rules are in force (a new generation).
     fn apply_rules(&mut self, rules: Arc<B::Rules>) -> anyhow::Result<()> {
+        let files = self.node_files(&rules);
+        let rules = Arc::new(rules.with_files(&files.binaries)?);
+        let loaders: Vec<FileId> = files.loaders.iter().copied().collect();
+        self.kernel.set_loaders(&loaders)?;
         if self.current.is_none() {
             // Restarted on pinned programs that still enforce this very rule set: the matches
             // recorded before this apply (waiting in the ring buffer) name their policies.
@@ -169,13 +185,47 @@ where
                 self.pipeline.set_slot(slot, rules.clone());
             }
         }
-        let reseed = self.reseed(&rules);
-        let slot = self.kernel.apply(&rules, &reseed)?;
+        let proc_root = self.cfg.proc_root.clone();
+        let mount = self.cfg.cgroup_mount.clone();
+        let registry = &self.pipeline.registry;
+        let namespace_of = |cgroup_id: u64| registry.namespace_id(cgroup_id);
+        let is_loader = |f: FileId| files.loaders.contains(&f);
+        let mut describe = |tgid: u32| {
+            exec_facts::gather(
+                &proc_root,
+                mount.as_deref(),
+                tgid,
+                &namespace_of,
+                &is_loader,
+            )
+            .map(|facts| rules.evaluate_exec(&facts))
+        };
+        let slot = self.kernel.apply(&rules, &mut describe)?;
+        self.files = files;
         self.flush_deferred_workloads();
         self.pipeline.set_slot(slot, rules.clone());
         self.current = Some(rules);
         self.generation += 1;
         Ok(())
+    }
+
+    /// Re-applies the set in force when a file its binary values or the loaders name changed
+    /// (a package upgrade replaced it, a mount namespace with another copy appeared). Returns
+    /// whether it did.
+    fn refresh_files(&mut self) -> anyhow::Result<bool> {
+        let Some(rules) = self.current.clone() else {
+            return Ok(false);
+        };
+        let now = self.node_files(&rules);
+        if now == self.files {
+            return Ok(false);
+        }
+        let applied = self.apply_rules(rules);
+        if applied.is_err() {
+            // Reported once: retried when the files change again, or at the next apply.
+            self.files = now;
+        }
+        applied.map(|()| true)
     }
 
     /// Re-applies the set in force (namespace ids of running processes changed).

@@ -352,6 +352,7 @@ mod tests {
         std::fs::write(pol.join("broken.yaml"), "error").unwrap();
         std::fs::write(pol.join("README.md"), "error").unwrap(); // not a policy file
         let (mut d, out) = daemon(&dir, None);
+        d.kernel.describe_pids = vec![std::process::id()];
         d.start();
         let st = only_status(out.take());
         assert_eq!(st["state"], "ready");
@@ -362,11 +363,12 @@ mod tests {
         assert!(st["load_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{st}");
         assert!(st["apply_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{st}");
         assert_eq!(d.kernel.applied.last().unwrap().0, vec!["alpha"]);
-        // The running test process was seeded and reseeded.
-        assert!(d.kernel.applied[0]
-            .1
-            .iter()
-            .any(|r| r.tgid == std::process::id()));
+        // The running test process is described from /proc for the switch.
+        assert_eq!(
+            d.kernel.applied[0].1,
+            vec![(std::process::id(), Some(0))],
+            "no policy name ends the test binary's path: described, no selector"
+        );
 
         // A good change applies.
         std::fs::remove_file(pol.join("broken.yaml")).unwrap();

@@ -530,6 +530,7 @@ fn full_maps_fail_closed_and_warn() {
         workloads: w.workloads_yaml(),
         extra_args: vec!["--max-watched-sockets".into(), "8".into()],
         kubernetes: false,
+        skip_lines_containing: None,
     });
     let out = w.pod().probe(
         ip,
@@ -563,6 +564,7 @@ fn full_maps_fail_closed_and_warn() {
         workloads: w.workloads_yaml(),
         extra_args: vec!["--max-processes".into(), "16".into()],
         kubernetes: false,
+        skip_lines_containing: None,
     });
     // Long-lived processes keep the 16 entries taken (processes exiting elsewhere on the host
     // free one now and then, which a new process may take: then it has state and the rule

@@ -10,7 +10,7 @@ use bulwark_e2e::netns::url;
 use bulwark_e2e::policy::{adapt_example, parse_yaml_docs, to_yaml_docs};
 use bulwark_e2e::{preflight, serial, Daemon, TestServer, World, WorldConfig};
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Every example file and the test that exercises it.
 const COVERED: &[(&str, &str)] = &[
@@ -19,6 +19,7 @@ const COVERED: &[(&str, &str)] = &[
     ("block-external-dns.yaml", "example_block_external_dns"),
     ("block-smtp-egress.yaml", "example_block_smtp_egress"),
     ("kill-crypto-miners.yaml", "example_kill_crypto_miners"),
+    ("kill-fileless-exec.yaml", "example_kill_fileless_exec"),
     (
         "kill-interactive-shells.yaml",
         "example_kill_interactive_shells",
@@ -307,6 +308,52 @@ fn example_kill_crypto_miners() {
         .pod()
         .run(&[normal.to_str().unwrap(), marker.to_str().unwrap()]);
     assert_ran(&d, &out, &normal, &marker);
+}
+
+#[test]
+fn example_kill_fileless_exec() {
+    let _g = serial();
+    let w = World::single("ex-fileless", "e2e-ex-prod");
+    let touch = w.install_binary(&preflight().touch, "bin/touch");
+    let d = start(
+        &w,
+        "kill-fileless-exec.yaml",
+        &[("production", "e2e-ex-prod")],
+    );
+    // From memory (memfd_create + execveat).
+    let marker = w.dir().join("memfd-ran");
+    let out = w.pod().run(&[
+        crate::helper(),
+        "memfd-exec",
+        touch.to_str().unwrap(),
+        marker.to_str().unwrap(),
+    ]);
+    assert!(out.sigkilled() && !marker.exists(), "{out}");
+    wait_kill(&d, &out, "kill-fileless-exec");
+    // Through the loader.
+    let (sh, _) = bulwark::pipeline::binary_ids::resolve_in(Path::new("/"), "/bin/sh").unwrap();
+    let loader = bulwark::pipeline::binary_ids::elf_interpreter(&sh).expect("ld.so of /bin/sh");
+    let marker = w.dir().join("loader-ran");
+    let out = w
+        .pod()
+        .run(&[&loader, touch.to_str().unwrap(), marker.to_str().unwrap()]);
+    assert!(out.sigkilled() && !marker.exists(), "{out}");
+    wait_kill(&d, &out, "kill-fileless-exec");
+    // The same program run from its file.
+    let marker = w.dir().join("file-ran");
+    let out = w
+        .pod()
+        .run(&[touch.to_str().unwrap(), marker.to_str().unwrap()]);
+    assert_ran(&d, &out, &touch, &marker);
+}
+
+/// Waits for the `policy_match` killing the process of `out`.
+fn wait_kill(d: &Daemon, out: &bulwark_e2e::RunOutput, policy: &str) {
+    let pid = out.pid as u64;
+    let m = d.wait_event(&format!("policy_match of {policy} for pid {pid}"), |e| {
+        ev::is_match(e, policy, "exec") && ev::pid(e) == Some(pid)
+    });
+    assert_eq!(m["outcome"], "killed", "{m}");
 }
 
 #[test]

@@ -300,6 +300,7 @@ fn kubernetes_mode_enforces_cluster_policies_and_reports_violations() {
         // cannot see (the default 5 min would make the test wait that long).
         extra_args: vec!["--kubeconfig".into(), kc, "--resync-interval=3".into()],
         kubernetes: true,
+        ..DaemonConfig::default()
     });
     let diag = || {
         let (_, tp, _) = srv.kubectl(&["get", "tracingpolicy", POLICY, "-o", "yaml"], None);

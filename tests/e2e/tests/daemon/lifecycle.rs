@@ -146,8 +146,7 @@ fn workloads_registered_after_start_get_their_policies() {
     let d = Daemon::start_with(DaemonConfig {
         policies: vec![("late.yaml".into(), policy)],
         workloads: only_early,
-        extra_args: Vec::new(),
-        kubernetes: false,
+        ..DaemonConfig::default()
     });
     let late = &w.pods[1];
     // Not registered yet: the late pod's cgroup is just a host cgroup, nothing matches.

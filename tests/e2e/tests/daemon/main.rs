@@ -86,6 +86,11 @@ pub fn assert_ran(d: &Daemon, out: &RunOutput, binary: &Path, marker: &Path) {
     });
 }
 
+/// The e2e helper binary (`src/bin/bulwark-e2e-helper.rs`): workload programs for the pods.
+pub fn helper() -> &'static str {
+    env!("CARGO_BIN_EXE_bulwark-e2e-helper")
+}
+
 /// The probe's connect failed with EPERM.
 pub fn assert_eperm(out: &RunOutput) {
     assert_eq!(

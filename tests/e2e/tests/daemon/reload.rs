@@ -3,7 +3,7 @@
 //! diagnostics and the previous policy stays in force; a fixed file is applied again.
 
 use crate::{assert_connected, assert_eperm};
-use bulwark_e2e::{serial, Daemon, PolicyBuilder, RuleBuilder, TestServer, World};
+use bulwark_e2e::{serial, Daemon, DaemonConfig, PolicyBuilder, RuleBuilder, TestServer, World};
 
 fn block_port(port: &str) -> String {
     PolicyBuilder::new("e2e-reload")
@@ -99,6 +99,30 @@ fn hot_reload_changes_behaviour_and_broken_files_keep_the_old_policy() {
     assert_eq!(d.pid(), pid, "the daemon never restarted");
 }
 
+/// Version `n` of policy `name`: the block of port 8080 in namespace `e2e-reload` in every
+/// version, and a rule that changes from version to version. Every other pair of versions
+/// puts the changing rule first: the two slots are written alternately, so a slot's next rule
+/// set numbers its selectors otherwise than its last, and a process left with its bits for
+/// the last one is not blocked by the next.
+fn block_8080_version(name: &str, n: usize) -> String {
+    let block = RuleBuilder::connect("block-8080")
+        .namespaces("In", &["e2e-reload"])
+        .destinations("In", &["10.199.0.0/16"], &["8080"], Some("TCP"))
+        .action("Block");
+    // A binary no test process runs: its selector holds for none of them.
+    let changing = RuleBuilder::connect(&format!("changing-{n}"))
+        .namespaces("In", &["e2e-reload"])
+        .binaries("In", &["/nonexistent/e2e-changing"])
+        .destinations("In", &["192.0.2.0/24"], &[&format!("{}", 1000 + n)], None)
+        .action("Block");
+    let p = PolicyBuilder::new(name);
+    if (n / 2).is_multiple_of(2) {
+        p.rule(block).rule(changing).yaml()
+    } else {
+        p.rule(changing).rule(block).yaml()
+    }
+}
+
 /// Policy updates are atomic: while the policy file is rewritten again and again (the 8080
 /// block stays in every version, another rule changes), a pod connecting to 8080 in a tight
 /// loop never gets through — there is no window without enforcement.
@@ -107,22 +131,7 @@ fn reloads_leave_no_enforcement_gap() {
     let _g = serial();
     let w = World::single("reload-gap", "e2e-reload");
     let srv = TestServer::start(&w.net, &[8080, 9090]);
-    let version = |n: usize| {
-        PolicyBuilder::new("e2e-gap")
-            .rule(
-                RuleBuilder::connect("block-8080")
-                    .namespaces("In", &["e2e-reload"])
-                    .destinations("In", &["10.199.0.0/16"], &["8080"], Some("TCP"))
-                    .action("Block"),
-            )
-            .rule(
-                RuleBuilder::connect(&format!("changing-{n}"))
-                    .namespaces("In", &["e2e-reload"])
-                    .destinations("In", &["192.0.2.0/24"], &[&format!("{}", 1000 + n)], None)
-                    .action("Block"),
-            )
-            .yaml()
-    };
+    let version = |n: usize| block_8080_version("e2e-gap", n);
     let d = Daemon::start(&w, &[("gap.yaml", &version(0))]);
     let ip = w.net.server_ip(false);
     let argv = w.pod().probe_argv(ip, 8080, &["--repeat-for", "4"]);
@@ -149,4 +158,178 @@ fn reloads_leave_no_enforcement_gap() {
         "too few attempts: {counts}"
     );
     assert_eq!(srv.log().accepts().len(), 0, "the server saw connections");
+}
+
+/// Size of the reload-race runs: `BULWARK_E2E_RELOAD_EXECS` processes (default 1,500; the issue's
+/// full size is 10,000) exec'd while the policy is reloaded at least `BULWARK_E2E_RELOADS` times
+/// (default 15; full size 100).
+fn reload_race_size() -> (u32, u32) {
+    let var = |name: &str, default: u32| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    (
+        var("BULWARK_E2E_RELOAD_EXECS", 1_500),
+        var("BULWARK_E2E_RELOADS", 15),
+    )
+}
+
+/// Every process exec'd around reloads is under the connect rule for its whole life: a storm of
+/// short-lived processes, each trying the blocked connect four times over ~15 ms (so many of
+/// them live across a switch), while the policy file is rewritten back to back (the block stays
+/// in every version, another rule changes). With `flood`, a second workload floods the event
+/// ring with unconnected UDP sends so that the daemon is losing events meanwhile (asserted):
+/// the switch must not depend on userspace having seen each process.
+fn no_exec_escapes_reloads(flood: bool) {
+    let _g = serial();
+    let w = World::new(bulwark_e2e::WorldConfig {
+        tag: if flood { "race-flood" } else { "race" }.into(),
+        pods: vec![
+            ("e2e-reload".into(), "storm".into()),
+            ("e2e-flood".into(), "flood".into()),
+        ],
+    });
+    let srv = TestServer::start(&w.net, &[8080]);
+    let ip = w.net.server_ip(false);
+    let version = |n: usize| block_8080_version("e2e-race", n);
+    let d = Daemon::start_with(DaemonConfig {
+        policies: vec![("race.yaml".into(), version(0))],
+        workloads: w.workloads_yaml(),
+        skip_lines_containing: Some(r#""namespace":"e2e-flood""#.into()),
+        ..DaemonConfig::default()
+    });
+    let (execs, min_reloads) = reload_race_size();
+    let helper = crate::helper();
+    let stop = w.dir().join("stop-flood");
+    let flooder = flood.then(|| {
+        let f = w.pods[1].spawn(&[
+            helper,
+            "udp-flood",
+            &ip.to_string(),
+            "9",
+            stop.to_str().unwrap(),
+        ]);
+        // The flood is on when the daemon reports losses.
+        d.wait_event("a status event reporting lost events", |e| {
+            e.typed().status().is_some_and(|s| s.lost_events > 0)
+        });
+        f
+    });
+    let storm = w.pod().spawn(&[
+        helper,
+        "storm",
+        &execs.to_string(),
+        "4",
+        &ip.to_string(),
+        "8080",
+        "4",
+        "5",
+    ]);
+    let mut reloads = 0;
+    let start = std::time::Instant::now();
+    while storm.stdout_so_far().is_empty() {
+        reloads += 1;
+        let st = d.replace_policy("race.yaml", &version(reloads));
+        assert_eq!(st["state"], "reloaded", "{st}");
+        assert!(
+            start.elapsed() < 20 * bulwark_e2e::timeout(),
+            "the storm of {execs} execs did not finish"
+        );
+    }
+    let out = storm.wait(bulwark_e2e::timeout());
+    std::fs::write(&stop, b"").unwrap();
+    let lost = flooder.map(|f| {
+        let fo = f.wait(bulwark_e2e::timeout());
+        let lost = d
+            .events()
+            .iter()
+            .filter_map(|e| e.typed().status().map(|s| s.lost_events))
+            .max()
+            .unwrap_or(0);
+        eprintln!(
+            "flood: {} ({lost} events lost, {} flood events written)",
+            fo.stdout.trim(),
+            d.skipped_lines()
+        );
+        lost
+    });
+    let counts = out.json();
+    eprintln!(
+        "{execs} execs during {reloads} reloads in {:?}: {counts}",
+        start.elapsed()
+    );
+    assert_eq!(counts["execs"], execs, "{out}");
+    assert_eq!(
+        counts["escaped"], 0,
+        "processes connected past the block rule: {counts}"
+    );
+    assert_eq!(counts["all_eperm"], execs, "{counts}");
+    assert!(
+        reloads >= min_reloads as usize,
+        "only {reloads} reloads happened during the storm (want {min_reloads})"
+    );
+    assert_eq!(srv.log().accepts().len(), 0, "the server saw connections");
+    if let Some(lost) = lost {
+        assert!(lost > 0, "the flood made the daemon lose no events");
+    }
+    // The kernel's safety net never saw a process with bits of another rule set connect.
+    let st = d.replace_policy("race.yaml", &version(0));
+    assert_eq!(st.typed().status().unwrap().stale_processes, 0, "{st}");
+}
+
+#[test]
+fn no_exec_escapes_connect_rules_across_reloads() {
+    no_exec_escapes_reloads(false);
+}
+
+#[test]
+fn no_exec_escapes_connect_rules_across_reloads_while_events_are_lost() {
+    no_exec_escapes_reloads(true);
+}
+
+/// A process that never execs and keeps forking away (each child carries on, its parent
+/// exits) is not left behind by reloads: the switch catches its children in the kernel
+/// (fork takes the bits decided for its image) even when it cannot read the process that
+/// forked them from /proc in time. Every connect after every hop is refused.
+#[test]
+fn a_process_that_keeps_forking_away_is_not_left_behind_by_reloads() {
+    let _g = serial();
+    let w = World::single("reload-hop", "e2e-reload");
+    let srv = TestServer::start(&w.net, &[8080]);
+    let ip = w.net.server_ip(false);
+    let d = Daemon::start(&w, &[("hop.yaml", &block_8080_version("e2e-hop", 0))]);
+    let out = w.dir().join("hop.json");
+    let _first = w.pod().spawn(&[
+        crate::helper(),
+        "hop",
+        "6",
+        &ip.to_string(),
+        "8080",
+        out.to_str().unwrap(),
+    ]);
+    let mut reloads = 0;
+    while !out.exists() {
+        reloads += 1;
+        let st = d.replace_policy("hop.yaml", &block_8080_version("e2e-hop", reloads));
+        assert_eq!(st["state"], "reloaded", "{st}");
+        assert!(reloads < 10_000, "the hopper never finished");
+    }
+    let counts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    eprintln!("{reloads} reloads while hopping: {counts}");
+    assert!(reloads >= 5, "only {reloads} reloads happened");
+    assert!(
+        counts["hops"].as_u64().unwrap() > 500,
+        "it hardly hopped: {counts}"
+    );
+    assert_eq!(
+        counts["connected"], 0,
+        "a hop connected past the rule: {counts}"
+    );
+    assert_eq!(counts["other"], 0, "{counts}");
+    assert_eq!(srv.log().accepts().len(), 0, "the server saw connections");
+    let st = d.replace_policy("hop.yaml", &block_8080_version("e2e-hop", 0));
+    assert_eq!(st.typed().status().unwrap().stale_processes, 0, "{st}");
 }

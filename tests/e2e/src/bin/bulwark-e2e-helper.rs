@@ -1,0 +1,252 @@
+//! Workload programs the e2e tests run inside pods, where python or a shell would be too slow
+//! or cannot make the system call a test needs. One binary, one subcommand per behaviour:
+//!
+//! - `connect IP PORT TRIES GAP_MS`: connects TRIES times, GAP_MS apart (the process lives
+//!   across a policy switch); exit 0 when every attempt failed with EPERM, 10 when one got
+//!   through, 11 on any other outcome.
+//! - `storm COUNT PARALLEL IP PORT TRIES GAP_MS`: execs itself `connect ...` COUNT times, at
+//!   most PARALLEL at once, and prints one JSON object: `{"execs", "all_eperm", "escaped",
+//!   "other", "escaped_pids"}`.
+//! - `udp-flood IP PORT STOP_FILE`: unconnected UDP `sendto` in a tight loop (every send is a
+//!   kernel event) until STOP_FILE exists; prints `{"sent": N}`.
+//! - `hop SECS IP PORT OUT`: a process that keeps forking and exiting (the child carries on,
+//!   never exec'ing), trying a connect after every hop, for SECS seconds; the last one writes
+//!   `{"hops", "connected", "eperm", "other"}` to OUT. The parent exits at once.
+//! - `memfd-exec FILE ARGS...`: copies FILE into a `memfd_create` file and runs it with
+//!   `execveat(fd, "", [FILE, ARGS...], AT_EMPTY_PATH)`: a program with no name on any
+//!   filesystem (exit 12 when a step fails).
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+/// `connect`: every attempt refused with EPERM.
+const ALL_EPERM: u8 = 0;
+/// `connect`: at least one attempt connected (the rule did not hold).
+const ESCAPED: u8 = 10;
+/// `connect`: something else (timeout, refused, bad arguments).
+const OTHER: u8 = 11;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let rest = &args[1.min(args.len())..];
+    match rest.first().map(String::as_str) {
+        Some("connect") => ExitCode::from(connect(&rest[1..])),
+        Some("storm") => storm(&rest[1..]),
+        Some("udp-flood") => udp_flood(&rest[1..]),
+        Some("memfd-exec") => ExitCode::from(memfd_exec(&rest[1..])),
+        Some("hop") => ExitCode::from(hop(&rest[1..])),
+        _ => {
+            eprintln!(
+                "usage: bulwark-e2e-helper connect|storm|udp-flood|hop|memfd-exec ARGS... (see the source)"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn addr(ip: &str, port: &str) -> Option<SocketAddr> {
+    Some(SocketAddr::new(
+        ip.parse::<IpAddr>().ok()?,
+        port.parse().ok()?,
+    ))
+}
+
+fn connect(a: &[String]) -> u8 {
+    let (Some(dest), Some(tries), Some(gap)) = (
+        a.first().zip(a.get(1)).and_then(|(ip, p)| addr(ip, p)),
+        a.get(2).and_then(|t| t.parse::<u32>().ok()),
+        a.get(3).and_then(|g| g.parse::<u64>().ok()),
+    ) else {
+        return OTHER;
+    };
+    let mut outcome = ALL_EPERM;
+    for i in 0..tries {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(gap));
+        }
+        match TcpStream::connect_timeout(&dest, Duration::from_secs(2)) {
+            Ok(_) => return ESCAPED,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(_) => outcome = OTHER,
+        }
+    }
+    outcome
+}
+
+fn storm(a: &[String]) -> ExitCode {
+    let (Some(count), Some(parallel)) = (
+        a.first().and_then(|c| c.parse::<u32>().ok()),
+        a.get(1).and_then(|p| p.parse::<u32>().ok()),
+    ) else {
+        eprintln!("storm COUNT PARALLEL IP PORT TRIES GAP_MS");
+        return ExitCode::from(2);
+    };
+    let me = std::env::current_exe().expect("own path");
+    let child_args = &a[2..];
+    let (mut started, mut running) = (0u32, 0u32);
+    let (mut all_eperm, mut escaped, mut other) = (0u32, 0u32, 0u32);
+    let mut escaped_pids = Vec::new();
+    while started < count || running > 0 {
+        while started < count && running < parallel.max(1) {
+            match Command::new(&me).arg("connect").args(child_args).spawn() {
+                Ok(_) => {
+                    started += 1;
+                    running += 1;
+                }
+                Err(e) => {
+                    eprintln!("spawn failed: {e}");
+                    started += 1;
+                    other += 1;
+                }
+            }
+        }
+        if running == 0 {
+            continue;
+        }
+        let mut status = 0;
+        // SAFETY: plain waitpid on our own children; `status` is a valid out-pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid <= 0 {
+            eprintln!("waitpid: {}", std::io::Error::last_os_error());
+            break;
+        }
+        running -= 1;
+        match (libc::WIFEXITED(status), libc::WEXITSTATUS(status) as u8) {
+            (true, ALL_EPERM) => all_eperm += 1,
+            (true, ESCAPED) => {
+                escaped += 1;
+                escaped_pids.push(pid);
+            }
+            _ => other += 1,
+        }
+    }
+    println!(
+        "{{\"execs\":{started},\"all_eperm\":{all_eperm},\"escaped\":{escaped},\"other\":{other},\"escaped_pids\":{escaped_pids:?}}}"
+    );
+    ExitCode::SUCCESS
+}
+
+fn hop(a: &[String]) -> u8 {
+    let (Some(secs), Some(dest), Some(out)) = (
+        a.first().and_then(|s| s.parse::<f64>().ok()),
+        a.get(1).zip(a.get(2)).and_then(|(ip, p)| addr(ip, p)),
+        a.get(3),
+    ) else {
+        eprintln!("hop SECS IP PORT OUT");
+        return 2;
+    };
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let (mut hops, mut connected, mut eperm, mut other) = (0u64, 0u64, 0u64, 0u64);
+    while Instant::now() < end {
+        match TcpStream::connect_timeout(&dest, Duration::from_secs(1)) {
+            Ok(_) => connected += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+            Err(_) => other += 1,
+        }
+        // SAFETY: single-threaded here; the child only continues this loop.
+        match unsafe { libc::fork() } {
+            0 => hops += 1,
+            child if child > 0 => unsafe { libc::_exit(0) },
+            _ => other += 1,
+        }
+    }
+    let json = format!(
+        "{{\"hops\":{hops},\"connected\":{connected},\"eperm\":{eperm},\"other\":{other}}}"
+    );
+    let tmp = format!("{out}.tmp");
+    match std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, out)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cannot write {out}: {e}");
+            12
+        }
+    }
+}
+
+fn memfd_exec(a: &[String]) -> u8 {
+    use std::ffi::CString;
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let Some(file) = a.first() else {
+        eprintln!("memfd-exec FILE ARGS...");
+        return 2;
+    };
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("cannot read {file}: {e}");
+            return 12;
+        }
+    };
+    let name = CString::new("bulwark-e2e").expect("no NUL");
+    // SAFETY: a plain syscall with a valid NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    if fd < 0 {
+        eprintln!("memfd_create: {}", std::io::Error::last_os_error());
+        return 12;
+    }
+    // SAFETY: fd is a new descriptor owned here; kept open (by into_raw) for execveat.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    if let Err(e) = f.write_all(&bytes) {
+        eprintln!("writing the memfd: {e}");
+        return 12;
+    }
+    let argv: Vec<CString> = a
+        .iter()
+        .map(|s| CString::new(s.as_str()).expect("argument without NUL"))
+        .collect();
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let empty = CString::new("").expect("no NUL");
+    // SAFETY: valid descriptor, NUL-terminated path, NULL-terminated argv/envp arrays.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd,
+            empty.as_ptr(),
+            argv_ptrs.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    eprintln!("execveat: {}", std::io::Error::last_os_error());
+    12
+}
+
+fn udp_flood(a: &[String]) -> ExitCode {
+    let (Some(dest), Some(stop)) = (
+        a.first().zip(a.get(1)).and_then(|(ip, p)| addr(ip, p)),
+        a.get(2),
+    ) else {
+        eprintln!("udp-flood IP PORT STOP_FILE");
+        return ExitCode::from(2);
+    };
+    let bind: SocketAddr = if dest.is_ipv4() {
+        "0.0.0.0:0".parse().expect("v4 any")
+    } else {
+        "[::]:0".parse().expect("v6 any")
+    };
+    let sock = UdpSocket::bind(bind).expect("bind a UDP socket");
+    let stop = Path::new(stop);
+    // A safety net only: the test creates the stop file.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut sent = 0u64;
+    loop {
+        for _ in 0..4096 {
+            match sock.send_to(b"flood", dest) {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {}
+            }
+        }
+        if stop.exists() || Instant::now() > deadline {
+            break;
+        }
+    }
+    println!("{{\"sent\":{sent}}}");
+    ExitCode::SUCCESS
+}
