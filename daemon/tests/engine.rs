@@ -1460,13 +1460,14 @@ fn noop_programs_sit_on_the_same_hooks_and_enforce_nothing() {
         "dropping the engine detaches the noop programs"
     );
     // Pinning a floor would leave a do-nothing engine behind: refused.
-    let err = Engine::load(&EngineOptions {
+    let pin_dir = tempdir("noop-pin");
+    let refused = Engine::load(&EngineOptions {
         noop_programs: true,
-        pin_dir: Some(tempdir("noop-pin")),
+        pin_dir: Some(pin_dir.clone()),
         ..Default::default()
-    })
-    .err()
-    .expect("noop + pin_dir is refused");
+    });
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    let err = refused.err().expect("noop + pin_dir is refused");
     assert!(format!("{err:#}").contains("cannot be pinned"), "{err:#}");
 }
 
