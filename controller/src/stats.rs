@@ -1,7 +1,11 @@
 //! Counters of the controller ([`Stats`]), shared between the engine's sender, the controller
-//! tasks and the health endpoint, which renders them in Prometheus text format.
+//! tasks and the health endpoint, which renders them in Prometheus text format. The daemon's
+//! own health (lost events, full kernel maps, refusals by reason) comes from the events it
+//! writes ([`Stats::record_event`]), so the metrics say what the status events say.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use bulwark_events::{Body, Event, Reason};
 
 /// Monotonic counters and gauges. All fields are plain atomics so any task can bump them.
 #[derive(Debug, Default)]
@@ -31,12 +35,48 @@ pub struct Stats {
     pub engine_apply_errors: AtomicU64,
     /// Workloads (cgroups) known from the Pod watch (gauge).
     pub workloads: AtomicU64,
+    /// Kernel records lost since the daemon started (its last status event).
+    pub events_lost: AtomicU64,
+    /// Connects by processes whose selector bits were stale for the rule set in force.
+    pub stale_process_connects: AtomicU64,
+    /// Kernel maps that were full since start, enforcement kept by refusing (gauge; the
+    /// status event's `warnings`).
+    pub capacity_warnings: AtomicU64,
+    /// `policy_match` events with a `reason`, indexed like [`Reason::ALL`].
+    pub matches_by_reason: [AtomicU64; REASONS],
 }
 
+/// Number of [`Reason`] words.
+const REASONS: usize = 9;
+const _: () = assert!(Reason::ALL.len() == REASONS);
+
 impl Stats {
+    /// Takes what the metrics report from an event the daemon wrote: a status event's loss,
+    /// stale-process and capacity figures, a policy match's reason.
+    pub fn record_event(&self, ev: &Event) {
+        match &ev.body {
+            Body::Status(s) => {
+                self.events_lost.store(s.lost_events, Ordering::Relaxed);
+                self.stale_process_connects
+                    .store(s.stale_processes, Ordering::Relaxed);
+                self.capacity_warnings
+                    .store(s.warnings.len() as u64, Ordering::Relaxed);
+            }
+            Body::PolicyMatch(m) => {
+                if let Some(i) = m
+                    .reason
+                    .and_then(|r| Reason::ALL.iter().position(|x| *x == r))
+                {
+                    self.matches_by_reason[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Prometheus text exposition of every counter.
     pub fn render_prometheus(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64, &str); 14] = [
+        let fixed: [(&str, &str, &AtomicU64, &str); 17] = [
             (
                 "bulwark_violations_received_total",
                 "counter",
@@ -121,7 +161,41 @@ impl Stats {
                 &self.workloads,
                 "Container cgroups mapped to pods.",
             ),
+            (
+                "bulwark_events_lost_total",
+                "counter",
+                &self.events_lost,
+                "Kernel records lost (ring buffer full or undecodable) since the daemon started.",
+            ),
+            (
+                "bulwark_stale_process_connects_total",
+                "counter",
+                &self.stale_process_connects,
+                "Connects by processes a policy switch left with stale selector bits (0 expected).",
+            ),
+            (
+                "bulwark_capacity_warnings",
+                "gauge",
+                &self.capacity_warnings,
+                "Kernel maps that were full since start; enforcement kept by refusing (see status warnings).",
+            ),
         ];
+        let by_reason: Vec<(String, &AtomicU64)> = Reason::ALL
+            .iter()
+            .zip(&self.matches_by_reason)
+            .map(|(r, v)| (format!("bulwark_policy_matches_total{{reason=\"{r}\"}}"), v))
+            .collect();
+        let rows = fixed
+            .iter()
+            .map(|(n, k, v, h)| (*n, *k, *v, *h))
+            .chain(by_reason.iter().enumerate().map(|(i, (n, v))| {
+                let help = if i == 0 {
+                    "Policy matches with a reason: refused because it could not be watched (TCP Fast Open, unseen payload, an existing connection, a full map, the socket guard) or arguments not all examined."
+                } else {
+                    ""
+                };
+                (n.as_str(), "counter", *v, help)
+            }));
         let mut out = String::new();
         for (name, kind, v, help) in rows {
             let base = name.split('{').next().unwrap_or(name);
@@ -151,5 +225,64 @@ mod tests {
             1
         );
         assert!(text.contains("bulwark_violations_received_total 0\n"));
+    }
+
+    #[test]
+    fn status_and_reasons_of_daemon_events_become_metrics() {
+        let s = Stats::default();
+        let status: Event = serde_json::from_value(serde_json::json!({
+            "time": "t", "node_name": "n", "type": "status", "state": "running",
+            "generation": 3, "policies": [], "diagnostics": [], "lost_events": 7,
+            "warnings": ["PROCESSES full: raise --max-processes", "SOCKHASH full"],
+            "stale_processes": 2
+        }))
+        .unwrap();
+        s.record_event(&status);
+        let text = s.render_prometheus();
+        assert!(text.contains("bulwark_events_lost_total 7\n"), "{text}");
+        assert!(
+            text.contains("bulwark_stale_process_connects_total 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("bulwark_capacity_warnings 2\n"), "{text}");
+        // A later status with no warnings clears the gauge; the counters follow the daemon's.
+        let calm: Event = serde_json::from_value(serde_json::json!({
+            "time": "t", "node_name": "n", "type": "status", "state": "running",
+            "generation": 3, "policies": [], "diagnostics": [], "lost_events": 9,
+            "warnings": []
+        }))
+        .unwrap();
+        s.record_event(&calm);
+        let text = s.render_prometheus();
+        assert!(text.contains("bulwark_capacity_warnings 0\n"), "{text}");
+        assert!(text.contains("bulwark_events_lost_total 9\n"), "{text}");
+        for r in Reason::ALL {
+            assert!(
+                text.contains(&format!(
+                    "bulwark_policy_matches_total{{reason=\"{r}\"}} 0\n"
+                )),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            text.matches("# TYPE bulwark_policy_matches_total counter")
+                .count(),
+            1
+        );
+        let refused: Event = serde_json::from_str(
+            r#"{"time":"t","node_name":"n","type":"policy_match","policy_name":"p",
+            "policy_namespace":null,"rule":"r","hook":"exec","action":"Sigkill","mode":"enforce",
+            "enforced":true,"outcome":"killed","process":{"exec_id":"x","pid":5,"uid":0,
+            "binary":"/bin/sh","arguments":"","cwd":null,"start_time":"t","parent_exec_id":null,
+            "pod":null},"destination":null,"encryption":null,"reason":"capacity"}"#,
+        )
+        .unwrap();
+        s.record_event(&refused);
+        s.record_event(&refused);
+        let text = s.render_prometheus();
+        assert!(
+            text.contains("bulwark_policy_matches_total{reason=\"capacity\"} 2\n"),
+            "{text}"
+        );
     }
 }

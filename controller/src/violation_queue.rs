@@ -44,6 +44,7 @@ impl ViolationSender {
     /// Queue the event if it is a `policy_match` (others are not the controller's); never
     /// blocks. False when it was not queued.
     pub fn offer_event(&self, ev: &Event) -> bool {
+        self.stats.record_event(ev);
         match Violation::of(ev) {
             Some(v) => self.offer(v),
             None => false,

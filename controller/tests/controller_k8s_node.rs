@@ -165,9 +165,22 @@ async fn node_start_and_violation_handover() {
     assert_eq!(pv["spec"]["hook"], "exec");
     assert_eq!(pv["spec"]["binary"], "/tmp/xmrig");
     assert!(pv["spec"].get("destination").is_none());
+    // A status event's health figures become metrics too (nothing of it is queued).
+    let status: Event = serde_json::from_value(serde_json::json!({
+        "time": recent(-1), "node_name": "ctl-node-tap", "type": "status", "state": "running",
+        "generation": 1, "policies": [], "diagnostics": [], "lost_events": 4,
+        "warnings": ["the process map was full: raise --max-processes"], "stale_processes": 0
+    }))
+    .unwrap();
+    assert!(!sender.offer_event(&status), "a status event is not queued");
     let metrics = http_get(addr, "/metrics").unwrap();
     assert!(
         metrics.contains("bulwark_violation_objects_total{op=\"created\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bulwark_capacity_warnings 1\n")
+            && metrics.contains("bulwark_events_lost_total 4\n"),
         "{metrics}"
     );
     assert!(!handle.is_finished());
