@@ -916,3 +916,36 @@ mod pod {
         KernelOffsets,
     );
 }
+
+// Every record's size as both sides compile it: a field added, removed or resized changes the
+// layout the kernel and userspace share, and must be a deliberate change of these lines too.
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<Config>() == 16);
+    assert!(size_of::<SlotMeta>() == 128);
+    assert!(size_of::<SelectorEntry>() == 32);
+    assert!(size_of::<PathKey>() == 260);
+    assert!(size_of::<FileKey>() == 16);
+    assert!(size_of::<BinInodeKey>() == 16);
+    assert!(size_of::<PathLpmData>() == 256);
+    assert!(size_of::<ArgKey>() == 132);
+    assert!(size_of::<ArgLpmData>() == 130);
+    assert!(size_of::<NamespaceKey>() == 8);
+    assert!(size_of::<V4LpmData>() == 5);
+    assert!(size_of::<V6LpmData>() == 17);
+    assert!(size_of::<PortLpmData>() == 3);
+    assert!(size_of::<WorkloadEntry>() == 8);
+    assert!(size_of::<ProcessState>() == 56);
+    assert!(size_of::<ImageKey>() == 16);
+    assert!(size_of::<ReseedEntry>() == 16);
+    assert!(size_of::<EventHeader>() == 24);
+    assert!(size_of::<ExecEvent>() == 840);
+    assert!(size_of::<ExitEvent>() == 32);
+    assert!(size_of::<ForkEvent>() == 40);
+    assert!(size_of::<Destination>() == 20);
+    assert!(size_of::<ConnectEvent>() == 56);
+    assert!(size_of::<MatchEvent>() == 64);
+    assert!(size_of::<SockClassifiedEvent>() == 40);
+    assert!(size_of::<SockUnseenEvent>() == 72);
+    assert!(size_of::<KernelOffsets>() == 196);
+};
