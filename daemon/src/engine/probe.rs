@@ -16,8 +16,9 @@ use aya::programs::{Program, ProgramType};
 use aya::sys::BpfHelper;
 use aya::EbpfLoader;
 
+use super::attach::load_error;
 use super::btf::{Btf, KIND_TYPEDEF};
-use super::{load_error, PROGRAMS};
+use super::PROGRAMS;
 use daemon_common::{COUNTERS_LEN, MAP_COUNTERS};
 
 /// `Ok(())` when the kernel has it, else why not.
