@@ -1,8 +1,8 @@
 //! bulwark's kernel programs. Kept small: every decision that can be made in userspace is made
 //! there and handed down as map entries by the compiler. `maps` holds the maps and shared
-//! helpers, `exec` the process lifecycle programs, `net` connect and sock_ops, `egress` the
-//! sk_msg verdict, `backstop` the wire-level check of what the verdict never saw, `sockets`
-//! the socket guard (socket types those hooks cannot see).
+//! helpers; `exec`, `fork` and `exit` the process lifecycle programs, `net` connect and
+//! sock_ops, `egress` the sk_msg verdict, `backstop` the wire-level check of what the verdict
+//! never saw, `sockets` the socket guard (socket types those hooks cannot see).
 #![no_std]
 #![no_main]
 // Map keys are passed by reference on purpose: by value, a 260-byte key is copied onto the
@@ -13,6 +13,8 @@
 mod backstop;
 mod egress;
 mod exec;
+mod exit;
+mod fork;
 mod maps;
 mod net;
 mod noop;

@@ -362,3 +362,18 @@ pub fn header(kind: u32, tgid: u32, start_ns: u64) -> EventHeader {
         start_ns,
     }
 }
+
+/// The `SLOT_META` entry of `slot` (default when absent).
+#[inline(always)]
+pub fn slot_meta(slot: u32) -> SlotMeta {
+    match SLOT_META.get(slot & 1) {
+        Some(m) => *m,
+        None => SlotMeta::default(),
+    }
+}
+
+/// `bpf_get_current_pid_tgid()`: tgid in the upper 32 bits, pid in the lower.
+#[inline(always)]
+pub fn bpf_pid_tgid() -> u64 {
+    unsafe { aya_ebpf::helpers::generated::bpf_get_current_pid_tgid() }
+}

@@ -83,14 +83,6 @@ pub fn destination(
     (dest, false)
 }
 
-#[inline(always)]
-pub fn slot_meta(slot: u32) -> SlotMeta {
-    match SLOT_META.get(slot & 1) {
-        Some(m) => *m,
-        None => SlotMeta::default(),
-    }
-}
-
 /// Which destination conditions hold for `dest` in `slot`.
 #[inline(always)]
 pub fn dest_truth(slot: u32, meta: &SlotMeta, dest: &Destination, v4: bool) -> u64 {
