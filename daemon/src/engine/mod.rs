@@ -68,10 +68,11 @@
 //! reading a slot; `switch` what happens between pending and flip; `sweep` the checks after a
 //! flip; `adopt` pinning and adopting, `pins` the pin directory; `events` the ring-buffer
 //! reader; `sockets` and `socket_guard` socket helpers and the socket guard's facts; `btf`,
-//! `host` and `probe` what the kernel and host offer.
+//! `host` and `probe` what the kernel and host offer; `bpf_sys` the raw `bpf(2)` aya lacks.
 
 mod adopt;
 mod attach;
+mod bpf_sys;
 mod btf;
 mod events;
 pub mod host;
