@@ -160,9 +160,9 @@ pub struct ExecScratch {
     pub target: [u8; PATH_LEN],
     /// A loader option being looked up in `LOADER_ARG_OPTIONS`.
     pub option: [u8; LOADER_OPTION_LEN],
-    /// The argv walk's state (exec.rs `arg_step`).
+    /// The argv walk's state (`exec::argv::arg_step`).
     pub argv: ArgWalk,
-    /// The binary-path lookups' state (exec.rs `path_step`).
+    /// The binary-path lookups' state (`exec::binary_paths::path_step`).
     pub paths: PathLookups,
 }
 
@@ -218,7 +218,7 @@ pub struct ArgWalk {
 pub const WALK_END: usize = 512;
 pub const WALK_BUF: usize = 768;
 
-/// Bytes read per argv element (a longer element stops argument matching, see exec.rs).
+/// Bytes read per argv element (a longer element stops argument matching, see `exec::argv`).
 pub const ARG_BUF: usize = 256;
 
 /// One all-zero value, never written: the source of `zero_fill` (BPF has no memset, and
