@@ -1,8 +1,9 @@
 //! bulwark's kernel programs. Kept small: every decision that can be made in userspace is made
 //! there and handed down as map entries by the compiler. `maps` holds the maps and shared
-//! helpers; `exec`, `fork` and `exit` the process lifecycle programs, `net` connect and
-//! sock_ops, `egress` the sk_msg verdict, `backstop` the wire-level check of what the verdict
-//! never saw, `sockets` the socket guard (socket types those hooks cannot see).
+//! helpers; `exec`, `fork` and `exit` the process lifecycle programs, `connect` connect and
+//! sendmsg, `sockops` sock_ops, `net` what those and the egress programs share, `egress` the
+//! sk_msg verdict, `backstop` the wire-level check of what the verdict never saw, `sockets`
+//! the socket guard (socket types those hooks cannot see).
 #![no_std]
 #![no_main]
 // Map keys are passed by reference on purpose: by value, a 260-byte key is copied onto the
@@ -11,6 +12,7 @@
 #![allow(clippy::needless_borrows_for_generic_args, clippy::needless_range_loop)]
 
 mod backstop;
+mod connect;
 mod egress;
 mod exec;
 mod exit;
@@ -19,6 +21,7 @@ mod maps;
 mod net;
 mod noop;
 mod sockets;
+mod sockops;
 
 #[cfg(not(test))]
 #[panic_handler]
