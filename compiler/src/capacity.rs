@@ -5,8 +5,8 @@
 //! every limit passed, at the selector that passes it, with the set's total need. One counter,
 //! so the two cannot disagree.
 
+use crate::builder::Builder;
 use crate::ids::NamespaceIds;
-use crate::ruleset::Builder;
 use bulwark_policy::diagnostics::codes;
 use bulwark_policy::{AnyPolicy, Diagnostic};
 use daemon_common as dc;

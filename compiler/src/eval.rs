@@ -4,8 +4,9 @@
 //! at exec), from the same facts the exec program uses ([`ExecFacts`]); the tests use it as the
 //! oracle the generated map entries must agree with.
 
+use crate::conditions::{DestCondition, ProcCondition};
 use crate::identities::FileId;
-use crate::ruleset::{DestCondition, ProcCondition, RuleSet};
+use crate::ruleset::RuleSet;
 use bulwark_policy::values::normalize_addr;
 use bulwark_policy::{ExecKind, Protocol};
 use daemon_common as dc;

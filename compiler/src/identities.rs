@@ -5,7 +5,8 @@
 //! namespace), done by the caller; the compiler takes the result as input
 //! ([`RuleSet::resolve_binaries`]) and stays pure.
 
-use crate::ruleset::{ProcCondition, RuleSet};
+use crate::conditions::ProcCondition;
+use crate::ruleset::RuleSet;
 use bulwark_policy::{AnyPolicy, MatchKind};
 use daemon_common as dc;
 use serde::Serialize;

@@ -21,7 +21,9 @@
 //! - [`RuleSet::evaluate_process`] / [`RuleSet::evaluate_destination`] are the reference
 //!   semantics; the tests check the map entries against them with a simulated kernel.
 
+mod builder;
 mod capacity;
+mod conditions;
 mod entries;
 mod error;
 mod eval;
@@ -35,6 +37,7 @@ mod ruleset;
 pub use bulwark_policy::values::{normalize_addr, Cidr, PortRange};
 pub use bulwark_policy::MatchKind;
 pub use capacity::{capacity, Limit};
+pub use conditions::{DestCondition, ProcCondition, StringMatch};
 pub use daemon_common::LOADER_OPTIONS_WITH_VALUE;
 /// Re-exported so callers need not depend on `daemon-common` for these types.
 pub use daemon_common::{Destination, MapEntries};
@@ -43,6 +46,4 @@ pub use eval::{destination, destination_addr, ExecFacts};
 pub use identities::{binary_paths, BinaryIdentities, FileId, TooManyIdentities};
 pub use ids::NamespaceIds;
 pub use lint::{lint_paths, lint_source, validate_set};
-pub use ruleset::{
-    compile, DestCondition, PolicyInfo, ProcCondition, RuleSet, SelectorInfo, StringMatch,
-};
+pub use ruleset::{compile, PolicyInfo, RuleSet, SelectorInfo};

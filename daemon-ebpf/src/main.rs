@@ -1,6 +1,7 @@
 //! bulwark's kernel programs. Kept small: every decision that can be made in userspace is made
 //! there and handed down as map entries by the compiler. `maps` holds the maps and shared
-//! helpers, `exec` the process lifecycle programs, `net` connect and sock_ops, `egress` the
+//! helpers; `exec`, `fork` and `exit` the process lifecycle programs, `connect` connect and
+//! sendmsg, `sockops` sock_ops, `net` what those and the egress programs share, `egress` the
 //! sk_msg verdict, `backstop` the wire-level check of what the verdict never saw, `sockets`
 //! the socket guard (socket types those hooks cannot see).
 #![no_std]
@@ -11,12 +12,16 @@
 #![allow(clippy::needless_borrows_for_generic_args, clippy::needless_range_loop)]
 
 mod backstop;
+mod connect;
 mod egress;
 mod exec;
+mod exit;
+mod fork;
 mod maps;
 mod net;
 mod noop;
 mod sockets;
+mod sockops;
 
 #[cfg(not(test))]
 #[panic_handler]

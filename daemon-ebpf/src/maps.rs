@@ -160,9 +160,9 @@ pub struct ExecScratch {
     pub target: [u8; PATH_LEN],
     /// A loader option being looked up in `LOADER_ARG_OPTIONS`.
     pub option: [u8; LOADER_OPTION_LEN],
-    /// The argv walk's state (exec.rs `arg_step`).
+    /// The argv walk's state (`exec::argv::arg_step`).
     pub argv: ArgWalk,
-    /// The binary-path lookups' state (exec.rs `path_step`).
+    /// The binary-path lookups' state (`exec::binary_paths::path_step`).
     pub paths: PathLookups,
 }
 
@@ -218,7 +218,7 @@ pub struct ArgWalk {
 pub const WALK_END: usize = 512;
 pub const WALK_BUF: usize = 768;
 
-/// Bytes read per argv element (a longer element stops argument matching, see exec.rs).
+/// Bytes read per argv element (a longer element stops argument matching, see `exec::argv`).
 pub const ARG_BUF: usize = 256;
 
 /// One all-zero value, never written: the source of `zero_fill` (BPF has no memset, and
@@ -361,4 +361,19 @@ pub fn header(kind: u32, tgid: u32, start_ns: u64) -> EventHeader {
         time_ns: unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() },
         start_ns,
     }
+}
+
+/// The `SLOT_META` entry of `slot` (default when absent).
+#[inline(always)]
+pub fn slot_meta(slot: u32) -> SlotMeta {
+    match SLOT_META.get(slot & 1) {
+        Some(m) => *m,
+        None => SlotMeta::default(),
+    }
+}
+
+/// `bpf_get_current_pid_tgid()`: tgid in the upper 32 bits, pid in the lower.
+#[inline(always)]
+pub fn bpf_pid_tgid() -> u64 {
+    unsafe { aya_ebpf::helpers::generated::bpf_get_current_pid_tgid() }
 }

@@ -1,6 +1,7 @@
-//! Facts about the host the engine needs before loading anything: are we root, where is
+//! Facts about the host. Those the engine needs before loading anything: are we root, where is
 //! tracefs (mounted here if missing), where is the cgroup v2 mount, and tracepoint record
-//! layouts read from tracefs. The one home of mount discovery: the engine, `bulwark run`
+//! layouts read from tracefs; and the boot clock the programs stamp records with (and a
+//! process's start on it, from /proc). The one home of mount discovery: the engine, `bulwark run`
 //! (workload resolution), `bulwark probe` and the e2e harness all find the cgroup v2 mount here.
 
 use anyhow::{bail, Context};
@@ -179,6 +180,34 @@ pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
     })
 }
 
+/// `CLOCK_BOOTTIME` now, in ns (the clock of `bpf_ktime_get_boot_ns`).
+pub(super) fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Start time of a running process in boot-clock ns (from /proc/PID/stat), 0 if unknown.
+pub(super) fn proc_start_ns(tgid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{tgid}/stat")) else {
+        return 0;
+    };
+    // Field 22 (starttime, clock ticks since boot); fields after the `)` of comm.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let ticks: u64 = rest
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * (1_000_000_000 / hz)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +263,12 @@ mod tests {
     fn missing_field_is_none() {
         assert_eq!(parse_field_offset(EXIT_FMT, "prio"), None);
         assert_eq!(parse_field_offset("garbage", "pid"), None);
+    }
+
+    #[test]
+    fn proc_start_time_of_self_is_in_the_past_and_unknown_pid_is_zero() {
+        let me = proc_start_ns(std::process::id());
+        assert!(me > 0 && me <= boot_ns(), "{me}");
+        assert_eq!(proc_start_ns(u32::MAX), 0);
     }
 }

@@ -7,7 +7,7 @@
 //! with one trivial program. Each type probe answers `Ok(())` or, in words, why not.
 
 use std::error::Error;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use anyhow::Context;
@@ -16,8 +16,10 @@ use aya::programs::{Program, ProgramType};
 use aya::sys::BpfHelper;
 use aya::EbpfLoader;
 
+use super::attach::load_error;
+use super::bpf_sys::{bpf, put32, put64};
 use super::btf::{Btf, KIND_TYPEDEF};
-use super::{load_error, PROGRAMS};
+use super::PROGRAMS;
 use daemon_common::{COUNTERS_LEN, MAP_COUNTERS};
 
 /// `Ok(())` when the kernel has it, else why not.
@@ -80,33 +82,6 @@ const BPF_PROG_LOAD: i64 = 5;
 const BPF_RAW_TRACEPOINT_OPEN: i64 = 17;
 const PROG_TRACING: u32 = 26;
 const ATTACH_TRACE_RAW_TP: u32 = 23;
-
-/// `bpf(2)` for a command that returns no descriptor (0 on success).
-pub(super) fn bpf_cmd(cmd: i64, attr: &mut [u8]) -> Result<i64, String> {
-    // SAFETY: `attr` is a zero-initialised bpf_attr prefix of the size passed; the kernel
-    // reads (and for some commands writes) only that many bytes.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error().to_string())
-    } else {
-        Ok(r)
-    }
-}
-
-/// `bpf(2)` for a command that returns a new file descriptor.
-pub(super) fn bpf(cmd: i64, attr: &mut [u8]) -> Result<OwnedFd, String> {
-    let r = bpf_cmd(cmd, attr)?;
-    // SAFETY: on success these commands return a new file descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-}
-
-pub(super) fn put32(a: &mut [u8], at: usize, v: u32) {
-    a[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-pub(super) fn put64(a: &mut [u8], at: usize, v: u64) {
-    a[at..at + 8].copy_from_slice(&v.to_ne_bytes());
-}
 
 /// One BPF instruction (`struct bpf_insn`).
 fn insn(code: u8, dst: u8, src: u8, imm: i32) -> [u8; 8] {

@@ -20,8 +20,10 @@ use aya::maps::{
 use bulwark_compiler::MapEntries;
 use daemon_common::*;
 
+use super::host::boot_ns;
+use super::maps::map;
 use super::sockets::{self, HeldSocket};
-use super::{boot_ns, map, Engine};
+use super::Engine;
 
 /// A match record the engine writes itself (not from the ring buffer).
 fn engine_match(

@@ -26,8 +26,9 @@ use anyhow::Context;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use daemon_common::*;
 
-use super::probe::{bpf, bpf_cmd, put32, put64};
-use super::{map, proc_start_ns, Maps};
+use super::bpf_sys::{bpf, bpf_cmd, put32, put64};
+use super::host::proc_start_ns;
+use super::maps::{map, Maps};
 
 /// Scan rounds after which a stale process that cannot be described fails its image closed.
 pub const FAIL_CLOSED_AFTER: u32 = 3;

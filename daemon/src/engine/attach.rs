@@ -1,0 +1,260 @@
+//! Loading bulwark's eBPF object and attaching its programs: the offsets and map sizes it is
+//! loaded with, the table of programs attached through links and their hooks
+//! ([`LINKED_PROGRAMS`]: loading, attaching, pinning and adopting all follow it), the sk_msg
+//! program on the SOCKHASH, and load errors that say which program and why.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use aya::maps::{MapData, SockHash};
+use aya::programs::{
+    links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+    ProgramError, RawTracePoint, SkMsg, SockOps, TracePoint,
+};
+use aya::{Ebpf, EbpfLoader};
+use daemon_common::*;
+
+use super::maps::Maps;
+use super::{host, pid_max, socket_guard, Btf, EngineOptions, PROGRAMS};
+
+/// The program attached for hook `name` (`bulwark_*`): the real one, or its `noop_*` twin.
+fn program_for(opts: &EngineOptions, name: &str) -> String {
+    match (opts.noop_programs, name.strip_prefix("bulwark_")) {
+        (true, Some(hook)) => format!("noop_{hook}"),
+        _ => name.to_string(),
+    }
+}
+
+/// Where a linked program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Attach {
+    /// Tracepoint `category/name`.
+    TracePoint(&'static str, &'static str),
+    /// Tracepoint `category/name`, when this kernel has it (a kernel without the subsystem has
+    /// nothing for the program to watch).
+    TracePointIfPresent(&'static str, &'static str),
+    RawTracePoint(&'static str),
+    /// On the cgroup v2 root, at the hook of the program's own attach type.
+    CgroupSockAddr,
+    CgroupSock,
+    SockOps,
+    /// On the cgroup v2 root, cgroup_skb egress.
+    CgroupSkbEgress,
+}
+
+/// Programs attached through links (pinned as `links/<name>`), in attach order. `bulwark_egress`
+/// (sk_msg) is attached to the SOCKHASH instead and lives as long as that map.
+pub(super) const LINKED_PROGRAMS: [(&str, Attach); 12] = [
+    (
+        "bulwark_exec",
+        Attach::TracePoint("sched", "sched_process_exec"),
+    ),
+    (
+        "bulwark_exit",
+        Attach::TracePoint("sched", "sched_process_exit"),
+    ),
+    ("bulwark_fork", Attach::RawTracePoint("sched_process_fork")),
+    ("bulwark_connect4", Attach::CgroupSockAddr),
+    ("bulwark_connect6", Attach::CgroupSockAddr),
+    ("bulwark_sendmsg4", Attach::CgroupSockAddr),
+    ("bulwark_sendmsg6", Attach::CgroupSockAddr),
+    ("bulwark_sockops", Attach::SockOps),
+    ("bulwark_backstop", Attach::CgroupSkbEgress),
+    ("bulwark_sock_create", Attach::CgroupSock),
+    (
+        "bulwark_packet_socket",
+        Attach::TracePointIfPresent(
+            socket_guard::CAP_TRACEPOINT.0,
+            socket_guard::CAP_TRACEPOINT.1,
+        ),
+    ),
+    (
+        "bulwark_uring_socket",
+        Attach::TracePointIfPresent(
+            socket_guard::URING_TRACEPOINT.0,
+            socket_guard::URING_TRACEPOINT.1,
+        ),
+    ),
+];
+
+/// Whether tracefs lists the tracepoint `category/name`.
+fn tracepoint_exists(tracefs: &Path, category: &str, name: &str) -> bool {
+    tracefs.join("events").join(category).join(name).is_dir()
+}
+
+/// Loads program `prog` (the real one or its noop twin) of hook `name` and attaches it. With
+/// `take` the link is returned (to be pinned); without, it stays with the program in `ebpf` and
+/// detaches when that is dropped. `None` as well when an optional hook is not on this kernel.
+fn attach_program(
+    ebpf: &mut Ebpf,
+    (name, attach): (&'static str, Attach),
+    prog: &str,
+    take: bool,
+    cgroup: &(PathBuf, std::fs::File),
+    tracefs: &Path,
+) -> anyhow::Result<Option<FdLink>> {
+    let (cg_path, cg) = cgroup;
+    let p = ebpf
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing"))?;
+    // Cgroup programs attach through bpf links: the kernel always attaches cgroup links as
+    // multi-capable (BPF_F_ALLOW_MULTI), so other agents' programs on this cgroup or below
+    // keep working; `Single` only says we attach one program per hook.
+    let on_cgroup = |e: aya::programs::ProgramError| {
+        anyhow::Error::new(e).context(format!(
+            "cannot attach {name} to cgroup {}",
+            cg_path.display()
+        ))
+    };
+    // Loads the program as `$ty`, attaches it with `$attach` and, when pinning, takes the link.
+    macro_rules! attach_as {
+        ($ty:ty, |$p:ident| $attach:expr) => {{
+            let $p: &mut $ty = p.try_into()?;
+            $p.load().map_err(|e| load_error(name, e))?;
+            let id = $attach?;
+            if !take {
+                return Ok(None);
+            }
+            FdLink::try_from($p.take_link(id)?)?
+        }};
+    }
+    let single = CgroupAttachMode::Single;
+    let link = match attach {
+        Attach::TracePoint(category, tp) | Attach::TracePointIfPresent(category, tp) => {
+            if matches!(attach, Attach::TracePointIfPresent(..))
+                && !tracepoint_exists(tracefs, category, tp)
+            {
+                log::info!("{name}: this kernel has no tracepoint {category}/{tp}; not attached");
+                return Ok(None);
+            }
+            attach_as!(TracePoint, |p| p.attach(category, tp).with_context(|| {
+                format!("cannot attach {name} to tracepoint {category}/{tp}")
+            }))
+        }
+        Attach::RawTracePoint(tp) => attach_as!(RawTracePoint, |p| p
+            .attach(tp)
+            .with_context(|| format!("cannot attach {name} to raw tracepoint {tp}"))),
+        Attach::CgroupSockAddr => {
+            attach_as!(CgroupSockAddr, |p| p.attach(cg, single).map_err(on_cgroup))
+        }
+        Attach::CgroupSock => attach_as!(CgroupSock, |p| p.attach(cg, single).map_err(on_cgroup)),
+        Attach::SockOps => attach_as!(SockOps, |p| p.attach(cg, single).map_err(on_cgroup)),
+        Attach::CgroupSkbEgress => attach_as!(CgroupSkb, |p| p
+            .attach(cg, CgroupSkbAttachType::Egress, single)
+            .map_err(on_cgroup)),
+    };
+    Ok(Some(link))
+}
+
+/// The structure offsets and host facts the programs read from `OFFSETS`.
+pub fn resolve_offsets(btf_path: &Path, tracefs: &Path) -> anyhow::Result<KernelOffsets> {
+    let btf = Btf::from_file(btf_path)?;
+    let mut offsets = btf.kernel_offsets()?;
+    offsets.tp_exit_group_dead =
+        host::tracepoint_field_offset(tracefs, "sched", "sched_process_exit", "group_dead")
+            .unwrap_or(0);
+    Ok(socket_guard::offsets(&btf, tracefs, offsets))
+}
+
+/// Creates the object's maps, sized by `opts`, and loads it with `offsets` (its programs are
+/// loaded as they are attached).
+pub(super) fn load_object(opts: &EngineOptions, offsets: &KernelOffsets) -> anyhow::Result<Ebpf> {
+    let ring = opts.events_ring_bytes.unwrap_or(EVENTS_RING_BYTES);
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
+    if !ring.is_power_of_two() || ring < page {
+        bail!("events_ring_bytes {ring} must be a power of two of at least {page} (the page size)");
+    }
+    let max_processes = match opts.max_processes {
+        Some(n) => n,
+        None => pid_max()?,
+    };
+    let max_sockets = opts.max_watched_sockets.unwrap_or(MAX_WATCHED_SOCKETS);
+    if max_processes == 0 || max_sockets == 0 {
+        bail!("the process map and the SOCKHASH need room for at least one entry");
+    }
+    let ebpf = EbpfLoader::new()
+        .override_global("OFFSETS", offsets, true)
+        .map_max_entries(MAP_EVENTS, ring)
+        .map_max_entries(MAP_PROCESSES, max_processes)
+        .map_max_entries(MAP_SOCKHASH, max_sockets)
+        .load(PROGRAMS)
+        .context("cannot load bulwark's eBPF object (maps or BTF rejected by the kernel)")?;
+    Ok(ebpf)
+}
+
+/// Loads and attaches every program: the linked ones on their hooks (with `opts.pin_dir`,
+/// returning their links to be pinned) and `bulwark_egress` on the SOCKHASH.
+pub(super) fn attach_all(
+    ebpf: &mut Ebpf,
+    opts: &EngineOptions,
+    maps: &Maps,
+    cgroup: &Path,
+    tracefs: &Path,
+) -> anyhow::Result<Vec<(&'static str, FdLink)>> {
+    let mut links = Vec::new();
+    let cg = std::fs::File::open(cgroup)
+        .with_context(|| format!("cannot open cgroup directory {}", cgroup.display()))?;
+    let cg = (cgroup.to_path_buf(), cg);
+    for entry in LINKED_PROGRAMS {
+        let prog = program_for(opts, entry.0);
+        let pin = opts.pin_dir.is_some();
+        if let Some(link) = attach_program(ebpf, entry, &prog, pin, &cg, tracefs)? {
+            links.push((entry.0, link));
+        }
+    }
+    {
+        let fd = {
+            let sh: SockHash<&MapData, u64> = SockHash::try_from(maps.get(MAP_SOCKHASH)?)?;
+            sh.fd().try_clone()?
+        };
+        let p: &mut SkMsg = ebpf
+            .program_mut("bulwark_egress")
+            .context("program bulwark_egress missing")?
+            .try_into()?;
+        p.load().map_err(|e| load_error("bulwark_egress", e))?;
+        let id = p
+            .attach(&fd)
+            .context("cannot attach bulwark_egress to the SOCKHASH")?;
+        if opts.pin_dir.is_some() {
+            // A prog-attach to a map is not an fd-backed link and cannot be pinned: it
+            // lasts as long as the (pinned) SOCKHASH. Dropping aya's handle would detach
+            // it, so it is deliberately leaked.
+            std::mem::forget(p.take_link(id)?);
+        }
+    }
+    Ok(links)
+}
+
+/// Last lines of a verifier log (the part that says why).
+fn log_tail(log: &str, lines: usize) -> String {
+    let v: Vec<&str> = log.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Turns a program load error into one that says which program and why.
+pub(super) fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => anyhow::anyhow!(
+            "the kernel rejected eBPF program {name} ({io_error}); verifier log tail:\n{}",
+            log_tail(&verifier_log.to_string(), 60)
+        ),
+        other => anyhow::anyhow!("cannot load eBPF program {name}: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_log_tail_keeps_the_last_lines() {
+        let log: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let t = log_tail(&log, 3);
+        assert_eq!(t, "line 97\nline 98\nline 99");
+        assert_eq!(log_tail("only\n", 60), "only");
+        assert_eq!(log_tail("", 5), "");
+    }
+}

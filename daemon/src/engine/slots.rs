@@ -1,0 +1,343 @@
+//! The rule-set slots: the atomic A/B [`Engine::apply`] (write the inactive slot, set it
+//! pending, make every process current for it through [`super::switch`], flip), writing one
+//! slot's entries and reading them back.
+
+use anyhow::{bail, Context};
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    Array, HashMap, MapData,
+};
+use daemon_common::*;
+
+use super::maps::{map, Maps};
+use super::{switch, Engine, SwitchReport};
+
+/// Deletes every key of an LPM map whose slot byte (first data byte) is `slot`.
+fn clear_lpm<K: aya::Pod>(
+    m: &mut LpmTrie<&mut MapData, K, u64>,
+    slot: u8,
+    slot_of: impl Fn(&K) -> u8,
+) -> anyhow::Result<()> {
+    let keys: Vec<Key<K>> = m.keys().filter_map(Result::ok).collect();
+    for k in keys {
+        let data = k.data();
+        if slot_of(&data) == slot {
+            m.remove(&k)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_lpm<K: aya::Pod>(
+    ebpf: &mut Maps,
+    name: &str,
+    slot: u8,
+    entries: &[(u32, K, u64)],
+    slot_of: impl Fn(&K) -> u8,
+) -> anyhow::Result<()> {
+    let mut m: LpmTrie<&mut MapData, K, u64> = LpmTrie::try_from(map(ebpf, name)?)?;
+    clear_lpm(&mut m, slot, &slot_of)?;
+    for (bits, data, hits) in entries {
+        if slot_of(data) != slot {
+            bail!(
+                "{name} entry for slot {} given while writing slot {slot}",
+                slot_of(data)
+            );
+        }
+        m.insert(&Key::new(*bits, *data), hits, 0)
+            .with_context(|| format!("writing {name} (/{bits}): map full or invalid prefix"))?;
+    }
+    Ok(())
+}
+
+fn write_hash<K: aya::Pod>(
+    ebpf: &mut Maps,
+    name: &str,
+    slot: u8,
+    entries: &[(K, u64)],
+    slot_of: impl Fn(&K) -> u8,
+) -> anyhow::Result<()> {
+    let mut m: HashMap<&mut MapData, K, u64> = HashMap::try_from(map(ebpf, name)?)?;
+    let keys: Vec<K> = m.keys().filter_map(Result::ok).collect();
+    for k in keys {
+        if slot_of(&k) == slot {
+            m.remove(&k)?;
+        }
+    }
+    for (k, hits) in entries {
+        if slot_of(k) != slot {
+            bail!(
+                "{name} entry for slot {} given while writing slot {slot}",
+                slot_of(k)
+            );
+        }
+        m.insert(k, hits, 0)
+            .with_context(|| format!("writing {name}: map full"))?;
+    }
+    Ok(())
+}
+
+/// A slot's entries in a form that compares equal exactly when the kernel would hold the same
+/// thing: each list sorted (map order means nothing), selectors left at their default dropped.
+fn canonical(e: &MapEntries) -> Vec<Vec<String>> {
+    fn sorted<T: std::fmt::Debug>(v: &[T]) -> Vec<String> {
+        let mut out: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+        out.sort_unstable();
+        out
+    }
+    let selectors: Vec<_> = e
+        .selectors
+        .iter()
+        .filter(|(_, s)| *s != SelectorEntry::default())
+        .collect();
+    // The generation is the engine's count of writes, not part of the rule set.
+    let meta = SlotMeta {
+        generation: 0,
+        ..e.slot_meta
+    };
+    vec![
+        vec![format!("{meta:?}")],
+        sorted(&selectors),
+        sorted(&e.bin_exact),
+        sorted(&e.bin_inode),
+        sorted(&e.bin_prefix),
+        sorted(&e.bin_postfix),
+        sorted(&e.arg_exact),
+        sorted(&e.arg_prefix),
+        sorted(&e.arg_postfix),
+        sorted(&e.namespaces),
+        sorted(&e.dest_v4),
+        sorted(&e.dest_v6),
+        sorted(&e.ports),
+    ]
+}
+
+impl Engine {
+    /// Slot whose rule set the kernel enforces.
+    pub fn active_slot(&self) -> u8 {
+        self.active
+    }
+
+    fn set_config(&mut self, active: u8, pending: u32) -> anyhow::Result<()> {
+        let mut cfg: Array<&mut MapData, Config> =
+            Array::try_from(map(&mut self.maps, MAP_CONFIG)?)?;
+        cfg.set(
+            0,
+            Config {
+                active_slot: active as u32,
+                pending_slot: pending,
+                generation: self.generation,
+            },
+            0,
+        )?;
+        Ok(())
+    }
+
+    /// Atomic switch to a new rule set (see the module doc and [`switch`]): write
+    /// `entries_for_slot(slot)` into the inactive slot with a new generation, set it pending,
+    /// wait until every program that started before has finished, then give every process
+    /// whose bits are stale for the slot the bits `describe(tgid)` computes (the compiler's
+    /// reference evaluator over the process's /proc facts; `None`: not describable, e.g.
+    /// exited) until none is stale, flip the active slot and clear pending. Returns the new
+    /// active slot ([`Engine::last_switch`] says what the reseed did). On error the old rule set
+    /// stays active.
+    pub fn apply(
+        &mut self,
+        entries_for_slot: impl FnOnce(u8) -> MapEntries,
+        mut describe: impl FnMut(u32) -> Option<u64>,
+    ) -> anyhow::Result<u8> {
+        let slot = 1 - self.active;
+        let mut e = entries_for_slot(slot);
+        // Never 0 (a slot no exec has evaluated), distinct for every write of a slot.
+        let generation = (self.generation as u32).wrapping_add(1).max(1);
+        e.slot_meta.generation = generation;
+        let r = switch::clear_reseed(&mut self.maps).and_then(|()| self.write_slot(slot, &e));
+        if let Err(err) = r {
+            // Leave no pending slot behind; the active slot was never touched.
+            let _ = self.set_config(self.active, NO_SLOT);
+            return Err(err.context(format!("writing rule set into slot {slot}")));
+        }
+        self.set_config(self.active, slot as u32)?;
+        let mut unstored = Vec::new();
+        let barrier = std::time::Instant::now();
+        let reseeded = self.barrier.wait().and_then(|()| {
+            switch::reseed(
+                &mut self.maps,
+                slot,
+                generation,
+                e.slot_meta.selector_count,
+                &mut describe,
+                &mut unstored,
+            )
+        });
+        let mut report = match reseeded {
+            Ok(r) => r,
+            Err(err) => {
+                let _ = self.set_config(self.active, NO_SLOT);
+                return Err(err.context(format!("reseeding processes for slot {slot}")));
+            }
+        };
+        report.barrier_us = (barrier.elapsed().as_micros() as u64).saturating_sub(report.reseed_us);
+        self.last_switch = report;
+        self.generation += 1;
+        self.set_config(slot, NO_SLOT)?;
+        self.active = slot;
+        if !self.noop {
+            self.refuse_unstored(slot, &e, &unstored);
+            if let Err(err) = self.sweep_existing_sockets() {
+                log::warn!("checking the connections that existed before this rule set: {err:#}");
+            }
+        }
+        self.retire_other_builds();
+        Ok(slot)
+    }
+
+    /// Whether the kernel's `slot` holds exactly `expected` (a restarted daemon asks whether the
+    /// rule set it compiled is the one its predecessor left in force, to name the policies of
+    /// the matches recorded before the restart).
+    pub fn slot_holds(&self, slot: u8, expected: &MapEntries) -> anyhow::Result<bool> {
+        Ok(canonical(&self.read_slot(slot)?) == canonical(expected))
+    }
+
+    /// The entries of `slot` as the kernel holds them (selectors left at their default are
+    /// not listed).
+    pub fn read_slot(&self, slot: u8) -> anyhow::Result<MapEntries> {
+        fn hash<K: aya::Pod>(
+            maps: &Maps,
+            name: &str,
+            slot: u8,
+            slot_of: impl Fn(&K) -> u8,
+        ) -> anyhow::Result<Vec<(K, u64)>> {
+            let m: HashMap<&MapData, K, u64> = HashMap::try_from(maps.get(name)?)?;
+            let mut out = Vec::new();
+            for kv in m.iter() {
+                let (k, v) = kv?;
+                if slot_of(&k) == slot {
+                    out.push((k, v));
+                }
+            }
+            Ok(out)
+        }
+        fn lpm<K: aya::Pod>(
+            maps: &Maps,
+            name: &str,
+            slot: u8,
+            slot_of: impl Fn(&K) -> u8,
+        ) -> anyhow::Result<Vec<(u32, K, u64)>> {
+            let m: LpmTrie<&MapData, K, u64> = LpmTrie::try_from(maps.get(name)?)?;
+            let mut out = Vec::new();
+            for kv in m.iter() {
+                let (k, v) = kv?;
+                let data = k.data();
+                if slot_of(&data) == slot {
+                    out.push((k.prefix_len(), data, v));
+                }
+            }
+            Ok(out)
+        }
+        let m = &self.maps;
+        let sel: Array<&MapData, SelectorEntry> = Array::try_from(m.get(MAP_SELECTORS)?)?;
+        let base = slot as u32 * MAX_SELECTORS as u32;
+        let mut selectors = Vec::new();
+        for i in base..base + MAX_SELECTORS as u32 {
+            let e = sel.get(&i, 0)?;
+            if e != SelectorEntry::default() {
+                selectors.push((i, e));
+            }
+        }
+        let meta: Array<&MapData, SlotMeta> = Array::try_from(m.get(MAP_SLOT_META)?)?;
+        Ok(MapEntries {
+            slot_meta: meta.get(&(slot as u32), 0)?,
+            selectors,
+            bin_exact: hash(m, MAP_BIN_EXACT, slot, |k: &PathKey| k.slot as u8)?,
+            bin_inode: hash(m, MAP_BIN_INODE, slot, |k: &BinInodeKey| k.slot as u8)?,
+            bin_prefix: lpm(m, MAP_BIN_PREFIX, slot, |k: &PathLpmData| k.slot)?,
+            bin_postfix: lpm(m, MAP_BIN_POSTFIX, slot, |k: &PathLpmData| k.slot)?,
+            arg_exact: hash(m, MAP_ARG_EXACT, slot, |k: &ArgKey| k.slot)?,
+            arg_prefix: lpm(m, MAP_ARG_PREFIX, slot, |k: &ArgLpmData| k.slot)?,
+            arg_postfix: lpm(m, MAP_ARG_POSTFIX, slot, |k: &ArgLpmData| k.slot)?,
+            namespaces: hash(m, MAP_NAMESPACES, slot, |k: &NamespaceKey| k.slot as u8)?,
+            dest_v4: lpm(m, MAP_DEST_V4, slot, |k: &V4LpmData| k.slot)?,
+            dest_v6: lpm(m, MAP_DEST_V6, slot, |k: &V6LpmData| k.slot)?,
+            ports: lpm(m, MAP_PORTS, slot, |k: &PortLpmData| k.slot)?,
+        })
+    }
+
+    /// What the last successful [`Engine::apply`] did to running processes.
+    pub fn last_switch(&self) -> &SwitchReport {
+        &self.last_switch
+    }
+
+    fn write_slot(&mut self, slot: u8, e: &MapEntries) -> anyhow::Result<()> {
+        let ebpf = &mut self.maps;
+        {
+            let mut sel: Array<&mut MapData, SelectorEntry> =
+                Array::try_from(map(ebpf, MAP_SELECTORS)?)?;
+            let base = slot as u32 * MAX_SELECTORS as u32;
+            for i in 0..MAX_SELECTORS as u32 {
+                sel.set(base + i, SelectorEntry::default(), 0)?;
+            }
+            for (idx, entry) in &e.selectors {
+                if *idx < base || *idx >= base + MAX_SELECTORS as u32 {
+                    bail!(
+                        "selector index {idx} is outside slot {slot} ({base}..{})",
+                        base + 64
+                    );
+                }
+                sel.set(*idx, entry, 0)?;
+            }
+        }
+        write_hash(ebpf, MAP_BIN_EXACT, slot, &e.bin_exact, |k: &PathKey| {
+            k.slot as u8
+        })?;
+        write_hash(
+            ebpf,
+            MAP_BIN_INODE,
+            slot,
+            &e.bin_inode,
+            |k: &BinInodeKey| k.slot as u8,
+        )?;
+        write_lpm(
+            ebpf,
+            MAP_BIN_PREFIX,
+            slot,
+            &e.bin_prefix,
+            |k: &PathLpmData| k.slot,
+        )?;
+        write_lpm(
+            ebpf,
+            MAP_BIN_POSTFIX,
+            slot,
+            &e.bin_postfix,
+            |k: &PathLpmData| k.slot,
+        )?;
+        write_hash(ebpf, MAP_ARG_EXACT, slot, &e.arg_exact, |k: &ArgKey| k.slot)?;
+        write_lpm(
+            ebpf,
+            MAP_ARG_PREFIX,
+            slot,
+            &e.arg_prefix,
+            |k: &ArgLpmData| k.slot,
+        )?;
+        write_lpm(
+            ebpf,
+            MAP_ARG_POSTFIX,
+            slot,
+            &e.arg_postfix,
+            |k: &ArgLpmData| k.slot,
+        )?;
+        write_hash(
+            ebpf,
+            MAP_NAMESPACES,
+            slot,
+            &e.namespaces,
+            |k: &NamespaceKey| k.slot as u8,
+        )?;
+        write_lpm(ebpf, MAP_DEST_V4, slot, &e.dest_v4, |k: &V4LpmData| k.slot)?;
+        write_lpm(ebpf, MAP_DEST_V6, slot, &e.dest_v6, |k: &V6LpmData| k.slot)?;
+        write_lpm(ebpf, MAP_PORTS, slot, &e.ports, |k: &PortLpmData| k.slot)?;
+        let mut meta: Array<&mut MapData, SlotMeta> = Array::try_from(map(ebpf, MAP_SLOT_META)?)?;
+        meta.set(slot as u32, e.slot_meta, 0)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! Satisfiability of selectors, by set reasoning over the parsed values: which selectors can
+//! never match (conditions that contradict each other) and which an earlier selector of the
+//! same rule shadows (it matches everything the later one does).
+
+use crate::model::*;
+use crate::values::DestinationSet;
+
+use super::op_name;
+
+/// An operator as (kind, negated).
+fn kind_of(op: Operator) -> (MatchKind, bool) {
+    (op.kind(), op.is_negated())
+}
+
+/// Does the string `s` match the positive form of (kind, values)?
+fn hits(kind: MatchKind, values: &[String], s: &str) -> bool {
+    match kind {
+        MatchKind::Exact => values.iter().any(|v| v == s),
+        MatchKind::Prefix => values.iter().any(|v| s.starts_with(v.as_str())),
+        MatchKind::Postfix => values.iter().any(|v| s.ends_with(v.as_str())),
+    }
+}
+
+/// Every string matching the positive form of `a` also matches the positive form of `b`.
+fn positive_covered(a: (MatchKind, &[String]), b: (MatchKind, &[String])) -> bool {
+    match (a.0, b.0) {
+        (MatchKind::Exact, _) => a.1.iter().all(|s| hits(b.0, b.1, s)),
+        (MatchKind::Prefix, MatchKind::Prefix) => {
+            a.1.iter().all(|s| hits(MatchKind::Prefix, b.1, s))
+        }
+        (MatchKind::Postfix, MatchKind::Postfix) => {
+            a.1.iter().all(|s| hits(MatchKind::Postfix, b.1, s))
+        }
+        _ => false,
+    }
+}
+
+/// No string matches the positive forms of both `a` and `b`.
+fn positive_disjoint(a: (MatchKind, &[String]), b: (MatchKind, &[String])) -> bool {
+    match (a.0, b.0) {
+        (MatchKind::Exact, _) => !a.1.iter().any(|s| hits(b.0, b.1, s)),
+        (_, MatchKind::Exact) => !b.1.iter().any(|s| hits(a.0, a.1, s)),
+        (MatchKind::Prefix, MatchKind::Prefix) => !a.1.iter().any(|x| {
+            b.1.iter()
+                .any(|y| x.starts_with(y.as_str()) || y.starts_with(x.as_str()))
+        }),
+        (MatchKind::Postfix, MatchKind::Postfix) => !a.1.iter().any(|x| {
+            b.1.iter()
+                .any(|y| x.ends_with(y.as_str()) || y.ends_with(x.as_str()))
+        }),
+        _ => false,
+    }
+}
+
+/// Conditions on one string (ANDed). Returns the index of the entry that makes them
+/// unsatisfiable, and why. `forall_negated`: negated entries constrain every argument while
+/// positive ones need only some argument (matchArgs without index).
+fn string_conflict(
+    entries: &[(usize, Operator, &[String])],
+    any_index: bool,
+) -> Option<(usize, String)> {
+    for (j, &(ej, opj, vj)) in entries.iter().enumerate() {
+        let (kj, nj) = kind_of(opj);
+        for &(_, opi, vi) in &entries[..j] {
+            let (ki, ni) = kind_of(opi);
+            let conflict = match (ni, nj) {
+                // two positive conditions on the same string must overlap
+                (false, false) => !any_index && positive_disjoint((ki, vi), (kj, vj)),
+                // positive P and negated N: every P string is excluded by N
+                (false, true) => positive_covered((ki, vi), (kj, vj)),
+                (true, false) => positive_covered((kj, vj), (ki, vi)),
+                (true, true) => false,
+            };
+            if conflict {
+                return Some((
+                    ej,
+                    format!(
+                        "`{} {}` contradicts the earlier `{} {}`",
+                        op_name(opj),
+                        show(vj),
+                        op_name(opi),
+                        show(vi)
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
+fn show(values: &[String]) -> String {
+    let mut s = values
+        .iter()
+        .take(3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if values.len() > 3 {
+        s.push_str(", ...");
+    }
+    format!("[{s}]")
+}
+
+/// Every destination in `a` is in `b` (empty lists and no protocol mean any).
+fn dest_covered(a: &DestinationSet, b: &DestinationSet) -> bool {
+    let cidrs = b.cidrs.is_empty()
+        || (!a.cidrs.is_empty() && a.cidrs.iter().all(|c| b.cidrs.iter().any(|d| d.covers(c))));
+    let ports = b.ports.is_empty()
+        || (!a.ports.is_empty()
+            && a.ports
+                .iter()
+                .all(|&p| b.ports.iter().any(|&q| q.covers(p))));
+    let proto = b.protocol.is_none() || a.protocol == b.protocol;
+    cidrs && ports && proto
+}
+
+fn dest_disjoint(a: &DestinationSet, b: &DestinationSet) -> bool {
+    let cidrs = !a.cidrs.is_empty()
+        && !b.cidrs.is_empty()
+        && !a
+            .cidrs
+            .iter()
+            .any(|c| b.cidrs.iter().any(|d| c.overlaps(d)));
+    let ports = !a.ports.is_empty()
+        && !b.ports.is_empty()
+        && !a
+            .ports
+            .iter()
+            .any(|&p| b.ports.iter().any(|&q| p.overlaps(q)));
+    let proto = matches!((a.protocol, b.protocol), (Some(x), Some(y)) if x != y);
+    cidrs || ports || proto
+}
+
+/// Why a selector can never match: a path suffix inside the selector and a reason.
+pub(super) fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option<(String, String)> {
+    let bins: Vec<_> = sel
+        .match_binaries
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i, b.operator, b.values.as_slice()))
+        .collect();
+    if let Some((i, why)) = string_conflict(&bins, false) {
+        return Some((
+            format!(".matchBinaries[{i}]"),
+            format!("matchBinaries {why}"),
+        ));
+    }
+    let mut indices: Vec<Option<u32>> = sel.match_args.iter().map(|a| a.index).collect();
+    indices.sort();
+    indices.dedup();
+    for ix in indices {
+        let args: Vec<_> = sel
+            .match_args
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.index == ix)
+            .map(|(i, a)| (i, a.operator, a.values.as_slice()))
+            .collect();
+        if let Some((i, why)) = string_conflict(&args, ix.is_none()) {
+            return Some((format!(".matchArgs[{i}]"), format!("matchArgs {why}")));
+        }
+    }
+    // Exec kinds: an exec can be of several kinds at once, so only an `In` whose kinds a
+    // `NotIn` all excludes is a contradiction.
+    for (j, y) in sel.match_exec_kinds.iter().enumerate() {
+        for x in &sel.match_exec_kinds {
+            let excluded = x.operator == SetOperator::In
+                && y.operator == SetOperator::NotIn
+                && !x.values.is_empty()
+                && x.values.iter().all(|v| y.values.contains(v));
+            if excluded {
+                return Some((
+                    format!(".matchExecKinds[{j}]"),
+                    "matchExecKinds: a `NotIn` excludes every kind an `In` entry requires (entries are ANDed)".into(),
+                ));
+            }
+        }
+    }
+    // Namespaces: exact sets; a namespaced policy carries an implicit `In [own namespace]`.
+    let mut ns_entries: Vec<(usize, Operator, Vec<String>)> = Vec::new();
+    let own = p.scope_namespace().map(str::to_string);
+    for (i, n) in sel.match_namespaces.iter().enumerate() {
+        let op = if n.operator == SetOperator::In {
+            Operator::In
+        } else {
+            Operator::NotIn
+        };
+        ns_entries.push((i, op, n.values.clone()));
+    }
+    if let Some(own) = &own {
+        for (i, op, values) in &ns_entries {
+            let contains = values.contains(own);
+            if (*op == Operator::In && !contains) || (*op == Operator::NotIn && contains) {
+                return Some((
+                    format!(".matchNamespaces[{i}]"),
+                    format!("this TracingPolicyNamespaced only applies in its own namespace `{own}`, which this condition excludes"),
+                ));
+            }
+        }
+    }
+    let ns_refs: Vec<_> = ns_entries
+        .iter()
+        .map(|(i, o, v)| (*i, *o, v.as_slice()))
+        .collect();
+    if let Some((i, why)) = string_conflict(&ns_refs, false) {
+        return Some((
+            format!(".matchNamespaces[{i}]"),
+            format!("matchNamespaces {why}"),
+        ));
+    }
+    // Destinations.
+    let sets: Vec<(usize, SetOperator, DestinationSet)> = sel
+        .match_destinations
+        .iter()
+        .enumerate()
+        .filter_map(|(i, dst)| dst.parse().ok().map(|s| (i, dst.operator, s)))
+        .collect();
+    for (j, (ej, opj, sj)) in sets.iter().enumerate() {
+        if hook == Hook::Egress && *opj == SetOperator::In && sj.protocol == Some(Protocol::UDP) {
+            return Some((
+                format!(".matchDestinations[{ej}]"),
+                "the egress hook sees TCP only".into(),
+            ));
+        }
+        for (_, opi, si) in &sets[..j] {
+            let conflict = match (opi, opj) {
+                (SetOperator::In, SetOperator::In) => dest_disjoint(si, sj),
+                (SetOperator::In, SetOperator::NotIn) => dest_covered(si, sj),
+                (SetOperator::NotIn, SetOperator::In) => dest_covered(sj, si),
+                (SetOperator::NotIn, SetOperator::NotIn) => false,
+            };
+            if conflict {
+                let why = if *opi == SetOperator::In && *opj == SetOperator::In {
+                    "two `In` destinations that no address, port and protocol satisfy together (destination entries are ANDed)"
+                } else {
+                    "a `NotIn` destination excludes everything an `In` destination allows"
+                };
+                return Some((format!(".matchDestinations[{ej}]"), why.into()));
+            }
+        }
+    }
+    None
+}
+
+/// `a` matches whenever `b` matches (every condition of `a` is implied by one of `b`).
+pub(super) fn broader(a: &Selector, b: &Selector) -> bool {
+    let str_implied = |(ka, na, va): (MatchKind, bool, &[String]),
+                       (kb, nb, vb): (MatchKind, bool, &[String])|
+     -> bool {
+        // does condition b imply condition a?
+        match (na, nb) {
+            (false, false) => positive_covered((kb, vb), (ka, va)),
+            (true, true) => positive_covered((ka, va), (kb, vb)),
+            (true, false) => positive_disjoint((kb, vb), (ka, va)),
+            (false, true) => false,
+        }
+    };
+    let bins = a.match_binaries.iter().all(|x| {
+        let (ka, na) = kind_of(x.operator);
+        b.match_binaries.iter().any(|y| {
+            let (kb, nb) = kind_of(y.operator);
+            str_implied((ka, na, &x.values), (kb, nb, &y.values))
+        })
+    });
+    let args = a.match_args.iter().all(|x| {
+        let (ka, na) = kind_of(x.operator);
+        b.match_args.iter().filter(|y| y.index == x.index).any(|y| {
+            let (kb, nb) = kind_of(y.operator);
+            str_implied((ka, na, &x.values), (kb, nb, &y.values))
+        })
+    });
+    let nss = a.match_namespaces.iter().all(|x| {
+        let na = x.operator == SetOperator::NotIn;
+        b.match_namespaces.iter().any(|y| {
+            let nb = y.operator == SetOperator::NotIn;
+            str_implied(
+                (MatchKind::Exact, na, &x.values),
+                (MatchKind::Exact, nb, &y.values),
+            )
+        })
+    });
+    let dests = a.match_destinations.iter().all(|x| {
+        let Ok(sx) = x.parse() else { return false };
+        b.match_destinations.iter().any(|y| {
+            let Ok(sy) = y.parse() else { return false };
+            match (x.operator, y.operator) {
+                (SetOperator::In, SetOperator::In) => dest_covered(&sy, &sx),
+                (SetOperator::NotIn, SetOperator::NotIn) => dest_covered(&sx, &sy),
+                (SetOperator::NotIn, SetOperator::In) => dest_disjoint(&sx, &sy),
+                (SetOperator::In, SetOperator::NotIn) => false,
+            }
+        })
+    });
+    let kinds = a.match_exec_kinds.iter().all(|x| {
+        b.match_exec_kinds
+            .iter()
+            .any(|y| match (x.operator, y.operator) {
+                (SetOperator::In, SetOperator::In) => y.values.iter().all(|v| x.values.contains(v)),
+                (SetOperator::NotIn, SetOperator::NotIn) => {
+                    x.values.iter().all(|v| y.values.contains(v))
+                }
+                (SetOperator::NotIn, SetOperator::In) => {
+                    y.values.iter().all(|v| !x.values.contains(v))
+                }
+                (SetOperator::In, SetOperator::NotIn) => false,
+            })
+    });
+    let enc = a.match_encryption.is_none() || a.match_encryption == b.match_encryption;
+    bins && args && nss && kinds && dests && enc
+}
