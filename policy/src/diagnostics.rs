@@ -84,6 +84,7 @@ codes! {
     VALUE_TOO_LONG = "BW090", "value-too-long", Error, "A value is longer than the kernel map key can hold.";
     ARG_INDEX = "BW091", "arg-index-too-large", Error, "matchArgs.index is beyond the argv elements the kernel examines.";
     CAPACITY = "BW092", "kernel-capacity", Error, "The loaded policy set needs more selectors, conditions or map entries than the kernel maps hold.";
+    TOO_MANY_ENTRIES = "BW093", "too-many-entries", Error, "A list has more entries than the CRD schema allows (what the kernel maps or the model hold); the API server refuses it too.";
 }
 
 /// Looks a code up by id.

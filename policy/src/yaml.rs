@@ -372,15 +372,18 @@ impl Builder {
                 match key.take() {
                     None => *key = Some((key_text(&node), node.pos)),
                     Some((k, key_pos)) => {
-                        if let Some(first) = entries.iter().find(|e| e.key == k) {
+                        // kubectl and the API server keep the last value of a repeated key
+                        // without a word, so the tree does too.
+                        if let Some(first) = entries.iter_mut().find(|e| e.key == k) {
                             self.issues.push(TreeIssue {
                                 message: format!(
-                                    "duplicate key `{k}` (first at line {}); YAML and the API server reject it",
+                                    "duplicate key `{k}` (first at line {}); kubectl and the API server accept it silently and keep only this last value, so the earlier one is lost",
                                     first.key_pos.line
                                 ),
-                                hint: format!("keep one `{k}` in this mapping and merge the values"),
+                                hint: format!("keep one `{k}` in this mapping, with the value you mean"),
                                 pos: key_pos,
                             });
+                            first.value = node;
                         } else {
                             entries.push(Entry {
                                 key: k,

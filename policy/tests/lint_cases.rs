@@ -87,3 +87,30 @@ fn a_dangling_yaml_symlink_in_a_directory_is_listed_and_fails_the_read() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn every_case_says_what_kubectl_apply_does_with_it() {
+    // tests/k8s/crds.sh checks these lines against the real API server; here, that each case
+    // has one and that it is well-formed, so a case cannot slip through without one.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/lint-cases");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# kubectl apply: "))
+            .collect();
+        assert_eq!(lines.len(), 1, "{}: {lines:?}", path.display());
+        let ok = lines[0] == "accepts"
+            || lines[0]
+                .strip_prefix("refuses: ")
+                .is_some_and(|t| !t.trim().is_empty());
+        assert!(ok, "{}: `{}`", path.display(), lines[0]);
+        seen += 1;
+    }
+    assert!(seen >= 35, "{seen} cases");
+}
