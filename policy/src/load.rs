@@ -365,34 +365,40 @@ pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
 
 /// A file's text, or why it has none as a diagnostic (BW001) at the offending byte: the file
 /// cannot be read, is binary (holds a NUL byte) or is not UTF-8.
-fn read_text(path: &Path) -> Result<String, Diagnostic> {
+fn read_text(path: &Path) -> Result<String, Box<Diagnostic>> {
     let bytes = std::fs::read(path).map_err(|e| {
-        Diagnostic::new(codes::YAML_SYNTAX, format!("cannot read the file: {e}"))
-            .hint("check that the file exists and is readable, or leave it out of the paths given")
-            .at(1, 1)
+        Box::new(
+            Diagnostic::new(codes::YAML_SYNTAX, format!("cannot read the file: {e}"))
+                .hint("check that the file exists and is readable, or leave it out of the paths given")
+                .at(1, 1),
+        )
     })?;
     if let Some(nul) = bytes.iter().position(|&b| b == 0) {
         let (line, column) = line_column(&bytes, nul);
-        return Err(Diagnostic::new(
-            codes::YAML_SYNTAX,
-            "the file is binary (it holds a NUL byte), not a policy",
-        )
-        .hint("pass .yaml/.yml policy files or directories that hold them")
-        .at(line, column));
+        return Err(Box::new(
+            Diagnostic::new(
+                codes::YAML_SYNTAX,
+                "the file is binary (it holds a NUL byte), not a policy",
+            )
+            .hint("pass .yaml/.yml policy files or directories that hold them")
+            .at(line, column),
+        ));
     }
     String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
         let bytes = e.into_bytes();
         let (line, column) = line_column(&bytes, offset);
-        Diagnostic::new(
-            codes::YAML_SYNTAX,
-            format!(
-                "the file is not UTF-8 text: byte 0x{:02x} at offset {offset} is not valid UTF-8",
-                bytes[offset]
-            ),
+        Box::new(
+            Diagnostic::new(
+                codes::YAML_SYNTAX,
+                format!(
+                    "the file is not UTF-8 text: byte 0x{:02x} at offset {offset} is not valid UTF-8",
+                    bytes[offset]
+                ),
+            )
+            .hint("save the policy as UTF-8")
+            .at(line, column),
         )
-        .hint("save the policy as UTF-8")
-        .at(line, column)
     })
 }
 
@@ -436,7 +442,7 @@ pub fn lint_paths_with(paths: &[PathBuf], set_check: SetCheck) -> Result<LintOut
         }
         match read_text(f) {
             Ok(text) => check_source(&name, &text, &mut out, &mut loaded),
-            Err(d) => out.diagnostics.push(d.file(name)),
+            Err(d) => out.diagnostics.push((*d).file(name)),
         }
     }
     Ok(finish(out, loaded, set_check))
