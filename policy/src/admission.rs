@@ -32,6 +32,15 @@ fn rule(code: Code, rule: &str, message: &str) -> J {
     json!({ "rule": rule, "message": format!("{}: {message}", code.id) })
 }
 
+/// A rule whose message names the offending value as the lint does: `parts` are CEL string
+/// expressions (`'text'` literals or `self.name`) joined with `+`; `message` is the fixed
+/// fallback the API server uses if the expression fails.
+fn rule_naming(code: Code, rule: &str, message: &str, parts: &[&str]) -> J {
+    let mut r = self::rule(code, rule, message);
+    r["messageExpression"] = json!(format!("'{}: ' + {}", code.id, parts.join(" + ")));
+    r
+}
+
 /// The schema node at a path of property names, `[]` stepping into a list's items
 /// (`spec.rules[].selectors[]`). `None` when the generated schema has no such node.
 fn node<'a>(schema: &'a mut J, path: &str) -> Option<&'a mut J> {
@@ -99,6 +108,8 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
             "maxItems": max(limits::MAX_SELECTORS),
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["name"],
+            // Naming the duplicate in a messageExpression costs more than the budget allows;
+            // the list-map's own error names it (`Duplicate value: {"name":"..."}`).
             "x-kubernetes-validations": [rule(
                 codes::DUPLICATE_RULE,
                 "self.all(r, self.exists_one(x, x.name == r.name))",
@@ -110,35 +121,57 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
         schema,
         "spec.rules[]",
         json!({ "x-kubernetes-validations": [
-            rule(
+            rule_naming(
                 codes::INVALID_NAME,
                 &format!("self.name.matches('{DNS1123_LABEL}')"),
                 "a rule name must be a DNS-1123 label (lowercase letters, digits and `-`, at most 63 characters)",
+                &[
+                    "'rule name `'",
+                    "self.name",
+                    "'` is not a valid DNS-1123 label (lowercase letters, digits and `-`, at most 63 characters)'",
+                ],
             ),
             rule(
                 codes::ACTION_NOT_ALLOWED,
                 "self.hook != 'exec' || self.selectors.all(s, !has(s.matchActions) || s.matchActions.all(a, a.action != 'Block'))",
                 "action `Block` is not allowed on `hook: exec`; it allows `Post`, `Sigkill` (use `Sigkill` to stop an exec)",
             ),
-            rule(
+            rule_naming(
                 codes::ACTION_NOT_ALLOWED,
                 "self.hook == 'exec' || self.selectors.all(s, !has(s.matchActions) || s.matchActions.all(a, a.action != 'Sigkill'))",
                 "action `Sigkill` is not allowed on `hook: connect` or `egress`; they allow `Post`, `Block` (use `Block` to refuse the connection or send)",
+                &[
+                    "'action `Sigkill` is not allowed on `hook: '",
+                    "self.hook",
+                    "'`; it allows `Post`, `Block` (use `Block` to refuse the connection or send)'",
+                ],
             ),
-            rule(
+            rule_naming(
                 codes::DESTINATIONS_ON_EXEC,
                 "self.hook != 'exec' || self.selectors.all(s, !has(s.matchDestinations) || size(s.matchDestinations) == 0)",
                 "`matchDestinations` with `hook: exec`: an exec has no destination; use `hook: connect` or `egress`",
+                &[
+                    "'`matchDestinations` on rule `'",
+                    "self.name",
+                    "'` with `hook: exec`: an exec has no destination (use `hook: connect` or `egress`)'",
+                ],
             ),
             rule(
                 codes::UDP_ON_EGRESS,
                 "self.hook != 'egress' || self.selectors.all(s, !has(s.matchDestinations) || s.matchDestinations.all(d, d.operator != 'In' || !has(d.protocol) || d.protocol != 'UDP'))",
-                "`protocol: UDP` with `operator: In` on `hook: egress` never matches: only TCP payloads are classified; use `hook: connect` to act on UDP",
+                "`protocol: UDP` on the egress hook never matches: only TCP payloads are classified (use `hook: connect` to act on UDP)",
             ),
-            rule(
+            rule_naming(
                 codes::ENCRYPTION_OFF_EGRESS,
                 "self.hook == 'egress' || self.selectors.all(s, !has(s.matchEncryption))",
                 "`matchEncryption` is only valid with `hook: egress`: encryption is decided from the first payload, which only the egress hook sees",
+                &[
+                    "'`matchEncryption` on rule `'",
+                    "self.name",
+                    "'` with `hook: '",
+                    "self.hook",
+                    "'`: encryption is decided from the first payload, which only the egress hook sees'",
+                ],
             ),
         ]}),
     );
@@ -147,10 +180,17 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
         refine(
             schema,
             "spec.rules[]",
-            json!({ "x-kubernetes-validations": [rule(
+            json!({ "x-kubernetes-validations": [rule_naming(
                 codes::NO_CONDITIONS_ENFORCING,
                 &format!("self.selectors.all(s, !({enforcing}) || {SELECTOR_HAS_CONDITIONS})"),
                 "a selector with `Sigkill` or `Block` and no conditions would kill or block every event of its hook; add conditions (matchBinaries, matchNamespaces, matchDestinations, ...)",
+                &[
+                    "'a selector of rule `'",
+                    "self.name",
+                    "'` has no conditions, so its enforcing action applies to every '",
+                    "(self.hook == 'exec' ? 'exec on every host process and workload' : self.hook == 'connect' ? 'connect on the node' : 'outbound TCP connection on the node')",
+                    "' (add conditions: matchBinaries, matchNamespaces, matchDestinations, ...)'",
+                ],
             )]}),
         );
     }

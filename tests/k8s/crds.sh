@@ -98,6 +98,11 @@ for f in "${cases[@]}"; do
       text=${want#refuses: }
       [ "$rc" -ne 0 ] || fail "$f: kubectl apply accepted it; want a refusal containing: $text"
       grep -qF -- "$text" <<<"$out" || fail "$f: kubectl refused it, but not with '$text': $out"
+      # A code in the server's message (a CEL rule's) is the code the lint gives the case.
+      want_code=$(sed -n 's/.*# expect: \(BW[0-9]*\).*/\1/p' "$f")
+      for got in $(grep -o 'BW[0-9][0-9][0-9]:' <<<"$out" | tr -d : | sort -u); do
+        [ "$got" = "$want_code" ] || fail "$f: the API server says $got, the lint $want_code: $out"
+      done
       refused=$((refused + 1)) ;;
     *) fail "$f: unknown expectation '# kubectl apply: $want'" ;;
   esac
