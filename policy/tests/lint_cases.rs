@@ -70,6 +70,20 @@ fn directories_are_walked_sorted_once_and_io_errors_are_errors() {
         l1.diagnostics
     );
     assert!(l1.diagnostics[0].message.contains("0xe9"));
+    // Columns count characters: `ü` before the bad byte is one column.
+    std::fs::write(
+        dir.join("mixed.yaml"),
+        "a: x\nb: \u{fc}"
+            .bytes()
+            .chain([0xff, b'\n'])
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let mixed = lint_paths(&[dir.join("mixed.yaml")]).unwrap();
+    assert_eq!(
+        (mixed.diagnostics[0].line, mixed.diagnostics[0].column),
+        (Some(2), Some(5))
+    );
     // A binary file among others: a finding for that file, and the others are still checked.
     std::fs::write(dir.join("blob.bin"), b"\x7fELF\x00\x00").unwrap();
     let blob = lint_paths(&[dir.join("blob.bin"), dir.join("b.yaml")]).unwrap();
