@@ -17,9 +17,9 @@ use serde_json::{json, Value as J};
 /// A DNS-1123 label: what Kubernetes namespace names and bulwark rule names are.
 pub const DNS1123_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
-/// A port `1`..`65535` (leading zeros and `+` allowed, as Rust reads integers) or a range of two, blanks around either end, as
-/// [`crate::values::parse_port`] reads text; whether a range is low to high is the lint's to
-/// judge (BW053).
+/// A port `1`..`65535` (leading zeros and `+` allowed, as Rust reads integers) or a range of
+/// two, blanks around either end, as [`crate::values::parse_port`] reads text; whether a range
+/// is low to high is the lint's to judge (BW053).
 pub const PORT_TEXT: &str = concat!(
     r"^\s*\+?0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])\s*",
     r"(-\s*\+?0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])\s*)?$"
@@ -278,30 +278,6 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
     );
 }
 
-/// The codes of the CEL rules' messages (`BWnnn: ...`), for tests and docs.
-pub fn rule_codes(schema: &J) -> Vec<String> {
-    let mut out = Vec::new();
-    collect_codes(schema, &mut out);
-    out
-}
-
-fn collect_codes(n: &J, out: &mut Vec<String>) {
-    match n {
-        J::Object(map) => {
-            if let Some(J::Array(rules)) = map.get("x-kubernetes-validations") {
-                for r in rules {
-                    if let Some(m) = r.get("message").and_then(J::as_str) {
-                        out.push(m.split(':').next().unwrap_or("").to_string());
-                    }
-                }
-            }
-            map.values().for_each(|v| collect_codes(v, out));
-        }
-        J::Array(items) => items.iter().for_each(|v| collect_codes(v, out)),
-        _ => {}
-    }
-}
-
 /// Applies [`refine_policy_schema`] to a CRD's every version.
 pub fn refine_crd(crd: &mut crate::CustomResourceDefinition) {
     let cluster = crd.spec.scope == "Cluster";
@@ -333,6 +309,28 @@ mod tests {
     use super::*;
     use crate::diagnostics::code_info;
 
+    /// `(code of message, messageExpression)` of every CEL rule in `n`.
+    fn cel_rules(n: &J, out: &mut Vec<(String, Option<String>)>) {
+        match n {
+            J::Object(map) => {
+                if let Some(J::Array(rules)) = map.get("x-kubernetes-validations") {
+                    for r in rules {
+                        let message = r.get("message").and_then(J::as_str).unwrap_or("");
+                        let code = message.split(':').next().unwrap_or("").to_string();
+                        let expression = r
+                            .get("messageExpression")
+                            .and_then(J::as_str)
+                            .map(str::to_string);
+                        out.push((code, expression));
+                    }
+                }
+                map.values().for_each(|v| cel_rules(v, out));
+            }
+            J::Array(items) => items.iter().for_each(|v| cel_rules(v, out)),
+            _ => {}
+        }
+    }
+
     fn schemas() -> Vec<(String, J)> {
         crate::crds()
             .into_iter()
@@ -351,15 +349,20 @@ mod tests {
     #[test]
     fn every_cel_message_names_a_lint_code() {
         for (kind, schema) in schemas() {
-            let codes = rule_codes(&schema);
-            assert!(codes.len() >= 7, "{kind}: {codes:?}");
-            for c in &codes {
+            let mut rules = Vec::new();
+            cel_rules(&schema, &mut rules);
+            assert!(rules.len() >= 7, "{kind}: {rules:?}");
+            for (c, expression) in &rules {
                 assert!(code_info(c).is_some(), "{kind}: `{c}` is not a lint code");
+                if let Some(e) = expression {
+                    assert!(e.starts_with(&format!("'{c}: ' + ")), "{kind}: {e}");
+                }
             }
+            let codes: Vec<&String> = rules.iter().map(|(c, _)| c).collect();
             // An enforcing selector without conditions is fine in a namespaced policy, whose
             // namespace is always a condition.
             assert_eq!(
-                codes.iter().any(|c| c == "BW043"),
+                codes.iter().any(|c| c.as_str() == "BW043"),
                 kind == "TracingPolicy",
                 "{kind}"
             );
