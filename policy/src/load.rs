@@ -93,6 +93,7 @@ fn issue_diagnostic(i: &TreeIssue) -> Diagnostic {
     let code = match i.kind {
         IssueKind::DuplicateKey => codes::DUPLICATE_KEY,
         IssueKind::Yaml11Scalar => codes::YAML11_SCALAR,
+        IssueKind::BadMerge => codes::YAML_SYNTAX,
     };
     Diagnostic::new(code, i.message.clone())
         .hint(i.hint.clone())

@@ -2,8 +2,8 @@
 //! event API of `yaml-rust2`; plain scalars are resolved per the YAML 1.2 core schema
 //! (null / bool / int / float / string), quoted and block scalars are strings, `!!str` forces a
 //! string. kubectl reads YAML 1.1 (`on`, `yes`, `0755` octal, `1_000`), so every plain scalar
-//! the two read differently is a [`TreeIssue`] ([`yaml11_reading`]); a leading byte-order mark
-//! is skipped, as kubectl does. Multi-document streams give one [`Document`] each. Also turns a
+//! the two read differently is a [`TreeIssue`] ([`yaml11_reading`]); merge keys (`<<: *base`)
+//! are merged and a leading byte-order mark is skipped, as kubectl does. Multi-document streams give one [`Document`] each. Also turns a
 //! tree into JSON and
 //! writes JSON values as YAML (for the generated CRDs). Never panics; deep nesting and alias
 //! bombs are refused with an error instead of exhausting the stack or memory.
@@ -67,6 +67,8 @@ pub enum IssueKind {
     DuplicateKey,
     /// A plain scalar that YAML 1.1 (kubectl) and YAML 1.2 (this tree) read differently.
     Yaml11Scalar,
+    /// A merge key (`<<`) whose value is not a mapping or a list of mappings.
+    BadMerge,
 }
 
 /// A problem found while building a tree that does not stop parsing (e.g. a duplicate key).
@@ -457,7 +459,11 @@ enum Frame {
         entries: Vec<Entry>,
         pos: Pos,
         anchor: usize,
-        key: Option<(String, Pos)>,
+        /// The key whose value comes next, and whether it is a merge key (`<<`).
+        key: Option<(String, Pos, bool)>,
+        /// Keys that came from a merge: an explicit key may replace them without being a
+        /// duplicate.
+        merged: Vec<String>,
     },
 }
 
@@ -466,6 +472,51 @@ struct Builder {
     anchors: HashMap<usize, Node>,
     nodes: usize,
     issues: Vec<TreeIssue>,
+    /// The scalar being completed is a plain `<<`: a merge key when it is a mapping's key.
+    plain_merge_key: bool,
+}
+
+/// Merges the mapping (or list of mappings) `value` of a `<<` key into `entries` as kubectl
+/// (go-yaml v2) does: the merged keys replace keys written before `<<`, keys written after it
+/// replace merged ones, and in a list the first mapping wins.
+fn merge(
+    entries: &mut Vec<Entry>,
+    merged: &mut Vec<String>,
+    value: Node,
+    pos: Pos,
+) -> Result<(), TreeIssue> {
+    let sources: Vec<Vec<Entry>> = match value.value {
+        Value::Map(es) => vec![es],
+        Value::Seq(items) if items.iter().all(|i| matches!(i.value, Value::Map(_))) => items
+            .into_iter()
+            .rev()
+            .filter_map(|i| match i.value {
+                Value::Map(es) => Some(es),
+                _ => None,
+            })
+            .collect(),
+        other => {
+            return Err(TreeIssue {
+                kind: IssueKind::BadMerge,
+                message: format!(
+                    "the merge key `<<` needs a mapping or a list of mappings, found {}; kubectl refuses the file",
+                    other.type_name()
+                ),
+                hint: "merge an anchored mapping (`<<: *base`), or quote `\"<<\"` for a key of that name".into(),
+                pos,
+            })
+        }
+    };
+    for e in sources.into_iter().flatten() {
+        if !merged.contains(&e.key) {
+            merged.push(e.key.clone());
+        }
+        match entries.iter_mut().find(|x| x.key == e.key) {
+            Some(x) => x.value = e.value,
+            None => entries.push(e),
+        }
+    }
+    Ok(())
 }
 
 fn count_nodes(n: &Node) -> usize {
@@ -488,6 +539,7 @@ impl Builder {
             anchors: HashMap::new(),
             nodes: 0,
             issues: Vec::new(),
+            plain_merge_key: false,
         }
     }
 
@@ -496,19 +548,37 @@ impl Builder {
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
         }
+        let merge_key = std::mem::take(&mut self.plain_merge_key);
         match self.stack.last_mut() {
             None => Some(node),
             Some(Frame::Seq { items, .. }) => {
                 items.push(node);
                 None
             }
-            Some(Frame::Map { entries, key, .. }) => {
+            Some(Frame::Map {
+                entries,
+                key,
+                merged,
+                ..
+            }) => {
                 match key.take() {
-                    None => *key = Some((key_text(&node), node.pos)),
-                    Some((k, key_pos)) => {
+                    None => *key = Some((key_text(&node), node.pos, merge_key)),
+                    Some((_, key_pos, true)) => {
+                        if let Err(issue) = merge(entries, merged, node, key_pos) {
+                            self.issues.push(issue);
+                        }
+                    }
+                    Some((k, key_pos, false)) => {
                         // kubectl and the API server keep the last value of a repeated key
-                        // without a word, so the tree does too.
-                        if let Some(first) = entries.iter_mut().find(|e| e.key == k) {
+                        // without a word, so the tree does too. A key a merge brought in is
+                        // meant to be replaced.
+                        if let Some(i) = merged.iter().position(|m| *m == k) {
+                            merged.remove(i);
+                            if let Some(e) = entries.iter_mut().find(|e| e.key == k) {
+                                e.key_pos = key_pos;
+                                e.value = node;
+                            }
+                        } else if let Some(first) = entries.iter_mut().find(|e| e.key == k) {
                             self.issues.push(TreeIssue {
                                 kind: IssueKind::DuplicateKey,
                                 message: format!(
@@ -609,6 +679,7 @@ pub fn parse(text: &str) -> Stream {
                     Value::Str(text)
                 } else {
                     let value = resolve_plain(&text);
+                    builder.plain_merge_key = text == "<<" && tag.is_none();
                     // An explicit tag says what the author means, in either version.
                     let issue = tag.is_none().then(|| yaml11_issue(&text, &value, pos));
                     if let Some(issue) = issue.flatten() {
@@ -639,6 +710,7 @@ pub fn parse(text: &str) -> Stream {
                             pos,
                             anchor,
                             key: None,
+                            merged: Vec::new(),
                         }
                     };
                     builder.stack.push(frame);
@@ -912,6 +984,24 @@ mod tests {
         assert_eq!(root.get("kind").unwrap().as_str(), Some("b"));
         assert_eq!(s.documents[0].issues[0].kind, IssueKind::DuplicateKey);
         assert_eq!(s.documents[0].issues[0].pos.line, 3);
+    }
+
+    #[test]
+    fn merge_keys_merge_as_kubectl_does() {
+        // kubectl 1.36 sends: m1 {a: 1, b: 2}, m2 {a: 0, b: 2}, m3 {a: 1, b: 2, c: 3}, m4 {"<<": ...}.
+        let s = parse(
+            "base: &b {a: 1, b: 2}\nm1: {a: 0, <<: *b}\nm2: {<<: *b, a: 0}\nm3: {<<: [*b, {a: 9, c: 3}]}\nm4: {\"<<\": *b}\nm5: {<<: 3}\n",
+        );
+        let d = &s.documents[0];
+        let j = d.root.to_json();
+        assert_eq!(j["m1"], serde_json::json!({"a": 1, "b": 2}));
+        assert_eq!(j["m2"], serde_json::json!({"a": 0, "b": 2}));
+        assert_eq!(j["m3"], serde_json::json!({"a": 1, "b": 2, "c": 3}));
+        assert_eq!(j["m4"], serde_json::json!({"<<": {"a": 1, "b": 2}}));
+        // Replacing a merged key is not a duplicate; a merge of a scalar is refused.
+        assert_eq!(d.issues.len(), 1, "{:?}", d.issues);
+        assert_eq!(d.issues[0].kind, IssueKind::BadMerge);
+        assert_eq!(d.issues[0].pos.line, 6);
     }
 
     #[test]

@@ -81,6 +81,10 @@ fn syntax_and_envelope() {
         &good,
     );
     pair("BW004", &good.replace("mode: enforce", "mode: off"), &good);
+    // Merge keys merge, as kubectl does: shared selector parts written once.
+    let merged = "apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  rules:\n    - name: r\n      hook: exec\n      selectors:\n        - &kill\n          matchBinaries: [{operator: In, values: [/usr/bin/curl]}]\n          matchActions: [{action: Sigkill}]\n        - <<: *kill\n          matchBinaries: [{operator: In, values: [/usr/bin/wget]}]\n";
+    assert_eq!(codes(merged), Vec::<&str>::new());
+    assert_eq!(codes(&merged.replace("<<: *kill", "<<: 3")), ["BW001"]);
     // A byte-order mark is valid (kubectl skips it too).
     assert_eq!(codes(&format!("\u{feff}{good}")), Vec::<&str>::new());
 }
