@@ -7,20 +7,32 @@ use bulwark_compiler::{compile, lint_source, validate_set, Limit, NamespaceIds};
 use bulwark_policy::AnyPolicy;
 use serde_json::{json, Value};
 
-/// The diagnostics of one file holding one policy `p` (enforce mode) with `rules`, each
-/// `(hook, selector)`; JSON is YAML.
+/// The diagnostics of one file holding policies `p`, `p-2`, ... (enforce mode) with `rules`,
+/// each `(hook, selector)`, at most `MAX_SELECTORS` rules per policy (the most the CRD schema
+/// lets one policy list); JSON is YAML.
 fn lint_rules(rules: &[(&str, Value)]) -> Vec<bulwark_policy::Diagnostic> {
     let rules: Vec<Value> = rules
         .iter()
         .enumerate()
         .map(|(i, (hook, sel))| json!({"name": format!("r{i}"), "hook": hook, "selectors": [sel]}))
         .collect();
-    let text = json!({"apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
-                      "metadata": {"name": "p"}, "spec": {"rules": rules}})
-    .to_string();
-    let out = lint_source("t.yaml", &text);
+    let docs: Vec<String> = rules
+        .chunks(daemon_common::MAX_SELECTORS)
+        .enumerate()
+        .map(|(i, rules)| {
+            let name = if i == 0 {
+                "p".to_string()
+            } else {
+                format!("p-{}", i + 1)
+            };
+            json!({"apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
+                   "metadata": {"name": name}, "spec": {"rules": rules}})
+            .to_string()
+        })
+        .collect();
+    let out = lint_source("t.yaml", &docs.join("\n---\n"));
     if out.diagnostics.is_empty() {
-        assert_eq!(out.policies.len(), 1, "a clean file is loadable");
+        assert_eq!(out.policies.len(), docs.len(), "a clean file is loadable");
     }
     out.diagnostics
 }
@@ -59,28 +71,42 @@ fn capacity_over_a_file() {
         "{}",
         d[0].message
     );
-    assert_eq!(
-        d[0].path.as_deref(),
-        Some(format!("spec.rules[{max_sel}].selectors[0]").as_str())
-    );
+    // The selector past the limit is the first of the second policy.
+    assert_eq!(d[0].path.as_deref(), Some("spec.rules[0].selectors[0]"));
+    assert!(d[0].message.contains("`p-2`"), "{}", d[0].message);
     // 64 selectors with 64 distinct conditions fit; identical conditions are shared.
     assert!(lint_rules(&rules(max_sel, true)).is_empty());
+    // One condition past the limit, over two selectors (a list may hold at most the limit).
     let entries: Vec<Value> = (0..=daemon_common::MAX_PROC_CONDITIONS)
         .map(|i| json!({"index": 1, "operator": "NotIn", "values": [format!("v{i}")]}))
         .collect();
-    let d = lint_rules(&[(
-        "exec",
-        json!({"matchArgs": entries, "matchActions": [{"action": "Sigkill"}]}),
-    )]);
+    let (a, b) = entries.split_at(entries.len() / 2);
+    let d = lint_rules(&[
+        (
+            "exec",
+            json!({"matchArgs": a, "matchActions": [{"action": "Sigkill"}]}),
+        ),
+        (
+            "exec",
+            json!({"matchArgs": b, "matchActions": [{"action": "Sigkill"}]}),
+        ),
+    ]);
     assert_eq!(codes(&d), ["BW092"], "{d:?}");
     assert!(d[0].message.contains("MAX_PROC_CONDITIONS"));
     let entries: Vec<Value> = (0..=daemon_common::MAX_DEST_CONDITIONS)
         .map(|i| json!({"operator": "NotIn", "ports": [1000 + i]}))
         .collect();
-    let d = lint_rules(&[(
-        "connect",
-        json!({"matchDestinations": entries, "matchActions": [{"action": "Block"}]}),
-    )]);
+    let (a, b) = entries.split_at(entries.len() / 2);
+    let d = lint_rules(&[
+        (
+            "connect",
+            json!({"matchDestinations": a, "matchActions": [{"action": "Block"}]}),
+        ),
+        (
+            "connect",
+            json!({"matchDestinations": b, "matchActions": [{"action": "Block"}]}),
+        ),
+    ]);
     assert_eq!(codes(&d), ["BW092"], "{d:?}");
     assert!(d[0].message.contains("MAX_DEST_CONDITIONS"));
 }

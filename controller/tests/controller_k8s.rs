@@ -28,18 +28,18 @@ const T: Duration = Duration::from_secs(90);
 const INVALID: &str = r#"apiVersion: bulwark.dev/v1alpha1
 kind: TracingPolicy
 metadata:
-  name: ctl-test-invalid-cidr
+  name: ctl-test-rejected
 spec:
   mode: enforce
   rules:
-  - name: deny-bad
-    hook: connect
+  - name: kill-bad
+    hook: exec
     selectors:
-    - matchDestinations:
+    - matchBinaries:
       - operator: In
-        cidrs: ["10.0.0.0/33"]
+        values: ["curl"]
       matchActions:
-      - action: Block
+      - action: Sigkill
 "#;
 
 fn policy_yaml(name: &str, mode: &str) -> String {
@@ -166,7 +166,7 @@ async fn controller_against_real_server() {
     install_crds(&kc);
     // Leftovers of an earlier run on the same server.
     for name in [
-        "ctl-test-invalid-cidr",
+        "ctl-test-rejected",
         "fail-ctl-capacity",
         "ctl-test-mode",
         "slow-ctl-delete",
@@ -275,22 +275,19 @@ async fn controller_against_real_server() {
         .any(|(k, _)| k.kind == PolicyKind::Namespaced));
 
     // 2. Invalid for lint, valid for the server: Rejected with the diagnostic, not loaded.
-    let o = wait_state(&client, None, "ctl-test-invalid-cidr", "Rejected").await;
+    let o = wait_state(&client, None, "ctl-test-rejected", "Rejected").await;
     let acc = condition(&o, "Accepted").unwrap();
     assert_eq!(acc["status"], "False");
     assert_eq!(acc["reason"], "Rejected");
     let msg = acc["message"].as_str().unwrap();
-    assert!(
-        msg.contains("BW050") && msg.contains("10.0.0.0/33"),
-        "{msg}"
-    );
+    assert!(msg.contains("BW054") && msg.contains("`curl`"), "{msg}");
     assert_eq!(o.data["status"]["nodes"], "0/1");
     assert!(!engine
         .last()
         .unwrap()
         .policies
         .iter()
-        .any(|(k, _)| k.name == "ctl-test-invalid-cidr"));
+        .any(|(k, _)| k.name == "ctl-test-rejected"));
 
     // 3. Accepted but this node cannot load it: Failed with the engine's reason.
     let o = wait_state(&client, None, "fail-ctl-capacity", "Accepted").await;
@@ -311,7 +308,7 @@ async fn controller_against_real_server() {
     }
     let row = table
         .lines()
-        .find(|l| l.starts_with("ctl-test-invalid-cidr"))
+        .find(|l| l.starts_with("ctl-test-rejected"))
         .unwrap();
     assert!(
         row.contains("enforce") && row.contains("Rejected") && row.contains("0/1"),
@@ -529,11 +526,7 @@ async fn controller_against_real_server() {
 
     ctl_b.abort();
     ctl.abort();
-    for name in [
-        "ctl-test-invalid-cidr",
-        "fail-ctl-capacity",
-        "ctl-test-mode",
-    ] {
+    for name in ["ctl-test-rejected", "fail-ctl-capacity", "ctl-test-mode"] {
         let _ = kubectl(
             &kc,
             &[

@@ -49,9 +49,10 @@ macro_rules! codes {
 }
 
 codes! {
-    YAML_SYNTAX = "BW001", "yaml-syntax", Error, "The file is not valid YAML.";
+    YAML_SYNTAX = "BW001", "yaml-syntax", Error, "The file is not valid YAML, not UTF-8 text, or cannot be read.";
     DUPLICATE_KEY = "BW002", "duplicate-key", Error, "A mapping has the same key twice.";
     NOT_AN_OBJECT = "BW003", "not-an-object", Error, "A document is not a mapping (a Kubernetes object).";
+    YAML11_SCALAR = "BW004", "yaml-1.1-scalar", Error, "A plain scalar that kubectl (YAML 1.1) reads differently from YAML 1.2 (`on`, `yes`, `0755`, `1_000`).";
     API_VERSION = "BW010", "api-version", Error, "apiVersion is missing or not bulwark.dev/v1alpha1.";
     KIND = "BW011", "kind", Error, "kind is missing or not TracingPolicy / TracingPolicyNamespaced.";
     TETRAGON_POLICY = "BW012", "tetragon-policy", Error, "A Cilium Tetragon policy was given instead of a bulwark policy.";
@@ -84,6 +85,7 @@ codes! {
     VALUE_TOO_LONG = "BW090", "value-too-long", Error, "A value is longer than the kernel map key can hold.";
     ARG_INDEX = "BW091", "arg-index-too-large", Error, "matchArgs.index is beyond the argv elements the kernel examines.";
     CAPACITY = "BW092", "kernel-capacity", Error, "The loaded policy set needs more selectors, conditions or map entries than the kernel maps hold.";
+    TOO_MANY_ENTRIES = "BW093", "too-many-entries", Error, "A list has more entries than the CRD schema allows (what the kernel maps or the model hold); the API server refuses it too.";
 }
 
 /// Looks a code up by id.
@@ -125,8 +127,10 @@ impl Diagnostic {
         self
     }
 
+    /// The JSON path; an empty one (the document itself) is no path.
     pub fn path(mut self, path: impl Into<String>) -> Self {
-        self.path = Some(path.into());
+        let path = path.into();
+        self.path = (!path.is_empty()).then_some(path);
         self
     }
 
@@ -188,7 +192,7 @@ pub fn render_text(diags: &[Diagnostic]) -> String {
             d.code,
             d.message
         );
-        if let Some(path) = &d.path {
+        if let Some(path) = d.path.as_deref().filter(|p| !p.is_empty()) {
             let _ = writeln!(out, "  = at: {path}");
         }
         if let Some(hint) = &d.hint {

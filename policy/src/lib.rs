@@ -7,10 +7,12 @@
 //! typed model ([`model`]) -> semantic checks ([`validate`]) -> [`diagnostics`]. [`load`] runs
 //! the whole path for files; the controller calls [`validate::validate_policy`] directly.
 //! [`values`] is the one parser of the values a policy writes as text (CIDRs, ports), used by
-//! validation and the compiler alike. The model's word enums (hook, action, mode, encryption)
+//! validation and the compiler alike. [`admission`] adds to the generated CRD schema what the API
+//! server can check itself, so `kubectl apply` refuses those mistakes in the lint's words. The model's word enums (hook, action, mode, encryption)
 //! get their one word table from [`words!`], which the event schema (crate `bulwark-events`)
 //! uses for its own words too.
 
+pub mod admission;
 pub mod diagnostics;
 pub mod load;
 pub mod model;
@@ -38,8 +40,11 @@ pub use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::Cust
 use kube::CustomResourceExt;
 
 /// The CRDs of the policy model: `TracingPolicy`, then `TracingPolicyNamespaced`.
+/// Their schemas carry what the API server can check itself ([`admission`]).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![TracingPolicy::crd(), TracingPolicyNamespaced::crd()]
+    let mut crds = vec![TracingPolicy::crd(), TracingPolicyNamespaced::crd()];
+    crds.iter_mut().for_each(admission::refine_crd);
+    crds
 }
 
 /// A CRD as YAML, as `bulwark crds` prints it and `crds/*.yaml` hold it.

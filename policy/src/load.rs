@@ -10,7 +10,7 @@
 use crate::diagnostics::{codes, Diagnostic};
 use crate::schema::{self, Kind};
 use crate::validate;
-use crate::yaml::{self, Document};
+use crate::yaml::{self, Document, IssueKind, TreeIssue, Value};
 use crate::{AnyPolicy, TracingPolicy, TracingPolicyNamespaced};
 use std::path::{Path, PathBuf};
 
@@ -39,13 +39,11 @@ impl LintOutcome {
     }
 }
 
-/// An error reading the inputs (not a problem in a policy).
+/// An error finding the inputs: a path given on the command line that does not exist or a
+/// directory that cannot be listed (not a problem in a policy). A file that cannot be read or
+/// is not text is a diagnostic for that file, and the other files are still checked.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error(
-        "`{0}` is a binary file, not a policy; pass .yaml/.yml files or directories that hold them"
-    )]
-    NotText(String),
     /// The message carries the OS error (not chained as `source`, so it is printed once).
     #[error("cannot read `{path}`: {error}")]
     Io { path: String, error: std::io::Error },
@@ -65,20 +63,80 @@ fn no_set_check(_: &[&AnyPolicy]) -> Vec<(usize, Diagnostic)> {
 struct Loaded {
     file: String,
     doc: Document,
+    /// Path of the document in its file: `items[2]` inside a `kind: List`, else empty.
+    prefix: String,
     policy: AnyPolicy,
     has_errors: bool,
 }
 
-fn place(d: &mut Diagnostic, file: &str, doc: &Document) {
+/// Fills in the file and the position of the node at the diagnostic's path, then prefixes the
+/// path with where the document sits in its file (`items[2].spec...` in a `kind: List`).
+fn place(d: &mut Diagnostic, file: &str, doc: &Document, prefix: &str) {
     d.file = Some(file.to_string());
     if d.line.is_none() {
         let pos = match &d.path {
             Some(p) => doc.root.locate(p, true).0,
-            None => doc.start,
+            None => doc.root.pos,
         };
         d.line = Some(pos.line);
         d.column = Some(pos.column);
     }
+    if !prefix.is_empty() {
+        d.path = Some(match d.path.take() {
+            Some(p) => format!("{prefix}.{p}"),
+            None => prefix.to_string(),
+        });
+    }
+}
+
+fn issue_diagnostic(i: &TreeIssue) -> Diagnostic {
+    let code = match i.kind {
+        IssueKind::DuplicateKey => codes::DUPLICATE_KEY,
+        IssueKind::Yaml11Scalar => codes::YAML11_SCALAR,
+        IssueKind::BadMerge => codes::YAML_SYNTAX,
+    };
+    Diagnostic::new(code, i.message.clone())
+        .hint(i.hint.clone())
+        .at(i.pos.line, i.pos.column)
+}
+
+/// The documents of a `kind: List` (`apiVersion: v1`), as `kubectl get -o yaml` writes and
+/// `kubectl apply` reads them: each item becomes a document of its own, with the tree issues
+/// that lie inside it. `None` when `doc` is not a List; a diagnostic when its `items` is not a
+/// list.
+fn list_items(doc: &Document) -> Option<Result<Vec<Document>, Diagnostic>> {
+    let is_list = doc.root.get("apiVersion").and_then(|n| n.as_str()) == Some("v1")
+        && doc.root.get("kind").and_then(|n| n.as_str()) == Some("List");
+    if !is_list {
+        return None;
+    }
+    let items = match doc.root.get("items").map(|n| &n.value) {
+        None | Some(Value::Null) => return Some(Ok(Vec::new())),
+        Some(Value::Seq(items)) => items,
+        Some(other) => {
+            return Some(Err(Diagnostic::new(
+                codes::WRONG_TYPE,
+                format!("`items` of a `kind: List` must be a list of policies, found {}", other.type_name()),
+            )
+            .hint("write each policy as an entry of `items:`, or write them as separate documents separated by `---`")
+            .path("items")))
+        }
+    };
+    let mut docs: Vec<Document> = items
+        .iter()
+        .map(|item| Document {
+            root: item.clone(),
+            start: item.pos,
+            issues: Vec::new(),
+        })
+        .collect();
+    for issue in &doc.issues {
+        // The last item starting at or before the issue holds it.
+        if let Some(d) = docs.iter_mut().rev().find(|d| d.start <= issue.pos) {
+            d.issues.push(issue.clone());
+        }
+    }
+    Some(Ok(docs))
 }
 
 /// Checks one file's text without set-level checks.
@@ -88,54 +146,29 @@ fn check_source(file: &str, text: &str, out: &mut LintOutcome, loaded: &mut Vec<
     }
     let stream = yaml::parse(text);
     for doc in stream.documents {
-        out.documents += 1;
-        let mut diags: Vec<Diagnostic> = doc
-            .issues
-            .iter()
-            .map(|i| {
-                Diagnostic::new(codes::DUPLICATE_KEY, i.message.clone())
-                    .hint(i.hint.clone())
-                    .at(i.pos.line, i.pos.column)
-            })
-            .collect();
-        let kind = schema::check_document(&doc, &mut diags);
-        let structural_ok = !diags.iter().any(Diagnostic::is_error);
-        let mut policy = None;
-        if let (Some(kind), true) = (kind, structural_ok) {
-            let json = doc.root.to_json();
-            let typed = match kind {
-                Kind::Cluster => {
-                    serde_json::from_value::<TracingPolicy>(json).map(AnyPolicy::Cluster)
-                }
-                Kind::Namespaced => serde_json::from_value::<TracingPolicyNamespaced>(json)
-                    .map(AnyPolicy::Namespaced),
-            };
-            match typed {
-                Ok(p) => {
-                    diags.extend(validate::validate_policy(&p));
-                    policy = Some(p);
-                }
-                Err(e) => diags.push(
-                    Diagnostic::new(
-                        codes::WRONG_TYPE,
-                        format!("the document does not match the policy model: {e}"),
-                    )
-                    .hint("compare the document with policies/examples/ and docs/lint.md"),
-                ),
+        match list_items(&doc) {
+            None => check_document(file, doc, "", out, loaded),
+            Some(Err(mut d)) => {
+                out.documents += 1;
+                place(&mut d, file, &doc, "");
+                out.diagnostics.push(d);
             }
-        }
-        for d in &mut diags {
-            place(d, file, &doc);
-        }
-        let has_errors = diags.iter().any(Diagnostic::is_error);
-        out.diagnostics.extend(diags);
-        if let Some(policy) = policy {
-            loaded.push(Loaded {
-                file: file.to_string(),
-                doc,
-                policy,
-                has_errors,
-            });
+            Some(Ok(items)) => {
+                // Issues before the first item (in the List's own keys) are the List's.
+                let first = items.first().map(|d| d.start);
+                for i in doc
+                    .issues
+                    .iter()
+                    .filter(|i| first.is_none_or(|f| i.pos < f))
+                {
+                    let mut d = issue_diagnostic(i);
+                    place(&mut d, file, &doc, "");
+                    out.diagnostics.push(d);
+                }
+                for (i, item) in items.into_iter().enumerate() {
+                    check_document(file, item, &format!("items[{i}]"), out, loaded);
+                }
+            }
         }
     }
     if let Some(e) = stream.error {
@@ -145,6 +178,57 @@ fn check_source(file: &str, text: &str, out: &mut LintOutcome, loaded: &mut Vec<
                 .file(file)
                 .at(e.pos.line, e.pos.column),
         );
+    }
+}
+
+/// Checks one document (a whole document, or one item of a `kind: List` at `prefix`).
+fn check_document(
+    file: &str,
+    doc: Document,
+    prefix: &str,
+    out: &mut LintOutcome,
+    loaded: &mut Vec<Loaded>,
+) {
+    out.documents += 1;
+    let mut diags: Vec<Diagnostic> = doc.issues.iter().map(issue_diagnostic).collect();
+    let kind = schema::check_document(&doc, &mut diags);
+    let structural_ok = !diags.iter().any(Diagnostic::is_error);
+    let mut policy = None;
+    if let (Some(kind), true) = (kind, structural_ok) {
+        let json = doc.root.to_json();
+        let typed = match kind {
+            Kind::Cluster => serde_json::from_value::<TracingPolicy>(json).map(AnyPolicy::Cluster),
+            Kind::Namespaced => {
+                serde_json::from_value::<TracingPolicyNamespaced>(json).map(AnyPolicy::Namespaced)
+            }
+        };
+        match typed {
+            Ok(p) => {
+                diags.extend(validate::validate_policy(&p));
+                policy = Some(p);
+            }
+            Err(e) => diags.push(
+                Diagnostic::new(
+                    codes::WRONG_TYPE,
+                    format!("the document does not match the policy model: {e}"),
+                )
+                .hint("compare the document with policies/examples/ and docs/lint.md"),
+            ),
+        }
+    }
+    for d in &mut diags {
+        place(d, file, &doc, prefix);
+    }
+    let has_errors = diags.iter().any(Diagnostic::is_error);
+    out.diagnostics.extend(diags);
+    if let Some(policy) = policy {
+        loaded.push(Loaded {
+            file: file.to_string(),
+            doc,
+            prefix: prefix.to_string(),
+            policy,
+            has_errors,
+        });
     }
 }
 
@@ -171,7 +255,7 @@ fn finish(mut out: LintOutcome, loaded: Vec<Loaded>, set_check: SetCheck) -> Lin
             d.message
                 .push_str(&format!(" (first defined at {}:{})", first.file, pos.line));
         }
-        place(&mut d, &l.file, &l.doc);
+        place(&mut d, &l.file, &l.doc, &l.prefix);
         if d.is_error() {
             failed[i] = true;
         }
@@ -280,9 +364,68 @@ pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     Ok(files)
 }
 
+/// A file's text, or why it has none as a diagnostic (BW001) at the offending byte: the file
+/// cannot be read, is binary (holds a NUL byte) or is not UTF-8.
+fn read_text(path: &Path) -> Result<String, Box<Diagnostic>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Box::new(
+            Diagnostic::new(codes::YAML_SYNTAX, format!("cannot read the file: {e}"))
+                .hint("check that the file exists and is readable, or leave it out of the paths given")
+                .at(1, 1),
+        )
+    })?;
+    if let Some(nul) = bytes.iter().position(|&b| b == 0) {
+        let (line, column) = line_column(&bytes, nul);
+        return Err(Box::new(
+            Diagnostic::new(
+                codes::YAML_SYNTAX,
+                "the file is binary (it holds a NUL byte), not a policy",
+            )
+            .hint("pass .yaml/.yml policy files or directories that hold them")
+            .at(line, column),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let bytes = e.into_bytes();
+        let (line, column) = line_column(&bytes, offset);
+        Box::new(
+            Diagnostic::new(
+                codes::YAML_SYNTAX,
+                format!(
+                    "the file is not UTF-8 text: byte 0x{:02x} at offset {offset} is not valid UTF-8",
+                    bytes[offset]
+                ),
+            )
+            .hint("save the policy as UTF-8")
+            .at(line, column),
+        )
+    })
+}
+
+/// 1-based line and column (in characters) of byte `offset`, all bytes before it valid UTF-8
+/// up to the last line break.
+fn line_column(bytes: &[u8], offset: usize) -> (u32, u32) {
+    let before = &bytes[..offset];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+    )
+}
+
 /// Lints files and directories (recursive, `.yaml`/`.yml`, sorted; a file named explicitly
 /// is read whatever its extension). Cross-file checks (duplicate policy names) run over every
-/// policy found. I/O problems are errors, not diagnostics.
+/// policy found. A file that cannot be read or is not text is a diagnostic for that file; only
+/// a path that cannot be found or listed is an error.
 pub fn lint_paths(paths: &[PathBuf]) -> Result<LintOutcome, LoadError> {
     lint_paths_with(paths, &no_set_check)
 }
@@ -293,32 +436,14 @@ pub fn lint_paths_with(paths: &[PathBuf], set_check: SetCheck) -> Result<LintOut
     let mut out = LintOutcome::default();
     let mut loaded = Vec::new();
     for f in &files {
-        let bytes = std::fs::read(f).map_err(|e| LoadError::Io {
-            path: f.display().to_string(),
-            error: e,
-        })?;
         out.files += 1;
         let name = f.display().to_string();
         if !out.file_names.contains(&name) {
             out.file_names.push(name.clone());
         }
-        if bytes.contains(&0) && !is_yaml(f) {
-            return Err(LoadError::NotText(name));
-        }
-        match String::from_utf8(bytes) {
+        match read_text(f) {
             Ok(text) => check_source(&name, &text, &mut out, &mut loaded),
-            Err(e) => out.diagnostics.push(
-                Diagnostic::new(
-                    codes::YAML_SYNTAX,
-                    format!(
-                        "the file is not UTF-8 text (invalid byte at offset {})",
-                        e.utf8_error().valid_up_to()
-                    ),
-                )
-                .hint("save the policy as UTF-8")
-                .file(name)
-                .at(1, 1),
-            ),
+            Err(d) => out.diagnostics.push((*d).file(name)),
         }
     }
     Ok(finish(out, loaded, set_check))

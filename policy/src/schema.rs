@@ -1,8 +1,10 @@
 //! Structural checks of one marked YAML document against the CRD's `openAPIV3Schema` (generated
 //! from the Rust types by [`crate::crds`], so the schema has one home): apiVersion/kind
 //! (including a Tetragon `cilium.io` policy given by mistake), metadata, unknown or misspelt
-//! fields with "did you mean" hints, types, enum values, operators valid for their field and
-//! required fields. Every diagnostic carries the node's line/column and its JSON path.
+//! fields with "did you mean" hints, types, enum values, operators valid for their field,
+//! required fields and list lengths (`maxItems`). The schema's other value checks (patterns,
+//! formats, `minItems`, CEL rules: see [`crate::admission`]) each mirror a semantic check in
+//! [`crate::validate`], which words them better. Every diagnostic carries the node's line/column and its JSON path.
 
 use crate::diagnostics::{codes, Code, Diagnostic};
 use crate::yaml::{Document, Node, Pos, Value};
@@ -327,6 +329,24 @@ pub fn check(node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {
             }
         }
         (Some("array"), Value::Seq(items)) => {
+            if let Some(max) = schema.get("maxItems").and_then(J::as_u64) {
+                if items.len() as u64 > max {
+                    out.push(
+                        Diagnostic::new(
+                            codes::TOO_MANY_ENTRIES,
+                            format!(
+                                "{field} has {} entries; at most {max} are allowed (the API server refuses more)",
+                                items.len()
+                            ),
+                        )
+                        .hint(format!(
+                            "keep at most {max} entries in `{field_name}`; docs/lint.md#bw093 lists each limit and where it comes from"
+                        ))
+                        .path(path)
+                        .at(node.pos.line, node.pos.column),
+                    );
+                }
+            }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
                     check(item, item_schema, &format!("{path}[{i}]"), out);

@@ -75,6 +75,91 @@ fn syntax_and_envelope() {
     pair("BW013", &good.replace("metadata:\n  name: p\n", ""), &good);
     pair("BW014", &good.replace("name: p", "name: P_1"), &good);
     pair("BW014", &good.replace("- name: r", "- name: R"), &good);
+    pair(
+        "BW004",
+        &good.replace("[/usr/bin/curl]", "[/usr/bin/curl, yes]"),
+        &good,
+    );
+    pair("BW004", &good.replace("mode: enforce", "mode: off"), &good);
+    // Merge keys merge, as kubectl does: shared selector parts written once.
+    let merged = "apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  rules:\n    - name: r\n      hook: exec\n      selectors:\n        - &kill\n          matchBinaries: [{operator: In, values: [/usr/bin/curl]}]\n          matchActions: [{action: Sigkill}]\n        - <<: *kill\n          matchBinaries: [{operator: In, values: [/usr/bin/wget]}]\n";
+    assert_eq!(codes(merged), Vec::<&str>::new());
+    assert_eq!(codes(&merged.replace("<<: *kill", "<<: 3")), ["BW001"]);
+    // A byte-order mark is valid (kubectl skips it too).
+    assert_eq!(codes(&format!("\u{feff}{good}")), Vec::<&str>::new());
+}
+
+#[test]
+fn a_kind_list_is_checked_item_by_item() {
+    let good = policy("enforce", "exec", KILL);
+    let item = |p: &str| {
+        p.lines()
+            .enumerate()
+            .map(|(i, l)| format!("{}{l}\n", if i == 0 { "- " } else { "  " }))
+            .collect::<String>()
+    };
+    let bad = good
+        .replace("name: p", "name: q")
+        .replace("Sigkill", "Block");
+    let list = format!(
+        "apiVersion: v1\nkind: List\nitems:\n{}{}",
+        item(&good),
+        item(&bad)
+    );
+    let out = lint_source("l.yaml", &list);
+    let found: Vec<_> = out
+        .diagnostics
+        .iter()
+        .map(|d| (d.code, d.line, d.path.clone()))
+        .collect();
+    let block_line = list.lines().position(|l| l.contains("Block")).unwrap() as u32 + 1;
+    assert_eq!(out.documents, 2);
+    assert_eq!(
+        found,
+        [(
+            "BW060",
+            Some(block_line),
+            Some("items[1].spec.rules[0].selectors[0].matchActions[0].action".to_string())
+        )]
+    );
+    assert_eq!(out.policies.len(), 1);
+    assert_eq!(out.policies[0].name(), "p");
+    // The same name twice in one List is a duplicate, placed at the second item.
+    let twice = format!(
+        "apiVersion: v1\nkind: List\nitems:\n{}{}",
+        item(&good),
+        item(&good)
+    );
+    let dup = lint_source("l.yaml", &twice);
+    assert_eq!(dup.diagnostics.len(), 1, "{:?}", dup.diagnostics);
+    assert_eq!(dup.diagnostics[0].code, "BW032");
+    assert_eq!(
+        dup.diagnostics[0].path.as_deref(),
+        Some("items[1].metadata.name")
+    );
+    // Tree issues inside an item belong to it; `items` that is not a list is a finding.
+    let yes = format!(
+        "apiVersion: v1\nkind: List\nitems:\n{}",
+        item(&good.replace("[/usr/bin/curl]", "[yes]"))
+    );
+    assert_eq!(codes(&yes), ["BW004"]);
+    assert!(lint_source("l.yaml", &yes).policies.is_empty());
+    assert_eq!(codes("apiVersion: v1\nkind: List\nitems: 3\n"), ["BW021"]);
+    assert_eq!(
+        codes("apiVersion: v1\nkind: List\nitems: []\n"),
+        Vec::<&str>::new()
+    );
+}
+
+#[test]
+fn a_diagnostic_without_a_path_prints_no_at_line() {
+    let out = lint_source("t.yaml", "kind: TracingPolicy\n");
+    assert_eq!(out.diagnostics[0].code, "BW010");
+    assert_eq!(out.diagnostics[0].path, None);
+    let text = bulwark_policy::diagnostics::render_text(&out.diagnostics);
+    assert!(!text.contains("= at:"), "{text}");
+    let json = bulwark_policy::diagnostics::render_json(&out.diagnostics);
+    assert!(json.contains("\"path\": null"), "{json}");
 }
 
 #[test]

@@ -4,7 +4,12 @@
 #  1. `crdcheck` accepts every file in crds/ with no warnings;
 #  2. `kubectl apply --server-side -f crds/` succeeds and the CRDs become Established;
 #  3. every file in policies/examples/ is accepted by server-side apply;
-#  4. `kubectl get tracingpolicies` / `tracingpoliciesnamespaced -A` list every example.
+#  4. `kubectl get tracingpolicies` / `tracingpoliciesnamespaced -A` list every example;
+#  5. every file of tests/lint-cases/ gets from `kubectl apply --dry-run=server` what its
+#     `# kubectl apply: accepts` or `# kubectl apply: refuses: TEXT` line says (TEXT is part of
+#     kubectl's message), and `bulwark lint --strict` flags it: the server refuses what it can
+#     check, and what only bulwark can judge is accepted by the server and flagged by the lint.
+#     The bulwark binary is $BULWARK_BIN, else target/debug/bulwark.
 # Exits non-zero on the first failure and says what failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -73,4 +78,35 @@ if [ ${#want_ns[@]} -gt 0 ]; then
     grep -qx "$n" <<<"$got" || fail "kubectl get tracingpoliciesnamespaced -A does not list $n"
   done
 fi
-echo "tests/k8s/crds.sh: OK (${#crds[@]} CRDs, ${#examples[@]} examples)"
+echo "== lint cases: kubectl apply --dry-run=server and bulwark lint agree"
+BULWARK=${BULWARK_BIN:-target/debug/bulwark}
+[ -x "$BULWARK" ] || fail "$BULWARK not found; run: cargo build -p bulwark (or set BULWARK_BIN)"
+cases=(tests/lint-cases/*.yaml)
+[ ${#cases[@]} -gt 0 ] || fail "tests/lint-cases/ has no .yaml files"
+refused=0
+for f in "${cases[@]}"; do
+  want=$(sed -n 's/^# kubectl apply: //p' "$f")
+  [ "$(grep -c '^# kubectl apply: ' "$f")" -eq 1 ] \
+    || fail "$f needs exactly one '# kubectl apply: accepts' or '# kubectl apply: refuses: TEXT' line"
+  lint_rc=0; "$BULWARK" lint --strict "$f" >/dev/null || lint_rc=$?
+  [ "$lint_rc" -eq 1 ] || fail "$f: bulwark lint --strict exited $lint_rc, want 1 (every case is a mistake)"
+  rc=0; out=$("$KUBECTL" apply --dry-run=server -f "$f" 2>&1) || rc=$?
+  case "$want" in
+    accepts)
+      [ "$rc" -eq 0 ] || fail "$f: the API server should accept it (only bulwark can judge this), got: $out" ;;
+    "refuses: "*)
+      text=${want#refuses: }
+      [ "$rc" -ne 0 ] || fail "$f: kubectl apply accepted it; want a refusal containing: $text"
+      grep -qF -- "$text" <<<"$out" || fail "$f: kubectl refused it, but not with '$text': $out"
+      # A code in the server's message (a CEL rule's) is the code the lint gives the case.
+      want_code=$(sed -n 's/.*# expect: \(BW[0-9]*\).*/\1/p' "$f")
+      for got in $(grep -o 'BW[0-9][0-9][0-9]:' <<<"$out" | tr -d : | sort -u); do
+        [ "$got" = "$want_code" ] || fail "$f: the API server says $got, the lint $want_code: $out"
+      done
+      refused=$((refused + 1)) ;;
+    *) fail "$f: unknown expectation '# kubectl apply: $want'" ;;
+  esac
+done
+echo "${#cases[@]} lint cases: $refused refused by kubectl apply, $((${#cases[@]} - refused)) accepted and flagged by bulwark lint only"
+
+echo "tests/k8s/crds.sh: OK (${#crds[@]} CRDs, ${#examples[@]} examples, ${#cases[@]} lint cases)"

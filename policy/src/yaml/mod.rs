@@ -1,10 +1,12 @@
 //! YAML text -> marked tree: every node carries the line and column it starts at. Built on the
 //! event API of `yaml-rust2`; plain scalars are resolved per the YAML 1.2 core schema
 //! (null / bool / int / float / string), quoted and block scalars are strings, `!!str` forces a
-//! string. Multi-document streams give one [`Document`] each. Also turns a tree into JSON;
-//! writing JSON values as YAML (for the generated CRDs) is [`write`]. Never panics; deep
-//! nesting and alias bombs are refused with an error instead of exhausting the stack or
-//! memory.
+//! string. kubectl reads YAML 1.1 (`on`, `yes`, `0755` octal, `1_000`), so every plain scalar
+//! the two read differently is a [`TreeIssue`] ([`yaml11_reading`]); merge keys (`<<: *base`)
+//! are merged and a leading byte-order mark is skipped, as kubectl does. Multi-document
+//! streams give one [`Document`] each. Also turns a tree into JSON; writing JSON values as YAML
+//! (for the generated CRDs) is [`write`]. Never panics; deep nesting and alias bombs are
+//! refused with an error instead of exhausting the stack or memory.
 
 use std::collections::HashMap;
 use yaml_rust2::parser::{Event, Parser};
@@ -61,9 +63,21 @@ pub struct Node {
     pub pos: Pos,
 }
 
+/// What kind of problem a [`TreeIssue`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueKind {
+    /// A mapping has the same key twice (the last value is kept, as kubectl does).
+    DuplicateKey,
+    /// A plain scalar that YAML 1.1 (kubectl) and YAML 1.2 (this tree) read differently.
+    Yaml11Scalar,
+    /// A merge key (`<<`) whose value is not a mapping or a list of mappings.
+    BadMerge,
+}
+
 /// A problem found while building a tree that does not stop parsing (e.g. a duplicate key).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TreeIssue {
+    pub kind: IssueKind,
     pub message: String,
     pub hint: String,
     pub pos: Pos,
@@ -267,6 +281,127 @@ pub fn resolve_plain(s: &str) -> Value {
     Value::Str(s.to_string())
 }
 
+/// How kubectl (sigs.k8s.io/yaml, a YAML 1.1 reader) reads a plain scalar, where that differs
+/// from [`resolve_plain`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Yaml11 {
+    /// A value of another type or another number (`on` is `true`, `0755` is 493).
+    Value(Value),
+    /// A float JSON cannot carry (`.inf`, `.nan`): kubectl refuses the file.
+    Unsendable,
+}
+
+/// What kubectl reads for the plain scalar `s` when that differs from YAML 1.2's `core`
+/// reading `v` ([`resolve_plain`]); `None` when both agree. Mirrors go-yaml v2's resolver:
+/// the YAML 1.1 booleans, integers through Go's `ParseInt(_, 0, 64)` after removing `_`
+/// (`0` octal, `0x`/`0X`, `0o`/`0O`, `0b`/`0B`, a sign), then YAML floats. Checked against
+/// kubectl 1.36 (`kubectl create --dry-run=client -o json`).
+pub fn yaml11_reading(s: &str, v: &Value) -> Option<Yaml11> {
+    const TRUE: &[&str] = &["y", "Y", "yes", "Yes", "YES", "on", "On", "ON"];
+    const FALSE: &[&str] = &["n", "N", "no", "No", "NO", "off", "Off", "OFF"];
+    if TRUE.contains(&s) {
+        return Some(Yaml11::Value(Value::Bool(true)));
+    }
+    if FALSE.contains(&s) {
+        return Some(Yaml11::Value(Value::Bool(false)));
+    }
+    if let Value::Float(f) = v {
+        if !f.is_finite() {
+            return Some(Yaml11::Unsendable);
+        }
+    }
+    let first = s.bytes().next()?;
+    if !(first.is_ascii_digit() || matches!(first, b'+' | b'-' | b'.')) {
+        return None;
+    }
+    let plain = s.replace('_', "");
+    let kubectl = go_parse_int(&plain)
+        .map(Value::Int)
+        .or_else(|| {
+            is_core_float(plain.as_bytes())
+                .then(|| plain.parse::<f64>().ok().map(Value::Float))
+                .flatten()
+        })
+        .unwrap_or_else(|| Value::Str(s.to_string()));
+    let same = match (&kubectl, v) {
+        (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => *a as f64 == *b,
+        (a, b) => a == b,
+    };
+    (!same).then_some(Yaml11::Value(kubectl))
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)`: optional sign, then `0x`/`0X` hex, `0o`/`0O` or a bare
+/// leading `0` octal, `0b`/`0B` binary, else decimal.
+fn go_parse_int(s: &str) -> Option<i64> {
+    let (neg, body) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let lower = body.get(..2).map(str::to_ascii_lowercase);
+    let (radix, digits) = match lower.as_deref() {
+        Some("0x") => (16, &body[2..]),
+        Some("0o") => (8, &body[2..]),
+        Some("0b") => (2, &body[2..]),
+        _ if body.len() > 1 && body.starts_with('0') => (8, &body[1..]),
+        _ => (10, body),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let magnitude = i128::from_str_radix(digits, radix).ok()?;
+    i64::try_from(if neg { -magnitude } else { magnitude }).ok()
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Str(s) => format!("the string \"{s}\""),
+        Value::Seq(_) | Value::Map(_) => "a collection".into(),
+    }
+}
+
+/// The issue for a plain scalar kubectl reads differently, with the quoting fix.
+fn yaml11_issue(s: &str, v: &Value, pos: Pos) -> Option<TreeIssue> {
+    let reading = yaml11_reading(s, v)?;
+    let (message, hint) = match reading {
+        Yaml11::Unsendable => (
+            format!("`{s}` is {} in YAML 1.2, which kubectl cannot send (JSON has no such number), so kubectl refuses the file", show(v)),
+            format!("quote it to make it a string: `\"{s}\"`"),
+        ),
+        Yaml11::Value(kubectl) => {
+            let message = format!(
+                "`{s}` is {} to kubectl (YAML 1.1), so that is what the API server gets, but {} in YAML 1.2",
+                show(&kubectl),
+                show(v)
+            );
+            let hint = match (&kubectl, v) {
+                (Value::Bool(b), _) => {
+                    format!("quote it to keep the string: `\"{s}\"`; write `{b}` for the boolean")
+                }
+                (Value::Int(k), Value::Int(y)) => format!(
+                    "write `{k}` if you mean what kubectl reads, `{y}` if you mean decimal, or quote it: `\"{s}\"`"
+                ),
+                (Value::Int(_) | Value::Float(_), _) => format!(
+                    "write `{}` for the number, or quote it to keep the string: `\"{s}\"`",
+                    show(&kubectl)
+                ),
+                _ => format!("quote it to make it a string: `\"{s}\"`"),
+            };
+            (message, hint)
+        }
+    };
+    Some(TreeIssue {
+        kind: IssueKind::Yaml11Scalar,
+        message,
+        hint,
+        pos,
+    })
+}
+
 /// `[-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?`
 fn is_core_float(b: &[u8]) -> bool {
     let mut i = 0;
@@ -327,7 +462,11 @@ enum Frame {
         entries: Vec<Entry>,
         pos: Pos,
         anchor: usize,
-        key: Option<(String, Pos)>,
+        /// The key whose value comes next, and whether it is a merge key (`<<`).
+        key: Option<(String, Pos, bool)>,
+        /// Keys that came from a merge: an explicit key may replace them without being a
+        /// duplicate.
+        merged: Vec<String>,
     },
 }
 
@@ -336,6 +475,51 @@ struct Builder {
     anchors: HashMap<usize, Node>,
     nodes: usize,
     issues: Vec<TreeIssue>,
+    /// The scalar being completed is a plain `<<`: a merge key when it is a mapping's key.
+    plain_merge_key: bool,
+}
+
+/// Merges the mapping (or list of mappings) `value` of a `<<` key into `entries` as kubectl
+/// (go-yaml v2) does: the merged keys replace keys written before `<<`, keys written after it
+/// replace merged ones, and in a list the first mapping wins.
+fn merge(
+    entries: &mut Vec<Entry>,
+    merged: &mut Vec<String>,
+    value: Node,
+    pos: Pos,
+) -> Result<(), TreeIssue> {
+    let sources: Vec<Vec<Entry>> = match value.value {
+        Value::Map(es) => vec![es],
+        Value::Seq(items) if items.iter().all(|i| matches!(i.value, Value::Map(_))) => items
+            .into_iter()
+            .rev()
+            .filter_map(|i| match i.value {
+                Value::Map(es) => Some(es),
+                _ => None,
+            })
+            .collect(),
+        other => {
+            return Err(TreeIssue {
+                kind: IssueKind::BadMerge,
+                message: format!(
+                    "the merge key `<<` needs a mapping or a list of mappings, found {}; kubectl refuses the file",
+                    other.type_name()
+                ),
+                hint: "merge an anchored mapping (`<<: *base`), or quote `\"<<\"` for a key of that name".into(),
+                pos,
+            })
+        }
+    };
+    for e in sources.into_iter().flatten() {
+        if !merged.contains(&e.key) {
+            merged.push(e.key.clone());
+        }
+        match entries.iter_mut().find(|x| x.key == e.key) {
+            Some(x) => x.value = e.value,
+            None => entries.push(e),
+        }
+    }
+    Ok(())
 }
 
 fn count_nodes(n: &Node) -> usize {
@@ -358,6 +542,7 @@ impl Builder {
             anchors: HashMap::new(),
             nodes: 0,
             issues: Vec::new(),
+            plain_merge_key: false,
         }
     }
 
@@ -366,25 +551,47 @@ impl Builder {
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
         }
+        let merge_key = std::mem::take(&mut self.plain_merge_key);
         match self.stack.last_mut() {
             None => Some(node),
             Some(Frame::Seq { items, .. }) => {
                 items.push(node);
                 None
             }
-            Some(Frame::Map { entries, key, .. }) => {
+            Some(Frame::Map {
+                entries,
+                key,
+                merged,
+                ..
+            }) => {
                 match key.take() {
-                    None => *key = Some((key_text(&node), node.pos)),
-                    Some((k, key_pos)) => {
-                        if let Some(first) = entries.iter().find(|e| e.key == k) {
+                    None => *key = Some((key_text(&node), node.pos, merge_key)),
+                    Some((_, key_pos, true)) => {
+                        if let Err(issue) = merge(entries, merged, node, key_pos) {
+                            self.issues.push(issue);
+                        }
+                    }
+                    Some((k, key_pos, false)) => {
+                        // kubectl and the API server keep the last value of a repeated key
+                        // without a word, so the tree does too. A key a merge brought in is
+                        // meant to be replaced.
+                        if let Some(i) = merged.iter().position(|m| *m == k) {
+                            merged.remove(i);
+                            if let Some(e) = entries.iter_mut().find(|e| e.key == k) {
+                                e.key_pos = key_pos;
+                                e.value = node;
+                            }
+                        } else if let Some(first) = entries.iter_mut().find(|e| e.key == k) {
                             self.issues.push(TreeIssue {
+                                kind: IssueKind::DuplicateKey,
                                 message: format!(
-                                    "duplicate key `{k}` (first at line {}); YAML and the API server reject it",
+                                    "duplicate key `{k}` (first at line {}); kubectl and the API server accept it silently and keep only this last value, so the earlier one is lost",
                                     first.key_pos.line
                                 ),
-                                hint: format!("keep one `{k}` in this mapping and merge the values"),
+                                hint: format!("keep one `{k}` in this mapping, with the value you mean"),
                                 pos: key_pos,
                             });
+                            first.value = node;
                         } else {
                             entries.push(Entry {
                                 key: k,
@@ -415,6 +622,9 @@ impl Builder {
 
 /// Parses a YAML stream into marked documents. Empty documents are skipped.
 pub fn parse(text: &str) -> Stream {
+    // A UTF-8 byte-order mark is valid at the start of a stream (editors on Windows write it);
+    // it is invisible, so columns are counted without it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut stream = Stream::default();
     let mut parser = Parser::new_from_str(text);
     let mut builder = Builder::new();
@@ -471,7 +681,14 @@ pub fn parse(text: &str) -> Stream {
                 let value = if style != TScalarStyle::Plain || forced_str {
                     Value::Str(text)
                 } else {
-                    resolve_plain(&text)
+                    let value = resolve_plain(&text);
+                    builder.plain_merge_key = text == "<<" && tag.is_none();
+                    // An explicit tag says what the author means, in either version.
+                    let issue = tag.is_none().then(|| yaml11_issue(&text, &value, pos));
+                    if let Some(issue) = issue.flatten() {
+                        builder.issues.push(issue);
+                    }
+                    value
                 };
                 builder
                     .count(1, pos)
@@ -496,6 +713,7 @@ pub fn parse(text: &str) -> Stream {
                             pos,
                             anchor,
                             key: None,
+                            merged: Vec::new(),
                         }
                     };
                     builder.stack.push(frame);
@@ -575,6 +793,123 @@ mod tests {
         assert_eq!(r.get("a").unwrap().value, Value::Str("1".into()));
         assert_eq!(r.get("b").unwrap().value, Value::Str("2".into()));
         assert_eq!(r.get("c").unwrap().value, Value::Int(3));
+    }
+
+    #[test]
+    fn yaml11_readings_match_kubectl() {
+        // What kubectl 1.36 sends for each plain scalar (`kubectl create --dry-run=client -o
+        // json`), where that differs from YAML 1.2.
+        let differs = |s: &str| yaml11_reading(s, &resolve_plain(s));
+        let v = |x: Value| Some(Yaml11::Value(x));
+        for b in ["y", "Y", "yes", "Yes", "YES", "on", "On", "ON"] {
+            assert_eq!(differs(b), v(Value::Bool(true)), "{b}");
+        }
+        for b in ["n", "N", "no", "No", "NO", "off", "Off", "OFF"] {
+            assert_eq!(differs(b), v(Value::Bool(false)), "{b}");
+        }
+        assert_eq!(differs("0755"), v(Value::Int(493)));
+        assert_eq!(differs("012"), v(Value::Int(10)));
+        assert_eq!(differs("-012"), v(Value::Int(-10)));
+        assert_eq!(differs("0b101"), v(Value::Int(5)));
+        assert_eq!(differs("1_000"), v(Value::Int(1000)));
+        assert_eq!(differs("1__0"), v(Value::Int(10)));
+        assert_eq!(differs("0x_1F"), v(Value::Int(31)));
+        assert_eq!(differs("0X1F"), v(Value::Int(31)));
+        assert_eq!(differs("-0x1F"), v(Value::Int(-31)));
+        assert_eq!(differs("0O17"), v(Value::Int(15)));
+        assert_eq!(differs("1_0.5"), v(Value::Float(10.5)));
+        assert_eq!(differs(".inf"), Some(Yaml11::Unsendable));
+        assert_eq!(differs("-.Inf"), Some(Yaml11::Unsendable));
+        assert_eq!(differs(".NaN"), Some(Yaml11::Unsendable));
+        // Read the same by both.
+        for same in [
+            "true",
+            "True",
+            "FALSE",
+            "~",
+            "null",
+            "0",
+            "00",
+            "08",
+            "09",
+            "+12",
+            "-0",
+            "443",
+            "0x1F",
+            "0o17",
+            "1e3",
+            "1E3",
+            "12e03",
+            "1.",
+            ".5",
+            "1.5",
+            "0.1e2",
+            "1:20",
+            "2001-12-14",
+            "0o8",
+            "0b2",
+            "_1",
+            "=",
+            "kill-curl",
+            "/usr/bin/curl",
+            "8000-8080",
+            "10.0.0.0/8",
+            "yesterday",
+            "online",
+            "nope",
+        ] {
+            assert_eq!(differs(same), None, "{same}");
+        }
+    }
+
+    #[test]
+    fn yaml11_scalars_are_issues_unless_quoted_or_tagged() {
+        let s = parse("a: [on, 'on', \"yes\", !!str yes, 0755, kill]\n");
+        let issues = &s.documents[0].issues;
+        assert_eq!(issues.len(), 2, "{issues:?}");
+        assert!(issues.iter().all(|i| i.kind == IssueKind::Yaml11Scalar));
+        assert_eq!(issues[0].pos, Pos { line: 1, column: 5 });
+        assert!(issues[0].message.contains("the boolean true to kubectl"));
+        assert!(issues[0].hint.contains("`\"on\"`"), "{}", issues[0].hint);
+        assert!(issues[1].message.contains("493"), "{}", issues[1].message);
+        // The tree keeps the YAML 1.2 reading.
+        let a = s.documents[0].root.get("a").unwrap();
+        assert_eq!(
+            a.to_json(),
+            serde_json::json!(["on", "on", "yes", "yes", 755, "kill"])
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_a_repeated_key_keeps_its_last_value() {
+        let s = parse("\u{feff}apiVersion: v1\nkind: a\nkind: b\n");
+        let root = &s.documents[0].root;
+        assert_eq!(root.get("apiVersion").unwrap().as_str(), Some("v1"));
+        assert_eq!(
+            root.entry("apiVersion").unwrap().key_pos,
+            Pos { line: 1, column: 1 }
+        );
+        assert_eq!(root.get("kind").unwrap().as_str(), Some("b"));
+        assert_eq!(s.documents[0].issues[0].kind, IssueKind::DuplicateKey);
+        assert_eq!(s.documents[0].issues[0].pos.line, 3);
+    }
+
+    #[test]
+    fn merge_keys_merge_as_kubectl_does() {
+        // kubectl 1.36 sends: m1 {a: 1, b: 2}, m2 {a: 0, b: 2}, m3 {a: 1, b: 2, c: 3}, m4 {"<<": ...}.
+        let s = parse(
+            "base: &b {a: 1, b: 2}\nm1: {a: 0, <<: *b}\nm2: {<<: *b, a: 0}\nm3: {<<: [*b, {a: 9, c: 3}]}\nm4: {\"<<\": *b}\nm5: {<<: 3}\n",
+        );
+        let d = &s.documents[0];
+        let j = d.root.to_json();
+        assert_eq!(j["m1"], serde_json::json!({"a": 1, "b": 2}));
+        assert_eq!(j["m2"], serde_json::json!({"a": 0, "b": 2}));
+        assert_eq!(j["m3"], serde_json::json!({"a": 1, "b": 2, "c": 3}));
+        assert_eq!(j["m4"], serde_json::json!({"<<": {"a": 1, "b": 2}}));
+        // Replacing a merged key is not a duplicate; a merge of a scalar is refused.
+        assert_eq!(d.issues.len(), 1, "{:?}", d.issues);
+        assert_eq!(d.issues[0].kind, IssueKind::BadMerge);
+        assert_eq!(d.issues[0].pos.line, 6);
     }
 
     #[test]
