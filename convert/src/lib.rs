@@ -230,7 +230,11 @@ pub fn convert_document(file: &str, root: &Node, comments: &[&Comment], lines: &
         let (translated, mut hook_report) = translate::hook(h);
         match translated {
             Some((target, selectors)) => {
-                let base = dns_name(&h.call.replace("__x64_sys_", "").replace("__arm64_sys_", ""), false, 60);
+                // Named after the hooked function (the tracepoint's event, the syscall without its
+                // architecture prefix).
+                let call = h.call.rsplit('/').next().unwrap_or(&h.call);
+                let call = call.trim_start_matches("__x64_").trim_start_matches("__arm64_");
+                let base = dns_name(call, false, 60);
                 let mut rule_name = base.clone();
                 let mut n = 2;
                 while rules.iter().any(|r| r.rule.name == rule_name) {

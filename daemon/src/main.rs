@@ -3,6 +3,7 @@
 //! and dispatches.
 
 mod cmd_compile;
+mod cmd_convert;
 mod cmd_crds;
 mod cmd_events;
 mod cmd_lint;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Check policy files offline: syntax, schema, semantics, kernel limits.
     Lint(cmd_lint::LintArgs),
+    /// Translate Cilium Tetragon TracingPolicies into bulwark policies, reporting what does not map.
+    Convert(cmd_convert::ConvertArgs),
     /// Print the CustomResourceDefinitions bulwark serves (YAML, apply with kubectl).
     Crds(cmd_crds::CrdsArgs),
     /// Show what a set of policies compiles to: rules, conditions and eBPF map entries.
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lint(args) => cmd_lint::run(args),
+        Command::Convert(args) => cmd_convert::run(args),
         Command::Crds(args) => cmd_crds::run(args),
         Command::Compile(args) => cmd_compile::run(args),
         Command::Run(args) => cmd_run::run(args),
