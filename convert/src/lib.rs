@@ -17,11 +17,11 @@ pub mod report;
 pub mod tetragon;
 pub mod translate;
 
+use bulwark_policy::yaml::{self, Node};
+use bulwark_policy::{Mode, Rule, API_VERSION};
 use comments::Comment;
 use output::CommentedRule;
 use report::{Finding, FindingKind, Outcome, PolicyReport};
-use bulwark_policy::yaml::{self, Node};
-use bulwark_policy::{Mode, Rule, API_VERSION};
 
 /// One converted document: its report and, when any rule came out, the bulwark policy as YAML.
 #[derive(Clone, Debug)]
@@ -93,7 +93,14 @@ fn dns_name(name: &str, dots: bool, max: usize) -> String {
     }
 }
 
-fn policy_finding(kind: FindingKind, path: &str, node: Option<&Node>, what: String, why: String, broadens: bool) -> Finding {
+fn policy_finding(
+    kind: FindingKind,
+    path: &str,
+    node: Option<&Node>,
+    what: String,
+    why: String,
+    broadens: bool,
+) -> Finding {
     Finding {
         kind,
         path: path.into(),
@@ -130,7 +137,12 @@ fn comment_owner(c: &Comment, hooks: &[tetragon::Hook], lines: &[&str]) -> Optio
 }
 
 /// Converts one document.
-pub fn convert_document(file: &str, root: &Node, comments: &[&Comment], lines: &[&str]) -> Converted {
+pub fn convert_document(
+    file: &str,
+    root: &Node,
+    comments: &[&Comment],
+    lines: &[&str],
+) -> Converted {
     let policy = match tetragon::read(root) {
         Ok(p) => p,
         Err(e) => {
@@ -162,7 +174,8 @@ pub fn convert_document(file: &str, root: &Node, comments: &[&Comment], lines: &
             "metadata.name",
             meta_name,
             format!("name `{}` -> `{name}`", policy.name),
-            "a bulwark policy name is a DNS-1123 subdomain (lowercase letters, digits, `-`, `.`)".into(),
+            "a bulwark policy name is a DNS-1123 subdomain (lowercase letters, digits, `-`, `.`)"
+                .into(),
             false,
         ));
     }
@@ -233,7 +246,9 @@ pub fn convert_document(file: &str, root: &Node, comments: &[&Comment], lines: &
                 // Named after the hooked function (the tracepoint's event, the syscall without its
                 // architecture prefix).
                 let call = h.call.rsplit('/').next().unwrap_or(&h.call);
-                let call = call.trim_start_matches("__x64_").trim_start_matches("__arm64_");
+                let call = call
+                    .trim_start_matches("__x64_")
+                    .trim_start_matches("__arm64_");
                 let base = dns_name(call, false, 60);
                 let mut rule_name = base.clone();
                 let mut n = 2;
@@ -242,7 +257,12 @@ pub fn convert_document(file: &str, root: &Node, comments: &[&Comment], lines: &
                     n += 1;
                 }
                 hook_report.rule = Some(rule_name.clone());
-                let mut comments = vec![format!("From Tetragon {} `{}` (line {}).", h.path.trim_start_matches("spec."), h.call, h.line)];
+                let mut comments = vec![format!(
+                    "From Tetragon {} `{}` (line {}).",
+                    h.path.trim_start_matches("spec."),
+                    h.call,
+                    h.line
+                )];
                 if let Some(m) = &h.message {
                     comments.push(format!("Tetragon message: {m}"));
                 }
@@ -283,7 +303,14 @@ pub fn convert_document(file: &str, root: &Node, comments: &[&Comment], lines: &
     let broadened = report
         .findings
         .iter()
-        .chain(report.hooks.iter().flat_map(|h| &h.selectors).filter(|s| s.outcome != Outcome::None).flat_map(|s| &s.findings))
+        .chain(
+            report
+                .hooks
+                .iter()
+                .flat_map(|h| &h.selectors)
+                .filter(|s| s.outcome != Outcome::None)
+                .flat_map(|s| &s.findings),
+        )
         .any(|f| f.broadens);
     let mut mode = explicit_mode.unwrap_or(Mode::Enforce);
     if mode == Mode::Enforce && !enforces {
@@ -311,8 +338,17 @@ pub fn convert_document(file: &str, root: &Node, comments: &[&Comment], lines: &
 
     // Comments: the hook's go above its rule, the rest into the header.
     let mut header = vec![
-        format!("Converted by `bulwark convert` from the Tetragon {} `{}` in {file} (line {}).", policy.kind, policy.name, root.pos.line),
-        format!("Outcome: {}; the report lists every dropped or changed condition.", report.outcome.describe()),
+        format!(
+            "Converted by `bulwark convert` from the Tetragon {} `{}` in {file} (line {}).",
+            policy.kind, policy.name, root.pos.line
+        ),
+        match report.outcome {
+            Outcome::Full => "Outcome: translated fully.".to_string(),
+            o => format!(
+                "Outcome: {}; `bulwark convert` reports every dropped or changed condition.",
+                o.describe()
+            ),
+        },
     ];
     for h in report.hooks.iter().filter(|h| h.outcome == Outcome::None) {
         header.push(format!(
@@ -359,5 +395,146 @@ pub fn convert_document(file: &str, root: &Node, comments: &[&Comment], lines: &
     Converted {
         report,
         yaml: Some(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulwark_policy::{
+        Action, BinarySelector, DestinationSelector, Operator, PortSpec, Protocol, SetOperator,
+    };
+
+    const HEAD: &str =
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: t\nspec:\n";
+
+    /// Converts `HEAD + spec` and returns the report and the rules of the output as loaded
+    /// back by the lint (which must find no error).
+    fn convert(spec: &str) -> (PolicyReport, Vec<Rule>, String) {
+        let text = format!("{HEAD}{spec}");
+        let mut c = convert_source("t.yaml", &text);
+        assert_eq!(c.len(), 1);
+        let c = c.remove(0);
+        let Some(yaml) = c.yaml else {
+            return (c.report, Vec::new(), String::new());
+        };
+        let lint = bulwark_compiler::lint_source("out.yaml", &yaml);
+        assert_eq!(lint.errors(), 0, "{yaml}\n{:?}", lint.diagnostics);
+        let rules = lint.policies[0].spec().rules.clone();
+        (c.report, rules, yaml)
+    }
+
+    #[test]
+    fn exec_path_argument_becomes_match_binaries_and_sigkill_stays() {
+        let (r, rules, yaml) = convert(
+            "  kprobes:\n  - call: security_bprm_check\n    args:\n    - index: 0\n      type: linux_binprm\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: NotEqual\n        values: [/usr/bin/ok]\n      - index: 0\n        operator: Prefix\n        values: [/tmp/]\n      matchActions:\n      - action: Sigkill\n",
+        );
+        assert_eq!(r.outcome, Outcome::Full, "{r:#?}");
+        assert_eq!(r.mode.as_deref(), Some("enforce"));
+        assert_eq!(rules[0].hook, bulwark_policy::Hook::Exec);
+        let s = &rules[0].selectors[0];
+        assert_eq!(
+            s.match_binaries,
+            vec![
+                BinarySelector {
+                    operator: Operator::NotIn,
+                    values: vec!["/usr/bin/ok".into()]
+                },
+                BinarySelector {
+                    operator: Operator::Prefix,
+                    values: vec!["/tmp/".into()]
+                },
+            ]
+        );
+        assert_eq!(s.match_actions[0].action, Action::Sigkill);
+        assert!(yaml.contains("mode: enforce"), "{yaml}");
+    }
+
+    #[test]
+    fn sock_operators_become_destinations_and_ranges_use_a_dash() {
+        let (r, rules, _) = convert(
+            "  kprobes:\n  - call: tcp_connect\n    args:\n    - index: 0\n      type: sock\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: NotDPort\n        values: [\"8000:8080\", 443]\n      - index: 0\n        operator: DAddr\n        values: [10.0.0.0/8]\n      - index: 0\n        operator: Protocol\n        values: [IPPROTO_TCP, IPPROTO_UDP]\n",
+        );
+        assert_eq!(r.outcome, Outcome::Full, "{r:#?}");
+        assert_eq!(
+            r.mode.as_deref(),
+            Some("monitor"),
+            "Post only: Tetragon's monitor_only"
+        );
+        let d = &rules[0].selectors[0].match_destinations;
+        let dest =
+            |operator, cidrs: Vec<&str>, ports: Vec<PortSpec>, protocol| DestinationSelector {
+                operator,
+                cidrs: cidrs.into_iter().map(String::from).collect(),
+                ports,
+                protocol,
+            };
+        assert_eq!(
+            d,
+            &vec![
+                dest(
+                    SetOperator::NotIn,
+                    vec![],
+                    vec![PortSpec::Text("8000-8080".into()), PortSpec::Number(443)],
+                    None
+                ),
+                dest(SetOperator::In, vec!["10.0.0.0/8"], vec![], None),
+                // tcp_connect sees TCP only; the Protocol entry naming TCP and UDP adds nothing.
+                dest(SetOperator::In, vec![], vec![], Some(Protocol::TCP)),
+            ]
+        );
+        assert_eq!(rules[0].selectors[0].match_actions[0].action, Action::Post);
+    }
+
+    #[test]
+    fn a_selector_whose_every_condition_is_dropped_is_not_translated() {
+        let (r, rules, _) = convert(
+            "  kprobes:\n  - call: tcp_connect\n    args:\n    - index: 0\n      type: sock\n    selectors:\n    - matchPIDs:\n      - operator: In\n        values: [42]\n      matchActions:\n      - action: Sigkill\n    - matchArgs:\n      - index: 0\n        operator: DPort\n        values: [\"22\"]\n      matchActions:\n      - action: Sigkill\n",
+        );
+        assert_eq!(r.outcome, Outcome::Partial);
+        let sel = &r.hooks[0].selectors;
+        assert_eq!(sel[0].outcome, Outcome::None);
+        assert!(sel[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("every condition was dropped"));
+        assert_eq!(
+            sel[1].outcome,
+            Outcome::Partial,
+            "Sigkill -> Block is a change"
+        );
+        assert_eq!(rules[0].selectors.len(), 1);
+        assert_eq!(rules[0].selectors[0].match_actions[0].action, Action::Block);
+        // The dropped selector did not broaden the one that was kept: the mode stays.
+        assert_eq!(r.mode.as_deref(), Some("enforce"));
+    }
+
+    #[test]
+    fn explicit_monitor_mode_and_comments_are_kept() {
+        let (r, _, yaml) = convert(
+            "  options:\n  - name: policy-mode\n    value: monitor\n  # watch the shells\n  tracepoints:\n  - subsystem: sched # scheduler\n    event: sched_process_exec\n    selectors:\n    - matchBinaries:\n      - operator: In\n        values: [/bin/sh]\n      matchActions:\n      - action: Sigkill\n",
+        );
+        assert_eq!(r.outcome, Outcome::Full, "{r:#?}");
+        assert_eq!(r.mode.as_deref(), Some("monitor"));
+        // A comment inside a hook goes above its rule; one outside every hook into the header.
+        let (header, body) = yaml.split_at(yaml.find("apiVersion:").unwrap());
+        assert!(header.contains("# watch the shells\n"), "{yaml}");
+        assert!(body.contains("  # scheduler\n  - "), "{yaml}");
+    }
+
+    #[test]
+    fn input_errors_say_where_and_how_to_fix() {
+        let c = convert_source("bad.yaml", "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: x\nspec:\n  kprobes: {call: x}\n");
+        let e = c[0].report.error.as_ref().unwrap();
+        assert_eq!(
+            (e.line, e.message.contains("expected a list")),
+            (6, true),
+            "{e:?}"
+        );
+        let c = convert_source("bad.yaml", "a: [\n");
+        let e = c[0].report.error.as_ref().unwrap();
+        assert!(e.message.starts_with("YAML syntax error"), "{e:?}");
+        assert_eq!(c[0].report.outcome, Outcome::None);
     }
 }

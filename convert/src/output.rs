@@ -83,7 +83,10 @@ mod tests {
         ];
         let text = write(&["banner".into()], &envelope, &rules);
         assert!(text.starts_with("# banner\n"), "{text}");
-        assert!(text.contains("  # first # with hash\n  #\n  - hook: exec\n"), "{text}");
+        assert!(
+            text.contains("  # first # with hash\n  #\n  - hook: exec\n"),
+            "{text}"
+        );
         let parsed = bulwark_policy::yaml::parse(&text);
         assert!(parsed.error.is_none(), "{text}");
         let mut expected = envelope.clone();

@@ -257,7 +257,11 @@ pub fn render_text(reports: &[PolicyReport]) -> String {
             "{}:{}: {}{name}: {}",
             r.file,
             r.line,
-            if r.kind.is_empty() { "document" } else { &r.kind },
+            if r.kind.is_empty() {
+                "document"
+            } else {
+                &r.kind
+            },
             r.outcome.describe()
         );
         match (&r.output, &r.bulwark_name, &r.mode) {
@@ -267,7 +271,11 @@ pub fn render_text(reports: &[PolicyReport]) -> String {
             _ => out.push('\n'),
         }
         if let Some(e) = &r.error {
-            let _ = writeln!(out, "  {}:{}:{}: error: {}", r.file, e.line, e.column, e.message);
+            let _ = writeln!(
+                out,
+                "  {}:{}:{}: error: {}",
+                r.file, e.line, e.column, e.message
+            );
             let _ = writeln!(out, "    hint: {}", e.hint);
         }
         for f in &r.findings {
@@ -330,7 +338,8 @@ pub fn render_json(reports: &[PolicyReport]) -> String {
         "policies": reports,
         "summary": Summary::of(reports),
     });
-    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut s =
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');
     s
 }

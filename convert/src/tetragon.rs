@@ -167,7 +167,10 @@ pub fn read(root: &Node) -> Result<Policy<'_>, InputError> {
         }
     }
     let kind_node = root.get("kind");
-    let kind = kind_node.and_then(Node::as_str).unwrap_or_default().to_string();
+    let kind = kind_node
+        .and_then(Node::as_str)
+        .unwrap_or_default()
+        .to_string();
     if kind != "TracingPolicy" && kind != "TracingPolicyNamespaced" {
         return Err(error_at(
             kind_node.unwrap_or(root),
@@ -201,7 +204,10 @@ pub fn read(root: &Node) -> Result<Policy<'_>, InputError> {
             let Value::Seq(items) = &list.value else {
                 return Err(error_at(
                     list,
-                    format!("`spec.{section}` is a {}, expected a list", list.value.type_name()),
+                    format!(
+                        "`spec.{section}` is a {}, expected a list",
+                        list.value.type_name()
+                    ),
                     format!("write `{section}:` followed by `- ` entries"),
                 ));
             };
@@ -213,9 +219,7 @@ pub fn read(root: &Node) -> Result<Policy<'_>, InputError> {
     Ok(Policy {
         kind,
         name,
-        namespace: meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(scalar_text),
+        namespace: meta.and_then(|m| m.get("namespace")).and_then(scalar_text),
         labels: string_map(meta.and_then(|m| m.get("labels"))),
         annotations: string_map(meta.and_then(|m| m.get("annotations"))),
         spec,
@@ -286,7 +290,10 @@ fn read_hook<'a>(section: &'static str, i: usize, node: &'a Node) -> Hook<'a> {
         line: node.pos.line,
         end_line: last_line(node),
         call: call.unwrap_or_else(|| "?".into()),
-        syscall: matches!(node.get("syscall").map(|n| &n.value), Some(Value::Bool(true))),
+        syscall: matches!(
+            node.get("syscall").map(|n| &n.value),
+            Some(Value::Bool(true))
+        ),
         args,
         selectors,
         message: text("message"),
@@ -308,7 +315,10 @@ mod tests {
         assert_eq!(p.name, "x");
         assert_eq!(p.hooks.len(), 2);
         let k = &p.hooks[0];
-        assert_eq!((k.call.as_str(), k.line, k.end_line), ("tcp_connect", 7, 13));
+        assert_eq!(
+            (k.call.as_str(), k.line, k.end_line),
+            ("tcp_connect", 7, 13)
+        );
         assert_eq!(k.arg_type(0), Some("sock"));
         assert_eq!(k.selectors.len(), 1);
         assert_eq!(p.hooks[1].call, "sched/sched_process_exec");
@@ -318,10 +328,19 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_tetragon_policy() {
         for (text, msg) in [
-            ("apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\n", "already a bulwark"),
+            (
+                "apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\n",
+                "already a bulwark",
+            ),
             ("apiVersion: v1\nkind: ConfigMap\n", "not a Cilium Tetragon"),
-            ("apiVersion: cilium.io/v1alpha1\nkind: Pod\n", "not a Tetragon policy kind"),
-            ("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\n", "metadata.name"),
+            (
+                "apiVersion: cilium.io/v1alpha1\nkind: Pod\n",
+                "not a Tetragon policy kind",
+            ),
+            (
+                "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\n",
+                "metadata.name",
+            ),
         ] {
             let s = parse(text);
             let e = read(&s.documents[0].root).unwrap_err();

@@ -18,8 +18,8 @@ use crate::report::{Finding, FindingKind, HookReport, Outcome, SelectorReport};
 use crate::tetragon::{scalar_text, values, Hook};
 use bulwark_policy::yaml::{Node, Value};
 use bulwark_policy::{
-    Action, ActionSelector, BinarySelector, DestinationSelector, Operator, PortSpec,
-    Protocol, Selector, SetOperator,
+    Action, ActionSelector, BinarySelector, DestinationSelector, Operator, PortSpec, Protocol,
+    Selector, SetOperator,
 };
 
 /// The bulwark event a Tetragon hook is.
@@ -69,7 +69,14 @@ pub enum AddrArg {
 
 /// The syscall name inside an architecture-prefixed symbol (`__x64_sys_execve` -> `execve`).
 fn syscall_name(call: &str) -> &str {
-    for prefix in ["__x64_sys_", "__arm64_sys_", "__ia32_sys_", "__se_sys_", "ksys_", "sys_"] {
+    for prefix in [
+        "__x64_sys_",
+        "__arm64_sys_",
+        "__ia32_sys_",
+        "__se_sys_",
+        "ksys_",
+        "sys_",
+    ] {
         if let Some(rest) = call.strip_prefix(prefix) {
             return rest;
         }
@@ -98,7 +105,9 @@ pub fn classify(hook: &Hook) -> Result<Target, String> {
         "kprobes" => match syscall_name(call) {
             "execve" if hook.syscall || call != "execve" => Some(pre_exec(PathArg::Index(0))),
             "execveat" if hook.syscall || call != "execveat" => Some(pre_exec(PathArg::Index(1))),
-            "connect" if hook.syscall || call != "connect" => Some(connect(AddrArg::Sockaddr, None)),
+            "connect" if hook.syscall || call != "connect" => {
+                Some(connect(AddrArg::Sockaddr, None))
+            }
             "__sys_connect" => Some(connect(AddrArg::Sockaddr, None)),
             _ => match call {
                 "security_bprm_check"
@@ -140,22 +149,45 @@ fn why_no_target(hook: &Hook) -> String {
     const EVENTS: &str = "bulwark hooks three events: exec, connect and the first egress payload";
     let call = hook.call.as_str();
     if matches!(hook.section, "uprobes" | "usdts") {
-        return format!("user-space probes (`{}`) have no bulwark counterpart; {EVENTS}", hook.section);
+        return format!(
+            "user-space probes (`{}`) have no bulwark counterpart; {EVENTS}",
+            hook.section
+        );
     }
     let file_words = [
-        "file", "fd_install", "open", "read", "write", "unlink", "rename", "mmap", "path_",
-        "inode", "truncate", "chmod", "chown", "mkdir", "link",
+        "file",
+        "fd_install",
+        "open",
+        "read",
+        "write",
+        "unlink",
+        "rename",
+        "mmap",
+        "path_",
+        "inode",
+        "truncate",
+        "chmod",
+        "chown",
+        "mkdir",
+        "link",
     ];
     let what = if file_words.iter().any(|w| call.contains(w)) {
         "bulwark has no file hook yet"
-    } else if call.contains("cap_") || call.contains("capable") || call.contains("setuid")
-        || call.contains("setgid") || call.contains("cred")
+    } else if call.contains("cap_")
+        || call.contains("capable")
+        || call.contains("setuid")
+        || call.contains("setgid")
+        || call.contains("cred")
     {
         "bulwark has no privilege or credential hook"
     } else if call.contains("module") || call.contains("bpf") || call.contains("ptrace") {
         "bulwark has no kernel-integrity hook"
-    } else if call.contains("sendmsg") || call.contains("accept") || call.contains("bind")
-        || call.contains("listen") || call.contains("close") || call.contains("sock")
+    } else if call.contains("sendmsg")
+        || call.contains("accept")
+        || call.contains("bind")
+        || call.contains("listen")
+        || call.contains("close")
+        || call.contains("sock")
     {
         "bulwark's network hooks are the outbound connect and the first egress payload, not this one"
     } else if hook.syscall || hook.section == "tracepoints" {
@@ -189,7 +221,10 @@ impl Loss {
 }
 
 fn operator_text(entry: &Node) -> String {
-    entry.get("operator").and_then(scalar_text).unwrap_or_default()
+    entry
+        .get("operator")
+        .and_then(scalar_text)
+        .unwrap_or_default()
 }
 
 /// A Tetragon string operator as bulwark's (`Equal` -> `In`, `NotEqual` -> `NotIn`).
@@ -208,8 +243,9 @@ fn string_operator(op: &str) -> Option<Operator> {
 const PATH_OPERATORS: &str = "bulwark compares paths with In, NotIn, Prefix, NotPrefix, Postfix, NotPostfix (Tetragon's Equal/NotEqual are In/NotIn)";
 
 fn path_values(entry: &Node, op_text: &str) -> Result<(Operator, Vec<String>), String> {
-    let op = string_operator(op_text)
-        .ok_or_else(|| format!("operator `{op_text}` has no bulwark counterpart; {PATH_OPERATORS}"))?;
+    let op = string_operator(op_text).ok_or_else(|| {
+        format!("operator `{op_text}` has no bulwark counterpart; {PATH_OPERATORS}")
+    })?;
     let vals = values(entry)?;
     if vals.is_empty() {
         return Err("no `values`".into());
@@ -249,7 +285,11 @@ fn port_spec(v: &str) -> PortSpec {
 
 fn dest(negated: bool) -> DestinationSelector {
     DestinationSelector {
-        operator: if negated { SetOperator::NotIn } else { SetOperator::In },
+        operator: if negated {
+            SetOperator::NotIn
+        } else {
+            SetOperator::In
+        },
         cidrs: Vec::new(),
         ports: Vec::new(),
         protocol: None,
@@ -294,7 +334,11 @@ fn connect_arg(
                 protocols.push(match v.as_str() {
                     "IPPROTO_TCP" | "6" | "TCP" | "tcp" => Protocol::TCP,
                     "IPPROTO_UDP" | "17" | "UDP" | "udp" => Protocol::UDP,
-                    other => return Err(format!("protocol `{other}`: bulwark's connect hook sees TCP and UDP only")),
+                    other => {
+                        return Err(format!(
+                            "protocol `{other}`: bulwark's connect hook sees TCP and UDP only"
+                        ))
+                    }
                 });
             }
             protocols.dedup();
@@ -309,7 +353,9 @@ fn connect_arg(
                 cidrs.push(match v.as_str() {
                     "AF_INET" | "2" => "0.0.0.0/0",
                     "AF_INET6" | "10" => "::/0",
-                    other => return Err(format!("address family `{other}`: bulwark's connect hook sees IPv4 and IPv6 only")),
+                    other => return Err(format!(
+                        "address family `{other}`: bulwark's connect hook sees IPv4 and IPv6 only"
+                    )),
                 });
             }
             cidrs.sort_unstable();
@@ -320,7 +366,8 @@ fn connect_arg(
             d.cidrs = cidrs.into_iter().map(String::from).collect();
         }
         _ => {
-            let source = matches!(addr, AddrArg::Sock) && (base == "SAddr" || base.starts_with("SPort"));
+            let source =
+                matches!(addr, AddrArg::Sock) && (base == "SAddr" || base.starts_with("SPort"));
             return Err(if source {
                 format!("operator `{op}` selects the source address or port; bulwark's connect rules match the destination only")
             } else {
@@ -336,7 +383,10 @@ fn connect_arg(
 
 /// A `matchActions` entry as a bulwark action, with a finding when its meaning changes.
 fn action(target: &Target, entry: &Node) -> Result<(Action, Option<String>), String> {
-    let name = entry.get("action").and_then(scalar_text).unwrap_or_default();
+    let name = entry
+        .get("action")
+        .and_then(scalar_text)
+        .unwrap_or_default();
     let exec = matches!(target, Target::Exec { .. });
     let signal = entry
         .get("argSig")
@@ -430,7 +480,14 @@ pub fn selector(hook: &Hook, target: &Target, i: usize, node: &Node) -> Selector
         },
     };
     let Value::Map(entries) = &node.value else {
-        return none(path, format!("the selector is a {}, expected a mapping", node.value.type_name()), Vec::new());
+        return none(
+            path,
+            format!(
+                "the selector is a {}, expected a mapping",
+                node.value.type_name()
+            ),
+            Vec::new(),
+        );
     };
     let mut sel = Selector::default();
     let mut findings = Vec::new();
@@ -489,7 +546,10 @@ pub fn selector(hook: &Hook, target: &Target, i: usize, node: &Node) -> Selector
                     match path_values(n, &op) {
                         Ok((operator, values)) => {
                             sel.match_binaries.push(BinarySelector { operator, values });
-                            if matches!(n.get("followChildren").map(|f| &f.value), Some(Value::Bool(true))) {
+                            if matches!(
+                                n.get("followChildren").map(|f| &f.value),
+                                Some(Value::Bool(true))
+                            ) {
                                 lose(j, n, "matchBinaries followChildren".into(), "bulwark matches the binary's own process, not its descendants, so the rule matches less than in Tetragon".into(), false, FindingKind::Dropped);
                             }
                         }
@@ -507,22 +567,49 @@ pub fn selector(hook: &Hook, target: &Target, i: usize, node: &Node) -> Selector
                                 list.push(a);
                             }
                             if let Some(why) = changed {
-                                lose(j, n, format!("action {name}"), why, false, FindingKind::Changed);
+                                lose(
+                                    j,
+                                    n,
+                                    format!("action {name}"),
+                                    why,
+                                    false,
+                                    FindingKind::Changed,
+                                );
                             }
-                            for extra in ["rateLimit", "rateLimitScope", "kernelStackTrace", "userStackTrace", "imaHash"] {
+                            for extra in [
+                                "rateLimit",
+                                "rateLimitScope",
+                                "kernelStackTrace",
+                                "userStackTrace",
+                                "imaHash",
+                            ] {
                                 if n.get(extra).is_some() {
                                     lose(j, n, format!("action {name} {extra}"), format!("`{extra}`: bulwark's Post has no such option; every match is reported"), false, FindingKind::Dropped);
                                 }
                             }
                         }
-                        Err(why) => lose(j, n, format!("action {name}"), why, false, FindingKind::Dropped),
+                        Err(why) => lose(
+                            j,
+                            n,
+                            format!("action {name}"),
+                            why,
+                            false,
+                            FindingKind::Dropped,
+                        ),
                     }
                 }
             }
             "matchReturnActions" => {
                 for (j, n) in items.into_iter().enumerate() {
                     let name = n.get("action").and_then(scalar_text).unwrap_or_default();
-                    lose(j, n, format!("matchReturnActions {name}"), "bulwark acts before the call, never on its return".into(), false, FindingKind::Dropped);
+                    lose(
+                        j,
+                        n,
+                        format!("matchReturnActions {name}"),
+                        "bulwark acts before the call, never on its return".into(),
+                        false,
+                        FindingKind::Dropped,
+                    );
                 }
             }
             key => {
@@ -559,7 +646,9 @@ pub fn selector(hook: &Hook, target: &Target, i: usize, node: &Node) -> Selector
         implied: Some(d), ..
     } = target
     {
-        sel.match_destinations.push(d.clone());
+        if !sel.match_destinations.contains(d) {
+            sel.match_destinations.push(d.clone());
+        }
     }
     sel.match_actions = actions
         .into_iter()

@@ -3,8 +3,8 @@
 //! converts to that outcome, every output passes `bulwark lint` with no error and loads as one
 //! policy, and the counts printed here are the ones docs/convert.md quotes.
 
-use bulwark_convert::report::{render_text, Outcome, Summary};
 use bulwark_convert::convert_source;
+use bulwark_convert::report::{render_text, Outcome, Summary};
 use std::path::PathBuf;
 
 fn corpus() -> Vec<(String, String)> {
@@ -48,19 +48,31 @@ fn corpus_converts_as_expected_and_the_output_lints_clean() {
         let c = &converted[0];
         let r = &c.report;
         assert!(r.error.is_none(), "{name}: {:?}", r.error);
-        assert_eq!(r.outcome, expected(text), "{name}:\n{}", render_text(std::slice::from_ref(r)));
+        assert_eq!(
+            r.outcome,
+            expected(text),
+            "{name}:\n{}",
+            render_text(std::slice::from_ref(r))
+        );
         match &c.yaml {
             None => assert_eq!(r.outcome, Outcome::None, "{name}"),
             Some(yaml) => {
                 let lint = bulwark_compiler::lint_source(name, yaml);
-                assert_eq!(lint.errors(), 0, "{name}: lint errors in\n{yaml}\n{:#?}", lint.diagnostics);
+                assert_eq!(
+                    lint.errors(),
+                    0,
+                    "{name}: lint errors in\n{yaml}\n{:#?}",
+                    lint.diagnostics
+                );
                 assert_eq!(lint.policies.len(), 1, "{name}: {yaml}");
-                assert_eq!(lint.diagnostics, r.lint, "{name}: the report carries the lint");
+                assert_eq!(
+                    lint.diagnostics, r.lint,
+                    "{name}: the report carries the lint"
+                );
                 // Names are preserved (or changed with a finding saying so).
                 let policy = &lint.policies[0];
                 assert!(
-                    policy.name() == r.name
-                        || r.findings.iter().any(|f| f.path == "metadata.name"),
+                    policy.name() == r.name || r.findings.iter().any(|f| f.path == "metadata.name"),
                     "{name}"
                 );
             }
@@ -69,7 +81,10 @@ fn corpus_converts_as_expected_and_the_output_lints_clean() {
         if r.outcome != Outcome::Full {
             let explained = r.findings.iter().any(|f| f.is_loss())
                 || r.hooks.iter().any(|h| {
-                    h.reason.is_some() || h.selectors.iter().any(|s| !s.findings.is_empty() || s.reason.is_some())
+                    h.reason.is_some()
+                        || h.selectors
+                            .iter()
+                            .any(|s| !s.findings.is_empty() || s.reason.is_some())
                 });
             assert!(explained, "{name}: {r:#?}");
         }
@@ -79,5 +94,8 @@ fn corpus_converts_as_expected_and_the_output_lints_clean() {
     println!("{}", render_text(&reports));
     println!("convert corpus: {summary}");
     assert_eq!(summary.lint_errors, 0);
-    assert!(summary.full > 0 && summary.partial > 0 && summary.none > 0, "{summary}");
+    assert!(
+        summary.full > 0 && summary.partial > 0 && summary.none > 0,
+        "{summary}"
+    );
 }

@@ -150,9 +150,17 @@ mod tests {
         assert!(docs.is_empty(), "with --out nothing goes to stdout");
         assert_eq!(exit_code(&Summary::of(&reports)), 0);
         let written = dir.join("kill-netcat.yaml");
-        assert_eq!(reports[0].output.as_deref(), Some(written.display().to_string().as_str()));
+        assert_eq!(
+            reports[0].output.as_deref(),
+            Some(written.display().to_string().as_str())
+        );
         let lint = bulwark_compiler::lint_paths(std::slice::from_ref(&written)).unwrap();
-        assert_eq!((lint.errors(), lint.policies.len()), (0, 1), "{:?}", lint.diagnostics);
+        assert_eq!(
+            (lint.errors(), lint.policies.len()),
+            (0, 1),
+            "{:?}",
+            lint.diagnostics
+        );
 
         // The whole corpus: some policies only partly or not at all -> 1; the same name twice
         // gets a second file rather than overwriting the first.
@@ -170,6 +178,9 @@ mod tests {
 
         // A missing path is an I/O error (exit 2 through main), not a finding.
         let missing = convert(&args(vec![repo("no/such/file.yaml")], None));
-        assert!(missing.unwrap_err().to_string().contains("no/such/file.yaml"));
+        assert!(missing
+            .unwrap_err()
+            .to_string()
+            .contains("no/such/file.yaml"));
     }
 }
