@@ -353,9 +353,11 @@ fn connect_arg(
                 cidrs.push(match v.as_str() {
                     "AF_INET" | "2" => "0.0.0.0/0",
                     "AF_INET6" | "10" => "::/0",
-                    other => return Err(format!(
+                    other => {
+                        return Err(format!(
                         "address family `{other}`: bulwark's connect hook sees IPv4 and IPv6 only"
-                    )),
+                    ))
+                    }
                 });
             }
             cidrs.sort_unstable();

@@ -486,7 +486,7 @@ pub fn check_document(doc: &Document, out: &mut Vec<Diagnostic>) -> Option<Kind>
             codes::TETRAGON_POLICY,
             "this is a Cilium Tetragon policy (`cilium.io`), not a bulwark policy".into(),
             format!(
-                "set `apiVersion: {API_VERSION}`; replace `spec.kprobes`/`spec.tracepoints` with `spec.rules`, one per event, each with `name`, `hook: exec|connect|egress` and `selectors` (matchBinaries/matchArgs keep their Tetragon meaning; actions are Post, Sigkill, Block); see docs/lint.md"
+                "run `bulwark convert FILE` to translate it and see what does not map (docs/convert.md); by hand: set `apiVersion: {API_VERSION}`; replace `spec.kprobes`/`spec.tracepoints` with `spec.rules`, one per event, each with `name`, `hook: exec|connect|egress` and `selectors` (matchBinaries/matchArgs keep their Tetragon meaning; actions are Post, Sigkill, Block); see docs/lint.md"
             ),
             "apiVersion",
             pos,
