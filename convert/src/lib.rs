@@ -361,10 +361,11 @@ pub fn convert_document(
     }
     let mut own: Vec<String> = Vec::new();
     for c in comments {
-        match comment_owner(c, &policy.hooks, lines).and_then(|h| rule_of_hook[h]) {
-            Some(r) => rules[r].comments.push(c.text.clone()),
-            None if comment_owner(c, &policy.hooks, lines).is_none() => own.push(c.text.clone()),
-            None => {}
+        match comment_owner(c, &policy.hooks, lines).map(|h| rule_of_hook[h]) {
+            Some(Some(r)) => rules[r].comments.push(c.text.clone()),
+            None => own.push(c.text.clone()),
+            // The comment of a hook that was not translated: the banner names the hook.
+            Some(None) => {}
         }
     }
     if !own.is_empty() {

@@ -18,22 +18,26 @@ pub enum Format {
     Json,
 }
 
-/// Translate Tetragon TracingPolicy / TracingPolicyNamespaced files into bulwark policies.
-///
-/// Exec hooks (security_bprm_check, execve, sched_process_exec, ...) become `hook: exec` rules,
-/// connect hooks (tcp_connect, security_socket_connect, ...) become `hook: connect` rules; names,
-/// namespaces, labels, modes and comments are kept. What cannot be translated is reported per
-/// selector with the reason. The output is linted as `bulwark lint` would.
-///
-/// Without --out the policies go to standard output (documents separated by `---`) and the
-/// report to standard error; with --out DIR each policy is written to DIR/<name>.yaml and the
-/// report goes to standard output.
-///
-/// Exit status: 0 every policy translated fully and its output lints clean; 1 something was
-/// translated only partly or not at all, or the output has lint errors; 2 usage or I/O errors
-/// (a path that does not exist, a file that cannot be read or written).
+/// Shown after the options in `bulwark convert --help` and `-h` (the one-line summary is the
+/// subcommand's doc comment in main.rs).
+const AFTER_HELP: &str = "\
+Exec hooks (security_bprm_check, execve, sched_process_exec, ...) become `hook: exec` rules,
+connect hooks (tcp_connect, security_socket_connect, ...) become `hook: connect` rules; names,
+namespaces, labels, modes and comments are kept. What cannot be translated is reported per
+policy, hook and selector with the reason, and the output is linted as `bulwark lint` does.
+A policy that a dropped condition would make kill or block more is written in monitor mode.
+
+Without --out the policies go to standard output (documents separated by `---`) and the
+report to standard error; with --out DIR each policy is written to DIR/<name>.yaml and the
+report goes to standard output. Details: docs/convert.md.
+
+Exit status:
+  0  every policy translated fully and its output lints clean
+  1  something translated only partly or not at all, or the output has lint errors
+  2  usage or I/O errors (a path that does not exist, a file that cannot be read or written)";
+
 #[derive(clap::Args, Debug)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = AFTER_HELP)]
 pub struct ConvertArgs {
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
