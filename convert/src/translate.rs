@@ -250,6 +250,11 @@ fn path_values(entry: &Node, op_text: &str) -> Result<(Operator, Vec<String>), S
     if vals.is_empty() {
         return Err("no `values`".into());
     }
+    if let Some(list) = vals.iter().find(|v| v.starts_with("list:")) {
+        return Err(format!(
+            "`{list}` refers to a Tetragon `spec.lists` entry, which is not expanded; write the paths out in the bulwark policy"
+        ));
+    }
     Ok((op, vals))
 }
 

@@ -99,3 +99,25 @@ fn corpus_converts_as_expected_and_the_output_lints_clean() {
         "{summary}"
     );
 }
+
+/// Every prefix of every corpus file (cut every few bytes, so YAML breaks everywhere) converts
+/// without a panic, and whatever output comes out lints with no error.
+#[test]
+fn truncated_corpus_files_never_panic() {
+    let mut conversions = 0;
+    for (name, text) in corpus() {
+        let cuts = (0..text.len())
+            .step_by(5)
+            .filter(|&i| text.is_char_boundary(i));
+        for cut in cuts {
+            for c in convert_source(&name, &text[..cut]) {
+                assert!(
+                    c.yaml.is_some() || c.report.outcome == Outcome::None,
+                    "{name}@{cut}"
+                );
+                conversions += 1;
+            }
+        }
+    }
+    assert!(conversions > 1000, "{conversions}");
+}
