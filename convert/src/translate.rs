@@ -146,7 +146,8 @@ pub fn classify(hook: &Hook) -> Result<Target, String> {
 
 /// Why a hook has no bulwark event, in terms of what it watches.
 fn why_no_target(hook: &Hook) -> String {
-    const EVENTS: &str = "bulwark hooks three events: exec, connect and the first egress payload";
+    const EVENTS: &str =
+        "bulwark hooks three events: exec, connect and the sends of egress connections";
     let call = hook.call.as_str();
     if matches!(hook.section, "uprobes" | "usdts") {
         return format!(
@@ -189,7 +190,7 @@ fn why_no_target(hook: &Hook) -> String {
         || call.contains("close")
         || call.contains("sock")
     {
-        "bulwark's network hooks are the outbound connect and the first egress payload, not this one"
+        "bulwark's network hooks are the outbound connect and egress sends, not this one"
     } else if hook.syscall || hook.section == "tracepoints" {
         "bulwark has no hook on arbitrary syscalls or tracepoints"
     } else {

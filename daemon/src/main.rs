@@ -17,7 +17,7 @@ use std::process::ExitCode;
 /// Policy-driven runtime enforcement for Linux and Kubernetes, on eBPF.
 ///
 /// bulwark compiles TracingPolicy resources into eBPF map entries; kernel programs match each
-/// exec, connect and first egress payload against them and log, SIGKILL or block.
+/// exec, connect and egress send against them and log, SIGKILL or block.
 #[derive(Parser, Debug)]
 #[command(name = "bulwark", version, propagate_version = true)]
 struct Cli {
