@@ -5,8 +5,10 @@
 //! Needs root. Not part of the test suite: timings are reported, never asserted.
 //!
 //!     sudo target/release/bulwark-bench run --rounds 5
+//!     target/release/bulwark-bench lint     # lint scaling, no root
 
 mod daemon;
+mod lint;
 mod policies;
 mod workers;
 
@@ -29,6 +31,8 @@ enum Cli {
     /// Run one workload (used by `run`; prints one JSON object).
     #[command(subcommand)]
     Worker(workers::Worker),
+    /// How `bulwark lint` scales: 1k, 10k and 40k policies and 10 MB of comments (no root).
+    Lint(lint::LintArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -51,6 +55,7 @@ fn main() -> Result<()> {
     match Cli::parse() {
         Cli::Worker(w) => workers::run(w),
         Cli::Run(args) => run(args),
+        Cli::Lint(args) => lint::run(args),
     }
 }
 
