@@ -419,3 +419,83 @@ pub(super) fn broader(a: &Selector, b: &Selector) -> bool {
     let enc = a.match_encryption.is_none() || a.match_encryption == b.match_encryption;
     bins && args && nss && kinds && dests && enc
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (no dependency, same inputs on every run).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// The indexes answer exactly what comparing every pair answers.
+    #[test]
+    fn indexes_agree_with_pairwise_comparison() {
+        let mut r = Lcg(7);
+        for _ in 0..300 {
+            let word = |r: &mut Lcg| -> String {
+                (0..r.next(4))
+                    .map(|_| ["a", "b", "/", "é"][r.next(4) as usize])
+                    .collect()
+            };
+            let a: Vec<String> = (0..r.next(6)).map(|_| word(&mut r)).collect();
+            let b: Vec<String> = (0..r.next(6)).map(|_| word(&mut r)).collect();
+            let bv = Values::new(&b);
+            for s in &a {
+                assert_eq!(bv.set.contains(s.as_str()), b.contains(s));
+                assert_eq!(bv.starts(s), b.iter().any(|v| s.starts_with(v.as_str())));
+                assert_eq!(bv.ends(s), b.iter().any(|v| s.ends_with(v.as_str())));
+            }
+            let cidr = |r: &mut Lcg| {
+                let len = r.next(9) as u8;
+                if r.next(5) == 0 {
+                    Cidr::V6 {
+                        addr: u128::from(r.next(4)) << 124,
+                        len,
+                    }
+                    .truncated(len)
+                } else {
+                    Cidr::V4 {
+                        addr: (r.next(256) as u32) << 24,
+                        len,
+                    }
+                    .truncated(len)
+                }
+            };
+            let ca: Vec<Cidr> = (0..r.next(6)).map(|_| cidr(&mut r)).collect();
+            let cb: Vec<Cidr> = (0..r.next(6)).map(|_| cidr(&mut r)).collect();
+            let ci = Cidrs::new(&cb);
+            for c in &ca {
+                assert_eq!(
+                    ci.cover(c),
+                    cb.iter().any(|d| d.covers(c)),
+                    "{c:?} in {cb:?}"
+                );
+                assert_eq!(
+                    ci.overlap(c),
+                    cb.iter().any(|d| c.overlaps(d)),
+                    "{c:?} in {cb:?}"
+                );
+            }
+            let port = |r: &mut Lcg| {
+                let lo = 1 + r.next(40) as u16;
+                PortRange::new(lo, lo + r.next(10) as u16).unwrap()
+            };
+            let pa: Vec<PortRange> = (0..r.next(6)).map(|_| port(&mut r)).collect();
+            let pb: Vec<PortRange> = (0..r.next(6)).map(|_| port(&mut r)).collect();
+            let pi = Ports::new(&pb);
+            for &p in &pa {
+                assert_eq!(pi.cover(p), pb.iter().any(|&q| q.covers(p)));
+                assert_eq!(pi.overlap(p), pb.iter().any(|&q| p.overlaps(q)));
+            }
+        }
+    }
+}
