@@ -76,12 +76,7 @@ fn comments(bytes: usize) -> String {
 }
 
 pub fn run(args: LintArgs) -> Result<()> {
-    let bulwark = std::fs::canonicalize(&args.bulwark).with_context(|| {
-        format!(
-            "{} not found: build it with `cargo build --release -p bulwark`",
-            args.bulwark.display()
-        )
-    })?;
+    let bulwark = crate::bulwark_binary(&args.bulwark)?;
     let work = std::env::temp_dir().join(format!("bulwark-bench-lint-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let mut inputs: Vec<(String, usize, PathBuf)> = Vec::new();

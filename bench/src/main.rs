@@ -245,16 +245,21 @@ fn workloads(quick: bool) -> Vec<(&'static str, Option<&'static str>, Vec<String
     ]
 }
 
+/// The bulwark binary under test, as an absolute path, or what to build.
+fn bulwark_binary(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path).with_context(|| {
+        format!(
+            "{} not found: build it with `cargo build --release -p bulwark`",
+            path.display()
+        )
+    })
+}
+
 fn run(args: RunArgs) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("bulwark-bench run needs root (it runs the daemon and creates network namespaces)");
     }
-    let bulwark = std::fs::canonicalize(&args.bulwark).with_context(|| {
-        format!(
-            "{} not found: build it with `cargo build --release -p bulwark`",
-            args.bulwark.display()
-        )
-    })?;
+    let bulwark = bulwark_binary(&args.bulwark)?;
     let work = std::env::temp_dir().join(format!("bulwark-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let dir = |name: &str, yaml: String| -> Result<PathBuf> {
