@@ -5,8 +5,10 @@
 //! Needs root. Not part of the test suite: timings are reported, never asserted.
 //!
 //!     sudo target/release/bulwark-bench run --rounds 5
+//!     target/release/bulwark-bench lint     # lint scaling, no root
 
 mod daemon;
+mod lint;
 mod policies;
 mod workers;
 
@@ -29,6 +31,8 @@ enum Cli {
     /// Run one workload (used by `run`; prints one JSON object).
     #[command(subcommand)]
     Worker(workers::Worker),
+    /// How `bulwark lint` scales: 1k, 10k and 40k policies and 10 MB of comments (no root).
+    Lint(lint::LintArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -51,6 +55,7 @@ fn main() -> Result<()> {
     match Cli::parse() {
         Cli::Worker(w) => workers::run(w),
         Cli::Run(args) => run(args),
+        Cli::Lint(args) => lint::run(args),
     }
 }
 
@@ -240,16 +245,21 @@ fn workloads(quick: bool) -> Vec<(&'static str, Option<&'static str>, Vec<String
     ]
 }
 
+/// The bulwark binary under test, as an absolute path, or what to build.
+fn bulwark_binary(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path).with_context(|| {
+        format!(
+            "{} not found: build it with `cargo build --release -p bulwark`",
+            path.display()
+        )
+    })
+}
+
 fn run(args: RunArgs) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("bulwark-bench run needs root (it runs the daemon and creates network namespaces)");
     }
-    let bulwark = std::fs::canonicalize(&args.bulwark).with_context(|| {
-        format!(
-            "{} not found: build it with `cargo build --release -p bulwark`",
-            args.bulwark.display()
-        )
-    })?;
+    let bulwark = bulwark_binary(&args.bulwark)?;
     let work = std::env::temp_dir().join(format!("bulwark-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let dir = |name: &str, yaml: String| -> Result<PathBuf> {

@@ -112,3 +112,51 @@ pub fn many_documents(n: usize) -> String {
     }
     s
 }
+
+/// `n` varied policy documents for the lint-scaling measurement: exec, connect and egress
+/// rules with binaries, arguments, namespaces, destinations and encryption, one namespaced
+/// policy in ten, and every 1,000th name repeated (so the duplicate-name check has findings
+/// to place). About 360 bytes a policy (issue 12 measured 38,837 policies in 10 MB).
+pub fn lint_mix(n: usize) -> String {
+    let mut s = String::with_capacity(n * 300);
+    for i in 0..n {
+        let name = if i % 1000 == 999 {
+            format!("lint-mix-{}", i - 1)
+        } else {
+            format!("lint-mix-{i}")
+        };
+        if i % 10 == 9 {
+            let _ = write!(
+                s,
+                "---\napiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicyNamespaced\nmetadata:\n  name: {name}\n  namespace: team-{}\nspec:\n  rules:\n",
+                i % 97
+            );
+        } else {
+            header(
+                &mut s,
+                &name,
+                if i % 2 == 0 { "enforce" } else { "monitor" },
+            );
+        }
+        let _ = match i % 3 {
+            0 => writeln!(
+                s,
+                "  - name: kill-tool\n    hook: exec\n    selectors:\n    - matchBinaries:\n      - operator: {}\n        values: [/opt/t{i}/bin/tool]\n      matchArgs:\n      - operator: Prefix\n        values: [\"--x{i}\"]\n      matchActions:\n      - action: Sigkill",
+                ["In", "Prefix", "NotIn"][i % 7 % 3]
+            ),
+            1 => writeln!(
+                s,
+                "  - name: block-range\n    hook: connect\n    selectors:\n    - matchDestinations:\n      - operator: In\n        cidrs: [10.{}.{}.0/24]\n        ports: [443, \"8000-8080\"]\n      matchActions:\n      - action: Block",
+                i / 256 % 256,
+                i % 256
+            ),
+            _ => writeln!(
+                s,
+                "  - name: plain-egress\n    hook: egress\n    selectors:\n    - matchNamespaces:\n      - operator: In\n        values: [team-{}]\n      matchDestinations:\n      - operator: In\n        ports: [{}]\n      matchEncryption: plaintext\n      matchActions:\n      - action: Block",
+                i % 97,
+                1 + i % 60000
+            ),
+        };
+    }
+    s
+}

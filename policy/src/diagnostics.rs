@@ -75,11 +75,14 @@ codes! {
     INVALID_PORT = "BW052", "invalid-port", Error, "A port is 0, over 65535, or not a number.";
     INVALID_PORT_RANGE = "BW053", "invalid-port-range", Error, "A port range is malformed or its low end is above its high end.";
     INVALID_BINARY_PATH = "BW054", "invalid-binary-path", Error, "A binary path is not absolute, contains NUL, `//`, a trailing `/`, or is empty.";
+    PATTERN_IN_PATH = "BW055", "pattern-in-binary-path", Error, "A binary path holds glob or regular-expression characters (`*`, `?`, `[...]`, `^`, `$`); operators compare literal paths.";
+    STRAY_CHARACTERS = "BW056", "stray-characters", Warning, "A binary path or argument value starts or ends with white space or holds a control character (an error where it makes a path relative).";
     ACTION_NOT_ALLOWED = "BW060", "action-not-allowed", Error, "An action that the rule's hook cannot carry out.";
     DESTINATIONS_ON_EXEC = "BW061", "destinations-on-exec", Error, "matchDestinations on an exec hook (an exec has no destination).";
     ENCRYPTION_OFF_EGRESS = "BW062", "encryption-off-egress", Error, "matchEncryption on a hook other than egress.";
     UDP_ON_EGRESS = "BW063", "udp-on-egress", Error, "The egress hook classifies TCP payloads only; UDP never reaches it.";
     ENFORCE_WITHOUT_ACTION = "BW070", "enforce-without-action", Warning, "mode: enforce, but no selector has Sigkill or Block.";
+    NO_ACTIONS = "BW071", "no-actions", Warning, "In a mode: enforce policy whose other selectors enforce, a selector without matchActions takes the default Post (report only).";
     NEVER_MATCHES = "BW080", "never-matches", Error, "A selector's conditions contradict each other, so it can never match.";
     SHADOWED = "BW081", "shadowed-selector", Warning, "An earlier selector of the same rule matches whenever this one does and already takes its actions.";
     VALUE_TOO_LONG = "BW090", "value-too-long", Error, "A value is longer than the kernel map key can hold.";

@@ -12,6 +12,7 @@ use crate::schema::{self, Kind};
 use crate::validate;
 use crate::yaml::{self, Document, IssueKind, TreeIssue, Value};
 use crate::{AnyPolicy, TracingPolicy, TracingPolicyNamespaced};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// What linting produced: the policies of documents with no errors, and every diagnostic.
@@ -131,19 +132,19 @@ fn list_items(doc: &Document) -> Option<Result<Vec<Document>, Diagnostic>> {
         })
         .collect();
     for issue in &doc.issues {
-        // The last item starting at or before the issue holds it.
-        if let Some(d) = docs.iter_mut().rev().find(|d| d.start <= issue.pos) {
+        // The last item starting at or before the issue holds it (items are in source order,
+        // so a binary search finds it).
+        let after = docs.partition_point(|d| d.start <= issue.pos);
+        if let Some(d) = after.checked_sub(1).and_then(|i| docs.get_mut(i)) {
             d.issues.push(issue.clone());
         }
     }
     Some(Ok(docs))
 }
 
-/// Checks one file's text without set-level checks.
+/// Checks one file's text without set-level checks. The caller lists `file` in
+/// `out.file_names`.
 fn check_source(file: &str, text: &str, out: &mut LintOutcome, loaded: &mut Vec<Loaded>) {
-    if !out.file_names.iter().any(|f| f == file) {
-        out.file_names.push(file.to_string());
-    }
     let stream = yaml::parse(text);
     for doc in stream.documents {
         match list_items(&doc) {
@@ -268,17 +269,23 @@ fn finish(mut out: LintOutcome, loaded: Vec<Loaded>, set_check: SetCheck) -> Lin
         .map(|(l, _)| l.policy)
         .collect();
     // Stable order: by file (in the order read), then line, column, code.
-    let order = out.file_names.clone();
-    out.diagnostics.sort_by_key(|d| {
-        (
-            d.file
-                .as_ref()
-                .and_then(|f| order.iter().position(|o| o == f)),
-            d.line,
-            d.column,
-            d.code,
-        )
-    });
+    let order: HashMap<&str, usize> = out
+        .file_names
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.as_str(), i))
+        .collect();
+    let keys: Vec<_> = out
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let file = d.file.as_deref().and_then(|f| order.get(f).copied());
+            (file, d.line, d.column, d.code)
+        })
+        .collect();
+    let mut sorted: Vec<(usize, Diagnostic)> = out.diagnostics.drain(..).enumerate().collect();
+    sorted.sort_by_key(|(i, _)| keys[*i]);
+    out.diagnostics = sorted.into_iter().map(|(_, d)| d).collect();
     out
 }
 
@@ -292,6 +299,7 @@ pub fn lint_source(file: &str, text: &str) -> LintOutcome {
 pub fn lint_source_with(file: &str, text: &str, set_check: SetCheck) -> LintOutcome {
     let mut out = LintOutcome {
         files: 1,
+        file_names: vec![file.to_string()],
         ..Default::default()
     };
     let mut loaded = Vec::new();
@@ -307,7 +315,7 @@ fn collect(
     path: &Path,
     explicit: bool,
     files: &mut Vec<PathBuf>,
-    visited: &mut std::collections::HashSet<PathBuf>,
+    visited: &mut HashSet<PathBuf>,
 ) -> Result<(), LoadError> {
     let io = |e: std::io::Error| LoadError::Io {
         path: path.display().to_string(),
@@ -357,7 +365,7 @@ fn collect(
 /// named explicitly whatever its extension.
 pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     let mut files = Vec::new();
-    let mut visited = std::collections::HashSet::new();
+    let mut visited = HashSet::new();
     for p in paths {
         collect(p, true, &mut files, &mut visited)?;
     }
@@ -435,10 +443,11 @@ pub fn lint_paths_with(paths: &[PathBuf], set_check: SetCheck) -> Result<LintOut
     let files = policy_files(paths)?;
     let mut out = LintOutcome::default();
     let mut loaded = Vec::new();
+    let mut listed = HashSet::new();
     for f in &files {
         out.files += 1;
         let name = f.display().to_string();
-        if !out.file_names.contains(&name) {
+        if listed.insert(name.clone()) {
             out.file_names.push(name.clone());
         }
         match read_text(f) {

@@ -80,6 +80,41 @@ impl Cidr {
         self.covers(other) || other.covers(self)
     }
 
+    /// The prefix of length `len` (at most this one's) that covers this one.
+    pub fn truncated(self, len: u8) -> Cidr {
+        match self {
+            Cidr::V4 { addr, .. } => Cidr::V4 {
+                addr: mask4(addr, len),
+                len,
+            },
+            Cidr::V6 { addr, .. } => Cidr::V6 {
+                addr: mask6(addr, len),
+                len,
+            },
+        }
+    }
+
+    /// In the order of `Cidr`, the least and the greatest prefix that starts inside this one:
+    /// `d` starts inside `c` exactly when `c.bounds().0 <= d <= c.bounds().1`.
+    pub fn bounds(self) -> (Cidr, Cidr) {
+        match self {
+            Cidr::V4 { addr, len } => (
+                Cidr::V4 { addr, len: 0 },
+                Cidr::V4 {
+                    addr: addr | !mask4(u32::MAX, len),
+                    len: u8::MAX,
+                },
+            ),
+            Cidr::V6 { addr, len } => (
+                Cidr::V6 { addr, len: 0 },
+                Cidr::V6 {
+                    addr: addr | !mask6(u128::MAX, len),
+                    len: u8::MAX,
+                },
+            ),
+        }
+    }
+
     /// The prefix with IPv6 prefixes inside `::ffff:0:0/96` folded into the IPv4 prefix they
     /// denote, as destinations are matched: the kernel folds IPv4-mapped destination addresses
     /// the same way ([`normalize_addr`]) before its lookup.

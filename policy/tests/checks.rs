@@ -296,9 +296,37 @@ fn names_rules_and_selectors() {
     let post_some = policy(
         "monitor",
         "exec",
-        "{matchBinaries: [{operator: Prefix, values: [/tmp/]}]}",
+        "{matchBinaries: [{operator: Prefix, values: [/tmp/]}], matchActions: [{action: Post}]}",
     );
     pair("BW042", &post_all, &post_some);
+    // No matchActions: the default is Post. Said (as a warning, at the selector) where it
+    // surprises: an enforcing policy whose other selectors enforce.
+    let two = |second_actions: &str| {
+        policy(
+            "enforce",
+            "exec",
+            &format!("{KILL}\n        - {{matchBinaries: [{{operator: Prefix, values: [/tmp/]}}]{second_actions}}}"),
+        )
+    };
+    pair("BW071", &two(""), &two(", matchActions: [{action: Post}]"));
+    pair(
+        "BW071",
+        &two(""),
+        &two(", matchActions: [{action: Sigkill}]"),
+    );
+    let d = &lint_source("t.yaml", &two("")).diagnostics;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].code, d[0].line), ("BW071", Some(12)), "{d:?}");
+    assert!(d[0].message.contains("`Post`") && d[0].severity.as_str() == "warning");
+    // Not in monitor mode (every selector only reports), nor where BW070 covers the policy.
+    let monitor = policy(
+        "monitor",
+        "exec",
+        "{matchBinaries: [{operator: Prefix, values: [/tmp/]}]}",
+    );
+    assert!(codes(&monitor).is_empty(), "{:?}", codes(&monitor));
+    let nothing_enforces = monitor.replace("mode: monitor", "mode: enforce");
+    assert_eq!(codes(&nothing_enforces), ["BW070"]);
     pair(
         "BW043",
         &policy("enforce", "exec", "{matchActions: [{action: Sigkill}]}"),
@@ -360,6 +388,66 @@ fn values() {
     pair("BW054", &bin("In", ""), &bin("In", "/x"));
     pair("BW054", &bin("In", "/usr/../bin/x"), &bin("In", "/bin/x"));
     pair("BW054", &bin("Prefix", "tmp/"), &bin("Postfix", "tmp/x"));
+    // Globs and regular expressions can never match a literal path; the hint names the
+    // operator that says what was meant.
+    let hint = |op: &str, v: &str| {
+        let ds = lint_source("t.yaml", &bin(op, v)).diagnostics;
+        assert_eq!(ds.len(), 1, "{op} {v}: {ds:?}");
+        assert_eq!((ds[0].code, ds[0].severity.as_str()), ("BW055", "error"));
+        ds[0].hint.clone().unwrap()
+    };
+    pair(
+        "BW055",
+        &bin("In", "/usr/bin/python3*"),
+        &bin("Prefix", "/usr/bin/python3"),
+    );
+    assert!(hint("In", "/usr/bin/python3*").contains("`operator: Prefix` with `/usr/bin/python3`"));
+    assert!(hint("NotIn", "/usr/bin/python3.*")
+        .contains("`operator: NotPrefix` with `/usr/bin/python3`"));
+    assert!(hint("In", "*/nc").contains("`operator: Postfix` with `/nc`"));
+    assert!(hint("Prefix", "/tmp/*").starts_with("drop the `*`"));
+    assert!(hint("Postfix", "*/nc").starts_with("drop the `*`"));
+    assert!(hint("In", "/usr/bin/python[23]").starts_with("list each"));
+    pair(
+        "BW055",
+        &bin("In", "/usr/bin/ba?h"),
+        &bin("In", "/usr/bin/bash"),
+    );
+    pair("BW055", &bin("Prefix", "^/tmp/"), &bin("Prefix", "/tmp/"));
+    pair("BW055", &bin("Postfix", "/nc$"), &bin("Postfix", "/nc"));
+    // White space and control characters: an error where they make the path relative, a
+    // warning where a (strange) file could still have them.
+    let stray = |op: &str, v: &str| {
+        let ds = lint_source("t.yaml", &bin(op, v)).diagnostics;
+        assert_eq!(ds.len(), 1, "{op} {v:?}: {ds:?}");
+        assert_eq!(ds[0].code, "BW056");
+        (ds[0].severity.as_str(), ds[0].hint.clone().unwrap())
+    };
+    pair(
+        "BW056",
+        &bin("In", " /usr/bin/curl"),
+        &bin("In", "/usr/bin/curl"),
+    );
+    assert_eq!(
+        stray("In", " /usr/bin/curl"),
+        ("error", "write `/usr/bin/curl`".into())
+    );
+    assert_eq!(stray("In", "/usr/bin/curl ").0, "warning");
+    assert_eq!(stray("Postfix", " /curl").0, "warning");
+    assert_eq!(stray("Prefix", "  ").0, "error");
+    assert!(stray("Prefix", "  ").1.contains("absolute path"));
+    assert_eq!(
+        stray("In", "/usr/bin/cu\trl"),
+        ("warning", "write `/usr/bin/curl`".into())
+    );
+    let arg = |v: &str| {
+        policy("enforce", "exec", &format!("{{matchArgs: [{{operator: In, values: [\"{v}\"]}}], matchActions: [{{action: Sigkill}}]}}"))
+    };
+    pair("BW056", &arg("--force "), &arg("--force"));
+    pair("BW056", &arg("-c\\n"), &arg("-c"));
+    let ds = lint_source("t.yaml", &arg("\\t-x")).diagnostics;
+    assert_eq!((ds[0].code, ds[0].severity.as_str()), ("BW056", "warning"));
+    assert!(ds[0].message.contains("`\\t-x`"), "{}", ds[0].message);
 }
 
 #[test]

@@ -192,7 +192,13 @@ pub fn validate_policy(p: &AnyPolicy) -> Vec<Diagnostic> {
         let mut clean = Vec::new();
         for (si, sel) in rule.selectors.iter().enumerate() {
             let before = out.len();
-            check_selector(p, rule, sel, &format!("{rp}.selectors[{si}]"), &mut out);
+            let sp = format!("{rp}.selectors[{si}]");
+            check_selector(p, rule, sel, &sp, &mut out);
+            // In a policy that enforces elsewhere, a selector left without actions only
+            // reports (when nothing enforces, BW070 says so for the whole policy).
+            if sel.match_actions.is_empty() && spec.mode == Mode::Enforce && any_enforcing {
+                out.push(no_actions(rule.hook, &sp));
+            }
             let ok = out[before..].iter().all(|x| x.severity != Severity::Error);
             if ok {
                 let never = never_matches(p, rule.hook, sel);
@@ -229,6 +235,21 @@ pub fn validate_policy(p: &AnyPolicy) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// BW071: a selector without `matchActions` in a policy that enforces elsewhere.
+fn no_actions(hook: Hook, sp: &str) -> Diagnostic {
+    let (enforce, hint) = match hook {
+        Hook::Exec => ("killed", "write `matchActions: [{action: Sigkill}]` to stop the exec, or `[{action: Post}]` to say you mean to report only"),
+        Hook::Connect | Hook::Egress => ("blocked", "write `matchActions: [{action: Block}]` to refuse the connection, or `[{action: Post}]` to say you mean to report only"),
+    };
+    d(
+        codes::NO_ACTIONS,
+        sp,
+        format!("this selector has no `matchActions`, so it takes the default, `Post`: a match is reported and nothing is {enforce}, although the policy is `mode: enforce` and other selectors enforce"),
+        hint,
+    )
+    .severity(Severity::Warning)
 }
 
 fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mut Vec<Diagnostic>) {
@@ -314,6 +335,19 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
                     "argument value contains a NUL byte, which no argument can contain",
                     "remove the NUL (`\\0`) from the value",
                 ));
+            } else if let Some(what) = stray_characters(v) {
+                out.push(
+                    d(
+                        codes::STRAY_CHARACTERS,
+                        format!("{ap}.values[{vi}]"),
+                        format!("argument value {} {what}; it matches only an argument that has exactly that, which is rarely meant (a copy-paste leftover?)", quoted(v)),
+                        match cleaned(v) {
+                            c if c.is_empty() => "give the argument's text, or remove the value (leave it if an argument of only white space is really meant: this is a warning)".to_string(),
+                            c => format!("write {} (leave the value if the argument really has it: this is a warning)", quoted(&c)),
+                        },
+                    )
+                    .severity(Severity::Warning),
+                );
             }
         }
     }
@@ -492,6 +526,38 @@ fn check_binary_path(op: Operator, v: &str, path: &str, out: &mut Vec<Diagnostic
         );
     }
     let postfix = op.kind() == MatchKind::Postfix;
+    if let Some(what) = stray_characters(v) {
+        // Leading white space makes a path relative, which only `Postfix` can match.
+        let never = !postfix && !v.starts_with('/');
+        let (sev, tail) = if never {
+            (Severity::Error, "so it is not absolute and can never match")
+        } else {
+            (Severity::Warning, "so it matches only a file whose name has exactly that, which is rarely meant (a copy-paste leftover?)")
+        };
+        out.push(
+            d(
+                codes::STRAY_CHARACTERS,
+                path,
+                format!("binary path {} {what}, {tail}", quoted(v)),
+                match cleaned(v) {
+                    c if c.is_empty() => {
+                        "write the executable's absolute path, e.g. `/usr/bin/curl`".to_string()
+                    }
+                    c => format!("write {}", quoted(&c)),
+                },
+            )
+            .severity(sev),
+        );
+        return;
+    }
+    if let Some(what) = pattern_characters(v) {
+        return out.push(d(
+            codes::PATTERN_IN_PATH,
+            path,
+            format!("binary path `{v}` contains {what}, but `{}` compares literal paths (there are no wildcards or regular expressions), so it can never match the executable's path", op_name(op)),
+            pattern_hint(op, v),
+        ));
+    }
     if !postfix && !v.starts_with('/') {
         return bad(
             format!("binary path `{v}` is not absolute; the kernel sees the executable's full path"),
@@ -531,6 +597,74 @@ fn check_binary_path(op: Operator, v: &str, path: &str, out: &mut Vec<Diagnostic
             format!("shorten it to {limit} bytes or less, e.g. match a shorter `Prefix` or `Postfix`"),
         ));
     }
+}
+
+/// What makes `v` look like a glob or regular expression rather than a literal path: `*`,
+/// `?`, a `[...]` class, a `^` anchor at the start or a `$` at the end, or a `\\` escape.
+fn pattern_characters(v: &str) -> Option<&'static str> {
+    if v.contains('*') {
+        Some("`*`")
+    } else if v.contains('?') {
+        Some("`?`")
+    } else if v.find('[').is_some_and(|i| v[i..].contains(']')) {
+        Some("a `[...]` character class")
+    } else if v.starts_with('^') || v.ends_with('$') {
+        Some("a regular-expression anchor (`^` or `$`)")
+    } else if v.contains('\\') {
+        Some("a `\\` escape")
+    } else {
+        None
+    }
+}
+
+/// How to say a glob in a binary path with an operator: a trailing `*` (or `.*`) is a
+/// `Prefix`, a leading one a `Postfix`, anything else a list of the paths meant.
+fn pattern_hint(op: Operator, v: &str) -> String {
+    let negated = op.is_negated();
+    let literal = |s: &str| pattern_characters(s).is_none() && !s.is_empty();
+    let head = v.strip_suffix(".*").or_else(|| v.strip_suffix('*'));
+    let tail = v.strip_prefix(".*").or_else(|| v.strip_prefix('*'));
+    match (head.filter(|h| literal(h)), tail.filter(|t| literal(t)), op.kind()) {
+        (Some(h), _, MatchKind::Prefix) => {
+            format!("drop the `*`: `{}` already matches every path that starts with `{h}`", op_name(op))
+        }
+        (Some(h), _, _) => format!(
+            "use `operator: {}` with `{h}` to match every path that starts with it",
+            if negated { "NotPrefix" } else { "Prefix" }
+        ),
+        (_, Some(t), MatchKind::Postfix) => {
+            format!("drop the `*`: `{}` already matches every path that ends with `{t}`", op_name(op))
+        }
+        (_, Some(t), _) => format!(
+            "use `operator: {}` with `{t}` to match every path that ends with it",
+            if negated { "NotPostfix" } else { "Postfix" }
+        ),
+        _ => "list each executable's absolute path in `values`, or use `Prefix` / `Postfix` for what they start or end with".into(),
+    }
+}
+
+/// What is stray in a value: leading or trailing white space, or a control character (NUL is
+/// reported on its own).
+fn stray_characters(v: &str) -> Option<&'static str> {
+    let starts = v.starts_with(char::is_whitespace);
+    let ends = v.ends_with(char::is_whitespace);
+    match (starts, ends) {
+        (true, true) => Some("starts and ends with white space"),
+        (true, false) => Some("starts with white space"),
+        (false, true) => Some("ends with white space"),
+        _ if v.chars().any(|c| c.is_control() && c != '\0') => Some("contains a control character"),
+        _ => None,
+    }
+}
+
+/// `v` without surrounding white space and control characters.
+fn cleaned(v: &str) -> String {
+    v.trim().chars().filter(|c| !c.is_control()).collect()
+}
+
+/// A value in backquotes, with control characters escaped so the message shows them.
+fn quoted(v: &str) -> String {
+    format!("`{}`", v.escape_debug().to_string().replace('`', "\\`"))
 }
 
 fn collapse_slashes(v: &str) -> String {

@@ -3,7 +3,8 @@
 //! same rule shadows (it matches everything the later one does).
 
 use crate::model::*;
-use crate::values::DestinationSet;
+use crate::values::{Cidr, DestinationSet, PortRange};
+use std::collections::HashSet;
 
 use super::op_name;
 
@@ -12,25 +13,57 @@ fn kind_of(op: Operator) -> (MatchKind, bool) {
     (op.kind(), op.is_negated())
 }
 
-/// Does the string `s` match the positive form of (kind, values)?
-fn hits(kind: MatchKind, values: &[String], s: &str) -> bool {
-    match kind {
-        MatchKind::Exact => values.iter().any(|v| v == s),
-        MatchKind::Prefix => values.iter().any(|v| s.starts_with(v.as_str())),
-        MatchKind::Postfix => values.iter().any(|v| s.ends_with(v.as_str())),
+/// A value list indexed for the questions the checks ask (is a string one of the values, does
+/// one of them start or end it): one hash lookup per distinct value length, so comparing two
+/// lists costs their total size, not the product of their sizes.
+struct Values<'a> {
+    set: HashSet<&'a str>,
+    /// Distinct value lengths, ascending.
+    lens: Vec<usize>,
+}
+
+impl<'a> Values<'a> {
+    fn new(values: &'a [String]) -> Self {
+        let set: HashSet<&str> = values.iter().map(String::as_str).collect();
+        let mut lens: Vec<usize> = set.iter().map(|v| v.len()).collect();
+        lens.sort_unstable();
+        lens.dedup();
+        Values { set, lens }
+    }
+
+    /// Some value is a prefix of `s`.
+    fn starts(&self, s: &str) -> bool {
+        self.lens
+            .iter()
+            .take_while(|&&l| l <= s.len())
+            .any(|&l| s.is_char_boundary(l) && self.set.contains(&s[..l]))
+    }
+
+    /// Some value is a suffix of `s`.
+    fn ends(&self, s: &str) -> bool {
+        self.lens.iter().take_while(|&&l| l <= s.len()).any(|&l| {
+            let at = s.len() - l;
+            s.is_char_boundary(at) && self.set.contains(&s[at..])
+        })
+    }
+
+    /// `s` matches the positive form of (kind, these values).
+    fn hit(&self, kind: MatchKind, s: &str) -> bool {
+        match kind {
+            MatchKind::Exact => self.set.contains(s),
+            MatchKind::Prefix => self.starts(s),
+            MatchKind::Postfix => self.ends(s),
+        }
     }
 }
 
 /// Every string matching the positive form of `a` also matches the positive form of `b`.
 fn positive_covered(a: (MatchKind, &[String]), b: (MatchKind, &[String])) -> bool {
+    let bv = Values::new(b.1);
     match (a.0, b.0) {
-        (MatchKind::Exact, _) => a.1.iter().all(|s| hits(b.0, b.1, s)),
-        (MatchKind::Prefix, MatchKind::Prefix) => {
-            a.1.iter().all(|s| hits(MatchKind::Prefix, b.1, s))
-        }
-        (MatchKind::Postfix, MatchKind::Postfix) => {
-            a.1.iter().all(|s| hits(MatchKind::Postfix, b.1, s))
-        }
+        (MatchKind::Exact, _) => a.1.iter().all(|s| bv.hit(b.0, s)),
+        (MatchKind::Prefix, MatchKind::Prefix) => a.1.iter().all(|s| bv.starts(s)),
+        (MatchKind::Postfix, MatchKind::Postfix) => a.1.iter().all(|s| bv.ends(s)),
         _ => false,
     }
 }
@@ -38,16 +71,23 @@ fn positive_covered(a: (MatchKind, &[String]), b: (MatchKind, &[String])) -> boo
 /// No string matches the positive forms of both `a` and `b`.
 fn positive_disjoint(a: (MatchKind, &[String]), b: (MatchKind, &[String])) -> bool {
     match (a.0, b.0) {
-        (MatchKind::Exact, _) => !a.1.iter().any(|s| hits(b.0, b.1, s)),
-        (_, MatchKind::Exact) => !b.1.iter().any(|s| hits(a.0, a.1, s)),
-        (MatchKind::Prefix, MatchKind::Prefix) => !a.1.iter().any(|x| {
-            b.1.iter()
-                .any(|y| x.starts_with(y.as_str()) || y.starts_with(x.as_str()))
-        }),
-        (MatchKind::Postfix, MatchKind::Postfix) => !a.1.iter().any(|x| {
-            b.1.iter()
-                .any(|y| x.ends_with(y.as_str()) || y.ends_with(x.as_str()))
-        }),
+        (MatchKind::Exact, _) => {
+            let bv = Values::new(b.1);
+            !a.1.iter().any(|s| bv.hit(b.0, s))
+        }
+        (_, MatchKind::Exact) => {
+            let av = Values::new(a.1);
+            !b.1.iter().any(|s| av.hit(a.0, s))
+        }
+        // Two prefixes share a string exactly when one starts the other.
+        (MatchKind::Prefix, MatchKind::Prefix) => {
+            let (av, bv) = (Values::new(a.1), Values::new(b.1));
+            !a.1.iter().any(|x| bv.starts(x)) && !b.1.iter().any(|y| av.starts(y))
+        }
+        (MatchKind::Postfix, MatchKind::Postfix) => {
+            let (av, bv) = (Values::new(a.1), Values::new(b.1));
+            !a.1.iter().any(|x| bv.ends(x)) && !b.1.iter().any(|y| av.ends(y))
+        }
         _ => false,
     }
 }
@@ -101,32 +141,103 @@ fn show(values: &[String]) -> String {
     format!("[{s}]")
 }
 
+/// CIDRs indexed for "does one of them cover / overlap this one": a hash set probed at each
+/// shorter prefix, and the networks sorted so a range search finds one inside.
+struct Cidrs {
+    set: HashSet<Cidr>,
+    sorted: Vec<Cidr>,
+}
+
+impl Cidrs {
+    fn new(cidrs: &[Cidr]) -> Self {
+        let mut sorted = cidrs.to_vec();
+        sorted.sort_unstable();
+        Cidrs {
+            set: cidrs.iter().copied().collect(),
+            sorted,
+        }
+    }
+
+    /// One of them covers `c`.
+    fn cover(&self, c: &Cidr) -> bool {
+        let len = match *c {
+            Cidr::V4 { len, .. } | Cidr::V6 { len, .. } => len,
+        };
+        (0..=len).any(|l| self.set.contains(&c.truncated(l)))
+    }
+
+    /// One of them shares an address with `c`: it covers `c`, or it starts inside `c` (then,
+    /// prefixes being aligned, it lies inside `c`).
+    fn overlap(&self, c: &Cidr) -> bool {
+        let (lo, hi) = c.bounds();
+        let i = self.sorted.partition_point(|d| *d < lo);
+        self.cover(c) || self.sorted.get(i).is_some_and(|d| *d <= hi)
+    }
+}
+
+/// Port ranges indexed for "does one of them cover / overlap this one": sorted by low end,
+/// with the highest high end so far.
+struct Ports {
+    lo: Vec<u16>,
+    max_hi: Vec<u16>,
+}
+
+impl Ports {
+    fn new(ports: &[PortRange]) -> Self {
+        let mut sorted = ports.to_vec();
+        sorted.sort_unstable_by_key(|p| p.lo());
+        let mut max_hi = Vec::with_capacity(sorted.len());
+        let mut m = 0;
+        for p in &sorted {
+            m = m.max(p.hi());
+            max_hi.push(m);
+        }
+        Ports {
+            lo: sorted.iter().map(|p| p.lo()).collect(),
+            max_hi,
+        }
+    }
+
+    /// The highest high end of the ranges starting at or below `port`.
+    fn reach(&self, port: u16) -> Option<u16> {
+        let n = self.lo.partition_point(|&lo| lo <= port);
+        n.checked_sub(1).map(|i| self.max_hi[i])
+    }
+
+    fn cover(&self, p: PortRange) -> bool {
+        self.reach(p.lo()).is_some_and(|hi| hi >= p.hi())
+    }
+
+    fn overlap(&self, p: PortRange) -> bool {
+        self.reach(p.hi()).is_some_and(|hi| hi >= p.lo())
+    }
+}
+
 /// Every destination in `a` is in `b` (empty lists and no protocol mean any).
 fn dest_covered(a: &DestinationSet, b: &DestinationSet) -> bool {
     let cidrs = b.cidrs.is_empty()
-        || (!a.cidrs.is_empty() && a.cidrs.iter().all(|c| b.cidrs.iter().any(|d| d.covers(c))));
+        || (!a.cidrs.is_empty() && {
+            let bc = Cidrs::new(&b.cidrs);
+            a.cidrs.iter().all(|c| bc.cover(c))
+        });
     let ports = b.ports.is_empty()
-        || (!a.ports.is_empty()
-            && a.ports
-                .iter()
-                .all(|&p| b.ports.iter().any(|&q| q.covers(p))));
+        || (!a.ports.is_empty() && {
+            let bp = Ports::new(&b.ports);
+            a.ports.iter().all(|&p| bp.cover(p))
+        });
     let proto = b.protocol.is_none() || a.protocol == b.protocol;
     cidrs && ports && proto
 }
 
 fn dest_disjoint(a: &DestinationSet, b: &DestinationSet) -> bool {
-    let cidrs = !a.cidrs.is_empty()
-        && !b.cidrs.is_empty()
-        && !a
-            .cidrs
-            .iter()
-            .any(|c| b.cidrs.iter().any(|d| c.overlaps(d)));
-    let ports = !a.ports.is_empty()
-        && !b.ports.is_empty()
-        && !a
-            .ports
-            .iter()
-            .any(|&p| b.ports.iter().any(|&q| p.overlaps(q)));
+    let cidrs = !a.cidrs.is_empty() && !b.cidrs.is_empty() && {
+        let bc = Cidrs::new(&b.cidrs);
+        !a.cidrs.iter().any(|c| bc.overlap(c))
+    };
+    let ports = !a.ports.is_empty() && !b.ports.is_empty() && {
+        let bp = Ports::new(&b.ports);
+        !a.ports.iter().any(|&p| bp.overlap(p))
+    };
     let proto = matches!((a.protocol, b.protocol), (Some(x), Some(y)) if x != y);
     cidrs || ports || proto
 }
@@ -307,4 +418,84 @@ pub(super) fn broader(a: &Selector, b: &Selector) -> bool {
     });
     let enc = a.match_encryption.is_none() || a.match_encryption == b.match_encryption;
     bins && args && nss && kinds && dests && enc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (no dependency, same inputs on every run).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// The indexes answer exactly what comparing every pair answers.
+    #[test]
+    fn indexes_agree_with_pairwise_comparison() {
+        let mut r = Lcg(7);
+        for _ in 0..300 {
+            let word = |r: &mut Lcg| -> String {
+                (0..r.next(4))
+                    .map(|_| ["a", "b", "/", "é"][r.next(4) as usize])
+                    .collect()
+            };
+            let a: Vec<String> = (0..r.next(6)).map(|_| word(&mut r)).collect();
+            let b: Vec<String> = (0..r.next(6)).map(|_| word(&mut r)).collect();
+            let bv = Values::new(&b);
+            for s in &a {
+                assert_eq!(bv.set.contains(s.as_str()), b.contains(s));
+                assert_eq!(bv.starts(s), b.iter().any(|v| s.starts_with(v.as_str())));
+                assert_eq!(bv.ends(s), b.iter().any(|v| s.ends_with(v.as_str())));
+            }
+            let cidr = |r: &mut Lcg| {
+                let len = r.next(9) as u8;
+                if r.next(5) == 0 {
+                    Cidr::V6 {
+                        addr: u128::from(r.next(4)) << 124,
+                        len,
+                    }
+                    .truncated(len)
+                } else {
+                    Cidr::V4 {
+                        addr: (r.next(256) as u32) << 24,
+                        len,
+                    }
+                    .truncated(len)
+                }
+            };
+            let ca: Vec<Cidr> = (0..r.next(6)).map(|_| cidr(&mut r)).collect();
+            let cb: Vec<Cidr> = (0..r.next(6)).map(|_| cidr(&mut r)).collect();
+            let ci = Cidrs::new(&cb);
+            for c in &ca {
+                assert_eq!(
+                    ci.cover(c),
+                    cb.iter().any(|d| d.covers(c)),
+                    "{c:?} in {cb:?}"
+                );
+                assert_eq!(
+                    ci.overlap(c),
+                    cb.iter().any(|d| c.overlaps(d)),
+                    "{c:?} in {cb:?}"
+                );
+            }
+            let port = |r: &mut Lcg| {
+                let lo = 1 + r.next(40) as u16;
+                PortRange::new(lo, lo + r.next(10) as u16).unwrap()
+            };
+            let pa: Vec<PortRange> = (0..r.next(6)).map(|_| port(&mut r)).collect();
+            let pb: Vec<PortRange> = (0..r.next(6)).map(|_| port(&mut r)).collect();
+            let pi = Ports::new(&pb);
+            for &p in &pa {
+                assert_eq!(pi.cover(p), pb.iter().any(|&q| q.covers(p)));
+                assert_eq!(pi.overlap(p), pb.iter().any(|&q| p.overlaps(q)));
+            }
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 use crate::diagnostics::{codes, Diagnostic};
 use crate::model::*;
+use std::collections::HashMap;
 
 use super::d;
 
@@ -24,21 +25,18 @@ fn kind_word(p: &AnyPolicy) -> &'static str {
     }
 }
 
-/// Duplicate policy names: `(policy, diagnostic, first policy of that name)`.
+/// Duplicate policy names: `(policy, diagnostic, first policy of that name)`. One pass with
+/// a map from (kind, namespace, name) to the first policy holding it: linear in the set.
 pub fn duplicates_indexed(ps: &[&AnyPolicy]) -> Vec<(usize, Diagnostic, Option<usize>)> {
     let mut out = Vec::new();
+    let mut first: HashMap<(&str, Option<&str>, &str), usize> = HashMap::with_capacity(ps.len());
     for (j, pj) in ps.iter().enumerate() {
         if pj.name().is_empty() {
             continue;
         }
-        let key = |p: &AnyPolicy| {
-            (
-                kind_word(p),
-                p.scope_namespace().map(str::to_string),
-                p.name().to_string(),
-            )
-        };
-        if let Some(i) = ps[..j].iter().position(|pi| key(pi) == key(pj)) {
+        let key = (kind_word(pj), pj.scope_namespace(), pj.name());
+        let i = *first.entry(key).or_insert(j);
+        if i != j {
             let scope = pj
                 .scope_namespace()
                 .map(|n| format!(" in namespace `{n}`"))

@@ -8,7 +8,7 @@
 //! (for the generated CRDs) is [`write`]. Never panics; deep nesting and alias bombs are
 //! refused with an error instead of exhausting the stack or memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
@@ -464,9 +464,11 @@ enum Frame {
         anchor: usize,
         /// The key whose value comes next, and whether it is a merge key (`<<`).
         key: Option<(String, Pos, bool)>,
+        /// Where each key sits in `entries`, so a long mapping is built in linear time.
+        index: HashMap<String, usize>,
         /// Keys that came from a merge: an explicit key may replace them without being a
         /// duplicate.
-        merged: Vec<String>,
+        merged: HashSet<String>,
     },
 }
 
@@ -484,7 +486,8 @@ struct Builder {
 /// replace merged ones, and in a list the first mapping wins.
 fn merge(
     entries: &mut Vec<Entry>,
-    merged: &mut Vec<String>,
+    index: &mut HashMap<String, usize>,
+    merged: &mut HashSet<String>,
     value: Node,
     pos: Pos,
 ) -> Result<(), TreeIssue> {
@@ -511,12 +514,13 @@ fn merge(
         }
     };
     for e in sources.into_iter().flatten() {
-        if !merged.contains(&e.key) {
-            merged.push(e.key.clone());
-        }
-        match entries.iter_mut().find(|x| x.key == e.key) {
-            Some(x) => x.value = e.value,
-            None => entries.push(e),
+        merged.insert(e.key.clone());
+        match index.get(&e.key) {
+            Some(&i) => entries[i].value = e.value,
+            None => {
+                index.insert(e.key.clone(), entries.len());
+                entries.push(e);
+            }
         }
     }
     Ok(())
@@ -561,13 +565,14 @@ impl Builder {
             Some(Frame::Map {
                 entries,
                 key,
+                index,
                 merged,
                 ..
             }) => {
                 match key.take() {
                     None => *key = Some((key_text(&node), node.pos, merge_key)),
                     Some((_, key_pos, true)) => {
-                        if let Err(issue) = merge(entries, merged, node, key_pos) {
+                        if let Err(issue) = merge(entries, index, merged, node, key_pos) {
                             self.issues.push(issue);
                         }
                     }
@@ -575,13 +580,13 @@ impl Builder {
                         // kubectl and the API server keep the last value of a repeated key
                         // without a word, so the tree does too. A key a merge brought in is
                         // meant to be replaced.
-                        if let Some(i) = merged.iter().position(|m| *m == k) {
-                            merged.remove(i);
-                            if let Some(e) = entries.iter_mut().find(|e| e.key == k) {
+                        let at = index.get(&k).copied();
+                        if merged.remove(&k) {
+                            if let Some(e) = at.map(|i| &mut entries[i]) {
                                 e.key_pos = key_pos;
                                 e.value = node;
                             }
-                        } else if let Some(first) = entries.iter_mut().find(|e| e.key == k) {
+                        } else if let Some(first) = at.map(|i| &mut entries[i]) {
                             self.issues.push(TreeIssue {
                                 kind: IssueKind::DuplicateKey,
                                 message: format!(
@@ -593,6 +598,7 @@ impl Builder {
                             });
                             first.value = node;
                         } else {
+                            index.insert(k.clone(), entries.len());
                             entries.push(Entry {
                                 key: k,
                                 key_pos,
@@ -713,7 +719,8 @@ pub fn parse(text: &str) -> Stream {
                             pos,
                             anchor,
                             key: None,
-                            merged: Vec::new(),
+                            index: HashMap::new(),
+                            merged: HashSet::new(),
                         }
                     };
                     builder.stack.push(frame);
