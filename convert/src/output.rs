@@ -83,10 +83,9 @@ mod tests {
         ];
         let text = write(&["banner".into()], &envelope, &rules);
         assert!(text.starts_with("# banner\n"), "{text}");
-        assert!(
-            text.contains("  # first # with hash\n  #\n  - hook: exec\n"),
-            "{text}"
-        );
+        // The comments sit right above their rule's list item (whichever key comes first:
+        // serde_json's key order depends on the features the build unifies).
+        assert!(text.contains("  # first # with hash\n  #\n  - "), "{text}");
         let parsed = bulwark_policy::yaml::parse(&text);
         assert!(parsed.error.is_none(), "{text}");
         let mut expected = envelope.clone();

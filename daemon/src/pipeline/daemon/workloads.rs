@@ -404,9 +404,10 @@ mod tests {
         // Nothing changed: no kernel writes.
         d.tick(false);
         assert_eq!(d.kernel.applied.len(), applies + 1);
-        // Re-created with a new inode: the old id goes, the new one comes.
-        std::fs::remove_dir(mount.join("pod-a")).unwrap();
-        std::fs::create_dir(mount.join("keep-inode-busy")).unwrap();
+        // Re-created with a new inode: the old id goes, the new one comes. The old directory is
+        // moved aside rather than removed, so the filesystem cannot hand its inode number to
+        // the new one.
+        std::fs::rename(mount.join("pod-a"), mount.join("pod-a-old")).unwrap();
         std::fs::create_dir(mount.join("pod-a")).unwrap();
         let id2 =
             std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(mount.join("pod-a")).unwrap());
