@@ -410,6 +410,22 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
         }
         for (ci, c) in dest.cidrs.iter().enumerate() {
             let cp = format!("{dp}.cidrs[{ci}]");
+            if let Some(what) = stray_characters(c) {
+                // The API server's `format: cidr` refuses it; the kernel side would trim it.
+                out.push(
+                    d(
+                        codes::STRAY_CHARACTERS,
+                        cp,
+                        format!(
+                            "CIDR {} {what}; the API server refuses it (`must be of type cidr`)",
+                            quoted(c)
+                        ),
+                        format!("write {}", quoted(&cleaned(c))),
+                    )
+                    .severity(Severity::Error),
+                );
+                continue;
+            }
             match values::parse_cidr(c) {
                 Err(e) => out.push(d(
                     codes::INVALID_CIDR,
