@@ -156,8 +156,9 @@ enum Reseeded {
     Fresh,
     /// /proc cannot describe it (it exited, or a kernel thread).
     Gone,
-    /// `PROCESSES` had no room for it (the engine refuses it after the flip).
-    NoRoom,
+    /// `PROCESSES` had no room for it (the engine refuses it after the flip): the start time
+    /// and bits it would have had.
+    NoRoom { start_ns: u64, bits: u64 },
 }
 
 /// Computes and writes one process's bits for `slot`. Describes it again after the write: a
@@ -169,7 +170,6 @@ fn reseed_one(
     generation: u32,
     tgid: u32,
     describe: &mut dyn FnMut(u32) -> Option<u64>,
-    unstored: &mut Vec<(u32, u64, u64)>,
 ) -> Reseeded {
     let mut bits = match describe(tgid) {
         Some(b) => b,
@@ -192,9 +192,10 @@ fn reseed_one(
         st.selectors[slot] = bits;
         st.slot_gen[slot] = generation;
         if procs.insert(tgid, st, 0).is_err() {
-            // The engine refuses it after the flip when an enforce-mode rule covers it.
-            unstored.push((tgid, st.start_ns, bits));
-            return Reseeded::NoRoom;
+            return Reseeded::NoRoom {
+                start_ns: st.start_ns,
+                bits,
+            };
         }
         match describe(tgid) {
             Some(again) if again == bits => return Reseeded::Written,
@@ -211,6 +212,7 @@ fn reseed_one(
 
 /// Step 2 and 3 of the module doc for the pending `slot` with `generation`; `selector_count`
 /// of the new rule set gives the fail-closed bits.
+/// `unstored` receives `(tgid, start_ns, bits)` of the processes `PROCESSES` had no room for.
 pub(super) fn reseed(
     maps: &mut Maps,
     slot: u8,
@@ -226,8 +228,9 @@ pub(super) fn reseed(
     // Processes /proc could not describe, by tgid, and in how many rounds.
     let mut undescribed: HashMap<u32, u32> = HashMap::new();
     let mut closed_images: HashSet<ImageKey> = HashSet::new();
-    // Processes PROCESSES had no room for: handed to the engine once, not rescanned.
-    let mut no_room: HashSet<u32> = HashSet::new();
+    // Processes PROCESSES had no room for (start time, bits): not rescanned, and handed to
+    // the engine once, which refuses them after the flip when an enforce-mode rule covers them.
+    let mut no_room: HashMap<u32, (u64, u64)> = HashMap::new();
     loop {
         let forks_before = stale_forks(maps)?;
         let entries = scan_processes(maps)?;
@@ -241,7 +244,7 @@ pub(super) fn reseed(
             proc_pids()
                 .into_iter()
                 .filter(|p| {
-                    !known.contains(p) && !undescribed.contains_key(p) && !no_room.contains(p)
+                    !known.contains(p) && !undescribed.contains_key(p) && !no_room.contains_key(p)
                 })
                 .map(|p| (p, None)),
         );
@@ -278,11 +281,11 @@ pub(super) fn reseed(
                 report.fail_closed += 1;
                 continue;
             }
-            match reseed_one(&mut procs, slot_i, generation, tgid, describe, unstored) {
+            match reseed_one(&mut procs, slot_i, generation, tgid, describe) {
                 Reseeded::Written => report.reseeded += 1,
                 Reseeded::Fresh => {}
-                Reseeded::NoRoom => {
-                    no_room.insert(tgid);
+                Reseeded::NoRoom { start_ns, bits } => {
+                    no_room.insert(tgid, (start_ns, bits));
                 }
                 Reseeded::Gone => {
                     let rounds = undescribed.entry(tgid).or_default();
@@ -312,6 +315,11 @@ pub(super) fn reseed(
             }
         }
     }
+    unstored.extend(
+        no_room
+            .into_iter()
+            .map(|(t, (start_ns, bits))| (t, start_ns, bits)),
+    );
     report.reseed_us = start.elapsed().as_micros() as u64;
     Ok(report)
 }
