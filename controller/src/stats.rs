@@ -43,12 +43,8 @@ pub struct Stats {
     /// status event's `warnings`).
     pub capacity_warnings: AtomicU64,
     /// `policy_match` events with a `reason`, indexed like [`Reason::ALL`].
-    pub matches_by_reason: [AtomicU64; REASONS],
+    pub matches_by_reason: [AtomicU64; Reason::ALL.len()],
 }
-
-/// Number of [`Reason`] words.
-const REASONS: usize = 9;
-const _: () = assert!(Reason::ALL.len() == REASONS);
 
 impl Stats {
     /// Takes what the metrics report from an event the daemon wrote: a status event's loss,
