@@ -210,7 +210,8 @@ pub struct Unloaded {
     pub root_removed: bool,
 }
 
-fn entry_names(dir: &Path) -> Vec<String> {
+/// Names of the entries of `dir`, sorted (none when it cannot be read).
+pub fn entry_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()

@@ -135,14 +135,7 @@ impl PinDir {
 
     /// Names of the entries in the directory (the daemon's `build-<id>` directories), sorted.
     pub fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.path)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+        bulwark::engine::pins::entry_names(&self.path)
     }
 }
 
