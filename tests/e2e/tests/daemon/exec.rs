@@ -26,15 +26,11 @@ fn exec_sigkill_by_exact_path() {
     let d = Daemon::start(&w, &[("exact.yaml", &policy)]);
 
     let marker = w.dir().join("killed-marker");
-    let out = w
-        .pod()
-        .run(&[kill.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[kill.to_str().unwrap()], &marker);
     assert_killed_at_exec(&d, &out, &kill, "e2e-exec-exact", &marker);
 
     let marker = w.dir().join("ran-marker");
-    let out = w
-        .pod()
-        .run(&[ok.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[ok.to_str().unwrap()], &marker);
     assert_ran(&d, &out, &ok, &marker);
 }
 
@@ -51,15 +47,11 @@ fn exec_sigkill_by_prefix() {
     let d = Daemon::start(&w, &[("prefix.yaml", &policy)]);
 
     let marker = w.dir().join("killed-marker");
-    let out = w
-        .pod()
-        .run(&[kill.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[kill.to_str().unwrap()], &marker);
     assert_killed_at_exec(&d, &out, &kill, "e2e-exec-prefix", &marker);
 
     let marker = w.dir().join("ran-marker");
-    let out = w
-        .pod()
-        .run(&[ok.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[ok.to_str().unwrap()], &marker);
     assert_ran(&d, &out, &ok, &marker);
 }
 
@@ -86,9 +78,7 @@ fn exec_sigkill_by_argv() {
 
     // argv[1] ends with .forbidden: killed.
     let marker = w.dir().join("x.forbidden");
-    let out = w
-        .pod()
-        .run(&[touch.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[touch.to_str().unwrap()], &marker);
     assert_killed_at_exec(&d, &out, &touch, "e2e-exec-argv", &marker);
 
     // `-m` anywhere in argv[1..] (here argv[2]; GNU touch permutes options, so without the
@@ -101,9 +91,7 @@ fn exec_sigkill_by_argv() {
 
     // The same binary with other arguments runs.
     let marker = w.dir().join("x.allowed");
-    let out = w
-        .pod()
-        .run(&[touch.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[touch.to_str().unwrap()], &marker);
     assert_ran(&d, &out, &touch, &marker);
 }
 
@@ -189,6 +177,14 @@ fn assert_killed_by(d: &Daemon, out: &RunOutput, policy: &str, marker: &Path) ->
     m
 }
 
+/// Runs `cmd` (a copy of `touch`, or the loader and its options before one) in the pod with
+/// `marker` as its last argument: the file it creates if the image runs.
+fn run_touch(w: &World, cmd: &[&str], marker: &Path) -> RunOutput {
+    let mut argv = cmd.to_vec();
+    argv.push(marker.to_str().unwrap());
+    w.pod().run(&argv)
+}
+
 /// A policy killing the binaries `operator` `value` (a path or a prefix) in namespace
 /// `e2e-exec`.
 fn kill_policy(name: &str, operator: &str, value: &str) -> String {
@@ -226,9 +222,7 @@ fn exec_kill_follows_the_file_through_hard_links_and_bind_mounts() {
     std::fs::create_dir_all(link.parent().unwrap()).unwrap();
     std::fs::hard_link(&kill, &link).unwrap();
     let marker = open_dir.join("link-ran");
-    let out = w
-        .pod()
-        .run(&[link.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[link.to_str().unwrap()], &marker);
     let m = assert_killed_by(&d, &out, "e2e-exec-id", &marker);
     assert_eq!(
         ev::binary(&m),
@@ -273,9 +267,7 @@ fn exec_kill_follows_the_file_through_hard_links_and_bind_mounts() {
     assert_killed_by(&d, &out, "e2e-exec-id", &marker);
     // The bind-mount target itself, run normally, is another file and runs.
     let marker = open_dir.join("target-ran");
-    let out = w
-        .pod()
-        .run(&[target.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[target.to_str().unwrap()], &marker);
     assert_ran(&d, &out, &target, &marker);
 
     // An upgrade replaces the file at the policy's path: the daemon notices (it re-reads the
@@ -292,9 +284,7 @@ fn exec_kill_follows_the_file_through_hard_links_and_bind_mounts() {
     let link2 = w.dir().join("alias/upgraded");
     std::fs::hard_link(&kill, &link2).unwrap();
     let marker = open_dir.join("upgraded-ran");
-    let out = w
-        .pod()
-        .run(&[link2.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[link2.to_str().unwrap()], &marker);
     assert_killed_by(&d, &out, "e2e-exec-id", &marker);
 }
 
@@ -309,17 +299,13 @@ fn exec_prefix_matches_the_path_not_the_file() {
     let policy = kill_policy("e2e-exec-pfx-path", "Prefix", &prefix);
     let d = Daemon::start(&w, &[("pfx.yaml", &policy)]);
     let marker = w.dir().join("in-prefix");
-    let out = w
-        .pod()
-        .run(&[tool.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[tool.to_str().unwrap()], &marker);
     assert_killed_at_exec(&d, &out, &tool, "e2e-exec-pfx-path", &marker);
     let link = w.dir().join("elsewhere/tool");
     std::fs::create_dir_all(link.parent().unwrap()).unwrap();
     std::fs::hard_link(&tool, &link).unwrap();
     let marker = w.dir().join("via-link");
-    let out = w
-        .pod()
-        .run(&[link.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[link.to_str().unwrap()], &marker);
     assert_ran(&d, &out, &link, &marker);
 }
 
@@ -346,9 +332,7 @@ fn exec_through_the_loader_or_from_memory_is_matchable() {
     let d = Daemon::start(&w, &[("loader.yaml", &policy), ("kinds.yaml", &fileless)]);
     // Through the loader, with and without loader options before the program.
     let marker = w.dir().join("loader-ran");
-    let out = w
-        .pod()
-        .run(&[&loader, kill.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[&loader, kill.to_str().unwrap()], &marker);
     let m = assert_killed_by(&d, &out, "e2e-exec-loader", &marker);
     assert!(
         crate::same_file(ev::binary(&m), &loader),
@@ -366,9 +350,7 @@ fn exec_through_the_loader_or_from_memory_is_matchable() {
     assert_killed_by(&d, &out, "e2e-exec-loader", &marker);
     // Another program through the loader runs.
     let marker = w.dir().join("loader-ok-ran");
-    let out = w
-        .pod()
-        .run(&[&loader, ok.to_str().unwrap(), marker.to_str().unwrap()]);
+    let out = run_touch(&w, &[&loader, ok.to_str().unwrap()], &marker);
     assert!(out.success() && marker.exists(), "{out}");
 
     // From memory: the copy in a memfd is no file the binary policy names, but it is fileless.
