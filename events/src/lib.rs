@@ -12,6 +12,8 @@
 //! - [`policy_match`]: a rule matched ([`PolicyMatch`], [`Outcome`], [`Reason`]), with the
 //!   policy language's words ([`Hook`], [`Action`], [`Mode`], [`Encryption`]) from the policy
 //!   model.
+//! - [`connection`]: a TCP connection observed on the wire ([`Connection`], [`Payload`],
+//!   [`Protocol`], [`Window`]); `process_close`, `conn_stats`.
 //! - [`status`]: the daemon's own state ([`Status`], [`State`], [`Diagnostic`], with the lint's
 //!   [`Severity`]).
 //!
@@ -19,10 +21,14 @@
 //! tolerant where readers always were (a missing `arguments`, `pod`, `destination`, ... reads
 //! as empty).
 
+pub mod connection;
 pub mod policy_match;
 pub mod process;
 pub mod status;
 
+pub use connection::{
+    Connection, Endpoint, Family, Payload, Protocol, Role, Scope, TlsInfo, Window,
+};
 pub use policy_match::{Action, Encryption, Hook, Mode, Outcome, PolicyMatch, Reason};
 pub use process::{Destination, Parent, Pod, Process};
 pub use status::{
@@ -65,6 +71,17 @@ pub enum Body {
         /// True when a rule in enforce mode made `connect()` fail (EPERM).
         blocked: bool,
     },
+    /// A TCP connection ended: its totals and classification.
+    ProcessClose {
+        process: Process,
+        connection: Connection,
+    },
+    /// A connection still open moved bytes in the last `--conn-interval`.
+    ConnStats {
+        process: Process,
+        connection: Connection,
+        window: Window,
+    },
     PolicyMatch(PolicyMatch),
     Status(Status),
 }
@@ -75,6 +92,8 @@ bulwark_policy::words! {
         ProcessExec = "process_exec",
         ProcessExit = "process_exit",
         ProcessConnect = "process_connect",
+        ProcessClose = "process_close",
+        ConnStats = "conn_stats",
         PolicyMatch = "policy_match",
         Status = "status",
     }
@@ -87,6 +106,8 @@ impl Body {
             Body::ProcessExec { .. } => EventType::ProcessExec,
             Body::ProcessExit { .. } => EventType::ProcessExit,
             Body::ProcessConnect { .. } => EventType::ProcessConnect,
+            Body::ProcessClose { .. } => EventType::ProcessClose,
+            Body::ConnStats { .. } => EventType::ConnStats,
             Body::PolicyMatch(_) => EventType::PolicyMatch,
             Body::Status(_) => EventType::Status,
         }
@@ -104,7 +125,9 @@ impl Event {
         match &self.body {
             Body::ProcessExec { process, .. }
             | Body::ProcessExit { process, .. }
-            | Body::ProcessConnect { process, .. } => Some(process),
+            | Body::ProcessConnect { process, .. }
+            | Body::ProcessClose { process, .. }
+            | Body::ConnStats { process, .. } => Some(process),
             Body::PolicyMatch(m) => Some(&m.process),
             Body::Status(_) => None,
         }
@@ -116,6 +139,16 @@ impl Event {
         match &self.body {
             Body::ProcessConnect { destination, .. } => Some(destination),
             Body::PolicyMatch(m) => m.destination.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The connection, for `process_close` and `conn_stats`.
+    pub fn connection(&self) -> Option<&Connection> {
+        match &self.body {
+            Body::ProcessClose { connection, .. } | Body::ConnStats { connection, .. } => {
+                Some(connection)
+            }
             _ => None,
         }
     }
@@ -169,6 +202,38 @@ mod tests {
         }
     }
 
+    fn connection() -> Connection {
+        let sent = Payload::new(
+            Protocol::Tls,
+            Some(TlsInfo {
+                record_version: "1.0".into(),
+                sni: Some("a.example".into()),
+                alpn: vec!["h2".into()],
+            }),
+        );
+        let received = Payload::none();
+        Connection {
+            role: Role::Client,
+            family: Family::Ipv4,
+            local: Endpoint {
+                ip: "10.0.0.1".into(),
+                port: 40000,
+            },
+            remote: Endpoint {
+                ip: "10.0.0.2".into(),
+                port: 443,
+            },
+            scope: Scope::Cluster,
+            encrypted: Connection::verdict(&sent, &received),
+            sent,
+            received,
+            bytes_sent: 517,
+            bytes_received: 0,
+            open_time: "t0".into(),
+            close_time: None,
+        }
+    }
+
     fn one_of_each() -> Vec<Body> {
         let destination = Destination {
             ip: "10.0.0.2".into(),
@@ -189,6 +254,20 @@ mod tests {
                 process: process(),
                 destination: destination.clone(),
                 blocked: false,
+            },
+            Body::ProcessClose {
+                process: process(),
+                connection: connection(),
+            },
+            Body::ConnStats {
+                process: process(),
+                connection: connection(),
+                window: Window {
+                    start: "t0".into(),
+                    end: "t1".into(),
+                    bytes_sent: 1,
+                    bytes_received: 2,
+                },
             },
             Body::PolicyMatch(PolicyMatch {
                 policy_name: Some("p".into()),

@@ -165,6 +165,26 @@ pub fn compact(ev: &Event) -> String {
             who(ev),
             cmdline(ev),
         ),
+        Body::ProcessClose { connection: c, .. } | Body::ConnStats { connection: c, .. } => {
+            let (icon, bytes) = match &ev.body {
+                Body::ConnStats { window, .. } => {
+                    ("📊 conn    ", (window.bytes_sent, window.bytes_received))
+                }
+                _ => ("🔒 close   ", (c.bytes_sent, c.bytes_received)),
+            };
+            format!(
+                "{icon} {} {} {} {} -> {} {}/{} sent={} received={}",
+                who(ev),
+                cmdline(ev),
+                c.role,
+                c.local,
+                c.remote,
+                c.sent.protocol,
+                c.received.protocol,
+                bytes.0,
+                bytes.1,
+            )
+        }
         Body::PolicyMatch(m) => {
             let icon = match m.outcome {
                 Outcome::Killed => "💀 killed  ",
