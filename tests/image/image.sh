@@ -12,7 +12,10 @@
 #  4. `bulwark probe` in it, run as the DaemonSet runs (user, capabilities, read-only root, host
 #     PID namespace, host mounts, all read from the rendered deploy/ manifests), finds tracefs,
 #     the cgroup v2 tree at --cgroup-root and BTF, loads every bulwark program through the
-#     verifier and says ready; run as the image's default user it is refused (exit 1).
+#     verifier and says ready; run as the image's default user it is refused (exit 1);
+#  5. `bulwark run` in it, as the DaemonSet runs it, on a policy that matches nothing here, gets
+#     ready with its programs pinned and exits 0 on SIGTERM; `bulwark unload`, run as
+#     deploy/unload-job.yaml runs it (root, every capability dropped), then removes the pins.
 # Without buildah/podman/runc it skips, except under CI=true, where it fails.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,7 +44,8 @@ trap cleanup EXIT
 # runc, not crun: crun refuses hosts with the hybrid cgroup layout whose v2 tree has a controller
 # (this CI machine's). Limits: rootful podman raises nofile and nproc to 1048576 by default,
 # which needs CAP_SYS_RESOURCE, which a sandboxed root may lack; lower limits always work.
-PODMAN_RUN=(podman run --rm --runtime runc --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 --network none)
+PODMAN_OPTS=(--runtime runc --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 --network none)
+PODMAN_RUN=(podman run --rm "${PODMAN_OPTS[@]}")
 
 echo "== build (debug binary)"
 t=$SECONDS
@@ -95,7 +99,8 @@ case "$cgroup2" in
   *) fail "no cgroup v2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified (found '$cgroup2')" ;;
 esac
 "$KUBECTL" kustomize "$install" >"$work/rendered.yaml" || fail "kubectl kustomize $install failed"
-python3 tests/image/daemonset_podman_flags.py "$work/rendered.yaml" >"$work/flags" || fail "cannot turn $install's DaemonSet into podman flags"
+python3 tests/image/pod_podman_flags.py "$work/rendered.yaml" DaemonSet >"$work/flags" \
+  || fail "cannot turn $install's DaemonSet into podman flags"
 mapfile -t ds_flags <"$work/flags"
 echo "podman flags from $install: ${ds_flags[*]}"
 set +e
@@ -125,5 +130,55 @@ set -e
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(r["root"] or r["ready"])' "$work/probe-user.json" \
   || fail "probe as the image's default user claims root or ready"
 echo "ok: as uid 65532 the probe is refused (not root, not ready)"
+
+echo "== bulwark run in the image, as the DaemonSet runs it; then unload, as the unload Job runs it"
+# A monitor-mode policy that matches no binary this machine has: the daemon loads, attaches and
+# pins its programs but changes nothing for anyone else. Its own pin directory, removed below.
+mkdir -p "$work/policies"
+cat >"$work/policies/image-test.yaml" <<'EOF'
+apiVersion: bulwark.dev/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: image-test
+spec:
+  mode: monitor
+  rules:
+  - name: nothing
+    hook: exec
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: [/nonexistent/bulwark-image-test]
+EOF
+PIN_DIR=/sys/fs/bpf/bulwark-image-test
+[ ! -e "$PIN_DIR" ] || fail "$PIN_DIR exists already (a previous run's? bulwark unload --pin-dir $PIN_DIR)"
+sed -e 's/NODE_NAME/node-1/' deploy/unload-job.yaml >"$work/unload-job.yaml"
+python3 tests/image/pod_podman_flags.py "$work/unload-job.yaml" Job >"$work/job-flags" \
+  || fail "cannot turn deploy/unload-job.yaml into podman flags"
+mapfile -t job_flags <"$work/job-flags"
+unload() { "${PODMAN_RUN[@]}" "${job_flags[@]}" "$IMAGE" unload --pin-dir="$PIN_DIR"; }
+cleanup_run() { podman rm -f bulwark-image-test-run >/dev/null 2>&1 || true; [ ! -e "$PIN_DIR" ] || unload >/dev/null 2>&1 || true; cleanup; }
+trap cleanup_run EXIT
+podman run --detach "${PODMAN_OPTS[@]}" --name bulwark-image-test-run "${ds_flags[@]}" \
+  -v "$work/policies:/policies:ro" "$IMAGE" \
+  run --policy-dir=/policies --events=- --cgroup-root=/run/bulwark/cgroup --pin-dir="$PIN_DIR" >/dev/null
+deadline=$((SECONDS + 60))
+until podman logs bulwark-image-test-run 2>/dev/null | grep -q '"type":"status","state":"ready"'; do
+  if [ "$(podman inspect bulwark-image-test-run --format '{{.State.Running}}')" != true ] || [ $SECONDS -ge $deadline ]; then
+    podman logs bulwark-image-test-run 2>&1 | tail -20
+    fail "the daemon in the image did not get ready (exited, or 60 s passed)"
+  fi
+  sleep 0.2
+done
+[ -d "$PIN_DIR" ] || fail "the daemon in the image is ready but pinned nothing under $PIN_DIR"
+podman stop --time 20 bulwark-image-test-run >/dev/null
+rc=$(podman inspect bulwark-image-test-run --format '{{.State.ExitCode}}')
+podman logs bulwark-image-test-run 2>/dev/null | grep -q '"type":"status","state":"stopping"' \
+  || { podman logs bulwark-image-test-run 2>&1 | tail -20; fail "no stopping event after SIGTERM"; }
+[ "$rc" -eq 0 ] || { podman logs bulwark-image-test-run 2>&1 | tail -20; fail "the daemon exited $rc after SIGTERM, want 0"; }
+echo "ok: ready with its programs pinned in $PIN_DIR, SIGTERM -> stopping, exit 0"
+unload >"$work/unload" 2>&1 || { cat "$work/unload"; fail "unload in the image, as the unload Job runs it, failed"; }
+[ ! -e "$PIN_DIR" ] || { cat "$work/unload"; ls -la "$PIN_DIR"; fail "unload left $PIN_DIR"; }
+echo "ok: unload (root, no capabilities) removed $PIN_DIR: $(head -1 "$work/unload")"
 
 echo "tests/image/image.sh: OK in $((SECONDS - T0)) s"

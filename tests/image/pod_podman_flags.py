@@ -1,9 +1,10 @@
-"""Turns the bulwark DaemonSet of a rendered install (`kubectl kustomize deploy/`) into the
+"""Turns the pod template of the one object of a kind in a manifest file (the DaemonSet of a
+rendered install, `kubectl kustomize deploy/`, or the Job of deploy/unload-job.yaml) into the
 `podman run` flags that give a container the same user, capabilities, root filesystem, PID
 namespace and host mounts, one flag per line, so tests/image/image.sh runs the image as the
 cluster would.
 
-    python3 daemonset_podman_flags.py RENDERED.yaml
+    python3 pod_podman_flags.py MANIFESTS.yaml KIND
 
 Capabilities outside this process's bounding set cannot be granted by podman; they are left out
 with a note on stderr (a sandboxed root may lack CAP_SYS_RESOURCE, which the daemon needs only
@@ -24,8 +25,8 @@ def bounding_set():
     raise SystemExit("no CapBnd in /proc/self/status")
 
 
-def flags(ds):
-    spec = ds["spec"]["template"]["spec"]
+def flags(obj):
+    spec = obj["spec"]["template"]["spec"]
     (c,) = spec["containers"]
     sc = c["securityContext"]
     out = ["--user", str(sc["runAsUser"])]
@@ -62,9 +63,10 @@ def flags(ds):
 
 
 def main():
-    docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
-    print("\n".join(flags(ds)))
+    path, kind = sys.argv[1], sys.argv[2]
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    (obj,) = [d for d in docs if d["kind"] == kind]
+    print("\n".join(flags(obj)))
 
 
 if __name__ == "__main__":
