@@ -3,14 +3,15 @@
 #  1. deploy/crds/ are identical to crds/ (kustomize cannot reference files outside deploy/) and
 #     deploy/crds/kustomization.yaml lists exactly them;
 #  2. `kubectl kustomize` renders deploy/ (the base) and every overlay in deploy/overlays/;
-#  3. every built-in kind in each rendered output validates against the Kubernetes OpenAPI
-#     schema with PyPI `kubernetes-validate` (strict: unknown fields fail), installed into a venv
-#     on first use ($BULWARK_VENV, default ~/.cache/bulwark/validate-venv);
-#  4. in each rendered output (deploy/check_rendered.py) the DaemonSet asks for exactly the
+#  3. in each rendered output (deploy/check_rendered.py) the DaemonSet asks for exactly the
 #     capabilities and host mounts documented in it (an overlay may add only the directory of an
 #     events file), pins its programs (--pin-dir on the host's bpffs) so they outlive a restart,
 #     and its image is bulwark:<version>, the tag scripts/build-image.sh gives Cargo.toml's
 #     version (deploy/unload-job.yaml too; an overlay may change the registry, not the tag);
+#  4. every built-in kind in every rendered output, and deploy/unload-job.yaml, validates against
+#     the Kubernetes OpenAPI schema with PyPI `kubernetes-validate` (strict: unknown fields
+#     fail), installed into a venv on first use ($BULWARK_VENV, default
+#     ~/.cache/bulwark/validate-venv);
 #  5. the CRDs pass `crdcheck` (upstream apiextensions validation) when the k8s-testenv kit is here.
 # Exit status is non-zero on the first failure, with what failed.
 set -euo pipefail
@@ -49,10 +50,11 @@ if [ ! -x "$VENV/bin/kubernetes-validate" ]; then
 fi
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 
-# Renders one kustomization and checks the result: the schema (one document per file, so a
-# failure names the object), then host access and image (deploy/check_rendered.py).
+# Renders one kustomization, splits it one document per file (so a schema failure names the
+# object) and checks host access and image (deploy/check_rendered.py). The schema check of all
+# renders runs once afterwards: kubernetes-validate takes a while to start.
 check_install() { # directory
-  local dir=$1 r
+  local dir=$1 r verdict
   r="$out/$(echo "$dir" | tr / _)"
   mkdir -p "$r"
   echo "== kubectl kustomize $dir"
@@ -64,21 +66,27 @@ text = open(sys.argv[1]).read()
 for i, doc in enumerate(d for d in re.split(r'^---\s*$', text, flags=re.M) if d.strip()):
     open(f"{sys.argv[2]}/doc-{i:02d}.yaml", "w").write(doc)
 PY
-  echo "== kubernetes-validate (strict): $dir"
-  "$VENV/bin/kubernetes-validate" --strict "$r"/doc-*.yaml \
-    || fail "kubernetes-validate rejected the manifests rendered from $dir"
   echo "== DaemonSet host access and image: $dir"
-  local verdict
   verdict=$("$VENV/bin/python" deploy/check_rendered.py "$r/all.yaml" "$TAG" 2>&1) || fail "$dir: $verdict"
   echo "$verdict"
+  installs+=("$dir")
 }
 
+installs=()
 check_install deploy
 for overlay in deploy/overlays/*/; do check_install "${overlay%/}"; done
-
 # The one-off unload Job (not in the kustomization), with a node name filled in.
-sed 's/NODE_NAME/node-1/' deploy/unload-job.yaml > "$out/unload-job.yaml"
-"$VENV/bin/kubernetes-validate" --strict "$out/unload-job.yaml" || fail "kubernetes-validate rejected deploy/unload-job.yaml"
+mkdir -p "$out/unload-job"
+sed 's/NODE_NAME/node-1/' deploy/unload-job.yaml > "$out/unload-job/doc-00.yaml"
+
+echo "== kubernetes-validate (strict): ${installs[*]} deploy/unload-job.yaml"
+if ! "$VENV/bin/kubernetes-validate" --strict "$out"/*/doc-*.yaml; then
+  for dir in "${installs[@]}"; do
+    "$VENV/bin/kubernetes-validate" --strict "$out/$(echo "$dir" | tr / _)"/doc-*.yaml >/dev/null 2>&1 \
+      || fail "kubernetes-validate rejected the manifests rendered from $dir"
+  done
+  fail "kubernetes-validate rejected deploy/unload-job.yaml"
+fi
 
 echo "== crdcheck"
 CRDCHECK=${K8S_TESTENV_BIN:-/var/cache/k8s-testenv/bin}/crdcheck
