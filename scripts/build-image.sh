@@ -89,7 +89,10 @@ if [ -z "$BIN" ]; then
   else
     cargo build --locked -p bulwark --bin bulwark
   fi
-  BIN=$ROOT/target/$PROFILE/bulwark
+  # Where cargo put it: CARGO_TARGET_DIR or a configured target-dir move it from ./target.
+  target_dir=$(cargo metadata --format-version 1 --no-deps --locked \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  BIN=$target_dir/$PROFILE/bulwark
 fi
 [ -x "$BIN" ] || die "$BIN is not an executable"
 "$BIN" --version | grep -qx "bulwark $VERSION" || die "$BIN --version says '$("$BIN" --version)', not bulwark $VERSION"
