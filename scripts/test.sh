@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole bulwark test suite, as CI runs it: installs what a fresh machine lacks, builds,
 # starts the real CRD API server (tests/k8s/testenv), and runs unit tests, kernel
-# integration tests, end-to-end tests, lint checks of the examples, Kubernetes tests and a
-# short fuzz run. Needs root (eBPF, cgroups, network namespaces). Exits non-zero on any failure.
+# integration tests, end-to-end tests, lint checks of the examples, Kubernetes tests, the
+# container image and a short fuzz run. Needs root (eBPF, cgroups, network namespaces). Exits
+# non-zero on any failure.
 #
 #   sudo scripts/test.sh            # everything
 #   FUZZ_SECONDS=0 scripts/test.sh  # skip the fuzz run (local iteration)
@@ -52,6 +53,11 @@ bash tests/k8s/crds.sh
 stage "deploy manifests"
 # Runs deploy/validate.sh on the tree as checked in, then checks it rejects each kind of mistake.
 bash tests/k8s/controller-deploy.sh
+
+stage "container image: build (debug binary), labels, lint and probe inside it"
+# Packages $BULWARK_BIN, the debug binary built above (a second cargo build of the binary alone
+# could unify features differently and rebuild).
+bash tests/image/image.sh
 
 if [ "$FUZZ_SECONDS" -gt 0 ] && [ -x fuzz/run.sh ]; then
   stage "fuzz lint for ${FUZZ_SECONDS}s"

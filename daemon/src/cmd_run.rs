@@ -492,9 +492,9 @@ mod tests {
     #[test]
     fn daemonset_arguments_parse_and_kubernetes_flags_need_kubernetes() {
         use clap::Parser;
-        // Exactly what deploy/daemonset.yaml passes (the container's `args:` list).
+        // Exactly what deploy/base/daemonset.yaml passes (the container's `args:` list).
         let ds = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/daemonset.yaml"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base/daemonset.yaml"),
         )
         .unwrap();
         let argv: Vec<String> = ds
@@ -506,7 +506,7 @@ mod tests {
             .collect();
         assert_eq!(argv.first().map(String::as_str), Some("run"), "{argv:?}");
         let a = Cli::try_parse_from(&argv)
-            .unwrap_or_else(|e| panic!("deploy/daemonset.yaml args {argv:?}: {e}"))
+            .unwrap_or_else(|e| panic!("deploy/base/daemonset.yaml args {argv:?}: {e}"))
             .run;
         assert_eq!(a.node_name.as_deref(), Some("node-1"));
         assert_eq!(a.events, "-");
