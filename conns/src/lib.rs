@@ -1,0 +1,27 @@
+//! What bulwark says about TCP connections, without the kernel. The kernel side (daemon engine)
+//! hands userspace each connection's endpoints, byte counts and a prefix of each direction's
+//! first payload; this crate turns that into the words of the event schema and reads the
+//! events back:
+//! - [`classify`]: a first payload's [`bulwark_events::Payload`] (tls with record version, SNI
+//!   and ALPN; ssh; http; h2c; a declared encrypted protocol; other; none).
+//! - [`signatures`]: operator-declared encrypted protocols (`kind: EncryptedProtocol`, a file
+//!   of them for `--protocols`, a cluster-scoped CRD in Kubernetes), their checks and the
+//!   compiled [`Signatures`].
+//! - [`scope`]: [`ClusterCidrs`], whether a remote address is `cluster` or `internet`.
+//!
+//! Data flows one way: declarations -> [`Signatures`] -> [`classify`] -> events.
+
+pub mod classify;
+pub mod scope;
+pub mod signatures;
+
+pub use classify::classify;
+pub use scope::{ClusterCidrs, DEFAULT_CLUSTER_CIDRS};
+pub use signatures::{
+    EncryptedProtocol, EncryptedProtocolSpec, Signature, SignatureError, Signatures,
+};
+
+/// How many bytes of each direction's first payload the classifier is meant to see: the kernel
+/// captures at least this many (fewer only when the first payload was shorter), and declared
+/// signatures must end within them. SNI and ALPN further into a ClientHello are not reported.
+pub const INSPECTED_BYTES: usize = 256;
