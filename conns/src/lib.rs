@@ -8,10 +8,16 @@
 //!   of them for `--protocols`, a cluster-scoped CRD in Kubernetes), their checks and the
 //!   compiled [`Signatures`].
 //! - [`scope`]: [`ClusterCidrs`], whether a remote address is `cluster` or `internet`.
+//! - [`report`]: the connections of an event stream, each counted once, filtered and grouped
+//!   (`bulwark conns`).
+//! - [`metrics`]: the connection counters (Prometheus), fed from the same events.
 //!
-//! Data flows one way: declarations -> [`Signatures`] -> [`classify`] -> events.
+//! Data flows one way: declarations -> [`Signatures`] -> [`classify`] -> events -> [`report`]
+//! and [`metrics`].
 
 pub mod classify;
+pub mod metrics;
+pub mod report;
 pub mod scope;
 pub mod signatures;
 
@@ -25,3 +31,12 @@ pub use signatures::{
 /// captures at least this many (fewer only when the first payload was shorter), and declared
 /// signatures must end within them. SNI and ALPN further into a ClientHello are not reported.
 pub const INSPECTED_BYTES: usize = 256;
+
+/// Recorded event streams the tests read (also read by the `bulwark conns` tests).
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// Six connections: plaintext HTTP to the internet from a host curl and from a pod (two
+    /// windows then a close), TLS from curl, plaintext redis inside the cluster still open,
+    /// plaintext HTTP served to an internet client, and a connection that moved no payload.
+    pub const STREAM: &str = include_str!("../tests/fixtures/stream.jsonl");
+}
