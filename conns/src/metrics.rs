@@ -62,6 +62,9 @@ struct Inner {
     forgotten: u64,
 }
 
+/// A counter family: name, help, and which count of a label set it shows.
+type Family = (&'static str, &'static str, fn(&Counts) -> u64);
+
 /// The connection counters. Any thread may record and render.
 #[derive(Debug, Default)]
 pub struct ConnMetrics {
@@ -138,7 +141,7 @@ impl ConnMetrics {
     /// Prometheus text of the connection series.
     pub fn render_prometheus(&self) -> String {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let families: [(&str, &str, fn(&Counts) -> u64); 3] = [
+        let families: [Family; 3] = [
             (
                 "bulwark_connections_total",
                 "TCP connections that ended (process_close), by direction, scope, protocol, encrypted and namespace.",
