@@ -27,10 +27,9 @@ pub use signatures::{
     EncryptedProtocol, EncryptedProtocolSpec, Signature, SignatureError, Signatures,
 };
 
-/// How many bytes of each direction's first payload the classifier is meant to see: the kernel
-/// captures at least this many (fewer only when the first payload was shorter), and declared
-/// signatures must end within them. SNI and ALPN further into a ClientHello are not reported.
-pub const INSPECTED_BYTES: usize = 256;
+/// How many bytes of each direction's first payload the classifier is meant to see (the
+/// policy crate's constant, which declared signatures are checked against).
+pub use bulwark_policy::protocol::INSPECTED_BYTES;
 
 /// Recorded event streams the tests read (also read by the `bulwark conns` tests).
 #[cfg(test)]

@@ -14,13 +14,14 @@ use bulwark::lint_compiler::LintCompiler;
 use bulwark::pipeline::daemon::Request;
 use bulwark::pipeline::daemon::{Config, Daemon};
 use bulwark::pipeline::watch;
+use bulwark_conns::Signatures;
 use bulwark_controller::node::{self, NodeConfig};
 use bulwark_controller::{ControllerOptions, PodWorkloads};
 use bulwark_policy::AnyPolicy;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -57,6 +58,11 @@ pub struct RunArgs {
     /// `/readyz` answer too. With --kubernetes, --health-addr serves the same metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Encrypted protocols to recognise besides TLS and SSH: a file or directory of
+    /// `kind: EncryptedProtocol` documents (byte signature at an offset, optional mask; see
+    /// docs/conns.md). Checked like `bulwark lint` at start; any error refuses to start.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub protocols: Option<PathBuf>,
     /// --kubernetes: namespace of the PolicyViolations of processes outside any Pod.
     #[arg(
         long,
@@ -237,6 +243,22 @@ fn drain_violations(stats: &bulwark_controller::Stats, limit: Duration) -> u64 {
     }
 }
 
+/// The `--protocols` declarations, checked (none without the flag).
+fn declared_protocols(path: Option<&Path>) -> anyhow::Result<Signatures> {
+    let Some(path) = path else {
+        return Ok(Signatures::default());
+    };
+    let set = Signatures::load(&[path.to_path_buf()]).map_err(anyhow::Error::msg)?;
+    let names: Vec<&str> = set.iter().map(|s| s.name()).collect();
+    eprintln!(
+        "bulwark: {} declared encrypted protocol(s) from {}: {}",
+        set.len(),
+        path.display(),
+        names.join(", ")
+    );
+    Ok(set)
+}
+
 /// The `--metrics-addr` endpoint: the registry it serves and the readiness it reports.
 #[derive(Clone)]
 struct Metrics {
@@ -352,6 +374,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let signatures = declared_protocols(args.protocols.as_deref())?;
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
     let out = open_output(&args.events)?;
     if args.noop_programs {
@@ -417,6 +440,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         loss_report_every: Duration::from_secs(10),
     };
     let mut daemon = Daemon::new(cfg, LintCompiler::new(), kernel, out);
+    // MERGE SEAM (conns-kernel): the classifier takes the declared protocols with
+    // `daemon.pipeline.conns.set_signatures(signatures)`, which exists on that branch only;
+    // until both are merged they are checked at start (a bad file refuses to start) and unused.
+    drop(signatures);
     let violations = controller.as_ref().map(|handle| handle.sender());
     if violations.is_some() || metrics.is_some() {
         daemon
@@ -500,6 +527,7 @@ mod tests {
             cgroup_root: None,
             health_addr: None,
             metrics_addr: None,
+            protocols: None,
             host_namespace: "bulwark-system".into(),
             resync_interval: 300,
             events: "-".into(),
@@ -696,6 +724,42 @@ mod tests {
             total.connections - total.open
         );
         assert!(body.contains("bulwark_events_lost_total 0\n"), "{body}");
+    }
+
+    #[test]
+    fn protocols_are_checked_before_anything_loads() {
+        assert!(declared_protocols(None).unwrap().is_empty());
+        let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/lint-cases");
+        let err = declared_protocols(Some(&cases.join("bw102-protocol-name.yaml")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("BW102") && err.contains("bulwark lint"),
+            "{err}"
+        );
+        let dir =
+            std::env::temp_dir().join(format!("bulwark-run-protocols-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: bulwark.dev/v1alpha1\nkind: EncryptedProtocol\nmetadata:\n  name: acme\nspec:\n  signature: \"ac 3e\"\n",
+        )
+        .unwrap();
+        let set = declared_protocols(Some(&file)).unwrap();
+        assert_eq!(set.matching(&[0xac, 0x3e]), Some("acme"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        use clap::Parser;
+        let a = Cli::try_parse_from([
+            "run",
+            "--policy-dir=/tmp",
+            "--protocols=/etc/p.yaml",
+            "--metrics-addr=127.0.0.1:9877",
+        ])
+        .unwrap()
+        .run;
+        assert_eq!(a.protocols, Some(PathBuf::from("/etc/p.yaml")));
+        assert_eq!(a.metrics_addr, Some("127.0.0.1:9877".parse().unwrap()));
     }
 
     #[test]
