@@ -419,6 +419,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_the_docs_is_what_the_command_prints() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/conns.md"),
+        )
+        .unwrap();
+        let text = run_on(STREAM, &["--plaintext", "--internet", "--egress"]);
+        let indented: String = text.lines().map(|l| format!("    {l}\n")).collect();
+        assert!(
+            doc.contains(&indented),
+            "docs/conns.md should show:\n{indented}"
+        );
+    }
+
+    #[test]
     fn json_is_one_object_with_exact_counts() {
         let text = run_on(STREAM, &["--by", "namespace", "-o", "json"]);
         assert_eq!(text.lines().count(), 1);
