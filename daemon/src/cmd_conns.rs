@@ -502,25 +502,14 @@ mod tests {
     #[test]
     fn follow_reprints_when_new_connections_arrive() {
         use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::{Arc, Mutex};
+        use std::sync::Arc;
         let dir = std::env::temp_dir().join(format!("bulwark-conns-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("events.jsonl");
         let lines: Vec<&str> = STREAM.lines().collect();
         std::fs::write(&path, format!("{}\n", lines[..4].join("\n"))).unwrap();
-        #[derive(Clone, Default)]
-        struct Out(Arc<Mutex<Vec<u8>>>);
-        impl Write for Out {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let out = Out::default();
+        let out = crate::event_file::SharedOut::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (o, st, p) = (out.clone(), stop.clone(), path.clone());
         let t = std::thread::spawn(move || {
@@ -547,7 +536,7 @@ mod tests {
         });
         let totals = |n: usize| {
             for _ in 0..500 {
-                let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+                let text = String::from_utf8(out.bytes()).unwrap();
                 let last = text.lines().last().map(|l| {
                     let v: serde_json::Value = serde_json::from_str(l).unwrap();
                     v["total"]["connections"].as_u64().unwrap()

@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn follow_waits_reads_partial_lines_and_survives_truncation_and_rotation() {
         use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::{Arc, Mutex};
+        use std::sync::Arc;
         let dir = std::env::temp_dir().join(format!("bulwark-follow-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -267,18 +267,7 @@ mod tests {
                 r#"{{"type":"status","time":"t","node_name":"n","state":"{state}","generation":1,"policies":[],"diagnostics":[],"lost_events":0}}"#
             )
         };
-        #[derive(Clone, Default)]
-        struct Out(Arc<Mutex<Vec<u8>>>);
-        impl Write for Out {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let out = Out::default();
+        let out = crate::event_file::SharedOut::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (o, st, p) = (out.clone(), stop.clone(), path.clone());
         let t = std::thread::spawn(move || {
@@ -295,7 +284,7 @@ mod tests {
         });
         let seen = |n: usize| {
             for _ in 0..200 {
-                let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+                let text = String::from_utf8(out.bytes()).unwrap();
                 if text.lines().count() >= n {
                     return text;
                 }
