@@ -164,14 +164,7 @@ mod tests {
     use super::*;
 
     fn decl(name: &str, signature: &str, offset: u32, mask: Option<&str>) -> EncryptedProtocol {
-        EncryptedProtocol::new(
-            name,
-            EncryptedProtocolSpec {
-                signature: signature.into(),
-                offset,
-                mask: mask.map(str::to_string),
-            },
-        )
+        EncryptedProtocol::declare(name, signature, offset, mask)
     }
 
     #[test]

@@ -69,15 +69,8 @@ pub struct ConnsArgs {
     /// Only connections this node's processes accepted (role server).
     #[arg(long)]
     pub ingress: bool,
-    /// Kubernetes namespace of the process. Repeatable.
-    #[arg(long = "namespace", value_name = "NS")]
-    pub namespaces: Vec<String>,
-    /// Pod name (or namespace/pod). Repeatable.
-    #[arg(long = "pod", value_name = "POD")]
-    pub pods: Vec<String>,
-    /// Binary path, or a bare name matching the last path component. Repeatable.
-    #[arg(long = "binary", value_name = "PATH")]
-    pub binaries: Vec<String>,
+    #[command(flatten)]
+    pub process: crate::cmd_events::ProcessArgs,
     /// Connection protocol: tls, ssh, http, h2c, other, none, or a declared protocol's name
     /// (the client's first payload, else the server's). Repeatable.
     #[arg(long = "protocol", value_name = "P")]
@@ -116,9 +109,9 @@ impl ConnsArgs {
                 Direction::Egress,
                 Direction::Ingress,
             ),
-            namespaces: self.namespaces.clone(),
-            pods: self.pods.clone(),
-            binaries: self.binaries.clone(),
+            namespaces: self.process.namespaces.clone(),
+            pods: self.process.pods.clone(),
+            binaries: self.process.binaries.clone(),
             protocols: self.protocols.clone(),
         }
     }

@@ -19,6 +19,21 @@ pub enum Output {
     Compact,
 }
 
+/// The filters on the process an event is about, shared by `bulwark events` and
+/// `bulwark conns`.
+#[derive(clap::Args, Debug, Default)]
+pub struct ProcessArgs {
+    /// Kubernetes namespace of the process. Repeatable.
+    #[arg(long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
+    /// Pod name (or namespace/pod). Repeatable.
+    #[arg(long = "pod", value_name = "POD")]
+    pub pods: Vec<String>,
+    /// Binary path, or a bare name matching the last path component. Repeatable.
+    #[arg(long = "binary", value_name = "PATH")]
+    pub binaries: Vec<String>,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct EventsArgs {
     /// Events file written by `bulwark run --events FILE` (default: read stdin).
@@ -34,15 +49,8 @@ pub struct EventsArgs {
     /// Policy name (or namespace/name). Repeatable.
     #[arg(long = "policy", value_name = "P")]
     pub policies: Vec<String>,
-    /// Kubernetes namespace of the process. Repeatable.
-    #[arg(long = "namespace", value_name = "NS")]
-    pub namespaces: Vec<String>,
-    /// Pod name (or namespace/pod). Repeatable.
-    #[arg(long = "pod", value_name = "POD")]
-    pub pods: Vec<String>,
-    /// Binary path, or a bare name matching the last path component. Repeatable.
-    #[arg(long = "binary", value_name = "PATH")]
-    pub binaries: Vec<String>,
+    #[command(flatten)]
+    pub process: ProcessArgs,
     /// Action (Sigkill, Block, Post) or outcome (killed, blocked, would_kill, would_block,
     /// reported), case-insensitive. Repeatable.
     #[arg(long = "action", value_name = "A")]
@@ -130,9 +138,9 @@ fn build_filter(args: &EventsArgs) -> anyhow::Result<Filter> {
     Ok(Filter {
         types,
         policies: args.policies.clone(),
-        namespaces: args.namespaces.clone(),
-        pods: args.pods.clone(),
-        binaries: args.binaries.clone(),
+        namespaces: args.process.namespaces.clone(),
+        pods: args.process.pods.clone(),
+        binaries: args.process.binaries.clone(),
         actions,
     })
 }
@@ -325,9 +333,7 @@ mod tests {
             follow: false,
             types: vec!["nope".into()],
             policies: vec![],
-            namespaces: vec![],
-            pods: vec![],
-            binaries: vec![],
+            process: ProcessArgs::default(),
             actions: vec![],
             output: Output::Json,
         };

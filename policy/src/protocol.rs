@@ -66,6 +66,20 @@ pub struct EncryptedProtocolSpec {
     pub mask: Option<String>,
 }
 
+impl EncryptedProtocol {
+    /// A declaration as a file writes it (`mask` hex, optional).
+    pub fn declare(name: &str, signature: &str, offset: u32, mask: Option<&str>) -> Self {
+        EncryptedProtocol::new(
+            name,
+            EncryptedProtocolSpec {
+                signature: signature.into(),
+                offset,
+                mask: mask.map(str::to_string),
+            },
+        )
+    }
+}
+
 /// A declaration that is not usable, in words that say how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -441,14 +455,7 @@ mod tests {
     use super::*;
 
     fn decl(name: &str, signature: &str, offset: u32, mask: Option<&str>) -> EncryptedProtocol {
-        EncryptedProtocol::new(
-            name,
-            EncryptedProtocolSpec {
-                signature: signature.into(),
-                offset,
-                mask: mask.map(str::to_string),
-            },
-        )
+        EncryptedProtocol::declare(name, signature, offset, mask)
     }
 
     #[test]
