@@ -43,7 +43,7 @@ pub struct EventsArgs {
     #[arg(long, short = 'f')]
     pub follow: bool,
     /// Event type: process_exec (exec), process_exit (exit), process_connect (connect),
-    /// policy_match (match), status. Repeatable.
+    /// process_close (close), conn_stats (stats), policy_match (match), status. Repeatable.
     #[arg(long = "type", value_name = "T")]
     pub types: Vec<String>,
     /// Policy name (or namespace/name). Repeatable.
