@@ -270,6 +270,70 @@ mod tests {
     }
 
     #[test]
+    fn ten_thousand_short_connections_are_each_counted_once_with_exact_bytes() {
+        // Every third connection reports a window before its close; the close carries the
+        // totals, the window part of them.
+        let template = events(fixtures::STREAM)
+            .into_iter()
+            .find(|e| e.event_type() == EventType::ProcessClose)
+            .unwrap();
+        let m = ConnMetrics::default();
+        let mut r = Report::new();
+        let (mut sent, mut received) = (0u64, 0u64);
+        for i in 0..10_000u64 {
+            let mut close = template.clone();
+            let bulwark_events::Body::ProcessClose { connection, .. } = &mut close.body else {
+                unreachable!()
+            };
+            connection.local.port = 1024 + (i % 60_000) as u16;
+            connection.open_time = format!("t{i}");
+            connection.bytes_sent = 100 + i;
+            connection.bytes_received = 7 * i;
+            let c = connection.clone();
+            sent += 100 + i;
+            received += 7 * i;
+            if i % 3 == 0 {
+                let (ws, wr) = (c.bytes_sent / 2, c.bytes_received / 3);
+                let window = Event {
+                    body: bulwark_events::Body::ConnStats {
+                        process: close.process().unwrap().clone(),
+                        connection: bulwark_events::Connection {
+                            bytes_sent: ws,
+                            bytes_received: wr,
+                            close_time: None,
+                            ..c
+                        },
+                        window: bulwark_events::Window {
+                            start: "a".into(),
+                            end: "b".into(),
+                            bytes_sent: ws,
+                            bytes_received: wr,
+                        },
+                    },
+                    ..close.clone()
+                };
+                m.record(&window);
+                r.add(&window);
+            }
+            m.record(&close);
+            r.add(&close);
+        }
+        let total = r.summarize(&Filter::default(), &[]).total;
+        assert_eq!((total.connections, total.open), (10_000, 0));
+        assert_eq!((total.bytes_sent, total.bytes_received), (sent, received));
+        assert_eq!(
+            m.totals(),
+            Counts {
+                connections: 10_000,
+                bytes_sent: sent,
+                bytes_received: received
+            }
+        );
+        let inner = m.inner.lock().unwrap();
+        assert!(inner.open.is_empty(), "closed connections are forgotten");
+    }
+
+    #[test]
     fn a_repeated_window_adds_nothing() {
         let m = ConnMetrics::default();
         let evs = events(fixtures::STREAM);
