@@ -56,6 +56,40 @@ pub async fn serve_listener(
     }
 }
 
+/// Serves on `addr` from a thread of its own, for a caller without a tokio runtime (the
+/// standalone daemon's `--metrics-addr`). The port is bound before this returns, so a busy one
+/// is an error here; returns the bound address. The thread serves until the process ends.
+pub fn spawn_thread(
+    addr: SocketAddr,
+    ready: Arc<AtomicBool>,
+    stats: Option<Arc<Stats>>,
+) -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen for metrics on {addr}: {e}; pick a free port"),
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("bulwark-metrics".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        let _ = serve_listener(l, ready, stats).await;
+                    }
+                    Err(e) => log::warn!("metrics endpoint on {bound} not served: {e}"),
+                }
+            })
+        })?;
+    Ok(bound)
+}
+
 /// Status line and body for a request line.
 pub fn respond(request_line: &str, ready: bool, stats: Option<&Stats>) -> (u16, String) {
     let mut parts = request_line.split_whitespace();
@@ -168,6 +202,31 @@ mod tests {
             .await
             .contains("bulwark_status_writes_total"));
         task.abort();
+    }
+
+    #[test]
+    fn a_thread_of_its_own_serves_without_a_runtime_and_busy_ports_are_explained() {
+        use std::io::{Read, Write};
+        let stats = Arc::new(Stats::default());
+        stats.status_writes.store(4, Ordering::Relaxed);
+        let addr = spawn_thread(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(AtomicBool::new(true)),
+            Some(stats),
+        )
+        .unwrap();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        assert!(body.contains("bulwark_status_writes_total 4\n"), "{body}");
+        let err = spawn_thread(addr, Arc::new(AtomicBool::new(true)), None).unwrap_err();
+        assert!(
+            err.to_string().contains("pick a free port") && err.to_string().contains("metrics"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -1,10 +1,12 @@
 //! Counters of the controller ([`Stats`]), shared between the engine's sender, the controller
 //! tasks and the health endpoint, which renders them in Prometheus text format. The daemon's
-//! own health (lost events, full kernel maps, refusals by reason) comes from the events it
-//! writes ([`Stats::record_event`]), so the metrics say what the status events say.
+//! own health (lost events, full kernel maps, refusals by reason) and the connections it observed
+//! (`bulwark-conns` metrics) come from the events it writes ([`Stats::record_event`]), so the
+//! metrics say what the events say.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bulwark_conns::metrics::ConnMetrics;
 use bulwark_events::{Body, Event, Reason};
 
 /// Monotonic counters and gauges. All fields are plain atomics so any task can bump them.
@@ -44,6 +46,8 @@ pub struct Stats {
     pub capacity_warnings: AtomicU64,
     /// `policy_match` events with a `reason`, indexed like [`Reason::ALL`].
     pub matches_by_reason: [AtomicU64; Reason::ALL.len()],
+    /// Connections and bytes from `process_close` and `conn_stats` events.
+    pub connections: ConnMetrics,
 }
 
 impl Stats {
@@ -66,6 +70,7 @@ impl Stats {
                     self.matches_by_reason[i].fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Body::ProcessClose { .. } | Body::ConnStats { .. } => self.connections.record(ev),
             _ => {}
         }
     }
@@ -200,6 +205,7 @@ impl Stats {
             }
             out.push_str(&format!("{name} {}\n", v.load(Ordering::Relaxed)));
         }
+        out.push_str(&self.connections.render_prometheus());
         out
     }
 }
@@ -221,6 +227,38 @@ mod tests {
             1
         );
         assert!(text.contains("bulwark_violations_received_total 0\n"));
+    }
+
+    #[test]
+    fn connection_events_become_connection_metrics() {
+        let s = Stats::default();
+        let close: Event = serde_json::from_str(
+            r#"{"time":"t","node_name":"n","type":"process_close","process":{"exec_id":"x",
+            "pid":5,"uid":0,"binary":"/usr/bin/curl","arguments":"","cwd":null,"start_time":"t",
+            "parent_exec_id":null,"pod":null},"connection":{"role":"client","family":"ipv4",
+            "local":{"ip":"10.0.0.1","port":40000},"remote":{"ip":"93.184.215.14","port":80},
+            "scope":"internet","sent":{"protocol":"http","encrypted":false},
+            "received":{"protocol":"http","encrypted":false},"encrypted":false,"bytes_sent":78,
+            "bytes_received":1024,"open_time":"t0","close_time":"t1"}}"#,
+        )
+        .unwrap();
+        s.record_event(&close);
+        let text = s.render_prometheus();
+        let labels = "{direction=\"egress\",scope=\"internet\",protocol=\"http\",encrypted=\"false\",namespace=\"\"}";
+        assert!(
+            text.contains(&format!("bulwark_connections_total{labels} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("bulwark_connection_sent_bytes_total{labels} 78\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "bulwark_connection_received_bytes_total{labels} 1024\n"
+            )),
+            "{text}"
+        );
     }
 
     #[test]

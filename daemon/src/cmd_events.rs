@@ -1,15 +1,13 @@
 //! `bulwark events`: reads the JSON-lines events `bulwark run` writes (a file, or stdin), each
 //! line as a typed [`Event`], filters them (all filter kinds ANDed, repeated values ORed),
-//! optionally follows the file as it grows (like `tail -F`, surviving truncation and
-//! replacement), and prints them as JSON or as one compact human line each (like
+//! optionally follows the file as it grows ([`crate::event_file`]), and prints them as JSON or as one compact human line each (like
 //! `tetra getevents -o compact`).
 
-use anyhow::Context;
+use crate::event_file::{self, Flow, LineSink};
 use bulwark::pipeline::filter::{compact, parse_action, parse_type, Filter};
 use bulwark_events::Event;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -21,21 +19,10 @@ pub enum Output {
     Compact,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct EventsArgs {
-    /// Events file written by `bulwark run --events FILE` (default: read stdin).
-    #[arg(long, value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// Keep reading as the file grows (Ctrl-C to stop).
-    #[arg(long, short = 'f')]
-    pub follow: bool,
-    /// Event type: process_exec (exec), process_exit (exit), process_connect (connect),
-    /// policy_match (match), status. Repeatable.
-    #[arg(long = "type", value_name = "T")]
-    pub types: Vec<String>,
-    /// Policy name (or namespace/name). Repeatable.
-    #[arg(long = "policy", value_name = "P")]
-    pub policies: Vec<String>,
+/// The filters on the process an event is about, shared by `bulwark events` and
+/// `bulwark conns`.
+#[derive(clap::Args, Debug, Default)]
+pub struct ProcessArgs {
     /// Kubernetes namespace of the process. Repeatable.
     #[arg(long = "namespace", value_name = "NS")]
     pub namespaces: Vec<String>,
@@ -45,6 +32,25 @@ pub struct EventsArgs {
     /// Binary path, or a bare name matching the last path component. Repeatable.
     #[arg(long = "binary", value_name = "PATH")]
     pub binaries: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EventsArgs {
+    /// Events file written by `bulwark run --events FILE` (default: read stdin).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Keep reading as the file grows (Ctrl-C to stop).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Event type: process_exec (exec), process_exit (exit), process_connect (connect),
+    /// process_close (close), conn_stats (stats), policy_match (match), status. Repeatable.
+    #[arg(long = "type", value_name = "T")]
+    pub types: Vec<String>,
+    /// Policy name (or namespace/name). Repeatable.
+    #[arg(long = "policy", value_name = "P")]
+    pub policies: Vec<String>,
+    #[command(flatten)]
+    pub process: ProcessArgs,
     /// Action (Sigkill, Block, Post) or outcome (killed, blocked, would_kill, would_block,
     /// reported), case-insensitive. Repeatable.
     #[arg(long = "action", value_name = "A")]
@@ -94,42 +100,27 @@ fn render(line: &str, lineno: u64, filter: &Filter, output: Output) -> Option<St
     })
 }
 
-/// Reads complete lines from `reader`, writing what passes; returns lines read. A partial last
-/// line stays in `pending` (a writer may be mid-line).
-fn pump(
-    reader: &mut dyn BufRead,
-    pending: &mut String,
-    lineno: &mut u64,
-    filter: &Filter,
+/// Prints each line that passes the filter, in the chosen format.
+struct Printer<'a> {
+    filter: &'a Filter,
     output: Output,
-    out: &mut dyn Write,
-    eof_completes: bool,
-) -> anyhow::Result<()> {
-    loop {
-        let mut buf = Vec::new();
-        let n = reader.read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            if eof_completes && !pending.is_empty() {
-                *lineno += 1;
-                if let Some(s) = render(pending, *lineno, filter, output) {
-                    writeln!(out, "{s}")?;
-                }
-                pending.clear();
+    out: &'a mut dyn Write,
+}
+
+impl LineSink for Printer<'_> {
+    fn line(&mut self, line: &str, lineno: u64) -> anyhow::Result<Flow> {
+        if let Some(s) = render(line, lineno, self.filter, self.output) {
+            if writeln!(self.out, "{s}").is_err() {
+                // Reader went away (`| head`): stop quietly.
+                return Ok(Flow::Stop);
             }
-            out.flush()?;
-            return Ok(());
         }
-        pending.push_str(&String::from_utf8_lossy(&buf));
-        if pending.ends_with('\n') {
-            *lineno += 1;
-            if let Some(s) = render(pending, *lineno, filter, output) {
-                if writeln!(out, "{s}").is_err() {
-                    // Reader went away (`| head`): stop quietly.
-                    return Ok(());
-                }
-            }
-            pending.clear();
-        }
+        Ok(Flow::Continue)
+    }
+
+    fn caught_up(&mut self) -> anyhow::Result<Flow> {
+        self.out.flush()?;
+        Ok(Flow::Continue)
     }
 }
 
@@ -147,9 +138,9 @@ fn build_filter(args: &EventsArgs) -> anyhow::Result<Filter> {
     Ok(Filter {
         types,
         policies: args.policies.clone(),
-        namespaces: args.namespaces.clone(),
-        pods: args.pods.clone(),
-        binaries: args.binaries.clone(),
+        namespaces: args.process.namespaces.clone(),
+        pods: args.process.pods.clone(),
+        binaries: args.process.binaries.clone(),
         actions,
     })
 }
@@ -158,20 +149,13 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let filter = build_filter(&args)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut pending = String::new();
-    let mut lineno = 0u64;
     let Some(path) = &args.file else {
-        let stdin = std::io::stdin();
-        let mut r = stdin.lock();
-        pump(
-            &mut r,
-            &mut pending,
-            &mut lineno,
-            &filter,
-            args.output,
-            &mut out,
-            true,
-        )?;
+        let mut printer = Printer {
+            filter: &filter,
+            output: args.output,
+            out: &mut out,
+        };
+        event_file::read_stdin(&mut printer)?;
         return Ok(ExitCode::SUCCESS);
     };
     follow_file(
@@ -189,7 +173,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
 /// Prints a file's events; with `follow`, keeps reading as it grows (starting over when it is
 /// truncated or replaced, waiting for it when it does not exist yet) until `stop()` is true.
 fn follow_file(
-    path: &PathBuf,
+    path: &Path,
     follow: bool,
     filter: &Filter,
     output: Output,
@@ -197,82 +181,27 @@ fn follow_file(
     poll: Duration,
     stop: &dyn Fn() -> bool,
 ) -> anyhow::Result<()> {
-    let open = |p: &PathBuf| {
-        std::fs::File::open(p).with_context(|| {
-            format!(
-                "cannot open events file {} (written by `bulwark run --events FILE`)",
-                p.display()
-            )
-        })
-    };
-    let mut pending = String::new();
-    let mut lineno = 0u64;
-    if follow && !path.exists() {
-        eprintln!(
-            "bulwark events: waiting for {} to be created",
-            path.display()
-        );
-        while !path.exists() {
-            if stop() {
-                return Ok(());
-            }
-            std::thread::sleep(poll);
-        }
-    }
-    let mut file = BufReader::new(open(path)?);
-    pump(
-        &mut file,
-        &mut pending,
-        &mut lineno,
+    let mut printer = Printer {
         filter,
         output,
         out,
-        !follow,
-    )?;
-    if !follow {
-        return Ok(());
-    }
-    let mut ino = file.get_ref().metadata()?.ino();
-    while !stop() {
-        std::thread::sleep(poll);
-        let pos = file.stream_position()?;
-        match std::fs::metadata(path) {
-            // Replaced (rotated): read the new file from its start.
-            Ok(m) if m.ino() != ino => {
-                if let Ok(f) = std::fs::File::open(path) {
-                    ino = m.ino();
-                    file = BufReader::new(f);
-                    pending.clear();
-                }
-            }
-            // Truncated: start over.
-            Ok(m) if m.len() < pos => {
-                file.seek(SeekFrom::Start(0))?;
-                pending.clear();
-            }
-            _ => {}
-        }
-        pump(
-            &mut file,
-            &mut pending,
-            &mut lineno,
-            filter,
-            output,
-            out,
-            false,
-        )?;
-    }
-    Ok(())
+    };
+    event_file::read_file(path, follow, poll, stop, "bulwark events", &mut printer)
 }
 
 /// Reads all of `r` through the same path as a file (tests).
 #[cfg(test)]
 fn run_on(input: &str, filter: &Filter, output: Output) -> String {
     let mut out = Vec::new();
-    let mut pending = String::new();
-    let mut n = 0;
-    let mut r = BufReader::new(input.as_bytes());
-    pump(&mut r, &mut pending, &mut n, filter, output, &mut out, true).unwrap();
+    let mut printer = Printer {
+        filter,
+        output,
+        out: &mut out,
+    };
+    let mut r = std::io::BufReader::new(input.as_bytes());
+    event_file::Cursor::default()
+        .pump(&mut r, &mut printer, true)
+        .unwrap();
     String::from_utf8(out).unwrap()
 }
 
@@ -336,7 +265,7 @@ mod tests {
     #[test]
     fn follow_waits_reads_partial_lines_and_survives_truncation_and_rotation() {
         use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::{Arc, Mutex};
+        use std::sync::Arc;
         let dir = std::env::temp_dir().join(format!("bulwark-follow-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -346,18 +275,7 @@ mod tests {
                 r#"{{"type":"status","time":"t","node_name":"n","state":"{state}","generation":1,"policies":[],"diagnostics":[],"lost_events":0}}"#
             )
         };
-        #[derive(Clone, Default)]
-        struct Out(Arc<Mutex<Vec<u8>>>);
-        impl Write for Out {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let out = Out::default();
+        let out = crate::event_file::SharedOut::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (o, st, p) = (out.clone(), stop.clone(), path.clone());
         let t = std::thread::spawn(move || {
@@ -374,7 +292,7 @@ mod tests {
         });
         let seen = |n: usize| {
             for _ in 0..200 {
-                let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+                let text = String::from_utf8(out.bytes()).unwrap();
                 if text.lines().count() >= n {
                     return text;
                 }
@@ -415,9 +333,7 @@ mod tests {
             follow: false,
             types: vec!["nope".into()],
             policies: vec![],
-            namespaces: vec![],
-            pods: vec![],
-            binaries: vec![],
+            process: ProcessArgs::default(),
             actions: vec![],
             output: Output::Json,
         };

@@ -39,15 +39,35 @@ impl PolicyBackend for LintCompiler {
 
     fn lint_file(&self, path: &Path) -> FileLint<AnyPolicy> {
         match bulwark_policy::lint_paths(&[path.to_path_buf()]) {
-            Ok(out) => FileLint {
-                text: if out.diagnostics.is_empty() {
-                    String::new()
-                } else {
-                    bulwark_policy::diagnostics::render_text(&out.diagnostics)
-                },
-                diagnostics: typed(out.diagnostics),
-                policies: out.policies,
-            },
+            Ok(out) => {
+                let mut lint = FileLint {
+                    text: if out.diagnostics.is_empty() {
+                        String::new()
+                    } else {
+                        bulwark_policy::diagnostics::render_text(&out.diagnostics)
+                    },
+                    diagnostics: typed(out.diagnostics),
+                    policies: out.policies,
+                };
+                // The lint reads EncryptedProtocol declarations too; the policy directory holds
+                // policies only, so a file of declarations is refused as before, saying where
+                // they go.
+                if !out.protocols.is_empty() {
+                    let message = format!(
+                        "{} holds EncryptedProtocol declarations, which are not policies; pass \
+                         them with `bulwark run --protocols FILE|DIR`",
+                        path.display()
+                    );
+                    lint.text
+                        .push_str(&format!("{}: error: {message}\n", path.display()));
+                    lint.diagnostics.push(Diagnostic::error(
+                        DaemonCode::PolicyDir,
+                        Some(path),
+                        message,
+                    ));
+                }
+                lint
+            }
             Err(e) => FileLint {
                 policies: Vec::new(),
                 diagnostics: vec![Diagnostic::error(DaemonCode::Io, Some(path), e.to_string())],
@@ -128,6 +148,30 @@ mod tests {
     use bulwark_compiler::ExecFacts;
     use std::path::PathBuf;
     use std::time::Duration;
+
+    #[test]
+    fn a_file_of_encrypted_protocol_declarations_is_refused_in_the_policy_dir() {
+        let dir = std::env::temp_dir().join(format!("bulwark-lc-protocols-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: bulwark.dev/v1alpha1\nkind: EncryptedProtocol\nmetadata:\n  name: acme\nspec:\n  signature: \"ac 3e\"\n",
+        )
+        .unwrap();
+        let lint = LintCompiler::new().lint_file(&file);
+        assert!(lint.policies.is_empty());
+        assert!(
+            lint.diagnostics
+                .iter()
+                .any(|d| d.severity() == bulwark_events::Severity::Error
+                    && d.message().contains("--protocols")),
+            "{:?}",
+            lint.diagnostics
+        );
+        assert!(lint.text.contains("--protocols"), "{}", lint.text);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// Records what would be written to the kernel.
     #[derive(Default)]

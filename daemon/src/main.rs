@@ -3,6 +3,7 @@
 //! and dispatches.
 
 mod cmd_compile;
+mod cmd_conns;
 mod cmd_convert;
 mod cmd_crds;
 mod cmd_events;
@@ -10,6 +11,7 @@ mod cmd_lint;
 mod cmd_probe;
 mod cmd_run;
 mod cmd_unload;
+mod event_file;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +41,8 @@ enum Command {
     Run(cmd_run::RunArgs),
     /// Read, filter and follow the JSON events the daemon writes.
     Events(cmd_events::EventsArgs),
+    /// Who talks to where, plaintext or encrypted, how much: connections from the events.
+    Conns(cmd_conns::ConnsArgs),
     /// Report which kernel mechanisms this host supports and which bulwark will use.
     Probe(cmd_probe::ProbeArgs),
     /// Detach and remove the programs a pinned daemon leaves enforcing after it stops (root).
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => cmd_compile::run(args),
         Command::Run(args) => cmd_run::run(args),
         Command::Events(args) => cmd_events::run(args),
+        Command::Conns(args) => cmd_conns::run(args),
         Command::Probe(args) => cmd_probe::run(args),
         Command::Unload(args) => cmd_unload::run(args),
     };

@@ -89,6 +89,10 @@ codes! {
     ARG_INDEX = "BW091", "arg-index-too-large", Error, "matchArgs.index is beyond the argv elements the kernel examines.";
     CAPACITY = "BW092", "kernel-capacity", Error, "The loaded policy set needs more selectors, conditions or map entries than the kernel maps hold.";
     TOO_MANY_ENTRIES = "BW093", "too-many-entries", Error, "A list has more entries than the CRD schema allows (what the kernel maps or the model hold); the API server refuses it too.";
+    INVALID_SIGNATURE = "BW100", "invalid-signature", Error, "An EncryptedProtocol's signature or mask is not hex bytes, is empty, has a mask of another length, or a mask that selects no bit.";
+    SIGNATURE_BEYOND_PREFIX = "BW101", "signature-beyond-prefix", Error, "An EncryptedProtocol's signature ends beyond the first-payload bytes the daemon inspects.";
+    PROTOCOL_NAME = "BW102", "protocol-name", Error, "An EncryptedProtocol's name is a built-in classification word or not a lower-case DNS label starting with a letter.";
+    DUPLICATE_PROTOCOL = "BW103", "duplicate-protocol", Error, "Two EncryptedProtocol declarations have the same name.";
 }
 
 /// Looks a code up by id.

@@ -6,6 +6,8 @@
 //! Data flows one way: YAML text -> marked tree ([`yaml`]) -> schema checks ([`schema`]) ->
 //! typed model ([`model`]) -> semantic checks ([`validate`]) -> [`diagnostics`]. [`load`] runs
 //! the whole path for files; the controller calls [`validate::validate_policy`] directly.
+//! [`protocol`] is the `EncryptedProtocol` declaration (an operator's encrypted protocol, by
+//! byte signature), linted alongside policies.
 //! [`values`] is the one parser of the values a policy writes as text (CIDRs, ports), used by
 //! validation and the compiler alike. [`admission`] adds to the generated CRD schema what the API
 //! server can check itself, so `kubectl apply` refuses those mistakes in the lint's words. The model's word enums (hook, action, mode, encryption)
@@ -16,6 +18,7 @@ pub mod admission;
 pub mod diagnostics;
 pub mod load;
 pub mod model;
+pub mod protocol;
 pub mod schema;
 pub mod validate;
 pub mod values;
@@ -41,6 +44,7 @@ use kube::CustomResourceExt;
 
 /// The CRDs of the policy model: `TracingPolicy`, then `TracingPolicyNamespaced`.
 /// Their schemas carry what the API server can check itself ([`admission`]).
+/// (`EncryptedProtocol`'s is [`protocol::crd`].)
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![TracingPolicy::crd(), TracingPolicyNamespaced::crd()];
     crds.iter_mut().for_each(admission::refine_crd);

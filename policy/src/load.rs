@@ -8,6 +8,7 @@
 //! (BW092) joins the lint without this crate depending on the compiler.
 
 use crate::diagnostics::{codes, Diagnostic};
+use crate::protocol::{self, EncryptedProtocol, SignatureError};
 use crate::schema::{self, Kind};
 use crate::validate;
 use crate::yaml::{self, Document, IssueKind, TreeIssue, Value};
@@ -28,6 +29,8 @@ pub struct LintOutcome {
     pub documents: usize,
     /// Files in the order they were read (orders the diagnostics).
     pub file_names: Vec<String>,
+    /// `EncryptedProtocol` declarations with no error, in file order.
+    pub protocols: Vec<EncryptedProtocol>,
 }
 
 impl LintOutcome {
@@ -192,6 +195,14 @@ fn check_document(
 ) {
     out.documents += 1;
     let mut diags: Vec<Diagnostic> = doc.issues.iter().map(issue_diagnostic).collect();
+    if doc.root.get("kind").and_then(|k| k.as_str()) == Some(protocol::KIND) {
+        let mut diags = check_protocol(&doc, diags, out);
+        for d in &mut diags {
+            place(d, file, &doc, prefix);
+        }
+        out.diagnostics.extend(diags);
+        return;
+    }
     let kind = schema::check_document(&doc, &mut diags);
     let structural_ok = !diags.iter().any(Diagnostic::is_error);
     let mut policy = None;
@@ -231,6 +242,31 @@ fn check_document(
             has_errors,
         });
     }
+}
+
+/// Checks an `EncryptedProtocol` document, keeping it in `out` when it has no error and its
+/// name is not declared before; returns its diagnostics (`diags` and the checks'), unplaced.
+fn check_protocol(
+    doc: &Document,
+    mut diags: Vec<Diagnostic>,
+    out: &mut LintOutcome,
+) -> Vec<Diagnostic> {
+    let (decl, found) = protocol::lint_document(doc);
+    diags.extend(found);
+    if let Some(decl) = decl {
+        let name = decl.metadata.name.clone().unwrap_or_default();
+        if out
+            .protocols
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+        {
+            diags.push(protocol::diagnostic(&SignatureError::Duplicate(name)));
+        }
+        if !diags.iter().any(Diagnostic::is_error) {
+            out.protocols.push(decl);
+        }
+    }
+    diags
 }
 
 fn finish(mut out: LintOutcome, loaded: Vec<Loaded>, set_check: SetCheck) -> LintOutcome {

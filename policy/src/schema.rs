@@ -20,7 +20,11 @@ pub enum Kind {
 }
 
 /// The kinds bulwark reads from policy files.
-pub const KINDS: &[&str] = &["TracingPolicy", "TracingPolicyNamespaced"];
+pub const KINDS: &[&str] = &[
+    "TracingPolicy",
+    "TracingPolicyNamespaced",
+    "EncryptedProtocol",
+];
 
 /// Fields of Kubernetes `ObjectMeta` with the JSON type each must have.
 const OBJECT_META: &[(&str, &str)] = &[
