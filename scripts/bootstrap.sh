@@ -8,7 +8,7 @@ set -euo pipefail
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # --- apt packages the e2e tests and tooling use --------------------------------------------
-APT_PKGS=(curl openssl iproute2 python3 bpftool netcat-openbsd procps lz4 ca-certificates)
+APT_PKGS=(curl openssl gnutls-bin iproute2 python3 bpftool netcat-openbsd procps lz4 ca-certificates)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
