@@ -158,7 +158,44 @@ pub fn decode_exit_code(code: u32) -> (u32, Option<u32>) {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use daemon_common::{Destination, PROTO_TCP};
+    use daemon_common::{Destination, CONN_PREFIX_LEN, PROTO_TCP};
+
+    #[test]
+    fn connection_records_decode_by_kind_and_short_ones_are_errors() {
+        for kind in [EVENT_CONN_OPEN, EVENT_CONN_STATS, EVENT_CONN_CLOSE] {
+            let mut c = ConnEvent::default();
+            c.header.kind = kind;
+            c.cookie = 5;
+            c.bytes_sent = 7;
+            match decode(&as_bytes(&c)) {
+                Ok(Record::Conn(d)) => assert_eq!(d, c),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut p = ConnPayloadEvent {
+            header: EventHeader {
+                kind: EVENT_CONN_PAYLOAD,
+                ..EventHeader::default()
+            },
+            cookie: 9,
+            direction: 1,
+            len: 3,
+            data: [0; CONN_PREFIX_LEN],
+        };
+        p.data[..3].copy_from_slice(b"SSH");
+        let b = as_bytes(&p);
+        match decode(&b) {
+            Ok(Record::ConnPayload(d)) => assert_eq!((d.cookie, &d.data[..3]), (9, &b"SSH"[..])),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode(&b[..b.len() - 1]),
+            Err(DecodeError::TooShort {
+                kind: EVENT_CONN_PAYLOAD,
+                ..
+            })
+        ));
+    }
 
     /// A synthetic exec record.
     pub fn exec_record(

@@ -228,11 +228,6 @@ fn ip(d: &Destination) -> (IpAddr, Family) {
     }
 }
 
-/// Whether a record kind is one of connection observation's.
-pub fn is_conn_kind(kind: u32) -> bool {
-    matches!(kind, EVENT_CONN_OPEN | EVENT_CONN_STATS | EVENT_CONN_CLOSE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,8 @@ const SHORT_TYPES: &[(EventType, &[&str])] = &[
     (EventType::ProcessExec, &["exec"]),
     (EventType::ProcessExit, &["exit"]),
     (EventType::ProcessConnect, &["connect"]),
+    (EventType::ProcessClose, &["close"]),
+    (EventType::ConnStats, &["stats"]),
     (EventType::PolicyMatch, &["match", "policy"]),
     (EventType::Status, &[]),
 ];
