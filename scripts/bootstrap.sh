@@ -8,7 +8,7 @@ set -euo pipefail
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # --- apt packages the e2e tests and tooling use --------------------------------------------
-APT_PKGS=(curl openssl iproute2 python3 bpftool netcat-openbsd procps lz4 ca-certificates)
+APT_PKGS=(curl openssl gnutls-bin iproute2 python3 bpftool netcat-openbsd procps lz4 ca-certificates)
 # The container image (scripts/build-image.sh, tests/image/image.sh): buildah builds it, podman
 # with runc runs it (crun refuses hybrid cgroup hosts), binutils strips the binary, python3-yaml
 # reads the rendered DaemonSet. ~15 s to install on a fresh Debian 12 machine.

@@ -7,6 +7,7 @@
 //!     sudo target/release/bulwark-bench run --rounds 5
 //!     target/release/bulwark-bench lint     # lint scaling, no root
 
+mod conns;
 mod daemon;
 mod lint;
 mod policies;
@@ -33,17 +34,21 @@ enum Cli {
     Worker(workers::Worker),
     /// How `bulwark lint` scales: 1k, 10k and 40k policies and 10 MB of comments (no root).
     Lint(lint::LintArgs),
+    /// What observing every TCP connection costs (no policy): no daemon vs observing vs
+    /// `--no-conn-observe`; writes conns-report.json and conns-report.md.
+    Conns(RunArgs),
 }
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Rounds of (baseline, bulwark, floor), interleaved.
+    /// Rounds of the configurations (run: baseline, bulwark, floor; conns: no daemon,
+    /// observing, not observing), interleaved.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// The bulwark binary under test.
     #[arg(long, default_value = "target/release/bulwark")]
     bulwark: PathBuf,
-    /// Where report.json and report.md go.
+    /// Where the reports go (run: report.json and report.md; conns: conns-report.*).
     #[arg(long, default_value = "bench/out")]
     out: PathBuf,
     /// Fewer iterations per workload (a quick look, noisier).
@@ -56,6 +61,7 @@ fn main() -> Result<()> {
         Cli::Worker(w) => workers::run(w),
         Cli::Run(args) => run(args),
         Cli::Lint(args) => lint::run(args),
+        Cli::Conns(args) => conns::run(args),
     }
 }
 
@@ -131,8 +137,18 @@ fn self_command(netns: Option<&str>) -> Result<Command> {
 }
 
 fn spawn_sink(netns: Option<&str>, addr: &str) -> Result<Bg> {
+    spawn_in(netns, &["sink", "--addr", addr])
+}
+
+/// A background worker on the host (a server the measured worker talks to).
+fn spawn_worker(args: &[&str]) -> Result<Bg> {
+    spawn_in(None, args)
+}
+
+fn spawn_in(netns: Option<&str>, args: &[&str]) -> Result<Bg> {
     let child = self_command(netns)?
-        .args(["worker", "sink", "--addr", addr])
+        .arg("worker")
+        .args(args)
         .stdout(Stdio::null())
         .spawn()?;
     std::thread::sleep(Duration::from_millis(300));

@@ -41,6 +41,24 @@ pub enum Worker {
         #[arg(long, default_value = "tls")]
         first: String,
     },
+    /// A new connection to `addr` per request: connect, send `size` bytes, read `size` bytes
+    /// back, close (RST), `n` times (the peer is an `echo` worker).
+    Request {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 10000)]
+        n: u64,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
+    /// Accept TCP connections on `addr`; on each, read `size` bytes and answer `size` bytes,
+    /// until the peer closes. Until killed.
+    Echo {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
     /// Unconnected UDP sends to `addr` at up to `rate` per second for `seconds`.
     UdpFlood {
         #[arg(long)]
@@ -111,6 +129,31 @@ pub fn run(w: Worker) -> Result<()> {
             }
             per_op(t.elapsed(), n)
         }
+        Worker::Request { addr, n, size } => {
+            let req = vec![b'q'; size];
+            let mut resp = vec![0u8; size];
+            let t = Instant::now();
+            for _ in 0..n {
+                let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+                s.set_nodelay(true)?;
+                s.write_all(&req)?;
+                s.read_exact(&mut resp)?;
+                abortive_close(s)?;
+            }
+            per_op(t.elapsed(), n)
+        }
+        Worker::Echo { addr, size } => {
+            let l = listen(addr)?;
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { continue };
+                std::thread::spawn(move || {
+                    let _ = c.set_nodelay(true);
+                    let mut buf = vec![0u8; size];
+                    while c.read_exact(&mut buf).is_ok() && c.write_all(&buf).is_ok() {}
+                });
+            }
+            return Ok(());
+        }
         Worker::UdpFlood {
             addr,
             seconds,
@@ -144,13 +187,7 @@ pub fn run(w: Worker) -> Result<()> {
             serde_json::json!({ "ops": sent, "seconds": secs, "ops_per_sec": sent as f64 / secs })
         }
         Worker::Sink { addr } => {
-            let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
-            // std listens with a backlog of 128: a connect loop outruns the accept thread, SYNs
-            // are dropped and retransmitted a second later, and the benchmark would measure
-            // retransmits. Listening again only raises the backlog.
-            if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 4096) } != 0 {
-                bail!("listen({addr}, 4096): {}", std::io::Error::last_os_error());
-            }
+            let l = listen(addr)?;
             println!("{}", serde_json::json!({ "listening": addr.to_string() }));
             std::io::stdout().flush()?;
             for conn in l.incoming() {
@@ -165,6 +202,17 @@ pub fn run(w: Worker) -> Result<()> {
     };
     println!("{out}");
     Ok(())
+}
+
+/// A listener on `addr` with a backlog of 4096: std listens with 128, a connect loop outruns
+/// the accept thread, SYNs are dropped and retransmitted a second later, and the benchmark
+/// would measure retransmits. Listening again only raises the backlog.
+fn listen(addr: SocketAddr) -> Result<TcpListener> {
+    let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 4096) } != 0 {
+        bail!("listen({addr}, 4096): {}", std::io::Error::last_os_error());
+    }
+    Ok(l)
 }
 
 /// Closes `s` with SO_LINGER {on, 0}: the kernel sends RST and keeps no TIME_WAIT state.

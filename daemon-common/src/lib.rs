@@ -152,6 +152,7 @@ macro_rules! assert_sizes {
     };
 }
 
+mod conn;
 mod keys;
 mod limits;
 mod maps;
@@ -160,6 +161,7 @@ mod records;
 mod slots;
 mod state;
 
+pub use conn::*;
 pub use keys::*;
 pub use limits::*;
 pub use maps::*;
@@ -194,5 +196,7 @@ mod pod {
         ReseedEntry,
         SockState,
         KernelOffsets,
+        ConnState,
+        ConnConfig,
     );
 }

@@ -30,6 +30,8 @@ pub const COUNTER_STALE_PROCESS: u32 = 10;
 /// fork copied bits that are stale for the pending slot and found no `RESEED` entry for the
 /// image: userspace rescans until this stops growing.
 pub const COUNTER_STALE_FORK: u32 = 11;
+/// A TCP connection was established without room for its connection state (not observed).
+pub const COUNTER_CONN_NO_STATE: u32 = 12;
 /// Number of counters.
 pub const COUNTERS_LEN: u32 = 16;
 
@@ -57,3 +59,4 @@ pub const MAP_RESEED: &str = "RESEED";
 pub const MAP_BIN_INODE: &str = "BIN_INODE";
 pub const MAP_LOADERS: &str = "LOADERS";
 pub const MAP_LOADER_ARG_OPTIONS: &str = "LOADER_ARG_OPTIONS";
+pub const MAP_CONN_STORAGE: &str = "CONN_STORAGE";

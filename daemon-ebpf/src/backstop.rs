@@ -29,13 +29,13 @@ const DROP: i32 = 0;
 
 /// What the headers of one outgoing packet say.
 #[repr(C)]
-struct Packet {
-    local: Destination,
-    remote: Destination,
-    v4: bool,
-    seq: u32,
-    payload: u32,
-    syn: bool,
+pub(crate) struct Packet {
+    pub local: Destination,
+    pub remote: Destination,
+    pub v4: bool,
+    pub seq: u32,
+    pub payload: u32,
+    pub syn: bool,
 }
 
 #[inline(always)]
@@ -48,7 +48,7 @@ fn load<const N: usize>(skb: *mut __sk_buff, off: u32) -> Option<[u8; N]> {
 /// Parses the IP and TCP headers into `out`; false when they cannot be read (or it is not
 /// TCP). Not inlined: its buffers then do not add to the stack of the checks after it.
 #[inline(never)]
-fn parse(skb: *mut __sk_buff, out: &mut Packet) -> bool {
+pub(crate) fn parse(skb: *mut __sk_buff, out: &mut Packet) -> bool {
     match parse_headers(skb) {
         Some(p) => {
             *out = p;

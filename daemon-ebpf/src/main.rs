@@ -3,7 +3,7 @@
 //! helpers; `exec`, `fork` and `exit` the process lifecycle programs, `connect` connect and
 //! sendmsg, `sockops` sock_ops, `net` what those and the egress programs share, `egress` the
 //! sk_msg verdict, `backstop` the wire-level check of what the verdict never saw, `sockets`
-//! the socket guard (socket types those hooks cannot see).
+//! the socket guard (socket types those hooks cannot see), `conn` connection observation.
 #![no_std]
 #![no_main]
 // Map keys are passed by reference on purpose: by value, a 260-byte key is copied onto the
@@ -12,6 +12,7 @@
 #![allow(clippy::needless_borrows_for_generic_args, clippy::needless_range_loop)]
 
 mod backstop;
+mod conn;
 mod connect;
 mod egress;
 mod exec;

@@ -69,3 +69,18 @@ pub fn noop_packet_socket(_ctx: TracePointContext) -> u32 {
 pub fn noop_uring_socket(_ctx: TracePointContext) -> u32 {
     0
 }
+
+#[sock_ops]
+pub fn noop_conn_sockops(_ctx: SockOpsContext) -> u32 {
+    0
+}
+
+#[cgroup_skb(egress)]
+pub fn noop_conn_egress(_ctx: SkBuffContext) -> i32 {
+    1
+}
+
+#[cgroup_skb(ingress)]
+pub fn noop_conn_ingress(_ctx: SkBuffContext) -> i32 {
+    1
+}

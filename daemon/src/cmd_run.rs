@@ -116,9 +116,32 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = daemon_common::MAX_WATCHED_SOCKETS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_watched_sockets: u32,
+    /// Remote addresses that are `scope: cluster` on connection events (comma-separated CIDRs);
+    /// every other address is `internet`. Default: loopback, RFC 1918, link-local, CGNAT
+    /// 100.64.0.0/10, IPv6 ULA and link-local (127.0.0.0/8, 10.0.0.0/8, 172.16.0.0/12,
+    /// 192.168.0.0/16, 169.254.0.0/16, 100.64.0.0/10, ::1/128, fc00::/7, fe80::/10).
+    #[arg(long, value_name = "CIDRS", value_parser = parse_cluster_cidrs,
+          env = "BULWARK_CLUSTER_CIDRS")]
+    pub cluster_cidrs: Option<bulwark_conns::ClusterCidrs>,
+    /// Seconds between `conn_stats` events of an open connection that moves bytes (none while
+    /// it is idle).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub conn_interval: u64,
+    /// Do not observe TCP connections (no `process_close` / `conn_stats` events, and none of
+    /// the observation's kernel programs attached).
+    #[arg(long)]
+    pub no_conn_observe: bool,
     /// Tests only: pin under this build id instead of this binary's, to play an upgrade.
     #[arg(long, hide = true, value_name = "ID")]
     pub test_build_id: Option<String>,
+}
+
+/// `--cluster-cidrs`: a comma list of CIDRs.
+fn parse_cluster_cidrs(list: &str) -> Result<bulwark_conns::ClusterCidrs, String> {
+    bulwark_conns::ClusterCidrs::parse(list).map_err(|e| {
+        format!("{e} (give a comma-separated list of CIDRs, e.g. 10.0.0.0/8,fd00::/8)")
+    })
 }
 
 impl RunArgs {
@@ -415,6 +438,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cgroup: args.cgroup_root.clone(),
         max_processes: args.max_processes,
         max_watched_sockets: Some(args.max_watched_sockets),
+        no_conn_observe: args.no_conn_observe,
+        conn_interval: Some(Duration::from_secs(args.conn_interval)),
         pin_dir: args.pin_dir(),
         build_id: args
             .test_build_id
@@ -440,10 +465,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         loss_report_every: Duration::from_secs(10),
     };
     let mut daemon = Daemon::new(cfg, LintCompiler::new(), kernel, out);
-    // MERGE SEAM (conns-kernel): the classifier takes the declared protocols with
-    // `daemon.pipeline.conns.set_signatures(signatures)`, which exists on that branch only;
-    // until both are merged they are checked at start (a bad file refuses to start) and unused.
-    drop(signatures);
+    daemon.pipeline.conns.set_signatures(signatures);
+    if let Some(cidrs) = &args.cluster_cidrs {
+        daemon.pipeline.conns.set_cluster_cidrs(cidrs.clone());
+    }
     let violations = controller.as_ref().map(|handle| handle.sender());
     if violations.is_some() || metrics.is_some() {
         daemon
@@ -538,6 +563,9 @@ mod tests {
             noop_programs: false,
             max_processes: None,
             max_watched_sockets: daemon_common::MAX_WATCHED_SOCKETS,
+            cluster_cidrs: None,
+            conn_interval: 5,
+            no_conn_observe: false,
             test_build_id: None,
         }
     }
@@ -576,6 +604,27 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         run: RunArgs,
+    }
+
+    /// deploy/overlays/example/cluster-cidrs.yaml sets the environment form of the flag.
+    #[test]
+    fn cluster_cidrs_are_read_from_the_overlays_environment_variable() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "cluster_cidrs")
+            .expect("--cluster-cidrs");
+        assert_eq!(
+            arg.get_env().and_then(|e| e.to_str()),
+            Some("BULWARK_CLUSTER_CIDRS")
+        );
+        let overlay = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/overlays/example/cluster-cidrs.yaml"),
+        )
+        .unwrap();
+        assert!(overlay.contains("name: BULWARK_CLUSTER_CIDRS"), "{overlay}");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! a [`DecodeError`] (counted by the pipeline as a lost event), never a panic.
 
 use daemon_common::{
-    ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, MatchEvent, EVENT_ARGS_LEN,
-    EVENT_CONNECT, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH, PATH_LEN,
+    ConnEvent, ConnPayloadEvent, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
+    MatchEvent, EVENT_ARGS_LEN, EVENT_CONNECT, EVENT_CONN_CLOSE, EVENT_CONN_OPEN,
+    EVENT_CONN_PAYLOAD, EVENT_CONN_STATS, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH,
+    PATH_LEN,
 };
 use std::mem::size_of;
 
@@ -17,6 +19,10 @@ pub enum Record {
     Fork(ForkEvent),
     Connect(ConnectEvent),
     Match(MatchEvent),
+    /// A connection opened, its totals so far, or it closed (`header.kind` says which).
+    Conn(ConnEvent),
+    /// The first payload of one direction of a connection.
+    ConnPayload(Box<ConnPayloadEvent>),
 }
 
 impl Record {
@@ -28,6 +34,8 @@ impl Record {
             Record::Fork(e) => &e.header,
             Record::Connect(e) => &e.header,
             Record::Match(e) => &e.header,
+            Record::Conn(e) => &e.header,
+            Record::ConnPayload(e) => &e.header,
         }
     }
 }
@@ -96,6 +104,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EVENT_FORK => Record::Fork(read(bytes, kind)?),
         EVENT_CONNECT => Record::Connect(read(bytes, kind)?),
         EVENT_MATCH => Record::Match(read(bytes, kind)?),
+        EVENT_CONN_OPEN | EVENT_CONN_STATS | EVENT_CONN_CLOSE => Record::Conn(read(bytes, kind)?),
+        EVENT_CONN_PAYLOAD => Record::ConnPayload(Box::new(read(bytes, kind)?)),
         k => return Err(DecodeError::UnknownKind(k)),
     })
 }
@@ -148,7 +158,44 @@ pub fn decode_exit_code(code: u32) -> (u32, Option<u32>) {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use daemon_common::{Destination, PROTO_TCP};
+    use daemon_common::{Destination, CONN_PREFIX_LEN, PROTO_TCP};
+
+    #[test]
+    fn connection_records_decode_by_kind_and_short_ones_are_errors() {
+        for kind in [EVENT_CONN_OPEN, EVENT_CONN_STATS, EVENT_CONN_CLOSE] {
+            let mut c = ConnEvent::default();
+            c.header.kind = kind;
+            c.cookie = 5;
+            c.bytes_sent = 7;
+            match decode(&as_bytes(&c)) {
+                Ok(Record::Conn(d)) => assert_eq!(d, c),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut p = ConnPayloadEvent {
+            header: EventHeader {
+                kind: EVENT_CONN_PAYLOAD,
+                ..EventHeader::default()
+            },
+            cookie: 9,
+            direction: 1,
+            len: 3,
+            data: [0; CONN_PREFIX_LEN],
+        };
+        p.data[..3].copy_from_slice(b"SSH");
+        let b = as_bytes(&p);
+        match decode(&b) {
+            Ok(Record::ConnPayload(d)) => assert_eq!((d.cookie, &d.data[..3]), (9, &b"SSH"[..])),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode(&b[..b.len() - 1]),
+            Err(DecodeError::TooShort {
+                kind: EVENT_CONN_PAYLOAD,
+                ..
+            })
+        ));
+    }
 
     /// A synthetic exec record.
     pub fn exec_record(

@@ -10,7 +10,7 @@ use aya::maps::{Array, MapData};
 use aya::programs::links::FdLink;
 use daemon_common::*;
 
-use super::attach::{Attach, LINKED_PROGRAMS};
+use super::attach::{is_observation, Attach, LINKED_PROGRAMS};
 use super::maps::{map, Maps};
 use super::{pins, switch, Engine, Pinning, SwitchReport};
 
@@ -88,7 +88,9 @@ impl Engine {
         retire: Vec<PathBuf>,
     ) -> anyhow::Result<Engine> {
         for (prog, attach) in LINKED_PROGRAMS {
-            if matches!(attach, Attach::TracePointIfPresent(..)) {
+            // Observation is optional (`no_conn_observe`): the adopted engine observes as the
+            // pinned one did.
+            if matches!(attach, Attach::TracePointIfPresent(..)) || is_observation(prog) {
                 continue;
             }
             let l = dir.join("links").join(prog);

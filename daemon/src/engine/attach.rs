@@ -40,11 +40,13 @@ pub(super) enum Attach {
     SockOps,
     /// On the cgroup v2 root, cgroup_skb egress.
     CgroupSkbEgress,
+    /// On the cgroup v2 root, cgroup_skb ingress.
+    CgroupSkbIngress,
 }
 
 /// Programs attached through links (pinned as `links/<name>`), in attach order. `bulwark_egress`
 /// (sk_msg) is attached to the SOCKHASH instead and lives as long as that map.
-pub(super) const LINKED_PROGRAMS: [(&str, Attach); 12] = [
+pub(super) const LINKED_PROGRAMS: [(&str, Attach); 15] = [
     (
         "bulwark_exec",
         Attach::TracePoint("sched", "sched_process_exec"),
@@ -75,7 +77,39 @@ pub(super) const LINKED_PROGRAMS: [(&str, Attach); 12] = [
             socket_guard::URING_TRACEPOINT.1,
         ),
     ),
+    ("bulwark_conn_sockops", Attach::SockOps),
+    ("bulwark_conn_egress", Attach::CgroupSkbEgress),
+    ("bulwark_conn_ingress", Attach::CgroupSkbIngress),
 ];
+
+/// Whether `name` is one of connection observation's programs (`daemon-ebpf/src/conn.rs`),
+/// which `EngineOptions::no_conn_observe` leaves unattached.
+pub(super) fn is_observation(name: &str) -> bool {
+    name.starts_with("bulwark_conn_")
+}
+
+/// What the connection programs are loaded with: the offset of the socket flags (`sk_flags`,
+/// since 6.x `__sk_common.skc_flags`; 0 when BTF has neither: a FIN received then counts as
+/// one payload byte) and the stats interval.
+pub(super) fn conn_config(btf_path: &Path, interval: std::time::Duration) -> ConnConfig {
+    let sock_flags = Btf::from_file(btf_path)
+        .and_then(|b| {
+            b.member_offset("sock", "sk_flags").or_else(|_| {
+                Ok(b.member_offset("sock", "__sk_common")?
+                    + b.member_offset("sock_common", "skc_flags")?)
+            })
+        })
+        .unwrap_or_else(|e: anyhow::Error| {
+            log::warn!("connection byte counts may include a FIN: {e}");
+            0
+        });
+    ConnConfig {
+        sock_flags,
+        // `enum sock_flags`: SOCK_DEAD, SOCK_DONE, ... (unchanged since the enum exists).
+        sock_done_bit: 1,
+        stats_interval_ns: interval.as_nanos().min(u64::MAX as u128) as u64,
+    }
+}
 
 /// Whether tracefs lists the tracepoint `category/name`.
 fn tracepoint_exists(tracefs: &Path, category: &str, name: &str) -> bool {
@@ -142,6 +176,9 @@ fn attach_program(
         Attach::CgroupSkbEgress => attach_as!(CgroupSkb, |p| p
             .attach(cg, CgroupSkbAttachType::Egress, single)
             .map_err(on_cgroup)),
+        Attach::CgroupSkbIngress => attach_as!(CgroupSkb, |p| p
+            .attach(cg, CgroupSkbAttachType::Ingress, single)
+            .map_err(on_cgroup)),
     };
     Ok(Some(link))
 }
@@ -158,7 +195,11 @@ pub fn resolve_offsets(btf_path: &Path, tracefs: &Path) -> anyhow::Result<Kernel
 
 /// Creates the object's maps, sized by `opts`, and loads it with `offsets` (its programs are
 /// loaded as they are attached).
-pub(super) fn load_object(opts: &EngineOptions, offsets: &KernelOffsets) -> anyhow::Result<Ebpf> {
+pub(super) fn load_object(
+    opts: &EngineOptions,
+    offsets: &KernelOffsets,
+    conn: &ConnConfig,
+) -> anyhow::Result<Ebpf> {
     let ring = opts.events_ring_bytes.unwrap_or(EVENTS_RING_BYTES);
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
     if !ring.is_power_of_two() || ring < page {
@@ -174,6 +215,7 @@ pub(super) fn load_object(opts: &EngineOptions, offsets: &KernelOffsets) -> anyh
     }
     let ebpf = EbpfLoader::new()
         .override_global("OFFSETS", offsets, true)
+        .override_global("CONN_CONFIG", conn, true)
         .map_max_entries(MAP_EVENTS, ring)
         .map_max_entries(MAP_PROCESSES, max_processes)
         .map_max_entries(MAP_SOCKHASH, max_sockets)
@@ -196,6 +238,9 @@ pub(super) fn attach_all(
         .with_context(|| format!("cannot open cgroup directory {}", cgroup.display()))?;
     let cg = (cgroup.to_path_buf(), cg);
     for entry in LINKED_PROGRAMS {
+        if opts.no_conn_observe && is_observation(entry.0) {
+            continue;
+        }
         let prog = program_for(opts, entry.0);
         let pin = opts.pin_dir.is_some();
         if let Some(link) = attach_program(ebpf, entry, &prog, pin, &cg, tracefs)? {

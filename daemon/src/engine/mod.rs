@@ -30,7 +30,10 @@
 //!   cgroup v2 root, `bulwark_packet_socket` tracepoint `capability/cap_capable` and
 //!   `bulwark_uring_socket` tracepoint `io_uring/io_uring_submit_req` (each skipped on a
 //!   kernel without that tracepoint; `bulwark probe` then reports the path open);
-//! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map.
+//! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map;
+//! - connection observation (unless [`EngineOptions::no_conn_observe`]): `bulwark_conn_sockops`
+//!   (sock_ops), `bulwark_conn_egress` and `bulwark_conn_ingress` (cgroup_skb) on the cgroup v2
+//!   root; their records (`EVENT_CONN_*`) go to the pipeline like any other.
 //!
 //! [`attach::LINKED_PROGRAMS`] lists every program attached through a link and its hook:
 //! loading, attaching, pinning and adopting all follow that one table.
@@ -129,10 +132,18 @@ pub struct EngineOptions {
     /// Entries of the SOCKHASH, the sockets watched at once (default
     /// [`MAX_WATCHED_SOCKETS`]; bucket memory, 16 bytes each, is allocated up front).
     pub max_watched_sockets: Option<u32>,
+    /// Do not attach connection observation (`bulwark_conn_*`: no `EVENT_CONN_*` records).
+    pub no_conn_observe: bool,
+    /// Least time between two stats records of one open connection (`--conn-interval`);
+    /// default [`DEFAULT_CONN_INTERVAL`].
+    pub conn_interval: Option<std::time::Duration>,
     /// Tests only: the build id to pin under instead of this build's (so one binary can play
     /// an upgrade: a different id loads next to the pinned build and retires it).
     pub build_id: Option<String>,
 }
+
+/// Default of [`EngineOptions::conn_interval`] (`--conn-interval`).
+pub const DEFAULT_CONN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `/proc/sys/kernel/pid_max`: every tgid is below it.
 pub fn pid_max() -> anyhow::Result<u32> {
@@ -218,7 +229,11 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
         let offsets = resolve_offsets(&btf_path, &tracefs)?;
-        let mut ebpf = attach::load_object(opts, &offsets)?;
+        let conn = attach::conn_config(
+            &btf_path,
+            opts.conn_interval.unwrap_or(DEFAULT_CONN_INTERVAL),
+        );
+        let mut ebpf = attach::load_object(opts, &offsets, &conn)?;
         let mut maps = Maps::take_from(&mut ebpf)?;
         maps.initialize()?;
         let links = attach::attach_all(&mut ebpf, opts, &maps, &cgroup, &tracefs)?;

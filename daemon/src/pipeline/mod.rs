@@ -7,6 +7,7 @@
 //! - [`daemon`]: the daemon core — policy-set control, workloads, the main loop.
 //! - [`translate`]: record -> event translation and event output.
 //! - [`clock`]: boot-time ns -> RFC 3339.
+//! - [`conn`]: connection records -> `process_close` / `conn_stats` connections.
 //! - [`process`]: process cache, `exec_id`, /proc seeding.
 //! - [`exec_facts`]: a running process's exec facts from /proc (what a rule-set switch
 //!   evaluates the new rules against).
@@ -19,6 +20,7 @@
 
 pub mod binary_ids;
 pub mod clock;
+pub mod conn;
 pub mod daemon;
 pub mod exec_facts;
 #[cfg(test)]

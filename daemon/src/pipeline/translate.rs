@@ -4,13 +4,14 @@
 //! names its policy and rule) and the words of outcomes, actions, hooks and signals.
 
 use super::clock::BootClock;
+use super::conn::{ConnOutput, ConnReport, Conns};
 use super::kernel::Rules;
 use super::process::{self, read_cwd, ProcInfo, ProcessCache};
 use super::workload::WorkloadRegistry;
 use crate::record::{decode_exit_code, DecodeError, Record};
 use bulwark_events::{
     Action, Body, Destination, Encryption, Event, Hook, Mode, Outcome, Parent, PolicyMatch,
-    Process, Reason, Status,
+    Process, Reason, Status, Window,
 };
 use daemon_common::{
     MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT, HOOK_EGRESS,
@@ -44,6 +45,8 @@ pub struct Pipeline<R> {
     pending: Vec<(Instant, MatchEvent)>,
     write_failed: bool,
     observer: Option<EventObserver>,
+    /// Open connections (connection observation's records joined by socket cookie).
+    pub conns: Conns,
 }
 
 impl<R: Rules> Pipeline<R> {
@@ -64,6 +67,10 @@ impl<R: Rules> Pipeline<R> {
             pending: Vec::new(),
             write_failed: false,
             observer: None,
+            conns: Conns::new(
+                bulwark_conns::ClusterCidrs::defaults(),
+                bulwark_conns::Signatures::default(),
+            ),
         }
     }
 
@@ -223,6 +230,59 @@ impl<R: Rules> Pipeline<R> {
                 ))
             }
             Record::Match(m) => self.match_event(&m),
+            Record::ConnPayload(p) => {
+                self.conns.on_payload(&p);
+                None
+            }
+            Record::Conn(c) => {
+                let out = self.conns.on_conn(&c)?;
+                Some(self.conn_event(out))
+            }
+        }
+    }
+
+    /// The `process_close` or `conn_stats` event of a connection.
+    fn conn_event(&mut self, out: ConnOutput) -> Event {
+        let named = |p: &Self, r: &ConnReport| {
+            let info = p.lookup(r.tgid, r.start_ns, 0);
+            let mut connection = r.connection.clone();
+            connection.open_time = p.clock.rfc3339(r.open_ns);
+            (p.process_json(&info), connection)
+        };
+        match out {
+            ConnOutput::Close(r) => {
+                let (process, mut connection) = named(self, &r);
+                connection.close_time = Some(self.clock.rfc3339(r.time_ns));
+                self.event(
+                    r.time_ns,
+                    Body::ProcessClose {
+                        process,
+                        connection,
+                    },
+                )
+            }
+            ConnOutput::Stats {
+                report,
+                window_start_ns,
+                window_sent,
+                window_received,
+            } => {
+                let (process, connection) = named(self, &report);
+                let window = Window {
+                    start: self.clock.rfc3339(window_start_ns),
+                    end: self.clock.rfc3339(report.time_ns),
+                    bytes_sent: window_sent,
+                    bytes_received: window_received,
+                };
+                self.event(
+                    report.time_ns,
+                    Body::ConnStats {
+                        process,
+                        connection,
+                        window,
+                    },
+                )
+            }
         }
     }
 

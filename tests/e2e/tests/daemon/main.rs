@@ -7,6 +7,7 @@
 
 mod attacks;
 mod connect;
+mod conns;
 mod egress;
 mod events;
 mod examples;

@@ -1,0 +1,155 @@
+//! `bulwark-bench conns`: what observing every TCP connection costs (issue 11), with no policy:
+//! the same workloads with no daemon, with the daemon observing (the default) and with the
+//! daemon started with `--no-conn-observe`, interleaved over rounds in one run; median ratios
+//! against no daemon next to the issue's targets, and the daemon's CPU per connection with and
+//! without observation. Loopback only.
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+use crate::daemon::Daemon;
+use crate::{bulwark_binary, median, spawn_sink, worker, Bg, RunArgs};
+
+const SINK: &str = "127.0.0.1:9300";
+const ECHO: &str = "127.0.0.1:9301";
+const CONFIGS: [&str; 3] = ["baseline", "observing", "not_observing"];
+
+/// (name, worker args, target ratio, connections per run for CPU per connection).
+fn workloads(quick: bool) -> Vec<(&'static str, Vec<String>, f64, u64)> {
+    let k = if quick { 5 } else { 1 };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (conns, rr, sends) = (20_000 / k, 10_000 / k, 300_000 / k);
+    vec![
+        (
+            "connect_close",
+            s(&["connect", "--addr", SINK, "--n", &conns.to_string()]),
+            1.05,
+            conns,
+        ),
+        (
+            "request_1k_new_connection",
+            s(&["request", "--addr", ECHO, "--n", &rr.to_string()]),
+            1.10,
+            rr,
+        ),
+        (
+            "send_64b_classified",
+            s(&[
+                "send",
+                "--addr",
+                SINK,
+                "--n",
+                &sends.to_string(),
+                "--first",
+                "plain",
+            ]),
+            1.02,
+            1,
+        ),
+    ]
+}
+
+/// Runs the rounds; `args.out` gets conns-report.json and conns-report.md.
+pub fn run(args: RunArgs) -> Result<()> {
+    let bulwark = bulwark_binary(&args.bulwark)?;
+    let work = std::env::temp_dir().join(format!("bulwark-bench-conns-{}", std::process::id()));
+    let policies = work.join("policies");
+    std::fs::create_dir_all(&policies)?;
+    let events = work.join("events.jsonl");
+    let _sinks: [Bg; 2] = [
+        spawn_sink(None, SINK)?,
+        crate::spawn_worker(&["echo", "--addr", ECHO, "--size", "1024"])?,
+    ];
+    let wl = workloads(args.quick);
+    // raw[workload][config]: ns/op per round; cpu[workload][config]: daemon CPU s per op.
+    let mut raw = vec![vec![Vec::new(); CONFIGS.len()]; wl.len()];
+    let mut cpu = vec![vec![Vec::new(); CONFIGS.len()]; wl.len()];
+    for round in 0..args.rounds {
+        let mut order: Vec<usize> = (0..CONFIGS.len()).collect();
+        order.rotate_left(round % CONFIGS.len());
+        for c in order {
+            eprintln!("conns round {}/{}: {}", round + 1, args.rounds, CONFIGS[c]);
+            let daemon = match c {
+                0 => None,
+                1 => Some(Daemon::start(&bulwark, &policies, &events, &[])?),
+                _ => Some(Daemon::start(
+                    &bulwark,
+                    &policies,
+                    &events,
+                    &["--no-conn-observe"],
+                )?),
+            };
+            for (i, (name, wargs, _, ops)) in wl.iter().enumerate() {
+                std::thread::sleep(Duration::from_secs(1));
+                let before = daemon.as_ref().map(|d| d.cpu_seconds()).transpose()?;
+                let v = worker(None, wargs).with_context(|| format!("{name} ({})", CONFIGS[c]))?;
+                // The daemon's share includes draining this workload's records.
+                std::thread::sleep(Duration::from_millis(500));
+                if let (Some(d), Some(b)) = (&daemon, before) {
+                    cpu[i][c].push((d.cpu_seconds()? - b) / *ops as f64);
+                }
+                raw[i][c].push(v["ns_per_op"].as_f64().unwrap_or(f64::NAN));
+            }
+            if let Some(d) = daemon {
+                d.stop()?;
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, (name, _, target, _)) in wl.iter().enumerate() {
+        let base = &raw[i][0];
+        let ratio = |c: usize| median(raw[i][c].iter().zip(base).map(|(x, b)| x / b).collect());
+        let observing = ratio(1);
+        rows.push(json!({
+            "workload": name, "target_ratio": target,
+            "baseline_ns_per_op": median(base.clone()),
+            "observing_ns_per_op": median(raw[i][1].clone()),
+            "not_observing_ns_per_op": median(raw[i][2].clone()),
+            "observing_ratio": observing, "not_observing_ratio": ratio(2),
+            "met": observing <= *target,
+            "daemon_cpu_us_per_op_observing": median(cpu[i][1].clone()) * 1e6,
+            "daemon_cpu_us_per_op_not_observing": median(cpu[i][2].clone()) * 1e6,
+            "raw": raw[i],
+        }));
+    }
+    let report = json!({ "rounds": args.rounds, "quick": args.quick, "workloads": rows });
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(
+        args.out.join("conns-report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    let md = markdown(&report);
+    std::fs::write(args.out.join("conns-report.md"), &md)?;
+    println!("{md}");
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn markdown(r: &Value) -> String {
+    let mut s = format!(
+        "Connection observation, no policy; {} rounds{}\n\n| workload | no daemon ns/op | observing ns/op | ratio | not observing ratio | target | met | daemon CPU µs/op observing | not observing |\n|---|---|---|---|---|---|---|---|---|\n",
+        r["rounds"],
+        if r["quick"].as_bool() == Some(true) { " (quick)" } else { "" }
+    );
+    for w in r["workloads"].as_array().into_iter().flatten() {
+        let f = |k: &str| w[k].as_f64().unwrap_or(f64::NAN);
+        s += &format!(
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | <= {} | {} | {:.2} | {:.2} |\n",
+            w["workload"].as_str().unwrap_or("?"),
+            f("baseline_ns_per_op"),
+            f("observing_ns_per_op"),
+            f("observing_ratio"),
+            f("not_observing_ratio"),
+            w["target_ratio"],
+            if w["met"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "NO"
+            },
+            f("daemon_cpu_us_per_op_observing"),
+            f("daemon_cpu_us_per_op_not_observing"),
+        );
+    }
+    s
+}

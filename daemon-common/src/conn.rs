@@ -1,0 +1,132 @@
+//! Connection observation: the per-socket state the kernel keeps for every TCP connection
+//! ([`ConnState`], in the `CONN_STORAGE` socket storage), the ring-buffer records it emits
+//! ([`ConnEvent`] when a connection opens, every `--conn-interval` while it moves bytes and
+//! when it closes; [`ConnPayloadEvent`] with the first payload of each direction), and the
+//! settings userspace loads it with ([`ConnConfig`]).
+//!
+//! Byte counts are TCP payload bytes, exact: the socket's `bytes_acked` / `bytes_received`
+//! minus their values when the connection was established (so the SYN is not counted) and
+//! minus the FIN where one was acked / received.
+
+use crate::records::{Destination, EventHeader};
+
+/// `EVENT_CONN_*`: ring-buffer record kinds of connection observation.
+pub const EVENT_CONN_OPEN: u32 = 8;
+pub const EVENT_CONN_STATS: u32 = 9;
+pub const EVENT_CONN_CLOSE: u32 = 10;
+pub const EVENT_CONN_PAYLOAD: u32 = 11;
+
+/// Bytes of each direction's first payload sent to userspace to classify. A TLS ClientHello's
+/// SNI or ALPN beyond these bytes is not reported (the connection is still `tls`).
+pub const CONN_PREFIX_LEN: usize = 256;
+
+/// [`ConnState::role`] and [`ConnEvent::role`].
+pub const CONN_ROLE_NONE: u8 = 0;
+/// It called `connect()`.
+pub const CONN_ROLE_CLIENT: u8 = 1;
+/// A connection accepted on a listening socket.
+pub const CONN_ROLE_SERVER: u8 = 2;
+/// A listening socket (its state is cloned into every connection accepted on it, which is how
+/// a server connection learns the listener's owner).
+pub const CONN_ROLE_LISTENER: u8 = 3;
+
+/// [`ConnPayloadEvent::direction`].
+pub const CONN_DIR_SENT: u32 = 0;
+pub const CONN_DIR_RECEIVED: u32 = 1;
+
+/// [`ConnEvent::flags`] of a close record: the connection ended with a reset (sent or received)
+/// or an error rather than an orderly FIN exchange.
+pub const CONN_CLOSE_ABORTED: u8 = 1;
+
+/// Per-socket state of an observed TCP connection (value of `CONN_STORAGE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnState {
+    /// Socket cookie (joins the records of one connection).
+    pub cookie: u64,
+    /// `bpf_ktime_get_boot_ns()` when established.
+    pub open_ns: u64,
+    /// Owner process identity (`ProcessState::start_ns`), 0 if unknown.
+    pub start_ns: u64,
+    /// `bytes_acked` / `bytes_received` when established.
+    pub base_acked: u64,
+    pub base_received: u64,
+    /// When the next stats record may be sent (boot ns).
+    pub next_stats_ns: u64,
+    /// Owner process: the connecting process (client), the process that called `listen()` on
+    /// the listening socket (server); 0 if unknown.
+    pub tgid: u32,
+    /// TCP sequence numbers of each direction's first payload byte.
+    pub snd_start: u32,
+    pub rcv_start: u32,
+    /// `CONN_ROLE_*`.
+    pub role: u8,
+    /// Each a byte of its own: the egress and ingress programs may run at once on two CPUs,
+    /// and a byte store does not undo the other's. 1 when:
+    /// the connection is established (its open record was sent);
+    pub established: u8,
+    /// the first payload sent was captured (or can no longer be);
+    pub sent_seen: u8,
+    /// the first payload received was captured (or can no longer be);
+    pub received_seen: u8,
+    /// our FIN was queued (FIN_WAIT1 or LAST_ACK);
+    pub fin_sent: u8,
+    /// our FIN was acked (it counts one in `bytes_acked`);
+    pub fin_acked: u8,
+    /// the close record was sent.
+    pub closed: u8,
+    pub _pad: [u8; 5],
+}
+
+/// `EVENT_CONN_OPEN`, `EVENT_CONN_STATS`, `EVENT_CONN_CLOSE`: a connection and its byte totals
+/// so far (payload, exact; see the module doc). `header.tgid`/`start_ns` name the owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnEvent {
+    pub header: EventHeader,
+    pub cookie: u64,
+    pub open_ns: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Local end (`protocol` TCP).
+    pub local: Destination,
+    pub remote: Destination,
+    /// `CONN_ROLE_*`.
+    pub role: u8,
+    /// `CONN_CLOSE_*` (close records).
+    pub flags: u8,
+    pub _pad: [u8; 6],
+}
+
+/// `EVENT_CONN_PAYLOAD`: the first `len` bytes (at most [`CONN_PREFIX_LEN`]) of one
+/// direction's first payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnPayloadEvent {
+    pub header: EventHeader,
+    pub cookie: u64,
+    /// `CONN_DIR_*`.
+    pub direction: u32,
+    pub len: u32,
+    pub data: [u8; CONN_PREFIX_LEN],
+}
+
+/// What the connection programs are loaded with (offsets resolved from BTF by userspace, the
+/// stats interval; the global `CONN_CONFIG`; 0 = unknown or none).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnConfig {
+    /// `struct sock::sk_flags`.
+    pub sock_flags: u32,
+    /// Bit of `SOCK_DONE` in it (set when a FIN was received).
+    pub sock_done_bit: u32,
+    /// Boot-ns between two stats records of one connection (`--conn-interval`); 0: none.
+    pub stats_interval_ns: u64,
+}
+
+assert_sizes!(
+    ConnState = 72,
+    ConnEvent = 104,
+    ConnPayloadEvent = 296,
+    ConnConfig = 16,
+);
