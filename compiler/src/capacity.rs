@@ -74,7 +74,7 @@ impl Limit {
     }
 
     /// What is counted, as the lint's capacity message says it.
-    fn counted(self) -> &'static str {
+    pub(crate) fn counted(self) -> &'static str {
         match self {
             Limit::Selectors => "selectors",
             Limit::ProcConditions => "distinct process conditions (matchBinaries/matchArgs/matchNamespaces entries, plus one per namespace of a TracingPolicyNamespaced; identical entries are shared)",

@@ -1,18 +1,21 @@
-//! `MapEntries`: the exact keys and values to write into the kernel maps for one slot, built by
-//! the compiler (`bulwark_compiler::RuleSet::map_entries`). The loader writes them verbatim
-//! (array index / hash key / LPM prefix length + data -> value) and needs no policy knowledge,
-//! so it depends on this contract only. Userspace only (`user` feature): it allocates.
+//! `MapEntries`: the exact keys and values to write into the kernel maps for one *table* (a
+//! group of a slot, see "Groups" in the crate doc), and `SlotEntries`: every table of a slot and
+//! the slot's namespace -> group map. Built by the compiler (`bulwark_compiler::RuleSet::
+//! map_entries`, `NodeRuleSet::slot_entries`). The loader writes them verbatim (array index /
+//! hash key / LPM prefix length + data -> value) and needs no policy knowledge, so it depends
+//! on this contract only. Userspace only (`user` feature): it allocates.
 
 use crate::*;
 use alloc::vec::Vec;
 
-/// Everything to write for one slot of a rule set. LPM entries are `(prefix_len, data, mask)`
-/// where `prefix_len` counts every bit of `data` that takes part, the slot byte included.
+/// Everything to write for one table of a rule set (its keys' `slot` field holds the table).
+/// LPM entries are `(prefix_len, data, mask)` where `prefix_len` counts every bit of `data` that
+/// takes part, the slot (table) byte included.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapEntries {
-    /// `SLOT_META[slot]`.
+    /// `SLOT_META[table]`.
     pub slot_meta: SlotMeta,
-    /// `SELECTORS[slot * MAX_SELECTORS + i]`, for the used selectors only.
+    /// `SELECTORS[table * MAX_SELECTORS + i]`, for the used selectors only.
     pub selectors: Vec<(u32, SelectorEntry)>,
     pub bin_exact: Vec<(PathKey, u64)>,
     /// Identities of the `In`/`NotIn` binary values.
@@ -50,5 +53,35 @@ impl MapEntries {
     /// True when there is nothing but `slot_meta` to write.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Everything to write for one slot: its tables (each [`MapEntries`] keyed by its table, the
+/// default group's first) and `GROUPS` (namespace -> group; a namespace without an entry is in
+/// group 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotEntries {
+    /// `(table, entries)`; tables of the slot not listed are written empty.
+    pub tables: Vec<(u32, MapEntries)>,
+    pub groups: Vec<(NamespaceKey, u32)>,
+}
+
+impl SlotEntries {
+    /// A slot with one table (group 0 of `slot`) and no namespace groups: the layout of a rule
+    /// set that fits one group.
+    pub fn single(slot: u8, entries: MapEntries) -> SlotEntries {
+        SlotEntries {
+            tables: alloc::vec![(table(u32::from(slot), 0), entries)],
+            groups: Vec::new(),
+        }
+    }
+
+    /// Most selectors of one table (a process's bits cover at most its group's).
+    pub fn max_selector_count(&self) -> u32 {
+        self.tables
+            .iter()
+            .map(|(_, e)| e.slot_meta.selector_count)
+            .max()
+            .unwrap_or(0)
     }
 }

@@ -140,7 +140,7 @@ extern crate alloc;
 #[cfg(feature = "user")]
 mod entries;
 #[cfg(feature = "user")]
-pub use entries::MapEntries;
+pub use entries::{MapEntries, SlotEntries};
 
 pub mod tls;
 

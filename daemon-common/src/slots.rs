@@ -39,7 +39,8 @@ pub struct Config {
     pub generation: u64,
 }
 
-/// Per-slot summary, `SLOT_META[slot]`. Masks let the kernel skip whole lookups.
+/// Per-table summary, `SLOT_META[table]` (a table is a group of a slot: [`table`](crate::table)).
+/// Masks let the kernel skip whole lookups; condition and selector bits are the table's own.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotMeta {
@@ -90,7 +91,7 @@ pub const LOOKUP_NAMESPACE: u32 = 64;
 pub const LOOKUP_ARG_ANY: u32 = 128;
 pub const LOOKUP_BIN_INODE: u32 = 256;
 
-/// One selector, `SELECTORS[slot * MAX_SELECTORS + index]`.
+/// One selector, `SELECTORS[table * MAX_SELECTORS + index]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SelectorEntry {
