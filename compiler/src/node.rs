@@ -15,7 +15,9 @@ use crate::error::{CompileError, ErrorKind, Location};
 use crate::ids::NamespaceIds;
 use crate::ruleset::RuleSet;
 use crate::ExecFacts;
-use bulwark_policy::{AnyPolicy, Hook, PolicySpec, Rule, Selector, TracingPolicy, TracingPolicySpec};
+use bulwark_policy::{
+    AnyPolicy, Hook, PolicySpec, Rule, Selector, TracingPolicy, TracingPolicySpec,
+};
 use daemon_common::{self as dc, MapEntries, SlotEntries};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -286,14 +288,27 @@ impl NodeRuleSet {
         let checks: [(Limit, usize); 5] = [
             (
                 Limit::BinaryValues,
-                total(&|e| e.bin_exact.len().max(e.bin_prefix.len()).max(e.bin_postfix.len())),
+                total(&|e| {
+                    e.bin_exact
+                        .len()
+                        .max(e.bin_prefix.len())
+                        .max(e.bin_postfix.len())
+                }),
             ),
             (
                 Limit::ArgValues,
-                total(&|e| e.arg_exact.len().max(e.arg_prefix.len()).max(e.arg_postfix.len())),
+                total(&|e| {
+                    e.arg_exact
+                        .len()
+                        .max(e.arg_prefix.len())
+                        .max(e.arg_postfix.len())
+                }),
             ),
             (Limit::Namespaces, total(&|e| e.namespaces.len())),
-            (Limit::Cidrs, total(&|e| e.dest_v4.len().max(e.dest_v6.len()))),
+            (
+                Limit::Cidrs,
+                total(&|e| e.dest_v4.len().max(e.dest_v6.len())),
+            ),
             (Limit::PortPrefixes, total(&|e| e.ports.len())),
         ];
         for (limit, used) in checks {

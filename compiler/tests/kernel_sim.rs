@@ -7,8 +7,8 @@
 //! found in the slot's `GROUPS` entries as the kernel does.
 
 use bulwark_compiler::{
-    compile, compile_node, destination, BinaryIdentities, ExecFacts, FileId, MapEntries, NamespaceIds, RuleSet,
-    LOADER_OPTIONS_WITH_VALUE,
+    compile, compile_node, destination, BinaryIdentities, ExecFacts, FileId, MapEntries,
+    NamespaceIds, RuleSet, LOADER_OPTIONS_WITH_VALUE,
 };
 use bulwark_policy::AnyPolicy;
 use daemon_common as dc;
@@ -44,7 +44,10 @@ impl Maps {
         let mut all = MapEntries::default();
         let mut meta = BTreeMap::new();
         for (t, b) in tables {
-            assert!(meta.insert(*t as u8, b.slot_meta).is_none(), "table {t} twice");
+            assert!(
+                meta.insert(*t as u8, b.slot_meta).is_none(),
+                "table {t} twice"
+            );
             Maps::extend(&mut all, b);
         }
         Maps { meta, all, groups }
@@ -777,7 +780,10 @@ fn random_node_policies(rng: &mut Rng, tag: usize) -> Vec<AnyPolicy> {
 
 /// The egress selectors (of any group) whose destination conditions hold for `dest`: a socket
 /// to it must be watched exactly when there is one.
-fn some_egress_selector_holds(node: &bulwark_compiler::NodeRuleSet, dest: &dc::Destination) -> bool {
+fn some_egress_selector_holds(
+    node: &bulwark_compiler::NodeRuleSet,
+    dest: &dc::Destination,
+) -> bool {
     node.groups().iter().any(|g| {
         let egress = g.rules.hook_mask(bulwark_policy::Hook::Egress);
         g.rules.evaluate_destination(egress, dest) != 0
@@ -838,14 +844,24 @@ fn node_groups_agree_with_reference_and_watch_every_egress_destination() {
                     );
                     let watch = dc::table(u32::from(slot), dc::WATCH_GROUP as u32) as u8;
                     let is_watched = kernel_destination(&maps, watch, u64::MAX, &dest) != 0;
-                    assert_eq!(is_watched, some_egress_selector_holds(node, &dest), "{dest:?}");
+                    assert_eq!(
+                        is_watched,
+                        some_egress_selector_holds(node, &dest),
+                        "{dest:?}"
+                    );
                     watched += usize::from(is_watched);
                 }
             }
         }
     }
     assert!(nodes >= 30, "{nodes} node sets compiled, {refused} refused");
-    assert!(multi_group >= 20, "only {multi_group} of {nodes} node sets needed several groups");
-    assert!(matched > 0 && watched > 0, "{matched} matches, {watched} watched");
+    assert!(
+        multi_group >= 20,
+        "only {multi_group} of {nodes} node sets needed several groups"
+    );
+    assert!(
+        matched > 0 && watched > 0,
+        "{matched} matches, {watched} watched"
+    );
     eprintln!("{nodes} node sets ({multi_group} with several groups, {refused} refused); {matched} matches, {watched} watched");
 }

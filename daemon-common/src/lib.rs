@@ -21,6 +21,38 @@
 //! LPM tries return only the longest matching prefix, so the compiler stores in every prefix
 //! entry the union of the hit masks of all shorter prefixes that cover it.
 //!
+//! # Groups (a node's 1,024+ selectors)
+//! One u64 mask numbers at most 64 selectors, so a slot is split into *tables*: group `g` of
+//! slot `s` is table [`table`]`(s, g) = s + SLOTS * g`, and every matcher key's `slot` field,
+//! `SLOT_META` and `SELECTORS` (`[table * MAX_SELECTORS + i]`) are per table; conditions and
+//! selectors are numbered per table, exactly as a slot numbered them before (a rule set that
+//! fits one group is table `s`, the old layout). A process is in one Kubernetes namespace (or
+//! the host), so the compiler (`bulwark_compiler::compile_node`) partitions a node's policies:
+//! group 0 holds the selectors that apply regardless of namespace (no `In` matchNamespaces);
+//! each other group holds those *and* the selectors confined (`TracingPolicyNamespaced`, or an
+//! `In` entry in every selector) to the namespaces assigned to it, namespaces packed while the
+//! group fits 64 selectors and 64 conditions of each kind. [`MAP_GROUPS`]`[{slot,
+//! namespace_id}]` names a namespace's group; the host and namespaces without an entry are in
+//! group 0. Per event the kernel does one `GROUPS` lookup and the usual 64-wide evaluation of
+//! that one table: the cost does not depend on how many other namespaces have selectors. Up to
+//! [`MAX_GROUPS`] groups, so [`MAX_NODE_SELECTORS`] selectors when few are namespace-independent
+//! (those take room in every group). Matcher maps hold every table of a slot together, within
+//! the same `MAX_*` entries per slot as before (the compiler checks the total; namespace-
+//! independent values are repeated in every group). The *watch group* ([`WATCH_GROUP`]) holds
+//! one egress selector per distinct destination requirement of all groups, with no process
+//! conditions: a socket is watched when one holds (whoever connects, as before), and each send
+//! is then judged in the sender's own table.
+//!
+//! A process's cached bits ([`ProcessState::selectors`]) are relative to the group of its
+//! `namespace_id` in that slot; fork copies both. A process moved to another cgroup keeps the
+//! namespace (and group) it exec'd in until its next exec or a reseed, as its bits did before;
+//! a reseed writes bits and `namespace_id` together from /proc. A rule-set switch rewrites
+//! `GROUPS` with the rest of the slot, so a group number never outlives its tables.
+//!
+//! Status: the compiler produces and checks this layout (`NodeRuleSet::slot_entries`, with the
+//! simulated kernel in its tests); the kernel programs and the engine still load one group per
+//! slot (`compile`, table = slot) until they move to `GROUPS` lookups.
+//!
 //! # What the kernel matches against
 //! - Binary: the absolute path of the file actually executed (`mm->exe_file`, walked like
 //!   `d_path` up to the root of the process's mount namespace), so `./curl` or a symlink named
