@@ -12,11 +12,12 @@
 use crate::builder::Builder;
 use crate::capacity::Limit;
 use crate::error::{CompileError, ErrorKind, Location};
+use crate::identities::{BinaryIdentities, TooManyIdentities};
 use crate::ids::NamespaceIds;
 use crate::ruleset::RuleSet;
 use crate::ExecFacts;
 use bulwark_policy::{
-    AnyPolicy, Hook, PolicySpec, Rule, Selector, TracingPolicy, TracingPolicySpec,
+    AnyPolicy, Hook, Mode, PolicySpec, Rule, Selector, TracingPolicy, TracingPolicySpec,
 };
 use daemon_common::{self as dc, MapEntries, SlotEntries};
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,38 +72,41 @@ fn compile_group(
     Ok(b.finish())
 }
 
-/// The watch group's one policy: every distinct `matchDestinations` of an egress selector,
-/// without process conditions (`None` when there is no egress selector).
-fn watch_policy(policies: &[AnyPolicy]) -> Option<AnyPolicy> {
-    let mut selectors: Vec<Selector> = Vec::new();
+/// The watch group's policies: one per distinct (`matchDestinations`, `matchActions`, mode) of
+/// an egress selector, without process conditions, named after the first policy and rule that
+/// has it (the backstop's events name them).
+fn watch_policies(policies: &[AnyPolicy]) -> Vec<AnyPolicy> {
+    let mut seen: Vec<(Selector, Mode)> = Vec::new();
+    let mut out = Vec::new();
     for p in policies {
+        let mode = p.spec().mode;
         for rule in p.spec().rules.iter().filter(|r| r.hook == Hook::Egress) {
             for sel in &rule.selectors {
                 let watch = Selector {
                     match_destinations: sel.match_destinations.clone(),
+                    match_actions: sel.match_actions.clone(),
                     ..Selector::default()
                 };
-                if !selectors.contains(&watch) {
-                    selectors.push(watch);
+                if seen.iter().any(|(s, m)| *s == watch && *m == mode) {
+                    continue;
                 }
+                seen.push((watch.clone(), mode));
+                let spec = PolicySpec {
+                    mode,
+                    rules: vec![Rule {
+                        name: rule.name.clone(),
+                        hook: Hook::Egress,
+                        selectors: vec![watch],
+                    }],
+                };
+                out.push(AnyPolicy::Cluster(TracingPolicy::new(
+                    p.name(),
+                    TracingPolicySpec { policy: spec },
+                )));
             }
         }
     }
-    if selectors.is_empty() {
-        return None;
-    }
-    let spec = PolicySpec {
-        mode: Default::default(),
-        rules: vec![Rule {
-            name: "watch".into(),
-            hook: Hook::Egress,
-            selectors,
-        }],
-    };
-    Some(AnyPolicy::Cluster(TracingPolicy::new(
-        "egress-watch",
-        TracingPolicySpec { policy: spec },
-    )))
+    out
 }
 
 /// A group's capacity error restated for the namespace that did not fit.
@@ -186,10 +190,8 @@ pub fn compile_node(
             max: dc::MAX_GROUPS as u64,
         }));
     }
-    let watch = match watch_policy(policies) {
-        Some(p) => compile_group(std::slice::from_ref(&p), &BTreeSet::from([0]), ns)?,
-        None => RuleSet::default(),
-    };
+    let watchers = watch_policies(policies);
+    let watch = compile_group(&watchers, &(0..watchers.len()).collect(), ns)?;
     let mut group_of = BTreeMap::new();
     for (g, group) in groups.iter().enumerate().skip(1) {
         for name in &group.namespaces {
@@ -262,6 +264,12 @@ impl NodeRuleSet {
             .collect();
         let t = dc::table(slot32, dc::WATCH_GROUP as u32);
         tables.push((t, self.watch.table_entries(t as u8)));
+        // The socket guard's early exit: group 0's table says whether any group has some.
+        let guarded = self
+            .groups
+            .iter()
+            .any(|g| g.rules.meta.enforce_net | g.rules.meta.monitor_net != 0);
+        tables[0].1.slot_meta.slot_guard = u32::from(guarded);
         let groups = self
             .group_of
             .iter()
@@ -276,6 +284,28 @@ impl NodeRuleSet {
             })
             .collect();
         SlotEntries { tables, groups }
+    }
+
+    /// The `matchBinaries` paths every group needs resolved to files.
+    pub fn binary_paths(&self) -> BTreeSet<String> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.rules.binary_paths())
+            .collect()
+    }
+
+    /// [`RuleSet::resolve_binaries`] for every group; the groups' identities together must fit
+    /// the one `BIN_INODE` map.
+    pub fn resolve_binaries(&mut self, ids: &BinaryIdentities) -> Result<(), TooManyIdentities> {
+        let mut needed = 0;
+        for g in &mut self.groups {
+            g.rules.resolve_binaries(ids)?;
+            needed += g.rules.compiled.bin_inode.len();
+        }
+        if needed > dc::MAX_BINARY_IDENTITIES as usize {
+            return Err(TooManyIdentities { needed });
+        }
+        Ok(())
     }
 
     /// Every group's matcher entries together fit the kernel maps (sized for one slot's

@@ -71,7 +71,10 @@ pub struct SlotMeta {
     /// Written by userspace with every slot, never 0 once written (the engine counts applies):
     /// a process's bits for this slot are current when `ProcessState::slot_gen[slot]` equals it.
     pub generation: u32,
-    pub _pad: u32,
+    /// In a slot's group-0 table: not 0 when some group of the slot has socket-guard
+    /// selectors (`enforce_net | monitor_net`), so the guard skips the process lookup when none
+    /// does.
+    pub slot_guard: u32,
     /// Process conditions on arguments: all hold when an exec's arguments are incomplete.
     pub proc_args: u64,
     /// Process conditions hit by a fileless exec / by a loader exec (`matchExecKinds`).

@@ -73,10 +73,14 @@ pub fn offsets() -> KernelOffsets {
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
-pub static SLOT_META: Array<SlotMeta> = Array::with_max_entries(SLOTS as u32, 0);
+pub static SLOT_META: Array<SlotMeta> = Array::with_max_entries(TABLES as u32, 0);
 #[map]
 pub static SELECTORS: Array<SelectorEntry> =
-    Array::with_max_entries((SLOTS * MAX_SELECTORS) as u32, 0);
+    Array::with_max_entries((TABLES * MAX_SELECTORS) as u32, 0);
+/// `{slot, namespace_id}` -> the namespace's group in that slot (none: group 0).
+#[map]
+pub static GROUPS: HashMap<NamespaceKey, u32> =
+    HashMap::with_max_entries(MAX_GROUPED_NAMESPACES * SLOTS as u32, 0);
 
 #[map]
 pub static BIN_EXACT: HashMap<PathKey, u64> =
@@ -346,10 +350,30 @@ pub fn config() -> Config {
     }
 }
 
-/// Selector `index` of `slot`.
+/// Selector `index` of `table` (a group of a slot, `daemon_common::table`).
 #[inline(always)]
-pub fn selector(slot: u32, index: u32) -> Option<&'static SelectorEntry> {
-    SELECTORS.get((slot & 1) * MAX_SELECTORS as u32 + (index & 63))
+pub fn selector(table: u32, index: u32) -> Option<&'static SelectorEntry> {
+    SELECTORS.get((table & 0xff) * MAX_SELECTORS as u32 + (index & 63))
+}
+
+/// The table of `slot` that judges a process in `namespace_id` (0: host): its namespace's
+/// group from `GROUPS`, group 0 without one. One lookup, whatever the number of groups.
+#[inline(always)]
+pub fn process_table(slot: u32, namespace_id: u32) -> u32 {
+    let slot = slot & 1;
+    if namespace_id == 0 {
+        return slot;
+    }
+    match unsafe { GROUPS.get(&NamespaceKey { slot, namespace_id }) } {
+        Some(g) => table(slot, *g & (MAX_GROUPS as u32 - 1)),
+        None => slot,
+    }
+}
+
+/// The watch table of `slot`: which sockets are watched, whoever connects.
+#[inline(always)]
+pub fn watch_table(slot: u32) -> u32 {
+    table(slot, WATCH_GROUP as u32)
 }
 
 /// Fills an event header.
@@ -363,10 +387,11 @@ pub fn header(kind: u32, tgid: u32, start_ns: u64) -> EventHeader {
     }
 }
 
-/// The `SLOT_META` entry of `slot` (default when absent).
+/// The `SLOT_META` entry of `table` (default when absent). Every table of a slot carries the
+/// slot's generation, so `slot_meta(slot)` (group 0) gives it.
 #[inline(always)]
-pub fn slot_meta(slot: u32) -> SlotMeta {
-    match SLOT_META.get(slot & 1) {
+pub fn slot_meta(table: u32) -> SlotMeta {
+    match SLOT_META.get(table & 0xff) {
         Some(m) => *m,
         None => SlotMeta::default(),
     }

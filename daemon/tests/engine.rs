@@ -1189,11 +1189,16 @@ fn pinned_engine_survives_its_process_and_is_adopted_without_a_gap() {
     );
     // The rule set in force reads back as what was written (a restarted daemon checks this
     // to name the matches recorded before the restart); anything else does not.
-    assert!(e.slot_holds(1, &net_policy(1, port, eport)).unwrap());
-    assert!(!e.slot_holds(1, &net_policy(1, port, eport + 1)).unwrap());
-    assert!(!e.slot_holds(1, &MapEntries::default()).unwrap());
+    let one = |slot: u8, m: MapEntries| SlotEntries::single(slot, m);
+    assert!(e
+        .slot_holds(1, &one(1, net_policy(1, port, eport)))
+        .unwrap());
+    assert!(!e
+        .slot_holds(1, &one(1, net_policy(1, port, eport + 1)))
+        .unwrap());
+    assert!(!e.slot_holds(1, &one(1, MapEntries::default())).unwrap());
     assert!(
-        e.slot_holds(0, &MapEntries::default()).unwrap(),
+        e.slot_holds(0, &one(0, MapEntries::default())).unwrap(),
         "slot 0 was never written"
     );
     let err = TcpStream::connect(("127.0.0.1", port)).expect_err("adopted rule set enforces");
