@@ -65,6 +65,18 @@ pub enum ErrorKind {
         used: usize,
         shared: usize,
     },
+    /// All groups of a node together (and its watch group) need more of `limit` than a slot's
+    /// matcher map holds.
+    #[error(
+        "the node's policies need {used} {} in all their groups together (values of policies \
+         that apply regardless of namespace count once per group), more than a slot's maps hold \
+         (limit {} x NODE_MAP_FACTOR = {}): scope cluster-wide policies to the namespaces they \
+         concern, or use fewer values",
+        limit.counted(),
+        limit.name(),
+        limit.max() * u64::from(dc::NODE_MAP_FACTOR)
+    )]
+    NodeCapacity { limit: Limit, used: usize },
     /// A value longer than the kernel compares (`preview`: its first characters).
     #[error(
         "{field} value of {len} bytes ({preview:?}...) is longer than the kernel compares; \
@@ -101,6 +113,9 @@ impl ErrorKind {
         match self {
             ErrorKind::Capacity { limit, .. } | ErrorKind::GroupCapacity { limit, .. } => {
                 Some((limit.name(), limit.max()))
+            }
+            ErrorKind::NodeCapacity { limit, .. } => {
+                Some((limit.name(), limit.max() * u64::from(dc::NODE_MAP_FACTOR)))
             }
             ErrorKind::ValueTooLong { limit, .. } => Some((limit.name, limit.max as u64)),
             ErrorKind::ArgIndex { .. } => Some(("MAX_ARGS", dc::MAX_ARGS as u64)),

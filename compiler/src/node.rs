@@ -39,8 +39,14 @@ pub struct NodeRuleSet {
     watch: RuleSet,
 }
 
+/// A cluster-wide policy whose `In` matchNamespaces name more namespaces than this is placed
+/// with the namespace-independent ones (its namespace condition still applies): copying it
+/// into a group per namespace would cost more room than it saves.
+pub const MAX_CONFINED_NAMESPACES: usize = 4;
+
 /// The namespaces every selector of `policy` is confined to (by its own namespace, or an `In`
-/// matchNamespaces entry); `None` when some selector applies regardless of namespace.
+/// matchNamespaces entry naming at most [`MAX_CONFINED_NAMESPACES`]); `None` when some
+/// selector applies regardless of namespace (or to many).
 fn confined_to(policy: &AnyPolicy) -> Option<BTreeSet<String>> {
     if let Some(ns) = policy.scope_namespace() {
         return Some(BTreeSet::from([ns.to_owned()]));
@@ -56,7 +62,29 @@ fn confined_to(policy: &AnyPolicy) -> Option<BTreeSet<String>> {
             out.extend(bound.values.iter().cloned());
         }
     }
-    Some(out)
+    (out.len() <= MAX_CONFINED_NAMESPACES).then_some(out)
+}
+
+/// The policies (by index) that apply regardless of namespace, and those confined to each
+/// namespace (a policy confined to several is under each).
+pub(crate) fn partition<'p>(
+    policies: impl Iterator<Item = &'p AnyPolicy>,
+) -> (BTreeSet<usize>, BTreeMap<String, BTreeSet<usize>>) {
+    let mut shared = BTreeSet::new();
+    let mut by_namespace: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+    for (i, p) in policies.enumerate() {
+        match confined_to(p) {
+            None => {
+                shared.insert(i);
+            }
+            Some(names) => {
+                for n in names {
+                    by_namespace.entry(n).or_default().insert(i);
+                }
+            }
+        }
+    }
+    (shared, by_namespace)
 }
 
 /// Compiles `policies` (by index into `all`, in order) as one group.
@@ -133,20 +161,7 @@ pub fn compile_node(
     policies: &[AnyPolicy],
     ns: &mut NamespaceIds,
 ) -> Result<NodeRuleSet, CompileError> {
-    let mut shared = BTreeSet::new();
-    let mut by_namespace: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
-    for (i, p) in policies.iter().enumerate() {
-        match confined_to(p) {
-            None => {
-                shared.insert(i);
-            }
-            Some(names) => {
-                for n in names {
-                    by_namespace.entry(n).or_default().insert(i);
-                }
-            }
-        }
-    }
+    let (shared, by_namespace) = partition(policies.iter());
     let default = compile_group(policies, &shared, ns)?;
     let shared_selectors = default.selectors().len();
     let mut groups = vec![Group {
@@ -302,14 +317,14 @@ impl NodeRuleSet {
             g.rules.resolve_binaries(ids)?;
             needed += g.rules.compiled.bin_inode.len();
         }
-        if needed > dc::MAX_BINARY_IDENTITIES as usize {
+        if needed > (dc::MAX_BINARY_IDENTITIES * dc::NODE_MAP_FACTOR) as usize {
             return Err(TooManyIdentities { needed });
         }
         Ok(())
     }
 
-    /// Every group's matcher entries together fit the kernel maps (sized for one slot's
-    /// `MAX_*` entries in each).
+    /// Every group's matcher entries together fit the kernel maps (`NODE_MAP_FACTOR` times a
+    /// group's `MAX_*` entries per slot).
     fn check_map_totals(&self) -> Result<(), CompileError> {
         let all = self.slot_entries(0);
         let total = |f: &dyn Fn(&MapEntries) -> usize| -> usize {
@@ -342,12 +357,12 @@ impl NodeRuleSet {
             (Limit::PortPrefixes, total(&|e| e.ports.len())),
         ];
         for (limit, used) in checks {
-            if used as u64 > limit.max() {
+            if used as u64 > limit.max() * u64::from(dc::NODE_MAP_FACTOR) {
                 return Err(Location {
                     policy: "(all groups)".into(),
                     ..Location::default()
                 }
-                .error(ErrorKind::Capacity { limit, used }));
+                .error(ErrorKind::NodeCapacity { limit, used }));
             }
         }
         if self.group_of.len() as u64 > u64::from(dc::MAX_GROUPED_NAMESPACES) {

@@ -143,3 +143,47 @@ fn too_many_groups_are_refused() {
     );
     assert!(compile_node(&policies[1..], &mut NamespaceIds::new()).is_ok());
 }
+
+/// The lint's capacity check (BW092) and `compile_node` agree: what loads is clean, what is
+/// refused is reported, naming the namespace or the node-wide limit.
+#[test]
+fn the_lint_capacity_check_agrees_with_the_node_layout() {
+    let lint = |ps: &[AnyPolicy]| {
+        let refs: Vec<&AnyPolicy> = ps.iter().collect();
+        bulwark_compiler::capacity(&refs)
+    };
+    let mut thousand: Vec<AnyPolicy> = (0..510).map(|i| namespaced(&format!("ns{i}"), 2)).collect();
+    thousand.extend((0..4).map(|i| cluster(&format!("everywhere-{i}"), &format!("/bin/all-{i}"))));
+    assert_eq!(
+        lint(&thousand),
+        vec![],
+        "1,024 selectors in groups are clean"
+    );
+
+    let crowded = vec![
+        cluster("everywhere", "/bin/x"),
+        namespaced("small", 3),
+        namespaced("crowded", dc::MAX_SELECTORS),
+    ];
+    compile_node(&crowded, &mut NamespaceIds::new()).expect_err("refused");
+    let found = lint(&crowded);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (policy, d) = &found[0];
+    assert_eq!((*policy, d.code), (2, "BW092"));
+    assert!(
+        d.message
+            .starts_with("namespace `crowded` needs 65 selectors"),
+        "{}",
+        d.message
+    );
+    assert!(d.message.contains("MAX_SELECTORS"), "{}", d.message);
+    assert_eq!(d.path.as_deref(), Some("spec.rules[63].selectors[0]"));
+
+    let groups: Vec<AnyPolicy> = (0..dc::MAX_GROUPS)
+        .map(|i| namespaced(&format!("full{i}"), dc::MAX_SELECTORS))
+        .collect();
+    let found = lint(&groups);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].1.message.contains("MAX_GROUPS"), "{:?}", found[0]);
+    assert_eq!(lint(&groups[1..]), vec![]);
+}

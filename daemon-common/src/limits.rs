@@ -65,6 +65,10 @@ pub const MAX_NAMESPACES: u32 = 4_096;
 /// Namespaces with a group of their own (`GROUPS` entries) in one slot.
 pub const MAX_GROUPED_NAMESPACES: u32 = 4_096;
 pub const MAX_WORKLOADS: u32 = 65_536;
+/// A slot's matcher maps hold this many times one group's `MAX_*` entries: all its groups
+/// together (namespace-independent values are repeated in every group) and its watch group.
+/// The maps are created without preallocation, so only entries in use take memory.
+pub const NODE_MAP_FACTOR: u32 = 8;
 /// Ring buffer size in bytes (power of two, multiple of the page size).
 ///
 /// 8 MiB holds about 10,000 exec records (the largest) of burst. Userspace maps the data

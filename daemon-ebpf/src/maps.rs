@@ -80,14 +80,21 @@ pub static SELECTORS: Array<SelectorEntry> =
 /// `{slot, namespace_id}` -> the namespace's group in that slot (none: group 0).
 #[map]
 pub static GROUPS: HashMap<NamespaceKey, u32> =
-    HashMap::with_max_entries(MAX_GROUPED_NAMESPACES * SLOTS as u32, 0);
+    HashMap::with_max_entries(MAX_GROUPED_NAMESPACES * SLOTS as u32, NO_PREALLOC);
+
+/// Matcher maps hold every table of both slots (`NODE_MAP_FACTOR`), allocated as used.
+const NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 
 #[map]
-pub static BIN_EXACT: HashMap<PathKey, u64> =
-    HashMap::with_max_entries(MAX_BINARY_VALUES * SLOTS as u32, 0);
+pub static BIN_EXACT: HashMap<PathKey, u64> = HashMap::with_max_entries(
+    MAX_BINARY_VALUES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
 #[map]
-pub static BIN_INODE: HashMap<BinInodeKey, u64> =
-    HashMap::with_max_entries(MAX_BINARY_IDENTITIES * SLOTS as u32, 0);
+pub static BIN_INODE: HashMap<BinInodeKey, u64> = HashMap::with_max_entries(
+    MAX_BINARY_IDENTITIES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
 /// Identities of the dynamic loaders (not slotted: a fact of the host, kept by userspace).
 #[map]
 pub static LOADERS: HashMap<FileKey, u8> = HashMap::with_max_entries(MAX_LOADERS, 0);
@@ -96,32 +103,38 @@ pub static LOADERS: HashMap<FileKey, u8> = HashMap::with_max_entries(MAX_LOADERS
 pub static LOADER_ARG_OPTIONS: HashMap<[u8; LOADER_OPTION_LEN], u8> =
     HashMap::with_max_entries(64, 0);
 #[map]
-pub static BIN_PREFIX: LpmTrie<PathLpmData, u64> =
-    LpmTrie::with_max_entries(MAX_BINARY_VALUES * SLOTS as u32, 0);
+pub static BIN_PREFIX: LpmTrie<PathLpmData, u64> = LpmTrie::with_max_entries(
+    MAX_BINARY_VALUES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
 #[map]
-pub static BIN_POSTFIX: LpmTrie<PathLpmData, u64> =
-    LpmTrie::with_max_entries(MAX_BINARY_VALUES * SLOTS as u32, 0);
+pub static BIN_POSTFIX: LpmTrie<PathLpmData, u64> = LpmTrie::with_max_entries(
+    MAX_BINARY_VALUES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
 #[map]
 pub static ARG_EXACT: HashMap<ArgKey, u64> =
-    HashMap::with_max_entries(MAX_ARG_VALUES * SLOTS as u32, 0);
+    HashMap::with_max_entries(MAX_ARG_VALUES * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
 pub static ARG_PREFIX: LpmTrie<ArgLpmData, u64> =
-    LpmTrie::with_max_entries(MAX_ARG_VALUES * SLOTS as u32, 0);
+    LpmTrie::with_max_entries(MAX_ARG_VALUES * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
 pub static ARG_POSTFIX: LpmTrie<ArgLpmData, u64> =
-    LpmTrie::with_max_entries(MAX_ARG_VALUES * SLOTS as u32, 0);
+    LpmTrie::with_max_entries(MAX_ARG_VALUES * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
 pub static NAMESPACES: HashMap<NamespaceKey, u64> =
-    HashMap::with_max_entries(MAX_NAMESPACES * SLOTS as u32, 0);
+    HashMap::with_max_entries(MAX_NAMESPACES * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
 pub static DEST_V4: LpmTrie<V4LpmData, u64> =
-    LpmTrie::with_max_entries(MAX_CIDRS * SLOTS as u32, 0);
+    LpmTrie::with_max_entries(MAX_CIDRS * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
 pub static DEST_V6: LpmTrie<V6LpmData, u64> =
-    LpmTrie::with_max_entries(MAX_CIDRS * SLOTS as u32, 0);
+    LpmTrie::with_max_entries(MAX_CIDRS * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
-pub static PORTS: LpmTrie<PortLpmData, u64> =
-    LpmTrie::with_max_entries(MAX_PORT_PREFIXES * SLOTS as u32, 0);
+pub static PORTS: LpmTrie<PortLpmData, u64> = LpmTrie::with_max_entries(
+    MAX_PORT_PREFIXES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
 
 #[map]
 pub static WORKLOADS: HashMap<u64, WorkloadEntry> = HashMap::with_max_entries(MAX_WORKLOADS, 0);
