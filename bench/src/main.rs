@@ -6,10 +6,12 @@
 //!
 //!     sudo target/release/bulwark-bench run --rounds 5
 //!     target/release/bulwark-bench lint     # lint scaling, no root
+//!     sudo target/release/bulwark-bench selectors --rounds 5   # 10/100/1,000 selectors
 
 mod daemon;
 mod lint;
 mod policies;
+mod selectors;
 mod workers;
 
 use anyhow::{bail, Context, Result};
@@ -33,6 +35,9 @@ enum Cli {
     Worker(workers::Worker),
     /// How `bulwark lint` scales: 1k, 10k and 40k policies and 10 MB of comments (no root).
     Lint(lint::LintArgs),
+    /// Exec and connect with 10, 100 and 1,000 selectors loaded (most namespaced to other
+    /// namespaces), against no daemon in the same run; writes selectors.json and selectors.md.
+    Selectors(selectors::SelectorArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -56,6 +61,7 @@ fn main() -> Result<()> {
         Cli::Worker(w) => workers::run(w),
         Cli::Run(args) => run(args),
         Cli::Lint(args) => lint::run(args),
+        Cli::Selectors(args) => selectors::run(args),
     }
 }
 

@@ -49,9 +49,16 @@
 //! a reseed writes bits and `namespace_id` together from /proc. A rule-set switch rewrites
 //! `GROUPS` with the rest of the slot, so a group number never outlives its tables.
 //!
-//! Status: the compiler produces and checks this layout (`NodeRuleSet::slot_entries`, with the
-//! simulated kernel in its tests); the kernel programs and the engine still load one group per
-//! slot (`compile`, table = slot) until they move to `GROUPS` lookups.
+//! Where each program finds its table: exec, connect, the socket guard and a send (the
+//! sender's) look up `GROUPS` with the process's namespace; the socket's cached egress bits
+//! ([`SockState::dest_table`]) are recomputed when a sender of another group sends; sockops,
+//! connect's watch decision and the backstop (no sender) use the watch table, whose selectors
+//! carry the mode and actions of the egress selectors they stand for (events name the first
+//! policy and rule with that destination requirement). A rule set of one group
+//! ([`SlotEntries::single`]) gets a copy of its table as its watch table. Limits: a group holds
+//! [`MAX_SELECTORS`] selectors and 64 conditions of each kind; a slot [`MAX_GROUPS`] groups,
+//! [`MAX_GROUPED_NAMESPACES`] namespaces with a group, and in its matcher maps
+//! [`NODE_MAP_FACTOR`] times a group's `MAX_*` entries.
 //!
 //! # What the kernel matches against
 //! - Binary: the absolute path of the file actually executed (`mm->exe_file`, walked like
