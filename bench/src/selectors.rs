@@ -72,7 +72,23 @@ pub fn run(args: SelectorArgs) -> Result<()> {
             eprintln!("round {}/{}: config {cfg}", round + 1, args.rounds);
             let daemon = match cfg {
                 0 => None,
-                c => Some(Daemon::start(&bulwark, &dirs[c - 1], &events_file, &[])?),
+                c => {
+                    let d = Daemon::start(&bulwark, &dirs[c - 1], &events_file, &[])?;
+                    // The set must really be in force, not refused (a daemon is ready either way).
+                    let ready = crate::daemon::last_status(&events_file, &["ready"]);
+                    let loaded = ready
+                        .as_ref()
+                        .and_then(|r| r["policies"].as_array())
+                        .map_or(0, Vec::len);
+                    let want = 1 + (SIZES[c - 1] - 2) / 2;
+                    if loaded != want {
+                        bail!(
+                            "{} selectors: {loaded} policies in force, not {want}: {ready:?}",
+                            SIZES[c - 1]
+                        );
+                    }
+                    Some(d)
+                }
             };
             for (i, (name, wargs)) in workloads.iter().enumerate() {
                 std::thread::sleep(Duration::from_secs(1));
