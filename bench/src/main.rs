@@ -37,7 +37,7 @@ enum Cli {
     Lint(lint::LintArgs),
     /// Exec and connect with 10, 100 and 1,000 selectors loaded (most namespaced to other
     /// namespaces), against no daemon in the same run; writes selectors.json and selectors.md.
-    Selectors(selectors::SelectorArgs),
+    Selectors(RunArgs),
 }
 
 #[derive(clap::Args, Debug)]

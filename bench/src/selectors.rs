@@ -4,32 +4,17 @@
 //! by its own group only, so the ratios should not grow with the number of selectors.
 
 use crate::daemon::Daemon;
-use crate::{median, policies, spawn_sink, worker};
+use crate::{median, policies, spawn_sink, worker, RunArgs};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// The selector counts measured (besides no daemon).
 pub const SIZES: [usize; 3] = [10, 100, 1000];
 
-#[derive(clap::Args, Debug)]
-pub struct SelectorArgs {
-    /// Rounds of (no daemon, 10, 100, 1,000 selectors), interleaved.
-    #[arg(long, default_value_t = 5)]
-    rounds: usize,
-    /// The bulwark binary under test.
-    #[arg(long, default_value = "target/release/bulwark")]
-    bulwark: PathBuf,
-    /// Where selectors.json and selectors.md go.
-    #[arg(long, default_value = "bench/out")]
-    out: PathBuf,
-    /// Fewer iterations per workload (a quick look, noisier).
-    #[arg(long)]
-    quick: bool,
-}
-
-pub fn run(args: SelectorArgs) -> Result<()> {
+/// Rounds of (no daemon, 10, 100, 1,000 selectors), interleaved; `--out` gets selectors.json
+/// and selectors.md.
+pub fn run(args: RunArgs) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("bulwark-bench selectors needs root (it runs the daemon)");
     }

@@ -664,16 +664,7 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
     let bin = copy_bin("/bin/true", &dir, "ns-true");
     // Our own cgroup is the "workload" in namespace 7; a Sigkill selector for namespace 7 AND
     // this binary in MONITOR mode must only report; one for namespace 8 must not match.
-    let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let rel = cg
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .expect("cgroup v2 entry in /proc/self/cgroup");
-    let cgdir = e.cgroup().join(rel.trim_start_matches('/'));
-    let cgroup_id = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&cgdir).unwrap().ino()
-    };
+    let cgroup_id = own_cgroup_id(&e);
     e.set_workload(cgroup_id, 7).unwrap();
     assert!(e.workload_cgroups().unwrap().contains(&cgroup_id));
     let bin_s = bin.to_str().unwrap().to_string();
