@@ -94,11 +94,17 @@ fn canonical(e: &SlotEntries) -> Vec<Vec<String>> {
         out
     }
     let mut out = vec![sorted(&e.groups)];
-    let mut tables: Vec<&(u32, MapEntries)> = e
-        .tables
-        .iter()
-        .filter(|(_, m)| !m.is_empty() || m.slot_meta != SlotMeta::default())
-        .collect();
+    // The generation is the engine's count of writes, not part of the rule set (every table
+    // of a slot carries it, empty ones too).
+    let unwritten = |m: &MapEntries| {
+        m.is_empty()
+            && SlotMeta {
+                generation: 0,
+                ..m.slot_meta
+            } == SlotMeta::default()
+    };
+    let mut tables: Vec<&(u32, MapEntries)> =
+        e.tables.iter().filter(|(_, m)| !unwritten(m)).collect();
     tables.sort_by_key(|(t, _)| *t);
     for (t, e) in tables {
         let selectors: Vec<_> = e
@@ -106,7 +112,6 @@ fn canonical(e: &SlotEntries) -> Vec<Vec<String>> {
             .iter()
             .filter(|(_, s)| *s != SelectorEntry::default())
             .collect();
-        // The generation is the engine's count of writes, not part of the rule set.
         let meta = SlotMeta {
             generation: 0,
             ..e.slot_meta
