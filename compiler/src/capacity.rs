@@ -6,6 +6,7 @@
 //! so the two cannot disagree.
 
 use crate::builder::Builder;
+use crate::error::ErrorKind;
 use crate::ids::NamespaceIds;
 use crate::node::{compile_node, partition};
 use bulwark_policy::diagnostics::codes;
@@ -169,7 +170,18 @@ pub fn capacity(policies: &[&AnyPolicy]) -> Vec<(usize, Diagnostic)> {
         // Each group fits: the node as a whole may still not (groups, maps).
         let owned: Vec<AnyPolicy> = policies.iter().map(|p| (*p).clone()).collect();
         if let Err(e) = compile_node(&owned, &mut NamespaceIds::new()) {
-            if !e.kind.is_invalid() {
+            // Only what no group shows: the node's own limits (other refusals, e.g. a value
+            // too long, are validation's to report).
+            let node_wide = match &e.kind {
+                ErrorKind::NodeCapacity { .. }
+                | ErrorKind::Capacity { .. }
+                | ErrorKind::GroupCapacity { .. } => true,
+                ErrorKind::TooMany { limit, .. } => {
+                    matches!(*limit, "MAX_GROUPS" | "MAX_GROUPED_NAMESPACES")
+                }
+                _ => false,
+            };
+            if node_wide {
                 let last = policies.len() - 1;
                 let d = Diagnostic::new(codes::CAPACITY, e.kind.to_string()).hint(
                     "scope cluster-wide policies to the namespaces they concern, merge \
