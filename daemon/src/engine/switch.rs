@@ -205,6 +205,11 @@ fn reseed_one(
         st.selectors[slot] = bits.bits;
         st.slot_gen[slot] = generation;
         if let Some(ns) = bits.namespace_id {
+            if ns != st.namespace_id {
+                // The other slot's bits are numbered in the old namespace's group; until the
+                // flip makes this slot active they would be read in the new one's: fail closed.
+                st.selectors[1 - slot] = u64::MAX;
+            }
             st.namespace_id = ns;
         }
         if procs.insert(tgid, st, 0).is_err() {
