@@ -341,10 +341,24 @@ impl Engine {
             }
         }
         let ebpf = &mut self.maps;
+        // Tables the slot held before (their meta was written) or holds now: only those have
+        // selectors to clear and meta to rewrite (a switch costs what the sets use, not
+        // every table a slot could have).
+        let touched: Vec<u32> = {
+            let meta: Array<&MapData, SlotMeta> = Array::try_from(ebpf.get(MAP_SLOT_META)?)?;
+            let mut v = Vec::new();
+            for t in tables_of(slot) {
+                let old = meta.get(&t, 0)?;
+                if old != SlotMeta::default() || e.tables.iter().any(|(u, _)| *u == t) {
+                    v.push(t);
+                }
+            }
+            v
+        };
         {
             let mut sel: Array<&mut MapData, SelectorEntry> =
                 Array::try_from(map(ebpf, MAP_SELECTORS)?)?;
-            for t in tables_of(slot) {
+            for &t in &touched {
                 let base = t * MAX_SELECTORS as u32;
                 for i in 0..MAX_SELECTORS as u32 {
                     sel.set(base + i, SelectorEntry::default(), 0)?;
@@ -455,7 +469,7 @@ impl Engine {
             }
         }
         let mut meta: Array<&mut MapData, SlotMeta> = Array::try_from(map(ebpf, MAP_SLOT_META)?)?;
-        for t in tables_of(slot) {
+        for t in touched {
             let m = e
                 .tables
                 .iter()
