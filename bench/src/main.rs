@@ -6,11 +6,13 @@
 //!
 //!     sudo target/release/bulwark-bench run --rounds 5
 //!     target/release/bulwark-bench lint     # lint scaling, no root
+//!     sudo target/release/bulwark-bench selectors --rounds 5   # 10/100/1,000 selectors
 
 mod conns;
 mod daemon;
 mod lint;
 mod policies;
+mod selectors;
 mod workers;
 
 use anyhow::{bail, Context, Result};
@@ -37,6 +39,9 @@ enum Cli {
     /// What observing every TCP connection costs (no policy): no daemon vs observing vs
     /// `--no-conn-observe`; writes conns-report.json and conns-report.md.
     Conns(RunArgs),
+    /// Exec and connect with 10, 100 and 1,000 selectors loaded (most namespaced to other
+    /// namespaces), against no daemon in the same run; writes selectors.json and selectors.md.
+    Selectors(RunArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,6 +67,7 @@ fn main() -> Result<()> {
         Cli::Run(args) => run(args),
         Cli::Lint(args) => lint::run(args),
         Cli::Conns(args) => conns::run(args),
+        Cli::Selectors(args) => selectors::run(args),
     }
 }
 

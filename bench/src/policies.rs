@@ -160,3 +160,28 @@ pub fn lint_mix(n: usize) -> String {
     }
     s
 }
+
+/// A node's worth of `n` selectors, most namespaced to namespaces the bench never runs in:
+/// two cluster-wide ones (an exec kill of a binary never run, a connect block of a port never
+/// used: the bench's host processes are judged by them, in the namespace-independent group)
+/// and `(n - 2) / 2` `TracingPolicyNamespaced`, each an exec and a connect rule.
+pub fn node_selectors(n: usize) -> String {
+    let mut s = String::new();
+    header(&mut s, "bench-everywhere", "enforce");
+    let _ = writeln!(
+        s,
+        "  - name: kill\n    hook: exec\n    selectors:\n    - matchBinaries:\n      - operator: In\n        values: [/opt/bench-nomatch/everywhere]\n      matchActions:\n      - action: Sigkill\n  - name: block\n    hook: connect\n    selectors:\n    - matchDestinations:\n      - operator: In\n        cidrs: [127.0.0.0/8]\n        ports: [\"1\"]\n      matchActions:\n      - action: Block"
+    );
+    for ns in 0..n.saturating_sub(2) / 2 {
+        let _ = write!(
+            s,
+            "---\napiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicyNamespaced\nmetadata:\n  name: team\n  namespace: bench-team-{ns}\nspec:\n  rules:\n"
+        );
+        let _ = writeln!(
+            s,
+            "  - name: kill\n    hook: exec\n    selectors:\n    - matchBinaries:\n      - operator: In\n        values: [/opt/bench-nomatch/team-{ns}]\n      matchActions:\n      - action: Sigkill\n  - name: block\n    hook: connect\n    selectors:\n    - matchDestinations:\n      - operator: In\n        cidrs: [127.0.0.0/8]\n        ports: [\"{}\"]\n      matchActions:\n      - action: Block",
+            20_000 + ns
+        );
+    }
+    s
+}

@@ -6,10 +6,13 @@
 //! so the two cannot disagree.
 
 use crate::builder::Builder;
+use crate::error::ErrorKind;
 use crate::ids::NamespaceIds;
+use crate::node::{compile_node, partition};
 use bulwark_policy::diagnostics::codes;
 use bulwark_policy::{AnyPolicy, Diagnostic};
 use daemon_common as dc;
+use std::collections::BTreeSet;
 
 /// A per-slot kernel limit that a whole rule set shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,7 +77,7 @@ impl Limit {
     }
 
     /// What is counted, as the lint's capacity message says it.
-    fn counted(self) -> &'static str {
+    pub(crate) fn counted(self) -> &'static str {
         match self {
             Limit::Selectors => "selectors",
             Limit::ProcConditions => "distinct process conditions (matchBinaries/matchArgs/matchNamespaces entries, plus one per namespace of a TracingPolicyNamespaced; identical entries are shared)",
@@ -132,47 +135,119 @@ impl Usage {
 }
 
 /// The kernel-capacity check of the lint (BW092), a `bulwark_policy::load::SetCheck`: lays
-/// `policies` out as one rule set exactly as `compile` does and reports each limit the set
-/// passes, once, at the selector that passes it (path `spec.rules[r].selectors[s]`, with the
-/// index of its policy), saying how much the whole set needs. Meant for policies that passed
+/// `policies` out in selector groups exactly as `compile_node` does (`crate::node`) and reports
+/// each limit a group passes, once, at the selector that passes it (path
+/// `spec.rules[r].selectors[s]`, with the index of its policy), saying how much the group needs:
+/// the namespace-independent policies' group first (the limit is then passed in every group),
+/// then each namespace's (naming the namespace). Past the limits of the node as a whole
+/// (groups, matcher maps) it reports at the last policy. Meant for policies that passed
 /// validation: a selector the compiler refuses as invalid ends the count of its policy there
 /// (validation reports why).
 pub fn capacity(policies: &[&AnyPolicy]) -> Vec<(usize, Diagnostic)> {
+    let (shared, by_namespace) = partition(policies.iter().copied());
+    let mut out = Vec::new();
+    let shared_over = count_group(policies, &shared, None, &[], &mut out);
+    let shared_selectors = {
+        let mut ids = NamespaceIds::new();
+        let mut b = Builder::counting(&mut ids);
+        for (pid, &i) in shared.iter().enumerate() {
+            let _ = b.policy(pid, policies[i], &mut |_, _, _| {});
+        }
+        b.usage().of(Limit::Selectors)
+    };
+    for (name, members) in &by_namespace {
+        let mut set = shared.clone();
+        set.extend(members);
+        count_group(
+            policies,
+            &set,
+            Some((name, shared_selectors)),
+            &shared_over,
+            &mut out,
+        );
+    }
+    if out.is_empty() && !policies.is_empty() {
+        // Each group fits: the node as a whole may still not (groups, maps).
+        let owned: Vec<AnyPolicy> = policies.iter().map(|p| (*p).clone()).collect();
+        if let Err(e) = compile_node(&owned, &mut NamespaceIds::new()) {
+            // Only what no group shows: the node's own limits (other refusals, e.g. a value
+            // too long, are validation's to report).
+            let node_wide = match &e.kind {
+                ErrorKind::NodeCapacity { .. }
+                | ErrorKind::Capacity { .. }
+                | ErrorKind::GroupCapacity { .. } => true,
+                ErrorKind::TooMany { limit, .. } => {
+                    matches!(*limit, "MAX_GROUPS" | "MAX_GROUPED_NAMESPACES")
+                }
+                _ => false,
+            };
+            if node_wide {
+                let last = policies.len() - 1;
+                let d = Diagnostic::new(codes::CAPACITY, e.kind.to_string()).hint(
+                    "scope cluster-wide policies to the namespaces they concern, merge \
+                     selectors, or load fewer policies on this node",
+                );
+                out.push((last, d));
+            }
+        }
+    }
+    out
+}
+
+/// Counts one group (`members`, indices into `policies`, in order) and reports each limit it
+/// passes that is not in `already` (passed by the namespace-independent group); returns the
+/// limits passed. `namespace`: the namespace whose group this is, and the number of
+/// namespace-independent selectors in it.
+fn count_group(
+    policies: &[&AnyPolicy],
+    members: &BTreeSet<usize>,
+    namespace: Option<(&str, usize)>,
+    already: &[Limit],
+    out: &mut Vec<(usize, Diagnostic)>,
+) -> Vec<Limit> {
     let mut ids = NamespaceIds::new();
     let mut builder = Builder::counting(&mut ids);
     // (limit, policy, rule, selector) in the order they were passed.
     let mut passed: Vec<(Limit, usize, usize, usize)> = Vec::new();
-    for (pi, policy) in policies.iter().enumerate() {
-        let _refused_as_invalid = builder.policy(pi, policy, &mut |usage, ri, si| {
+    for (pid, &pi) in members.iter().enumerate() {
+        let _refused_as_invalid = builder.policy(pid, policies[pi], &mut |usage, ri, si| {
             for limit in Limit::ALL {
                 let over = usage.of(limit) as u64 > limit.max();
-                if over && !passed.iter().any(|p| p.0 == limit) {
+                if over && !already.contains(&limit) && !passed.iter().any(|p| p.0 == limit) {
                     passed.push((limit, pi, ri, si));
                 }
             }
         });
     }
     let total = builder.usage();
-    passed
-        .into_iter()
-        .map(|(limit, pi, ri, si)| {
-            let hint = if limit == Limit::Selectors {
-                "merge selectors and rules that do the same thing (several values in one entry, several entries in one selector), or load fewer policies on this node"
-            } else {
-                "merge the values of entries with the same operator into one entry, or load fewer policies on this node"
-            };
-            let message = format!(
-                "the loaded policies need {} {}; the kernel maps hold at most {} per rule set ({}); this selector of policy `{}` passes the limit",
+    for &(limit, pi, ri, si) in &passed {
+        let hint = match (namespace, limit) {
+            (Some(_), _) => "move selectors out of this namespace's policies (several values in one entry, several entries in one selector), or scope cluster-wide policies to the namespaces they concern so they stop taking room in every group",
+            (None, Limit::Selectors) => "merge selectors and rules that do the same thing (several values in one entry, several entries in one selector), scope policies to the namespaces they concern, or load fewer policies on this node",
+            (None, _) => "merge the values of entries with the same operator into one entry, or load fewer policies on this node",
+        };
+        let whose = match namespace {
+            Some((name, shared)) => format!(
+                "namespace `{name}` needs {} {} in its selector group (which also holds the {shared} selectors that apply regardless of namespace)",
                 total.of(limit),
-                limit.counted(),
-                limit.max(),
-                limit.name(),
-                policies[pi].name()
-            );
-            let d = Diagnostic::new(codes::CAPACITY, message)
-                .path(format!("spec.rules[{ri}].selectors[{si}]"))
-                .hint(hint);
-            (pi, d)
-        })
-        .collect()
+                limit.counted()
+            ),
+            None => format!(
+                "the loaded policies need {} {} that apply regardless of namespace (they take room in every selector group)",
+                total.of(limit),
+                limit.counted()
+            ),
+        };
+        let message = format!(
+            "{whose}; the kernel maps hold at most {} per selector group ({}); this selector of policy `{}` passes the limit",
+            limit.max(),
+            limit.name(),
+            policies[pi].name()
+        );
+        let d = Diagnostic::new(codes::CAPACITY, message)
+            .path(format!("spec.rules[{ri}].selectors[{si}]"))
+            .hint(hint);
+        out.push((pi, d));
+    }
+    passed.into_iter().map(|p| p.0).collect()
 }

@@ -14,11 +14,19 @@ fn fill<const N: usize>(src: &[u8]) -> [u8; N] {
 }
 
 impl RuleSet {
-    /// Everything to write for this rule set in `slot` (0 or 1). The loader must also delete
-    /// the entries an earlier rule set left in that slot (keys it no longer has).
+    /// Everything to write for this rule set in `slot` (0 or 1) as the only group of the slot
+    /// (table = slot). The loader must also delete the entries an earlier rule set left in that
+    /// slot (keys it no longer has).
     pub fn map_entries(&self, slot: u8) -> MapEntries {
+        self.table_entries(slot & 1)
+    }
+
+    /// Everything to write for this rule set as table `table` (a group of a slot,
+    /// `daemon_common::table`): every key's slot byte holds the table.
+    pub fn table_entries(&self, table: u8) -> MapEntries {
         let c = &self.compiled;
-        let slot32 = u32::from(slot);
+        let slot = table;
+        let slot32 = u32::from(table);
         let path_lpm = |v: &[(Vec<u8>, u32, u64)]| -> Vec<(u32, dc::PathLpmData, u64)> {
             v.iter()
                 .map(|(bytes, bits, mask)| {

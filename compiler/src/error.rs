@@ -46,6 +46,37 @@ pub enum ErrorKind {
     /// The set needs more of `limit` than one rule-set slot holds (`used` so far).
     #[error("{} (limit {} = {})", limit.refusal(*used), limit.name(), limit.max())]
     Capacity { limit: Limit, used: usize },
+    /// The selectors of namespace `namespace`, with those that apply regardless of namespace
+    /// (`shared` selectors), need more of `limit` than one group holds (`used` so far).
+    #[error(
+        "namespace `{namespace}` needs {used} {} in its group, more than a group holds (its \
+         group also holds the {shared} selectors that apply regardless of namespace); a group \
+         holds at most {} \
+         (limit {} per group): split the namespace's policies across fewer selectors (several \
+         values in one entry), or scope cluster-wide policies to the namespaces they concern \
+         (matchNamespaces In) so they stop taking room in every group",
+        limit.counted(),
+        limit.max(),
+        limit.name()
+    )]
+    GroupCapacity {
+        namespace: String,
+        limit: Limit,
+        used: usize,
+        shared: usize,
+    },
+    /// All groups of a node together (and its watch group) need more of `limit` than a slot's
+    /// matcher map holds.
+    #[error(
+        "the node's policies need {used} {} in all their groups together (values of policies \
+         that apply regardless of namespace count once per group), more than a slot's maps hold \
+         (limit {} x NODE_MAP_FACTOR = {}): scope cluster-wide policies to the namespaces they \
+         concern, or use fewer values",
+        limit.counted(),
+        limit.name(),
+        limit.max() * u64::from(dc::NODE_MAP_FACTOR)
+    )]
+    NodeCapacity { limit: Limit, used: usize },
     /// A value longer than the kernel compares (`preview`: its first characters).
     #[error(
         "{field} value of {len} bytes ({preview:?}...) is longer than the kernel compares; \
@@ -80,7 +111,12 @@ impl ErrorKind {
     /// The kernel limit exceeded, as (constant name, value); `None` for invalid policies.
     pub fn limit(&self) -> Option<(&'static str, u64)> {
         match self {
-            ErrorKind::Capacity { limit, .. } => Some((limit.name(), limit.max())),
+            ErrorKind::Capacity { limit, .. } | ErrorKind::GroupCapacity { limit, .. } => {
+                Some((limit.name(), limit.max()))
+            }
+            ErrorKind::NodeCapacity { limit, .. } => {
+                Some((limit.name(), limit.max() * u64::from(dc::NODE_MAP_FACTOR)))
+            }
             ErrorKind::ValueTooLong { limit, .. } => Some((limit.name, limit.max as u64)),
             ErrorKind::ArgIndex { .. } => Some(("MAX_ARGS", dc::MAX_ARGS as u64)),
             ErrorKind::TooMany { limit, max, .. } => Some((limit, *max)),

@@ -20,6 +20,9 @@
 //!   policy crate's lint with that check added, for every caller that lints.
 //! - [`RuleSet::evaluate_process`] / [`RuleSet::evaluate_destination`] are the reference
 //!   semantics; the tests check the map entries against them with a simulated kernel.
+//! - A node's policies are compiled with [`compile_node`] into a [`NodeRuleSet`]: groups of at
+//!   most 64 selectors by namespace (each a [`RuleSet`]) and the watch group, laid out as the
+//!   tables of one slot ([`NodeRuleSet::slot_entries`]); see daemon-common "Groups".
 
 mod builder;
 mod capacity;
@@ -31,6 +34,7 @@ mod identities;
 mod ids;
 mod lint;
 mod lpm;
+mod node;
 mod ruleset;
 
 /// Re-exported: the parsed values and match kinds the compiled conditions hold.
@@ -46,4 +50,5 @@ pub use eval::{destination, destination_addr, ExecFacts};
 pub use identities::{binary_paths, BinaryIdentities, FileId, TooManyIdentities};
 pub use ids::NamespaceIds;
 pub use lint::{lint_paths, lint_source, validate_set};
+pub use node::{compile_node, Group, NodeRuleSet};
 pub use ruleset::{compile, PolicyInfo, RuleSet, SelectorInfo};

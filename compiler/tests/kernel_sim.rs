@@ -2,26 +2,76 @@
 //! longest-prefix match, `hits ^ negate`, required-mask checks) and checks that they agree with
 //! the reference evaluator on many random policies and inputs, including prefixes and CIDRs
 //! that overlap across conditions. Two rule sets share the maps in slots 0 and 1, as during a
-//! switch, to check that slots do not leak into each other.
+//! switch, to check that slots do not leak into each other. Keys carry the *table* (a group of
+//! a slot); node rule sets ([`compile_node`]) are checked the same way, the process's group
+//! found in the slot's `GROUPS` entries as the kernel does.
 
 use bulwark_compiler::{
-    compile, destination, BinaryIdentities, ExecFacts, FileId, MapEntries, NamespaceIds, RuleSet,
-    LOADER_OPTIONS_WITH_VALUE,
+    compile, compile_node, destination, BinaryIdentities, ExecFacts, FileId, MapEntries,
+    NamespaceIds, RuleSet, LOADER_OPTIONS_WITH_VALUE,
 };
 use bulwark_policy::AnyPolicy;
 use daemon_common as dc;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-/// Both slots' entries, as one set of maps.
+/// Both slots' entries (every table of each), as one set of maps.
 struct Maps {
-    meta: [dc::SlotMeta; 2],
+    meta: BTreeMap<u8, dc::SlotMeta>,
     all: MapEntries,
+    groups: Vec<(dc::NamespaceKey, u32)>,
 }
 
 impl Maps {
     fn new(a: &MapEntries, b: &MapEntries) -> Maps {
-        let mut all = a.clone();
+        Maps::of_tables(&[(0, a), (1, b)], Vec::new())
+    }
+
+    /// Maps holding both slots of two node rule sets.
+    fn of_slots(a: &dc::SlotEntries, b: &dc::SlotEntries) -> Maps {
+        let tables: Vec<(u32, &MapEntries)> = a
+            .tables
+            .iter()
+            .chain(&b.tables)
+            .map(|(t, e)| (*t, e))
+            .collect();
+        let groups = a.groups.iter().chain(&b.groups).copied().collect();
+        Maps::of_tables(&tables, groups)
+    }
+
+    fn of_tables(tables: &[(u32, &MapEntries)], groups: Vec<(dc::NamespaceKey, u32)>) -> Maps {
+        let mut all = MapEntries::default();
+        let mut meta = BTreeMap::new();
+        for (t, b) in tables {
+            assert!(
+                meta.insert(*t as u8, b.slot_meta).is_none(),
+                "table {t} twice"
+            );
+            Maps::extend(&mut all, b);
+        }
+        Maps { meta, all, groups }
+    }
+
+    /// The table the exec program evaluates for namespace `ns` in `slot` (`GROUPS`, else 0).
+    fn table_for(&self, slot: u8, ns: u32) -> u8 {
+        let key = dc::NamespaceKey {
+            slot: u32::from(slot),
+            namespace_id: ns,
+        };
+        let group = self
+            .groups
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(0, |(_, g)| *g);
+        dc::table(u32::from(slot), group) as u8
+    }
+
+    fn meta_of(&self, table: u8) -> &dc::SlotMeta {
+        self.meta.get(&table).expect("table written")
+    }
+
+    fn extend(all: &mut MapEntries, b: &MapEntries) {
         all.selectors.extend(b.selectors.iter().cloned());
         all.bin_exact.extend(b.bin_exact.iter().cloned());
         all.bin_inode.extend(b.bin_inode.iter().cloned());
@@ -34,10 +84,6 @@ impl Maps {
         all.dest_v4.extend(b.dest_v4.iter().cloned());
         all.dest_v6.extend(b.dest_v6.iter().cloned());
         all.ports.extend(b.ports.iter().cloned());
-        Maps {
-            meta: [a.slot_meta, b.slot_meta],
-            all,
-        }
     }
 }
 
@@ -74,7 +120,7 @@ fn zero_fill(src: &[u8], n: usize) -> Vec<u8> {
 
 /// The binary path lookups of the exec program for one path (exact, prefix, postfix).
 fn path_hits(m: &Maps, slot: u8, binary: &[u8]) -> u64 {
-    let meta = &m.meta[slot as usize];
+    let meta = m.meta_of(slot);
     let e = &m.all;
     let mut hits = 0u64;
     if meta.lookups & dc::LOOKUP_BIN_EXACT != 0 && binary.len() <= dc::PATH_LEN {
@@ -106,7 +152,7 @@ fn path_hits(m: &Maps, slot: u8, binary: &[u8]) -> u64 {
 
 /// The process part of the exec program: selector bits for `slot`.
 fn kernel_process(m: &Maps, slot: u8, facts: &ExecFacts) -> u64 {
-    let meta = &m.meta[slot as usize];
+    let meta = m.meta_of(slot);
     let e = &m.all;
     let argv: Vec<&[u8]> = facts.argv.iter().map(Vec::as_slice).collect();
     let ns = facts.namespace_id;
@@ -185,7 +231,7 @@ fn kernel_process(m: &Maps, slot: u8, facts: &ExecFacts) -> u64 {
 }
 
 fn required(m: &Maps, slot: u8, holds: u64, field: impl Fn(&dc::SelectorEntry) -> u64) -> u64 {
-    let meta = &m.meta[slot as usize];
+    let meta = m.meta_of(slot);
     let mut out = 0;
     for i in 0..meta.selector_count {
         let index = u32::from(slot) * dc::MAX_SELECTORS as u32 + i;
@@ -205,7 +251,7 @@ fn required(m: &Maps, slot: u8, holds: u64, field: impl Fn(&dc::SelectorEntry) -
 
 /// The destination part of the connect program.
 fn kernel_destination(m: &Maps, slot: u8, selectors: u64, dest: &dc::Destination) -> u64 {
-    let meta = &m.meta[slot as usize];
+    let meta = m.meta_of(slot);
     let e = &m.all;
     let mut d = *dest;
     // IPv4-mapped IPv6 -> IPv4 before the lookup.
@@ -698,4 +744,124 @@ fn overlapping_prefixes_and_cidrs_across_conditions() {
         ) >> 3,
         0b100
     );
+}
+
+/// Namespaces of the node tests: enough that their policies fill several groups.
+const NODE_NAMESPACES: &[&str] = &["a", "b", "c", "n3", "n4", "n5", "n6", "n7", "n8", "n9"];
+
+/// A node's worth of random policies: most confined to one namespace (as namespaced
+/// policies), a few cluster-wide.
+fn random_node_policies(rng: &mut Rng, tag: usize) -> Vec<AnyPolicy> {
+    let mut out = Vec::new();
+    for i in 0..12 {
+        for p in random_policies(rng, tag * 100 + i) {
+            let AnyPolicy::Cluster(c) = &p else {
+                out.push(p);
+                continue;
+            };
+            if rng.chance(93) {
+                let spec = serde_json::to_value(&c.spec).expect("spec");
+                out.push(AnyPolicy::Namespaced(
+                    serde_json::from_value(json!({
+                        "apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicyNamespaced",
+                        "metadata": {"name": format!("q{tag}-{i}-{}", out.len()),
+                                     "namespace": rng.pick(NODE_NAMESPACES)},
+                        "spec": spec
+                    }))
+                    .expect("namespaced policy"),
+                ));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The egress selectors (of any group) whose destination conditions hold for `dest`: a socket
+/// to it must be watched exactly when there is one.
+fn some_egress_selector_holds(
+    node: &bulwark_compiler::NodeRuleSet,
+    dest: &dc::Destination,
+) -> bool {
+    node.groups().iter().any(|g| {
+        let egress = g.rules.hook_mask(bulwark_policy::Hook::Egress);
+        g.rules.evaluate_destination(egress, dest) != 0
+    })
+}
+
+#[test]
+fn node_groups_agree_with_reference_and_watch_every_egress_destination() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let (mut nodes, mut multi_group, mut refused, mut matched, mut watched) = (0, 0, 0, 0, 0);
+    for round in 0..40 {
+        let mut ns = NamespaceIds::new();
+        let (a, b) = match (
+            compile_node(&random_node_policies(&mut rng, round), &mut ns),
+            compile_node(&random_node_policies(&mut rng, round + 1000), &mut ns),
+        ) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                assert!(e.kind.limit().is_some(), "only limits may refuse: {e}");
+                if refused < 3 {
+                    eprintln!("refused: {e}");
+                }
+                refused += 1;
+                continue;
+            }
+        };
+        nodes += 1;
+        multi_group += usize::from(a.groups().len() > 2);
+        let maps = Maps::of_slots(&a.slot_entries(0), &b.slot_entries(1));
+        for _ in 0..80 {
+            let name = rng.pick(NODE_NAMESPACES);
+            // Host, a namespace of the pool, or one no policy names.
+            let namespace_id = match rng.below(4) {
+                0 => 0,
+                1 => 999,
+                _ => ns.get(name).unwrap_or(0),
+            };
+            let mut facts = ExecFacts::new(&random_binary(&mut rng), &[], namespace_id);
+            facts.argv = random_argv(&mut rng);
+            for (slot, node) in [(0u8, &a), (1u8, &b)] {
+                let table = maps.table_for(slot, namespace_id);
+                let group = node.group_for(namespace_id);
+                assert_eq!(u32::from(table), dc::table(u32::from(slot), group));
+                let rules = node.group(group).expect("group");
+                let want = node.evaluate_exec(&facts);
+                assert_eq!(want, rules.evaluate_exec(&facts));
+                assert_eq!(
+                    kernel_process(&maps, table, &facts),
+                    want,
+                    "round {round}, slot {slot}, group {group}, facts {facts:?}"
+                );
+                matched += usize::from(want != 0);
+                for _ in 0..3 {
+                    let dest = random_destination(&mut rng);
+                    assert_eq!(
+                        kernel_destination(&maps, table, want, &dest),
+                        rules.evaluate_destination(want, &dest)
+                    );
+                    let watch = dc::table(u32::from(slot), dc::WATCH_GROUP as u32) as u8;
+                    let is_watched = kernel_destination(&maps, watch, u64::MAX, &dest) != 0;
+                    assert_eq!(
+                        is_watched,
+                        some_egress_selector_holds(node, &dest),
+                        "{dest:?}"
+                    );
+                    watched += usize::from(is_watched);
+                }
+            }
+        }
+    }
+    assert!(nodes >= 30, "{nodes} node sets compiled, {refused} refused");
+    assert!(
+        multi_group >= 20,
+        "only {multi_group} of {nodes} node sets needed several groups"
+    );
+    assert!(
+        matched > 0 && watched > 0,
+        "{matched} matches, {watched} watched"
+    );
+    eprintln!("{nodes} node sets ({multi_group} with several groups, {refused} refused); {matched} matches, {watched} watched");
 }

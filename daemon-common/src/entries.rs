@@ -1,18 +1,21 @@
-//! `MapEntries`: the exact keys and values to write into the kernel maps for one slot, built by
-//! the compiler (`bulwark_compiler::RuleSet::map_entries`). The loader writes them verbatim
-//! (array index / hash key / LPM prefix length + data -> value) and needs no policy knowledge,
-//! so it depends on this contract only. Userspace only (`user` feature): it allocates.
+//! `MapEntries`: the exact keys and values to write into the kernel maps for one *table* (a
+//! group of a slot, see "Groups" in the crate doc), and `SlotEntries`: every table of a slot and
+//! the slot's namespace -> group map. Built by the compiler (`bulwark_compiler::RuleSet::
+//! map_entries`, `NodeRuleSet::slot_entries`). The loader writes them verbatim (array index /
+//! hash key / LPM prefix length + data -> value) and needs no policy knowledge, so it depends
+//! on this contract only. Userspace only (`user` feature): it allocates.
 
 use crate::*;
 use alloc::vec::Vec;
 
-/// Everything to write for one slot of a rule set. LPM entries are `(prefix_len, data, mask)`
-/// where `prefix_len` counts every bit of `data` that takes part, the slot byte included.
+/// Everything to write for one table of a rule set (its keys' `slot` field holds the table).
+/// LPM entries are `(prefix_len, data, mask)` where `prefix_len` counts every bit of `data` that
+/// takes part, the slot (table) byte included.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapEntries {
-    /// `SLOT_META[slot]`.
+    /// `SLOT_META[table]`.
     pub slot_meta: SlotMeta,
-    /// `SELECTORS[slot * MAX_SELECTORS + i]`, for the used selectors only.
+    /// `SELECTORS[table * MAX_SELECTORS + i]`, for the used selectors only.
     pub selectors: Vec<(u32, SelectorEntry)>,
     pub bin_exact: Vec<(PathKey, u64)>,
     /// Identities of the `In`/`NotIn` binary values.
@@ -50,5 +53,105 @@ impl MapEntries {
     /// True when there is nothing but `slot_meta` to write.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The same entries keyed for table `table` (every key's slot field, every selector index).
+    pub fn in_table(&self, table: u32) -> MapEntries {
+        let t8 = table as u8;
+        let base = table * MAX_SELECTORS as u32;
+        let lpm = |v: &[(u32, PathLpmData, u64)]| -> Vec<(u32, PathLpmData, u64)> {
+            v.iter()
+                .map(|(b, d, m)| (*b, PathLpmData { slot: t8, ..*d }, *m))
+                .collect()
+        };
+        let arg_lpm = |v: &[(u32, ArgLpmData, u64)]| -> Vec<(u32, ArgLpmData, u64)> {
+            v.iter()
+                .map(|(b, d, m)| (*b, ArgLpmData { slot: t8, ..*d }, *m))
+                .collect()
+        };
+        MapEntries {
+            slot_meta: self.slot_meta,
+            selectors: self
+                .selectors
+                .iter()
+                .map(|(i, e)| (base + i % MAX_SELECTORS as u32, *e))
+                .collect(),
+            bin_exact: self
+                .bin_exact
+                .iter()
+                .map(|(k, m)| (PathKey { slot: table, ..*k }, *m))
+                .collect(),
+            bin_inode: self
+                .bin_inode
+                .iter()
+                .map(|(k, m)| (BinInodeKey { slot: table, ..*k }, *m))
+                .collect(),
+            bin_prefix: lpm(&self.bin_prefix),
+            bin_postfix: lpm(&self.bin_postfix),
+            arg_exact: self
+                .arg_exact
+                .iter()
+                .map(|(k, m)| (ArgKey { slot: t8, ..*k }, *m))
+                .collect(),
+            arg_prefix: arg_lpm(&self.arg_prefix),
+            arg_postfix: arg_lpm(&self.arg_postfix),
+            namespaces: self
+                .namespaces
+                .iter()
+                .map(|(k, m)| (NamespaceKey { slot: table, ..*k }, *m))
+                .collect(),
+            dest_v4: self
+                .dest_v4
+                .iter()
+                .map(|(b, d, m)| (*b, V4LpmData { slot: t8, ..*d }, *m))
+                .collect(),
+            dest_v6: self
+                .dest_v6
+                .iter()
+                .map(|(b, d, m)| (*b, V6LpmData { slot: t8, ..*d }, *m))
+                .collect(),
+            ports: self
+                .ports
+                .iter()
+                .map(|(b, d, m)| (*b, PortLpmData { slot: t8, ..*d }, *m))
+                .collect(),
+        }
+    }
+}
+
+/// Everything to write for one slot: its tables (each [`MapEntries`] keyed by its table, the
+/// default group's first) and `GROUPS` (namespace -> group; a namespace without an entry is in
+/// group 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotEntries {
+    /// `(table, entries)`; tables of the slot not listed are written empty.
+    pub tables: Vec<(u32, MapEntries)>,
+    pub groups: Vec<(NamespaceKey, u32)>,
+}
+
+impl SlotEntries {
+    /// A slot with one group (group 0 of `slot`) and no namespace groups: the layout of a rule
+    /// set that fits one group. Its watch table is the same entries (the egress selectors'
+    /// destination conditions, with their mode and actions, are what watching looks at).
+    pub fn single(slot: u8, entries: MapEntries) -> SlotEntries {
+        let watch = table(u32::from(slot), WATCH_GROUP as u32);
+        let watch_entries = if entries.slot_meta.hook_egress != 0 {
+            entries.in_table(watch)
+        } else {
+            MapEntries::default()
+        };
+        SlotEntries {
+            tables: alloc::vec![(table(u32::from(slot), 0), entries), (watch, watch_entries)],
+            groups: Vec::new(),
+        }
+    }
+
+    /// Most selectors of one table (a process's bits cover at most its group's).
+    pub fn max_selector_count(&self) -> u32 {
+        self.tables
+            .iter()
+            .map(|(_, e)| e.slot_meta.selector_count)
+            .max()
+            .unwrap_or(0)
     }
 }

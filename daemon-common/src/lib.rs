@@ -21,6 +21,45 @@
 //! LPM tries return only the longest matching prefix, so the compiler stores in every prefix
 //! entry the union of the hit masks of all shorter prefixes that cover it.
 //!
+//! # Groups (a node's 1,024+ selectors)
+//! One u64 mask numbers at most 64 selectors, so a slot is split into *tables*: group `g` of
+//! slot `s` is table [`table`]`(s, g) = s + SLOTS * g`, and every matcher key's `slot` field,
+//! `SLOT_META` and `SELECTORS` (`[table * MAX_SELECTORS + i]`) are per table; conditions and
+//! selectors are numbered per table, exactly as a slot numbered them before (a rule set that
+//! fits one group is table `s`, the old layout). A process is in one Kubernetes namespace (or
+//! the host), so the compiler (`bulwark_compiler::compile_node`) partitions a node's policies:
+//! group 0 holds the selectors that apply regardless of namespace (no `In` matchNamespaces);
+//! each other group holds those *and* the selectors confined (`TracingPolicyNamespaced`, or an
+//! `In` entry in every selector) to the namespaces assigned to it, namespaces packed while the
+//! group fits 64 selectors and 64 conditions of each kind. [`MAP_GROUPS`]`[{slot,
+//! namespace_id}]` names a namespace's group; the host and namespaces without an entry are in
+//! group 0. Per event the kernel does one `GROUPS` lookup and the usual 64-wide evaluation of
+//! that one table: the cost does not depend on how many other namespaces have selectors. Up to
+//! [`MAX_GROUPS`] groups, so [`MAX_NODE_SELECTORS`] selectors when few are namespace-independent
+//! (those take room in every group). Matcher maps hold every table of a slot together, within
+//! the same `MAX_*` entries per slot as before (the compiler checks the total; namespace-
+//! independent values are repeated in every group). The *watch group* ([`WATCH_GROUP`]) holds
+//! one egress selector per distinct destination requirement of all groups, with no process
+//! conditions: a socket is watched when one holds (whoever connects, as before), and each send
+//! is then judged in the sender's own table.
+//!
+//! A process's cached bits ([`ProcessState::selectors`]) are relative to the group of its
+//! `namespace_id` in that slot; fork copies both. A process moved to another cgroup keeps the
+//! namespace (and group) it exec'd in until its next exec or a reseed, as its bits did before;
+//! a reseed writes bits and `namespace_id` together from /proc. A rule-set switch rewrites
+//! `GROUPS` with the rest of the slot, so a group number never outlives its tables.
+//!
+//! Where each program finds its table: exec, connect, the socket guard and a send (the
+//! sender's) look up `GROUPS` with the process's namespace; the socket's cached egress bits
+//! ([`SockState::dest_table`]) are recomputed when a sender of another group sends; sockops,
+//! connect's watch decision and the backstop (no sender) use the watch table, whose selectors
+//! carry the mode and actions of the egress selectors they stand for (events name the first
+//! policy and rule with that destination requirement). A rule set of one group
+//! ([`SlotEntries::single`]) gets a copy of its table as its watch table. Limits: a group holds
+//! [`MAX_SELECTORS`] selectors and 64 conditions of each kind; a slot [`MAX_GROUPS`] groups,
+//! [`MAX_GROUPED_NAMESPACES`] namespaces with a group, and in its matcher maps
+//! [`NODE_MAP_FACTOR`] times a group's `MAX_*` entries.
+//!
 //! # What the kernel matches against
 //! - Binary: the absolute path of the file actually executed (`mm->exe_file`, walked like
 //!   `d_path` up to the root of the process's mount namespace), so `./curl` or a symlink named
@@ -140,7 +179,7 @@ extern crate alloc;
 #[cfg(feature = "user")]
 mod entries;
 #[cfg(feature = "user")]
-pub use entries::MapEntries;
+pub use entries::{MapEntries, SlotEntries};
 
 pub mod tls;
 

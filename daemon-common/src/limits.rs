@@ -3,10 +3,32 @@
 
 /// Number of rule-set slots (A/B).
 pub const SLOTS: usize = 2;
-/// Selectors, process conditions and destination conditions per slot (one u64 bitmask each).
+/// Selectors, process conditions and destination conditions per *group* of a slot (one u64
+/// bitmask each; see "Groups" in the crate doc).
 pub const MAX_SELECTORS: usize = 64;
 pub const MAX_PROC_CONDITIONS: usize = 64;
 pub const MAX_DEST_CONDITIONS: usize = 64;
+/// Selector groups per slot: group 0 holds the selectors that apply regardless of namespace
+/// (the group of host processes and of namespaces without a group of their own), groups
+/// 1.. hold those plus the selectors of the namespaces assigned to them.
+pub const MAX_GROUPS: usize = 64;
+/// The group of a slot that decides which TCP sockets are watched (egress): one selector per
+/// distinct destination requirement of the slot's egress selectors, without process
+/// conditions.
+pub const WATCH_GROUP: usize = MAX_GROUPS;
+/// Tables (a slot's group, or its watch group): `table = slot + SLOTS * group`. Every matcher
+/// key's `slot` byte holds the table, `SLOT_META` and `SELECTORS` are indexed by it.
+pub const TABLES: usize = SLOTS * (MAX_GROUPS + 1);
+/// Selectors a node holds in one slot that apply to namespaced workloads: every group but the
+/// default one full of selectors of its namespaces (the namespace-independent ones take room
+/// in every group, see the crate doc).
+pub const MAX_NODE_SELECTORS: usize = (MAX_GROUPS - 1) * MAX_SELECTORS;
+
+/// The table of `group` in `slot`.
+#[inline(always)]
+pub const fn table(slot: u32, group: u32) -> u32 {
+    (slot & 1) + SLOTS as u32 * group
+}
 /// Size of the path buffers and of `PathKey::path` (bytes, including the NUL).
 pub const PATH_LEN: usize = 256;
 /// Longest binary path matched exactly (bytes, without NUL): the key keeps room for the NUL
@@ -40,7 +62,13 @@ pub const MAX_ARG_VALUES: u32 = 4_096;
 pub const MAX_CIDRS: u32 = 32_768;
 pub const MAX_PORT_PREFIXES: u32 = 8_192;
 pub const MAX_NAMESPACES: u32 = 4_096;
+/// Namespaces with a group of their own (`GROUPS` entries) in one slot.
+pub const MAX_GROUPED_NAMESPACES: u32 = 4_096;
 pub const MAX_WORKLOADS: u32 = 65_536;
+/// A slot's matcher maps hold this many times one group's `MAX_*` entries: all its groups
+/// together (namespace-independent values are repeated in every group) and its watch group.
+/// The maps are created without preallocation, so only entries in use take memory.
+pub const NODE_MAP_FACTOR: u32 = 8;
 /// Ring buffer size in bytes (power of two, multiple of the page size).
 ///
 /// 8 MiB holds about 10,000 exec records (the largest) of burst. Userspace maps the data

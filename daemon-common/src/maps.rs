@@ -39,6 +39,7 @@ pub const COUNTERS_LEN: u32 = 16;
 pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_SLOT_META: &str = "SLOT_META";
 pub const MAP_SELECTORS: &str = "SELECTORS";
+pub const MAP_GROUPS: &str = "GROUPS";
 pub const MAP_BIN_EXACT: &str = "BIN_EXACT";
 pub const MAP_BIN_PREFIX: &str = "BIN_PREFIX";
 pub const MAP_BIN_POSTFIX: &str = "BIN_POSTFIX";

@@ -39,7 +39,8 @@ pub struct Config {
     pub generation: u64,
 }
 
-/// Per-slot summary, `SLOT_META[slot]`. Masks let the kernel skip whole lookups.
+/// Per-table summary, `SLOT_META[table]` (a table is a group of a slot: [`table`](crate::table)).
+/// Masks let the kernel skip whole lookups; condition and selector bits are the table's own.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotMeta {
@@ -70,7 +71,10 @@ pub struct SlotMeta {
     /// Written by userspace with every slot, never 0 once written (the engine counts applies):
     /// a process's bits for this slot are current when `ProcessState::slot_gen[slot]` equals it.
     pub generation: u32,
-    pub _pad: u32,
+    /// In a slot's group-0 table: not 0 when some group of the slot has socket-guard
+    /// selectors (`enforce_net | monitor_net`), so the guard skips the process lookup when none
+    /// does.
+    pub slot_guard: u32,
     /// Process conditions on arguments: all hold when an exec's arguments are incomplete.
     pub proc_args: u64,
     /// Process conditions hit by a fileless exec / by a loader exec (`matchExecKinds`).
@@ -90,7 +94,7 @@ pub const LOOKUP_NAMESPACE: u32 = 64;
 pub const LOOKUP_ARG_ANY: u32 = 128;
 pub const LOOKUP_BIN_INODE: u32 = 256;
 
-/// One selector, `SELECTORS[slot * MAX_SELECTORS + index]`.
+/// One selector, `SELECTORS[table * MAX_SELECTORS + index]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SelectorEntry {

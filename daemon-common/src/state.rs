@@ -57,6 +57,10 @@ pub struct ReseedEntry {
     pub _pad: u32,
 }
 
+/// [`SockState::unseen_reported`] bits.
+pub const UNSEEN_EVENT_SENT: u8 = 1;
+pub const UNSEEN_MATCHES_REPORTED: u8 = 2;
+
 /// Per-socket state in SK_STORAGE of a *watched* TCP socket: one whose destination meets the
 /// destination conditions of some egress selector (whoever connected it). Created at connect
 /// (or by sock_ops for sockets connect did not see, e.g. MPTCP subflows, or by userspace for
@@ -95,7 +99,9 @@ pub struct SockState {
     /// by a process outside every scope); 0 when the scanner saw the stream from its first
     /// byte. An unseen start counts as plaintext.
     pub unseen: u8,
-    /// 1 once the backstop reported unseen payload on this socket.
+    /// [`UNSEEN_EVENT_SENT`] once the backstop reported unseen payload on this socket (and
+    /// asked userspace to destroy it), [`UNSEEN_MATCHES_REPORTED`] once it reported the
+    /// monitor-mode selectors that watch it.
     pub unseen_reported: u8,
     /// The sk_msg program's cursor while it scans one send (offset of the next byte, and the
     /// part of the send made linear): kept here rather than on its stack so the verifier does
@@ -104,7 +110,9 @@ pub struct SockState {
     pub scan_pos: u32,
     pub scan_win_start: u32,
     pub scan_win_end: u32,
-    pub _pad: u32,
+    /// The table (a group of the active slot: the sender's) `dest_selectors` and `reported`
+    /// are numbered in; they are recomputed when a sender of another group sends.
+    pub dest_table: u32,
 }
 
 // Kernel and userspace (which writes it for connections older than the policy) share this
@@ -131,7 +139,7 @@ impl SockState {
             scan_pos: 0,
             scan_win_start: 0,
             scan_win_end: 0,
-            _pad: 0,
+            dest_table: 0,
         }
     }
 

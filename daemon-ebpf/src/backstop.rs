@@ -203,19 +203,27 @@ fn check_enforced(skb: *mut __sk_buff, st: &mut SockState, p: Option<&Packet>) -
         }
         return PASS;
     };
-    let cfg = config();
-    refresh_socket(st, &cfg, &p.remote, p.v4);
-    if st.dest_selectors == 0 {
+    // No sender here: the slot's watch table says which egress selectors (of any group, with
+    // their mode and actions) watch the destination. Rare path (payload sk_msg never passed),
+    // so computed afresh rather than cached in the sender-numbered socket state.
+    let watch = watch_table(config().active_slot & 1);
+    let selectors = egress_dest_selectors(watch, &p.remote, p.v4);
+    if selectors == 0 {
         return PASS;
     }
     if st.blocked == 0 {
         let mut c = EgressLoop {
-            selectors: st.dest_selectors,
-            reported: st.reported,
+            selectors,
+            // Monitor-mode matches are reported once per socket.
+            reported: if st.unseen_reported & UNSEEN_MATCHES_REPORTED != 0 {
+                u64::MAX
+            } else {
+                0
+            },
             cgroup_id: unsafe { bpf_skb_cgroup_id(skb) },
             start_ns: st.start_ns,
             dest: p.remote,
-            slot: cfg.active_slot & 1,
+            slot: watch,
             tgid: st.tgid,
             verdict: ENC_PLAINTEXT as u32,
             reason: REASON_UNSEEN_PAYLOAD as u32,
@@ -223,15 +231,15 @@ fn check_enforced(skb: *mut __sk_buff, st: &mut SockState, p: Option<&Packet>) -
             first: 0,
         };
         c.run();
-        st.reported = c.reported;
+        st.unseen_reported |= UNSEEN_MATCHES_REPORTED;
         if c.drop == 0 {
             return PASS;
         }
         st.blocked = 1;
     }
     count(COUNTER_UNSEEN_DROPPED);
-    if st.unseen_reported == 0 {
-        st.unseen_reported = 1;
+    if st.unseen_reported & UNSEEN_EVENT_SENT == 0 {
+        st.unseen_reported |= UNSEEN_EVENT_SENT;
         if let Some(ev) = UNSEEN_SCRATCH.get_ptr_mut(0) {
             let ev = unsafe { &mut *ev };
             ev.header = header(EVENT_SOCK_UNSEEN, st.tgid, st.start_ns);

@@ -140,7 +140,9 @@ fn on_connect(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
     let start_ns = proc.start_ns;
     let cfg = config();
     let slot = cfg.active_slot & 1;
-    let meta = slot_meta(slot);
+    // The table of the process's group; its meta carries the slot's generation.
+    let table = process_table(slot, proc.namespace_id);
+    let meta = slot_meta(table);
     // Safety net of the switch (userspace reseeds every process before it flips): bits
     // computed for another rule set than the one in force.
     let gen = if slot == 0 {
@@ -153,7 +155,7 @@ fn on_connect(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
     }
     let candidates = proc.selectors[slot as usize] & meta.hook_connect;
     let mut blocked = false;
-    let truth = dest_truth(slot, &meta, &dest, as_v4);
+    let truth = dest_truth(table, &meta, &dest, as_v4);
     if candidates != 0 {
         let mut c = ConnectLoop {
             candidates,
@@ -161,7 +163,7 @@ fn on_connect(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
             cgroup_id,
             start_ns,
             dest,
-            slot,
+            slot: table,
             tgid,
             blocked: 0,
             _pad: 0,
@@ -210,9 +212,10 @@ fn watch_connect(
     v4: bool,
 ) -> bool {
     let slot = cfg.active_slot & 1;
-    let watch = egress_dest_selectors(slot, dest, v4);
+    // Watched when the destination meets some egress selector of any group (the watch table).
+    let watch = egress_dest_selectors(watch_table(slot), dest, v4);
     let pending_watch = if cfg.pending_slot != NO_SLOT && (cfg.pending_slot & 1) != slot {
-        egress_dest_selectors(cfg.pending_slot & 1, dest, v4)
+        egress_dest_selectors(watch_table(cfg.pending_slot & 1), dest, v4)
     } else {
         0
     };
@@ -229,13 +232,15 @@ fn watch_connect(
     let init = unsafe { &mut *init };
     *init = SockState::new(tgid, proc.start_ns);
     if uses_fast_open(sk) {
+        // The connecting process's own egress selectors, in its group's table.
+        let table = process_table(slot, proc.namespace_id);
         let mut m = EgressLoop {
-            selectors: proc.selectors[slot as usize] & watch,
+            selectors: proc.selectors[slot as usize] & egress_dest_selectors(table, dest, v4),
             reported: 0,
             cgroup_id,
             start_ns: proc.start_ns,
             dest: *dest,
-            slot,
+            slot: table,
             tgid,
             verdict: ENC_PLAINTEXT as u32,
             reason: REASON_TCP_FAST_OPEN as u32,

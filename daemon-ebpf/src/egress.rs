@@ -175,19 +175,21 @@ pub fn bulwark_egress(ctx: SkMsgContext) -> u32 {
 
     let cfg = config();
     let (dest, v4) = msg_destination(msg);
-    refresh_socket(st, &cfg, &dest, v4);
     let slot = cfg.active_slot & 1;
     let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    // The sender decides, in its own group's table.
+    let sender = current_process(tgid);
+    let table = process_table(slot, sender.namespace_id);
+    refresh_socket(st, &cfg, table, &dest, v4);
     let mut drop = false;
     if st.dest_selectors != 0 {
-        let sender = current_process(tgid);
         let mut c = EgressLoop {
             selectors: sender.selectors[slot as usize] & st.dest_selectors,
             reported: st.reported,
             cgroup_id: unsafe { bpf_get_current_cgroup_id() },
             start_ns: sender.start_ns,
             dest,
-            slot,
+            slot: table,
             tgid,
             verdict: verdict as u32,
             reason: st.unseen as u32,

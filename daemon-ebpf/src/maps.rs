@@ -73,17 +73,28 @@ pub fn offsets() -> KernelOffsets {
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
-pub static SLOT_META: Array<SlotMeta> = Array::with_max_entries(SLOTS as u32, 0);
+pub static SLOT_META: Array<SlotMeta> = Array::with_max_entries(TABLES as u32, 0);
 #[map]
 pub static SELECTORS: Array<SelectorEntry> =
-    Array::with_max_entries((SLOTS * MAX_SELECTORS) as u32, 0);
+    Array::with_max_entries((TABLES * MAX_SELECTORS) as u32, 0);
+/// `{slot, namespace_id}` -> the namespace's group in that slot (none: group 0).
+#[map]
+pub static GROUPS: HashMap<NamespaceKey, u32> =
+    HashMap::with_max_entries(MAX_GROUPED_NAMESPACES * SLOTS as u32, NO_PREALLOC);
+
+/// Matcher maps hold every table of both slots (`NODE_MAP_FACTOR`), allocated as used.
+const NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 
 #[map]
-pub static BIN_EXACT: HashMap<PathKey, u64> =
-    HashMap::with_max_entries(MAX_BINARY_VALUES * SLOTS as u32, 0);
+pub static BIN_EXACT: HashMap<PathKey, u64> = HashMap::with_max_entries(
+    MAX_BINARY_VALUES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
 #[map]
-pub static BIN_INODE: HashMap<BinInodeKey, u64> =
-    HashMap::with_max_entries(MAX_BINARY_IDENTITIES * SLOTS as u32, 0);
+pub static BIN_INODE: HashMap<BinInodeKey, u64> = HashMap::with_max_entries(
+    MAX_BINARY_IDENTITIES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
 /// Identities of the dynamic loaders (not slotted: a fact of the host, kept by userspace).
 #[map]
 pub static LOADERS: HashMap<FileKey, u8> = HashMap::with_max_entries(MAX_LOADERS, 0);
@@ -92,32 +103,38 @@ pub static LOADERS: HashMap<FileKey, u8> = HashMap::with_max_entries(MAX_LOADERS
 pub static LOADER_ARG_OPTIONS: HashMap<[u8; LOADER_OPTION_LEN], u8> =
     HashMap::with_max_entries(64, 0);
 #[map]
-pub static BIN_PREFIX: LpmTrie<PathLpmData, u64> =
-    LpmTrie::with_max_entries(MAX_BINARY_VALUES * SLOTS as u32, 0);
+pub static BIN_PREFIX: LpmTrie<PathLpmData, u64> = LpmTrie::with_max_entries(
+    MAX_BINARY_VALUES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
 #[map]
-pub static BIN_POSTFIX: LpmTrie<PathLpmData, u64> =
-    LpmTrie::with_max_entries(MAX_BINARY_VALUES * SLOTS as u32, 0);
+pub static BIN_POSTFIX: LpmTrie<PathLpmData, u64> = LpmTrie::with_max_entries(
+    MAX_BINARY_VALUES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
 #[map]
 pub static ARG_EXACT: HashMap<ArgKey, u64> =
-    HashMap::with_max_entries(MAX_ARG_VALUES * SLOTS as u32, 0);
+    HashMap::with_max_entries(MAX_ARG_VALUES * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
 pub static ARG_PREFIX: LpmTrie<ArgLpmData, u64> =
-    LpmTrie::with_max_entries(MAX_ARG_VALUES * SLOTS as u32, 0);
+    LpmTrie::with_max_entries(MAX_ARG_VALUES * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
 pub static ARG_POSTFIX: LpmTrie<ArgLpmData, u64> =
-    LpmTrie::with_max_entries(MAX_ARG_VALUES * SLOTS as u32, 0);
+    LpmTrie::with_max_entries(MAX_ARG_VALUES * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
 pub static NAMESPACES: HashMap<NamespaceKey, u64> =
-    HashMap::with_max_entries(MAX_NAMESPACES * SLOTS as u32, 0);
+    HashMap::with_max_entries(MAX_NAMESPACES * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
 pub static DEST_V4: LpmTrie<V4LpmData, u64> =
-    LpmTrie::with_max_entries(MAX_CIDRS * SLOTS as u32, 0);
+    LpmTrie::with_max_entries(MAX_CIDRS * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
 pub static DEST_V6: LpmTrie<V6LpmData, u64> =
-    LpmTrie::with_max_entries(MAX_CIDRS * SLOTS as u32, 0);
+    LpmTrie::with_max_entries(MAX_CIDRS * NODE_MAP_FACTOR * SLOTS as u32, NO_PREALLOC);
 #[map]
-pub static PORTS: LpmTrie<PortLpmData, u64> =
-    LpmTrie::with_max_entries(MAX_PORT_PREFIXES * SLOTS as u32, 0);
+pub static PORTS: LpmTrie<PortLpmData, u64> = LpmTrie::with_max_entries(
+    MAX_PORT_PREFIXES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
 
 #[map]
 pub static WORKLOADS: HashMap<u64, WorkloadEntry> = HashMap::with_max_entries(MAX_WORKLOADS, 0);
@@ -346,10 +363,30 @@ pub fn config() -> Config {
     }
 }
 
-/// Selector `index` of `slot`.
+/// Selector `index` of `table` (a group of a slot, `daemon_common::table`).
 #[inline(always)]
-pub fn selector(slot: u32, index: u32) -> Option<&'static SelectorEntry> {
-    SELECTORS.get((slot & 1) * MAX_SELECTORS as u32 + (index & 63))
+pub fn selector(table: u32, index: u32) -> Option<&'static SelectorEntry> {
+    SELECTORS.get((table & 0xff) * MAX_SELECTORS as u32 + (index & 63))
+}
+
+/// The table of `slot` that judges a process in `namespace_id` (0: host): its namespace's
+/// group from `GROUPS`, group 0 without one. One lookup, whatever the number of groups.
+#[inline(always)]
+pub fn process_table(slot: u32, namespace_id: u32) -> u32 {
+    let slot = slot & 1;
+    if namespace_id == 0 {
+        return slot;
+    }
+    match unsafe { GROUPS.get(&NamespaceKey { slot, namespace_id }) } {
+        Some(g) => table(slot, *g & (MAX_GROUPS as u32 - 1)),
+        None => slot,
+    }
+}
+
+/// The watch table of `slot`: which sockets are watched, whoever connects.
+#[inline(always)]
+pub fn watch_table(slot: u32) -> u32 {
+    table(slot, WATCH_GROUP as u32)
 }
 
 /// Fills an event header.
@@ -363,10 +400,11 @@ pub fn header(kind: u32, tgid: u32, start_ns: u64) -> EventHeader {
     }
 }
 
-/// The `SLOT_META` entry of `slot` (default when absent).
+/// The `SLOT_META` entry of `table` (default when absent). Every table of a slot carries the
+/// slot's generation, so `slot_meta(slot)` (group 0) gives it.
 #[inline(always)]
-pub fn slot_meta(slot: u32) -> SlotMeta {
-    match SLOT_META.get(slot & 1) {
+pub fn slot_meta(table: u32) -> SlotMeta {
+    match SLOT_META.get(table & 0xff) {
         Some(m) => *m,
         None => SlotMeta::default(),
     }

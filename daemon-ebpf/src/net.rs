@@ -52,10 +52,10 @@ pub fn destination(
     (dest, false)
 }
 
-/// Which destination conditions hold for `dest` in `slot`.
+/// Which destination conditions hold for `dest` in `table`.
 #[inline(always)]
-pub fn dest_truth(slot: u32, meta: &SlotMeta, dest: &Destination, v4: bool) -> u64 {
-    let slot8 = slot as u8;
+pub fn dest_truth(table: u32, meta: &SlotMeta, dest: &Destination, v4: bool) -> u64 {
+    let slot8 = table as u8;
     let mut addr_hits = 0u64;
     if v4 {
         let key = Key::new(
@@ -126,19 +126,19 @@ extern "C" fn dest_selectors_step(index: u64, ctx: *mut core::ffi::c_void) -> i6
     0
 }
 
-/// Egress selectors of `slot` whose destination conditions hold for `dest`: a socket to `dest`
-/// is watched when this is not 0 (whoever connected it).
+/// Egress selectors of `table` whose destination conditions hold for `dest`: in a slot's
+/// watch table, a socket to `dest` is watched when this is not 0 (whoever connected it).
 #[inline(always)]
-pub fn egress_dest_selectors(slot: u32, dest: &Destination, v4: bool) -> u64 {
-    let meta = slot_meta(slot);
+pub fn egress_dest_selectors(table: u32, dest: &Destination, v4: bool) -> u64 {
+    let meta = slot_meta(table);
     if meta.hook_egress == 0 {
         return 0;
     }
     let mut c = DestSelLoop {
-        slot,
+        slot: table,
         _pad: 0,
         candidates: meta.hook_egress,
-        truth: dest_truth(slot, &meta, dest, v4),
+        truth: dest_truth(table, &meta, dest, v4),
         out: 0,
     };
     unsafe {
@@ -153,15 +153,17 @@ pub fn egress_dest_selectors(slot: u32, dest: &Destination, v4: bool) -> u64 {
 }
 
 /// Brings a socket's cached destination selectors up to the rule set in force (generation
-/// `cfg.generation`, active slot), forgetting what was reported under the old one.
+/// `cfg.generation`) and the sender's `table` (its group in the active slot), forgetting what
+/// was reported under the old ones.
 #[inline(always)]
-pub fn refresh_socket(st: &mut SockState, cfg: &Config, dest: &Destination, v4: bool) {
-    if st.generation == cfg.generation {
+pub fn refresh_socket(st: &mut SockState, cfg: &Config, table: u32, dest: &Destination, v4: bool) {
+    if st.generation == cfg.generation && st.dest_table == table {
         return;
     }
-    st.dest_selectors = egress_dest_selectors(cfg.active_slot & 1, dest, v4);
+    st.dest_selectors = egress_dest_selectors(table, dest, v4);
     st.reported = 0;
     st.generation = cfg.generation;
+    st.dest_table = table;
 }
 
 /// The calling process's cached state: its own entry, or, when it has none (a fork whose

@@ -71,19 +71,19 @@ fn kread<T: Default>(addr: u64) -> Option<T> {
     (r == 0).then_some(v)
 }
 
-/// Which guard selectors cover `tgid` in the active slot; `None` when the slot has none (the
-/// common case: one array lookup) or none covers it. A process without state of its own (a
-/// fork whose state could not be stored) is judged by its parent's.
+/// Which guard selectors cover `tgid` in the active slot (in the table of its group); `None`
+/// when no group of the slot has any (the common case: one array lookup) or none covers it. A
+/// process without state of its own (a fork whose state could not be stored) is judged by its
+/// parent's.
 #[inline(always)]
 fn cover(tgid: u32) -> Option<Cover> {
     let slot = config().active_slot & 1;
-    let meta = SLOT_META.get(slot)?;
-    let (enforce_net, monitor_net) = (meta.enforce_net, meta.monitor_net);
-    if enforce_net | monitor_net == 0 {
+    let head = SLOT_META.get(slot)?;
+    if head.slot_guard == 0 && head.enforce_net | head.monitor_net == 0 {
         return None;
     }
-    let (selectors, start_ns) = match unsafe { PROCESSES.get(&tgid) } {
-        Some(p) => (p.selectors[slot as usize], p.start_ns),
+    let (selectors, start_ns, namespace_id) = match unsafe { PROCESSES.get(&tgid) } {
+        Some(p) => (p.selectors[slot as usize], p.start_ns, p.namespace_id),
         None => {
             let off = offsets();
             let task = unsafe { bpf_get_current_task() };
@@ -91,13 +91,15 @@ fn cover(tgid: u32) -> Option<Cover> {
             let ptgid: u32 = kread(parent + off.task_tgid as u64)?;
             let p = unsafe { PROCESSES.get(&ptgid) }?;
             // The event names the process by pid alone (its identity was never recorded).
-            (p.selectors[slot as usize], 0)
+            (p.selectors[slot as usize], 0, p.namespace_id)
         }
     };
+    let table = process_table(slot, namespace_id);
+    let meta = SLOT_META.get(table)?;
     let c = Cover {
-        slot,
-        enforce: selectors & enforce_net,
-        monitor: selectors & monitor_net,
+        slot: table,
+        enforce: selectors & meta.enforce_net,
+        monitor: selectors & meta.monitor_net,
         start_ns,
     };
     (c.enforce | c.monitor != 0).then_some(c)

@@ -49,7 +49,7 @@ pub fn bulwark_sockops(ctx: SockOpsContext) -> u32 {
             PROTO_TCP,
         );
         let cfg = config();
-        if egress_dest_selectors(cfg.active_slot & 1, &dest, v4) == 0 {
+        if egress_dest_selectors(watch_table(cfg.active_slot & 1), &dest, v4) == 0 {
             return 1;
         }
         let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;

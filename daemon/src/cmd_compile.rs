@@ -6,7 +6,7 @@
 //! hit masks in hex with the condition bits they carry. Exit 0 when it compiles, 1 on policy
 //! errors (lint or compile), 2 on I/O and usage errors.
 
-use bulwark_compiler::{compile, MapEntries, NamespaceIds, RuleSet};
+use bulwark_compiler::{compile_node, MapEntries, NamespaceIds, RuleSet};
 use bulwark_policy::diagnostics::render_text;
 use daemon_common as dc;
 use serde_json::{json, Value};
@@ -60,18 +60,59 @@ pub fn run(args: CompileArgs) -> anyhow::Result<ExitCode> {
         eprintln!("bulwark compile: the policies have errors (above); nothing was compiled");
         return Ok(ExitCode::from(1));
     }
-    let rs = match compile(&outcome.policies, &mut ids) {
-        Ok(rs) => rs,
+    let node = match compile_node(&outcome.policies, &mut ids) {
+        Ok(node) => node,
         Err(e) => {
             eprintln!("bulwark compile: error: {e}");
             return Ok(ExitCode::from(1));
         }
     };
-    let entries = rs.map_entries(args.slot);
+    // One report per selector group (table); a set that fits one group reads as before.
+    let slot = u32::from(args.slot & 1);
+    let groups = node.groups();
     let out = match args.format {
-        Format::Text => render_text_report(&rs, &entries, &ids, args.slot),
+        Format::Text if groups.len() == 1 => {
+            let rs = &groups[0].rules;
+            render_text_report(rs, &rs.map_entries(args.slot), &ids, args.slot)
+        }
+        Format::Text => {
+            let mut out = String::new();
+            for (g, group) in groups.iter().enumerate() {
+                let t = dc::table(slot, g as u32);
+                let _ = writeln!(
+                    out,
+                    "## selector group {g} (table {t}; namespaces: {})",
+                    if group.namespaces.is_empty() {
+                        "host and every namespace without a group".to_string()
+                    } else {
+                        group.namespaces.join(", ")
+                    }
+                );
+                let e = group.rules.table_entries(t as u8);
+                out.push_str(&render_text_report(&group.rules, &e, &ids, args.slot));
+            }
+            out
+        }
         Format::Json => {
-            let mut s = serde_json::to_string_pretty(&render_json(&rs, &entries, &ids, args.slot))?;
+            let v = if groups.len() == 1 {
+                let rs = &groups[0].rules;
+                render_json(rs, &rs.map_entries(args.slot), &ids, args.slot)
+            } else {
+                let gs: Vec<Value> = groups
+                    .iter()
+                    .enumerate()
+                    .map(|(g, group)| {
+                        let t = dc::table(slot, g as u32);
+                        let e = group.rules.table_entries(t as u8);
+                        json!({
+                            "group": g, "table": t, "namespaces": group.namespaces,
+                            "rule_set": render_json(&group.rules, &e, &ids, args.slot),
+                        })
+                    })
+                    .collect();
+                json!({ "groups": gs, "selectors": node.selector_count() })
+            };
+            let mut s = serde_json::to_string_pretty(&v)?;
             s.push('\n');
             s
         }
@@ -568,7 +609,7 @@ spec:
         let out = bulwark_compiler::lint_source("demo.yaml", POLICY);
         assert_eq!(out.errors(), 0, "{}", render_text(&out.diagnostics));
         let mut ids = NamespaceIds::new();
-        let rs = compile(&out.policies, &mut ids).expect("compiles");
+        let rs = bulwark_compiler::compile(&out.policies, &mut ids).expect("compiles");
         (rs, ids)
     }
 

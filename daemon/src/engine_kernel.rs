@@ -2,11 +2,12 @@
 //! the real [`Engine`] (atomic apply of the compiler's map entries, the workload map) and its
 //! [`EventReader`] (records, decoded once by the engine, handed to the pipeline as they are).
 
+use crate::engine::ProcessBits;
 use crate::engine::{Engine, EventReader};
 use crate::pipeline::kernel::Kernel;
 use crate::record::{DecodeError, Record};
 use anyhow::Context;
-use bulwark_compiler::RuleSet;
+use bulwark_compiler::NodeRuleSet;
 use daemon_common::COUNTER_STALE_PROCESS;
 use std::time::Duration;
 
@@ -36,14 +37,22 @@ impl EngineKernel {
 /// Records handed out per poll before the loop gets to reloads and signals again.
 const MAX_RECORDS_PER_POLL: usize = 8192;
 
-impl Kernel<RuleSet> for EngineKernel {
+impl Kernel<NodeRuleSet> for EngineKernel {
     fn apply(
         &mut self,
-        rules: &RuleSet,
-        describe: &mut dyn FnMut(u32) -> Option<u64>,
+        rules: &NodeRuleSet,
+        describe: &mut dyn FnMut(u32) -> Option<(u64, u32)>,
     ) -> anyhow::Result<u8> {
         let engine = self.engine.as_mut().context("engine already shut down")?;
-        let slot = engine.apply(|slot| rules.map_entries(slot), describe)?;
+        let slot = engine.apply_slot(
+            |slot| rules.slot_entries(slot),
+            |tgid| {
+                describe(tgid).map(|(bits, ns)| ProcessBits {
+                    bits,
+                    namespace_id: Some(ns),
+                })
+            },
+        )?;
         let r = engine.last_switch();
         log::info!(
             "switched to slot {slot}: {} processes reseeded in {} rounds ({} us, barrier {} us), \
@@ -149,10 +158,10 @@ impl Kernel<RuleSet> for EngineKernel {
         engine.workload_cgroups()
     }
 
-    fn slot_holding(&self, rules: &RuleSet) -> Option<u8> {
+    fn slot_holding(&self, rules: &NodeRuleSet) -> Option<u8> {
         let engine = self.engine.as_ref().filter(|e| e.adopted())?;
         let slot = engine.active_slot();
-        match engine.slot_holds(slot, &rules.map_entries(slot)) {
+        match engine.slot_holds(slot, &rules.slot_entries(slot)) {
             Ok(true) => Some(slot),
             Ok(false) => None,
             Err(e) => {

@@ -1,10 +1,11 @@
 //! The policy side of `bulwark run`: [`LintCompiler`] is the daemon core's [`PolicyBackend`]
 //! backed by the policy crate's lint (one file, and the set's cross-file checks) and the
-//! compiler, and the compiler's [`RuleSet`] answers the core's [`Rules`] questions.
+//! compiler (a node's groups, `compile_node`), and the compiler's [`NodeRuleSet`] answers the
+//! core's [`Rules`] questions.
 
 use crate::pipeline::kernel::{MatchInfo, Rules};
 use crate::pipeline::policy_backend::{FileLint, PolicyBackend};
-use bulwark_compiler::{NamespaceIds, RuleSet};
+use bulwark_compiler::{NamespaceIds, NodeRuleSet};
 use bulwark_events::{DaemonCode, DaemonDiagnostic, Diagnostic};
 use bulwark_policy::{AnyPolicy, Mode};
 use std::path::Path;
@@ -35,7 +36,7 @@ fn typed(diags: Vec<bulwark_policy::Diagnostic>) -> Vec<Diagnostic> {
 
 impl PolicyBackend for LintCompiler {
     type Policy = AnyPolicy;
-    type Rules = RuleSet;
+    type Rules = NodeRuleSet;
 
     fn lint_file(&self, path: &Path) -> FileLint<AnyPolicy> {
         match bulwark_policy::lint_paths(&[path.to_path_buf()]) {
@@ -89,8 +90,8 @@ impl PolicyBackend for LintCompiler {
         }
     }
 
-    fn compile(&mut self, policies: &[AnyPolicy]) -> Result<RuleSet, DaemonDiagnostic> {
-        bulwark_compiler::compile(policies, &mut self.ids)
+    fn compile(&mut self, policies: &[AnyPolicy]) -> Result<NodeRuleSet, DaemonDiagnostic> {
+        bulwark_compiler::compile_node(policies, &mut self.ids)
             .map_err(|e| DaemonDiagnostic::error(DaemonCode::Compile, None, e.to_string()))
     }
 
@@ -106,15 +107,16 @@ impl PolicyBackend for LintCompiler {
     }
 }
 
-impl Rules for RuleSet {
-    fn match_info(&self, selector: u8) -> Option<MatchInfo> {
-        let args: u64 = self
+impl Rules for NodeRuleSet {
+    fn match_info(&self, group: u32, selector: u8) -> Option<MatchInfo> {
+        let rules = self.group(group)?;
+        let args: u64 = rules
             .proc_conditions()
             .iter()
             .enumerate()
             .filter(|(_, c)| matches!(c, bulwark_compiler::ProcCondition::Arg { .. }))
             .fold(0, |m, (i, _)| m | 1 << i);
-        self.selector_info(selector).map(|i| MatchInfo {
+        rules.selector_info(selector).map(|i| MatchInfo {
             policy_name: i.policy_name,
             policy_namespace: i.policy_namespace,
             rule: i.rule_name,
@@ -124,11 +126,11 @@ impl Rules for RuleSet {
     }
 
     fn evaluate_exec(&self, facts: &bulwark_compiler::ExecFacts) -> u64 {
-        RuleSet::evaluate_exec(self, facts)
+        NodeRuleSet::evaluate_exec(self, facts)
     }
 
     fn binary_paths(&self) -> std::collections::BTreeSet<String> {
-        RuleSet::binary_paths(self)
+        NodeRuleSet::binary_paths(self)
     }
 
     fn with_files(&self, ids: &bulwark_compiler::BinaryIdentities) -> anyhow::Result<Self> {
@@ -181,16 +183,16 @@ mod tests {
         workloads: Vec<(u64, u32)>,
     }
 
-    impl Kernel<RuleSet> for RecordingKernel {
+    impl Kernel<NodeRuleSet> for RecordingKernel {
         fn apply(
             &mut self,
-            rules: &RuleSet,
-            _describe: &mut dyn FnMut(u32) -> Option<u64>,
+            rules: &NodeRuleSet,
+            _describe: &mut dyn FnMut(u32) -> Option<(u64, u32)>,
         ) -> anyhow::Result<u8> {
             self.active ^= 1;
             // The entries must be producible for the slot the engine would write.
-            let _ = rules.map_entries(self.active);
-            self.applied.push(rules.selectors().len());
+            let _ = rules.slot_entries(self.active);
+            self.applied.push(rules.selector_count());
             Ok(self.active)
         }
         fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()> {
@@ -402,12 +404,14 @@ mod tests {
         .unwrap();
         let lint = bulwark_policy::lint_source("k.yaml", &src);
         assert_eq!(lint.errors(), 0);
-        let rules = bulwark_compiler::compile(&lint.policies, &mut NamespaceIds::new()).unwrap();
-        let info = Rules::match_info(&rules, 0).unwrap();
+        let rules =
+            bulwark_compiler::compile_node(&lint.policies, &mut NamespaceIds::new()).unwrap();
+        let info = Rules::match_info(&rules, 0, 0).unwrap();
         assert_eq!(info.policy_name, "kill-crypto-miners");
         assert_eq!(info.policy_namespace, None);
         assert!(!info.monitor);
-        assert!(Rules::match_info(&rules, 63).is_none());
+        assert!(Rules::match_info(&rules, 0, 63).is_none());
+        assert!(Rules::match_info(&rules, 5, 0).is_none(), "no group 5");
         let facts = |bin: &str| ExecFacts::new(bin.as_bytes(), &[bin.as_bytes()], 0);
         let bits = Rules::evaluate_exec(&rules, &facts("/usr/bin/xmrig"));
         assert_ne!(bits, 0);

@@ -664,16 +664,7 @@ fn workloads_feed_namespace_selectors_and_monitor_mode_only_reports() {
     let bin = copy_bin("/bin/true", &dir, "ns-true");
     // Our own cgroup is the "workload" in namespace 7; a Sigkill selector for namespace 7 AND
     // this binary in MONITOR mode must only report; one for namespace 8 must not match.
-    let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let rel = cg
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .expect("cgroup v2 entry in /proc/self/cgroup");
-    let cgdir = e.cgroup().join(rel.trim_start_matches('/'));
-    let cgroup_id = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&cgdir).unwrap().ino()
-    };
+    let cgroup_id = own_cgroup_id(&e);
     e.set_workload(cgroup_id, 7).unwrap();
     assert!(e.workload_cgroups().unwrap().contains(&cgroup_id));
     let bin_s = bin.to_str().unwrap().to_string();
@@ -1075,6 +1066,165 @@ spec:
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The cgroup id of this test process (made the "workload" of a namespace).
+fn own_cgroup_id(e: &Engine) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let rel = cg
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("cgroup v2 entry in /proc/self/cgroup");
+    std::fs::metadata(e.cgroup().join(rel.trim_start_matches('/')))
+        .unwrap()
+        .ino()
+}
+
+/// 1,024 selectors in the real kernel (510 namespaces x an exec and a connect rule, and 4
+/// cluster-wide ones), in selector groups: a process in namespace `team-7` is killed and
+/// blocked by team-7's selectors only, not by team-8's (nor any other namespace's); the
+/// cluster-wide ones hold everywhere; out of the namespace, only those.
+#[test]
+fn a_thousand_selectors_in_groups_each_namespace_sees_its_own() {
+    let _g = serial();
+    let mut e = load();
+    let mut events = e.events().unwrap();
+    let dir = tempdir("groups");
+    let k7 = copy_bin("/bin/true", &dir, "k7");
+    let k8 = copy_bin("/bin/true", &dir, "k8");
+    let all = copy_bin("/bin/true", &dir, "all-0");
+    let l7 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let l8 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (p7, p8) = (
+        l7.local_addr().unwrap().port(),
+        l8.local_addr().unwrap().port(),
+    );
+    let mut docs = Vec::new();
+    for i in 0..510u32 {
+        let port = match i {
+            7 => p7,
+            8 => p8,
+            _ => 20_000 + i as u16,
+        };
+        docs.push(format!(
+            r#"apiVersion: bulwark.dev/v1alpha1
+kind: TracingPolicyNamespaced
+metadata: {{name: team, namespace: team-{i}}}
+spec:
+  rules:
+  - name: kill
+    hook: exec
+    selectors:
+    - matchBinaries: [{{operator: In, values: ["{dir}/k{i}"]}}]
+      matchActions: [{{action: Sigkill}}]
+  - name: block
+    hook: connect
+    selectors:
+    - matchDestinations: [{{operator: In, cidrs: ["127.0.0.0/8"], ports: ["{port}"]}}]
+      matchActions: [{{action: Block}}]
+"#,
+            dir = dir.display()
+        ));
+    }
+    for i in 0..4 {
+        docs.push(format!(
+            r#"apiVersion: bulwark.dev/v1alpha1
+kind: TracingPolicy
+metadata: {{name: everywhere-{i}}}
+spec:
+  rules:
+  - name: kill
+    hook: exec
+    selectors:
+    - matchBinaries: [{{operator: In, values: ["{dir}/all-{i}"]}}]
+      matchActions: [{{action: Sigkill}}]
+"#,
+            dir = dir.display()
+        ));
+    }
+    let outcome = bulwark_policy::lint_source("groups.yaml", &docs.join("---\n"));
+    assert_eq!(outcome.errors(), 0, "{:#?}", outcome.diagnostics);
+    let mut ids = bulwark_compiler::NamespaceIds::new();
+    let node = bulwark_compiler::compile_node(&outcome.policies, &mut ids).expect("compile");
+    assert_eq!(node.selector_count(), 1024);
+    assert!(node.groups().len() > 16, "{} groups", node.groups().len());
+    let team7 = ids.get("team-7").unwrap();
+    assert_ne!(
+        node.group_for(team7),
+        node.group_for(ids.get("team-8").unwrap())
+    );
+    let cgroup_id = own_cgroup_id(&e);
+    e.set_workload(cgroup_id, team7).unwrap();
+    let me = std::process::id();
+    let exe = std::env::current_exe().unwrap();
+    let my_bits = node.evaluate_exec(&bulwark_compiler::ExecFacts::new(
+        exe.to_str().unwrap().as_bytes(),
+        &[],
+        team7,
+    ));
+    assert_ne!(my_bits, 0, "team-7's connect rule covers this process");
+    let slot = e
+        .apply_slot(
+            |slot| node.slot_entries(slot),
+            |tgid| {
+                Some(if tgid == me {
+                    bulwark::engine::ProcessBits {
+                        bits: my_bits,
+                        namespace_id: Some(team7),
+                    }
+                } else {
+                    bulwark::engine::ProcessBits {
+                        bits: 0,
+                        namespace_id: None,
+                    }
+                })
+            },
+        )
+        .unwrap();
+    let st = e.process_state(me).unwrap();
+    assert_eq!(
+        (st.selectors[slot as usize], st.namespace_id),
+        (my_bits, team7)
+    );
+
+    // exec: team-7's binary is killed, team-8's is not, the cluster-wide one is.
+    drain(&mut events);
+    assert_eq!(run(&k7, &[]).signal(), Some(9), "team-7 kills k7");
+    let m = find_event(&mut events, Duration::from_secs(2), |ev| {
+        matches!(ev, Record::Match(_))
+    });
+    let Some(Record::Match(m)) = m else {
+        panic!("the kill is reported")
+    };
+    let info = node
+        .group(u32::from(m.slot >> 1))
+        .and_then(|g| g.selector_info(m.selector))
+        .expect("the record names a selector of a group");
+    assert_eq!(
+        (info.policy_namespace.as_deref(), info.rule_name.as_str()),
+        (Some("team-7"), "kill")
+    );
+    assert!(
+        run(&k8, &[]).success(),
+        "team-8's selector does not apply in team-7"
+    );
+    assert_eq!(run(&all, &[]).signal(), Some(9), "cluster-wide");
+
+    // connect: team-7's port is blocked, team-8's is not.
+    let err = TcpStream::connect(("127.0.0.1", p7)).expect_err("team-7 blocks p7");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    TcpStream::connect(("127.0.0.1", p8)).expect("team-8's block does not apply in team-7");
+
+    // Out of every namespace (a host process): only the cluster-wide selectors.
+    e.remove_workload(cgroup_id).unwrap();
+    assert!(
+        run(&k7, &[]).success(),
+        "host: team-7's selector does not apply"
+    );
+    assert_eq!(run(&all, &[]).signal(), Some(9), "host: cluster-wide");
+    drop((l7, l8));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Exec and connect cost with the engine loaded and a rule set that uses every process
 /// matcher. Informational (prints numbers); run with `--ignored bench_`.
 #[test]
@@ -1189,11 +1339,16 @@ fn pinned_engine_survives_its_process_and_is_adopted_without_a_gap() {
     );
     // The rule set in force reads back as what was written (a restarted daemon checks this
     // to name the matches recorded before the restart); anything else does not.
-    assert!(e.slot_holds(1, &net_policy(1, port, eport)).unwrap());
-    assert!(!e.slot_holds(1, &net_policy(1, port, eport + 1)).unwrap());
-    assert!(!e.slot_holds(1, &MapEntries::default()).unwrap());
+    let one = |slot: u8, m: MapEntries| SlotEntries::single(slot, m);
+    assert!(e
+        .slot_holds(1, &one(1, net_policy(1, port, eport)))
+        .unwrap());
+    assert!(!e
+        .slot_holds(1, &one(1, net_policy(1, port, eport + 1)))
+        .unwrap());
+    assert!(!e.slot_holds(1, &one(1, MapEntries::default())).unwrap());
     assert!(
-        e.slot_holds(0, &MapEntries::default()).unwrap(),
+        e.slot_holds(0, &one(0, MapEntries::default())).unwrap(),
         "slot 0 was never written"
     );
     let err = TcpStream::connect(("127.0.0.1", port)).expect_err("adopted rule set enforces");

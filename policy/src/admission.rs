@@ -104,7 +104,8 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
         schema,
         "spec.rules",
         json!({
-            // Each rule needs a selector and a rule set holds MAX_SELECTORS of them.
+            // Each rule needs a selector, and a policy's selectors all go into one selector
+            // group (a node holds many groups), which holds MAX_SELECTORS of them.
             "maxItems": max(limits::MAX_SELECTORS),
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["name"],

@@ -40,7 +40,8 @@ pub fn bulwark_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The slots evaluated at this exec: the active one and, during a switch, the pending one.
+/// The slots evaluated at this exec: the active one and, during a switch, the pending one,
+/// each as the table of the process's group (`table & 1` is the slot).
 struct Slots {
     slot: [u32; SLOTS],
     /// The slots' `SLOT_META` entries (map values, not copies: the stack is 512 bytes).
@@ -64,15 +65,17 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     };
     let cfg = config();
     let active = cfg.active_slot & 1;
-    let active_meta = SLOT_META.get(active).ok_or(0i64)?;
+    // Each slot is evaluated in one table: the group of the process's namespace.
+    let active_table = process_table(active, namespace_id);
+    let active_meta = SLOT_META.get(active_table).ok_or(0i64)?;
     let mut sl = Slots {
-        slot: [active, 0],
+        slot: [active_table, 0],
         meta: [active_meta, active_meta],
         n: 1,
         lookups: 0,
     };
     if cfg.pending_slot != NO_SLOT && (cfg.pending_slot & 1) != active {
-        sl.slot[1] = cfg.pending_slot & 1;
+        sl.slot[1] = process_table(cfg.pending_slot & 1, namespace_id);
         sl.meta[1] = SLOT_META.get(sl.slot[1]).ok_or(0i64)?;
         sl.n = 2;
     }
@@ -361,7 +364,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             forced,
             cgroup_id,
             now,
-            slot: active,
+            slot: active_table,
             tgid,
             kill: 0,
             reason,

@@ -12,10 +12,11 @@ use daemon_common::*;
 use super::Engine;
 
 /// Every map of the eBPF object (the engine holds them by name).
-pub(super) const ALL_MAPS: [&str; 24] = [
+pub(super) const ALL_MAPS: [&str; 25] = [
     MAP_CONFIG,
     MAP_SLOT_META,
     MAP_SELECTORS,
+    MAP_GROUPS,
     MAP_BIN_EXACT,
     MAP_BIN_PREFIX,
     MAP_BIN_POSTFIX,

@@ -91,15 +91,15 @@ mod switch;
 pub use attach::resolve_offsets;
 pub use btf::{Btf, KIND_FUNC, KIND_TYPEDEF};
 pub use events::EventReader;
-pub use switch::SwitchReport;
+pub use switch::{ProcessBits, SwitchReport};
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use aya::maps::{Map, MapData, RingBuf, SockHash};
 use aya::Ebpf;
-pub use daemon_common::MapEntries;
 use daemon_common::*;
+pub use daemon_common::{MapEntries, SlotEntries};
 
 use adopt::Pins;
 use maps::Maps;

@@ -1,6 +1,7 @@
 //! The rule-set slots: the atomic A/B [`Engine::apply`] (write the inactive slot, set it
 //! pending, make every process current for it through [`super::switch`], flip), writing one
-//! slot's entries and reading them back.
+//! slot's entries — every table (group) of it and its `GROUPS` — and reading them back. A
+//! key's slot byte holds its table; `table & 1` is the slot.
 
 use anyhow::{bail, Context};
 use aya::maps::{
@@ -10,9 +11,15 @@ use aya::maps::{
 use daemon_common::*;
 
 use super::maps::{map, Maps};
+use super::switch::ProcessBits;
 use super::{switch, Engine, SwitchReport};
 
-/// Deletes every key of an LPM map whose slot byte (first data byte) is `slot`.
+/// The slot a table belongs to.
+fn slot_of_table(table: u8) -> u8 {
+    table & 1
+}
+
+/// Deletes every key of an LPM map whose table (first data byte) is one of `slot`.
 fn clear_lpm<K: aya::Pod>(
     m: &mut LpmTrie<&mut MapData, K, u64>,
     slot: u8,
@@ -21,7 +28,7 @@ fn clear_lpm<K: aya::Pod>(
     let keys: Vec<Key<K>> = m.keys().filter_map(Result::ok).collect();
     for k in keys {
         let data = k.data();
-        if slot_of(&data) == slot {
+        if slot_of_table(slot_of(&data)) == slot {
             m.remove(&k)?;
         }
     }
@@ -38,7 +45,7 @@ fn write_lpm<K: aya::Pod>(
     let mut m: LpmTrie<&mut MapData, K, u64> = LpmTrie::try_from(map(ebpf, name)?)?;
     clear_lpm(&mut m, slot, &slot_of)?;
     for (bits, data, hits) in entries {
-        if slot_of(data) != slot {
+        if slot_of_table(slot_of(data)) != slot {
             bail!(
                 "{name} entry for slot {} given while writing slot {slot}",
                 slot_of(data)
@@ -60,12 +67,12 @@ fn write_hash<K: aya::Pod>(
     let mut m: HashMap<&mut MapData, K, u64> = HashMap::try_from(map(ebpf, name)?)?;
     let keys: Vec<K> = m.keys().filter_map(Result::ok).collect();
     for k in keys {
-        if slot_of(&k) == slot {
+        if slot_of_table(slot_of(&k)) == slot {
             m.remove(&k)?;
         }
     }
     for (k, hits) in entries {
-        if slot_of(k) != slot {
+        if slot_of_table(slot_of(k)) != slot {
             bail!(
                 "{name} entry for slot {} given while writing slot {slot}",
                 slot_of(k)
@@ -78,38 +85,59 @@ fn write_hash<K: aya::Pod>(
 }
 
 /// A slot's entries in a form that compares equal exactly when the kernel would hold the same
-/// thing: each list sorted (map order means nothing), selectors left at their default dropped.
-fn canonical(e: &MapEntries) -> Vec<Vec<String>> {
+/// thing: each list sorted (map order means nothing), selectors left at their default dropped,
+/// tables that hold nothing dropped.
+fn canonical(e: &SlotEntries) -> Vec<Vec<String>> {
     fn sorted<T: std::fmt::Debug>(v: &[T]) -> Vec<String> {
         let mut out: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
         out.sort_unstable();
         out
     }
-    let selectors: Vec<_> = e
-        .selectors
-        .iter()
-        .filter(|(_, s)| *s != SelectorEntry::default())
-        .collect();
-    // The generation is the engine's count of writes, not part of the rule set.
-    let meta = SlotMeta {
-        generation: 0,
-        ..e.slot_meta
+    let mut out = vec![sorted(&e.groups)];
+    // The generation is the engine's count of writes, not part of the rule set (every table
+    // of a slot carries it, empty ones too).
+    let unwritten = |m: &MapEntries| {
+        m.is_empty()
+            && SlotMeta {
+                generation: 0,
+                ..m.slot_meta
+            } == SlotMeta::default()
     };
-    vec![
-        vec![format!("{meta:?}")],
-        sorted(&selectors),
-        sorted(&e.bin_exact),
-        sorted(&e.bin_inode),
-        sorted(&e.bin_prefix),
-        sorted(&e.bin_postfix),
-        sorted(&e.arg_exact),
-        sorted(&e.arg_prefix),
-        sorted(&e.arg_postfix),
-        sorted(&e.namespaces),
-        sorted(&e.dest_v4),
-        sorted(&e.dest_v6),
-        sorted(&e.ports),
-    ]
+    let mut tables: Vec<&(u32, MapEntries)> =
+        e.tables.iter().filter(|(_, m)| !unwritten(m)).collect();
+    tables.sort_by_key(|(t, _)| *t);
+    for (t, e) in tables {
+        let selectors: Vec<_> = e
+            .selectors
+            .iter()
+            .filter(|(_, s)| *s != SelectorEntry::default())
+            .collect();
+        let meta = SlotMeta {
+            generation: 0,
+            ..e.slot_meta
+        };
+        out.extend([
+            vec![format!("table {t}: {meta:?}")],
+            sorted(&selectors),
+            sorted(&e.bin_exact),
+            sorted(&e.bin_inode),
+            sorted(&e.bin_prefix),
+            sorted(&e.bin_postfix),
+            sorted(&e.arg_exact),
+            sorted(&e.arg_prefix),
+            sorted(&e.arg_postfix),
+            sorted(&e.namespaces),
+            sorted(&e.dest_v4),
+            sorted(&e.dest_v6),
+            sorted(&e.ports),
+        ]);
+    }
+    out
+}
+
+/// The tables of `slot`, group 0 first and the watch group last.
+fn tables_of(slot: u8) -> impl Iterator<Item = u32> {
+    (0..=WATCH_GROUP as u32).map(move |g| table(u32::from(slot), g))
 }
 
 impl Engine {
@@ -133,24 +161,46 @@ impl Engine {
         Ok(())
     }
 
-    /// Atomic switch to a new rule set (see the module doc and [`switch`]): write
-    /// `entries_for_slot(slot)` into the inactive slot with a new generation, set it pending,
-    /// wait until every program that started before has finished, then give every process
-    /// whose bits are stale for the slot the bits `describe(tgid)` computes (the compiler's
-    /// reference evaluator over the process's /proc facts; `None`: not describable, e.g.
-    /// exited) until none is stale, flip the active slot and clear pending. Returns the new
-    /// active slot ([`Engine::last_switch`] says what the reseed did). On error the old rule set
-    /// stays active.
+    /// Atomic switch to a rule set of one group (table = slot): [`Engine::apply_slot`] with
+    /// `entries_for_slot(slot)` as the slot's only table and the namespaces processes have.
     pub fn apply(
         &mut self,
         entries_for_slot: impl FnOnce(u8) -> MapEntries,
         mut describe: impl FnMut(u32) -> Option<u64>,
     ) -> anyhow::Result<u8> {
+        self.apply_slot(
+            |slot| SlotEntries::single(slot, entries_for_slot(slot)),
+            |tgid| {
+                describe(tgid).map(|bits| ProcessBits {
+                    bits,
+                    namespace_id: None,
+                })
+            },
+        )
+    }
+
+    /// Atomic switch to a new rule set (see the module doc and [`switch`]): write
+    /// `entries_for_slot(slot)` (every table and `GROUPS`) into the inactive slot with a new
+    /// generation, set it pending, wait until every program that started before has finished,
+    /// then give every process whose bits are stale for the slot the bits `describe(tgid)`
+    /// computes (the compiler's reference evaluator over the process's /proc facts, in the
+    /// group of the namespace it names; `None`: not describable, e.g. exited) until none is
+    /// stale, flip the active slot and clear pending. Returns the new active slot
+    /// ([`Engine::last_switch`] says what the reseed did). On error the old rule set stays
+    /// active.
+    pub fn apply_slot(
+        &mut self,
+        entries_for_slot: impl FnOnce(u8) -> SlotEntries,
+        mut describe: impl FnMut(u32) -> Option<ProcessBits>,
+    ) -> anyhow::Result<u8> {
         let slot = 1 - self.active;
         let mut e = entries_for_slot(slot);
-        // Never 0 (a slot no exec has evaluated), distinct for every write of a slot.
+        // Never 0 (a slot no exec has evaluated), distinct for every write of a slot; every
+        // table of the slot carries it.
         let generation = (self.generation as u32).wrapping_add(1).max(1);
-        e.slot_meta.generation = generation;
+        for (_, t) in &mut e.tables {
+            t.slot_meta.generation = generation;
+        }
         let r = switch::clear_reseed(&mut self.maps).and_then(|()| self.write_slot(slot, &e));
         if let Err(err) = r {
             // Leave no pending slot behind; the active slot was never touched.
@@ -165,7 +215,7 @@ impl Engine {
                 &mut self.maps,
                 slot,
                 generation,
-                e.slot_meta.selector_count,
+                e.max_selector_count(),
                 &mut describe,
                 &mut unstored,
             )
@@ -195,24 +245,24 @@ impl Engine {
     /// Whether the kernel's `slot` holds exactly `expected` (a restarted daemon asks whether the
     /// rule set it compiled is the one its predecessor left in force, to name the policies of
     /// the matches recorded before the restart).
-    pub fn slot_holds(&self, slot: u8, expected: &MapEntries) -> anyhow::Result<bool> {
+    pub fn slot_holds(&self, slot: u8, expected: &SlotEntries) -> anyhow::Result<bool> {
         Ok(canonical(&self.read_slot(slot)?) == canonical(expected))
     }
 
-    /// The entries of `slot` as the kernel holds them (selectors left at their default are
-    /// not listed).
-    pub fn read_slot(&self, slot: u8) -> anyhow::Result<MapEntries> {
+    /// The entries of `slot` as the kernel holds them: every table (selectors left at their
+    /// default are not listed) and `GROUPS`.
+    pub fn read_slot(&self, slot: u8) -> anyhow::Result<SlotEntries> {
         fn hash<K: aya::Pod>(
             maps: &Maps,
             name: &str,
-            slot: u8,
+            table: u8,
             slot_of: impl Fn(&K) -> u8,
         ) -> anyhow::Result<Vec<(K, u64)>> {
             let m: HashMap<&MapData, K, u64> = HashMap::try_from(maps.get(name)?)?;
             let mut out = Vec::new();
             for kv in m.iter() {
                 let (k, v) = kv?;
-                if slot_of(&k) == slot {
+                if slot_of(&k) == table {
                     out.push((k, v));
                 }
             }
@@ -221,7 +271,7 @@ impl Engine {
         fn lpm<K: aya::Pod>(
             maps: &Maps,
             name: &str,
-            slot: u8,
+            table: u8,
             slot_of: impl Fn(&K) -> u8,
         ) -> anyhow::Result<Vec<(u32, K, u64)>> {
             let m: LpmTrie<&MapData, K, u64> = LpmTrie::try_from(maps.get(name)?)?;
@@ -229,7 +279,7 @@ impl Engine {
             for kv in m.iter() {
                 let (k, v) = kv?;
                 let data = k.data();
-                if slot_of(&data) == slot {
+                if slot_of(&data) == table {
                     out.push((k.prefix_len(), data, v));
                 }
             }
@@ -237,30 +287,46 @@ impl Engine {
         }
         let m = &self.maps;
         let sel: Array<&MapData, SelectorEntry> = Array::try_from(m.get(MAP_SELECTORS)?)?;
-        let base = slot as u32 * MAX_SELECTORS as u32;
-        let mut selectors = Vec::new();
-        for i in base..base + MAX_SELECTORS as u32 {
-            let e = sel.get(&i, 0)?;
-            if e != SelectorEntry::default() {
-                selectors.push((i, e));
+        let meta: Array<&MapData, SlotMeta> = Array::try_from(m.get(MAP_SLOT_META)?)?;
+        let mut tables = Vec::new();
+        for t in tables_of(slot) {
+            let base = t * MAX_SELECTORS as u32;
+            let mut selectors = Vec::new();
+            for i in base..base + MAX_SELECTORS as u32 {
+                let e = sel.get(&i, 0)?;
+                if e != SelectorEntry::default() {
+                    selectors.push((i, e));
+                }
+            }
+            let t8 = t as u8;
+            tables.push((
+                t,
+                MapEntries {
+                    slot_meta: meta.get(&t, 0)?,
+                    selectors,
+                    bin_exact: hash(m, MAP_BIN_EXACT, t8, |k: &PathKey| k.slot as u8)?,
+                    bin_inode: hash(m, MAP_BIN_INODE, t8, |k: &BinInodeKey| k.slot as u8)?,
+                    bin_prefix: lpm(m, MAP_BIN_PREFIX, t8, |k: &PathLpmData| k.slot)?,
+                    bin_postfix: lpm(m, MAP_BIN_POSTFIX, t8, |k: &PathLpmData| k.slot)?,
+                    arg_exact: hash(m, MAP_ARG_EXACT, t8, |k: &ArgKey| k.slot)?,
+                    arg_prefix: lpm(m, MAP_ARG_PREFIX, t8, |k: &ArgLpmData| k.slot)?,
+                    arg_postfix: lpm(m, MAP_ARG_POSTFIX, t8, |k: &ArgLpmData| k.slot)?,
+                    namespaces: hash(m, MAP_NAMESPACES, t8, |k: &NamespaceKey| k.slot as u8)?,
+                    dest_v4: lpm(m, MAP_DEST_V4, t8, |k: &V4LpmData| k.slot)?,
+                    dest_v6: lpm(m, MAP_DEST_V6, t8, |k: &V6LpmData| k.slot)?,
+                    ports: lpm(m, MAP_PORTS, t8, |k: &PortLpmData| k.slot)?,
+                },
+            ));
+        }
+        let g: HashMap<&MapData, NamespaceKey, u32> = HashMap::try_from(m.get(MAP_GROUPS)?)?;
+        let mut groups = Vec::new();
+        for kv in g.iter() {
+            let (k, v) = kv?;
+            if k.slot == u32::from(slot) {
+                groups.push((k, v));
             }
         }
-        let meta: Array<&MapData, SlotMeta> = Array::try_from(m.get(MAP_SLOT_META)?)?;
-        Ok(MapEntries {
-            slot_meta: meta.get(&(slot as u32), 0)?,
-            selectors,
-            bin_exact: hash(m, MAP_BIN_EXACT, slot, |k: &PathKey| k.slot as u8)?,
-            bin_inode: hash(m, MAP_BIN_INODE, slot, |k: &BinInodeKey| k.slot as u8)?,
-            bin_prefix: lpm(m, MAP_BIN_PREFIX, slot, |k: &PathLpmData| k.slot)?,
-            bin_postfix: lpm(m, MAP_BIN_POSTFIX, slot, |k: &PathLpmData| k.slot)?,
-            arg_exact: hash(m, MAP_ARG_EXACT, slot, |k: &ArgKey| k.slot)?,
-            arg_prefix: lpm(m, MAP_ARG_PREFIX, slot, |k: &ArgLpmData| k.slot)?,
-            arg_postfix: lpm(m, MAP_ARG_POSTFIX, slot, |k: &ArgLpmData| k.slot)?,
-            namespaces: hash(m, MAP_NAMESPACES, slot, |k: &NamespaceKey| k.slot as u8)?,
-            dest_v4: lpm(m, MAP_DEST_V4, slot, |k: &V4LpmData| k.slot)?,
-            dest_v6: lpm(m, MAP_DEST_V6, slot, |k: &V6LpmData| k.slot)?,
-            ports: lpm(m, MAP_PORTS, slot, |k: &PortLpmData| k.slot)?,
-        })
+        Ok(SlotEntries { tables, groups })
     }
 
     /// What the last successful [`Engine::apply`] did to running processes.
@@ -268,76 +334,149 @@ impl Engine {
         &self.last_switch
     }
 
-    fn write_slot(&mut self, slot: u8, e: &MapEntries) -> anyhow::Result<()> {
+    fn write_slot(&mut self, slot: u8, e: &SlotEntries) -> anyhow::Result<()> {
+        for (t, _) in &e.tables {
+            if *t as usize >= TABLES || slot_of_table(*t as u8) != slot {
+                bail!("table {t} given while writing slot {slot}");
+            }
+        }
         let ebpf = &mut self.maps;
+        // Tables the slot held before (their meta was written) or holds now: only those have
+        // selectors to clear and meta to rewrite (a switch costs what the sets use, not
+        // every table a slot could have).
+        let touched: Vec<u32> = {
+            let meta: Array<&MapData, SlotMeta> = Array::try_from(ebpf.get(MAP_SLOT_META)?)?;
+            let mut v = Vec::new();
+            for t in tables_of(slot) {
+                let old = meta.get(&t, 0)?;
+                if old != SlotMeta::default() || e.tables.iter().any(|(u, _)| *u == t) {
+                    v.push(t);
+                }
+            }
+            v
+        };
         {
             let mut sel: Array<&mut MapData, SelectorEntry> =
                 Array::try_from(map(ebpf, MAP_SELECTORS)?)?;
-            let base = slot as u32 * MAX_SELECTORS as u32;
-            for i in 0..MAX_SELECTORS as u32 {
-                sel.set(base + i, SelectorEntry::default(), 0)?;
-            }
-            for (idx, entry) in &e.selectors {
-                if *idx < base || *idx >= base + MAX_SELECTORS as u32 {
-                    bail!(
-                        "selector index {idx} is outside slot {slot} ({base}..{})",
-                        base + 64
-                    );
+            for &t in &touched {
+                let base = t * MAX_SELECTORS as u32;
+                for i in 0..MAX_SELECTORS as u32 {
+                    sel.set(base + i, SelectorEntry::default(), 0)?;
                 }
-                sel.set(*idx, entry, 0)?;
+            }
+            for (t, m) in &e.tables {
+                let base = t * MAX_SELECTORS as u32;
+                for (idx, entry) in &m.selectors {
+                    if *idx < base || *idx >= base + MAX_SELECTORS as u32 {
+                        bail!(
+                            "selector index {idx} is outside table {t} ({base}..{})",
+                            base + 64
+                        );
+                    }
+                    sel.set(*idx, entry, 0)?;
+                }
             }
         }
-        write_hash(ebpf, MAP_BIN_EXACT, slot, &e.bin_exact, |k: &PathKey| {
-            k.slot as u8
-        })?;
+        // One map holds every table of the slot: all tables' entries are written together.
+        macro_rules! each {
+            ($field:ident) => {
+                e.tables
+                    .iter()
+                    .flat_map(|(_, m)| m.$field.iter().cloned())
+                    .collect::<Vec<_>>()
+            };
+        }
+        write_hash(
+            ebpf,
+            MAP_BIN_EXACT,
+            slot,
+            &each!(bin_exact),
+            |k: &PathKey| k.slot as u8,
+        )?;
         write_hash(
             ebpf,
             MAP_BIN_INODE,
             slot,
-            &e.bin_inode,
+            &each!(bin_inode),
             |k: &BinInodeKey| k.slot as u8,
         )?;
         write_lpm(
             ebpf,
             MAP_BIN_PREFIX,
             slot,
-            &e.bin_prefix,
+            &each!(bin_prefix),
             |k: &PathLpmData| k.slot,
         )?;
         write_lpm(
             ebpf,
             MAP_BIN_POSTFIX,
             slot,
-            &e.bin_postfix,
+            &each!(bin_postfix),
             |k: &PathLpmData| k.slot,
         )?;
-        write_hash(ebpf, MAP_ARG_EXACT, slot, &e.arg_exact, |k: &ArgKey| k.slot)?;
+        write_hash(
+            ebpf,
+            MAP_ARG_EXACT,
+            slot,
+            &each!(arg_exact),
+            |k: &ArgKey| k.slot,
+        )?;
         write_lpm(
             ebpf,
             MAP_ARG_PREFIX,
             slot,
-            &e.arg_prefix,
+            &each!(arg_prefix),
             |k: &ArgLpmData| k.slot,
         )?;
         write_lpm(
             ebpf,
             MAP_ARG_POSTFIX,
             slot,
-            &e.arg_postfix,
+            &each!(arg_postfix),
             |k: &ArgLpmData| k.slot,
         )?;
         write_hash(
             ebpf,
             MAP_NAMESPACES,
             slot,
-            &e.namespaces,
+            &each!(namespaces),
             |k: &NamespaceKey| k.slot as u8,
         )?;
-        write_lpm(ebpf, MAP_DEST_V4, slot, &e.dest_v4, |k: &V4LpmData| k.slot)?;
-        write_lpm(ebpf, MAP_DEST_V6, slot, &e.dest_v6, |k: &V6LpmData| k.slot)?;
-        write_lpm(ebpf, MAP_PORTS, slot, &e.ports, |k: &PortLpmData| k.slot)?;
+        write_lpm(ebpf, MAP_DEST_V4, slot, &each!(dest_v4), |k: &V4LpmData| {
+            k.slot
+        })?;
+        write_lpm(ebpf, MAP_DEST_V6, slot, &each!(dest_v6), |k: &V6LpmData| {
+            k.slot
+        })?;
+        write_lpm(ebpf, MAP_PORTS, slot, &each!(ports), |k: &PortLpmData| {
+            k.slot
+        })?;
+        {
+            // GROUPS keys carry the slot itself (not a table): slot 0 or 1.
+            let mut g: HashMap<&mut MapData, NamespaceKey, u32> =
+                HashMap::try_from(map(ebpf, MAP_GROUPS)?)?;
+            let keys: Vec<NamespaceKey> = g.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                if k.slot == u32::from(slot) {
+                    g.remove(&k)?;
+                }
+            }
+            for (k, group) in &e.groups {
+                if k.slot != u32::from(slot) || *group as usize >= MAX_GROUPS {
+                    bail!("GROUPS entry {k:?} -> {group} given while writing slot {slot}");
+                }
+                g.insert(k, group, 0).context("writing GROUPS: map full")?;
+            }
+        }
         let mut meta: Array<&mut MapData, SlotMeta> = Array::try_from(map(ebpf, MAP_SLOT_META)?)?;
-        meta.set(slot as u32, e.slot_meta, 0)?;
+        for t in touched {
+            let m = e
+                .tables
+                .iter()
+                .find(|(u, _)| *u == t)
+                .map_or(SlotMeta::default(), |(_, m)| m.slot_meta);
+            meta.set(t, m, 0)?;
+        }
         Ok(())
     }
 }

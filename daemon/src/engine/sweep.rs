@@ -17,7 +17,6 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
     Array, HashMap, MapData, SkStorage, SockHash,
 };
-use bulwark_compiler::MapEntries;
 use daemon_common::*;
 
 use super::host::boot_ns;
@@ -64,12 +63,22 @@ impl Engine {
     pub(super) fn refuse_unstored(
         &mut self,
         slot: u8,
-        e: &MapEntries,
-        unstored: &[(u32, u64, u64)],
+        e: &SlotEntries,
+        unstored: &[(u32, u64, u64, u32)],
     ) {
-        for &(tgid, start_ns, bits) in unstored {
+        for &(tgid, start_ns, bits, namespace_id) in unstored {
             let mut kill = false;
-            for (idx, sel) in &e.selectors {
+            // The bits are numbered in the table of the process's group.
+            let key = NamespaceKey {
+                slot: u32::from(slot),
+                namespace_id,
+            };
+            let group = e.groups.iter().find(|(k, _)| *k == key).map_or(0, |g| g.1);
+            let t = table(u32::from(slot), group);
+            let Some((_, entries)) = e.tables.iter().find(|(u, _)| *u == t) else {
+                continue;
+            };
+            for (idx, sel) in &entries.selectors {
                 let i = idx % MAX_SELECTORS as u32;
                 let covered = bits & (1u64 << i) != 0
                     && (sel.hook == HOOK_CONNECT || sel.hook == HOOK_EGRESS)
@@ -79,7 +88,7 @@ impl Engine {
                     kill = true;
                     self.matches.push(engine_match(
                         (tgid, start_ns),
-                        slot,
+                        t as u8,
                         i,
                         sel,
                         true,
@@ -102,18 +111,36 @@ impl Engine {
         }
     }
 
-    /// Selector `index` of `slot`.
-    fn selector_entry(&self, slot: u8, index: u32) -> anyhow::Result<SelectorEntry> {
+    /// Selector `index` of `table`.
+    fn selector_entry(&self, table: u8, index: u32) -> anyhow::Result<SelectorEntry> {
         let a: Array<&MapData, SelectorEntry> = Array::try_from(self.maps.get(MAP_SELECTORS)?)?;
-        Ok(a.get(&(slot as u32 * MAX_SELECTORS as u32 + index), 0)?)
+        Ok(a.get(&(table as u32 * MAX_SELECTORS as u32 + index), 0)?)
     }
 
-    /// Egress selectors of `slot` whose destination conditions hold for `dest`: the lookups of
-    /// the kernel's `dest_truth` and `egress_dest_selectors`, made on the same maps.
-    pub fn egress_dest_selectors(&self, slot: u8, dest: &Destination) -> anyhow::Result<u64> {
+    /// The table of `slot` a process in `namespace_id` is judged in (the kernel's
+    /// `process_table`, on the same `GROUPS` map).
+    pub fn process_table(&self, slot: u8, namespace_id: u32) -> anyhow::Result<u8> {
+        let slot32 = u32::from(slot & 1);
+        if namespace_id == 0 {
+            return Ok(slot & 1);
+        }
+        let g: HashMap<&MapData, NamespaceKey, u32> =
+            HashMap::try_from(self.maps.get(MAP_GROUPS)?)?;
+        let key = NamespaceKey {
+            slot: slot32,
+            namespace_id,
+        };
+        let group = g.get(&key, 0).unwrap_or(0) & (MAX_GROUPS as u32 - 1);
+        Ok(table(slot32, group) as u8)
+    }
+
+    /// Egress selectors of `table` whose destination conditions hold for `dest`: the lookups
+    /// of the kernel's `dest_truth` and `egress_dest_selectors`, made on the same maps.
+    pub fn egress_dest_selectors(&self, table: u8, dest: &Destination) -> anyhow::Result<u64> {
+        let slot = table;
         let meta: SlotMeta = {
             let a: Array<&MapData, SlotMeta> = Array::try_from(self.maps.get(MAP_SLOT_META)?)?;
-            a.get(&(slot as u32), 0)?
+            a.get(&(table as u32), 0)?
         };
         if meta.hook_egress == 0 {
             return Ok(0);
@@ -163,7 +190,9 @@ impl Engine {
         let slot = self.active;
         for s in sockets::tcp_sockets(std::process::id()) {
             let dest = sockets::destination(&s.peer);
-            let watch = self.egress_dest_selectors(slot, &dest)?;
+            // Watched when an egress selector of any group holds: the slot's watch table.
+            let watch = self
+                .egress_dest_selectors(table(u32::from(slot), WATCH_GROUP as u32) as u8, &dest)?;
             if watch == 0 {
                 continue;
             }
@@ -178,7 +207,7 @@ impl Engine {
             if s.info.never_sent() && self.watch_existing(&s)? {
                 continue;
             }
-            self.existing_connection(slot, &s, watch, dest)?;
+            self.existing_connection(slot, &s, dest)?;
         }
         Ok(())
     }
@@ -222,7 +251,6 @@ impl Engine {
         &mut self,
         slot: u8,
         s: &HeldSocket,
-        watch: u64,
         dest: Destination,
     ) -> anyhow::Result<()> {
         let mut destroy = false;
@@ -234,15 +262,18 @@ impl Engine {
                 let Ok(p) = procs.get(&pid, 0) else {
                     continue;
                 };
-                let bits = p.selectors[slot as usize] & watch;
+                // Each holder in its own group's table.
+                let t = self.process_table(slot, p.namespace_id)?;
+                let bits = p.selectors[slot as usize] & self.egress_dest_selectors(t, &dest)?;
                 if bits != 0 {
-                    found.push((pid, p.start_ns, bits));
+                    found.push((pid, p.start_ns, bits, t));
                 }
             }
         }
-        let Some(&(pid, start_ns, bits)) = found.first() else {
+        let Some(&(pid, start_ns, bits, t)) = found.first() else {
             return Ok(());
         };
+        let slot = t;
         for i in 0..MAX_SELECTORS as u32 {
             if bits & (1u64 << i) == 0 {
                 continue;

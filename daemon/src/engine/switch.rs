@@ -158,7 +158,20 @@ enum Reseeded {
     Gone,
     /// `PROCESSES` had no room for it (the engine refuses it after the flip): the start time
     /// and bits it would have had.
-    NoRoom { start_ns: u64, bits: u64 },
+    NoRoom {
+        start_ns: u64,
+        bits: u64,
+        namespace_id: u32,
+    },
+}
+
+/// What userspace computed for one running process: its selector bits, and the namespace they
+/// are for (the bits are numbered in that namespace's group, so both are written together;
+/// `None`: keep the namespace the kernel recorded, for a rule set of one group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessBits {
+    pub bits: u64,
+    pub namespace_id: Option<u32>,
 }
 
 /// Computes and writes one process's bits for `slot`. Describes it again after the write: a
@@ -169,7 +182,7 @@ fn reseed_one(
     slot: usize,
     generation: u32,
     tgid: u32,
-    describe: &mut dyn FnMut(u32) -> Option<u64>,
+    describe: &mut dyn FnMut(u32) -> Option<ProcessBits>,
 ) -> Reseeded {
     let mut bits = match describe(tgid) {
         Some(b) => b,
@@ -189,12 +202,21 @@ fn reseed_one(
                 ..Default::default()
             },
         };
-        st.selectors[slot] = bits;
+        st.selectors[slot] = bits.bits;
         st.slot_gen[slot] = generation;
+        if let Some(ns) = bits.namespace_id {
+            if ns != st.namespace_id {
+                // The other slot's bits are numbered in the old namespace's group; until the
+                // flip makes this slot active they would be read in the new one's: fail closed.
+                st.selectors[1 - slot] = u64::MAX;
+            }
+            st.namespace_id = ns;
+        }
         if procs.insert(tgid, st, 0).is_err() {
             return Reseeded::NoRoom {
                 start_ns: st.start_ns,
-                bits,
+                bits: bits.bits,
+                namespace_id: bits.namespace_id.unwrap_or(st.namespace_id),
             };
         }
         match describe(tgid) {
@@ -212,14 +234,15 @@ fn reseed_one(
 
 /// Step 2 and 3 of the module doc for the pending `slot` with `generation`; `selector_count`
 /// of the new rule set gives the fail-closed bits.
-/// `unstored` receives `(tgid, start_ns, bits)` of the processes `PROCESSES` had no room for.
+/// `unstored` receives `(tgid, start_ns, bits, namespace_id)` of the processes `PROCESSES`
+/// had no room for.
 pub(super) fn reseed(
     maps: &mut Maps,
     slot: u8,
     generation: u32,
     selector_count: u32,
-    describe: &mut dyn FnMut(u32) -> Option<u64>,
-    unstored: &mut Vec<(u32, u64, u64)>,
+    describe: &mut dyn FnMut(u32) -> Option<ProcessBits>,
+    unstored: &mut Vec<(u32, u64, u64, u32)>,
 ) -> anyhow::Result<SwitchReport> {
     let start = Instant::now();
     let slot_i = usize::from(slot & 1);
@@ -230,7 +253,7 @@ pub(super) fn reseed(
     let mut closed_images: HashSet<ImageKey> = HashSet::new();
     // Processes PROCESSES had no room for (start time, bits): not rescanned, and handed to
     // the engine once, which refuses them after the flip when an enforce-mode rule covers them.
-    let mut no_room: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut no_room: HashMap<u32, (u64, u64, u32)> = HashMap::new();
     loop {
         let forks_before = stale_forks(maps)?;
         let entries = scan_processes(maps)?;
@@ -284,8 +307,12 @@ pub(super) fn reseed(
             match reseed_one(&mut procs, slot_i, generation, tgid, describe) {
                 Reseeded::Written => report.reseeded += 1,
                 Reseeded::Fresh => {}
-                Reseeded::NoRoom { start_ns, bits } => {
-                    no_room.insert(tgid, (start_ns, bits));
+                Reseeded::NoRoom {
+                    start_ns,
+                    bits,
+                    namespace_id,
+                } => {
+                    no_room.insert(tgid, (start_ns, bits, namespace_id));
                 }
                 Reseeded::Gone => {
                     let rounds = undescribed.entry(tgid).or_default();
@@ -318,7 +345,7 @@ pub(super) fn reseed(
     unstored.extend(
         no_room
             .into_iter()
-            .map(|(t, (start_ns, bits))| (t, start_ns, bits)),
+            .map(|(t, (start_ns, bits, ns))| (t, start_ns, bits, ns)),
     );
     report.reseed_us = start.elapsed().as_micros() as u64;
     Ok(report)

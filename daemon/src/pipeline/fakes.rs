@@ -29,7 +29,7 @@ pub struct FakeBackend {
 pub struct FakeRules(pub Vec<String>);
 
 impl Rules for FakeRules {
-    fn match_info(&self, selector: u8) -> Option<MatchInfo> {
+    fn match_info(&self, _group: u32, selector: u8) -> Option<MatchInfo> {
         self.0.get(usize::from(selector)).map(|n| MatchInfo {
             policy_name: n.clone(),
             policy_namespace: None,
@@ -136,7 +136,7 @@ impl Kernel<FakeRules> for FakeKernel {
     fn apply(
         &mut self,
         rules: &FakeRules,
-        describe: &mut dyn FnMut(u32) -> Option<u64>,
+        describe: &mut dyn FnMut(u32) -> Option<(u64, u32)>,
     ) -> anyhow::Result<u8> {
         if self.fail_apply {
             anyhow::bail!("map full");
@@ -145,7 +145,7 @@ impl Kernel<FakeRules> for FakeKernel {
         let described = self
             .describe_pids
             .iter()
-            .map(|&p| (p, describe(p)))
+            .map(|&p| (p, describe(p).map(|(bits, _)| bits)))
             .collect();
         self.applied.push((rules.0.clone(), described));
         Ok(self.active)

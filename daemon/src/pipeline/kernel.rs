@@ -11,8 +11,9 @@ use std::time::Duration;
 
 /// What userspace needs from a compiled rule set.
 pub trait Rules {
-    /// Who matched: selector `index` of this rule set.
-    fn match_info(&self, selector: u8) -> Option<MatchInfo>;
+    /// Who matched: selector `index` of group `group` of this rule set (a match record's
+    /// table is `slot + 2 * group`, daemon-common "Groups").
+    fn match_info(&self, group: u32, selector: u8) -> Option<MatchInfo>;
     /// Selector bits whose process conditions hold for an exec with these facts (the kernel's
     /// exec-time evaluation, done in userspace for processes that exec'd before the apply).
     fn evaluate_exec(&self, facts: &ExecFacts) -> u64;
@@ -39,13 +40,13 @@ pub struct MatchInfo {
 /// What the daemon needs from the kernel engine.
 pub trait Kernel<R> {
     /// Writes `rules` into the inactive slot, gives every running process whose kernel state
-    /// is stale for it the bits `describe(tgid)` returns (`None`: the process cannot be
-    /// described, e.g. it exited), switches atomically; returns the slot now active. On error
-    /// nothing changed.
+    /// is stale for it the bits `describe(tgid)` returns with the namespace id they are for
+    /// (`None`: the process cannot be described, e.g. it exited), switches atomically; returns
+    /// the slot now active. On error nothing changed.
     fn apply(
         &mut self,
         rules: &R,
-        describe: &mut dyn FnMut(u32) -> Option<u64>,
+        describe: &mut dyn FnMut(u32) -> Option<(u64, u32)>,
     ) -> anyhow::Result<u8>;
     fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()>;
     fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()>;

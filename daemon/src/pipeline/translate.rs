@@ -292,8 +292,12 @@ impl<R: Rules> Pipeline<R> {
         let h = m.header;
         let info = self.lookup(h.tgid, h.start_ns, m.cgroup_id);
         let process = self.process_json(&info);
-        let rules = self.slots.get(usize::from(m.slot)).and_then(|s| s.as_ref());
-        let mi = rules.and_then(|r| r.match_info(m.selector));
+        // The record names a table: its slot and group (daemon-common "Groups").
+        let rules = self
+            .slots
+            .get(usize::from(m.slot & 1))
+            .and_then(|s| s.as_ref());
+        let mi = rules.and_then(|r| r.match_info(u32::from(m.slot >> 1), m.selector));
         let enforced = m.enforced != 0;
         let (action, mut outcome) = action_outcome(m.actions, enforced);
         let reason = match reason(m.reason) {

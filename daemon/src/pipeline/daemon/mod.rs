@@ -198,7 +198,7 @@ where
                 &namespace_of,
                 &is_loader,
             )
-            .map(|facts| rules.evaluate_exec(&facts))
+            .map(|facts| (rules.evaluate_exec(&facts), facts.namespace_id))
         };
         let slot = self.kernel.apply(&rules, &mut describe)?;
         self.files = files;
