@@ -6,7 +6,9 @@
 //!
 //!     sudo target/release/bulwark-bench run --rounds 5
 //!     target/release/bulwark-bench lint     # lint scaling, no root
+//!     target/release/bulwark-bench cluster  # simulated cluster vs an API server, no root
 
+mod cluster;
 mod daemon;
 mod lint;
 mod policies;
@@ -33,6 +35,9 @@ enum Cli {
     Worker(workers::Worker),
     /// How `bulwark lint` scales: 1k, 10k and 40k policies and 10 MB of comments (no root).
     Lint(lint::LintArgs),
+    /// N simulated node controllers against an API server (KUBECONFIG): convergence, API
+    /// writes, status size, pruning, violation storm; projection to 5,000 nodes (no root).
+    Cluster(cluster::ClusterArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -56,6 +61,7 @@ fn main() -> Result<()> {
         Cli::Worker(w) => workers::run(w),
         Cli::Run(args) => run(args),
         Cli::Lint(args) => lint::run(args),
+        Cli::Cluster(args) => cluster::run(args),
     }
 }
 

@@ -1,8 +1,8 @@
 //! The policy watch: reflectors over `TracingPolicy` and `TracingPolicyNamespaced` (read as
 //! untyped objects so one malformed object can never stall the list or crash the node: it is
-//! reported as Rejected instead), a reconcile pass that validates every object, hands the
-//! accepted set to the [`PolicyEngine`] when it changed, and applies the status that
-//! [`reconcile::reconcile`] decides through server-side apply on the status subresource.
+//! reported as Rejected instead), a pass that validates every object, hands the accepted set to
+//! the [`PolicyEngine`] when it changed, writes this node's report ([`crate::node_report`]) and,
+//! on the node that holds the status Lease, the policies' statuses ([`crate::aggregate`]).
 //!
 //! Recovery: kube-runtime's watcher re-lists after 410 Gone and after API-server restarts (with
 //! backoff); every change and a periodic resync trigger a full pass, so status that vanished
@@ -15,12 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulwark_policy::model::{AnyPolicy, PolicyStatus, TracingPolicy, TracingPolicyNamespaced};
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
-use crate::reconcile::{self, Action, PolicyObject, ReconcileContext};
+use crate::aggregate::Aggregator;
+use crate::node_report::{self, ReportWriter, Written};
+use crate::reconcile::PolicyObject;
 use crate::validate::{self, Verdict};
 use crate::watch_store::WatchStore;
 use crate::{ControllerOptions, PolicyEngine, PolicyKey, PolicyKind, PolicyLoadResult};
@@ -146,30 +148,52 @@ pub async fn run(
     log::info!("policy watch synced on node {node}");
 
     let manager = format!("{}/{}", opts.field_manager, node);
-    let mut state = LoopState::default();
+    let mut state = LoopState {
+        report: ReportWriter::new(client.clone(), &node, &manager, opts.report_heartbeat),
+        aggregator: opts
+            .aggregate_status
+            .then(|| Aggregator::new(client.clone(), &node, &opts, notify.clone())),
+        applied_fingerprint: None,
+        load: BTreeMap::new(),
+        engine_failures: 0,
+        engine_applied_once: false,
+    };
     let mut next_audit = Instant::now() + opts.resync_interval;
     loop {
         if Instant::now() >= next_audit {
             // Catch a server that lost its data: resumed watches would miss new objects.
+            let mut lost = false;
             for (store, what) in [
                 (&store_c, "TracingPolicies"),
                 (&store_n, "TracingPoliciesNamespaced"),
             ] {
                 match store.audit().await {
-                    Ok(true) => log::warn!("the watch of {what} was out of sync with the API server (data restored or lost?); re-listed"),
+                    Ok(true) => {
+                        lost = true;
+                        log::warn!("the watch of {what} was out of sync with the API server (data restored or lost?); re-listed")
+                    }
                     Ok(false) => {}
                     Err(e) => log::debug!("audit list of {what} failed: {e}"),
                 }
             }
+            if let Some(agg) = state.aggregator.as_mut() {
+                lost |= agg.audit().await;
+            }
+            if lost {
+                // The server lost data: our report may be gone with it.
+                state.report.invalidate();
+            }
             next_audit = Instant::now() + opts.resync_interval;
         }
-        let retry_in = pass(
-            &client, &node, &manager, &engine, &opts, &store_c, &store_n, &ar_c, &ar_n, &mut state,
+        let come_back = pass(
+            &node, &engine, &opts, &store_c, &store_n, &ar_c, &ar_n, &mut state,
         )
         .await;
         opts.ready
             .store(state.engine_applied_once, Ordering::Relaxed);
-        let wait = retry_in.unwrap_or(opts.resync_interval);
+        let wait = come_back
+            .saturating_duration_since(Instant::now())
+            .min(opts.resync_interval);
         tokio::select! {
             _ = notify.notified() => {}
             _ = tokio::time::sleep(wait) => {}
@@ -179,19 +203,21 @@ pub async fn run(
     }
 }
 
-#[derive(Default)]
 struct LoopState {
+    report: ReportWriter,
+    /// `None` when this node does not take part in the status election.
+    aggregator: Option<Aggregator>,
     applied_fingerprint: Option<Vec<String>>,
     load: BTreeMap<PolicyKey, Result<(), String>>,
     engine_failures: u32,
     engine_applied_once: bool,
 }
 
+/// One pass: engine apply when the accepted set changed, this node's report, the aggregator's
+/// turn. Returns when the next pass is due at the latest.
 #[allow(clippy::too_many_arguments)]
 async fn pass(
-    client: &Client,
     node: &str,
-    manager: &str,
     engine: &Arc<dyn PolicyEngine>,
     opts: &ControllerOptions,
     store_c: &WatchStore<DynamicObject>,
@@ -199,7 +225,7 @@ async fn pass(
     ar_c: &ApiResource,
     ar_n: &ApiResource,
     st: &mut LoopState,
-) -> Option<Duration> {
+) -> Instant {
     let mut objects: Vec<ParsedPolicy> = store_c
         .state()
         .iter()
@@ -259,68 +285,35 @@ async fn pass(
         }
     }
 
-    let now = jiff::Timestamp::now().to_string();
-    for p in &objects {
-        let verdict = &plan.verdicts[&p.object.key];
-        let load = if verdict.accepted() {
-            Some(
-                st.load
-                    .get(&p.object.key)
-                    .cloned()
-                    .unwrap_or_else(|| Err("not handed to the engine yet".into())),
-            )
-        } else {
-            None
-        };
-        let ctx = ReconcileContext {
-            node,
-            verdict,
-            load: load.as_ref(),
-            now: &now,
-        };
-        let Action::ApplyStatus(status) = reconcile::reconcile(&p.object, &ctx) else {
-            continue;
-        };
-        let (api, ar): (Api<DynamicObject>, &ApiResource) = match &p.object.key.namespace {
-            Some(ns) => (Api::namespaced_with(client.clone(), ns, ar_n), ar_n),
-            None => (Api::all_with(client.clone(), ar_c), ar_c),
-        };
-        let mut metadata = serde_json::json!({ "name": p.object.key.name });
-        if let Some(ns) = &p.object.key.namespace {
-            metadata["namespace"] = ns.clone().into();
-        }
-        let body = serde_json::json!({
-            "apiVersion": ar.api_version,
-            "kind": ar.kind,
-            "metadata": metadata,
-            "status": status,
-        });
-        let params = PatchParams::apply(manager).force();
-        match crate::timed(api.patch_status(&p.object.key.name, &params, &Patch::Apply(&body)))
+    if st.engine_applied_once || st.engine_failures > 0 {
+        match st
+            .report
+            .sync(node_report::entries(&objects, &st.load))
             .await
         {
-            Ok(_) => {
-                opts.stats.status_writes.fetch_add(1, Ordering::Relaxed);
-                log::debug!("status of {} written", p.object.key);
+            Ok(Written::Change) => {
+                opts.stats
+                    .node_report_writes
+                    .fetch_add(1, Ordering::Relaxed);
             }
-            Err(kube::Error::Api(e)) if e.code == 404 => {
-                log::debug!(
-                    "{} was deleted while its status was being written",
-                    p.object.key
-                );
+            Ok(Written::Heartbeat) => {
+                opts.stats.node_heartbeats.fetch_add(1, Ordering::Relaxed);
             }
+            Ok(Written::Nothing) => {}
             Err(e) => {
                 opts.stats.api_write_errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "writing the status of {} failed (will retry): {e}",
-                    p.object.key
-                );
-                retry =
-                    Some(retry.map_or(Duration::from_secs(5), |r| r.min(Duration::from_secs(5))));
+                log::warn!("writing the BulwarkNode report of node {node} failed (will retry): {e}; is the BulwarkNode CRD installed?");
             }
         }
     }
-    retry
+    let mut come_back = Instant::now() + retry.unwrap_or(opts.resync_interval);
+    if let Some(t) = st.report.next_due() {
+        come_back = come_back.min(t);
+    }
+    if let Some(agg) = st.aggregator.as_mut() {
+        come_back = come_back.min(agg.tick(&objects, &plan, ar_c, ar_n, opts).await);
+    }
+    come_back
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
     // TracingPolicy, TracingPolicyNamespaced; further CRDs go below, one push each.
     let mut crds = bulwark_policy::crds();
     crds.push(bulwark_controller::policy_violation_crd()); // PolicyViolation
+    crds.push(bulwark_controller::bulwark_node_crd()); // BulwarkNode
     crds
 }
 

@@ -76,6 +76,7 @@ pub fn install_crds(kubeconfig: &Path) {
         "tracingpolicies.bulwark.dev",
         "tracingpoliciesnamespaced.bulwark.dev",
         "policyviolations.bulwark.dev",
+        "bulwarknodes.bulwark.dev",
     ] {
         kubectl_ok(
             kubeconfig,
@@ -87,6 +88,27 @@ pub fn install_crds(kubeconfig: &Path) {
             ],
         );
     }
+}
+
+/// Forget the nodes of earlier tests on this server: their reports (which would count as live
+/// nodes until their heartbeat ages past the TTL) and the status Lease (which a stopped
+/// controller may still hold until it expires).
+pub fn forget_other_nodes(kubeconfig: &Path) {
+    kubectl_ok(
+        kubeconfig,
+        &["delete", "bulwarknodes", "--all", "--ignore-not-found"],
+    );
+    kubectl_ok(
+        kubeconfig,
+        &[
+            "delete",
+            "lease",
+            "bulwark-status",
+            "-n",
+            "bulwark-system",
+            "--ignore-not-found",
+        ],
+    );
 }
 
 /// A kube client for `kubeconfig`.
