@@ -58,25 +58,69 @@ pub enum Written {
     Heartbeat,
 }
 
+/// Whether to write the report now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Write(Written),
+    /// Unchanged and the heartbeat is not due.
+    Wait,
+    /// Changed, but the last write is more recent than the minimum interval.
+    HoldBack,
+}
+
+/// What [`ReportWriter::sync`] does given the last write (entries, when) and the entries now.
+pub fn decide(
+    last: Option<(&[NodePolicyReport], Instant)>,
+    entries: &[NodePolicyReport],
+    now: Instant,
+    heartbeat: Duration,
+    min_interval: Duration,
+) -> Decision {
+    let Some((written, at)) = last else {
+        return Decision::Write(Written::Change);
+    };
+    let changed = written != entries;
+    let beat_due = now >= at + heartbeat;
+    match (changed, beat_due) {
+        (true, _) if now < at + min_interval && !beat_due => Decision::HoldBack,
+        (true, _) => Decision::Write(Written::Change),
+        (false, true) => Decision::Write(Written::Heartbeat),
+        (false, false) => Decision::Wait,
+    }
+}
+
 /// Writes this node's report when its entries change or its heartbeat is due.
 pub struct ReportWriter {
     api: Api<BulwarkNode>,
     node: String,
     manager: String,
     heartbeat: Duration,
+    /// Changes are written at most this often (a burst of policy changes costs one write per
+    /// interval, not one per change).
+    min_interval: Duration,
     written: Option<(Vec<NodePolicyReport>, Instant)>,
+    /// A change waits for the minimum interval.
+    held_back: bool,
     retry_at: Option<Instant>,
     failures: u32,
 }
 
 impl ReportWriter {
-    pub fn new(client: kube::Client, node: &str, manager: &str, heartbeat: Duration) -> Self {
+    pub fn new(
+        client: kube::Client,
+        node: &str,
+        manager: &str,
+        heartbeat: Duration,
+        min_interval: Duration,
+    ) -> Self {
         ReportWriter {
             api: Api::all(client),
             node: node.to_string(),
             manager: manager.to_string(),
             heartbeat,
+            min_interval,
             written: None,
+            held_back: false,
             retry_at: None,
             failures: 0,
         }
@@ -87,10 +131,12 @@ impl ReportWriter {
         self.written = None;
     }
 
-    /// When the next write is due if nothing changes.
+    /// When the next write is due: a retry, a change held back by the minimum interval, or
+    /// the heartbeat.
     pub fn next_due(&self) -> Option<Instant> {
         match (&self.written, self.retry_at) {
             (_, Some(t)) => Some(t),
+            (Some((_, at)), None) if self.held_back => Some(*at + self.min_interval),
             (Some((_, at)), None) => Some(*at + self.heartbeat),
             (None, None) => None,
         }
@@ -100,14 +146,13 @@ impl ReportWriter {
     /// what was written; a failure is retried with backoff on a later call.
     pub async fn sync(&mut self, entries: Vec<NodePolicyReport>) -> Result<Written, kube::Error> {
         let now = Instant::now();
-        let changed = self.written.as_ref().is_none_or(|(e, _)| *e != entries);
-        let beat_due = self
-            .written
-            .as_ref()
-            .is_none_or(|(_, at)| now >= *at + self.heartbeat);
-        if !(changed || beat_due) || self.retry_at.is_some_and(|t| now < t) {
-            return Ok(Written::Nothing);
-        }
+        let last = self.written.as_ref().map(|(e, at)| (e.as_slice(), *at));
+        let decision = decide(last, &entries, now, self.heartbeat, self.min_interval);
+        self.held_back = decision == Decision::HoldBack;
+        let kind = match decision {
+            Decision::Write(kind) if self.retry_at.is_none_or(|t| now >= t) => kind,
+            _ => return Ok(Written::Nothing),
+        };
         let loaded = entries.iter().filter(|e| e.error.is_none()).count() as i64;
         let spec = BulwarkNodeSpec {
             heartbeat: jiff::Timestamp::now().to_string(),
@@ -127,11 +172,7 @@ impl ReportWriter {
                 self.written = Some((entries, now));
                 self.retry_at = None;
                 self.failures = 0;
-                Ok(if changed {
-                    Written::Change
-                } else {
-                    Written::Heartbeat
-                })
+                Ok(kind)
             }
             Err(e) => {
                 self.failures += 1;
@@ -166,6 +207,42 @@ mod tests {
             policy: Err("not needed here".into()),
             fingerprint: String::new(),
         }
+    }
+
+    #[test]
+    fn changes_are_written_at_most_once_per_interval_and_heartbeats_renew() {
+        let hb = Duration::from_secs(60);
+        let min = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let a = vec![NodePolicyReport {
+            kind: "TracingPolicy".into(),
+            name: "a".into(),
+            ..Default::default()
+        }];
+        let b = vec![];
+        assert_eq!(
+            decide(None, &a, t0, hb, min),
+            Decision::Write(Written::Change)
+        );
+        let last = Some((a.as_slice(), t0));
+        assert_eq!(decide(last, &a, t0 + min, hb, min), Decision::Wait);
+        assert_eq!(
+            decide(last, &b, t0 + Duration::from_millis(300), hb, min),
+            Decision::HoldBack
+        );
+        assert_eq!(
+            decide(last, &b, t0 + min, hb, min),
+            Decision::Write(Written::Change)
+        );
+        assert_eq!(
+            decide(last, &a, t0 + hb, hb, min),
+            Decision::Write(Written::Heartbeat)
+        );
+        // A heartbeat due carries a change through even within the interval.
+        assert_eq!(
+            decide(last, &b, t0 + hb, hb, Duration::from_secs(120)),
+            Decision::Write(Written::Change)
+        );
     }
 
     #[test]

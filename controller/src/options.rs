@@ -48,6 +48,9 @@ pub struct ControllerOptions {
     pub resync_interval: Duration,
     /// This node re-writes its `BulwarkNode` report at least this often (its heartbeat).
     pub report_heartbeat: Duration,
+    /// ... and at most this often when what it reports changes (a burst of policy changes
+    /// costs each node one write per interval).
+    pub report_min_interval: Duration,
     /// A node whose report's heartbeat is older than this (measured from now) has departed: the
     /// status aggregator leaves it out of every policy's status and deletes its report.
     pub node_ttl: Duration,
@@ -84,6 +87,7 @@ impl Default for ControllerOptions {
             publish_events: true,
             resync_interval: Duration::from_secs(300),
             report_heartbeat: Duration::from_secs(60),
+            report_min_interval: Duration::from_secs(1),
             node_ttl: Duration::from_secs(300),
             aggregate_status: true,
             lease_duration: Duration::from_secs(15),

@@ -149,7 +149,13 @@ pub async fn run(
 
     let manager = format!("{}/{}", opts.field_manager, node);
     let mut state = LoopState {
-        report: ReportWriter::new(client.clone(), &node, &manager, opts.report_heartbeat),
+        report: ReportWriter::new(
+            client.clone(),
+            &node,
+            &manager,
+            opts.report_heartbeat,
+            opts.report_min_interval,
+        ),
         aggregator: opts
             .aggregate_status
             .then(|| Aggregator::new(client.clone(), &node, &opts, notify.clone())),

@@ -41,7 +41,7 @@ fn fail_rule() -> FailRule {
         let n: usize = node.rsplit('-').next()?.parse().ok()?;
         let fails = match key.name.as_str() {
             "scale-p-000" => true,
-            "scale-p-001" => n % 4 == 0,
+            "scale-p-001" => n.is_multiple_of(4),
             _ => false,
         };
         fails.then(|| "needs 1100 selectors, the kernel maps hold 1024 (BW092)".to_string())
@@ -51,7 +51,7 @@ fn fail_rule() -> FailRule {
 fn expected_failed(p: usize, live: usize) -> i64 {
     match p {
         0 => live as i64,
-        1 => (0..live).filter(|n| n % 4 == 0).count() as i64,
+        1 => (0..live).filter(|n| n.is_multiple_of(4)).count() as i64,
         _ => 0,
     }
 }
