@@ -20,9 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bulwark_controller::crd::NodePolicyReport;
-use bulwark_controller::sim::{converged, policy_object, FailRule, SimNode};
+use bulwark_controller::sim::{
+    blocked_metadata_connect, converged, policy_object, FailRule, SimNode,
+};
 use bulwark_controller::{BulwarkNode, ControllerOptions, PolicyKey, Violation};
-use bulwark_events::{Action, Destination, Hook, Mode, Outcome, Pod, PolicyMatch, Process};
+use bulwark_events::{Pod, Process};
 use bulwark_policy::model::{NodePolicyStatus, PolicyStatus, TracingPolicy};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -319,39 +321,62 @@ fn phase_json(
 }
 
 fn storm_violation(node: &str, k: u64) -> Violation {
-    Violation {
-        time: jiff::Timestamp::now().to_string(),
-        node_name: node.to_string(),
-        policy_match: PolicyMatch {
-            policy_name: Some(policy_name(1)),
-            policy_namespace: None,
-            rule: Some("deny-imds".into()),
-            hook: Hook::Connect,
-            action: Action::Block,
-            mode: Mode::Enforce,
-            enforced: true,
-            outcome: Outcome::Blocked,
-            process: Process {
-                exec_id: format!("{node}-{k}"),
-                pid: 1000 + (k % 50) as u32,
-                binary: "/usr/bin/curl".into(),
-                pod: Some(Pod {
-                    namespace: STORM_NAMESPACE.into(),
-                    name: format!("storm-{}", k % 20),
-                    container: "app".into(),
-                    labels: Default::default(),
-                }),
-                ..Process::default()
-            },
-            destination: Some(Destination {
-                ip: "169.254.169.254".into(),
-                port: 80,
-                protocol: "TCP".into(),
-            }),
-            encryption: None,
-            reason: None,
-        },
+    let process = Process {
+        exec_id: format!("{node}-{k}"),
+        pid: 1000 + (k % 50) as u32,
+        binary: "/usr/bin/curl".into(),
+        pod: Some(Pod {
+            namespace: STORM_NAMESPACE.into(),
+            name: format!("storm-{}", k % 20),
+            container: "app".into(),
+            labels: Default::default(),
+        }),
+        ..Process::default()
+    };
+    let now = jiff::Timestamp::now().to_string();
+    blocked_metadata_connect(node, &policy_name(1), &now, process, 80)
+}
+
+/// Server-side apply every policy in `mode`; returns when each was applied, by index.
+async fn apply_all(
+    policies: &Api<DynamicObject>,
+    count: usize,
+    mode: &str,
+) -> Result<BTreeMap<usize, Instant>> {
+    let mut started = BTreeMap::new();
+    for i in 0..count {
+        let name = policy_name(i);
+        started.insert(i, Instant::now());
+        policies
+            .patch(
+                &name,
+                &PatchParams::apply("bulwark-bench").force(),
+                &Patch::Apply(policy_object(&name, mode, LABEL)),
+            )
+            .await
+            .with_context(|| format!("applying {name} ({mode})"))?;
     }
+    Ok(started)
+}
+
+/// Wait until every policy of `started` shows `generation` converged on the live nodes.
+async fn converge_on(
+    policies: &Api<DynamicObject>,
+    started: &BTreeMap<usize, Instant>,
+    timeout: u64,
+    generation: i64,
+    live: &[usize],
+) -> Result<Vec<f64>> {
+    converge(policies, started, timeout, |i, o| {
+        o.metadata.generation == Some(generation)
+            && converged(
+                &status_of(o),
+                o.metadata.generation,
+                live.len() as i64,
+                expected_failed(i, live),
+            )
+    })
+    .await
 }
 
 async fn cleanup(client: &kube::Client, policies: &Api<DynamicObject>, ns: &str) -> Result<()> {
@@ -453,29 +478,8 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
     let mut phases = Vec::new();
     let m0 = api_writes(&client).await?;
     let c0 = counters(&nodes);
-    let mut started = BTreeMap::new();
-    for i in 0..args.policies {
-        let name = policy_name(i);
-        started.insert(i, Instant::now());
-        policies
-            .patch(
-                &name,
-                &PatchParams::apply("bulwark-bench").force(),
-                &Patch::Apply(policy_object(&name, "enforce", LABEL)),
-            )
-            .await
-            .with_context(|| format!("creating {name}"))?;
-    }
-    let lv = live.clone();
-    let times = converge(&policies, &started, args.timeout, |i, o| {
-        converged(
-            &status_of(o),
-            o.metadata.generation,
-            n as i64,
-            expected_failed(i, &lv),
-        )
-    })
-    .await?;
+    let started = apply_all(&policies, args.policies, "enforce").await?;
+    let times = converge_on(&policies, &started, args.timeout, 1, &live).await?;
     let (m1, c1) = (api_writes(&client).await?, counters(&nodes));
     phases.push(phase_json(
         "create",
@@ -517,29 +521,8 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
     // 2. Change every policy (mode), generation 2.
     let m0 = api_writes(&client).await?;
     let c0 = counters(&nodes);
-    let mut started = BTreeMap::new();
-    for i in 0..args.policies {
-        let name = policy_name(i);
-        started.insert(i, Instant::now());
-        policies
-            .patch(
-                &name,
-                &PatchParams::apply("bulwark-bench").force(),
-                &Patch::Apply(policy_object(&name, "monitor", LABEL)),
-            )
-            .await
-            .with_context(|| format!("changing {name}"))?;
-    }
-    let times = converge(&policies, &started, args.timeout, |i, o| {
-        o.metadata.generation >= Some(2)
-            && converged(
-                &status_of(o),
-                o.metadata.generation,
-                n as i64,
-                expected_failed(i, &lv),
-            )
-    })
-    .await?;
+    let started = apply_all(&policies, args.policies, "monitor").await?;
+    let times = converge_on(&policies, &started, args.timeout, 2, &live).await?;
     let (m1, c1) = (api_writes(&client).await?, counters(&nodes));
     phases.push(phase_json(
         "change",

@@ -6,10 +6,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bulwark_events::{Action, Destination, Hook, Mode, Outcome, PolicyMatch, Process};
 use bulwark_policy::model::{AnyPolicy, PolicyStatus};
 
 use crate::stats::Stats;
-use crate::violation_queue::{violation_channel, ViolationSender};
+use crate::violation_queue::{violation_channel, Violation, ViolationSender};
 use crate::{ControllerOptions, PolicyEngine, PolicyKey, PolicyLoadResult};
 
 /// Decides whether `node` fails to load `policy`: `Some(reason)` when it does.
@@ -118,6 +119,39 @@ pub fn policy_object(name: &str, mode: &str, label: &str) -> serde_json::Value {
             }]
         }
     })
+}
+
+/// An enforced `Block` by rule `deny-imds` of cluster policy `policy` (as [`policy_object`]
+/// writes it): `process` connecting to the cloud metadata service on `port`, at `time` on `node`.
+pub fn blocked_metadata_connect(
+    node: &str,
+    policy: &str,
+    time: &str,
+    process: Process,
+    port: u16,
+) -> Violation {
+    Violation {
+        time: time.into(),
+        node_name: node.into(),
+        policy_match: PolicyMatch {
+            policy_name: Some(policy.into()),
+            policy_namespace: None,
+            rule: Some("deny-imds".into()),
+            hook: Hook::Connect,
+            action: Action::Block,
+            mode: Mode::Enforce,
+            enforced: true,
+            outcome: Outcome::Blocked,
+            process,
+            destination: Some(Destination {
+                ip: "169.254.169.254".into(),
+                port,
+                protocol: "TCP".into(),
+            }),
+            encryption: None,
+            reason: None,
+        },
+    }
 }
 
 /// True when `status` describes `generation` on exactly `nodes` live nodes, every one of

@@ -488,16 +488,9 @@ async fn controller_against_real_server() {
 
     // Events regarding the policy (events.k8s.io/v1).
     let ev = wait_for("an Event regarding block-cloud-metadata", T, || async {
-        let out = kubectl_ok(&kc, &["get", "events.events.k8s.io", "-A", "-o", "json"]);
-        let v: Value = serde_json::from_str(&out).ok()?;
-        v["items"]
-            .as_array()?
-            .iter()
-            .find(|e| {
-                e["regarding"]["name"] == "block-cloud-metadata"
-                    && e["reason"] == "ConnectionBlocked"
-            })
-            .cloned()
+        find_event(&kc, |e| {
+            e["regarding"]["name"] == "block-cloud-metadata" && e["reason"] == "ConnectionBlocked"
+        })
     })
     .await;
     assert_eq!(ev["regarding"]["kind"], "TracingPolicy");
