@@ -280,13 +280,20 @@ async fn converge(
             }
         }
         if Instant::now() > deadline {
+            let sample = list.items.iter().find_map(|o| {
+                o.data
+                    .get("status")
+                    .map(|s| format!("{}: {s}", o.metadata.name.as_deref().unwrap_or("")))
+            });
             bail!(
-                "{} of {} policies did not converge within {timeout} s",
+                "{} of {} policies did not converge within {timeout} s; e.g. {}",
                 started.len() - took.len(),
-                started.len()
+                started.len(),
+                sample.unwrap_or_default()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Polling is load on the server too: 4 lists a second.
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let mut v: Vec<f64> = took.into_values().collect();
     v.sort_by(|a, b| a.total_cmp(b));

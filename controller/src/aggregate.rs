@@ -10,10 +10,12 @@
 //! one per [`crate::ControllerOptions::status_interval`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulwark_policy::model::PolicyStatus;
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -33,7 +35,8 @@ pub const LEASE_NAME: &str = "bulwark-status";
 pub const STATUS_MANAGER: &str = "bulwark-aggregator";
 
 /// Lease-based election (coordination.k8s.io/v1), optimistic concurrency on the Lease's
-/// resourceVersion: whoever replaces it first wins.
+/// resourceVersion: whoever replaces it first wins. [`LeaseElector::spawn`] keeps trying and
+/// renewing in its own task, so a long status pass can never let the Lease lapse.
 pub struct LeaseElector {
     api: Api<Lease>,
     identity: String,
@@ -47,6 +50,35 @@ impl LeaseElector {
             identity: identity.to_string(),
             duration,
         }
+    }
+
+    /// Try (every `duration`) or renew (every third of it) in a background task; the flag says
+    /// whether this node holds the Lease. The task ends once the flag is dropped.
+    pub fn spawn(self, notify: Arc<Notify>) -> Arc<AtomicBool> {
+        let leader = Arc::new(AtomicBool::new(false));
+        let flag = Arc::downgrade(&leader);
+        tokio::spawn(async move {
+            while let Some(flag) = flag.upgrade() {
+                let held = match self.try_acquire_or_renew().await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        log::warn!("the status Lease could not be read or renewed: {e}");
+                        false
+                    }
+                };
+                if flag.swap(held, Ordering::Relaxed) != held {
+                    notify.notify_one();
+                }
+                drop(flag);
+                let next = if held {
+                    self.duration / 3
+                } else {
+                    self.duration
+                };
+                tokio::time::sleep(next).await;
+            }
+        });
+        leader
     }
 
     /// Take or renew the Lease. True when this node holds it afterwards.
@@ -197,11 +229,11 @@ pub fn statuses(
 /// The aggregator's state inside the policy loop of one node.
 pub struct Aggregator {
     client: Client,
-    elector: LeaseElector,
+    /// Set while this node holds the Lease (renewed by [`LeaseElector::spawn`]).
+    leader: Arc<AtomicBool>,
     notify: Arc<Notify>,
     /// Present while this node holds the Lease.
     reports: Option<WatchStore<BulwarkNode>>,
-    next_lease: Instant,
     next_pass: Instant,
     /// What was last written per policy, and when: the watch may not have delivered our own
     /// write yet, and writing the same status again would only cost the API server.
@@ -210,17 +242,18 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub fn new(client: Client, node: &str, opts: &ControllerOptions, notify: Arc<Notify>) -> Self {
+        let leader = LeaseElector::new(
+            client.clone(),
+            &opts.host_namespace,
+            node,
+            opts.lease_duration,
+        )
+        .spawn(notify.clone());
         Aggregator {
-            elector: LeaseElector::new(
-                client.clone(),
-                &opts.host_namespace,
-                node,
-                opts.lease_duration,
-            ),
+            leader,
             client,
             notify,
             reports: None,
-            next_lease: Instant::now(),
             next_pass: Instant::now(),
             written: HashMap::new(),
         }
@@ -250,8 +283,8 @@ impl Aggregator {
         }
     }
 
-    /// Renew or try to take the Lease when due, then (as the holder) write the statuses that
-    /// changed. Returns when to come back.
+    /// Follow the Lease flag (start or stop watching reports), then, as the holder, write the
+    /// statuses that changed. Returns when to come back.
     pub async fn tick(
         &mut self,
         objects: &[ParsedPolicy],
@@ -261,48 +294,29 @@ impl Aggregator {
         opts: &ControllerOptions,
     ) -> Instant {
         let now = Instant::now();
-        if now >= self.next_lease {
-            let leader = match self.elector.try_acquire_or_renew().await {
-                Ok(l) => l,
-                Err(e) => {
-                    log::warn!("the status Lease could not be read or renewed: {e}");
-                    false
-                }
-            };
-            match (leader, self.reports.is_some()) {
-                (true, false) => {
-                    log::info!(
-                        "this node now aggregates policy status (holds the {LEASE_NAME} Lease)"
-                    );
-                    let store = WatchStore::spawn(
-                        Api::all(self.client.clone()),
-                        watcher::Config::default(),
-                        self.notify.clone(),
-                        "bulwarknodes.bulwark.dev".into(),
-                    );
-                    self.reports = Some(store);
-                }
-                (false, true) => {
-                    log::info!("this node no longer aggregates policy status");
-                    self.reports = None;
-                    self.written.clear();
-                }
-                _ => {}
+        let leader = self.leader.load(Ordering::Relaxed);
+        match (leader, self.reports.is_some()) {
+            (true, false) => {
+                log::info!("this node now aggregates policy status (holds the {LEASE_NAME} Lease)");
+                self.reports = Some(WatchStore::spawn(
+                    Api::all(self.client.clone()),
+                    watcher::Config::default(),
+                    self.notify.clone(),
+                    "bulwarknodes.bulwark.dev".into(),
+                ));
             }
-            self.next_lease = now
-                + if leader {
-                    opts.lease_duration / 3
-                } else {
-                    opts.lease_duration
-                };
+            (false, true) => {
+                log::info!("this node no longer aggregates policy status");
+                self.reports = None;
+                self.written.clear();
+            }
+            _ => {}
         }
         let Some(store) = &self.reports else {
-            return self.next_lease;
+            return now + opts.resync_interval;
         };
         if !store.is_ready() || now < self.next_pass {
-            return self
-                .next_lease
-                .min(self.next_pass.max(now + Duration::from_millis(100)));
+            return self.next_pass.max(now + Duration::from_millis(100));
         }
         self.next_pass = now + opts.status_interval;
         let reports = store.state();
@@ -317,7 +331,7 @@ impl Aggregator {
                 Ok(_) => opts
                     .stats
                     .node_reports_pruned
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    .fetch_add(1, Ordering::Relaxed),
                 Err(e) => {
                     log::debug!("deleting the report of departed node {name}: {e}");
                     0
@@ -342,36 +356,28 @@ impl Aggregator {
             })
             .collect();
         let stamp = jiff::Timestamp::now().to_string();
-        for (key, status) in statuses(&basis, plan, &live, &stamp) {
-            let (api, ar): (Api<DynamicObject>, &ApiResource) = match &key.namespace {
-                Some(ns) => (Api::namespaced_with(self.client.clone(), ns, ar_n), ar_n),
-                None => (Api::all_with(self.client.clone(), ar_c), ar_c),
-            };
-            let mut metadata = serde_json::json!({ "name": key.name });
-            if let Some(ns) = &key.namespace {
-                metadata["namespace"] = ns.clone().into();
-            }
-            let body = serde_json::json!({
-                "apiVersion": ar.api_version,
-                "kind": ar.kind,
-                "metadata": metadata,
-                "status": status,
-            });
-            let params = PatchParams::apply(STATUS_MANAGER).force();
-            match crate::timed(api.patch_status(&key.name, &params, &Patch::Apply(&body))).await {
-                Ok(_) => {
-                    opts.stats
-                        .status_writes
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A few writes in flight at once: a pass over many changed policies stays short.
+        let client = &self.client;
+        let results: Vec<(PolicyKey, PolicyStatus, Result<(), kube::Error>)> =
+            futures::stream::iter(statuses(&basis, plan, &live, &stamp))
+                .map(|(key, status)| async move {
+                    let r = write_status(client, &key, &status, ar_c, ar_n).await;
+                    (key, status, r)
+                })
+                .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
+                .collect()
+                .await;
+        for (key, status, r) in results {
+            match r {
+                Ok(()) => {
+                    opts.stats.status_writes.fetch_add(1, Ordering::Relaxed);
                     self.written.insert(key, (status, Instant::now()));
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {
                     log::debug!("{key} was deleted while its status was being written");
                 }
                 Err(e) => {
-                    opts.stats
-                        .api_write_errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    opts.stats.api_write_errors.fetch_add(1, Ordering::Relaxed);
                     log::warn!("writing the status of {key} failed (will retry): {e}");
                     self.written.remove(&key);
                 }
@@ -380,8 +386,39 @@ impl Aggregator {
         let present: std::collections::HashSet<&PolicyKey> =
             objects.iter().map(|p| &p.object.key).collect();
         self.written.retain(|k, _| present.contains(k));
-        self.next_lease.min(self.next_pass)
+        self.next_pass
     }
+}
+
+/// Status writes the aggregator keeps in flight at once.
+const STATUS_WRITES_IN_FLIGHT: usize = 8;
+
+/// Server-side apply `status` to the policy `key`.
+async fn write_status(
+    client: &Client,
+    key: &PolicyKey,
+    status: &PolicyStatus,
+    ar_c: &ApiResource,
+    ar_n: &ApiResource,
+) -> Result<(), kube::Error> {
+    let (api, ar): (Api<DynamicObject>, &ApiResource) = match &key.namespace {
+        Some(ns) => (Api::namespaced_with(client.clone(), ns, ar_n), ar_n),
+        None => (Api::all_with(client.clone(), ar_c), ar_c),
+    };
+    let mut metadata = serde_json::json!({ "name": key.name });
+    if let Some(ns) = &key.namespace {
+        metadata["namespace"] = ns.clone().into();
+    }
+    let body = serde_json::json!({
+        "apiVersion": ar.api_version,
+        "kind": ar.kind,
+        "metadata": metadata,
+        "status": status,
+    });
+    let params = PatchParams::apply(STATUS_MANAGER).force();
+    crate::timed(api.patch_status(&key.name, &params, &Patch::Apply(&body)))
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! (e.g. the server lost its data) is written again. A status write that fails with 404 means
 //! the policy was deleted while being applied and is ignored; other failures are retried.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +85,80 @@ pub fn parse_object(kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
     }
 }
 
+/// Kind, uid and generation: what identifies one spec.
+type SpecId = (PolicyKind, String, i64);
+/// The spec read as a policy (or why not), and its fingerprint.
+type ParsedSpec = (Result<AnyPolicy, String>, String);
+
+/// Parsed specs by (kind, uid, generation) and verdicts by spec fingerprint, kept from one pass
+/// to the next: the generation changes exactly when the spec does, so the watch events that
+/// only change status (every status write of the aggregator reaches every node) cost neither a
+/// re-parse nor a re-validation of every policy.
+#[derive(Default)]
+pub struct ParseCache {
+    parsed: HashMap<SpecId, ParsedSpec>,
+    verdicts: HashMap<String, Verdict>,
+    used_parsed: HashMap<SpecId, ParsedSpec>,
+    used_verdicts: HashMap<String, Verdict>,
+}
+
+impl ParseCache {
+    /// [`parse_object`], reusing the spec parsed for the same uid and generation.
+    pub fn parse(&mut self, kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
+        let key = match (&obj.metadata.uid, obj.metadata.generation) {
+            (Some(uid), Some(g)) => (kind, uid.clone(), g),
+            _ => return parse_object(kind, obj),
+        };
+        if let Some((policy, fingerprint)) = self
+            .used_parsed
+            .get(&key)
+            .or_else(|| self.parsed.get(&key))
+            .cloned()
+        {
+            let mut p = parse_object_status_only(kind, obj);
+            p.policy = policy.clone();
+            p.fingerprint = fingerprint.clone();
+            self.used_parsed.insert(key, (policy, fingerprint));
+            return p;
+        }
+        let p = parse_object(kind, obj);
+        self.used_parsed
+            .insert(key, (p.policy.clone(), p.fingerprint.clone()));
+        p
+    }
+
+    /// [`verdict_of`], reusing the verdict on the same spec.
+    pub fn verdict(&mut self, p: &ParsedPolicy) -> Verdict {
+        if p.fingerprint.is_empty() {
+            return verdict_of(p);
+        }
+        let v = match self
+            .used_verdicts
+            .get(&p.fingerprint)
+            .or_else(|| self.verdicts.get(&p.fingerprint))
+        {
+            Some(v) => v.clone(),
+            None => verdict_of(p),
+        };
+        self.used_verdicts.insert(p.fingerprint.clone(), v.clone());
+        v
+    }
+
+    /// Forget what the last pass did not use (deleted or changed objects).
+    pub fn end_pass(&mut self) {
+        self.parsed = std::mem::take(&mut self.used_parsed);
+        self.verdicts = std::mem::take(&mut self.used_verdicts);
+    }
+}
+
+/// The key, generation and status of `obj`, without reading its spec.
+fn parse_object_status_only(kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
+    let mut bare = obj.clone();
+    bare.data =
+        serde_json::json!({ "status": obj.data.get("status").cloned().unwrap_or_default() });
+    parse_object(kind, &bare)
+}
+
 /// The result of deciding what to hand to the engine: verdicts for every object and the
 /// accepted policies, sorted by key.
 pub struct Plan {
@@ -96,13 +170,26 @@ pub struct Plan {
 
 /// Validate every object (pure; the lint's checks are pure).
 pub fn plan(objects: &[ParsedPolicy]) -> Plan {
+    plan_with(objects, verdict_of)
+}
+
+/// The lint's verdict on one object.
+pub fn verdict_of(p: &ParsedPolicy) -> Verdict {
+    match &p.policy {
+        Ok(policy) => validate::validate(policy),
+        Err(e) => Verdict::unreadable(e.clone()),
+    }
+}
+
+/// [`plan`] with verdicts from `verdict` (e.g. a [`ParseCache`]).
+pub fn plan_with(
+    objects: &[ParsedPolicy],
+    mut verdict: impl FnMut(&ParsedPolicy) -> Verdict,
+) -> Plan {
     let mut verdicts = BTreeMap::new();
     let mut accepted: Vec<(PolicyKey, AnyPolicy, String)> = Vec::new();
     for p in objects {
-        let verdict = match &p.policy {
-            Ok(policy) => validate::validate(policy),
-            Err(e) => Verdict::unreadable(e.clone()),
-        };
+        let verdict = verdict(p);
         if verdict.accepted() {
             if let Ok(policy) = &p.policy {
                 accepted.push((p.object.key.clone(), policy.clone(), p.fingerprint.clone()));
@@ -160,6 +247,7 @@ pub async fn run(
             .aggregate_status
             .then(|| Aggregator::new(client.clone(), &node, &opts, notify.clone())),
         applied_fingerprint: None,
+        cache: ParseCache::default(),
         load: BTreeMap::new(),
         engine_failures: 0,
         engine_applied_once: false,
@@ -214,6 +302,7 @@ struct LoopState {
     /// `None` when this node does not take part in the status election.
     aggregator: Option<Aggregator>,
     applied_fingerprint: Option<Vec<String>>,
+    cache: ParseCache,
     load: BTreeMap<PolicyKey, Result<(), String>>,
     engine_failures: u32,
     engine_applied_once: bool,
@@ -235,15 +324,16 @@ async fn pass(
     let mut objects: Vec<ParsedPolicy> = store_c
         .state()
         .iter()
-        .map(|o| parse_object(PolicyKind::Cluster, o))
+        .map(|o| st.cache.parse(PolicyKind::Cluster, o))
         .collect();
     objects.extend(
         store_n
             .state()
             .iter()
-            .map(|o| parse_object(PolicyKind::Namespaced, o)),
+            .map(|o| st.cache.parse(PolicyKind::Namespaced, o)),
     );
-    let plan = plan(&objects);
+    let plan = plan_with(&objects, |p| st.cache.verdict(p));
+    st.cache.end_pass();
     let mut retry: Option<Duration> = None;
 
     if st.applied_fingerprint.as_ref() != Some(&plan.fingerprint) {
@@ -363,6 +453,38 @@ mod tests {
         );
         let policy = p.policy.as_ref().unwrap();
         assert_eq!(policy.scope_namespace(), Some("payments"));
+    }
+
+    #[test]
+    fn the_cache_reuses_spec_and_verdict_while_status_changes_and_rereads_a_new_generation() {
+        let mk = |generation: i64, cidr: &str, state: &str| {
+            dynobj(serde_json::json!({
+                "apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
+                "metadata": {"name": "p", "uid": "u", "generation": generation},
+                "spec": {"mode": "enforce", "rules": [{"name": "r", "hook": "connect",
+                    "selectors": [{"matchDestinations": [{"operator": "In", "cidrs": [cidr]}],
+                                   "matchActions": [{"action": "Block"}]}]}]},
+                "status": {"state": state}
+            }))
+        };
+        let mut cache = ParseCache::default();
+        let a = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Accepted"));
+        assert!(cache.verdict(&a).accepted());
+        cache.end_pass();
+        // Same generation, other status: the cached spec and verdict, the new status.
+        let b = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Rejected"));
+        assert_eq!(b.object.status.unwrap().state.as_deref(), Some("Rejected"));
+        assert_eq!(b.fingerprint, a.fingerprint);
+        assert!(b.policy.is_ok());
+        assert_eq!(b.object.generation, Some(1));
+        cache.end_pass();
+        // A new generation is parsed and validated afresh.
+        let c = cache.parse(PolicyKind::Cluster, &mk(2, "10.0.0.0/33", "Accepted"));
+        assert_ne!(c.fingerprint, a.fingerprint);
+        assert!(
+            !cache.verdict(&c).accepted(),
+            "the /33 is judged, not the cached verdict"
+        );
     }
 
     #[test]
