@@ -750,7 +750,7 @@ fn projection(r: &Value) -> Value {
         "etcd_object_limit_bytes": 1_572_864,
         "report_writes_per_node_per_batch": reports_per_change * args_changes(r) / n,
         "writes_per_change_at_n": per_change("change"),
-        "writes_per_batch_of_100_changes_at_5000": N * (reports_per_change * args_changes(r) / n) + per_change("change") * args_changes(r) - reports_per_change * args_changes(r),
+        "writes_per_batch_at_5000": N * (reports_per_change * args_changes(r) / n) + per_change("change") * args_changes(r) - reports_per_change * args_changes(r),
         "watch_events_per_status_write_at_5000": N,
         "heartbeat_writes_per_s_at_5000_default_60s": N / 60.0,
         "heartbeat_writes_per_s_at_5000_bench_heartbeat": N / hb,
@@ -812,10 +812,11 @@ fn markdown(r: &Value) -> String {
     ));
     let p = &r["projection_5000"];
     s.push_str(&format!(
-        "\n## Projection to 5,000 nodes\n\n- Status: {} bytes, {} — the per-node list it replaces: {} = {} bytes (etcd refuses objects over {} bytes).\n- A batch of 100 policy changes: about {} writes (one report write per node per batch, plus the aggregator's status writes).\n- Heartbeats: {} report writes/s at the default 60 s.\n- Each status write is a watch event to every node's policy watch ({} deliveries).\n- Violation storm on every node at the default cap: {} writes/s to the API server; lower `violation_write_rate` on large clusters.\n",
+        "\n## Projection to 5,000 nodes\n\n- Status: {} bytes, {} — the per-node list it replaces: {} = {} bytes (etcd refuses objects over {} bytes).\n- A batch of {} policy changes (as applied here): about {} writes (the report writes per node measured here times 5,000, plus the aggregator's status writes).\n- Heartbeats: {} report writes/s at the default 60 s.\n- Each status write is a watch event to every node's policy watch ({} deliveries).\n- Violation storm on every node at the default cap: {} writes/s to the API server; lower `violation_write_rate` on large clusters.\n",
         p["status_bytes"], p["status_formula"].as_str().unwrap_or(""), p["old_per_node_formula"].as_str().unwrap_or(""),
         p["old_per_node_status_bytes_at_5000"], p["etcd_object_limit_bytes"],
-        f(&p["writes_per_batch_of_100_changes_at_5000"]), f(&p["heartbeat_writes_per_s_at_5000_default_60s"]),
+        r["policies"],
+        f(&p["writes_per_batch_at_5000"]), f(&p["heartbeat_writes_per_s_at_5000_default_60s"]),
         p["watch_events_per_status_write_at_5000"], p["storm_writes_per_s_at_5000_default_cap"],
     ));
     s
