@@ -70,6 +70,11 @@ pub struct ClusterArgs {
 }
 
 pub fn run(args: ClusterArgs) -> Result<()> {
+    // The controllers' own logs (RUST_LOG=bulwark_controller=info) when asked for.
+    let _ = env_logger::builder()
+        .filter_level(log::LevelFilter::Off)
+        .parse_default_env()
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
