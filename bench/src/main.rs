@@ -7,7 +7,9 @@
 //!     sudo target/release/bulwark-bench run --rounds 5
 //!     target/release/bulwark-bench lint     # lint scaling, no root
 //!     sudo target/release/bulwark-bench selectors --rounds 5   # 10/100/1,000 selectors
+//!     target/release/bulwark-bench cluster  # simulated cluster vs an API server, no root
 
+mod cluster;
 mod conns;
 mod daemon;
 mod lint;
@@ -42,6 +44,9 @@ enum Cli {
     /// Exec and connect with 10, 100 and 1,000 selectors loaded (most namespaced to other
     /// namespaces), against no daemon in the same run; writes selectors.json and selectors.md.
     Selectors(RunArgs),
+    /// N simulated node controllers against an API server (KUBECONFIG): convergence, API
+    /// writes, status size, pruning, violation storm; projection to 5,000 nodes (no root).
+    Cluster(cluster::ClusterArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,6 +73,7 @@ fn main() -> Result<()> {
         Cli::Lint(args) => lint::run(args),
         Cli::Conns(args) => conns::run(args),
         Cli::Selectors(args) => selectors::run(args),
+        Cli::Cluster(args) => cluster::run(args),
     }
 }
 

@@ -1,7 +1,12 @@
-//! The `PolicyViolation` custom resource (group `bulwark.dev`, `v1alpha1`, namespaced): one object
-//! per distinct violation key on one node, in the workload's namespace (host processes go to a
-//! configurable namespace). Repeats raise `count` and `lastSeen` instead of creating objects.
-//! `crds/policyviolations.yaml` is generated from this type by `bulwark crds`.
+//! bulwark's own custom resources besides the policies (group `bulwark.dev`, `v1alpha1`):
+//! - `PolicyViolation` (namespaced): one object per distinct violation key on one node, in the
+//!   workload's namespace (host processes go to a configurable namespace). Repeats raise `count`
+//!   and `lastSeen` instead of creating objects.
+//! - `BulwarkNode` (cluster-scoped, named after the node): one node's report of what it loaded,
+//!   plus a heartbeat; written only by that node, read by the status aggregator
+//!   ([`crate::aggregate`]), deleted by it once the heartbeat is older than the TTL.
+//!
+//! `crds/*.yaml` are generated from these types by `bulwark crds`.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResource;
@@ -96,6 +101,64 @@ pub struct ViolationDestination {
 pub fn policy_violation_crd() -> CustomResourceDefinition {
     use kube::CustomResourceExt;
     let mut crd = PolicyViolation::crd();
+    set_date_time(&mut crd, &["firstSeen", "lastSeen"]);
+    crd
+}
+
+/// One node's report: which policies (and generations) it has in force or failed to load, and
+/// when it last said so. Policies the lint rejected are not reported (every node rejects them
+/// alike; the aggregator judges them itself).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "bulwark.dev",
+    version = "v1alpha1",
+    kind = "BulwarkNode",
+    plural = "bulwarknodes",
+    singular = "bulwarknode",
+    shortname = "bwnode",
+    category = "bulwark",
+    printcolumn = r#"{"name":"Policies","type":"integer","jsonPath":".spec.loaded"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".spec.failed"}"#,
+    printcolumn = r#"{"name":"Heartbeat","type":"date","jsonPath":".spec.heartbeat"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BulwarkNodeSpec {
+    /// RFC 3339 time the node last wrote this report (renewed every heartbeat interval).
+    pub heartbeat: String,
+    /// Number of reported policies in force, and failed.
+    pub loaded: i64,
+    pub failed: i64,
+    /// One entry per accepted policy this node was handed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<NodePolicyReport>,
+}
+
+/// One policy on one node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePolicyReport {
+    /// `TracingPolicy` or `TracingPolicyNamespaced`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The `metadata.generation` the node acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Why the node could not load it; absent when it is in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The `BulwarkNode` CRD, with a `date-time` heartbeat.
+pub fn bulwark_node_crd() -> CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = BulwarkNode::crd();
+    set_date_time(&mut crd, &["heartbeat"]);
+    crd
+}
+
+fn set_date_time(crd: &mut CustomResourceDefinition, fields: &[&str]) {
     for v in &mut crd.spec.versions {
         if let Some(props) = v
             .schema
@@ -105,14 +168,13 @@ pub fn policy_violation_crd() -> CustomResourceDefinition {
             .and_then(|p| p.get_mut("spec"))
             .and_then(|s| s.properties.as_mut())
         {
-            for f in ["firstSeen", "lastSeen"] {
-                if let Some(p) = props.get_mut(f) {
+            for f in fields {
+                if let Some(p) = props.get_mut(*f) {
                     p.format = Some("date-time".into());
                 }
             }
         }
     }
-    crd
 }
 
 #[cfg(test)]
@@ -141,6 +203,16 @@ mod tests {
         let json = serde_json::to_string(&crd).unwrap();
         assert!(json.contains("\"format\":\"date-time\""));
         // Structural: no untyped values anywhere.
+        assert!(!json.contains("x-kubernetes-preserve-unknown-fields"));
+    }
+
+    #[test]
+    fn node_report_crd_is_cluster_scoped_and_structural() {
+        let crd = bulwark_node_crd();
+        assert_eq!(crd.spec.scope, "Cluster");
+        assert_eq!(crd.spec.names.plural, "bulwarknodes");
+        let json = serde_json::to_string(&crd).unwrap();
+        assert!(json.contains("\"format\":\"date-time\""));
         assert!(!json.contains("x-kubernetes-preserve-unknown-fields"));
     }
 }

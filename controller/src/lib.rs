@@ -4,8 +4,10 @@
 //! This crate owns everything that talks to the Kubernetes API server:
 //! - [`policy_watch`]: watches `TracingPolicy` and `TracingPolicyNamespaced`, validates them with
 //!   the lint's checks ([`validate`]), hands the accepted set to the node's [`PolicyEngine`] and
-//!   writes status through server-side apply; the status computation itself is the pure
-//!   function [`reconcile::reconcile`].
+//!   reports the outcome in this node's `BulwarkNode` object ([`node_report`]).
+//! - [`aggregate`]: on the one node holding the `bulwark-status` Lease, turns every node's
+//!   report into each policy's bounded status (counts plus a capped list of failing nodes; the
+//!   pure function [`reconcile::reconcile`]) and prunes the reports of departed nodes.
 //! - [`violations`]: turns the engine's `policy_match` events ([`Violation`], typed from crate
 //!   `bulwark-events`, queued by [`violation_queue`]) into deduplicated, rate-limited, capped
 //!   and expiring `PolicyViolation` objects ([`crd`]) and `events.k8s.io/v1` Events regarding
@@ -14,6 +16,8 @@
 //!   [`pod_watch`] (the watch of this node's Pods feeding a [`WorkloadRegistry`]).
 //! - [`watch_store`]: watched object caches that re-list when the server lost its data.
 //! - [`health`]: the daemon's HTTP liveness/readiness/metrics endpoint.
+//! - [`sim`]: N node controllers in one process with fake engines, for the scale harness and
+//!   test (not used by the daemon).
 //! - [`node`]: [`node::start`] runs all of it on its own thread for a non-async daemon, which
 //!   hands each event it writes to [`ViolationSender::offer_event`].
 //!
@@ -24,6 +28,7 @@
 //! The daemon wires it through [`run`] (or [`node::start`]) with its own implementations of
 //! [`PolicyEngine`] and (optionally) [`WorkloadRegistry`]; nothing here touches the kernel.
 
+pub mod aggregate;
 pub mod client;
 pub mod crd;
 pub mod engine;
@@ -31,11 +36,13 @@ pub mod error;
 pub mod health;
 pub mod node;
 pub mod node_identity;
+pub mod node_report;
 pub mod options;
 pub mod pod_watch;
 pub mod policy_key;
 pub mod policy_watch;
 pub mod reconcile;
+pub mod sim;
 pub mod stats;
 pub mod validate;
 pub mod violation_queue;
@@ -46,7 +53,10 @@ use std::sync::Arc;
 
 pub(crate) use client::timed;
 pub use client::{connect, API_CALL_TIMEOUT};
-pub use crd::{policy_violation_crd, PolicyViolation, PolicyViolationSpec};
+pub use crd::{
+    bulwark_node_crd, policy_violation_crd, BulwarkNode, BulwarkNodeSpec, PolicyViolation,
+    PolicyViolationSpec,
+};
 pub use engine::{PolicyEngine, PolicyLoadResult, Workload, WorkloadRegistry};
 pub use error::{Error, Result};
 pub use options::{ControllerOptions, PodWorkloads};
@@ -89,6 +99,14 @@ pub async fn run(
             opts.stats.clone(),
         ))
     });
+    // Dropping this future (a task aborted, a runtime shut down) stops the parts too.
+    let _parts = AbortOnDrop(
+        [Some(&policies), Some(&writer), pods.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|h| h.abort_handle())
+            .collect(),
+    );
     tokio::select! {
         r = policies => r?,
         r = writer => r?,
@@ -98,6 +116,17 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         } => r,
+    }
+}
+
+/// Aborts the tasks it holds when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
     }
 }
 

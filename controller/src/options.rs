@@ -37,10 +37,32 @@ pub struct ControllerOptions {
     pub violation_flush_interval: Duration,
     /// Distinct violation keys waiting to be written before new keys are dropped (counted).
     pub violation_max_pending: usize,
+    /// API writes for violations from this node (objects and their Events together) per second
+    /// (token bucket rate) and burst: a violation storm costs the API server at most this.
+    /// Counts keep aggregating in memory while writes wait.
+    pub violation_write_rate: f64,
+    pub violation_write_burst: u32,
     /// Also publish an events.k8s.io/v1 Event regarding the policy for each flushed violation.
     pub publish_events: bool,
     /// Full re-reconcile of every policy at least this often (heals lost writes).
     pub resync_interval: Duration,
+    /// This node re-writes its `BulwarkNode` report at least this often (its heartbeat).
+    pub report_heartbeat: Duration,
+    /// ... and at most this often when what it reports changes (a burst of policy changes
+    /// costs each node one write per interval).
+    pub report_min_interval: Duration,
+    /// A node whose report's heartbeat is older than this (measured from now) has departed: the
+    /// status aggregator leaves it out of every policy's status and deletes its report.
+    pub node_ttl: Duration,
+    /// Take part in the election of the status aggregator (the holder of the `bulwark-status`
+    /// Lease in `host_namespace` writes every policy's status from the node reports).
+    pub aggregate_status: bool,
+    /// The aggregator's Lease lasts this long; the holder renews it every third of it, other
+    /// nodes try to take it over once per duration.
+    pub lease_duration: Duration,
+    /// The aggregator recomputes policy statuses at most this often (bounds status writes per
+    /// policy change whatever the number of nodes).
+    pub status_interval: Duration,
     /// Set once both policy kinds are listed and the first engine apply is done.
     pub ready: Arc<AtomicBool>,
     /// Counters shared with the health endpoint and the daemon.
@@ -60,8 +82,16 @@ impl Default for ControllerOptions {
             violation_ttl: Duration::from_secs(24 * 3600),
             violation_flush_interval: Duration::from_secs(2),
             violation_max_pending: 10_000,
+            violation_write_rate: 1.0,
+            violation_write_burst: 20,
             publish_events: true,
             resync_interval: Duration::from_secs(300),
+            report_heartbeat: Duration::from_secs(60),
+            report_min_interval: Duration::from_secs(1),
+            node_ttl: Duration::from_secs(300),
+            aggregate_status: true,
+            lease_duration: Duration::from_secs(15),
+            status_interval: Duration::from_secs(1),
             ready: Arc::new(AtomicBool::new(false)),
             stats: Arc::new(Stats::default()),
             pod_workloads: None,

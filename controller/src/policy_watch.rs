@@ -1,26 +1,28 @@
 //! The policy watch: reflectors over `TracingPolicy` and `TracingPolicyNamespaced` (read as
 //! untyped objects so one malformed object can never stall the list or crash the node: it is
-//! reported as Rejected instead), a reconcile pass that validates every object, hands the
-//! accepted set to the [`PolicyEngine`] when it changed, and applies the status that
-//! [`reconcile::reconcile`] decides through server-side apply on the status subresource.
+//! reported as Rejected instead), a pass that validates every object, hands the accepted set to
+//! the [`PolicyEngine`] when it changed, writes this node's report ([`crate::node_report`]) and,
+//! on the node that holds the status Lease, the policies' statuses ([`crate::aggregate`]).
 //!
 //! Recovery: kube-runtime's watcher re-lists after 410 Gone and after API-server restarts (with
 //! backoff); every change and a periodic resync trigger a full pass, so status that vanished
 //! (e.g. the server lost its data) is written again. A status write that fails with 404 means
 //! the policy was deleted while being applied and is ignored; other failures are retried.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulwark_policy::model::{AnyPolicy, PolicyStatus, TracingPolicy, TracingPolicyNamespaced};
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
-use crate::reconcile::{self, Action, PolicyObject, ReconcileContext};
+use crate::aggregate::Aggregator;
+use crate::node_report::{self, ReportWriter, Written};
+use crate::reconcile::PolicyObject;
 use crate::validate::{self, Verdict};
 use crate::watch_store::WatchStore;
 use crate::{ControllerOptions, PolicyEngine, PolicyKey, PolicyKind, PolicyLoadResult};
@@ -83,6 +85,80 @@ pub fn parse_object(kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
     }
 }
 
+/// Kind, uid and generation: what identifies one spec.
+type SpecId = (PolicyKind, String, i64);
+/// The spec read as a policy (or why not), and its fingerprint.
+type ParsedSpec = (Result<AnyPolicy, String>, String);
+
+/// Parsed specs by (kind, uid, generation) and verdicts by spec fingerprint, kept from one pass
+/// to the next: the generation changes exactly when the spec does, so the watch events that
+/// only change status (every status write of the aggregator reaches every node) cost neither a
+/// re-parse nor a re-validation of every policy.
+#[derive(Default)]
+pub struct ParseCache {
+    parsed: HashMap<SpecId, ParsedSpec>,
+    verdicts: HashMap<String, Verdict>,
+    used_parsed: HashMap<SpecId, ParsedSpec>,
+    used_verdicts: HashMap<String, Verdict>,
+}
+
+impl ParseCache {
+    /// [`parse_object`], reusing the spec parsed for the same uid and generation.
+    pub fn parse(&mut self, kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
+        let key = match (&obj.metadata.uid, obj.metadata.generation) {
+            (Some(uid), Some(g)) => (kind, uid.clone(), g),
+            _ => return parse_object(kind, obj),
+        };
+        if let Some((policy, fingerprint)) = self
+            .used_parsed
+            .get(&key)
+            .or_else(|| self.parsed.get(&key))
+            .cloned()
+        {
+            let mut p = parse_object_status_only(kind, obj);
+            p.policy = policy.clone();
+            p.fingerprint = fingerprint.clone();
+            self.used_parsed.insert(key, (policy, fingerprint));
+            return p;
+        }
+        let p = parse_object(kind, obj);
+        self.used_parsed
+            .insert(key, (p.policy.clone(), p.fingerprint.clone()));
+        p
+    }
+
+    /// [`verdict_of`], reusing the verdict on the same spec.
+    pub fn verdict(&mut self, p: &ParsedPolicy) -> Verdict {
+        if p.fingerprint.is_empty() {
+            return verdict_of(p);
+        }
+        let v = match self
+            .used_verdicts
+            .get(&p.fingerprint)
+            .or_else(|| self.verdicts.get(&p.fingerprint))
+        {
+            Some(v) => v.clone(),
+            None => verdict_of(p),
+        };
+        self.used_verdicts.insert(p.fingerprint.clone(), v.clone());
+        v
+    }
+
+    /// Forget what the last pass did not use (deleted or changed objects).
+    pub fn end_pass(&mut self) {
+        self.parsed = std::mem::take(&mut self.used_parsed);
+        self.verdicts = std::mem::take(&mut self.used_verdicts);
+    }
+}
+
+/// The key, generation and status of `obj`, without reading its spec.
+fn parse_object_status_only(kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
+    let mut bare = obj.clone();
+    bare.data =
+        serde_json::json!({ "status": obj.data.get("status").cloned().unwrap_or_default() });
+    parse_object(kind, &bare)
+}
+
 /// The result of deciding what to hand to the engine: verdicts for every object and the
 /// accepted policies, sorted by key.
 pub struct Plan {
@@ -94,13 +170,26 @@ pub struct Plan {
 
 /// Validate every object (pure; the lint's checks are pure).
 pub fn plan(objects: &[ParsedPolicy]) -> Plan {
+    plan_with(objects, verdict_of)
+}
+
+/// The lint's verdict on one object.
+pub fn verdict_of(p: &ParsedPolicy) -> Verdict {
+    match &p.policy {
+        Ok(policy) => validate::validate(policy),
+        Err(e) => Verdict::unreadable(e.clone()),
+    }
+}
+
+/// [`plan`] with verdicts from `verdict` (e.g. a [`ParseCache`]).
+pub fn plan_with(
+    objects: &[ParsedPolicy],
+    mut verdict: impl FnMut(&ParsedPolicy) -> Verdict,
+) -> Plan {
     let mut verdicts = BTreeMap::new();
     let mut accepted: Vec<(PolicyKey, AnyPolicy, String)> = Vec::new();
     for p in objects {
-        let verdict = match &p.policy {
-            Ok(policy) => validate::validate(policy),
-            Err(e) => Verdict::unreadable(e.clone()),
-        };
+        let verdict = verdict(p);
         if verdict.accepted() {
             if let Ok(policy) = &p.policy {
                 accepted.push((p.object.key.clone(), policy.clone(), p.fingerprint.clone()));
@@ -146,30 +235,59 @@ pub async fn run(
     log::info!("policy watch synced on node {node}");
 
     let manager = format!("{}/{}", opts.field_manager, node);
-    let mut state = LoopState::default();
+    let mut state = LoopState {
+        report: ReportWriter::new(
+            client.clone(),
+            &node,
+            &manager,
+            opts.report_heartbeat,
+            opts.report_min_interval,
+        ),
+        aggregator: opts
+            .aggregate_status
+            .then(|| Aggregator::new(client.clone(), &node, &opts, notify.clone())),
+        applied_fingerprint: None,
+        cache: ParseCache::default(),
+        load: BTreeMap::new(),
+        engine_failures: 0,
+        engine_applied_once: false,
+    };
     let mut next_audit = Instant::now() + opts.resync_interval;
     loop {
         if Instant::now() >= next_audit {
             // Catch a server that lost its data: resumed watches would miss new objects.
+            let mut lost = false;
             for (store, what) in [
                 (&store_c, "TracingPolicies"),
                 (&store_n, "TracingPoliciesNamespaced"),
             ] {
                 match store.audit().await {
-                    Ok(true) => log::warn!("the watch of {what} was out of sync with the API server (data restored or lost?); re-listed"),
+                    Ok(true) => {
+                        lost = true;
+                        log::warn!("the watch of {what} was out of sync with the API server (data restored or lost?); re-listed")
+                    }
                     Ok(false) => {}
                     Err(e) => log::debug!("audit list of {what} failed: {e}"),
                 }
             }
+            if let Some(agg) = state.aggregator.as_mut() {
+                lost |= agg.audit().await;
+            }
+            if lost {
+                // The server lost data: our report may be gone with it.
+                state.report.invalidate();
+            }
             next_audit = Instant::now() + opts.resync_interval;
         }
-        let retry_in = pass(
-            &client, &node, &manager, &engine, &opts, &store_c, &store_n, &ar_c, &ar_n, &mut state,
+        let come_back = pass(
+            &node, &engine, &opts, &store_c, &store_n, &ar_c, &ar_n, &mut state,
         )
         .await;
         opts.ready
             .store(state.engine_applied_once, Ordering::Relaxed);
-        let wait = retry_in.unwrap_or(opts.resync_interval);
+        let wait = come_back
+            .saturating_duration_since(Instant::now())
+            .min(opts.resync_interval);
         tokio::select! {
             _ = notify.notified() => {}
             _ = tokio::time::sleep(wait) => {}
@@ -179,19 +297,22 @@ pub async fn run(
     }
 }
 
-#[derive(Default)]
 struct LoopState {
+    report: ReportWriter,
+    /// `None` when this node does not take part in the status election.
+    aggregator: Option<Aggregator>,
     applied_fingerprint: Option<Vec<String>>,
+    cache: ParseCache,
     load: BTreeMap<PolicyKey, Result<(), String>>,
     engine_failures: u32,
     engine_applied_once: bool,
 }
 
+/// One pass: engine apply when the accepted set changed, this node's report, the aggregator's
+/// turn. Returns when the next pass is due at the latest.
 #[allow(clippy::too_many_arguments)]
 async fn pass(
-    client: &Client,
     node: &str,
-    manager: &str,
     engine: &Arc<dyn PolicyEngine>,
     opts: &ControllerOptions,
     store_c: &WatchStore<DynamicObject>,
@@ -199,19 +320,20 @@ async fn pass(
     ar_c: &ApiResource,
     ar_n: &ApiResource,
     st: &mut LoopState,
-) -> Option<Duration> {
+) -> Instant {
     let mut objects: Vec<ParsedPolicy> = store_c
         .state()
         .iter()
-        .map(|o| parse_object(PolicyKind::Cluster, o))
+        .map(|o| st.cache.parse(PolicyKind::Cluster, o))
         .collect();
     objects.extend(
         store_n
             .state()
             .iter()
-            .map(|o| parse_object(PolicyKind::Namespaced, o)),
+            .map(|o| st.cache.parse(PolicyKind::Namespaced, o)),
     );
-    let plan = plan(&objects);
+    let plan = plan_with(&objects, |p| st.cache.verdict(p));
+    st.cache.end_pass();
     let mut retry: Option<Duration> = None;
 
     if st.applied_fingerprint.as_ref() != Some(&plan.fingerprint) {
@@ -259,68 +381,35 @@ async fn pass(
         }
     }
 
-    let now = jiff::Timestamp::now().to_string();
-    for p in &objects {
-        let verdict = &plan.verdicts[&p.object.key];
-        let load = if verdict.accepted() {
-            Some(
-                st.load
-                    .get(&p.object.key)
-                    .cloned()
-                    .unwrap_or_else(|| Err("not handed to the engine yet".into())),
-            )
-        } else {
-            None
-        };
-        let ctx = ReconcileContext {
-            node,
-            verdict,
-            load: load.as_ref(),
-            now: &now,
-        };
-        let Action::ApplyStatus(status) = reconcile::reconcile(&p.object, &ctx) else {
-            continue;
-        };
-        let (api, ar): (Api<DynamicObject>, &ApiResource) = match &p.object.key.namespace {
-            Some(ns) => (Api::namespaced_with(client.clone(), ns, ar_n), ar_n),
-            None => (Api::all_with(client.clone(), ar_c), ar_c),
-        };
-        let mut metadata = serde_json::json!({ "name": p.object.key.name });
-        if let Some(ns) = &p.object.key.namespace {
-            metadata["namespace"] = ns.clone().into();
-        }
-        let body = serde_json::json!({
-            "apiVersion": ar.api_version,
-            "kind": ar.kind,
-            "metadata": metadata,
-            "status": status,
-        });
-        let params = PatchParams::apply(manager).force();
-        match crate::timed(api.patch_status(&p.object.key.name, &params, &Patch::Apply(&body)))
+    if st.engine_applied_once || st.engine_failures > 0 {
+        match st
+            .report
+            .sync(node_report::entries(&objects, &st.load))
             .await
         {
-            Ok(_) => {
-                opts.stats.status_writes.fetch_add(1, Ordering::Relaxed);
-                log::debug!("status of {} written", p.object.key);
+            Ok(Written::Change) => {
+                opts.stats
+                    .node_report_writes
+                    .fetch_add(1, Ordering::Relaxed);
             }
-            Err(kube::Error::Api(e)) if e.code == 404 => {
-                log::debug!(
-                    "{} was deleted while its status was being written",
-                    p.object.key
-                );
+            Ok(Written::Heartbeat) => {
+                opts.stats.node_heartbeats.fetch_add(1, Ordering::Relaxed);
             }
+            Ok(Written::Nothing) => {}
             Err(e) => {
                 opts.stats.api_write_errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "writing the status of {} failed (will retry): {e}",
-                    p.object.key
-                );
-                retry =
-                    Some(retry.map_or(Duration::from_secs(5), |r| r.min(Duration::from_secs(5))));
+                log::warn!("writing the BulwarkNode report of node {node} failed (will retry): {e}; is the BulwarkNode CRD installed?");
             }
         }
     }
-    retry
+    let mut come_back = Instant::now() + retry.unwrap_or(opts.resync_interval);
+    if let Some(t) = st.report.next_due() {
+        come_back = come_back.min(t);
+    }
+    if let Some(agg) = st.aggregator.as_mut() {
+        come_back = come_back.min(agg.tick(&objects, &plan, ar_c, ar_n, opts).await);
+    }
+    come_back
 }
 
 #[cfg(test)]
@@ -364,6 +453,38 @@ mod tests {
         );
         let policy = p.policy.as_ref().unwrap();
         assert_eq!(policy.scope_namespace(), Some("payments"));
+    }
+
+    #[test]
+    fn the_cache_reuses_spec_and_verdict_while_status_changes_and_rereads_a_new_generation() {
+        let mk = |generation: i64, cidr: &str, state: &str| {
+            dynobj(serde_json::json!({
+                "apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
+                "metadata": {"name": "p", "uid": "u", "generation": generation},
+                "spec": {"mode": "enforce", "rules": [{"name": "r", "hook": "connect",
+                    "selectors": [{"matchDestinations": [{"operator": "In", "cidrs": [cidr]}],
+                                   "matchActions": [{"action": "Block"}]}]}]},
+                "status": {"state": state}
+            }))
+        };
+        let mut cache = ParseCache::default();
+        let a = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Accepted"));
+        assert!(cache.verdict(&a).accepted());
+        cache.end_pass();
+        // Same generation, other status: the cached spec and verdict, the new status.
+        let b = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Rejected"));
+        assert_eq!(b.object.status.unwrap().state.as_deref(), Some("Rejected"));
+        assert_eq!(b.fingerprint, a.fingerprint);
+        assert!(b.policy.is_ok());
+        assert_eq!(b.object.generation, Some(1));
+        cache.end_pass();
+        // A new generation is parsed and validated afresh.
+        let c = cache.parse(PolicyKind::Cluster, &mk(2, "10.0.0.0/33", "Accepted"));
+        assert_ne!(c.fingerprint, a.fingerprint);
+        assert!(
+            !cache.verdict(&c).accepted(),
+            "the /33 is judged, not the cached verdict"
+        );
     }
 
     #[test]

@@ -30,8 +30,19 @@ pub struct Stats {
     pub api_write_errors: AtomicU64,
     /// Distinct violation keys waiting to be written (gauge).
     pub violations_pending: AtomicU64,
-    /// Status writes done by the policy reconciler.
+    /// Policy status writes done by this node as the status aggregator.
     pub status_writes: AtomicU64,
+    /// Writes of this node's `BulwarkNode` report because what it reports changed.
+    pub node_report_writes: AtomicU64,
+    /// Writes of the report that only renew its heartbeat.
+    pub node_heartbeats: AtomicU64,
+    /// Reports of departed nodes deleted by this node as the status aggregator.
+    pub node_reports_pruned: AtomicU64,
+    /// Violation writes (objects and Events) that waited for the write budget
+    /// (`violation_write_rate`): the counts kept aggregating meanwhile.
+    pub violation_writes_deferred: AtomicU64,
+    /// Events written about dropped violations.
+    pub violation_drop_events: AtomicU64,
     /// Engine applies done / failed.
     pub engine_applies: AtomicU64,
     pub engine_apply_errors: AtomicU64,
@@ -77,7 +88,7 @@ impl Stats {
 
     /// Prometheus text exposition of every counter.
     pub fn render_prometheus(&self) -> String {
-        let fixed: [(&str, &str, &AtomicU64, &str); 17] = [
+        let fixed: [(&str, &str, &AtomicU64, &str); 22] = [
             (
                 "bulwark_violations_received_total",
                 "counter",
@@ -142,7 +153,37 @@ impl Stats {
                 "bulwark_status_writes_total",
                 "counter",
                 &self.status_writes,
-                "Policy status writes.",
+                "Policy status writes (as the status aggregator).",
+            ),
+            (
+                "bulwark_node_report_writes_total",
+                "counter",
+                &self.node_report_writes,
+                "Writes of this node's BulwarkNode report because it changed.",
+            ),
+            (
+                "bulwark_node_heartbeats_total",
+                "counter",
+                &self.node_heartbeats,
+                "Writes of this node's BulwarkNode report that only renew its heartbeat.",
+            ),
+            (
+                "bulwark_node_reports_pruned_total",
+                "counter",
+                &self.node_reports_pruned,
+                "Reports of departed nodes deleted by the status aggregator.",
+            ),
+            (
+                "bulwark_violation_writes_deferred_total",
+                "counter",
+                &self.violation_writes_deferred,
+                "Violation writes postponed by the per-node write budget (counts keep aggregating).",
+            ),
+            (
+                "bulwark_violation_drop_events_total",
+                "counter",
+                &self.violation_drop_events,
+                "Kubernetes Events written to report dropped violations.",
             ),
             (
                 "bulwark_engine_applies_total{result=\"ok\"}",

@@ -106,45 +106,31 @@ pub fn violation_channel(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use bulwark_events::{Action, Body, Destination, Hook, Mode, Outcome, Pod, Process};
+    use bulwark_events::{Body, Pod, Process};
 
     /// A `Block` of a connect rule in a Pod, as the daemon reports it.
     pub(crate) fn sample() -> Violation {
-        Violation {
-            time: "2026-11-22T03:00:00.123Z".into(),
-            node_name: "node-a".into(),
-            policy_match: PolicyMatch {
-                policy_name: Some("block-cloud-metadata".into()),
-                policy_namespace: None,
-                rule: Some("deny-imds".into()),
-                hook: Hook::Connect,
-                action: Action::Block,
-                mode: Mode::Enforce,
-                enforced: true,
-                outcome: Outcome::Blocked,
-                process: Process {
-                    exec_id: "bm9kZS1hOjEyMzQ6NTY3OA".into(),
-                    pid: 1234,
-                    uid: Some(0),
-                    binary: "/usr/bin/curl".into(),
-                    arguments: "-s http://169.254.169.254/".into(),
-                    pod: Some(Pod {
-                        namespace: "payments".into(),
-                        name: "api-7d9".into(),
-                        container: "app".into(),
-                        labels: [("app".to_string(), "api".to_string())].into(),
-                    }),
-                    ..Process::default()
-                },
-                destination: Some(Destination {
-                    ip: "169.254.169.254".into(),
-                    port: 80,
-                    protocol: "TCP".into(),
-                }),
-                encryption: None,
-                reason: None,
-            },
-        }
+        let process = Process {
+            exec_id: "bm9kZS1hOjEyMzQ6NTY3OA".into(),
+            pid: 1234,
+            uid: Some(0),
+            binary: "/usr/bin/curl".into(),
+            arguments: "-s http://169.254.169.254/".into(),
+            pod: Some(Pod {
+                namespace: "payments".into(),
+                name: "api-7d9".into(),
+                container: "app".into(),
+                labels: [("app".to_string(), "api".to_string())].into(),
+            }),
+            ..Process::default()
+        };
+        crate::sim::blocked_metadata_connect(
+            "node-a",
+            "block-cloud-metadata",
+            "2026-11-22T03:00:00.123Z",
+            process,
+            80,
+        )
     }
 
     #[test]

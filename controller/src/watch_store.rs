@@ -36,6 +36,14 @@ pub struct WatchStore<K> {
     restart: Arc<Notify>,
     api: Api<K>,
     list_params: ListParams,
+    /// The watch task; dropping the store stops it.
+    task: tokio::task::AbortHandle,
+}
+
+impl<K> Drop for WatchStore<K> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Apply one watcher event to `live`, using `buffer` for the re-list in progress. Returns true
@@ -101,7 +109,7 @@ where
             list_params = list_params.labels(l);
         }
         let (live, api2, restart2) = (objects.clone(), api.clone(), restart.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 let stream = watcher(api2.clone(), cfg.clone()).default_backoff();
                 let mut stream = std::pin::pin!(stream);
@@ -137,13 +145,15 @@ where
                     }
                 }
             }
-        });
+        })
+        .abort_handle();
         WatchStore {
             objects,
             ready,
             restart,
             api,
             list_params,
+            task,
         }
     }
 
@@ -151,6 +161,11 @@ where
     pub async fn wait_ready(&self) {
         let mut r = self.ready.clone();
         let _ = r.wait_for(|v| *v).await;
+    }
+
+    /// True once the first list is in.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
     }
 
     /// A snapshot of the objects.

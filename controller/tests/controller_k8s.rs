@@ -152,6 +152,8 @@ fn options(stats: Arc<Stats>) -> ControllerOptions {
         violation_flush_interval: Duration::from_millis(300),
         violation_create_rate: 50.0,
         violation_create_burst: 50,
+        violation_write_rate: 100.0,
+        violation_write_burst: 100,
         stats,
         ..Default::default()
     }
@@ -164,6 +166,7 @@ async fn controller_against_real_server() {
         return;
     };
     install_crds(&kc);
+    forget_other_nodes(&kc);
     // Leftovers of an earlier run on the same server.
     for name in [
         "ctl-test-rejected",
@@ -251,9 +254,25 @@ async fn controller_against_real_server() {
             "{name}: {st}"
         );
         assert_eq!(st["nodes"], "1/1", "{name}: {st}");
-        let node = &st["nodeStatus"][0];
-        assert_eq!(node["node"], "ctl-node-a");
-        assert_eq!(node["state"], "Loaded");
+        assert_eq!(st["nodeCounts"]["loaded"], 1, "{name}: {st}");
+        assert_eq!(st["nodeCounts"]["failed"], 0, "{name}: {st}");
+        assert!(st.get("failedNodes").is_none(), "{name}: {st}");
+    }
+    // This node's report lists each example as in force at its generation.
+    let report: Value = serde_json::from_str(&kubectl_ok(
+        &kc,
+        &["get", "bulwarknode", "ctl-node-a", "-o", "json"],
+    ))
+    .unwrap();
+    for (_, name, ns, _) in &examples {
+        let e = report["spec"]["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name.as_str() && e["namespace"].as_str() == ns.as_deref())
+            .unwrap_or_else(|| panic!("{name} missing from the report: {report}"));
+        assert!(e.get("error").is_none(), "{e}");
+        assert!(e["generation"].as_i64().is_some(), "{e}");
     }
     assert!(
         ready.load(Ordering::Relaxed),
@@ -297,7 +316,17 @@ async fn controller_against_real_server() {
         .as_str()
         .unwrap()
         .contains("ctl-node-a: needs 80 selectors"));
-    assert_eq!(o.data["status"]["nodeStatus"][0]["state"], "Failed");
+    let failed = &o.data["status"]["failedNodes"][0];
+    assert_eq!(failed["node"], "ctl-node-a");
+    assert_eq!(failed["state"], "Failed");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("needs 80 selectors"),
+        "{failed}"
+    );
+    assert_eq!(o.data["status"]["nodeCounts"]["failed"], 1);
     assert_eq!(o.data["status"]["nodes"], "0/1");
 
     // kubectl's printer columns: MODE, STATE, NODES.
@@ -331,10 +360,20 @@ async fn controller_against_real_server() {
             .then_some(o)
     })
     .await;
-    assert_eq!(
-        after.data["status"]["nodeStatus"][0]["observedGeneration"],
-        after.metadata.generation.unwrap()
-    );
+    assert_eq!(after.data["status"]["nodes"], "1/1");
+    let report: Value = serde_json::from_str(&kubectl_ok(
+        &kc,
+        &["get", "bulwarknode", "ctl-node-a", "-o", "json"],
+    ))
+    .unwrap();
+    let entry = report["spec"]["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "ctl-test-mode")
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["generation"], after.metadata.generation.unwrap());
     assert!(engine
         .last()
         .unwrap()
@@ -449,16 +488,9 @@ async fn controller_against_real_server() {
 
     // Events regarding the policy (events.k8s.io/v1).
     let ev = wait_for("an Event regarding block-cloud-metadata", T, || async {
-        let out = kubectl_ok(&kc, &["get", "events.events.k8s.io", "-A", "-o", "json"]);
-        let v: Value = serde_json::from_str(&out).ok()?;
-        v["items"]
-            .as_array()?
-            .iter()
-            .find(|e| {
-                e["regarding"]["name"] == "block-cloud-metadata"
-                    && e["reason"] == "ConnectionBlocked"
-            })
-            .cloned()
+        find_event(&kc, |e| {
+            e["regarding"]["name"] == "block-cloud-metadata" && e["reason"] == "ConnectionBlocked"
+        })
     })
     .await;
     assert_eq!(ev["regarding"]["kind"], "TracingPolicy");
@@ -492,7 +524,7 @@ async fn controller_against_real_server() {
         .iter()
         .any(|v| v["spec"]["pod"] == "api-7d9"));
 
-    // 7. A second node: NODES reads 2/2 for accepted policies, its own entry kept per node.
+    // 7. A second node: NODES reads 2/2 for accepted policies, each node in its own report.
     let engine_b = fake_engine();
     let (_tx_b, rx_b) = violation_channel(16, Arc::new(Stats::default()));
     let ctl_b = tokio::spawn(bulwark_controller::run(
@@ -507,22 +539,23 @@ async fn controller_against_real_server() {
         (o.data["status"]["nodes"] == "2/2").then_some(o)
     })
     .await;
-    let nodes: Vec<&str> = o.data["status"]["nodeStatus"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|n| n["node"].as_str())
-        .collect();
-    assert!(
-        nodes.contains(&"ctl-node-a") && nodes.contains(&"ctl-node-b"),
-        "{nodes:?}"
-    );
+    assert_eq!(o.data["status"]["nodeCounts"]["total"], 2);
+    for node in ["ctl-node-a", "ctl-node-b"] {
+        kubectl_ok(&kc, &["get", "bulwarknode", node]);
+    }
     let o = wait_for("fail-ctl-capacity 0/2", T, || async {
         let o = get_policy(&client, None, "fail-ctl-capacity").await?;
         (o.data["status"]["nodes"] == "0/2").then_some(o)
     })
     .await;
     assert_eq!(condition(&o, "Loaded").unwrap()["reason"], "NotLoaded");
+    let failing: Vec<&str> = o.data["status"]["failedNodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["node"].as_str())
+        .collect();
+    assert_eq!(failing, ["ctl-node-a", "ctl-node-b"]);
 
     ctl_b.abort();
     ctl.abort();

@@ -34,6 +34,7 @@ async fn node_start_and_violation_handover() {
         return;
     };
     install_crds(&kc);
+    forget_other_nodes(&kc);
     kubectl_ok(
         &kc,
         &[
@@ -92,10 +93,16 @@ async fn node_start_and_violation_handover() {
             &["get", "tracingpolicy", "kill-crypto-miners", "-o", "json"],
         );
         let v: Value = serde_json::from_str(&out).ok()?;
-        v["status"]["nodeStatus"]
+        (v["status"]["nodes"] == "1/1").then_some(())?;
+        let report: Value = serde_json::from_str(&kubectl_ok(
+            &kc,
+            &["get", "bulwarknode", "ctl-node-tap", "-o", "json"],
+        ))
+        .ok()?;
+        report["spec"]["policies"]
             .as_array()?
             .iter()
-            .find(|n| n["node"] == "ctl-node-tap" && n["state"] == "Loaded")
+            .find(|e| e["name"] == "kill-crypto-miners" && e.get("error").is_none())
             .cloned()
     })
     .await;

@@ -22,6 +22,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
     let mut crds = bulwark_policy::crds();
     crds.push(bulwark_controller::policy_violation_crd()); // PolicyViolation
     crds.push(bulwark_policy::protocol::crd()); // EncryptedProtocol
+    crds.push(bulwark_controller::bulwark_node_crd()); // BulwarkNode
     crds
 }
 

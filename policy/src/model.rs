@@ -33,6 +33,7 @@ pub const API_VERSION: &str = "bulwark.dev/v1alpha1";
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodes"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","priority":1,"jsonPath":".status.nodeCounts.failed"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -57,6 +58,7 @@ pub struct TracingPolicySpec {
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodes"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","priority":1,"jsonPath":".status.nodeCounts.failed"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -353,7 +355,10 @@ impl JsonSchema for PortSpec {
     }
 }
 
-/// Status written by the controller through server-side apply.
+/// Status written through server-side apply by one writer, the cluster's status aggregator (the
+/// node daemon holding the `bulwark-status` Lease), from the per-node reports (`BulwarkNode`
+/// objects). Its size does not grow with the number of nodes: counts, plus at most
+/// 20 failing nodes (`MAX_FAILED_NODES`) and the number of failing nodes left out.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyStatus {
@@ -366,16 +371,40 @@ pub struct PolicyStatus {
     /// Loaded/total nodes as text (`3/3`), for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<String>,
+    /// How many live nodes loaded, failed or have not yet reported the observed generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_counts: Option<NodeCounts>,
     /// Standard conditions: `Accepted` (with every lint diagnostic when false) and `Loaded`.
     /// A list-map keyed by `type` for server-side apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<StatusCondition>,
-    /// Per-node load results. A list-map keyed by `node`: each node's controller owns its own
-    /// entry through server-side apply (field manager `bulwark/<node>`).
+    /// The nodes that failed to load the observed generation, by name, at most
+    /// 20 (`MAX_FAILED_NODES`) of them (the rest are counted in `failedNodesOmitted`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
-    pub node_status: Vec<NodePolicyStatus>,
+    pub failed_nodes: Vec<NodePolicyStatus>,
+    /// Failing nodes not listed in `failedNodes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_nodes_omitted: Option<i64>,
+}
+
+/// At most this many entries in [`PolicyStatus::failed_nodes`] (about 200 bytes each with a
+/// 128-byte reason), so a status stays within a few KiB at any cluster size.
+pub const MAX_FAILED_NODES: usize = 20;
+
+/// Node counts of one policy's status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCounts {
+    /// Live nodes (a report whose heartbeat is within the TTL).
+    pub total: i64,
+    /// Nodes in force with the observed generation.
+    pub loaded: i64,
+    /// Nodes that failed to load the observed generation.
+    pub failed: i64,
+    /// Nodes that have not reported the observed generation yet.
+    pub pending: i64,
 }
 
 /// A Kubernetes-style condition.
@@ -396,12 +425,12 @@ pub struct StatusCondition {
     pub last_transition_time: Option<String>,
 }
 
-/// Whether one node has loaded a policy.
+/// One node that failed to load a policy, and why.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodePolicyStatus {
     pub node: String,
-    /// `Loaded` or `Failed`.
+    /// `Failed`.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -54,6 +54,11 @@ pub enum Ingest {
 pub struct Limits {
     pub rate: f64,
     pub burst: u32,
+    /// API writes per second (objects and Events) and burst: the storm cap of this node.
+    pub write_rate: f64,
+    pub write_burst: u32,
+    /// API writes one object write costs: 1, or 2 when an Event is published with it.
+    pub write_cost: u32,
     pub namespace_cap: usize,
     pub max_pending: usize,
     pub flush_interval: Duration,
@@ -65,6 +70,9 @@ impl Limits {
         Limits {
             rate: o.violation_create_rate,
             burst: o.violation_create_burst,
+            write_rate: o.violation_write_rate,
+            write_burst: o.violation_write_burst,
+            write_cost: if o.publish_events { 2 } else { 1 },
             namespace_cap: o.violation_namespace_cap,
             max_pending: o.violation_max_pending,
             flush_interval: o.violation_flush_interval,
@@ -83,6 +91,8 @@ pub struct Aggregator {
     dirty_count: usize,
     per_namespace: BTreeMap<String, usize>,
     tokens: f64,
+    /// The write budget (token bucket of `write_rate` / `write_burst`).
+    write_tokens: f64,
     refilled: Option<Instant>,
     stats: Arc<Stats>,
 }
@@ -93,6 +103,7 @@ impl Aggregator {
             node: node.to_string(),
             host_namespace: host_namespace.to_string(),
             tokens: f64::from(limits.burst),
+            write_tokens: f64::from(limits.write_burst),
             limits,
             entries: HashMap::new(),
             dirty_count: 0,
@@ -254,6 +265,9 @@ impl Aggregator {
             let dt = now.saturating_duration_since(t).as_secs_f64();
             self.tokens =
                 (self.tokens + dt * self.limits.rate).min(f64::from(self.limits.burst.max(1)));
+            self.write_tokens = (self.write_tokens + dt * self.limits.write_rate).min(f64::from(
+                self.limits.write_burst.max(self.limits.write_cost),
+            ));
         }
         self.refilled = Some(now);
     }
@@ -281,6 +295,14 @@ impl Aggregator {
             {
                 continue;
             }
+            let cost = f64::from(self.limits.write_cost.max(1));
+            if self.write_tokens < cost {
+                // Over the write budget: the object keeps aggregating and is written later.
+                self.stats
+                    .violation_writes_deferred
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let create = !e.on_server;
             if create && e.last_write.is_none() {
                 // A brand-new object: rate-limited.
@@ -289,6 +311,7 @@ impl Aggregator {
                 }
                 self.tokens -= 1.0;
             }
+            self.write_tokens -= cost;
             jobs.push(WriteJob {
                 key: k.clone(),
                 spec: e.spec.clone(),
@@ -367,6 +390,9 @@ mod tests {
         Limits {
             rate: 1.0,
             burst: 2,
+            write_rate: 1000.0,
+            write_burst: 1000,
+            write_cost: 1,
             namespace_cap: 3,
             max_pending: 100,
             flush_interval: Duration::from_secs(2),
@@ -412,6 +438,52 @@ mod tests {
         assert_eq!(jobs[0].spec.first_seen, "2026-11-22T03:00:00.123Z");
         a.written(&jobs[0], true, t0 + Duration::from_secs(3));
         assert!(a.due(t0 + Duration::from_secs(30)).is_empty());
+    }
+
+    #[test]
+    fn a_storm_is_capped_by_the_write_budget_and_its_counts_are_kept() {
+        // 1,000 violations a second over 100 keys for 10 s; 10 writes/s, burst 20, each object
+        // write followed by an Event (cost 2).
+        let (mut a, stats) = agg(Limits {
+            rate: 50.0,
+            burst: 50,
+            write_rate: 10.0,
+            write_burst: 20,
+            write_cost: 2,
+            namespace_cap: 1000,
+            max_pending: 10_000,
+            flush_interval: Duration::from_secs(2),
+            ttl: Duration::from_secs(3600),
+        });
+        let t0 = Instant::now();
+        let mut written: HashMap<ViolationKey, i64> = HashMap::new();
+        let mut writes = 0u32;
+        let mut flush = |a: &mut Aggregator, at: Instant, writes: &mut u32| {
+            for job in a.due(at) {
+                *writes += 2;
+                written.insert(job.key.clone(), job.spec.count);
+                a.written(&job, true, at);
+            }
+        };
+        for tick in 0..40u32 {
+            let at = t0 + Duration::from_millis(250 * u64::from(tick));
+            for i in 0..250 {
+                a.ingest(&with_pod(&format!("p{}", i % 100)));
+            }
+            flush(&mut a, at, &mut writes);
+        }
+        // 10 s at 10 writes/s plus the burst (the first tick refills nothing).
+        assert!(writes <= 20 + 10 * 10, "{writes} API writes in 10 s");
+        assert!(writes >= 20, "the budget is used: {writes}");
+        assert!(stats.violation_writes_deferred.load(Ordering::Relaxed) > 0);
+        // After the storm every count reaches the server, nothing is lost.
+        for tick in 0..400u32 {
+            let at = t0 + Duration::from_secs(10) + Duration::from_millis(250 * u64::from(tick));
+            flush(&mut a, at, &mut writes);
+        }
+        assert_eq!(written.len(), 100);
+        assert_eq!(written.values().sum::<i64>(), 10_000);
+        assert_eq!(stats.violations_pending.load(Ordering::Relaxed), 0);
     }
 
     #[test]

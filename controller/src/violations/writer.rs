@@ -1,11 +1,13 @@
 //! The violation writer's I/O loop: seeds the aggregator from this node's objects, writes
-//! due objects with server-side apply, publishes Events, deletes expired objects and re-lists.
+//! due objects with server-side apply, publishes Events, deletes expired objects, re-lists,
+//! and reports dropped violations in a Warning Event regarding the node ([`drop_event`]).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event as K8sEvent, EventType, Recorder, Reporter};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
@@ -14,6 +16,7 @@ use super::{
     NODE_LABEL,
 };
 use crate::crd::PolicyViolation;
+use crate::stats::Stats;
 use crate::violation_queue::Violation;
 use crate::ControllerOptions;
 
@@ -68,6 +71,10 @@ pub async fn run(
     let mut rx_open = true;
     let tick = Duration::from_millis(250);
     let relist = opts.resync_interval.min(Duration::from_secs(600));
+    // Dropped violations are reported in an Event at most this often.
+    let drop_report = opts.resync_interval.min(Duration::from_secs(60));
+    let mut next_drop_report = Instant::now() + drop_report;
+    let mut drops_reported = DropCounts::of(&stats);
     loop {
         tokio::select! {
             ev = rx.recv(), if rx_open => match ev {
@@ -165,6 +172,28 @@ pub async fn run(
                 }
             }
         }
+        if now >= next_drop_report {
+            next_drop_report = now + drop_report;
+            let drops = DropCounts::of(&stats);
+            if let Some(ev) = drop_event(&drops_reported, &drops, drop_report) {
+                let node_ref = ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Node".into()),
+                    name: Some(node.clone()),
+                    ..Default::default()
+                };
+                match crate::timed(recorder.publish(&ev, &node_ref)).await {
+                    Ok(()) => {
+                        stats.violation_drop_events.fetch_add(1, Ordering::Relaxed);
+                        drops_reported = drops;
+                    }
+                    Err(e) => {
+                        stats.api_write_errors.fetch_add(1, Ordering::Relaxed);
+                        log::debug!("publishing the dropped-violations Event failed: {e}");
+                    }
+                }
+            }
+        }
         if now >= next_expire {
             next_expire = now + sweep;
             for key in agg.expire(jiff::Timestamp::now()) {
@@ -182,5 +211,82 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// The drop counters an Event reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    pub queue_full: u64,
+    pub pending_full: u64,
+    pub namespace_cap: u64,
+}
+
+impl DropCounts {
+    pub fn of(stats: &Stats) -> DropCounts {
+        DropCounts {
+            queue_full: stats.violations_dropped_queue_full.load(Ordering::Relaxed),
+            pending_full: stats
+                .violations_dropped_pending_full
+                .load(Ordering::Relaxed),
+            namespace_cap: stats.violations_capped.load(Ordering::Relaxed),
+        }
+    }
+    fn total(&self) -> u64 {
+        self.queue_full + self.pending_full + self.namespace_cap
+    }
+}
+
+/// The Warning Event about violations dropped since `before`; `None` when nothing was.
+pub fn drop_event(before: &DropCounts, now: &DropCounts, window: Duration) -> Option<K8sEvent> {
+    let d = DropCounts {
+        queue_full: now.queue_full.saturating_sub(before.queue_full),
+        pending_full: now.pending_full.saturating_sub(before.pending_full),
+        namespace_cap: now.namespace_cap.saturating_sub(before.namespace_cap),
+    };
+    (d.total() > 0).then(|| K8sEvent {
+        type_: EventType::Warning,
+        reason: "ViolationsDropped".into(),
+        note: Some(format!(
+            "{} policy violation(s) were not recorded in the last {}s (queue full: {}, too many \
+             objects pending: {}, namespace cap: {}); enforcement was not affected. Totals: \
+             bulwark_violations_dropped_total on /metrics.",
+            d.total(),
+            window.as_secs(),
+            d.queue_full,
+            d.pending_full,
+            d.namespace_cap
+        )),
+        action: "Drop".into(),
+        secondary: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_since_the_last_event_are_reported_once() {
+        let before = DropCounts {
+            queue_full: 5,
+            pending_full: 0,
+            namespace_cap: 1,
+        };
+        assert!(drop_event(&before, &before, Duration::from_secs(60)).is_none());
+        let now = DropCounts {
+            queue_full: 905,
+            pending_full: 2,
+            namespace_cap: 1,
+        };
+        let ev = drop_event(&before, &now, Duration::from_secs(60)).unwrap();
+        assert_eq!(ev.reason, "ViolationsDropped");
+        assert!(matches!(ev.type_, EventType::Warning));
+        let note = ev.note.unwrap();
+        assert!(note.starts_with("902 policy violation(s)"), "{note}");
+        assert!(
+            note.contains("queue full: 900") && note.contains("pending: 2"),
+            "{note}"
+        );
     }
 }

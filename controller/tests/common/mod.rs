@@ -7,8 +7,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bulwark_controller::{PolicyEngine, PolicyKey, PolicyLoadResult, Violation};
-use bulwark_events::{Action, Destination, Hook, Outcome, PolicyMatch, Process};
+use bulwark_controller::{PolicyEngine, PolicyKey, PolicyLoadResult};
 use bulwark_policy::model::{AnyPolicy, Mode};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -76,6 +75,7 @@ pub fn install_crds(kubeconfig: &Path) {
         "tracingpolicies.bulwark.dev",
         "tracingpoliciesnamespaced.bulwark.dev",
         "policyviolations.bulwark.dev",
+        "bulwarknodes.bulwark.dev",
     ] {
         kubectl_ok(
             kubeconfig,
@@ -87,6 +87,27 @@ pub fn install_crds(kubeconfig: &Path) {
             ],
         );
     }
+}
+
+/// Forget the nodes of earlier tests on this server: their reports (which would count as live
+/// nodes until their heartbeat ages past the TTL) and the status Lease (which a stopped
+/// controller may still hold until it expires).
+pub fn forget_other_nodes(kubeconfig: &Path) {
+    kubectl_ok(
+        kubeconfig,
+        &["delete", "bulwarknodes", "--all", "--ignore-not-found"],
+    );
+    kubectl_ok(
+        kubeconfig,
+        &[
+            "delete",
+            "lease",
+            "bulwark-status",
+            "-n",
+            "bulwark-system",
+            "--ignore-not-found",
+        ],
+    );
 }
 
 /// A kube client for `kubeconfig`.
@@ -220,35 +241,18 @@ pub fn examples() -> Vec<(PathBuf, String, Option<String>, String)> {
     out
 }
 
-/// An enforced `Block` of `rule` of cluster policy `policy`: `process` connecting to the cloud
-/// metadata service on `port`, at `time` on `node`.
-pub fn blocked_metadata_connect(
-    node: &str,
-    policy: &str,
-    time: &str,
-    process: Process,
-    port: u16,
-) -> Violation {
-    Violation {
-        time: time.into(),
-        node_name: node.into(),
-        policy_match: PolicyMatch {
-            policy_name: Some(policy.into()),
-            policy_namespace: None,
-            rule: Some("deny-imds".into()),
-            hook: Hook::Connect,
-            action: Action::Block,
-            mode: Mode::Enforce,
-            enforced: true,
-            outcome: Outcome::Blocked,
-            process,
-            destination: Some(Destination {
-                ip: "169.254.169.254".into(),
-                port,
-                protocol: "TCP".into(),
-            }),
-            encryption: None,
-            reason: None,
-        },
-    }
+#[allow(unused_imports)] // not every test binary uses it
+pub use bulwark_controller::sim::blocked_metadata_connect;
+
+/// The first Event (events.k8s.io/v1, any namespace) that `pred` accepts.
+pub fn find_event(
+    kubeconfig: &Path,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let out = kubectl_ok(
+        kubeconfig,
+        &["get", "events.events.k8s.io", "-A", "-o", "json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v["items"].as_array()?.iter().find(|e| pred(e)).cloned()
 }

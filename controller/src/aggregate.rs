@@ -1,0 +1,525 @@
+//! The status aggregator: one node at a time (the holder of the `bulwark-status` Lease,
+//! [`LeaseElector`]) watches every node's `BulwarkNode` report and writes each policy's status
+//! ([`crate::reconcile::reconcile`]) with one field manager. Departed nodes (heartbeat older
+//! than the TTL, measured from now) are left out and their reports deleted ([`live_reports`]).
+//!
+//! Why one writer: with a per-node entry in every policy's status, status size and
+//! `managedFields` grow with the cluster, and each node's change of the `loaded/total` count
+//! makes every other node rewrite it (N² writes to converge). With reports and one writer, a
+//! policy change costs one report write per node plus a few status writes per policy (at most
+//! one per [`crate::ControllerOptions::status_interval`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulwark_policy::model::PolicyStatus;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::Client;
+use tokio::sync::Notify;
+
+use crate::crd::{BulwarkNode, NodePolicyReport};
+use crate::policy_watch::{ParsedPolicy, Plan};
+use crate::reconcile::{self, Action, NodeView, ReconcileContext};
+use crate::watch_store::WatchStore;
+use crate::{ControllerOptions, PolicyKey, PolicyKind};
+
+/// Name of the aggregator's Lease (in the host namespace).
+pub const LEASE_NAME: &str = "bulwark-status";
+/// Field manager of every policy status write.
+pub const STATUS_MANAGER: &str = "bulwark-aggregator";
+
+/// Lease-based election (coordination.k8s.io/v1), optimistic concurrency on the Lease's
+/// resourceVersion: whoever replaces it first wins. [`LeaseElector::spawn`] keeps trying and
+/// renewing in its own task, so a long status pass can never let the Lease lapse.
+pub struct LeaseElector {
+    api: Api<Lease>,
+    identity: String,
+    duration: Duration,
+}
+
+impl LeaseElector {
+    pub fn new(client: Client, namespace: &str, identity: &str, duration: Duration) -> Self {
+        LeaseElector {
+            api: Api::namespaced(client, namespace),
+            identity: identity.to_string(),
+            duration,
+        }
+    }
+
+    /// Try (every `duration`) or renew (every third of it) in a background task; the flag says
+    /// whether this node holds the Lease. The task ends once the flag is dropped.
+    pub fn spawn(self, notify: Arc<Notify>) -> Arc<AtomicBool> {
+        let leader = Arc::new(AtomicBool::new(false));
+        let flag = Arc::downgrade(&leader);
+        tokio::spawn(async move {
+            while let Some(flag) = flag.upgrade() {
+                let held = match self.try_acquire_or_renew().await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        log::warn!("the status Lease could not be read or renewed: {e}");
+                        false
+                    }
+                };
+                if flag.swap(held, Ordering::Relaxed) != held {
+                    notify.notify_one();
+                }
+                drop(flag);
+                let next = if held {
+                    self.duration / 3
+                } else {
+                    self.duration
+                };
+                tokio::time::sleep(next).await;
+            }
+        });
+        leader
+    }
+
+    /// Take or renew the Lease. True when this node holds it afterwards.
+    pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
+        let now = jiff::Timestamp::now();
+        let secs = self.duration.as_secs().max(1) as i32;
+        let Some(mut lease) = crate::timed(self.api.get_opt(LEASE_NAME)).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(LEASE_NAME.into()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(secs),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return conflict_is_false(
+                crate::timed(self.api.create(&PostParams::default(), &lease)).await,
+            );
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        if !ours && !lease_expired(spec, now) {
+            return Ok(false);
+        }
+        if !ours {
+            spec.holder_identity = Some(self.identity.clone());
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.renew_time = Some(MicroTime(now));
+        spec.lease_duration_seconds = Some(secs);
+        conflict_is_false(
+            crate::timed(self.api.replace(LEASE_NAME, &PostParams::default(), &lease)).await,
+        )
+    }
+}
+
+/// A Lease without a holder, or whose renew time plus duration has passed, is free.
+fn lease_expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
+    let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0) else {
+        return true;
+    };
+    let dur = jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+    spec.holder_identity.as_deref().is_none_or(str::is_empty) || now.duration_since(renewed) > dur
+}
+
+fn conflict_is_false(r: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The reports whose heartbeat is within `ttl` of `now` (sorted by node name), and the names
+/// of the departed ones. A report with an unreadable heartbeat has departed.
+pub fn live_reports(
+    reports: &[Arc<BulwarkNode>],
+    now: jiff::Timestamp,
+    ttl: Duration,
+) -> (Vec<Arc<BulwarkNode>>, Vec<String>) {
+    let ttl = jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::MAX);
+    let mut live = Vec::new();
+    let mut departed = Vec::new();
+    for r in reports {
+        let name = r.metadata.name.clone().unwrap_or_default();
+        let fresh = r
+            .spec
+            .heartbeat
+            .parse::<jiff::Timestamp>()
+            .is_ok_and(|t| now.duration_since(t) <= ttl);
+        if fresh {
+            live.push(r.clone());
+        } else {
+            departed.push(name);
+        }
+    }
+    live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    (live, departed)
+}
+
+fn report_key(r: &NodePolicyReport) -> Option<PolicyKey> {
+    let kind = match r.kind.as_str() {
+        "TracingPolicy" => PolicyKind::Cluster,
+        "TracingPolicyNamespaced" => PolicyKind::Namespaced,
+        _ => return None,
+    };
+    Some(PolicyKey {
+        kind,
+        namespace: r.namespace.clone(),
+        name: r.name.clone(),
+    })
+}
+
+/// The status of every policy that needs a write, from the live reports (pure).
+pub fn statuses(
+    objects: &[ParsedPolicy],
+    plan: &Plan,
+    live: &[Arc<BulwarkNode>],
+    now: &str,
+) -> Vec<(PolicyKey, PolicyStatus)> {
+    // Policy -> (node index -> view), built in one walk over every report entry.
+    let mut by_policy: HashMap<PolicyKey, HashMap<usize, NodeView<'_>>> = HashMap::new();
+    for (i, r) in live.iter().enumerate() {
+        for e in &r.spec.policies {
+            if let Some(k) = report_key(e) {
+                by_policy.entry(k).or_default().insert(
+                    i,
+                    NodeView::Reported {
+                        generation: e.generation,
+                        error: e.error.as_deref(),
+                    },
+                );
+            }
+        }
+    }
+    let names: Vec<&str> = live
+        .iter()
+        .map(|r| r.metadata.name.as_deref().unwrap_or(""))
+        .collect();
+    let empty = HashMap::new();
+    let mut out = Vec::new();
+    for p in objects {
+        let views = by_policy.get(&p.object.key).unwrap_or(&empty);
+        let nodes: Vec<(&str, NodeView<'_>)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, views.get(&i).cloned().unwrap_or(NodeView::Unreported)))
+            .collect();
+        let ctx = ReconcileContext {
+            verdict: &plan.verdicts[&p.object.key],
+            nodes: &nodes,
+            now,
+        };
+        if let Action::ApplyStatus(s) = reconcile::reconcile(&p.object, &ctx) {
+            out.push((p.object.key.clone(), s));
+        }
+    }
+    out
+}
+
+/// The aggregator's state inside the policy loop of one node.
+pub struct Aggregator {
+    client: Client,
+    /// Set while this node holds the Lease (renewed by [`LeaseElector::spawn`]).
+    leader: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+    /// Present while this node holds the Lease.
+    reports: Option<WatchStore<BulwarkNode>>,
+    next_pass: Instant,
+    /// What was last written per policy, and when: the watch may not have delivered our own
+    /// write yet, and writing the same status again would only cost the API server.
+    written: HashMap<PolicyKey, (PolicyStatus, Instant)>,
+}
+
+impl Aggregator {
+    pub fn new(client: Client, node: &str, opts: &ControllerOptions, notify: Arc<Notify>) -> Self {
+        let leader = LeaseElector::new(
+            client.clone(),
+            &opts.host_namespace,
+            node,
+            opts.lease_duration,
+        )
+        .spawn(notify.clone());
+        Aggregator {
+            leader,
+            client,
+            notify,
+            reports: None,
+            next_pass: Instant::now(),
+            written: HashMap::new(),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.reports.is_some()
+    }
+
+    /// Re-list the reports when the watch missed a change (the server lost or restored its
+    /// data); also forget what was written. True when it was out of sync.
+    pub async fn audit(&mut self) -> bool {
+        let Some(store) = &self.reports else {
+            return false;
+        };
+        match store.audit().await {
+            Ok(true) => {
+                log::warn!("the watch of BulwarkNode reports was out of sync with the API server; re-listed");
+                self.written.clear();
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                log::debug!("audit list of BulwarkNode reports failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Follow the Lease flag (start or stop watching reports), then, as the holder, write the
+    /// statuses that changed. Returns when to come back.
+    pub async fn tick(
+        &mut self,
+        objects: &[ParsedPolicy],
+        plan: &Plan,
+        ar_c: &ApiResource,
+        ar_n: &ApiResource,
+        opts: &ControllerOptions,
+    ) -> Instant {
+        let now = Instant::now();
+        let leader = self.leader.load(Ordering::Relaxed);
+        match (leader, self.reports.is_some()) {
+            (true, false) => {
+                log::info!("this node now aggregates policy status (holds the {LEASE_NAME} Lease)");
+                self.reports = Some(WatchStore::spawn(
+                    Api::all(self.client.clone()),
+                    watcher::Config::default(),
+                    self.notify.clone(),
+                    "bulwarknodes.bulwark.dev".into(),
+                ));
+            }
+            (false, true) => {
+                log::info!("this node no longer aggregates policy status");
+                self.reports = None;
+                self.written.clear();
+            }
+            _ => {}
+        }
+        let Some(store) = &self.reports else {
+            return now + opts.resync_interval;
+        };
+        if !store.is_ready() || now < self.next_pass {
+            return self.next_pass.max(now + Duration::from_millis(100));
+        }
+        self.next_pass = now + opts.status_interval;
+        let reports = store.state();
+        let (live, departed) = live_reports(&reports, jiff::Timestamp::now(), opts.node_ttl);
+        let reports_api: Api<BulwarkNode> = Api::all(self.client.clone());
+        for name in departed {
+            log::info!(
+                "node {name} departed (no heartbeat within {:?}); removing its report",
+                opts.node_ttl
+            );
+            match crate::timed(reports_api.delete(&name, &DeleteParams::default())).await {
+                Ok(_) => opts
+                    .stats
+                    .node_reports_pruned
+                    .fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    log::debug!("deleting the report of departed node {name}: {e}");
+                    0
+                }
+            };
+        }
+        // Compare with what we wrote recently rather than a watch that may lag behind it.
+        let basis: Vec<ParsedPolicy> = objects
+            .iter()
+            .map(|p| {
+                let mut object = p.object.clone();
+                if let Some((s, at)) = self.written.get(&object.key) {
+                    if now.saturating_duration_since(*at) < opts.resync_interval {
+                        object.status = Some(s.clone());
+                    }
+                }
+                ParsedPolicy {
+                    object,
+                    policy: Err(String::new()),
+                    fingerprint: String::new(),
+                }
+            })
+            .collect();
+        let stamp = jiff::Timestamp::now().to_string();
+        // A few writes in flight at once: a pass over many changed policies stays short.
+        let client = &self.client;
+        let results: Vec<(PolicyKey, PolicyStatus, Result<(), kube::Error>)> =
+            futures::stream::iter(statuses(&basis, plan, &live, &stamp))
+                .map(|(key, status)| async move {
+                    let r = write_status(client, &key, &status, ar_c, ar_n).await;
+                    (key, status, r)
+                })
+                .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
+                .collect()
+                .await;
+        for (key, status, r) in results {
+            match r {
+                Ok(()) => {
+                    opts.stats.status_writes.fetch_add(1, Ordering::Relaxed);
+                    self.written.insert(key, (status, Instant::now()));
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    log::debug!("{key} was deleted while its status was being written");
+                }
+                Err(e) => {
+                    opts.stats.api_write_errors.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("writing the status of {key} failed (will retry): {e}");
+                    self.written.remove(&key);
+                }
+            }
+        }
+        let present: std::collections::HashSet<&PolicyKey> =
+            objects.iter().map(|p| &p.object.key).collect();
+        self.written.retain(|k, _| present.contains(k));
+        self.next_pass
+    }
+}
+
+/// Status writes the aggregator keeps in flight at once.
+const STATUS_WRITES_IN_FLIGHT: usize = 8;
+
+/// Server-side apply `status` to the policy `key`.
+async fn write_status(
+    client: &Client,
+    key: &PolicyKey,
+    status: &PolicyStatus,
+    ar_c: &ApiResource,
+    ar_n: &ApiResource,
+) -> Result<(), kube::Error> {
+    let (api, ar): (Api<DynamicObject>, &ApiResource) = match &key.namespace {
+        Some(ns) => (Api::namespaced_with(client.clone(), ns, ar_n), ar_n),
+        None => (Api::all_with(client.clone(), ar_c), ar_c),
+    };
+    let mut metadata = serde_json::json!({ "name": key.name });
+    if let Some(ns) = &key.namespace {
+        metadata["namespace"] = ns.clone().into();
+    }
+    let body = serde_json::json!({
+        "apiVersion": ar.api_version,
+        "kind": ar.kind,
+        "metadata": metadata,
+        "status": status,
+    });
+    let params = PatchParams::apply(STATUS_MANAGER).force();
+    crate::timed(api.patch_status(&key.name, &params, &Patch::Apply(&body)))
+        .await
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::BulwarkNodeSpec;
+    use crate::reconcile::PolicyObject;
+
+    fn report(node: &str, heartbeat: &str) -> Arc<BulwarkNode> {
+        let mut r = BulwarkNode::new(
+            node,
+            BulwarkNodeSpec {
+                heartbeat: heartbeat.into(),
+                ..Default::default()
+            },
+        );
+        r.metadata.name = Some(node.into());
+        Arc::new(r)
+    }
+
+    #[test]
+    fn departed_nodes_are_those_without_a_recent_heartbeat() {
+        let now = jiff::Timestamp::now();
+        let ago = |s: i64| (now - jiff::SignedDuration::from_secs(s)).to_string();
+        let reports = vec![
+            report("node-b", &ago(10)),
+            report("node-a", &ago(299)),
+            report("node-old", &ago(301)),
+            report("node-garbled", "yesterday"),
+        ];
+        let (live, departed) = live_reports(&reports, now, Duration::from_secs(300));
+        let names: Vec<_> = live
+            .iter()
+            .map(|r| r.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["node-a", "node-b"], "sorted, fresh only");
+        assert_eq!(departed, ["node-old", "node-garbled"]);
+    }
+
+    #[test]
+    fn an_expired_or_unheld_lease_is_free() {
+        let now = jiff::Timestamp::now();
+        let spec = |holder: Option<&str>, renewed_ago: i64| LeaseSpec {
+            holder_identity: holder.map(str::to_string),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(
+                now - jiff::SignedDuration::from_secs(renewed_ago),
+            )),
+            ..Default::default()
+        };
+        assert!(!lease_expired(&spec(Some("node-a"), 5), now));
+        assert!(lease_expired(&spec(Some("node-a"), 16), now));
+        assert!(lease_expired(&spec(None, 1), now));
+        assert!(lease_expired(&LeaseSpec::default(), now));
+    }
+
+    #[test]
+    fn statuses_count_every_live_node_and_only_changed_ones_are_written() {
+        use crate::validate::Verdict;
+        use std::collections::BTreeMap;
+        let key = PolicyKey {
+            kind: PolicyKind::Cluster,
+            namespace: None,
+            name: "p".into(),
+        };
+        let object = |status: Option<PolicyStatus>| ParsedPolicy {
+            object: PolicyObject {
+                key: key.clone(),
+                generation: Some(2),
+                status,
+            },
+            policy: Err(String::new()),
+            fingerprint: String::new(),
+        };
+        let plan = Plan {
+            verdicts: BTreeMap::from([(key.clone(), Verdict::default())]),
+            accepted: vec![],
+            fingerprint: vec![],
+        };
+        let now = jiff::Timestamp::now().to_string();
+        let entry = |generation: i64, error: Option<&str>| NodePolicyReport {
+            kind: "TracingPolicy".into(),
+            namespace: None,
+            name: "p".into(),
+            generation: Some(generation),
+            error: error.map(str::to_string),
+        };
+        let mut a = (*report("node-a", &now)).clone();
+        a.spec.policies = vec![entry(2, None)];
+        let mut b = (*report("node-b", &now)).clone();
+        b.spec.policies = vec![entry(2, Some("over capacity"))];
+        let c = (*report("node-c", &now)).clone();
+        let live: Vec<Arc<BulwarkNode>> = vec![Arc::new(a), Arc::new(b), Arc::new(c)];
+        let out = statuses(&[object(None)], &plan, &live, &now);
+        assert_eq!(out.len(), 1);
+        let s = &out[0].1;
+        assert_eq!(s.nodes.as_deref(), Some("1/3"));
+        let counts = s.node_counts.as_ref().unwrap();
+        assert_eq!((counts.failed, counts.pending), (1, 1));
+        assert_eq!(s.failed_nodes[0].node, "node-b");
+        // Written already: nothing to do.
+        assert!(statuses(&[object(Some(s.clone()))], &plan, &live, &now).is_empty());
+    }
+}
