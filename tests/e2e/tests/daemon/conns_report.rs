@@ -8,10 +8,11 @@
 //! machine. The daemon's `--cluster-cidrs` holds loopback and the test's own 10.199.0.0/16 and
 //! fd99::/16, so the server's usual address is a cluster peer and the TEST-NET ones are not.
 
+use crate::conns::{conn, curl_counted, ingress_exchange};
 use bulwark_e2e::daemon::{bulwark_bin, ev, DaemonConfig};
 use bulwark_e2e::netns::url;
 use bulwark_e2e::{host_cmd, preflight, serial, Daemon, Event, TestServer, World};
-use bulwark_events::{Connection, Protocol, Role, Scope};
+use bulwark_events::{Protocol, Role, Scope};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -79,34 +80,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn conn(e: &Event) -> &Connection {
-    e.typed().connection().expect("a connection event")
-}
-
 /// The client `process_close` of the connection from the pod's local `port`.
 fn client_close(d: &Daemon, what: &str, port: u16) -> Event {
     d.wait_event(&format!("process_close of {what}"), |e| {
         ev::is(e, "process_close") && conn(e).role == Role::Client && conn(e).local.port == port
     })
-}
-
-/// curl in the pod; returns its local port and the exact bytes it sent and received.
-fn curl_counted(w: &World, args: &[&str]) -> (u16, u64, u64) {
-    let mut argv = vec![
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{local_port} %{size_request} %{size_upload} %{size_header} %{size_download}",
-    ];
-    argv.extend_from_slice(args);
-    let out = w.pod().curl(&argv);
-    assert!(out.success(), "curl {args:?}: {out}");
-    let n: Vec<u64> = out
-        .stdout
-        .split_whitespace()
-        .map(|x| x.parse().expect("a number"))
-        .collect();
-    (n[0] as u16, n[1] + n[2], n[3] + n[4])
 }
 
 /// A python client in the pod: sends `hello` to `ip:port`, shuts down its side, reads the
@@ -301,46 +279,7 @@ fn conns_names_exactly_the_plaintext_senders_to_the_internet_and_metrics_agree()
     let (p6, s6, r6) = curl_counted(&w, &[&url("http", w.net.server_v4.into(), 80, "/cluster")]);
 
     // Ingress from the internet: a client in the server namespace, from WEB, to the pod.
-    let py = preflight().python3.to_str().unwrap().to_string();
-    let listening = w.dir().join("pod-listening");
-    let pod_server = w.pod().spawn(&[
-        &py,
-        "-c",
-        &format!(
-            "import socket\n\
-             l = socket.socket(); l.bind(('0.0.0.0', 8088)); l.listen()\n\
-             open('{}', 'w').close()\n\
-             s, _ = l.accept(); s.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n')\n\
-             got = 0\n\
-             while True:\n\
-             \x20   x = s.recv(4096)\n\
-             \x20   if not x: break\n\
-             \x20   got += len(x)\n\
-             print(got)\n",
-            listening.display()
-        ),
-    ]);
-    assert!(
-        bulwark_e2e::poll_until(bulwark_e2e::timeout(), || listening.exists().then_some(()))
-            .is_some(),
-        "the pod's server did not start"
-    );
-    let client = Command::new(&preflight().ip)
-        .args(["netns", "exec", &w.net.server])
-        .arg(&py)
-        .arg("-c")
-        .arg(format!(
-            "import socket\n\
-             c = socket.create_connection(('{}', 8088), source_address=('{WEB}', 0))\n\
-             c.sendall(b'GET /in HTTP/1.1\\r\\nHost: pod\\r\\n\\r\\n')\n\
-             c.recv(100); c.close()\n",
-            w.net.pod_v4
-        ))
-        .output()
-        .expect("client in the server namespace");
-    assert!(client.status.success(), "{client:?}");
-    let out = pod_server.wait(bulwark_e2e::timeout());
-    assert_eq!(out.stdout.trim(), "31", "{out}");
+    ingress_exchange(&w, Some(WEB));
 
     // Every connection's close is in, with the bytes each client counted.
     for (what, port, sent, received) in [
