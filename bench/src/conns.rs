@@ -1,8 +1,11 @@
 //! `bulwark-bench conns`: what observing every TCP connection costs (issue 11), with no policy:
-//! the same workloads with no daemon, with the daemon observing (the default) and with the
-//! daemon started with `--no-conn-observe`, interleaved over rounds in one run; median ratios
-//! against no daemon next to the issue's targets, and the daemon's CPU per connection with and
-//! without observation. Loopback only.
+//! the same workloads with no daemon, with the daemon observing (the default), with the daemon
+//! started with `--no-conn-observe`, and with the daemon observing but paused (SIGSTOP) while
+//! the workload runs — the kernel programs' own cost, no userspace competing for the CPUs —
+//! interleaved over rounds in one run; median ratios against no daemon next to the issue's
+//! targets, and the daemon's CPU per connection with and without observation. Loopback only.
+//! A paused daemon drains nothing: with `--quick` the records fit the ring buffer, a full run
+//! may overflow it (lost records are cheaper than kept ones).
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
@@ -13,7 +16,7 @@ use crate::{bulwark_binary, median, spawn_sink, worker, Bg, RunArgs};
 
 const SINK: &str = "127.0.0.1:9300";
 const ECHO: &str = "127.0.0.1:9301";
-const CONFIGS: [&str; 3] = ["baseline", "observing", "not_observing"];
+const CONFIGS: [&str; 4] = ["baseline", "observing", "not_observing", "observing_paused"];
 
 /// (name, worker args, target ratio, connections per run for CPU per connection).
 fn workloads(quick: bool) -> Vec<(&'static str, Vec<String>, f64, u64)> {
@@ -72,7 +75,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             eprintln!("conns round {}/{}: {}", round + 1, args.rounds, CONFIGS[c]);
             let daemon = match c {
                 0 => None,
-                1 => Some(Daemon::start(&bulwark, &policies, &events, &[])?),
+                1 | 3 => Some(Daemon::start(&bulwark, &policies, &events, &[])?),
                 _ => Some(Daemon::start(
                     &bulwark,
                     &policies,
@@ -83,7 +86,17 @@ pub fn run(args: RunArgs) -> Result<()> {
             for (i, (name, wargs, _, ops)) in wl.iter().enumerate() {
                 std::thread::sleep(Duration::from_secs(1));
                 let before = daemon.as_ref().map(|d| d.cpu_seconds()).transpose()?;
-                let v = worker(None, wargs).with_context(|| format!("{name} ({})", CONFIGS[c]))?;
+                let paused = daemon.as_ref().filter(|_| c == 3).map(|d| d.pid() as i32);
+                if let Some(pid) = paused {
+                    // SAFETY: signals our own child.
+                    unsafe { libc::kill(pid, libc::SIGSTOP) };
+                }
+                let v = worker(None, wargs).with_context(|| format!("{name} ({})", CONFIGS[c]));
+                if let Some(pid) = paused {
+                    // SAFETY: signals our own child.
+                    unsafe { libc::kill(pid, libc::SIGCONT) };
+                }
+                let v = v?;
                 // The daemon's share includes draining this workload's records.
                 std::thread::sleep(Duration::from_millis(500));
                 if let (Some(d), Some(b)) = (&daemon, before) {
@@ -107,6 +120,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             "observing_ns_per_op": median(raw[i][1].clone()),
             "not_observing_ns_per_op": median(raw[i][2].clone()),
             "observing_ratio": observing, "not_observing_ratio": ratio(2),
+            "observing_paused_ns_per_op": median(raw[i][3].clone()),
+            "kernel_only_ratio": ratio(3),
             "met": observing <= *target,
             "daemon_cpu_us_per_op_observing": median(cpu[i][1].clone()) * 1e6,
             "daemon_cpu_us_per_op_not_observing": median(cpu[i][2].clone()) * 1e6,
@@ -128,19 +143,20 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 fn markdown(r: &Value) -> String {
     let mut s = format!(
-        "Connection observation, no policy; {} rounds{}\n\n| workload | no daemon ns/op | observing ns/op | ratio | not observing ratio | target | met | daemon CPU µs/op observing | not observing |\n|---|---|---|---|---|---|---|---|---|\n",
+        "Connection observation, no policy; {} rounds{}\n\n| workload | no daemon ns/op | observing ns/op | ratio | not observing ratio | kernel only ratio (daemon paused) | target | met | daemon CPU µs/op observing | not observing |\n|---|---|---|---|---|---|---|---|---|---|\n",
         r["rounds"],
         if r["quick"].as_bool() == Some(true) { " (quick)" } else { "" }
     );
     for w in r["workloads"].as_array().into_iter().flatten() {
         let f = |k: &str| w[k].as_f64().unwrap_or(f64::NAN);
         s += &format!(
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | <= {} | {} | {:.2} | {:.2} |\n",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | <= {} | {} | {:.2} | {:.2} |\n",
             w["workload"].as_str().unwrap_or("?"),
             f("baseline_ns_per_op"),
             f("observing_ns_per_op"),
             f("observing_ratio"),
             f("not_observing_ratio"),
+            f("kernel_only_ratio"),
             w["target_ratio"],
             if w["met"].as_bool() == Some(true) {
                 "yes"

@@ -1,8 +1,9 @@
 //! Connection observation: the per-socket state the kernel keeps for every TCP connection
 //! ([`ConnState`], in the `CONN_STORAGE` socket storage), the ring-buffer records it emits
-//! ([`ConnEvent`] when a connection opens, every `--conn-interval` while it moves bytes and
-//! when it closes; [`ConnPayloadEvent`] with the first payload of each direction), and the
-//! settings userspace loads it with ([`ConnConfig`]).
+//! ([`ConnEvent`] every `--conn-interval` while a connection moves bytes and when it closes,
+//! each self-contained; [`ConnPayloadEvent`] with the first payload of each direction), and
+//! the settings userspace loads it with ([`ConnConfig`]). Nothing is sent when a connection
+//! opens: a connection that moves no payload costs one record, its close.
 //!
 //! Byte counts are TCP payload bytes, exact: the socket's `bytes_acked` / `bytes_received`
 //! minus their values when the connection was established (so the SYN is not counted) and
@@ -10,8 +11,8 @@
 
 use crate::records::{Destination, EventHeader};
 
-/// `EVENT_CONN_*`: ring-buffer record kinds of connection observation.
-pub const EVENT_CONN_OPEN: u32 = 8;
+/// `EVENT_CONN_*`: ring-buffer record kinds of connection observation (8, an open record,
+/// is no longer sent).
 pub const EVENT_CONN_STATS: u32 = 9;
 pub const EVENT_CONN_CLOSE: u32 = 10;
 pub const EVENT_CONN_PAYLOAD: u32 = 11;
@@ -63,7 +64,7 @@ pub struct ConnState {
     pub role: u8,
     /// Each a byte of its own: the egress and ingress programs may run at once on two CPUs,
     /// and a byte store does not undo the other's. 1 when:
-    /// the connection is established (its open record was sent);
+    /// the connection is established (its state was set up);
     pub established: u8,
     /// the first payload sent was captured (or can no longer be);
     pub sent_seen: u8,
@@ -76,10 +77,14 @@ pub struct ConnState {
     /// the close record was sent.
     pub closed: u8,
     pub _pad: [u8; 5],
+    /// Local and remote end, from when it was established (every record carries them).
+    pub local: Destination,
+    pub remote: Destination,
 }
 
-/// `EVENT_CONN_OPEN`, `EVENT_CONN_STATS`, `EVENT_CONN_CLOSE`: a connection and its byte totals
-/// so far (payload, exact; see the module doc). `header.tgid`/`start_ns` name the owner.
+/// `EVENT_CONN_STATS`, `EVENT_CONN_CLOSE`: a connection, whole (owner, ends, role, open time),
+/// and its byte totals so far (payload, exact; see the module doc). `header.tgid`/`start_ns`
+/// name the owner.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnEvent {
@@ -125,7 +130,7 @@ pub struct ConnConfig {
 }
 
 assert_sizes!(
-    ConnState = 72,
+    ConnState = 112,
     ConnEvent = 104,
     ConnPayloadEvent = 296,
     ConnConfig = 16,

@@ -2,8 +2,9 @@
 //! - `bulwark_conn_sockops` (sock_ops, a second program on the root cgroup next to
 //!   `bulwark_sockops`): gives a listening socket (at `listen()`) and a connecting one (at
 //!   `connect()`, both in the calling process) their [`ConnState`] with the owner's tgid; at
-//!   established (active or passive) records where each direction's stream starts and the byte
-//!   counters' baselines, asks for state callbacks and sends the open record; at the move to
+//!   established (active or passive) records the ends, where each direction's stream starts
+//!   and the byte counters' baselines, and asks for state callbacks (no record: a connection
+//!   costs the ring buffer one record, its close, plus what it moves); at the move to
 //!   TCP_CLOSE (orderly, reset, timeout, time-wait) sends the close record with the exact
 //!   payload totals. A connection accepted on a listener inherits the listener's state
 //!   (`BPF_F_CLONE`), so a server connection's owner is the process that called `listen()`:
@@ -146,8 +147,8 @@ fn conn_record(kind: u32, st: &ConnState, sent: u64, received: u64) -> ConnEvent
         open_ns: st.open_ns,
         bytes_sent: sent,
         bytes_received: received,
-        local: Destination::default(),
-        remote: Destination::default(),
+        local: st.local,
+        remote: st.remote,
         role: st.role,
         flags: 0,
         _pad: [0; 6],
@@ -220,14 +221,9 @@ fn established<T>(ctx: &SockOpsContext, ops: *mut bpf_sock_ops, sk: *mut T, acti
     st.fin_sent = 0;
     st.fin_acked = 0;
     st.closed = 0;
+    (st.local, st.remote) = ends(ops);
     st.established = 1;
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
-    let (local, remote) = ends(ops);
-    let mut ev = conn_record(EVENT_CONN_OPEN, st, 0, 0);
-    ev.header.time_ns = st.open_ns;
-    ev.local = local;
-    ev.remote = remote;
-    emit(&ev);
 }
 
 /// Whether a FIN was received on `sk` (`SOCK_DONE`, set only by the FIN's processing).
@@ -287,10 +283,7 @@ fn state_change<T>(ctx: &SockOpsContext, ops: *mut bpf_sock_ops, sk: *mut T) {
                 .saturating_sub(fin_in as u64);
             st.closed = 1;
             let orderly = st.fin_acked != 0 && (fin_in || old == TCP_FIN_WAIT2);
-            let (local, remote) = ends(ops);
             let mut ev = conn_record(EVENT_CONN_CLOSE, st, sent, received);
-            ev.local = local;
-            ev.remote = remote;
             ev.flags = if orderly { 0 } else { CONN_CLOSE_ABORTED };
             emit(&ev);
         }
@@ -406,7 +399,8 @@ fn capture(skb: *mut __sk_buff, st: &mut ConnState, sent: bool) {
             return;
         }
     }
-    entry.submit(0);
+    // No wakeup per record (like `emit`): the reader's poll collects them in batches.
+    entry.submit(wakeup_flags());
     if sent {
         st.sent_seen = 1;
     } else {

@@ -300,16 +300,21 @@ pub fn count(index: u32) {
 /// node that CPU is taken from the workloads.
 const WAKEUP_PENDING_BYTES: u64 = 256 * 1024;
 
+/// The submit flags of a routine record: wake the reader only when enough is pending.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    (if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_PENDING_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }) as u64
+}
+
 /// Writes a routine record (exec, fork, exit, connect) to the ring buffer without waking the
 /// reader unless enough is pending; a full buffer is counted in `COUNTER_LOST_EVENTS`.
 #[inline(always)]
 pub fn emit<T: 'static>(record: &T) {
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_PENDING_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    if EVENTS.output::<T>(record, flags as u64).is_err() {
+    if EVENTS.output::<T>(record, wakeup_flags()).is_err() {
         count(COUNTER_LOST_EVENTS);
     }
 }

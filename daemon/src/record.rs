@@ -5,9 +5,8 @@
 
 use daemon_common::{
     ConnEvent, ConnPayloadEvent, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-    MatchEvent, EVENT_ARGS_LEN, EVENT_CONNECT, EVENT_CONN_CLOSE, EVENT_CONN_OPEN,
-    EVENT_CONN_PAYLOAD, EVENT_CONN_STATS, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH,
-    PATH_LEN,
+    MatchEvent, EVENT_ARGS_LEN, EVENT_CONNECT, EVENT_CONN_CLOSE, EVENT_CONN_PAYLOAD,
+    EVENT_CONN_STATS, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH, PATH_LEN,
 };
 use std::mem::size_of;
 
@@ -104,7 +103,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EVENT_FORK => Record::Fork(read(bytes, kind)?),
         EVENT_CONNECT => Record::Connect(read(bytes, kind)?),
         EVENT_MATCH => Record::Match(read(bytes, kind)?),
-        EVENT_CONN_OPEN | EVENT_CONN_STATS | EVENT_CONN_CLOSE => Record::Conn(read(bytes, kind)?),
+        EVENT_CONN_STATS | EVENT_CONN_CLOSE => Record::Conn(read(bytes, kind)?),
         EVENT_CONN_PAYLOAD => Record::ConnPayload(Box::new(read(bytes, kind)?)),
         k => return Err(DecodeError::UnknownKind(k)),
     })
@@ -162,7 +161,7 @@ pub mod tests {
 
     #[test]
     fn connection_records_decode_by_kind_and_short_ones_are_errors() {
-        for kind in [EVENT_CONN_OPEN, EVENT_CONN_STATS, EVENT_CONN_CLOSE] {
+        for kind in [EVENT_CONN_STATS, EVENT_CONN_CLOSE] {
             let mut c = ConnEvent::default();
             c.header.kind = kind;
             c.cookie = 5;

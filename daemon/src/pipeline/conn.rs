@@ -1,5 +1,6 @@
 //! Connection observation in userspace: the kernel's connection records (`EVENT_CONN_*`:
-//! open, stats, close, and each direction's first payload) joined by socket cookie into the
+//! stats and close, each naming its connection whole, and each direction's first payload)
+//! joined by socket cookie into the
 //! `process_close` and `conn_stats` events' [`Connection`]s. Classification is
 //! `bulwark_conns::classify` of the first payload's prefix, `scope` comes from the
 //! `--cluster-cidrs` ([`ClusterCidrs`]). Pure: the caller (the pipeline) names the process and
@@ -7,7 +8,7 @@
 //!
 //! A stats record carries the connection's totals at a packet at least `--conn-interval` after
 //! the previous one (the kernel sends none while a connection is idle); its `conn_stats`
-//! window runs from the previous report (or the open) to that packet and holds the bytes moved
+//! window runs from the previous report (or the open time) to that packet and holds the bytes moved
 //! in between. `process_close` carries the exact totals whatever records were lost before it.
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use bulwark_conns::{classify, ClusterCidrs, Signatures};
 use bulwark_events::{Connection, Endpoint, Family, Payload, Role};
 use daemon_common::{
     ConnEvent, ConnPayloadEvent, Destination, CONN_DIR_SENT, CONN_PREFIX_LEN, CONN_ROLE_SERVER,
-    EVENT_CONN_CLOSE, EVENT_CONN_OPEN, EVENT_CONN_STATS,
+    EVENT_CONN_CLOSE, EVENT_CONN_STATS,
 };
 
 /// Open connections tracked at most (a connection whose close record was lost stays until
@@ -49,10 +50,10 @@ pub struct ConnReport {
     pub connection: Connection,
 }
 
-/// What userspace keeps of an open connection.
+/// What userspace keeps of an open connection that sent a payload or a stats record (one
+/// that moves nothing is only seen at its close).
 #[derive(Clone, Debug, Default)]
 struct Open {
-    record: ConnEvent,
     sent: Option<Vec<u8>>,
     received: Option<Vec<u8>>,
     reported_ns: u64,
@@ -119,20 +120,14 @@ impl Conns {
         }
     }
 
-    /// An open, stats or close record: the event it makes, if any.
+    /// A stats or close record: the event it makes, if any.
     pub fn on_conn(&mut self, c: &ConnEvent) -> Option<ConnOutput> {
         match c.header.kind {
-            EVENT_CONN_OPEN => {
-                let open = self.entry(c.cookie)?;
-                open.record = *c;
-                open.reported_ns = c.open_ns;
-                None
-            }
             EVENT_CONN_STATS => {
-                let open = self.open.get_mut(&c.cookie)?;
-                if open.record.cookie == 0 {
-                    // Its open record was lost: nothing to name it by until it closes.
-                    return None;
+                let open = self.entry(c.cookie)?;
+                if open.reported_ns == 0 {
+                    // Its first report: the window starts when the connection opened.
+                    open.reported_ns = c.open_ns;
                 }
                 // Records of one connection from two CPUs may arrive out of order: totals
                 // only grow.
@@ -145,7 +140,7 @@ impl Conns {
                 let window_start_ns = open.reported_ns;
                 (open.reported_ns, open.reported_sent, open.reported_received) =
                     (c.header.time_ns, sent, received);
-                let mut record = open.record;
+                let mut record = *c;
                 record.bytes_sent = sent;
                 record.bytes_received = received;
                 let (s, r) = (open.sent.clone(), open.received.clone());
@@ -288,7 +283,6 @@ mod tests {
     #[test]
     fn a_plaintext_http_exchange_closes_with_its_totals_and_classification() {
         let mut c = conns();
-        assert_eq!(c.on_conn(&rec(EVENT_CONN_OPEN, 1_000, 0, 0)), None);
         c.on_payload(&payload(
             CONN_DIR_SENT,
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -334,7 +328,6 @@ mod tests {
     #[test]
     fn stats_report_the_bytes_of_their_window_and_nothing_when_none_moved() {
         let mut c = conns();
-        c.on_conn(&rec(EVENT_CONN_OPEN, 1_000, 0, 0));
         c.on_payload(&payload(CONN_DIR_RECEIVED, b"SSH-2.0-OpenSSH_9.6\r\n"));
         let Some(ConnOutput::Stats {
             report,
@@ -371,13 +364,25 @@ mod tests {
     }
 
     #[test]
-    fn stats_of_a_connection_whose_open_was_lost_are_not_reported() {
+    fn a_stats_record_alone_names_its_connection_and_its_window_starts_at_the_open() {
         let mut c = conns();
-        c.on_payload(&payload(CONN_DIR_SENT, b"x"));
-        assert_eq!(c.on_conn(&rec(EVENT_CONN_STATS, 6_000, 1, 0)), None);
+        let Some(ConnOutput::Stats {
+            report,
+            window_start_ns,
+            window_sent,
+            ..
+        }) = c.on_conn(&rec(EVENT_CONN_STATS, 6_000, 1, 0))
+        else {
+            panic!("no stats");
+        };
+        assert_eq!((window_start_ns, window_sent), (1_000, 1));
+        assert_eq!(report.connection.remote.to_string(), "93.184.216.34:80");
+        assert_eq!(report.connection.sent.protocol, Protocol::None);
+        assert_eq!(c.open_count(), 1);
         let Some(ConnOutput::Close(r)) = c.on_conn(&rec(EVENT_CONN_CLOSE, 7_000, 1, 0)) else {
             panic!("no close");
         };
-        assert_eq!(r.connection.sent.protocol, Protocol::Other);
+        assert_eq!(r.connection.bytes_sent, 1);
+        assert_eq!(c.open_count(), 0);
     }
 }

@@ -28,7 +28,7 @@ fn daemon(w: &World) -> Daemon {
     })
 }
 
-fn conn(e: &Event) -> &Connection {
+pub(crate) fn conn(e: &Event) -> &Connection {
     e.typed().connection().expect("a connection event")
 }
 
@@ -60,7 +60,7 @@ fn both_ends(d: &Daemon, what: &str, port: u16, server_port: u16) -> (Event, Eve
 }
 
 /// curl with `-w` printing its local port and the exact bytes it sent and received.
-fn curl_counted(w: &World, args: &[&str]) -> (u16, u64, u64) {
+pub(crate) fn curl_counted(w: &World, args: &[&str]) -> (u16, u64, u64) {
     curl_counting(w, args, true)
 }
 
@@ -418,11 +418,10 @@ fn ten_thousand_short_connections_all_accounted_for() {
     assert!(ports.len() > 1, "distinct connections");
 }
 
-#[test]
-fn ingress_from_another_namespace_names_the_pod_server() {
-    let _g = serial();
-    let w = World::single("conns-ingress", "e2e-conns");
-    let d = daemon(&w);
+/// An HTTP exchange into the pod: a python server in the pod listens on port 8088 (an IPv6
+/// socket, IPv4 too) and answers 38 bytes; a client in the server namespace, from `source`
+/// (default: the server's main address), sends 31 bytes. Asserts the server got them.
+pub(crate) fn ingress_exchange(w: &World, source: Option<std::net::Ipv4Addr>) {
     let py = preflight().python3.to_str().unwrap().to_string();
     let ready = w.dir().join("listening");
     let server = w.pod().spawn(&[
@@ -446,14 +445,14 @@ fn ingress_from_another_namespace_names_the_pod_server() {
         bulwark_e2e::poll_until(bulwark_e2e::timeout(), || ready.exists().then_some(())).is_some(),
         "the pod's server did not start"
     );
-    let tools = preflight();
-    let client = std::process::Command::new(&tools.ip)
+    let source = source.map_or(String::new(), |ip| format!(", source_address=('{ip}', 0)"));
+    let client = std::process::Command::new(&preflight().ip)
         .args(["netns", "exec", &w.net.server])
         .arg(&py)
         .arg("-c")
         .arg(format!(
             "import socket\n\
-             c = socket.create_connection(('{}', 8088))\n\
+             c = socket.create_connection(('{}', 8088){source})\n\
              c.sendall(b'GET /in HTTP/1.1\\r\\nHost: pod\\r\\n\\r\\n')\n\
              c.recv(100); c.close()\n",
             w.net.pod_v4
@@ -463,6 +462,14 @@ fn ingress_from_another_namespace_names_the_pod_server() {
     assert!(client.status.success(), "{client:?}");
     let out = server.wait(bulwark_e2e::timeout());
     assert_eq!(out.stdout.trim(), "31", "{out}");
+}
+
+#[test]
+fn ingress_from_another_namespace_names_the_pod_server() {
+    let _g = serial();
+    let w = World::single("conns-ingress", "e2e-conns");
+    let d = daemon(&w);
+    ingress_exchange(&w, None);
     let e = close(&d, "the pod's server", |c| {
         c.role == Role::Server && c.local.port == 8088
     });

@@ -8,6 +8,7 @@
 mod attacks;
 mod connect;
 mod conns;
+mod conns_report;
 mod egress;
 mod events;
 mod examples;
