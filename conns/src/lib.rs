@@ -37,5 +37,8 @@ pub(crate) mod fixtures {
     /// Six connections: plaintext HTTP to the internet from a host curl and from a pod (two
     /// windows then a close), TLS from curl, plaintext redis inside the cluster still open,
     /// plaintext HTTP served to an internet client, and a connection that moved no payload.
+    /// Its `time`, `open_time` and `close_time` are labels only: the report and the metrics
+    /// use `open_time` as part of a connection's identity and never compare a time with the
+    /// clock, so the fixed dates cannot expire.
     pub const STREAM: &str = include_str!("../tests/fixtures/stream.jsonl");
 }

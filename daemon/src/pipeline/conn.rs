@@ -54,8 +54,10 @@ pub struct ConnReport {
 /// that moves nothing is only seen at its close).
 #[derive(Clone, Debug, Default)]
 struct Open {
-    sent: Option<Vec<u8>>,
-    received: Option<Vec<u8>>,
+    /// Each direction's first payload, classified once when its record arrives (the stats
+    /// and close events of the connection reuse it).
+    sent: Option<Payload>,
+    received: Option<Payload>,
     reported_ns: u64,
     reported_sent: u64,
     reported_received: u64,
@@ -106,17 +108,18 @@ impl Conns {
     /// A first-payload record: kept until the connection's close (a second one for the same
     /// direction, which the kernel does not send, is ignored).
     pub fn on_payload(&mut self, p: &ConnPayloadEvent) {
+        let n = (p.len as usize).min(CONN_PREFIX_LEN);
+        let payload = classify(&p.data[..n], &self.signatures);
         let Some(open) = self.entry(p.cookie) else {
             return;
         };
-        let n = (p.len as usize).min(CONN_PREFIX_LEN);
         let slot = if p.direction == CONN_DIR_SENT {
             &mut open.sent
         } else {
             &mut open.received
         };
         if slot.is_none() {
-            *slot = Some(p.data[..n].to_vec());
+            *slot = Some(payload);
         }
     }
 
@@ -144,7 +147,7 @@ impl Conns {
                 record.bytes_sent = sent;
                 record.bytes_received = received;
                 let (s, r) = (open.sent.clone(), open.received.clone());
-                let report = self.report(&record, c.header.time_ns, s.as_deref(), r.as_deref());
+                let report = self.report(&record, c.header.time_ns, s, r);
                 Some(ConnOutput::Stats {
                     report,
                     window_start_ns,
@@ -157,26 +160,24 @@ impl Conns {
                 Some(ConnOutput::Close(self.report(
                     c,
                     c.header.time_ns,
-                    open.sent.as_deref(),
-                    open.received.as_deref(),
+                    open.sent,
+                    open.received,
                 )))
             }
             _ => None,
         }
     }
 
-    fn payload(&self, prefix: Option<&[u8]>) -> Payload {
-        classify(prefix.unwrap_or(&[]), &self.signatures)
-    }
-
     fn report(
         &self,
         c: &ConnEvent,
         time_ns: u64,
-        sent: Option<&[u8]>,
-        received: Option<&[u8]>,
+        sent: Option<Payload>,
+        received: Option<Payload>,
     ) -> ConnReport {
-        let (sent, received) = (self.payload(sent), self.payload(received));
+        // A direction with no payload record yet: `none`.
+        let sent = sent.unwrap_or_else(Payload::none);
+        let received = received.unwrap_or_else(Payload::none);
         let (local_ip, family) = ip(&c.local);
         let (remote_ip, _) = ip(&c.remote);
         ConnReport {
