@@ -4,44 +4,14 @@
 //! sends on a fixed file across a policy switch. Each attack runs as real processes in the test
 //! pods and asserts what bulwark did (a refused connect or send, a kill, the events).
 
+use crate::attacks::{assert_server_never_saw, lines, spawn_until_line};
 use bulwark_e2e::daemon::ev;
 use bulwark_e2e::{
     poll_until, preflight, serial, timeout, Daemon, Pod, PolicyBuilder, RuleBuilder, Running,
-    ServerLog, TestServer, World, WorldConfig,
+    TestServer, World, WorldConfig,
 };
 use serde_json::Value;
 use std::path::Path;
-
-/// Every JSON line a workload printed so far.
-fn lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l.trim()).ok())
-        .collect()
-}
-
-/// Starts `argv` in `pod` and waits until it printed its first JSON line.
-fn spawn_until_line(pod: &Pod, argv: &[&str]) -> Running {
-    let r = pod.spawn(argv);
-    let up = poll_until(timeout(), || {
-        (!lines(&r.stdout_so_far()).is_empty()).then_some(())
-    });
-    assert!(up.is_some(), "{argv:?} printed nothing");
-    r
-}
-
-/// No request and no payload record of the server contains `marker`.
-fn assert_server_never_saw(log: &ServerLog, marker: &str) {
-    let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
-    let seen: Vec<&Value> = log
-        .records
-        .iter()
-        .filter(|r| {
-            r["path"].as_str().is_some_and(|p| p.contains(marker))
-                || r["first_bytes"].as_str().is_some_and(|b| b.contains(&hex))
-        })
-        .collect();
-    assert!(seen.is_empty(), "the server received {marker:?}: {seen:?}");
-}
 
 /// The connect-hook policy used below: Block TCP (or `protocol`) to the test subnet on `port`
 /// from namespace `ns`; `extra` adds an unrelated rule so that a new version of the file is
@@ -296,24 +266,20 @@ fn monitor_matches_on_a_socket_shared_across_groups_are_reported_once() {
     let receiver = eight.spawn(&refs);
     let first = spawn_until_line(
         seven,
-        &seven
-            .probe_argv(
-                ip,
-                8080,
-                &[
-                    "--send",
-                    "GET /seven-1 HTTP/1.1\r\nHost: x\r\n\r\n",
-                    "--pass-fd",
-                    &path_s,
-                    "--pause-file",
-                    &go_s,
-                    "--send-after",
-                    "GET /seven-2 HTTP/1.1\r\nHost: x\r\n\r\n",
-                ],
-            )
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        seven.probe_argv(
+            ip,
+            8080,
+            &[
+                "--send",
+                "GET /seven-1 HTTP/1.1\r\nHost: x\r\n\r\n",
+                "--pass-fd",
+                &path_s,
+                "--pause-file",
+                &go_s,
+                "--send-after",
+                "GET /seven-2 HTTP/1.1\r\nHost: x\r\n\r\n",
+            ],
+        ),
     );
     let eight_pid = receiver.pid();
     let got = receiver.wait(timeout());
@@ -461,7 +427,8 @@ fn io_uring_fixed_file_connect_and_sends_across_a_switch() {
         .into_iter()
         .map(|op| {
             let text = format!("GET /uring-{op} HTTP/1.0\r\n\r\n");
-            let r = spawn_until_line(w.pod(), &[helper, "uring", &ip, "8081", op, &go_s, &text]);
+            let argv = [helper, "uring", &ip, "8081", op, &go_s, &text];
+            let r = spawn_until_line(w.pod(), argv.map(String::from).to_vec());
             assert_eq!(lines(&r.stdout_so_far())[0]["connect"], "ok", "{op}");
             (op, r)
         })
