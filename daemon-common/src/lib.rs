@@ -51,7 +51,8 @@
 //!
 //! Where each program finds its table: exec, connect, the socket guard and a send (the
 //! sender's) look up `GROUPS` with the process's namespace; the socket's cached egress bits
-//! ([`SockState::dest_table`]) are recomputed when a sender of another group sends; sockops,
+//! ([`SockState::dest_table`]) are recomputed when a sender of another group sends (what was
+//! reported is kept for the group before, [`SockState::prev_table`]); sockops,
 //! connect's watch decision and the backstop (no sender) use the watch table, whose selectors
 //! carry the mode and actions of the egress selectors they stand for (events name the first
 //! policy and rule with that destination requirement). A rule set of one group

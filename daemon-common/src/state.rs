@@ -113,11 +113,20 @@ pub struct SockState {
     /// The table (a group of the active slot: the sender's) `dest_selectors` and `reported`
     /// are numbered in; they are recomputed when a sender of another group sends.
     pub dest_table: u32,
+    /// The table of the sender before (same `generation`; [`NO_TABLE`] when none) and what was
+    /// reported in it: senders of two groups that alternate on one socket are each reported
+    /// once per selector, not again at every change of sender.
+    pub prev_table: u32,
+    pub _pad: u32,
+    pub prev_reported: u64,
 }
+
+/// [`SockState::prev_table`] when no other table was used on the socket yet.
+pub const NO_TABLE: u32 = u32::MAX;
 
 // Kernel and userspace (which writes it for connections older than the policy) share this
 // layout byte for byte: the fields are ordered so there is no implicit padding.
-assert_sizes!(tls::TlsScan = 36, SockState = 112);
+assert_sizes!(tls::TlsScan = 36, SockState = 128);
 
 impl SockState {
     /// State of a socket whose stream is watched from its first byte.
@@ -140,6 +149,9 @@ impl SockState {
             scan_win_start: 0,
             scan_win_end: 0,
             dest_table: 0,
+            prev_table: NO_TABLE,
+            _pad: 0,
+            prev_reported: 0,
         }
     }
 

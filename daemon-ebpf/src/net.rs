@@ -153,15 +153,29 @@ pub fn egress_dest_selectors(table: u32, dest: &Destination, v4: bool) -> u64 {
 }
 
 /// Brings a socket's cached destination selectors up to the rule set in force (generation
-/// `cfg.generation`) and the sender's `table` (its group in the active slot), forgetting what
-/// was reported under the old ones.
+/// `cfg.generation`) and the sender's `table` (its group in the active slot). What was
+/// reported is kept for the table before (a sender of that group comes back: not reported
+/// again) and forgotten with an older rule set.
 #[inline(always)]
 pub fn refresh_socket(st: &mut SockState, cfg: &Config, table: u32, dest: &Destination, v4: bool) {
-    if st.generation == cfg.generation && st.dest_table == table {
+    let same_rules = st.generation == cfg.generation;
+    if same_rules && st.dest_table == table {
         return;
     }
+    let reported = if same_rules && st.prev_table == table {
+        st.prev_reported
+    } else {
+        0
+    };
+    if same_rules {
+        st.prev_table = st.dest_table;
+        st.prev_reported = st.reported;
+    } else {
+        st.prev_table = NO_TABLE;
+        st.prev_reported = 0;
+    }
     st.dest_selectors = egress_dest_selectors(table, dest, v4);
-    st.reported = 0;
+    st.reported = reported;
     st.generation = cfg.generation;
     st.dest_table = table;
 }

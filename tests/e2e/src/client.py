@@ -20,6 +20,10 @@ usage: client.py HOST PORT [options]
   --pass-fd PATH        after connect (and the first send), hand the socket to the process
                         listening on unix socket PATH (SCM_RIGHTS) and wait for its answer
   --recv-fd PATH        do not connect: receive a socket on unix socket PATH, use it for --send
+                        (with --sendto TEXT: sendto() on it; with --connect-received: connect
+                        it, then --send)
+  --pass-unconnected PATH  create the socket (--udp or TCP) without connecting it and hand it
+                        to the process listening on unix socket PATH (SCM_RIGHTS)
   --exec-with-fd ARGV.. after connect (and the first send), exec ARGV (the rest of the
                         command line) with the socket as fd 3
   --wait-for FILE       before anything, wait (up to 60 s) until FILE exists
@@ -105,6 +109,43 @@ def receive_fd(path):
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: fds.itemsize])
     return conn, socket.socket(fileno=fds[0])
+
+
+def pass_fd(s, path):
+    """Hands socket s to the process listening on unix socket PATH; waits for its answer."""
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.time() + 30
+    while True:
+        try:
+            u.connect(path)
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.02)
+    u.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                        array.array("i", [s.fileno()]))])
+    u.recv(16)
+
+
+def use_received(host, port, rest, payload):
+    """--recv-fd with --sendto or --connect-received: the received socket's first use."""
+    conn, s = receive_fd(opt(rest, "--recv-fd"))
+    out, code, step = {"received": "ok"}, 0, "sendto" if "--sendto" in rest else "connect"
+    try:
+        if step == "sendto":
+            s.sendto(opt(rest, "--sendto").encode(), (host, port))
+        else:
+            s.connect((host, port))
+        out[step] = "ok"
+        if step == "connect" and payload is not None and not send(s, payload, out, "send"):
+            code = 4
+    except OSError as e:
+        out[step] = name(e)
+        code = 4 if step == "sendto" else 3
+    emit(out)
+    conn.sendall(b"done")
+    return code
 def attempt_until(fam, host, port, stop_file):
     """A TCP connect every millisecond until stop_file exists. Prints {"started": true} after
     the first attempt, then one JSON line: attempts, outcomes by name, the CLOCK_MONOTONIC
@@ -153,6 +194,13 @@ def main():
     if "--wait-for" in rest:
         wait_file(opt(rest, "--wait-for"))
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if "--recv-fd" in rest and ("--sendto" in rest or "--connect-received" in rest):
+        return use_received(host, port, rest, payload)
+    if "--pass-unconnected" in rest:
+        s = socket.socket(fam, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+        pass_fd(s, opt(rest, "--pass-unconnected"))
+        emit({"passed": "ok"})
+        return 0
     if "--sendto" in rest:
         data = opt(rest, "--sendto").encode()
         s = socket.socket(fam, socket.SOCK_DGRAM)
@@ -251,21 +299,8 @@ def main():
         emit(out)
         os.execv(tail[0], tail)
     if "--pass-fd" in rest:
-        u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        path = opt(rest, "--pass-fd")
-        deadline = time.time() + 30
-        while True:
-            try:
-                u.connect(path)
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.02)
-        u.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                            array.array("i", [s.fileno()]))])
+        pass_fd(s, opt(rest, "--pass-fd"))
         out["passed"] = "ok"
-        u.recv(16)
     if "--pause-file" in rest:
         emit(out)
         wait_file(opt(rest, "--pause-file"))

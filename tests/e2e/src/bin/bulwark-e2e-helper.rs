@@ -15,12 +15,28 @@
 //! - `memfd-exec FILE ARGS...`: copies FILE into a `memfd_create` file and runs it with
 //!   `execveat(fd, "", [FILE, ARGS...], AT_EMPTY_PATH)`: a program with no name on any
 //!   filesystem (exit 12 when a step fails).
+//! - `exec-via HOW FILE ARGS...`: runs FILE by another name than its path: `proc-fd`
+//!   (`execve("/proc/self/fd/N")` of an `O_PATH` descriptor), `at-dir` (`execveat` with a
+//!   descriptor of FILE's directory and its base name), `at-empty-path` / `at-empty-path-opath`
+//!   (`execveat(fd, "", AT_EMPTY_PATH)` of an `O_RDONLY` / `O_PATH` descriptor); exit 12 when a
+//!   step fails.
+//! - `connect-on DIR IP PORT`: a long-lived process that, for n = 1, 2, ..., waits until
+//!   `DIR/go-n` exists, tries one TCP connect and writes the outcome (`ok`, `EPERM`, ...) to
+//!   `DIR/result-n`; it writes `DIR/ready` first and ends when `DIR/stop` exists.
+//! - `uring IP PORT OP PAUSE_FILE TEXT`: a TCP socket registered as an io_uring fixed file
+//!   (its descriptor closed), connected with IORING_OP_CONNECT; prints `{"connect": ...}`,
+//!   waits until PAUSE_FILE exists (`-`: not at all) and sends TEXT with OP (`send`, `send-zc`,
+//!   `sendmsg`; `none` sends nothing), printing `{"send": ...}`. Exit 3 when the connect failed,
+//!   4 when the send did.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
+
+#[path = "bulwark-e2e-helper/uring.rs"]
+mod uring;
 
 /// `connect`: every attempt refused with EPERM.
 const ALL_EPERM: u8 = 0;
@@ -38,9 +54,12 @@ fn main() -> ExitCode {
         Some("udp-flood") => udp_flood(&rest[1..]),
         Some("memfd-exec") => ExitCode::from(memfd_exec(&rest[1..])),
         Some("hop") => ExitCode::from(hop(&rest[1..])),
+        Some("exec-via") => ExitCode::from(exec_via(&rest[1..])),
+        Some("connect-on") => ExitCode::from(connect_on(&rest[1..])),
+        Some("uring") => ExitCode::from(uring_connect_send(&rest[1..])),
         _ => {
             eprintln!(
-                "usage: bulwark-e2e-helper connect|storm|udp-flood|hop|memfd-exec ARGS... (see the source)"
+                "usage: bulwark-e2e-helper connect|storm|udp-flood|hop|memfd-exec|exec-via|connect-on|uring ARGS... (see the source)"
             );
             ExitCode::from(2)
         }
@@ -194,27 +213,208 @@ fn memfd_exec(a: &[String]) -> u8 {
         eprintln!("writing the memfd: {e}");
         return 12;
     }
-    let argv: Vec<CString> = a
+    execveat(fd, "", a, libc::AT_EMPTY_PATH)
+}
+
+/// `execveat(dirfd, path, argv, flags)` with an empty environment; returns 12 (it only returns
+/// when the exec failed).
+fn execveat(dirfd: i32, path: &str, argv: &[String], flags: i32) -> u8 {
+    use std::ffi::CString;
+    let argv: Vec<CString> = argv
         .iter()
         .map(|s| CString::new(s.as_str()).expect("argument without NUL"))
         .collect();
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-    let empty = CString::new("").expect("no NUL");
-    // SAFETY: valid descriptor, NUL-terminated path, NULL-terminated argv/envp arrays.
+    let path = CString::new(path).expect("path without NUL");
+    // SAFETY: NUL-terminated path, NULL-terminated argv/envp arrays.
     unsafe {
         libc::syscall(
             libc::SYS_execveat,
-            fd,
-            empty.as_ptr(),
+            dirfd,
+            path.as_ptr(),
             argv_ptrs.as_ptr(),
             envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
+            flags,
         )
     };
     eprintln!("execveat: {}", std::io::Error::last_os_error());
     12
+}
+
+/// `open(path, flags)` without `O_CLOEXEC` (the descriptor must survive the exec that uses it).
+fn open_raw(path: &str, flags: i32) -> Option<i32> {
+    let c = std::ffi::CString::new(path).ok()?;
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), flags) };
+    if fd < 0 {
+        eprintln!("open {path}: {}", std::io::Error::last_os_error());
+        return None;
+    }
+    Some(fd)
+}
+
+fn exec_via(a: &[String]) -> u8 {
+    let (Some(how), Some(file)) = (a.first(), a.get(1)) else {
+        eprintln!("exec-via proc-fd|at-dir|at-empty-path|at-empty-path-opath FILE ARGS...");
+        return 2;
+    };
+    let argv = &a[1..];
+    match how.as_str() {
+        "proc-fd" => {
+            let Some(fd) = open_raw(file, libc::O_PATH) else {
+                return 12;
+            };
+            execveat(libc::AT_FDCWD, &format!("/proc/self/fd/{fd}"), argv, 0)
+        }
+        "at-dir" => {
+            let path = Path::new(file);
+            let (Some(dir), Some(base)) = (
+                path.parent().and_then(|d| d.to_str()),
+                path.file_name().and_then(|b| b.to_str()),
+            ) else {
+                return 2;
+            };
+            let Some(fd) = open_raw(dir, libc::O_PATH | libc::O_DIRECTORY) else {
+                return 12;
+            };
+            execveat(fd, base, argv, 0)
+        }
+        "at-empty-path" | "at-empty-path-opath" => {
+            let flags = if how == "at-empty-path" {
+                libc::O_RDONLY
+            } else {
+                libc::O_PATH
+            };
+            let Some(fd) = open_raw(file, flags) else {
+                return 12;
+            };
+            execveat(fd, "", argv, libc::AT_EMPTY_PATH)
+        }
+        _ => 2,
+    }
+}
+
+/// Waits (polling, up to `limit`) until `path` exists.
+fn wait_path(path: &Path, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while !path.exists() {
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// Name of an errno value as the tests print it.
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::EPERM => "EPERM".into(),
+        libc::EACCES => "EACCES".into(),
+        libc::ECONNREFUSED => "ECONNREFUSED".into(),
+        libc::ETIMEDOUT => "ETIMEDOUT".into(),
+        libc::ECONNRESET => "ECONNRESET".into(),
+        libc::EPIPE => "EPIPE".into(),
+        libc::EINVAL => "EINVAL".into(),
+        libc::EOPNOTSUPP => "EOPNOTSUPP".into(),
+        _ => format!("errno {e}"),
+    }
+}
+
+fn connect_on(a: &[String]) -> u8 {
+    let (Some(dir), Some(dest)) = (
+        a.first().map(Path::new),
+        a.get(1).zip(a.get(2)).and_then(|(ip, p)| addr(ip, p)),
+    ) else {
+        eprintln!("connect-on DIR IP PORT");
+        return 2;
+    };
+    if std::fs::write(dir.join("ready"), std::process::id().to_string()).is_err() {
+        return 12;
+    }
+    for n in 1.. {
+        let go = dir.join(format!("go-{n}"));
+        // A safety net only: the test says when to go and when to stop.
+        let end = Instant::now() + Duration::from_secs(300);
+        while !go.exists() {
+            if dir.join("stop").exists() || Instant::now() > end {
+                return 0;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let outcome = match TcpStream::connect_timeout(&dest, Duration::from_secs(2)) {
+            Ok(_) => "ok".to_string(),
+            Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+        };
+        let tmp = dir.join(format!("result-{n}.tmp"));
+        if std::fs::write(&tmp, outcome)
+            .and_then(|()| std::fs::rename(&tmp, dir.join(format!("result-{n}"))))
+            .is_err()
+        {
+            return 12;
+        }
+    }
+    0
+}
+
+fn uring_connect_send(a: &[String]) -> u8 {
+    let (Some(dest), Some(op), Some(pause), Some(text)) = (
+        a.first().zip(a.get(1)).and_then(|(ip, p)| addr(ip, p)),
+        a.get(2),
+        a.get(3),
+        a.get(4),
+    ) else {
+        eprintln!("uring IP PORT send|send-zc|sendmsg|none PAUSE_FILE TEXT");
+        return 2;
+    };
+    let op = match op.as_str() {
+        "send" => Some(uring::OP_SEND),
+        "send-zc" => Some(uring::OP_SEND_ZC),
+        "sendmsg" => Some(uring::OP_SENDMSG),
+        _ => None,
+    };
+    let family = if dest.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket and close calls.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM, 0) };
+    if fd < 0 {
+        eprintln!("socket: {}", std::io::Error::last_os_error());
+        return 12;
+    }
+    let mut ring = match uring::Ring::with_fixed_socket(fd) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return 12;
+        }
+    };
+    // Only the ring holds the socket now.
+    unsafe { libc::close(fd) };
+    let r = ring.connect(dest);
+    let connect = if r == 0 { "ok".into() } else { errno_name(-r) };
+    println!("{{\"connect\":\"{connect}\"}}");
+    if r != 0 {
+        return 3;
+    }
+    if pause != "-" && !wait_path(Path::new(pause), Duration::from_secs(120)) {
+        return 12;
+    }
+    let Some(op) = op else {
+        return 0;
+    };
+    let r = ring.send(op, text.as_bytes());
+    let send = if r >= 0 { "ok".into() } else { errno_name(-r) };
+    println!("{{\"send\":\"{send}\"}}");
+    if r < 0 {
+        4
+    } else {
+        0
+    }
 }
 
 fn udp_flood(a: &[String]) -> ExitCode {

@@ -26,14 +26,14 @@ fn no_plaintext(name: &str, ns: &str, port: &str) -> String {
 }
 
 /// Every JSON line the probe printed so far.
-fn lines(text: &str) -> Vec<Value> {
+pub(crate) fn lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter_map(|l| serde_json::from_str(l.trim()).ok())
         .collect()
 }
 
 /// Starts the probe in `pod` and waits until it printed its first line (connected, paused).
-fn spawn_until_line(pod: &Pod, argv: Vec<String>) -> Running {
+pub(crate) fn spawn_until_line(pod: &Pod, argv: Vec<String>) -> Running {
     let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
     let r = pod.spawn(&refs);
     let up = poll_until(timeout(), || {
@@ -48,7 +48,7 @@ fn spawn_until_line(pod: &Pod, argv: Vec<String>) -> Running {
 }
 
 /// No payload record and no request of the server contains `marker`.
-fn assert_server_never_saw(log: &ServerLog, marker: &str) {
+pub(crate) fn assert_server_never_saw(log: &ServerLog, marker: &str) {
     let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
     let seen: Vec<&Value> = log
         .records

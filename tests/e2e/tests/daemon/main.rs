@@ -6,6 +6,7 @@
 //! Run: `cargo build -p bulwark && cargo test -p bulwark-e2e -- --test-threads=1` as root.
 
 mod attacks;
+mod attacks_groups;
 mod connect;
 mod conns;
 mod conns_report;
