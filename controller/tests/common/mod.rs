@@ -76,6 +76,7 @@ pub fn install_crds(kubeconfig: &Path) {
         "tracingpoliciesnamespaced.bulwark.dev",
         "policyviolations.bulwark.dev",
         "bulwarknodes.bulwark.dev",
+        "encryptedprotocols.bulwark.dev",
     ] {
         kubectl_ok(
             kubeconfig,
