@@ -1,7 +1,8 @@
 """The checks deploy/validate.sh makes on one rendered install (the base or an overlay) beyond the
 Kubernetes schema: the DaemonSet gets exactly the host access deploy/base/daemonset.yaml
 documents (plus, in an overlay, a writable directory for an events file), pins its programs,
-and every image is bulwark at the version Cargo.toml says.
+every image is bulwark at the version Cargo.toml says, and the ClusterRole grants every
+cluster-wide API call the daemon makes (CLUSTER_RBAC).
 
     python check_rendered.py RENDERED.yaml TAG
 
@@ -24,6 +25,23 @@ HOST_PATHS = {
 # What the daemon reads from its environment (RUST_LOG: env_logger; NODE_NAME: in args;
 # BULWARK_CLUSTER_CIDRS: the environment form of `bulwark run --cluster-cidrs`).
 KNOWN_ENV = {"NODE_NAME", "RUST_LOG", "BULWARK_CLUSTER_CIDRS"}
+
+
+# Cluster-wide API calls of `bulwark run --kubernetes`, by the code that makes them:
+# (API group, resource, verbs).
+CLUSTER_RBAC = [
+    ("bulwark.dev", "tracingpolicies", ["get", "list", "watch"]),  # policy_watch
+    ("bulwark.dev", "tracingpoliciesnamespaced", ["get", "list", "watch"]),
+    ("bulwark.dev", "tracingpolicies/status", ["patch"]),  # aggregate (status writer)
+    ("bulwark.dev", "tracingpoliciesnamespaced/status", ["patch"]),
+    ("bulwark.dev", "policyviolations", ["get", "list", "create", "patch", "delete"]),  # violations
+    ("bulwark.dev", "bulwarknodes", ["get", "list", "watch", "create", "patch", "delete"]),  # node_report
+    ("bulwark.dev", "encryptedprotocols", ["get", "list", "watch"]),  # protocol_watch
+    ("bulwark.dev", "encryptedprotocols/status", ["patch"]),  # protocol_watch (status writer)
+    ("events.k8s.io", "events", ["create", "patch"]),  # violations
+    ("", "pods", ["get", "list", "watch"]),  # pod_watch
+    ("", "nodes", ["get", "list", "watch"]),  # node_cidrs (this node's pod CIDRs)
+]
 
 
 class Invalid(Exception):
@@ -98,12 +116,24 @@ def check_daemonset(ds):
     return c["image"]
 
 
+def check_cluster_role(role):
+    for group, resource, verbs in CLUSTER_RBAC:
+        granted = set()
+        for rule in role.get("rules", []):
+            if group in rule.get("apiGroups", []) and resource in rule.get("resources", []):
+                granted |= set(rule.get("verbs", []))
+        missing = [v for v in verbs if v not in granted]
+        need(not missing, f"ClusterRole {role['metadata']['name']}: {resource} ({group or 'core'}) lacks {', '.join(missing)}, which the daemon needs")
+
+
 def main():
     path, tag = sys.argv[1], sys.argv[2]
     docs = [d for d in yaml.safe_load_all(open(path)) if d]
     kinds = {d["kind"] for d in docs}
     for k in ["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"]:
         need(k in kinds, f"rendered output has no {k}")
+    for role in (d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("bulwark")):
+        check_cluster_role(role)
     images = [check_daemonset(d) for d in docs if d["kind"] == "DaemonSet"]
     for image in images:
         need(

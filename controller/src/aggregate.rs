@@ -123,7 +123,7 @@ impl LeaseElector {
 }
 
 /// A Lease without a holder, or whose renew time plus duration has passed, is free.
-fn lease_expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
+pub(crate) fn lease_expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
     let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0) else {
         return true;
     };

@@ -1,7 +1,9 @@
 //! What the controller needs from the node it runs on, implemented by the daemon: a
-//! [`PolicyEngine`] that puts policy sets in force, and a [`WorkloadRegistry`] that learns
-//! which cgroup belongs to which Pod ([`Workload`]).
+//! [`PolicyEngine`] that puts policy sets in force, a [`WorkloadRegistry`] that learns
+//! which cgroup belongs to which Pod ([`Workload`]), and a [`ConnObservation`] that takes the
+//! cluster CIDRs and declared encrypted protocols in force.
 
+use bulwark_conns::{ClusterCidrs, Signatures};
 use bulwark_events::Pod;
 use bulwark_policy::model::AnyPolicy;
 
@@ -42,4 +44,15 @@ pub trait WorkloadRegistry: Send + Sync {
     fn upsert(&self, cgroup_id: u64, w: Workload);
     /// The cgroup is gone or no longer belongs to a pod on this node.
     fn remove(&self, cgroup_id: u64);
+}
+
+/// What the controller tells the node's connection observation (the daemon implements it).
+/// Each call carries the whole set in force, replacing the previous one.
+pub trait ConnObservation: Send + Sync {
+    /// The ranges whose peers are `scope: cluster`: the configured ones plus this node's pod
+    /// CIDRs.
+    fn set_cluster_cidrs(&self, cidrs: ClusterCidrs);
+    /// The declared encrypted protocols: the `--protocols` file's plus the accepted
+    /// `EncryptedProtocol` objects.
+    fn set_declared_protocols(&self, protocols: Signatures);
 }

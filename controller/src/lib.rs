@@ -15,6 +15,9 @@
 //! - [`node_identity`] (pure mapping Pod + cgroup tree -> cgroup id -> [`Workload`]) and
 //!   [`pod_watch`] (the watch of this node's Pods feeding a [`WorkloadRegistry`]).
 //! - [`watch_store`]: watched object caches that re-list when the server lost its data.
+//! - [`conn_config`]: what connection observation takes from the cluster: this node's pod
+//!   CIDRs ([`node_cidrs`]) and the `EncryptedProtocol` objects ([`protocol_watch`]), handed to
+//!   the node's [`ConnObservation`]; what is in force is served on `/metrics` ([`in_force`]).
 //! - [`health`]: the daemon's HTTP liveness/readiness/metrics endpoint.
 //! - [`sim`]: N node controllers in one process with fake engines, for the scale harness and
 //!   test (not used by the daemon).
@@ -30,17 +33,21 @@
 
 pub mod aggregate;
 pub mod client;
+pub mod conn_config;
 pub mod crd;
 pub mod engine;
 pub mod error;
 pub mod health;
+pub mod in_force;
 pub mod node;
+pub mod node_cidrs;
 pub mod node_identity;
 pub mod node_report;
 pub mod options;
 pub mod pod_watch;
 pub mod policy_key;
 pub mod policy_watch;
+pub mod protocol_watch;
 pub mod reconcile;
 pub mod sim;
 pub mod stats;
@@ -57,9 +64,9 @@ pub use crd::{
     bulwark_node_crd, policy_violation_crd, BulwarkNode, BulwarkNodeSpec, PolicyViolation,
     PolicyViolationSpec,
 };
-pub use engine::{PolicyEngine, PolicyLoadResult, Workload, WorkloadRegistry};
+pub use engine::{ConnObservation, PolicyEngine, PolicyLoadResult, Workload, WorkloadRegistry};
 pub use error::{Error, Result};
-pub use options::{ControllerOptions, PodWorkloads};
+pub use options::{ConnConfig, ControllerOptions, PodWorkloads};
 pub use policy_key::{PolicyKey, PolicyKind};
 pub use stats::Stats;
 pub use violation_queue::{violation_channel, Violation, ViolationSender};
@@ -67,7 +74,8 @@ pub use violation_queue::{violation_channel, Violation, ViolationSender};
 /// Run the controller for node `node_name` until a component fails fatally (it retries API
 /// errors forever, so in practice until the task is dropped or `violations` is closed and the
 /// policy watch ends). Spawns the policy watch, the violation writer and, when
-/// `opts.pod_workloads` is set, the Pod watch.
+/// `opts.pod_workloads` is set, the Pod watch; when `opts.conn_config` is set, the Node and
+/// `EncryptedProtocol` watches.
 pub async fn run(
     client: kube::Client,
     node_name: String,
@@ -99,13 +107,26 @@ pub async fn run(
             opts.stats.clone(),
         ))
     });
+    let conns = opts.conn_config.clone().map(|cfg| {
+        tokio::spawn(conn_config::run(
+            client.clone(),
+            node_name.clone(),
+            cfg,
+            opts.clone(),
+        ))
+    });
     // Dropping this future (a task aborted, a runtime shut down) stops the parts too.
     let _parts = AbortOnDrop(
-        [Some(&policies), Some(&writer), pods.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|h| h.abort_handle())
-            .collect(),
+        [
+            Some(&policies),
+            Some(&writer),
+            pods.as_ref(),
+            conns.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|h| h.abort_handle())
+        .collect(),
     );
     tokio::select! {
         r = policies => r?,
@@ -113,6 +134,12 @@ pub async fn run(
         r = async {
             match pods {
                 Some(p) => p.await?,
+                None => std::future::pending().await,
+            }
+        } => r,
+        r = async {
+            match conns {
+                Some(c) => c.await?,
                 None => std::future::pending().await,
             }
         } => r,

@@ -5,7 +5,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::WorkloadRegistry;
+use bulwark_conns::{ClusterCidrs, Signatures};
+
+use crate::engine::{ConnObservation, WorkloadRegistry};
 use crate::stats::Stats;
 
 /// Where the identities of this node's Pods go, and where their cgroups are found.
@@ -16,6 +18,22 @@ pub struct PodWorkloads {
     /// The host's cgroup v2 mount, scanned for container cgroups. The caller knows it (the
     /// daemon's engine attaches its programs there); the controller does not look for it.
     pub cgroup_root: PathBuf,
+}
+
+/// What connection observation takes from the cluster ([`crate::conn_config`]): this node's pod
+/// CIDRs on top of `cluster_cidrs`, accepted `EncryptedProtocol` objects on top of `protocols`.
+#[derive(Clone)]
+pub struct ConnConfig {
+    /// Told the whole set in force whenever it changes.
+    pub observation: Arc<dyn ConnObservation>,
+    /// `--cluster-cidrs` (or its defaults).
+    pub cluster_cidrs: ClusterCidrs,
+    /// The `--protocols` file's declarations (a cluster object of the same name is left out).
+    pub protocols: Signatures,
+    /// Where this node's Node object is read: `None` is core/v1 `nodes` (the daemon). Tests
+    /// against an API server without core/v1 (tests/k8s/testenv) name a stand-in resource
+    /// with the same `spec` fields.
+    pub node_resource: Option<kube::api::ApiResource>,
 }
 
 /// Knobs of [`crate::run`]. `Default` gives production values.
@@ -69,6 +87,8 @@ pub struct ControllerOptions {
     pub stats: Arc<Stats>,
     /// When set, watch this node's Pods and feed their cgroup identities to the registry.
     pub pod_workloads: Option<PodWorkloads>,
+    /// When set, follow this node's pod CIDRs and the `EncryptedProtocol` objects.
+    pub conn_config: Option<ConnConfig>,
 }
 
 impl Default for ControllerOptions {
@@ -95,6 +115,7 @@ impl Default for ControllerOptions {
             ready: Arc::new(AtomicBool::new(false)),
             stats: Arc::new(Stats::default()),
             pod_workloads: None,
+            conn_config: None,
         }
     }
 }

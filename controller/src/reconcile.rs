@@ -245,7 +245,7 @@ pub fn reconcile(obj: &PolicyObject, ctx: &ReconcileContext<'_>) -> Action {
     }
 }
 
-fn condition(
+pub(crate) fn condition(
     type_: &str,
     status: &str,
     reason: &str,
@@ -263,7 +263,7 @@ fn condition(
 }
 
 /// `lastTransitionTime` changes only when the condition's status does.
-fn keep_transition_time(
+pub(crate) fn keep_transition_time(
     mut c: StatusCondition,
     current: &[StatusCondition],
     now: &str,
@@ -277,7 +277,7 @@ fn keep_transition_time(
     c
 }
 
-fn same_condition(a: &StatusCondition, b: &StatusCondition) -> bool {
+pub(crate) fn same_condition(a: &StatusCondition, b: &StatusCondition) -> bool {
     a.type_ == b.type_
         && a.status == b.status
         && a.reason == b.reason

@@ -59,6 +59,8 @@ pub struct Stats {
     pub matches_by_reason: [AtomicU64; Reason::ALL.len()],
     /// Connections and bytes from `process_close` and `conn_stats` events.
     pub connections: ConnMetrics,
+    /// The cluster CIDRs and declared protocols connection observation uses now.
+    pub in_force: crate::in_force::InForce,
 }
 
 impl Stats {
@@ -247,6 +249,7 @@ impl Stats {
             out.push_str(&format!("{name} {}\n", v.load(Ordering::Relaxed)));
         }
         out.push_str(&self.connections.render_prometheus());
+        out.push_str(&self.in_force.render_prometheus());
         out
     }
 }

@@ -77,12 +77,18 @@ pub fn validate(policy: &AnyPolicy) -> Verdict {
 fn lint(policy: &AnyPolicy) -> Vec<Finding> {
     bulwark_policy::validate::validate_policy(policy)
         .into_iter()
-        .map(|d| Finding {
+        .map(Finding::from)
+        .collect()
+}
+
+impl From<bulwark_policy::diagnostics::Diagnostic> for Finding {
+    fn from(d: bulwark_policy::diagnostics::Diagnostic) -> Finding {
+        Finding {
             code: d.code.to_string(),
             error: d.severity == bulwark_policy::diagnostics::Severity::Error,
             message: d.message,
             hint: d.hint,
             path: d.path,
-        })
-        .collect()
+        }
+    }
 }

@@ -14,9 +14,10 @@ use bulwark::lint_compiler::LintCompiler;
 use bulwark::pipeline::daemon::Request;
 use bulwark::pipeline::daemon::{Config, Daemon};
 use bulwark::pipeline::watch;
-use bulwark_conns::Signatures;
+use bulwark_conns::{ClusterCidrs, Signatures};
+use bulwark_controller::in_force::{CIDR_CONFIGURED, PROTOCOL_FILE};
 use bulwark_controller::node::{self, NodeConfig};
-use bulwark_controller::{ControllerOptions, PodWorkloads};
+use bulwark_controller::{ConnConfig, ControllerOptions, PodWorkloads, Stats};
 use bulwark_policy::AnyPolicy;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -60,7 +61,9 @@ pub struct RunArgs {
     pub metrics_addr: Option<SocketAddr>,
     /// Encrypted protocols to recognise besides TLS and SSH: a file or directory of
     /// `kind: EncryptedProtocol` documents (byte signature at an offset, optional mask; see
-    /// docs/conns.md). Checked like `bulwark lint` at start; any error refuses to start.
+    /// docs/conns.md). Checked like `bulwark lint` at start; any error refuses to start. With
+    /// --kubernetes the accepted EncryptedProtocol objects are added (the file wins a name both
+    /// declare), followed without a restart.
     #[arg(long, value_name = "FILE|DIR")]
     pub protocols: Option<PathBuf>,
     /// --kubernetes: namespace of the PolicyViolations of processes outside any Pod.
@@ -119,7 +122,8 @@ pub struct RunArgs {
     /// Remote addresses that are `scope: cluster` on connection events (comma-separated CIDRs);
     /// every other address is `internet`. Default: loopback, RFC 1918, link-local, CGNAT
     /// 100.64.0.0/10, IPv6 ULA and link-local (127.0.0.0/8, 10.0.0.0/8, 172.16.0.0/12,
-    /// 192.168.0.0/16, 169.254.0.0/16, 100.64.0.0/10, ::1/128, fc00::/7, fe80::/10).
+    /// 192.168.0.0/16, 169.254.0.0/16, 100.64.0.0/10, ::1/128, fc00::/7, fe80::/10). With
+    /// --kubernetes this node's pod CIDRs (its Node's spec.podCIDRs) are added, followed.
     #[arg(long, value_name = "CIDRS", value_parser = parse_cluster_cidrs,
           env = "BULWARK_CLUSTER_CIDRS")]
     pub cluster_cidrs: Option<bulwark_conns::ClusterCidrs>,
@@ -282,6 +286,21 @@ fn declared_protocols(path: Option<&Path>) -> anyhow::Result<Signatures> {
     Ok(set)
 }
 
+/// What connection observation starts with, as the metrics show it (`/metrics`'
+/// `bulwark_cluster_cidr_info`, `bulwark_declared_protocol_info`); in Kubernetes mode the
+/// controller replaces it as pod CIDRs and EncryptedProtocol objects come and go.
+fn in_force_at_start(stats: &Stats, cidrs: &ClusterCidrs, protocols: &Signatures) {
+    let cidrs = cidrs
+        .cidrs()
+        .iter()
+        .map(|c| (c.to_string(), CIDR_CONFIGURED));
+    stats.in_force.set_cluster_cidrs(cidrs.collect());
+    let names = protocols
+        .iter()
+        .map(|p| (p.name().to_string(), PROTOCOL_FILE));
+    stats.in_force.set_protocols(names.collect());
+}
+
 /// The `--metrics-addr` endpoint: the registry it serves and the readiness it reports.
 #[derive(Clone)]
 struct Metrics {
@@ -398,6 +417,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let signatures = declared_protocols(args.protocols.as_deref())?;
+    let cluster_cidrs = args
+        .cluster_cidrs
+        .clone()
+        .unwrap_or_else(ClusterCidrs::defaults);
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
     let out = open_output(&args.events)?;
     if args.noop_programs {
@@ -411,6 +434,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // attached); its requests wait in the channel until the main loop runs.
     let (requests_tx, requests) = std::sync::mpsc::channel();
     let controller = if args.kubernetes {
+        let stats = Arc::new(Stats::default());
+        in_force_at_start(&stats, &cluster_cidrs, &signatures);
         let handle = node::start(
             NodeConfig {
                 node_name: node_name.clone(),
@@ -421,6 +446,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     host_namespace: args.host_namespace.clone(),
                     pod_workloads: pod_workloads(cgroup_mount.clone(), &requests_tx),
                     resync_interval: Duration::from_secs(args.resync_interval),
+                    conn_config: Some(ConnConfig {
+                        observation: Arc::new(bulwark::kubernetes::ObservationBridge::new(
+                            requests_tx.clone(),
+                        )),
+                        cluster_cidrs: cluster_cidrs.clone(),
+                        protocols: signatures.clone(),
+                        node_resource: None,
+                    }),
+                    stats,
                     ..ControllerOptions::default()
                 },
             },
@@ -433,6 +467,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     drop(requests_tx);
     let metrics = Metrics::start(args.metrics_addr, controller.as_ref())?;
+    if let (Some(m), None) = (&metrics, &controller) {
+        in_force_at_start(&m.stats, &cluster_cidrs, &signatures);
+    }
     let engine = Engine::load(&EngineOptions {
         noop_programs: args.noop_programs,
         cgroup: args.cgroup_root.clone(),
@@ -465,10 +502,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         loss_report_every: Duration::from_secs(10),
     };
     let mut daemon = Daemon::new(cfg, LintCompiler::new(), kernel, out);
-    daemon.pipeline.conns.set_signatures(signatures);
-    if let Some(cidrs) = &args.cluster_cidrs {
-        daemon.pipeline.conns.set_cluster_cidrs(cidrs.clone());
-    }
+    // The controller's later sets (pod CIDRs, EncryptedProtocol objects) wait in `requests`
+    // and replace these once the loop runs.
+    daemon.set_declared_protocols(signatures);
+    daemon.set_cluster_cidrs(cluster_cidrs);
     let violations = controller.as_ref().map(|handle| handle.sender());
     if violations.is_some() || metrics.is_some() {
         daemon

@@ -6,10 +6,15 @@
 //! and the per-policy outcome goes back as [`PolicyLoadResult`]s (the typed outcome worded for
 //! policy status here). [`RegistryBridge`] is its
 //! [`WorkloadRegistry`]: Pod identities become [`Request::AddWorkload`] /
-//! [`Request::RemoveWorkload`].
+//! [`Request::RemoveWorkload`]. [`ObservationBridge`] is its [`ConnObservation`]: the declared
+//! protocols and cluster CIDRs in force become [`Request::DeclaredProtocols`] /
+//! [`Request::ClusterCidrs`].
 
 use crate::pipeline::daemon::{Request, SetOutcome};
-use bulwark_controller::{PolicyEngine, PolicyKey, PolicyLoadResult, Workload, WorkloadRegistry};
+use bulwark_conns::{ClusterCidrs, Signatures};
+use bulwark_controller::{
+    ConnObservation, PolicyEngine, PolicyKey, PolicyLoadResult, Workload, WorkloadRegistry,
+};
 use bulwark_policy::AnyPolicy;
 use std::sync::mpsc::{channel, Sender};
 use std::time::Duration;
@@ -92,6 +97,28 @@ impl WorkloadRegistry for RegistryBridge {
 
     fn remove(&self, cgroup_id: u64) {
         let _ = self.tx.send(Request::RemoveWorkload { cgroup_id });
+    }
+}
+
+/// The controller's [`ConnObservation`], backed by the daemon's main loop.
+pub struct ObservationBridge {
+    tx: Sender<Request<AnyPolicy>>,
+}
+
+impl ObservationBridge {
+    pub fn new(tx: Sender<Request<AnyPolicy>>) -> Self {
+        ObservationBridge { tx }
+    }
+}
+
+impl ConnObservation for ObservationBridge {
+    fn set_cluster_cidrs(&self, cidrs: ClusterCidrs) {
+        // A closed channel means the daemon is stopping: nothing left to classify.
+        let _ = self.tx.send(Request::ClusterCidrs(cidrs));
+    }
+
+    fn set_declared_protocols(&self, protocols: Signatures) {
+        let _ = self.tx.send(Request::DeclaredProtocols(protocols));
     }
 }
 

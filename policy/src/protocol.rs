@@ -49,6 +49,8 @@ pub const HEX_BYTES: &str = "^[0-9A-Fa-f]{2}([ :]?[0-9A-Fa-f]{2})*$";
     singular = "encryptedprotocol",
     shortname = "ep",
     category = "bulwark",
+    status = "EncryptedProtocolStatus",
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Signature","type":"string","jsonPath":".spec.signature"}"#,
     printcolumn = r#"{"name":"Offset","type":"integer","jsonPath":".spec.offset"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -64,6 +66,22 @@ pub struct EncryptedProtocolSpec {
     /// Hex, one byte per signature byte: only the bits set here are compared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<String>,
+}
+
+/// What the cluster says about a declaration (Kubernetes only): written by the node that holds
+/// the status Lease, from the same checks `bulwark lint` runs. Node-independent, so bounded: one
+/// condition whatever the number of nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptedProtocolStatus {
+    /// `Accepted` (in force on every node, next to its `--protocols` file) or `Rejected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted`: `True`, or `False` with every lint finding (BW100-BW102) in the message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<crate::model::StatusCondition>,
 }
 
 impl EncryptedProtocol {

@@ -43,6 +43,19 @@ expect_fail "extra hostPath /" "hostPaths"
 fresh; sed -i '/- --pin-dir=/d' "$work/t/$ds"
 expect_fail "a DaemonSet that does not pin" "must pin"
 
+# The ClusterRole grants every API call the daemon makes (pod CIDRs: Nodes; declared protocols).
+fresh; python3 - "$work/t/deploy/base/rbac.yaml" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+s = s.replace('  resources: ["nodes"]\n  verbs: ["get", "list", "watch"]', '  resources: ["nodes"]\n  verbs: ["get"]')
+open(p, "w").write(s)
+PY
+grep -q 'resources: \["nodes"\]' "$work/t/deploy/base/rbac.yaml" || fail "test setup: no nodes rule in rbac.yaml"
+expect_fail "a ClusterRole that cannot watch this node's Node" "nodes (core) lacks list, watch"
+fresh; sed -i 's|resources: \["encryptedprotocols/status"\]|resources: ["encryptedprotocols/statuz"]|' "$work/t/deploy/base/rbac.yaml"
+expect_fail "a ClusterRole that cannot write EncryptedProtocol status" "encryptedprotocols/status (bulwark.dev) lacks patch"
+
 fresh; echo "# edited" >> "$work/t/deploy/crds/policyviolations.bulwark.dev.yaml"
 expect_fail "stale CRD copy" "is stale"
 

@@ -76,6 +76,7 @@ pub fn install_crds(kubeconfig: &Path) {
         "tracingpoliciesnamespaced.bulwark.dev",
         "policyviolations.bulwark.dev",
         "bulwarknodes.bulwark.dev",
+        "encryptedprotocols.bulwark.dev",
     ] {
         kubectl_ok(
             kubeconfig,
@@ -243,6 +244,18 @@ pub fn examples() -> Vec<(PathBuf, String, Option<String>, String)> {
 
 #[allow(unused_imports)] // not every test binary uses it
 pub use bulwark_controller::sim::blocked_metadata_connect;
+
+/// `GET path` on the health/metrics endpoint at `addr`: the whole response, or `None` when it
+/// cannot be reached (yet).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
 
 /// The first Event (events.k8s.io/v1, any namespace) that `pred` accepts.
 pub fn find_event(

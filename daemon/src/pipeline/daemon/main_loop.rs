@@ -10,6 +10,7 @@ use crate::pipeline::clock::BootClock;
 use crate::pipeline::kernel::{Kernel, Rules};
 use crate::pipeline::policy_backend::PolicyBackend;
 use crate::pipeline::workload::process_cgroup_id;
+use bulwark_conns::{ClusterCidrs, Signatures};
 use bulwark_events::{DaemonCode, Diagnostic, Pod, State};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -36,6 +37,10 @@ pub enum Request<P> {
     AddWorkload { cgroup_id: u64, pod: Pod },
     /// The cgroup no longer belongs to a Pod of this node.
     RemoveWorkload { cgroup_id: u64 },
+    /// The declared encrypted protocols now in force (see [`Daemon::set_declared_protocols`]).
+    DeclaredProtocols(Signatures),
+    /// The cluster CIDRs now in force (see [`Daemon::set_cluster_cidrs`]).
+    ClusterCidrs(ClusterCidrs),
 }
 
 /// Longest wait for kernel records: routine records do not wake the reader (the kernel batches
@@ -136,6 +141,8 @@ where
                         ),
                     }
                 }
+                Request::DeclaredProtocols(protocols) => self.set_declared_protocols(protocols),
+                Request::ClusterCidrs(cidrs) => self.set_cluster_cidrs(cidrs),
             }
         }
         if reapply {

@@ -7,6 +7,8 @@
 //! - [`policy_set`]: the one apply path of a policy set, from a directory or from Kubernetes
 //!   (validate -> compile -> atomic A/B apply -> status);
 //! - [`workloads`]: the workloads file and Pods -> registry and the kernel's workload map;
+//! - [`conn_config`]: the declared encrypted protocols and cluster CIDRs connection
+//!   observation uses (the one entry point of each);
 //! - [`main_loop`]: start-up, the loop (records, changes, requests, ticks) and shutdown.
 //!
 //! Sequence: seed processes from /proc, load workloads, load policies and apply them (status
@@ -14,6 +16,7 @@
 //! changes on demand (status `reloaded` / `reload_failed`), report growing losses (status
 //! `running`), until asked to stop (status `stopping`).
 
+pub mod conn_config;
 pub mod main_loop;
 pub mod policy_set;
 pub mod workloads;

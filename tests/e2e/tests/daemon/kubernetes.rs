@@ -277,7 +277,8 @@ fn kubernetes_mode_enforces_cluster_policies_and_reports_violations() {
     let Some(kit) = Server::kit() else { return };
     let srv = Server::start(kit);
     let w = World::single("k8s", NAMESPACE);
-    let http = TestServer::start(&w.net, &[8080]);
+    // 8081: a port no policy names, for the declared-protocol connection below.
+    let http = TestServer::start(&w.net, &[8080, 8081]);
     let target = format!("{}/32", w.net.server_v4);
     let policy = |mode: &str| {
         PolicyBuilder::new(POLICY)
@@ -425,6 +426,33 @@ fn kubernetes_mode_enforces_cluster_policies_and_reports_violations() {
     assert_eq!(v["metadata"]["namespace"], NAMESPACE, "{v}");
     assert_eq!(v["spec"]["enforced"], false, "{v}");
     assert_eq!(v["spec"]["mode"], "monitor", "{v}");
+    // A declared encrypted protocol as an EncryptedProtocol object: the daemon lints it, writes
+    // its status (it holds the status Lease) and classifies a first payload carrying it under
+    // its name, encrypted, without a restart (the kernel side of this: conns.rs).
+    srv.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: bulwark.dev/v1alpha1\nkind: EncryptedProtocol\nmetadata:\n  name: e2e-acme\nspec:\n  signature: \"ac 3e\"\n",
+        ),
+    );
+    poll("EncryptedProtocol e2e-acme Accepted", &diag, || {
+        let ep = srv.get_json(&["get", "encryptedprotocol", "e2e-acme"])?;
+        (ep["status"]["state"] == "Accepted").then_some(ep)
+    });
+    // Not HTTP: the server waits for a request line and the client's read times out.
+    let out = w.pod().probe(ip, 8081, &["--send-hex", "ac3e01020304"]);
+    assert!(out.stdout.contains("\"send\": \"ok\""), "{out:?}");
+    let close = d.wait_event("the process_close of the e2e-acme connection", |e| {
+        e["type"] == "process_close"
+            && e["process"]["pid"] == out.pid
+            && e["connection"]["remote"]["port"] == 8081
+    });
+    assert_eq!(
+        close["connection"]["sent"]["protocol"], "e2e-acme",
+        "{close}"
+    );
+    assert_eq!(close["connection"]["sent"]["encrypted"], true, "{close}");
+
     let log = http.log();
     assert_eq!(log.requests_for("/k8s-monitor").len(), 1, "{log:?}");
     for p in ["/k8s-1", "/k8s-2", "/k8s-down"] {
