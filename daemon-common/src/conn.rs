@@ -52,7 +52,8 @@ pub struct ConnState {
     /// `bytes_acked` / `bytes_received` when established.
     pub base_acked: u64,
     pub base_received: u64,
-    /// When the next stats record may be sent (boot ns).
+    /// When the next stats record may be sent (`CLOCK_MONOTONIC_COARSE` ns, which every packet
+    /// reads: see `daemon-ebpf` conn.rs).
     pub next_stats_ns: u64,
     /// Owner process: the connecting process (client), the process that called `listen()` on
     /// the listening socket (server); 0 if unknown.

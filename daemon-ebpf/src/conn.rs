@@ -15,7 +15,7 @@
 //!   [`CONN_PREFIX_LEN`] bytes, into a payload record; and, at most once per stats interval
 //!   while packets flow, a stats record with the totals so far (an idle connection has no
 //!   packets and sends nothing). After both first payloads, a packet costs one socket-storage
-//!   lookup and a clock read.
+//!   lookup and a read of the coarse clock (the last tick's time: no TSC read per packet).
 
 use aya_ebpf::{
     bindings::{
@@ -25,8 +25,8 @@ use aya_ebpf::{
         BPF_SOCK_OPS_TCP_LISTEN_CB,
     },
     helpers::generated::{
-        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_sk_fullsock, bpf_sk_storage_get,
-        bpf_skb_load_bytes, bpf_tcp_sock,
+        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns, bpf_sk_fullsock,
+        bpf_sk_storage_get, bpf_skb_load_bytes, bpf_tcp_sock,
     },
     macros::{btf_map, cgroup_skb, sock_ops},
     programs::{SkBuffContext, SockOpsContext},
@@ -214,8 +214,10 @@ fn established<T>(ctx: &SockOpsContext, ops: *mut bpf_sock_ops, sk: *mut T, acti
     st.base_received = received;
     st.snd_start = snd_nxt;
     st.rcv_start = rcv_nxt;
-    let cfg = conn_config();
-    st.next_stats_ns = st.open_ns.wrapping_add(cfg.stats_interval_ns);
+    st.next_stats_ns = stats_deadline(
+        unsafe { bpf_ktime_get_coarse_ns() },
+        conn_config().stats_interval_ns,
+    );
     st.sent_seen = 0;
     st.received_seen = 0;
     st.fin_sent = 0;
@@ -315,30 +317,44 @@ fn observe(ctx: &SkBuffContext, sent: bool) -> i32 {
     }
     let interval = conn_config().stats_interval_ns;
     if interval != 0 {
-        let now = unsafe { bpf_ktime_get_boot_ns() };
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
         if now >= st.next_stats_ns {
-            st.next_stats_ns = now.wrapping_add(interval);
-            stats(sk, st, now);
+            st.next_stats_ns = stats_deadline(now, interval);
+            stats(sk, st);
         }
     }
     1
 }
 
+/// Slack added to a stats deadline for the coarse clock's lag behind the precise one: at most
+/// one tick, 10 ms at the smallest `HZ` (100).
+const COARSE_CLOCK_SLACK_NS: u64 = 10_000_000;
+
+/// When the next stats record may be sent, on the coarse monotonic clock (`now` read from it):
+/// `interval` later plus [`COARSE_CLOCK_SLACK_NS`]. Every packet compares against it, and the
+/// coarse clock is a plain read of the last tick's time where the precise one reads the TSC;
+/// the slack keeps every window at least `interval` long on the precise boot clock its ends
+/// are read from.
+#[inline(always)]
+fn stats_deadline(now: u64, interval: u64) -> u64 {
+    now.wrapping_add(interval)
+        .wrapping_add(COARSE_CLOCK_SLACK_NS)
+}
+
 /// The totals so far of a connection that moved packets in this interval.
 #[inline(never)]
-fn stats(sk: *mut aya_ebpf::bindings::bpf_sock, st: &ConnState, now: u64) {
+fn stats(sk: *mut aya_ebpf::bindings::bpf_sock, st: &ConnState) {
     let tp = unsafe { bpf_tcp_sock(sk) };
     if tp.is_null() {
         return;
     }
     let (acked, received) = unsafe { ((*tp).bytes_acked, (*tp).bytes_received) };
-    let mut ev = conn_record(
+    let ev = conn_record(
         EVENT_CONN_STATS,
         st,
         acked.wrapping_sub(st.base_acked),
         received.wrapping_sub(st.base_received),
     );
-    ev.header.time_ns = now;
     emit(&ev);
 }
 

@@ -195,6 +195,9 @@ pub fn hostname() -> String {
     "localhost".into()
 }
 
+/// Write buffer of an events file.
+const EVENTS_BUFFER_BYTES: usize = 256 * 1024;
+
 fn open_output(spec: &str) -> anyhow::Result<Box<dyn Write + Send>> {
     if spec == "-" {
         return Ok(Box::new(std::io::LineWriter::new(std::io::stdout())));
@@ -208,7 +211,12 @@ fn open_output(spec: &str) -> anyhow::Result<Box<dyn Write + Send>> {
         .with_context(|| {
             format!("cannot open events file {spec} for appending (does its directory exist?)")
         })?;
-    Ok(Box::new(std::io::BufWriter::new(f)))
+    // The main loop flushes after every poll; a larger buffer means fewer write calls when
+    // many events arrive at once (a burst of connection closes).
+    Ok(Box::new(std::io::BufWriter::with_capacity(
+        EVENTS_BUFFER_BYTES,
+        f,
+    )))
 }
 
 /// Where the policies come from: `Some(dir)` standalone, `None` with --kubernetes. Checks the

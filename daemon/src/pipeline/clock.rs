@@ -58,12 +58,28 @@ pub fn format_rfc3339_ns(epoch_ns: i128) -> String {
     let days = secs.div_euclid(86_400) as i64;
     let sod = secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    let (hh, mm, ss) = (sod / 3600, sod / 60 % 60, sod % 60);
+    if !(0..=9999).contains(&y) {
+        return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{nanos:09}Z");
+    }
+    // Every event carries several of these: digits into a fixed buffer, not `format!`.
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    put_digits(&mut b[0..4], y as u32);
+    put_digits(&mut b[5..7], m);
+    put_digits(&mut b[8..10], d);
+    put_digits(&mut b[11..13], hh);
+    put_digits(&mut b[14..16], mm);
+    put_digits(&mut b[17..19], ss);
+    put_digits(&mut b[20..29], nanos);
+    b.iter().map(|&c| char::from(c)).collect()
+}
+
+/// Writes `v`'s last `out.len()` decimal digits into `out`, zero-padded.
+fn put_digits(out: &mut [u8], mut v: u32) {
+    for c in out.iter_mut().rev() {
+        *c = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
@@ -99,6 +115,29 @@ mod tests {
             "2026-11-22T02:51:12.500000000Z"
         );
         assert_eq!(format_rfc3339_ns(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn the_digit_buffer_agrees_with_format_across_the_calendar() {
+        let reference = |ns: i128| {
+            let secs = ns.div_euclid(1_000_000_000);
+            let sod = secs.rem_euclid(86_400) as u32;
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400) as i64);
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
+                sod / 3600,
+                sod / 60 % 60,
+                sod % 60,
+                ns.rem_euclid(1_000_000_000)
+            )
+        };
+        // Every ~37 days and a prime number of seconds and ns, from 1970 to past year 10000.
+        let step: i128 = 3_200_017 * 1_000_000_000 + 123_456_789;
+        let mut ns: i128 = -step;
+        while ns < 253_402_300_800 * 1_000_000_000 + 10 * step {
+            assert_eq!(format_rfc3339_ns(ns), reference(ns), "at {ns}");
+            ns += step;
+        }
     }
 
     #[test]

@@ -216,9 +216,16 @@ impl ProcessCache {
     }
 
     /// A stand-in for a process the cache never saw: its identity and, best effort, what
-    /// /proc still says about it.
+    /// /proc still says about it. Pid 0 (an owner the kernel did not know, e.g. the listener
+    /// of a server connection opened before the daemon) is no process: /proc is not asked,
+    /// which would cost a failed path walk for every such event.
     pub fn unknown(&self, tgid: u32, start_ns: u64, proc_root: &Path) -> ProcInfo {
-        let mut info = read_proc_entry(proc_root, tgid, &self.node).unwrap_or_else(|| ProcInfo {
+        let from_proc = if tgid == 0 {
+            None
+        } else {
+            read_proc_entry(proc_root, tgid, &self.node)
+        };
+        let mut info = from_proc.unwrap_or_else(|| ProcInfo {
             pid: tgid,
             start_ns,
             exec_id: String::new(),

@@ -243,18 +243,24 @@ impl<R: Rules> Pipeline<R> {
 
     /// The `process_close` or `conn_stats` event of a connection.
     fn conn_event(&mut self, out: ConnOutput) -> Event {
-        let named = |p: &Self, r: &ConnReport| {
-            let info = p.lookup(r.tgid, r.start_ns, 0);
-            let mut connection = r.connection.clone();
+        // The report is ours: its connection moves into the event, and a cached process is
+        // described in place (no copy of its entry first).
+        let named = |p: &Self, r: ConnReport| {
+            let process = match p.cache.get(r.tgid, r.start_ns) {
+                Some(info) => p.process_json(info),
+                None => p.process_json(&p.lookup(r.tgid, r.start_ns, 0)),
+            };
+            let mut connection = r.connection;
             connection.open_time = p.clock.rfc3339(r.open_ns);
-            (p.process_json(&info), connection)
+            (process, connection)
         };
         match out {
             ConnOutput::Close(r) => {
-                let (process, mut connection) = named(self, &r);
-                connection.close_time = Some(self.clock.rfc3339(r.time_ns));
+                let time_ns = r.time_ns;
+                let (process, mut connection) = named(self, r);
+                connection.close_time = Some(self.clock.rfc3339(time_ns));
                 self.event(
-                    r.time_ns,
+                    time_ns,
                     Body::ProcessClose {
                         process,
                         connection,
@@ -267,15 +273,16 @@ impl<R: Rules> Pipeline<R> {
                 window_sent,
                 window_received,
             } => {
-                let (process, connection) = named(self, &report);
+                let time_ns = report.time_ns;
+                let (process, connection) = named(self, report);
                 let window = Window {
                     start: self.clock.rfc3339(window_start_ns),
-                    end: self.clock.rfc3339(report.time_ns),
+                    end: self.clock.rfc3339(time_ns),
                     bytes_sent: window_sent,
                     bytes_received: window_received,
                 };
                 self.event(
-                    report.time_ns,
+                    time_ns,
                     Body::ConnStats {
                         process,
                         connection,
@@ -376,8 +383,11 @@ impl<R: Rules> Pipeline<R> {
 
     /// Writes one event line (flushed by [`Pipeline::flush`]).
     pub fn emit(&mut self, ev: &Event) {
-        let line = ev.to_json_line();
-        if let Err(e) = writeln!(self.out, "{line}") {
+        // Serialized straight into the (buffered) output: no line string per event.
+        let written = serde_json::to_writer(&mut self.out, ev)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        if let Err(e) = written {
             if !self.write_failed {
                 eprintln!("bulwark: error: cannot write events: {e}");
                 self.write_failed = true;
