@@ -10,7 +10,7 @@
 //! the policy was deleted while being applied and is ignored; other failures are retried.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +21,10 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 
 use crate::aggregate::Aggregator;
-use crate::node_report::{self, ReportWriter, Written};
+use crate::node_report::{self, Heartbeat, ReportWriter};
 use crate::reconcile::PolicyObject;
 use crate::validate::{self, Verdict};
-use crate::watch_store::WatchStore;
+use crate::watch_store::{Wake, WatchStore};
 use crate::{ControllerOptions, PolicyEngine, PolicyKey, PolicyKind, PolicyLoadResult};
 
 /// One object of either kind, parsed as far as possible.
@@ -34,7 +34,44 @@ pub struct ParsedPolicy {
     pub policy: Result<AnyPolicy, String>,
     /// Identity of the spec for change detection (uid + spec JSON).
     pub fingerprint: String,
+    /// The status still has (or `managedFields` still track) the per-node list written before
+    /// `BulwarkNode` reports ([`has_legacy_status`]); the aggregator rewrites it.
+    pub legacy_status: bool,
 }
+
+/// True when `obj`'s status is in the format from before `BulwarkNode` reports: a per-node
+/// `status.nodeStatus` list, each entry owned by its node's field manager (`bulwark/<node>`),
+/// which grows with the cluster in the object and in its `managedFields`. The list may already
+/// be pruned from the object by the new schema while its managers still own it.
+pub fn has_legacy_status(obj: &DynamicObject) -> bool {
+    let in_status = obj
+        .data
+        .get("status")
+        .is_some_and(|s| s.get(LEGACY_NODE_LIST).is_some());
+    in_status || !legacy_status_managers(obj).is_empty()
+}
+
+/// The field managers of `obj`'s status that own part of the per-node list from before
+/// reports (`bulwark/<node>`, one per node that wrote it).
+pub fn legacy_status_managers(obj: &DynamicObject) -> Vec<String> {
+    let legacy_key = format!("f:{}", LEGACY_NODE_LIST);
+    obj.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.subresource.as_deref() == Some("status")
+                && m.fields_v1.as_ref().is_some_and(|f| {
+                    f.0.get("f:status")
+                        .is_some_and(|s| s.get(&legacy_key).is_some())
+                })
+        })
+        .filter_map(|m| m.manager.clone())
+        .collect()
+}
+
+/// The per-node status list of the format before `BulwarkNode` reports.
+pub const LEGACY_NODE_LIST: &str = "nodeStatus";
 
 /// Read one untyped object as a policy of `kind`. Never fails: an unreadable object comes back
 /// with `policy: Err(reason)`.
@@ -82,6 +119,7 @@ pub fn parse_object(kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
         },
         policy,
         fingerprint,
+        legacy_status: has_legacy_status(obj),
     }
 }
 
@@ -218,17 +256,21 @@ pub async fn run(
     let ar_c = ApiResource::erase::<TracingPolicy>(&());
     let ar_n = ApiResource::erase::<TracingPolicyNamespaced>(&());
     let notify = Arc::new(Notify::new());
-    let store_c = WatchStore::spawn(
+    let store_c = WatchStore::spawn_waking(
         Api::all_with(client.clone(), &ar_c),
         watcher::Config::default(),
         notify.clone(),
         "tracingpolicies.bulwark.dev".into(),
+        // Status writes reach every node; only a new spec needs a pass.
+        Wake::SpecChange,
     );
-    let store_n = WatchStore::spawn(
+    let store_n = WatchStore::spawn_waking(
         Api::all_with(client.clone(), &ar_n),
         watcher::Config::default(),
         notify.clone(),
         "tracingpoliciesnamespaced.bulwark.dev".into(),
+        // Status writes reach every node; only a new spec needs a pass.
+        Wake::SpecChange,
     );
     store_c.wait_ready().await;
     store_n.wait_ready().await;
@@ -240,8 +282,8 @@ pub async fn run(
             client.clone(),
             &node,
             &manager,
-            opts.report_heartbeat,
             opts.report_min_interval,
+            opts.report_max_delay,
         ),
         aggregator: opts
             .aggregate_status
@@ -252,8 +294,22 @@ pub async fn run(
         engine_failures: 0,
         engine_applied_once: false,
     };
+    let report_lost = Arc::new(AtomicBool::new(false));
+    // Stops with this task (dropped when the controller is).
+    let _heartbeat = AbortOnDrop(Heartbeat::spawn(
+        client.clone(),
+        &node,
+        &manager,
+        opts.report_heartbeat,
+        report_lost.clone(),
+        notify.clone(),
+        opts.stats.clone(),
+    ));
     let mut next_audit = Instant::now() + opts.resync_interval;
     loop {
+        if report_lost.swap(false, Ordering::Relaxed) {
+            state.report.invalidate();
+        }
         if Instant::now() >= next_audit {
             // Catch a server that lost its data: resumed watches would miss new objects.
             let mut lost = false;
@@ -294,6 +350,15 @@ pub async fn run(
         }
         // Coalesce bursts (our own status writes come back as watch events).
         tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -381,21 +446,16 @@ async fn pass(
         }
     }
 
-    if st.engine_applied_once || st.engine_failures > 0 {
-        match st
-            .report
-            .sync(node_report::entries(&objects, &st.load))
-            .await
-        {
-            Ok(Written::Change) => {
+    let reporting = st.engine_applied_once || st.engine_failures > 0;
+    let entries = node_report::entries(&objects, &st.load);
+    if reporting {
+        match st.report.sync(entries.clone()).await {
+            Ok(true) => {
                 opts.stats
                     .node_report_writes
                     .fetch_add(1, Ordering::Relaxed);
             }
-            Ok(Written::Heartbeat) => {
-                opts.stats.node_heartbeats.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Written::Nothing) => {}
+            Ok(false) => {}
             Err(e) => {
                 opts.stats.api_write_errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!("writing the BulwarkNode report of node {node} failed (will retry): {e}; is the BulwarkNode CRD installed?");
@@ -407,7 +467,8 @@ async fn pass(
         come_back = come_back.min(t);
     }
     if let Some(agg) = st.aggregator.as_mut() {
-        come_back = come_back.min(agg.tick(&objects, &plan, ar_c, ar_n, opts).await);
+        let own = reporting.then(|| node_report::current(node, entries));
+        come_back = come_back.min(agg.tick(&objects, &plan, own, ar_c, ar_n, opts).await);
     }
     come_back
 }
