@@ -245,6 +245,11 @@ impl Aggregator {
         self.reports.is_some()
     }
 
+    /// This node holds the Lease (it aggregates from its next pass on).
+    pub fn holds_lease(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
     /// Re-list the reports when the watch missed a change (the server lost or restored its
     /// data); also forget what was written. True when it was out of sync.
     pub async fn audit(&mut self) -> bool {

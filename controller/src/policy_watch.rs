@@ -18,6 +18,7 @@ use bulwark_policy::model::{AnyPolicy, PolicyStatus, TracingPolicy, TracingPolic
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::aggregate::Aggregator;
@@ -32,7 +33,8 @@ pub struct ParsedPolicy {
     pub object: PolicyObject,
     /// The typed policy, or why the object could not be read as one.
     pub policy: Result<AnyPolicy, String>,
-    /// Identity of the spec for change detection (uid + spec JSON).
+    /// Identity of the spec for change detection: uid + generation (the API server bumps the
+    /// generation exactly when the spec changes), uid + spec JSON for an object without one.
     pub fingerprint: String,
     /// The status still has (or `managedFields` still track) the per-node list written before
     /// `BulwarkNode` reports ([`has_legacy_status`]); the aggregator rewrites it.
@@ -76,6 +78,37 @@ pub const LEGACY_NODE_LIST: &str = "nodeStatus";
 /// Read one untyped object as a policy of `kind`. Never fails: an unreadable object comes back
 /// with `policy: Err(reason)`.
 pub fn parse_object(kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
+    let value = serde_json::to_value(obj).unwrap_or_default();
+    let policy = match kind {
+        PolicyKind::Cluster => {
+            serde_json::from_value::<TracingPolicy>(value).map(AnyPolicy::Cluster)
+        }
+        PolicyKind::Namespaced => {
+            serde_json::from_value::<TracingPolicyNamespaced>(value).map(AnyPolicy::Namespaced)
+        }
+    }
+    .map_err(|e| format!("the object cannot be read as a {}: {e}", kind.kind()));
+    let fingerprint = match (&obj.metadata.uid, obj.metadata.generation) {
+        (Some(uid), Some(g)) => format!("{uid}|{g}"),
+        (uid, _) => format!(
+            "{}|{}",
+            uid.as_deref().unwrap_or(""),
+            obj.data
+                .get("spec")
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        ),
+    };
+    ParsedPolicy {
+        object: policy_object(kind, obj, true),
+        policy,
+        fingerprint,
+        legacy_status: has_legacy_status(obj),
+    }
+}
+
+/// The key, generation and (when `with_status`) status of `obj`, without reading its spec.
+fn policy_object(kind: PolicyKind, obj: &DynamicObject, with_status: bool) -> PolicyObject {
     let key = PolicyKey {
         kind,
         namespace: match kind {
@@ -92,34 +125,12 @@ pub fn parse_object(kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
     let status = obj
         .data
         .get("status")
-        .and_then(|s| serde_json::from_value::<PolicyStatus>(s.clone()).ok());
-    let value = serde_json::to_value(obj).unwrap_or_default();
-    let policy = match kind {
-        PolicyKind::Cluster => {
-            serde_json::from_value::<TracingPolicy>(value).map(AnyPolicy::Cluster)
-        }
-        PolicyKind::Namespaced => {
-            serde_json::from_value::<TracingPolicyNamespaced>(value).map(AnyPolicy::Namespaced)
-        }
-    }
-    .map_err(|e| format!("the object cannot be read as a {}: {e}", kind.kind()));
-    let fingerprint = format!(
-        "{}|{}",
-        obj.metadata.uid.as_deref().unwrap_or(""),
-        obj.data
-            .get("spec")
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    );
-    ParsedPolicy {
-        object: PolicyObject {
-            key,
-            generation: obj.metadata.generation,
-            status,
-        },
-        policy,
-        fingerprint,
-        legacy_status: has_legacy_status(obj),
+        .filter(|_| with_status)
+        .and_then(|s| PolicyStatus::deserialize(s).ok());
+    PolicyObject {
+        key,
+        generation: obj.metadata.generation,
+        status,
     }
 }
 
@@ -141,8 +152,14 @@ pub struct ParseCache {
 }
 
 impl ParseCache {
-    /// [`parse_object`], reusing the spec parsed for the same uid and generation.
-    pub fn parse(&mut self, kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
+    /// [`parse_object`], reusing the spec parsed for the same uid and generation. The status
+    /// is read only `with_status` (only the status aggregator needs it).
+    pub fn parse(
+        &mut self,
+        kind: PolicyKind,
+        obj: &DynamicObject,
+        with_status: bool,
+    ) -> ParsedPolicy {
         let key = match (&obj.metadata.uid, obj.metadata.generation) {
             (Some(uid), Some(g)) => (kind, uid.clone(), g),
             _ => return parse_object(kind, obj),
@@ -153,11 +170,14 @@ impl ParseCache {
             .or_else(|| self.parsed.get(&key))
             .cloned()
         {
-            let mut p = parse_object_status_only(kind, obj);
-            p.policy = policy.clone();
-            p.fingerprint = fingerprint.clone();
-            self.used_parsed.insert(key, (policy, fingerprint));
-            return p;
+            self.used_parsed
+                .insert(key, (policy.clone(), fingerprint.clone()));
+            return ParsedPolicy {
+                object: policy_object(kind, obj, with_status),
+                policy,
+                fingerprint,
+                legacy_status: with_status && has_legacy_status(obj),
+            };
         }
         let p = parse_object(kind, obj);
         self.used_parsed
@@ -189,21 +209,25 @@ impl ParseCache {
     }
 }
 
-/// The key, generation and status of `obj`, without reading its spec.
-fn parse_object_status_only(kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
-    let mut bare = obj.clone();
-    bare.data =
-        serde_json::json!({ "status": obj.data.get("status").cloned().unwrap_or_default() });
-    parse_object(kind, &bare)
-}
-
-/// The result of deciding what to hand to the engine: verdicts for every object and the
-/// accepted policies, sorted by key.
+/// The result of deciding what to hand to the engine: verdicts for every object and which
+/// objects are accepted, sorted by key.
 pub struct Plan {
     pub verdicts: BTreeMap<PolicyKey, Verdict>,
-    pub accepted: Vec<AnyPolicy>,
+    /// Indices into the objects the plan was made from, sorted by key.
+    pub accepted: Vec<usize>,
     /// Changes whenever the accepted set or any accepted spec changes.
     pub fingerprint: Vec<String>,
+}
+
+impl Plan {
+    /// The accepted policies of `objects` (the slice the plan was made from), sorted by key:
+    /// cloned only when they go to the engine.
+    pub fn accepted_policies(&self, objects: &[ParsedPolicy]) -> Vec<AnyPolicy> {
+        self.accepted
+            .iter()
+            .filter_map(|i| objects.get(*i)?.policy.as_ref().ok().cloned())
+            .collect()
+    }
 }
 
 /// Validate every object (pure; the lint's checks are pure).
@@ -225,24 +249,22 @@ pub fn plan_with(
     mut verdict: impl FnMut(&ParsedPolicy) -> Verdict,
 ) -> Plan {
     let mut verdicts = BTreeMap::new();
-    let mut accepted: Vec<(PolicyKey, AnyPolicy, String)> = Vec::new();
-    for p in objects {
+    let mut accepted: Vec<usize> = Vec::new();
+    for (i, p) in objects.iter().enumerate() {
         let verdict = verdict(p);
-        if verdict.accepted() {
-            if let Ok(policy) = &p.policy {
-                accepted.push((p.object.key.clone(), policy.clone(), p.fingerprint.clone()));
-            }
+        if verdict.accepted() && p.policy.is_ok() {
+            accepted.push(i);
         }
         verdicts.insert(p.object.key.clone(), verdict);
     }
-    accepted.sort_by(|a, b| a.0.cmp(&b.0));
+    accepted.sort_by(|a, b| objects[*a].object.key.cmp(&objects[*b].object.key));
     Plan {
         verdicts,
         fingerprint: accepted
             .iter()
-            .map(|(k, _, f)| format!("{k}|{f}"))
+            .map(|i| format!("{}|{}", objects[*i].object.key, objects[*i].fingerprint))
             .collect(),
-        accepted: accepted.into_iter().map(|(_, p, _)| p).collect(),
+        accepted,
     }
 }
 
@@ -386,25 +408,27 @@ async fn pass(
     ar_n: &ApiResource,
     st: &mut LoopState,
 ) -> Instant {
+    // Only the status aggregator reads the policies' statuses.
+    let with_status = st.aggregator.as_ref().is_some_and(Aggregator::holds_lease);
     let mut objects: Vec<ParsedPolicy> = store_c
         .state()
         .iter()
-        .map(|o| st.cache.parse(PolicyKind::Cluster, o))
+        .map(|o| st.cache.parse(PolicyKind::Cluster, o, with_status))
         .collect();
     objects.extend(
         store_n
             .state()
             .iter()
-            .map(|o| st.cache.parse(PolicyKind::Namespaced, o)),
+            .map(|o| st.cache.parse(PolicyKind::Namespaced, o, with_status)),
     );
     let plan = plan_with(&objects, |p| st.cache.verdict(p));
     st.cache.end_pass();
     let mut retry: Option<Duration> = None;
 
     if st.applied_fingerprint.as_ref() != Some(&plan.fingerprint) {
-        let keys: Vec<PolicyKey> = plan.accepted.iter().map(PolicyKey::of).collect();
+        let set = plan.accepted_policies(&objects);
+        let keys: Vec<PolicyKey> = set.iter().map(PolicyKey::of).collect();
         let eng = engine.clone();
-        let set = plan.accepted.clone();
         let res = tokio::task::spawn_blocking(move || eng.apply(set))
             .await
             .unwrap_or_else(|e| Err(format!("the engine panicked while applying policies: {e}")));
@@ -529,18 +553,18 @@ mod tests {
             }))
         };
         let mut cache = ParseCache::default();
-        let a = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Accepted"));
+        let a = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Accepted"), true);
         assert!(cache.verdict(&a).accepted());
         cache.end_pass();
         // Same generation, other status: the cached spec and verdict, the new status.
-        let b = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Rejected"));
+        let b = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Rejected"), true);
         assert_eq!(b.object.status.unwrap().state.as_deref(), Some("Rejected"));
         assert_eq!(b.fingerprint, a.fingerprint);
         assert!(b.policy.is_ok());
         assert_eq!(b.object.generation, Some(1));
         cache.end_pass();
         // A new generation is parsed and validated afresh.
-        let c = cache.parse(PolicyKind::Cluster, &mk(2, "10.0.0.0/33", "Accepted"));
+        let c = cache.parse(PolicyKind::Cluster, &mk(2, "10.0.0.0/33", "Accepted"), true);
         assert_ne!(c.fingerprint, a.fingerprint);
         assert!(
             !cache.verdict(&c).accepted(),
