@@ -556,20 +556,7 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::BulwarkNodeSpec;
     use crate::reconcile::PolicyObject;
-
-    fn report(node: &str, heartbeat: &str) -> Arc<BulwarkNode> {
-        let mut r = BulwarkNode::new(
-            node,
-            BulwarkNodeSpec {
-                heartbeat: heartbeat.into(),
-                ..Default::default()
-            },
-        );
-        r.metadata.name = Some(node.into());
-        Arc::new(r)
-    }
 
     #[test]
     fn an_expired_or_unheld_lease_is_free() {
@@ -620,11 +607,10 @@ mod tests {
             generation: Some(generation),
             error: error.map(str::to_string),
         };
-        let mut a = (*report("node-a", &now)).clone();
-        a.spec.policies = vec![entry(2, None)];
-        let mut b = (*report("node-b", &now)).clone();
-        b.spec.policies = vec![entry(2, Some("over capacity"))];
-        let c = (*report("node-c", &now)).clone();
+        use crate::node_report::current;
+        let a = current("node-a", vec![entry(2, None)]);
+        let b = current("node-b", vec![entry(2, Some("over capacity"))]);
+        let c = current("node-c", vec![]);
         let live: Vec<Arc<BulwarkNode>> = vec![Arc::new(a), Arc::new(b), Arc::new(c)];
         let out = statuses(&[object(None)], &plan, &live, &now);
         assert_eq!(out.len(), 1);
