@@ -80,19 +80,20 @@ pub enum Decision {
     HoldBack(Instant),
 }
 
-/// When to write the report, as pure state: what was written and when, and since when what
-/// the node has differs from it.
+/// When to write the report, as pure state: what was written, and since when what the node
+/// has differs from it.
 #[derive(Clone, Debug, Default)]
 pub struct Debounce {
-    written: Option<(Vec<NodePolicyReport>, Instant)>,
+    written: Option<Vec<NodePolicyReport>>,
     /// The entries last seen that differ from `written`: first seen at, last changed at.
     unwritten: Option<(Vec<NodePolicyReport>, Instant, Instant)>,
 }
 
 impl Debounce {
-    /// Look at `entries` at `now`: write when nothing was written yet; a lone change (the last
-    /// write is `quiet` old) at once; the changes of a burst once they have been quiet for
-    /// `quiet`, or have waited `max_delay`.
+    /// Look at `entries` at `now`: write when nothing was written yet, or the change has been
+    /// quiet for `quiet`, or has waited `max_delay`. (Not at once on a lone change: on a loaded
+    /// API server the changes of a batch arrive more than `quiet` apart, and every node would
+    /// write once per change.)
     pub fn decide(
         &mut self,
         entries: &[NodePolicyReport],
@@ -100,7 +101,7 @@ impl Debounce {
         quiet: Duration,
         max_delay: Duration,
     ) -> Decision {
-        let Some((written, at)) = &self.written else {
+        let Some(written) = &self.written else {
             return Decision::Write;
         };
         if written.as_slice() == entries {
@@ -115,7 +116,6 @@ impl Debounce {
                 }
                 (*first, *last)
             }
-            None if now >= *at + quiet => return Decision::Write,
             None => {
                 self.unwritten = Some((entries.to_vec(), now, now));
                 (now, now)
@@ -129,9 +129,9 @@ impl Debounce {
         }
     }
 
-    /// `entries` are on the server now (written at `at`).
-    pub fn written(&mut self, entries: Vec<NodePolicyReport>, at: Instant) {
-        self.written = Some((entries, at));
+    /// `entries` are on the server now.
+    pub fn written(&mut self, entries: Vec<NodePolicyReport>) {
+        self.written = Some(entries);
         self.unwritten = None;
     }
 
@@ -142,9 +142,8 @@ impl Debounce {
     }
 }
 
-/// Writes this node's report when its entries change, debounced: a lone change at once, a
-/// burst of policy changes in one write once it is over (or one every `max_delay` while it
-/// lasts), not one per change. The heartbeat is not written here ([`Heartbeat`]).
+/// Writes this node's report when its entries change, debounced: a burst of policy changes in
+/// one write once it is over (or one every `max_delay` while it lasts), not one per change. The heartbeat is not written here ([`Heartbeat`]).
 pub struct ReportWriter {
     api: Api<BulwarkNode>,
     node: String,
@@ -188,13 +187,23 @@ impl ReportWriter {
         self.retry_at.or(self.held_back)
     }
 
-    /// Write `entries` if they differ from what was written and the debounce allows. True
-    /// when it wrote; a failure is retried with backoff on a later call.
-    pub async fn sync(&mut self, entries: Vec<NodePolicyReport>) -> Result<bool, kube::Error> {
+    /// Write `entries` if they differ from what was written and the debounce allows (or at
+    /// once when `at_once`: the status aggregator's own report, one node, so the statuses it
+    /// writes never run ahead of the reports on the server). True when it wrote; a failure is
+    /// retried with backoff on a later call.
+    pub async fn sync(
+        &mut self,
+        entries: Vec<NodePolicyReport>,
+        at_once: bool,
+    ) -> Result<bool, kube::Error> {
         let now = Instant::now();
-        let decision = self
+        let decision = match self
             .debounce
-            .decide(&entries, now, self.quiet, self.max_delay);
+            .decide(&entries, now, self.quiet, self.max_delay)
+        {
+            Decision::HoldBack(_) if at_once => Decision::Write,
+            d => d,
+        };
         self.held_back = match decision {
             Decision::HoldBack(t) => Some(t),
             _ => None,
@@ -212,7 +221,7 @@ impl ReportWriter {
         let params = PatchParams::apply(&self.manager).force();
         match crate::timed(self.api.patch(&self.node, &params, &Patch::Apply(&body))).await {
             Ok(_) => {
-                self.debounce.written(entries, now);
+                self.debounce.written(entries);
                 self.retry_at = None;
                 self.failures = 0;
                 Ok(true)
@@ -308,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_change_is_written_at_once_a_burst_once_quiet_or_after_the_longest_delay() {
+    fn changes_are_written_once_quiet_or_after_the_longest_delay() {
         let quiet = Duration::from_secs(1);
         let max = Duration::from_secs(10);
         let t0 = Instant::now();
@@ -326,7 +335,7 @@ mod tests {
         let mut d = Debounce::default();
         // The first report is written at once.
         assert_eq!(d.decide(&e(&["a"]), t0, quiet, max), Decision::Write);
-        d.written(e(&["a"]), t0);
+        d.written(e(&["a"]));
         assert_eq!(d.decide(&e(&["a"]), at(100), quiet, max), Decision::Wait);
         // A change waits for quiet; each further change pushes it back.
         assert_eq!(
@@ -342,11 +351,15 @@ mod tests {
             d.decide(&e(&["a", "b", "c"]), at(1900), quiet, max),
             Decision::Write
         );
-        d.written(e(&["a", "b", "c"]), at(1900));
-        // A lone change long after the last write goes out at once.
-        assert_eq!(d.decide(&e(&["a"]), at(5000), quiet, max), Decision::Write);
+        d.written(e(&["a", "b", "c"]));
+        // A lone change long after the last write waits for quiet too.
+        assert_eq!(
+            d.decide(&e(&["a"]), at(5000), quiet, max),
+            Decision::HoldBack(at(6000))
+        );
+        assert_eq!(d.decide(&e(&["a"]), at(6000), quiet, max), Decision::Write);
         // Changes every half second forever: written after the longest delay all the same.
-        d.written(e(&["a"]), at(5000));
+        d.written(e(&["a"]));
         let mut names = vec!["a".to_string()];
         let mut wrote_at = None;
         for k in 0..40u64 {
@@ -365,7 +378,7 @@ mod tests {
         );
         // Back to what was written: nothing to write.
         let mut d2 = Debounce::default();
-        d2.written(e(&["a"]), t0);
+        d2.written(e(&["a"]));
         assert!(matches!(
             d2.decide(&e(&["b"]), t0, quiet, max),
             Decision::HoldBack(_)

@@ -51,9 +51,8 @@ pub struct ControllerOptions {
     /// This node renews the heartbeat of its `BulwarkNode` report this often, from a task of
     /// its own (a small patch; never held up by policy work).
     pub report_heartbeat: Duration,
-    /// A change of what this node reports is written at once when the last write is this old;
-    /// the changes of a burst once they have been unchanged this long (a burst of policy
-    /// changes costs each node two writes, not one per change) ...
+    /// A change of what this node reports is written once it has been unchanged this long (a
+    /// burst of policy changes costs each node one write when it is over) ...
     pub report_min_interval: Duration,
     /// ... or once the change has waited this long, whichever comes first.
     pub report_max_delay: Duration,

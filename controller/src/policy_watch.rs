@@ -409,17 +409,17 @@ async fn pass(
     st: &mut LoopState,
 ) -> Instant {
     // Only the status aggregator reads the policies' statuses.
-    let with_status = st.aggregator.as_ref().is_some_and(Aggregator::holds_lease);
+    let aggregating = st.aggregator.as_ref().is_some_and(Aggregator::holds_lease);
     let mut objects: Vec<ParsedPolicy> = store_c
         .state()
         .iter()
-        .map(|o| st.cache.parse(PolicyKind::Cluster, o, with_status))
+        .map(|o| st.cache.parse(PolicyKind::Cluster, o, aggregating))
         .collect();
     objects.extend(
         store_n
             .state()
             .iter()
-            .map(|o| st.cache.parse(PolicyKind::Namespaced, o, with_status)),
+            .map(|o| st.cache.parse(PolicyKind::Namespaced, o, aggregating)),
     );
     let plan = plan_with(&objects, |p| st.cache.verdict(p));
     st.cache.end_pass();
@@ -473,7 +473,7 @@ async fn pass(
     let reporting = st.engine_applied_once || st.engine_failures > 0;
     let entries = node_report::entries(&objects, &st.load);
     if reporting {
-        match st.report.sync(entries.clone()).await {
+        match st.report.sync(entries.clone(), aggregating).await {
             Ok(true) => {
                 opts.stats
                     .node_report_writes
