@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bulwark_controller::crd::NodePolicyReport;
 use bulwark_controller::sim::{
-    blocked_metadata_connect, converged, node_object, node_stand_in, node_stand_in_crd,
-    policy_object, FailRule, SimNode,
+    blocked_metadata_connect, converged, crd_established, node_object, node_stand_in,
+    node_stand_in_crd, policy_object, FailRule, SimNode,
 };
 use bulwark_controller::{BulwarkNode, ControllerOptions, PolicyKey, Violation};
 use bulwark_events::{Pod, Process};
@@ -266,13 +266,8 @@ async fn install(client: &kube::Client, crds: &[CustomResourceDefinition]) -> Re
     }
     for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        wait_until(&format!("CRD {name} Established"), 60, || async {
-            let c = api.get(&name).await.ok()?;
-            c.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
+        wait_until(&format!("CRD {name} Established"), 60, || {
+            crd_established(&api, &name)
         })
         .await?;
     }

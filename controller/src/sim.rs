@@ -194,6 +194,21 @@ pub fn node_object(name: &str, label: &str) -> serde_json::Value {
     })
 }
 
+/// `Some` once the CustomResourceDefinition `name` is Established (for a wait loop).
+pub async fn crd_established(
+    api: &kube::Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    >,
+    name: &str,
+) -> Option<()> {
+    let c = api.get(name).await.ok()?;
+    c.status?
+        .conditions?
+        .iter()
+        .any(|c| c.type_ == "Established" && c.status == "True")
+        .then_some(())
+}
+
 /// True when `status` describes `generation` on exactly `nodes` live nodes, every one of
 /// them done (loaded or failed, none pending) and `failed` of them failing.
 pub fn converged(status: &PolicyStatus, generation: Option<i64>, nodes: i64, failed: i64) -> bool {

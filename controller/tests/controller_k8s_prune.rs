@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_controller::sim::{
-    converged, node_object, node_stand_in, node_stand_in_crd, policy_object, SimNode,
+    converged, crd_established, node_object, node_stand_in, node_stand_in_crd, policy_object,
+    SimNode,
 };
 use bulwark_controller::{BulwarkNode, ControllerOptions};
 use bulwark_policy::model::{PolicyStatus, TracingPolicy};
@@ -39,13 +40,8 @@ async fn apply_crd(client: &kube::Client, crd: &Value) {
     )
     .await
     .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
-    wait_for(&format!("CRD {name} established"), T, || async {
-        let c = api.get(&name).await.ok()?;
-        c.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
+    wait_for(&format!("CRD {name} established"), T, || {
+        crd_established(&api, &name)
     })
     .await;
 }
