@@ -21,14 +21,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bulwark_controller::crd::NodePolicyReport;
 use bulwark_controller::sim::{
-    blocked_metadata_connect, converged, policy_object, FailRule, SimNode,
+    blocked_metadata_connect, converged, crd_established, node_object, node_stand_in,
+    node_stand_in_crd, policy_object, FailRule, SimNode,
 };
 use bulwark_controller::{BulwarkNode, ControllerOptions, PolicyKey, Violation};
 use bulwark_events::{Pod, Process};
 use bulwark_policy::model::{NodePolicyStatus, PolicyStatus, TracingPolicy};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use serde_json::{json, Value};
 
 const LABEL: &str = "bench";
@@ -67,6 +70,11 @@ pub struct ClusterArgs {
     /// Longest wait for any convergence.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Give every simulated node a Node object (a stand-in resource: the test API server
+    /// serves no core/v1), so nodes are live while their Node exists and the departed nodes
+    /// are pruned by deleting their Nodes rather than by the heartbeat TTL.
+    #[arg(long)]
+    node_objects: bool,
 }
 
 pub fn run(args: ClusterArgs) -> Result<()> {
@@ -108,7 +116,9 @@ fn expected_failed(policy: usize, live_nodes: &[usize]) -> i64 {
     live_nodes.iter().filter(|n| n.is_multiple_of(4)).count() as i64
 }
 
-/// Mutating requests by `resource[/subresource]`, from the API server's own counters.
+/// Mutating requests by `resource[/subresource]`, from the API server's own counters, plus
+/// the watch events it sent (`watch:<kind>`) and their bytes (`watch_bytes:<kind>`): the
+/// fan-out of every write to the watchers of its kind.
 async fn api_writes(client: &kube::Client) -> Result<BTreeMap<String, f64>> {
     let req = http::Request::get("/metrics")
         .body(Vec::new())
@@ -119,8 +129,9 @@ async fn api_writes(client: &kube::Client) -> Result<BTreeMap<String, f64>> {
         .context("GET /metrics of the API server")?;
     let mut out = BTreeMap::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
+        let (metric, rest) = match line.split_once('{') {
+            Some((m, r)) => (m, r),
+            None => continue,
         };
         let Some((labels, value)) = rest.rsplit_once("} ") else {
             continue;
@@ -132,21 +143,47 @@ async fn api_writes(client: &kube::Client) -> Result<BTreeMap<String, f64>> {
                 .map(|v| v.trim_end_matches('"').to_string())
                 .unwrap_or_default()
         };
-        let verb = label("verb");
-        if !matches!(
-            verb.as_str(),
-            "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION"
-        ) {
-            continue;
-        }
-        let mut what = label("resource");
-        let sub = label("subresource");
-        if !sub.is_empty() {
-            what = format!("{what}/{sub}");
-        }
-        *out.entry(what).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+        let value = value.trim().parse::<f64>().unwrap_or(0.0);
+        let what = match metric {
+            "apiserver_request_total" => {
+                let verb = label("verb");
+                if !matches!(
+                    verb.as_str(),
+                    "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION"
+                ) {
+                    continue;
+                }
+                let mut what = label("resource");
+                let sub = label("subresource");
+                if !sub.is_empty() {
+                    what = format!("{what}/{sub}");
+                }
+                what
+            }
+            "apiserver_watch_events_total" => format!("watch:{}", watch_kind(&label)),
+            "apiserver_watch_events_sizes_sum" => format!("watch_bytes:{}", watch_kind(&label)),
+            _ => continue,
+        };
+        *out.entry(what).or_insert(0.0) += value;
     }
     Ok(out)
+}
+
+/// The kind (or, in newer servers, resource) label of a watch metric.
+fn watch_kind(label: &dyn Fn(&str) -> String) -> String {
+    let k = label("kind");
+    if k.is_empty() {
+        label("resource")
+    } else {
+        k
+    }
+}
+
+/// The API writes of a [`delta`] (without the watch figures), and the watch events and bytes.
+fn split_watch(d: &BTreeMap<String, u64>) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    d.iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .partition(|(k, _)| !k.starts_with("watch"))
 }
 
 fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, u64> {
@@ -202,12 +239,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Apply one CRD (given as JSON) and wait until it is Established.
+async fn install_crd(client: &kube::Client, crd: &Value) -> Result<()> {
+    let crd: CustomResourceDefinition = serde_json::from_value(crd.clone())?;
+    install(client, &[crd]).await
+}
+
 async fn install_crds(client: &kube::Client) -> Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut crds = bulwark_policy::crds();
     crds.push(bulwark_controller::policy_violation_crd());
     crds.push(bulwark_controller::bulwark_node_crd());
-    for crd in &crds {
+    install(client, &crds).await
+}
+
+async fn install(client: &kube::Client, crds: &[CustomResourceDefinition]) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(
             &name,
@@ -217,15 +264,10 @@ async fn install_crds(client: &kube::Client) -> Result<()> {
         .await
         .with_context(|| format!("installing CRD {name}"))?;
     }
-    for crd in &crds {
+    for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        wait_until(&format!("CRD {name} Established"), 60, || async {
-            let c = api.get(&name).await.ok()?;
-            c.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
+        wait_until(&format!("CRD {name} Established"), 60, || {
+            crd_established(&api, &name)
         })
         .await?;
     }
@@ -314,6 +356,7 @@ fn phase_json(
     after: Counters,
     changes: usize,
 ) -> Value {
+    let (writes, watch) = split_watch(writes);
     let total: u64 = writes.values().sum();
     let controller = (after.report_changes - before.report_changes)
         + (after.status_writes - before.status_writes);
@@ -324,6 +367,7 @@ fn phase_json(
                           "max": times.last().copied().unwrap_or(f64::NAN) },
         "api_writes": writes,
         "api_writes_total": total,
+        "watch_events": watch,
         "api_writes_per_change": total as f64 / changes as f64,
         "report_writes": after.report_changes - before.report_changes,
         "heartbeat_writes": after.heartbeats - before.heartbeats,
@@ -415,6 +459,11 @@ async fn cleanup(client: &kube::Client, policies: &Api<DynamicObject>, ns: &str)
             &DeleteParams::default(),
         )
         .await;
+    // The Node stand-ins, where the resource exists.
+    let k8s_nodes: Api<DynamicObject> = Api::all_with(client.clone(), &node_stand_in());
+    let _ = k8s_nodes
+        .delete_collection(&DeleteParams::default(), &lp)
+        .await;
     let pv: Api<bulwark_controller::PolicyViolation> =
         Api::namespaced(client.clone(), STORM_NAMESPACE);
     let _ = pv
@@ -431,11 +480,16 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
         .context("no kubeconfig: pass --kubeconfig or run `eval \"$(tests/k8s/testenv/up)\"`")?;
     let client = bulwark_controller::connect(Some(&kubeconfig)).await?;
     install_crds(&client).await?;
-    let opts = ControllerOptions {
+    let mut opts = ControllerOptions {
         report_heartbeat: Duration::from_secs(args.heartbeat),
         node_ttl: Duration::from_secs(args.ttl),
         ..ControllerOptions::default()
     };
+    let k8s_nodes: Api<DynamicObject> = Api::all_with(client.clone(), &node_stand_in());
+    if args.node_objects {
+        install_crd(&client, &node_stand_in_crd()).await?;
+        opts.node_resource = node_stand_in();
+    }
     let ar = ApiResource::erase::<TracingPolicy>(&());
     let policies: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     cleanup(&client, &policies, &opts.host_namespace).await?;
@@ -450,6 +504,16 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
     });
 
     // Start the nodes (each with its own client, as separate daemons would have).
+    if args.node_objects {
+        eprintln!("creating {n} Node objects");
+        for i in 0..n {
+            let o: DynamicObject = serde_json::from_value(node_object(&node_name(i), LABEL))?;
+            k8s_nodes
+                .create(&PostParams::default(), &o)
+                .await
+                .with_context(|| format!("creating Node {}", node_name(i)))?;
+        }
+    }
     eprintln!("starting {n} simulated nodes");
     let t_start = Instant::now();
     let mut nodes = Vec::with_capacity(n);
@@ -597,6 +661,12 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
     let gone: Vec<usize> = (n - args.departed.min(n - 1)..n).collect();
     for i in &gone {
         nodes[*i].kill();
+        if args.node_objects {
+            k8s_nodes
+                .delete(&node_name(*i), &DeleteParams::default())
+                .await
+                .with_context(|| format!("deleting Node {}", node_name(*i)))?;
+        }
     }
     live.retain(|i| !gone.contains(i));
     let live_n = live.len() as i64;
@@ -613,6 +683,7 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
     .await?;
     report["pruning"] = json!({
         "departed": gone.len(), "ttl_s": args.ttl,
+        "by": if args.node_objects { "Node deleted" } else { "heartbeat TTL" },
         "pruned_after_s": t_kill.elapsed().as_secs_f64(),
     });
     eprintln!(
@@ -668,7 +739,7 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
     let storm_elapsed = t_storm.elapsed().as_secs_f64();
     // Writes keep draining after the storm at the capped rate: measure the storm window.
     let (m1, c1) = (api_writes(&client).await?, counters(&nodes));
-    let w = delta(&m0, &m1);
+    let (w, _) = split_watch(&delta(&m0, &m1));
     let pv_writes = w.get("policyviolations").copied().unwrap_or(0);
     let ev_writes = w.get("events").copied().unwrap_or(0);
     report["storm"] = json!({
@@ -776,10 +847,16 @@ fn markdown(r: &Value) -> String {
         r["policies"],
         f(&r["startup_s"])
     ));
-    s.push_str("| phase | changes | converged median s | p95 s | max s | API writes (server) | per change | controller writes per change (reports + status) | heartbeats in window |\n|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| phase | changes | converged median s | p95 s | max s | API writes (server) | per change | controller writes per change (reports + status) | heartbeats in window | watch events sent per change (policies / reports) |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for p in r["phases"].as_array().into_iter().flatten() {
+        let per = |kind: &str| {
+            p["watch_events"][format!("watch:{kind}")]
+                .as_f64()
+                .unwrap_or(0.0)
+                / p["changes"].as_f64().unwrap_or(1.0)
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} |\n",
             p["phase"].as_str().unwrap_or("?"),
             p["changes"],
             f(&p["converged_s"]["median"]),
@@ -789,6 +866,8 @@ fn markdown(r: &Value) -> String {
             f(&p["api_writes_per_change"]),
             f(&p["controller_writes_per_change"]),
             p["heartbeat_writes"],
+            per("tracingpolicies"),
+            per("bulwarknodes"),
         ));
     }
     let sz = &r["status_size"]["failing_policy"];
@@ -801,8 +880,9 @@ fn markdown(r: &Value) -> String {
         r["node_report_bytes"], r["node_report_entry_bytes"],
     ));
     s.push_str(&format!(
-        "\nPruning: {} nodes killed; reports gone and counts down after {} s (TTL {} s).\n",
+        "\nPruning: {} nodes killed ({}); reports gone and counts down after {} s (TTL {} s).\n",
         r["pruning"]["departed"],
+        r["pruning"]["by"].as_str().unwrap_or("?"),
         f(&r["pruning"]["pruned_after_s"]),
         r["pruning"]["ttl_s"]
     ));

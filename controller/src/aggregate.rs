@@ -1,7 +1,9 @@
 //! The status aggregator: one node at a time (the holder of the `bulwark-status` Lease,
 //! [`LeaseElector`]) watches every node's `BulwarkNode` report and writes each policy's status
-//! ([`crate::reconcile::reconcile`]) with one field manager. Departed nodes (heartbeat older
-//! than the TTL, measured from now) are left out and their reports deleted ([`live_reports`]).
+//! ([`crate::reconcile::reconcile`]) with one field manager. Departed nodes (Node deleted, or
+//! heartbeat older than the TTL: [`crate::node_liveness`]) are left out and their reports
+//! deleted. Progress while nodes catch up is written at most every
+//! [`crate::ControllerOptions::status_progress_interval`] per policy ([`write_now`]).
 //!
 //! Why one writer: with a per-node entry in every policy's status, status size and
 //! `managedFields` grow with the cluster, and each node's change of the `loaded/total` count
@@ -24,6 +26,7 @@ use kube::Client;
 use tokio::sync::Notify;
 
 use crate::crd::{BulwarkNode, NodePolicyReport};
+use crate::node_liveness::{live_reports, NodeWatch};
 use crate::policy_watch::{ParsedPolicy, Plan};
 use crate::reconcile::{self, Action, NodeView, ReconcileContext};
 use crate::watch_store::WatchStore;
@@ -139,33 +142,6 @@ fn conflict_is_false(r: Result<Lease, kube::Error>) -> Result<bool, kube::Error>
     }
 }
 
-/// The reports whose heartbeat is within `ttl` of `now` (sorted by node name), and the names
-/// of the departed ones. A report with an unreadable heartbeat has departed.
-pub fn live_reports(
-    reports: &[Arc<BulwarkNode>],
-    now: jiff::Timestamp,
-    ttl: Duration,
-) -> (Vec<Arc<BulwarkNode>>, Vec<String>) {
-    let ttl = jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::MAX);
-    let mut live = Vec::new();
-    let mut departed = Vec::new();
-    for r in reports {
-        let name = r.metadata.name.clone().unwrap_or_default();
-        let fresh = r
-            .spec
-            .heartbeat
-            .parse::<jiff::Timestamp>()
-            .is_ok_and(|t| now.duration_since(t) <= ttl);
-        if fresh {
-            live.push(r.clone());
-        } else {
-            departed.push(name);
-        }
-    }
-    live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    (live, departed)
-}
-
 fn report_key(r: &NodePolicyReport) -> Option<PolicyKey> {
     let kind = match r.kind.as_str() {
         "TracingPolicy" => PolicyKind::Cluster,
@@ -234,10 +210,14 @@ pub struct Aggregator {
     notify: Arc<Notify>,
     /// Present while this node holds the Lease.
     reports: Option<WatchStore<BulwarkNode>>,
+    nodes: Option<NodeWatch>,
     next_pass: Instant,
     /// What was last written per policy, and when: the watch may not have delivered our own
     /// write yet, and writing the same status again would only cost the API server.
     written: HashMap<PolicyKey, (PolicyStatus, Instant)>,
+    /// When the per-node status of a policy from before reports was last dropped (the watch
+    /// may show it again until our change arrives).
+    cleaned: HashMap<PolicyKey, Instant>,
 }
 
 impl Aggregator {
@@ -254,13 +234,20 @@ impl Aggregator {
             client,
             notify,
             reports: None,
+            nodes: None,
             next_pass: Instant::now(),
             written: HashMap::new(),
+            cleaned: HashMap::new(),
         }
     }
 
     pub fn is_leader(&self) -> bool {
         self.reports.is_some()
+    }
+
+    /// This node holds the Lease (it aggregates from its next pass on).
+    pub fn holds_lease(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
     }
 
     /// Re-list the reports when the watch missed a change (the server lost or restored its
@@ -285,10 +272,13 @@ impl Aggregator {
 
     /// Follow the Lease flag (start or stop watching reports), then, as the holder, write the
     /// statuses that changed. Returns when to come back.
+    /// `own` is this node's report as it is now (it counts in place of the watched one, which
+    /// may lag behind or wait for its debounce).
     pub async fn tick(
         &mut self,
         objects: &[ParsedPolicy],
         plan: &Plan,
+        own: Option<BulwarkNode>,
         ar_c: &ApiResource,
         ar_n: &ApiResource,
         opts: &ControllerOptions,
@@ -304,10 +294,16 @@ impl Aggregator {
                     self.notify.clone(),
                     "bulwarknodes.bulwark.dev".into(),
                 ));
+                self.nodes = Some(NodeWatch::spawn(
+                    self.client.clone(),
+                    &opts.node_resource,
+                    self.notify.clone(),
+                ));
             }
             (false, true) => {
                 log::info!("this node no longer aggregates policy status");
                 self.reports = None;
+                self.nodes = None;
                 self.written.clear();
             }
             _ => {}
@@ -319,14 +315,28 @@ impl Aggregator {
             return self.next_pass.max(now + Duration::from_millis(100));
         }
         self.next_pass = now + opts.status_interval;
-        let reports = store.state();
-        let (live, departed) = live_reports(&reports, jiff::Timestamp::now(), opts.node_ttl);
+        let mut reports = store.state();
+        if let Some(own) = own {
+            reports.retain(|r| r.metadata.name != own.metadata.name);
+            reports.push(Arc::new(own));
+        }
+        let node_set = self
+            .nodes
+            .as_ref()
+            .map(NodeWatch::snapshot)
+            .unwrap_or_default();
+        let (live, departed) =
+            live_reports(&reports, &node_set, jiff::Timestamp::now(), opts.node_ttl);
         let reports_api: Api<BulwarkNode> = Api::all(self.client.clone());
         for name in departed {
-            log::info!(
-                "node {name} departed (no heartbeat within {:?}); removing its report",
-                opts.node_ttl
-            );
+            if node_set.deleted.contains(&name) {
+                log::info!("node {name} was deleted; removing its report");
+            } else {
+                log::info!(
+                    "node {name} departed (no heartbeat within {:?}); removing its report",
+                    opts.node_ttl
+                );
+            }
             match crate::timed(reports_api.delete(&name, &DeleteParams::default())).await {
                 Ok(_) => opts
                     .stats
@@ -338,12 +348,42 @@ impl Aggregator {
                 }
             };
         }
+        // Statuses in the format from before reports: drop the per-node list and its
+        // managers, then write the bounded status afresh.
+        let mut rewrite = std::collections::HashSet::new();
+        for p in objects.iter().filter(|p| p.legacy_status) {
+            let key = &p.object.key;
+            if self
+                .cleaned
+                .get(key)
+                .is_some_and(|t| now.saturating_duration_since(*t) < LEGACY_RETRY)
+            {
+                continue;
+            }
+            self.cleaned.insert(key.clone(), now);
+            match drop_legacy_status(&self.client, key, ar_c, ar_n).await {
+                Ok(writes) => {
+                    log::info!("dropped the per-node status of {key} (from before BulwarkNode reports) in {writes} writes; writing the bounded one");
+                    opts.stats
+                        .status_writes
+                        .fetch_add(writes, Ordering::Relaxed);
+                    self.written.remove(key);
+                    rewrite.insert(key.clone());
+                }
+                Err(e) => {
+                    opts.stats.api_write_errors.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("dropping the per-node status of {key} failed (will retry): {e}");
+                }
+            }
+        }
         // Compare with what we wrote recently rather than a watch that may lag behind it.
         let basis: Vec<ParsedPolicy> = objects
             .iter()
             .map(|p| {
                 let mut object = p.object.clone();
-                if let Some((s, at)) = self.written.get(&object.key) {
+                if rewrite.contains(&object.key) {
+                    object.status = None;
+                } else if let Some((s, at)) = self.written.get(&object.key) {
                     if now.saturating_duration_since(*at) < opts.resync_interval {
                         object.status = Some(s.clone());
                     }
@@ -352,6 +392,7 @@ impl Aggregator {
                     object,
                     policy: Err(String::new()),
                     fingerprint: String::new(),
+                    legacy_status: false,
                 }
             })
             .collect();
@@ -359,14 +400,19 @@ impl Aggregator {
         // A few writes in flight at once: a pass over many changed policies stays short.
         let client = &self.client;
         let results: Vec<(PolicyKey, PolicyStatus, Result<(), kube::Error>)> =
-            futures::stream::iter(statuses(&basis, plan, &live, &stamp))
-                .map(|(key, status)| async move {
-                    let r = write_status(client, &key, &status, ar_c, ar_n).await;
-                    (key, status, r)
-                })
-                .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
-                .collect()
-                .await;
+            futures::stream::iter(statuses(&basis, plan, &live, &stamp).into_iter().filter(
+                |(key, status)| {
+                    let last = self.written.get(key).map(|(s, at)| (s, *at));
+                    write_now(last, status, now, opts.status_progress_interval)
+                },
+            ))
+            .map(|(key, status)| async move {
+                let r = write_status(client, &key, &status, ar_c, ar_n).await;
+                (key, status, r)
+            })
+            .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
+            .collect()
+            .await;
         for (key, status, r) in results {
             match r {
                 Ok(()) => {
@@ -386,8 +432,94 @@ impl Aggregator {
         let present: std::collections::HashSet<&PolicyKey> =
             objects.iter().map(|p| &p.object.key).collect();
         self.written.retain(|k, _| present.contains(k));
+        self.cleaned.retain(|k, _| present.contains(k));
         self.next_pass
     }
+}
+
+/// Whether a changed `status` is written now, given the last write of this policy's status
+/// (what, when): a new generation, a change of verdict and the final counts (no node pending)
+/// at once; progress while nodes catch up at most once per `progress_interval`, so a policy
+/// change costs a few status writes (each delivered to every node's watch) however many nodes
+/// report in between.
+pub fn write_now(
+    last: Option<(&PolicyStatus, Instant)>,
+    status: &PolicyStatus,
+    now: Instant,
+    progress_interval: Duration,
+) -> bool {
+    let Some((last, at)) = last else {
+        return true;
+    };
+    let settled = status.node_counts.as_ref().is_none_or(|c| c.pending == 0);
+    settled
+        || last.observed_generation != status.observed_generation
+        || last.state != status.state
+        || now >= at + progress_interval
+}
+
+/// A failed or not yet visible drop of a legacy status is tried again after this long.
+const LEGACY_RETRY: Duration = Duration::from_secs(10);
+
+/// Drop the status format from before reports from policy `key`: the `status.nodeStatus`
+/// list (if the schema still keeps it) and the `managedFields` entries of its per-node writers
+/// (which would otherwise stay, growing with the cluster). Each per-node manager applies an
+/// empty status, which releases what it owned and removes its entry: one write per node that
+/// wrote the old status, once, with no more access than status writes need (the status
+/// subresource keeps no `managedFields` sent to it, and the policy itself is not ours to
+/// patch). Returns the writes done; the caller writes the bounded status afterwards.
+async fn drop_legacy_status(
+    client: &Client,
+    key: &PolicyKey,
+    ar_c: &ApiResource,
+    ar_n: &ApiResource,
+) -> Result<u64, kube::Error> {
+    let (api, ar): (Api<DynamicObject>, &ApiResource) = match &key.namespace {
+        Some(ns) => (Api::namespaced_with(client.clone(), ns, ar_n), ar_n),
+        None => (Api::all_with(client.clone(), ar_c), ar_c),
+    };
+    let obj = crate::timed(api.get(&key.name)).await?;
+    let list = crate::policy_watch::LEGACY_NODE_LIST;
+    let mut writes = 0;
+    if obj
+        .data
+        .get("status")
+        .is_some_and(|s| s.get(list).is_some())
+    {
+        let body = serde_json::json!({ "status": { list: null } });
+        let params = PatchParams {
+            field_manager: Some(STATUS_MANAGER.into()),
+            ..Default::default()
+        };
+        crate::timed(api.patch_status(&key.name, &params, &Patch::Merge(&body))).await?;
+        writes += 1;
+    }
+    let mut metadata = serde_json::json!({ "name": key.name });
+    if let Some(ns) = &key.namespace {
+        metadata["namespace"] = ns.clone().into();
+    }
+    let empty = serde_json::json!({
+        "apiVersion": ar.api_version, "kind": ar.kind, "metadata": metadata,
+    });
+    let managers = crate::policy_watch::legacy_status_managers(&obj);
+    let results: Vec<Result<(), kube::Error>> = futures::stream::iter(managers)
+        .map(|m| {
+            let (api, empty) = (&api, &empty);
+            async move {
+                let params = PatchParams::apply(&m);
+                crate::timed(api.patch_status(&key.name, &params, &Patch::Apply(empty)))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+        writes += 1;
+    }
+    Ok(writes)
 }
 
 /// Status writes the aggregator keeps in flight at once.
@@ -424,39 +556,7 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::BulwarkNodeSpec;
     use crate::reconcile::PolicyObject;
-
-    fn report(node: &str, heartbeat: &str) -> Arc<BulwarkNode> {
-        let mut r = BulwarkNode::new(
-            node,
-            BulwarkNodeSpec {
-                heartbeat: heartbeat.into(),
-                ..Default::default()
-            },
-        );
-        r.metadata.name = Some(node.into());
-        Arc::new(r)
-    }
-
-    #[test]
-    fn departed_nodes_are_those_without_a_recent_heartbeat() {
-        let now = jiff::Timestamp::now();
-        let ago = |s: i64| (now - jiff::SignedDuration::from_secs(s)).to_string();
-        let reports = vec![
-            report("node-b", &ago(10)),
-            report("node-a", &ago(299)),
-            report("node-old", &ago(301)),
-            report("node-garbled", "yesterday"),
-        ];
-        let (live, departed) = live_reports(&reports, now, Duration::from_secs(300));
-        let names: Vec<_> = live
-            .iter()
-            .map(|r| r.metadata.name.clone().unwrap())
-            .collect();
-        assert_eq!(names, ["node-a", "node-b"], "sorted, fresh only");
-        assert_eq!(departed, ["node-old", "node-garbled"]);
-    }
 
     #[test]
     fn an_expired_or_unheld_lease_is_free() {
@@ -492,6 +592,7 @@ mod tests {
             },
             policy: Err(String::new()),
             fingerprint: String::new(),
+            legacy_status: false,
         };
         let plan = Plan {
             verdicts: BTreeMap::from([(key.clone(), Verdict::default())]),
@@ -506,11 +607,10 @@ mod tests {
             generation: Some(generation),
             error: error.map(str::to_string),
         };
-        let mut a = (*report("node-a", &now)).clone();
-        a.spec.policies = vec![entry(2, None)];
-        let mut b = (*report("node-b", &now)).clone();
-        b.spec.policies = vec![entry(2, Some("over capacity"))];
-        let c = (*report("node-c", &now)).clone();
+        use crate::node_report::current;
+        let a = current("node-a", vec![entry(2, None)]);
+        let b = current("node-b", vec![entry(2, Some("over capacity"))]);
+        let c = current("node-c", vec![]);
         let live: Vec<Arc<BulwarkNode>> = vec![Arc::new(a), Arc::new(b), Arc::new(c)];
         let out = statuses(&[object(None)], &plan, &live, &now);
         assert_eq!(out.len(), 1);
@@ -521,5 +621,114 @@ mod tests {
         assert_eq!(s.failed_nodes[0].node, "node-b");
         // Written already: nothing to do.
         assert!(statuses(&[object(Some(s.clone()))], &plan, &live, &now).is_empty());
+    }
+
+    #[test]
+    fn progress_is_written_at_most_once_per_interval_but_news_and_the_end_at_once() {
+        use bulwark_policy::model::NodeCounts;
+        let t0 = Instant::now();
+        let every = Duration::from_secs(5);
+        let st = |generation: i64, loaded: i64, pending: i64| PolicyStatus {
+            observed_generation: Some(generation),
+            state: Some("Accepted".into()),
+            node_counts: Some(NodeCounts {
+                total: loaded + pending,
+                loaded,
+                failed: 0,
+                pending,
+            }),
+            ..Default::default()
+        };
+        let last = st(2, 10, 190);
+        let after = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(write_now(None, &st(2, 0, 200), t0, every), "first");
+        assert!(
+            !write_now(Some((&last, t0)), &st(2, 50, 150), after(1000), every),
+            "progress within the interval waits"
+        );
+        assert!(write_now(
+            Some((&last, t0)),
+            &st(2, 50, 150),
+            after(5000),
+            every
+        ));
+        assert!(
+            write_now(Some((&last, t0)), &st(2, 200, 0), after(1000), every),
+            "converged: at once"
+        );
+        assert!(
+            write_now(Some((&last, t0)), &st(3, 0, 200), after(1000), every),
+            "new generation: at once"
+        );
+        let mut rejected = st(2, 50, 150);
+        rejected.state = Some("Rejected".into());
+        assert!(write_now(Some((&last, t0)), &rejected, after(1000), every));
+    }
+
+    #[test]
+    fn the_per_node_writers_of_before_are_found_and_others_are_not() {
+        let entry = |manager: &str, sub: Option<&str>, fields: serde_json::Value| {
+            let mut e = serde_json::json!({
+                "manager": manager, "operation": "Apply", "apiVersion": "bulwark.dev/v1alpha1",
+                "fieldsType": "FieldsV1", "fieldsV1": fields,
+            });
+            if let Some(sub) = sub {
+                e["subresource"] = sub.into();
+            }
+            e
+        };
+        let per_node = |node: &str| {
+            entry(
+                &format!("bulwark/{node}"),
+                Some("status"),
+                serde_json::json!({"f:status": {"f:nodeStatus": {
+                    format!("k:{{\"node\":\"{node}\"}}"): {".": {}}}, "f:state": {}}}),
+            )
+        };
+        let obj = |managed: Vec<serde_json::Value>, status: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
+                "metadata": {"name": "p", "managedFields": managed},
+                "status": status,
+            }))
+            .unwrap()
+        };
+        let spec_writer = entry("kubectl", None, serde_json::json!({"f:spec": {}}));
+        let aggregator = entry(
+            STATUS_MANAGER,
+            Some("status"),
+            serde_json::json!({"f:status": {"f:nodeCounts": {}}}),
+        );
+        let old = obj(
+            vec![
+                spec_writer.clone(),
+                per_node("a"),
+                per_node("b"),
+                aggregator.clone(),
+            ],
+            serde_json::json!({"state": "Accepted"}),
+        );
+        // The list itself already pruned by the new schema: the managers still tell.
+        assert!(crate::policy_watch::has_legacy_status(&old));
+        assert_eq!(
+            crate::policy_watch::legacy_status_managers(&old),
+            ["bulwark/a", "bulwark/b"]
+        );
+        let only = obj(vec![per_node("a")], serde_json::json!({}));
+        assert_eq!(
+            crate::policy_watch::legacy_status_managers(&only),
+            ["bulwark/a"]
+        );
+        // The list in the status is enough, and the bounded status alone is not legacy.
+        let listed = obj(
+            vec![],
+            serde_json::json!({"nodeStatus": [{"node": "a", "state": "Loaded"}]}),
+        );
+        assert!(crate::policy_watch::has_legacy_status(&listed));
+        let new = obj(
+            vec![spec_writer, aggregator],
+            serde_json::json!({"nodes": "1/1"}),
+        );
+        assert!(!crate::policy_watch::has_legacy_status(&new));
     }
 }

@@ -20,6 +20,7 @@ pub async fn run(
             client.clone(),
             node.clone(),
             cfg.clone(),
+            opts.node_resource.clone(),
             opts.stats.clone(),
             opts.resync_interval,
         ) => r,

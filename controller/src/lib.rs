@@ -7,7 +7,8 @@
 //!   reports the outcome in this node's `BulwarkNode` object ([`node_report`]).
 //! - [`aggregate`]: on the one node holding the `bulwark-status` Lease, turns every node's
 //!   report into each policy's bounded status (counts plus a capped list of failing nodes; the
-//!   pure function [`reconcile::reconcile`]) and prunes the reports of departed nodes.
+//!   pure function [`reconcile::reconcile`]) and prunes the reports of departed nodes
+//!   ([`node_liveness`]: Node deleted, or no heartbeat within the TTL).
 //! - [`violations`]: turns the engine's `policy_match` events ([`Violation`], typed from crate
 //!   `bulwark-events`, queued by [`violation_queue`]) into deduplicated, rate-limited, capped
 //!   and expiring `PolicyViolation` objects ([`crd`]) and `events.k8s.io/v1` Events regarding
@@ -42,6 +43,7 @@ pub mod in_force;
 pub mod node;
 pub mod node_cidrs;
 pub mod node_identity;
+pub mod node_liveness;
 pub mod node_report;
 pub mod options;
 pub mod pod_watch;

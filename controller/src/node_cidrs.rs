@@ -9,13 +9,13 @@
 //! [`WatchStore`] re-lists when the server lost its data. A Node that does not exist (yet), or
 //! that has no pod CIDR, leaves the configured ranges alone. The object is read untyped, only
 //! its `spec` as a `NodeSpec`, so a test API server without core/v1 can serve a stand-in
-//! (`ConnConfig::node_resource`).
+//! (`ControllerOptions::node_resource`).
 
 use std::time::{Duration, Instant};
 
 use bulwark_conns::ClusterCidrs;
 use bulwark_policy::values::parse_cidr;
-use k8s_openapi::api::core::v1::{Node, NodeSpec};
+use k8s_openapi::api::core::v1::NodeSpec;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -95,13 +95,10 @@ pub async fn run(
     client: Client,
     node: String,
     cfg: ConnConfig,
+    resource: ApiResource,
     stats: Arc<Stats>,
     resync: Duration,
 ) -> crate::Result<()> {
-    let resource = cfg
-        .node_resource
-        .clone()
-        .unwrap_or_else(|| ApiResource::erase::<Node>(&()));
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let notify = Arc::new(Notify::new());
     let store = WatchStore::spawn(

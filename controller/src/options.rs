@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_conns::{ClusterCidrs, Signatures};
+use kube::api::ApiResource;
 
 use crate::engine::{ConnObservation, WorkloadRegistry};
 use crate::stats::Stats;
@@ -30,10 +31,6 @@ pub struct ConnConfig {
     pub cluster_cidrs: ClusterCidrs,
     /// The `--protocols` file's declarations (a cluster object of the same name is left out).
     pub protocols: Signatures,
-    /// Where this node's Node object is read: `None` is core/v1 `nodes` (the daemon). Tests
-    /// against an API server without core/v1 (tests/k8s/testenv) name a stand-in resource
-    /// with the same `spec` fields.
-    pub node_resource: Option<kube::api::ApiResource>,
 }
 
 /// Knobs of [`crate::run`]. `Default` gives production values.
@@ -64,14 +61,22 @@ pub struct ControllerOptions {
     pub publish_events: bool,
     /// Full re-reconcile of every policy at least this often (heals lost writes).
     pub resync_interval: Duration,
-    /// This node re-writes its `BulwarkNode` report at least this often (its heartbeat).
+    /// This node renews the heartbeat of its `BulwarkNode` report this often, from a task of
+    /// its own (a small patch; never held up by policy work).
     pub report_heartbeat: Duration,
-    /// ... and at most this often when what it reports changes (a burst of policy changes
-    /// costs each node one write per interval).
+    /// A change of what this node reports is written once it has been unchanged this long (a
+    /// burst of policy changes costs each node one write when it is over) ...
     pub report_min_interval: Duration,
+    /// ... or once the change has waited this long, whichever comes first.
+    pub report_max_delay: Duration,
     /// A node whose report's heartbeat is older than this (measured from now) has departed: the
-    /// status aggregator leaves it out of every policy's status and deletes its report.
+    /// status aggregator leaves it out of every policy's status and deletes its report. Not
+    /// applied while the node's Node object exists ([`crate::node_liveness`]).
     pub node_ttl: Duration,
+    /// The resource whose objects are the cluster's nodes: core/v1 Node. A deleted Node's
+    /// report is removed at once. (Tests point this at a stand-in: the test API server serves
+    /// no core/v1.)
+    pub node_resource: ApiResource,
     /// Take part in the election of the status aggregator (the holder of the `bulwark-status`
     /// Lease in `host_namespace` writes every policy's status from the node reports).
     pub aggregate_status: bool,
@@ -81,6 +86,10 @@ pub struct ControllerOptions {
     /// The aggregator recomputes policy statuses at most this often (bounds status writes per
     /// policy change whatever the number of nodes).
     pub status_interval: Duration,
+    /// While nodes are still catching up with a policy (some pending), its status is rewritten
+    /// with the progress at most this often; a new generation and the final counts (none
+    /// pending) are written at the next pass.
+    pub status_progress_interval: Duration,
     /// Set once both policy kinds are listed and the first engine apply is done.
     pub ready: Arc<AtomicBool>,
     /// Counters shared with the health endpoint and the daemon.
@@ -108,10 +117,13 @@ impl Default for ControllerOptions {
             resync_interval: Duration::from_secs(300),
             report_heartbeat: Duration::from_secs(60),
             report_min_interval: Duration::from_secs(1),
+            report_max_delay: Duration::from_secs(10),
             node_ttl: Duration::from_secs(300),
+            node_resource: ApiResource::erase::<k8s_openapi::api::core::v1::Node>(&()),
             aggregate_status: true,
             lease_duration: Duration::from_secs(15),
             status_interval: Duration::from_secs(1),
+            status_progress_interval: Duration::from_secs(5),
             ready: Arc::new(AtomicBool::new(false)),
             stats: Arc::new(Stats::default()),
             pod_workloads: None,

@@ -10,7 +10,7 @@
 //! the policy was deleted while being applied and is ignored; other failures are retried.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,13 +18,14 @@ use bulwark_policy::model::{AnyPolicy, PolicyStatus, TracingPolicy, TracingPolic
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::aggregate::Aggregator;
-use crate::node_report::{self, ReportWriter, Written};
+use crate::node_report::{self, Heartbeat, ReportWriter};
 use crate::reconcile::PolicyObject;
 use crate::validate::{self, Verdict};
-use crate::watch_store::WatchStore;
+use crate::watch_store::{Wake, WatchStore};
 use crate::{ControllerOptions, PolicyEngine, PolicyKey, PolicyKind, PolicyLoadResult};
 
 /// One object of either kind, parsed as far as possible.
@@ -32,13 +33,82 @@ pub struct ParsedPolicy {
     pub object: PolicyObject,
     /// The typed policy, or why the object could not be read as one.
     pub policy: Result<AnyPolicy, String>,
-    /// Identity of the spec for change detection (uid + spec JSON).
+    /// Identity of the spec for change detection: uid + generation (the API server bumps the
+    /// generation exactly when the spec changes), uid + spec JSON for an object without one.
     pub fingerprint: String,
+    /// The status still has (or `managedFields` still track) the per-node list written before
+    /// `BulwarkNode` reports ([`has_legacy_status`]); the aggregator rewrites it.
+    pub legacy_status: bool,
 }
+
+/// True when `obj`'s status is in the format from before `BulwarkNode` reports: a per-node
+/// `status.nodeStatus` list, each entry owned by its node's field manager (`bulwark/<node>`),
+/// which grows with the cluster in the object and in its `managedFields`. The list may already
+/// be pruned from the object by the new schema while its managers still own it.
+pub fn has_legacy_status(obj: &DynamicObject) -> bool {
+    let in_status = obj
+        .data
+        .get("status")
+        .is_some_and(|s| s.get(LEGACY_NODE_LIST).is_some());
+    in_status || !legacy_status_managers(obj).is_empty()
+}
+
+/// The field managers of `obj`'s status that own part of the per-node list from before
+/// reports (`bulwark/<node>`, one per node that wrote it).
+pub fn legacy_status_managers(obj: &DynamicObject) -> Vec<String> {
+    let legacy_key = format!("f:{}", LEGACY_NODE_LIST);
+    obj.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.subresource.as_deref() == Some("status")
+                && m.fields_v1.as_ref().is_some_and(|f| {
+                    f.0.get("f:status")
+                        .is_some_and(|s| s.get(&legacy_key).is_some())
+                })
+        })
+        .filter_map(|m| m.manager.clone())
+        .collect()
+}
+
+/// The per-node status list of the format before `BulwarkNode` reports.
+pub const LEGACY_NODE_LIST: &str = "nodeStatus";
 
 /// Read one untyped object as a policy of `kind`. Never fails: an unreadable object comes back
 /// with `policy: Err(reason)`.
 pub fn parse_object(kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
+    let value = serde_json::to_value(obj).unwrap_or_default();
+    let policy = match kind {
+        PolicyKind::Cluster => {
+            serde_json::from_value::<TracingPolicy>(value).map(AnyPolicy::Cluster)
+        }
+        PolicyKind::Namespaced => {
+            serde_json::from_value::<TracingPolicyNamespaced>(value).map(AnyPolicy::Namespaced)
+        }
+    }
+    .map_err(|e| format!("the object cannot be read as a {}: {e}", kind.kind()));
+    let fingerprint = match (&obj.metadata.uid, obj.metadata.generation) {
+        (Some(uid), Some(g)) => format!("{uid}|{g}"),
+        (uid, _) => format!(
+            "{}|{}",
+            uid.as_deref().unwrap_or(""),
+            obj.data
+                .get("spec")
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        ),
+    };
+    ParsedPolicy {
+        object: policy_object(kind, obj, true),
+        policy,
+        fingerprint,
+        legacy_status: has_legacy_status(obj),
+    }
+}
+
+/// The key, generation and (when `with_status`) status of `obj`, without reading its spec.
+fn policy_object(kind: PolicyKind, obj: &DynamicObject, with_status: bool) -> PolicyObject {
     let key = PolicyKey {
         kind,
         namespace: match kind {
@@ -55,33 +125,12 @@ pub fn parse_object(kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
     let status = obj
         .data
         .get("status")
-        .and_then(|s| serde_json::from_value::<PolicyStatus>(s.clone()).ok());
-    let value = serde_json::to_value(obj).unwrap_or_default();
-    let policy = match kind {
-        PolicyKind::Cluster => {
-            serde_json::from_value::<TracingPolicy>(value).map(AnyPolicy::Cluster)
-        }
-        PolicyKind::Namespaced => {
-            serde_json::from_value::<TracingPolicyNamespaced>(value).map(AnyPolicy::Namespaced)
-        }
-    }
-    .map_err(|e| format!("the object cannot be read as a {}: {e}", kind.kind()));
-    let fingerprint = format!(
-        "{}|{}",
-        obj.metadata.uid.as_deref().unwrap_or(""),
-        obj.data
-            .get("spec")
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    );
-    ParsedPolicy {
-        object: PolicyObject {
-            key,
-            generation: obj.metadata.generation,
-            status,
-        },
-        policy,
-        fingerprint,
+        .filter(|_| with_status)
+        .and_then(|s| PolicyStatus::deserialize(s).ok());
+    PolicyObject {
+        key,
+        generation: obj.metadata.generation,
+        status,
     }
 }
 
@@ -103,8 +152,14 @@ pub struct ParseCache {
 }
 
 impl ParseCache {
-    /// [`parse_object`], reusing the spec parsed for the same uid and generation.
-    pub fn parse(&mut self, kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
+    /// [`parse_object`], reusing the spec parsed for the same uid and generation. The status
+    /// is read only `with_status` (only the status aggregator needs it).
+    pub fn parse(
+        &mut self,
+        kind: PolicyKind,
+        obj: &DynamicObject,
+        with_status: bool,
+    ) -> ParsedPolicy {
         let key = match (&obj.metadata.uid, obj.metadata.generation) {
             (Some(uid), Some(g)) => (kind, uid.clone(), g),
             _ => return parse_object(kind, obj),
@@ -115,11 +170,14 @@ impl ParseCache {
             .or_else(|| self.parsed.get(&key))
             .cloned()
         {
-            let mut p = parse_object_status_only(kind, obj);
-            p.policy = policy.clone();
-            p.fingerprint = fingerprint.clone();
-            self.used_parsed.insert(key, (policy, fingerprint));
-            return p;
+            self.used_parsed
+                .insert(key, (policy.clone(), fingerprint.clone()));
+            return ParsedPolicy {
+                object: policy_object(kind, obj, with_status),
+                policy,
+                fingerprint,
+                legacy_status: with_status && has_legacy_status(obj),
+            };
         }
         let p = parse_object(kind, obj);
         self.used_parsed
@@ -151,21 +209,25 @@ impl ParseCache {
     }
 }
 
-/// The key, generation and status of `obj`, without reading its spec.
-fn parse_object_status_only(kind: PolicyKind, obj: &DynamicObject) -> ParsedPolicy {
-    let mut bare = obj.clone();
-    bare.data =
-        serde_json::json!({ "status": obj.data.get("status").cloned().unwrap_or_default() });
-    parse_object(kind, &bare)
-}
-
-/// The result of deciding what to hand to the engine: verdicts for every object and the
-/// accepted policies, sorted by key.
+/// The result of deciding what to hand to the engine: verdicts for every object and which
+/// objects are accepted, sorted by key.
 pub struct Plan {
     pub verdicts: BTreeMap<PolicyKey, Verdict>,
-    pub accepted: Vec<AnyPolicy>,
+    /// Indices into the objects the plan was made from, sorted by key.
+    pub accepted: Vec<usize>,
     /// Changes whenever the accepted set or any accepted spec changes.
     pub fingerprint: Vec<String>,
+}
+
+impl Plan {
+    /// The accepted policies of `objects` (the slice the plan was made from), sorted by key:
+    /// cloned only when they go to the engine.
+    pub fn accepted_policies(&self, objects: &[ParsedPolicy]) -> Vec<AnyPolicy> {
+        self.accepted
+            .iter()
+            .filter_map(|i| objects.get(*i)?.policy.as_ref().ok().cloned())
+            .collect()
+    }
 }
 
 /// Validate every object (pure; the lint's checks are pure).
@@ -187,24 +249,22 @@ pub fn plan_with(
     mut verdict: impl FnMut(&ParsedPolicy) -> Verdict,
 ) -> Plan {
     let mut verdicts = BTreeMap::new();
-    let mut accepted: Vec<(PolicyKey, AnyPolicy, String)> = Vec::new();
-    for p in objects {
+    let mut accepted: Vec<usize> = Vec::new();
+    for (i, p) in objects.iter().enumerate() {
         let verdict = verdict(p);
-        if verdict.accepted() {
-            if let Ok(policy) = &p.policy {
-                accepted.push((p.object.key.clone(), policy.clone(), p.fingerprint.clone()));
-            }
+        if verdict.accepted() && p.policy.is_ok() {
+            accepted.push(i);
         }
         verdicts.insert(p.object.key.clone(), verdict);
     }
-    accepted.sort_by(|a, b| a.0.cmp(&b.0));
+    accepted.sort_by(|a, b| objects[*a].object.key.cmp(&objects[*b].object.key));
     Plan {
         verdicts,
         fingerprint: accepted
             .iter()
-            .map(|(k, _, f)| format!("{k}|{f}"))
+            .map(|i| format!("{}|{}", objects[*i].object.key, objects[*i].fingerprint))
             .collect(),
-        accepted: accepted.into_iter().map(|(_, p, _)| p).collect(),
+        accepted,
     }
 }
 
@@ -218,17 +278,21 @@ pub async fn run(
     let ar_c = ApiResource::erase::<TracingPolicy>(&());
     let ar_n = ApiResource::erase::<TracingPolicyNamespaced>(&());
     let notify = Arc::new(Notify::new());
-    let store_c = WatchStore::spawn(
+    let store_c = WatchStore::spawn_waking(
         Api::all_with(client.clone(), &ar_c),
         watcher::Config::default(),
         notify.clone(),
         "tracingpolicies.bulwark.dev".into(),
+        // Status writes reach every node; only a new spec needs a pass.
+        Wake::SpecChange,
     );
-    let store_n = WatchStore::spawn(
+    let store_n = WatchStore::spawn_waking(
         Api::all_with(client.clone(), &ar_n),
         watcher::Config::default(),
         notify.clone(),
         "tracingpoliciesnamespaced.bulwark.dev".into(),
+        // Status writes reach every node; only a new spec needs a pass.
+        Wake::SpecChange,
     );
     store_c.wait_ready().await;
     store_n.wait_ready().await;
@@ -240,8 +304,8 @@ pub async fn run(
             client.clone(),
             &node,
             &manager,
-            opts.report_heartbeat,
             opts.report_min_interval,
+            opts.report_max_delay,
         ),
         aggregator: opts
             .aggregate_status
@@ -252,8 +316,22 @@ pub async fn run(
         engine_failures: 0,
         engine_applied_once: false,
     };
+    let report_lost = Arc::new(AtomicBool::new(false));
+    // Stops with this task (dropped when the controller is).
+    let _heartbeat = AbortOnDrop(Heartbeat::spawn(
+        client.clone(),
+        &node,
+        &manager,
+        opts.report_heartbeat,
+        report_lost.clone(),
+        notify.clone(),
+        opts.stats.clone(),
+    ));
     let mut next_audit = Instant::now() + opts.resync_interval;
     loop {
+        if report_lost.swap(false, Ordering::Relaxed) {
+            state.report.invalidate();
+        }
         if Instant::now() >= next_audit {
             // Catch a server that lost its data: resumed watches would miss new objects.
             let mut lost = false;
@@ -297,6 +375,15 @@ pub async fn run(
     }
 }
 
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct LoopState {
     report: ReportWriter,
     /// `None` when this node does not take part in the status election.
@@ -321,25 +408,27 @@ async fn pass(
     ar_n: &ApiResource,
     st: &mut LoopState,
 ) -> Instant {
+    // Only the status aggregator reads the policies' statuses.
+    let aggregating = st.aggregator.as_ref().is_some_and(Aggregator::holds_lease);
     let mut objects: Vec<ParsedPolicy> = store_c
         .state()
         .iter()
-        .map(|o| st.cache.parse(PolicyKind::Cluster, o))
+        .map(|o| st.cache.parse(PolicyKind::Cluster, o, aggregating))
         .collect();
     objects.extend(
         store_n
             .state()
             .iter()
-            .map(|o| st.cache.parse(PolicyKind::Namespaced, o)),
+            .map(|o| st.cache.parse(PolicyKind::Namespaced, o, aggregating)),
     );
     let plan = plan_with(&objects, |p| st.cache.verdict(p));
     st.cache.end_pass();
     let mut retry: Option<Duration> = None;
 
     if st.applied_fingerprint.as_ref() != Some(&plan.fingerprint) {
-        let keys: Vec<PolicyKey> = plan.accepted.iter().map(PolicyKey::of).collect();
+        let set = plan.accepted_policies(&objects);
+        let keys: Vec<PolicyKey> = set.iter().map(PolicyKey::of).collect();
         let eng = engine.clone();
-        let set = plan.accepted.clone();
         let res = tokio::task::spawn_blocking(move || eng.apply(set))
             .await
             .unwrap_or_else(|e| Err(format!("the engine panicked while applying policies: {e}")));
@@ -381,21 +470,16 @@ async fn pass(
         }
     }
 
-    if st.engine_applied_once || st.engine_failures > 0 {
-        match st
-            .report
-            .sync(node_report::entries(&objects, &st.load))
-            .await
-        {
-            Ok(Written::Change) => {
+    let reporting = st.engine_applied_once || st.engine_failures > 0;
+    let entries = node_report::entries(&objects, &st.load);
+    if reporting {
+        match st.report.sync(entries.clone(), aggregating).await {
+            Ok(true) => {
                 opts.stats
                     .node_report_writes
                     .fetch_add(1, Ordering::Relaxed);
             }
-            Ok(Written::Heartbeat) => {
-                opts.stats.node_heartbeats.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Written::Nothing) => {}
+            Ok(false) => {}
             Err(e) => {
                 opts.stats.api_write_errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!("writing the BulwarkNode report of node {node} failed (will retry): {e}; is the BulwarkNode CRD installed?");
@@ -407,7 +491,8 @@ async fn pass(
         come_back = come_back.min(t);
     }
     if let Some(agg) = st.aggregator.as_mut() {
-        come_back = come_back.min(agg.tick(&objects, &plan, ar_c, ar_n, opts).await);
+        let own = reporting.then(|| node_report::current(node, entries));
+        come_back = come_back.min(agg.tick(&objects, &plan, own, ar_c, ar_n, opts).await);
     }
     come_back
 }
@@ -468,18 +553,18 @@ mod tests {
             }))
         };
         let mut cache = ParseCache::default();
-        let a = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Accepted"));
+        let a = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Accepted"), true);
         assert!(cache.verdict(&a).accepted());
         cache.end_pass();
         // Same generation, other status: the cached spec and verdict, the new status.
-        let b = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Rejected"));
+        let b = cache.parse(PolicyKind::Cluster, &mk(1, "10.0.0.0/8", "Rejected"), true);
         assert_eq!(b.object.status.unwrap().state.as_deref(), Some("Rejected"));
         assert_eq!(b.fingerprint, a.fingerprint);
         assert!(b.policy.is_ok());
         assert_eq!(b.object.generation, Some(1));
         cache.end_pass();
         // A new generation is parsed and validated afresh.
-        let c = cache.parse(PolicyKind::Cluster, &mk(2, "10.0.0.0/33", "Accepted"));
+        let c = cache.parse(PolicyKind::Cluster, &mk(2, "10.0.0.0/33", "Accepted"), true);
         assert_ne!(c.fingerprint, a.fingerprint);
         assert!(
             !cache.verdict(&c).accepted(),

@@ -154,6 +154,61 @@ pub fn blocked_metadata_connect(
     }
 }
 
+/// The stand-in for core/v1 Node on a test API server that serves no core/v1 (the CRD test
+/// server of `tests/k8s/testenv`): cluster-scoped objects of kind Node in group
+/// `testenv.bulwark.dev`, any content. Point [`ControllerOptions::node_resource`] at it.
+pub fn node_stand_in() -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: "testenv.bulwark.dev".into(),
+        version: "v1".into(),
+        api_version: "testenv.bulwark.dev/v1".into(),
+        kind: "Node".into(),
+        plural: "nodes".into(),
+    }
+}
+
+/// The CustomResourceDefinition of [`node_stand_in`].
+pub fn node_stand_in_crd() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": { "name": "nodes.testenv.bulwark.dev" },
+        "spec": {
+            "group": "testenv.bulwark.dev",
+            "scope": "Cluster",
+            "names": { "plural": "nodes", "singular": "node", "kind": "Node", "listKind": "NodeList" },
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": {
+                    "type": "object", "x-kubernetes-preserve-unknown-fields": true } }
+            }]
+        }
+    })
+}
+
+/// A [`node_stand_in`] object named `name`, labelled `bulwark.dev/sim=<label>`.
+pub fn node_object(name: &str, label: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "testenv.bulwark.dev/v1", "kind": "Node",
+        "metadata": { "name": name, "labels": { "bulwark.dev/sim": label } }
+    })
+}
+
+/// `Some` once the CustomResourceDefinition `name` is Established (for a wait loop).
+pub async fn crd_established(
+    api: &kube::Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    >,
+    name: &str,
+) -> Option<()> {
+    let c = api.get(name).await.ok()?;
+    c.status?
+        .conditions?
+        .iter()
+        .any(|c| c.type_ == "Established" && c.status == "True")
+        .then_some(())
+}
+
 /// True when `status` describes `generation` on exactly `nodes` live nodes, every one of
 /// them done (loaded or failed, none pending) and `failed` of them failing.
 pub fn converged(status: &PolicyStatus, generation: Option<i64>, nodes: i64, failed: i64) -> bool {

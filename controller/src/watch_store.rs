@@ -6,6 +6,10 @@
 //! version can silently miss every object created since. [`WatchStore::audit`] therefore lists
 //! the resource directly from time to time; when the set of objects (by UID) differs from the
 //! store, it adopts the listed state and restarts the watch from a fresh list.
+//!
+//! What wakes the reader is chosen per store ([`Wake`]): every change, or only changes of what
+//! an object asks for (its `metadata.generation`), so a store of policies is not woken by the
+//! status writes that every node's watch receives.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -29,6 +33,16 @@ fn key_of<K: Resource>(o: &K) -> Key {
     )
 }
 
+/// Which changes poke the store's `changed` notifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Every added, changed or deleted object.
+    Always,
+    /// Added and deleted objects and changes of `metadata.generation` (the spec); a change of
+    /// status or metadata only is stored but wakes nobody.
+    SpecChange,
+}
+
 /// The current objects plus the machinery to keep them current.
 pub struct WatchStore<K> {
     objects: Arc<RwLock<BTreeMap<Key, Arc<K>>>>,
@@ -47,11 +61,12 @@ impl<K> Drop for WatchStore<K> {
 }
 
 /// Apply one watcher event to `live`, using `buffer` for the re-list in progress. Returns true
-/// when `live` changed (or a re-list completed).
+/// when `live` changed in a way `wake` asks to be told about (or a re-list completed).
 pub fn apply_event<K: Resource>(
     ev: watcher::Event<K>,
     live: &RwLock<BTreeMap<Key, Arc<K>>>,
     buffer: &mut Option<BTreeMap<Key, Arc<K>>>,
+    wake: Wake,
 ) -> bool {
     match ev {
         watcher::Event::Init => {
@@ -72,10 +87,15 @@ pub fn apply_event<K: Resource>(
             true
         }
         watcher::Event::Apply(o) => {
-            if let Ok(mut l) = live.write() {
-                l.insert(key_of(&o), Arc::new(o));
-            }
-            true
+            let Ok(mut l) = live.write() else {
+                return true;
+            };
+            let spec_of = |m: &kube::api::ObjectMeta| (m.uid.clone(), m.generation);
+            let same_spec = l
+                .get(&key_of(&o))
+                .is_some_and(|old| spec_of(old.meta()) == spec_of(o.meta()));
+            l.insert(key_of(&o), Arc::new(o));
+            wake == Wake::Always || !same_spec
         }
         watcher::Event::Delete(o) => {
             if let Ok(mut l) = live.write() {
@@ -97,6 +117,17 @@ where
         cfg: watcher::Config,
         changed: Arc<Notify>,
         label: String,
+    ) -> WatchStore<K> {
+        Self::spawn_waking(api, cfg, changed, label, Wake::Always)
+    }
+
+    /// [`WatchStore::spawn`], poking `changed` only for the changes `wake` names.
+    pub fn spawn_waking(
+        api: Api<K>,
+        cfg: watcher::Config,
+        changed: Arc<Notify>,
+        label: String,
+        wake: Wake,
     ) -> WatchStore<K> {
         let objects: Arc<RwLock<BTreeMap<Key, Arc<K>>>> = Arc::default();
         let (ready_tx, ready) = watch::channel(false);
@@ -120,7 +151,7 @@ where
                         ev = stream.next() => match ev {
                             Some(Ok(ev)) => {
                                 let done = matches!(ev, watcher::Event::InitDone);
-                                if apply_event(ev, &live, &mut buffer) {
+                                if apply_event(ev, &live, &mut buffer, wake) {
                                     changed.notify_one();
                                 }
                                 if done {
@@ -225,33 +256,91 @@ mod tests {
         assert!(apply_event(
             watcher::Event::Apply(cm("stale", "u0")),
             &live,
-            &mut buf
+            &mut buf,
+            Wake::Always
         ));
-        assert!(!apply_event(watcher::Event::Init, &live, &mut buf));
+        assert!(!apply_event(
+            watcher::Event::Init,
+            &live,
+            &mut buf,
+            Wake::Always
+        ));
         assert!(!apply_event(
             watcher::Event::InitApply(cm("a", "u1")),
             &live,
-            &mut buf
+            &mut buf,
+            Wake::Always
         ));
         // Until the re-list is done, readers still see the old state.
         assert!(live
             .read()
             .unwrap()
             .contains_key(&("ns".to_string(), "stale".to_string())));
-        assert!(apply_event(watcher::Event::InitDone, &live, &mut buf));
+        assert!(apply_event(
+            watcher::Event::InitDone,
+            &live,
+            &mut buf,
+            Wake::Always
+        ));
         let names: Vec<String> = live.read().unwrap().keys().map(|k| k.1.clone()).collect();
         assert_eq!(names, vec!["a"]);
         assert!(apply_event(
             watcher::Event::Apply(cm("b", "u2")),
             &live,
-            &mut buf
+            &mut buf,
+            Wake::Always
         ));
         assert!(apply_event(
             watcher::Event::Delete(cm("a", "u1")),
             &live,
-            &mut buf
+            &mut buf,
+            Wake::Always
         ));
         let names: Vec<String> = live.read().unwrap().keys().map(|k| k.1.clone()).collect();
         assert_eq!(names, vec!["b"]);
+    }
+
+    #[test]
+    fn spec_change_wakes_on_generation_add_and_delete_but_not_status_only() {
+        let live = RwLock::new(BTreeMap::new());
+        let mut buf = None;
+        let at = |generation: i64, rv: &str| {
+            let mut o = cm("p", "u1");
+            o.metadata.generation = Some(generation);
+            o.metadata.resource_version = Some(rv.into());
+            o
+        };
+        let ev = |o| watcher::Event::Apply(o);
+        assert!(
+            apply_event(ev(at(1, "1")), &live, &mut buf, Wake::SpecChange),
+            "added"
+        );
+        assert!(
+            !apply_event(ev(at(1, "2")), &live, &mut buf, Wake::SpecChange),
+            "status only"
+        );
+        // Stored all the same: the reader sees the newest object when it next looks.
+        let rv = |l: &RwLock<BTreeMap<Key, Arc<ConfigMap>>>| {
+            l.read()
+                .unwrap()
+                .values()
+                .next()
+                .unwrap()
+                .metadata
+                .resource_version
+                .clone()
+        };
+        assert_eq!(rv(&live).as_deref(), Some("2"));
+        assert!(
+            apply_event(ev(at(2, "3")), &live, &mut buf, Wake::SpecChange),
+            "new spec"
+        );
+        assert!(apply_event(ev(at(2, "4")), &live, &mut buf, Wake::Always));
+        assert!(apply_event(
+            watcher::Event::Delete(at(2, "5")),
+            &live,
+            &mut buf,
+            Wake::SpecChange
+        ));
     }
 }

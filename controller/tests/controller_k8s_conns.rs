@@ -1,6 +1,6 @@
 //! What connection observation takes from the cluster, against the real CRD API server named by
 //! KUBECONFIG (`tests/k8s/testenv`, which has no kubelet and no core/v1: the test creates the
-//! Node as an object of a stand-in CRD with the same fields, tests/k8s/testenv/src/nodes-crd.yaml,
+//! Node as an object of a stand-in CRD with the same fields, `bulwark_controller::sim::node_stand_in_crd`,
 //! and points the Node watch at it):
 //! this node's pod CIDRs become cluster CIDRs, and EncryptedProtocol objects are linted, put in
 //! force (a first payload carrying one is classified under its name, encrypted), reported in
@@ -17,15 +17,15 @@ use std::time::Duration;
 
 use bulwark_conns::{classify, ClusterCidrs, Signatures};
 use bulwark_controller::node::{start, NodeConfig};
+use bulwark_controller::sim::{node_stand_in, node_stand_in_crd};
 use bulwark_controller::{ConnConfig, ConnObservation, ControllerOptions};
 use bulwark_events::{Protocol, Scope};
 use common::*;
-use kube::api::ApiResource;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(90);
 const NODE: &str = "ctl-conns-node";
-/// The stand-in Node resource (tests/k8s/testenv/src/nodes-crd.yaml).
+/// The stand-in Node resource (`bulwark_controller::sim::node_stand_in`).
 const NODES: &str = "nodes.testenv.bulwark.dev";
 
 /// What the controller handed to the node, last.
@@ -88,19 +88,7 @@ async fn pod_cidrs_and_encrypted_protocols_from_the_cluster() {
             ],
         );
     }
-    kubectl_ok(
-        &kc,
-        &["apply", "-f", "tests/k8s/testenv/src/nodes-crd.yaml"],
-    );
-    kubectl_ok(
-        &kc,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/nodes.testenv.bulwark.dev",
-        ],
-    );
+    apply_crd(&client(&kc).await, &node_stand_in_crd()).await;
     kubectl_ok(&kc, &["delete", NODES, NODE, "--ignore-not-found"]);
     // No kubelet here: the Node is created as the node controller would leave it, with its pod
     // ranges (dual stack, outside every default cluster CIDR).
@@ -131,14 +119,8 @@ async fn pod_cidrs_and_encrypted_protocols_from_the_cluster() {
                     observation: recorder.clone(),
                     cluster_cidrs: ClusterCidrs::defaults(),
                     protocols: Signatures::default(),
-                    node_resource: Some(ApiResource {
-                        group: "testenv.bulwark.dev".into(),
-                        version: "v1".into(),
-                        api_version: "testenv.bulwark.dev/v1".into(),
-                        kind: "Node".into(),
-                        plural: "nodes".into(),
-                    }),
                 }),
+                node_resource: node_stand_in(),
                 ..Default::default()
             },
         },

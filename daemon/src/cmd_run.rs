@@ -460,7 +460,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         )),
                         cluster_cidrs: cluster_cidrs.clone(),
                         protocols: signatures.clone(),
-                        node_resource: None,
                     }),
                     stats,
                     ..ControllerOptions::default()

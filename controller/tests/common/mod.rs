@@ -269,3 +269,22 @@ pub fn find_event(
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
     v["items"].as_array()?.iter().find(|e| pred(e)).cloned()
 }
+
+/// Apply a CustomResourceDefinition (server-side) and wait until it is Established.
+pub async fn apply_crd(client: &kube::Client, crd: &serde_json::Value) {
+    let api: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = kube::Api::all(client.clone());
+    let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+    api.patch(
+        &name,
+        &kube::api::PatchParams::apply("bulwark-tests").force(),
+        &kube::api::Patch::Apply(crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+    wait_for(
+        &format!("CRD {name} established"),
+        Duration::from_secs(90),
+        || bulwark_controller::sim::crd_established(&api, &name),
+    )
+    .await;
+}
