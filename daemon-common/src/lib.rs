@@ -44,9 +44,14 @@
 //! is then judged in the sender's own table.
 //!
 //! A process's cached bits ([`ProcessState::selectors`]) are relative to the group of its
-//! `namespace_id` in that slot; fork copies both. A process moved to another cgroup keeps the
-//! namespace (and group) it exec'd in until its next exec or a reseed, as its bits did before;
-//! a reseed writes bits and `namespace_id` together from /proc. A rule-set switch rewrites
+//! `namespace_id` in that slot; fork copies both. A process moved to a cgroup of another
+//! namespace without exec (its pid written to `cgroup.procs`) is judged by where it is now:
+//! the cgroup-move program (`cgroup_attach_task`, fired for the thread-group leader once the
+//! whole group moved) gives it the new `namespace_id` and every selector bit in both slots
+//! (fail closed: every Block of its new group holds) and sends [`ProcessMovedEvent`], on which
+//! userspace recomputes its bits from /proc like a reseed (bits and `namespace_id` together).
+//! A process is in its leader's namespace: a thread moved alone (`cgroup.threads`) stays in
+//! its threaded domain, one pod's cgroup, and is not looked at. A rule-set switch rewrites
 //! `GROUPS` with the rest of the slot, so a group number never outlives its tables.
 //!
 //! Where each program finds its table: exec, connect, the socket guard and a send (the

@@ -103,3 +103,12 @@ pub struct KernelOffsets {
 pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 assert_sizes!(KernelOffsets = 196);
+
+/// Where the cgroup-move program reads the fields of tracepoint `cgroup/cgroup_attach_task`
+/// (the layout since Linux 5.7, when `dst_id` became the 64-bit cgroup id): `(field, offset)`.
+/// Userspace attaches the program only when the kernel's tracefs format has these offsets.
+pub const TP_CGROUP_ATTACH_FIELDS: [(&str, u32); 3] =
+    [("dst_root", 8), ("dst_id", 16), ("pid", 24)];
+pub const TP_CGROUP_ATTACH_DST_ROOT: usize = 8;
+pub const TP_CGROUP_ATTACH_DST_ID: usize = 16;
+pub const TP_CGROUP_ATTACH_PID: usize = 24;

@@ -47,6 +47,8 @@ pub const EVENT_MATCH: u32 = 5;
 pub const EVENT_SOCK_CLASSIFIED: u32 = 6;
 /// Engine-internal: see [`SockUnseenEvent`].
 pub const EVENT_SOCK_UNSEEN: u32 = 7;
+/// Daemon-internal: see [`ProcessMovedEvent`].
+pub const EVENT_PROCESS_MOVED: u32 = 12;
 
 /// First field of every ring-buffer record.
 #[repr(C)]
@@ -184,6 +186,22 @@ pub struct SockUnseenEvent {
     pub remote: Destination,
 }
 
+/// `EVENT_PROCESS_MOVED` (consumed by the daemon, not a user-facing event): a process was
+/// moved to a cgroup of another namespace (or into or out of every namespace) without exec.
+/// The kernel gave it that namespace with every selector bit (fail closed) in
+/// `PROCESSES[header.tgid]`; userspace recomputes its bits from /proc for the namespace it is
+/// in now, as a switch's reseed would.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessMovedEvent {
+    pub header: EventHeader,
+    /// The cgroup (v2 id) it was moved to.
+    pub cgroup_id: u64,
+    /// The namespace id of that cgroup (`WORKLOADS`, 0: none).
+    pub namespace_id: u32,
+    pub _pad: u32,
+}
+
 assert_sizes!(
     EventHeader = 24,
     ExecEvent = 840,
@@ -194,4 +212,5 @@ assert_sizes!(
     MatchEvent = 64,
     SockClassifiedEvent = 40,
     SockUnseenEvent = 72,
+    ProcessMovedEvent = 40,
 );

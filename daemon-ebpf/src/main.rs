@@ -1,6 +1,7 @@
 //! bulwark's kernel programs. Kept small: every decision that can be made in userspace is made
 //! there and handed down as map entries by the compiler. `maps` holds the maps and shared
-//! helpers; `exec`, `fork` and `exit` the process lifecycle programs, `connect` connect and
+//! helpers; `exec`, `fork` and `exit` the process lifecycle programs, `cgroup_move` a process
+//! moved between namespaces' cgroups, `connect` connect and
 //! sendmsg, `sockops` sock_ops, `net` what those and the egress programs share, `egress` the
 //! sk_msg verdict, `backstop` the wire-level check of what the verdict never saw, `sockets`
 //! the socket guard (socket types those hooks cannot see), `conn` connection observation.
@@ -12,6 +13,7 @@
 #![allow(clippy::needless_borrows_for_generic_args, clippy::needless_range_loop)]
 
 mod backstop;
+mod cgroup_move;
 mod conn;
 mod connect;
 mod egress;

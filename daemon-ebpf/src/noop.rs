@@ -20,6 +20,11 @@ pub fn noop_exit(_ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint]
+pub fn noop_cgroup_move(_ctx: TracePointContext) -> u32 {
+    0
+}
+
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn noop_fork(_ctx: RawTracePointContext) -> i32 {
     0

@@ -139,6 +139,10 @@ pub struct RunArgs {
     /// Tests only: pin under this build id instead of this binary's, to play an upgrade.
     #[arg(long, hide = true, value_name = "ID")]
     pub test_build_id: Option<String>,
+    /// Tests only: bytes of the kernel's event ring buffer (a power of two, at least a page),
+    /// so that a test can make the daemon lose events for certain.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub test_events_ring_bytes: Option<u32>,
 }
 
 /// `--cluster-cidrs`: a comma list of CIDRs.
@@ -485,6 +489,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         no_conn_observe: args.no_conn_observe,
         conn_interval: Some(Duration::from_secs(args.conn_interval)),
         pin_dir: args.pin_dir(),
+        events_ring_bytes: args.test_events_ring_bytes,
         build_id: args
             .test_build_id
             .as_ref()
@@ -611,6 +616,7 @@ mod tests {
             conn_interval: 5,
             no_conn_observe: false,
             test_build_id: None,
+            test_events_ring_bytes: None,
         }
     }
 

@@ -34,6 +34,14 @@ impl EngineKernel {
     }
 }
 
+/// What the daemon describes (bits, namespace id) as the engine writes it.
+fn process_bits((bits, namespace_id): (u64, u32)) -> ProcessBits {
+    ProcessBits {
+        bits,
+        namespace_id: Some(namespace_id),
+    }
+}
+
 /// Records handed out per poll before the loop gets to reloads and signals again.
 const MAX_RECORDS_PER_POLL: usize = 8192;
 
@@ -46,12 +54,7 @@ impl Kernel<NodeRuleSet> for EngineKernel {
         let engine = self.engine.as_mut().context("engine already shut down")?;
         let slot = engine.apply_slot(
             |slot| rules.slot_entries(slot),
-            |tgid| {
-                describe(tgid).map(|(bits, ns)| ProcessBits {
-                    bits,
-                    namespace_id: Some(ns),
-                })
-            },
+            |tgid| describe(tgid).map(process_bits),
         )?;
         let r = engine.last_switch();
         log::info!(
@@ -65,6 +68,17 @@ impl Kernel<NodeRuleSet> for EngineKernel {
             r.stale_left
         );
         Ok(slot)
+    }
+
+    fn refresh_process(
+        &mut self,
+        tgid: u32,
+        describe: &mut dyn FnMut(u32) -> Option<(u64, u32)>,
+    ) -> anyhow::Result<()> {
+        let engine = self.engine.as_mut().context("engine already shut down")?;
+        let written = engine.refresh_process(tgid, |t| describe(t).map(process_bits))?;
+        log::debug!("process {tgid} moved between namespaces: bits recomputed: {written}");
+        Ok(())
     }
 
     fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()> {

@@ -195,6 +195,13 @@ mod tests {
             self.applied.push(rules.selector_count());
             Ok(self.active)
         }
+        fn refresh_process(
+            &mut self,
+            _tgid: u32,
+            _describe: &mut dyn FnMut(u32) -> Option<(u64, u32)>,
+        ) -> anyhow::Result<()> {
+            Ok(())
+        }
         fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()> {
             self.workloads.push((cgroup_id, namespace_id));
             Ok(())

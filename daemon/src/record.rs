@@ -5,8 +5,9 @@
 
 use daemon_common::{
     ConnEvent, ConnPayloadEvent, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-    MatchEvent, EVENT_ARGS_LEN, EVENT_CONNECT, EVENT_CONN_CLOSE, EVENT_CONN_PAYLOAD,
-    EVENT_CONN_STATS, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH, PATH_LEN,
+    MatchEvent, ProcessMovedEvent, EVENT_ARGS_LEN, EVENT_CONNECT, EVENT_CONN_CLOSE,
+    EVENT_CONN_PAYLOAD, EVENT_CONN_STATS, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH,
+    EVENT_PROCESS_MOVED, PATH_LEN,
 };
 use std::mem::size_of;
 
@@ -22,6 +23,8 @@ pub enum Record {
     Conn(ConnEvent),
     /// The first payload of one direction of a connection.
     ConnPayload(Box<ConnPayloadEvent>),
+    /// A process moved to a cgroup of another namespace: its bits are to be recomputed.
+    ProcessMoved(ProcessMovedEvent),
 }
 
 impl Record {
@@ -35,6 +38,7 @@ impl Record {
             Record::Match(e) => &e.header,
             Record::Conn(e) => &e.header,
             Record::ConnPayload(e) => &e.header,
+            Record::ProcessMoved(e) => &e.header,
         }
     }
 }
@@ -105,6 +109,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EVENT_MATCH => Record::Match(read(bytes, kind)?),
         EVENT_CONN_STATS | EVENT_CONN_CLOSE => Record::Conn(read(bytes, kind)?),
         EVENT_CONN_PAYLOAD => Record::ConnPayload(Box::new(read(bytes, kind)?)),
+        EVENT_PROCESS_MOVED => Record::ProcessMoved(read(bytes, kind)?),
         k => return Err(DecodeError::UnknownKind(k)),
     })
 }

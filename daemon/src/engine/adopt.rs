@@ -10,7 +10,7 @@ use aya::maps::{Array, MapData};
 use aya::programs::links::FdLink;
 use daemon_common::*;
 
-use super::attach::{is_observation, Attach, LINKED_PROGRAMS};
+use super::attach::{is_observation, LINKED_PROGRAMS};
 use super::maps::{map, Maps};
 use super::{pins, switch, Engine, Pinning, SwitchReport};
 
@@ -90,7 +90,7 @@ impl Engine {
         for (prog, attach) in LINKED_PROGRAMS {
             // Observation is optional (`no_conn_observe`): the adopted engine observes as the
             // pinned one did.
-            if matches!(attach, Attach::TracePointIfPresent(..)) || is_observation(prog) {
+            if attach.optional() || is_observation(prog) {
                 continue;
             }
             let l = dir.join("links").join(prog);

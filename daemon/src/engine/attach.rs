@@ -33,6 +33,9 @@ pub(super) enum Attach {
     /// Tracepoint `category/name`, when this kernel has it (a kernel without the subsystem has
     /// nothing for the program to watch).
     TracePointIfPresent(&'static str, &'static str),
+    /// Tracepoint `category/name` whose record has each `(field, offset)` the program reads;
+    /// not attached, with a warning, on a kernel without it or with another layout.
+    TracePointWithLayout(&'static str, &'static str, &'static [(&'static str, u32)]),
     RawTracePoint(&'static str),
     /// On the cgroup v2 root, at the hook of the program's own attach type.
     CgroupSockAddr,
@@ -44,9 +47,19 @@ pub(super) enum Attach {
     CgroupSkbIngress,
 }
 
+impl Attach {
+    /// Whether a kernel may lack the hook (the program is then not attached, nor pinned).
+    pub(super) fn optional(self) -> bool {
+        matches!(
+            self,
+            Attach::TracePointIfPresent(..) | Attach::TracePointWithLayout(..)
+        )
+    }
+}
+
 /// Programs attached through links (pinned as `links/<name>`), in attach order. `bulwark_egress`
 /// (sk_msg) is attached to the SOCKHASH instead and lives as long as that map.
-pub(super) const LINKED_PROGRAMS: [(&str, Attach); 15] = [
+pub(super) const LINKED_PROGRAMS: [(&str, Attach); 16] = [
     (
         "bulwark_exec",
         Attach::TracePoint("sched", "sched_process_exec"),
@@ -56,6 +69,10 @@ pub(super) const LINKED_PROGRAMS: [(&str, Attach); 15] = [
         Attach::TracePoint("sched", "sched_process_exit"),
     ),
     ("bulwark_fork", Attach::RawTracePoint("sched_process_fork")),
+    (
+        "bulwark_cgroup_move",
+        Attach::TracePointWithLayout("cgroup", "cgroup_attach_task", &TP_CGROUP_ATTACH_FIELDS),
+    ),
     ("bulwark_connect4", Attach::CgroupSockAddr),
     ("bulwark_connect6", Attach::CgroupSockAddr),
     ("bulwark_sendmsg4", Attach::CgroupSockAddr),
@@ -159,6 +176,20 @@ fn attach_program(
                 && !tracepoint_exists(tracefs, category, tp)
             {
                 log::info!("{name}: this kernel has no tracepoint {category}/{tp}; not attached");
+                return Ok(None);
+            }
+            attach_as!(TracePoint, |p| p.attach(category, tp).with_context(|| {
+                format!("cannot attach {name} to tracepoint {category}/{tp}")
+            }))
+        }
+        Attach::TracePointWithLayout(category, tp, fields) => {
+            let found = |field: &str| host::tracepoint_field_offset(tracefs, category, tp, field);
+            if let Some((field, want)) = fields.iter().find(|(f, off)| found(f) != Some(*off)) {
+                log::warn!(
+                    "{name}: tracepoint {category}/{tp} missing or its field {field} is not at \
+                     offset {want} on this kernel; not attached (a process moved to another \
+                     namespace's cgroup keeps its namespace until it execs or the rules change)"
+                );
                 return Ok(None);
             }
             attach_as!(TracePoint, |p| p.attach(category, tp).with_context(|| {

@@ -21,7 +21,9 @@
 //!
 //! # Programs and where they attach
 //! - `bulwark_exec` tracepoint `sched/sched_process_exec`, `bulwark_exit` tracepoint
-//!   `sched/sched_process_exit`, `bulwark_fork` raw tracepoint `sched_process_fork`;
+//!   `sched/sched_process_exit`, `bulwark_fork` raw tracepoint `sched_process_fork`,
+//!   `bulwark_cgroup_move` tracepoint `cgroup/cgroup_attach_task` (skipped on a kernel whose
+//!   record has another layout; its [`daemon_common::ProcessMovedEvent`]s are the daemon's);
 //! - `bulwark_connect4/6`, `bulwark_sendmsg4/6` (cgroup sock_addr), `bulwark_sockops`
 //!   (sock_ops) and `bulwark_backstop` (cgroup_skb/egress) on the cgroup v2 root as bpf_links
 //!   (links always coexist with other programs; the kernel rejects explicit ALLOW_MULTI flags

@@ -329,6 +329,18 @@ impl Engine {
         Ok(SlotEntries { tables, groups })
     }
 
+    /// Recomputes the active slot's bits of a process moved to a cgroup of another namespace
+    /// without exec (`EVENT_PROCESS_MOVED`: the kernel gave it the new namespace with every
+    /// selector bit meanwhile) with what `describe` returns from its /proc facts, like a
+    /// switch's reseed. Returns whether they were written (not when the process is gone).
+    pub fn refresh_process(
+        &mut self,
+        tgid: u32,
+        mut describe: impl FnMut(u32) -> Option<ProcessBits>,
+    ) -> anyhow::Result<bool> {
+        switch::refresh(&mut self.maps, self.active, tgid, &mut describe)
+    }
+
     /// What the last successful [`Engine::apply`] did to running processes.
     pub fn last_switch(&self) -> &SwitchReport {
         &self.last_switch

@@ -177,10 +177,12 @@ pub struct ProcessBits {
 /// Computes and writes one process's bits for `slot`. Describes it again after the write: a
 /// process that exec'd between the description and the write would otherwise keep bits of
 /// its old image (the kernel's own write for the new image may have come before ours).
+/// `generation` of the slot being switched to; `None` for the active slot's bits of a process
+/// moved to another namespace (written whatever `slot_gen` says, which is kept).
 fn reseed_one(
     procs: &mut BpfHashMap<&mut MapData, u32, ProcessState>,
     slot: usize,
-    generation: u32,
+    generation: Option<u32>,
     tgid: u32,
     describe: &mut dyn FnMut(u32) -> Option<ProcessBits>,
 ) -> Reseeded {
@@ -190,7 +192,9 @@ fn reseed_one(
     };
     for attempt in 0..MAX_ATTEMPTS {
         let mut st = match procs.get(&tgid, 0) {
-            Ok(st) if attempt == 0 && st.slot_gen[slot] == generation => return Reseeded::Fresh,
+            Ok(st) if attempt == 0 && generation == Some(st.slot_gen[slot]) => {
+                return Reseeded::Fresh
+            }
             Ok(st) => st,
             Err(_) => ProcessState {
                 start_ns: proc_start_ns(tgid),
@@ -203,7 +207,9 @@ fn reseed_one(
             },
         };
         st.selectors[slot] = bits.bits;
-        st.slot_gen[slot] = generation;
+        if let Some(generation) = generation {
+            st.slot_gen[slot] = generation;
+        }
         if let Some(ns) = bits.namespace_id {
             if ns != st.namespace_id {
                 // The other slot's bits are numbered in the old namespace's group; until the
@@ -304,7 +310,7 @@ pub(super) fn reseed(
                 report.fail_closed += 1;
                 continue;
             }
-            match reseed_one(&mut procs, slot_i, generation, tgid, describe) {
+            match reseed_one(&mut procs, slot_i, Some(generation), tgid, describe) {
                 Reseeded::Written => report.reseeded += 1,
                 Reseeded::Fresh => {}
                 Reseeded::NoRoom {
@@ -349,6 +355,30 @@ pub(super) fn reseed(
     );
     report.reseed_us = start.elapsed().as_micros() as u64;
     Ok(report)
+}
+
+/// The bits of a process moved to a cgroup of another namespace, for the active `slot`: the
+/// kernel gave it that namespace with every selector bit (fail closed, `cgroup_move.rs`), and
+/// these are computed by the caller from its /proc facts, like a reseed's. Returns whether they
+/// were written (not when the process is gone).
+pub(super) fn refresh(
+    maps: &mut Maps,
+    slot: u8,
+    tgid: u32,
+    describe: &mut dyn FnMut(u32) -> Option<ProcessBits>,
+) -> anyhow::Result<bool> {
+    let mut procs: BpfHashMap<&mut MapData, u32, ProcessState> =
+        BpfHashMap::try_from(map(maps, MAP_PROCESSES)?)?;
+    Ok(
+        match reseed_one(&mut procs, usize::from(slot & 1), None, tgid, describe) {
+            Reseeded::Written => true,
+            Reseeded::NoRoom { .. } => {
+                log::warn!("process {tgid} moved between namespaces but PROCESSES has no room");
+                false
+            }
+            Reseeded::Fresh | Reseeded::Gone => false,
+        },
+    )
 }
 
 /// Writes `bits` as the process's bits for `slot` unless it is gone or already current.

@@ -120,6 +120,9 @@ pub struct FakeKernel {
     /// `describe_pids` (tests list the pids they want described).
     pub applied: Vec<(Vec<String>, Vec<Described>)>,
     pub describe_pids: Vec<u32>,
+    /// Processes moved between namespaces whose bits were recomputed, with what `describe`
+    /// gave (bits, namespace id).
+    pub refreshed: Vec<(u32, Option<(u64, u32)>)>,
     pub fail_apply: bool,
     pub workloads: HashMap<u64, u32>,
     /// Raw records, decoded as the engine's reader decodes them.
@@ -149,6 +152,14 @@ impl Kernel<FakeRules> for FakeKernel {
             .collect();
         self.applied.push((rules.0.clone(), described));
         Ok(self.active)
+    }
+    fn refresh_process(
+        &mut self,
+        tgid: u32,
+        describe: &mut dyn FnMut(u32) -> Option<(u64, u32)>,
+    ) -> anyhow::Result<()> {
+        self.refreshed.push((tgid, describe(tgid)));
+        Ok(())
     }
     fn set_workload(&mut self, cgroup_id: u64, ns: u32) -> anyhow::Result<()> {
         self.workloads.insert(cgroup_id, ns);

@@ -48,6 +48,15 @@ pub trait Kernel<R> {
         rules: &R,
         describe: &mut dyn FnMut(u32) -> Option<(u64, u32)>,
     ) -> anyhow::Result<u8>;
+    /// Recomputes the bits in force of one process moved to a cgroup of another namespace
+    /// without exec (the kernel gave it that namespace with every selector bit meanwhile) with
+    /// what `describe(tgid)` returns, as `apply` does for a stale process. A process that
+    /// cannot be described (it exited) is left alone.
+    fn refresh_process(
+        &mut self,
+        tgid: u32,
+        describe: &mut dyn FnMut(u32) -> Option<(u64, u32)>,
+    ) -> anyhow::Result<()>;
     fn set_workload(&mut self, cgroup_id: u64, namespace_id: u32) -> anyhow::Result<()>;
     fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()>;
     /// Replaces the set of dynamic loader files.

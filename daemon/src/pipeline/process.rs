@@ -119,6 +119,14 @@ impl ProcessCache {
         self.entries.contains_key(&(tgid, start_ns))
     }
 
+    /// A process moved to cgroup `cgroup_id` without exec: its events name the workload it is
+    /// in now.
+    pub fn on_move(&mut self, tgid: u32, start_ns: u64, cgroup_id: u64) {
+        if let Some(p) = self.entries.get_mut(&(tgid, start_ns)) {
+            p.cgroup_id = cgroup_id;
+        }
+    }
+
     /// Processes that have not exited.
     pub fn live(&self) -> impl Iterator<Item = &ProcInfo> {
         self.entries.values().filter(|p| p.exited_ns.is_none())

@@ -47,6 +47,9 @@ pub struct Pipeline<R> {
     observer: Option<EventObserver>,
     /// Open connections (connection observation's records joined by socket cookie).
     pub conns: Conns,
+    /// Processes moved to a cgroup of another namespace (`EVENT_PROCESS_MOVED`), by tgid: the
+    /// daemon recomputes their selector bits after the poll that brought them.
+    pub moved: Vec<u32>,
 }
 
 impl<R: Rules> Pipeline<R> {
@@ -71,6 +74,7 @@ impl<R: Rules> Pipeline<R> {
                 bulwark_conns::ClusterCidrs::defaults(),
                 bulwark_conns::Signatures::default(),
             ),
+            moved: Vec::new(),
         }
     }
 
@@ -237,6 +241,12 @@ impl<R: Rules> Pipeline<R> {
             Record::Conn(c) => {
                 let out = self.conns.on_conn(&c)?;
                 Some(self.conn_event(out))
+            }
+            Record::ProcessMoved(m) => {
+                let h = m.header;
+                self.cache.on_move(h.tgid, h.start_ns, m.cgroup_id);
+                self.moved.push(h.tgid);
+                None
             }
         }
     }

@@ -227,6 +227,7 @@ where
             self.pipeline.emit(&ev);
         }
         self.pipeline.flush();
+        self.refresh_moved();
         Ok(())
     }
 
@@ -453,6 +454,47 @@ mod tests {
         assert_eq!(lines.first().unwrap()["state"], "ready");
         assert_eq!(lines.last().unwrap()["state"], "stopping");
         assert!(d.kernel.shut);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_process_moved_between_namespaces_gets_its_bits_recomputed_from_proc() {
+        use daemon_common::{ProcessMovedEvent, EVENT_PROCESS_MOVED};
+        let moved = |tgid: u32| {
+            as_bytes(&ProcessMovedEvent {
+                header: EventHeader {
+                    kind: EVENT_PROCESS_MOVED,
+                    tgid,
+                    ..Default::default()
+                },
+                cgroup_id: 77,
+                ..Default::default()
+            })
+        };
+        let me = std::process::id();
+        let dir = tmpdir("moved");
+        // A policy whose name ends the test binary's path: selector 0 holds for this process.
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_name().unwrap().to_str().unwrap().to_string();
+        std::fs::write(dir.join("policies/p.yaml"), &name).unwrap();
+        let (mut d, out) = daemon(&dir, None);
+        // Before any rule set is in force there is nothing to recompute.
+        d.kernel.queue = vec![moved(me)];
+        d.pump(Duration::ZERO).unwrap();
+        assert!(d.kernel.refreshed.is_empty(), "{:?}", d.kernel.refreshed);
+        d.start();
+        out.take();
+        // Twice in one poll (moved back and forth) is recomputed once; a process that is gone
+        // cannot be described.
+        let gone = u32::MAX - 1;
+        d.kernel.queue = vec![moved(me), moved(gone), moved(me)];
+        d.pump(Duration::ZERO).unwrap();
+        assert!(out.take().is_empty(), "a move is not an event of its own");
+        assert_eq!(
+            d.kernel.refreshed,
+            vec![(me, Some((1, 0))), (gone, None)],
+            "described from /proc with the rules in force, in no workload's namespace"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

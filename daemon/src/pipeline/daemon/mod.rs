@@ -28,7 +28,7 @@ use super::kernel::{Kernel, Rules};
 use super::policy_backend::PolicyBackend;
 use super::policy_dir::PolicyDir;
 use super::translate::Pipeline;
-use super::workload::{WorkloadChange, WorkloadSpec};
+use super::workload::{WorkloadChange, WorkloadRegistry, WorkloadSpec};
 use super::{binary_ids, exec_facts};
 use bulwark_compiler::{BinaryIdentities, FileId};
 use bulwark_events::Diagnostic;
@@ -87,6 +87,25 @@ where
     last_apply_ms: Option<f64>,
     /// The files the rule set in force matches, as resolved when it was applied.
     files: NodeFiles,
+}
+
+/// The bits `rules` give process `tgid` from its /proc facts ([`exec_facts`]), with the
+/// namespace id they are for; `None` when /proc cannot describe it (it exited).
+fn describe_process<R: Rules>(
+    cfg: &Config,
+    registry: &WorkloadRegistry,
+    loaders: &BTreeSet<FileId>,
+    rules: &R,
+    tgid: u32,
+) -> Option<(u64, u32)> {
+    exec_facts::gather(
+        &cfg.proc_root,
+        cfg.cgroup_mount.as_deref(),
+        tgid,
+        &|cgroup_id| registry.namespace_id(cgroup_id),
+        &|f| loaders.contains(&f),
+    )
+    .map(|facts| (rules.evaluate_exec(&facts), facts.namespace_id))
 }
 
 /// The files the kernel matches executed files against, as resolved on this node.
@@ -188,21 +207,9 @@ where
                 self.pipeline.set_slot(slot, rules.clone());
             }
         }
-        let proc_root = self.cfg.proc_root.clone();
-        let mount = self.cfg.cgroup_mount.clone();
-        let registry = &self.pipeline.registry;
-        let namespace_of = |cgroup_id: u64| registry.namespace_id(cgroup_id);
-        let is_loader = |f: FileId| files.loaders.contains(&f);
-        let mut describe = |tgid: u32| {
-            exec_facts::gather(
-                &proc_root,
-                mount.as_deref(),
-                tgid,
-                &namespace_of,
-                &is_loader,
-            )
-            .map(|facts| (rules.evaluate_exec(&facts), facts.namespace_id))
-        };
+        let (cfg, registry) = (&self.cfg, &self.pipeline.registry);
+        let mut describe =
+            |tgid: u32| describe_process(cfg, registry, &files.loaders, rules.as_ref(), tgid);
         let slot = self.kernel.apply(&rules, &mut describe)?;
         self.files = files;
         self.flush_deferred_workloads();
@@ -210,6 +217,29 @@ where
         self.current = Some(rules);
         self.generation += 1;
         Ok(())
+    }
+
+    /// Recomputes the bits of the processes moved to a cgroup of another namespace since the
+    /// last call (`Pipeline::moved`; the kernel gave each every selector bit of its new group
+    /// meanwhile), from their /proc facts like a switch's reseed. Before the first apply there
+    /// is nothing to recompute: that apply describes every process.
+    fn refresh_moved(&mut self) {
+        let mut moved = std::mem::take(&mut self.pipeline.moved);
+        let Some(rules) = self.current.clone() else {
+            return;
+        };
+        moved.sort_unstable();
+        moved.dedup();
+        let (cfg, registry, loaders) = (&self.cfg, &self.pipeline.registry, &self.files.loaders);
+        let mut describe =
+            |tgid: u32| describe_process(cfg, registry, loaders, rules.as_ref(), tgid);
+        for tgid in moved {
+            if let Err(e) = self.kernel.refresh_process(tgid, &mut describe) {
+                // It keeps every selector bit of its new group (fail closed) until it execs
+                // or the rules change.
+                eprintln!("bulwark: error: recomputing process {tgid} after a move: {e:#}");
+            }
+        }
     }
 
     /// Re-applies the set in force when a file its binary values or the loaders name changed

@@ -21,8 +21,9 @@
 //!   (`execveat(fd, "", AT_EMPTY_PATH)` of an `O_RDONLY` / `O_PATH` descriptor); exit 12 when a
 //!   step fails.
 //! - `connect-on DIR IP PORT`: a long-lived process that, for n = 1, 2, ..., waits until
-//!   `DIR/go-n` exists, tries one TCP connect and writes the outcome (`ok`, `EPERM`, ...) to
-//!   `DIR/result-n`; it writes `DIR/ready` first and ends when `DIR/stop` exists.
+//!   `DIR/go-n` exists, tries one TCP connect (to PORT, or to the port `go-n` holds) and writes
+//!   the outcome (`ok`, `EPERM`, ...) to `DIR/result-n`; it writes `DIR/ready` first and ends
+//!   when `DIR/stop` exists.
 //! - `uring IP PORT OP PAUSE_FILE TEXT`: a TCP socket registered as an io_uring fixed file
 //!   (its descriptor closed), connected with IORING_OP_CONNECT; prints `{"connect": ...}`,
 //!   waits until PAUSE_FILE exists (`-`: not at all) and sends TEXT with OP (`send`, `send-zc`,
@@ -344,7 +345,14 @@ fn connect_on(a: &[String]) -> u8 {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let outcome = match TcpStream::connect_timeout(&dest, Duration::from_secs(2)) {
+        let mut to = dest;
+        if let Some(port) = std::fs::read_to_string(&go)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+        {
+            to.set_port(port);
+        }
+        let outcome = match TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
             Ok(_) => "ok".to_string(),
             Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
         };

@@ -17,6 +17,16 @@ use std::path::Path;
 /// from namespace `ns`; `extra` adds an unrelated rule so that a new version of the file is
 /// another rule set (a switch, with its reseed of every process).
 fn block_connect(name: &str, ns: &str, port: &str, protocol: &str, extra: bool) -> String {
+    block_connect_policy(name, ns, port, protocol, extra).yaml()
+}
+
+fn block_connect_policy(
+    name: &str,
+    ns: &str,
+    port: &str,
+    protocol: &str,
+    extra: bool,
+) -> PolicyBuilder {
     let mut p = PolicyBuilder::new(name).rule(
         RuleBuilder::connect("block")
             .namespaces("In", &[ns])
@@ -31,7 +41,7 @@ fn block_connect(name: &str, ns: &str, port: &str, protocol: &str, extra: bool) 
                 .action("Block"),
         );
     }
-    p.yaml()
+    p
 }
 
 /// A `connect-on` workload (see the helper): one connect per `go()`, its outcome returned.
@@ -66,8 +76,14 @@ impl Connector {
 
     /// One connect attempt now: `ok`, `EPERM`, ...
     fn go(&mut self) -> String {
+        self.go_to(None)
+    }
+
+    /// One connect attempt now, to `port` instead of the one it started with.
+    fn go_to(&mut self, port: Option<u16>) -> String {
         self.n += 1;
-        std::fs::write(self.dir.join(format!("go-{}", self.n)), "").unwrap();
+        let port = port.map(|p| p.to_string()).unwrap_or_default();
+        std::fs::write(self.dir.join(format!("go-{}", self.n)), port).unwrap();
         let result = self.dir.join(format!("result-{}", self.n));
         poll_until(timeout(), || std::fs::read_to_string(&result).ok())
             .unwrap_or_else(|| panic!("connect {} of pid {} never finished", self.n, self.pid()))
@@ -87,13 +103,13 @@ impl Connector {
 }
 
 /// Issue 14.1: a process moved to another Kubernetes namespace's cgroup without exec, in both
-/// directions. Until a rule-set switch it is judged by the namespace it exec'd in: one that
-/// leaves the namespace with a Block rule stays blocked (no escape by moving), one moved into
-/// it is not blocked yet. A switch reseeds every process from /proc, which gives each the
-/// namespace of the cgroup it is in now: from then on the one moved in is blocked and the one
-/// that left is not. An exec after a move is judged in the new cgroup anyway (as any exec), so
-/// moving out can be undone only by whoever may write another pod's `cgroup.procs` — the
-/// boundary is that permission, not bulwark (docs/enforcement.md, "Selector groups").
+/// directions, is judged by the namespace of the cgroup it is in now, at once (no rule-set
+/// switch needed): the kernel gives a process moved into another namespace every selector of
+/// its new group (fail closed: the one moved into A is blocked from the move on) and the
+/// daemon recomputes its bits from /proc right after (then a selector of A whose binary it
+/// does not run no longer holds for it); the one that left A is no longer under A's rules. A
+/// switch (its reseed reads /proc too) changes nothing. Being able to write another pod's
+/// `cgroup.procs` is the boundary (docs/enforcement.md, "Selector groups").
 #[test]
 fn a_process_moved_to_another_namespace_without_exec() {
     let _g = serial();
@@ -104,52 +120,86 @@ fn a_process_moved_to_another_namespace_without_exec() {
             ("e2e-move-b".into(), "b".into()),
         ],
     });
-    let _srv = TestServer::start(&w.net, &[8080]);
-    let d = Daemon::start(
-        &w,
-        &[(
-            "move.yaml",
-            &block_connect("e2e-move", "e2e-move-a", "8080", "TCP", false),
-        )],
-    );
+    let _srv = TestServer::start(&w.net, &[8080, 8081]);
+    // A's group also has a Block on 8081 for a binary nobody runs: it holds for a moved
+    // process only while its bits are the fail-closed "every selector".
+    let policy = |extra: bool| {
+        block_connect_policy("e2e-move", "e2e-move-a", "8080", "TCP", extra)
+            .rule(
+                RuleBuilder::connect("other-binary")
+                    .namespaces("In", &["e2e-move-a"])
+                    .binaries("In", &["/nonexistent/e2e-move-other"])
+                    .destinations("In", &["10.199.0.0/16"], &["8081"], Some("TCP"))
+                    .action("Block"),
+            )
+            .yaml()
+    };
+    let d = Daemon::start(&w, &[("move.yaml", &policy(false))]);
     let ip = w.net.server_ip(false);
     let (a, b) = (&w.pods[0], &w.pods[1]);
     let mut leaver = Connector::start(a, &w.dir().join("leaver"), ip, 8080);
     let mut joiner = Connector::start(b, &w.dir().join("joiner"), ip, 8080);
     assert_eq!(leaver.go(), "EPERM", "in namespace A, before any move");
     crate::wait_match(&d, "e2e-move", "connect", leaver.pid(), 8080);
+    assert_eq!(
+        leaver.go_to(Some(8081)),
+        "ok",
+        "8081 is blocked for another binary"
+    );
     assert_eq!(joiner.go(), "ok", "in namespace B, before any move");
 
-    leaver.move_to(b);
     joiner.move_to(a);
     let mark = d.mark();
-    assert_eq!(
-        leaver.go(),
-        "EPERM",
-        "a process that left namespace A escaped its Block rule by moving"
-    );
-    let m = d.wait_event_after(mark, "the match of the leaver after its move", |e| {
-        ev::is_match(e, "e2e-move", "connect") && ev::pid(e) == Some(leaver.pid() as u64)
-    });
-    assert_eq!(m["outcome"], "blocked", "{m}");
-    // Documented limit: the process moved into A is judged as at its exec (in B) until the
-    // next switch. A fix that restricts it at once flips this assertion.
-    assert_eq!(joiner.go(), "ok", "moved into A, before a switch");
-
-    // A switch (a new version of the file): every process is reseeded from /proc.
-    let st = d.replace_policy(
-        "move.yaml",
-        &block_connect("e2e-move", "e2e-move-a", "8080", "TCP", true),
-    );
-    assert_eq!(st["state"], "reloaded", "{st}");
+    // No window: the kernel judges it in A from the move on.
     assert_eq!(
         joiner.go(),
         "EPERM",
-        "the process moved into A is judged in A after the reseed"
+        "a process moved into namespace A escaped A's Block rule"
     );
-    let m = crate::wait_match(&d, "e2e-move", "connect", joiner.pid(), 8080);
+    let m = d.wait_event_after(mark, "the match of the joiner after its move", |e| {
+        ev::is_match(e, "e2e-move", "connect") && ev::pid(e) == Some(joiner.pid() as u64)
+    });
     assert_eq!(m["outcome"], "blocked", "{m}");
-    // Documented: after the reseed the leaver is judged in B, where it is now.
+    // The daemon recomputes its bits: the selector of another binary stops holding.
+    let recomputed = poll_until(timeout(), || {
+        (joiner.go_to(Some(8081)) == "ok").then_some(())
+    });
+    assert!(
+        recomputed.is_some(),
+        "the joiner's bits were never recomputed from /proc (8081 still refused)"
+    );
+    assert_eq!(
+        joiner.go(),
+        "EPERM",
+        "the joiner after its bits were recomputed"
+    );
+
+    leaver.move_to(b);
+    let left = poll_until(timeout(), || (leaver.go() == "ok").then_some(()));
+    assert!(
+        left.is_some(),
+        "the process that left A is still judged in A"
+    );
+
+    // A switch (a new version of the file): every process is reseeded from /proc, with the
+    // same outcome.
+    let st = d.replace_policy("move.yaml", &policy(true));
+    assert_eq!(st["state"], "reloaded", "{st}");
+    let mark = d.mark();
+    assert_eq!(
+        joiner.go(),
+        "EPERM",
+        "the process moved into A after the reseed"
+    );
+    let m = d.wait_event_after(mark, "the joiner's match after the reseed", |e| {
+        ev::is_match(e, "e2e-move", "connect") && ev::pid(e) == Some(joiner.pid() as u64)
+    });
+    assert_eq!(m["outcome"], "blocked", "{m}");
+    assert_eq!(
+        joiner.go_to(Some(8081)),
+        "ok",
+        "the joiner on 8081 after the reseed"
+    );
     assert_eq!(leaver.go(), "ok", "the leaver after the reseed");
     std::fs::write(w.dir().join("leaver/stop"), "").unwrap();
     std::fs::write(w.dir().join("joiner/stop"), "").unwrap();

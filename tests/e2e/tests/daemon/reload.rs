@@ -160,6 +160,11 @@ fn reloads_leave_no_enforcement_gap() {
     assert_eq!(srv.log().accepts().len(), 0, "the server saw connections");
 }
 
+/// The daemon's ring buffer during the flood: 256 connect records, which the daemon (polling
+/// every 50 ms without being woken, see `wakeup_flags` in daemon-ebpf) drains at most 20 times a
+/// second, far slower than a flooder's `sendto` loop even on a loaded machine.
+const FLOOD_RING_BYTES: u32 = 16 * 1024;
+
 /// Size of the reload-race runs: `BULWARK_E2E_RELOAD_EXECS` processes (default 1,500; the issue's
 /// full size is 10,000) exec'd while the policy is reloaded at least `BULWARK_E2E_RELOADS` times
 /// (default 15; full size 100).
@@ -181,7 +186,9 @@ fn reload_race_size() -> (u32, u32) {
 /// them live across a switch), while the policy file is rewritten back to back (the block stays
 /// in every version, another rule changes). With `flood`, a second workload floods the event
 /// ring with unconnected UDP sends so that the daemon is losing events meanwhile (asserted):
-/// the switch must not depend on userspace having seen each process.
+/// the switch must not depend on userspace having seen each process. The daemon's ring buffer
+/// is then made small ([`FLOOD_RING_BYTES`]) so that the flood overflows it whatever the
+/// machine's load (a busy machine slows the flooder as much as the daemon).
 fn no_exec_escapes_reloads(flood: bool) {
     let _g = serial();
     let w = World::new(bulwark_e2e::WorldConfig {
@@ -198,6 +205,14 @@ fn no_exec_escapes_reloads(flood: bool) {
         policies: vec![("race.yaml".into(), version(0))],
         workloads: w.workloads_yaml(),
         skip_lines_containing: Some(r#""namespace":"e2e-flood""#.into()),
+        extra_args: if flood {
+            vec![
+                "--test-events-ring-bytes".into(),
+                FLOOD_RING_BYTES.to_string(),
+            ]
+        } else {
+            Vec::new()
+        },
         ..DaemonConfig::default()
     });
     let (execs, min_reloads) = reload_race_size();
@@ -211,10 +226,17 @@ fn no_exec_escapes_reloads(flood: bool) {
             "9",
             stop.to_str().unwrap(),
         ]);
-        // The flood is on when the daemon reports losses.
-        d.wait_event("a status event reporting lost events", |e| {
+        // The flood is on when the daemon reports losses (a status event at most every
+        // 10 s; a loaded machine may take several).
+        let what = "a status event reporting lost events";
+        let lossy = d.try_wait_event(what, 4 * bulwark_e2e::timeout(), |e| {
             e.typed().status().is_some_and(|s| s.lost_events > 0)
         });
+        assert!(
+            lossy.is_some(),
+            "timed out waiting for {what} (flood running)\n{}",
+            d.diagnostics()
+        );
         f
     });
     let storm = w.pod().spawn(&[
