@@ -11,7 +11,7 @@
 //! policy change costs one report write per node plus a few status writes per policy (at most
 //! one per [`crate::ControllerOptions::status_interval`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use kube::Client;
 use tokio::sync::Notify;
 
 use crate::crd::{BulwarkNode, NodePolicyReport};
-use crate::node_liveness::{live_reports, NodeWatch};
+use crate::node_liveness::{live_reports, NodeWatch, STALE_REASON};
 use crate::policy_watch::{ParsedPolicy, Plan};
 use crate::reconcile::{self, Action, NodeView, ReconcileContext};
 use crate::watch_store::WatchStore;
@@ -160,6 +160,7 @@ pub fn statuses(
     objects: &[ParsedPolicy],
     plan: &Plan,
     live: &[Arc<BulwarkNode>],
+    stale: &BTreeSet<String>,
     now: &str,
 ) -> Vec<(PolicyKey, PolicyStatus)> {
     // Policy -> (node index -> view), built in one walk over every report entry.
@@ -188,7 +189,18 @@ pub fn statuses(
         let nodes: Vec<(&str, NodeView<'_>)> = names
             .iter()
             .enumerate()
-            .map(|(i, n)| (*n, views.get(&i).cloned().unwrap_or(NodeView::Unreported)))
+            .map(|(i, n)| {
+                let view = if stale.contains(*n) {
+                    // Whatever it reported, a node that stopped heartbeating fails the policy.
+                    NodeView::Reported {
+                        generation: p.object.generation,
+                        error: Some(STALE_REASON),
+                    }
+                } else {
+                    views.get(&i).cloned().unwrap_or(NodeView::Unreported)
+                };
+                (*n, view)
+            })
             .collect();
         let ctx = ReconcileContext {
             verdict: &plan.verdicts[&p.object.key],
@@ -325,8 +337,16 @@ impl Aggregator {
             .as_ref()
             .map(NodeWatch::snapshot)
             .unwrap_or_default();
-        let (live, departed) =
-            live_reports(&reports, &node_set, jiff::Timestamp::now(), opts.node_ttl);
+        let liveness = live_reports(&reports, &node_set, jiff::Timestamp::now(), opts.node_ttl);
+        let (live, departed) = (liveness.live, liveness.departed);
+        if !liveness.stale.is_empty() {
+            log::warn!(
+                "{} node(s) have not renewed their heartbeat within {:?} while their Node exists (counted as failed): {}",
+                liveness.stale.len(),
+                opts.node_ttl,
+                liveness.stale.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
         let reports_api: Api<BulwarkNode> = Api::all(self.client.clone());
         for name in departed {
             if node_set.deleted.contains(&name) {
@@ -400,12 +420,14 @@ impl Aggregator {
         // A few writes in flight at once: a pass over many changed policies stays short.
         let client = &self.client;
         let results: Vec<(PolicyKey, PolicyStatus, Result<(), kube::Error>)> =
-            futures::stream::iter(statuses(&basis, plan, &live, &stamp).into_iter().filter(
-                |(key, status)| {
-                    let last = self.written.get(key).map(|(s, at)| (s, *at));
-                    write_now(last, status, now, opts.status_progress_interval)
-                },
-            ))
+            futures::stream::iter(
+                statuses(&basis, plan, &live, &liveness.stale, &stamp)
+                    .into_iter()
+                    .filter(|(key, status)| {
+                        let last = self.written.get(key).map(|(s, at)| (s, *at));
+                        write_now(last, status, now, opts.status_progress_interval)
+                    }),
+            )
             .map(|(key, status)| async move {
                 let r = write_status(client, &key, &status, ar_c, ar_n).await;
                 (key, status, r)
@@ -612,7 +634,7 @@ mod tests {
         let b = current("node-b", vec![entry(2, Some("over capacity"))]);
         let c = current("node-c", vec![]);
         let live: Vec<Arc<BulwarkNode>> = vec![Arc::new(a), Arc::new(b), Arc::new(c)];
-        let out = statuses(&[object(None)], &plan, &live, &now);
+        let out = statuses(&[object(None)], &plan, &live, &BTreeSet::new(), &now);
         assert_eq!(out.len(), 1);
         let s = &out[0].1;
         assert_eq!(s.nodes.as_deref(), Some("1/3"));
@@ -620,7 +642,24 @@ mod tests {
         assert_eq!((counts.failed, counts.pending), (1, 1));
         assert_eq!(s.failed_nodes[0].node, "node-b");
         // Written already: nothing to do.
-        assert!(statuses(&[object(Some(s.clone()))], &plan, &live, &now).is_empty());
+        assert!(statuses(
+            &[object(Some(s.clone()))],
+            &plan,
+            &live,
+            &BTreeSet::new(),
+            &now
+        )
+        .is_empty());
+        // node-a stops heartbeating while its Node exists: its "loaded" is no longer vouched
+        // for, so it fails the policy with the reason, and the status says so.
+        let stale = BTreeSet::from(["node-a".to_string()]);
+        let out = statuses(&[object(Some(s.clone()))], &plan, &live, &stale, &now);
+        let s = &out[0].1;
+        assert_eq!(s.nodes.as_deref(), Some("0/3"));
+        let counts = s.node_counts.as_ref().unwrap();
+        assert_eq!((counts.loaded, counts.failed, counts.pending), (0, 2, 1));
+        let a = s.failed_nodes.iter().find(|n| n.node == "node-a").unwrap();
+        assert_eq!(a.reason.as_deref(), Some(STALE_REASON));
     }
 
     #[test]

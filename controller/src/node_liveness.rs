@@ -2,9 +2,13 @@
 //! objects it relies on ([`NodeWatch`], run by the status aggregator).
 //!
 //! A node's real liveness signal is its Kubernetes Node: while the Node exists its report
-//! counts however slow its daemon is (a daemon that stopped keeps its last report, so the
-//! policies it did not load show as pending there, which is true), and once the Node is deleted
-//! its report leaves every policy's status at the next pass. Where Nodes cannot be listed (no
+//! counts however slow its daemon is, and once the Node is deleted its report leaves every
+//! policy's status at the next pass. A report whose Node exists but whose heartbeat is older
+//! than the TTL is *stale*: its daemon stopped or lost the API server, so nothing it reported
+//! can be vouched for (its pinned programs may still enforce the rules it last loaded, but new
+//! rules do not reach it and its violations are not reported). A stale node counts as failed
+//! for every policy, with [`STALE_REASON`], so `kubectl get` shows it instead of counting it as
+//! loaded. Where Nodes cannot be listed (no
 //! RBAC, a test API server without core/v1, simulated nodes) or a report names no Node, the
 //! report's heartbeat decides: older than the TTL, measured from now, and the node departed.
 //! The heartbeat is renewed by a task of its own on the node ([`crate::node_report::Heartbeat`]),
@@ -34,38 +38,57 @@ pub struct NodeSet {
     pub deleted: BTreeSet<String>,
 }
 
-/// The reports of live nodes (sorted by node name) and the names of the departed ones: a
-/// report whose Node exists is live; one whose Node was deleted has departed; otherwise the
-/// heartbeat must be within `ttl` of `now` (an unreadable heartbeat has departed).
+/// Why a stale node (its Node exists, its heartbeat is older than the TTL) fails every policy.
+/// (At most 128 bytes: status reasons are cut there.)
+pub const STALE_REASON: &str =
+    "no heartbeat within the node TTL: the bulwark daemon is down or cut off from the API server";
+
+/// Which reports count, from [`live_reports`].
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Reports that count, sorted by node name (stale ones included).
+    pub live: Vec<Arc<BulwarkNode>>,
+    /// Names of the live nodes whose heartbeat is older than the TTL while their Node exists.
+    pub stale: BTreeSet<String>,
+    /// Names of the departed nodes, whose reports are to be deleted.
+    pub departed: Vec<String>,
+}
+
+/// Sorts reports into live, stale and departed: a report whose Node was deleted has departed;
+/// one whose Node exists is live, and stale when its heartbeat is older than `ttl`; otherwise
+/// (Nodes not listable, or no Node of that name) the heartbeat must be within `ttl` of `now`
+/// (an unreadable heartbeat has departed).
 pub fn live_reports(
     reports: &[Arc<BulwarkNode>],
     nodes: &NodeSet,
     now: jiff::Timestamp,
     ttl: Duration,
-) -> (Vec<Arc<BulwarkNode>>, Vec<String>) {
+) -> Liveness {
     let ttl = jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::MAX);
-    let mut live = Vec::new();
-    let mut departed = Vec::new();
+    let mut out = Liveness::default();
     for r in reports {
         let name = r.metadata.name.clone().unwrap_or_default();
-        let alive = if nodes.listed && nodes.present.contains(&name) {
-            true
-        } else if nodes.listed && nodes.deleted.contains(&name) {
-            false
+        let fresh = r
+            .spec
+            .heartbeat
+            .parse::<jiff::Timestamp>()
+            .is_ok_and(|t| now.duration_since(t) <= ttl);
+        let node_exists = nodes.listed && nodes.present.contains(&name);
+        let node_deleted = nodes.listed && nodes.deleted.contains(&name);
+        if node_exists {
+            if !fresh {
+                out.stale.insert(name);
+            }
+            out.live.push(r.clone());
+        } else if !node_deleted && fresh {
+            out.live.push(r.clone());
         } else {
-            r.spec
-                .heartbeat
-                .parse::<jiff::Timestamp>()
-                .is_ok_and(|t| now.duration_since(t) <= ttl)
-        };
-        if alive {
-            live.push(r.clone());
-        } else {
-            departed.push(name);
+            out.departed.push(name);
         }
     }
-    live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    (live, departed)
+    out.live
+        .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    out
 }
 
 /// Node names kept in [`NodeSet::deleted`] at most, so a cluster replacing nodes all day does
@@ -193,14 +216,14 @@ mod tests {
             report("node-old", &ago(301)),
             report("node-garbled", "yesterday"),
         ];
-        let (live, departed) =
-            live_reports(&reports, &NodeSet::default(), now, Duration::from_secs(300));
-        assert_eq!(names(&live), ["node-a", "node-b"], "sorted, fresh only");
-        assert_eq!(departed, ["node-old", "node-garbled"]);
+        let l = live_reports(&reports, &NodeSet::default(), now, Duration::from_secs(300));
+        assert_eq!(names(&l.live), ["node-a", "node-b"], "sorted, fresh only");
+        assert_eq!(l.departed, ["node-old", "node-garbled"]);
+        assert!(l.stale.is_empty(), "without Nodes an old heartbeat departs");
     }
 
     #[test]
-    fn an_existing_node_is_live_however_slow_and_a_deleted_one_departs_at_once() {
+    fn an_existing_node_stays_but_is_stale_without_heartbeat_and_a_deleted_one_departs_at_once() {
         let now = jiff::Timestamp::now();
         let ago = |s: i64| (now - jiff::SignedDuration::from_secs(s)).to_string();
         let reports = vec![
@@ -215,15 +238,20 @@ mod tests {
             deleted: ["deleted".to_string()].into(),
         };
         let ttl = Duration::from_secs(300);
-        let (live, departed) = live_reports(&reports, &nodes, now, ttl);
-        assert_eq!(names(&live), ["no-node-fresh", "slow"]);
-        assert_eq!(departed, ["deleted", "no-node-stale"]);
+        let l = live_reports(&reports, &nodes, now, ttl);
+        assert_eq!(names(&l.live), ["no-node-fresh", "slow"]);
+        assert_eq!(l.departed, ["deleted", "no-node-stale"]);
+        assert_eq!(
+            l.stale,
+            ["slow".to_string()].into(),
+            "kept, but not vouched for"
+        );
         // Until the Nodes are listed, only heartbeats count.
         let unlisted = NodeSet {
             listed: false,
             ..nodes
         };
-        let (live, _) = live_reports(&reports, &unlisted, now, ttl);
-        assert_eq!(names(&live), ["deleted", "no-node-fresh"]);
+        let l = live_reports(&reports, &unlisted, now, ttl);
+        assert_eq!(names(&l.live), ["deleted", "no-node-fresh"]);
     }
 }

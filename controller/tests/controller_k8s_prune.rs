@@ -2,7 +2,8 @@
 //! nodes ([`bulwark_controller::sim`]):
 //! - a deleted Node's report is removed and leaves every policy's status at once (the heartbeat
 //!   TTL is long and the node still heartbeats), while a node whose daemon stopped but whose
-//!   Node exists is never pruned, however old its heartbeat;
+//!   Node exists is never pruned, however old its heartbeat: it is counted as failed, with the
+//!   stale-heartbeat reason, instead of loaded;
 //! - a policy whose status still has the per-node list from before `BulwarkNode` reports
 //!   (`status.nodeStatus`, one field manager per node) is rewritten by the aggregator to the
 //!   bounded status, and the per-node managers leave `managedFields`.
@@ -16,6 +17,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulwark_controller::node_liveness::STALE_REASON;
 use bulwark_controller::sim::{
     converged, node_object, node_stand_in, node_stand_in_crd, policy_object, SimNode,
 };
@@ -129,9 +131,24 @@ async fn deleted_nodes_leave_status_at_once_and_per_node_status_is_rewritten_bou
         (age > jiff::SignedDuration::try_from(ttl * 2).unwrap()).then_some(())
     })
     .await;
+    // Its last report said "loaded", but nobody vouches for it now: failed, with the reason.
+    wait_for(
+        "node 2 counted as failed for its stale heartbeat",
+        T,
+        || async {
+            let o = policies.get("prune-p").await.ok()?;
+            let s = status_of(&o);
+            let stale = s
+                .failed_nodes
+                .iter()
+                .any(|n| n.node == node(2) && n.reason.as_deref() == Some(STALE_REASON));
+            (converged(&s, o.metadata.generation, 4, 1) && stale).then_some(())
+        },
+    )
+    .await;
 
     // 2. Node 3's Node is deleted while its daemon still heartbeats (TTL irrelevant): its
-    // report goes and the status counts 3 nodes, among them node 2 (alive per its Node).
+    // report goes and the status counts 3 nodes, among them node 2 (kept per its Node, failed).
     let t_delete = std::time::Instant::now();
     k8s_nodes
         .delete(&node(3), &DeleteParams::default())
@@ -139,7 +156,8 @@ async fn deleted_nodes_leave_status_at_once_and_per_node_status_is_rewritten_bou
         .unwrap();
     wait_for("the deleted Node's node left the status", T, || async {
         let gone = reports.get_opt(&node(3)).await.ok()?.is_none();
-        (gone && converged_on(3).await.is_some()).then_some(())
+        let o = policies.get("prune-p").await.ok()?;
+        (gone && converged(&status_of(&o), o.metadata.generation, 3, 1)).then_some(())
     })
     .await;
     eprintln!("deleted Node pruned after {:?}", t_delete.elapsed());
