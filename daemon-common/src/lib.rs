@@ -181,6 +181,7 @@ mod entries;
 #[cfg(feature = "user")]
 pub use entries::{MapEntries, SlotEntries};
 
+pub mod ssh;
 pub mod tls;
 
 /// Fails the build unless each type has the size given: the kernel and userspace share these
@@ -197,6 +198,7 @@ mod limits;
 mod maps;
 mod offsets;
 mod records;
+mod signatures;
 mod slots;
 mod state;
 
@@ -206,6 +208,7 @@ pub use limits::*;
 pub use maps::*;
 pub use offsets::*;
 pub use records::*;
+pub use signatures::*;
 pub use slots::*;
 pub use state::*;
 
@@ -237,5 +240,6 @@ mod pod {
         KernelOffsets,
         ConnState,
         ConnConfig,
+        SignatureEntry,
     );
 }

@@ -465,7 +465,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         loss_report_every: Duration::from_secs(10),
     };
     let mut daemon = Daemon::new(cfg, LintCompiler::new(), kernel, out);
-    daemon.pipeline.conns.set_signatures(signatures);
+    daemon
+        .set_encrypted_protocols(signatures)
+        .context("declaring the --protocols encrypted protocols to the kernel")?;
     if let Some(cidrs) = &args.cluster_cidrs {
         daemon.pipeline.conns.set_cluster_cidrs(cidrs.clone());
     }

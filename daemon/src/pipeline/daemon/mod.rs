@@ -28,6 +28,7 @@ use super::translate::Pipeline;
 use super::workload::{WorkloadChange, WorkloadSpec};
 use super::{binary_ids, exec_facts};
 use bulwark_compiler::{BinaryIdentities, FileId};
+use bulwark_conns::Signatures;
 use bulwark_events::Diagnostic;
 use bulwark_events::{State, Status};
 use std::collections::BTreeSet;
@@ -130,6 +131,19 @@ where
             last_apply_ms: None,
             files: NodeFiles::default(),
         }
+    }
+
+    /// The declared encrypted protocols (`--protocols` at start; Kubernetes `EncryptedProtocol`
+    /// objects whenever they change): the one entry point. The classifier and the kernel's
+    /// payload verdicts (`matchEncryption`) get the same set; on error (a set that does not fit
+    /// the kernel table) neither changes.
+    pub fn set_encrypted_protocols(&mut self, protocols: Signatures) -> anyhow::Result<()> {
+        let table = protocols
+            .kernel_table()
+            .map_err(|e| anyhow::anyhow!("declared encrypted protocols: {e}; {}", e.hint()))?;
+        self.kernel.set_encrypted_protocols(&table)?;
+        self.pipeline.conns.set_signatures(protocols);
+        Ok(())
     }
 
     /// Total losses: kernel drops plus undecodable records.
