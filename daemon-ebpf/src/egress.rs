@@ -17,11 +17,9 @@ use aya_ebpf::{
     macros::sk_msg,
     programs::SkMsgContext,
 };
-use daemon_common::ssh::SshScan;
 use daemon_common::tls::Want;
 use daemon_common::*;
 
-use crate::ingress::{DECLARED_PROTOCOLS, SSH_BYTES};
 use crate::maps::*;
 use crate::net::*;
 
@@ -122,108 +120,6 @@ fn scan_send(msg: *mut sk_msg_md, size: u32, st: &mut SockState) -> u8 {
     st.scan.verdict
 }
 
-/// State of [`ssh_step`]: the SSH scanner over the start of a send made linear.
-#[repr(C)]
-struct SshLoop {
-    msg: *mut sk_msg_md,
-    scan: SshScan,
-    size: u32,
-    pos: u32,
-    failed: u32,
-}
-
-#[inline(never)]
-extern "C" fn ssh_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let c = unsafe { &mut *(ctx as *mut SshLoop) };
-    let pos = c.pos;
-    if pos >= c.size {
-        return 1;
-    }
-    let (data, data_end) = msg_data(c.msg);
-    let at = (pos & 511) as usize;
-    if data + at + 1 > data_end {
-        c.failed = 1;
-        return 1;
-    }
-    let b = unsafe { *((data + at) as *const u8) };
-    c.pos = pos + 1;
-    if c.scan.feed(b) != ENC_PENDING {
-        return 1;
-    }
-    0
-}
-
-/// The linear part of a message: `(data, data_end)`. Context fields are read one by one with
-/// volatile loads: the verifier only allows constant-offset loads from the context.
-#[inline(always)]
-fn msg_data(msg: *mut sk_msg_md) -> (usize, usize) {
-    unsafe {
-        use core::ptr::{addr_of, read_volatile as rv};
-        (
-            rv(addr_of!((*msg).__bindgen_anon_1.data)) as usize,
-            rv(addr_of!((*msg).__bindgen_anon_2.data_end)) as usize,
-        )
-    }
-}
-
-/// Whether a stream's first send (`size` bytes), which is not TLS, is SSH or a declared
-/// encrypted protocol. Pulls the bytes it reads linear; a pull that fails means no.
-#[inline(never)]
-fn other_encrypted(msg: *mut sk_msg_md, size: u32) -> bool {
-    let ssh_len = if size < SSH_BYTES { size } else { SSH_BYTES };
-    if ssh_len > 0 && unsafe { bpf_msg_pull_data(msg, 0, ssh_len, 0) } == 0 {
-        let mut c = SshLoop {
-            msg,
-            scan: SshScan::new(),
-            size: ssh_len,
-            pos: 0,
-            failed: 0,
-        };
-        unsafe {
-            bpf_loop(
-                SSH_BYTES,
-                ssh_step as *mut core::ffi::c_void,
-                (&mut c as *mut SshLoop).cast(),
-                0,
-            )
-        };
-        if c.failed == 0
-            && (c.scan.verdict == ENC_ENCRYPTED || (c.pos == size && c.scan.line_complete()))
-        {
-            return true;
-        }
-    }
-    for i in 0..MAX_DECLARED_PROTOCOLS as u32 {
-        let Some(e) = DECLARED_PROTOCOLS.get(i) else {
-            continue;
-        };
-        let offset = e.offset as u32;
-        if e.len == 0 || offset >= size {
-            continue;
-        }
-        let left = size - offset;
-        let n = if left < MAX_SIGNATURE_BYTES as u32 {
-            left
-        } else {
-            MAX_SIGNATURE_BYTES as u32
-        };
-        if unsafe { bpf_msg_pull_data(msg, offset, offset + n, 0) } != 0 {
-            continue;
-        }
-        let (data, data_end) = msg_data(msg);
-        let mut window = [0u8; MAX_SIGNATURE_BYTES];
-        for k in 0..MAX_SIGNATURE_BYTES {
-            if (k as u32) < n && data + k < data_end {
-                window[k] = unsafe { *((data + k) as *const u8) };
-            }
-        }
-        if e.matches(&window, n as usize) {
-            return true;
-        }
-    }
-    false
-}
-
 /// The peer of the socket a message is sent on.
 #[inline(always)]
 fn msg_destination(msg: *mut sk_msg_md) -> (Destination, bool) {
@@ -274,11 +170,6 @@ pub fn bulwark_egress(ctx: SkMsgContext) -> u32 {
     }
     if before == ENC_PENDING && st.unseen == 0 {
         scan_send(msg, size, st);
-        // Not TLS from the stream's first send: SSH or a declared protocol still counts as
-        // encrypted (the first-payload rule of `daemon_common::ssh` and `SignatureEntry`).
-        if st.scan.verdict == ENC_PLAINTEXT && st.passed == 0 && other_encrypted(msg, size) {
-            st.scan.verdict = ENC_ENCRYPTED;
-        }
     }
     let verdict = st.verdict();
 

@@ -93,18 +93,53 @@ pub fn first_payload(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState) -> 
             return true;
         }
     }
+    // References into the maps, not copies: this frame and the classifier's share the
+    // 512-byte stack with the program's own.
     let Some(owner) = (unsafe { PROCESSES.get(&st.tgid) }) else {
         return false;
     };
-    let owner = *owner;
-    let cfg = config();
-    let slot = cfg.active_slot & 1;
+    let slot = config().active_slot & 1;
     let table = process_table(slot, owner.namespace_id);
-    let meta = slot_meta(table);
+    let Some(meta) = SLOT_META.get(table & 0xff) else {
+        return false;
+    };
     let candidates = owner.selectors[slot as usize] & meta.hook_ingress;
     if candidates == 0 {
         return false;
     }
+    let seg = first_segment(skb, st.rcv_start);
+    if seg == 0 {
+        // Only the segment that starts the stream is judged; one that arrives before it waits
+        // in TCP's out-of-order queue, unreadable until that one is let through.
+        return false;
+    }
+    let (base, size) = ((seg >> 32) as u32, seg as u32);
+    // The peer's address, the service's port.
+    let mut dest = st.remote;
+    dest.port = st.local.port;
+    dest.protocol = PROTO_TCP;
+    let v4 = dest.family == AF_INET;
+    let selectors = dest_selectors(table, meta, candidates, &dest, v4);
+    if selectors == 0 {
+        return false;
+    }
+    let verdict = classify(skb, base, size);
+    let d = Decision {
+        selectors,
+        start_ns: owner.start_ns,
+        dest,
+        table,
+        verdict: verdict as u32,
+    };
+    decide(skb, sk, st, &d)
+}
+
+/// Where the payload of the segment that starts the received stream (sequence number `start`)
+/// lies in the packet: `offset << 32 | length`, or 0 when this packet is not that segment or
+/// carries no payload. A function of its own so the header parser's frame is not stacked on
+/// the caller's.
+#[inline(never)]
+fn first_segment(skb: *mut __sk_buff, start: u32) -> u64 {
     let mut p = Packet {
         local: Destination::default(),
         remote: Destination::default(),
@@ -113,31 +148,39 @@ pub fn first_payload(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState) -> 
         payload: 0,
         syn: false,
     };
-    if !parse(skb, &mut p) || p.payload == 0 || p.syn || p.seq != st.rcv_start {
-        // Only the segment that starts the stream is judged; one that arrives before it waits
-        // in TCP's out-of-order queue, unreadable until that one is let through.
-        return false;
-    }
-    // The peer's address, the service's port.
-    let mut dest = st.remote;
-    dest.port = st.local.port;
-    dest.protocol = PROTO_TCP;
-    let v4 = dest.family == AF_INET;
-    let selectors = dest_selectors(table, &meta, candidates, &dest, v4);
-    if selectors == 0 {
-        return false;
+    if !parse(skb, &mut p) || p.payload == 0 || p.syn || p.seq != start {
+        return 0;
     }
     let len = unsafe { (*skb).len };
-    let verdict = classify(skb, len - p.payload, p.payload);
+    ((len - p.payload) as u64) << 32 | p.payload as u64
+}
+
+/// What [`decide`] judges: the candidate selectors (ingress, process and destination hold)
+/// and the first segment's verdict. Built in [`first_payload`]'s frame and passed by
+/// reference, so the match loop's frame is not stacked on the classifier's.
+#[repr(C)]
+struct Decision {
+    selectors: u64,
+    /// The owner's identity.
+    start_ns: u64,
+    dest: Destination,
+    table: u32,
+    verdict: u32,
+}
+
+/// Reports the matches of a first segment and, when an enforce-mode Block matched, marks the
+/// connection refused and asks userspace to destroy it; true means drop.
+#[inline(never)]
+fn decide(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState, d: &Decision) -> bool {
     let mut c = EgressLoop {
-        selectors,
+        selectors: d.selectors,
         reported: 0,
         cgroup_id: unsafe { bpf_skb_cgroup_id(skb) },
-        start_ns: owner.start_ns,
-        dest,
-        slot: table,
+        start_ns: d.start_ns,
+        dest: d.dest,
+        slot: d.table,
         tgid: st.tgid,
-        verdict: verdict as u32,
+        verdict: d.verdict,
         reason: REASON_NONE as u32,
         drop: 0,
         first: 0,
@@ -153,7 +196,7 @@ pub fn first_payload(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState) -> 
     }
     count(COUNTER_INGRESS_DROPPED);
     let ev = SockUnseenEvent {
-        header: header(EVENT_SOCK_UNSEEN, st.tgid, owner.start_ns),
+        header: header(EVENT_SOCK_UNSEEN, st.tgid, d.start_ns),
         cookie: st.cookie,
         local: st.local,
         remote: st.remote,
@@ -240,9 +283,24 @@ extern "C" fn ssh_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// The verdict of a first segment (payload at `base`, `size` bytes): `ENC_TLS`,
-/// `ENC_PENDING` (a well-formed hello so far), `ENC_ENCRYPTED` or `ENC_PLAINTEXT`.
+/// `ENC_PENDING` (a well-formed hello so far), `ENC_ENCRYPTED` or `ENC_PLAINTEXT`. Each step
+/// is a function of its own, so their frames are not stacked on each other.
 #[inline(never)]
 fn classify(skb: *mut __sk_buff, base: u32, size: u32) -> u8 {
+    let verdict = tls_verdict(skb, base, size);
+    if verdict != ENC_PLAINTEXT {
+        return verdict;
+    }
+    if ssh(skb, base, size) || declared(skb, base, size) {
+        return ENC_ENCRYPTED;
+    }
+    ENC_PLAINTEXT
+}
+
+/// The TLS scanner's verdict of a first segment, a pending one settled by
+/// [`pending_verdict`].
+#[inline(never)]
+fn tls_verdict(skb: *mut __sk_buff, base: u32, size: u32) -> u8 {
     let mut c = ScanLoop {
         skb,
         scan: TlsScan::new(),
@@ -259,26 +317,19 @@ fn classify(skb: *mut __sk_buff, base: u32, size: u32) -> u8 {
             0,
         )
     };
-    let mut verdict = c.scan.verdict;
-    if verdict == ENC_PENDING {
-        verdict = if c.failed != 0 || c.pos < size {
-            ENC_PLAINTEXT
-        } else {
-            pending_verdict(skb, base, size)
-        };
-    }
-    if verdict != ENC_PLAINTEXT {
+    let verdict = c.scan.verdict;
+    if verdict != ENC_PENDING {
         return verdict;
     }
-    if ssh(skb, base, size) || declared(skb, base, size) {
-        return ENC_ENCRYPTED;
+    if c.failed != 0 || c.pos < size {
+        return ENC_PLAINTEXT;
     }
-    ENC_PLAINTEXT
+    pending_verdict(skb, base, size)
 }
 
 /// A segment that ended inside a well-formed hello: TLS-so-far when it holds the first
 /// record whole or [`MIN_PENDING_SEGMENT`] bytes of it, else plaintext.
-#[inline(always)]
+#[inline(never)]
 fn pending_verdict(skb: *mut __sk_buff, base: u32, size: u32) -> u8 {
     let mut h = [0u8; 5];
     if size < 5 || unsafe { bpf_skb_load_bytes(skb.cast(), base, h.as_mut_ptr().cast(), 5) } != 0 {
@@ -299,7 +350,7 @@ fn pending_verdict(skb: *mut __sk_buff, base: u32, size: u32) -> u8 {
 
 /// Whether the segment is an SSH identification line, alone or followed by a well-formed
 /// first packet header (`daemon_common::ssh`).
-#[inline(always)]
+#[inline(never)]
 fn ssh(skb: *mut __sk_buff, base: u32, size: u32) -> bool {
     let mut c = SshLoop {
         skb,
@@ -324,7 +375,7 @@ fn ssh(skb: *mut __sk_buff, base: u32, size: u32) -> bool {
 }
 
 /// Whether the segment carries a declared protocol's signature.
-#[inline(always)]
+#[inline(never)]
 fn declared(skb: *mut __sk_buff, base: u32, size: u32) -> bool {
     for i in 0..MAX_DECLARED_PROTOCOLS as u32 {
         let Some(e) = DECLARED_PROTOCOLS.get(i) else {
