@@ -65,10 +65,8 @@ impl SignatureEntry {
             return false;
         }
         let mut differ = 0u8;
-        for i in 0..MAX_SIGNATURE_BYTES {
-            if i < len {
-                differ |= (window[i] & self.mask[i]) ^ self.bytes[i];
-            }
+        for ((w, m), s) in window.iter().zip(&self.mask).zip(&self.bytes).take(len) {
+            differ |= (w & m) ^ s;
         }
         differ == 0
     }

@@ -162,7 +162,7 @@ impl SshScan {
                 self.packet_len = (self.packet_len << 8) | b as u32;
                 if got == 3 {
                     let n = self.packet_len;
-                    if !(12..=MAX_PACKET).contains(&n) || (n + 4) % 8 != 0 {
+                    if !(12..=MAX_PACKET).contains(&n) || !(n + 4).is_multiple_of(8) {
                         return self.decide(ENC_PLAINTEXT);
                     }
                 }
