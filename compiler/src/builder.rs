@@ -266,10 +266,12 @@ impl<'a> Builder<'a> {
             Hook::Exec => (dc::HOOK_EXEC, &mut self.rs.meta.hook_exec),
             Hook::Connect => (dc::HOOK_CONNECT, &mut self.rs.meta.hook_connect),
             Hook::Egress => (dc::HOOK_EGRESS, &mut self.rs.meta.hook_egress),
+            Hook::Ingress => (dc::HOOK_INGRESS, &mut self.rs.meta.hook_ingress),
         };
         *hook_mask |= bit(index);
-        // The socket guard covers processes of Block selectors on the network hooks.
-        if hook != Hook::Exec && action_bits & dc::ACTION_BLOCK != 0 {
+        // The socket guard covers processes of Block selectors on the outbound network hooks;
+        // an ingress Block judges what a server receives, not the sockets it may create.
+        if matches!(hook, Hook::Connect | Hook::Egress) && action_bits & dc::ACTION_BLOCK != 0 {
             match mode {
                 Mode::Enforce => self.rs.meta.enforce_net |= bit(index),
                 Mode::Monitor => self.rs.meta.monitor_net |= bit(index),
@@ -512,12 +514,12 @@ fn check_hook(loc: &Location, hook: Hook, sel: &Selector) -> Result<(), CompileE
     if hook == Hook::Exec && !sel.match_destinations.is_empty() {
         return Err(loc.error(ErrorKind::DestinationsOnExec));
     }
-    if hook != Hook::Egress && sel.match_encryption.is_some() {
+    if !hook.classifies_payload() && sel.match_encryption.is_some() {
         return Err(loc.error(ErrorKind::EncryptionOffEgress));
     }
     for a in &sel.match_actions {
         match (a.action, hook) {
-            (Action::Sigkill, Hook::Connect | Hook::Egress) => {
+            (Action::Sigkill, Hook::Connect | Hook::Egress | Hook::Ingress) => {
                 return Err(loc.error(ErrorKind::SigkillOffExec))
             }
             (Action::Block, Hook::Exec) => return Err(loc.error(ErrorKind::BlockOnExec)),

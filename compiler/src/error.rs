@@ -29,18 +29,19 @@ pub enum ErrorKind {
     )]
     NamespacedWithoutNamespace,
     #[error(
-        "matchDestinations needs `hook: connect` or `hook: egress`; an exec has no destination"
+        "matchDestinations needs `hook: connect`, `egress` or `ingress`; an exec has no destination"
     )]
     DestinationsOnExec,
     #[error(
-        "matchEncryption needs `hook: egress`: only the first payload shows whether a \
-         connection is TLS"
+        "matchEncryption needs `hook: egress` or `hook: ingress`: only the first payload shows \
+         whether a connection is TLS"
     )]
     EncryptionOffEgress,
-    #[error("action Sigkill is only available on `hook: exec`; on connect and egress use Block")]
+    #[error("action Sigkill is only available on `hook: exec`; on connect, egress and ingress use Block")]
     SigkillOffExec,
     #[error(
-        "action Block is only available on `hook: connect` and `hook: egress`; on exec use Sigkill"
+        "action Block is only available on `hook: connect`, `egress` and `ingress`; on exec use \
+         Sigkill"
     )]
     BlockOnExec,
     /// The set needs more of `limit` than one rule-set slot holds (`used` so far).

@@ -2,15 +2,25 @@
 //! conditions (not from the map entries). Userspace uses it to compute the selector bits of
 //! processes that were already running when a rule set is swapped in (the kernel evaluates only
 //! at exec), from the same facts the exec program uses ([`ExecFacts`]); the tests use it as the
-//! oracle the generated map entries must agree with.
+//! oracle the generated map entries must agree with, including what the payload hooks (egress,
+//! ingress) decide at a first payload ([`RuleSet::evaluate_payload`]).
 
 use crate::conditions::{DestCondition, ProcCondition};
 use crate::identities::FileId;
 use crate::ruleset::RuleSet;
 use bulwark_policy::values::normalize_addr;
-use bulwark_policy::{ExecKind, Protocol};
+use bulwark_policy::{Action, Encryption, ExecKind, Hook, Mode, Protocol};
 use daemon_common as dc;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The outcome of [`RuleSet::evaluate_payload`]: selector bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PayloadMatch {
+    /// Selectors that match (each is reported).
+    pub matched: u64,
+    /// The enforce-mode `Block` selectors among them: when not 0 the payload is dropped.
+    pub blocking: u64,
+}
 
 /// `AF_INET` / `AF_INET6` as in [`dc::Destination::family`].
 const AF_INET: u8 = 2;
@@ -224,6 +234,45 @@ impl RuleSet {
             }
         }
         selectors & self.select(|e| e.dest_required & holds == e.dest_required)
+    }
+
+    /// What the kernel decides at the first payload of a connection on a hook that classifies
+    /// payloads ([`Hook::classifies_payload`]): the selectors of `hook` among `process` (the
+    /// process's cached bits: the sender's on egress, the listener's owner's on ingress) whose
+    /// destination conditions hold for `dest` and whose `matchEncryption` accepts `verdict`.
+    /// `dest` is the peer's address with the port the hook looks at: the peer's port on egress,
+    /// the server's own (local) port on ingress. `verdict` is an `ENC_*` payload verdict
+    /// (`ENC_PENDING` while undecided). The rule, stated here independently of the kernel's
+    /// `encryption_match`: no `matchEncryption` matches any payload, `plaintext` needs the
+    /// plaintext verdict, `tls` the TLS verdict or a still-undecided stream (fails closed).
+    pub fn evaluate_payload(
+        &self,
+        hook: Hook,
+        process: u64,
+        dest: &dc::Destination,
+        verdict: u8,
+    ) -> PayloadMatch {
+        let candidates = self.evaluate_destination(process & self.hook_mask(hook), dest);
+        let mut out = PayloadMatch::default();
+        for info in &self.selectors {
+            let bit = 1u64 << info.index;
+            if candidates & bit == 0 {
+                continue;
+            }
+            let accepts = match info.encryption {
+                None => true,
+                Some(Encryption::Plaintext) => verdict == dc::ENC_PLAINTEXT,
+                Some(Encryption::Tls) => verdict == dc::ENC_TLS || verdict == dc::ENC_PENDING,
+            };
+            if !accepts {
+                continue;
+            }
+            out.matched |= bit;
+            if info.mode == Mode::Enforce && info.actions.contains(&Action::Block) {
+                out.blocking |= bit;
+            }
+        }
+        out
     }
 
     fn select(&self, pred: impl Fn(&dc::SelectorEntry) -> bool) -> u64 {

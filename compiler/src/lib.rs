@@ -46,7 +46,7 @@ pub use daemon_common::LOADER_OPTIONS_WITH_VALUE;
 /// Re-exported so callers need not depend on `daemon-common` for these types.
 pub use daemon_common::{Destination, MapEntries};
 pub use error::{CompileError, ErrorKind, Location};
-pub use eval::{destination, destination_addr, ExecFacts};
+pub use eval::{destination, destination_addr, ExecFacts, PayloadMatch};
 pub use identities::{binary_paths, BinaryIdentities, FileId, TooManyIdentities};
 pub use ids::NamespaceIds;
 pub use lint::{lint_paths, lint_source, validate_set};

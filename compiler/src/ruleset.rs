@@ -117,6 +117,7 @@ impl RuleSet {
             Hook::Exec => self.meta.hook_exec,
             Hook::Connect => self.meta.hook_connect,
             Hook::Egress => self.meta.hook_egress,
+            Hook::Ingress => self.meta.hook_ingress,
         }
     }
 }

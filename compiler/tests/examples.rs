@@ -3,6 +3,7 @@
 //! semantics.
 
 use bulwark_compiler::{compile, destination, NamespaceIds, RuleSet};
+use bulwark_policy::Hook;
 use daemon_common as dc;
 use std::path::PathBuf;
 
@@ -238,6 +239,45 @@ fn egress_examples() {
     );
     assert_eq!(
         rs.evaluate_destination(s & monitor, &dest("10.0.0.1", 80, dc::PROTO_UDP)),
+        0
+    );
+}
+
+#[test]
+fn ingress_example_reports_plaintext_from_the_internet_only() {
+    let (rs, _) = examples();
+    let exposed = rule_bits(
+        &rs,
+        "report-plaintext-services-exposed-to-internet",
+        "plaintext-from-internet",
+    );
+    assert_eq!(rs.hook_mask(Hook::Ingress) & exposed, exposed);
+    // Any listening process (no process conditions); the peer's address and the service's port.
+    let server = rs.evaluate_process("/usr/sbin/nginx", &["nginx"], 0);
+    assert_eq!(server & exposed, exposed);
+    let internet = dest("203.0.113.7", 80, dc::PROTO_TCP);
+    let outcome = rs.evaluate_payload(Hook::Ingress, server, &internet, dc::ENC_PLAINTEXT);
+    assert_eq!((outcome.matched, outcome.blocking), (exposed, 0));
+    for (peer, verdict) in [
+        ("203.0.113.7", dc::ENC_TLS),
+        ("203.0.113.7", dc::ENC_PENDING),
+        ("10.1.2.3", dc::ENC_PLAINTEXT),
+        ("100.64.0.9", dc::ENC_PLAINTEXT),
+    ] {
+        let d = dest(peer, 80, dc::PROTO_TCP);
+        assert_eq!(
+            rs.evaluate_payload(Hook::Ingress, server, &d, verdict)
+                .matched
+                & exposed,
+            0,
+            "{peer} verdict {verdict}"
+        );
+    }
+    // The egress hook never sees the ingress rule.
+    assert_eq!(
+        rs.evaluate_payload(Hook::Egress, server, &internet, dc::ENC_PLAINTEXT)
+            .matched
+            & exposed,
         0
     );
 }

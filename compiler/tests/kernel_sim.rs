@@ -8,9 +8,9 @@
 
 use bulwark_compiler::{
     compile, compile_node, destination, BinaryIdentities, ExecFacts, FileId, MapEntries,
-    NamespaceIds, RuleSet, LOADER_OPTIONS_WITH_VALUE,
+    NamespaceIds, PayloadMatch, RuleSet, LOADER_OPTIONS_WITH_VALUE,
 };
-use bulwark_policy::AnyPolicy;
+use bulwark_policy::{AnyPolicy, Hook};
 use daemon_common as dc;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -296,6 +296,48 @@ fn kernel_destination(m: &Maps, slot: u8, selectors: u64, dest: &dc::Destination
     selectors & required(m, slot, holds, |s| s.dest_required)
 }
 
+/// The payload programs' decision (egress sk_msg, ingress cgroup_skb): the hook's selectors
+/// among the process's whose destination conditions hold, filtered by the selector entry's
+/// encryption byte with the kernel's own `encryption_match`.
+fn kernel_payload(
+    m: &Maps,
+    slot: u8,
+    hook: Hook,
+    process: u64,
+    dest: &dc::Destination,
+    verdict: u8,
+) -> PayloadMatch {
+    let meta = m.meta_of(slot);
+    let mask = match hook {
+        Hook::Egress => meta.hook_egress,
+        Hook::Ingress => meta.hook_ingress,
+        _ => unreachable!("not a payload hook"),
+    };
+    let candidates = kernel_destination(m, slot, process & mask, dest);
+    let mut out = PayloadMatch::default();
+    for i in 0..meta.selector_count {
+        let bit = 1u64 << i;
+        if candidates & bit == 0 {
+            continue;
+        }
+        let index = u32::from(slot) * dc::MAX_SELECTORS as u32 + i;
+        let (_, e) = m
+            .all
+            .selectors
+            .iter()
+            .find(|(k, _)| *k == index)
+            .expect("selector");
+        if dc::encryption_match(e.encryption, verdict).is_none() {
+            continue;
+        }
+        out.matched |= bit;
+        if e.mode == dc::MODE_ENFORCE && e.actions & dc::ACTION_BLOCK != 0 {
+            out.blocking |= bit;
+        }
+    }
+    out
+}
+
 /// The exec program's search for a loader's target, written independently of the evaluator:
 /// argv[0] skipped; `--` makes the next element the target; an element of the option table
 /// skips the next; any other `--x` is skipped; the first other element is it, if it fits.
@@ -454,7 +496,7 @@ fn random_selector(rng: &mut Rng, hook: &str) -> Value {
             .collect();
         sel.insert("matchDestinations".into(), Value::Array(dests));
     }
-    if hook == "egress" && rng.chance(50) {
+    if (hook == "egress" || hook == "ingress") && rng.chance(50) {
         sel.insert(
             "matchEncryption".into(),
             json!(*rng.pick(&["plaintext", "tls"])),
@@ -463,14 +505,34 @@ fn random_selector(rng: &mut Rng, hook: &str) -> Value {
     Value::Object(sel)
 }
 
-fn random_policies(rng: &mut Rng, tag: usize) -> Vec<AnyPolicy> {
+/// Which random policies: the node tests keep the generator they were tuned with (exec, connect
+/// and egress rules with their selectors' default actions); the flat check adds ingress rules
+/// and random Post/Block actions, so the payload decisions see blocking selectors.
+#[derive(Clone, Copy, PartialEq)]
+enum Mix {
+    Node,
+    Flat,
+}
+
+fn random_policies(rng: &mut Rng, tag: usize, mix: Mix) -> Vec<AnyPolicy> {
     (0..1 + rng.below(3))
         .map(|p| {
             let rules: Vec<Value> = (0..1 + rng.below(2))
                 .map(|r| {
-                    let hook = *rng.pick(&["exec", "connect", "egress"]);
+                    let hook = if mix == Mix::Flat {
+                        *rng.pick(&["exec", "connect", "egress", "ingress"])
+                    } else {
+                        *rng.pick(&["exec", "connect", "egress"])
+                    };
                     let sels: Vec<Value> = (0..1 + rng.below(3))
-                        .map(|_| random_selector(rng, hook))
+                        .map(|_| {
+                            let mut s = random_selector(rng, hook);
+                            if mix == Mix::Flat && hook != "exec" && rng.chance(50) {
+                                let action = *rng.pick(&["Post", "Block"]);
+                                s["matchActions"] = json!([{ "action": action }]);
+                            }
+                            s
+                        })
                         .collect();
                     json!({"name": format!("r{r}"), "hook": hook, "selectors": sels})
                 })
@@ -568,14 +630,17 @@ fn random_destination(rng: &mut Rng) -> dc::Destination {
 
 /// Returns (rule sets compiled, refused over a limit, process evaluations with some selector
 /// holding, destination evaluations with some selector holding).
-fn check_agreement(seed: u64, rounds: usize) -> (usize, usize, usize, usize) {
+/// Rule sets compiled, refused, and inputs that matched something: processes, destinations,
+/// payload decisions.
+fn check_agreement(seed: u64, rounds: usize) -> (usize, usize, usize, usize, usize) {
     let mut rng = Rng(seed);
     let (mut compiled, mut refused, mut proc_nonzero, mut dest_nonzero) = (0, 0, 0, 0);
+    let mut payload_nonzero = 0;
     for round in 0..rounds {
         let mut ns = NamespaceIds::new();
         let (mut a, mut b): (RuleSet, RuleSet) = match (
-            compile(&random_policies(&mut rng, round), &mut ns),
-            compile(&random_policies(&mut rng, round + 1000), &mut ns),
+            compile(&random_policies(&mut rng, round, Mix::Flat), &mut ns),
+            compile(&random_policies(&mut rng, round + 1000, Mix::Flat), &mut ns),
         ) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => {
@@ -648,16 +713,33 @@ fn check_agreement(seed: u64, rounds: usize) -> (usize, usize, usize, usize) {
                          conditions: {:#?}",
                         rs.dest_conditions()
                     );
+                    for hook in [Hook::Egress, Hook::Ingress] {
+                        let verdict = *rng.pick(&[dc::ENC_PENDING, dc::ENC_PLAINTEXT, dc::ENC_TLS]);
+                        let want_p = rs.evaluate_payload(hook, sel, &dest, verdict);
+                        let got_p = kernel_payload(&maps, slot, hook, sel, &dest, verdict);
+                        payload_nonzero += usize::from(want_p.matched != 0);
+                        assert_eq!(
+                            got_p, want_p,
+                            "{hook:?} payload decision differs (round {round}, slot {slot}, \
+                             dest {dest:?}, verdict {verdict})"
+                        );
+                    }
                 }
             }
         }
     }
-    (compiled, refused, proc_nonzero, dest_nonzero)
+    (
+        compiled,
+        refused,
+        proc_nonzero,
+        dest_nonzero,
+        payload_nonzero,
+    )
 }
 
 #[test]
 fn map_entries_agree_with_reference_on_random_policies() {
-    let (compiled, refused, proc_nonzero, dest_nonzero) =
+    let (compiled, refused, proc_nonzero, dest_nonzero, payload_nonzero) =
         check_agreement(0x9e37_79b9_7f4a_7c15, 400);
     assert!(
         compiled >= 300,
@@ -673,7 +755,13 @@ fn map_entries_agree_with_reference_on_random_policies() {
         dest_nonzero * 4 > dests,
         "too few destination matches: {dest_nonzero} of {dests}"
     );
-    eprintln!("{compiled} rule sets ({refused} over limits); {proc_nonzero}/{procs} processes and {dest_nonzero}/{dests} destinations matched something");
+    // Two payload decisions per destination (egress, ingress).
+    assert!(
+        payload_nonzero * 20 > dests * 2,
+        "too few payload matches: {payload_nonzero} of {}",
+        dests * 2
+    );
+    eprintln!("{compiled} rule sets ({refused} over limits); {proc_nonzero}/{procs} processes, {dest_nonzero}/{dests} destinations and {payload_nonzero}/{} payload decisions matched something", dests * 2);
 }
 
 #[test]
@@ -754,7 +842,7 @@ const NODE_NAMESPACES: &[&str] = &["a", "b", "c", "n3", "n4", "n5", "n6", "n7", 
 fn random_node_policies(rng: &mut Rng, tag: usize) -> Vec<AnyPolicy> {
     let mut out = Vec::new();
     for i in 0..12 {
-        for p in random_policies(rng, tag * 100 + i) {
+        for p in random_policies(rng, tag * 100 + i, Mix::Node) {
             let AnyPolicy::Cluster(c) = &p else {
                 out.push(p);
                 continue;

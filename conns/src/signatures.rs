@@ -114,6 +114,33 @@ impl Signatures {
             .map(Signature::name)
     }
 
+    /// The entries of the kernel's `matchEncryption` table (`DECLARED_PROTOCOLS`), in match
+    /// order, so the payload verdicts count the same protocols as encrypted as the classifier.
+    /// Fails when the set does not fit the table (more than `MAX_DECLARED_PROTOCOLS`, or a
+    /// signature longer than `MAX_SIGNATURE_BYTES`), which the declarations' checks refuse
+    /// first (BW104, BW105) for a set that went through them.
+    pub fn kernel_table(&self) -> Result<Vec<daemon_common::SignatureEntry>, SignatureError> {
+        if self.signatures.len() > daemon_common::MAX_DECLARED_PROTOCOLS {
+            let last = &self.signatures[daemon_common::MAX_DECLARED_PROTOCOLS];
+            return Err(SignatureError::TooMany {
+                name: last.name.clone(),
+                count: self.signatures.len(),
+                limit: daemon_common::MAX_DECLARED_PROTOCOLS,
+            });
+        }
+        self.signatures
+            .iter()
+            .map(|s| {
+                daemon_common::SignatureEntry::new(s.offset, &s.bytes, &s.mask).ok_or(
+                    SignatureError::TooLong {
+                        len: s.bytes.len(),
+                        limit: daemon_common::MAX_SIGNATURE_BYTES,
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// The declared protocols, in the order they are matched.
     pub fn iter(&self) -> impl Iterator<Item = &Signature> {
         self.signatures.iter()
@@ -180,6 +207,71 @@ mod tests {
         let exact = Signature::from_declaration(&decl("x", "ac3e", 0, None)).unwrap();
         assert!(exact.matches(&[0xac, 0x3e]));
         assert!(!exact.matches(&[0xac, 0x3f]));
+    }
+
+    /// The kernel sees the payload bytes from a signature's offset on (at most
+    /// `MAX_SIGNATURE_BYTES`, fewer where the payload ends).
+    fn kernel_matches(e: &daemon_common::SignatureEntry, payload: &[u8]) -> bool {
+        let mut window = [0u8; daemon_common::MAX_SIGNATURE_BYTES];
+        let from = usize::from(e.offset).min(payload.len());
+        let n = (payload.len() - from).min(window.len());
+        window[..n].copy_from_slice(&payload[from..from + n]);
+        e.matches(&window, n)
+    }
+
+    #[test]
+    fn the_kernel_table_matches_what_the_classifier_matches() {
+        let set = Signatures::from_declarations(&[
+            decl("acme-tunnel", "ac 3e", 2, Some("ff f0")),
+            decl(
+                "wide",
+                "00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff",
+                0,
+                None,
+            ),
+            decl("late", "5a", 200, Some("f0")),
+        ])
+        .unwrap();
+        let table = set.kernel_table().unwrap();
+        assert_eq!(table.len(), 3);
+        // A small deterministic generator; payloads built around the signatures so that both
+        // matches and near misses occur.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut hits, mut tried) = (0, 0);
+        for _ in 0..20_000 {
+            let len = (next() % 260) as usize;
+            let mut p: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let sig = set.iter().nth((next() % 3) as usize).unwrap();
+            if next() % 2 == 0 && sig.offset + sig.bytes.len() <= len {
+                p[sig.offset..sig.offset + sig.bytes.len()].copy_from_slice(&sig.bytes);
+                if next() % 3 == 0 {
+                    let i = sig.offset + (next() as usize % sig.bytes.len());
+                    p[i] ^= 1 << (next() % 8);
+                }
+            }
+            for (s, e) in set.iter().zip(&table) {
+                tried += 1;
+                let want = s.matches(&p);
+                hits += usize::from(want);
+                assert_eq!(kernel_matches(e, &p), want, "{} on {p:02x?}", s.name());
+            }
+        }
+        assert!(hits * 20 > tried / 10, "{hits} matches of {tried}");
+    }
+
+    #[test]
+    fn a_set_larger_than_the_kernel_table_is_refused() {
+        let sigs = (0..=daemon_common::MAX_DECLARED_PROTOCOLS)
+            .map(|i| Signature::new(&format!("p{i:02}"), 0, vec![i as u8], None).unwrap())
+            .collect();
+        let err = Signatures::new(sigs).kernel_table().unwrap_err();
+        assert_eq!(err.code().id, "BW105");
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub struct PolicyViolationSpec {
     pub policy_namespace: Option<String>,
     /// Rule of the policy that matched.
     pub rule: String,
-    /// `exec`, `connect` or `egress`.
+    /// `exec`, `connect`, `egress` or `ingress`.
     pub hook: String,
     /// The policy's action: `Sigkill`, `Block` or `Post`.
     pub action: String,
@@ -72,10 +72,12 @@ pub struct PolicyViolationSpec {
     /// Arguments of the last occurrence (truncated to 1 KiB).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub arguments: String,
-    /// Destination of the connection (`connect`, `egress`).
+    /// Destination of the connection (`connect`, `egress`; on `ingress` the peer's address
+    /// and the server's own port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<ViolationDestination>,
-    /// Encryption verdict of the first payload (`plaintext` or `tls`, egress hook).
+    /// Encryption verdict of the first payload (`plaintext` or `tls`, egress and ingress
+    /// hooks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<String>,
     /// How many times this violation was seen.

@@ -187,6 +187,7 @@ mod entries;
 #[cfg(feature = "user")]
 pub use entries::{MapEntries, SlotEntries};
 
+pub mod ssh;
 pub mod tls;
 
 /// Fails the build unless each type has the size given: the kernel and userspace share these
@@ -203,6 +204,7 @@ mod limits;
 mod maps;
 mod offsets;
 mod records;
+mod signatures;
 mod slots;
 mod state;
 
@@ -212,6 +214,7 @@ pub use limits::*;
 pub use maps::*;
 pub use offsets::*;
 pub use records::*;
+pub use signatures::*;
 pub use slots::*;
 pub use state::*;
 
@@ -243,5 +246,6 @@ mod pod {
         KernelOffsets,
         ConnState,
         ConnConfig,
+        SignatureEntry,
     );
 }

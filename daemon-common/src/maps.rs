@@ -32,6 +32,9 @@ pub const COUNTER_STALE_PROCESS: u32 = 10;
 pub const COUNTER_STALE_FORK: u32 = 11;
 /// A TCP connection was established without room for its connection state (not observed).
 pub const COUNTER_CONN_NO_STATE: u32 = 12;
+/// A packet received on a server connection that an ingress Block refused (the first payload
+/// and everything after it until the connection is destroyed).
+pub const COUNTER_INGRESS_DROPPED: u32 = 13;
 /// Number of counters.
 pub const COUNTERS_LEN: u32 = 16;
 

@@ -172,9 +172,10 @@ pub struct SockClassifiedEvent {
     pub _pad: [u8; 7],
 }
 
-/// `EVENT_SOCK_UNSEEN` (consumed by the engine): the backstop dropped payload sk_msg never
-/// saw on this connection in enforce mode; userspace destroys the connection so the sender gets
-/// an error instead of a stall of retransmissions.
+/// `EVENT_SOCK_UNSEEN` (consumed by the engine): the kernel drops this connection's payload in
+/// enforce mode — the backstop refused payload sk_msg never saw, or an ingress Block refused a
+/// server connection's first payload; userspace destroys the connection so the peer gets a
+/// reset (and the sender an error) instead of a stall of retransmissions.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SockUnseenEvent {

@@ -14,6 +14,7 @@ pub const ACTION_BLOCK: u8 = 4;
 pub const HOOK_EXEC: u8 = 0;
 pub const HOOK_CONNECT: u8 = 1;
 pub const HOOK_EGRESS: u8 = 2;
+pub const HOOK_INGRESS: u8 = 3;
 
 /// [`SelectorEntry::mode`] values.
 pub const MODE_ENFORCE: u8 = 0;
@@ -25,6 +26,27 @@ pub const ENC_PLAINTEXT: u8 = 1;
 pub const ENC_TLS: u8 = 2;
 /// Verdict not decided yet (no payload, or too few bytes to tell).
 pub const ENC_PENDING: u8 = 0;
+/// Verdict only: an encrypted protocol other than TLS — SSH ([`ssh`](crate::ssh)) or a
+/// declared one ([`SignatureEntry`](crate::SignatureEntry)). Matched by selectors without
+/// `matchEncryption`, never by `plaintext` nor by `tls`.
+pub const ENC_ENCRYPTED: u8 = 3;
+
+/// Whether a selector with matchEncryption `encryption` matches a stream whose verdict so far
+/// is `verdict`, and the encryption the event then reports. A selector without matchEncryption
+/// matches any payload; `plaintext` needs the plaintext verdict (so neither TLS, nor SSH, nor a
+/// declared protocol: [`ENC_ENCRYPTED`]); `tls` matches a TLS verdict and a stream that is still
+/// a valid ClientHello prefix (blocking "TLS" fails closed). The
+/// egress (sk_msg) and ingress (cgroup_skb) verdicts both use it; the compiler's reference
+/// evaluator states the same rule independently.
+#[inline(always)]
+pub fn encryption_match(encryption: u8, verdict: u8) -> Option<u8> {
+    match encryption {
+        ENC_ANY => Some(verdict),
+        ENC_PLAINTEXT => (verdict == ENC_PLAINTEXT).then_some(ENC_PLAINTEXT),
+        ENC_TLS => (verdict == ENC_TLS || verdict == ENC_PENDING).then_some(ENC_TLS),
+        _ => None,
+    }
+}
 
 /// Global switch, `CONFIG[0]`.
 #[repr(C)]
@@ -59,6 +81,9 @@ pub struct SlotMeta {
     pub hook_exec: u64,
     pub hook_connect: u64,
     pub hook_egress: u64,
+    /// The ingress hook's selectors: judged at the first payload a server connection receives,
+    /// for the process that called `listen()` (`ingress.rs`).
+    pub hook_ingress: u64,
     /// Number of selectors used (0..=64).
     pub selector_count: u32,
     /// `LOOKUP_*` bits: which matcher maps have entries in this slot.
@@ -114,9 +139,9 @@ pub struct SelectorEntry {
     pub actions: u8,
     /// `MODE_*`.
     pub mode: u8,
-    /// `ENC_*` required on the egress hook (`ENC_ANY` when no matchEncryption).
+    /// `ENC_*` required on the egress or ingress hook (`ENC_ANY` when no matchEncryption).
     pub encryption: u8,
     pub _pad: [u8; 4],
 }
 
-assert_sizes!(Config = 16, SlotMeta = 128, SelectorEntry = 32,);
+assert_sizes!(Config = 16, SlotMeta = 136, SelectorEntry = 32,);

@@ -229,6 +229,8 @@ fn check_enforced(skb: *mut __sk_buff, st: &mut SockState, p: Option<&Packet>) -
             reason: REASON_UNSEEN_PAYLOAD as u32,
             drop: 0,
             first: 0,
+            hook: HOOK_EGRESS as u32,
+            _pad: 0,
         };
         c.run();
         st.unseen_reported |= UNSEEN_MATCHES_REPORTED;

@@ -313,6 +313,9 @@ fn observe(ctx: &SkBuffContext, sent: bool) -> i32 {
     }
     let seen = if sent { st.sent_seen } else { st.received_seen };
     if seen == 0 {
+        if !sent && crate::ingress::first_payload(skb, sk, st) {
+            return 0;
+        }
         capture(skb, st, sent);
     }
     let interval = conn_config().stats_interval_ns;

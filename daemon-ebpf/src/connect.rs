@@ -246,6 +246,8 @@ fn watch_connect(
             reason: REASON_TCP_FAST_OPEN as u32,
             drop: 0,
             first: 0,
+            hook: HOOK_EGRESS as u32,
+            _pad: 0,
         };
         m.run();
         if m.drop != 0 {

@@ -195,6 +195,8 @@ pub fn bulwark_egress(ctx: SkMsgContext) -> u32 {
             reason: st.unseen as u32,
             drop: 0,
             first: 0,
+            hook: HOOK_EGRESS as u32,
+            _pad: 0,
         };
         c.run();
         st.reported = c.reported;

@@ -4,7 +4,8 @@
 //! moved between namespaces' cgroups, `connect` connect and
 //! sendmsg, `sockops` sock_ops, `net` what those and the egress programs share, `egress` the
 //! sk_msg verdict, `backstop` the wire-level check of what the verdict never saw, `sockets`
-//! the socket guard (socket types those hooks cannot see), `conn` connection observation.
+//! the socket guard (socket types those hooks cannot see), `conn` connection observation, `ingress` the verdict at a server
+//! connection's first received payload (called from `conn`).
 #![no_std]
 #![no_main]
 // Map keys are passed by reference on purpose: by value, a 260-byte key is copied onto the
@@ -20,6 +21,7 @@ mod egress;
 mod exec;
 mod exit;
 mod fork;
+mod ingress;
 mod maps;
 mod net;
 mod noop;

@@ -134,11 +134,23 @@ pub fn egress_dest_selectors(table: u32, dest: &Destination, v4: bool) -> u64 {
     if meta.hook_egress == 0 {
         return 0;
     }
+    dest_selectors(table, &meta, meta.hook_egress, dest, v4)
+}
+
+/// The selectors among `candidates` of `table` whose destination conditions hold for `dest`.
+#[inline(always)]
+pub fn dest_selectors(
+    table: u32,
+    meta: &SlotMeta,
+    candidates: u64,
+    dest: &Destination,
+    v4: bool,
+) -> u64 {
     let mut c = DestSelLoop {
         slot: table,
         _pad: 0,
-        candidates: meta.hook_egress,
-        truth: dest_truth(table, &meta, dest, v4),
+        candidates,
+        truth: dest_truth(table, meta, dest, v4),
         out: 0,
     };
     unsafe {
@@ -199,7 +211,8 @@ pub fn current_process(tgid: u32) -> ProcessState {
     ProcessState::default()
 }
 
-/// What an egress match is about (the payload verdict, or why it was not seen).
+/// What a payload match is about (the payload verdict, or why it was not seen), on the egress
+/// hook (sends, the connect program's Fast Open check, the backstop) or the ingress hook.
 #[repr(C)]
 pub struct EgressLoop {
     /// Candidate selectors (egress, destination holds, process holds where known).
@@ -219,6 +232,9 @@ pub struct EgressLoop {
     pub drop: u32,
     /// Out: first enforce-mode Block selector that matched (valid when `drop`).
     pub first: u32,
+    /// `HOOK_EGRESS` or `HOOK_INGRESS`, for the events.
+    pub hook: u32,
+    pub _pad: u32,
 }
 
 impl EgressLoop {
@@ -237,20 +253,6 @@ impl EgressLoop {
                 0,
             )
         };
-    }
-}
-
-/// Whether a selector with matchEncryption `encryption` matches a stream whose verdict so far
-/// is `verdict`, and the encryption the event then reports. A selector without matchEncryption
-/// matches any payload; `plaintext` needs the plaintext verdict; `tls` matches a TLS verdict
-/// and a stream that is still a valid ClientHello prefix (blocking "TLS" fails closed).
-#[inline(always)]
-pub fn encryption_match(encryption: u8, verdict: u8) -> Option<u8> {
-    match encryption {
-        ENC_ANY => Some(verdict),
-        ENC_PLAINTEXT => (verdict == ENC_PLAINTEXT).then_some(ENC_PLAINTEXT),
-        ENC_TLS => (verdict == ENC_TLS || verdict == ENC_PENDING).then_some(ENC_TLS),
-        _ => None,
     }
 }
 
@@ -282,7 +284,7 @@ extern "C" fn egress_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         header: header(EVENT_MATCH, c.tgid, c.start_ns),
         slot: c.slot as u8,
         selector: i as u8,
-        hook: HOOK_EGRESS,
+        hook: c.hook as u8,
         actions: sel.actions,
         enforced: enforced as u8,
         encryption: if c.reason == REASON_NONE as u32 {

@@ -163,6 +163,7 @@ fn hook_name(hook: u8) -> &'static str {
         dc::HOOK_EXEC => "exec",
         dc::HOOK_CONNECT => "connect",
         dc::HOOK_EGRESS => "egress",
+        dc::HOOK_INGRESS => "ingress",
         _ => "?",
     }
 }
@@ -436,6 +437,7 @@ fn render_text_report(rs: &RuleSet, e: &MapEntries, ids: &NamespaceIds, slot: u8
         ("hook_exec", m.hook_exec, 's'),
         ("hook_connect", m.hook_connect, 's'),
         ("hook_egress", m.hook_egress, 's'),
+        ("hook_ingress", m.hook_ingress, 's'),
         ("proc_negate", m.proc_negate, 'p'),
         ("dest_negate", m.dest_negate, 'd'),
         ("dest_any_addr", m.dest_any_addr, 'd'),
@@ -533,7 +535,7 @@ fn render_json(rs: &RuleSet, e: &MapEntries, ids: &NamespaceIds, slot: u8) -> Va
         dc::MAP_SLOT_META.into(),
         json!({
             "selectorCount": m.selector_count, "lookups": lookup_names(m.lookups),
-            "hookExec": hex(m.hook_exec), "hookConnect": hex(m.hook_connect), "hookEgress": hex(m.hook_egress),
+            "hookExec": hex(m.hook_exec), "hookConnect": hex(m.hook_connect), "hookEgress": hex(m.hook_egress), "hookIngress": hex(m.hook_ingress),
             "procNegate": hex(m.proc_negate), "destNegate": hex(m.dest_negate),
             "destAnyAddr": hex(m.dest_any_addr), "destAnyPort": hex(m.dest_any_port),
             "destTcp": hex(m.dest_tcp), "destUdp": hex(m.dest_udp),

@@ -516,7 +516,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut daemon = Daemon::new(cfg, LintCompiler::new(), kernel, out);
     // The controller's later sets (pod CIDRs, EncryptedProtocol objects) wait in `requests`
     // and replace these once the loop runs.
-    daemon.set_declared_protocols(signatures);
+    daemon
+        .set_declared_protocols(signatures)
+        .context("declaring the --protocols encrypted protocols to the kernel")?;
     daemon.set_cluster_cidrs(cluster_cidrs);
     let violations = controller.as_ref().map(|handle| handle.sender());
     if violations.is_some() || metrics.is_some() {

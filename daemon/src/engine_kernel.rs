@@ -104,6 +104,14 @@ impl Kernel<NodeRuleSet> for EngineKernel {
         engine.set_loaders(&keys)
     }
 
+    fn set_encrypted_protocols(
+        &mut self,
+        protocols: &[daemon_common::SignatureEntry],
+    ) -> anyhow::Result<()> {
+        let engine = self.engine.as_mut().context("engine already shut down")?;
+        engine.set_encrypted_protocols(protocols)
+    }
+
     fn poll(
         &mut self,
         timeout: Duration,

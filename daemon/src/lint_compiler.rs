@@ -215,6 +215,12 @@ mod tests {
         fn set_loaders(&mut self, _: &[bulwark_compiler::FileId]) -> anyhow::Result<()> {
             Ok(())
         }
+        fn set_encrypted_protocols(
+            &mut self,
+            _: &[daemon_common::SignatureEntry],
+        ) -> anyhow::Result<()> {
+            Ok(())
+        }
         fn poll(
             &mut self,
             _t: Duration,

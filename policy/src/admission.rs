@@ -140,7 +140,7 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
             rule_naming(
                 codes::ACTION_NOT_ALLOWED,
                 "self.hook == 'exec' || self.selectors.all(s, !has(s.matchActions) || s.matchActions.all(a, a.action != 'Sigkill'))",
-                "action `Sigkill` is not allowed on `hook: connect` or `egress`; they allow `Post`, `Block` (use `Block` to refuse the connection or send)",
+                "action `Sigkill` is not allowed on `hook: connect`, `egress` or `ingress`; they allow `Post`, `Block` (use `Block` to refuse the connection or send)",
                 &[
                     "'action `Sigkill` is not allowed on `hook: '",
                     "self.hook",
@@ -159,19 +159,19 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
             ),
             rule(
                 codes::UDP_ON_EGRESS,
-                "self.hook != 'egress' || self.selectors.all(s, !has(s.matchDestinations) || s.matchDestinations.all(d, d.operator != 'In' || !has(d.protocol) || d.protocol != 'UDP'))",
-                "`protocol: UDP` on the egress hook never matches: only TCP payloads are classified (use `hook: connect` to act on UDP)",
+                "(self.hook != 'egress' && self.hook != 'ingress') || self.selectors.all(s, !has(s.matchDestinations) || s.matchDestinations.all(d, d.operator != 'In' || !has(d.protocol) || d.protocol != 'UDP'))",
+                "`protocol: UDP` on the egress or ingress hook never matches: only TCP payloads are classified (use `hook: connect` to act on UDP)",
             ),
             rule_naming(
                 codes::ENCRYPTION_OFF_EGRESS,
-                "self.hook == 'egress' || self.selectors.all(s, !has(s.matchEncryption))",
-                "`matchEncryption` is only valid with `hook: egress`: encryption is decided from the first payload, which only the egress hook sees",
+                "self.hook == 'egress' || self.hook == 'ingress' || self.selectors.all(s, !has(s.matchEncryption))",
+                "`matchEncryption` is only valid with `hook: egress` or `ingress`: encryption is decided from the first payload, which only those hooks see",
                 &[
                     "'`matchEncryption` on rule `'",
                     "self.name",
                     "'` with `hook: '",
                     "self.hook",
-                    "'`: encryption is decided from the first payload, which only the egress hook sees'",
+                    "'`: encryption is decided from the first payload, which only the egress and ingress hooks see'",
                 ],
             ),
         ]}),

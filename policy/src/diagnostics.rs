@@ -79,8 +79,8 @@ codes! {
     STRAY_CHARACTERS = "BW056", "stray-characters", Warning, "A binary path or argument value starts or ends with white space or holds a control character (an error where it makes a path relative).";
     ACTION_NOT_ALLOWED = "BW060", "action-not-allowed", Error, "An action that the rule's hook cannot carry out.";
     DESTINATIONS_ON_EXEC = "BW061", "destinations-on-exec", Error, "matchDestinations on an exec hook (an exec has no destination).";
-    ENCRYPTION_OFF_EGRESS = "BW062", "encryption-off-egress", Error, "matchEncryption on a hook other than egress.";
-    UDP_ON_EGRESS = "BW063", "udp-on-egress", Error, "The egress hook classifies TCP payloads only; UDP never reaches it.";
+    ENCRYPTION_OFF_EGRESS = "BW062", "encryption-off-egress", Error, "matchEncryption on a hook other than egress and ingress (only they see a first payload).";
+    UDP_ON_EGRESS = "BW063", "udp-on-egress", Error, "The egress and ingress hooks classify TCP payloads only; UDP never reaches them.";
     ENFORCE_WITHOUT_ACTION = "BW070", "enforce-without-action", Warning, "mode: enforce, but no selector has Sigkill or Block.";
     NO_ACTIONS = "BW071", "no-actions", Warning, "In a mode: enforce policy whose other selectors enforce, a selector without matchActions takes the default Post (report only).";
     NEVER_MATCHES = "BW080", "never-matches", Error, "A selector's conditions contradict each other, so it can never match.";
@@ -93,6 +93,8 @@ codes! {
     SIGNATURE_BEYOND_PREFIX = "BW101", "signature-beyond-prefix", Error, "An EncryptedProtocol's signature ends beyond the first-payload bytes the daemon inspects.";
     PROTOCOL_NAME = "BW102", "protocol-name", Error, "An EncryptedProtocol's name is a built-in classification word or not a lower-case DNS label starting with a letter.";
     DUPLICATE_PROTOCOL = "BW103", "duplicate-protocol", Error, "Two EncryptedProtocol declarations have the same name.";
+    SIGNATURE_TOO_LONG = "BW104", "signature-too-long", Error, "An EncryptedProtocol's signature is longer than the kernel's matchEncryption table compares.";
+    TOO_MANY_PROTOCOLS = "BW105", "too-many-protocols", Error, "More EncryptedProtocol declarations than the kernel's matchEncryption table holds.";
 }
 
 /// Looks a code up by id.

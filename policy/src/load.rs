@@ -261,6 +261,12 @@ fn check_protocol(
             .any(|p| p.metadata.name.as_deref() == Some(name.as_str()))
         {
             diags.push(protocol::diagnostic(&SignatureError::Duplicate(name)));
+        } else if out.protocols.len() >= protocol::MAX_DECLARED_PROTOCOLS {
+            diags.push(protocol::diagnostic(&SignatureError::TooMany {
+                name,
+                count: out.protocols.len() + 1,
+                limit: protocol::MAX_DECLARED_PROTOCOLS,
+            }));
         }
         if !diags.iter().any(Diagnostic::is_error) {
             out.protocols.push(decl);

@@ -1,7 +1,7 @@
 //! The policy model. Vocabulary follows Cilium Tetragon's TracingPolicy where it fits:
 //! `selectors` are ORed, the `match*` fields inside one selector are ANDed, and the entries
 //! inside one `match*` list are ANDed too. bulwark's own additions are hook points that are
-//! events rather than kernel functions (`exec`, `connect`, `egress`), `matchNamespaces`
+//! events rather than kernel functions (`exec`, `connect`, `egress`, `ingress`), `matchNamespaces`
 //! (Kubernetes namespaces; Tetragon uses that name for Linux namespaces), `matchDestinations`,
 //! `matchEncryption` and a per-policy `mode`. The word enums ([`Hook`], [`Action`], [`Mode`],
 //! [`Encryption`]) are declared with [`crate::words!`]: one word table each, shared by policies,
@@ -113,6 +113,22 @@ crate::words! {
         /// or plaintext. Actions: `Post`, `Block` (the send fails with EACCES; nothing reaches
         /// the peer).
         Egress = "egress",
+        /// The first payload a server socket receives: a TCP connection accepted on a socket
+        /// that a process put in `listen()`, classified as TLS or plaintext. The process
+        /// selectors match the process that called `listen()` (the workload exposing the
+        /// service); `matchDestinations` ports are the service's local port and its CIDRs the
+        /// peer's address. Actions: `Post`, `Block` (that payload and every later one are
+        /// dropped before the server can read a byte, and the connection is reset).
+        Ingress = "ingress",
+    }
+}
+
+impl Hook {
+    /// True for the hooks that see a connection's first payload and so decide
+    /// `matchEncryption`: `egress` (what a process sends) and `ingress` (what a server
+    /// receives). Both act on TCP only.
+    pub fn classifies_payload(self) -> bool {
+        matches!(self, Hook::Egress | Hook::Ingress)
     }
 }
 
@@ -134,10 +150,11 @@ pub struct Selector {
     /// through a dynamic loader run directly (`loader`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_exec_kinds: Vec<ExecKindSelector>,
-    /// Conditions on the destination of a connection (`connect` and `egress` hooks).
+    /// Conditions on the destination of a connection (`connect` and `egress` hooks); on the
+    /// `ingress` hook, ports are the server's local port and CIDRs the peer's address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_destinations: Vec<DestinationSelector>,
-    /// Condition on the encryption state of the first payload (`egress` hook).
+    /// Condition on the encryption state of the first payload (`egress` and `ingress` hooks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_encryption: Option<Encryption>,
     /// What to do when the selector matches.
@@ -321,7 +338,8 @@ crate::words! {
         Post = "Post",
         /// Kill the process with SIGKILL (`exec` hook: before the new image runs).
         Sigkill = "Sigkill",
-        /// Refuse the operation (`connect`: EPERM; `egress`: the send fails with EACCES).
+        /// Refuse the operation (`connect`: EPERM; `egress`: the send fails with EACCES;
+        /// `ingress`: the payload is dropped before the server reads it).
         Block = "Block",
     }
 }

@@ -23,6 +23,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+/// What the kernel's `matchEncryption` table holds (daemon-common's `signatures`): a
+/// declaration must fit it, so the classifier and the kernel verdicts know the same protocols.
+pub use daemon_common::{MAX_DECLARED_PROTOCOLS, MAX_SIGNATURE_BYTES};
+
 /// The kind of the resource, as written in YAML.
 pub const KIND: &str = "EncryptedProtocol";
 
@@ -125,6 +129,14 @@ pub enum SignatureError {
     BeyondPrefix { end: usize, limit: usize },
     #[error("protocol `{0}` is declared more than once; keep one declaration per name")]
     Duplicate(String),
+    #[error("signature has {len} bytes; the kernel compares at most {limit} bytes per declared protocol (for `matchEncryption`)")]
+    TooLong { len: usize, limit: usize },
+    #[error("protocol `{name}` is declaration {count} of a set; the kernel holds at most {limit} declared protocols (for `matchEncryption`)")]
+    TooMany {
+        name: String,
+        count: usize,
+        limit: usize,
+    },
 }
 
 impl SignatureError {
@@ -134,6 +146,8 @@ impl SignatureError {
             SignatureError::BuiltinName(_) | SignatureError::BadName(_) => codes::PROTOCOL_NAME,
             SignatureError::BeyondPrefix { .. } => codes::SIGNATURE_BEYOND_PREFIX,
             SignatureError::Duplicate(_) => codes::DUPLICATE_PROTOCOL,
+            SignatureError::TooLong { .. } => codes::SIGNATURE_TOO_LONG,
+            SignatureError::TooMany { .. } => codes::TOO_MANY_PROTOCOLS,
             _ => codes::INVALID_SIGNATURE,
         }
     }
@@ -164,6 +178,12 @@ impl SignatureError {
                 format!("lower `offset` or shorten the signature so offset + length is at most {limit}")
             }
             SignatureError::Duplicate(_) => "keep one declaration per name, or rename one".into(),
+            SignatureError::TooLong { limit, .. } => format!(
+                "keep the {limit} bytes (or fewer) that best identify the protocol, and raise `offset` if they start later"
+            ),
+            SignatureError::TooMany { limit, .. } => format!(
+                "declare at most {limit} protocols; drop the ones no workload of this cluster speaks"
+            ),
         }
     }
 
@@ -172,7 +192,8 @@ impl SignatureError {
         match self {
             SignatureError::BuiltinName(_)
             | SignatureError::BadName(_)
-            | SignatureError::Duplicate(_) => "metadata.name",
+            | SignatureError::Duplicate(_)
+            | SignatureError::TooMany { .. } => "metadata.name",
             SignatureError::BadHex { field: "mask", .. }
             | SignatureError::MaskLength { .. }
             | SignatureError::MaskSelectsNothing => "spec.mask",
@@ -215,6 +236,12 @@ pub fn check_signature(
             errors.push(SignatureError::MaskSelectsNothing)
         }
         _ => {}
+    }
+    if bytes.len() > MAX_SIGNATURE_BYTES {
+        errors.push(SignatureError::TooLong {
+            len: bytes.len(),
+            limit: MAX_SIGNATURE_BYTES,
+        });
     }
     let end = offset.saturating_add(bytes.len());
     if end > INSPECTED_BYTES {
@@ -273,6 +300,16 @@ pub fn check_declarations(decls: &[EncryptedProtocol]) -> Vec<(String, Signature
         }
         if !seen.insert(name.clone()) {
             errors.push((name.clone(), SignatureError::Duplicate(name)));
+        } else if seen.len() > MAX_DECLARED_PROTOCOLS {
+            let count = seen.len();
+            errors.push((
+                name.clone(),
+                SignatureError::TooMany {
+                    name,
+                    count,
+                    limit: MAX_DECLARED_PROTOCOLS,
+                },
+            ));
         }
     }
     errors
@@ -453,7 +490,8 @@ pub fn crd() -> crate::CustomResourceDefinition {
             if let Some(spec) = schema.pointer_mut("/properties/spec/properties") {
                 for field in ["signature", "mask"] {
                     spec[field]["pattern"] = json!(HEX_BYTES);
-                    spec[field]["maxLength"] = json!(INSPECTED_BYTES * 3);
+                    // Two hex digits and one separator per byte, the last without one.
+                    spec[field]["maxLength"] = json!(MAX_SIGNATURE_BYTES * 3 - 1);
                 }
                 spec["offset"]["maximum"] = json!(INSPECTED_BYTES - 1);
                 if let Some(o) = spec["offset"].as_object_mut() {
@@ -564,6 +602,39 @@ mod tests {
                 Err(SignatureError::BuiltinName(builtin.to_string()))
             );
         }
+    }
+
+    #[test]
+    fn declarations_must_fit_the_kernel_table() {
+        let long = vec!["ab"; MAX_SIGNATURE_BYTES + 1].join(" ");
+        let errs = parse_declaration(&decl("long", &long, 0, None)).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![SignatureError::TooLong {
+                len: MAX_SIGNATURE_BYTES + 1,
+                limit: MAX_SIGNATURE_BYTES
+            }]
+        );
+        assert_eq!(errs[0].code().id, "BW104");
+        let fits = vec!["ab"; MAX_SIGNATURE_BYTES].join(" ");
+        assert!(parse_declaration(&decl("fits", &fits, 0, None)).is_ok());
+        let many: Vec<_> = (0..=MAX_DECLARED_PROTOCOLS)
+            .map(|i| decl(&format!("p{i:02}"), "01", 0, None))
+            .collect();
+        assert!(check_declarations(&many[..MAX_DECLARED_PROTOCOLS]).is_empty());
+        let errs = check_declarations(&many);
+        assert_eq!(
+            errs,
+            vec![(
+                format!("p{MAX_DECLARED_PROTOCOLS:02}"),
+                SignatureError::TooMany {
+                    name: format!("p{MAX_DECLARED_PROTOCOLS:02}"),
+                    count: MAX_DECLARED_PROTOCOLS + 1,
+                    limit: MAX_DECLARED_PROTOCOLS
+                }
+            )]
+        );
+        assert_eq!(errs[0].1.code().id, "BW105");
     }
 
     #[test]

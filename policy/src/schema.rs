@@ -177,7 +177,7 @@ fn placement_hint(key: &str, path: &str) -> Option<String> {
     }
     if TETRAGON_SPEC.contains(&key) {
         return Some(format!(
-            "`{key}` is a Cilium Tetragon field; bulwark hooks events, not kernel functions: write `rules` entries with `hook: exec`, `connect` or `egress` and `selectors`"
+            "`{key}` is a Cilium Tetragon field; bulwark hooks events, not kernel functions: write `rules` entries with `hook: exec`, `connect`, `egress` or `ingress` and `selectors`"
         ));
     }
     if TETRAGON_SELECTOR.contains(&key) {
@@ -490,7 +490,7 @@ pub fn check_document(doc: &Document, out: &mut Vec<Diagnostic>) -> Option<Kind>
             codes::TETRAGON_POLICY,
             "this is a Cilium Tetragon policy (`cilium.io`), not a bulwark policy".into(),
             format!(
-                "run `bulwark convert FILE` to translate it and see what does not map (docs/convert.md); by hand: set `apiVersion: {API_VERSION}`; replace `spec.kprobes`/`spec.tracepoints` with `spec.rules`, one per event, each with `name`, `hook: exec|connect|egress` and `selectors` (matchBinaries/matchArgs keep their Tetragon meaning; actions are Post, Sigkill, Block); see docs/lint.md"
+                "run `bulwark convert FILE` to translate it and see what does not map (docs/convert.md); by hand: set `apiVersion: {API_VERSION}`; replace `spec.kprobes`/`spec.tracepoints` with `spec.rules`, one per event, each with `name`, `hook: exec|connect|egress|ingress` and `selectors` (matchBinaries/matchArgs keep their Tetragon meaning; actions are Post, Sigkill, Block); see docs/lint.md"
             ),
             "apiVersion",
             pos,

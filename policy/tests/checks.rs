@@ -479,10 +479,26 @@ fn hooks_actions_and_mode() {
         &policy("enforce", "connect", enc),
         &policy("enforce", "egress", enc),
     );
+    // A server's first payload is classified too.
+    pair(
+        "BW062",
+        &policy("enforce", "exec", "{matchBinaries: [{operator: In, values: [/a]}], matchEncryption: tls, matchActions: [{action: Sigkill}]}"),
+        &policy("enforce", "ingress", enc),
+    );
+    pair(
+        "BW060",
+        &policy("enforce", "ingress", &enc.replace("Block", "Sigkill")),
+        &policy("monitor", "ingress", &enc.replace("Block", "Post")),
+    );
     let udp = "{matchDestinations: [{operator: In, protocol: UDP, ports: [53]}], matchActions: [{action: Block}]}";
     pair(
         "BW063",
         &policy("enforce", "egress", udp),
+        &policy("enforce", "connect", udp),
+    );
+    pair(
+        "BW063",
+        &policy("enforce", "ingress", udp),
         &policy("enforce", "connect", udp),
     );
     let post = KILL.replace("Sigkill", "Post");

@@ -12,7 +12,7 @@ use daemon_common::*;
 use super::Engine;
 
 /// Every map of the eBPF object (the engine holds them by name).
-pub(super) const ALL_MAPS: [&str; 25] = [
+pub(super) const ALL_MAPS: [&str; 26] = [
     MAP_CONFIG,
     MAP_SLOT_META,
     MAP_SELECTORS,
@@ -37,6 +37,7 @@ pub(super) const ALL_MAPS: [&str; 25] = [
     MAP_BIN_INODE,
     MAP_LOADERS,
     MAP_LOADER_ARG_OPTIONS,
+    MAP_DECLARED_PROTOCOLS,
     "ZEROS",
 ];
 
@@ -166,6 +167,28 @@ impl Engine {
         for k in files {
             m.insert(k, 1, 0)
                 .with_context(|| format!("LOADERS full ({MAX_LOADERS} files)"))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the declared encrypted protocols the payload verdicts count as encrypted
+    /// (`DECLARED_PROTOCOLS`): entry `i` is `protocols[i]`, the rest are cleared. Each entry is
+    /// one map write, so a verdict made during the change sees the old or the new entry of each
+    /// index. More than [`MAX_DECLARED_PROTOCOLS`] is refused with nothing written.
+    pub fn set_encrypted_protocols(&mut self, protocols: &[SignatureEntry]) -> anyhow::Result<()> {
+        if protocols.len() > MAX_DECLARED_PROTOCOLS {
+            anyhow::bail!(
+                "{} declared encrypted protocols; the kernel table holds {MAX_DECLARED_PROTOCOLS} \
+                 (drop the ones no workload speaks)",
+                protocols.len()
+            );
+        }
+        let mut m: Array<&mut MapData, SignatureEntry> =
+            Array::try_from(map(&mut self.maps, MAP_DECLARED_PROTOCOLS)?)?;
+        for i in 0..MAX_DECLARED_PROTOCOLS {
+            let e = protocols.get(i).copied().unwrap_or_default();
+            m.set(i as u32, e, 0)
+                .with_context(|| format!("writing {MAP_DECLARED_PROTOCOLS}[{i}]"))?;
         }
         Ok(())
     }

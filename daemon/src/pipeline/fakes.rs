@@ -130,6 +130,8 @@ pub struct FakeKernel {
     pub lost: u64,
     pub stale: u64,
     pub loaders: Vec<bulwark_compiler::FileId>,
+    /// The last declared-protocol table written.
+    pub encrypted_protocols: Vec<daemon_common::SignatureEntry>,
     pub shut: bool,
     /// Taken over from a previous daemon whose rule set (policy names) is in the active slot.
     pub adopted: Option<Vec<String>>,
@@ -171,6 +173,13 @@ impl Kernel<FakeRules> for FakeKernel {
     }
     fn set_loaders(&mut self, loaders: &[bulwark_compiler::FileId]) -> anyhow::Result<()> {
         self.loaders = loaders.to_vec();
+        Ok(())
+    }
+    fn set_encrypted_protocols(
+        &mut self,
+        protocols: &[daemon_common::SignatureEntry],
+    ) -> anyhow::Result<()> {
+        self.encrypted_protocols = protocols.to_vec();
         Ok(())
     }
     fn poll(

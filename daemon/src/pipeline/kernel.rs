@@ -61,6 +61,12 @@ pub trait Kernel<R> {
     fn remove_workload(&mut self, cgroup_id: u64) -> anyhow::Result<()>;
     /// Replaces the set of dynamic loader files.
     fn set_loaders(&mut self, loaders: &[FileId]) -> anyhow::Result<()>;
+    /// Replaces the declared encrypted protocols the payload verdicts know (the kernel's
+    /// `DECLARED_PROTOCOLS` table, at most `MAX_DECLARED_PROTOCOLS` entries).
+    fn set_encrypted_protocols(
+        &mut self,
+        protocols: &[daemon_common::SignatureEntry],
+    ) -> anyhow::Result<()>;
     /// Waits up to `timeout` for records and passes each one, decoded, to `sink` (a record
     /// that could not be decoded is passed as the error, and counted as lost).
     fn poll(

@@ -15,7 +15,7 @@ use bulwark_events::{
 };
 use daemon_common::{
     MatchEvent, ACTION_BLOCK, ACTION_SIGKILL, ENC_PLAINTEXT, ENC_TLS, HOOK_CONNECT, HOOK_EGRESS,
-    HOOK_EXEC, PROTO_TCP, PROTO_UDP, REASON_ARGS_INCOMPLETE, REASON_CAPACITY,
+    HOOK_EXEC, HOOK_INGRESS, PROTO_TCP, PROTO_UDP, REASON_ARGS_INCOMPLETE, REASON_CAPACITY,
     REASON_EXISTING_CONNECTION, REASON_ICMP_SOCKET, REASON_MPTCP, REASON_NONE,
     REASON_PACKET_SOCKET, REASON_RAW_SOCKET, REASON_TCP_FAST_OPEN, REASON_UNSEEN_PAYLOAD,
 };
@@ -342,6 +342,7 @@ impl<R: Rules> Pipeline<R> {
             HOOK_EXEC => Hook::Exec,
             HOOK_CONNECT => Hook::Connect,
             HOOK_EGRESS => Hook::Egress,
+            HOOK_INGRESS => Hook::Ingress,
             other => {
                 self.decode_errors += 1;
                 eprintln!(
@@ -372,8 +373,8 @@ impl<R: Rules> Pipeline<R> {
             destination: (hook != Hook::Exec && !reason.is_some_and(Reason::is_socket_guard))
                 .then(|| destination(&m.dest)),
             encryption: match (hook, m.encryption) {
-                (Hook::Egress, ENC_PLAINTEXT) => Some(Encryption::Plaintext),
-                (Hook::Egress, ENC_TLS) => Some(Encryption::Tls),
+                (Hook::Egress | Hook::Ingress, ENC_PLAINTEXT) => Some(Encryption::Plaintext),
+                (Hook::Egress | Hook::Ingress, ENC_TLS) => Some(Encryption::Tls),
                 _ => None,
             },
             // The exec program knows which selectors held only because the arguments were

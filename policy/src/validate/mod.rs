@@ -68,7 +68,7 @@ pub fn suggest_dns1123(s: &str) -> String {
 fn allowed_actions(h: Hook) -> &'static [Action] {
     match h {
         Hook::Exec => &[Action::Post, Action::Sigkill],
-        Hook::Connect | Hook::Egress => &[Action::Post, Action::Block],
+        Hook::Connect | Hook::Egress | Hook::Ingress => &[Action::Post, Action::Block],
     }
 }
 
@@ -242,6 +242,7 @@ fn no_actions(hook: Hook, sp: &str) -> Diagnostic {
     let (enforce, hint) = match hook {
         Hook::Exec => ("killed", "write `matchActions: [{action: Sigkill}]` to stop the exec, or `[{action: Post}]` to say you mean to report only"),
         Hook::Connect | Hook::Egress => ("blocked", "write `matchActions: [{action: Block}]` to refuse the connection, or `[{action: Post}]` to say you mean to report only"),
+        Hook::Ingress => ("blocked", "write `matchActions: [{action: Block}]` to drop the connection's payload before the server reads it, or `[{action: Post}]` to say you mean to report only"),
     };
     d(
         codes::NO_ACTIONS,
@@ -267,6 +268,7 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
             Hook::Exec => "exec on every host process and workload",
             Hook::Connect => "connect on the node",
             Hook::Egress => "outbound TCP connection on the node",
+            Hook::Ingress => "inbound TCP connection to a listening process on the node",
         };
         if enforcing {
             out.push(d(
@@ -451,29 +453,30 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
                 out.push(d(code, format!("{dp}.ports[{pi}]"), e.to_string(), hint));
             }
         }
-        if hook == Hook::Egress && dest.protocol == Some(Protocol::UDP) {
+        if hook.classifies_payload() && dest.protocol == Some(Protocol::UDP) {
+            let h = hook.as_str();
             let (msg, sev) = if dest.operator == SetOperator::In {
-                ("`protocol: UDP` on the egress hook never matches: only TCP payloads are classified", Severity::Error)
+                (format!("`protocol: UDP` on the {h} hook never matches: only TCP payloads are classified"), Severity::Error)
             } else {
-                ("`NotIn` with `protocol: UDP` on the egress hook always holds: only TCP payloads are classified", Severity::Warning)
+                (format!("`NotIn` with `protocol: UDP` on the {h} hook always holds: only TCP payloads are classified"), Severity::Warning)
             };
             out.push(
                 d(
                     codes::UDP_ON_EGRESS,
                     format!("{dp}.protocol"),
                     msg,
-                    "use `protocol: TCP` (or omit it) on egress; to act on UDP use `hook: connect`",
+                    format!("use `protocol: TCP` (or omit it) on {h}; to act on UDP use `hook: connect`"),
                 )
                 .severity(sev),
             );
         }
     }
-    if sel.match_encryption.is_some() && hook != Hook::Egress {
+    if sel.match_encryption.is_some() && !hook.classifies_payload() {
         out.push(d(
             codes::ENCRYPTION_OFF_EGRESS,
             format!("{sp}.matchEncryption"),
-            format!("`matchEncryption` on rule `{}` with `hook: {}`: encryption is decided from the first payload, which only the egress hook sees", rule.name, hook.as_str()),
-            "use `hook: egress` for plaintext/TLS decisions, or remove matchEncryption",
+            format!("`matchEncryption` on rule `{}` with `hook: {}`: encryption is decided from the first payload, which only the egress and ingress hooks see", rule.name, hook.as_str()),
+            "use `hook: egress` (what a process sends) or `hook: ingress` (what a server receives) for plaintext/TLS decisions, or remove matchEncryption",
         ));
     }
     for (k, a) in sel.match_actions.iter().enumerate() {

@@ -327,10 +327,13 @@ pub(super) fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option
         .filter_map(|(i, dst)| dst.parse().ok().map(|s| (i, dst.operator, s)))
         .collect();
     for (j, (ej, opj, sj)) in sets.iter().enumerate() {
-        if hook == Hook::Egress && *opj == SetOperator::In && sj.protocol == Some(Protocol::UDP) {
+        if hook.classifies_payload()
+            && *opj == SetOperator::In
+            && sj.protocol == Some(Protocol::UDP)
+        {
             return Some((
                 format!(".matchDestinations[{ej}]"),
-                "the egress hook sees TCP only".into(),
+                format!("the {} hook sees TCP only", hook.as_str()),
             ));
         }
         for (_, opi, si) in &sets[..j] {

@@ -17,10 +17,16 @@ where
     K: Kernel<B::Rules>,
 {
     /// The one entry point of the declared-protocol set in force (the whole set, replacing the
-    /// previous one): the classifier of first payloads uses it for every payload record from
-    /// now on.
-    pub fn set_declared_protocols(&mut self, protocols: Signatures) {
+    /// previous one). The classifier of first payloads and the kernel's payload verdicts
+    /// (`matchEncryption` on egress and ingress) get the same set; on error (a set that does
+    /// not fit the kernel table) neither changes.
+    pub fn set_declared_protocols(&mut self, protocols: Signatures) -> anyhow::Result<()> {
+        let table = protocols
+            .kernel_table()
+            .map_err(|e| anyhow::anyhow!("declared encrypted protocols: {e}; {}", e.hint()))?;
+        self.kernel.set_encrypted_protocols(&table)?;
         self.pipeline.conns.set_signatures(protocols);
+        Ok(())
     }
 
     /// The ranges whose peers are `scope: cluster` from now on (the whole set).

@@ -141,7 +141,11 @@ where
                         ),
                     }
                 }
-                Request::DeclaredProtocols(protocols) => self.set_declared_protocols(protocols),
+                Request::DeclaredProtocols(protocols) => {
+                    if let Err(e) = self.set_declared_protocols(protocols) {
+                        eprintln!("bulwark: error: the cluster's EncryptedProtocol objects were not put in force (the previous set stays): {e:#}");
+                    }
+                }
                 Request::ClusterCidrs(cidrs) => self.set_cluster_cidrs(cidrs),
             }
         }

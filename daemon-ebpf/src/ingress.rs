@@ -1,0 +1,410 @@
+//! The ingress verdict (`hook: ingress`): the first payload a server connection receives,
+//! judged for the process that called `listen()` (the connection's owner in `CONN_STORAGE`,
+//! cloned from its listener) in that process's table of the active slot. Called by
+//! connection observation (`conn.rs`) for every received packet of a connection until its
+//! first received payload has been captured, so a connection whose owner has no ingress
+//! selector costs one `PROCESSES` lookup, once.
+//!
+//! The verdict comes from the first segment alone (the packet whose sequence number starts the
+//! stream; later ones are never judged):
+//! - TLS: the strict ClientHello scanner (`daemon_common::tls`) over the segment. A segment
+//!   that ends while the hello is still well-formed counts as TLS-so-far (`ENC_PENDING`: `tls`
+//!   selectors match, `plaintext` ones do not) only when it holds the whole first record or at
+//!   least [`MIN_PENDING_SEGMENT`] bytes of it; a shorter one (a record header, then plaintext
+//!   in a later segment) is plaintext.
+//! - Otherwise SSH (`daemon_common::ssh`: an identification line, alone or followed by a
+//!   well-formed KEXINIT packet header) or a declared protocol (`DECLARED_PROTOCOLS`, whose
+//!   whole signature must lie in the segment) is `ENC_ENCRYPTED`; anything else is plaintext.
+//!
+//! An enforce-mode Block that matches drops the segment before TCP sees it (no ACK, so the
+//! server reads nothing) and every later packet of the connection (`INGRESS_STORAGE`), and
+//! asks userspace to destroy the connection (`EVENT_SOCK_UNSEEN`): the kernel's
+//! `SOCK_DESTROY` aborts it, which sends the peer a reset. Matches are `EVENT_MATCH` records
+//! with `HOOK_INGRESS`, the peer's address and the service's (local) port as destination.
+
+use aya_ebpf::{
+    bindings::{__sk_buff, bpf_sock, BPF_SK_STORAGE_GET_F_CREATE},
+    btf_maps::SkStorage,
+    helpers::generated::{bpf_loop, bpf_sk_storage_get, bpf_skb_cgroup_id, bpf_skb_load_bytes},
+    macros::{btf_map, map},
+    maps::Array,
+};
+use daemon_common::ssh::SshScan;
+use daemon_common::tls::{TlsScan, Want};
+use daemon_common::*;
+
+use crate::backstop::{parse, Packet};
+use crate::maps::*;
+use crate::net::*;
+
+/// A first segment that ends inside a well-formed ClientHello counts as TLS-so-far only when
+/// it holds at least this many bytes of the first record (or all of it): TLS stacks write the
+/// hello whole, so a short segment that stops inside it is a look-alike, not a client.
+pub const MIN_PENDING_SEGMENT: u32 = 512;
+/// Scanner steps over the first segment (a ClientHello needs a few hundred at most).
+const SCAN_STEPS: u32 = 2048;
+/// Bytes the SSH scanner may need: the identification line and a packet header.
+pub const SSH_BYTES: u32 = daemon_common::ssh::MAX_LINE as u32 + 6;
+
+/// Per server connection, created only when an ingress Block refused it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IngressState {
+    /// 1: every packet of the connection is dropped.
+    pub blocked: u8,
+    pub _pad: [u8; 7],
+}
+
+#[btf_map]
+pub static INGRESS_STORAGE: SkStorage<IngressState> = SkStorage::new();
+
+/// The declared encrypted protocols (`daemon_common::SignatureEntry`; userspace writes them).
+#[map]
+pub static DECLARED_PROTOCOLS: Array<SignatureEntry> =
+    Array::with_max_entries(MAX_DECLARED_PROTOCOLS as u32, 0);
+
+#[inline(always)]
+fn ingress_state(sk: *mut bpf_sock, create: bool) -> Option<&'static mut IngressState> {
+    let flags = if create {
+        BPF_SK_STORAGE_GET_F_CREATE as u64
+    } else {
+        0
+    };
+    let map = core::ptr::from_ref(&INGRESS_STORAGE).cast_mut().cast();
+    let st = unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), flags) }
+        as *mut IngressState;
+    if st.is_null() {
+        None
+    } else {
+        Some(unsafe { &mut *st })
+    }
+}
+
+/// Judges a received packet of an observed connection whose first received payload has not
+/// been captured yet; true means drop it.
+#[inline(never)]
+pub fn first_payload(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState) -> bool {
+    if st.role != CONN_ROLE_SERVER {
+        return false;
+    }
+    if let Some(is) = ingress_state(sk, false) {
+        if is.blocked != 0 {
+            count(COUNTER_INGRESS_DROPPED);
+            return true;
+        }
+    }
+    // References into the maps, not copies: this frame and the classifier's share the
+    // 512-byte stack with the program's own.
+    let Some(owner) = (unsafe { PROCESSES.get(&st.tgid) }) else {
+        return false;
+    };
+    let slot = config().active_slot & 1;
+    let table = process_table(slot, owner.namespace_id);
+    let Some(meta) = SLOT_META.get(table & 0xff) else {
+        return false;
+    };
+    let candidates = owner.selectors[slot as usize] & meta.hook_ingress;
+    if candidates == 0 {
+        return false;
+    }
+    let seg = first_segment(skb, st.rcv_start);
+    if seg == 0 {
+        // Only the segment that starts the stream is judged; one that arrives before it waits
+        // in TCP's out-of-order queue, unreadable until that one is let through.
+        return false;
+    }
+    let (base, size) = ((seg >> 32) as u32, seg as u32);
+    // The peer's address, the service's port.
+    let mut dest = st.remote;
+    dest.port = st.local.port;
+    dest.protocol = PROTO_TCP;
+    let v4 = dest.family == AF_INET;
+    let selectors = dest_selectors(table, meta, candidates, &dest, v4);
+    if selectors == 0 {
+        return false;
+    }
+    let verdict = classify(skb, base, size);
+    let d = Decision {
+        selectors,
+        start_ns: owner.start_ns,
+        dest,
+        table,
+        verdict: verdict as u32,
+    };
+    decide(skb, sk, st, &d)
+}
+
+/// Where the payload of the segment that starts the received stream (sequence number `start`)
+/// lies in the packet: `offset << 32 | length`, or 0 when this packet is not that segment or
+/// carries no payload. A function of its own so the header parser's frame is not stacked on
+/// the caller's.
+#[inline(never)]
+fn first_segment(skb: *mut __sk_buff, start: u32) -> u64 {
+    let mut p = Packet {
+        local: Destination::default(),
+        remote: Destination::default(),
+        v4: false,
+        seq: 0,
+        payload: 0,
+        syn: false,
+    };
+    if !parse(skb, &mut p) || p.payload == 0 || p.syn || p.seq != start {
+        return 0;
+    }
+    let len = unsafe { (*skb).len };
+    ((len - p.payload) as u64) << 32 | p.payload as u64
+}
+
+/// What [`decide`] judges: the candidate selectors (ingress, process and destination hold)
+/// and the first segment's verdict. Built in [`first_payload`]'s frame and passed by
+/// reference, so the match loop's frame is not stacked on the classifier's.
+#[repr(C)]
+struct Decision {
+    selectors: u64,
+    /// The owner's identity.
+    start_ns: u64,
+    dest: Destination,
+    table: u32,
+    verdict: u32,
+}
+
+/// Reports the matches of a first segment and, when an enforce-mode Block matched, marks the
+/// connection refused and asks userspace to destroy it; true means drop.
+#[inline(never)]
+fn decide(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState, d: &Decision) -> bool {
+    let mut c = EgressLoop {
+        selectors: d.selectors,
+        reported: 0,
+        cgroup_id: unsafe { bpf_skb_cgroup_id(skb) },
+        start_ns: d.start_ns,
+        dest: d.dest,
+        slot: d.table,
+        tgid: st.tgid,
+        verdict: d.verdict,
+        reason: REASON_NONE as u32,
+        drop: 0,
+        first: 0,
+        hook: HOOK_INGRESS as u32,
+        _pad: 0,
+    };
+    c.run();
+    if c.drop == 0 {
+        return false;
+    }
+    if let Some(is) = ingress_state(sk, true) {
+        is.blocked = 1;
+    }
+    count(COUNTER_INGRESS_DROPPED);
+    let ev = SockUnseenEvent {
+        header: header(EVENT_SOCK_UNSEEN, st.tgid, d.start_ns),
+        cookie: st.cookie,
+        local: st.local,
+        remote: st.remote,
+    };
+    emit_now(&ev);
+    true
+}
+
+/// State of [`scan_step`]: the TLS scanner walking the segment.
+#[repr(C)]
+struct ScanLoop {
+    skb: *mut __sk_buff,
+    scan: TlsScan,
+    /// Offset of the payload in the packet, its length, and the scanner's position in it.
+    base: u32,
+    size: u32,
+    pos: u32,
+    /// 1 when a byte could not be read (fail closed).
+    failed: u32,
+}
+
+#[inline(never)]
+extern "C" fn scan_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut ScanLoop) };
+    let pos = c.pos;
+    if pos >= c.size {
+        return 1;
+    }
+    let verdict = match c.scan.want() {
+        Want::Skip(n) => {
+            let left = c.size - pos;
+            let k = if n < left { n } else { left };
+            c.pos = pos + k;
+            c.scan.skip(k)
+        }
+        Want::Byte => {
+            let mut b = 0u8;
+            if unsafe {
+                bpf_skb_load_bytes(c.skb.cast(), c.base + pos, (&mut b as *mut u8).cast(), 1)
+            } != 0
+            {
+                c.failed = 1;
+                return 1;
+            }
+            c.pos = pos + 1;
+            c.scan.feed(b)
+        }
+    };
+    if verdict != ENC_PENDING {
+        return 1;
+    }
+    0
+}
+
+/// State of [`ssh_step`].
+#[repr(C)]
+struct SshLoop {
+    skb: *mut __sk_buff,
+    scan: SshScan,
+    base: u32,
+    size: u32,
+    pos: u32,
+    failed: u32,
+}
+
+#[inline(never)]
+extern "C" fn ssh_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut SshLoop) };
+    let pos = c.pos;
+    if pos >= c.size {
+        return 1;
+    }
+    let mut b = 0u8;
+    if unsafe { bpf_skb_load_bytes(c.skb.cast(), c.base + pos, (&mut b as *mut u8).cast(), 1) } != 0
+    {
+        c.failed = 1;
+        return 1;
+    }
+    c.pos = pos + 1;
+    if c.scan.feed(b) != ENC_PENDING {
+        return 1;
+    }
+    0
+}
+
+/// The verdict of a first segment (payload at `base`, `size` bytes): `ENC_TLS`,
+/// `ENC_PENDING` (a well-formed hello so far), `ENC_ENCRYPTED` or `ENC_PLAINTEXT`. Each step
+/// is a function of its own, so their frames are not stacked on each other.
+#[inline(never)]
+fn classify(skb: *mut __sk_buff, base: u32, size: u32) -> u8 {
+    let verdict = tls_verdict(skb, base, size);
+    if verdict != ENC_PLAINTEXT {
+        return verdict;
+    }
+    if ssh(skb, base, size) || declared(skb, base, size) {
+        return ENC_ENCRYPTED;
+    }
+    ENC_PLAINTEXT
+}
+
+/// The TLS scanner's verdict of a first segment, a pending one settled by
+/// [`pending_verdict`].
+#[inline(never)]
+fn tls_verdict(skb: *mut __sk_buff, base: u32, size: u32) -> u8 {
+    let mut c = ScanLoop {
+        skb,
+        scan: TlsScan::new(),
+        base,
+        size,
+        pos: 0,
+        failed: 0,
+    };
+    unsafe {
+        bpf_loop(
+            SCAN_STEPS,
+            scan_step as *mut core::ffi::c_void,
+            (&mut c as *mut ScanLoop).cast(),
+            0,
+        )
+    };
+    let verdict = c.scan.verdict;
+    if verdict != ENC_PENDING {
+        return verdict;
+    }
+    if c.failed != 0 || c.pos < size {
+        return ENC_PLAINTEXT;
+    }
+    pending_verdict(skb, base, size)
+}
+
+/// A segment that ended inside a well-formed hello: TLS-so-far when it holds the first
+/// record whole or [`MIN_PENDING_SEGMENT`] bytes of it, else plaintext.
+#[inline(never)]
+fn pending_verdict(skb: *mut __sk_buff, base: u32, size: u32) -> u8 {
+    let mut h = [0u8; 5];
+    if size < 5 || unsafe { bpf_skb_load_bytes(skb.cast(), base, h.as_mut_ptr().cast(), 5) } != 0 {
+        return ENC_PLAINTEXT;
+    }
+    let record = 5 + u16::from_be_bytes([h[3], h[4]]) as u32;
+    let need = if record < MIN_PENDING_SEGMENT {
+        record
+    } else {
+        MIN_PENDING_SEGMENT
+    };
+    if size >= need {
+        ENC_PENDING
+    } else {
+        ENC_PLAINTEXT
+    }
+}
+
+/// Whether the segment is an SSH identification line, alone or followed by a well-formed
+/// first packet header (`daemon_common::ssh`).
+#[inline(never)]
+fn ssh(skb: *mut __sk_buff, base: u32, size: u32) -> bool {
+    let mut c = SshLoop {
+        skb,
+        scan: SshScan::new(),
+        base,
+        size,
+        pos: 0,
+        failed: 0,
+    };
+    unsafe {
+        bpf_loop(
+            SSH_BYTES,
+            ssh_step as *mut core::ffi::c_void,
+            (&mut c as *mut SshLoop).cast(),
+            0,
+        )
+    };
+    if c.failed != 0 {
+        return false;
+    }
+    c.scan.verdict == ENC_ENCRYPTED || (c.pos == size && c.scan.line_complete())
+}
+
+/// Whether the segment carries a declared protocol's signature.
+#[inline(never)]
+fn declared(skb: *mut __sk_buff, base: u32, size: u32) -> bool {
+    for i in 0..MAX_DECLARED_PROTOCOLS as u32 {
+        let Some(e) = DECLARED_PROTOCOLS.get(i) else {
+            continue;
+        };
+        if e.len == 0 {
+            continue;
+        }
+        let offset = e.offset as u32;
+        if offset >= size {
+            continue;
+        }
+        let left = size - offset;
+        let n = if left < MAX_SIGNATURE_BYTES as u32 {
+            left
+        } else {
+            MAX_SIGNATURE_BYTES as u32
+        };
+        // 1..=MAX_SIGNATURE_BYTES in a form the verifier bounds.
+        let n = ((n - 1) & (MAX_SIGNATURE_BYTES as u32 - 1)) + 1;
+        let mut window = [0u8; MAX_SIGNATURE_BYTES];
+        if unsafe { bpf_skb_load_bytes(skb.cast(), base + offset, window.as_mut_ptr().cast(), n) }
+            != 0
+        {
+            continue;
+        }
+        if e.matches(&window, n as usize) {
+            return true;
+        }
+    }
+    false
+}
