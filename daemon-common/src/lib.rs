@@ -199,6 +199,7 @@ mod offsets;
 mod records;
 mod slots;
 mod state;
+mod syscall;
 
 pub use conn::*;
 pub use keys::*;
@@ -208,6 +209,7 @@ pub use offsets::*;
 pub use records::*;
 pub use slots::*;
 pub use state::*;
+pub use syscall::*;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -237,5 +239,9 @@ mod pod {
         KernelOffsets,
         ConnState,
         ConnConfig,
+        SyscallKey,
+        SyscallSelectorConds,
+        SyscallInflight,
+        SyscallRegs,
     );
 }

@@ -5,8 +5,8 @@
 
 use daemon_common::{
     ConnEvent, ConnPayloadEvent, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-    MatchEvent, EVENT_ARGS_LEN, EVENT_CONNECT, EVENT_CONN_CLOSE, EVENT_CONN_PAYLOAD,
-    EVENT_CONN_STATS, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH, PATH_LEN,
+    MatchEvent, SyscallEvent, EVENT_ARGS_LEN, EVENT_CONNECT, EVENT_CONN_CLOSE, EVENT_CONN_PAYLOAD,
+    EVENT_CONN_STATS, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH, EVENT_SYSCALL, PATH_LEN,
 };
 use std::mem::size_of;
 
@@ -22,6 +22,8 @@ pub enum Record {
     Conn(ConnEvent),
     /// The first payload of one direction of a connection.
     ConnPayload(Box<ConnPayloadEvent>),
+    /// A call `hook: syscall` selectors matched (their `Match` records follow).
+    Syscall(Box<SyscallEvent>),
 }
 
 impl Record {
@@ -35,6 +37,7 @@ impl Record {
             Record::Match(e) => &e.header,
             Record::Conn(e) => &e.header,
             Record::ConnPayload(e) => &e.header,
+            Record::Syscall(e) => &e.header,
         }
     }
 }
@@ -105,6 +108,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EVENT_MATCH => Record::Match(read(bytes, kind)?),
         EVENT_CONN_STATS | EVENT_CONN_CLOSE => Record::Conn(read(bytes, kind)?),
         EVENT_CONN_PAYLOAD => Record::ConnPayload(Box::new(read(bytes, kind)?)),
+        EVENT_SYSCALL => Record::Syscall(Box::new(read(bytes, kind)?)),
         k => return Err(DecodeError::UnknownKind(k)),
     })
 }

@@ -208,7 +208,7 @@ mod tests {
         agrees(Action::ALL);
         agrees(Mode::ALL);
         agrees(Encryption::ALL);
-        assert_eq!(Hook::WORDS, ["exec", "connect", "egress"]);
+        assert_eq!(Hook::WORDS, ["exec", "connect", "egress", "syscall"]);
         assert_eq!(Action::WORDS, ["Post", "Sigkill", "Block"]);
         assert_eq!(Mode::WORDS, ["enforce", "monitor"]);
         assert_eq!(Encryption::WORDS, ["plaintext", "tls"]);

@@ -12,7 +12,7 @@ use daemon_common::*;
 use super::Engine;
 
 /// Every map of the eBPF object (the engine holds them by name).
-pub(super) const ALL_MAPS: [&str; 25] = [
+pub(super) const ALL_MAPS: [&str; 29] = [
     MAP_CONFIG,
     MAP_SLOT_META,
     MAP_SELECTORS,
@@ -38,6 +38,10 @@ pub(super) const ALL_MAPS: [&str; 25] = [
     MAP_LOADERS,
     MAP_LOADER_ARG_OPTIONS,
     "ZEROS",
+    MAP_SYSCALL_FILTER,
+    MAP_SYSCALL_SELECTORS,
+    MAP_SYSCALL_CONDS,
+    MAP_SYSCALL_INFLIGHT,
 ];
 
 /// The engine's map handles, by name.
