@@ -11,8 +11,7 @@
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_loop, bpf_probe_read_kernel,
-        bpf_send_signal,
+        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_loop, bpf_send_signal,
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -39,22 +38,6 @@ fn regs_layout() -> SyscallRegs {
     unsafe { core::ptr::read_volatile(&SYSCALL_REGS) }
 }
 
-#[inline(always)]
-fn kread<T: Default>(addr: u64) -> Option<T> {
-    if addr == 0 {
-        return None;
-    }
-    let mut v = T::default();
-    let r = unsafe {
-        bpf_probe_read_kernel(
-            (&mut v as *mut T).cast(),
-            core::mem::size_of::<T>() as u32,
-            addr as *const core::ffi::c_void,
-        )
-    };
-    (r == 0).then_some(v)
-}
-
 /// The filter index of the current call and its `WANT_*` bits; `None` when nothing wants it.
 /// One array lookup for every call nobody names.
 #[inline(always)]
@@ -68,8 +51,9 @@ fn filter(nr: u64, layout: &SyscallRegs) -> Option<(u32, u32)> {
         return None;
     }
     let compat = layout.compat_status != 0
-        && kread::<u32>(unsafe { bpf_get_current_task() } + u64::from(layout.compat_status))
-            .is_some_and(|s| s & layout.compat_bit != 0);
+        && read_kernel::<u32>(unsafe { bpf_get_current_task() }, layout.compat_status)
+            & layout.compat_bit
+            != 0;
     if compat {
         if want & SYSCALL_WANT_COMPAT == 0 {
             return None;
@@ -321,9 +305,9 @@ pub fn bulwark_sys_enter(ctx: RawTracePointContext) -> i32 {
     for k in 0..6 {
         args[k] = if index >= SYSCALL_COMPAT_BASE {
             // i386 registers are 32 bits wide; the upper half means nothing.
-            kread::<u32>(regs + u64::from(offs[k])).unwrap_or(0) as u64
+            read_kernel::<u32>(regs, offs[k]) as u64
         } else {
-            kread::<u64>(regs + u64::from(offs[k])).unwrap_or(0)
+            read_kernel::<u64>(regs, offs[k])
         };
     }
     let later = decide(
@@ -355,9 +339,7 @@ pub fn bulwark_sys_exit(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let regs: u64 = ctx.arg(0);
-    let Some(nr) = kread::<u64>(regs + u64::from(layout.nr)) else {
-        return 0;
-    };
+    let nr = read_kernel::<u64>(regs, layout.nr);
     if nr >= u64::from(SYSCALL_NR_LIMIT) {
         return 0;
     }

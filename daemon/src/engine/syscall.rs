@@ -55,11 +55,12 @@ pub(super) fn regs(btf: &Btf) -> SyscallRegs {
     #[cfg(target_arch = "aarch64")]
     {
         // arm64 `struct pt_regs`: regs[31], sp, pc, pstate, orig_x0, syscallno (its members sit
-        // in an anonymous union, which member lookup does not descend into). No compat table.
+        // in an anonymous union, which member lookup does not descend into). Argument 0 is read
+        // from orig_x0 (an offset of 0 means "unknown" to the programs). No compat table.
         let _ = btf;
         SyscallRegs {
             nr: 35 * 8,
-            args: [0, 8, 16, 24, 32, 40],
+            args: [34 * 8, 8, 16, 24, 32, 40],
             ..SyscallRegs::default()
         }
     }
