@@ -163,6 +163,7 @@ fn hook_name(hook: u8) -> &'static str {
         dc::HOOK_EXEC => "exec",
         dc::HOOK_CONNECT => "connect",
         dc::HOOK_EGRESS => "egress",
+        dc::HOOK_SYSCALL => "syscall",
         _ => "?",
     }
 }
