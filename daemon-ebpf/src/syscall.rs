@@ -68,7 +68,7 @@ fn filter(nr: u64, layout: &SyscallRegs) -> Option<(u32, u32)> {
 /// Do the selector's conditions hold? `ret`: `None` at entry, where return conditions are left
 /// for the exit (they count as holding).
 #[inline(always)]
-fn conds_hold(c: &SyscallSelectorConds, args: &[u64; 6], ret: Option<i64>) -> bool {
+fn conds_hold(c: &SyscallSelectorConds, args: &[u64; 8], ret: Option<i64>) -> bool {
     let mut present = 0u32;
     let mut hit = 0u32;
     let mut negated = 0u32;
@@ -84,7 +84,9 @@ fn conds_hold(c: &SyscallSelectorConds, args: &[u64; 6], ret: Option<i64>) -> bo
                 None => continue,
             }
         } else {
-            args[(cond.what as usize) % 6]
+            // A power-of-two array and mask keep the stack read's bounds exact for the
+            // verifier (`% 6` loses them); entries 6 and 7 stay 0.
+            args[(cond.what & 7) as usize]
         };
         present |= g;
         if cond.negated != 0 {
@@ -107,7 +109,7 @@ fn conds_hold(c: &SyscallSelectorConds, args: &[u64; 6], ret: Option<i64>) -> bo
 /// State of one evaluation over the candidate selectors ([`judge_step`]).
 #[repr(C)]
 struct Judge {
-    args: [u64; 6],
+    args: [u64; 8],
     ret: i64,
     /// Candidates left to judge.
     candidates: u64,
@@ -204,8 +206,10 @@ fn decide(
     pid_tgid: u64,
     start_ns: u64,
 ) -> u64 {
+    let mut padded = [0u64; 8];
+    padded[..6].copy_from_slice(&args);
     let mut j = Judge {
-        args,
+        args: padded,
         ret: ret.unwrap_or(0),
         candidates,
         matched: 0,
