@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Some("memfd-exec") => ExitCode::from(memfd_exec(&rest[1..])),
         Some("hop") => ExitCode::from(hop(&rest[1..])),
         Some("syscall") => ExitCode::from(syscall(&rest[1..])),
+        Some("getppid-loop") => ExitCode::from(getppid_loop(&rest[1..])),
         _ => {
             eprintln!(
                 "usage: bulwark-e2e-helper connect|storm|udp-flood|hop|memfd-exec ARGS... (see the source)"
@@ -308,4 +309,18 @@ fn syscall(args: &[String]) -> u8 {
         Ok(()) => 0,
         Err(_) => 1,
     }
+}
+
+/// `getppid-loop N`: N getppid calls; prints the nanoseconds per call (a syscall-cost probe).
+fn getppid_loop(args: &[String]) -> u8 {
+    let n: u64 = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        unsafe { libc::getppid() };
+    }
+    println!("{:.1}", start.elapsed().as_nanos() as f64 / n as f64);
+    0
 }
