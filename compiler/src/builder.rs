@@ -38,6 +38,8 @@ pub(crate) struct Builder<'a> {
     v4: LpmBuilder,
     v6: LpmBuilder,
     ports: LpmBuilder,
+    /// The architecture whose call numbers `hook: syscall` selectors are compiled to.
+    syscall_arch: bulwark_policy::syscalls::Arch,
 }
 
 /// The mask of bit `i`; none past 63 (only while counting past the limits).
@@ -74,6 +76,7 @@ impl<'a> Builder<'a> {
             v4: LpmBuilder::default(),
             v6: LpmBuilder::default(),
             ports: LpmBuilder::default(),
+            syscall_arch: crate::syscall::target_arch(),
         }
     }
 
@@ -263,12 +266,20 @@ impl<'a> Builder<'a> {
             }
         });
         let (hook_byte, hook_mask) = match hook {
-            Hook::Exec => (dc::HOOK_EXEC, &mut self.rs.meta.hook_exec),
-            Hook::Connect => (dc::HOOK_CONNECT, &mut self.rs.meta.hook_connect),
-            Hook::Egress => (dc::HOOK_EGRESS, &mut self.rs.meta.hook_egress),
-            Hook::Ingress => (dc::HOOK_INGRESS, &mut self.rs.meta.hook_ingress),
+            Hook::Exec => (dc::HOOK_EXEC, Some(&mut self.rs.meta.hook_exec)),
+            Hook::Connect => (dc::HOOK_CONNECT, Some(&mut self.rs.meta.hook_connect)),
+            Hook::Egress => (dc::HOOK_EGRESS, Some(&mut self.rs.meta.hook_egress)),
+            Hook::Ingress => (dc::HOOK_INGRESS, Some(&mut self.rs.meta.hook_ingress)),
+            Hook::Syscall => (dc::HOOK_SYSCALL, None),
         };
-        *hook_mask |= bit(index);
+        if let Some(mask) = hook_mask {
+            *mask |= bit(index);
+        }
+        if hook == Hook::Syscall && index < dc::MAX_SELECTORS {
+            let compiled =
+                crate::syscall::compile_selector(loc, index as u8, sel, self.syscall_arch)?;
+            self.rs.syscalls.push(compiled);
+        }
         // The socket guard covers processes of Block selectors on the outbound network hooks;
         // an ingress Block judges what a server receives, not the sockets it may create.
         if matches!(hook, Hook::Connect | Hook::Egress) && action_bits & dc::ACTION_BLOCK != 0 {
@@ -517,12 +528,20 @@ fn check_hook(loc: &Location, hook: Hook, sel: &Selector) -> Result<(), CompileE
     if !hook.classifies_payload() && sel.match_encryption.is_some() {
         return Err(loc.error(ErrorKind::EncryptionOffEgress));
     }
+    let syscall_fields = !sel.match_syscalls.is_empty()
+        || !sel.match_syscall_args.is_empty()
+        || !sel.match_return.is_empty();
+    if hook != Hook::Syscall && syscall_fields {
+        return Err(loc.error(ErrorKind::SyscallFieldsOffSyscall));
+    }
     for a in &sel.match_actions {
         match (a.action, hook) {
             (Action::Sigkill, Hook::Connect | Hook::Egress | Hook::Ingress) => {
                 return Err(loc.error(ErrorKind::SigkillOffExec))
             }
-            (Action::Block, Hook::Exec) => return Err(loc.error(ErrorKind::BlockOnExec)),
+            (Action::Block, Hook::Exec | Hook::Syscall) => {
+                return Err(loc.error(ErrorKind::BlockOnExec))
+            }
             _ => {}
         }
     }

@@ -169,6 +169,31 @@ impl RuleSet {
                     )
                 })
                 .collect(),
+            syscall_selectors: self.syscall_keys(slot32),
+            syscall_conds: self
+                .syscalls
+                .iter()
+                .map(|s| {
+                    (
+                        slot32 * dc::MAX_SELECTORS as u32 + u32::from(s.index),
+                        s.kernel,
+                    )
+                })
+                .collect(),
         }
+    }
+
+    /// `SYSCALL_SELECTORS` of this rule set as table `table`: per call, the selectors naming it.
+    fn syscall_keys(&self, table: u32) -> Vec<(dc::SyscallKey, u64)> {
+        let mut by_call: std::collections::BTreeMap<u32, u64> = Default::default();
+        for s in &self.syscalls {
+            for call in &s.calls {
+                *by_call.entry(*call).or_default() |= 1 << s.index;
+            }
+        }
+        by_call
+            .into_iter()
+            .map(|(index, mask)| (dc::SyscallKey { table, index }, mask))
+            .collect()
     }
 }

@@ -37,13 +37,22 @@ pub enum ErrorKind {
          whether a connection is TLS"
     )]
     EncryptionOffEgress,
-    #[error("action Sigkill is only available on `hook: exec`; on connect, egress and ingress use Block")]
+    #[error("action Sigkill is only available on `hook: exec` and `hook: syscall`; on connect, egress and ingress use Block")]
     SigkillOffExec,
     #[error(
-        "action Block is only available on `hook: connect`, `egress` and `ingress`; on exec use \
-         Sigkill"
+        "action Block is only available on `hook: connect`, `egress` and `ingress`; on exec and \
+         syscall use Sigkill"
     )]
     BlockOnExec,
+    #[error("matchSyscalls, matchSyscallArgs and matchReturn need `hook: syscall`")]
+    SyscallFieldsOffSyscall,
+    #[error("a `hook: syscall` selector must name its calls in matchSyscalls")]
+    NoSyscalls,
+    /// A `matchSyscallArgs` / `matchReturn` value that does not parse.
+    #[error("matchSyscallArgs / matchReturn: {0}")]
+    SyscallValue(String),
+    #[error("matchSyscallArgs index {index} does not exist: a system call has arguments 0 to 5")]
+    SyscallArgIndex { index: u32 },
     /// The set needs more of `limit` than one rule-set slot holds (`used` so far).
     #[error("{} (limit {} = {})", limit.refusal(*used), limit.name(), limit.max())]
     Capacity { limit: Limit, used: usize },

@@ -18,6 +18,10 @@
 //!   [`compile`] refuses a set past a limit ([`CompileError`]), and [`capacity`] is the lint's
 //!   check of the same (BW092); [`lint_paths`] / [`lint_source`] / [`validate_set`] are the
 //!   policy crate's lint with that check added, for every caller that lints.
+//! - `hook: syscall` selectors ([`SyscallSelector`]) name calls by filter index of the target
+//!   architecture (x86_64: native and i386 compat numbers) and carry integer conditions on the
+//!   call's arguments and return value; [`RuleSet::evaluate_syscall`] is their reference
+//!   semantics.
 //! - [`RuleSet::evaluate_process`] / [`RuleSet::evaluate_destination`] are the reference
 //!   semantics; the tests check the map entries against them with a simulated kernel.
 //! - A node's policies are compiled with [`compile_node`] into a [`NodeRuleSet`]: groups of at
@@ -36,6 +40,7 @@ mod lint;
 mod lpm;
 mod node;
 mod ruleset;
+mod syscall;
 
 /// Re-exported: the parsed values and match kinds the compiled conditions hold.
 pub use bulwark_policy::values::{normalize_addr, Cidr, PortRange};
@@ -52,3 +57,7 @@ pub use ids::NamespaceIds;
 pub use lint::{lint_paths, lint_source, validate_set};
 pub use node::{compile_node, Group, NodeRuleSet};
 pub use ruleset::{compile, PolicyInfo, RuleSet, SelectorInfo};
+pub use syscall::{
+    call_index, call_name, target_arch, SyscallCondition, SyscallFacts, SyscallOperand,
+    SyscallSelector,
+};

@@ -84,6 +84,8 @@ pub struct RuleSet {
     pub(crate) meta: dc::SlotMeta,
     /// The files each binary condition (by index) names, once resolved.
     pub(crate) binary_files: BTreeMap<usize, BTreeSet<FileId>>,
+    /// The `hook: syscall` selectors' calls and conditions ([`crate::syscall`]).
+    pub(crate) syscalls: Vec<crate::syscall::SyscallSelector>,
 }
 
 impl RuleSet {
@@ -118,6 +120,8 @@ impl RuleSet {
             Hook::Connect => self.meta.hook_connect,
             Hook::Egress => self.meta.hook_egress,
             Hook::Ingress => self.meta.hook_ingress,
+            // SlotMeta has no room for it; the syscall programs look calls up by number.
+            Hook::Syscall => self.syscalls.iter().fold(0, |m, s| m | (1 << s.index)),
         }
     }
 }

@@ -31,6 +31,10 @@ pub struct MapEntries {
     pub dest_v4: Vec<(u32, V4LpmData, u64)>,
     pub dest_v6: Vec<(u32, V6LpmData, u64)>,
     pub ports: Vec<(u32, PortLpmData, u64)>,
+    /// `SYSCALL_SELECTORS`: per call (filter index), the `hook: syscall` selectors naming it.
+    pub syscall_selectors: Vec<(SyscallKey, u64)>,
+    /// `SYSCALL_CONDS[table * MAX_SELECTORS + i]` of the `hook: syscall` selectors.
+    pub syscall_conds: Vec<(u32, SyscallSelectorConds)>,
 }
 
 impl MapEntries {
@@ -48,6 +52,8 @@ impl MapEntries {
             + self.dest_v4.len()
             + self.dest_v6.len()
             + self.ports.len()
+            + self.syscall_selectors.len()
+            + self.syscall_conds.len()
     }
 
     /// True when there is nothing but `slot_meta` to write.
@@ -115,6 +121,39 @@ impl MapEntries {
                 .iter()
                 .map(|(b, d, m)| (*b, PortLpmData { slot: t8, ..*d }, *m))
                 .collect(),
+            syscall_selectors: self
+                .syscall_selectors
+                .iter()
+                .map(|(k, m)| (SyscallKey { table, ..*k }, *m))
+                .collect(),
+            syscall_conds: self
+                .syscall_conds
+                .iter()
+                .map(|(i, c)| (base + i % MAX_SELECTORS as u32, *c))
+                .collect(),
+        }
+    }
+
+    /// `SYSCALL_FILTER` bits these entries ask for, by filter index: `WANT_SYSCALL` for every
+    /// call a selector names, `WANT_EXIT` too when one of those selectors is decided at exit.
+    pub fn syscall_filter(&self, filter: &mut [u32]) {
+        for (key, mask) in &self.syscall_selectors {
+            if key.index >= SYSCALL_COMPAT_BASE {
+                if let Some(native) = filter.get_mut((key.index - SYSCALL_COMPAT_BASE) as usize) {
+                    *native |= SYSCALL_WANT_COMPAT;
+                }
+            }
+            let Some(slot) = filter.get_mut(key.index as usize) else {
+                continue;
+            };
+            *slot |= SYSCALL_WANT_SYSCALL;
+            let at_exit = self
+                .syscall_conds
+                .iter()
+                .any(|(i, c)| c.at_exit != 0 && mask & (1u64 << (i % MAX_SELECTORS as u32)) != 0);
+            if at_exit {
+                *slot |= SYSCALL_WANT_EXIT;
+            }
         }
     }
 }

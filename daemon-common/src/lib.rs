@@ -207,6 +207,7 @@ mod records;
 mod signatures;
 mod slots;
 mod state;
+mod syscall;
 
 pub use conn::*;
 pub use keys::*;
@@ -217,6 +218,7 @@ pub use records::*;
 pub use signatures::*;
 pub use slots::*;
 pub use state::*;
+pub use syscall::*;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -247,5 +249,9 @@ mod pod {
         ConnState,
         ConnConfig,
         SignatureEntry,
+        SyscallKey,
+        SyscallSelectorConds,
+        SyscallInflight,
+        SyscallRegs,
     );
 }

@@ -4,8 +4,9 @@
 //! moved between namespaces' cgroups, `connect` connect and
 //! sendmsg, `sockops` sock_ops, `net` what those and the egress programs share, `egress` the
 //! sk_msg verdict, `backstop` the wire-level check of what the verdict never saw, `sockets`
-//! the socket guard (socket types those hooks cannot see), `conn` connection observation, `ingress` the verdict at a server
-//! connection's first received payload (called from `conn`).
+//! the socket guard (socket types those hooks cannot see), `conn` connection observation,
+//! `ingress` the verdict at a server connection's first received payload (called from `conn`),
+//! `syscall` the syscall-tracepoint framework (`hook: syscall`, and `hook: file` next).
 #![no_std]
 #![no_main]
 // Map keys are passed by reference on purpose: by value, a 260-byte key is copied onto the
@@ -27,6 +28,7 @@ mod net;
 mod noop;
 mod sockets;
 mod sockops;
+mod syscall;
 
 #[cfg(not(test))]
 #[panic_handler]

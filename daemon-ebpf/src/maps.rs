@@ -6,7 +6,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     btf_maps::SkStorage,
     macros::{btf_map, map},
-    maps::{lpm_trie::LpmTrie, Array, HashMap, PerCpuArray, RingBuf, SockHash},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use daemon_common::*;
 
@@ -69,6 +69,20 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
 pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&OFFSETS) }
 }
+
+/// The syscall framework (daemon-common `syscall`): per-call filter, per-table selectors
+/// naming each call, per-selector conditions, calls waiting for their exit.
+#[map]
+pub static SYSCALL_FILTER: Array<u32> = Array::with_max_entries(SYSCALL_FILTER_LEN, 0);
+#[map]
+pub static SYSCALL_SELECTORS: HashMap<SyscallKey, u64> =
+    HashMap::with_max_entries(SLOTS as u32 * MAX_SYSCALL_KEYS, 0);
+#[map]
+pub static SYSCALL_CONDS: Array<SyscallSelectorConds> =
+    Array::with_max_entries((TABLES * MAX_SELECTORS) as u32, 0);
+#[map]
+pub static SYSCALL_INFLIGHT: LruHashMap<u32, SyscallInflight> =
+    LruHashMap::with_max_entries(MAX_SYSCALL_INFLIGHT, 0);
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);

@@ -164,6 +164,7 @@ fn hook_name(hook: u8) -> &'static str {
         dc::HOOK_CONNECT => "connect",
         dc::HOOK_EGRESS => "egress",
         dc::HOOK_INGRESS => "ingress",
+        dc::HOOK_SYSCALL => "syscall",
         _ => "?",
     }
 }

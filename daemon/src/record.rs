@@ -5,9 +5,9 @@
 
 use daemon_common::{
     ConnEvent, ConnPayloadEvent, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-    MatchEvent, ProcessMovedEvent, EVENT_ARGS_LEN, EVENT_CONNECT, EVENT_CONN_CLOSE,
+    MatchEvent, ProcessMovedEvent, SyscallEvent, EVENT_ARGS_LEN, EVENT_CONNECT, EVENT_CONN_CLOSE,
     EVENT_CONN_PAYLOAD, EVENT_CONN_STATS, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH,
-    EVENT_PROCESS_MOVED, PATH_LEN,
+    EVENT_PROCESS_MOVED, EVENT_SYSCALL, PATH_LEN,
 };
 use std::mem::size_of;
 
@@ -25,6 +25,8 @@ pub enum Record {
     ConnPayload(Box<ConnPayloadEvent>),
     /// A process moved to a cgroup of another namespace: its bits are to be recomputed.
     ProcessMoved(ProcessMovedEvent),
+    /// A call `hook: syscall` selectors matched (their `Match` records follow).
+    Syscall(Box<SyscallEvent>),
 }
 
 impl Record {
@@ -39,6 +41,7 @@ impl Record {
             Record::Conn(e) => &e.header,
             Record::ConnPayload(e) => &e.header,
             Record::ProcessMoved(e) => &e.header,
+            Record::Syscall(e) => &e.header,
         }
     }
 }
@@ -110,6 +113,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EVENT_CONN_STATS | EVENT_CONN_CLOSE => Record::Conn(read(bytes, kind)?),
         EVENT_CONN_PAYLOAD => Record::ConnPayload(Box::new(read(bytes, kind)?)),
         EVENT_PROCESS_MOVED => Record::ProcessMoved(read(bytes, kind)?),
+        EVENT_SYSCALL => Record::Syscall(Box::new(read(bytes, kind)?)),
         k => return Err(DecodeError::UnknownKind(k)),
     })
 }

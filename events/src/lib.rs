@@ -14,6 +14,7 @@
 //!   model.
 //! - [`connection`]: a TCP connection observed on the wire ([`Connection`], [`Payload`],
 //!   [`Protocol`], [`Window`]); `process_close`, `conn_stats`.
+//! - [`syscall`]: a system call a `hook: syscall` rule matched ([`Syscall`]); `process_syscall`.
 //! - [`status`]: the daemon's own state ([`Status`], [`State`], [`Diagnostic`], with the lint's
 //!   [`Severity`]).
 //!
@@ -25,6 +26,7 @@ pub mod connection;
 pub mod policy_match;
 pub mod process;
 pub mod status;
+pub mod syscall;
 
 pub use connection::{
     Connection, Endpoint, Family, Payload, Protocol, Role, Scope, TlsInfo, Window,
@@ -34,6 +36,7 @@ pub use process::{Destination, Parent, Pod, Process};
 pub use status::{
     DaemonCode, DaemonDiagnostic, Diagnostic, LintDiagnostic, Severity, State, Status,
 };
+pub use syscall::{Syscall, SyscallArg, SyscallPhase};
 
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +85,11 @@ pub enum Body {
         connection: Connection,
         window: Window,
     },
+    /// A system call a `hook: syscall` rule matched (the `policy_match` events follow).
+    ProcessSyscall {
+        process: Process,
+        syscall: Syscall,
+    },
     PolicyMatch(PolicyMatch),
     Status(Status),
 }
@@ -94,6 +102,7 @@ bulwark_policy::words! {
         ProcessConnect = "process_connect",
         ProcessClose = "process_close",
         ConnStats = "conn_stats",
+        ProcessSyscall = "process_syscall",
         PolicyMatch = "policy_match",
         Status = "status",
     }
@@ -108,6 +117,7 @@ impl Body {
             Body::ProcessConnect { .. } => EventType::ProcessConnect,
             Body::ProcessClose { .. } => EventType::ProcessClose,
             Body::ConnStats { .. } => EventType::ConnStats,
+            Body::ProcessSyscall { .. } => EventType::ProcessSyscall,
             Body::PolicyMatch(_) => EventType::PolicyMatch,
             Body::Status(_) => EventType::Status,
         }
@@ -127,7 +137,8 @@ impl Event {
             | Body::ProcessExit { process, .. }
             | Body::ProcessConnect { process, .. }
             | Body::ProcessClose { process, .. }
-            | Body::ConnStats { process, .. } => Some(process),
+            | Body::ConnStats { process, .. }
+            | Body::ProcessSyscall { process, .. } => Some(process),
             Body::PolicyMatch(m) => Some(&m.process),
             Body::Status(_) => None,
         }
@@ -267,6 +278,18 @@ mod tests {
                     end: "t1".into(),
                     bytes_sent: 1,
                     bytes_received: 2,
+                },
+            },
+            Body::ProcessSyscall {
+                process: process(),
+                syscall: Syscall {
+                    name: Some("ptrace".into()),
+                    number: 101,
+                    abi: "x86_64".into(),
+                    phase: SyscallPhase::Exit,
+                    arguments: syscall::arguments(Some("ptrace"), &[16, 42, 0, 0, 0, 0]),
+                    return_value: Some(-1),
+                    error: syscall::error_of(-1),
                 },
             },
             Body::PolicyMatch(PolicyMatch {

@@ -91,7 +91,7 @@ fn drop_null_from_enums(n: &mut J) {
 }
 
 /// A selector with at least one condition (an empty list is none), as the lint counts them.
-const SELECTOR_HAS_CONDITIONS: &str = "(has(s.matchBinaries) && size(s.matchBinaries) > 0) || (has(s.matchArgs) && size(s.matchArgs) > 0) || (has(s.matchNamespaces) && size(s.matchNamespaces) > 0) || (has(s.matchExecKinds) && size(s.matchExecKinds) > 0) || (has(s.matchDestinations) && size(s.matchDestinations) > 0) || has(s.matchEncryption)";
+const SELECTOR_HAS_CONDITIONS: &str = "(has(s.matchBinaries) && size(s.matchBinaries) > 0) || (has(s.matchArgs) && size(s.matchArgs) > 0) || (has(s.matchNamespaces) && size(s.matchNamespaces) > 0) || (has(s.matchExecKinds) && size(s.matchExecKinds) > 0) || (has(s.matchDestinations) && size(s.matchDestinations) > 0) || has(s.matchEncryption) || (has(s.matchSyscallArgs) && size(s.matchSyscallArgs) > 0) || (has(s.matchReturn) && size(s.matchReturn) > 0)";
 
 /// The checks a policy's `openAPIV3Schema` gets. `cluster`: a `TracingPolicy`, whose selectors
 /// have no implicit namespace condition.
@@ -137,9 +137,24 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
                 "self.hook != 'exec' || self.selectors.all(s, !has(s.matchActions) || s.matchActions.all(a, a.action != 'Block'))",
                 "action `Block` is not allowed on `hook: exec`; it allows `Post`, `Sigkill` (use `Sigkill` to stop an exec)",
             ),
+            rule(
+                codes::ACTION_NOT_ALLOWED,
+                "self.hook != 'syscall' || self.selectors.all(s, !has(s.matchActions) || s.matchActions.all(a, a.action != 'Block'))",
+                "action `Block` is not allowed on `hook: syscall`; it allows `Post`, `Sigkill` (use `Sigkill` to stop the caller)",
+            ),
+            rule(
+                codes::SYSCALL_FIELD_OFF_HOOK,
+                "self.hook == 'syscall' || self.selectors.all(s, !has(s.matchSyscalls) && !has(s.matchSyscallArgs) && !has(s.matchReturn))",
+                "`matchSyscalls`, `matchSyscallArgs` and `matchReturn` are only valid with `hook: syscall`",
+            ),
+            rule(
+                codes::NO_SYSCALLS,
+                "self.hook != 'syscall' || self.selectors.all(s, has(s.matchSyscalls) && size(s.matchSyscalls) > 0)",
+                "a `hook: syscall` selector must name its system calls in `matchSyscalls`",
+            ),
             rule_naming(
                 codes::ACTION_NOT_ALLOWED,
-                "self.hook == 'exec' || self.selectors.all(s, !has(s.matchActions) || s.matchActions.all(a, a.action != 'Sigkill'))",
+                "self.hook == 'exec' || self.hook == 'syscall' || self.selectors.all(s, !has(s.matchActions) || s.matchActions.all(a, a.action != 'Sigkill'))",
                 "action `Sigkill` is not allowed on `hook: connect`, `egress` or `ingress`; they allow `Post`, `Block` (use `Block` to refuse the connection or send)",
                 &[
                     "'action `Sigkill` is not allowed on `hook: '",
@@ -189,7 +204,7 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
                     "'a selector of rule `'",
                     "self.name",
                     "'` has no conditions, so its enforcing action applies to every '",
-                    "(self.hook == 'exec' ? 'exec on every host process and workload' : self.hook == 'connect' ? 'connect on the node' : 'outbound TCP connection on the node')",
+                    "(self.hook == 'exec' ? 'exec on every host process and workload' : self.hook == 'connect' ? 'connect on the node' : self.hook == 'syscall' ? 'call of the named system calls by any process on the node' : 'outbound TCP connection on the node')",
                     "' (add conditions: matchBinaries, matchNamespaces, matchDestinations, ...)'",
                 ],
             )]}),
@@ -237,6 +252,30 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
         &format!("{sel}.matchExecKinds[].values"),
         json!({ "minItems": 1 }),
     );
+    for field in ["matchSyscalls", "matchSyscallArgs", "matchReturn"] {
+        refine(
+            schema,
+            &format!("{sel}.{field}[].values"),
+            json!({ "minItems": 1 }),
+        );
+    }
+    refine(
+        schema,
+        &format!("{sel}.matchSyscalls[].values"),
+        json!({ "maxItems": max(limits::SYSCALL_NR_LIMIT as usize) }),
+    );
+    for field in ["matchSyscallArgs", "matchReturn"] {
+        refine(
+            schema,
+            &format!("{sel}.{field}"),
+            json!({ "maxItems": max(limits::MAX_SYSCALL_CONDS) }),
+        );
+        refine(
+            schema,
+            &format!("{sel}.{field}[].values"),
+            json!({ "maxItems": max(limits::MAX_SYSCALL_CONDS) }),
+        );
+    }
     refine(
         schema,
         &format!("{sel}.matchBinaries[].values[]"),

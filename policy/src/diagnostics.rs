@@ -81,6 +81,12 @@ codes! {
     DESTINATIONS_ON_EXEC = "BW061", "destinations-on-exec", Error, "matchDestinations on an exec hook (an exec has no destination).";
     ENCRYPTION_OFF_EGRESS = "BW062", "encryption-off-egress", Error, "matchEncryption on a hook other than egress and ingress (only they see a first payload).";
     UDP_ON_EGRESS = "BW063", "udp-on-egress", Error, "The egress and ingress hooks classify TCP payloads only; UDP never reaches them.";
+    SYSCALL_FIELD_OFF_HOOK = "BW064", "syscall-field-off-syscall-hook", Error, "matchSyscalls, matchSyscallArgs or matchReturn on a hook other than syscall.";
+    NO_SYSCALLS = "BW065", "syscall-hook-without-syscalls", Error, "A hook: syscall selector names no system call (matchSyscalls).";
+    UNKNOWN_SYSCALL = "BW066", "unknown-syscall", Error, "A matchSyscalls name is no system call on x86_64 or arm64.";
+    SYSCALL_ONE_ARCH = "BW067", "syscall-on-one-arch", Warning, "A matchSyscalls name exists on x86_64 or arm64 only, so on the other the selector does not see it.";
+    INVALID_INTEGER = "BW068", "invalid-integer", Error, "A matchSyscallArgs or matchReturn value is not an integer (or, in matchReturn, a negated errno name).";
+    ARGV_NOT_SYSCALL_ARGS = "BW069", "matchargs-is-argv", Warning, "On hook: syscall, a matchArgs entry with an index and integer values: matchArgs is the process's argv, not the call's arguments (matchSyscallArgs).";
     ENFORCE_WITHOUT_ACTION = "BW070", "enforce-without-action", Warning, "mode: enforce, but no selector has Sigkill or Block.";
     NO_ACTIONS = "BW071", "no-actions", Warning, "In a mode: enforce policy whose other selectors enforce, a selector without matchActions takes the default Post (report only).";
     NEVER_MATCHES = "BW080", "never-matches", Error, "A selector's conditions contradict each other, so it can never match.";

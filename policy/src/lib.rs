@@ -20,6 +20,7 @@ pub mod load;
 pub mod model;
 pub mod protocol;
 pub mod schema;
+pub mod syscalls;
 pub mod validate;
 pub mod values;
 pub mod words;

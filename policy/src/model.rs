@@ -120,6 +120,11 @@ crate::words! {
         /// peer's address. Actions: `Post`, `Block` (that payload and every later one are
         /// dropped before the server can read a byte, and the connection is reset).
         Ingress = "ingress",
+        /// A process enters (and leaves) one of the system calls named in `matchSyscalls`,
+        /// seen at the raw syscall tracepoints. Actions: `Post`, `Sigkill` (at the call's entry,
+        /// or at its exit when the selector has `matchReturn`; docs/syscalls.md says what a
+        /// killed call still does).
+        Syscall = "syscall",
     }
 }
 
@@ -157,6 +162,18 @@ pub struct Selector {
     /// Condition on the encryption state of the first payload (`egress` and `ingress` hooks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_encryption: Option<Encryption>,
+    /// The system calls a `hook: syscall` selector acts on, by name (x86_64 / arm64 tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_syscalls: Vec<SyscallSelector>,
+    /// Conditions on the integer arguments of the system call (`hook: syscall`), by index.
+    /// Tetragon spells these `matchArgs`; in bulwark `matchArgs` is the process's argv on every
+    /// hook, so the system call's own arguments have their own field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_syscall_args: Vec<SyscallArgSelector>,
+    /// Conditions on the system call's return value (`hook: syscall`); the selector is then
+    /// decided when the call returns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_return: Vec<ReturnSelector>,
     /// What to do when the selector matches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_actions: Vec<ActionSelector>,
@@ -324,6 +341,82 @@ crate::words! {
     }
 }
 
+/// `matchSyscalls` entry: system call names (`ptrace`, `mount`); `In` the call is one of
+/// them, `NotIn` it is none of them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyscallSelector {
+    pub operator: SetOperator,
+    pub values: Vec<String>,
+}
+
+/// Integer operators (`matchSyscallArgs`, `matchReturn`), as Tetragon spells them. A condition
+/// holds when the value compares true with any of `values` (`NotEqual`: with none equal).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum IntOperator {
+    /// The value equals one of `values`.
+    Equal,
+    /// The value equals none of `values`.
+    NotEqual,
+    /// The value has a bit in common with one of `values` (`value & v != 0`).
+    Mask,
+    /// The value is greater than one of `values` (signed 64-bit).
+    GreaterThan,
+    /// The value is less than one of `values` (signed 64-bit).
+    LessThan,
+}
+
+/// `matchSyscallArgs` entry: argument `index` (0..=5) of the system call, as a 64-bit integer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyscallArgSelector {
+    #[schemars(schema_with = "syscall_arg_index_schema")]
+    pub index: u32,
+    pub operator: IntOperator,
+    /// Integers, written as numbers or strings (`"0x10"`, `"-1"`).
+    pub values: Vec<IntValue>,
+}
+
+/// Schema of `matchSyscallArgs.index`: 0..=5 (a system call has at most six arguments).
+fn syscall_arg_index_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 5,
+        "description": "Which system call argument, 0 to 5."
+    })
+}
+
+/// `matchReturn` entry: the system call's return value; values may name an errno (`-EPERM`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReturnSelector {
+    pub operator: IntOperator,
+    /// Integers (`0`, `-1`, `"0x10"`) or negated errno names (`"-EPERM"`).
+    pub values: Vec<IntValue>,
+}
+
+/// An integer written as a number (`1`) or as text (`"0x10"`, `"-EPERM"`). Kept as written;
+/// [`crate::values::parse_int`] parses it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum IntValue {
+    Number(i64),
+    Text(String),
+}
+
+impl JsonSchema for IntValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntValue".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "x-kubernetes-int-or-string": true })
+    }
+}
+
 /// `matchActions` entry.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -336,7 +429,8 @@ crate::words! {
     pub enum Action ("action") {
         /// Report an event.
         Post = "Post",
-        /// Kill the process with SIGKILL (`exec` hook: before the new image runs).
+        /// Kill the process with SIGKILL (`exec` hook: before the new image runs; `syscall`:
+        /// at the call's entry, or its exit with `matchReturn`).
         Sigkill = "Sigkill",
         /// Refuse the operation (`connect`: EPERM; `egress`: the send fails with EACCES;
         /// `ingress`: the payload is dropped before the server reads it).

@@ -416,12 +416,48 @@ fn check_enum(node: &Node, s: &str, schema: &J, path: &str, out: &mut Vec<Diagno
     }
     let field = last_key(path);
     const STRING_OPERATORS: &[&str] = &["Prefix", "NotPrefix", "Postfix", "NotPostfix", "Equal"];
-    let d = if field == "operator" && allowed == ["In", "NotIn"] && STRING_OPERATORS.contains(&s) {
-        let list = path
-            .rsplit('.')
-            .nth(1)
-            .and_then(|p| p.split('[').next())
-            .unwrap_or("");
+    const INT_OPERATORS: &[&str] = &["NotEqual", "Mask", "GreaterThan", "LessThan"];
+    let list = path
+        .rsplit('.')
+        .nth(1)
+        .and_then(|p| p.split('[').next())
+        .unwrap_or("");
+    let d = if field == "operator" && list == "matchArgs" && INT_OPERATORS.contains(&s) {
+        // Tetragon's matchArgs is a kernel function's arguments; bulwark's is argv.
+        Diagnostic::new(
+            codes::OPERATOR_NOT_ALLOWED,
+            format!("operator `{s}` is not valid in `matchArgs`: in bulwark `matchArgs` is the process's argv (strings) on every hook, not a system call's arguments as in Tetragon"),
+        )
+        .hint("for a system call's integer arguments use `matchSyscallArgs: [{index: N, operator: ..., values: [...]}]` on `hook: syscall`")
+    } else if field == "operator"
+        && (list == "matchSyscallArgs" || list == "matchReturn")
+        && !allowed.contains(&s)
+        && s != "In"
+        && s != "NotIn"
+        && closest(s, allowed.iter().copied()).is_none()
+    {
+        Diagnostic::new(
+            codes::OPERATOR_NOT_ALLOWED,
+            format!("operator `{s}` is not valid in `{list}`, which compares integers: {}", quote_list(&allowed)),
+        )
+        .hint("use `Equal` or `NotEqual` with a list of values, `Mask` for bits, `GreaterThan` / `LessThan` for ranges")
+    } else if field == "operator"
+        && (list == "matchSyscallArgs" || list == "matchReturn")
+        && (s == "In" || s == "NotIn")
+    {
+        Diagnostic::new(
+            codes::OPERATOR_NOT_ALLOWED,
+            format!(
+                "operator `{s}` is not valid in `{list}`, which compares integers: {}",
+                quote_list(&allowed)
+            ),
+        )
+        .hint(format!(
+            "use `{}`: it holds when the value is {} of `values`",
+            if s == "In" { "Equal" } else { "NotEqual" },
+            if s == "In" { "one" } else { "none" }
+        ))
+    } else if field == "operator" && allowed == ["In", "NotIn"] && STRING_OPERATORS.contains(&s) {
         Diagnostic::new(
             codes::OPERATOR_NOT_ALLOWED,
             format!(

@@ -5,7 +5,7 @@
 //! compares per field ([`ValueLimit`]). The lint turns the errors here into diagnostics; the
 //! compiler lays the values out for the kernel. Nothing else parses these strings.
 
-use crate::model::{DestinationSelector, MatchKind, PortSpec, Protocol};
+use crate::model::{DestinationSelector, IntValue, MatchKind, PortSpec, Protocol};
 use daemon_common as limits;
 use serde::Serialize;
 use std::fmt;
@@ -358,6 +358,87 @@ pub fn parse_port(spec: &PortSpec) -> Result<PortRange, PortError> {
         },
     };
     Ok(PortRange { lo, hi })
+}
+
+/// Why an integer value (`matchSyscallArgs`, `matchReturn`) does not parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IntError {
+    /// Not a decimal or `0x` hex integer in i64 range (or u64, as its bits), nor an errno.
+    NotAnInteger { text: String },
+    /// An errno name where only integers are allowed (`matchSyscallArgs`).
+    ErrnoNotAllowed { text: String },
+    /// `-E...` that names no errno; the closest name when one is close.
+    UnknownErrno {
+        text: String,
+        did_you_mean: Option<&'static str>,
+    },
+}
+
+impl fmt::Display for IntError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IntError::NotAnInteger { text } => {
+                write!(f, "`{text}` is not an integer (decimal, or hex with `0x`)")
+            }
+            IntError::ErrnoNotAllowed { text } => write!(
+                f,
+                "`{text}` is an errno name, which only `matchReturn` accepts"
+            ),
+            IntError::UnknownErrno { text, .. } => write!(f, "`{text}` names no errno"),
+        }
+    }
+}
+
+/// Parses an integer a policy writes: a number, or text holding a decimal or `0x` hex integer
+/// with an optional `-`, or (with `errno`, for return values) a negated errno name such as
+/// `-EPERM` (the value a failing call returns). Hex up to 64 bits is taken as its bits
+/// (`0xffffffffffffffff` is -1).
+pub fn parse_int(v: &IntValue, errno: bool) -> Result<i64, IntError> {
+    let text = match v {
+        IntValue::Number(n) => return Ok(*n),
+        IntValue::Text(t) => t.trim(),
+    };
+    let bad = || IntError::NotAnInteger {
+        text: text.to_string(),
+    };
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, text),
+    };
+    if body.starts_with('E') && body.len() > 1 && body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if !errno {
+            return Err(IntError::ErrnoNotAllowed {
+                text: text.to_string(),
+            });
+        }
+        let errnos = crate::syscalls::errnos();
+        return match errnos.get(body) {
+            Some(n) if neg => Ok(-i64::from(*n)),
+            // A bare `EPERM`: the call returns it negated.
+            Some(_) => Err(IntError::UnknownErrno {
+                text: text.to_string(),
+                did_you_mean: errnos.get_key_value(body).map(|(k, _)| *k),
+            }),
+            None => Err(IntError::UnknownErrno {
+                text: text.to_string(),
+                did_you_mean: crate::schema::closest(body, errnos.keys().copied()),
+            }),
+        };
+    }
+    let magnitude = if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16).map_err(|_| bad())? as i64
+    } else {
+        let n: u64 = body.parse().map_err(|_| bad())?;
+        if n > i64::MAX as u64 && !(neg && n == 1u64 << 63) {
+            return Err(bad());
+        }
+        n as i64
+    };
+    Ok(if neg {
+        magnitude.wrapping_neg()
+    } else {
+        magnitude
+    })
 }
 
 /// A value of a `matchDestinations` entry that does not parse.

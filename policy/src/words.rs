@@ -208,7 +208,10 @@ mod tests {
         agrees(Action::ALL);
         agrees(Mode::ALL);
         agrees(Encryption::ALL);
-        assert_eq!(Hook::WORDS, ["exec", "connect", "egress", "ingress"]);
+        assert_eq!(
+            Hook::WORDS,
+            ["exec", "connect", "egress", "ingress", "syscall"]
+        );
         assert_eq!(Action::WORDS, ["Post", "Sigkill", "Block"]);
         assert_eq!(Mode::WORDS, ["enforce", "monitor"]);
         assert_eq!(Encryption::WORDS, ["plaintext", "tls"]);

@@ -147,6 +147,7 @@ impl Engine {
             matches: Vec::new(),
             barrier: switch::ProgramBarrier::new()?,
             last_switch: SwitchReport::default(),
+            syscall: super::syscall::SyscallPrograms::default(),
         })
     }
 

@@ -230,6 +230,7 @@ pub(super) fn load_object(
     opts: &EngineOptions,
     offsets: &KernelOffsets,
     conn: &ConnConfig,
+    syscall_regs: &SyscallRegs,
 ) -> anyhow::Result<Ebpf> {
     let ring = opts.events_ring_bytes.unwrap_or(EVENTS_RING_BYTES);
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
@@ -247,6 +248,7 @@ pub(super) fn load_object(
     let ebpf = EbpfLoader::new()
         .override_global("OFFSETS", offsets, true)
         .override_global("CONN_CONFIG", conn, true)
+        .override_global("SYSCALL_REGS", syscall_regs, true)
         .map_max_entries(MAP_EVENTS, ring)
         .map_max_entries(MAP_PROCESSES, max_processes)
         .map_max_entries(MAP_SOCKHASH, max_sockets)

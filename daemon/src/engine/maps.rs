@@ -12,7 +12,7 @@ use daemon_common::*;
 use super::Engine;
 
 /// Every map of the eBPF object (the engine holds them by name).
-pub(super) const ALL_MAPS: [&str; 26] = [
+pub(super) const ALL_MAPS: [&str; 30] = [
     MAP_CONFIG,
     MAP_SLOT_META,
     MAP_SELECTORS,
@@ -39,6 +39,10 @@ pub(super) const ALL_MAPS: [&str; 26] = [
     MAP_LOADER_ARG_OPTIONS,
     MAP_DECLARED_PROTOCOLS,
     "ZEROS",
+    MAP_SYSCALL_FILTER,
+    MAP_SYSCALL_SELECTORS,
+    MAP_SYSCALL_CONDS,
+    MAP_SYSCALL_INFLIGHT,
 ];
 
 /// The engine's map handles, by name.

@@ -33,6 +33,10 @@
 //!   `bulwark_uring_socket` tracepoint `io_uring/io_uring_submit_req` (each skipped on a
 //!   kernel without that tracepoint; `bulwark probe` then reports the path open);
 //! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map;
+//! - `bulwark_sys_enter` / `bulwark_sys_exit` on the raw tracepoints `sys_enter` / `sys_exit`,
+//!   attached by an apply whose rule set names a system call and detached by one that names
+//!   none ([`syscall`]); not pinned (an adopted engine cannot attach them and refuses the apply);
+
 //! - connection observation (unless [`EngineOptions::no_conn_observe`]): `bulwark_conn_sockops`
 //!   (sock_ops), `bulwark_conn_egress` and `bulwark_conn_ingress` (cgroup_skb) on the cgroup v2
 //!   root; their records (`EVENT_CONN_*`) go to the pipeline like any other.
@@ -89,6 +93,7 @@ pub mod socket_guard;
 pub mod sockets;
 mod sweep;
 mod switch;
+mod syscall;
 
 pub use attach::resolve_offsets;
 pub use btf::{Btf, KIND_FUNC, KIND_TYPEDEF};
@@ -197,6 +202,8 @@ pub struct Engine {
     matches: Vec<MatchEvent>,
     barrier: switch::ProgramBarrier,
     last_switch: SwitchReport,
+    /// `bulwark_sys_enter` / `bulwark_sys_exit`, attached while a rule set names a call.
+    syscall: syscall::SyscallPrograms,
 }
 
 impl Engine {
@@ -235,7 +242,8 @@ impl Engine {
             &btf_path,
             opts.conn_interval.unwrap_or(DEFAULT_CONN_INTERVAL),
         );
-        let mut ebpf = attach::load_object(opts, &offsets, &conn)?;
+        let syscall_regs = syscall::regs(&Btf::from_file(&btf_path)?);
+        let mut ebpf = attach::load_object(opts, &offsets, &conn, &syscall_regs)?;
         let mut maps = Maps::take_from(&mut ebpf)?;
         maps.initialize()?;
         let links = attach::attach_all(&mut ebpf, opts, &maps, &cgroup, &tracefs)?;
@@ -255,6 +263,7 @@ impl Engine {
             matches: Vec::new(),
             barrier: switch::ProgramBarrier::new()?,
             last_switch: SwitchReport::default(),
+            syscall: syscall::SyscallPrograms::default(),
         })
     }
 

@@ -130,6 +130,8 @@ fn canonical(e: &SlotEntries) -> Vec<Vec<String>> {
             sorted(&e.dest_v4),
             sorted(&e.dest_v6),
             sorted(&e.ports),
+            sorted(&e.syscall_selectors),
+            sorted(&e.syscall_conds),
         ]);
     }
     out
@@ -201,7 +203,10 @@ impl Engine {
         for (_, t) in &mut e.tables {
             t.slot_meta.generation = generation;
         }
-        let r = switch::clear_reseed(&mut self.maps).and_then(|()| self.write_slot(slot, &e));
+        let syscall_filter = super::syscall::filter_of(&e.tables);
+        let r = switch::clear_reseed(&mut self.maps)
+            .and_then(|()| self.write_slot(slot, &e))
+            .and_then(|()| self.cover_syscalls(&syscall_filter, true));
         if let Err(err) = r {
             // Leave no pending slot behind; the active slot was never touched.
             let _ = self.set_config(self.active, NO_SLOT);
@@ -232,6 +237,10 @@ impl Engine {
         self.generation += 1;
         self.set_config(slot, NO_SLOT)?;
         self.active = slot;
+        // Only the new rule set's calls from now on; the programs go when it names none.
+        if let Err(err) = self.cover_syscalls(&syscall_filter, false) {
+            log::warn!("narrowing the syscall filter to the new rule set: {err:#}");
+        }
         if !self.noop {
             self.refuse_unstored(slot, &e, &unstored);
             if let Err(err) = self.sweep_existing_sockets() {
@@ -315,6 +324,8 @@ impl Engine {
                     dest_v4: lpm(m, MAP_DEST_V4, t8, |k: &V4LpmData| k.slot)?,
                     dest_v6: lpm(m, MAP_DEST_V6, t8, |k: &V6LpmData| k.slot)?,
                     ports: lpm(m, MAP_PORTS, t8, |k: &PortLpmData| k.slot)?,
+                    syscall_selectors: super::syscall::read_keys(m, t)?,
+                    syscall_conds: super::syscall::read_conds(m, t)?,
                 },
             ));
         }
@@ -339,6 +350,16 @@ impl Engine {
         mut describe: impl FnMut(u32) -> Option<ProcessBits>,
     ) -> anyhow::Result<bool> {
         switch::refresh(&mut self.maps, self.active, tgid, &mut describe)
+    }
+
+    /// Writes the syscall filter (`keep`: ORed with what it holds, during a switch) and
+    /// attaches or detaches the syscall programs to match.
+    fn cover_syscalls(&mut self, filter: &[u32], keep: bool) -> anyhow::Result<()> {
+        let any = super::syscall::write_filter(&mut self.maps, filter, keep)?;
+        if self.noop {
+            return Ok(());
+        }
+        self.syscall.set(self.ebpf.as_mut(), any)
     }
 
     /// What the last successful [`Engine::apply`] did to running processes.
@@ -480,6 +501,7 @@ impl Engine {
                 g.insert(k, group, 0).context("writing GROUPS: map full")?;
             }
         }
+        super::syscall::write_slot(ebpf, slot, &e.tables, &touched)?;
         let mut meta: Array<&mut MapData, SlotMeta> = Array::try_from(map(ebpf, MAP_SLOT_META)?)?;
         for t in touched {
             let m = e

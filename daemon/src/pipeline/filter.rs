@@ -30,6 +30,7 @@ const SHORT_TYPES: &[(EventType, &[&str])] = &[
     (EventType::ProcessExit, &["exit"]),
     (EventType::ProcessConnect, &["connect"]),
     (EventType::ProcessClose, &["close"]),
+    (EventType::ProcessSyscall, &["syscall"]),
     (EventType::ConnStats, &["stats"]),
     (EventType::PolicyMatch, &["match", "policy"]),
     (EventType::Status, &[]),
@@ -186,6 +187,27 @@ pub fn compact(ev: &Event) -> String {
                 bytes.0,
                 bytes.1,
             )
+        }
+        Body::ProcessSyscall { syscall: c, .. } => {
+            let args: Vec<String> = c
+                .arguments
+                .iter()
+                .map(|a| a.decoded.clone().unwrap_or_else(|| a.value.to_string()))
+                .collect();
+            let mut line = format!(
+                "☎️ syscall  {} {} {}({})",
+                who(ev),
+                cmdline(ev),
+                c.name.as_deref().unwrap_or("?"),
+                args.join(", ")
+            );
+            if let Some(r) = c.return_value {
+                line.push_str(&format!(" = {r}"));
+                if let Some(e) = &c.error {
+                    line.push_str(&format!(" {e}"));
+                }
+            }
+            line
         }
         Body::PolicyMatch(m) => {
             let icon = match m.outcome {

@@ -234,6 +234,12 @@ impl<R: Rules> Pipeline<R> {
                 ))
             }
             Record::Match(m) => self.match_event(&m),
+            Record::Syscall(c) => {
+                let h = c.header;
+                let info = self.lookup(h.tgid, h.start_ns, c.cgroup_id);
+                let process = self.process_json(&info);
+                Some(self.event(h.time_ns, syscall_body(process, &c)))
+            }
             Record::ConnPayload(p) => {
                 self.conns.on_payload(&p);
                 None
@@ -343,6 +349,7 @@ impl<R: Rules> Pipeline<R> {
             HOOK_CONNECT => Hook::Connect,
             HOOK_EGRESS => Hook::Egress,
             HOOK_INGRESS => Hook::Ingress,
+            daemon_common::HOOK_SYSCALL => Hook::Syscall,
             other => {
                 self.decode_errors += 1;
                 eprintln!(
@@ -370,15 +377,17 @@ impl<R: Rules> Pipeline<R> {
             outcome,
             process,
             // A socket the guard refused never had a destination.
-            destination: (hook != Hook::Exec && !reason.is_some_and(Reason::is_socket_guard))
-                .then(|| destination(&m.dest)),
+            destination: (matches!(hook, Hook::Connect | Hook::Egress)
+                && !reason.is_some_and(Reason::is_socket_guard))
+            .then(|| destination(&m.dest)),
             encryption: match (hook, m.encryption) {
                 (Hook::Egress | Hook::Ingress, ENC_PLAINTEXT) => Some(Encryption::Plaintext),
                 (Hook::Egress | Hook::Ingress, ENC_TLS) => Some(Encryption::Tls),
                 _ => None,
             },
             // The exec program knows which selectors held only because the arguments were
-            // incomplete; for later hooks the process's exec says its arguments were.
+            // incomplete; for later hooks (syscall too) the process's exec says its arguments
+            // were.
             reason: if reason.is_none()
                 && hook != Hook::Exec
                 && info.arguments_incomplete
@@ -513,6 +522,42 @@ pub fn signal_name(sig: u32) -> String {
         n => return format!("SIG{n}"),
     };
     name.to_string()
+}
+
+/// The `process_syscall` body of a syscall record: names from the table of the call's ABI
+/// (this daemon's architecture, or its compat table).
+fn syscall_body(process: bulwark_events::Process, c: &daemon_common::SyscallEvent) -> Body {
+    use bulwark_events::syscall::{arguments, error_of};
+    use bulwark_events::{Syscall, SyscallPhase};
+    let arch = bulwark_compiler::target_arch();
+    let index = if c.compat != 0 {
+        daemon_common::SYSCALL_COMPAT_BASE + c.nr
+    } else {
+        c.nr
+    };
+    let named = bulwark_compiler::call_name(arch, index);
+    let abi = match (c.compat != 0, arch.compat()) {
+        (true, Some(compat)) => compat.as_str(),
+        _ => arch.as_str(),
+    };
+    let name = named.map(|(n, _)| n);
+    let at_exit = c.at_exit != 0;
+    Body::ProcessSyscall {
+        process,
+        syscall: Syscall {
+            name: name.map(str::to_string),
+            number: c.nr,
+            abi: abi.to_string(),
+            phase: if at_exit {
+                SyscallPhase::Exit
+            } else {
+                SyscallPhase::Entry
+            },
+            arguments: arguments(name, &c.args),
+            return_value: at_exit.then_some(c.ret),
+            error: if at_exit { error_of(c.ret) } else { None },
+        },
+    }
 }
 
 #[cfg(test)]

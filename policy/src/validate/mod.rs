@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 
 mod satisfiable;
 mod set;
+mod syscall;
 
 use satisfiable::{broader, never_matches};
 pub use set::{duplicates_indexed, validate_set};
@@ -67,7 +68,7 @@ pub fn suggest_dns1123(s: &str) -> String {
 
 fn allowed_actions(h: Hook) -> &'static [Action] {
     match h {
-        Hook::Exec => &[Action::Post, Action::Sigkill],
+        Hook::Exec | Hook::Syscall => &[Action::Post, Action::Sigkill],
         Hook::Connect | Hook::Egress | Hook::Ingress => &[Action::Post, Action::Block],
     }
 }
@@ -241,6 +242,7 @@ pub fn validate_policy(p: &AnyPolicy) -> Vec<Diagnostic> {
 fn no_actions(hook: Hook, sp: &str) -> Diagnostic {
     let (enforce, hint) = match hook {
         Hook::Exec => ("killed", "write `matchActions: [{action: Sigkill}]` to stop the exec, or `[{action: Post}]` to say you mean to report only"),
+        Hook::Syscall => ("killed", "write `matchActions: [{action: Sigkill}]` to kill the caller, or `[{action: Post}]` to say you mean to report only"),
         Hook::Connect | Hook::Egress => ("blocked", "write `matchActions: [{action: Block}]` to refuse the connection, or `[{action: Post}]` to say you mean to report only"),
         Hook::Ingress => ("blocked", "write `matchActions: [{action: Block}]` to drop the connection's payload before the server reads it, or `[{action: Post}]` to say you mean to report only"),
     };
@@ -261,7 +263,9 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
         || !sel.match_namespaces.is_empty()
         || !sel.match_exec_kinds.is_empty()
         || !sel.match_destinations.is_empty()
-        || sel.match_encryption.is_some();
+        || sel.match_encryption.is_some()
+        || !sel.match_syscall_args.is_empty()
+        || !sel.match_return.is_empty();
     let enforcing = sel.match_actions.iter().any(|a| a.action.is_enforcing());
     if !has_conditions && !namespaced {
         let ev = match hook {
@@ -269,6 +273,9 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
             Hook::Connect => "connect on the node",
             Hook::Egress => "outbound TCP connection on the node",
             Hook::Ingress => "inbound TCP connection to a listening process on the node",
+            Hook::Syscall => {
+                "call of the named system calls by any process on the node, host processes included"
+            }
         };
         if enforcing {
             out.push(d(
@@ -286,6 +293,7 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
             ));
         }
     }
+    syscall::check(rule, sel, sp, out);
     for (k, b) in sel.match_binaries.iter().enumerate() {
         let bp = format!("{sp}.matchBinaries[{k}]");
         if b.values.is_empty() {
@@ -487,6 +495,7 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
                 .collect();
             let hint = match (hook, a.action) {
                 (Hook::Exec, Action::Block) => "use `Sigkill` to stop an exec (it kills the new image before it runs)".to_string(),
+                (Hook::Syscall, Action::Block) => "use `Sigkill` to stop the caller (a tracepoint cannot make a system call fail)".to_string(),
                 (_, Action::Sigkill) => "use `Block` to refuse the connection or send (killing the process on connect is not supported)".to_string(),
                 _ => format!("use one of {}", allowed.join(", ")),
             };

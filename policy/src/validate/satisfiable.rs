@@ -244,6 +244,9 @@ fn dest_disjoint(a: &DestinationSet, b: &DestinationSet) -> bool {
 
 /// Why a selector can never match: a path suffix inside the selector and a reason.
 pub(super) fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option<(String, String)> {
+    if let Some(never) = super::syscall::never_matches(hook, sel) {
+        return Some(never);
+    }
     let bins: Vec<_> = sel
         .match_binaries
         .iter()
@@ -420,7 +423,7 @@ pub(super) fn broader(a: &Selector, b: &Selector) -> bool {
             })
     });
     let enc = a.match_encryption.is_none() || a.match_encryption == b.match_encryption;
-    bins && args && nss && kinds && dests && enc
+    bins && args && nss && kinds && dests && enc && super::syscall::broader(a, b)
 }
 
 #[cfg(test)]

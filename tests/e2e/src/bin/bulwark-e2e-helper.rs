@@ -58,6 +58,8 @@ fn main() -> ExitCode {
         Some("exec-via") => ExitCode::from(exec_via(&rest[1..])),
         Some("connect-on") => ExitCode::from(connect_on(&rest[1..])),
         Some("uring") => ExitCode::from(uring_connect_send(&rest[1..])),
+        Some("syscall") => ExitCode::from(syscall(&rest[1..])),
+        Some("getppid-loop") => ExitCode::from(getppid_loop(&rest[1..])),
         _ => {
             eprintln!(
                 "usage: bulwark-e2e-helper connect|storm|udp-flood|hop|memfd-exec|exec-via|connect-on|uring ARGS... (see the source)"
@@ -457,4 +459,76 @@ fn udp_flood(a: &[String]) -> ExitCode {
     }
     println!("{{\"sent\":{sent}}}");
     ExitCode::SUCCESS
+}
+
+/// `syscall <ptrace|mount|unshare|unshare-int80> MARKER`: makes that call (harmless: ptrace
+/// `PTRACE_TRACEME`, a mount on a path that does not exist, `unshare(CLONE_NEWUTS)`; the
+/// `-int80` form through the i386 entry `int 0x80` from this 64-bit process), then prints the
+/// call's result as JSON and writes MARKER, so a test sees whether the process lived past the
+/// call's return.
+fn syscall(args: &[String]) -> u8 {
+    let (Some(what), Some(marker)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: syscall <ptrace|mount|unshare|unshare-int80> MARKER");
+        return 2;
+    };
+    const CLONE_NEWUTS: libc::c_ulong = 0x0400_0000;
+    let ret: i64 = match what.as_str() {
+        "ptrace" => unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) },
+        "mount" => {
+            let src = c"none";
+            let target = c"/nonexistent/bulwark-e2e";
+            let fstype = c"tmpfs";
+            unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    target.as_ptr(),
+                    fstype.as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            }
+            .into()
+        }
+        "unshare" => unsafe { libc::unshare(CLONE_NEWUTS as libc::c_int) }.into(),
+        #[cfg(target_arch = "x86_64")]
+        "unshare-int80" => {
+            // i386 `unshare` is 310; the 32-bit entry returns -errno in eax.
+            let mut eax: u32 = 310;
+            // rbx belongs to LLVM: swap the argument in and out around the trap.
+            unsafe {
+                std::arch::asm!(
+                    "xchg {b:e}, ebx",
+                    "int 0x80",
+                    "xchg {b:e}, ebx",
+                    b = inout(reg) CLONE_NEWUTS as u32 => _,
+                    inout("eax") eax,
+                )
+            };
+            i64::from(eax as i32)
+        }
+        other => {
+            eprintln!("unknown call {other}");
+            return 2;
+        }
+    };
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    println!(r#"{{"call":"{what}","ret":{ret},"errno":{errno}}}"#);
+    match std::fs::write(marker, what) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// `getppid-loop N`: N getppid calls; prints the nanoseconds per call (a syscall-cost probe).
+fn getppid_loop(args: &[String]) -> u8 {
+    let n: u64 = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        unsafe { libc::getppid() };
+    }
+    println!("{:.1}", start.elapsed().as_nanos() as f64 / n as f64);
+    0
 }

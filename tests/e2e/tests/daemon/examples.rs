@@ -21,6 +21,14 @@ const COVERED: &[(&str, &str)] = &[
     ("kill-crypto-miners.yaml", "example_kill_crypto_miners"),
     ("kill-fileless-exec.yaml", "example_kill_fileless_exec"),
     (
+        "kill-namespace-escape.yaml",
+        "example_kill_namespace_escape",
+    ),
+    (
+        "monitor-ptrace-and-mount.yaml",
+        "example_monitor_ptrace_and_mount",
+    ),
+    (
         "kill-interactive-shells.yaml",
         "example_kill_interactive_shells",
     ),
@@ -345,6 +353,165 @@ fn example_kill_fileless_exec() {
         .pod()
         .run(&[touch.to_str().unwrap(), marker.to_str().unwrap()]);
     assert_ran(&d, &out, &touch, &marker);
+}
+
+/// [`start`] with every selector also confined to the e2e helper binary: a pod command runs
+/// through `ip netns exec`, which itself calls `setns` and `mount` in the same process before
+/// it execs the command, and those calls are not what the tests look at.
+fn start_for_helper(w: &World, file: &str, renames: &[(&str, &str)]) -> Daemon {
+    let mut docs = adapted(w, file, renames);
+    for d in &mut docs {
+        for rule in d["spec"]["rules"].as_array_mut().unwrap() {
+            for sel in rule["selectors"].as_array_mut().unwrap() {
+                sel["matchBinaries"] =
+                    serde_json::json!([{"operator": "In", "values": [crate::helper()]}]);
+            }
+        }
+    }
+    let d = Daemon::start(w, &[(file, &to_yaml_docs(&docs))]);
+    for doc in &docs {
+        let name = listed_name(doc);
+        assert!(
+            d.loaded_policies().contains(&name),
+            "{name} not loaded\n{}",
+            d.diagnostics()
+        );
+    }
+    d
+}
+
+/// The `process_syscall` event of call `name` by the process of `out`.
+fn wait_syscall(
+    d: &Daemon,
+    out: &bulwark_e2e::RunOutput,
+    name: &str,
+) -> bulwark_e2e::daemon::Event {
+    let pid = out.pid as u64;
+    d.wait_event(&format!("process_syscall {name} of pid {pid}"), |e| {
+        ev::is(e, "process_syscall") && ev::pid(e) == Some(pid) && e["syscall"]["name"] == name
+    })
+}
+
+#[test]
+fn example_monitor_ptrace_and_mount() {
+    let _g = serial();
+    let w = World::single("ex-ptrace", "e2e-ex-prod");
+    let d = start_for_helper(
+        &w,
+        "monitor-ptrace-and-mount.yaml",
+        &[("production", "e2e-ex-prod")],
+    );
+    let policy = "monitor-ptrace-and-mount";
+    // ptrace (PTRACE_TRACEME succeeds): reported at entry by the first rule only.
+    let marker = w.dir().join("ptrace-ran");
+    let out = w.pod().run(&[
+        crate::helper(),
+        "syscall",
+        "ptrace",
+        marker.to_str().unwrap(),
+    ]);
+    assert!(
+        out.code == Some(0) && marker.exists(),
+        "monitor kills nothing: {out}"
+    );
+    let e = wait_syscall(&d, &out, "ptrace");
+    assert_eq!(e["syscall"]["phase"], "entry", "{e}");
+    assert_eq!(
+        e["syscall"]["arguments"][0]["decoded"], "PTRACE_TRACEME",
+        "{e}"
+    );
+    let m = d.wait_event("policy_match of the ptrace", |e| {
+        ev::is_match(e, policy, "syscall") && ev::pid(e) == Some(out.pid as u64)
+    });
+    assert_eq!(
+        (&m["rule"], &m["outcome"]),
+        (&"ptrace-and-mount".into(), &"reported".into()),
+        "{m}"
+    );
+    assert_eq!(ev::exec_id(&m), ev::exec_id(&e), "correlated by exec_id");
+    // The same call from a host process is not this policy's: it gets no event, as seen once
+    // the pod's next call (made after it) has been reported.
+    let marker = w.dir().join("host-ptrace-ran");
+    let mut host = std::process::Command::new(crate::helper())
+        .args(["syscall", "ptrace", marker.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let host_pid = u64::from(host.id());
+    assert!(host.wait().unwrap().success() && marker.exists());
+    // mount of a path that does not exist: reported, and the failure is the caller's result.
+    let marker = w.dir().join("mount-ran");
+    let out = w.pod().run(&[
+        crate::helper(),
+        "syscall",
+        "mount",
+        marker.to_str().unwrap(),
+    ]);
+    assert!(out.code == Some(0) && marker.exists(), "{out}");
+    assert_eq!(
+        out.json()["errno"],
+        2,
+        "the mount itself failed (ENOENT): {out}"
+    );
+    let e = wait_syscall(&d, &out, "mount");
+    assert_eq!(e["syscall"]["abi"], "x86_64", "{e}");
+    let host_events: Vec<_> = d
+        .events()
+        .into_iter()
+        .filter(|e| ev::is(e, "process_syscall") && ev::pid(e) == Some(host_pid))
+        .collect();
+    assert!(
+        host_events.is_empty(),
+        "host process reported: {host_events:?}"
+    );
+}
+
+#[test]
+fn example_kill_namespace_escape() {
+    let _g = serial();
+    let w = World::single("ex-unshare", "e2e-ex-prod");
+    let d = start_for_helper(
+        &w,
+        "kill-namespace-escape.yaml",
+        &[("production", "e2e-ex-prod")],
+    );
+    let policy = "kill-namespace-escape";
+    for call in ["unshare", "unshare-int80"] {
+        let marker = w.dir().join(format!("{call}-survived"));
+        let out = w
+            .pod()
+            .run(&[crate::helper(), "syscall", call, marker.to_str().unwrap()]);
+        // Killed on the call's return to user space: nothing after the call ran.
+        assert!(out.sigkilled() && !marker.exists(), "{call}: {out}");
+        assert!(
+            out.stdout.is_empty(),
+            "{call}: printed after the call: {out}"
+        );
+        let e = wait_syscall(&d, &out, "unshare");
+        let abi = if call == "unshare" { "x86_64" } else { "i386" };
+        assert_eq!(e["syscall"]["abi"], abi, "{e}");
+        assert_eq!(
+            e["syscall"]["arguments"][0]["decoded"], "CLONE_NEWUTS",
+            "{e}"
+        );
+        let m = d.wait_event(&format!("policy_match of {call}"), |e| {
+            ev::is_match(e, policy, "syscall") && ev::pid(e) == Some(out.pid as u64)
+        });
+        assert_eq!(
+            (&m["outcome"], &m["enforced"]),
+            (&"killed".into(), &true.into()),
+            "{m}"
+        );
+    }
+    // A workload process that does not call them runs.
+    let marker = w.dir().join("mount-ran");
+    let out = w.pod().run(&[
+        crate::helper(),
+        "syscall",
+        "mount",
+        marker.to_str().unwrap(),
+    ]);
+    assert!(out.code == Some(0) && marker.exists(), "{out}");
 }
 
 /// Waits for the `policy_match` killing the process of `out`.
