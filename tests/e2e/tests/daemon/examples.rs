@@ -560,7 +560,7 @@ fn example_report_plaintext_services_exposed_to_internet() {
     assert_eq!(m["encryption"], "plaintext", "{m}");
     assert!(ev::binary(&m).contains("python"), "{m}");
     // The same plaintext from a private (RFC 1918) peer: not reported.
-    let c = client_from(&w, w.net.server_v4, PLAIN, REQUEST);
+    let c = client_from(&w, w.net.server_v4.into(), PLAIN, REQUEST);
     assert_eq!(c.replies, ["ok\n"]);
     srv.wait_end(c.port);
     d.sync();

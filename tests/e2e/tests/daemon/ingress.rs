@@ -6,30 +6,38 @@
 //! "the server read nothing" is asserted from the server's side.
 //!
 //! Covered: Post reports plaintext and not TLS (and `bulwark conns --plaintext --internet
-//! --ingress` lists the service); Block: the server reads zero bytes and the client's `recv`
-//! fails with ECONNRESET, TLS to the same policy's port still works, a port outside the rule is
-//! untouched; look-alikes: an SSH banner or a TLS record header followed by plaintext in the
-//! same segment is refused, a declared protocol's signature passes, and an SSH banner alone in
-//! the first segment lets any plaintext after it through (documented in docs/enforcement.md).
+//! --ingress` lists the service); Block: the server reads zero bytes (its read fails with
+//! ECONNABORTED) and the client's `recv` fails with ECONNRESET (curl: exit 56, "Connection
+//! reset by peer"), on an IPv4 and an IPv6 listener, from IPv4 and IPv6 peers; TLS to the same
+//! policy's port still works, a port or a peer outside the rule is untouched. Look-alikes: an
+//! SSH banner, a TLS record header or a real ClientHello followed by plaintext in the same
+//! segment is refused, as is a record header alone; a declared protocol's signature passes
+//! whatever follows it, and an SSH banner or a ClientHello alone in the first segment lets
+//! plaintext in later segments through (documented in docs/enforcement.md, "Ingress rules").
 
 use crate::conns_report::{add_internet_peer, conns};
 use bulwark_e2e::daemon::{ev, DaemonConfig};
 use bulwark_e2e::servers::self_signed_cert;
 use bulwark_e2e::{host_cmd, preflight, serial, Daemon, Event, PolicyBuilder, RuleBuilder, World};
 use serde_json::Value;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 
 /// The "internet" client's address.
 pub(crate) const PEER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+/// The "internet" client's IPv6 address (documentation range 2001:db8::/32).
+const PEER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
 const NAMESPACE: &str = "e2e-ingress";
 /// The pod's plaintext server ports (the rules name 8080; 9090 is outside them).
 pub(crate) const PLAIN: u16 = 8080;
 const OTHER: u16 = 9090;
+/// The pod's plaintext server on an IPv6 socket (`::`, IPv4 too).
+const DUAL: u16 = 8081;
 /// The pod's TLS server (`openssl s_server -www`).
 const TLS: u16 = 8443;
 
-/// The pod's plaintext server: every port in argv[3..] accepts connections; per connection it
+/// The pod's plaintext server: every port in argv[3..] accepts connections (`v6:PORT`: an
+/// IPv6 socket on `::`, which takes IPv4 too, else an IPv4 one); per connection it
 /// logs (JSON lines to argv[2]) the accept, every chunk it receives (hex), the end or the error,
 /// keyed by the peer's port, and answers `ok\n` to every chunk.
 const SERVER_PY: &str = "import errno, json, socket, sys, threading
@@ -57,9 +65,11 @@ def serve(l, port):
         s, a = l.accept()
         threading.Thread(target=handle, args=(s, port, a[1]), daemon=True).start()
 for p in sys.argv[3:]:
-    l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    l.bind(('0.0.0.0', int(p))); l.listen(16)
-    threading.Thread(target=serve, args=(l, int(p)), daemon=True).start()
+    v6 = p.startswith('v6:'); p = int(p[3:] if v6 else p)
+    l = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(('::' if v6 else '0.0.0.0', p)); l.listen(16)
+    threading.Thread(target=serve, args=(l, p), daemon=True).start()
 open(sys.argv[1], 'w').close()
 threading.Event().wait()
 ";
@@ -68,9 +78,19 @@ threading.Event().wait()
 /// each part of `PARTS` (a python list of bytes), sends it and reads the answer (10 s at most);
 /// prints `{"port": local port, "replies": [...]}`, a reply being the text received, `eof`,
 /// `timeout`, or the errno name of a failed send (`send:NAME`) or receive (`NAME`).
-const CLIENT_PY: &str = "import errno, json, socket, sys
-c = socket.socket(); c.bind((sys.argv[1], 0)); c.settimeout(10)
-c.connect((sys.argv[2], int(sys.argv[3])))
+/// `client_hello()` is a real ClientHello (python's `ssl`, SNI `pod.example`).
+const CLIENT_PY: &str = "import errno, json, socket, ssl, sys
+def client_hello():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+    out = ssl.MemoryBIO()
+    t = ctx.wrap_bio(ssl.MemoryBIO(), out, server_hostname='pod.example')
+    try:
+        t.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+c = socket.create_connection((sys.argv[2], int(sys.argv[3])), 10, (sys.argv[1], 0))
 r = {'port': c.getsockname()[1], 'replies': []}
 for part in PARTS:
     try:
@@ -92,7 +112,7 @@ print(json.dumps(r))
 /// A plaintext request (one segment).
 pub(crate) const REQUEST: &str = "[b'GET /in HTTP/1.1\\r\\nHost: pod\\r\\n\\r\\n']";
 
-/// The pod's servers: the logging plaintext server on [`PLAIN`] and [`OTHER`], and `openssl
+/// The pod's servers: the logging plaintext server on [`PLAIN`], [`OTHER`] and [`DUAL`], and `openssl
 /// s_server -www` on [`TLS`]. Started after the daemon (a listener from before it has no known
 /// owner).
 pub(crate) struct PodServers {
@@ -111,7 +131,7 @@ impl PodServers {
         );
         std::fs::write(&script, SERVER_PY).expect("write the server script");
         let py = preflight().python3.to_str().unwrap().to_string();
-        let (plain, other) = (PLAIN.to_string(), OTHER.to_string());
+        let (plain, other, dual) = (PLAIN.to_string(), OTHER.to_string(), format!("v6:{DUAL}"));
         let plain_srv = w.pod().spawn(&[
             &py,
             script.to_str().unwrap(),
@@ -119,6 +139,7 @@ impl PodServers {
             log.to_str().unwrap(),
             &plain,
             &other,
+            &dual,
         ]);
         let (cert, key) = self_signed_cert(dir);
         let tls_port = TLS.to_string();
@@ -197,7 +218,12 @@ pub(crate) struct ClientRun {
 
 /// Runs [`CLIENT_PY`] in the server namespace from `source` to the pod's `port`, sending
 /// `parts` (a python list of bytes).
-pub(crate) fn client_from(w: &World, source: Ipv4Addr, port: u16, parts: &str) -> ClientRun {
+pub(crate) fn client_from(w: &World, source: IpAddr, port: u16, parts: &str) -> ClientRun {
+    let dest = if source.is_ipv6() {
+        IpAddr::V6(w.net.pod_v6)
+    } else {
+        IpAddr::V4(w.net.pod_v4)
+    };
     let program = CLIENT_PY.replace("PARTS", parts);
     let out = Command::new(&preflight().ip)
         .args(["netns", "exec", &w.net.server])
@@ -205,7 +231,7 @@ pub(crate) fn client_from(w: &World, source: Ipv4Addr, port: u16, parts: &str) -
         .arg("-c")
         .arg(&program)
         .arg(source.to_string())
-        .arg(w.net.pod_v4.to_string())
+        .arg(dest.to_string())
         .arg(port.to_string())
         .output()
         .expect("run the client in the server namespace");
@@ -229,7 +255,7 @@ pub(crate) fn client_from(w: &World, source: Ipv4Addr, port: u16, parts: &str) -
 
 /// [`client_from`] the internet peer.
 pub(crate) fn client(w: &World, port: u16, parts: &str) -> ClientRun {
-    client_from(w, PEER, port, parts)
+    client_from(w, PEER.into(), port, parts)
 }
 
 /// `curl -k https://<pod>:TLS/` from the internet peer (`--interface`): its stdout.
@@ -255,15 +281,38 @@ fn https_from_peer(w: &World) -> String {
 pub(crate) fn world(tag: &str) -> World {
     let w = World::single(tag, NAMESPACE);
     add_internet_peer(&w, PEER);
+    let host = format!("{PEER6}/128");
+    host_cmd(
+        "ip",
+        &[
+            "-n",
+            &w.net.server,
+            "addr",
+            "add",
+            &host,
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    host_cmd(
+        "ip",
+        &["-n", &w.net.pod, "route", "add", &host, "dev", "eth0"],
+    );
     w
 }
 
-/// The `policy_match` of `policy` on the ingress hook for the connection from `peer_port`
-/// (whose destination is the peer's address and the service's port `port`).
+/// The `policy_match` of `policy` on the ingress hook from the internet peer to `port`.
 pub(crate) fn ingress_match(d: &Daemon, policy: &str, port: u16) -> Event {
+    ingress_match_from(d, policy, PEER.into(), port)
+}
+
+/// The `policy_match` of `policy` on the ingress hook whose destination is the peer's address
+/// `peer` and the service's port `port`.
+fn ingress_match_from(d: &Daemon, policy: &str, peer: IpAddr, port: u16) -> Event {
     d.wait_event(
-        &format!("policy_match of {policy} (ingress) on port {port}"),
-        |e| ev::is_match(e, policy, "ingress") && ev::dest(e) == (PEER.to_string(), port as u64),
+        &format!("policy_match of {policy} (ingress) from {peer} on port {port}"),
+        |e| ev::is_match(e, policy, "ingress") && ev::dest(e) == (peer.to_string(), port as u64),
     )
 }
 
@@ -272,7 +321,12 @@ pub(crate) fn ingress_match(d: &Daemon, policy: &str, port: u16) -> Event {
 fn rule(action: &str, ports: &[&str]) -> RuleBuilder {
     RuleBuilder::new("plaintext-in", "ingress")
         .namespaces("In", &[NAMESPACE])
-        .destinations("In", &["203.0.113.0/24"], ports, Some("TCP"))
+        .destinations(
+            "In",
+            &["203.0.113.0/24", "2001:db8::/32"],
+            ports,
+            Some("TCP"),
+        )
         .encryption("plaintext")
         .action(action)
 }
@@ -356,7 +410,7 @@ fn ingress_block_server_reads_nothing_tls_and_other_ports_work() {
     let _g = serial();
     let w = world("ingress-block");
     let policy = PolicyBuilder::new("e2e-ingress-block")
-        .rule(rule("Block", &["8080", "8443"]))
+        .rule(rule("Block", &["8080", "8081", "8443"]))
         .yaml();
     let d = Daemon::start(&w, &[("ingress.yaml", &policy)]);
     let srv = PodServers::start(&w);
@@ -404,6 +458,27 @@ fn ingress_block_server_reads_nothing_tls_and_other_ports_work() {
         "the server read curl's request: {log}"
     );
 
+    // An IPv6 listener: refused the same way from an IPv4 peer (a mapped address) and from an
+    // IPv6 one.
+    for peer in [IpAddr::V4(PEER), IpAddr::V6(PEER6)] {
+        let c = client_from(&w, peer, DUAL, REQUEST);
+        let m = ingress_match_from(&d, "e2e-ingress-block", peer, DUAL);
+        assert_eq!(m["outcome"], "blocked", "{m}");
+        assert_eq!(
+            c.replies,
+            ["ECONNRESET"],
+            "from {peer} to the IPv6 listener"
+        );
+        let end = srv.wait_end(c.port);
+        assert_eq!(
+            srv.received(c.port),
+            b"",
+            "from {peer}: {:?}",
+            srv.conn_log(c.port)
+        );
+        assert_eq!(end["error"], "ECONNABORTED", "from {peer}: {end}");
+    }
+
     // TLS under the same policy and to a port it names works.
     https_from_peer(&w);
     // A port outside the rule: untouched.
@@ -414,12 +489,13 @@ fn ingress_block_server_reads_nothing_tls_and_other_ports_work() {
         b"GET /in HTTP/1.1\r\nHost: pod\r\n\r\n"
     );
     // The same plaintext from a peer outside the rule's CIDRs: untouched.
-    let c = client_from(&w, w.net.server_v4, PLAIN, REQUEST);
+    let c = client_from(&w, w.net.server_v4.into(), PLAIN, REQUEST);
     assert_eq!(c.replies, ["ok\n"], "a peer outside the rule's cidrs");
     d.sync();
     d.assert_no_event("a match on another port or peer", |e| {
         ev::is_match(e, "e2e-ingress-block", "ingress")
-            && (ev::dest(e).1 != PLAIN as u64 || ev::dest(e).0 != PEER.to_string())
+            && !([PLAIN as u64, DUAL as u64].contains(&ev::dest(e).1)
+                && [PEER.to_string(), PEER6.to_string()].contains(&ev::dest(e).0))
     });
 }
 
@@ -483,6 +559,26 @@ fn ingress_look_alikes() {
         "[b'\\xac\\x3e\\x01plaintext after the signature']",
         b"\xac\x3e\x01plaintext after the signature",
     );
+    // A real ClientHello with plaintext after it in the same segment: what follows the
+    // hello must be TLS record headers, so this is plaintext, refused.
+    refused(
+        "ClientHello + plaintext",
+        "[client_hello() + b'GET /after-hello HTTP/1.1\\r\\n\\r\\n']",
+    );
+    // A ClientHello alone in the first segment is TLS so far; only the first segment is
+    // judged, so plaintext in a later segment passes.
+    let c = client(
+        &w,
+        PLAIN,
+        "[client_hello(), b'GET /after-hello HTTP/1.1\\r\\n\\r\\n']",
+    );
+    assert_eq!(c.replies, ["ok\n", "ok\n"], "ClientHello, then plaintext");
+    let got = srv.received(c.port);
+    assert!(
+        got.starts_with(&[0x16, 0x03]) && got.ends_with(b"GET /after-hello HTTP/1.1\r\n\r\n"),
+        "the server got the hello and the plaintext: {:?}",
+        srv.conn_log(c.port)
+    );
     // An SSH banner alone in the first segment is SSH; only the first segment is judged, so
     // plaintext in a later segment passes.
     passes(
@@ -490,16 +586,16 @@ fn ingress_look_alikes() {
         "[b'SSH-2.0-x\\r\\n', b'GET /in HTTP/1.1\\r\\n\\r\\n']",
         b"SSH-2.0-x\r\nGET /in HTTP/1.1\r\n\r\n",
     );
-    // Exactly the three refused connections were reported, each blocked as plaintext.
+    // Exactly the four refused connections were reported, each blocked as plaintext.
     let is_block = |e: &Event| ev::is_match(e, "e2e-ingress-alike", "ingress");
     let blocked = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
         let m = d.find(is_block);
-        (m.len() >= 3).then_some(m)
+        (m.len() >= 4).then_some(m)
     })
-    .expect("three policy_match events");
+    .expect("four policy_match events");
     d.sync();
     let all = d.find(is_block);
-    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all.len(), 4, "{all:?}");
     for m in &blocked {
         assert_eq!(
             (m["outcome"].as_str(), m["encryption"].as_str()),
