@@ -308,6 +308,15 @@ fn observe(ctx: &SkBuffContext, sent: bool) -> i32 {
     let Some(st) = conn_state(sk, false) else {
         return 1;
     };
+    if !sent && st.role == CONN_ROLE_LISTENER {
+        // Handshake packets reach the listener; one with data (a Fast Open SYN, or data on the
+        // handshake's last ACK) is the connection's first payload.
+        return if crate::ingress::listener_payload(skb, st) {
+            0
+        } else {
+            1
+        };
+    }
     if st.established == 0 || st.closed != 0 {
         return 1;
     }

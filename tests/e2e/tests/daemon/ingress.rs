@@ -14,6 +14,8 @@
 //! segment is refused, as is a record header alone; a declared protocol's signature passes
 //! whatever follows it, and an SSH banner or a ClientHello alone in the first segment lets
 //! plaintext in later segments through (documented in docs/enforcement.md, "Ingress rules").
+//! TCP Fast Open: data in the SYN and on the handshake's last ACK is judged at the listener and
+//! refused; the server reads nothing and the client is reset once its connection exists.
 
 use crate::conns_report::{add_internet_peer, conns};
 use bulwark_e2e::daemon::{ev, DaemonConfig};
@@ -33,11 +35,14 @@ pub(crate) const PLAIN: u16 = 8080;
 const OTHER: u16 = 9090;
 /// The pod's plaintext server on an IPv6 socket (`::`, IPv4 too).
 const DUAL: u16 = 8081;
+/// The pod's plaintext server accepting TCP Fast Open.
+const FAST_OPEN: u16 = 8082;
 /// The pod's TLS server (`openssl s_server -www`).
 const TLS: u16 = 8443;
 
 /// The pod's plaintext server: every port in argv[3..] accepts connections (`v6:PORT`: an
-/// IPv6 socket on `::`, which takes IPv4 too, else an IPv4 one); per connection it
+/// IPv6 socket on `::`, which takes IPv4 too; `tfo:PORT`: an IPv4 one that accepts TCP Fast
+/// Open; else an IPv4 one); per connection it
 /// logs (JSON lines to argv[2]) the accept, every chunk it receives (hex), the end or the error,
 /// keyed by the peer's port, and answers `ok\n` to every chunk.
 const SERVER_PY: &str = "import errno, json, socket, sys, threading
@@ -65,9 +70,10 @@ def serve(l, port):
         s, a = l.accept()
         threading.Thread(target=handle, args=(s, port, a[1]), daemon=True).start()
 for p in sys.argv[3:]:
-    v6 = p.startswith('v6:'); p = int(p[3:] if v6 else p)
+    v6, tfo = p.startswith('v6:'), p.startswith('tfo:'); p = int(p.split(':')[-1])
     l = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
     l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if tfo: l.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 16)
     l.bind(('::' if v6 else '0.0.0.0', p)); l.listen(16)
     threading.Thread(target=serve, args=(l, p), daemon=True).start()
 open(sys.argv[1], 'w').close()
@@ -135,6 +141,7 @@ impl PodServers {
         std::fs::write(&script, SERVER_PY).expect("write the server script");
         let py = preflight().python3.to_str().unwrap().to_string();
         let (plain, other, dual) = (PLAIN.to_string(), OTHER.to_string(), format!("v6:{DUAL}"));
+        let fast_open = format!("tfo:{FAST_OPEN}");
         let plain_srv = w.pod().spawn(&[
             &py,
             script.to_str().unwrap(),
@@ -143,6 +150,7 @@ impl PodServers {
             &plain,
             &other,
             &dual,
+            &fast_open,
         ]);
         let (cert, key) = self_signed_cert(dir);
         let tls_port = TLS.to_string();
@@ -612,4 +620,63 @@ fn ingress_look_alikes() {
             "{m}"
         );
     }
+}
+
+#[test]
+fn ingress_fast_open_data_is_judged() {
+    let _g = serial();
+    let w = world("ingress-tfo");
+    let policy = PolicyBuilder::new("e2e-ingress-tfo")
+        .rule(rule("Block", &["8082"]))
+        .yaml();
+    let d = Daemon::start(&w, &[("ingress.yaml", &policy)]);
+    // The pod accepts Fast Open data without a cookie; the client sends it without one.
+    for (ns, value) in [(&w.net.pod, "0x203"), (&w.net.server, "0x5")] {
+        let setting = format!("net.ipv4.tcp_fastopen={value}");
+        host_cmd("ip", &["netns", "exec", ns, "sysctl", "-qw", &setting]);
+    }
+    let srv = PodServers::start(&w);
+    // The request rides in the SYN (`sendto(MSG_FASTOPEN)`).
+    let program = format!(
+        "import errno, json, socket, time\n\
+         c = socket.socket(); c.bind(('{PEER}', 0)); c.settimeout(20); t0 = time.monotonic()\n\
+         c.sendto(b'GET /tfo HTTP/1.1\\r\\n\\r\\n', socket.MSG_FASTOPEN, ('{}', {FAST_OPEN}))\n\
+         r = {{'port': c.getsockname()[1]}}\n\
+         try:\n\
+         \x20   x = c.recv(4096); r['reply'] = x.decode() if x else 'eof'\n\
+         except socket.timeout: r['reply'] = 'timeout'\n\
+         except OSError as e: r['reply'] = errno.errorcode.get(e.errno, str(e.errno))\n\
+         r['ms'] = int((time.monotonic() - t0) * 1000)\n\
+         print(json.dumps(r))\n",
+        w.net.pod_v4
+    );
+    let out = Command::new(&preflight().ip)
+        .args(["netns", "exec", &w.net.server])
+        .arg(&preflight().python3)
+        .arg("-c")
+        .arg(&program)
+        .output()
+        .expect("run the Fast Open client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).expect("the client's JSON");
+    let port = v["port"].as_u64().unwrap() as u16;
+    // The SYN's data is refused at the listener, and so is the data on the handshake's last
+    // ACK when the client retransmits it; once a pure ACK made the connection, its first
+    // segment is refused and the connection reset, as without Fast Open.
+    assert_eq!(v["reply"], "ECONNRESET", "what the client sees: {v}");
+    let end = srv.wait_end(port);
+    assert_eq!(
+        srv.received(port),
+        b"",
+        "the server read Fast Open data: {:?}",
+        srv.conn_log(port)
+    );
+    assert_eq!(end["error"], "ECONNABORTED", "{end}");
+    let m = ingress_match(&d, "e2e-ingress-tfo", FAST_OPEN);
+    assert_eq!(m["outcome"], "blocked", "{m}");
 }
