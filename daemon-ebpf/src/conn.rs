@@ -373,14 +373,7 @@ fn stats(sk: *mut aya_ebpf::bindings::bpf_sock, st: &ConnState) {
 /// Copies the first payload of the direction when this packet starts it.
 #[inline(never)]
 fn capture(skb: *mut __sk_buff, st: &mut ConnState, sent: bool) {
-    let mut p = Packet {
-        local: Destination::default(),
-        remote: Destination::default(),
-        v4: false,
-        seq: 0,
-        payload: 0,
-        syn: false,
-    };
+    let mut p = Packet::default();
     if !parse(skb, &mut p) || p.payload == 0 || p.syn {
         return;
     }

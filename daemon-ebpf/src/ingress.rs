@@ -166,6 +166,8 @@ pub fn listener_payload(skb: *mut __sk_buff, st: &ConnState) -> bool {
     if seg == 0 {
         return false;
     }
+    // The same steps as `first_payload`'s tail, written out: a shared function (inlined or
+    // not) costs these frames stack the verifier's 512-byte limit does not have.
     let (base, size) = ((seg >> 32) as u32, seg as u32);
     let selectors = dest_selectors(table, meta, candidates, &dest, dest.family == AF_INET);
     if selectors == 0 {
@@ -188,14 +190,7 @@ pub fn listener_payload(skb: *mut __sk_buff, st: &ConnState) -> bool {
 /// in `dest` its sender's address with the port it was sent to (the peer and the service).
 #[inline(never)]
 fn listener_segment(skb: *mut __sk_buff, dest: &mut Destination) -> u64 {
-    let mut p = Packet {
-        local: Destination::default(),
-        remote: Destination::default(),
-        v4: false,
-        seq: 0,
-        payload: 0,
-        syn: false,
-    };
+    let mut p = Packet::default();
     if !parse(skb, &mut p) || p.payload == 0 {
         return 0;
     }
@@ -213,14 +208,7 @@ fn listener_segment(skb: *mut __sk_buff, dest: &mut Destination) -> u64 {
 /// the caller's.
 #[inline(never)]
 fn first_segment(skb: *mut __sk_buff, start: u32) -> u64 {
-    let mut p = Packet {
-        local: Destination::default(),
-        remote: Destination::default(),
-        v4: false,
-        seq: 0,
-        payload: 0,
-        syn: false,
-    };
+    let mut p = Packet::default();
     if !parse(skb, &mut p) || p.payload == 0 || p.syn || p.seq != start {
         return 0;
     }

@@ -28,7 +28,7 @@ const WEB: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const EXCHANGE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 
 /// The declared encrypted protocol of these tests: `ac 3e 01` at offset 0.
-const PROTOCOLS: &str = "apiVersion: bulwark.dev/v1alpha1
+pub(crate) const PROTOCOLS: &str = "apiVersion: bulwark.dev/v1alpha1
 kind: EncryptedProtocol
 metadata:
   name: acme-tunnel

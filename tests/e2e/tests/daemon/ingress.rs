@@ -17,7 +17,7 @@
 //! TCP Fast Open: data in the SYN and on the handshake's last ACK is judged at the listener and
 //! refused; the server reads nothing and the client is reset once its connection exists.
 
-use crate::conns_report::{add_internet_peer, conns};
+use crate::conns_report::{add_internet_peer, conns, PROTOCOLS};
 use bulwark_e2e::daemon::{ev, DaemonConfig};
 use bulwark_e2e::servers::self_signed_cert;
 use bulwark_e2e::{host_cmd, preflight, serial, Daemon, Event, PolicyBuilder, RuleBuilder, World};
@@ -121,9 +121,9 @@ print(json.dumps(r))
 /// A plaintext request (one segment).
 pub(crate) const REQUEST: &str = "[b'GET /in HTTP/1.1\\r\\nHost: pod\\r\\n\\r\\n']";
 
-/// The pod's servers: the logging plaintext server on [`PLAIN`], [`OTHER`] and [`DUAL`], and `openssl
-/// s_server -www` on [`TLS`]. Started after the daemon (a listener from before it has no known
-/// owner).
+/// The pod's servers: the logging plaintext server on [`PLAIN`], [`OTHER`], [`DUAL`] and
+/// [`FAST_OPEN`], and `openssl s_server -www` on [`TLS`]. Started after the daemon (a listener
+/// from before it has no known owner).
 pub(crate) struct PodServers {
     log: std::path::PathBuf,
     _plain: bulwark_e2e::pod::Running,
@@ -238,23 +238,8 @@ pub(crate) fn client_from(w: &World, source: IpAddr, port: u16, parts: &str) -> 
         IpAddr::V4(w.net.pod_v4)
     };
     let program = CLIENT_PY.replace("PARTS", parts);
-    let out = Command::new(&preflight().ip)
-        .args(["netns", "exec", &w.net.server])
-        .arg(&preflight().python3)
-        .arg("-c")
-        .arg(&program)
-        .arg(source.to_string())
-        .arg(dest.to_string())
-        .arg(port.to_string())
-        .output()
-        .expect("run the client in the server namespace");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client to port {port}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.trim()).expect("the client's JSON");
+    let args = [source.to_string(), dest.to_string(), port.to_string()];
+    let v = python_json_in_server_netns(w, &program, &args);
     ClientRun {
         port: v["port"].as_u64().unwrap() as u16,
         replies: v["replies"]
@@ -265,6 +250,27 @@ pub(crate) fn client_from(w: &World, source: IpAddr, port: u16, parts: &str) -> 
             .collect(),
         ms: v["ms"].as_u64().unwrap(),
     }
+}
+
+/// Runs the python `program` with `args` in the server namespace; it must succeed and print
+/// one JSON object, which is returned.
+fn python_json_in_server_netns(w: &World, program: &str, args: &[String]) -> Value {
+    let out = Command::new(&preflight().ip)
+        .args(["netns", "exec", &w.net.server])
+        .arg(&preflight().python3)
+        .arg("-c")
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("run python in the server namespace");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{program}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: not the program's JSON: {stdout}"))
 }
 
 /// [`client_from`] the internet peer.
@@ -516,15 +522,6 @@ fn ingress_block_server_reads_nothing_tls_and_other_ports_work() {
     });
 }
 
-/// The declared encrypted protocol of the look-alike test: `ac 3e 01` at offset 0.
-const PROTOCOLS: &str = "apiVersion: bulwark.dev/v1alpha1
-kind: EncryptedProtocol
-metadata:
-  name: acme-tunnel
-spec:
-  signature: \"ac 3e 01\"
-";
-
 #[test]
 fn ingress_look_alikes() {
     let _g = serial();
@@ -650,20 +647,7 @@ fn ingress_fast_open_data_is_judged() {
          print(json.dumps(r))\n",
         w.net.pod_v4
     );
-    let out = Command::new(&preflight().ip)
-        .args(["netns", "exec", &w.net.server])
-        .arg(&preflight().python3)
-        .arg("-c")
-        .arg(&program)
-        .output()
-        .expect("run the Fast Open client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.trim()).expect("the client's JSON");
+    let v = python_json_in_server_netns(&w, &program, &[]);
     let port = v["port"].as_u64().unwrap() as u16;
     // The SYN's data is refused at the listener, and so is the data on the handshake's last
     // ACK when the client retransmits it; once a pure ACK made the connection, its first
