@@ -29,6 +29,7 @@ const DROP: i32 = 0;
 
 /// What the headers of one outgoing packet say.
 #[repr(C)]
+#[derive(Default)]
 pub(crate) struct Packet {
     pub local: Destination,
     pub remote: Destination,
@@ -156,14 +157,7 @@ pub fn bulwark_backstop(ctx: SkBuffContext) -> i32 {
     if st.unseen == 0 && st.scan.verdict == ENC_TLS {
         return PASS;
     }
-    let mut p = Packet {
-        local: Destination::default(),
-        remote: Destination::default(),
-        v4: false,
-        seq: 0,
-        payload: 0,
-        syn: false,
-    };
+    let mut p = Packet::default();
     if !parse(skb, &mut p) {
         // A watched TCP socket's packet whose headers cannot be read: fail closed.
         return check_enforced(skb, st, None);

@@ -308,6 +308,15 @@ fn observe(ctx: &SkBuffContext, sent: bool) -> i32 {
     let Some(st) = conn_state(sk, false) else {
         return 1;
     };
+    if !sent && st.role == CONN_ROLE_LISTENER {
+        // Handshake packets reach the listener; one with data (a Fast Open SYN, or data on the
+        // handshake's last ACK) is the connection's first payload.
+        return if crate::ingress::listener_payload(skb, st) {
+            0
+        } else {
+            1
+        };
+    }
     if st.established == 0 || st.closed != 0 {
         return 1;
     }
@@ -364,14 +373,7 @@ fn stats(sk: *mut aya_ebpf::bindings::bpf_sock, st: &ConnState) {
 /// Copies the first payload of the direction when this packet starts it.
 #[inline(never)]
 fn capture(skb: *mut __sk_buff, st: &mut ConnState, sent: bool) {
-    let mut p = Packet {
-        local: Destination::default(),
-        remote: Destination::default(),
-        v4: false,
-        seq: 0,
-        payload: 0,
-        syn: false,
-    };
+    let mut p = Packet::default();
     if !parse(skb, &mut p) || p.payload == 0 || p.syn {
         return;
     }

@@ -16,6 +16,10 @@
 //!   well-formed KEXINIT packet header) or a declared protocol (`DECLARED_PROTOCOLS`, whose
 //!   whole signature must lie in the segment) is `ENC_ENCRYPTED`; anything else is plaintext.
 //!
+//! A payload that reaches the *listener* rather than the connection — a Fast Open SYN's data,
+//! or data on the ACK that completes the handshake — is judged by [`listener_payload`] the same
+//! way (the connection does not exist yet, and its own first segment would be past).
+//!
 //! An enforce-mode Block that matches drops the segment before TCP sees it (no ACK, so the
 //! server reads nothing) and every later packet of the connection (`INGRESS_STORAGE`), and
 //! asks userspace to destroy the connection (`EVENT_SOCK_UNSEEN`): the kernel's
@@ -93,20 +97,9 @@ pub fn first_payload(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState) -> 
             return true;
         }
     }
-    // References into the maps, not copies: this frame and the classifier's share the
-    // 512-byte stack with the program's own.
-    let Some(owner) = (unsafe { PROCESSES.get(&st.tgid) }) else {
+    let Some((start_ns, table, meta, candidates)) = ingress_candidates(st.tgid) else {
         return false;
     };
-    let slot = config().active_slot & 1;
-    let table = process_table(slot, owner.namespace_id);
-    let Some(meta) = SLOT_META.get(table & 0xff) else {
-        return false;
-    };
-    let candidates = owner.selectors[slot as usize] & meta.hook_ingress;
-    if candidates == 0 {
-        return false;
-    }
     let seg = first_segment(skb, st.rcv_start);
     if seg == 0 {
         // Only the segment that starts the stream is judged; one that arrives before it waits
@@ -126,12 +119,87 @@ pub fn first_payload(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState) -> 
     let verdict = classify(skb, base, size);
     let d = Decision {
         selectors,
-        start_ns: owner.start_ns,
+        start_ns,
         dest,
         table,
         verdict: verdict as u32,
+        tgid: st.tgid,
+        _pad: 0,
     };
     decide(skb, sk, st, &d)
+}
+
+/// The owner `tgid`'s ingress selectors in the active slot (its identity, table, the table's
+/// meta and the selector bits), or `None` when it has none. References into the maps, not
+/// copies: the callers' frames and the classifier's share the 512-byte stack with the
+/// program's own.
+#[inline(always)]
+fn ingress_candidates(tgid: u32) -> Option<(u64, u32, &'static SlotMeta, u64)> {
+    let owner = unsafe { PROCESSES.get(&tgid) }?;
+    let slot = config().active_slot & 1;
+    let table = process_table(slot, owner.namespace_id);
+    let meta = SLOT_META.get(table & 0xff)?;
+    let candidates = owner.selectors[slot as usize] & meta.hook_ingress;
+    if candidates == 0 {
+        return None;
+    }
+    Some((owner.start_ns, table, meta, candidates))
+}
+
+/// Judges a payload that reaches a listener (state `st`) rather than a connection: the data of
+/// a Fast Open SYN, or data on the ACK that completes a handshake (a client that sends its
+/// first segment without a separate ACK, as a Fast Open client does after its SYN was lost).
+/// The kernel runs the socket filter for such a packet on the listener, then creates the
+/// connection and queues the data for the server, so the connection's own first segment is
+/// already past: this packet is the first payload and is judged here, for the listener's owner.
+/// Matches are reported; an enforce-mode Block drops the packet, so no connection is created
+/// with it: the client retransmits (a SYN without data, RFC 7413 section 4.1.3; a pure ACK
+/// when the server repeats its SYN-ACK) and its data then reaches the connection, where the
+/// first segment is judged (and refused) as for any other. True means drop.
+#[inline(never)]
+pub fn listener_payload(skb: *mut __sk_buff, st: &ConnState) -> bool {
+    let Some((start_ns, table, meta, candidates)) = ingress_candidates(st.tgid) else {
+        return false;
+    };
+    let mut dest = Destination::default();
+    let seg = listener_segment(skb, &mut dest);
+    if seg == 0 {
+        return false;
+    }
+    // The same steps as `first_payload`'s tail, written out: a shared function (inlined or
+    // not) costs these frames stack the verifier's 512-byte limit does not have.
+    let (base, size) = ((seg >> 32) as u32, seg as u32);
+    let selectors = dest_selectors(table, meta, candidates, &dest, dest.family == AF_INET);
+    if selectors == 0 {
+        return false;
+    }
+    let verdict = classify(skb, base, size);
+    let d = Decision {
+        selectors,
+        start_ns,
+        dest,
+        table,
+        verdict: verdict as u32,
+        tgid: st.tgid,
+        _pad: 0,
+    };
+    decide(skb, core::ptr::null_mut(), core::ptr::null(), &d)
+}
+
+/// Where the payload of a packet lies (`offset << 32 | length`, 0 when it carries none), and
+/// in `dest` its sender's address with the port it was sent to (the peer and the service).
+#[inline(never)]
+fn listener_segment(skb: *mut __sk_buff, dest: &mut Destination) -> u64 {
+    let mut p = Packet::default();
+    if !parse(skb, &mut p) || p.payload == 0 {
+        return 0;
+    }
+    // The parser reads the headers as a sender's: `p.local` is the source, the peer.
+    *dest = p.local;
+    dest.port = p.remote.port;
+    dest.protocol = PROTO_TCP;
+    let len = unsafe { (*skb).len };
+    ((len - p.payload) as u64) << 32 | p.payload as u64
 }
 
 /// Where the payload of the segment that starts the received stream (sequence number `start`)
@@ -140,14 +208,7 @@ pub fn first_payload(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState) -> 
 /// the caller's.
 #[inline(never)]
 fn first_segment(skb: *mut __sk_buff, start: u32) -> u64 {
-    let mut p = Packet {
-        local: Destination::default(),
-        remote: Destination::default(),
-        v4: false,
-        seq: 0,
-        payload: 0,
-        syn: false,
-    };
+    let mut p = Packet::default();
     if !parse(skb, &mut p) || p.payload == 0 || p.syn || p.seq != start {
         return 0;
     }
@@ -166,12 +227,17 @@ struct Decision {
     dest: Destination,
     table: u32,
     verdict: u32,
+    /// The owner.
+    tgid: u32,
+    _pad: u32,
 }
 
 /// Reports the matches of a first segment and, when an enforce-mode Block matched, marks the
-/// connection refused and asks userspace to destroy it; true means drop.
+/// connection (socket `sk`, state `st`; both null for a payload a listener received, which has no
+/// connection yet) refused and asks userspace to destroy it; true means drop. Raw pointers, not an
+/// `Option`: a tuple in an `Option` puts a type into the object's BTF that the kernel refuses.
 #[inline(never)]
-fn decide(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState, d: &Decision) -> bool {
+fn decide(skb: *mut __sk_buff, sk: *mut bpf_sock, st: *const ConnState, d: &Decision) -> bool {
     let mut c = EgressLoop {
         selectors: d.selectors,
         reported: 0,
@@ -179,7 +245,7 @@ fn decide(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState, d: &Decision) 
         start_ns: d.start_ns,
         dest: d.dest,
         slot: d.table,
-        tgid: st.tgid,
+        tgid: d.tgid,
         verdict: d.verdict,
         reason: REASON_NONE as u32,
         drop: 0,
@@ -191,10 +257,14 @@ fn decide(skb: *mut __sk_buff, sk: *mut bpf_sock, st: &ConnState, d: &Decision) 
     if c.drop == 0 {
         return false;
     }
+    count(COUNTER_INGRESS_DROPPED);
+    if sk.is_null() || st.is_null() {
+        return true;
+    }
+    let st = unsafe { &*st };
     if let Some(is) = ingress_state(sk, true) {
         is.blocked = 1;
     }
-    count(COUNTER_INGRESS_DROPPED);
     let ev = SockUnseenEvent {
         header: header(EVENT_SOCK_UNSEEN, st.tgid, d.start_ns),
         cookie: st.cookie,

@@ -28,31 +28,10 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the server in `net.server` listening on `ports` and waits until it listens.
     pub fn start(net: &NetPair, ports: &[u16]) -> TestServer {
-        let tools = crate::preflight();
         let dir = TempDir::new("server");
         let script = dir.join("server.py");
         std::fs::write(&script, SERVER_PY).expect("write server.py");
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        crate::host_cmd(
-            tools.openssl.to_str().expect("utf-8 path"),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=bulwark-e2e",
-                "-keyout",
-                key.to_str().expect("utf-8 path"),
-                "-out",
-                cert.to_str().expect("utf-8 path"),
-            ],
-        );
+        let (cert, key) = self_signed_cert(dir.path());
         let log = dir.join("server.log");
         let ready = dir.join("ready");
         let stderr = dir.join("server.stderr");
@@ -99,6 +78,34 @@ impl TestServer {
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
+}
+
+/// A self-signed certificate for `CN=bulwark-e2e` (P-256, one day) made by `openssl` in `dir`:
+/// the paths of `cert.pem` and `key.pem`.
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let tools = crate::preflight();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    crate::host_cmd(
+        tools.openssl.to_str().expect("utf-8 path"),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=bulwark-e2e",
+            "-keyout",
+            key.to_str().expect("utf-8 path"),
+            "-out",
+            cert.to_str().expect("utf-8 path"),
+        ],
+    );
+    (cert, key)
 }
 
 /// Starts `python3 script args..` in the server namespace and waits until it creates `ready`;

@@ -28,7 +28,7 @@ const WEB: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const EXCHANGE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 
 /// The declared encrypted protocol of these tests: `ac 3e 01` at offset 0.
-const PROTOCOLS: &str = "apiVersion: bulwark.dev/v1alpha1
+pub(crate) const PROTOCOLS: &str = "apiVersion: bulwark.dev/v1alpha1
 kind: EncryptedProtocol
 metadata:
   name: acme-tunnel
@@ -60,7 +60,7 @@ threading.Event().wait()
 ";
 
 /// Adds `ip` to the server namespace's veth end and a host route to it in the pod namespace.
-fn add_internet_peer(w: &World, ip: Ipv4Addr) {
+pub(crate) fn add_internet_peer(w: &World, ip: Ipv4Addr) {
     let host = format!("{ip}/32");
     host_cmd(
         "ip",
@@ -113,7 +113,7 @@ fn exchange(w: &World, ip: Ipv4Addr, port: u16, hello: &str) -> (u16, u64, u64) 
 }
 
 /// `bulwark conns --file <the daemon's events> ARGS` (it must succeed): its stdout.
-fn conns(d: &Daemon, args: &[&str]) -> String {
+pub(crate) fn conns(d: &Daemon, args: &[&str]) -> String {
     let out = Command::new(bulwark_bin())
         .arg("conns")
         .arg("--file")

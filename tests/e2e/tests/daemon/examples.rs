@@ -48,6 +48,10 @@ const COVERED: &[(&str, &str)] = &[
         "payments-internal-only.yaml",
         "example_payments_internal_only",
     ),
+    (
+        "report-plaintext-services-exposed-to-internet.yaml",
+        "example_report_plaintext_services_exposed_to_internet",
+    ),
 ];
 
 fn examples_dir() -> PathBuf {
@@ -705,4 +709,29 @@ fn example_payments_internal_only() {
         // A namespaced policy does not apply outside its namespace.
         assert_connected(&other.probe(w.net.server_ip(v6), 8080, &[]));
     }
+}
+
+#[test]
+fn example_report_plaintext_services_exposed_to_internet() {
+    use crate::ingress::{client, client_from, ingress_match, world, PodServers, PLAIN, REQUEST};
+    let _g = serial();
+    let w = world("ex-ingress");
+    let policy = "report-plaintext-services-exposed-to-internet";
+    let d = start(&w, &format!("{policy}.yaml"), &[]);
+    let srv = PodServers::start(&w);
+    // Plaintext from the internet peer: reported, and the server got it (Post only).
+    let c = client(&w, PLAIN, REQUEST);
+    assert_eq!(c.replies, ["ok\n"], "Post must not refuse");
+    let m = ingress_match(&d, policy, PLAIN);
+    assert_eq!(m["outcome"], "reported", "{m}");
+    assert_eq!(m["encryption"], "plaintext", "{m}");
+    assert!(ev::binary(&m).contains("python"), "{m}");
+    // The same plaintext from a private (RFC 1918) peer: not reported.
+    let c = client_from(&w, w.net.server_v4.into(), PLAIN, REQUEST);
+    assert_eq!(c.replies, ["ok\n"]);
+    srv.wait_end(c.port);
+    d.sync();
+    d.assert_no_event("a report of the private peer", |e| {
+        ev::is_match(e, policy, "ingress") && ev::dest(e).0 == w.net.server_v4.to_string()
+    });
 }

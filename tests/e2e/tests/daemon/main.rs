@@ -14,6 +14,7 @@ mod egress;
 mod events;
 mod examples;
 mod exec;
+mod ingress;
 mod kubernetes;
 mod lifecycle;
 mod monitor;
