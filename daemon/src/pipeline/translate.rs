@@ -377,7 +377,7 @@ impl<R: Rules> Pipeline<R> {
             outcome,
             process,
             // A socket the guard refused never had a destination.
-            destination: (matches!(hook, Hook::Connect | Hook::Egress)
+            destination: (matches!(hook, Hook::Connect | Hook::Egress | Hook::Ingress)
                 && !reason.is_some_and(Reason::is_socket_guard))
             .then(|| destination(&m.dest)),
             encryption: match (hook, m.encryption) {
