@@ -163,7 +163,10 @@ podman run --detach "${PODMAN_OPTS[@]}" --name bulwark-image-test-run "${ds_flag
   -v "$work/policies:/policies:ro" "$IMAGE" \
   run --policy-dir=/policies --events=- --cgroup-root=/run/bulwark/cgroup --pin-dir="$PIN_DIR" >/dev/null
 deadline=$((SECONDS + 60))
-until podman logs bulwark-image-test-run 2>/dev/null | grep -q '"type":"status","state":"ready"'; do
+# The logs go to a file before grep reads them: `podman logs | grep -q` under pipefail fails
+# whenever grep stops reading first (podman gets SIGPIPE), which a busy host's events make likely.
+logged() { podman logs bulwark-image-test-run >"$work/run.log" 2>/dev/null || true; grep -q "$1" "$work/run.log"; }
+until logged '"type":"status","state":"ready"'; do
   if [ "$(podman inspect bulwark-image-test-run --format '{{.State.Running}}')" != true ] || [ $SECONDS -ge $deadline ]; then
     podman logs bulwark-image-test-run 2>&1 | tail -20
     fail "the daemon in the image did not get ready (exited, or 60 s passed)"
@@ -173,7 +176,7 @@ done
 [ -d "$PIN_DIR" ] || fail "the daemon in the image is ready but pinned nothing under $PIN_DIR"
 podman stop --time 20 bulwark-image-test-run >/dev/null
 rc=$(podman inspect bulwark-image-test-run --format '{{.State.ExitCode}}')
-podman logs bulwark-image-test-run 2>/dev/null | grep -q '"type":"status","state":"stopping"' \
+logged '"type":"status","state":"stopping"' \
   || { podman logs bulwark-image-test-run 2>&1 | tail -20; fail "no stopping event after SIGTERM"; }
 [ "$rc" -eq 0 ] || { podman logs bulwark-image-test-run 2>&1 | tail -20; fail "the daemon exited $rc after SIGTERM, want 0"; }
 echo "ok: ready with its programs pinned in $PIN_DIR, SIGTERM -> stopping, exit 0"
