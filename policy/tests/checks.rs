@@ -1,7 +1,10 @@
 //! Every check with a failing input and the fixed, passing input. The passing input must give
 //! no diagnostic at all, so each pair also shows that the check does not fire on good policies.
 
+mod common;
+
 use bulwark_policy::load::lint_source;
+use common::pair;
 
 fn policy(mode: &str, hook: &str, selector: &str) -> String {
     format!(
@@ -15,22 +18,6 @@ fn codes(text: &str) -> Vec<&'static str> {
         .iter()
         .map(|d| d.code)
         .collect()
-}
-
-#[track_caller]
-fn pair(code: &str, bad: &str, good: &str) {
-    let b = codes(bad);
-    assert!(b.contains(&code), "{code}: failing input gave {b:?}\n{bad}");
-    let g = lint_source("t.yaml", good);
-    assert!(
-        g.diagnostics.is_empty(),
-        "{code}: passing input gave {:?}\n{good}",
-        g.diagnostics
-            .iter()
-            .map(|d| (d.code, d.message.clone()))
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(g.policies.len(), 1);
 }
 
 const KILL: &str =

@@ -1,8 +1,11 @@
 //! The `hook: syscall` checks, each with a failing input and the fixed input, which must give
 //! no diagnostic at all; and the messages that explain names, errnos and the `matchArgs` clash.
 
+mod common;
+
 use bulwark_policy::load::lint_source;
 use bulwark_policy::Diagnostic;
+use common::pair;
 
 fn policy(selector: &str) -> String {
     format!(
@@ -12,28 +15,6 @@ fn policy(selector: &str) -> String {
 
 fn diags(text: &str) -> Vec<Diagnostic> {
     lint_source("t.yaml", text).diagnostics
-}
-
-#[track_caller]
-fn pair(code: &str, bad: &str, good: &str) -> Diagnostic {
-    let b = diags(bad);
-    let found = b.iter().find(|d| d.code == code).cloned();
-    assert!(
-        found.is_some(),
-        "{code}: failing input gave {:?}\n{bad}",
-        b.iter().map(|d| d.code).collect::<Vec<_>>()
-    );
-    let g = lint_source("t.yaml", good);
-    assert!(
-        g.diagnostics.is_empty(),
-        "{code}: passing input gave {:?}\n{good}",
-        g.diagnostics
-            .iter()
-            .map(|d| (d.code, d.message.clone()))
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(g.policies.len(), 1);
-    found.unwrap()
 }
 
 const GDB: &str = "matchBinaries: [{operator: In, values: [/usr/bin/gdb]}]";
