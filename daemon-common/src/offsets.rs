@@ -97,12 +97,21 @@ pub struct KernelOffsets {
     /// `task_struct.flags` (fork leaves kernel threads, `PF_KTHREAD`, alone; 0: unknown).
     pub task_flags: u32,
     pub _pad2: u32,
+    /// 1 when every offset below was found: fork then reads the child's cgroup, which
+    /// `clone3(CLONE_INTO_CGROUP)` may have set to another one than the parent's (no
+    /// `cgroup_attach_task` fires for it). These offsets may be 0.
+    pub cgroup_read: u32,
+    /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
 }
 
 /// `task_struct.flags` bit of a kernel thread.
 pub const PF_KTHREAD: u32 = 0x0020_0000;
 
-assert_sizes!(KernelOffsets = 196);
+assert_sizes!(KernelOffsets = 216);
 
 /// Where the cgroup-move program reads the fields of tracepoint `cgroup/cgroup_attach_task`
 /// (the layout since Linux 5.7, when `dst_id` became the 64-bit cgroup id): `(field, offset)`.

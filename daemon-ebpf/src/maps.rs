@@ -62,6 +62,11 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     sb_s_dev: 0,
     task_flags: 0,
     _pad2: 0,
+    cgroup_read: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
 };
 
 /// Reads the load-time offsets (volatile so the compiler cannot fold the zero initializer).

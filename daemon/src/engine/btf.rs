@@ -199,8 +199,26 @@ impl Btf {
             mm_arg_end: self.member_offset("mm_struct", "arg_end")?,
             task_flags: self.member_offset("task_struct", "flags")?,
             tp_exit_group_dead: 0,
-            ..self.tfo_offsets(self.inode_offsets(self.path_walk_offsets()))
+            ..self.cgroup_offsets(self.tfo_offsets(self.inode_offsets(self.path_walk_offsets())))
         })
+    }
+
+    /// `base` plus the offsets from a task to its cgroup v2 id; `cgroup_read` is 0 when any
+    /// is missing (fork then cannot see a child created straight into another cgroup, and
+    /// docs/enforcement.md says what that leaves open).
+    pub fn cgroup_offsets(&self, base: KernelOffsets) -> KernelOffsets {
+        let get = |s: &str, m: &str| self.member_offset(s, m).ok();
+        let found = (|| {
+            Some(KernelOffsets {
+                cgroup_read: 1,
+                task_cgroups: get("task_struct", "cgroups")?,
+                css_set_dfl_cgrp: get("css_set", "dfl_cgrp")?,
+                cgroup_kn: get("cgroup", "kn")?,
+                kernfs_node_id: get("kernfs_node", "id")?,
+                ..base
+            })
+        })();
+        found.unwrap_or(base)
     }
 
     /// Where `tcp_sock` says a socket uses TCP Fast Open (`fastopen_req`, the
@@ -376,5 +394,7 @@ mod tests {
         assert_eq!((off.qstr_len, off.qstr_name), (4, 8));
         assert_eq!(off.tfo, 1, "TCP Fast Open offsets: {off:?}");
         assert!(off.tcp_fastopen_req > 0 && off.tcp_fastopen_connect_bit > 0);
+        assert_eq!(off.cgroup_read, 1, "cgroup offsets: {off:?}");
+        assert!(off.task_cgroups > 0 && off.css_set_dfl_cgrp > 0 && off.cgroup_kn > 0);
     }
 }

@@ -29,6 +29,11 @@
 //!   waits until PAUSE_FILE exists (`-`: not at all) and sends TEXT with OP (`send`, `send-zc`,
 //!   `sendmsg`; `none` sends nothing), printing `{"send": ...}`. Exit 3 when the connect failed,
 //!   4 when the send did.
+//! - `clone-into CGROUP_DIR IP PORT`: `clone3(CLONE_INTO_CGROUP)` a child straight into the
+//!   cgroup CGROUP_DIR (no move, no exec); the child tries one TCP connect and the parent
+//!   prints `{"pid": <the child's>, "cgroup": <its /proc/self/cgroup line>, "connect": "ok" |
+//!   "EPERM" | ...}`.
+//!   Exit 12 when clone3 or the pipe fails.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         Some("uring") => ExitCode::from(uring_connect_send(&rest[1..])),
         Some("syscall") => ExitCode::from(syscall(&rest[1..])),
         Some("getppid-loop") => ExitCode::from(getppid_loop(&rest[1..])),
+        Some("clone-into") => ExitCode::from(clone_into(&rest[1..])),
         _ => {
             eprintln!(
                 "usage: bulwark-e2e-helper connect|storm|udp-flood|hop|memfd-exec|exec-via|connect-on|uring ARGS... (see the source)"
@@ -367,6 +373,101 @@ fn connect_on(a: &[String]) -> u8 {
         }
     }
     0
+}
+
+/// `clone3(2)` flag: put the child in the cgroup `clone_args.cgroup` names (Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of `clone3(2)` (the fields up to `cgroup`, CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+fn clone_into(a: &[String]) -> u8 {
+    let (Some(cgroup_dir), Some(dest)) = (
+        a.first(),
+        a.get(1).zip(a.get(2)).and_then(|(ip, p)| addr(ip, p)),
+    ) else {
+        eprintln!("clone-into CGROUP_DIR IP PORT");
+        return 2;
+    };
+    let dir = match std::fs::File::open(cgroup_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("clone-into: open {cgroup_dir}: {e}");
+            return 12;
+        }
+    };
+    let mut pipe = [0i32; 2];
+    if unsafe { libc::pipe(pipe.as_mut_ptr()) } != 0 {
+        return 12;
+    }
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: std::os::fd::AsRawFd::as_raw_fd(&dir) as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack) of this single-threaded process;
+    // the child only reads a file, connects, writes to the pipe and _exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid < 0 {
+        eprintln!("clone3: {}", std::io::Error::last_os_error());
+        return 12;
+    }
+    if pid == 0 {
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let outcome = match TcpStream::connect_timeout(&dest, Duration::from_secs(2)) {
+            Ok(_) => "ok".to_string(),
+            Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+        };
+        let line = serde_json::json!({
+            "pid": std::process::id(),
+            "cgroup": cgroup.trim(),
+            "connect": outcome,
+        })
+        .to_string();
+        unsafe {
+            libc::write(pipe[1], line.as_ptr().cast(), line.len());
+            libc::_exit(0);
+        }
+    }
+    unsafe { libc::close(pipe[1]) };
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let n = unsafe { libc::read(pipe[0], buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    let mut status = 0;
+    unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    println!("{}", String::from_utf8_lossy(&out));
+    if out.is_empty() {
+        12
+    } else {
+        0
+    }
 }
 
 fn uring_connect_send(a: &[String]) -> u8 {

@@ -205,6 +205,68 @@ fn a_process_moved_to_another_namespace_without_exec() {
     std::fs::write(w.dir().join("joiner/stop"), "").unwrap();
 }
 
+/// A child created straight into another namespace's cgroup with `clone3(CLONE_INTO_CGROUP)`
+/// (no move through `cgroup.procs`, so no `cgroup_attach_task`, and no exec): fork sees its
+/// cgroup and judges it in that namespace from its first instruction, in both directions —
+/// born into A it is blocked by A's rule, born into B from A it is not.
+#[test]
+fn a_child_cloned_into_another_namespace_cgroup() {
+    let _g = serial();
+    let w = World::new(WorldConfig {
+        tag: "clone".into(),
+        pods: vec![
+            ("e2e-clone-a".into(), "a".into()),
+            ("e2e-clone-b".into(), "b".into()),
+        ],
+    });
+    let _srv = TestServer::start(&w.net, &[8080]);
+    let policy = block_connect("e2e-clone", "e2e-clone-a", "8080", "TCP", false);
+    let d = Daemon::start(&w, &[("clone.yaml", &policy)]);
+    let ip = w.net.server_ip(false).to_string();
+    let (a, b) = (&w.pods[0], &w.pods[1]);
+    let clone_into = |from: &Pod, to: &Pod| -> Value {
+        // `ip netns exec` mounts a fresh /sys: reach the cgroup through this test's root.
+        let dir = format!(
+            "/proc/{}/root{}",
+            std::process::id(),
+            to.cgroup.path().display()
+        );
+        let out = from.run(&[crate::helper(), "clone-into", &dir, &ip, "8080"]);
+        assert!(out.success(), "clone-into from {}: {out:?}", from.name);
+        let v = out.json();
+        let cg = v["cgroup"].as_str().unwrap_or_default();
+        assert!(
+            cg.ends_with(to.cgroup.relative()),
+            "the child was not born in {}: {v}",
+            to.cgroup.relative()
+        );
+        v
+    };
+    assert_eq!(
+        b.probe(w.net.server_ip(false), 8080, &[]).json()["connect"],
+        "ok",
+        "B itself is not under A's rule"
+    );
+
+    let mark = d.mark();
+    let born_in_a = clone_into(b, a);
+    assert_eq!(
+        born_in_a["connect"], "EPERM",
+        "a child cloned into namespace A escaped A's Block rule: {born_in_a}"
+    );
+    let pid = born_in_a["pid"].as_u64().unwrap();
+    let m = d.wait_event_after(mark, "the match of the child born in A", |e| {
+        ev::is_match(e, "e2e-clone", "connect") && ev::pid(e) == Some(pid)
+    });
+    assert_eq!(m["outcome"], "blocked", "{m}");
+
+    let born_in_b = clone_into(a, b);
+    assert_eq!(
+        born_in_b["connect"], "ok",
+        "a child cloned from A into namespace B is still judged in A: {born_in_b}"
+    );
+}
+
 /// A UDP socket made by a process of one group and used by a process of another (passed with
 /// SCM_RIGHTS): the connect rule follows the process that sends or connects, not the one that
 /// made the socket — `sendto` on the unconnected socket and `connect` by the in-scope process
