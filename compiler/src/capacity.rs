@@ -3,10 +3,11 @@
 //! conditions and map keys), and the lint's capacity check ([`capacity`], BW092), which lays the
 //! set out with that same builder. `compile` refuses a set past a limit; `capacity` reports
 //! every limit passed, at the selector that passes it, with the set's total need. One counter,
-//! so the two cannot disagree.
+//! so the two cannot disagree. The node-wide limits (groups, matcher map totals,
+//! `MAX_SYSCALL_KEYS`) are checked by compiling the node, and reported from its error.
 
 use crate::builder::Builder;
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, Location};
 use crate::ids::NamespaceIds;
 use crate::node::{compile_node, partition};
 use bulwark_policy::diagnostics::codes;
@@ -140,7 +141,8 @@ impl Usage {
 /// `spec.rules[r].selectors[s]`, with the index of its policy), saying how much the group needs:
 /// the namespace-independent policies' group first (the limit is then passed in every group),
 /// then each namespace's (naming the namespace). Past the limits of the node as a whole
-/// (groups, matcher maps) it reports at the last policy. Meant for policies that passed
+/// (groups, matcher maps) it reports at the last policy; past `MAX_SYSCALL_KEYS` at the
+/// selector whose calls pass it. Meant for policies that passed
 /// validation: a selector the compiler refuses as invalid ends the count of its policy there
 /// (validation reports why).
 pub fn capacity(policies: &[&AnyPolicy]) -> Vec<(usize, Diagnostic)> {
@@ -181,7 +183,9 @@ pub fn capacity(policies: &[&AnyPolicy]) -> Vec<(usize, Diagnostic)> {
                 }
                 _ => false,
             };
-            if node_wide {
+            if let ErrorKind::SyscallKeys { .. } = e.kind {
+                out.push(at_selector(policies, &e.at, e.kind.to_string()));
+            } else if node_wide {
                 let last = policies.len() - 1;
                 let d = Diagnostic::new(codes::CAPACITY, e.kind.to_string()).hint(
                     "scope cluster-wide policies to the namespaces they concern, merge \
@@ -192,6 +196,30 @@ pub fn capacity(policies: &[&AnyPolicy]) -> Vec<(usize, Diagnostic)> {
         }
     }
     out
+}
+
+/// A BW092 diagnostic at the selector `at` names (by policy name and namespace, rule name and
+/// selector index); at the last policy, without a path, when none of `policies` is that one.
+fn at_selector(policies: &[&AnyPolicy], at: &Location, message: String) -> (usize, Diagnostic) {
+    let d = Diagnostic::new(codes::CAPACITY, message).hint(
+        "name the calls with `In`, scope cluster-wide syscall policies to the namespaces they \
+         concern, or load fewer syscall policies on this node",
+    );
+    let policy = policies
+        .iter()
+        .position(|p| p.name() == at.policy && p.scope_namespace() == at.namespace.as_deref());
+    let Some(pi) = policy else {
+        return (policies.len().saturating_sub(1), d);
+    };
+    let rule = policies[pi]
+        .spec()
+        .rules
+        .iter()
+        .position(|r| Some(&r.name) == at.rule.as_ref());
+    match (rule, at.selector) {
+        (Some(ri), Some(si)) => (pi, d.path(format!("spec.rules[{ri}].selectors[{si}]"))),
+        _ => (pi, d),
+    }
 }
 
 /// Counts one group (`members`, indices into `policies`, in order) and reports each limit it

@@ -87,6 +87,18 @@ pub enum ErrorKind {
         limit.max() * u64::from(dc::NODE_MAP_FACTOR)
     )]
     NodeCapacity { limit: Limit, used: usize },
+    /// The `hook: syscall` selectors of all groups together name more calls than a slot's
+    /// `SYSCALL_SELECTORS` map holds (one entry per group and call).
+    #[error(
+        "the node's `hook: syscall` selectors need {used} entries in all their groups together \
+         (one per distinct call a group's selectors name, native and i386 numbers apart; a \
+         selector that applies regardless of namespace counts in every group), more than a \
+         slot holds (limit MAX_SYSCALL_KEYS = {}): name the calls you mean with `In` (a `NotIn` \
+         selector names nearly every call), or scope cluster-wide syscall policies to the \
+         namespaces they concern",
+        dc::MAX_SYSCALL_KEYS
+    )]
+    SyscallKeys { used: usize },
     /// A value longer than the kernel compares (`preview`: its first characters).
     #[error(
         "{field} value of {len} bytes ({preview:?}...) is longer than the kernel compares; \
@@ -128,6 +140,9 @@ impl ErrorKind {
                 Some((limit.name(), limit.max() * u64::from(dc::NODE_MAP_FACTOR)))
             }
             ErrorKind::ValueTooLong { limit, .. } => Some((limit.name, limit.max as u64)),
+            ErrorKind::SyscallKeys { .. } => {
+                Some(("MAX_SYSCALL_KEYS", u64::from(dc::MAX_SYSCALL_KEYS)))
+            }
             ErrorKind::ArgIndex { .. } => Some(("MAX_ARGS", dc::MAX_ARGS as u64)),
             ErrorKind::TooMany { limit, max, .. } => Some((limit, *max)),
             _ => None,

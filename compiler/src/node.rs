@@ -218,7 +218,7 @@ pub fn compile_node(
         group_of,
         watch,
     };
-    node.check_map_totals()?;
+    node.check_map_totals(policies)?;
     Ok(node)
 }
 
@@ -323,9 +323,49 @@ impl NodeRuleSet {
         Ok(())
     }
 
+    /// The `SYSCALL_SELECTORS` entries of a slot (each group's distinct calls; the watch group
+    /// has no syscall selectors) and, past [`dc::MAX_SYSCALL_KEYS`], the selector that passes
+    /// it: taking the selectors in input order (`policies`, then rule and selector), each adds
+    /// the (group, call) entries no earlier one made.
+    fn syscall_keys(&self, policies: &[AnyPolicy]) -> (usize, Option<Location>) {
+        let position = |i: &crate::SelectorInfo| {
+            let at = policies.iter().position(|p| {
+                p.name() == i.policy_name && p.scope_namespace() == i.policy_namespace.as_deref()
+            });
+            (at.unwrap_or(usize::MAX), i.rule_index, i.selector_index)
+        };
+        let mut named: Vec<_> = self
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| {
+                group.rules.syscall_selectors().iter().filter_map(move |s| {
+                    let info = group.rules.selector_info(s.index)?;
+                    Some((g, &s.calls, info))
+                })
+            })
+            .collect();
+        named.sort_by_key(|(_, _, info)| position(info));
+        let mut entries = BTreeSet::new();
+        let mut past = None;
+        for (g, calls, info) in named {
+            entries.extend(calls.iter().map(|c| (g, *c)));
+            if past.is_none() && entries.len() as u64 > u64::from(dc::MAX_SYSCALL_KEYS) {
+                past = Some(Location {
+                    policy: info.policy_name,
+                    namespace: info.policy_namespace,
+                    rule: Some(info.rule_name),
+                    selector: Some(usize::from(info.selector_index)),
+                });
+            }
+        }
+        (entries.len(), past)
+    }
+
     /// Every group's matcher entries together fit the kernel maps (`NODE_MAP_FACTOR` times a
-    /// group's `MAX_*` entries per slot).
-    fn check_map_totals(&self) -> Result<(), CompileError> {
+    /// group's `MAX_*` entries per slot), and their syscall entries `SYSCALL_SELECTORS`
+    /// (`MAX_SYSCALL_KEYS` per slot, reported at the selector of `policies` that passes it).
+    fn check_map_totals(&self, policies: &[AnyPolicy]) -> Result<(), CompileError> {
         let all = self.slot_entries(0);
         let total = |f: &dyn Fn(&MapEntries) -> usize| -> usize {
             all.tables.iter().map(|(_, e)| f(e)).sum()
@@ -364,6 +404,10 @@ impl NodeRuleSet {
                 }
                 .error(ErrorKind::NodeCapacity { limit, used }));
             }
+        }
+        let (keys, past) = self.syscall_keys(policies);
+        if let Some(at) = past {
+            return Err(at.error(ErrorKind::SyscallKeys { used: keys }));
         }
         if self.group_of.len() as u64 > u64::from(dc::MAX_GROUPED_NAMESPACES) {
             return Err(Location::default().error(ErrorKind::TooMany {

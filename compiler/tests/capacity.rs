@@ -3,7 +3,7 @@
 //! (`validate_set`, as the daemon runs it), and at every limit against `compile`, which counts
 //! with the same builder.
 
-use bulwark_compiler::{compile, lint_source, validate_set, Limit, NamespaceIds};
+use bulwark_compiler::{compile, lint_source, validate_set, ErrorKind, Limit, NamespaceIds};
 use bulwark_policy::AnyPolicy;
 use serde_json::{json, Value};
 
@@ -287,4 +287,150 @@ fn capacity_counts_only_policies_without_errors_across_files() {
         "the policy passing the limit is not loadable"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A policy of `hook: syscall` selectors, one per entry of `selectors` (the calls it names);
+/// namespaced to `namespace` when given. JSON, which is YAML.
+fn syscall_doc(name: &str, namespace: Option<&str>, selectors: &[Vec<&str>]) -> Value {
+    let selectors: Vec<Value> = selectors
+        .iter()
+        .map(|calls| json!({"matchSyscalls": [{"operator": "In", "values": calls}]}))
+        .collect();
+    let mut doc = json!({
+        "apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
+        "metadata": {"name": name},
+        "spec": {"rules": [{"name": "r", "hook": "syscall", "selectors": selectors}]}
+    });
+    if let Some(ns) = namespace {
+        doc["kind"] = json!("TracingPolicyNamespaced");
+        doc["metadata"]["namespace"] = json!(ns);
+    }
+    doc
+}
+
+fn policy_of(doc: &Value) -> AnyPolicy {
+    if doc["kind"] == "TracingPolicy" {
+        AnyPolicy::Cluster(serde_json::from_value(doc.clone()).unwrap())
+    } else {
+        AnyPolicy::Namespaced(serde_json::from_value(doc.clone()).unwrap())
+    }
+}
+
+/// `SYSCALL_SELECTORS` entries one slot of these policies needs (every group's distinct calls).
+fn syscall_keys(docs: &[Value]) -> usize {
+    let policies: Vec<AnyPolicy> = docs.iter().map(policy_of).collect();
+    let node = bulwark_compiler::compile_node(&policies, &mut NamespaceIds::new()).unwrap();
+    node.slot_entries(0)
+        .tables
+        .iter()
+        .map(|(_, e)| e.syscall_selectors.len())
+        .sum()
+}
+
+/// `MAX_SYSCALL_KEYS` (one entry per group and call, over all groups of a slot) at the limit
+/// and one past it: the lint reports the selector that passes it, at its file and line, and
+/// `compile_node` refuses the same set at the same selector.
+#[test]
+fn syscall_keys_over_all_groups_are_checked_at_the_limit() {
+    const GROUPS: usize = 16;
+    let max = daemon_common::MAX_SYSCALL_KEYS as usize;
+    assert_eq!(max % GROUPS, 0, "the layout below needs it");
+    let per_group = max / GROUPS;
+    // A cluster-wide selector naming calls that take exactly `per_group` entries (native and,
+    // on x86_64, i386 numbers: most names take two, some one).
+    use bulwark_policy::syscalls::{table, Arch};
+    let both: Vec<&str> = table(Arch::host().expect("an architecture with a table"))
+        .names()
+        .collect();
+    let keys_of = |calls: &[&str]| syscall_keys(&[syscall_doc("all", None, &[calls.to_vec()])]);
+    let mut calls: Vec<&str> = Vec::new();
+    for name in &both {
+        let mut more = calls.clone();
+        more.push(name);
+        if keys_of(&more) <= per_group {
+            calls = more;
+        }
+        if keys_of(&calls) == per_group {
+            break;
+        }
+    }
+    assert_eq!(keys_of(&calls), per_group);
+    let spare: &'static str = both
+        .iter()
+        .find(|n| !calls.contains(*n))
+        .expect("a call left over");
+    let extra = keys_of(&[calls.clone(), vec![spare]].concat()) - per_group;
+    // GROUPS - 1 namespaces whose 32 selectors each keep them in groups of their own (33
+    // selectors with the cluster-wide one, two namespaces would need 65) and name only calls
+    // the cluster-wide selector names: every group holds `per_group` calls.
+    let half = daemon_common::MAX_SELECTORS / 2;
+    let namespaced = |i: usize, extra: Option<&'static str>| {
+        let mut sels: Vec<Vec<&str>> = (0..half).map(|j| vec![calls[j % calls.len()]]).collect();
+        if let Some(e) = extra {
+            sels[half - 1].push(e);
+        }
+        syscall_doc(&format!("p{i}"), Some(&format!("ns{i}")), &sels)
+    };
+    let mut docs = vec![syscall_doc("all", None, &[calls.clone()])];
+    docs.extend((1..GROUPS).map(|i| namespaced(i, None)));
+    // The capacity diagnostics (names of one architecture only are warned about, BW067).
+    let lint = |docs: &[Value]| {
+        let text: Vec<String> = docs.iter().map(Value::to_string).collect();
+        let mut d = lint_source("t.yaml", &text.join("\n---\n")).diagnostics;
+        d.retain(|d| d.code == "BW092");
+        d
+    };
+    assert_eq!(syscall_keys(&docs), max, "at the limit");
+    assert_eq!(
+        lint(&docs),
+        vec![],
+        "at the limit the capacity check is clean"
+    );
+
+    // The last namespace's last selector names one call more.
+    *docs.last_mut().unwrap() = namespaced(GROUPS - 1, Some(spare));
+    let policies: Vec<AnyPolicy> = docs.iter().map(policy_of).collect();
+    let e = bulwark_compiler::compile_node(&policies, &mut NamespaceIds::new())
+        .expect_err("past the limit");
+    assert_eq!(
+        e.kind.limit(),
+        Some(("MAX_SYSCALL_KEYS", daemon_common::MAX_SYSCALL_KEYS as u64)),
+        "{e}"
+    );
+    let last = format!("p{}", GROUPS - 1);
+    assert_eq!(
+        (e.at.policy.as_str(), e.at.selector),
+        (last.as_str(), Some(half - 1)),
+        "{e}"
+    );
+    let d = lint(&docs);
+    assert_eq!(codes(&d), ["BW092"], "{d:?}");
+    assert!(
+        d[0].message.contains("MAX_SYSCALL_KEYS") && d[0].message.contains(&max.to_string()),
+        "{}",
+        d[0].message
+    );
+    assert_eq!(e.kind, ErrorKind::SyscallKeys { used: max + extra });
+    assert!(
+        d[0].message
+            .contains(&format!("need {} entries", max + extra)),
+        "{}",
+        d[0].message
+    );
+    assert_eq!(
+        d[0].path.as_deref(),
+        Some(format!("spec.rules[0].selectors[{}]", half - 1).as_str())
+    );
+    // Document i is line 2i + 1; the last one is the policy passing the limit.
+    assert_eq!(
+        (d[0].file.as_deref(), d[0].line),
+        (Some("t.yaml"), Some(2 * GROUPS as u32 - 1)),
+        "{:?}",
+        d[0]
+    );
+    assert!(
+        d[0].hint.as_deref().unwrap_or("").contains("In"),
+        "{:?}",
+        d[0]
+    );
 }

@@ -27,6 +27,13 @@ pub(super) struct Pins {
     retire: Vec<PathBuf>,
 }
 
+impl Pins {
+    /// `<pin_dir>/<build id>`.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
 /// Pins every map under `dir/maps` and every link under `dir/links`.
 fn pin_all(dir: &Path, maps: &Maps, links: Vec<(&str, FdLink)>) -> anyhow::Result<()> {
     let md = dir.join("maps");
@@ -52,19 +59,22 @@ fn pin_all(dir: &Path, maps: &Maps, links: Vec<(&str, FdLink)>) -> anyhow::Resul
     Ok(())
 }
 
-/// Pins a freshly loaded engine's maps and links as build `build`: into its `-partial`
+/// Pins a freshly loaded engine's maps and links as build `build`, and whatever else
+/// `pin_more` pins into the directory it is given (the syscall programs): into its `-partial`
 /// directory first, renamed into place once all of it is pinned.
 pub(super) fn pin_fresh(
     owned: pins::PinRoot,
     build: &str,
     maps: &Maps,
     links: Vec<(&str, FdLink)>,
+    pin_more: impl FnOnce(&Path) -> anyhow::Result<()>,
     mut retire: Vec<PathBuf>,
 ) -> anyhow::Result<Pins> {
     let dir = owned.build_dir(build);
     let partial = owned.partial_dir(build);
     let _ = std::fs::remove_dir_all(&partial);
     pin_all(&partial, maps, links)
+        .and_then(|()| pin_more(&partial))
         .and_then(|()| owned.publish(&partial, &dir))
         .inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&partial);
@@ -130,7 +140,8 @@ impl Engine {
                 0,
             )?;
         }
-        Ok(Engine {
+        let syscall = super::syscall::SyscallPrograms::adopt(&dir)?;
+        let mut engine = Engine {
             ebpf: None,
             maps,
             pins: Some(Pins {
@@ -147,8 +158,18 @@ impl Engine {
             matches: Vec::new(),
             barrier: switch::ProgramBarrier::new()?,
             last_switch: SwitchReport::default(),
-            syscall: super::syscall::SyscallPrograms::default(),
-        })
+            syscall,
+        };
+        // The syscall programs are attached exactly while the filter names a call; a daemon
+        // killed between writing one and changing the other left them out of step.
+        let wanted = super::syscall::filter_wants_any(&engine.maps)?;
+        if wanted != engine.syscall.attached() {
+            let pins = engine.pins.as_ref().map(Pins::dir);
+            if let Err(e) = engine.syscall.set(None, pins, wanted) {
+                log::warn!("the adopted syscall filter and programs disagree: {e:#}");
+            }
+        }
+        Ok(engine)
     }
 
     /// Whether this engine adopted pinned programs and maps instead of loading them.

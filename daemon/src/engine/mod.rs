@@ -35,8 +35,7 @@
 //! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map;
 //! - `bulwark_sys_enter` / `bulwark_sys_exit` on the raw tracepoints `sys_enter` / `sys_exit`,
 //!   attached by an apply whose rule set names a system call and detached by one that names
-//!   none ([`syscall`]); not pinned (an adopted engine cannot attach them and refuses the apply);
-
+//!   none ([`syscall`]); outside [`attach::LINKED_PROGRAMS`], pinned by [`syscall`] itself;
 //! - connection observation (unless [`EngineOptions::no_conn_observe`]): `bulwark_conn_sockops`
 //!   (sock_ops), `bulwark_conn_egress` and `bulwark_conn_ingress` (cgroup_skb) on the cgroup v2
 //!   root; their records (`EVENT_CONN_*`) go to the pipeline like any other.
@@ -60,7 +59,8 @@
 //! # Surviving the daemon (`EngineOptions::pin_dir`)
 //! With a pin directory (on bpffs, e.g. `/sys/fs/bpf/bulwark`; layout and ownership lock in
 //! [`pins`]), every map is pinned under `<pin_dir>/build-<hash of the eBPF object>/maps/<NAME>`
-//! and every link under `links/<prog>` (the sk_msg program is attached to the pinned SOCKHASH).
+//! and every link under `links/<prog>` (the sk_msg program is attached to the pinned SOCKHASH;
+//! the syscall programs are pinned as `progs/<prog>` and their links only while attached).
 //! The programs keep enforcing after the `Engine` is dropped or the daemon crashes. The next
 //! `load` with the same directory and the same build *adopts* them: nothing is loaded or
 //! detached, the active slot, processes and workloads carry over, and an interrupted switch is
@@ -249,7 +249,14 @@ impl Engine {
         let links = attach::attach_all(&mut ebpf, opts, &maps, &cgroup, &tracefs)?;
         let pins = match pin_root {
             None => None,
-            Some(owned) => Some(adopt::pin_fresh(owned, &build, &maps, links, retire)?),
+            Some(owned) => Some(adopt::pin_fresh(
+                owned,
+                &build,
+                &maps,
+                links,
+                |dir| syscall::pin_programs(&mut ebpf, dir),
+                retire,
+            )?),
         };
         Ok(Engine {
             ebpf: Some(ebpf),

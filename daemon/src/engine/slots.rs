@@ -85,8 +85,8 @@ fn write_hash<K: aya::Pod>(
 }
 
 /// A slot's entries in a form that compares equal exactly when the kernel would hold the same
-/// thing: each list sorted (map order means nothing), selectors left at their default dropped,
-/// tables that hold nothing dropped.
+/// thing: each list sorted (map order means nothing), selectors and syscall conditions left at
+/// their default dropped, tables that hold nothing dropped.
 fn canonical(e: &SlotEntries) -> Vec<Vec<String>> {
     fn sorted<T: std::fmt::Debug>(v: &[T]) -> Vec<String> {
         let mut out: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
@@ -116,6 +116,13 @@ fn canonical(e: &SlotEntries) -> Vec<Vec<String>> {
             generation: 0,
             ..e.slot_meta
         };
+        // Selectors without argument or return conditions leave theirs at the default, which
+        // reads back as nothing.
+        let syscall_conds: Vec<_> = e
+            .syscall_conds
+            .iter()
+            .filter(|(_, c)| *c != SyscallSelectorConds::default())
+            .collect();
         out.extend([
             vec![format!("table {t}: {meta:?}")],
             sorted(&selectors),
@@ -131,7 +138,7 @@ fn canonical(e: &SlotEntries) -> Vec<Vec<String>> {
             sorted(&e.dest_v6),
             sorted(&e.ports),
             sorted(&e.syscall_selectors),
-            sorted(&e.syscall_conds),
+            sorted(&syscall_conds),
         ]);
     }
     out
@@ -353,13 +360,15 @@ impl Engine {
     }
 
     /// Writes the syscall filter (`keep`: ORed with what it holds, during a switch) and
-    /// attaches or detaches the syscall programs to match.
+    /// attaches or detaches the syscall programs to match (pinning or unpinning their links
+    /// when the engine is pinned).
     fn cover_syscalls(&mut self, filter: &[u32], keep: bool) -> anyhow::Result<()> {
         let any = super::syscall::write_filter(&mut self.maps, filter, keep)?;
         if self.noop {
             return Ok(());
         }
-        self.syscall.set(self.ebpf.as_mut(), any)
+        let pins = self.pins.as_ref().map(super::adopt::Pins::dir);
+        self.syscall.set(self.ebpf.as_mut(), pins, any)
     }
 
     /// What the last successful [`Engine::apply`] did to running processes.

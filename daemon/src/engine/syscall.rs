@@ -4,9 +4,18 @@
 //! the active and pending slots name, and attaching `bulwark_sys_enter` / `bulwark_sys_exit`
 //! only while the filter names some call (detached when no policy uses a syscall hook, so a
 //! node without such policies pays nothing).
+//!
+//! Pinned like every other program (see "Surviving the daemon" in the engine's doc): a pinned
+//! engine pins both programs as `progs/<name>` when it loads, and each link as `links/<name>`
+//! while attached, so a Sigkill rule keeps killing while no daemon runs; an adopting engine
+//! opens the programs and any links from there, and attaches or detaches them as its filter
+//! says.
+
+use std::path::Path;
 
 use anyhow::Context;
 use aya::maps::{Array, HashMap, MapData};
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::RawTracePoint;
 use aya::Ebpf;
 use daemon_common::*;
@@ -151,6 +160,17 @@ pub(super) fn filter_of(tables: &[(u32, MapEntries)]) -> Vec<u32> {
     f
 }
 
+/// Whether `SYSCALL_FILTER` names any call (the programs must then be attached).
+pub(super) fn filter_wants_any(maps: &Maps) -> anyhow::Result<bool> {
+    let a: Array<&MapData, u32> = Array::try_from(maps.get(MAP_SYSCALL_FILTER)?)?;
+    for i in 0..SYSCALL_FILTER_LEN {
+        if a.get(&i, 0)? != 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Writes `SYSCALL_FILTER`: `filter`, ORed with what it holds when `keep` (during a switch
 /// both slots must be covered). Returns whether any call is wanted afterwards.
 pub(super) fn write_filter(maps: &mut Maps, filter: &[u32], keep: bool) -> anyhow::Result<bool> {
@@ -168,57 +188,138 @@ pub(super) fn write_filter(maps: &mut Maps, filter: &[u32], keep: bool) -> anyho
     Ok(any)
 }
 
-/// The syscall programs' links while attached.
+/// Where a pinned engine keeps the two programs, loaded but not necessarily attached, so that
+/// an engine adopting the build can attach them (`<build dir>/progs/<name>`).
+const PROGS_DIR: &str = "progs";
+
+/// Loads both programs into the kernel (the verifier runs now) and pins them under
+/// `dir/progs`: a fresh pinned engine does this before its build directory is published.
+pub(super) fn pin_programs(ebpf: &mut Ebpf, dir: &Path) -> anyhow::Result<()> {
+    let pd = dir.join(PROGS_DIR);
+    std::fs::create_dir_all(&pd).with_context(|| format!("cannot create {}", pd.display()))?;
+    for (name, _) in PROGRAMS {
+        let p = program_of(ebpf, name)?;
+        p.pin(pd.join(name))
+            .with_context(|| format!("cannot pin program {name} in {}", pd.display()))?;
+    }
+    Ok(())
+}
+
+/// Program `name` of a loaded object, loaded into the kernel if it is not yet.
+fn program_of<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut RawTracePoint> {
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing"))?
+        .try_into()?;
+    if p.fd().is_err() {
+        p.load().map_err(|e| super::attach::load_error(name, e))?;
+    }
+    Ok(p)
+}
+
+/// The two programs as an engine holds them, and their links while attached. Attached means
+/// both links exist; with a pin directory each link is pinned as `links/<name>` too, so the
+/// programs keep running when the daemon dies (and a restarted daemon finds them there).
 #[derive(Default)]
 pub(super) struct SyscallPrograms {
-    links: Vec<(
-        &'static str,
-        aya::programs::raw_trace_point::RawTracePointLinkId,
-    )>,
+    /// The programs an adopted engine opened from `progs/` (it has no eBPF object); empty for a
+    /// loaded engine, which attaches from its object.
+    pinned: Vec<(&'static str, RawTracePoint)>,
+    /// Links of the attached programs (pinned ones too: dropping an fd of a pinned link
+    /// leaves it attached).
+    links: Vec<(&'static str, FdLink)>,
 }
 
 impl SyscallPrograms {
-    /// Whether the programs are attached.
-    pub(super) fn attached(&self) -> bool {
-        !self.links.is_empty()
+    /// What an engine adopting build directory `dir` finds there: the pinned programs (none
+    /// when the build was pinned without them: it then cannot attach them, and says so) and the
+    /// links of those that were attached when the earlier daemon stopped.
+    pub(super) fn adopt(dir: &Path) -> anyhow::Result<SyscallPrograms> {
+        let mut out = SyscallPrograms::default();
+        for (name, _) in PROGRAMS {
+            let prog = dir.join(PROGS_DIR).join(name);
+            if prog.exists() {
+                let p = RawTracePoint::from_pin(&prog)
+                    .with_context(|| format!("cannot open pinned program {}", prog.display()))?;
+                out.pinned.push((name, p));
+            }
+            let link = dir.join("links").join(name);
+            if link.exists() {
+                let l = PinnedLink::from_pin(&link)
+                    .with_context(|| format!("cannot open pinned link {}", link.display()))?;
+                out.links.push((name, FdLink::from(l)));
+            }
+        }
+        Ok(out)
     }
 
-    /// Attaches (`on`) or detaches both programs; nothing when they already are. Loads them the
-    /// first time. Without the eBPF object (an engine adopted from pins) it cannot attach and
+    /// Whether the programs are attached.
+    pub(super) fn attached(&self) -> bool {
+        self.links.len() == PROGRAMS.len()
+    }
+
+    /// Attaches (`on`) or detaches both programs; nothing when they already are. Attaches from
+    /// `ebpf` (loading the programs the first time) or, without it, from the pinned programs;
+    /// with `pins` (the build directory) pins each new link there and removes a link's pin
+    /// when detaching it. An engine with neither object nor pinned programs cannot attach and
     /// says so.
-    pub(super) fn set(&mut self, ebpf: Option<&mut Ebpf>, on: bool) -> anyhow::Result<()> {
-        if on == self.attached() {
-            return Ok(());
-        }
-        let Some(ebpf) = ebpf else {
-            anyhow::bail!(
-                "hook: syscall needs its programs attached, but this engine adopted pinned \
-                 programs of an earlier daemon and has no object to attach them from: restart \
-                 the daemon after `bulwark unload` (or without --pin-dir) to use syscall rules"
-            );
-        };
+    pub(super) fn set(
+        &mut self,
+        mut ebpf: Option<&mut Ebpf>,
+        pins: Option<&Path>,
+        on: bool,
+    ) -> anyhow::Result<()> {
         if !on {
-            for (name, id) in self.links.drain(..) {
-                let p: &mut RawTracePoint = ebpf
-                    .program_mut(name)
-                    .with_context(|| format!("program {name} missing"))?
-                    .try_into()?;
-                p.detach(id)?;
-            }
-            return Ok(());
+            // Unpinned first: a link whose pin cannot be removed stays attached and listed.
+            let mut failed = None;
+            self.links.retain(|(name, _)| {
+                let Some(dir) = pins else { return false };
+                let path = dir.join("links").join(name);
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        failed.get_or_insert(
+                            anyhow::Error::new(e)
+                                .context(format!("cannot remove pinned link {}", path.display())),
+                        );
+                        true
+                    }
+                    // Dropped: the last reference, so the program detaches.
+                    _ => false,
+                }
+            });
+            return failed.map_or(Ok(()), Err);
         }
         for (name, tp) in PROGRAMS {
-            let p: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing"))?
-                .try_into()?;
-            if p.fd().is_err() {
-                p.load().map_err(|e| super::attach::load_error(name, e))?;
+            if self.links.iter().any(|(n, _)| *n == name) {
+                continue;
             }
+            let p = match ebpf.as_deref_mut() {
+                Some(ebpf) => program_of(ebpf, name)?,
+                None => match self.pinned.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, p)) => p,
+                    None => anyhow::bail!(
+                        "hook: syscall needs its programs attached, but this engine adopted \
+                         pins of an earlier daemon that did not pin them (program {name}): run \
+                         `bulwark unload` on the pin directory after stopping the daemon, so \
+                         the next one loads afresh, to use syscall rules"
+                    ),
+                },
+            };
             let id = p
                 .attach(tp)
                 .with_context(|| format!("cannot attach {name} to raw tracepoint {tp}"))?;
-            self.links.push((name, id));
+            let link = FdLink::from(p.take_link(id)?);
+            let link = match pins {
+                None => link,
+                Some(dir) => {
+                    let path = dir.join("links").join(name);
+                    // Pinned, the link keeps the program attached when this process is gone.
+                    FdLink::from(link.pin(&path).with_context(|| {
+                        format!("cannot pin link of {name} as {}", path.display())
+                    })?)
+                }
+            };
+            self.links.push((name, link));
         }
         Ok(())
     }

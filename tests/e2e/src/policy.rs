@@ -67,7 +67,7 @@ pub struct RuleBuilder {
 }
 
 impl RuleBuilder {
-    /// A rule on hook `hook` (`exec`, `connect`, `egress`).
+    /// A rule on hook `hook` (`exec`, `connect`, `egress`, `syscall`, ...).
     pub fn new(name: &str, hook: &str) -> RuleBuilder {
         RuleBuilder {
             name: name.to_string(),
@@ -86,6 +86,10 @@ impl RuleBuilder {
 
     pub fn egress(name: &str) -> RuleBuilder {
         RuleBuilder::new(name, "egress")
+    }
+
+    pub fn syscall(name: &str) -> RuleBuilder {
+        RuleBuilder::new(name, "syscall")
     }
 
     /// Starts a new (ORed) selector.
@@ -121,6 +125,14 @@ impl RuleBuilder {
             e["index"] = json!(i);
         }
         self.push("matchArgs", e)
+    }
+
+    /// `matchSyscalls: [{operator, values}]` (call names).
+    pub fn syscalls(self, operator: &str, values: &[&str]) -> RuleBuilder {
+        self.push(
+            "matchSyscalls",
+            json!({"operator": operator, "values": values}),
+        )
     }
 
     /// `matchNamespaces: [{operator, values}]`

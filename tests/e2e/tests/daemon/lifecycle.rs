@@ -8,6 +8,11 @@
 //! (rolling update), nor an upgrade to another build; a policy changed while the daemon was
 //! dead takes effect at restart, and what the kernel recorded meanwhile is reported then;
 //! `bulwark unload` removes every pin and program and is refused while a daemon runs.
+//!
+//! The syscall programs (`hook: syscall`) obey the same contract: a Sigkill rule keeps killing
+//! while the daemon is dead, the restarted daemon adopts them, attaches them when its policies
+//! need them and finds them detached, detaches them when they no longer do, and `bulwark
+//! unload` removes them.
 
 use crate::{assert_connected, assert_eperm, assert_killed_at_exec, assert_ran};
 use bulwark_e2e::daemon::ev;
@@ -573,4 +578,184 @@ fn a_policy_changed_while_the_daemon_was_dead_takes_effect_at_restart() {
     });
     assert_eq!(ev::dest(&m).1, 8080, "{m}");
     assert_eq!(m["outcome"], "blocked", "{m}");
+}
+
+/// A policy on `hook: syscall`: the e2e helper in namespace `ns` calling `unshare` gets
+/// `action` (`Sigkill` or `Post`).
+fn on_unshare(name: &str, ns: &str, action: &str) -> String {
+    PolicyBuilder::new(name)
+        .rule(
+            RuleBuilder::syscall("unshare")
+                .syscalls("In", &["unshare"])
+                .namespaces("In", &[ns])
+                // `ip netns exec`, which starts every pod command, calls unshare itself.
+                .binaries("In", &[crate::helper()])
+                .action(action),
+        )
+        .yaml()
+}
+
+/// Runs the helper's `syscall CALL` (`unshare`, or `unshare-int80` through the i386 entry) in
+/// the pod; returns its output and whether it was killed at the call (nothing after the call
+/// ran). Anything but killed-at-the-call or ran-to-the-end fails the test.
+fn unshare_in_pod(w: &World, call: &str) -> (bulwark_e2e::RunOutput, bool) {
+    let marker = w
+        .dir()
+        .join(format!("{call}-ran-{}", bulwark_e2e::next_id()));
+    let out = w
+        .pod()
+        .run(&[crate::helper(), "syscall", call, marker.to_str().unwrap()]);
+    let killed = out.sigkilled() && !marker.exists() && out.stdout.is_empty();
+    assert!(
+        killed || (out.success() && marker.exists()),
+        "{call}: neither killed at the call nor ran to the end: {out}"
+    );
+    (out, killed)
+}
+
+/// The syscall programs' pinned links in the one build directory of `pins`, and their link
+/// ids.
+fn syscall_links(pins: &PinDir) -> (Vec<String>, Vec<u64>) {
+    let builds = pins.entries();
+    assert_eq!(builds.len(), 1, "one build pinned: {builds:?}");
+    let dir = pins.path().join(&builds[0]).join("links");
+    let names: Vec<String> = bulwark::engine::pins::entry_names(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("bulwark_sys_"))
+        .collect();
+    let ids = names
+        .iter()
+        .map(|n| {
+            let p = dir.join(n);
+            let v = bpftool(&["link", "show", "pinned", p.to_str().unwrap()])
+                .unwrap_or_else(|| panic!("bpftool link show pinned {}", p.display()));
+            v["id"].as_u64().unwrap_or_else(|| panic!("id of {v}"))
+        })
+        .collect();
+    (names, ids)
+}
+
+const SYSCALL_LINKS: [&str; 2] = ["bulwark_sys_enter", "bulwark_sys_exit"];
+
+/// Waits until none of these link ids is left in the kernel (`bpftool link show`).
+fn assert_links_gone(ids: &[u64]) {
+    let left = || still_loaded("link", ids);
+    let gone = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || left().is_empty().then_some(()));
+    assert!(gone.is_some(), "links left: {:?}", left());
+}
+
+#[test]
+fn kill_9_leaves_syscall_rules_killing_and_the_restarted_daemon_adopts_them() {
+    let _g = serial();
+    let ns = "e2e-sys-crash";
+    let w = World::single("sys-crash", ns);
+    let pins = PinDir::new("sys-crash");
+    let mut d = start_on(&w, &pins, &on_unshare(ns, ns, "Sigkill"));
+    assert_eq!(syscall_links(&pins).0, SYSCALL_LINKS, "attached and pinned");
+    let (out, killed) = unshare_in_pod(&w, "unshare");
+    assert!(killed, "{out}");
+
+    let before_kill = d.mark();
+    d.kill9();
+    // No daemon: the pinned programs keep killing, through the compat entry too.
+    let mut while_dead = Vec::new();
+    for call in ["unshare", "unshare-int80"] {
+        let (out, killed) = unshare_in_pod(&w, call);
+        assert!(killed, "{call} while no daemon runs: {out}");
+        while_dead.push(u64::from(out.pid));
+    }
+    let (ready, _) = d.respawn(&[]);
+    assert_eq!(ready["policies"], serde_json::json!([ns]), "{ready}");
+    assert!(
+        d.stderr().contains("programs adopted from"),
+        "the restarted daemon adopts the pins: {}",
+        d.stderr()
+    );
+    // What the kernel did meanwhile is reported by the restarted daemon, naming the policy.
+    for pid in while_dead {
+        let m = d.wait_event_after(before_kill, "a kill made while no daemon ran", |e| {
+            ev::is_match(e, ns, "syscall") && ev::pid(e) == Some(pid)
+        });
+        assert_eq!(
+            (&m["outcome"], &m["enforced"]),
+            (&"killed".into(), &true.into()),
+            "{m}"
+        );
+    }
+    let (out, killed) = unshare_in_pod(&w, "unshare");
+    assert!(killed, "the adopted programs enforce: {out}");
+
+    // An apply with syscall rules on the adopted engine (one that could not attach the
+    // programs used to refuse it): the same call, reported only now.
+    let st = d.replace_policy("p.yaml", &on_unshare(ns, ns, "Post"));
+    assert_eq!(st["state"], "reloaded", "{st}\n{}", d.diagnostics());
+    let (out, killed) = unshare_in_pod(&w, "unshare");
+    assert!(!killed, "Post kills nothing: {out}");
+    let m = d.wait_event("the reported unshare", |e| {
+        ev::is_match(e, ns, "syscall") && ev::pid(e) == Some(u64::from(out.pid))
+    });
+    assert_eq!(m["outcome"], "reported", "{m}");
+    assert_eq!(syscall_links(&pins).0, SYSCALL_LINKS);
+}
+
+#[test]
+fn syscall_programs_follow_policies_changed_while_the_daemon_was_dead_and_unload_removes_them() {
+    let _g = serial();
+    let ns = "e2e-sys-follow";
+    let w = World::single("sys-follow", ns);
+    let pins = PinDir::new("sys-follow");
+    let mut d = start_on(&w, &pins, &block_8080(ns, ns));
+    assert!(
+        syscall_links(&pins).0.is_empty(),
+        "no syscall rule: nothing attached"
+    );
+
+    // Needed at restart and not attached: the adopting daemon attaches the pinned programs.
+    d.kill9();
+    d.write_policy("p.yaml", &on_unshare(ns, ns, "Sigkill"));
+    let (ready, _) = d.respawn(&[]);
+    assert_eq!(ready["policies"], serde_json::json!([ns]), "{ready}");
+    assert!(
+        d.stderr().contains("programs adopted from"),
+        "{}",
+        d.stderr()
+    );
+    let (names, ids) = syscall_links(&pins);
+    assert_eq!(names, SYSCALL_LINKS, "attached and pinned at restart");
+    let (out, killed) = unshare_in_pod(&w, "unshare");
+    assert!(killed, "{out}");
+
+    // No longer needed at restart: the adopting daemon's first apply detaches them.
+    d.kill9();
+    let (out, killed) = unshare_in_pod(&w, "unshare");
+    assert!(killed, "still killing while no daemon runs: {out}");
+    d.write_policy("p.yaml", &block_8080(ns, ns));
+    d.respawn(&[]);
+    assert!(syscall_links(&pins).0.is_empty(), "links unpinned");
+    assert_links_gone(&ids);
+    let (out, killed) = unshare_in_pod(&w, "unshare");
+    assert!(!killed, "no syscall rule left: {out}");
+
+    // Needed again (a live apply), then the daemon stops: its programs keep killing until
+    // `bulwark unload`, which says it detached them and leaves nothing in the kernel.
+    let st = d.replace_policy("p.yaml", &on_unshare(ns, ns, "Sigkill"));
+    assert_eq!(st["state"], "reloaded", "{st}\n{}", d.diagnostics());
+    assert_eq!(syscall_links(&pins).0, SYSCALL_LINKS);
+    let build = pins.path().join(&pins.entries()[0]);
+    let (progs, maps) = pinned_ids(&build);
+    let (_, ids) = syscall_links(&pins);
+    d.stop();
+    let (out, killed) = unshare_in_pod(&w, "unshare");
+    assert!(killed, "still killing after the daemon stopped: {out}");
+    let out = pins.unload(false);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && SYSCALL_LINKS.iter().all(|l| said.contains(l)),
+        "unload names the syscall programs it detached: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_links_gone(&ids);
+    assert_gone(&progs, &maps, &said);
+    let (out, killed) = unshare_in_pod(&w, "unshare");
+    assert!(!killed, "unloaded: {out}");
 }
