@@ -147,10 +147,11 @@ def use_received(host, port, rest, payload):
     conn.sendall(b"done")
     return code
 def attempt_until(fam, host, port, stop_file):
-    """A TCP connect every millisecond until stop_file exists. Prints {"started": true} after
-    the first attempt, then one JSON line: attempts, outcomes by name, the CLOCK_MONOTONIC
-    time of every attempt (microseconds, as the test's own clock reads it) and of each one that
-    connected, and the longest time between two attempts."""
+    """A TCP connect every millisecond until stop_file exists. Prints {"attempt_us": T} after
+    each attempt, T being the CLOCK_MONOTONIC time it began (microseconds, as the test's own
+    clock reads it), so a test can wait until an attempt has begun after a moment of its own;
+    at the end one JSON line: attempts, outcomes by name, the time of every attempt and of each
+    one that connected, and the longest time between two attempts."""
     counts, times_us, ok_us = {}, [], []
     while True:
         t = time.monotonic_ns() // 1000
@@ -165,8 +166,7 @@ def attempt_until(fam, host, port, stop_file):
         c.close()
         counts[key] = counts.get(key, 0) + 1
         times_us.append(t)
-        if len(times_us) == 1:
-            print(json.dumps({"started": True}), flush=True)
+        print(json.dumps({"attempt_us": t}), flush=True)
         if os.path.exists(stop_file):
             break
         time.sleep(0.001)

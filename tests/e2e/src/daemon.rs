@@ -160,6 +160,8 @@ impl Drop for PinDir {
 /// A running `bulwark run`.
 pub struct Daemon {
     child: Option<Child>,
+    /// [`monotonic_ns`] just before `child` was spawned.
+    spawned_ns: u64,
     /// A daemon told to stop ([`Daemon::terminate_async`]) that may still be running.
     stopping: Option<Child>,
     /// The command line (without the program), to start it again.
@@ -284,9 +286,11 @@ impl Daemon {
             pin_dir.into(),
         ]);
         argv.extend(cfg.extra_args.iter().map(OsString::from));
+        let spawned_ns = monotonic_ns();
         let child = spawn_daemon(bin, &argv, &dir);
         let daemon = Daemon {
             child: Some(child),
+            spawned_ns,
             stopping: None,
             argv,
             _own_pins: own_pins,
@@ -336,6 +340,7 @@ impl Daemon {
         let mark = self.mark();
         let mut argv = self.argv.clone();
         argv.extend(extra.iter().map(OsString::from));
+        self.spawned_ns = monotonic_ns();
         self.child = Some(spawn_daemon(bulwark_bin(), &argv, &self.dir));
         if let Some(mut old) = self.stopping.take() {
             let exited = crate::poll_until(crate::timeout(), || old.try_wait().ok().flatten());
@@ -357,6 +362,12 @@ impl Daemon {
             e["type"] == "status" && e["state"] == "ready"
         });
         (ready, monotonic_ns())
+    }
+
+    /// [`monotonic_ns`] just before the current daemon process was spawned (by the start or the
+    /// last [`Daemon::respawn`]): no moment before it belongs to that process's life.
+    pub fn spawned_ns(&self) -> u64 {
+        self.spawned_ns
     }
 
     /// The daemon's pid.

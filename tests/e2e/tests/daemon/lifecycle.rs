@@ -168,7 +168,10 @@ fn workloads_registered_after_start_get_their_policies() {
 }
 
 /// A workload process in the pod attempting a connect every millisecond (client.py
-/// `--attempt-until`), from before a daemon change until after it.
+/// `--attempt-until`), from before a daemon change until after it. It reports each attempt as
+/// it makes it, and the test waits for those reports rather than counting on the loop to keep
+/// pace: on a loaded machine the loop can stall for milliseconds anywhere, also between an
+/// attempt and its check of the stop file.
 struct Attempts {
     running: Running,
     stop_file: PathBuf,
@@ -194,16 +197,43 @@ impl Attempts {
             .pod()
             .probe_argv(ip, port, &["--attempt-until", stop_file.to_str().unwrap()]);
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let running = w.pod().spawn(&refs);
-        let started = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
-            running.stdout_so_far().contains("started").then_some(())
-        });
-        assert!(started.is_some(), "the connect loop did not start");
-        Attempts { running, stop_file }
+        let attempts = Attempts {
+            running: w.pod().spawn(&refs),
+            stop_file,
+        };
+        attempts.wait_for_one_after(0, "its start");
+        attempts
     }
 
-    /// Stops the loop (after at least one more attempt) and reads what it saw.
+    /// Waits until the loop has made an attempt that began after `after_ns` (a
+    /// [`bulwark_e2e::monotonic_ns`] moment, which `what` names).
+    fn wait_for_one_after(&self, after_ns: u64, what: &str) {
+        let last_begun_us = || {
+            // The last complete line (the file may end in half a line).
+            let out = self.running.stdout_so_far();
+            out.lines().rev().find_map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .and_then(|v| v["attempt_us"].as_u64())
+            })
+        };
+        let seen = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
+            last_begun_us().filter(|t| *t > after_ns / 1000)
+        });
+        assert!(
+            seen.is_some(),
+            "the connect loop made no attempt after {what} ({} µs) within {:?}; its last began \
+             at {:?} µs",
+            after_ns / 1000,
+            bulwark_e2e::timeout(),
+            last_begun_us()
+        );
+    }
+
+    /// Stops the loop after one more attempt, one that begins after this call (so the attempts
+    /// outlast whatever the test measured before), and reads what it saw.
     fn finish(self) -> AttemptLog {
+        self.wait_for_one_after(bulwark_e2e::monotonic_ns(), "the stop request");
         std::fs::write(&self.stop_file, "").unwrap();
         let pid = self.running.pid();
         let out = self.running.wait(bulwark_e2e::timeout());
@@ -237,16 +267,28 @@ impl AttemptLog {
             .count()
     }
 
-    /// Every attempt failed with EPERM, the window from `from_ns` to `to_ns` was covered
-    /// (attempts before, within and after it), and the server accepted nothing. Prints the
-    /// measurement and returns the attempts within the window.
-    fn assert_no_escape(&self, what: &str, srv: &TestServer, from_ns: u64, to_ns: u64) -> usize {
-        let within = self.between(from_ns, to_ns);
-        let window_ms = (to_ns - from_ns) as f64 / 1e6;
+    /// Every attempt failed with EPERM, the attempts covered the window — one or more began
+    /// before its first phase, within each phase and after its last — and the server accepted
+    /// nothing. A phase is (what happened, from, to) in [`bulwark_e2e::monotonic_ns`] moments,
+    /// the phases in order. Prints the measurement.
+    fn assert_no_escape(&self, what: &str, srv: &TestServer, phases: &[(&str, u64, u64)]) {
+        let (from_ns, to_ns) = (phases[0].1, phases[phases.len() - 1].2);
+        let within: Vec<usize> = phases
+            .iter()
+            .map(|&(_, from, to)| self.between(from, to))
+            .collect();
+        let each: Vec<String> = phases
+            .iter()
+            .zip(&within)
+            .map(|(&(phase, from, to), n)| {
+                format!("{n} {phase} ({:.1} ms)", (to - from) as f64 / 1e6)
+            })
+            .collect();
         eprintln!(
-            "{what}: {} attempts in all, {within} in the {window_ms:.1} ms window, {} connected \
+            "{what}: {} attempts in all; in the window {}; {} connected \
              (outcomes {}, longest interval between attempts {:.1} ms)",
             self.attempts,
+            each.join(", "),
             self.ok_us.len(),
             self.outcomes,
             self.max_interval_us as f64 / 1e3
@@ -267,18 +309,18 @@ impl AttemptLog {
         );
         let (first, last) = (self.times_us[0], *self.times_us.last().unwrap());
         assert!(
-            first < from_ns / 1000 && last > to_ns / 1000 && within > 0,
+            first < from_ns / 1000 && last > to_ns / 1000 && within.iter().all(|n| *n > 0),
             "{what}: the attempts must cover the window (first {first}, last {last}, window \
-             {}..{} µs, {within} within)",
+             {}..{} µs: {})",
             from_ns / 1000,
-            to_ns / 1000
+            to_ns / 1000,
+            each.join(", ")
         );
         assert!(
             srv.log().accepts().is_empty(),
             "{what}: the server accepted {:?}",
             srv.log().accepts()
         );
-        within
     }
 }
 
@@ -392,7 +434,11 @@ fn kill_9_and_restart_lets_no_blocked_connect_through() {
     let attempts = Attempts::start(w, w.net.server_ip(false), 8080);
     let before_kill = d.mark();
     let killed = d.kill9();
+    // Dead and reaped: before the next daemon starts, an attempt is judged by the pinned
+    // programs alone.
+    attempts.wait_for_one_after(bulwark_e2e::monotonic_ns(), "the daemon's death");
     let (ready, ready_at) = d.respawn(&[]);
+    let restarted = d.spawned_ns();
     let log = attempts.finish();
     assert_eq!(
         ready["policies"],
@@ -404,7 +450,14 @@ fn kill_9_and_restart_lets_no_blocked_connect_through() {
         "the restarted daemon adopts the pins: {}",
         d.stderr()
     );
-    log.assert_no_escape("kill -9 + restart", srv, killed, ready_at);
+    log.assert_no_escape(
+        "kill -9 + restart",
+        srv,
+        &[
+            ("while dead", killed, restarted),
+            ("while restarting", restarted, ready_at),
+        ],
+    );
     // The restarted daemon enforces through its own rule set too.
     assert_eperm(&w.pod().probe(w.net.server_ip(false), 8080, &[]));
     // The matches recorded while no daemon ran are reported by the restarted one, and name
@@ -443,7 +496,11 @@ fn a_rolling_update_sigterm_then_new_daemon_lets_no_blocked_connect_through() {
         "the new daemon adopts what the stopped one left pinned: {}",
         d.stderr()
     );
-    log.assert_no_escape("SIGTERM + new daemon", srv, stopped, ready_at);
+    log.assert_no_escape(
+        "SIGTERM + new daemon",
+        srv,
+        &[("while one stops and the next starts", stopped, ready_at)],
+    );
 }
 
 #[test]
@@ -471,7 +528,11 @@ fn an_upgrade_loads_next_to_the_old_build_and_retires_it_after_its_first_apply()
         "another build loads its own programs: {}",
         d.stderr()
     );
-    log.assert_no_escape("upgrade to another build", srv, stopped, ready_at);
+    log.assert_no_escape(
+        "upgrade to another build",
+        srv,
+        &[("while one stops and the next starts", stopped, ready_at)],
+    );
 
     // Only the new build is left: its first apply retired the old pins and programs.
     assert_eq!(pins.entries(), ["build-test-e2e-next"]);
