@@ -161,12 +161,9 @@ fn options(stats: Arc<Stats>) -> ControllerOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_against_real_server() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let Some(kc) = kubeconfig_or_skip("controller_against_real_server") else {
+    let Some(kc) = test_server_or_skip("controller_against_real_server") else {
         return;
     };
-    install_crds(&kc);
-    forget_other_nodes(&kc);
     // Leftovers of an earlier run on the same server.
     for name in [
         "ctl-test-rejected",

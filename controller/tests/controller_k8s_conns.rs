@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,12 +70,9 @@ fn protocol_status(kc: &std::path::Path, name: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_cidrs_and_encrypted_protocols_from_the_cluster() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let Some(kc) = kubeconfig_or_skip("pod_cidrs_and_encrypted_protocols_from_the_cluster") else {
+    let Some(kc) = test_server_or_skip("pod_cidrs_and_encrypted_protocols_from_the_cluster") else {
         return;
     };
-    install_crds(&kc);
-    forget_other_nodes(&kc);
     for leftover in ["ctl-acme", "ctl-bad-mask"] {
         kubectl_ok(
             &kc,
@@ -100,12 +96,7 @@ async fn pod_cidrs_and_encrypted_protocols_from_the_cluster() {
         ),
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = free_local_addr();
     let recorder = Arc::new(Recorder::default());
     let handle = start(
         NodeConfig {

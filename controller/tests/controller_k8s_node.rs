@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bulwark_controller::node::{start, NodeConfig};
@@ -19,12 +18,9 @@ const T: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_start_and_violation_handover() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let Some(kc) = kubeconfig_or_skip("node_start_and_violation_handover") else {
+    let Some(kc) = test_server_or_skip("node_start_and_violation_handover") else {
         return;
     };
-    install_crds(&kc);
-    forget_other_nodes(&kc);
     kubectl_ok(
         &kc,
         &[
@@ -46,12 +42,7 @@ async fn node_start_and_violation_handover() {
         ],
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = free_local_addr();
     let engine = fake_engine();
     let handle = start(
         NodeConfig {

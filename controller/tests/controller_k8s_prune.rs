@@ -60,14 +60,11 @@ fn opts() -> ControllerOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_nodes_leave_status_at_once_and_per_node_status_is_rewritten_bounded() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let Some(kc) = kubeconfig_or_skip(
+    let Some(kc) = test_server_or_skip(
         "deleted_nodes_leave_status_at_once_and_per_node_status_is_rewritten_bounded",
     ) else {
         return;
     };
-    install_crds(&kc);
-    forget_other_nodes(&kc);
     let client = client(&kc).await;
     apply_crd(&client, &node_stand_in_crd()).await;
     let k8s_nodes: Api<DynamicObject> = Api::all_with(client.clone(), &node_stand_in());

@@ -93,14 +93,11 @@ fn sum(nodes: &[SimNode], f: impl Fn(&bulwark_controller::Stats) -> u64) -> u64 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_nodes_converge_with_bounded_status_pruning_and_capped_storms() {
-    let _ = env_logger::builder().is_test(true).try_init();
     let Some(kc) =
-        kubeconfig_or_skip("many_nodes_converge_with_bounded_status_pruning_and_capped_storms")
+        test_server_or_skip("many_nodes_converge_with_bounded_status_pruning_and_capped_storms")
     else {
         return;
     };
-    install_crds(&kc);
-    forget_other_nodes(&kc);
     let _ = kubectl(
         &kc,
         &[

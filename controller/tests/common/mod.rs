@@ -65,6 +65,24 @@ pub fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
     out
 }
 
+/// The test server named by KUBECONFIG, made ready for `test`: test logging on, the CRDs
+/// installed and Established, the nodes of earlier tests forgotten ([`forget_other_nodes`]).
+/// `None` means skip, as [`kubeconfig_or_skip`] says.
+pub fn test_server_or_skip(test: &str) -> Option<PathBuf> {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let kc = kubeconfig_or_skip(test)?;
+    install_crds(&kc);
+    forget_other_nodes(&kc);
+    Some(kc)
+}
+
+/// A loopback address whose port was free a moment ago (for a health endpoint).
+pub fn free_local_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
 /// Apply crds/ and wait until they are Established.
 pub fn install_crds(kubeconfig: &Path) {
     kubectl_ok(

@@ -4,7 +4,9 @@
 //! namespaces, its addresses and paths point into the test world, and every selector gets an
 //! extra `matchNamespaces: In [<test pods>]` so it can never touch a process of the host.
 
-use crate::{assert_connected, assert_eperm, assert_killed_at_exec, assert_ran, wait_match};
+use crate::{
+    assert_connected, assert_eperm, assert_killed_at_exec, assert_ran, run_syscall, wait_match,
+};
 use bulwark_e2e::daemon::ev;
 use bulwark_e2e::netns::url;
 use bulwark_e2e::policy::{adapt_example, parse_yaml_docs, to_yaml_docs};
@@ -359,11 +361,13 @@ fn example_kill_fileless_exec() {
     assert_ran(&d, &out, &touch, &marker);
 }
 
-/// [`start`] with every selector also confined to the e2e helper binary: a pod command runs
-/// through `ip netns exec`, which itself calls `setns` and `mount` in the same process before
-/// it execs the command, and those calls are not what the tests look at.
-fn start_for_helper(w: &World, file: &str, renames: &[(&str, &str)]) -> Daemon {
-    let mut docs = adapted(w, file, renames);
+/// [`start`] on example `policy` (its `production` namespace renamed to `e2e-ex-prod`) with
+/// every selector also confined to the e2e helper binary: a pod command runs through
+/// `ip netns exec`, which itself calls `setns` and `mount` in the same process before it execs
+/// the command, and those calls are not what the tests look at.
+fn start_for_helper(w: &World, policy: &str) -> Daemon {
+    let file = format!("{policy}.yaml");
+    let mut docs = adapted(w, &file, &[("production", "e2e-ex-prod")]);
     for d in &mut docs {
         for rule in d["spec"]["rules"].as_array_mut().unwrap() {
             for sel in rule["selectors"].as_array_mut().unwrap() {
@@ -372,7 +376,7 @@ fn start_for_helper(w: &World, file: &str, renames: &[(&str, &str)]) -> Daemon {
             }
         }
     }
-    let d = Daemon::start(w, &[(file, &to_yaml_docs(&docs))]);
+    let d = Daemon::start(w, &[(&file, &to_yaml_docs(&docs))]);
     for doc in &docs {
         let name = listed_name(doc);
         assert!(
@@ -396,24 +400,26 @@ fn wait_syscall(
     })
 }
 
+/// The `policy_match` of `policy` (hook `syscall`) for the process of `out`.
+fn wait_syscall_match(
+    d: &Daemon,
+    policy: &str,
+    out: &bulwark_e2e::RunOutput,
+) -> bulwark_e2e::daemon::Event {
+    let pid = out.pid as u64;
+    d.wait_event(&format!("policy_match of {policy} for pid {pid}"), |e| {
+        ev::is_match(e, policy, "syscall") && ev::pid(e) == Some(pid)
+    })
+}
+
 #[test]
 fn example_monitor_ptrace_and_mount() {
     let _g = serial();
     let w = World::single("ex-ptrace", "e2e-ex-prod");
-    let d = start_for_helper(
-        &w,
-        "monitor-ptrace-and-mount.yaml",
-        &[("production", "e2e-ex-prod")],
-    );
     let policy = "monitor-ptrace-and-mount";
+    let d = start_for_helper(&w, policy);
     // ptrace (PTRACE_TRACEME succeeds): reported at entry by the first rule only.
-    let marker = w.dir().join("ptrace-ran");
-    let out = w.pod().run(&[
-        crate::helper(),
-        "syscall",
-        "ptrace",
-        marker.to_str().unwrap(),
-    ]);
+    let (out, marker) = run_syscall(&w, "ptrace", "ptrace-ran");
     assert!(
         out.code == Some(0) && marker.exists(),
         "monitor kills nothing: {out}"
@@ -424,9 +430,7 @@ fn example_monitor_ptrace_and_mount() {
         e["syscall"]["arguments"][0]["decoded"], "PTRACE_TRACEME",
         "{e}"
     );
-    let m = d.wait_event("policy_match of the ptrace", |e| {
-        ev::is_match(e, policy, "syscall") && ev::pid(e) == Some(out.pid as u64)
-    });
+    let m = wait_syscall_match(&d, policy, &out);
     assert_eq!(
         (&m["rule"], &m["outcome"]),
         (&"ptrace-and-mount".into(), &"reported".into()),
@@ -444,13 +448,7 @@ fn example_monitor_ptrace_and_mount() {
     let host_pid = u64::from(host.id());
     assert!(host.wait().unwrap().success() && marker.exists());
     // mount of a path that does not exist: reported, and the failure is the caller's result.
-    let marker = w.dir().join("mount-ran");
-    let out = w.pod().run(&[
-        crate::helper(),
-        "syscall",
-        "mount",
-        marker.to_str().unwrap(),
-    ]);
+    let (out, marker) = run_syscall(&w, "mount", "mount-ran");
     assert!(out.code == Some(0) && marker.exists(), "{out}");
     assert_eq!(
         out.json()["errno"],
@@ -474,17 +472,10 @@ fn example_monitor_ptrace_and_mount() {
 fn example_kill_namespace_escape() {
     let _g = serial();
     let w = World::single("ex-unshare", "e2e-ex-prod");
-    let d = start_for_helper(
-        &w,
-        "kill-namespace-escape.yaml",
-        &[("production", "e2e-ex-prod")],
-    );
     let policy = "kill-namespace-escape";
+    let d = start_for_helper(&w, policy);
     for call in ["unshare", "unshare-int80"] {
-        let marker = w.dir().join(format!("{call}-survived"));
-        let out = w
-            .pod()
-            .run(&[crate::helper(), "syscall", call, marker.to_str().unwrap()]);
+        let (out, marker) = run_syscall(&w, call, &format!("{call}-survived"));
         // Killed on the call's return to user space: nothing after the call ran.
         assert!(out.sigkilled() && !marker.exists(), "{call}: {out}");
         assert!(
@@ -498,9 +489,7 @@ fn example_kill_namespace_escape() {
             e["syscall"]["arguments"][0]["decoded"], "CLONE_NEWUTS",
             "{e}"
         );
-        let m = d.wait_event(&format!("policy_match of {call}"), |e| {
-            ev::is_match(e, policy, "syscall") && ev::pid(e) == Some(out.pid as u64)
-        });
+        let m = wait_syscall_match(&d, policy, &out);
         assert_eq!(
             (&m["outcome"], &m["enforced"]),
             (&"killed".into(), &true.into()),
@@ -508,13 +497,7 @@ fn example_kill_namespace_escape() {
         );
     }
     // A workload process that does not call them runs.
-    let marker = w.dir().join("mount-ran");
-    let out = w.pod().run(&[
-        crate::helper(),
-        "syscall",
-        "mount",
-        marker.to_str().unwrap(),
-    ]);
+    let (out, marker) = run_syscall(&w, "mount", "mount-ran");
     assert!(out.code == Some(0) && marker.exists(), "{out}");
 }
 

@@ -23,8 +23,8 @@ mod reload;
 mod sockets;
 
 use bulwark_e2e::daemon::ev;
-use bulwark_e2e::{Daemon, Event, RunOutput};
-use std::path::Path;
+use bulwark_e2e::{Daemon, Event, RunOutput, World};
+use std::path::{Path, PathBuf};
 
 /// The process was SIGKILLed at exec by `policy` before it ran: its side effect (`marker`)
 /// never happened, a `policy_match` says `killed`/enforced, and its exit event says SIGKILL.
@@ -93,6 +93,18 @@ pub fn assert_ran(d: &Daemon, out: &RunOutput, binary: &Path, marker: &Path) {
 /// The e2e helper binary (`src/bin/bulwark-e2e-helper.rs`): workload programs for the pods.
 pub fn helper() -> &'static str {
     env!("CARGO_BIN_EXE_bulwark-e2e-helper")
+}
+
+/// Runs `bulwark-e2e-helper syscall CALL MARKER` in the pod of `w`: the workload makes that one
+/// system call, prints its result and then creates MARKER (`marker` in the world's directory),
+/// so the marker exists only if the process lived past the call's return. Returns the output
+/// and the marker's path.
+pub fn run_syscall(w: &World, call: &str, marker: &str) -> (RunOutput, PathBuf) {
+    let marker = w.dir().join(marker);
+    let out = w
+        .pod()
+        .run(&[helper(), "syscall", call, marker.to_str().unwrap()]);
+    (out, marker)
 }
 
 /// The probe's connect failed with EPERM.
