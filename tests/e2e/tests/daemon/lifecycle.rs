@@ -295,8 +295,17 @@ fn bpftool(args: &[&str]) -> Option<Value> {
         .flatten()
 }
 
-/// Ids of the programs and maps pinned in a build directory (through its pinned links and
-/// maps), as the kernel numbers them.
+/// Field `field` of what `bpftool KIND show pinned PATH` says about a pinned object.
+fn pinned_id(kind: &str, field: &str, p: &std::path::Path) -> u64 {
+    let v = bpftool(&[kind, "show", "pinned", p.to_str().unwrap()])
+        .unwrap_or_else(|| panic!("bpftool {kind} show pinned {}", p.display()));
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} of {v}"))
+}
+
+/// Ids of the programs and maps pinned in a build directory (through its pinned links, the
+/// pinned syscall programs and its maps), as the kernel numbers them.
 fn pinned_ids(build: &std::path::Path) -> (Vec<u64>, Vec<u64>) {
     let entries = |d: &str| -> Vec<PathBuf> {
         std::fs::read_dir(build.join(d))
@@ -305,18 +314,17 @@ fn pinned_ids(build: &std::path::Path) -> (Vec<u64>, Vec<u64>) {
             .map(|e| e.path())
             .collect()
     };
-    let id = |kind: &str, field: &str, p: &PathBuf| -> u64 {
-        let v = bpftool(&[kind, "show", "pinned", p.to_str().unwrap()])
-            .unwrap_or_else(|| panic!("bpftool {kind} show pinned {}", p.display()));
-        v[field]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{field} of {v}"))
-    };
-    let progs = entries("links")
+    let mut progs: Vec<u64> = entries("links")
         .iter()
-        .map(|l| id("link", "prog_id", l))
+        .map(|l| pinned_id("link", "prog_id", l))
+        .chain(entries("progs").iter().map(|p| pinned_id("prog", "id", p)))
         .collect();
-    let maps = entries("maps").iter().map(|m| id("map", "id", m)).collect();
+    progs.sort_unstable();
+    progs.dedup();
+    let maps = entries("maps")
+        .iter()
+        .map(|m| pinned_id("map", "id", m))
+        .collect();
     (progs, maps)
 }
 
@@ -624,12 +632,7 @@ fn syscall_links(pins: &PinDir) -> (Vec<String>, Vec<u64>) {
         .collect();
     let ids = names
         .iter()
-        .map(|n| {
-            let p = dir.join(n);
-            let v = bpftool(&["link", "show", "pinned", p.to_str().unwrap()])
-                .unwrap_or_else(|| panic!("bpftool link show pinned {}", p.display()));
-            v["id"].as_u64().unwrap_or_else(|| panic!("id of {v}"))
-        })
+        .map(|n| pinned_id("link", "id", &dir.join(n)))
         .collect();
     (names, ids)
 }
@@ -757,17 +760,7 @@ fn syscall_programs_follow_policies_changed_while_the_daemon_was_dead_and_unload
     // The daemon stops: its programs keep killing until `bulwark unload`, which says it
     // detached them and leaves nothing in the kernel (the pinned programs included).
     let build = pins.path().join(&pins.entries()[0]);
-    let (mut progs, maps) = pinned_ids(&build);
-    progs.extend(
-        bulwark::engine::pins::entry_names(&build.join("progs"))
-            .iter()
-            .map(|n| {
-                let p = build.join("progs").join(n);
-                let v = bpftool(&["prog", "show", "pinned", p.to_str().unwrap()])
-                    .unwrap_or_else(|| panic!("bpftool prog show pinned {}", p.display()));
-                v["id"].as_u64().unwrap_or_else(|| panic!("id of {v}"))
-            }),
-    );
+    let (progs, maps) = pinned_ids(&build);
     let (_, ids) = syscall_links(&pins);
     d.stop();
     let (out, killed) = unshare_in_pod(&w, "unshare");
