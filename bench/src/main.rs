@@ -7,6 +7,7 @@
 //!     sudo target/release/bulwark-bench run --rounds 5
 //!     target/release/bulwark-bench lint     # lint scaling, no root
 //!     sudo target/release/bulwark-bench selectors --rounds 5   # 10/100/1,000 selectors
+//!     sudo target/release/bulwark-bench syscalls --rounds 9    # the system-call hooks' cost
 //!     target/release/bulwark-bench cluster  # simulated cluster vs an API server, no root
 
 mod cluster;
@@ -15,6 +16,7 @@ mod daemon;
 mod lint;
 mod policies;
 mod selectors;
+mod syscalls;
 mod workers;
 
 use anyhow::{bail, Context, Result};
@@ -44,6 +46,10 @@ enum Cli {
     /// Exec and connect with 10, 100 and 1,000 selectors loaded (most namespaced to other
     /// namespaces), against no daemon in the same run; writes selectors.json and selectors.md.
     Selectors(RunArgs),
+    /// Syscall-heavy workloads (getppid, open/close, a build-like mix) against no daemon with
+    /// no syscall policy, a syscall policy on unused calls and a file policy on unrelated
+    /// paths, plus the floors of the tracepoint designs; writes syscalls.json and syscalls.md.
+    Syscalls(RunArgs),
     /// N simulated node controllers against an API server (KUBECONFIG): convergence, API
     /// writes, status size, pruning, violation storm; projection to 5,000 nodes (no root).
     Cluster(cluster::ClusterArgs),
@@ -73,6 +79,7 @@ fn main() -> Result<()> {
         Cli::Lint(args) => lint::run(args),
         Cli::Conns(args) => conns::run(args),
         Cli::Selectors(args) => selectors::run(args),
+        Cli::Syscalls(args) => syscalls::run(args),
         Cli::Cluster(args) => cluster::run(args),
     }
 }

@@ -74,6 +74,20 @@ pub enum Worker {
         #[arg(long)]
         addr: SocketAddr,
     },
+    /// A system-call-heavy loop (`bulwark-bench syscalls`), `chunks` times `n` operations; the
+    /// result is the median chunk's ns per operation. `kind`: `getppid` (one call), `open-close`
+    /// (open and close `dir/one`), `build` (spawn `/bin/true`, then stat, open, read and close
+    /// every file of `dir/tree`: a build's mix of process spawns and small file reads).
+    Syscalls {
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        n: u64,
+        #[arg(long, default_value_t = 10)]
+        chunks: u64,
+        #[arg(long, default_value = "/tmp")]
+        dir: std::path::PathBuf,
+    },
 }
 
 pub fn run(w: Worker) -> Result<()> {
@@ -199,9 +213,86 @@ pub fn run(w: Worker) -> Result<()> {
             }
             return Ok(());
         }
+        Worker::Syscalls {
+            kind,
+            n,
+            chunks,
+            dir,
+        } => syscall_loop(&kind, n, chunks, &dir)?,
     };
     println!("{out}");
     Ok(())
+}
+
+/// [`Worker::Syscalls`].
+fn syscall_loop(
+    kind: &str,
+    n: u64,
+    chunks: u64,
+    dir: &std::path::Path,
+) -> Result<serde_json::Value> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c_path = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes());
+    let one = c_path(&dir.join("one"))?;
+    let tree: Vec<std::ffi::CString> = match std::fs::read_dir(dir.join("tree")) {
+        Ok(entries) => {
+            let mut v: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            v.sort();
+            v.iter().map(|p| c_path(p)).collect::<Result<_, _>>()?
+        }
+        Err(_) => Vec::new(),
+    };
+    let mut buf = [0u8; 4096];
+    let mut op = || -> Result<()> {
+        match kind {
+            // SAFETY (all arms): plain system calls on paths and a buffer this function owns.
+            "getppid" => {
+                unsafe { libc::getppid() };
+            }
+            "open-close" => {
+                let fd = unsafe { libc::open(one.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    bail!("open {:?}: {}", one, std::io::Error::last_os_error());
+                }
+                unsafe { libc::close(fd) };
+            }
+            "build" => {
+                let st = Command::new("/bin/true").status()?;
+                if !st.success() {
+                    bail!("/bin/true exited with {st}");
+                }
+                for f in &tree {
+                    let mut sb: libc::stat = unsafe { std::mem::zeroed() };
+                    if unsafe { libc::stat(f.as_ptr(), &mut sb) } != 0 {
+                        bail!("stat {f:?}: {}", std::io::Error::last_os_error());
+                    }
+                    let fd = unsafe { libc::open(f.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                    if fd < 0 {
+                        bail!("open {f:?}: {}", std::io::Error::last_os_error());
+                    }
+                    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                    unsafe { libc::close(fd) };
+                }
+            }
+            other => bail!("--kind must be getppid, open-close or build, not {other:?}"),
+        }
+        Ok(())
+    };
+    let mut per_chunk = Vec::new();
+    let t = Instant::now();
+    for _ in 0..chunks.max(1) {
+        let c = Instant::now();
+        for _ in 0..n {
+            op()?;
+        }
+        per_chunk.push(c.elapsed().as_nanos() as f64 / n.max(1) as f64);
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    per_chunk.sort_by(f64::total_cmp);
+    Ok(serde_json::json!({
+        "ops": n * chunks.max(1), "seconds": seconds,
+        "ns_per_op": per_chunk[per_chunk.len() / 2], "chunk_ns_per_op": per_chunk,
+    }))
 }
 
 /// A listener on `addr` with a backlog of 4096: std listens with 128, a connect loop outruns

@@ -160,9 +160,9 @@ impl Engine {
             last_switch: SwitchReport::default(),
             syscall,
         };
-        // The syscall programs are attached exactly while the filter names a call; a daemon
+        // The syscall programs are attached exactly while the filter needs them; a daemon
         // killed between writing one and changing the other left them out of step.
-        let wanted = super::syscall::filter_wants_any(&engine.maps)?;
+        let wanted = super::syscall::filter_wants(&engine.maps)?;
         if wanted != engine.syscall.attached() {
             let pins = engine.pins.as_ref().map(Pins::dir);
             if let Err(e) = engine.syscall.set(None, pins, wanted) {

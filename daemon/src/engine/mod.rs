@@ -35,7 +35,8 @@
 //! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map;
 //! - `bulwark_sys_enter` / `bulwark_sys_exit` on the raw tracepoints `sys_enter` / `sys_exit`,
 //!   attached by an apply whose rule set names a system call and detached by one that names
-//!   none ([`syscall`]); outside [`attach::LINKED_PROGRAMS`], pinned by [`syscall`] itself;
+//!   none (`sys_exit` only while a call is decided at its exit) ([`syscall`]); outside
+//!   [`attach::LINKED_PROGRAMS`], pinned by [`syscall`] itself;
 //! - connection observation (unless [`EngineOptions::no_conn_observe`]): `bulwark_conn_sockops`
 //!   (sock_ops), `bulwark_conn_egress` and `bulwark_conn_ingress` (cgroup_skb) on the cgroup v2
 //!   root; their records (`EVENT_CONN_*`) go to the pipeline like any other.

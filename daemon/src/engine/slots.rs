@@ -363,12 +363,12 @@ impl Engine {
     /// attaches or detaches the syscall programs to match (pinning or unpinning their links
     /// when the engine is pinned).
     fn cover_syscalls(&mut self, filter: &[u32], keep: bool) -> anyhow::Result<()> {
-        let any = super::syscall::write_filter(&mut self.maps, filter, keep)?;
+        let wanted = super::syscall::write_filter(&mut self.maps, filter, keep)?;
         if self.noop {
             return Ok(());
         }
         let pins = self.pins.as_ref().map(super::adopt::Pins::dir);
-        self.syscall.set(self.ebpf.as_mut(), pins, any)
+        self.syscall.set(self.ebpf.as_mut(), pins, wanted)
     }
 
     /// What the last successful [`Engine::apply`] did to running processes.

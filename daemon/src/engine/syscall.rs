@@ -1,9 +1,9 @@
 //! The engine's side of the syscall-tracepoint framework (daemon-common `syscall`): where the
 //! programs find a call's number and arguments (`SYSCALL_REGS`, from BTF), writing and reading
 //! a slot's `SYSCALL_SELECTORS` / `SYSCALL_CONDS`, keeping `SYSCALL_FILTER` a superset of what
-//! the active and pending slots name, and attaching `bulwark_sys_enter` / `bulwark_sys_exit`
-//! only while the filter names some call (detached when no policy uses a syscall hook, so a
-//! node without such policies pays nothing).
+//! the active and pending slots name, and attaching `bulwark_sys_enter` only while the filter
+//! names some call (detached when no policy uses a syscall hook, so a node without such
+//! policies pays nothing) and `bulwark_sys_exit` only while some call is decided at its exit.
 //!
 //! Pinned like every other program (see "Surviving the daemon" in the engine's doc): a pinned
 //! engine pins both programs as `progs/<name>` when it loads, and each link as `links/<name>`
@@ -160,22 +160,47 @@ pub(super) fn filter_of(tables: &[(u32, MapEntries)]) -> Vec<u32> {
     f
 }
 
-/// Whether `SYSCALL_FILTER` names any call (the programs must then be attached).
-pub(super) fn filter_wants_any(maps: &Maps) -> anyhow::Result<bool> {
-    let a: Array<&MapData, u32> = Array::try_from(maps.get(MAP_SYSCALL_FILTER)?)?;
-    for i in 0..SYSCALL_FILTER_LEN {
-        if a.get(&i, 0)? != 0 {
-            return Ok(true);
+/// Which of the two programs a filter needs: `bulwark_sys_enter` while it names any call,
+/// `bulwark_sys_exit` only while some call is decided at its exit (`SYSCALL_WANT_EXIT`: a
+/// `matchReturn`, or another consumer's exit): every system call of every task runs each
+/// attached program, so an exit program nothing waits for is pure cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Wanted {
+    pub(super) enter: bool,
+    pub(super) exit: bool,
+}
+
+impl Wanted {
+    fn add(&mut self, want: u32) {
+        self.enter |= want != 0;
+        self.exit |= want & SYSCALL_WANT_EXIT != 0;
+    }
+
+    /// Whether program `name` is wanted.
+    fn program(self, name: &str) -> bool {
+        if name == PROGRAMS[1].0 {
+            self.exit
+        } else {
+            self.enter
         }
     }
-    Ok(false)
+}
+
+/// What `SYSCALL_FILTER` needs attached.
+pub(super) fn filter_wants(maps: &Maps) -> anyhow::Result<Wanted> {
+    let a: Array<&MapData, u32> = Array::try_from(maps.get(MAP_SYSCALL_FILTER)?)?;
+    let mut wanted = Wanted::default();
+    for i in 0..SYSCALL_FILTER_LEN {
+        wanted.add(a.get(&i, 0)?);
+    }
+    Ok(wanted)
 }
 
 /// Writes `SYSCALL_FILTER`: `filter`, ORed with what it holds when `keep` (during a switch
-/// both slots must be covered). Returns whether any call is wanted afterwards.
-pub(super) fn write_filter(maps: &mut Maps, filter: &[u32], keep: bool) -> anyhow::Result<bool> {
+/// both slots must be covered). Returns what it needs attached afterwards.
+pub(super) fn write_filter(maps: &mut Maps, filter: &[u32], keep: bool) -> anyhow::Result<Wanted> {
     let mut a: Array<&mut MapData, u32> = Array::try_from(map(maps, MAP_SYSCALL_FILTER)?)?;
-    let mut any = false;
+    let mut wanted = Wanted::default();
     for (i, want) in filter.iter().enumerate() {
         let i = i as u32;
         let old = a.get(&i, 0)?;
@@ -183,9 +208,9 @@ pub(super) fn write_filter(maps: &mut Maps, filter: &[u32], keep: bool) -> anyho
         if new != old {
             a.set(i, new, 0)?;
         }
-        any |= new != 0;
+        wanted.add(new);
     }
-    Ok(any)
+    Ok(wanted)
 }
 
 /// Where a pinned engine keeps the two programs, loaded but not necessarily attached, so that
@@ -217,8 +242,8 @@ fn program_of<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut RawT
     Ok(p)
 }
 
-/// The two programs as an engine holds them, and their links while attached. Attached means
-/// both links exist; with a pin directory each link is pinned as `links/<name>` too, so the
+/// The two programs as an engine holds them, and their links while attached ([`Wanted`] says
+/// which should be); with a pin directory each link is pinned as `links/<name>` too, so the
 /// programs keep running when the daemon dies (and a restarted daemon finds them there).
 #[derive(Default)]
 pub(super) struct SyscallPrograms {
@@ -253,44 +278,51 @@ impl SyscallPrograms {
         Ok(out)
     }
 
-    /// Whether the programs are attached.
-    pub(super) fn attached(&self) -> bool {
-        self.links.len() == PROGRAMS.len()
+    /// Which programs are attached.
+    pub(super) fn attached(&self) -> Wanted {
+        let linked = |name: &str| self.links.iter().any(|(n, _)| *n == name);
+        Wanted {
+            enter: linked(PROGRAMS[0].0),
+            exit: linked(PROGRAMS[1].0),
+        }
     }
 
-    /// Attaches (`on`) or detaches both programs; nothing when they already are. Attaches from
-    /// `ebpf` (loading the programs the first time) or, without it, from the pinned programs;
-    /// with `pins` (the build directory) pins each new link there and removes a link's pin
-    /// when detaching it. An engine with neither object nor pinned programs cannot attach and
-    /// says so.
+    /// Attaches the programs `want` names and detaches the others; nothing for those already
+    /// so. Attaches from `ebpf` (loading the programs the first time) or, without it, from the
+    /// pinned programs; with `pins` (the build directory) pins each new link there and removes
+    /// a link's pin when detaching it. An engine with neither object nor pinned programs cannot
+    /// attach and says so.
     pub(super) fn set(
         &mut self,
         mut ebpf: Option<&mut Ebpf>,
         pins: Option<&Path>,
-        on: bool,
+        want: Wanted,
     ) -> anyhow::Result<()> {
-        if !on {
-            // Unpinned first: a link whose pin cannot be removed stays attached and listed.
-            let mut failed = None;
-            self.links.retain(|(name, _)| {
-                let Some(dir) = pins else { return false };
-                let path = dir.join("links").join(name);
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        failed.get_or_insert(
-                            anyhow::Error::new(e)
-                                .context(format!("cannot remove pinned link {}", path.display())),
-                        );
-                        true
-                    }
-                    // Dropped: the last reference, so the program detaches.
-                    _ => false,
+        // Unpinned first: a link whose pin cannot be removed stays attached and listed.
+        let mut failed = None;
+        self.links.retain(|(name, _)| {
+            if want.program(name) {
+                return true;
+            }
+            let Some(dir) = pins else { return false };
+            let path = dir.join("links").join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    failed.get_or_insert(
+                        anyhow::Error::new(e)
+                            .context(format!("cannot remove pinned link {}", path.display())),
+                    );
+                    true
                 }
-            });
-            return failed.map_or(Ok(()), Err);
+                // Dropped: the last reference, so the program detaches.
+                _ => false,
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
         for (name, tp) in PROGRAMS {
-            if self.links.iter().any(|(n, _)| *n == name) {
+            if !want.program(name) || self.links.iter().any(|(n, _)| *n == name) {
                 continue;
             }
             let p = match ebpf.as_deref_mut() {

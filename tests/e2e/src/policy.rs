@@ -135,6 +135,14 @@ impl RuleBuilder {
         )
     }
 
+    /// `matchReturn: [{operator, values}]` (`hook: syscall`: the call's return value).
+    pub fn returns(self, operator: &str, values: &[&str]) -> RuleBuilder {
+        self.push(
+            "matchReturn",
+            json!({"operator": operator, "values": values}),
+        )
+    }
+
     /// `matchNamespaces: [{operator, values}]`
     pub fn namespaces(self, operator: &str, values: &[&str]) -> RuleBuilder {
         self.push(
