@@ -84,6 +84,7 @@ mod attach;
 mod bpf_sys;
 mod btf;
 mod events;
+mod file;
 pub mod host;
 mod maps;
 pub mod pins;

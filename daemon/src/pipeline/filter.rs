@@ -31,6 +31,7 @@ const SHORT_TYPES: &[(EventType, &[&str])] = &[
     (EventType::ProcessConnect, &["connect"]),
     (EventType::ProcessClose, &["close"]),
     (EventType::ProcessSyscall, &["syscall"]),
+    (EventType::ProcessFile, &["file"]),
     (EventType::ConnStats, &["stats"]),
     (EventType::PolicyMatch, &["match", "policy"]),
     (EventType::Status, &[]),
@@ -206,6 +207,21 @@ pub fn compact(ev: &Event) -> String {
                 if let Some(e) = &c.error {
                     line.push_str(&format!(" {e}"));
                 }
+            }
+            line
+        }
+        Body::ProcessFile { file: f, .. } => {
+            let access: Vec<&str> = f.access.iter().map(|a| a.as_str()).collect();
+            let mut line = format!(
+                "📄 file     {} {} {} {} {}",
+                who(ev),
+                cmdline(ev),
+                f.syscall.as_deref().unwrap_or("?"),
+                access.join(","),
+                f.path.as_deref().unwrap_or("?"),
+            );
+            if let Some(r) = f.return_value {
+                line.push_str(&format!(" = {r}"));
             }
             line
         }
