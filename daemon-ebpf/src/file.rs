@@ -172,7 +172,7 @@ pub fn enter(call: &Call) {
     ev.at_exit = 0;
     ev.op = fc.op as u8;
     if fc.op == FILE_OP_METADATA_FD || fc.op == FILE_OP_TRUNCATE_FD {
-        let file = fd_file(call.arg(fc.dirfd) as i64, off);
+        let file = fd_file(call.arg(fc.dirfd) as i32 as i64, off);
         if file == 0 || !describe_file(ev, file, off) {
             return;
         }
@@ -336,7 +336,8 @@ fn name_path(
         ev.path_len = (n - 1) as u32;
         return true;
     }
-    let dirfd = dirfd as i64;
+    // An `int`: the register's upper half means nothing.
+    let dirfd = dirfd as i32 as i64;
     let dir_path = if dirfd_arg == FILE_ARG_NONE || dirfd == AT_FDCWD {
         let task = unsafe { bpf_get_current_task() };
         let fs: u64 = rd(task + off.task_fs as u64);
