@@ -395,6 +395,21 @@ fn file_the_path_actually_used_is_judged() {
         assert_eq!(e["file"]["path"], link.to_str().unwrap(), "{e}");
         assert_eq!(e["file"]["inode"], meta(&secret).ino(), "{e}");
     }
+    // The file replaced by a new one (another inode, as an editor or a package upgrade does):
+    // the daemon re-resolves the `In` path (its once-a-second check of the files policies name)
+    // and re-applies, so a hard link to the new file is caught by identity too.
+    let fresh = dir.join("fresh");
+    std::fs::write(&fresh, SECRET).unwrap();
+    let mark = d.mark();
+    std::fs::rename(&fresh, &secret).unwrap();
+    d.wait_event_after(mark, "rules re-applied for the replaced file", |e| {
+        ev::is(e, "status") && e["state"] == "reloaded"
+    });
+    let newer = w.dir().join("link-to-replaced");
+    std::fs::hard_link(&secret, &newer).unwrap();
+    let out = w.pod().run(&[cat, newer.to_str().unwrap()]);
+    let e = assert_read_killed(&d, &out, name, &secret, "hard link to the replaced file");
+    assert_eq!(e["file"]["inode"], meta(&secret).ino(), "{e}");
     // A bind mount of the file elsewhere (in a private mount namespace): same file.
     let target = w.dir().join("bind-target");
     std::fs::write(&target, "").unwrap();
