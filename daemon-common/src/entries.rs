@@ -57,6 +57,13 @@ pub struct FileEntries {
     pub calls: Vec<(u32, u32)>,
 }
 
+/// Path LPM entries keyed for table `t8`.
+fn path_lpm_in(v: &[(u32, PathLpmData, u64)], t8: u8) -> Vec<(u32, PathLpmData, u64)> {
+    v.iter()
+        .map(|(b, d, m)| (*b, PathLpmData { slot: t8, ..*d }, *m))
+        .collect()
+}
+
 impl FileEntries {
     /// Number of map entries (the calls are filter bits, not entries).
     pub fn len(&self) -> usize {
@@ -76,11 +83,7 @@ impl FileEntries {
     pub fn in_table(&self, table: u32) -> FileEntries {
         let t8 = table as u8;
         let base = table * MAX_SELECTORS as u32;
-        let lpm = |v: &[(u32, PathLpmData, u64)]| -> Vec<(u32, PathLpmData, u64)> {
-            v.iter()
-                .map(|(b, d, m)| (*b, PathLpmData { slot: t8, ..*d }, *m))
-                .collect()
-        };
+        let lpm = |v: &[(u32, PathLpmData, u64)]| path_lpm_in(v, t8);
         FileEntries {
             table: self.table,
             selectors: self
@@ -134,11 +137,7 @@ impl MapEntries {
     pub fn in_table(&self, table: u32) -> MapEntries {
         let t8 = table as u8;
         let base = table * MAX_SELECTORS as u32;
-        let lpm = |v: &[(u32, PathLpmData, u64)]| -> Vec<(u32, PathLpmData, u64)> {
-            v.iter()
-                .map(|(b, d, m)| (*b, PathLpmData { slot: t8, ..*d }, *m))
-                .collect()
-        };
+        let lpm = |v: &[(u32, PathLpmData, u64)]| path_lpm_in(v, t8);
         let arg_lpm = |v: &[(u32, ArgLpmData, u64)]| -> Vec<(u32, ArgLpmData, u64)> {
             v.iter()
                 .map(|(b, d, m)| (*b, ArgLpmData { slot: t8, ..*d }, *m))

@@ -514,10 +514,8 @@ extern "C" fn judge_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         return 0;
     }
     j.matched |= bit;
-    if let Some(sel) = selector(j.table, i) {
-        if sel.mode == MODE_ENFORCE && sel.actions & ACTION_SIGKILL != 0 {
-            j.kill |= bit;
-        }
+    if kills(j.table, i) {
+        j.kill |= bit;
     }
     0
 }

@@ -397,6 +397,13 @@ pub fn selector(table: u32, index: u32) -> Option<&'static SelectorEntry> {
     SELECTORS.get((table & 0xff) * MAX_SELECTORS as u32 + (index & 63))
 }
 
+/// Does selector `index` of `table` kill (an enforce-mode `Sigkill`)?
+#[inline(always)]
+pub fn kills(table: u32, index: u32) -> bool {
+    selector(table, index)
+        .is_some_and(|s| s.mode == MODE_ENFORCE && s.actions & ACTION_SIGKILL != 0)
+}
+
 /// The table of `slot` that judges a process in `namespace_id` (0: host): its namespace's
 /// group from `GROUPS`, group 0 without one. One lookup, whatever the number of groups.
 #[inline(always)]

@@ -155,6 +155,12 @@ spec:
     )
 }
 
+/// Starts the daemon with the one guard policy [`policy`] makes (Sigkill).
+fn start(w: &World, name: &str, paths: &str, access: &str) -> Daemon {
+    let yaml = policy(name, "e2e-file", paths, access, "Sigkill");
+    Daemon::start(w, &[(&format!("{name}.yaml"), &yaml)])
+}
+
 /// The `process_file` event of process `pid` on `path` (by the kernel's path).
 fn wait_file(d: &Daemon, pid: u64, what: &str) -> Event {
     d.wait_event(&format!("process_file of pid {pid} ({what})"), |e| {
@@ -219,18 +225,11 @@ fn file_read_is_killed_before_a_byte_gets_out() {
     let secret = dir.join("secret");
     let s = secret.to_str().unwrap();
     let name = "e2e-file-read";
-    let d = Daemon::start(
+    let d = start(
         &w,
-        &[(
-            "read.yaml",
-            &policy(
-                name,
-                "e2e-file",
-                &format!("{{operator: In, values: [{s}]}}"),
-                "read",
-                "Sigkill",
-            ),
-        )],
+        name,
+        &format!("{{operator: In, values: [{s}]}}"),
+        "read",
     );
     let cat = bulwark_e2e::preflight::which("cat").expect("cat");
     let sh = &preflight().sh;
@@ -311,18 +310,11 @@ fn file_the_path_actually_used_is_judged() {
     std::os::unix::fs::symlink(&secret, w.dir().join("sym")).unwrap();
     let probe = build_probe(&w);
     let name = "e2e-file-routes";
-    let d = Daemon::start(
+    let d = start(
         &w,
-        &[(
-            "routes.yaml",
-            &policy(
-                name,
-                "e2e-file",
-                &format!("{{operator: In, values: [{s}]}}"),
-                "read",
-                "Sigkill",
-            ),
-        )],
+        name,
+        &format!("{{operator: In, values: [{s}]}}"),
+        "read",
     );
     let cat = bulwark_e2e::preflight::which("cat").expect("cat");
     let sh = preflight().sh.to_str().unwrap().to_string();
@@ -468,18 +460,11 @@ fn file_writes_deletes_and_metadata_kill_the_caller_and_their_effect_happens() {
     std::fs::write(&evil, "evil\n").unwrap();
     let g = format!("{}/", guarded.display());
     let name = "e2e-file-write";
-    let d = Daemon::start(
+    let d = start(
         &w,
-        &[(
-            "write.yaml",
-            &policy(
-                name,
-                "e2e-file",
-                &format!("{{operator: Prefix, values: ['{g}']}}"),
-                "write, create, delete, metadata",
-                "Sigkill",
-            ),
-        )],
+        name,
+        &format!("{{operator: Prefix, values: ['{g}']}}"),
+        "write, create, delete, metadata",
     );
     let sh = preflight().sh.to_str().unwrap().to_string();
     let run = |script: &str| w.pod().run(&[&sh, "-c", script]);
