@@ -363,6 +363,13 @@ fn name_path(
         return false;
     };
     let ps = unsafe { &mut *ps };
+    // Nothing walked: the directory is the root, "/".
+    let pos = if pos as usize == WALK_END {
+        ps.walk[WALK_END - 1] = b'/';
+        WALK_END as u32 - 1
+    } else {
+        pos
+    };
     // The name after the directory: "/name" from WALK_END on (the root's walk already ends in
     // its "/", so no second one there).
     let root = pos as usize == WALK_END - 1;
@@ -537,9 +544,10 @@ fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, access: u32) {
         table,
         access,
     };
+    // Up to the highest candidate only (most tables have a few file selectors).
     unsafe {
         bpf_loop(
-            MAX_SELECTORS as u32,
+            64 - candidates.leading_zeros(),
             judge_step as *mut core::ffi::c_void,
             (&mut j as *mut Judge).cast(),
             0,

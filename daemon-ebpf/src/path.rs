@@ -141,8 +141,9 @@ extern "C" fn walk_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// Walks `struct path *path` (a kernel address) to the root; on success the absolute path is
-/// in `PATH_SCRATCH.walk[pos..WALK_END]` and `pos` is returned (`WALK_END - 1` with a `/` there
-/// for the root itself).
+/// in `PATH_SCRATCH.walk[pos..WALK_END]` and `pos` is returned. `WALK_END` (nothing written)
+/// is the root itself, or a file of an internal mount with no name above it (a memfd), which
+/// [`copy_walked`] refuses as a path.
 #[inline(always)]
 pub fn walk(path: u64, off: &KernelOffsets) -> Option<u32> {
     if off.path_walk != 1 || path == 0 {
@@ -167,12 +168,6 @@ pub fn walk(path: u64, off: &KernelOffsets) -> Option<u32> {
     };
     if c.done != 1 || c.pos as usize > WALK_END {
         return None;
-    }
-    if c.pos as usize == WALK_END {
-        // The root itself.
-        let s = PATH_SCRATCH.get_ptr_mut(0)?;
-        unsafe { (*s).walk[WALK_END - 1] = b'/' };
-        return Some(WALK_END as u32 - 1);
     }
     Some(c.pos)
 }

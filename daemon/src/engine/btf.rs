@@ -205,7 +205,7 @@ impl Btf {
 
     /// `base` plus the offsets the file hook reads a call's file with (the fd table, the file's
     /// mode, the working directory); `file_read` is 0 when any is missing or `base` cannot walk
-    /// paths or read identities (the file hook then judges nothing, and `bulwark probe` says so).
+    /// paths or read identities (the file hook then judges nothing; the loader logs a warning).
     pub fn file_offsets(&self, base: KernelOffsets) -> KernelOffsets {
         let get = |s: &str, m: &str| self.member_offset(s, m).ok();
         let found = (|| {

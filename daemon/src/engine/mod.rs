@@ -34,8 +34,9 @@
 //!   kernel without that tracepoint; `bulwark probe` then reports the path open);
 //! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map;
 //! - `bulwark_sys_enter` / `bulwark_sys_exit` on the raw tracepoints `sys_enter` / `sys_exit`,
-//!   attached by an apply whose rule set names a system call and detached by one that names
-//!   none ([`syscall`]); not pinned (an adopted engine cannot attach them and refuses the apply);
+//!   attached by an apply whose rule set names a system call or has `hook: file` selectors
+//!   (whose calls reach the same filter, [`file`] writes their maps) and detached by one that
+//!   has neither ([`syscall`]); not pinned (an adopted engine cannot attach them and refuses the apply);
 
 //! - connection observation (unless [`EngineOptions::no_conn_observe`]): `bulwark_conn_sockops`
 //!   (sock_ops), `bulwark_conn_egress` and `bulwark_conn_ingress` (cgroup_skb) on the cgroup v2

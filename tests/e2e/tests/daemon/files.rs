@@ -448,6 +448,7 @@ fn file_writes_deletes_and_metadata_kill_the_caller_and_their_effect_happens() {
     for f in [
         "keep",
         "keep2",
+        "rootrel",
         "append",
         "trunc",
         "del",
@@ -543,6 +544,10 @@ fn file_writes_deletes_and_metadata_kill_the_caller_and_their_effect_happens() {
         format!("{g}../guarded/keep"),
         "the caller's string, unresolved: {e}"
     );
+    // Relative to the root directory as working directory.
+    let out = run(&format!("cd / && exec {} {}rootrel", rm.display(), &g[1..]));
+    let e = killed(&out, "unlink relative to /", "delete");
+    assert_eq!(e["file"]["path"], format!("{g}rootrel"), "{e}");
     // The limit of a string judged at entry: a symlinked directory is resolved by the kernel
     // only after the tracepoint, so this delete is not seen (docs/files.md).
     let alias = w.dir().join("alias");
