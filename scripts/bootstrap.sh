@@ -9,6 +9,8 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # --- apt packages the e2e tests and tooling use --------------------------------------------
 APT_PKGS=(curl openssl gnutls-bin iproute2 python3 bpftool netcat-openbsd procps lz4 ca-certificates)
+# The file hook's e2e tests build a small C probe (openat with a dirfd, open_by_handle_at, int 0x80).
+APT_PKGS+=(gcc libc6-dev linux-libc-dev)
 # The container image (scripts/build-image.sh, tests/image/image.sh): buildah builds it, podman
 # with runc runs it (crun refuses hybrid cgroup hosts), binutils strips the binary, python3-yaml
 # reads the rendered DaemonSet. ~15 s to install on a fresh Debian 12 machine.

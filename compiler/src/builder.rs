@@ -271,6 +271,7 @@ impl<'a> Builder<'a> {
             Hook::Egress => (dc::HOOK_EGRESS, Some(&mut self.rs.meta.hook_egress)),
             Hook::Ingress => (dc::HOOK_INGRESS, Some(&mut self.rs.meta.hook_ingress)),
             Hook::Syscall => (dc::HOOK_SYSCALL, None),
+            Hook::File => (dc::HOOK_FILE, None),
         };
         if let Some(mask) = hook_mask {
             *mask |= bit(index);
@@ -279,6 +280,11 @@ impl<'a> Builder<'a> {
             let compiled =
                 crate::syscall::compile_selector(loc, index as u8, sel, self.syscall_arch)?;
             self.rs.syscalls.push(compiled);
+        }
+        if hook == Hook::File && index < dc::MAX_SELECTORS {
+            self.rs
+                .files
+                .add_selector(loc, index as u8, sel, self.syscall_arch)?;
         }
         // The socket guard covers processes of Block selectors on the outbound network hooks;
         // an ingress Block judges what a server receives, not the sockets it may create.
@@ -534,12 +540,15 @@ fn check_hook(loc: &Location, hook: Hook, sel: &Selector) -> Result<(), CompileE
     if hook != Hook::Syscall && syscall_fields {
         return Err(loc.error(ErrorKind::SyscallFieldsOffSyscall));
     }
+    if hook != Hook::File && (!sel.match_paths.is_empty() || !sel.match_access.is_empty()) {
+        return Err(loc.error(ErrorKind::FileFieldsOffFile));
+    }
     for a in &sel.match_actions {
         match (a.action, hook) {
             (Action::Sigkill, Hook::Connect | Hook::Egress | Hook::Ingress) => {
                 return Err(loc.error(ErrorKind::SigkillOffExec))
             }
-            (Action::Block, Hook::Exec | Hook::Syscall) => {
+            (Action::Block, Hook::Exec | Hook::Syscall | Hook::File) => {
                 return Err(loc.error(ErrorKind::BlockOnExec))
             }
             _ => {}

@@ -169,6 +169,7 @@ impl RuleSet {
                     )
                 })
                 .collect(),
+            file: self.files.entries(slot32),
             syscall_selectors: self.syscall_keys(slot32),
             syscall_conds: self
                 .syscalls

@@ -37,17 +37,21 @@ pub enum ErrorKind {
          whether a connection is TLS"
     )]
     EncryptionOffEgress,
-    #[error("action Sigkill is only available on `hook: exec` and `hook: syscall`; on connect, egress and ingress use Block")]
+    #[error("action Sigkill is only available on `hook: exec`, `hook: syscall` and `hook: file`; on connect, egress and ingress use Block")]
     SigkillOffExec,
     #[error(
-        "action Block is only available on `hook: connect`, `egress` and `ingress`; on exec and \
-         syscall use Sigkill"
+        "action Block is only available on `hook: connect`, `egress` and `ingress`; on exec, \
+         syscall and file use Sigkill"
     )]
     BlockOnExec,
     #[error("matchSyscalls, matchSyscallArgs and matchReturn need `hook: syscall`")]
     SyscallFieldsOffSyscall,
     #[error("a `hook: syscall` selector must name its calls in matchSyscalls")]
     NoSyscalls,
+    #[error("matchPaths and matchAccess need `hook: file`")]
+    FileFieldsOffFile,
+    #[error("a `hook: file` selector must name its files in matchPaths")]
+    NoPaths,
     /// A `matchSyscallArgs` / `matchReturn` value that does not parse.
     #[error("matchSyscallArgs / matchReturn: {0}")]
     SyscallValue(String),

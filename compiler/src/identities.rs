@@ -107,10 +107,12 @@ impl std::fmt::Display for TooManyIdentities {
 impl std::error::Error for TooManyIdentities {}
 
 impl RuleSet {
-    /// The `matchBinaries` paths this rule set needs resolved to files ([`binary_paths`] of
-    /// its policies).
+    /// The paths this rule set needs resolved to files: its `In`/`NotIn` `matchBinaries`
+    /// values ([`binary_paths`] of its policies) and its `In`/`NotIn` `matchPaths` values (a
+    /// file hook matches those files by identity too, so a hard link made before the rules were
+    /// loaded is caught).
     pub fn binary_paths(&self) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
+        let mut out = self.files.identity_paths();
         for c in &self.proc {
             if let ProcCondition::Binary(m) = c {
                 if m.kind == MatchKind::Exact {
@@ -148,6 +150,7 @@ impl RuleSet {
             });
         }
         self.compiled.bin_inode = by_file.into_iter().collect();
+        self.files.resolve(ids);
         self.binary_files = per_condition;
         if self.compiled.bin_inode.is_empty() {
             self.meta.lookups &= !dc::LOOKUP_BIN_INODE;

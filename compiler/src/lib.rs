@@ -22,6 +22,11 @@
 //!   architecture (x86_64: native and i386 compat numbers) and carry integer conditions on the
 //!   call's arguments and return value; [`RuleSet::evaluate_syscall`] is their reference
 //!   semantics.
+//! - `hook: file` selectors ([`FileSelector`]) require path conditions (one bit per distinct
+//!   `matchPaths` entry; `In` values also by the identity of the file they named when the rules
+//!   were resolved) and act on accesses; the calls the hook watches are filter bits of the
+//!   target architecture ([`file_calls`]); [`RuleSet::evaluate_file`] is their reference
+//!   semantics.
 //! - [`RuleSet::evaluate_process`] / [`RuleSet::evaluate_destination`] are the reference
 //!   semantics; the tests check the map entries against them with a simulated kernel.
 //! - A node's policies are compiled with [`compile_node`] into a [`NodeRuleSet`]: groups of at
@@ -34,6 +39,7 @@ mod conditions;
 mod entries;
 mod error;
 mod eval;
+mod file;
 mod identities;
 mod ids;
 mod lint;
@@ -52,6 +58,7 @@ pub use daemon_common::LOADER_OPTIONS_WITH_VALUE;
 pub use daemon_common::{Destination, MapEntries};
 pub use error::{CompileError, ErrorKind, Location};
 pub use eval::{destination, destination_addr, ExecFacts, PayloadMatch};
+pub use file::{file_calls, FileFacts, FileSelector, PathCondition, CALLS as FILE_CALLS};
 pub use identities::{binary_paths, BinaryIdentities, FileId, TooManyIdentities};
 pub use ids::NamespaceIds;
 pub use lint::{lint_paths, lint_source, validate_set};

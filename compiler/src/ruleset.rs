@@ -86,6 +86,8 @@ pub struct RuleSet {
     pub(crate) binary_files: BTreeMap<usize, BTreeSet<FileId>>,
     /// The `hook: syscall` selectors' calls and conditions ([`crate::syscall`]).
     pub(crate) syscalls: Vec<crate::syscall::SyscallSelector>,
+    /// The `hook: file` selectors, path conditions and calls ([`crate::file`]).
+    pub(crate) files: crate::file::FileRules,
 }
 
 impl RuleSet {
@@ -122,6 +124,11 @@ impl RuleSet {
             Hook::Ingress => self.meta.hook_ingress,
             // SlotMeta has no room for it; the syscall programs look calls up by number.
             Hook::Syscall => self.syscalls.iter().fold(0, |m, s| m | (1 << s.index)),
+            Hook::File => self
+                .files
+                .selectors
+                .iter()
+                .fold(0, |m, s| m | (1 << s.index)),
         }
     }
 }

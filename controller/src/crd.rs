@@ -49,7 +49,7 @@ pub struct PolicyViolationSpec {
     pub policy_namespace: Option<String>,
     /// Rule of the policy that matched.
     pub rule: String,
-    /// `exec`, `connect`, `egress`, `ingress` or `syscall`.
+    /// `exec`, `connect`, `egress`, `ingress`, `syscall` or `file`.
     pub hook: String,
     /// The policy's action: `Sigkill`, `Block` or `Post`.
     pub action: String,

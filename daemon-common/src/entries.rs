@@ -35,6 +35,77 @@ pub struct MapEntries {
     pub syscall_selectors: Vec<(SyscallKey, u64)>,
     /// `SYSCALL_CONDS[table * MAX_SELECTORS + i]` of the `hook: syscall` selectors.
     pub syscall_conds: Vec<(u32, SyscallSelectorConds)>,
+    /// The `hook: file` maps of the table (daemon-common `file`).
+    pub file: FileEntries,
+}
+
+/// The `hook: file` entries of one table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileEntries {
+    /// `FILE_TABLES[table]` (all 0: the table has no `hook: file` selector).
+    pub table: FileTable,
+    /// `FILE_SELECTORS[table * MAX_SELECTORS + i]`.
+    pub selectors: Vec<(u32, FileSelectorEntry)>,
+    pub exact: Vec<(PathKey, u64)>,
+    pub prefix: Vec<(u32, PathLpmData, u64)>,
+    /// Path bytes reversed.
+    pub postfix: Vec<(u32, PathLpmData, u64)>,
+    /// Identities of the files the `In` paths named when the rules were loaded.
+    pub inode: Vec<(BinInodeKey, u64)>,
+    /// `SYSCALL_FILTER` bits the file hook needs, by filter index ([`FileCall::bits`]); the
+    /// same for every table of an architecture, present only in tables with file selectors.
+    pub calls: Vec<(u32, u32)>,
+}
+
+/// Path LPM entries keyed for table `t8`.
+fn path_lpm_in(v: &[(u32, PathLpmData, u64)], t8: u8) -> Vec<(u32, PathLpmData, u64)> {
+    v.iter()
+        .map(|(b, d, m)| (*b, PathLpmData { slot: t8, ..*d }, *m))
+        .collect()
+}
+
+impl FileEntries {
+    /// Number of map entries (the calls are filter bits, not entries).
+    pub fn len(&self) -> usize {
+        self.selectors.len()
+            + self.exact.len()
+            + self.prefix.len()
+            + self.postfix.len()
+            + self.inode.len()
+    }
+
+    /// True when there is no map entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The same entries keyed for table `table`.
+    pub fn in_table(&self, table: u32) -> FileEntries {
+        let t8 = table as u8;
+        let base = table * MAX_SELECTORS as u32;
+        let lpm = |v: &[(u32, PathLpmData, u64)]| path_lpm_in(v, t8);
+        FileEntries {
+            table: self.table,
+            selectors: self
+                .selectors
+                .iter()
+                .map(|(i, e)| (base + i % MAX_SELECTORS as u32, *e))
+                .collect(),
+            exact: self
+                .exact
+                .iter()
+                .map(|(k, m)| (PathKey { slot: table, ..*k }, *m))
+                .collect(),
+            prefix: lpm(&self.prefix),
+            postfix: lpm(&self.postfix),
+            inode: self
+                .inode
+                .iter()
+                .map(|(k, m)| (BinInodeKey { slot: table, ..*k }, *m))
+                .collect(),
+            calls: self.calls.clone(),
+        }
+    }
 }
 
 impl MapEntries {
@@ -54,6 +125,7 @@ impl MapEntries {
             + self.ports.len()
             + self.syscall_selectors.len()
             + self.syscall_conds.len()
+            + self.file.len()
     }
 
     /// True when there is nothing but `slot_meta` to write.
@@ -65,11 +137,7 @@ impl MapEntries {
     pub fn in_table(&self, table: u32) -> MapEntries {
         let t8 = table as u8;
         let base = table * MAX_SELECTORS as u32;
-        let lpm = |v: &[(u32, PathLpmData, u64)]| -> Vec<(u32, PathLpmData, u64)> {
-            v.iter()
-                .map(|(b, d, m)| (*b, PathLpmData { slot: t8, ..*d }, *m))
-                .collect()
-        };
+        let lpm = |v: &[(u32, PathLpmData, u64)]| path_lpm_in(v, t8);
         let arg_lpm = |v: &[(u32, ArgLpmData, u64)]| -> Vec<(u32, ArgLpmData, u64)> {
             v.iter()
                 .map(|(b, d, m)| (*b, ArgLpmData { slot: t8, ..*d }, *m))
@@ -131,6 +199,7 @@ impl MapEntries {
                 .iter()
                 .map(|(i, c)| (base + i % MAX_SELECTORS as u32, *c))
                 .collect(),
+            file: self.file.in_table(table),
         }
     }
 
@@ -153,6 +222,16 @@ impl MapEntries {
                 .any(|(i, c)| c.at_exit != 0 && mask & (1u64 << (i % MAX_SELECTORS as u32)) != 0);
             if at_exit {
                 *slot |= SYSCALL_WANT_EXIT;
+            }
+        }
+        for &(index, bits) in &self.file.calls {
+            if index >= SYSCALL_COMPAT_BASE {
+                if let Some(native) = filter.get_mut((index - SYSCALL_COMPAT_BASE) as usize) {
+                    *native |= SYSCALL_WANT_COMPAT;
+                }
+            }
+            if let Some(slot) = filter.get_mut(index as usize) {
+                *slot |= bits;
             }
         }
     }

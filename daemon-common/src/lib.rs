@@ -185,7 +185,7 @@ extern crate alloc;
 #[cfg(feature = "user")]
 mod entries;
 #[cfg(feature = "user")]
-pub use entries::{MapEntries, SlotEntries};
+pub use entries::{FileEntries, MapEntries, SlotEntries};
 
 pub mod ssh;
 pub mod tls;
@@ -199,6 +199,7 @@ macro_rules! assert_sizes {
 }
 
 mod conn;
+mod file;
 mod keys;
 mod limits;
 mod maps;
@@ -210,6 +211,7 @@ mod state;
 mod syscall;
 
 pub use conn::*;
+pub use file::*;
 pub use keys::*;
 pub use limits::*;
 pub use maps::*;
@@ -253,5 +255,8 @@ mod pod {
         SyscallSelectorConds,
         SyscallInflight,
         SyscallRegs,
+        FileTable,
+        FileSelectorEntry,
+        FileInflight,
     );
 }

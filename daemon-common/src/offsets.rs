@@ -106,12 +106,26 @@ pub struct KernelOffsets {
     pub css_set_dfl_cgrp: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
+    /// 1 when every offset below was found (and `path_walk`, `inode_read`): the file hook then
+    /// reads the file a call opened from the fd table and resolves a dirfd or the working
+    /// directory. These offsets may be 0 (`fdtable.max_fds` is).
+    pub file_read: u32,
+    /// `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `fdtable.max_fds`
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    /// `file.f_mode`
+    pub file_f_mode: u32,
+    /// `task_struct.fs`, `fs_struct.pwd`
+    pub task_fs: u32,
+    pub fs_pwd: u32,
 }
 
 /// `task_struct.flags` bit of a kernel thread.
 pub const PF_KTHREAD: u32 = 0x0020_0000;
 
-assert_sizes!(KernelOffsets = 216);
+assert_sizes!(KernelOffsets = 248);
 
 /// Where the cgroup-move program reads the fields of tracepoint `cgroup/cgroup_attach_task`
 /// (the layout since Linux 5.7, when `dst_id` became the 64-bit cgroup id): `(field, offset)`.

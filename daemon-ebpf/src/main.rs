@@ -6,7 +6,8 @@
 //! sk_msg verdict, `backstop` the wire-level check of what the verdict never saw, `sockets`
 //! the socket guard (socket types those hooks cannot see), `conn` connection observation,
 //! `ingress` the verdict at a server connection's first received payload (called from `conn`),
-//! `syscall` the syscall-tracepoint framework (`hook: syscall`, and `hook: file` next).
+//! `syscall` the syscall-tracepoint framework (`hook: syscall`), `file` the `hook: file`
+//! consumer of it, `path` the dentry walk and file identity the exec and file hooks share.
 #![no_std]
 #![no_main]
 // Map keys are passed by reference on purpose: by value, a 260-byte key is copied onto the
@@ -21,11 +22,13 @@ mod connect;
 mod egress;
 mod exec;
 mod exit;
+mod file;
 mod fork;
 mod ingress;
 mod maps;
 mod net;
 mod noop;
+mod path;
 mod sockets;
 mod sockops;
 mod syscall;

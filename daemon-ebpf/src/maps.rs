@@ -67,12 +67,28 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     css_set_dfl_cgrp: 0,
     cgroup_kn: 0,
     kernfs_node_id: 0,
+    file_read: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_fd: 0,
+    fdtable_max_fds: 0,
+    file_f_mode: 0,
+    task_fs: 0,
+    fs_pwd: 0,
 };
 
 /// Reads the load-time offsets (volatile so the compiler cannot fold the zero initializer).
 #[inline(always)]
 pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+/// The load-time offsets by reference, without a copy of the whole struct on the 512-byte
+/// stack: the pointer is read volatile, so the compiler cannot fold the zero initializer.
+#[inline(always)]
+pub fn offsets_ref() -> &'static KernelOffsets {
+    let p: *const KernelOffsets = &OFFSETS;
+    unsafe { &*core::ptr::read_volatile(&p) }
 }
 
 /// The syscall framework (daemon-common `syscall`): per-call filter, per-table selectors
@@ -188,8 +204,6 @@ pub struct ExecScratch {
     pub arg_buf: [u8; ARG_BUF],
     pub arg_key: ArgKey,
     pub arg_lpm: aya_ebpf::maps::lpm_trie::Key<ArgLpmData>,
-    /// The binary's path assembled backwards by the dentry walk (ends at byte `WALK_END`).
-    pub walk: [u8; WALK_BUF],
     /// The filename given to execve, zero-filled.
     pub fname: [u8; PATH_LEN],
     /// A loader exec's target (the program it loads), zero-filled.
@@ -248,11 +262,6 @@ pub struct ArgWalk {
     pub target_len: u32,
     pub _pad: u32,
 }
-
-/// Size of the dentry-walk buffer and where the assembled path ends in it: components are
-/// written at `pos & (WALK_END - 1)` with at most 255 bytes each, so every write stays inside.
-pub const WALK_END: usize = 512;
-pub const WALK_BUF: usize = 768;
 
 /// Bytes read per argv element (a longer element stops argument matching, see `exec::argv`).
 pub const ARG_BUF: usize = 256;
@@ -391,6 +400,13 @@ pub fn config() -> Config {
 #[inline(always)]
 pub fn selector(table: u32, index: u32) -> Option<&'static SelectorEntry> {
     SELECTORS.get((table & 0xff) * MAX_SELECTORS as u32 + (index & 63))
+}
+
+/// Does selector `index` of `table` kill (an enforce-mode `Sigkill`)?
+#[inline(always)]
+pub fn kills(table: u32, index: u32) -> bool {
+    selector(table, index)
+        .is_some_and(|s| s.mode == MODE_ENFORCE && s.actions & ACTION_SIGKILL != 0)
 }
 
 /// The table of `slot` that judges a process in `namespace_id` (0: host): its namespace's

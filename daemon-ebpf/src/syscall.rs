@@ -7,7 +7,7 @@
 //! stored per thread). A match is one `EVENT_SYSCALL` record plus one `EVENT_MATCH` per
 //! selector; an enforce-mode `Sigkill` sends SIGKILL to the caller (delivered when the call
 //! returns to user space: a call killed at entry still runs, see docs/syscalls.md).
-//! `hook: file` plugs in after the filter lookup on `SYSCALL_WANT_FILE`.
+//! `hook: file` (`crate::file`) is called after the filter lookup on `SYSCALL_WANT_FILE`.
 
 use aya_ebpf::{
     helpers::generated::{
@@ -144,10 +144,8 @@ extern "C" fn judge_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         return 0;
     }
     j.matched |= bit;
-    if let Some(sel) = selector(j.table, i) {
-        if sel.mode == MODE_ENFORCE && sel.actions & ACTION_SIGKILL != 0 {
-            j.kill |= bit;
-        }
+    if kills(j.table, i) {
+        j.kill |= bit;
     }
     0
 }
@@ -254,9 +252,23 @@ fn decide(
         table,
     };
     emit_now(&ev);
+    report_matches(j.matched, j.kill, cgroup_id, start_ns, table, tgid);
+    j.later
+}
+
+/// One `EVENT_MATCH` record per selector of `matched` (shared with `hook: file`).
+#[inline(always)]
+pub(crate) fn report_matches(
+    matched: u64,
+    kill: u64,
+    cgroup_id: u64,
+    start_ns: u64,
+    table: u32,
+    tgid: u32,
+) {
     let mut r = Report {
-        matched: j.matched,
-        kill: j.kill,
+        matched,
+        kill,
         cgroup_id,
         start_ns,
         table,
@@ -270,7 +282,6 @@ fn decide(
             0,
         )
     };
-    j.later
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -280,8 +291,21 @@ pub fn bulwark_sys_enter(ctx: RawTracePointContext) -> i32 {
     let Some((index, want)) = filter(nr, &layout) else {
         return 0;
     };
+    if want & SYSCALL_WANT_FILE != 0 {
+        let compat = index >= SYSCALL_COMPAT_BASE;
+        crate::file::enter(&crate::file::Call {
+            index,
+            want,
+            regs: ctx.arg(0),
+            args: if compat {
+                layout.compat_args
+            } else {
+                layout.args
+            },
+            compat,
+        });
+    }
     if want & SYSCALL_WANT_SYSCALL == 0 {
-        // Seam: `hook: file` branches here on SYSCALL_WANT_FILE.
         return 0;
     }
     let pid_tgid = bpf_pid_tgid();
@@ -349,7 +373,11 @@ pub fn bulwark_sys_exit(ctx: RawTracePointContext) -> i32 {
     }
     // First: does anything wait for this call's exit (natively or as a compat call)?
     match SYSCALL_FILTER.get(nr as u32) {
-        Some(w) if *w & (SYSCALL_WANT_EXIT | SYSCALL_WANT_COMPAT) != 0 => {}
+        Some(w) if *w & (SYSCALL_WANT_EXIT | SYSCALL_WANT_COMPAT) != 0 => {
+            if *w & (SYSCALL_WANT_FILE | SYSCALL_WANT_COMPAT) != 0 {
+                crate::file::exit(&ctx, nr as u32);
+            }
+        }
         _ => return 0,
     }
     let pid_tgid = bpf_pid_tgid();

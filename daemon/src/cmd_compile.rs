@@ -165,6 +165,7 @@ fn hook_name(hook: u8) -> &'static str {
         dc::HOOK_EGRESS => "egress",
         dc::HOOK_INGRESS => "ingress",
         dc::HOOK_SYSCALL => "syscall",
+        dc::HOOK_FILE => "file",
         _ => "?",
     }
 }

@@ -4,10 +4,10 @@
 //! a [`DecodeError`] (counted by the pipeline as a lost event), never a panic.
 
 use daemon_common::{
-    ConnEvent, ConnPayloadEvent, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-    MatchEvent, ProcessMovedEvent, SyscallEvent, EVENT_ARGS_LEN, EVENT_CONNECT, EVENT_CONN_CLOSE,
-    EVENT_CONN_PAYLOAD, EVENT_CONN_STATS, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_MATCH,
-    EVENT_PROCESS_MOVED, EVENT_SYSCALL, PATH_LEN,
+    ConnEvent, ConnPayloadEvent, ConnectEvent, EventHeader, ExecEvent, ExitEvent, FileEvent,
+    ForkEvent, MatchEvent, ProcessMovedEvent, SyscallEvent, EVENT_ARGS_LEN, EVENT_CONNECT,
+    EVENT_CONN_CLOSE, EVENT_CONN_PAYLOAD, EVENT_CONN_STATS, EVENT_EXEC, EVENT_EXIT, EVENT_FILE,
+    EVENT_FORK, EVENT_MATCH, EVENT_PROCESS_MOVED, EVENT_SYSCALL, PATH_LEN,
 };
 use std::mem::size_of;
 
@@ -27,6 +27,8 @@ pub enum Record {
     ProcessMoved(ProcessMovedEvent),
     /// A call `hook: syscall` selectors matched (their `Match` records follow).
     Syscall(Box<SyscallEvent>),
+    /// A file access `hook: file` selectors matched (their `Match` records follow).
+    File(Box<FileEvent>),
 }
 
 impl Record {
@@ -42,6 +44,7 @@ impl Record {
             Record::ConnPayload(e) => &e.header,
             Record::ProcessMoved(e) => &e.header,
             Record::Syscall(e) => &e.header,
+            Record::File(e) => &e.header,
         }
     }
 }
@@ -114,6 +117,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EVENT_CONN_PAYLOAD => Record::ConnPayload(Box::new(read(bytes, kind)?)),
         EVENT_PROCESS_MOVED => Record::ProcessMoved(read(bytes, kind)?),
         EVENT_SYSCALL => Record::Syscall(Box::new(read(bytes, kind)?)),
+        EVENT_FILE => Record::File(Box::new(read(bytes, kind)?)),
         k => return Err(DecodeError::UnknownKind(k)),
     })
 }

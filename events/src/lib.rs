@@ -15,6 +15,7 @@
 //! - [`connection`]: a TCP connection observed on the wire ([`Connection`], [`Payload`],
 //!   [`Protocol`], [`Window`]); `process_close`, `conn_stats`.
 //! - [`syscall`]: a system call a `hook: syscall` rule matched ([`Syscall`]); `process_syscall`.
+//! - [`file`]: a file access a `hook: file` rule matched ([`FileAccessed`]); `process_file`.
 //! - [`status`]: the daemon's own state ([`Status`], [`State`], [`Diagnostic`], with the lint's
 //!   [`Severity`]).
 //!
@@ -23,6 +24,7 @@
 //! as empty).
 
 pub mod connection;
+pub mod file;
 pub mod policy_match;
 pub mod process;
 pub mod status;
@@ -31,6 +33,7 @@ pub mod syscall;
 pub use connection::{
     Connection, Endpoint, Family, Payload, Protocol, Role, Scope, TlsInfo, Window,
 };
+pub use file::FileAccessed;
 pub use policy_match::{Action, Encryption, Hook, Mode, Outcome, PolicyMatch, Reason};
 pub use process::{Destination, Parent, Pod, Process};
 pub use status::{
@@ -90,6 +93,11 @@ pub enum Body {
         process: Process,
         syscall: Syscall,
     },
+    /// A file access a `hook: file` rule matched (the `policy_match` events follow).
+    ProcessFile {
+        process: Process,
+        file: FileAccessed,
+    },
     PolicyMatch(PolicyMatch),
     Status(Status),
 }
@@ -103,6 +111,7 @@ bulwark_policy::words! {
         ProcessClose = "process_close",
         ConnStats = "conn_stats",
         ProcessSyscall = "process_syscall",
+        ProcessFile = "process_file",
         PolicyMatch = "policy_match",
         Status = "status",
     }
@@ -118,6 +127,7 @@ impl Body {
             Body::ProcessClose { .. } => EventType::ProcessClose,
             Body::ConnStats { .. } => EventType::ConnStats,
             Body::ProcessSyscall { .. } => EventType::ProcessSyscall,
+            Body::ProcessFile { .. } => EventType::ProcessFile,
             Body::PolicyMatch(_) => EventType::PolicyMatch,
             Body::Status(_) => EventType::Status,
         }
@@ -138,7 +148,8 @@ impl Event {
             | Body::ProcessConnect { process, .. }
             | Body::ProcessClose { process, .. }
             | Body::ConnStats { process, .. }
-            | Body::ProcessSyscall { process, .. } => Some(process),
+            | Body::ProcessSyscall { process, .. }
+            | Body::ProcessFile { process, .. } => Some(process),
             Body::PolicyMatch(m) => Some(&m.process),
             Body::Status(_) => None,
         }
@@ -290,6 +301,20 @@ mod tests {
                     arguments: syscall::arguments(Some("ptrace"), &[16, 42, 0, 0, 0, 0]),
                     return_value: Some(-1),
                     error: syscall::error_of(-1),
+                },
+            },
+            Body::ProcessFile {
+                process: process(),
+                file: FileAccessed {
+                    path: Some("/etc/shadow".into()),
+                    path_resolved: true,
+                    access: vec![bulwark_policy::FileAccess::Read],
+                    syscall: Some("openat".into()),
+                    abi: "x86_64".into(),
+                    flags: Some(file::open_flags(0o2000000)),
+                    return_value: Some(3),
+                    device: Some(file::device(8 << 20 | 1)),
+                    inode: Some(1234),
                 },
             },
             Body::PolicyMatch(PolicyMatch {

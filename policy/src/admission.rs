@@ -91,7 +91,7 @@ fn drop_null_from_enums(n: &mut J) {
 }
 
 /// A selector with at least one condition (an empty list is none), as the lint counts them.
-const SELECTOR_HAS_CONDITIONS: &str = "(has(s.matchBinaries) && size(s.matchBinaries) > 0) || (has(s.matchArgs) && size(s.matchArgs) > 0) || (has(s.matchNamespaces) && size(s.matchNamespaces) > 0) || (has(s.matchExecKinds) && size(s.matchExecKinds) > 0) || (has(s.matchDestinations) && size(s.matchDestinations) > 0) || has(s.matchEncryption) || (has(s.matchSyscallArgs) && size(s.matchSyscallArgs) > 0) || (has(s.matchReturn) && size(s.matchReturn) > 0)";
+const SELECTOR_HAS_CONDITIONS: &str = "(has(s.matchBinaries) && size(s.matchBinaries) > 0) || (has(s.matchArgs) && size(s.matchArgs) > 0) || (has(s.matchNamespaces) && size(s.matchNamespaces) > 0) || (has(s.matchExecKinds) && size(s.matchExecKinds) > 0) || (has(s.matchDestinations) && size(s.matchDestinations) > 0) || has(s.matchEncryption) || (has(s.matchSyscallArgs) && size(s.matchSyscallArgs) > 0) || (has(s.matchReturn) && size(s.matchReturn) > 0) || (has(s.matchPaths) && size(s.matchPaths) > 0) || (has(s.matchAccess) && size(s.matchAccess) > 0)";
 
 /// The checks a policy's `openAPIV3Schema` gets. `cluster`: a `TracingPolicy`, whose selectors
 /// have no implicit namespace condition.
@@ -152,9 +152,24 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
                 "self.hook != 'syscall' || self.selectors.all(s, has(s.matchSyscalls) && size(s.matchSyscalls) > 0)",
                 "a `hook: syscall` selector must name its system calls in `matchSyscalls`",
             ),
+            rule(
+                codes::ACTION_NOT_ALLOWED,
+                "self.hook != 'file' || self.selectors.all(s, !has(s.matchActions) || s.matchActions.all(a, a.action != 'Block'))",
+                "action `Block` is not allowed on `hook: file`; it allows `Post`, `Sigkill` (use `Sigkill` to stop the caller)",
+            ),
+            rule(
+                codes::FILE_FIELD_OFF_HOOK,
+                "self.hook == 'file' || self.selectors.all(s, !has(s.matchPaths) && !has(s.matchAccess))",
+                "`matchPaths` and `matchAccess` are only valid with `hook: file`",
+            ),
+            rule(
+                codes::NO_PATHS,
+                "self.hook != 'file' || self.selectors.all(s, has(s.matchPaths) && size(s.matchPaths) > 0)",
+                "a `hook: file` selector must name its files in `matchPaths`",
+            ),
             rule_naming(
                 codes::ACTION_NOT_ALLOWED,
-                "self.hook == 'exec' || self.hook == 'syscall' || self.selectors.all(s, !has(s.matchActions) || s.matchActions.all(a, a.action != 'Sigkill'))",
+                "self.hook == 'exec' || self.hook == 'syscall' || self.hook == 'file' || self.selectors.all(s, !has(s.matchActions) || s.matchActions.all(a, a.action != 'Sigkill'))",
                 "action `Sigkill` is not allowed on `hook: connect`, `egress` or `ingress`; they allow `Post`, `Block` (use `Block` to refuse the connection or send)",
                 &[
                     "'action `Sigkill` is not allowed on `hook: '",
@@ -204,7 +219,7 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
                     "'a selector of rule `'",
                     "self.name",
                     "'` has no conditions, so its enforcing action applies to every '",
-                    "(self.hook == 'exec' ? 'exec on every host process and workload' : self.hook == 'connect' ? 'connect on the node' : self.hook == 'syscall' ? 'call of the named system calls by any process on the node' : 'outbound TCP connection on the node')",
+                    "(self.hook == 'exec' ? 'exec on every host process and workload' : self.hook == 'connect' ? 'connect on the node' : self.hook == 'syscall' ? 'call of the named system calls by any process on the node' : self.hook == 'file' ? 'access to the named files by any process on the node' : 'outbound TCP connection on the node')",
                     "' (add conditions: matchBinaries, matchNamespaces, matchDestinations, ...)'",
                 ],
             )]}),
@@ -285,6 +300,28 @@ pub fn refine_policy_schema(schema: &mut J, cluster: bool) {
         schema,
         &format!("{sel}.matchArgs[].values[]"),
         json!({ "maxLength": max(limits::ARG_LEN) }),
+    );
+    for field in ["matchPaths", "matchAccess"] {
+        refine(
+            schema,
+            &format!("{sel}.{field}[].values"),
+            json!({ "minItems": 1 }),
+        );
+    }
+    refine(
+        schema,
+        &format!("{sel}.matchPaths"),
+        json!({ "maxItems": max(limits::MAX_FILE_PATH_CONDS) }),
+    );
+    refine(
+        schema,
+        &format!("{sel}.matchPaths[].values"),
+        json!({ "maxItems": u64::from(limits::MAX_FILE_VALUES) }),
+    );
+    refine(
+        schema,
+        &format!("{sel}.matchPaths[].values[]"),
+        json!({ "maxLength": max(limits::PATH_EXACT_LEN.max(limits::PATH_AFFIX_LEN)) }),
     );
     refine(
         schema,

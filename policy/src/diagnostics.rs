@@ -77,6 +77,8 @@ codes! {
     INVALID_BINARY_PATH = "BW054", "invalid-binary-path", Error, "A binary path is not absolute, contains NUL, `//`, a trailing `/`, or is empty.";
     PATTERN_IN_PATH = "BW055", "pattern-in-binary-path", Error, "A binary path holds glob or regular-expression characters (`*`, `?`, `[...]`, `^`, `$`); operators compare literal paths.";
     STRAY_CHARACTERS = "BW056", "stray-characters", Warning, "A binary path or argument value starts or ends with white space or holds a control character (an error where it makes a path relative).";
+    INVALID_FILE_PATH = "BW057", "invalid-file-path", Error, "A matchPaths value is not absolute, contains `.`, `..`, `//`, NUL, or (with In / NotIn) ends with `/`.";
+    PREFIX_WITHOUT_SLASH = "BW058", "prefix-without-slash", Warning, "A matchPaths Prefix that does not end with `/` also matches names that merely start with the same bytes (`/etc` matches `/etc-old`).";
     ACTION_NOT_ALLOWED = "BW060", "action-not-allowed", Error, "An action that the rule's hook cannot carry out.";
     DESTINATIONS_ON_EXEC = "BW061", "destinations-on-exec", Error, "matchDestinations on an exec hook (an exec has no destination).";
     ENCRYPTION_OFF_EGRESS = "BW062", "encryption-off-egress", Error, "matchEncryption on a hook other than egress and ingress (only they see a first payload).";
@@ -87,6 +89,8 @@ codes! {
     SYSCALL_ONE_ARCH = "BW067", "syscall-on-one-arch", Warning, "A matchSyscalls name exists on x86_64 or arm64 only, so on the other the selector does not see it.";
     INVALID_INTEGER = "BW068", "invalid-integer", Error, "A matchSyscallArgs or matchReturn value is not an integer (or, in matchReturn, a negated errno name).";
     ARGV_NOT_SYSCALL_ARGS = "BW069", "matchargs-is-argv", Warning, "On hook: syscall, a matchArgs entry with an index and integer values: matchArgs is the process's argv, not the call's arguments (matchSyscallArgs).";
+    FILE_FIELD_OFF_HOOK = "BW072", "file-field-off-file-hook", Error, "matchPaths or matchAccess on a hook other than file.";
+    NO_PATHS = "BW073", "file-hook-without-paths", Error, "A hook: file selector names no path (matchPaths).";
     ENFORCE_WITHOUT_ACTION = "BW070", "enforce-without-action", Warning, "mode: enforce, but no selector has Sigkill or Block.";
     NO_ACTIONS = "BW071", "no-actions", Warning, "In a mode: enforce policy whose other selectors enforce, a selector without matchActions takes the default Post (report only).";
     NEVER_MATCHES = "BW080", "never-matches", Error, "A selector's conditions contradict each other, so it can never match.";

@@ -125,6 +125,11 @@ crate::words! {
         /// or at its exit when the selector has `matchReturn`; docs/syscalls.md says what a
         /// killed call still does).
         Syscall = "syscall",
+        /// A process opens, creates, truncates, renames, deletes or changes the metadata of a
+        /// file named in `matchPaths` (the file the kernel actually used: after `..`, symlinks,
+        /// a dirfd). Actions: `Post`, `Sigkill` (an open is killed at its exit, before the
+        /// process can read a byte; docs/files.md says what each call still does).
+        File = "file",
     }
 }
 
@@ -174,6 +179,15 @@ pub struct Selector {
     /// decided when the call returns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_return: Vec<ReturnSelector>,
+    /// The files a `hook: file` selector acts on, by absolute path: the path of the file the
+    /// kernel used (after `..`, symlinks and a dirfd), and for `In` also the file itself (its
+    /// identity when the rules were loaded, so a hard link to it is caught).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_paths: Vec<PathSelector>,
+    /// The kinds of access a `hook: file` selector acts on (`read`, `write`, `create`,
+    /// `delete`, `metadata`); every kind when omitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_access: Vec<AccessSelector>,
     /// What to do when the selector matches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_actions: Vec<ActionSelector>,
@@ -341,6 +355,69 @@ crate::words! {
     }
 }
 
+/// `matchPaths` entry: absolute file paths (`/etc/shadow`), directory prefixes (`/etc/`) or
+/// name endings (`.pem`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PathSelector {
+    pub operator: Operator,
+    pub values: Vec<String>,
+}
+
+crate::words! {
+    /// What a call does to a file (`matchAccess`), as KubeArmor and Tetragon users know it.
+    pub enum FileAccess ("file access") {
+        /// Opened for reading.
+        Read = "read",
+        /// Opened for writing, truncated, or replaced by a rename.
+        Write = "write",
+        /// Created: an open that created it, mkdir, mknod, link, symlink, a rename's new name.
+        Create = "create",
+        /// Unlinked, removed (rmdir) or renamed away.
+        Delete = "delete",
+        /// Mode or owner changed (chmod, chown and their variants).
+        Metadata = "metadata",
+    }
+}
+
+impl FileAccess {
+    /// The access's bit in the kernel's masks (daemon-common `FILE_ACCESS_*`).
+    pub fn bit(self) -> u32 {
+        match self {
+            FileAccess::Read => daemon_common::FILE_ACCESS_READ,
+            FileAccess::Write => daemon_common::FILE_ACCESS_WRITE,
+            FileAccess::Create => daemon_common::FILE_ACCESS_CREATE,
+            FileAccess::Delete => daemon_common::FILE_ACCESS_DELETE,
+            FileAccess::Metadata => daemon_common::FILE_ACCESS_METADATA,
+        }
+    }
+}
+
+impl Selector {
+    /// The accesses (`FILE_ACCESS_*` bits) its `matchAccess` entries (ANDed) leave: every
+    /// access when it has none.
+    pub fn access_bits(&self) -> u32 {
+        self.match_access
+            .iter()
+            .fold(daemon_common::FILE_ACCESS_ALL, |set, a| {
+                let listed = a.values.iter().fold(0, |m, v| m | v.bit());
+                if a.operator.is_negated() {
+                    set & !listed
+                } else {
+                    set & listed
+                }
+            })
+    }
+}
+
+/// `matchAccess` entry: the call makes (`In`) or makes none of (`NotIn`) these accesses.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessSelector {
+    pub operator: SetOperator,
+    pub values: Vec<FileAccess>,
+}
+
 /// `matchSyscalls` entry: system call names (`ptrace`, `mount`); `In` the call is one of
 /// them, `NotIn` it is none of them.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -430,7 +507,8 @@ crate::words! {
         /// Report an event.
         Post = "Post",
         /// Kill the process with SIGKILL (`exec` hook: before the new image runs; `syscall`:
-        /// at the call's entry, or its exit with `matchReturn`).
+        /// at the call's entry, or its exit with `matchReturn`; `file`: an open at its exit,
+        /// before user space sees the fd, other calls at entry).
         Sigkill = "Sigkill",
         /// Refuse the operation (`connect`: EPERM; `egress`: the send fails with EACCES;
         /// `ingress`: the payload is dropped before the server reads it).

@@ -208,9 +208,14 @@ mod tests {
         agrees(Action::ALL);
         agrees(Mode::ALL);
         agrees(Encryption::ALL);
+        agrees(crate::model::FileAccess::ALL);
         assert_eq!(
             Hook::WORDS,
-            ["exec", "connect", "egress", "ingress", "syscall"]
+            ["exec", "connect", "egress", "ingress", "syscall", "file"]
+        );
+        assert_eq!(
+            crate::model::FileAccess::WORDS,
+            ["read", "write", "create", "delete", "metadata"]
         );
         assert_eq!(Action::WORDS, ["Post", "Sigkill", "Block"]);
         assert_eq!(Mode::WORDS, ["enforce", "monitor"]);

@@ -218,6 +218,12 @@ fn attach_program(
 pub fn resolve_offsets(btf_path: &Path, tracefs: &Path) -> anyhow::Result<KernelOffsets> {
     let btf = Btf::from_file(btf_path)?;
     let mut offsets = btf.kernel_offsets()?;
+    if offsets.file_read != 1 {
+        log::warn!(
+            "kernel BTF lacks the fd-table, file-mode or working-directory offsets (or the path \
+             walk's): hook: file rules will judge nothing on this kernel"
+        );
+    }
     offsets.tp_exit_group_dead =
         host::tracepoint_field_offset(tracefs, "sched", "sched_process_exit", "group_dead")
             .unwrap_or(0);

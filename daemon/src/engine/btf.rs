@@ -199,7 +199,9 @@ impl Btf {
             mm_arg_end: self.member_offset("mm_struct", "arg_end")?,
             task_flags: self.member_offset("task_struct", "flags")?,
             tp_exit_group_dead: 0,
-            ..self.cgroup_offsets(self.tfo_offsets(self.inode_offsets(self.path_walk_offsets())))
+            ..self.cgroup_offsets(
+                self.file_offsets(self.tfo_offsets(self.inode_offsets(self.path_walk_offsets()))),
+            )
         })
     }
 
@@ -219,6 +221,30 @@ impl Btf {
             })
         })();
         found.unwrap_or(base)
+    }
+
+    /// `base` plus the offsets the file hook reads a call's file with (the fd table, the file's
+    /// mode, the working directory); `file_read` is 0 when any is missing or `base` cannot walk
+    /// paths or read identities (the file hook then judges nothing; the loader logs a warning).
+    pub fn file_offsets(&self, base: KernelOffsets) -> KernelOffsets {
+        let get = |s: &str, m: &str| self.member_offset(s, m).ok();
+        let found = (|| {
+            Some(KernelOffsets {
+                file_read: 1,
+                task_files: get("task_struct", "files")?,
+                files_fdt: get("files_struct", "fdt")?,
+                fdtable_fd: get("fdtable", "fd")?,
+                fdtable_max_fds: get("fdtable", "max_fds")?,
+                file_f_mode: get("file", "f_mode")?,
+                task_fs: get("task_struct", "fs")?,
+                fs_pwd: get("fs_struct", "pwd")?,
+                ..base
+            })
+        })();
+        match found {
+            Some(f) if base.path_walk == 1 && base.inode_read == 1 => f,
+            _ => base,
+        }
     }
 
     /// Where `tcp_sock` says a socket uses TCP Fast Open (`fastopen_req`, the
@@ -393,6 +419,11 @@ mod tests {
         assert_eq!((off.path_mnt, off.path_dentry), (0, 8));
         assert_eq!((off.qstr_len, off.qstr_name), (4, 8));
         assert_eq!(off.tfo, 1, "TCP Fast Open offsets: {off:?}");
+        assert_eq!(off.file_read, 1, "file hook offsets: {off:?}");
+        assert!(
+            off.task_files > 0 && off.fdtable_fd > 0 && off.fs_pwd > 0,
+            "{off:?}"
+        );
         assert!(off.tcp_fastopen_req > 0 && off.tcp_fastopen_connect_bit > 0);
         assert_eq!(off.cgroup_read, 1, "cgroup offsets: {off:?}");
         assert!(off.task_cgroups > 0 && off.css_set_dfl_cgrp > 0 && off.cgroup_kn > 0);

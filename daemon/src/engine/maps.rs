@@ -12,7 +12,7 @@ use daemon_common::*;
 use super::Engine;
 
 /// Every map of the eBPF object (the engine holds them by name).
-pub(super) const ALL_MAPS: [&str; 30] = [
+pub(super) const ALL_MAPS: [&str; 37] = [
     MAP_CONFIG,
     MAP_SLOT_META,
     MAP_SELECTORS,
@@ -43,6 +43,13 @@ pub(super) const ALL_MAPS: [&str; 30] = [
     MAP_SYSCALL_SELECTORS,
     MAP_SYSCALL_CONDS,
     MAP_SYSCALL_INFLIGHT,
+    MAP_FILE_TABLES,
+    MAP_FILE_SELECTORS,
+    MAP_FILE_EXACT,
+    MAP_FILE_PREFIX,
+    MAP_FILE_POSTFIX,
+    MAP_FILE_INODE,
+    MAP_FILE_INFLIGHT,
 ];
 
 /// The engine's map handles, by name.

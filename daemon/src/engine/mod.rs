@@ -34,8 +34,9 @@
 //!   kernel without that tracepoint; `bulwark probe` then reports the path open);
 //! - `bulwark_egress` (sk_msg) on the `SOCKHASH` map;
 //! - `bulwark_sys_enter` / `bulwark_sys_exit` on the raw tracepoints `sys_enter` / `sys_exit`,
-//!   attached by an apply whose rule set names a system call and detached by one that names
-//!   none (`sys_exit` only while a call is decided at its exit) ([`syscall`]); outside
+//!   attached by an apply whose rule set names a system call or has `hook: file` selectors
+//!   (whose calls reach the same filter, [`file`] writes their maps) and detached by one that
+//!   has neither (`sys_exit` only while a call is decided at its exit) ([`syscall`]); outside
 //!   [`attach::LINKED_PROGRAMS`], pinned by [`syscall`] itself;
 //! - connection observation (unless [`EngineOptions::no_conn_observe`]): `bulwark_conn_sockops`
 //!   (sock_ops), `bulwark_conn_egress` and `bulwark_conn_ingress` (cgroup_skb) on the cgroup v2
@@ -85,6 +86,7 @@ mod attach;
 mod bpf_sys;
 mod btf;
 mod events;
+mod file;
 pub mod host;
 mod maps;
 pub mod pins;

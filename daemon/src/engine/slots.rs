@@ -35,7 +35,43 @@ fn clear_lpm<K: aya::Pod>(
     Ok(())
 }
 
-fn write_lpm<K: aya::Pod>(
+/// The entries of `name` (a hash map) whose key is of `table`.
+pub(super) fn read_hash<K: aya::Pod>(
+    maps: &Maps,
+    name: &str,
+    table: u8,
+    slot_of: impl Fn(&K) -> u8,
+) -> anyhow::Result<Vec<(K, u64)>> {
+    let m: HashMap<&MapData, K, u64> = HashMap::try_from(maps.get(name)?)?;
+    let mut out = Vec::new();
+    for kv in m.iter() {
+        let (k, v) = kv?;
+        if slot_of(&k) == table {
+            out.push((k, v));
+        }
+    }
+    Ok(out)
+}
+/// The entries of `name` (an LPM trie) whose data is of `table`.
+pub(super) fn read_lpm<K: aya::Pod>(
+    maps: &Maps,
+    name: &str,
+    table: u8,
+    slot_of: impl Fn(&K) -> u8,
+) -> anyhow::Result<Vec<(u32, K, u64)>> {
+    let m: LpmTrie<&MapData, K, u64> = LpmTrie::try_from(maps.get(name)?)?;
+    let mut out = Vec::new();
+    for kv in m.iter() {
+        let (k, v) = kv?;
+        let data = k.data();
+        if slot_of(&data) == table {
+            out.push((k.prefix_len(), data, v));
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn write_lpm<K: aya::Pod>(
     ebpf: &mut Maps,
     name: &str,
     slot: u8,
@@ -57,7 +93,7 @@ fn write_lpm<K: aya::Pod>(
     Ok(())
 }
 
-fn write_hash<K: aya::Pod>(
+pub(super) fn write_hash<K: aya::Pod>(
     ebpf: &mut Maps,
     name: &str,
     slot: u8,
@@ -139,6 +175,12 @@ fn canonical(e: &SlotEntries) -> Vec<Vec<String>> {
             sorted(&e.ports),
             sorted(&e.syscall_selectors),
             sorted(&syscall_conds),
+            vec![format!("file table {:?}", e.file.table)],
+            sorted(&e.file.selectors),
+            sorted(&e.file.exact),
+            sorted(&e.file.prefix),
+            sorted(&e.file.postfix),
+            sorted(&e.file.inode),
         ]);
     }
     out
@@ -268,39 +310,6 @@ impl Engine {
     /// The entries of `slot` as the kernel holds them: every table (selectors left at their
     /// default are not listed) and `GROUPS`.
     pub fn read_slot(&self, slot: u8) -> anyhow::Result<SlotEntries> {
-        fn hash<K: aya::Pod>(
-            maps: &Maps,
-            name: &str,
-            table: u8,
-            slot_of: impl Fn(&K) -> u8,
-        ) -> anyhow::Result<Vec<(K, u64)>> {
-            let m: HashMap<&MapData, K, u64> = HashMap::try_from(maps.get(name)?)?;
-            let mut out = Vec::new();
-            for kv in m.iter() {
-                let (k, v) = kv?;
-                if slot_of(&k) == table {
-                    out.push((k, v));
-                }
-            }
-            Ok(out)
-        }
-        fn lpm<K: aya::Pod>(
-            maps: &Maps,
-            name: &str,
-            table: u8,
-            slot_of: impl Fn(&K) -> u8,
-        ) -> anyhow::Result<Vec<(u32, K, u64)>> {
-            let m: LpmTrie<&MapData, K, u64> = LpmTrie::try_from(maps.get(name)?)?;
-            let mut out = Vec::new();
-            for kv in m.iter() {
-                let (k, v) = kv?;
-                let data = k.data();
-                if slot_of(&data) == table {
-                    out.push((k.prefix_len(), data, v));
-                }
-            }
-            Ok(out)
-        }
         let m = &self.maps;
         let sel: Array<&MapData, SelectorEntry> = Array::try_from(m.get(MAP_SELECTORS)?)?;
         let meta: Array<&MapData, SlotMeta> = Array::try_from(m.get(MAP_SLOT_META)?)?;
@@ -320,19 +329,20 @@ impl Engine {
                 MapEntries {
                     slot_meta: meta.get(&t, 0)?,
                     selectors,
-                    bin_exact: hash(m, MAP_BIN_EXACT, t8, |k: &PathKey| k.slot as u8)?,
-                    bin_inode: hash(m, MAP_BIN_INODE, t8, |k: &BinInodeKey| k.slot as u8)?,
-                    bin_prefix: lpm(m, MAP_BIN_PREFIX, t8, |k: &PathLpmData| k.slot)?,
-                    bin_postfix: lpm(m, MAP_BIN_POSTFIX, t8, |k: &PathLpmData| k.slot)?,
-                    arg_exact: hash(m, MAP_ARG_EXACT, t8, |k: &ArgKey| k.slot)?,
-                    arg_prefix: lpm(m, MAP_ARG_PREFIX, t8, |k: &ArgLpmData| k.slot)?,
-                    arg_postfix: lpm(m, MAP_ARG_POSTFIX, t8, |k: &ArgLpmData| k.slot)?,
-                    namespaces: hash(m, MAP_NAMESPACES, t8, |k: &NamespaceKey| k.slot as u8)?,
-                    dest_v4: lpm(m, MAP_DEST_V4, t8, |k: &V4LpmData| k.slot)?,
-                    dest_v6: lpm(m, MAP_DEST_V6, t8, |k: &V6LpmData| k.slot)?,
-                    ports: lpm(m, MAP_PORTS, t8, |k: &PortLpmData| k.slot)?,
+                    bin_exact: read_hash(m, MAP_BIN_EXACT, t8, |k: &PathKey| k.slot as u8)?,
+                    bin_inode: read_hash(m, MAP_BIN_INODE, t8, |k: &BinInodeKey| k.slot as u8)?,
+                    bin_prefix: read_lpm(m, MAP_BIN_PREFIX, t8, |k: &PathLpmData| k.slot)?,
+                    bin_postfix: read_lpm(m, MAP_BIN_POSTFIX, t8, |k: &PathLpmData| k.slot)?,
+                    arg_exact: read_hash(m, MAP_ARG_EXACT, t8, |k: &ArgKey| k.slot)?,
+                    arg_prefix: read_lpm(m, MAP_ARG_PREFIX, t8, |k: &ArgLpmData| k.slot)?,
+                    arg_postfix: read_lpm(m, MAP_ARG_POSTFIX, t8, |k: &ArgLpmData| k.slot)?,
+                    namespaces: read_hash(m, MAP_NAMESPACES, t8, |k: &NamespaceKey| k.slot as u8)?,
+                    dest_v4: read_lpm(m, MAP_DEST_V4, t8, |k: &V4LpmData| k.slot)?,
+                    dest_v6: read_lpm(m, MAP_DEST_V6, t8, |k: &V6LpmData| k.slot)?,
+                    ports: read_lpm(m, MAP_PORTS, t8, |k: &PortLpmData| k.slot)?,
                     syscall_selectors: super::syscall::read_keys(m, t)?,
                     syscall_conds: super::syscall::read_conds(m, t)?,
+                    file: super::file::read(m, t)?,
                 },
             ));
         }
@@ -511,6 +521,7 @@ impl Engine {
             }
         }
         super::syscall::write_slot(ebpf, slot, &e.tables, &touched)?;
+        super::file::write_slot(ebpf, slot, &e.tables, &touched)?;
         let mut meta: Array<&mut MapData, SlotMeta> = Array::try_from(map(ebpf, MAP_SLOT_META)?)?;
         for t in touched {
             let m = e

@@ -31,6 +31,7 @@ const SHORT_TYPES: &[(EventType, &[&str])] = &[
     (EventType::ProcessConnect, &["connect"]),
     (EventType::ProcessClose, &["close"]),
     (EventType::ProcessSyscall, &["syscall"]),
+    (EventType::ProcessFile, &["file"]),
     (EventType::ConnStats, &["stats"]),
     (EventType::PolicyMatch, &["match", "policy"]),
     (EventType::Status, &[]),
@@ -209,6 +210,21 @@ pub fn compact(ev: &Event) -> String {
             }
             line
         }
+        Body::ProcessFile { file: f, .. } => {
+            let access: Vec<&str> = f.access.iter().map(|a| a.as_str()).collect();
+            let mut line = format!(
+                "📄 file     {} {} {} {} {}",
+                who(ev),
+                cmdline(ev),
+                f.syscall.as_deref().unwrap_or("?"),
+                access.join(","),
+                f.path.as_deref().unwrap_or("?"),
+            );
+            if let Some(r) = f.return_value {
+                line.push_str(&format!(" = {r}"));
+            }
+            line
+        }
         Body::PolicyMatch(m) => {
             let icon = match m.outcome {
                 Outcome::Killed => "💀 killed  ",
@@ -383,6 +399,7 @@ mod tests {
         assert_eq!(parse_type("connect").unwrap(), EventType::ProcessConnect);
         assert_eq!(parse_type("policy").unwrap(), EventType::PolicyMatch);
         assert_eq!(parse_type("STATUS").unwrap(), EventType::Status);
+        assert_eq!(parse_type("file").unwrap(), EventType::ProcessFile);
         let err = parse_type("bogus").unwrap_err();
         assert!(
             err.contains("bogus") && err.contains("process_exec"),
@@ -447,6 +464,24 @@ mod tests {
         });
         assert!(compact(&c).starts_with("⛔ blocked "));
         assert!(compact(&c).ends_with("[fd00::2]:80 TCP"));
+        let f = event(Body::ProcessFile {
+            process: process(Some("prod"), "web-1", "/usr/bin/cat", "../../etc/shadow"),
+            file: bulwark_events::FileAccessed {
+                path: Some("/etc/shadow".into()),
+                path_resolved: true,
+                access: vec![bulwark_policy::FileAccess::Read],
+                syscall: Some("openat".into()),
+                abi: "x86_64".into(),
+                flags: Some("O_RDONLY".into()),
+                return_value: Some(3),
+                device: None,
+                inode: None,
+            },
+        });
+        assert_eq!(
+            compact(&f),
+            "📄 file     prod/web-1 /usr/bin/cat ../../etc/shadow openat read /etc/shadow = 3"
+        );
         let k = kill("no-nc", "prod");
         assert_eq!(compact(&k), "💀 killed   prod/p /usr/bin/nc [no-nc/r]");
         let st = event(Body::Status(Status {

@@ -240,6 +240,12 @@ impl<R: Rules> Pipeline<R> {
                 let process = self.process_json(&info);
                 Some(self.event(h.time_ns, syscall_body(process, &c)))
             }
+            Record::File(f) => {
+                let h = f.header;
+                let info = self.lookup(h.tgid, h.start_ns, f.cgroup_id);
+                let process = self.process_json(&info);
+                Some(self.event(h.time_ns, file_body(process, &f)))
+            }
             Record::ConnPayload(p) => {
                 self.conns.on_payload(&p);
                 None
@@ -350,6 +356,7 @@ impl<R: Rules> Pipeline<R> {
             HOOK_EGRESS => Hook::Egress,
             HOOK_INGRESS => Hook::Ingress,
             daemon_common::HOOK_SYSCALL => Hook::Syscall,
+            daemon_common::HOOK_FILE => Hook::File,
             other => {
                 self.decode_errors += 1;
                 eprintln!(
@@ -522,6 +529,38 @@ pub fn signal_name(sig: u32) -> String {
         n => return format!("SIG{n}"),
     };
     name.to_string()
+}
+
+/// The `process_file` body of a file record: the path as the kernel wrote it, the call's name
+/// from the table of its ABI.
+fn file_body(process: bulwark_events::Process, f: &daemon_common::FileEvent) -> Body {
+    use bulwark_events::file::{accesses, device, open_flags};
+    let arch = bulwark_compiler::target_arch();
+    let index = if f.compat != 0 {
+        daemon_common::SYSCALL_COMPAT_BASE + f.nr
+    } else {
+        f.nr
+    };
+    let abi = match (f.compat != 0, arch.compat()) {
+        (true, Some(compat)) => compat.as_str(),
+        _ => arch.as_str(),
+    };
+    let len = (f.path_len as usize).min(f.path.len());
+    let open = u32::from(f.op) == daemon_common::FILE_OP_OPEN;
+    Body::ProcessFile {
+        process,
+        file: bulwark_events::FileAccessed {
+            path: (len > 0).then(|| String::from_utf8_lossy(&f.path[..len]).into_owned()),
+            path_resolved: f.resolved != 0,
+            access: accesses(f.access),
+            syscall: bulwark_compiler::call_name(arch, index).map(|(n, _)| n.to_string()),
+            abi: abi.to_string(),
+            flags: open.then(|| open_flags(f.flags)),
+            return_value: (f.at_exit != 0).then_some(f.ret),
+            device: (f.ino != 0).then(|| device(f.dev)),
+            inode: (f.ino != 0).then_some(f.ino),
+        },
+    }
 }
 
 /// The `process_syscall` body of a syscall record: names from the table of the call's ABI

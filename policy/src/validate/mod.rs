@@ -15,6 +15,7 @@ use crate::values::{self, PortError, ValueLimit};
 use daemon_common as limits;
 use std::collections::BTreeSet;
 
+mod file;
 mod satisfiable;
 mod set;
 mod syscall;
@@ -68,7 +69,7 @@ pub fn suggest_dns1123(s: &str) -> String {
 
 fn allowed_actions(h: Hook) -> &'static [Action] {
     match h {
-        Hook::Exec | Hook::Syscall => &[Action::Post, Action::Sigkill],
+        Hook::Exec | Hook::Syscall | Hook::File => &[Action::Post, Action::Sigkill],
         Hook::Connect | Hook::Egress | Hook::Ingress => &[Action::Post, Action::Block],
     }
 }
@@ -242,7 +243,7 @@ pub fn validate_policy(p: &AnyPolicy) -> Vec<Diagnostic> {
 fn no_actions(hook: Hook, sp: &str) -> Diagnostic {
     let (enforce, hint) = match hook {
         Hook::Exec => ("killed", "write `matchActions: [{action: Sigkill}]` to stop the exec, or `[{action: Post}]` to say you mean to report only"),
-        Hook::Syscall => ("killed", "write `matchActions: [{action: Sigkill}]` to kill the caller, or `[{action: Post}]` to say you mean to report only"),
+        Hook::Syscall | Hook::File => ("killed", "write `matchActions: [{action: Sigkill}]` to kill the caller, or `[{action: Post}]` to say you mean to report only"),
         Hook::Connect | Hook::Egress => ("blocked", "write `matchActions: [{action: Block}]` to refuse the connection, or `[{action: Post}]` to say you mean to report only"),
         Hook::Ingress => ("blocked", "write `matchActions: [{action: Block}]` to drop the connection's payload before the server reads it, or `[{action: Post}]` to say you mean to report only"),
     };
@@ -265,7 +266,9 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
         || !sel.match_destinations.is_empty()
         || sel.match_encryption.is_some()
         || !sel.match_syscall_args.is_empty()
-        || !sel.match_return.is_empty();
+        || !sel.match_return.is_empty()
+        || !sel.match_paths.is_empty()
+        || !sel.match_access.is_empty();
     let enforcing = sel.match_actions.iter().any(|a| a.action.is_enforcing());
     if !has_conditions && !namespaced {
         let ev = match hook {
@@ -276,6 +279,7 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
             Hook::Syscall => {
                 "call of the named system calls by any process on the node, host processes included"
             }
+            Hook::File => "access to any file by any process on the node",
         };
         if enforcing {
             out.push(d(
@@ -294,6 +298,7 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
         }
     }
     syscall::check(rule, sel, sp, out);
+    file::check(rule, sel, sp, out);
     for (k, b) in sel.match_binaries.iter().enumerate() {
         let bp = format!("{sp}.matchBinaries[{k}]");
         if b.values.is_empty() {
@@ -495,7 +500,7 @@ fn check_selector(p: &AnyPolicy, rule: &Rule, sel: &Selector, sp: &str, out: &mu
                 .collect();
             let hint = match (hook, a.action) {
                 (Hook::Exec, Action::Block) => "use `Sigkill` to stop an exec (it kills the new image before it runs)".to_string(),
-                (Hook::Syscall, Action::Block) => "use `Sigkill` to stop the caller (a tracepoint cannot make a system call fail)".to_string(),
+                (Hook::Syscall | Hook::File, Action::Block) => "use `Sigkill` to stop the caller (a tracepoint cannot make a system call fail)".to_string(),
                 (_, Action::Sigkill) => "use `Block` to refuse the connection or send (killing the process on connect is not supported)".to_string(),
                 _ => format!("use one of {}", allowed.join(", ")),
             };
@@ -629,7 +634,7 @@ fn check_binary_path(op: Operator, v: &str, path: &str, out: &mut Vec<Diagnostic
 
 /// What makes `v` look like a glob or regular expression rather than a literal path: `*`,
 /// `?`, a `[...]` class, a `^` anchor at the start or a `$` at the end, or a `\\` escape.
-fn pattern_characters(v: &str) -> Option<&'static str> {
+pub(super) fn pattern_characters(v: &str) -> Option<&'static str> {
     if v.contains('*') {
         Some("`*`")
     } else if v.contains('?') {
@@ -647,7 +652,7 @@ fn pattern_characters(v: &str) -> Option<&'static str> {
 
 /// How to say a glob in a binary path with an operator: a trailing `*` (or `.*`) is a
 /// `Prefix`, a leading one a `Postfix`, anything else a list of the paths meant.
-fn pattern_hint(op: Operator, v: &str) -> String {
+pub(super) fn pattern_hint(op: Operator, v: &str) -> String {
     let negated = op.is_negated();
     let literal = |s: &str| pattern_characters(s).is_none() && !s.is_empty();
     let head = v.strip_suffix(".*").or_else(|| v.strip_suffix('*'));
@@ -673,7 +678,7 @@ fn pattern_hint(op: Operator, v: &str) -> String {
 
 /// What is stray in a value: leading or trailing white space, or a control character (NUL is
 /// reported on its own).
-fn stray_characters(v: &str) -> Option<&'static str> {
+pub(super) fn stray_characters(v: &str) -> Option<&'static str> {
     let starts = v.starts_with(char::is_whitespace);
     let ends = v.ends_with(char::is_whitespace);
     match (starts, ends) {
@@ -686,16 +691,16 @@ fn stray_characters(v: &str) -> Option<&'static str> {
 }
 
 /// `v` without surrounding white space and control characters.
-fn cleaned(v: &str) -> String {
+pub(super) fn cleaned(v: &str) -> String {
     v.trim().chars().filter(|c| !c.is_control()).collect()
 }
 
 /// A value in backquotes, with control characters escaped so the message shows them.
-fn quoted(v: &str) -> String {
+pub(super) fn quoted(v: &str) -> String {
     format!("`{}`", v.escape_debug().to_string().replace('`', "\\`"))
 }
 
-fn collapse_slashes(v: &str) -> String {
+pub(super) fn collapse_slashes(v: &str) -> String {
     let mut out = String::new();
     for c in v.chars() {
         if !(c == '/' && out.ends_with('/')) {

@@ -247,6 +247,9 @@ pub(super) fn never_matches(p: &AnyPolicy, hook: Hook, sel: &Selector) -> Option
     if let Some(never) = super::syscall::never_matches(hook, sel) {
         return Some(never);
     }
+    if let Some(never) = super::file::never_matches(hook, sel) {
+        return Some(never);
+    }
     let bins: Vec<_> = sel
         .match_binaries
         .iter()
@@ -423,7 +426,13 @@ pub(super) fn broader(a: &Selector, b: &Selector) -> bool {
             })
     });
     let enc = a.match_encryption.is_none() || a.match_encryption == b.match_encryption;
-    bins && args && nss && kinds && dests && enc && super::syscall::broader(a, b)
+    bins && args
+        && nss
+        && kinds
+        && dests
+        && enc
+        && super::syscall::broader(a, b)
+        && super::file::broader(a, b)
 }
 
 #[cfg(test)]

@@ -54,6 +54,11 @@ const COVERED: &[(&str, &str)] = &[
         "report-plaintext-services-exposed-to-internet.yaml",
         "example_report_plaintext_services_exposed_to_internet",
     ),
+    ("protect-secret-files.yaml", "example_protect_secret_files"),
+    (
+        "no-writes-to-system-dirs.yaml",
+        "example_no_writes_to_system_dirs",
+    ),
 ];
 
 fn examples_dir() -> PathBuf {
@@ -717,4 +722,136 @@ fn example_report_plaintext_services_exposed_to_internet() {
     d.assert_no_event("a report of the private peer", |e| {
         ev::is_match(e, policy, "ingress") && ev::dest(e).0 == w.net.server_v4.to_string()
     });
+}
+
+/// The `policy_match` of `policy` (hook file) for the process of `out`.
+fn wait_file_match(
+    d: &Daemon,
+    out: &bulwark_e2e::RunOutput,
+    policy: &str,
+) -> bulwark_e2e::daemon::Event {
+    let pid = out.pid as u64;
+    d.wait_event(&format!("policy_match of {policy} for pid {pid}"), |e| {
+        ev::is_match(e, policy, "file") && ev::pid(e) == Some(pid)
+    })
+}
+
+#[test]
+fn example_protect_secret_files() {
+    let _g = serial();
+    let w = World::single("ex-secrets", "e2e-ex-prod");
+    // The token directory of the test pod (this host has no Kubernetes mount); /etc/shadow is
+    // the real one, only ever read.
+    let tokens = w.dir().join("serviceaccount");
+    std::fs::create_dir_all(&tokens).unwrap();
+    std::fs::write(tokens.join("token"), "eyJhbGciOi-test-token").unwrap();
+    let tok = format!("{}/", tokens.display());
+    let d = start(
+        &w,
+        "protect-secret-files.yaml",
+        &[
+            ("production", "e2e-ex-prod"),
+            ("/var/run/secrets/kubernetes.io/serviceaccount/", &tok),
+            ("/run/secrets/kubernetes.io/serviceaccount/", &tok),
+        ],
+    );
+    let policy = "protect-secret-files";
+    let cat = bulwark_e2e::preflight::which("cat").unwrap();
+    let cat = cat.to_str().unwrap();
+    // `cat /etc/shadow` from a workload: killed at the open, nothing printed.
+    let out = w.pod().run(&[cat, "/etc/shadow"]);
+    assert!(out.sigkilled() && out.stdout.is_empty(), "{out}");
+    let m = wait_file_match(&d, &out, policy);
+    assert_eq!(
+        (&m["rule"], &m["outcome"]),
+        (&"kill-password-hash-reads".into(), &"killed".into()),
+        "{m}"
+    );
+    let e = d.wait_event("process_file of /etc/shadow", |e| {
+        ev::is(e, "process_file") && ev::pid(e) == Some(out.pid as u64)
+    });
+    assert_eq!(e["file"]["path"], "/etc/shadow", "{e}");
+    // A shell tool reading the token: killed; another program (python): reported only.
+    let token = tokens.join("token");
+    let out = w.pod().run(&[cat, token.to_str().unwrap()]);
+    assert!(out.sigkilled() && out.stdout.is_empty(), "{out}");
+    wait_file_match(&d, &out, policy);
+    let python = bulwark_e2e::preflight()
+        .python3
+        .to_str()
+        .unwrap()
+        .to_string();
+    let script = format!("print(len(open('{}').read()))", token.display());
+    let out = w.pod().run(&[&python, "-c", &script]);
+    assert!(out.success() && out.stdout.trim() == "21", "{out}");
+    let m = wait_file_match(&d, &out, policy);
+    assert_eq!(m["outcome"], "reported", "{m}");
+    // Their metadata and other files are not reads of them.
+    let out = w.pod().run(&["ls", "-l", "/etc/shadow", "/etc/passwd"]);
+    assert!(out.success(), "{out}");
+    let out = w.pod().run(&[cat, "/etc/hostname"]);
+    assert!(out.success(), "{out}");
+}
+
+#[test]
+fn example_no_writes_to_system_dirs() {
+    let _g = serial();
+    let w = World::single("ex-sysdirs", "e2e-ex-prod");
+    // Temporary copies stand in for /usr/bin and /etc: the tests never write to the real ones.
+    let bin = w.dir().join("usr-bin");
+    let etc = w.dir().join("etc");
+    for dir in [&bin, &etc] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(etc.join("app.conf"), "setting=1\n").unwrap();
+    std::fs::write(bin.join("tool"), "#!/bin/sh\n").unwrap();
+    let b = format!("{}/", bin.display());
+    let e = format!("{}/", etc.display());
+    let d = start(
+        &w,
+        "no-writes-to-system-dirs.yaml",
+        &[
+            ("production", "e2e-ex-prod"),
+            ("/usr/bin/", &b),
+            ("/usr/sbin/", "/nonexistent-e2e/sbin/"),
+            ("/etc/", &e),
+        ],
+    );
+    let policy = "no-writes-to-system-dirs";
+    let sh = bulwark_e2e::preflight().sh.to_str().unwrap().to_string();
+    // Appending to a configuration file: killed at the open, nothing written.
+    let out = w.pod().run(&[
+        &sh,
+        "-c",
+        &format!("echo evil=1 >> {e}app.conf; echo after"),
+    ]);
+    assert!(out.sigkilled() && !out.stdout.contains("after"), "{out}");
+    wait_file_match(&d, &out, policy);
+    assert_eq!(
+        std::fs::read_to_string(etc.join("app.conf")).unwrap(),
+        "setting=1\n"
+    );
+    // Dropping a new program: killed at the open that creates it.
+    let cp = bulwark_e2e::preflight::which("cp").unwrap();
+    let out = w
+        .pod()
+        .run(&[cp.to_str().unwrap(), "/bin/true", &format!("{b}backdoor")]);
+    assert!(out.sigkilled(), "{out}");
+    let m = wait_file_match(&d, &out, policy);
+    assert_eq!(m["outcome"], "killed", "{m}");
+    assert_eq!(
+        std::fs::metadata(bin.join("backdoor"))
+            .map(|m| m.len())
+            .unwrap_or(0),
+        0,
+        "no byte written"
+    );
+    // Deleting one: killed, though the unlink (judged at entry) has happened.
+    let rm = bulwark_e2e::preflight::which("rm").unwrap();
+    let out = w.pod().run(&[rm.to_str().unwrap(), &format!("{b}tool")]);
+    assert!(out.sigkilled(), "{out}");
+    wait_file_match(&d, &out, policy);
+    // Reading is allowed.
+    let out = w.pod().run(&[&sh, "-c", &format!("cat {e}app.conf")]);
+    assert!(out.success() && out.stdout == "setting=1\n", "{out}");
 }

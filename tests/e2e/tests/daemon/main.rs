@@ -14,6 +14,7 @@ mod egress;
 mod events;
 mod examples;
 mod exec;
+mod files;
 mod ingress;
 mod kubernetes;
 mod lifecycle;

@@ -1,0 +1,580 @@
+//! `hook: file` in the kernel (daemon-common `file`), called by the syscall framework's two
+//! programs (`crate::syscall`) for the calls whose `SYSCALL_FILTER` entry has
+//! `SYSCALL_WANT_FILE`. An open is decided at its exit from the `struct file` it installed
+//! (`task->files->fdt->fd[ret]`): its path walked by the kernel's dentries and mounts
+//! (`crate::path`), its identity and its mode, so what is judged is the file actually opened.
+//! Other calls are decided at entry, where their effect has not happened yet and no lookup has
+//! been done: from their fd's file (`fchmod`, `ftruncate`), else from the dirfd's (or the working
+//! directory's) walked path joined with the caller's string (`..` and symlinks in that string
+//! are not resolved: docs/files.md). A match is one `EVENT_FILE` record plus one `EVENT_MATCH`
+//! per selector; an enforce-mode `Sigkill` sends SIGKILL, delivered before the call returns to
+//! user space.
+
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_loop, bpf_probe_read_kernel,
+        bpf_probe_read_user, bpf_probe_read_user_str, bpf_send_signal,
+    },
+    macros::map,
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap, LruHashMap, PerCpuArray,
+    },
+    programs::RawTracePointContext,
+};
+use daemon_common::*;
+
+use crate::maps::*;
+use crate::path::{copy_walked, identity, rd, walk, PATH_SCRATCH, WALK_END};
+
+const SIGKILL: u32 = 9;
+const NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
+
+#[map]
+pub static FILE_TABLES: Array<FileTable> = Array::with_max_entries(TABLES as u32, 0);
+#[map]
+pub static FILE_SELECTORS: Array<FileSelectorEntry> =
+    Array::with_max_entries((TABLES * MAX_SELECTORS) as u32, 0);
+#[map]
+pub static FILE_EXACT: HashMap<PathKey, u64> = HashMap::with_max_entries(
+    MAX_FILE_VALUES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
+#[map]
+pub static FILE_PREFIX: LpmTrie<PathLpmData, u64> = LpmTrie::with_max_entries(
+    MAX_FILE_VALUES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
+#[map]
+pub static FILE_POSTFIX: LpmTrie<PathLpmData, u64> = LpmTrie::with_max_entries(
+    MAX_FILE_VALUES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
+#[map]
+pub static FILE_INODE: HashMap<BinInodeKey, u64> = HashMap::with_max_entries(
+    MAX_FILE_VALUES * NODE_MAP_FACTOR * SLOTS as u32,
+    NO_PREALLOC,
+);
+#[map]
+pub static FILE_INFLIGHT: LruHashMap<u32, FileInflight> =
+    LruHashMap::with_max_entries(MAX_FILE_INFLIGHT, 0);
+
+/// Per-CPU working memory: the record being built (its `path` is the lookup source) and the
+/// lookup keys.
+#[repr(C)]
+pub struct FileScratch {
+    pub event: FileEvent,
+    pub key: PathKey,
+    pub lpm: Key<PathLpmData>,
+}
+
+#[map]
+static FILE_SCRATCH: PerCpuArray<FileScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// What the caller of [`enter`] / [`exit`] knows of the call.
+pub struct Call {
+    pub index: u32,
+    pub want: u32,
+    /// `struct pt_regs *` of the call.
+    pub regs: u64,
+    /// Argument offsets in `pt_regs` (native or compat).
+    pub args: [u32; 6],
+    pub compat: bool,
+}
+
+impl Call {
+    /// Argument `i` (0..=5), sign-extended from 32 bits for a compat call.
+    #[inline(always)]
+    fn arg(&self, i: u32) -> u64 {
+        let off = self.args[(i & 7).min(5) as usize];
+        if self.compat {
+            read_kernel::<u32>(self.regs, off) as i32 as i64 as u64
+        } else {
+            read_kernel::<u64>(self.regs, off)
+        }
+    }
+
+    /// A pointer argument (zero-extended for a compat call).
+    #[inline(always)]
+    fn ptr(&self, i: u32) -> u64 {
+        let off = self.args[(i & 7).min(5) as usize];
+        if self.compat {
+            read_kernel::<u32>(self.regs, off) as u64
+        } else {
+            read_kernel::<u64>(self.regs, off)
+        }
+    }
+}
+
+/// The process's file selectors that may match, and its table; `None` when none may.
+#[inline(always)]
+fn candidates(tgid: u32) -> Option<(u64, u32, u64)> {
+    let p = unsafe { PROCESSES.get(&tgid) }?;
+    let slot = config().active_slot & 1;
+    let table = process_table(slot, p.namespace_id);
+    let t = FILE_TABLES.get(table)?;
+    let c = t.selectors & p.selectors[slot as usize];
+    (c != 0).then_some((c, table, p.start_ns))
+}
+
+/// At a watched call's entry: an open is remembered for its exit; other calls are judged now.
+/// Not inlined: its stack frame is its own, not added to the syscall consumer's.
+#[inline(never)]
+pub fn enter(call: &Call) {
+    let off = offsets_ref();
+    if off.file_read != 1 {
+        return;
+    }
+    let fc = FileCall::of(call.want);
+    let pid_tgid = bpf_pid_tgid();
+    let Some((cands, table, start_ns)) = candidates((pid_tgid >> 32) as u32) else {
+        return;
+    };
+    if fc.op == FILE_OP_OPEN || fc.op == FILE_OP_OPEN_HOW {
+        let flags = if fc.flags == FILE_ARG_NONE {
+            // creat()
+            O_CREAT | O_WRONLY | O_TRUNC
+        } else if fc.op == FILE_OP_OPEN_HOW {
+            // struct open_how { u64 flags; ... }
+            let mut f = 0u64;
+            unsafe {
+                bpf_probe_read_user(
+                    (&mut f as *mut u64).cast(),
+                    8,
+                    call.ptr(fc.flags) as *const core::ffi::c_void,
+                )
+            };
+            f
+        } else {
+            call.arg(fc.flags) & 0xffff_ffff
+        };
+        let inflight = FileInflight {
+            flags,
+            candidates: cands,
+            table,
+            index: call.index,
+        };
+        if FILE_INFLIGHT
+            .insert(&(pid_tgid as u32), &inflight, 0)
+            .is_err()
+        {
+            count(COUNTER_LOST_EVENTS);
+        }
+        return;
+    }
+    let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let s = unsafe { &mut *s };
+    let ev = &mut s.event;
+    ev.flags = 0;
+    ev.ret = 0;
+    ev.at_exit = 0;
+    ev.op = fc.op as u8;
+    if fc.op == FILE_OP_METADATA_FD || fc.op == FILE_OP_TRUNCATE_FD {
+        let file = fd_file(call.arg(fc.dirfd) as i32 as i64, off);
+        if file == 0 || !describe_file(ev, file, off) {
+            return;
+        }
+        judge(cands, table, start_ns, call, op_access(fc.op));
+        return;
+    }
+    if name_path(ev, call.arg(fc.dirfd), fc.dirfd, call.ptr(fc.path), off) {
+        judge(cands, table, start_ns, call, op_access(fc.op));
+    }
+    if fc.op == FILE_OP_RENAME {
+        // The new name: its dirfd is the argument before it when the old one has a dirfd.
+        let dirfd_arg = if fc.dirfd == FILE_ARG_NONE {
+            FILE_ARG_NONE
+        } else {
+            fc.flags.wrapping_sub(1)
+        };
+        let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
+            return;
+        };
+        let ev = unsafe { &mut (*s).event };
+        if name_path(ev, call.arg(dirfd_arg), dirfd_arg, call.ptr(fc.flags), off) {
+            judge(cands, table, start_ns, call, RENAME_NEW_ACCESS);
+        }
+    }
+}
+
+/// At a watched call's exit: a successful open is judged by the file it installed.
+#[inline(never)]
+pub fn exit(ctx: &RawTracePointContext, nr: u32) {
+    let pid_tgid = bpf_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(f) = (unsafe { FILE_INFLIGHT.get(&tid) }) else {
+        return;
+    };
+    let f = *f;
+    let _ = FILE_INFLIGHT.remove(&tid);
+    // An entry left by a call whose exit never came (the thread died in it) is not this one.
+    if f.index % SYSCALL_COMPAT_BASE != nr {
+        return;
+    }
+    let ret: i64 = ctx.arg(1);
+    if ret < 0 {
+        // Nothing was opened.
+        return;
+    }
+    let off = offsets_ref();
+    let file = fd_file(ret, off);
+    let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let ev = unsafe { &mut (*s).event };
+    if file == 0 || !describe_file(ev, file, off) {
+        return;
+    }
+    let f_mode: u32 = rd(file + off.file_f_mode as u64);
+    ev.flags = f.flags;
+    ev.ret = ret;
+    ev.at_exit = 1;
+    ev.op = FILE_OP_OPEN as u8;
+    let start_ns = match unsafe { PROCESSES.get(&((pid_tgid >> 32) as u32)) } {
+        Some(p) => p.start_ns,
+        None => 0,
+    };
+    let call = Call {
+        index: f.index,
+        want: 0,
+        regs: 0,
+        args: [0; 6],
+        compat: f.index >= SYSCALL_COMPAT_BASE,
+    };
+    judge(
+        f.candidates,
+        f.table,
+        start_ns,
+        &call,
+        open_access(f_mode, f.flags),
+    );
+}
+
+/// `current->files->fdt->fd[fd]` (0 when there is none).
+#[inline(always)]
+fn fd_file(fd: i64, off: &KernelOffsets) -> u64 {
+    if fd < 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = rd(task + off.task_files as u64);
+    let fdt: u64 = rd(files + off.files_fdt as u64);
+    if fdt == 0 {
+        return 0;
+    }
+    let max: u32 = rd(fdt + off.fdtable_max_fds as u64);
+    if fd as u64 >= u64::from(max) {
+        return 0;
+    }
+    let fds: u64 = rd(fdt + off.fdtable_fd as u64);
+    rd(fds + 8 * fd as u64)
+}
+
+/// Fills the record's path (walked), identity and `resolved` from `struct file *file`.
+#[inline(always)]
+fn describe_file(ev: &mut FileEvent, file: u64, off: &KernelOffsets) -> bool {
+    let id = identity(file, off);
+    ev.dev = id.dev;
+    ev.ino = id.ino;
+    ev.resolved = 1;
+    ev.path_len = match walk(file + off.file_f_path as u64, off)
+        .and_then(|pos| copy_walked(pos, 0, ev.path.as_mut_ptr()))
+    {
+        Some(n) => n as u32,
+        None => {
+            // Unwalkable (too deep or long): judged by identity only.
+            zero_fill(ev.path.as_mut_ptr(), PATH_LEN as u32);
+            0
+        }
+    };
+    ev.path_len != 0 || ev.ino != 0
+}
+
+/// Fills the record's path from a call's name argument: absolute as given, else joined to the
+/// dirfd's path (`AT_FDCWD` or no dirfd: the working directory). An empty name
+/// (`AT_EMPTY_PATH`) is the dirfd's file itself.
+#[inline(never)]
+fn name_path(
+    ev: &mut FileEvent,
+    dirfd: u64,
+    dirfd_arg: u32,
+    name: u64,
+    off: &KernelOffsets,
+) -> bool {
+    ev.dev = 0;
+    ev.ino = 0;
+    ev.resolved = 0;
+    ev.path_len = 0;
+    if name == 0 {
+        return false;
+    }
+    let mut first = [0u8; 1];
+    if unsafe {
+        bpf_probe_read_user(
+            first.as_mut_ptr().cast(),
+            1,
+            name as *const core::ffi::c_void,
+        )
+    } != 0
+    {
+        return false;
+    }
+    if first[0] == b'/' {
+        zero_fill(ev.path.as_mut_ptr(), PATH_LEN as u32);
+        let n = unsafe {
+            bpf_probe_read_user_str(
+                ev.path.as_mut_ptr().cast(),
+                PATH_LEN as u32,
+                name as *const core::ffi::c_void,
+            )
+        };
+        if n <= 1 {
+            return false;
+        }
+        ev.path_len = (n - 1) as u32;
+        return true;
+    }
+    // An `int`: the register's upper half means nothing.
+    let dirfd = dirfd as i32 as i64;
+    let dir_path = if dirfd_arg == FILE_ARG_NONE || dirfd == AT_FDCWD {
+        let task = unsafe { bpf_get_current_task() };
+        let fs: u64 = rd(task + off.task_fs as u64);
+        if fs == 0 {
+            return false;
+        }
+        fs + off.fs_pwd as u64
+    } else {
+        let file = fd_file(dirfd, off);
+        if file == 0 {
+            return false;
+        }
+        if first[0] == 0 {
+            // AT_EMPTY_PATH: the dirfd's file itself.
+            return describe_file(ev, file, off);
+        }
+        file + off.file_f_path as u64
+    };
+    let Some(pos) = walk(dir_path, off) else {
+        return false;
+    };
+    let Some(ps) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let ps = unsafe { &mut *ps };
+    // Nothing walked: the directory is the root, "/".
+    let pos = if pos as usize == WALK_END {
+        ps.walk[WALK_END - 1] = b'/';
+        WALK_END as u32 - 1
+    } else {
+        pos
+    };
+    // The name after the directory: "/name" from WALK_END on (the root's walk already ends in
+    // its "/", so no second one there).
+    let root = pos as usize == WALK_END - 1;
+    let at = if root { WALK_END } else { WALK_END + 1 };
+    ps.walk[WALK_END] = b'/';
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            ps.walk.as_mut_ptr().add(at).cast(),
+            255,
+            name as *const core::ffi::c_void,
+        )
+    };
+    if n <= 1 {
+        return false;
+    }
+    let extra = (n as u32 - 1) + if root { 0 } else { 1 };
+    match copy_walked(pos, extra, ev.path.as_mut_ptr()) {
+        Some(len) => {
+            ev.path_len = len as u32;
+            true
+        }
+        None => false,
+    }
+}
+
+/// State of [`reverse_step`].
+#[repr(C)]
+struct Reverse {
+    n: u32,
+}
+
+/// `lpm.bytes[j] = event.path[n-1-j]` for one `j` (`bpf_loop` callback).
+#[inline(never)]
+extern "C" fn reverse_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &*(ctx as *const Reverse) };
+    let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let s = unsafe { &mut *s };
+    let j = (index as usize) & 0xff;
+    let at = (c.n as usize).wrapping_sub(1).wrapping_sub(j) & 0xff;
+    if j >= PATH_AFFIX_LEN {
+        return 1;
+    }
+    s.lpm.data.bytes[j] = s.event.path[at];
+    0
+}
+
+/// The path conditions of `table` that the record's path and file hit (before negation).
+#[inline(always)]
+fn path_hits(table: u32, lookups: u32) -> u64 {
+    let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let s = unsafe { &mut *s };
+    let mut hits = 0u64;
+    let len = (s.event.path_len as usize) & (PATH_LEN - 1);
+    if len != 0 {
+        if lookups & FILE_LOOKUP_EXACT != 0 {
+            s.key.slot = table;
+            unsafe {
+                bpf_probe_read_kernel(
+                    s.key.path.as_mut_ptr().cast(),
+                    PATH_LEN as u32,
+                    s.event.path.as_ptr().cast(),
+                )
+            };
+            if let Some(h) = unsafe { FILE_EXACT.get(&s.key) } {
+                hits |= *h;
+            }
+        }
+        let l = if len > PATH_AFFIX_LEN {
+            PATH_AFFIX_LEN
+        } else {
+            len
+        };
+        s.lpm.prefix_len = 8 * (1 + l as u32);
+        s.lpm.data.slot = table as u8;
+        if lookups & FILE_LOOKUP_PREFIX != 0 {
+            unsafe {
+                bpf_probe_read_kernel(
+                    core::ptr::addr_of_mut!(s.lpm.data.bytes).cast(),
+                    PATH_AFFIX_LEN as u32,
+                    s.event.path.as_ptr().cast(),
+                )
+            };
+            if let Some(h) = FILE_PREFIX.get(&s.lpm) {
+                hits |= *h;
+            }
+        }
+        if lookups & FILE_LOOKUP_POSTFIX != 0 {
+            let mut c = Reverse { n: len as u32 };
+            unsafe {
+                bpf_loop(
+                    l as u32,
+                    reverse_step as *mut core::ffi::c_void,
+                    (&mut c as *mut Reverse).cast(),
+                    0,
+                )
+            };
+            if let Some(s) = FILE_SCRATCH.get_ptr_mut(0) {
+                if let Some(h) = FILE_POSTFIX.get(unsafe { &(*s).lpm }) {
+                    hits |= *h;
+                }
+            }
+        }
+    }
+    if lookups & FILE_LOOKUP_INODE != 0 {
+        if let Some(s) = FILE_SCRATCH.get_ptr(0) {
+            let ev = unsafe { &(*s).event };
+            if ev.ino != 0 {
+                let k = BinInodeKey {
+                    slot: table,
+                    dev: ev.dev,
+                    ino: ev.ino,
+                };
+                if let Some(h) = unsafe { FILE_INODE.get(&k) } {
+                    hits |= *h;
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// State of [`judge_step`].
+#[repr(C)]
+struct Judge {
+    candidates: u64,
+    holds: u64,
+    matched: u64,
+    kill: u64,
+    table: u32,
+    access: u32,
+}
+
+#[inline(never)]
+extern "C" fn judge_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let j = unsafe { &mut *(ctx as *mut Judge) };
+    let i = (index & 63) as u32;
+    let bit = 1u64 << i;
+    if j.candidates & bit == 0 {
+        return 0;
+    }
+    let Some(e) = FILE_SELECTORS.get((j.table & 0xff) * MAX_SELECTORS as u32 + i) else {
+        return 0;
+    };
+    if e.access & j.access == 0 || e.path_required & !j.holds != 0 {
+        return 0;
+    }
+    j.matched |= bit;
+    if kills(j.table, i) {
+        j.kill |= bit;
+    }
+    0
+}
+
+/// Judges the record's path and file for `candidates` of `table`; reports and kills what
+/// matched.
+#[inline(never)]
+fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, access: u32) {
+    let Some(t) = FILE_TABLES.get(table) else {
+        return;
+    };
+    let (negate, lookups) = (t.path_negate, t.lookups);
+    let hits = path_hits(table, lookups);
+    let mut j = Judge {
+        candidates,
+        holds: hits ^ negate,
+        matched: 0,
+        kill: 0,
+        table,
+        access,
+    };
+    // Up to the highest candidate only (most tables have a few file selectors).
+    unsafe {
+        bpf_loop(
+            64 - candidates.leading_zeros(),
+            judge_step as *mut core::ffi::c_void,
+            (&mut j as *mut Judge).cast(),
+            0,
+        )
+    };
+    if j.matched == 0 {
+        return;
+    }
+    if j.kill != 0 {
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    let pid_tgid = bpf_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let ev = unsafe { &mut (*s).event };
+    ev.header = header(EVENT_FILE, tgid, start_ns);
+    ev.selectors = j.matched;
+    ev.cgroup_id = cgroup_id;
+    ev.access = access;
+    ev.nr = call.index % SYSCALL_COMPAT_BASE;
+    ev.compat = call.compat as u8;
+    ev.tid = pid_tgid as u32;
+    ev.table = table;
+    ev.enforced = (j.kill != 0) as u8;
+    emit_now(ev);
+    crate::syscall::report_matches(j.matched, j.kill, cgroup_id, start_ns, table, tgid);
+}

@@ -1,0 +1,197 @@
+//! Files as the kernel names them, shared by the exec hook (the executed file) and the file
+//! hook (the file a call opened or names): the absolute path of a `struct path` walked dentry
+//! by dentry like `d_path` up to the root of the process's mount namespace (into the per-CPU
+//! `PATH_SCRATCH`), and a file's identity (`s_dev`, `i_ino`) and link count.
+
+use aya_ebpf::{
+    helpers::generated::{bpf_loop, bpf_probe_read_kernel},
+    macros::map,
+    maps::PerCpuArray,
+};
+use daemon_common::*;
+
+use crate::maps::offsets_ref;
+
+/// Size of the walk buffer and where the assembled path ends in it: components are written at
+/// `pos & (WALK_END - 1)` with at most 255 bytes each, so every write stays inside; the bytes
+/// after `WALK_END` leave room to append a name to a walked directory.
+pub const WALK_END: usize = 512;
+pub const WALK_BUF: usize = 768;
+
+/// Per-CPU room of the walk: the path is assembled backwards, ending at `WALK_END`.
+#[repr(C)]
+pub struct PathScratch {
+    pub walk: [u8; WALK_BUF],
+}
+
+#[map]
+pub static PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Reads a kernel value at an absolute address (0 on failure; unlike `read_kernel`, offset 0
+/// is a real offset here).
+#[inline(always)]
+pub fn rd<T: Default>(addr: u64) -> T {
+    let mut v = T::default();
+    if addr == 0 {
+        return v;
+    }
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            (&mut v as *mut T).cast(),
+            core::mem::size_of::<T>() as u32,
+            addr as *const core::ffi::c_void,
+        )
+    };
+    if r != 0 {
+        return T::default();
+    }
+    v
+}
+
+/// A file's identity and link count (all 0 when the offsets are unknown).
+pub struct Identity {
+    pub dev: u32,
+    pub ino: u64,
+    pub nlink: u32,
+}
+
+/// Identity of `struct file *file`.
+#[inline(always)]
+pub fn identity(file: u64, off: &KernelOffsets) -> Identity {
+    let mut id = Identity {
+        dev: 0,
+        ino: 0,
+        nlink: 0,
+    };
+    if off.inode_read != 1 || file == 0 {
+        return id;
+    }
+    let inode: u64 = rd(file + off.file_f_inode as u64);
+    if inode == 0 {
+        return id;
+    }
+    id.ino = rd(inode + off.inode_i_ino as u64);
+    let sb: u64 = rd(inode + off.inode_i_sb as u64);
+    id.dev = rd(sb + off.sb_s_dev as u64);
+    id.nlink = rd(inode + off.inode_i_nlink as u64);
+    id
+}
+
+/// State of [`walk_step`]: the current dentry and vfsmount, and where the path assembled so
+/// far starts in `PATH_SCRATCH.walk` (it ends at `WALK_END`).
+#[repr(C)]
+struct PathWalk {
+    dentry: u64,
+    vfsmnt: u64,
+    pos: u32,
+    /// 1 = reached the root, 2 = failed (too long, unreadable).
+    done: u32,
+}
+
+/// One step of the d_path-style walk: prepend the dentry's name, go to its parent, crossing
+/// to the parent mount at a mount's root. Stops at the root of the mount namespace (for a
+/// container: its own root, so paths are as the container sees them).
+#[inline(never)]
+extern "C" fn walk_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut PathWalk) };
+    let off = offsets_ref();
+    let Some(s) = PATH_SCRATCH.get_ptr_mut(0) else {
+        c.done = 2;
+        return 1;
+    };
+    let s = unsafe { &mut *s };
+    let mnt = c.vfsmnt.wrapping_sub(off.mount_mnt as u64);
+    let mnt_root: u64 = rd(c.vfsmnt + off.vfsmount_mnt_root as u64);
+    if c.dentry == mnt_root {
+        let parent: u64 = rd(mnt + off.mount_mnt_parent as u64);
+        if parent == mnt || parent == 0 {
+            c.done = 1;
+            return 1;
+        }
+        c.dentry = rd(mnt + off.mount_mnt_mountpoint as u64);
+        c.vfsmnt = parent + off.mount_mnt as u64;
+        return 0;
+    }
+    let parent: u64 = rd(c.dentry + off.dentry_d_parent as u64);
+    if parent == c.dentry || parent == 0 {
+        c.done = 1;
+        return 1;
+    }
+    let qstr = c.dentry + off.dentry_d_name as u64;
+    let len: u32 = rd(qstr + off.qstr_len as u64);
+    let name: u64 = rd(qstr + off.qstr_name as u64);
+    let len = len & 0xff;
+    if len == 0 || name == 0 || len + 1 > c.pos {
+        c.done = 2;
+        return 1;
+    }
+    c.pos -= len;
+    let at = (c.pos as usize) & (WALK_END - 1);
+    unsafe {
+        bpf_probe_read_kernel(
+            s.walk.as_mut_ptr().add(at).cast(),
+            len,
+            name as *const core::ffi::c_void,
+        )
+    };
+    c.pos -= 1;
+    s.walk[(c.pos as usize) & (WALK_END - 1)] = b'/';
+    c.dentry = parent;
+    0
+}
+
+/// Walks `struct path *path` (a kernel address) to the root; on success the absolute path is
+/// in `PATH_SCRATCH.walk[pos..WALK_END]` and `pos` is returned. `WALK_END` (nothing written)
+/// is the root itself, or a file of an internal mount with no name above it (a memfd), which
+/// [`copy_walked`] refuses as a path.
+#[inline(always)]
+pub fn walk(path: u64, off: &KernelOffsets) -> Option<u32> {
+    if off.path_walk != 1 || path == 0 {
+        return None;
+    }
+    let mut c = PathWalk {
+        dentry: rd(path + off.path_dentry as u64),
+        vfsmnt: rd(path + off.path_mnt as u64),
+        pos: WALK_END as u32,
+        done: 0,
+    };
+    if c.dentry == 0 || c.vfsmnt == 0 {
+        return None;
+    }
+    unsafe {
+        bpf_loop(
+            64,
+            walk_step as *mut core::ffi::c_void,
+            (&mut c as *mut PathWalk).cast(),
+            0,
+        )
+    };
+    if c.done != 1 || c.pos as usize > WALK_END {
+        return None;
+    }
+    Some(c.pos)
+}
+
+/// Copies the walked path (`walk[pos..WALK_END + extra]`) into `dst` (`PATH_LEN` bytes,
+/// zero-filled first) and returns its length; `None` when it does not fit.
+#[inline(always)]
+pub fn copy_walked(pos: u32, extra: u32, dst: *mut u8) -> Option<usize> {
+    let len = (WALK_END as u32).checked_sub(pos)? + extra;
+    if len as usize > PATH_LEN - 1 || len == 0 {
+        return None;
+    }
+    let s = PATH_SCRATCH.get_ptr_mut(0)?;
+    crate::maps::zero_fill(dst, PATH_LEN as u32);
+    let n = len & 0xff;
+    unsafe {
+        bpf_probe_read_kernel(
+            dst.cast(),
+            n,
+            (*s).walk
+                .as_ptr()
+                .add((pos as usize) & (WALK_END - 1))
+                .cast(),
+        )
+    };
+    Some(n as usize)
+}

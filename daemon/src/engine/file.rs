@@ -1,0 +1,102 @@
+//! The engine's side of `hook: file` (daemon-common `file`): writing and reading a slot's
+//! `FILE_TABLES`, `FILE_SELECTORS` and path maps. The calls the hook watches reach the kernel
+//! as `SYSCALL_FILTER` bits through `MapEntries::syscall_filter`, so attaching the syscall
+//! programs while a rule set has file selectors is the syscall engine's job (`super::syscall`).
+
+use anyhow::Context;
+use aya::maps::{Array, MapData};
+use daemon_common::*;
+
+use super::maps::{map, Maps};
+use super::slots::{read_hash, read_lpm, write_hash, write_lpm};
+
+/// Writes the file maps of `slot`: `FILE_TABLES` and `FILE_SELECTORS` of the tables `touched`
+/// (cleared) and those given, and the path maps (the slot's old keys removed).
+pub(super) fn write_slot(
+    maps: &mut Maps,
+    slot: u8,
+    tables: &[(u32, MapEntries)],
+    touched: &[u32],
+) -> anyhow::Result<()> {
+    macro_rules! each {
+        ($field:ident) => {
+            tables
+                .iter()
+                .flat_map(|(_, m)| m.file.$field.iter().cloned())
+                .collect::<Vec<_>>()
+        };
+    }
+    write_hash(maps, MAP_FILE_EXACT, slot, &each!(exact), |k: &PathKey| {
+        k.slot as u8
+    })?;
+    write_hash(
+        maps,
+        MAP_FILE_INODE,
+        slot,
+        &each!(inode),
+        |k: &BinInodeKey| k.slot as u8,
+    )?;
+    write_lpm(
+        maps,
+        MAP_FILE_PREFIX,
+        slot,
+        &each!(prefix),
+        |k: &PathLpmData| k.slot,
+    )?;
+    write_lpm(
+        maps,
+        MAP_FILE_POSTFIX,
+        slot,
+        &each!(postfix),
+        |k: &PathLpmData| k.slot,
+    )?;
+    {
+        let mut sel: Array<&mut MapData, FileSelectorEntry> =
+            Array::try_from(map(maps, MAP_FILE_SELECTORS)?)?;
+        for &t in touched {
+            let base = t * MAX_SELECTORS as u32;
+            for i in 0..MAX_SELECTORS as u32 {
+                sel.set(base + i, FileSelectorEntry::default(), 0)?;
+            }
+        }
+        for (_, e) in tables {
+            for (i, entry) in &e.file.selectors {
+                sel.set(*i, entry, 0).context("writing FILE_SELECTORS")?;
+            }
+        }
+    }
+    let mut t: Array<&mut MapData, FileTable> = Array::try_from(map(maps, MAP_FILE_TABLES)?)?;
+    for &table in touched {
+        let v = tables
+            .iter()
+            .find(|(u, _)| *u == table)
+            .map_or(FileTable::default(), |(_, m)| m.file.table);
+        t.set(table, v, 0)?;
+    }
+    Ok(())
+}
+
+/// The file entries of `table` as the kernel holds them (the calls are filter bits, not
+/// read back).
+pub(super) fn read(maps: &Maps, table: u32) -> anyhow::Result<FileEntries> {
+    let t8 = table as u8;
+    let tables: Array<&MapData, FileTable> = Array::try_from(maps.get(MAP_FILE_TABLES)?)?;
+    let sel: Array<&MapData, FileSelectorEntry> = Array::try_from(maps.get(MAP_FILE_SELECTORS)?)?;
+    let base = table * MAX_SELECTORS as u32;
+    let mut selectors = Vec::new();
+    for i in base..base + MAX_SELECTORS as u32 {
+        let e = sel.get(&i, 0)?;
+        if e != FileSelectorEntry::default() {
+            selectors.push((i, e));
+        }
+    }
+    Ok(FileEntries {
+        table: tables.get(&table, 0)?,
+        selectors,
+        exact: read_hash(maps, MAP_FILE_EXACT, t8, |k: &PathKey| k.slot as u8)?,
+        prefix: read_lpm(maps, MAP_FILE_PREFIX, t8, |k: &PathLpmData| k.slot)?,
+        postfix: read_lpm(maps, MAP_FILE_POSTFIX, t8, |k: &PathLpmData| k.slot)?,
+        inode: read_hash(maps, MAP_FILE_INODE, t8, |k: &BinInodeKey| k.slot as u8)?,
+        calls: Vec::new(),
+    })
+}
