@@ -324,28 +324,10 @@ fn keep_listener_payload(skb: *mut __sk_buff) -> bool {
     let Some(ev) = LISTENER_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
-    let len = unsafe { (*skb).len };
-    let offset = len - p.payload;
-    let n = if p.payload > CONN_PREFIX_LEN as u32 {
-        CONN_PREFIX_LEN as u32
-    } else {
-        p.payload
-    };
-    // 1..=CONN_PREFIX_LEN in a form the verifier bounds.
-    let n = ((n - 1) & (CONN_PREFIX_LEN as u32 - 1)) + 1;
-    unsafe {
-        if bpf_skb_load_bytes(
-            skb.cast(),
-            offset,
-            core::ptr::addr_of_mut!((*ev).data).cast(),
-            n,
-        ) != 0
-        {
-            return false;
-        }
-        (*ev).direction = CONN_DIR_RECEIVED;
-        (*ev).len = n;
+    if !copy_prefix(skb, p.payload, ev) {
+        return false;
     }
+    unsafe { (*ev).direction = CONN_DIR_RECEIVED };
     // The parser reads the headers as a sender's: `p.local` is the source, the peer. A SYN's
     // data starts one past its sequence number.
     let key = ListenerPayloadKey {
@@ -516,6 +498,29 @@ fn sent_data(sk: *mut aya_ebpf::bindings::bpf_sock) -> bool {
     !tp.is_null() && unsafe { (*tp).data_segs_out } != 0
 }
 
+/// Copies the first [`CONN_PREFIX_LEN`] bytes (at most) of the packet's `payload` bytes, which
+/// end it, into `ev` (`data`, `len`); false when they cannot be read.
+#[inline(always)]
+fn copy_prefix(skb: *mut __sk_buff, payload: u32, ev: *mut ConnPayloadEvent) -> bool {
+    let offset = unsafe { (*skb).len } - payload;
+    let n = if payload > CONN_PREFIX_LEN as u32 {
+        CONN_PREFIX_LEN as u32
+    } else {
+        payload
+    };
+    // 1..=CONN_PREFIX_LEN in a form the verifier bounds.
+    let n = ((n - 1) & (CONN_PREFIX_LEN as u32 - 1)) + 1;
+    unsafe {
+        (*ev).len = n;
+        bpf_skb_load_bytes(
+            skb.cast(),
+            offset,
+            core::ptr::addr_of_mut!((*ev).data).cast(),
+            n,
+        ) == 0
+    }
+}
+
 /// Copies the first payload of the direction when this packet starts it: the segment at the
 /// stream's start, or a client's Fast Open SYN (before the connection is established, which
 /// sets the cookie the record carries).
@@ -546,16 +551,11 @@ fn capture(skb: *mut __sk_buff, st: &mut ConnState, sent: bool) {
         count(COUNTER_LOST_EVENTS);
         return;
     };
-    let len = unsafe { (*skb).len };
-    let offset = len - p.payload;
-    let n = if p.payload > CONN_PREFIX_LEN as u32 {
-        CONN_PREFIX_LEN as u32
-    } else {
-        p.payload
-    };
-    // 1..=CONN_PREFIX_LEN in a form the verifier bounds.
-    let n = ((n - 1) & (CONN_PREFIX_LEN as u32 - 1)) + 1;
     let ev = entry.as_mut_ptr();
+    if !copy_prefix(skb, p.payload, ev) {
+        entry.discard(0);
+        return;
+    }
     unsafe {
         (*ev).header = header(EVENT_CONN_PAYLOAD, st.tgid, st.start_ns);
         (*ev).cookie = st.cookie;
@@ -564,17 +564,6 @@ fn capture(skb: *mut __sk_buff, st: &mut ConnState, sent: bool) {
         } else {
             CONN_DIR_RECEIVED
         };
-        (*ev).len = n;
-        if bpf_skb_load_bytes(
-            skb.cast(),
-            offset,
-            core::ptr::addr_of_mut!((*ev).data).cast(),
-            n,
-        ) != 0
-        {
-            entry.discard(0);
-            return;
-        }
     }
     // No wakeup per record (like `emit`): the reader's poll collects them in batches.
     entry.submit(wakeup_flags());
