@@ -144,7 +144,8 @@ pub struct EngineOptions {
     /// Entries of the SOCKHASH, the sockets watched at once (default
     /// [`MAX_WATCHED_SOCKETS`]; bucket memory, 16 bytes each, is allocated up front).
     pub max_watched_sockets: Option<u32>,
-    /// Do not attach connection observation (`bulwark_conn_*`: no `EVENT_CONN_*` records).
+    /// Do not observe connections: `bulwark_conn_*` are not attached and `bulwark_sockops` is
+    /// loaded with its observation half off (no `EVENT_CONN_*` records).
     pub no_conn_observe: bool,
     /// Least time between two stats records of one open connection (`--conn-interval`);
     /// default [`DEFAULT_CONN_INTERVAL`].
