@@ -5,7 +5,8 @@
 //! interleaved over rounds in one run; median ratios against no daemon next to the issue's
 //! targets, and the daemon's CPU per connection with and without observation. Loopback only.
 //! A paused daemon drains nothing: with `--quick` the records fit the ring buffer, a full run
-//! may overflow it (lost records are cheaper than kept ones).
+//! may overflow it (lost records are cheaper than kept ones). With `--compare OTHER`, a fifth
+//! configuration observes with another build (the one before a change) in the same rounds.
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
@@ -16,9 +17,17 @@ use crate::{bulwark_binary, median, spawn_sink, worker, Bg, RunArgs};
 
 const SINK: &str = "127.0.0.1:9300";
 const ECHO: &str = "127.0.0.1:9301";
-const CONFIGS: [&str; 4] = ["baseline", "observing", "not_observing", "observing_paused"];
+const CONFIGS: [&str; 5] = [
+    "baseline",
+    "observing",
+    "not_observing",
+    "observing_paused",
+    "observing_compared",
+];
 
-/// (name, worker args, target ratio, connections per run for CPU per connection).
+/// (name, worker args, target ratio, operations per run for the daemon's CPU per operation:
+/// connections, or sends for the send workload — whose one connection made the report print
+/// the whole run's daemon CPU, one 10 ms tick, as "10000 µs per op").
 fn workloads(quick: bool) -> Vec<(&'static str, Vec<String>, f64, u64)> {
     let k = if quick { 5 } else { 1 };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -48,7 +57,7 @@ fn workloads(quick: bool) -> Vec<(&'static str, Vec<String>, f64, u64)> {
                 "plain",
             ]),
             1.02,
-            1,
+            sends,
         ),
     ]
 }
@@ -56,6 +65,9 @@ fn workloads(quick: bool) -> Vec<(&'static str, Vec<String>, f64, u64)> {
 /// Runs the rounds; `args.out` gets conns-report.json and conns-report.md.
 pub fn run(args: RunArgs) -> Result<()> {
     let bulwark = bulwark_binary(&args.bulwark)?;
+    let compared = args.compare.as_deref().map(bulwark_binary).transpose()?;
+    // The fifth configuration (observing with `--compare`'s binary) only when given.
+    let configs = if compared.is_some() { 5 } else { 4 };
     let work = std::env::temp_dir().join(format!("bulwark-bench-conns-{}", std::process::id()));
     let policies = work.join("policies");
     std::fs::create_dir_all(&policies)?;
@@ -69,13 +81,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut raw = vec![vec![Vec::new(); CONFIGS.len()]; wl.len()];
     let mut cpu = vec![vec![Vec::new(); CONFIGS.len()]; wl.len()];
     for round in 0..args.rounds {
-        let mut order: Vec<usize> = (0..CONFIGS.len()).collect();
-        order.rotate_left(round % CONFIGS.len());
+        let mut order: Vec<usize> = (0..configs).collect();
+        order.rotate_left(round % configs);
         for c in order {
             eprintln!("conns round {}/{}: {}", round + 1, args.rounds, CONFIGS[c]);
-            let daemon = match c {
-                0 => None,
-                1 | 3 => Some(Daemon::start(&bulwark, &policies, &events, &[])?),
+            let daemon = match (c, &compared) {
+                (0, _) => None,
+                (1 | 3, _) => Some(Daemon::start(&bulwark, &policies, &events, &[])?),
+                (4, Some(other)) => Some(Daemon::start(other, &policies, &events, &[])?),
                 _ => Some(Daemon::start(
                     &bulwark,
                     &policies,
@@ -125,10 +138,15 @@ pub fn run(args: RunArgs) -> Result<()> {
             "met": observing <= *target,
             "daemon_cpu_us_per_op_observing": median(cpu[i][1].clone()) * 1e6,
             "daemon_cpu_us_per_op_not_observing": median(cpu[i][2].clone()) * 1e6,
+            "compared_observing_ratio": ratio(4),
+            "daemon_cpu_us_per_op_compared": median(cpu[i][4].clone()) * 1e6,
             "raw": raw[i],
         }));
     }
-    let report = json!({ "rounds": args.rounds, "quick": args.quick, "workloads": rows });
+    let report = json!({
+        "rounds": args.rounds, "quick": args.quick, "workloads": rows,
+        "compared": compared.map(|p| p.display().to_string()),
+    });
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(
         args.out.join("conns-report.json"),
@@ -166,6 +184,22 @@ fn markdown(r: &Value) -> String {
             f("daemon_cpu_us_per_op_observing"),
             f("daemon_cpu_us_per_op_not_observing"),
         );
+    }
+    if let Some(other) = r["compared"].as_str() {
+        s += &format!(
+            "\nObserving with {other} in the same rounds:\n\n| workload | ratio | this build's ratio | daemon CPU µs/op | this build's |\n|---|---|---|---|---|\n"
+        );
+        for w in r["workloads"].as_array().into_iter().flatten() {
+            let f = |k: &str| w[k].as_f64().unwrap_or(f64::NAN);
+            s += &format!(
+                "| {} | {:.3} | {:.3} | {:.2} | {:.2} |\n",
+                w["workload"].as_str().unwrap_or("?"),
+                f("compared_observing_ratio"),
+                f("observing_ratio"),
+                f("daemon_cpu_us_per_op_compared"),
+                f("daemon_cpu_us_per_op_observing"),
+            );
+        }
     }
     s
 }

@@ -70,6 +70,11 @@ struct RunArgs {
     /// Fewer iterations per workload (a quick look, noisier).
     #[arg(long)]
     quick: bool,
+    /// conns: also observe with this other bulwark binary (e.g. the build before a change),
+    /// interleaved in the same rounds, so a change is measured against its predecessor in one
+    /// run rather than across runs on a machine whose load moves.
+    #[arg(long, value_name = "PATH")]
+    compare: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {

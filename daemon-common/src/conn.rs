@@ -71,13 +71,13 @@ pub struct ConnState {
     pub sent_seen: u8,
     /// the first payload received was captured (or can no longer be);
     pub received_seen: u8,
-    /// our FIN was queued (FIN_WAIT1 or LAST_ACK);
-    pub fin_sent: u8,
-    /// our FIN was acked (it counts one in `bytes_acked`);
-    pub fin_acked: u8,
-    /// the close record was sent.
+    /// the close record was sent;
     pub closed: u8,
-    pub _pad: [u8; 5],
+    /// (a listener, and the connections that copy its state) a payload that reached the
+    /// listener (Fast Open data in the SYN, data on the handshake's last ACK) waits for the
+    /// connection it creates, which looks it up when established.
+    pub listener_payload: u8,
+    pub _pad: [u8; 6],
     /// Local and remote end, from when it was established (every record carries them).
     pub local: Destination,
     pub remote: Destination,
@@ -128,11 +128,68 @@ pub struct ConnConfig {
     pub sock_done_bit: u32,
     /// Boot-ns between two stats records of one connection (`--conn-interval`); 0: none.
     pub stats_interval_ns: u64,
+    /// 1: connections are observed (the sock_ops program's observation half runs); 0 with
+    /// `--no-conn-observe`, whose sock_ops program only watches sockets for egress rules.
+    pub observe: u32,
+    pub _pad: u32,
+}
+
+/// TCP states (`include/net/tcp_states.h`) a connection can leave for `TCP_CLOSE`, as the
+/// sock_ops state callback reports them (`args[0]` old, `args[1]` new).
+pub const TCP_ESTABLISHED: u32 = 1;
+pub const TCP_FIN_WAIT1: u32 = 4;
+pub const TCP_FIN_WAIT2: u32 = 5;
+pub const TCP_CLOSE: u32 = 7;
+pub const TCP_CLOSE_WAIT: u32 = 8;
+pub const TCP_LAST_ACK: u32 = 9;
+pub const TCP_CLOSING: u32 = 11;
+
+/// How a connection ended, from the state it left for `TCP_CLOSE` ([`CloseFins::of`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseFins {
+    /// Our FIN was sent and acked (it counts one in `bytes_acked`).
+    pub fin_acked: bool,
+    /// A FIN was received (it counts one in `bytes_received`).
+    pub fin_received: bool,
+    /// An orderly end (FINs exchanged), not a reset, an error or a timeout.
+    pub orderly: bool,
+}
+
+impl CloseFins {
+    /// The end of a connection that left state `old` for `TCP_CLOSE`; `all_acked`: nothing it
+    /// sent is outstanding (`snd_una == snd_nxt`); `sock_done`: whether the socket's
+    /// `SOCK_DONE` flag (set by a received FIN's processing) is set, asked only when the state
+    /// cannot tell. So the close needs no record of the state changes before it:
+    /// - our FIN was acked: FIN_WAIT2 is reached only once it was; LAST_ACK and CLOSING end when
+    ///   it is (nothing outstanding) or with a reset or a timeout; from any other state it was
+    ///   not (FIN_WAIT1 ends acked only through FIN_WAIT2);
+    /// - a FIN was received: CLOSE_WAIT, LAST_ACK and CLOSING are reached only by receiving
+    ///   one; FIN_WAIT2 ends with one (time-wait) or without (an orphan's timeout, a reset),
+    ///   which `sock_done` tells; from any other state none was processed.
+    #[inline(always)]
+    pub fn of(old: u32, all_acked: bool, sock_done: impl FnOnce() -> bool) -> CloseFins {
+        let fin_acked = match old {
+            TCP_FIN_WAIT2 => true,
+            TCP_LAST_ACK | TCP_CLOSING => all_acked,
+            _ => false,
+        };
+        let fin_received = match old {
+            TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING => true,
+            TCP_FIN_WAIT2 => sock_done(),
+            _ => false,
+        };
+        CloseFins {
+            fin_acked,
+            fin_received,
+            // An orphan in FIN_WAIT2 closes before the peer's FIN (it goes to time-wait).
+            orderly: fin_acked && (fin_received || old == TCP_FIN_WAIT2),
+        }
+    }
 }
 
 assert_sizes!(
     ConnState = 112,
     ConnEvent = 104,
     ConnPayloadEvent = 296,
-    ConnConfig = 16,
+    ConnConfig = 24,
 );

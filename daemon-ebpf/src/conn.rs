@@ -1,34 +1,40 @@
 //! Connection observation: every TCP connection on the node, whatever socket a policy watches.
-//! - `bulwark_conn_sockops` (sock_ops, a second program on the root cgroup next to
-//!   `bulwark_sockops`): gives a listening socket (at `listen()`) and a connecting one (at
-//!   `connect()`, both in the calling process) their [`ConnState`] with the owner's tgid; at
-//!   established (active or passive) records the ends, where each direction's stream starts
-//!   and the byte counters' baselines, and asks for state callbacks (no record: a connection
-//!   costs the ring buffer one record, its close, plus what it moves); at the move to
-//!   TCP_CLOSE (orderly, reset, timeout, time-wait) sends the close record with the exact
-//!   payload totals. A connection accepted on a listener inherits the listener's state
-//!   (`BPF_F_CLONE`), so a server connection's owner is the process that called `listen()`:
-//!   no hook runs at `accept()` (no kprobes), and the listener's owner is the workload that
-//!   exposes the service.
+//! - [`sock_ops`], observation's half of the one sock_ops program (`bulwark_sockops`,
+//!   sockops.rs; skipped with `--no-conn-observe`): gives a listening socket (at `listen()`)
+//!   and a connecting one (at `connect()`, both in the calling process) their [`ConnState`] with
+//!   the owner's tgid; at established (active or passive) records the ends, where each
+//!   direction's stream starts and the byte counters' baselines, and asks for state callbacks
+//!   (no record: a connection costs the ring buffer one record, its close, plus what it moves);
+//!   at the move to TCP_CLOSE (orderly, reset, timeout, time-wait) — the only state change it
+//!   looks at: how the connection ended follows from the state it left, read then — sends the
+//!   close record with the exact payload totals. A connection accepted on a listener inherits
+//!   the listener's state (`BPF_F_CLONE`), so a server connection's owner is the process that
+//!   called `listen()`: no hook runs at `accept()` (no kprobes), and the listener's owner is the
+//!   workload that exposes the service.
 //! - `bulwark_conn_egress` / `bulwark_conn_ingress` (cgroup_skb): the first payload of each
 //!   direction (the packet whose sequence number is the stream's start) is copied, up to
 //!   [`CONN_PREFIX_LEN`] bytes, into a payload record; and, at most once per stats interval
 //!   while packets flow, a stats record with the totals so far (an idle connection has no
 //!   packets and sends nothing). After both first payloads, a packet costs one socket-storage
 //!   lookup and a read of the coarse clock (the last tick's time: no TSC read per packet).
+//! - A payload that reaches the *listener* (Fast Open data in the SYN, data on the ACK that
+//!   completes the handshake) is the first payload of a connection that does not exist yet:
+//!   its copy waits in `LISTENER_PAYLOADS` (keyed by both ends and its first sequence number)
+//!   until the connection it creates is established — right after, in the same softirq — and
+//!   is sent as that connection's received payload.
 
 use aya_ebpf::{
     bindings::{
         __sk_buff, bpf_sock_ops, BPF_F_CLONE, BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE,
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
-        BPF_SOCK_OPS_TCP_LISTEN_CB,
+        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
     },
     helpers::generated::{
         bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns, bpf_sk_fullsock,
         bpf_sk_storage_get, bpf_skb_load_bytes, bpf_tcp_sock,
     },
-    macros::{btf_map, cgroup_skb, sock_ops},
+    macros::{btf_map, cgroup_skb, map},
+    maps::{LruHashMap, PerCpuArray},
     programs::{SkBuffContext, SockOpsContext},
 };
 use daemon_common::*;
@@ -43,6 +49,8 @@ pub static CONN_CONFIG: ConnConfig = ConnConfig {
     sock_flags: 0,
     sock_done_bit: 0,
     stats_interval_ns: 0,
+    observe: 0,
+    _pad: 0,
 };
 
 #[inline(always)]
@@ -96,11 +104,36 @@ fn conn_state<T>(sk: *mut T, create: bool) -> Option<&'static mut ConnState> {
     }
 }
 
-const TCP_FIN_WAIT1: u32 = 4;
-const TCP_FIN_WAIT2: u32 = 5;
-const TCP_CLOSE: u32 = 7;
-const TCP_LAST_ACK: u32 = 9;
-const TCP_CLOSING: u32 = 11;
+/// Listener payloads waiting for their connection: a handful at a time (each is taken right
+/// after it is put); an entry whose connection never comes (the SYN's data not accepted, the
+/// handshake not completed) is evicted.
+const LISTENER_PAYLOADS_MAX: u32 = 256;
+
+/// Which connection a payload that reached a listener belongs to: both ends (as the
+/// connection's [`ConnState`] records them), the sequence number of its first byte (the
+/// connection's `rcv_start`) and whether it came in a SYN. The connection is established by
+/// the packet that carried its data (a Fast Open SYN whose data the server accepts, the
+/// handshake's last ACK), so a SYN's data the server did not accept is not taken for the
+/// connection's: that connection is established by an ACK, and the client sends the data again.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ListenerPayloadKey {
+    local: Destination,
+    remote: Destination,
+    seq: u32,
+    syn: u32,
+}
+
+/// The SYN bit of `bpf_sock_ops::skb_tcp_flags`.
+const TCP_FLAG_SYN: u32 = 0x02;
+
+#[map]
+static LISTENER_PAYLOADS: LruHashMap<ListenerPayloadKey, ConnPayloadEvent> =
+    LruHashMap::with_max_entries(LISTENER_PAYLOADS_MAX, 0);
+
+/// Per-CPU room for a listener payload's copy (too big for the stack).
+#[map]
+static LISTENER_SCRATCH: PerCpuArray<ConnPayloadEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// The owner of the calling process context: tgid and identity.
 #[inline(always)]
@@ -155,14 +188,19 @@ fn conn_record(kind: u32, st: &ConnState, sent: u64, received: u64) -> ConnEvent
     }
 }
 
-#[sock_ops]
-pub fn bulwark_conn_sockops(ctx: SockOpsContext) -> u32 {
+/// Observation's part of the sock_ops program for callback `op` (listen, connect, active and
+/// passive established; the move to TCP_CLOSE is [`closed`]). Nothing with `--no-conn-observe`.
+#[inline(always)]
+pub(crate) fn sock_ops(ctx: &SockOpsContext, op: u32) {
+    if conn_config().observe == 0 {
+        return;
+    }
     let ops = ctx.ops;
     let sk = unsafe { (*ops).__bindgen_anon_2.sk };
     if sk.is_null() {
-        return 1;
+        return;
     }
-    match ctx.op() {
+    match op {
         BPF_SOCK_OPS_TCP_LISTEN_CB => {
             if let Some(st) = conn_state(sk, true) {
                 current_owner(st);
@@ -175,13 +213,11 @@ pub fn bulwark_conn_sockops(ctx: SockOpsContext) -> u32 {
                 st.role = CONN_ROLE_CLIENT;
             }
         }
-        op @ (BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) => {
-            established(&ctx, ops, sk, op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+            established(ctx, ops, sk, op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
         }
-        BPF_SOCK_OPS_STATE_CB => state_change(&ctx, ops, sk),
         _ => {}
     }
-    1
 }
 
 #[inline(always)]
@@ -200,32 +236,107 @@ fn established<T>(ctx: &SockOpsContext, ops: *mut bpf_sock_ops, sk: *mut T, acti
     } else {
         st.role = CONN_ROLE_SERVER;
     }
-    let (acked, received, snd_nxt, rcv_nxt) = unsafe {
+    let (acked, received, snd_una, snd_nxt, rcv_nxt) = unsafe {
         (
             (*ops).bytes_acked,
             (*ops).bytes_received,
+            (*ops).snd_una,
             (*ops).snd_nxt,
             (*ops).rcv_nxt,
         )
     };
     st.cookie = unsafe { bpf_get_socket_cookie(ops.cast()) };
     st.open_ns = unsafe { bpf_ktime_get_boot_ns() };
-    st.base_acked = acked;
+    if active && st.sent_seen != 0 {
+        // A Fast Open SYN's data (captured, `snd_start` its first byte): the SYN-ACK has
+        // acked the SYN and whatever of the data the server took, and only the SYN is not
+        // payload.
+        st.base_acked = acked.wrapping_sub(snd_una.wrapping_sub(st.snd_start) as u64);
+    } else {
+        st.base_acked = acked;
+        st.snd_start = snd_nxt;
+    }
     st.base_received = received;
-    st.snd_start = snd_nxt;
     st.rcv_start = rcv_nxt;
     st.next_stats_ns = stats_deadline(
         unsafe { bpf_ktime_get_coarse_ns() },
         conn_config().stats_interval_ns,
     );
-    st.sent_seen = 0;
+    // A client's Fast Open SYN may have been captured already (`sent_seen`); otherwise the
+    // state is as made (zeroed at connect, or copied from a listener, which captures nothing).
     st.received_seen = 0;
-    st.fin_sent = 0;
-    st.fin_acked = 0;
     st.closed = 0;
     (st.local, st.remote) = ends(ops);
     st.established = 1;
+    if st.listener_payload != 0 {
+        // Copied from a listener that has held a payload for a connection: this one's?
+        st.listener_payload = 0;
+        let syn = unsafe { (*ops).skb_tcp_flags } & TCP_FLAG_SYN != 0;
+        if !active && send_listener_payload(st, syn) {
+            st.received_seen = 1;
+        }
+    }
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+}
+
+/// Sends the payload that reached the listener before this (server) connection existed, as
+/// the connection's first received payload, when there is one for it (`syn`: the connection
+/// was established by a SYN, Fast Open's).
+#[inline(never)]
+fn send_listener_payload(st: &ConnState, syn: bool) -> bool {
+    let key = ListenerPayloadKey {
+        local: st.local,
+        remote: st.remote,
+        seq: st.rcv_start,
+        syn: syn as u32,
+    };
+    let Some(ev) = LISTENER_PAYLOADS.get_ptr_mut(&key) else {
+        return false;
+    };
+    unsafe {
+        (*ev).header = header(EVENT_CONN_PAYLOAD, st.tgid, st.start_ns);
+        (*ev).cookie = st.cookie;
+        emit(&*ev);
+    }
+    let _ = LISTENER_PAYLOADS.remove(&key);
+    true
+}
+
+/// The TCP payload length of a packet (0 when it is not TCP or cannot be parsed). A function
+/// of its own so the parser's frame is not stacked on the ingress verdict's.
+#[inline(never)]
+fn payload_len(skb: *mut __sk_buff) -> u32 {
+    let mut p = Packet::default();
+    if !parse(skb, &mut p) {
+        return 0;
+    }
+    p.payload
+}
+
+/// Copies a payload that reached a listener (`skb`, received) into `LISTENER_PAYLOADS` for
+/// the connection it will create; false when the packet carries none.
+#[inline(never)]
+fn keep_listener_payload(skb: *mut __sk_buff) -> bool {
+    let mut p = Packet::default();
+    if !parse(skb, &mut p) || p.payload == 0 {
+        return false;
+    }
+    let Some(ev) = LISTENER_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    if !copy_prefix(skb, p.payload, ev) {
+        return false;
+    }
+    unsafe { (*ev).direction = CONN_DIR_RECEIVED };
+    // The parser reads the headers as a sender's: `p.local` is the source, the peer. A SYN's
+    // data starts one past its sequence number.
+    let key = ListenerPayloadKey {
+        local: p.remote,
+        remote: p.local,
+        seq: if p.syn { p.seq.wrapping_add(1) } else { p.seq },
+        syn: p.syn as u32,
+    };
+    LISTENER_PAYLOADS.insert(&key, unsafe { &*ev }, 0).is_ok()
 }
 
 /// Whether a FIN was received on `sk` (`SOCK_DONE`, set only by the FIN's processing).
@@ -250,47 +361,42 @@ fn fin_received<T>(sk: *mut T) -> bool {
     flags & (1u64 << (cfg.sock_done_bit & 63)) != 0
 }
 
+/// The move of an observed connection to TCP_CLOSE (the state callback's `args[1]`, checked
+/// by the caller): the close record. How the connection ended follows from the state it left
+/// (`args[0]`, [`CloseFins::of`]), so the state changes before it need no work.
 #[inline(always)]
-fn state_change<T>(ctx: &SockOpsContext, ops: *mut bpf_sock_ops, sk: *mut T) {
+pub(crate) fn closed(ctx: &SockOpsContext) {
+    let ops = ctx.ops;
+    let sk = unsafe { (*ops).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return;
+    }
     let Some(st) = conn_state(sk, false) else {
         return;
     };
     if st.established == 0 || st.closed != 0 {
         return;
     }
-    let (old, new) = (ctx.arg(0), ctx.arg(1));
-    match new {
-        TCP_FIN_WAIT1 | TCP_LAST_ACK => st.fin_sent = 1,
-        TCP_FIN_WAIT2 if old == TCP_FIN_WAIT1 => st.fin_acked = 1,
-        TCP_CLOSE => {
-            let (acked, received, una, nxt) = unsafe {
-                (
-                    (*ops).bytes_acked,
-                    (*ops).bytes_received,
-                    (*ops).snd_una,
-                    (*ops).snd_nxt,
-                )
-            };
-            // LAST_ACK / CLOSING end when our FIN is acked, or with a reset or a timeout:
-            // acked means nothing is outstanding.
-            if st.fin_sent != 0 && (old == TCP_LAST_ACK || old == TCP_CLOSING) && una == nxt {
-                st.fin_acked = 1;
-            }
-            let fin_in = fin_received(sk);
-            let sent = acked
-                .wrapping_sub(st.base_acked)
-                .saturating_sub(st.fin_acked as u64);
-            let received = received
-                .wrapping_sub(st.base_received)
-                .saturating_sub(fin_in as u64);
-            st.closed = 1;
-            let orderly = st.fin_acked != 0 && (fin_in || old == TCP_FIN_WAIT2);
-            let mut ev = conn_record(EVENT_CONN_CLOSE, st, sent, received);
-            ev.flags = if orderly { 0 } else { CONN_CLOSE_ABORTED };
-            emit(&ev);
-        }
-        _ => {}
-    }
+    let old = ctx.arg(0);
+    let (acked, received, una, nxt) = unsafe {
+        (
+            (*ops).bytes_acked,
+            (*ops).bytes_received,
+            (*ops).snd_una,
+            (*ops).snd_nxt,
+        )
+    };
+    let end = CloseFins::of(old, una == nxt, || fin_received(sk));
+    let sent = acked
+        .wrapping_sub(st.base_acked)
+        .saturating_sub(end.fin_acked as u64);
+    let received = received
+        .wrapping_sub(st.base_received)
+        .saturating_sub(end.fin_received as u64);
+    st.closed = 1;
+    let mut ev = conn_record(EVENT_CONN_CLOSE, st, sent, received);
+    ev.flags = if end.orderly { 0 } else { CONN_CLOSE_ABORTED };
+    emit(&ev);
 }
 
 /// One packet of an observed connection, in direction `sent` (egress) or received.
@@ -310,14 +416,29 @@ fn observe(ctx: &SkBuffContext, sent: bool) -> i32 {
     };
     if !sent && st.role == CONN_ROLE_LISTENER {
         // Handshake packets reach the listener; one with data (a Fast Open SYN, or data on the
-        // handshake's last ACK) is the connection's first payload.
-        return if crate::ingress::listener_payload(skb, st) {
-            0
-        } else {
-            1
-        };
+        // handshake's last ACK) is the connection's first payload: judged here, and kept for
+        // the connection to report. The rest (nearly all) cost a header parse.
+        if payload_len(skb) == 0 {
+            return 1;
+        }
+        if crate::ingress::listener_payload(skb, st) {
+            return 0;
+        }
+        if keep_listener_payload(skb) {
+            st.listener_payload = 1;
+        }
+        return 1;
     }
-    if st.established == 0 || st.closed != 0 {
+    if st.established == 0 {
+        // A client's SYN that carries data (Fast Open): its first payload, sent before the
+        // connection is established (the socket counts the SYN's data segment before this
+        // hook runs, so a SYN without data costs no parse).
+        if sent && st.role == CONN_ROLE_CLIENT && st.sent_seen == 0 && sent_data(sk) {
+            capture(skb, st, true);
+        }
+        return 1;
+    }
+    if st.closed != 0 {
         return 1;
     }
     let seen = if sent { st.sent_seen } else { st.received_seen };
@@ -370,36 +491,71 @@ fn stats(sk: *mut aya_ebpf::bindings::bpf_sock, st: &ConnState) {
     emit(&ev);
 }
 
-/// Copies the first payload of the direction when this packet starts it.
+/// Whether the socket has sent a segment with data (`data_segs_out`).
+#[inline(always)]
+fn sent_data(sk: *mut aya_ebpf::bindings::bpf_sock) -> bool {
+    let tp = unsafe { bpf_tcp_sock(sk) };
+    !tp.is_null() && unsafe { (*tp).data_segs_out } != 0
+}
+
+/// Copies the first [`CONN_PREFIX_LEN`] bytes (at most) of the packet's `payload` bytes, which
+/// end it, into `ev` (`data`, `len`); false when they cannot be read.
+#[inline(always)]
+fn copy_prefix(skb: *mut __sk_buff, payload: u32, ev: *mut ConnPayloadEvent) -> bool {
+    let offset = unsafe { (*skb).len } - payload;
+    let n = if payload > CONN_PREFIX_LEN as u32 {
+        CONN_PREFIX_LEN as u32
+    } else {
+        payload
+    };
+    // 1..=CONN_PREFIX_LEN in a form the verifier bounds.
+    let n = ((n - 1) & (CONN_PREFIX_LEN as u32 - 1)) + 1;
+    unsafe {
+        (*ev).len = n;
+        bpf_skb_load_bytes(
+            skb.cast(),
+            offset,
+            core::ptr::addr_of_mut!((*ev).data).cast(),
+            n,
+        ) == 0
+    }
+}
+
+/// Copies the first payload of the direction when this packet starts it: the segment at the
+/// stream's start, or a client's Fast Open SYN (before the connection is established, which
+/// sets the cookie the record carries).
 #[inline(never)]
 fn capture(skb: *mut __sk_buff, st: &mut ConnState, sent: bool) {
     let mut p = Packet::default();
-    if !parse(skb, &mut p) || p.payload == 0 || p.syn {
+    if !parse(skb, &mut p) || p.payload == 0 {
         return;
     }
-    let start = if sent { st.snd_start } else { st.rcv_start };
-    if p.seq != start {
-        // Sends leave in order, so a later one without the first means the first was missed
-        // (Fast Open data in the SYN); received segments may come out of order: wait for it.
-        if sent && (p.seq.wrapping_sub(start) as i32) > 0 {
-            st.sent_seen = 1;
+    if p.syn {
+        if !sent || st.established != 0 {
+            return;
         }
-        return;
+        st.cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
+        st.snd_start = p.seq.wrapping_add(1);
+    } else {
+        let start = if sent { st.snd_start } else { st.rcv_start };
+        if p.seq != start {
+            // Sends leave in order, so a later one without the first means the first was
+            // missed; received segments may come out of order: wait for it.
+            if sent && (p.seq.wrapping_sub(start) as i32) > 0 {
+                st.sent_seen = 1;
+            }
+            return;
+        }
     }
     let Some(mut entry) = EVENTS.reserve::<ConnPayloadEvent>(0) else {
         count(COUNTER_LOST_EVENTS);
         return;
     };
-    let len = unsafe { (*skb).len };
-    let offset = len - p.payload;
-    let n = if p.payload > CONN_PREFIX_LEN as u32 {
-        CONN_PREFIX_LEN as u32
-    } else {
-        p.payload
-    };
-    // 1..=CONN_PREFIX_LEN in a form the verifier bounds.
-    let n = ((n - 1) & (CONN_PREFIX_LEN as u32 - 1)) + 1;
     let ev = entry.as_mut_ptr();
+    if !copy_prefix(skb, p.payload, ev) {
+        entry.discard(0);
+        return;
+    }
     unsafe {
         (*ev).header = header(EVENT_CONN_PAYLOAD, st.tgid, st.start_ns);
         (*ev).cookie = st.cookie;
@@ -408,17 +564,6 @@ fn capture(skb: *mut __sk_buff, st: &mut ConnState, sent: bool) {
         } else {
             CONN_DIR_RECEIVED
         };
-        (*ev).len = n;
-        if bpf_skb_load_bytes(
-            skb.cast(),
-            offset,
-            core::ptr::addr_of_mut!((*ev).data).cast(),
-            n,
-        ) != 0
-        {
-            entry.discard(0);
-            return;
-        }
     }
     // No wakeup per record (like `emit`): the reader's poll collects them in batches.
     entry.submit(wakeup_flags());

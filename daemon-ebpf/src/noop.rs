@@ -75,11 +75,6 @@ pub fn noop_uring_socket(_ctx: TracePointContext) -> u32 {
     0
 }
 
-#[sock_ops]
-pub fn noop_conn_sockops(_ctx: SockOpsContext) -> u32 {
-    0
-}
-
 #[cgroup_skb(egress)]
 pub fn noop_conn_egress(_ctx: SkBuffContext) -> i32 {
     1

@@ -1,9 +1,15 @@
-//! The sock_ops program: an actively established TCP socket that is watched (or one connect
-//! did not see, e.g. an MPTCP subflow, whose destination is watched) records where its stream
-//! starts and enters the SOCKHASH.
+//! The sock_ops program, one per cgroup for enforcement and observation alike (every program
+//! attached runs at every callback of every TCP socket, so two would pay the dispatch twice):
+//! an actively established TCP socket that is watched (or one connect did not see, e.g. an
+//! MPTCP subflow, whose destination is watched) records where its stream starts and enters the
+//! SOCKHASH; connection observation's callbacks are `conn.rs`'s ([`crate::conn::sock_ops`],
+//! [`crate::conn::closed`]).
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB},
+    bindings::{
+        BPF_NOEXIST, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
+    },
     helpers::generated::{
         bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_sk_storage_get, bpf_sock_hash_update,
     },
@@ -12,24 +18,46 @@ use aya_ebpf::{
 };
 use daemon_common::*;
 
+use crate::conn;
 use crate::maps::*;
 use crate::net::*;
 
 const E2BIG: i64 = 7;
 const ENOMEM: i64 = 12;
 
-/// Actively established TCP sockets: a watched one (or one connect did not see, e.g. an MPTCP
-/// subflow, whose destination is watched) records where its stream starts and enters the
-/// SOCKHASH; sockets no egress selector watches never pay the sk_msg cost.
+/// Every sock_ops callback of every TCP socket. Most are of no interest (the window and
+/// timeout queries, ECN, state changes other than to TCP_CLOSE) and return before any helper
+/// runs.
 #[sock_ops]
 pub fn bulwark_sockops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
-        return 1;
+    let op = ctx.op();
+    match op {
+        BPF_SOCK_OPS_STATE_CB => {
+            if ctx.arg(1) == TCP_CLOSE {
+                conn::closed(&ctx);
+            }
+        }
+        BPF_SOCK_OPS_TCP_LISTEN_CB
+        | BPF_SOCK_OPS_TCP_CONNECT_CB
+        | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => conn::sock_ops(&ctx, op),
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            conn::sock_ops(&ctx, op);
+            watch(&ctx);
+        }
+        _ => {}
     }
+    1
+}
+
+/// An actively established TCP socket: a watched one (or one connect did not see, e.g. an
+/// MPTCP subflow, whose destination is watched) records where its stream starts and enters the
+/// SOCKHASH; sockets no egress selector watches never pay the sk_msg cost.
+#[inline(always)]
+fn watch(ctx: &SockOpsContext) {
     let ops = ctx.ops;
     let sk = unsafe { (*ops).__bindgen_anon_2.sk };
     if sk.is_null() {
-        return 1;
+        return;
     }
     let mut st = sock_state(sk).map_or(core::ptr::null_mut(), |s| s as *mut SockState);
     if st.is_null() {
@@ -50,7 +78,7 @@ pub fn bulwark_sockops(ctx: SockOpsContext) -> u32 {
         );
         let cfg = config();
         if egress_dest_selectors(watch_table(cfg.active_slot & 1), &dest, v4) == 0 {
-            return 1;
+            return;
         }
         let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
         let mut init = SockState::new(tgid, 0);
@@ -63,7 +91,7 @@ pub fn bulwark_sockops(ctx: SockOpsContext) -> u32 {
             )
         } as *mut SockState;
         if st.is_null() {
-            return 1;
+            return;
         }
     }
     let st = unsafe { &mut *st };
@@ -88,5 +116,4 @@ pub fn bulwark_sockops(ctx: SockOpsContext) -> u32 {
             count(COUNTER_SOCKHASH_FULL);
         }
     }
-    1
 }

@@ -59,7 +59,7 @@ impl Attach {
 
 /// Programs attached through links (pinned as `links/<name>`), in attach order. `bulwark_egress`
 /// (sk_msg) is attached to the SOCKHASH instead and lives as long as that map.
-pub(super) const LINKED_PROGRAMS: [(&str, Attach); 16] = [
+pub(super) const LINKED_PROGRAMS: [(&str, Attach); 15] = [
     (
         "bulwark_exec",
         Attach::TracePoint("sched", "sched_process_exec"),
@@ -94,21 +94,26 @@ pub(super) const LINKED_PROGRAMS: [(&str, Attach); 16] = [
             socket_guard::URING_TRACEPOINT.1,
         ),
     ),
-    ("bulwark_conn_sockops", Attach::SockOps),
     ("bulwark_conn_egress", Attach::CgroupSkbEgress),
     ("bulwark_conn_ingress", Attach::CgroupSkbIngress),
 ];
 
 /// Whether `name` is one of connection observation's programs (`daemon-ebpf/src/conn.rs`),
-/// which `EngineOptions::no_conn_observe` leaves unattached.
+/// which `EngineOptions::no_conn_observe` leaves unattached. Its sock_ops half runs in
+/// `bulwark_sockops`, turned off by [`ConnConfig::observe`] instead.
 pub(super) fn is_observation(name: &str) -> bool {
     name.starts_with("bulwark_conn_")
 }
 
 /// What the connection programs are loaded with: the offset of the socket flags (`sk_flags`,
-/// since 6.x `__sk_common.skc_flags`; 0 when BTF has neither: a FIN received then counts as
-/// one payload byte) and the stats interval.
-pub(super) fn conn_config(btf_path: &Path, interval: std::time::Duration) -> ConnConfig {
+/// since 6.x `__sk_common.skc_flags`; 0 when BTF has neither: a FIN received after our own
+/// was acked then counts as one payload byte), the stats interval, and whether connections are
+/// observed at all.
+pub(super) fn conn_config(
+    btf_path: &Path,
+    interval: std::time::Duration,
+    observe: bool,
+) -> ConnConfig {
     let sock_flags = Btf::from_file(btf_path)
         .and_then(|b| {
             b.member_offset("sock", "sk_flags").or_else(|_| {
@@ -125,6 +130,8 @@ pub(super) fn conn_config(btf_path: &Path, interval: std::time::Duration) -> Con
         // `enum sock_flags`: SOCK_DEAD, SOCK_DONE, ... (unchanged since the enum exists).
         sock_done_bit: 1,
         stats_interval_ns: interval.as_nanos().min(u64::MAX as u128) as u64,
+        observe: observe.into(),
+        _pad: 0,
     }
 }
 

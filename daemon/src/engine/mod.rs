@@ -25,7 +25,9 @@
 //!   `bulwark_cgroup_move` tracepoint `cgroup/cgroup_attach_task` (skipped on a kernel whose
 //!   record has another layout; its [`daemon_common::ProcessMovedEvent`]s are the daemon's);
 //! - `bulwark_connect4/6`, `bulwark_sendmsg4/6` (cgroup sock_addr), `bulwark_sockops`
-//!   (sock_ops) and `bulwark_backstop` (cgroup_skb/egress) on the cgroup v2 root as bpf_links
+//!   (sock_ops: egress watching and connection observation's callbacks, one program so each
+//!   callback dispatches once) and `bulwark_backstop` (cgroup_skb/egress) on the cgroup v2
+//!   root as bpf_links
 //!   (links always coexist with other programs; the kernel rejects explicit ALLOW_MULTI flags
 //!   on link creation);
 //! - the socket guard ([`socket_guard`]): `bulwark_sock_create` (cgroup sock_create) on the
@@ -38,9 +40,12 @@
 //!   (whose calls reach the same filter, [`file`] writes their maps) and detached by one that
 //!   has neither (`sys_exit` only while a call is decided at its exit) ([`syscall`]); outside
 //!   [`attach::LINKED_PROGRAMS`], pinned by [`syscall`] itself;
-//! - connection observation (unless [`EngineOptions::no_conn_observe`]): `bulwark_conn_sockops`
-//!   (sock_ops), `bulwark_conn_egress` and `bulwark_conn_ingress` (cgroup_skb) on the cgroup v2
-//!   root; their records (`EVENT_CONN_*`) go to the pipeline like any other.
+//! - connection observation (unless [`EngineOptions::no_conn_observe`]): `bulwark_sockops`'s
+//!   observation half (loaded on or off, `ConnConfig::observe`), `bulwark_conn_egress` and
+//!   `bulwark_conn_ingress` (cgroup_skb) on the cgroup v2 root; their records
+//!   (`EVENT_CONN_*`) go to the pipeline like any other. (Builds before this one attached
+//!   observation's sock_ops half as a second program, `bulwark_conn_sockops`; an upgrade
+//!   from their pins loads afresh and retires them like any other build's.)
 //!
 //! [`attach::LINKED_PROGRAMS`] lists every program attached through a link and its hook:
 //! loading, attaching, pinning and adopting all follow that one table.
@@ -142,7 +147,8 @@ pub struct EngineOptions {
     /// Entries of the SOCKHASH, the sockets watched at once (default
     /// [`MAX_WATCHED_SOCKETS`]; bucket memory, 16 bytes each, is allocated up front).
     pub max_watched_sockets: Option<u32>,
-    /// Do not attach connection observation (`bulwark_conn_*`: no `EVENT_CONN_*` records).
+    /// Do not observe connections: `bulwark_conn_*` are not attached and `bulwark_sockops` is
+    /// loaded with its observation half off (no `EVENT_CONN_*` records).
     pub no_conn_observe: bool,
     /// Least time between two stats records of one open connection (`--conn-interval`);
     /// default [`DEFAULT_CONN_INTERVAL`].
@@ -244,6 +250,7 @@ impl Engine {
         let conn = attach::conn_config(
             &btf_path,
             opts.conn_interval.unwrap_or(DEFAULT_CONN_INTERVAL),
+            !opts.no_conn_observe,
         );
         let syscall_regs = syscall::regs(&Btf::from_file(&btf_path)?);
         let mut ebpf = attach::load_object(opts, &offsets, &conn, &syscall_regs)?;

@@ -21,6 +21,7 @@ use crate::conns_report::{add_internet_peer, conns, PROTOCOLS};
 use bulwark_e2e::daemon::{ev, DaemonConfig};
 use bulwark_e2e::servers::self_signed_cert;
 use bulwark_e2e::{host_cmd, preflight, serial, Daemon, Event, PolicyBuilder, RuleBuilder, World};
+use bulwark_events::{Protocol, Role};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
@@ -663,4 +664,94 @@ fn ingress_fast_open_data_is_judged() {
     assert_eq!(end["error"], "ECONNABORTED", "{end}");
     let m = ingress_match(&d, "e2e-ingress-tfo", FAST_OPEN);
     assert_eq!(m["outcome"], "blocked", "{m}");
+}
+
+/// The `process_close` of the `role` end of the connection from the peer's port `port` to the
+/// service's port `service`.
+fn close_of(d: &Daemon, role: Role, port: u16, service: u16) -> Event {
+    let (local, remote) = match role {
+        Role::Server => (service, port),
+        Role::Client => (port, service),
+    };
+    d.wait_event(
+        &format!("process_close of the {role:?} end from port {port}"),
+        |e| {
+            ev::is(e, "process_close")
+                && e.typed().connection().is_some_and(|c| {
+                    c.role == role && c.local.port == local && c.remote.port == remote
+                })
+        },
+    )
+}
+
+/// Observation (no policy) sees the first payload of a connection whose data reached the
+/// *listener*: in a Fast Open SYN the server accepts (the client's `tcpi_options` has
+/// `TCPI_OPT_SYN_DATA`), and, when the server asks for a cookie the client did not send, on the
+/// segment that completes the handshake (the SYN's data is dropped and retransmitted with the
+/// ACK). Either way the server's `process_close` classifies what it received (`http`) with the
+/// exact byte count, as for any connection; so does the client's, whose first payload left in
+/// its SYN.
+#[test]
+fn fast_open_data_is_observed_at_both_ends() {
+    let _g = serial();
+    let w = world("conns-tfo");
+    let d = Daemon::start(&w, &[]);
+    let fast_open = |ns: &str, value: &str| {
+        let setting = format!("net.ipv4.tcp_fastopen={value}");
+        host_cmd("ip", &["netns", "exec", ns, "sysctl", "-qw", &setting]);
+    };
+    fast_open(&w.net.server, "0x5");
+    let srv = PodServers::start(&w);
+    let request = "GET /tfo HTTP/1.1\\r\\n\\r\\n";
+    let sent = "GET /tfo HTTP/1.1\r\n\r\n";
+    // (server setting, whether the SYN's data is accepted): 0x203 takes data without a cookie;
+    // 0x3 wants a cookie, which the client (0x5: data without one) does not have.
+    for (setting, in_syn) in [("0x203", true), ("0x3", false)] {
+        fast_open(&w.net.pod, setting);
+        let program = format!(
+            "import json, socket\n\
+             c = socket.socket(); c.bind(('{PEER}', 0)); c.settimeout(20)\n\
+             c.sendto(b'{request}', socket.MSG_FASTOPEN, ('{}', {FAST_OPEN}))\n\
+             x = c.recv(4096)\n\
+             info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)\n\
+             print(json.dumps({{'port': c.getsockname()[1], 'reply': x.decode(),\n\
+             \x20   'syn_data': bool(info[5] & 32)}}))\n\
+             c.close()\n",
+            w.net.pod_v4
+        );
+        let v = python_json_in_server_netns(&w, &program, &[]);
+        let port = v["port"].as_u64().unwrap() as u16;
+        assert_eq!(v["reply"], "ok\n", "{setting}: {v}");
+        assert_eq!(
+            v["syn_data"], in_syn,
+            "{setting}: the SYN's data accepted? {v}"
+        );
+        srv.wait_end(port);
+        assert_eq!(srv.received(port), sent.as_bytes(), "{setting}");
+        let server = close_of(&d, Role::Server, port, FAST_OPEN);
+        let client = close_of(&d, Role::Client, port, FAST_OPEN);
+        for (e, c) in [&server, &client].map(|e| (e, e.typed().connection().unwrap())) {
+            let first = if c.role == Role::Server {
+                &c.received
+            } else {
+                &c.sent
+            };
+            assert_eq!(first.protocol, Protocol::Http, "{setting}: {e}");
+            assert_eq!(c.encrypted, Some(false), "{setting}: {e}");
+        }
+        let (s, c) = (
+            server.typed().connection().unwrap(),
+            client.typed().connection().unwrap(),
+        );
+        assert_eq!(
+            (s.bytes_received, s.bytes_sent),
+            (sent.len() as u64, 3),
+            "{setting}: {server}"
+        );
+        assert_eq!(
+            (c.bytes_sent, c.bytes_received),
+            (sent.len() as u64, 3),
+            "{setting}: {client}"
+        );
+    }
 }
