@@ -242,9 +242,11 @@ impl RuleSet {
     /// destination conditions hold for `dest` and whose `matchEncryption` accepts `verdict`.
     /// `dest` is the peer's address with the port the hook looks at: the peer's port on egress,
     /// the server's own (local) port on ingress. `verdict` is an `ENC_*` payload verdict
-    /// (`ENC_PENDING` while undecided). The rule, stated here independently of the kernel's
-    /// `encryption_match`: no `matchEncryption` matches any payload, `plaintext` needs the
-    /// plaintext verdict, `tls` the TLS verdict or a still-undecided stream (fails closed).
+    /// (`ENC_PENDING` while undecided; `ENC_ENCRYPTED` for SSH or a declared protocol, which
+    /// both hooks' kernel verdicts recognise the same way). The rule, stated here independently
+    /// of the kernel's `encryption_match`: no `matchEncryption` matches any payload,
+    /// `plaintext` needs the plaintext verdict (so neither TLS, nor SSH, nor a declared
+    /// protocol), `tls` the TLS verdict or a still-undecided stream (fails closed).
     pub fn evaluate_payload(
         &self,
         hook: Hook,

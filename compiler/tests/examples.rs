@@ -227,6 +227,32 @@ fn egress_examples() {
         rs.evaluate_destination(p & http, &dest("192.168.1.1", 80, dc::PROTO_TCP)),
         0
     );
+    // The first payload decides: only plaintext is blocked — TLS (or a hello on its way), SSH
+    // and declared protocols (ENC_ENCRYPTED) pass, on the egress hook as on ingress.
+    let internet = dest("93.184.216.34", 22, dc::PROTO_TCP);
+    let outcome = rs.evaluate_payload(Hook::Egress, p, &internet, dc::ENC_PLAINTEXT);
+    assert_eq!(
+        (outcome.matched & http, outcome.blocking & http),
+        (http, http)
+    );
+    for verdict in [dc::ENC_TLS, dc::ENC_PENDING, dc::ENC_ENCRYPTED] {
+        let outcome = rs.evaluate_payload(Hook::Egress, p, &internet, verdict);
+        assert_eq!(
+            (outcome.matched & http, outcome.blocking),
+            (0, 0),
+            "verdict {verdict}"
+        );
+    }
+    // The audit example's two selectors (tls, plaintext) report neither SSH nor a declared
+    // protocol.
+    let audit = rule_bits(&rs, "audit-tls-egress", "report-egress-encryption");
+    let encrypted = rs.evaluate_payload(Hook::Egress, p, &internet, dc::ENC_ENCRYPTED);
+    assert_eq!(encrypted.matched & audit, 0);
+    for verdict in [dc::ENC_TLS, dc::ENC_PLAINTEXT] {
+        let outcome = rs.evaluate_payload(Hook::Egress, p, &internet, verdict);
+        assert_ne!(outcome.matched & audit, 0, "verdict {verdict}");
+        assert_eq!(outcome.blocking & audit, 0, "verdict {verdict}");
+    }
     let s = rs.evaluate_process("/usr/bin/curl", &["curl"], staging);
     assert_eq!(s & http, 0);
     assert_eq!(

@@ -714,7 +714,12 @@ fn check_agreement(seed: u64, rounds: usize) -> (usize, usize, usize, usize, usi
                         rs.dest_conditions()
                     );
                     for hook in [Hook::Egress, Hook::Ingress] {
-                        let verdict = *rng.pick(&[dc::ENC_PENDING, dc::ENC_PLAINTEXT, dc::ENC_TLS]);
+                        let verdict = *rng.pick(&[
+                            dc::ENC_PENDING,
+                            dc::ENC_PLAINTEXT,
+                            dc::ENC_TLS,
+                            dc::ENC_ENCRYPTED,
+                        ]);
                         let want_p = rs.evaluate_payload(hook, sel, &dest, verdict);
                         let got_p = kernel_payload(&maps, slot, hook, sel, &dest, verdict);
                         payload_nonzero += usize::from(want_p.matched != 0);

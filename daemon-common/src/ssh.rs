@@ -42,6 +42,25 @@ const P_PACKET_LEN: u8 = 5; // 4 bytes
 const P_PADDING: u8 = 6;
 const P_CODE: u8 = 7;
 
+/// An [`SshScan`] and the offset of the next byte it reads: what the kernel's SSH walk over a
+/// first payload keeps between steps. Plain data.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SshWalk {
+    pub scan: SshScan,
+    pub pos: u32,
+}
+
+impl SshWalk {
+    /// A walk at the start of a payload.
+    pub const fn new() -> SshWalk {
+        SshWalk {
+            scan: SshScan::new(),
+            pos: 0,
+        }
+    }
+}
+
 /// Scanner state; plain data.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

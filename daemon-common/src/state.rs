@@ -2,8 +2,8 @@
 //! a switch's reseed), and per watched socket.
 
 use crate::limits::SLOTS;
-use crate::slots::ENC_PLAINTEXT;
-use crate::tls;
+use crate::slots::{ENC_ENCRYPTED, ENC_PLAINTEXT, ENC_TLS};
+use crate::{ssh, tls};
 
 /// Workload identity of a cgroup, `WORKLOADS[cgroup_id]`. Not slotted: namespace ids are
 /// interned by userspace for the daemon's lifetime.
@@ -70,7 +70,8 @@ pub const UNSEEN_MATCHES_REPORTED: u8 = 2;
 pub struct SockState {
     /// The strict ClientHello scanner over the stream's first bytes; `scan.verdict` is the
     /// stream's verdict (`ENC_PENDING` while a valid hello prefix, then `ENC_TLS` or
-    /// `ENC_PLAINTEXT`).
+    /// `ENC_PLAINTEXT`, or `ENC_ENCRYPTED` when the first send, not TLS, is SSH or a declared
+    /// protocol).
     pub scan: tls::TlsScan,
     /// TCP sequence number of stream offset 0 (the first payload byte sk_msg could see), valid
     /// when `start_known`; otherwise the backstop derives it from the socket's counters.
@@ -119,6 +120,11 @@ pub struct SockState {
     pub prev_table: u32,
     pub _pad: u32,
     pub prev_reported: u64,
+    /// The SSH check of a first send that is not TLS (`daemon-ebpf` `encrypted.rs`): kept here
+    /// for the same reason as the TLS scanner's cursor — on the stack, the verifier tracked its
+    /// values and re-verified the walk's step once per value (the sk_msg program exceeded the
+    /// verifier's 1M-instruction budget). Meaningless outside that check.
+    pub ssh: ssh::SshWalk,
 }
 
 /// [`SockState::prev_table`] when no other table was used on the socket yet.
@@ -126,7 +132,7 @@ pub const NO_TABLE: u32 = u32::MAX;
 
 // Kernel and userspace (which writes it for connections older than the policy) share this
 // layout byte for byte: the fields are ordered so there is no implicit padding.
-assert_sizes!(tls::TlsScan = 36, SockState = 128);
+assert_sizes!(tls::TlsScan = 36, ssh::SshWalk = 16, SockState = 144);
 
 impl SockState {
     /// State of a socket whose stream is watched from its first byte.
@@ -152,7 +158,16 @@ impl SockState {
             prev_table: NO_TABLE,
             _pad: 0,
             prev_reported: 0,
+            ssh: ssh::SshWalk::new(),
         }
+    }
+
+    /// True once the stream is classified encrypted — TLS (the hello and the records after
+    /// it), SSH or a declared protocol (from the first send) — and its start was seen: later
+    /// sends are not judged, and the socket leaves the watch.
+    #[inline(always)]
+    pub fn classified_encrypted(&self) -> bool {
+        self.unseen == 0 && (self.scan.verdict == ENC_TLS || self.scan.verdict == ENC_ENCRYPTED)
     }
 
     /// The verdict the selectors see: an unseen start counts as plaintext.

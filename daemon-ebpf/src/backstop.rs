@@ -1,12 +1,13 @@
 //! The wire-level backstop (cgroup_skb/egress on the same cgroup as the socket programs): for a
-//! TCP packet with payload from a watched socket whose stream is not classified TLS, it checks
-//! that the payload lies within what the sk_msg program passed (stream offsets: sequence number
-//! minus the stream's start). Payload beyond it bypassed the verdict — a send that began
-//! before the socket entered the SOCKHASH, an MPTCP subflow, a socket the SOCKHASH had no room
-//! for, TCP Fast Open data the connect hook did not refuse — and is dropped when an
-//! enforce-mode egress Block selector watches the destination (fail closed: who sent it is not
-//! known here), reported once, and userspace destroys the connection so the sender gets an
-//! error instead of a stall. Sockets without state pay one failed storage lookup per packet.
+//! TCP packet with payload from a watched socket whose stream is not classified encrypted (TLS,
+//! SSH or a declared protocol), it checks that the payload lies within what the sk_msg program
+//! passed (stream offsets: sequence number minus the stream's start). Payload beyond it
+//! bypassed the verdict — a send that began before the socket entered the SOCKHASH, an MPTCP
+//! subflow, a socket the SOCKHASH had no room for, TCP Fast Open data the connect hook did not
+//! refuse — and is dropped when an enforce-mode egress Block selector watches the destination
+//! (fail closed: who sent it is not known here), reported once, and userspace destroys the
+//! connection so the sender gets an error instead of a stall. Sockets without state pay one
+//! failed storage lookup per packet.
 
 use aya_ebpf::{
     bindings::{__sk_buff, bpf_sock},
@@ -154,7 +155,7 @@ pub fn bulwark_backstop(ctx: SkBuffContext) -> i32 {
     let Some(st) = sock_state(sk) else {
         return PASS;
     };
-    if st.unseen == 0 && st.scan.verdict == ENC_TLS {
+    if st.classified_encrypted() {
         return PASS;
     }
     let mut p = Packet::default();

@@ -1,13 +1,17 @@
 //! The egress verdict (sk_msg on the SOCKHASH): every send on a watched socket. While the
 //! stream's verdict is pending, the send's bytes are fed to the strict ClientHello scanner
 //! (`daemon_common::tls`) in a bounded loop, pulling windows of the message linear as needed.
-//! Then the *sending* process's egress selectors (its cached bits, or its parent's) whose
-//! destination conditions hold for the socket are matched against the verdict: an enforce-mode
-//! Block drops the send (the sender sees EACCES) and every later one; monitor and Post matches
-//! are reported once per socket and selector. A TLS verdict (hello plus two well-formed record
-//! headers) asks userspace to take the socket out of the SOCKHASH; a plaintext one keeps it
-//! watched, because sockets move between processes (fork, SCM_RIGHTS, pidfd_getfd) and the
-//! next sender may be in scope. Bytes passed are counted for the wire-level backstop.
+//! When the stream's *first* send is not TLS, it is still encrypted when it is SSH or carries a
+//! declared protocol's signature (`encrypted.rs`, the same checks as the ingress verdict's,
+//! over the first send as ingress runs them over the first segment); anything else is
+//! plaintext. Then the *sending* process's egress selectors (its cached bits, or its parent's)
+//! whose destination conditions hold for the socket are matched against the verdict: an
+//! enforce-mode Block drops the send (the sender sees EACCES) and every later one; monitor and
+//! Post matches are reported once per socket and selector. An encrypted verdict (TLS: hello
+//! plus two well-formed record headers; SSH or a declared protocol: the first send) asks
+//! userspace to take the socket out of the SOCKHASH; a plaintext one keeps it watched, because
+//! sockets move between processes (fork, SCM_RIGHTS, pidfd_getfd) and the next sender may be in
+//! scope. Bytes passed are counted for the wire-level backstop.
 
 use aya_ebpf::{
     bindings::sk_msg_md,
@@ -17,9 +21,11 @@ use aya_ebpf::{
     macros::sk_msg,
     programs::SkMsgContext,
 };
+use daemon_common::ssh::SshWalk;
 use daemon_common::tls::Want;
 use daemon_common::*;
 
+use crate::encrypted::{declared, ssh, MsgPayload};
 use crate::maps::*;
 use crate::net::*;
 
@@ -120,6 +126,15 @@ fn scan_send(msg: *mut sk_msg_md, size: u32, st: &mut SockState) -> u8 {
     st.scan.verdict
 }
 
+/// Whether a stream's first send (`size` bytes), which is not TLS, is SSH or carries a
+/// declared protocol's signature. Its own frame, so the two walks' frames are not stacked on
+/// the program's. `walk` is the socket's (`SockState::ssh`).
+#[inline(never)]
+fn not_tls_encrypted(msg: *mut sk_msg_md, size: u32, walk: *mut SshWalk) -> bool {
+    let payload = MsgPayload { msg, walk };
+    ssh(payload, size) || declared(payload, size)
+}
+
 /// The peer of the socket a message is sent on.
 #[inline(always)]
 fn msg_destination(msg: *mut sk_msg_md) -> (Destination, bool) {
@@ -163,13 +178,19 @@ pub fn bulwark_egress(ctx: SkMsgContext) -> u32 {
         return SK_DROP;
     }
     let size = ctx.size();
-    let before = st.scan.verdict;
-    if st.unseen == 0 && before == ENC_TLS {
+    if st.classified_encrypted() {
         st.passed += size as u64;
         return SK_PASS;
     }
-    if before == ENC_PENDING && st.unseen == 0 {
-        scan_send(msg, size, st);
+    if st.scan.verdict == ENC_PENDING && st.unseen == 0 {
+        // Nothing passed yet (a refused send blocks the socket): this send starts the stream.
+        let first = st.passed == 0;
+        if scan_send(msg, size, st) == ENC_PLAINTEXT
+            && first
+            && not_tls_encrypted(msg, size, &mut st.ssh)
+        {
+            st.scan.verdict = ENC_ENCRYPTED;
+        }
     }
     let verdict = st.verdict();
 
@@ -208,9 +229,9 @@ pub fn bulwark_egress(ctx: SkMsgContext) -> u32 {
         return SK_DROP;
     }
     st.passed += size as u64;
-    if verdict == ENC_TLS && before != ENC_TLS {
-        // Classified TLS and allowed: the socket must leave the SOCKHASH. sk_msg programs may
-        // not delete from a sockmap (the verifier allows map_delete_elem on it only from
+    if st.classified_encrypted() {
+        // Classified encrypted and allowed: the socket must leave the SOCKHASH. sk_msg programs
+        // may not delete from a sockmap (the verifier allows map_delete_elem on it only from
         // sock_ops and a few others), so userspace deletes it by cookie when it reads this.
         let ev = SockClassifiedEvent {
             header: header(EVENT_SOCK_CLASSIFIED, st.tgid, st.start_ns),

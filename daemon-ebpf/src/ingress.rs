@@ -12,9 +12,8 @@
 //!   selectors match, `plaintext` ones do not) only when it holds the whole first record or at
 //!   least [`MIN_PENDING_SEGMENT`] bytes of it; a shorter one (a record header, then plaintext
 //!   in a later segment) is plaintext.
-//! - Otherwise SSH (`daemon_common::ssh`: an identification line, alone or followed by a
-//!   well-formed KEXINIT packet header) or a declared protocol (`DECLARED_PROTOCOLS`, whose
-//!   whole signature must lie in the segment) is `ENC_ENCRYPTED`; anything else is plaintext.
+//! - Otherwise SSH or a declared protocol (`encrypted.rs`, the same checks as the egress
+//!   verdict's, over the segment) is `ENC_ENCRYPTED`; anything else is plaintext.
 //!
 //! A payload that reaches the *listener* rather than the connection — a Fast Open SYN's data,
 //! or data on the ACK that completes the handshake — is judged by [`listener_payload`] the same
@@ -30,14 +29,14 @@ use aya_ebpf::{
     bindings::{__sk_buff, bpf_sock, BPF_SK_STORAGE_GET_F_CREATE},
     btf_maps::SkStorage,
     helpers::generated::{bpf_loop, bpf_sk_storage_get, bpf_skb_cgroup_id, bpf_skb_load_bytes},
-    macros::{btf_map, map},
-    maps::Array,
+    macros::btf_map,
 };
-use daemon_common::ssh::SshScan;
+use daemon_common::ssh::SshWalk;
 use daemon_common::tls::{TlsScan, Want};
 use daemon_common::*;
 
 use crate::backstop::{parse, Packet};
+use crate::encrypted::{declared, ssh, SkbPayload};
 use crate::maps::*;
 use crate::net::*;
 
@@ -47,8 +46,6 @@ use crate::net::*;
 pub const MIN_PENDING_SEGMENT: u32 = 512;
 /// Scanner steps over the first segment (a ClientHello needs a few hundred at most).
 const SCAN_STEPS: u32 = 2048;
-/// Bytes the SSH scanner may need: the identification line and a packet header.
-pub const SSH_BYTES: u32 = daemon_common::ssh::MAX_LINE as u32 + 6;
 
 /// Per server connection, created only when an ingress Block refused it.
 #[repr(C)]
@@ -61,11 +58,6 @@ pub struct IngressState {
 
 #[btf_map]
 pub static INGRESS_STORAGE: SkStorage<IngressState> = SkStorage::new();
-
-/// The declared encrypted protocols (`daemon_common::SignatureEntry`; userspace writes them).
-#[map]
-pub static DECLARED_PROTOCOLS: Array<SignatureEntry> =
-    Array::with_max_entries(MAX_DECLARED_PROTOCOLS as u32, 0);
 
 #[inline(always)]
 fn ingress_state(sk: *mut bpf_sock, create: bool) -> Option<&'static mut IngressState> {
@@ -321,37 +313,6 @@ extern "C" fn scan_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
-/// State of [`ssh_step`].
-#[repr(C)]
-struct SshLoop {
-    skb: *mut __sk_buff,
-    scan: SshScan,
-    base: u32,
-    size: u32,
-    pos: u32,
-    failed: u32,
-}
-
-#[inline(never)]
-extern "C" fn ssh_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let c = unsafe { &mut *(ctx as *mut SshLoop) };
-    let pos = c.pos;
-    if pos >= c.size {
-        return 1;
-    }
-    let mut b = 0u8;
-    if unsafe { bpf_skb_load_bytes(c.skb.cast(), c.base + pos, (&mut b as *mut u8).cast(), 1) } != 0
-    {
-        c.failed = 1;
-        return 1;
-    }
-    c.pos = pos + 1;
-    if c.scan.feed(b) != ENC_PENDING {
-        return 1;
-    }
-    0
-}
-
 /// The verdict of a first segment (payload at `base`, `size` bytes): `ENC_TLS`,
 /// `ENC_PENDING` (a well-formed hello so far), `ENC_ENCRYPTED` or `ENC_PLAINTEXT`. Each step
 /// is a function of its own, so their frames are not stacked on each other.
@@ -361,7 +322,12 @@ fn classify(skb: *mut __sk_buff, base: u32, size: u32) -> u8 {
     if verdict != ENC_PLAINTEXT {
         return verdict;
     }
-    if ssh(skb, base, size) || declared(skb, base, size) {
+    let payload = SkbPayload {
+        skb,
+        base,
+        walk: SshWalk::new(),
+    };
+    if ssh(payload, size) || declared(payload, size) {
         return ENC_ENCRYPTED;
     }
     ENC_PLAINTEXT
@@ -416,65 +382,4 @@ fn pending_verdict(skb: *mut __sk_buff, base: u32, size: u32) -> u8 {
     } else {
         ENC_PLAINTEXT
     }
-}
-
-/// Whether the segment is an SSH identification line, alone or followed by a well-formed
-/// first packet header (`daemon_common::ssh`).
-#[inline(never)]
-fn ssh(skb: *mut __sk_buff, base: u32, size: u32) -> bool {
-    let mut c = SshLoop {
-        skb,
-        scan: SshScan::new(),
-        base,
-        size,
-        pos: 0,
-        failed: 0,
-    };
-    unsafe {
-        bpf_loop(
-            SSH_BYTES,
-            ssh_step as *mut core::ffi::c_void,
-            (&mut c as *mut SshLoop).cast(),
-            0,
-        )
-    };
-    if c.failed != 0 {
-        return false;
-    }
-    c.scan.verdict == ENC_ENCRYPTED || (c.pos == size && c.scan.line_complete())
-}
-
-/// Whether the segment carries a declared protocol's signature.
-#[inline(never)]
-fn declared(skb: *mut __sk_buff, base: u32, size: u32) -> bool {
-    for i in 0..MAX_DECLARED_PROTOCOLS as u32 {
-        let Some(e) = DECLARED_PROTOCOLS.get(i) else {
-            continue;
-        };
-        if e.len == 0 {
-            continue;
-        }
-        let offset = e.offset as u32;
-        if offset >= size {
-            continue;
-        }
-        let left = size - offset;
-        let n = if left < MAX_SIGNATURE_BYTES as u32 {
-            left
-        } else {
-            MAX_SIGNATURE_BYTES as u32
-        };
-        // 1..=MAX_SIGNATURE_BYTES in a form the verifier bounds.
-        let n = ((n - 1) & (MAX_SIGNATURE_BYTES as u32 - 1)) + 1;
-        let mut window = [0u8; MAX_SIGNATURE_BYTES];
-        if unsafe { bpf_skb_load_bytes(skb.cast(), base + offset, window.as_mut_ptr().cast(), n) }
-            != 0
-        {
-            continue;
-        }
-        if e.matches(&window, n as usize) {
-            return true;
-        }
-    }
-    false
 }

@@ -6,6 +6,7 @@
 //! sk_msg verdict, `backstop` the wire-level check of what the verdict never saw, `sockets`
 //! the socket guard (socket types those hooks cannot see), `conn` connection observation,
 //! `ingress` the verdict at a server connection's first received payload (called from `conn`),
+//! `encrypted` the part of both payload verdicts that is not TLS (SSH, declared protocols),
 //! `syscall` the syscall-tracepoint framework (`hook: syscall`), `file` the `hook: file`
 //! consumer of it, `path` the dentry walk and file identity the exec and file hooks share.
 #![no_std]
@@ -20,6 +21,7 @@ mod cgroup_move;
 mod conn;
 mod connect;
 mod egress;
+mod encrypted;
 mod exec;
 mod exit;
 mod file;

@@ -41,18 +41,22 @@ const FAST_OPEN: u16 = 8082;
 /// The pod's TLS server (`openssl s_server -www`).
 const TLS: u16 = 8443;
 
-/// The pod's plaintext server: every port in argv[3..] accepts connections (`v6:PORT`: an
-/// IPv6 socket on `::`, which takes IPv4 too; `tfo:PORT`: an IPv4 one that accepts TCP Fast
-/// Open; else an IPv4 one); per connection it
-/// logs (JSON lines to argv[2]) the accept, every chunk it receives (hex), the end or the error,
-/// keyed by the peer's port, and answers `ok\n` to every chunk.
-const SERVER_PY: &str = "import errno, json, socket, sys, threading
+/// The logging server (the pod's here; the egress tests run it in the server namespace): every
+/// port in argv[3..] accepts connections (`v6:PORT`: an IPv6 socket on `::`, which takes IPv4
+/// too; `ssh:PORT`: the same, greeting every connection with an SSH identification line, as an
+/// SSH server does; `tfo:PORT`: an IPv4 one that accepts TCP Fast Open; else an IPv4 one); per
+/// connection it logs (JSON lines to argv[2]) the accept, every chunk it receives (hex), the end
+/// or the error, keyed by the peer's port, and answers `ok\n` to every chunk. It creates
+/// argv[1] once every port listens.
+pub(crate) const SERVER_PY: &str = "import errno, json, socket, sys, threading
 log = open(sys.argv[2], 'a', buffering=1)
 lock = threading.Lock()
+greet = set()
 def note(**k):
     with lock: log.write(json.dumps(k) + '\\n')
 def handle(s, port, peer):
     note(ev='accept', port=port, peer=peer)
+    if port in greet: s.sendall(b'SSH-2.0-bulwark-e2e\\r\\n')
     while True:
         try:
             x = s.recv(4096)
@@ -71,11 +75,12 @@ def serve(l, port):
         s, a = l.accept()
         threading.Thread(target=handle, args=(s, port, a[1]), daemon=True).start()
 for p in sys.argv[3:]:
-    v6, tfo = p.startswith('v6:'), p.startswith('tfo:'); p = int(p.split(':')[-1])
-    l = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
+    v6, tfo, ssh = p.startswith('v6:'), p.startswith('tfo:'), p.startswith('ssh:'); p = int(p.split(':')[-1])
+    if ssh: greet.add(p)
+    l = socket.socket(socket.AF_INET6 if v6 or ssh else socket.AF_INET)
     l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if tfo: l.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 16)
-    l.bind(('::' if v6 else '0.0.0.0', p)); l.listen(16)
+    l.bind(('::' if v6 or ssh else '0.0.0.0', p)); l.listen(16)
     threading.Thread(target=serve, args=(l, p), daemon=True).start()
 open(sys.argv[1], 'w').close()
 threading.Event().wait()
@@ -126,10 +131,20 @@ pub(crate) const REQUEST: &str = "[b'GET /in HTTP/1.1\\r\\nHost: pod\\r\\n\\r\\n
 /// [`FAST_OPEN`], and `openssl s_server -www` on [`TLS`]. Started after the daemon (a listener
 /// from before it has no known owner).
 pub(crate) struct PodServers {
-    log: std::path::PathBuf,
+    log: PeerLog,
     _plain: bulwark_e2e::pod::Running,
     _tls: bulwark_e2e::pod::Running,
 }
+
+impl std::ops::Deref for PodServers {
+    type Target = PeerLog;
+    fn deref(&self) -> &PeerLog {
+        &self.log
+    }
+}
+
+/// What [`SERVER_PY`] logged (the file it writes), read per connection by the peer's port.
+pub(crate) struct PeerLog(pub(crate) std::path::PathBuf);
 
 impl PodServers {
     pub(crate) fn start(w: &World) -> PodServers {
@@ -173,15 +188,17 @@ impl PodServers {
         });
         assert!(listening.is_some(), "the pod's servers did not start");
         PodServers {
-            log,
+            log: PeerLog(log),
             _plain: plain_srv,
             _tls: tls_srv,
         }
     }
+}
 
+impl PeerLog {
     /// The server's log lines about the connection from the peer's port `peer`.
-    fn conn_log(&self, peer: u16) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
+    pub(crate) fn conn_log(&self, peer: u16) -> Vec<Value> {
+        std::fs::read_to_string(&self.0)
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).expect("a JSON log line"))
@@ -215,7 +232,7 @@ impl PodServers {
     }
 }
 
-fn hex(s: &str) -> Vec<u8> {
+pub(crate) fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
@@ -471,7 +488,7 @@ fn ingress_block_server_reads_nothing_tls_and_other_ports_work() {
         stderr.contains("Connection reset by peer"),
         "curl's error: {stderr}"
     );
-    let log = std::fs::read_to_string(&srv.log).unwrap_or_default();
+    let log = std::fs::read_to_string(&srv.log.0).unwrap_or_default();
     assert!(
         !log.contains(
             &"GET /curl"

@@ -15,6 +15,7 @@
 //! the test; otherwise it is skipped with a message.
 
 use crate::{assert_connected, assert_eperm, wait_match};
+use bulwark_e2e::daemon::ev;
 use bulwark_e2e::{serial, Daemon, DaemonConfig, PolicyBuilder, RuleBuilder, TestServer, World};
 use serde_json::Value;
 use std::io::Write;
@@ -481,4 +482,98 @@ fn kubernetes_mode_enforces_cluster_policies_and_reports_violations() {
         2,
         "the last violation was not written at shutdown: {v}"
     );
+}
+
+/// A declared encrypted protocol put in force at runtime (an `EncryptedProtocol` object)
+/// reaches the kernel's egress verdict without a restart: before it, its first payload is
+/// plaintext to an egress Block (EACCES); once the daemon has it, a new connection carrying it
+/// passes while plaintext is still refused; deleted, it is plaintext again.
+#[test]
+fn kubernetes_declared_protocol_reaches_the_egress_verdict_at_runtime() {
+    const ENC_POLICY: &str = "e2e-k8s-egress-enc";
+    let _g = serial();
+    let Some(kit) = Server::kit() else { return };
+    let srv = Server::start(kit);
+    let w = World::single("k8s-enc", NAMESPACE);
+    let http = TestServer::start(&w.net, &[8082]);
+    let target = format!("{}/32", w.net.server_v4);
+    srv.install(
+        &PolicyBuilder::new(ENC_POLICY)
+            .rule(
+                RuleBuilder::egress("no-plaintext")
+                    .namespaces("In", &[NAMESPACE])
+                    .destinations("In", &[&target], &["8082"], Some("TCP"))
+                    .encryption("plaintext")
+                    .action("Block"),
+            )
+            .yaml(),
+    );
+    let kc = srv.kubeconfig.to_str().unwrap().to_string();
+    let d = Daemon::start_with(DaemonConfig {
+        policies: Vec::new(),
+        workloads: w.workloads_yaml(),
+        extra_args: vec!["--kubeconfig".into(), kc],
+        kubernetes: true,
+        ..DaemonConfig::default()
+    });
+    d.wait_event("ready", |e| e["type"] == "status" && e["state"] == "ready");
+    let ip = w.net.server_ip(false);
+    let declared = |marker: &str| {
+        let bytes = format!("ac3e01{marker}");
+        let out = w.pod().probe(ip, 8082, &["--send-hex", &bytes]);
+        (
+            out.json()["send"].as_str().unwrap_or_default().to_string(),
+            out,
+        )
+    };
+    let diag = || d.diagnostics();
+
+    // Not declared yet: plaintext, refused.
+    let (send, out) = declared("00");
+    assert_eq!(send, "EACCES", "{out}");
+    let m = wait_match(&d, ENC_POLICY, "egress", out.pid, 8082);
+    assert_eq!(m["encryption"], "plaintext", "{m}");
+
+    srv.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: bulwark.dev/v1alpha1\nkind: EncryptedProtocol\nmetadata:\n  name: e2e-acme\nspec:\n  signature: \"ac 3e 01\"\n",
+        ),
+    );
+    // Declared: a new connection carrying it passes once the daemon has put it in force.
+    let out = poll(
+        "the declared protocol to pass the egress verdict",
+        &diag,
+        || {
+            let (send, out) = declared("11");
+            (send == "ok").then_some(out)
+        },
+    );
+    let arrived = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
+        let log = http.log();
+        log.data()
+            .iter()
+            .any(|r| r["first_bytes"] == "ac3e0111")
+            .then_some(())
+    });
+    assert!(arrived.is_some(), "{:?}", http.log());
+    d.sync();
+    d.assert_no_event("a policy_match for the declared protocol", |e| {
+        ev::is(e, "policy_match") && ev::pid(e) == Some(out.pid as u64)
+    });
+    // Plaintext is still refused.
+    let plain = w
+        .pod()
+        .probe(ip, 8082, &["--send", "GET /k8s-enc HTTP/1.0\r\n\r\n"]);
+    assert_eq!(plain.json()["send"], "EACCES", "{plain}");
+    assert!(http.log().requests_for("/k8s-enc").is_empty());
+
+    // Deleted: plaintext again for new connections.
+    srv.kubectl_ok(&["delete", "encryptedprotocol", "e2e-acme"], None);
+    poll("the deleted protocol to be refused again", &diag, || {
+        let (send, _) = declared("22");
+        (send == "EACCES").then_some(())
+    });
+    let st = d.stop();
+    assert!(st.success(), "the daemon exited with {st}");
 }
