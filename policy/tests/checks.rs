@@ -4,20 +4,12 @@
 mod common;
 
 use bulwark_policy::load::lint_source;
-use common::pair;
+use common::{codes, pair};
 
 fn policy(mode: &str, hook: &str, selector: &str) -> String {
     format!(
         "apiVersion: bulwark.dev/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  mode: {mode}\n  rules:\n    - name: r\n      hook: {hook}\n      selectors:\n        - {selector}\n"
     )
-}
-
-fn codes(text: &str) -> Vec<&'static str> {
-    lint_source("t.yaml", text)
-        .diagnostics
-        .iter()
-        .map(|d| d.code)
-        .collect()
 }
 
 const KILL: &str =

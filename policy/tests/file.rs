@@ -3,8 +3,7 @@
 
 mod common;
 
-use bulwark_policy::load::lint_source;
-use common::pair;
+use common::{codes, pair};
 
 fn policy(selectors: &str) -> String {
     format!(
@@ -14,14 +13,6 @@ fn policy(selectors: &str) -> String {
 
 fn sel(paths: &str) -> String {
     format!("        - {{matchBinaries: [{{operator: In, values: [/usr/bin/cat]}}], matchPaths: [{paths}]}}\n")
-}
-
-fn codes(text: &str) -> Vec<&'static str> {
-    lint_source("t.yaml", text)
-        .diagnostics
-        .iter()
-        .map(|d| d.code)
-        .collect()
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! What the check tests share: a check's failing input and its fixed input.
+//! What the check tests share: a check's failing input and its fixed input, and the codes an
+//! input gives.
 
 use bulwark_policy::load::lint_source;
 use bulwark_policy::Diagnostic;
@@ -25,4 +26,14 @@ pub fn pair(code: &str, bad: &str, good: &str) -> Diagnostic {
     );
     assert_eq!(g.policies.len(), 1);
     found.unwrap()
+}
+
+/// The diagnostic codes `text` gives, in order.
+#[allow(dead_code)] // not every test crate that shares this module needs it
+pub fn codes(text: &str) -> Vec<&'static str> {
+    lint_source("t.yaml", text)
+        .diagnostics
+        .iter()
+        .map(|d| d.code)
+        .collect()
 }
