@@ -363,14 +363,14 @@ impl NodeRuleSet {
     }
 
     /// Every group's matcher entries together fit the kernel maps (`NODE_MAP_FACTOR` times a
-    /// group's `MAX_*` entries per slot), and their syscall entries `SYSCALL_SELECTORS`
+    /// group's `MAX_*` entries per slot; the file hook's path maps too), and their syscall entries `SYSCALL_SELECTORS`
     /// (`MAX_SYSCALL_KEYS` per slot, reported at the selector of `policies` that passes it).
     fn check_map_totals(&self, policies: &[AnyPolicy]) -> Result<(), CompileError> {
         let all = self.slot_entries(0);
         let total = |f: &dyn Fn(&MapEntries) -> usize| -> usize {
             all.tables.iter().map(|(_, e)| f(e)).sum()
         };
-        let checks: [(Limit, usize); 5] = [
+        let checks: [(Limit, usize); 6] = [
             (
                 Limit::BinaryValues,
                 total(&|e| {
@@ -395,6 +395,16 @@ impl NodeRuleSet {
                 total(&|e| e.dest_v4.len().max(e.dest_v6.len())),
             ),
             (Limit::PortPrefixes, total(&|e| e.ports.len())),
+            (
+                Limit::FileValues,
+                total(&|e| {
+                    e.file
+                        .exact
+                        .len()
+                        .max(e.file.prefix.len())
+                        .max(e.file.postfix.len())
+                }),
+            ),
         ];
         for (limit, used) in checks {
             if used as u64 > limit.max() * u64::from(dc::NODE_MAP_FACTOR) {

@@ -4,8 +4,8 @@
 //! simulation of the kernel's lookups (`daemon-ebpf/src/file.rs`) over many accesses.
 
 use bulwark_compiler::{
-    call_index, compile, target_arch, BinaryIdentities, ErrorKind, FileFacts, FileId, NamespaceIds,
-    RuleSet,
+    call_index, compile, target_arch, BinaryIdentities, ErrorKind, FileFacts, FileId, Limit,
+    NamespaceIds, RuleSet,
 };
 use bulwark_policy::AnyPolicy;
 use daemon_common as dc;
@@ -155,15 +155,17 @@ fn what_the_kernel_cannot_hold_is_refused() {
         &mut NamespaceIds::new(),
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            err.kind,
-            ErrorKind::TooMany {
-                limit: "MAX_FILE_PATH_CONDS",
-                ..
-            }
-        ),
+    assert_eq!(
+        err.kind,
+        ErrorKind::Capacity {
+            limit: Limit::FilePathConds,
+            used: dc::MAX_FILE_PATH_CONDS + 1
+        },
         "{err}"
+    );
+    assert_eq!(
+        err.kind.limit(),
+        Some(("MAX_FILE_PATH_CONDS", dc::MAX_FILE_PATH_CONDS as u64))
     );
     let err = compile(
         &[policy(
