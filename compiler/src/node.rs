@@ -310,15 +310,26 @@ impl NodeRuleSet {
     }
 
     /// [`RuleSet::resolve_binaries`] for every group; the groups' identities together must fit
-    /// the one `BIN_INODE` map.
+    /// the one `BIN_INODE` map, and those of their `hook: file` `In` paths the one `FILE_INODE`
+    /// map (how many files a path names is known only here, not to the lint).
     pub fn resolve_binaries(&mut self, ids: &BinaryIdentities) -> Result<(), TooManyIdentities> {
-        let mut needed = 0;
+        let (mut binaries, mut files) = (0, 0);
         for g in &mut self.groups {
             g.rules.resolve_binaries(ids)?;
-            needed += g.rules.compiled.bin_inode.len();
+            binaries += g.rules.compiled.bin_inode.len();
+            files += g.rules.files.inode.len();
         }
-        if needed > (dc::MAX_BINARY_IDENTITIES * dc::NODE_MAP_FACTOR) as usize {
-            return Err(TooManyIdentities { needed });
+        if binaries > (dc::MAX_BINARY_IDENTITIES * dc::NODE_MAP_FACTOR) as usize {
+            return Err(TooManyIdentities {
+                needed: binaries,
+                file_paths: false,
+            });
+        }
+        if files > (dc::MAX_FILE_VALUES * dc::NODE_MAP_FACTOR) as usize {
+            return Err(TooManyIdentities {
+                needed: files,
+                file_paths: true,
+            });
         }
         Ok(())
     }
