@@ -127,15 +127,14 @@ fn cluster(name: &str, hook: &str, selectors: Value) -> AnyPolicy {
 /// the limit) or past it.
 fn filling(limit: Limit, n: usize) -> Vec<AnyPolicy> {
     let paths: Vec<String> = (0..n).map(|i| format!("/bin/{i}")).collect();
+    // One `In` entry per path.
+    let entries: Vec<Value> = paths
+        .iter()
+        .map(|p| json!({"operator": "In", "values": [p]}))
+        .collect();
     let (hook, selectors) = match limit {
         Limit::Selectors => ("exec", Value::Array((0..n).map(|_| json!({})).collect())),
-        Limit::ProcConditions => {
-            let entries: Vec<Value> = paths
-                .iter()
-                .map(|p| json!({"operator": "In", "values": [p]}))
-                .collect();
-            ("exec", json!([{"matchBinaries": entries}]))
-        }
+        Limit::ProcConditions => ("exec", json!([{"matchBinaries": entries}])),
         Limit::DestConditions => {
             let entries: Vec<Value> = (0..n)
                 .map(|i| json!({"operator": "NotIn", "ports": [i + 1]}))
@@ -174,13 +173,7 @@ fn filling(limit: Limit, n: usize) -> Vec<AnyPolicy> {
                 json!([{"matchDestinations": [{"operator": "In", "ports": ports}]}]),
             )
         }
-        Limit::FilePathConds => {
-            let entries: Vec<Value> = paths
-                .iter()
-                .map(|p| json!({"operator": "In", "values": [p]}))
-                .collect();
-            ("file", json!([{"matchPaths": entries}]))
-        }
+        Limit::FilePathConds => ("file", json!([{"matchPaths": entries}])),
         Limit::FileValues => (
             "file",
             json!([{"matchPaths": [{"operator": "Prefix", "values": paths}]}]),
@@ -300,23 +293,28 @@ fn capacity_counts_only_policies_without_errors_across_files() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A policy of `hook: syscall` selectors, one per entry of `selectors` (the calls it names);
-/// namespaced to `namespace` when given. JSON, which is YAML.
-fn syscall_doc(name: &str, namespace: Option<&str>, selectors: &[Vec<&str>]) -> Value {
-    let selectors: Vec<Value> = selectors
-        .iter()
-        .map(|calls| json!({"matchSyscalls": [{"operator": "In", "values": calls}]}))
-        .collect();
+/// A policy of one rule `r` on `hook` with `selectors`; namespaced to `namespace` when given.
+/// JSON, which is YAML.
+fn rule_doc(name: &str, namespace: Option<&str>, hook: &str, selectors: Vec<Value>) -> Value {
     let mut doc = json!({
         "apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
         "metadata": {"name": name},
-        "spec": {"rules": [{"name": "r", "hook": "syscall", "selectors": selectors}]}
+        "spec": {"rules": [{"name": "r", "hook": hook, "selectors": selectors}]}
     });
     if let Some(ns) = namespace {
         doc["kind"] = json!("TracingPolicyNamespaced");
         doc["metadata"]["namespace"] = json!(ns);
     }
     doc
+}
+
+/// A policy of `hook: syscall` selectors, one per entry of `selectors` (the calls it names).
+fn syscall_doc(name: &str, namespace: Option<&str>, selectors: &[Vec<&str>]) -> Value {
+    let selectors: Vec<Value> = selectors
+        .iter()
+        .map(|calls| json!({"matchSyscalls": [{"operator": "In", "values": calls}]}))
+        .collect();
+    rule_doc(name, namespace, "syscall", selectors)
 }
 
 fn policy_of(doc: &Value) -> AnyPolicy {
@@ -441,23 +439,13 @@ fn syscall_keys_over_all_groups_are_checked_at_the_limit() {
     );
 }
 
-/// A policy of one `hook: file` rule whose selectors have the `matchPaths` of `selectors`;
-/// namespaced to `namespace` when given. JSON, which is YAML.
+/// A policy of `hook: file` selectors, one per entry of `selectors` (its `matchPaths`).
 fn file_doc(name: &str, namespace: Option<&str>, selectors: Vec<Value>) -> Value {
     let selectors: Vec<Value> = selectors
         .into_iter()
         .map(|paths| json!({"matchPaths": paths}))
         .collect();
-    let mut doc = json!({
-        "apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
-        "metadata": {"name": name},
-        "spec": {"rules": [{"name": "r", "hook": "file", "selectors": selectors}]}
-    });
-    if let Some(ns) = namespace {
-        doc["kind"] = json!("TracingPolicyNamespaced");
-        doc["metadata"]["namespace"] = json!(ns);
-    }
-    doc
+    rule_doc(name, namespace, "file", selectors)
 }
 
 /// `n` `In` entries of one path each, `/f{from}` on.
