@@ -43,7 +43,7 @@ pub(crate) struct Builder<'a> {
 }
 
 /// The mask of bit `i`; none past 63 (only while counting past the limits).
-fn bit(i: usize) -> u64 {
+pub(crate) fn bit(i: usize) -> u64 {
     u32::try_from(i)
         .ok()
         .and_then(|i| 1u64.checked_shl(i))
@@ -109,6 +109,8 @@ impl<'a> Builder<'a> {
                 Limit::Namespaces => self.namespaces.len(),
                 Limit::Cidrs => self.v4.len().max(self.v6.len()),
                 Limit::PortPrefixes => self.ports.len(),
+                Limit::FilePathConds => self.rs.files.conditions.len(),
+                Limit::FileValues => self.rs.files.values(),
             };
         }
         u
@@ -116,21 +118,16 @@ impl<'a> Builder<'a> {
 
     /// Refuses when `limit` is already full (before adding one more of it).
     fn ensure_room(&self, loc: &Location, limit: Limit) -> Result<(), CompileError> {
-        let used = self.usage().of(limit);
-        if self.enforce_limits && used as u64 >= limit.max() {
-            return Err(loc.error(ErrorKind::Capacity {
-                limit,
-                used: used + 1,
-            }));
+        if self.enforce_limits {
+            limit.check(loc, self.usage().of(limit) + 1)?;
         }
         Ok(())
     }
 
     /// Refuses when `limit` is over (after adding).
     fn ensure_within(&self, loc: &Location, limit: Limit) -> Result<(), CompileError> {
-        let used = self.usage().of(limit);
-        if self.enforce_limits && used as u64 > limit.max() {
-            return Err(loc.error(ErrorKind::Capacity { limit, used }));
+        if self.enforce_limits {
+            limit.check(loc, self.usage().of(limit))?;
         }
         Ok(())
     }
@@ -281,10 +278,11 @@ impl<'a> Builder<'a> {
                 crate::syscall::compile_selector(loc, index as u8, sel, self.syscall_arch)?;
             self.rs.syscalls.push(compiled);
         }
-        if hook == Hook::File && index < dc::MAX_SELECTORS {
+        if hook == Hook::File {
+            // Past 64 selectors only while counting: its path conditions still count.
             self.rs
                 .files
-                .add_selector(loc, index as u8, sel, self.syscall_arch)?;
+                .add_selector(loc, index, sel, self.syscall_arch, self.enforce_limits)?;
         }
         // The socket guard covers processes of Block selectors on the outbound network hooks;
         // an ingress Block judges what a server receives, not the sockets it may create.

@@ -7,7 +7,7 @@
 //! `MAX_SYSCALL_KEYS`) are checked by compiling the node, and reported from its error.
 
 use crate::builder::Builder;
-use crate::error::{ErrorKind, Location};
+use crate::error::{CompileError, ErrorKind, Location};
 use crate::ids::NamespaceIds;
 use crate::node::{compile_node, partition};
 use bulwark_policy::diagnostics::codes;
@@ -34,11 +34,15 @@ pub enum Limit {
     Cidrs,
     /// Port prefix blocks.
     PortPrefixes,
+    /// Distinct `matchPaths` entries of `hook: file` selectors (one path condition bit each).
+    FilePathConds,
+    /// Entries of the largest `hook: file` path map (exact, prefix or postfix).
+    FileValues,
 }
 
 impl Limit {
     /// Every limit, in the order checks report them.
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 10] = [
         Limit::Selectors,
         Limit::ProcConditions,
         Limit::DestConditions,
@@ -47,6 +51,8 @@ impl Limit {
         Limit::Namespaces,
         Limit::Cidrs,
         Limit::PortPrefixes,
+        Limit::FilePathConds,
+        Limit::FileValues,
     ];
 
     /// The constant in `daemon-common`.
@@ -60,6 +66,8 @@ impl Limit {
             Limit::Namespaces => "MAX_NAMESPACES",
             Limit::Cidrs => "MAX_CIDRS",
             Limit::PortPrefixes => "MAX_PORT_PREFIXES",
+            Limit::FilePathConds => "MAX_FILE_PATH_CONDS",
+            Limit::FileValues => "MAX_FILE_VALUES",
         }
     }
 
@@ -74,6 +82,8 @@ impl Limit {
             Limit::Namespaces => u64::from(dc::MAX_NAMESPACES),
             Limit::Cidrs => u64::from(dc::MAX_CIDRS),
             Limit::PortPrefixes => u64::from(dc::MAX_PORT_PREFIXES),
+            Limit::FilePathConds => dc::MAX_FILE_PATH_CONDS as u64,
+            Limit::FileValues => u64::from(dc::MAX_FILE_VALUES),
         }
     }
 
@@ -88,6 +98,8 @@ impl Limit {
             Limit::Namespaces => "distinct namespace names",
             Limit::Cidrs => "distinct CIDRs of one address family",
             Limit::PortPrefixes => "distinct port prefix blocks",
+            Limit::FilePathConds => "distinct matchPaths entries (`hook: file`; identical entries are shared)",
+            Limit::FileValues => "distinct matchPaths values of one kind (exact, prefix or postfix) in one path map",
         }
     }
 
@@ -121,7 +133,25 @@ impl Limit {
             Limit::Namespaces => in_map("namespaces"),
             Limit::Cidrs => in_map("CIDRs of one address family"),
             Limit::PortPrefixes => in_map("port prefix blocks"),
+            Limit::FilePathConds => format!(
+                "the policies need more than {max} distinct matchPaths entries of `hook: file` \
+                 selectors (identical entries are shared); merge values of entries with the \
+                 same operator into one entry, or load fewer file policies"
+            ),
+            Limit::FileValues => format!(
+                "the policies need {used} distinct matchPaths values of one kind (exact, prefix \
+                 or postfix) in one path map, more than the kernel map holds; remove or merge \
+                 values (a shorter Prefix covering several)"
+            ),
         }
+    }
+
+    /// Refuses a set that needs `used` of this limit when that is more than a slot holds.
+    pub(crate) fn check(self, loc: &Location, used: usize) -> Result<(), CompileError> {
+        if used as u64 > self.max() {
+            return Err(loc.error(ErrorKind::Capacity { limit: self, used }));
+        }
+        Ok(())
     }
 }
 

@@ -1,11 +1,14 @@
 //! `hook: file` selectors compiled (daemon-common `file`): every distinct `matchPaths` entry of
 //! a rule set is one path condition bit (at most [`dc::MAX_FILE_PATH_CONDS`]), its values exact
-//! keys, prefixes or reversed postfixes; a selector requires its entries' bits and acts on the
+//! keys, prefixes or reversed postfixes (at most [`dc::MAX_FILE_VALUES`] per map; both limits
+//! are [`Limit`]s, counted by the builder like the others, so the lint reports them); a selector requires its entries' bits and acts on the
 //! accesses its `matchAccess` leaves. The calls the hook watches, and what each does to a file,
 //! are a table of the kernel's call names ([`CALLS`]) turned into filter bits of the target
 //! architecture (x86_64: native and i386 compat). [`RuleSet::evaluate_file`] is the reference
 //! semantics of one access; the kernel simulation in the tests checks the map entries against it.
 
+use crate::builder::bit;
+use crate::capacity::Limit;
 use crate::error::{ErrorKind, Location};
 use crate::identities::{BinaryIdentities, FileId};
 use crate::lpm::LpmBuilder;
@@ -123,13 +126,17 @@ pub(crate) struct FileRules {
 }
 
 impl FileRules {
-    /// Compiles the file fields of selector `index`.
+    /// Compiles the file fields of selector `index`. `enforce_limits`: refuse a set past
+    /// [`Limit::FilePathConds`] or [`Limit::FileValues`]; when only counting (the lint's
+    /// capacity check) conditions past 64 get no bit and selectors past 64 are not kept, but
+    /// their conditions and values are counted.
     pub(crate) fn add_selector(
         &mut self,
         loc: &Location,
-        index: u8,
+        index: usize,
         sel: &Selector,
         arch: Arch,
+        enforce_limits: bool,
     ) -> Result<(), crate::error::CompileError> {
         if sel.match_paths.is_empty() {
             return Err(loc.error(ErrorKind::NoPaths));
@@ -163,17 +170,31 @@ impl FileRules {
                 negated: m.operator.is_negated(),
                 values,
             };
-            path_required |= 1 << self.condition(loc, cond)?;
+            path_required |= bit(self.condition(loc, cond, enforce_limits)?);
         }
         if self.calls.is_empty() {
             self.calls = file_calls(arch);
         }
-        self.selectors.push(FileSelector {
-            index,
-            path_required,
-            access: sel.access_bits(),
-        });
+        if let Some(index) = u8::try_from(index)
+            .ok()
+            .filter(|&i| usize::from(i) < dc::MAX_SELECTORS)
+        {
+            self.selectors.push(FileSelector {
+                index,
+                path_required,
+                access: sel.access_bits(),
+            });
+        }
         Ok(())
+    }
+
+    /// Entries of the largest path map (exact, prefix or postfix): what
+    /// [`Limit::FileValues`] counts.
+    pub(crate) fn values(&self) -> usize {
+        self.exact
+            .len()
+            .max(self.prefix.len())
+            .max(self.postfix.len())
     }
 
     /// The bit of `cond`, adding it and its values if it is new.
@@ -181,19 +202,16 @@ impl FileRules {
         &mut self,
         loc: &Location,
         cond: PathCondition,
+        enforce_limits: bool,
     ) -> Result<usize, crate::error::CompileError> {
         if let Some(&i) = self.index.get(&cond) {
             return Ok(i);
         }
         let i = self.conditions.len();
-        if i >= dc::MAX_FILE_PATH_CONDS {
-            return Err(loc.error(ErrorKind::TooMany {
-                what: "distinct matchPaths entries in one rule set",
-                limit: "MAX_FILE_PATH_CONDS",
-                max: dc::MAX_FILE_PATH_CONDS as u64,
-            }));
+        if enforce_limits {
+            Limit::FilePathConds.check(loc, i + 1)?;
         }
-        let bit = 1u64 << i;
+        let bit = bit(i);
         for v in &cond.values {
             let bytes = v.as_bytes().to_vec();
             let bits = 8 * bytes.len() as u32;
@@ -208,15 +226,8 @@ impl FileRules {
                 }
             }
         }
-        let over = [self.exact.len(), self.prefix.len(), self.postfix.len()]
-            .into_iter()
-            .any(|n| n > dc::MAX_FILE_VALUES as usize);
-        if over {
-            return Err(loc.error(ErrorKind::TooMany {
-                what: "matchPaths values of one kind (exact, prefix or postfix) in one rule set",
-                limit: "MAX_FILE_VALUES",
-                max: u64::from(dc::MAX_FILE_VALUES),
-            }));
+        if enforce_limits {
+            Limit::FileValues.check(loc, self.values())?;
         }
         self.index.insert(cond.clone(), i);
         self.conditions.push(cond);

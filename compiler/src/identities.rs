@@ -85,14 +85,31 @@ pub fn binary_paths(policies: &[AnyPolicy]) -> BTreeSet<String> {
     out
 }
 
-/// More file identities than one slot's `BIN_INODE` holds.
+/// More file identities than one slot's `BIN_INODE` holds, or (`file_paths`) than its
+/// `FILE_INODE` holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TooManyIdentities {
     pub needed: usize,
+    /// The identities of the `hook: file` `In` paths of all groups (`FILE_INODE`), not of the
+    /// binary values.
+    pub file_paths: bool,
 }
 
 impl std::fmt::Display for TooManyIdentities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.file_paths {
+            return write!(
+                f,
+                "the `In` matchPaths values of the policy set name {} files in all selector \
+                 groups together (over all mount namespaces; a value that applies regardless of \
+                 namespace counts once per group), more than the kernel map holds \
+                 (MAX_FILE_VALUES x NODE_MAP_FACTOR = {}); use fewer `In` paths (a Prefix \
+                 covering several), or scope cluster-wide file policies to the namespaces they \
+                 concern",
+                self.needed,
+                dc::MAX_FILE_VALUES * dc::NODE_MAP_FACTOR
+            );
+        }
         write!(
             f,
             "the binary values of the policy set name {} distinct files (over all mount \
@@ -147,6 +164,7 @@ impl RuleSet {
         if by_file.len() > dc::MAX_BINARY_IDENTITIES as usize {
             return Err(TooManyIdentities {
                 needed: by_file.len(),
+                file_paths: false,
             });
         }
         self.compiled.bin_inode = by_file.into_iter().collect();

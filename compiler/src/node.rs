@@ -310,15 +310,26 @@ impl NodeRuleSet {
     }
 
     /// [`RuleSet::resolve_binaries`] for every group; the groups' identities together must fit
-    /// the one `BIN_INODE` map.
+    /// the one `BIN_INODE` map, and those of their `hook: file` `In` paths the one `FILE_INODE`
+    /// map (how many files a path names is known only here, not to the lint).
     pub fn resolve_binaries(&mut self, ids: &BinaryIdentities) -> Result<(), TooManyIdentities> {
-        let mut needed = 0;
+        let (mut binaries, mut files) = (0, 0);
         for g in &mut self.groups {
             g.rules.resolve_binaries(ids)?;
-            needed += g.rules.compiled.bin_inode.len();
+            binaries += g.rules.compiled.bin_inode.len();
+            files += g.rules.files.inode.len();
         }
-        if needed > (dc::MAX_BINARY_IDENTITIES * dc::NODE_MAP_FACTOR) as usize {
-            return Err(TooManyIdentities { needed });
+        if binaries > (dc::MAX_BINARY_IDENTITIES * dc::NODE_MAP_FACTOR) as usize {
+            return Err(TooManyIdentities {
+                needed: binaries,
+                file_paths: false,
+            });
+        }
+        if files > (dc::MAX_FILE_VALUES * dc::NODE_MAP_FACTOR) as usize {
+            return Err(TooManyIdentities {
+                needed: files,
+                file_paths: true,
+            });
         }
         Ok(())
     }
@@ -363,14 +374,14 @@ impl NodeRuleSet {
     }
 
     /// Every group's matcher entries together fit the kernel maps (`NODE_MAP_FACTOR` times a
-    /// group's `MAX_*` entries per slot), and their syscall entries `SYSCALL_SELECTORS`
+    /// group's `MAX_*` entries per slot; the file hook's path maps too), and their syscall entries `SYSCALL_SELECTORS`
     /// (`MAX_SYSCALL_KEYS` per slot, reported at the selector of `policies` that passes it).
     fn check_map_totals(&self, policies: &[AnyPolicy]) -> Result<(), CompileError> {
         let all = self.slot_entries(0);
         let total = |f: &dyn Fn(&MapEntries) -> usize| -> usize {
             all.tables.iter().map(|(_, e)| f(e)).sum()
         };
-        let checks: [(Limit, usize); 5] = [
+        let checks: [(Limit, usize); 6] = [
             (
                 Limit::BinaryValues,
                 total(&|e| {
@@ -395,6 +406,16 @@ impl NodeRuleSet {
                 total(&|e| e.dest_v4.len().max(e.dest_v6.len())),
             ),
             (Limit::PortPrefixes, total(&|e| e.ports.len())),
+            (
+                Limit::FileValues,
+                total(&|e| {
+                    e.file
+                        .exact
+                        .len()
+                        .max(e.file.prefix.len())
+                        .max(e.file.postfix.len())
+                }),
+            ),
         ];
         for (limit, used) in checks {
             if used as u64 > limit.max() * u64::from(dc::NODE_MAP_FACTOR) {

@@ -127,15 +127,14 @@ fn cluster(name: &str, hook: &str, selectors: Value) -> AnyPolicy {
 /// the limit) or past it.
 fn filling(limit: Limit, n: usize) -> Vec<AnyPolicy> {
     let paths: Vec<String> = (0..n).map(|i| format!("/bin/{i}")).collect();
+    // One `In` entry per path.
+    let entries: Vec<Value> = paths
+        .iter()
+        .map(|p| json!({"operator": "In", "values": [p]}))
+        .collect();
     let (hook, selectors) = match limit {
         Limit::Selectors => ("exec", Value::Array((0..n).map(|_| json!({})).collect())),
-        Limit::ProcConditions => {
-            let entries: Vec<Value> = paths
-                .iter()
-                .map(|p| json!({"operator": "In", "values": [p]}))
-                .collect();
-            ("exec", json!([{"matchBinaries": entries}]))
-        }
+        Limit::ProcConditions => ("exec", json!([{"matchBinaries": entries}])),
         Limit::DestConditions => {
             let entries: Vec<Value> = (0..n)
                 .map(|i| json!({"operator": "NotIn", "ports": [i + 1]}))
@@ -174,6 +173,11 @@ fn filling(limit: Limit, n: usize) -> Vec<AnyPolicy> {
                 json!([{"matchDestinations": [{"operator": "In", "ports": ports}]}]),
             )
         }
+        Limit::FilePathConds => ("file", json!([{"matchPaths": entries}])),
+        Limit::FileValues => (
+            "file",
+            json!([{"matchPaths": [{"operator": "Prefix", "values": paths}]}]),
+        ),
     };
     // Two policies, so the limit is passed in the second one.
     vec![
@@ -289,23 +293,28 @@ fn capacity_counts_only_policies_without_errors_across_files() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A policy of `hook: syscall` selectors, one per entry of `selectors` (the calls it names);
-/// namespaced to `namespace` when given. JSON, which is YAML.
-fn syscall_doc(name: &str, namespace: Option<&str>, selectors: &[Vec<&str>]) -> Value {
-    let selectors: Vec<Value> = selectors
-        .iter()
-        .map(|calls| json!({"matchSyscalls": [{"operator": "In", "values": calls}]}))
-        .collect();
+/// A policy of one rule `r` on `hook` with `selectors`; namespaced to `namespace` when given.
+/// JSON, which is YAML.
+fn rule_doc(name: &str, namespace: Option<&str>, hook: &str, selectors: Vec<Value>) -> Value {
     let mut doc = json!({
         "apiVersion": "bulwark.dev/v1alpha1", "kind": "TracingPolicy",
         "metadata": {"name": name},
-        "spec": {"rules": [{"name": "r", "hook": "syscall", "selectors": selectors}]}
+        "spec": {"rules": [{"name": "r", "hook": hook, "selectors": selectors}]}
     });
     if let Some(ns) = namespace {
         doc["kind"] = json!("TracingPolicyNamespaced");
         doc["metadata"]["namespace"] = json!(ns);
     }
     doc
+}
+
+/// A policy of `hook: syscall` selectors, one per entry of `selectors` (the calls it names).
+fn syscall_doc(name: &str, namespace: Option<&str>, selectors: &[Vec<&str>]) -> Value {
+    let selectors: Vec<Value> = selectors
+        .iter()
+        .map(|calls| json!({"matchSyscalls": [{"operator": "In", "values": calls}]}))
+        .collect();
+    rule_doc(name, namespace, "syscall", selectors)
 }
 
 fn policy_of(doc: &Value) -> AnyPolicy {
@@ -373,13 +382,8 @@ fn syscall_keys_over_all_groups_are_checked_at_the_limit() {
     };
     let mut docs = vec![syscall_doc("all", None, &[calls.clone()])];
     docs.extend((1..GROUPS).map(|i| namespaced(i, None)));
-    // The capacity diagnostics (names of one architecture only are warned about, BW067).
-    let lint = |docs: &[Value]| {
-        let text: Vec<String> = docs.iter().map(Value::to_string).collect();
-        let mut d = lint_source("t.yaml", &text.join("\n---\n")).diagnostics;
-        d.retain(|d| d.code == "BW092");
-        d
-    };
+    // The capacity diagnostics only (names of one architecture only are warned about, BW067).
+    let lint = lint_capacity;
     assert_eq!(syscall_keys(&docs), max, "at the limit");
     assert_eq!(
         lint(&docs),
@@ -432,5 +436,180 @@ fn syscall_keys_over_all_groups_are_checked_at_the_limit() {
         d[0].hint.as_deref().unwrap_or("").contains("In"),
         "{:?}",
         d[0]
+    );
+}
+
+/// A policy of `hook: file` selectors, one per entry of `selectors` (its `matchPaths`).
+fn file_doc(name: &str, namespace: Option<&str>, selectors: Vec<Value>) -> Value {
+    let selectors: Vec<Value> = selectors
+        .into_iter()
+        .map(|paths| json!({"matchPaths": paths}))
+        .collect();
+    rule_doc(name, namespace, "file", selectors)
+}
+
+/// `n` `In` entries of one path each, `/f{from}` on.
+fn path_entries(from: usize, n: usize) -> Value {
+    (from..from + n)
+        .map(|i| json!({"operator": "In", "values": [format!("/f{i}")]}))
+        .collect()
+}
+
+/// The BW092 diagnostics `bulwark lint` gives a file of `docs`, one document per line pair.
+fn lint_capacity(docs: &[Value]) -> Vec<bulwark_policy::Diagnostic> {
+    let text: Vec<String> = docs.iter().map(Value::to_string).collect();
+    let mut d = lint_source("t.yaml", &text.join("\n---\n")).diagnostics;
+    d.retain(|d| d.code == "BW092");
+    d
+}
+
+/// `MAX_FILE_PATH_CONDS` over two policies (each within what one selector may list), through
+/// the whole lint: exactly at the limit it is clean; one entry past, BW092 is at the second
+/// policy's selector that passes it, at its file and line, and `compile_node` refuses the same
+/// selector. Identical entries in both policies share a bit and are not counted twice.
+#[test]
+fn file_path_conditions_are_checked_at_the_limit_in_input_order() {
+    let max = daemon_common::MAX_FILE_PATH_CONDS;
+    let half = max / 2;
+    // The second policy repeats the first's entries (shared) and adds its own.
+    let docs = |past: usize| {
+        vec![
+            file_doc("first", None, vec![path_entries(0, half)]),
+            file_doc(
+                "second",
+                None,
+                vec![path_entries(0, 2), path_entries(half, max - half + past)],
+            ),
+        ]
+    };
+    assert_eq!(lint_capacity(&docs(0)), vec![], "at the limit");
+    let at: Vec<AnyPolicy> = docs(0).iter().map(policy_of).collect();
+    bulwark_compiler::compile_node(&at, &mut NamespaceIds::new()).expect("at the limit");
+
+    let past: Vec<AnyPolicy> = docs(1).iter().map(policy_of).collect();
+    let e = bulwark_compiler::compile_node(&past, &mut NamespaceIds::new())
+        .expect_err("one past the limit");
+    assert_eq!(
+        e.kind,
+        ErrorKind::Capacity {
+            limit: Limit::FilePathConds,
+            used: max + 1
+        },
+        "{e}"
+    );
+    assert_eq!((e.at.policy.as_str(), e.at.selector), ("second", Some(1)));
+    let d = lint_capacity(&docs(1));
+    assert_eq!(codes(&d), ["BW092"], "{d:?}");
+    assert!(
+        d[0].message.contains("MAX_FILE_PATH_CONDS")
+            && d[0]
+                .message
+                .contains(&format!("need {} distinct matchPaths entries", max + 1))
+            && d[0].message.contains("`second`"),
+        "{}",
+        d[0].message
+    );
+    assert_eq!(d[0].path.as_deref(), Some("spec.rules[0].selectors[1]"));
+    // The second document is line 3.
+    assert_eq!((d[0].file.as_deref(), d[0].line), (Some("t.yaml"), Some(3)));
+}
+
+/// `MAX_FILE_VALUES` per group through the lint, in a namespace's group: the namespace's
+/// selector that passes it is reported, naming the namespace; exactly at the limit is clean.
+#[test]
+fn file_values_of_a_namespace_group_are_checked_at_the_limit() {
+    let max = daemon_common::MAX_FILE_VALUES as usize;
+    let values = |from: usize, n: usize| -> Value {
+        let v: Vec<String> = (from..from + n).map(|i| format!("/d{i}/")).collect();
+        json!([{"operator": "Prefix", "values": v}])
+    };
+    // Cluster-wide 300 prefixes (in every group), the namespace's the rest, split over two
+    // selectors (an entry may list at most the limit).
+    let docs = |past: usize| {
+        vec![
+            file_doc("all", None, vec![values(0, 300)]),
+            file_doc(
+                "mine",
+                Some("team"),
+                vec![values(300, 400), values(700, max - 700 + past)],
+            ),
+        ]
+    };
+    assert_eq!(lint_capacity(&docs(0)), vec![], "at the limit");
+    let d = lint_capacity(&docs(1));
+    assert_eq!(codes(&d), ["BW092"], "{d:?}");
+    assert!(
+        d[0].message.contains("MAX_FILE_VALUES")
+            && d[0].message.contains("namespace `team` needs 1025")
+            && d[0].message.contains("`mine`"),
+        "{}",
+        d[0].message
+    );
+    assert_eq!(d[0].path.as_deref(), Some("spec.rules[0].selectors[1]"));
+    assert_eq!((d[0].file.as_deref(), d[0].line), (Some("t.yaml"), Some(3)));
+    let past: Vec<AnyPolicy> = docs(1).iter().map(policy_of).collect();
+    let e = bulwark_compiler::compile_node(&past, &mut NamespaceIds::new())
+        .expect_err("one past the limit");
+    assert_eq!(
+        e.kind.limit(),
+        Some(("MAX_FILE_VALUES", u64::from(daemon_common::MAX_FILE_VALUES))),
+        "{e}"
+    );
+    assert_eq!((e.at.policy.as_str(), e.at.selector), ("mine", Some(1)));
+}
+
+/// The file path maps of all groups together (`MAX_FILE_VALUES` x `NODE_MAP_FACTOR` per slot):
+/// each group fits, the node does not. 512 cluster-wide prefixes (in all 9 groups) and 8
+/// namespaces of 448 (two of them would not fit one group) need exactly 512 + 8 x 960 = 8,192
+/// entries; one more value in the last namespace passes the limit, reported once.
+#[test]
+fn file_values_over_all_groups_are_checked_at_the_limit() {
+    let max = daemon_common::MAX_FILE_VALUES as usize * daemon_common::NODE_MAP_FACTOR as usize;
+    let values = |from: usize, n: usize| -> Value {
+        let v: Vec<String> = (from..from + n).map(|i| format!("/d{i}/")).collect();
+        json!([{"operator": "Prefix", "values": v}])
+    };
+    let docs = |past: usize| {
+        let mut docs = vec![file_doc("all", None, vec![values(0, 512)])];
+        for i in 0..8 {
+            let n = if i == 7 { 448 + past } else { 448 };
+            docs.push(file_doc(
+                &format!("p{i}"),
+                Some(&format!("ns{i}")),
+                vec![values(1000 * (i + 1), n)],
+            ));
+        }
+        docs
+    };
+    let entries = |docs: &[Value]| -> usize {
+        let policies: Vec<AnyPolicy> = docs.iter().map(policy_of).collect();
+        let node = bulwark_compiler::compile_node(&policies, &mut NamespaceIds::new()).unwrap();
+        assert_eq!(node.groups().len(), 9);
+        node.slot_entries(0)
+            .tables
+            .iter()
+            .map(|(_, e)| e.file.prefix.len())
+            .sum()
+    };
+    assert_eq!(entries(&docs(0)), max);
+    assert_eq!(lint_capacity(&docs(0)), vec![], "at the limit");
+
+    let past: Vec<AnyPolicy> = docs(1).iter().map(policy_of).collect();
+    let e = bulwark_compiler::compile_node(&past, &mut NamespaceIds::new())
+        .expect_err("one past the limit");
+    assert_eq!(
+        e.kind,
+        ErrorKind::NodeCapacity {
+            limit: Limit::FileValues,
+            used: max + 1
+        },
+        "{e}"
+    );
+    let d = lint_capacity(&docs(1));
+    assert_eq!(codes(&d), ["BW092"], "{d:?}");
+    assert!(
+        d[0].message.contains("MAX_FILE_VALUES") && d[0].message.contains(&(max + 1).to_string()),
+        "{}",
+        d[0].message
     );
 }

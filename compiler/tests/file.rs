@@ -4,8 +4,8 @@
 //! simulation of the kernel's lookups (`daemon-ebpf/src/file.rs`) over many accesses.
 
 use bulwark_compiler::{
-    call_index, compile, target_arch, BinaryIdentities, ErrorKind, FileFacts, FileId, NamespaceIds,
-    RuleSet,
+    call_index, compile, compile_node, target_arch, BinaryIdentities, ErrorKind, FileFacts, FileId,
+    Limit, NamespaceIds, RuleSet, TooManyIdentities,
 };
 use bulwark_policy::AnyPolicy;
 use daemon_common as dc;
@@ -155,15 +155,17 @@ fn what_the_kernel_cannot_hold_is_refused() {
         &mut NamespaceIds::new(),
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            err.kind,
-            ErrorKind::TooMany {
-                limit: "MAX_FILE_PATH_CONDS",
-                ..
-            }
-        ),
+    assert_eq!(
+        err.kind,
+        ErrorKind::Capacity {
+            limit: Limit::FilePathConds,
+            used: dc::MAX_FILE_PATH_CONDS + 1
+        },
         "{err}"
+    );
+    assert_eq!(
+        err.kind.limit(),
+        Some(("MAX_FILE_PATH_CONDS", dc::MAX_FILE_PATH_CONDS as u64))
     );
     let err = compile(
         &[policy(
@@ -296,4 +298,57 @@ fn the_kernel_lookups_agree_with_the_reference_evaluator() {
         }
     }
     assert!(checked > 10_000);
+}
+
+/// `FILE_INODE` holds `MAX_FILE_VALUES` x `NODE_MAP_FACTOR` identities per slot: `In` paths
+/// naming exactly that many files (a path names one file per mount namespace it differs in)
+/// resolve; one more is refused when the rules are resolved, saying which map, not when they
+/// are written.
+#[test]
+fn file_identities_of_all_groups_fit_the_identity_map_or_are_refused() {
+    let values = dc::MAX_FILE_VALUES as usize;
+    let per_path = dc::NODE_MAP_FACTOR as usize;
+    let paths: Vec<String> = (0..values).map(|i| format!("/f{i}")).collect();
+    let policies = [policy(
+        json!([{"matchPaths": [{"operator": "In", "values": paths}]}]),
+    )];
+    let mut node = compile_node(&policies, &mut NamespaceIds::new()).unwrap();
+    let identities = |extra: usize| {
+        let mut ids = BinaryIdentities::new();
+        for (i, p) in paths.iter().enumerate() {
+            for n in 0..per_path + usize::from(i < extra) {
+                ids.insert(
+                    p,
+                    FileId {
+                        dev: n as u32 + 1,
+                        ino: i as u64 + 1,
+                    },
+                );
+            }
+        }
+        ids
+    };
+    node.resolve_binaries(&identities(0)).expect("at the limit");
+    let inode: usize = node
+        .slot_entries(0)
+        .tables
+        .iter()
+        .map(|(_, e)| e.file.inode.len())
+        .sum();
+    assert_eq!(inode, values * per_path);
+    let e = node
+        .resolve_binaries(&identities(1))
+        .expect_err("one past the limit");
+    assert_eq!(
+        e,
+        TooManyIdentities {
+            needed: values * per_path + 1,
+            file_paths: true
+        }
+    );
+    assert!(
+        e.to_string()
+            .contains("MAX_FILE_VALUES x NODE_MAP_FACTOR = 8192"),
+        "{e}"
+    );
 }

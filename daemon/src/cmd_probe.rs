@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use bulwark::engine::{self, host, pins, probe as kernel, resolve_offsets, socket_guard, Btf};
 use daemon_common::{
-    COUNTER_LOST_EVENTS, COUNTER_PROCESS_MAP_FULL, COUNTER_READ_FAILED, COUNTER_STALE_PROCESS,
+    KernelOffsets, COUNTER_LOST_EVENTS, COUNTER_PROCESS_MAP_FULL, COUNTER_READ_FAILED,
+    COUNTER_STALE_PROCESS,
 };
 
 #[derive(clap::Args, Debug)]
@@ -126,6 +127,56 @@ fn destroy_check() -> Check {
         "works: a connection whose unseen payload is refused is destroyed, its sender gets an \
          error",
     )
+}
+
+/// The reads whose kernel offsets come from BTF and that bulwark does without when they are
+/// missing, one optional check each, saying what is lost then: TCP Fast Open detection at
+/// connect, the file hook's reads of a call's file, fork's read of a child's cgroup.
+fn btf_checks(offsets: &KernelOffsets) -> Vec<Check> {
+    let found = |name: &str, flag: u32, works: &str, lost: &str| Check {
+        name: name.to_string(),
+        supported: flag == 1,
+        required: false,
+        detail: if flag == 1 { works } else { lost }.to_string(),
+    };
+    vec![
+        found(
+            "TCP Fast Open detection (tcp_sock offsets in BTF)",
+            offsets.tfo,
+            "connect refuses Fast Open for processes in scope of an enforce-mode egress rule",
+            "tcp_sock.fastopen_req/fastopen_connect not found: Fast Open is not refused at \
+             connect; the backstop still drops data in a SYN on a watched socket",
+        ),
+        found(
+            "hook: file (fd table, file and path offsets in BTF)",
+            offsets.file_read,
+            "file rules judge the file a call actually used: its walked path and identity",
+            "the fd-table, file-mode, working-directory, path-walk or inode offsets are not all \
+             in BTF: `hook: file` rules judge nothing on this kernel (see docs/files.md)",
+        ),
+        found(
+            "fork into another cgroup (task cgroup offsets in BTF)",
+            offsets.cgroup_read,
+            "a child created straight into another cgroup (clone3 CLONE_INTO_CGROUP) is judged \
+             in its new namespace from its first call",
+            "task_struct.cgroups, css_set.dfl_cgrp, cgroup.kn or kernfs_node.id not found: a \
+             child created straight into another cgroup (clone3 CLONE_INTO_CGROUP) keeps its \
+             parent's namespace until it execs (see docs/enforcement.md)",
+        ),
+    ]
+}
+
+/// One check as the text report prints it.
+fn check_line(c: &Check) -> String {
+    let mark = if c.supported {
+        "yes"
+    } else if c.required {
+        "NO "
+    } else {
+        "no "
+    };
+    let req = if c.required { "" } else { " (optional)" };
+    format!("  [{mark}] {}{req}: {}", c.name, c.detail)
 }
 
 /// Gathers the report (never fails: what cannot be checked is reported as such).
@@ -347,20 +398,7 @@ pub fn probe(pin_dir: &Path) -> Report {
         }
     }
     if let Some(b) = &btf {
-        let tfo = b.tfo_offsets(Default::default()).tfo == 1;
-        checks.push(Check {
-            name: "TCP Fast Open detection (tcp_sock offsets in BTF)".into(),
-            supported: tfo,
-            required: false,
-            detail: if tfo {
-                "connect refuses Fast Open for processes in scope of an enforce-mode egress rule"
-                    .into()
-            } else {
-                "tcp_sock.fastopen_req/fastopen_connect not found: Fast Open is not refused at \
-                 connect; the backstop still drops data in a SYN on a watched socket"
-                    .into()
-            },
-        });
+        checks.extend(btf_checks(&b.optional_offsets()));
     }
     let ready =
         checks.iter().all(|c| c.supported || !c.required) && programs.iter().all(|p| p.loaded);
@@ -444,15 +482,7 @@ fn print_text(r: &Report) {
         if r.root { "yes" } else { "no" }
     );
     for c in &r.checks {
-        let mark = if c.supported {
-            "yes"
-        } else if c.required {
-            "NO "
-        } else {
-            "no "
-        };
-        let req = if c.required { "" } else { " (optional)" };
-        println!("  [{mark}] {}{req}: {}", c.name, c.detail);
+        println!("{}", check_line(c));
     }
     if !r.programs.is_empty() {
         println!("bulwark programs through the verifier:");
@@ -542,6 +572,8 @@ mod tests {
             "SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY)",
             "pidfd_getfd (connections older than a policy)",
             "TCP Fast Open detection (tcp_sock offsets in BTF)",
+            "hook: file (fd table, file and path offsets in BTF)",
+            "fork into another cgroup (task cgroup offsets in BTF)",
             "ring buffer map",
             "SOCKHASH map",
             "SK_STORAGE map",
@@ -580,5 +612,73 @@ mod tests {
         assert_eq!(json["ready"], true);
         assert_eq!(json["pins"]["dir"], pins::DEFAULT_PIN_DIR);
         assert_eq!(json["pins"]["this_build"], engine::build_id());
+    }
+
+    /// The BTF-dependent checks: optional whatever they find, supported exactly when the
+    /// loader's flag says the offsets were found, and printed with what is lost without them.
+    #[test]
+    fn btf_checks_report_what_each_missing_read_loses() {
+        let all = KernelOffsets {
+            tfo: 1,
+            file_read: 1,
+            cgroup_read: 1,
+            ..Default::default()
+        };
+        let none = KernelOffsets::default();
+        let (with, without) = (btf_checks(&all), btf_checks(&none));
+        let names: Vec<&str> = with.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "TCP Fast Open detection (tcp_sock offsets in BTF)",
+                "hook: file (fd table, file and path offsets in BTF)",
+                "fork into another cgroup (task cgroup offsets in BTF)",
+            ]
+        );
+        assert!(with.iter().all(|c| c.supported && !c.required), "{with:?}");
+        assert!(
+            without.iter().all(|c| !c.supported && !c.required),
+            "{without:?}"
+        );
+        // Each flag decides its own check only.
+        let file_only = btf_checks(&KernelOffsets {
+            file_read: 1,
+            ..Default::default()
+        });
+        let supported: Vec<bool> = file_only.iter().map(|c| c.supported).collect();
+        assert_eq!(supported, [false, true, false]);
+
+        let lines: Vec<String> = with.iter().chain(&without).map(check_line).collect();
+        assert_eq!(
+            lines[1],
+            "  [yes] hook: file (fd table, file and path offsets in BTF) (optional): file rules \
+             judge the file a call actually used: its walked path and identity"
+        );
+        for (i, start, says) in [
+            (
+                4,
+                "  [no ] hook: file (fd table, file and path offsets in BTF) (optional): ",
+                "`hook: file` rules judge nothing on this kernel",
+            ),
+            (
+                2,
+                "  [yes] fork into another cgroup (task cgroup offsets in BTF) (optional): ",
+                "CLONE_INTO_CGROUP",
+            ),
+            (
+                5,
+                "  [no ] fork into another cgroup (task cgroup offsets in BTF) (optional): ",
+                "keeps its parent's namespace until it execs",
+            ),
+        ] {
+            assert!(
+                lines[i].starts_with(start) && lines[i].contains(says),
+                "{}",
+                lines[i]
+            );
+        }
+        let json = serde_json::to_value(&without[2]).unwrap();
+        assert_eq!(json["supported"], false);
+        assert_eq!(json["required"], false);
     }
 }

@@ -199,10 +199,17 @@ impl Btf {
             mm_arg_end: self.member_offset("mm_struct", "arg_end")?,
             task_flags: self.member_offset("task_struct", "flags")?,
             tp_exit_group_dead: 0,
-            ..self.cgroup_offsets(
-                self.file_offsets(self.tfo_offsets(self.inode_offsets(self.path_walk_offsets()))),
-            )
+            ..self.optional_offsets()
         })
+    }
+
+    /// The offsets of the reads the programs do only when BTF has them (each with its flag:
+    /// `path_walk`, `inode_read`, `tfo`, `file_read`, `cgroup_read`); what `bulwark probe`
+    /// reports.
+    pub fn optional_offsets(&self) -> KernelOffsets {
+        self.cgroup_offsets(
+            self.file_offsets(self.tfo_offsets(self.inode_offsets(self.path_walk_offsets()))),
+        )
     }
 
     /// `base` plus the offsets from a task to its cgroup v2 id; `cgroup_read` is 0 when any
