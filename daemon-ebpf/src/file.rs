@@ -28,6 +28,8 @@ use crate::maps::*;
 use crate::path::{copy_walked, identity, rd, walk, PATH_SCRATCH, WALK_END};
 
 const SIGKILL: u32 = 9;
+/// [`judge`]'s `start_ns` when the caller has not read it (BPF calls take five arguments).
+const START_NS_UNREAD: u64 = u64::MAX;
 const NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 
 #[map]
@@ -64,6 +66,9 @@ pub static FILE_INFLIGHT: LruHashMap<u32, FileInflight> =
 #[repr(C)]
 pub struct FileScratch {
     pub event: FileEvent,
+    /// `struct file *` the record describes (0: a name not resolved by the kernel); its
+    /// identity is read only when a lookup or a match needs it.
+    pub file: u64,
     pub key: PathKey,
     pub lpm: Key<PathLpmData>,
 }
@@ -166,6 +171,7 @@ pub fn enter(call: &Call) {
         return;
     };
     let s = unsafe { &mut *s };
+    let lookups = FILE_TABLES.get(table).map_or(0, |t| t.lookups);
     let ev = &mut s.event;
     ev.flags = 0;
     ev.ret = 0;
@@ -173,13 +179,13 @@ pub fn enter(call: &Call) {
     ev.op = fc.op as u8;
     if fc.op == FILE_OP_METADATA_FD || fc.op == FILE_OP_TRUNCATE_FD {
         let file = fd_file(call.arg(fc.dirfd) as i32 as i64, off);
-        if file == 0 || !describe_file(ev, file, off) {
+        if file == 0 || !describe_file(s, file, lookups, off) {
             return;
         }
         judge(cands, table, start_ns, call, op_access(fc.op));
         return;
     }
-    if name_path(ev, call.arg(fc.dirfd), fc.dirfd, call.ptr(fc.path), off) {
+    if name_path(s, call.arg(fc.dirfd), fc.dirfd, call.ptr(fc.path), off) {
         judge(cands, table, start_ns, call, op_access(fc.op));
     }
     if fc.op == FILE_OP_RENAME {
@@ -192,8 +198,8 @@ pub fn enter(call: &Call) {
         let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
             return;
         };
-        let ev = unsafe { &mut (*s).event };
-        if name_path(ev, call.arg(dirfd_arg), dirfd_arg, call.ptr(fc.flags), off) {
+        let s = unsafe { &mut *s };
+        if name_path(s, call.arg(dirfd_arg), dirfd_arg, call.ptr(fc.flags), off) {
             judge(cands, table, start_ns, call, RENAME_NEW_ACCESS);
         }
     }
@@ -223,19 +229,17 @@ pub fn exit(ctx: &RawTracePointContext, nr: u32) {
     let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let ev = unsafe { &mut (*s).event };
-    if file == 0 || !describe_file(ev, file, off) {
+    let s = unsafe { &mut *s };
+    let lookups = FILE_TABLES.get(f.table).map_or(0, |t| t.lookups);
+    if file == 0 || !describe_file(s, file, lookups, off) {
         return;
     }
+    let ev = &mut s.event;
     let f_mode: u32 = rd(file + off.file_f_mode as u64);
     ev.flags = f.flags;
     ev.ret = ret;
     ev.at_exit = 1;
     ev.op = FILE_OP_OPEN as u8;
-    let start_ns = match unsafe { PROCESSES.get(&((pid_tgid >> 32) as u32)) } {
-        Some(p) => p.start_ns,
-        None => 0,
-    };
     let call = Call {
         index: f.index,
         want: 0,
@@ -246,7 +250,7 @@ pub fn exit(ctx: &RawTracePointContext, nr: u32) {
     judge(
         f.candidates,
         f.table,
-        start_ns,
+        START_NS_UNREAD,
         &call,
         open_access(f_mode, f.flags),
     );
@@ -272,12 +276,15 @@ fn fd_file(fd: i64, off: &KernelOffsets) -> u64 {
     rd(fds + 8 * fd as u64)
 }
 
-/// Fills the record's path (walked), identity and `resolved` from `struct file *file`.
+/// Fills the record's path (walked) and `resolved` from `struct file *file`, and its identity
+/// when `lookups` has identity conditions or the path cannot be walked (else [`judge`] reads it
+/// for a match only: most calls match nothing, and the identity costs four kernel reads).
 #[inline(always)]
-fn describe_file(ev: &mut FileEvent, file: u64, off: &KernelOffsets) -> bool {
-    let id = identity(file, off);
-    ev.dev = id.dev;
-    ev.ino = id.ino;
+fn describe_file(s: &mut FileScratch, file: u64, lookups: u32, off: &KernelOffsets) -> bool {
+    s.file = file;
+    let ev = &mut s.event;
+    ev.dev = 0;
+    ev.ino = 0;
     ev.resolved = 1;
     ev.path_len = match walk(file + off.file_f_path as u64, off)
         .and_then(|pos| copy_walked(pos, 0, ev.path.as_mut_ptr()))
@@ -289,7 +296,18 @@ fn describe_file(ev: &mut FileEvent, file: u64, off: &KernelOffsets) -> bool {
             0
         }
     };
+    if ev.path_len == 0 || lookups & FILE_LOOKUP_INODE != 0 {
+        fill_identity(ev, file, off);
+    }
     ev.path_len != 0 || ev.ino != 0
+}
+
+/// The record's `dev` and `ino` from `struct file *file`.
+#[inline(always)]
+fn fill_identity(ev: &mut FileEvent, file: u64, off: &KernelOffsets) {
+    let id = identity(file, off);
+    ev.dev = id.dev;
+    ev.ino = id.ino;
 }
 
 /// Fills the record's path from a call's name argument: absolute as given, else joined to the
@@ -297,12 +315,14 @@ fn describe_file(ev: &mut FileEvent, file: u64, off: &KernelOffsets) -> bool {
 /// (`AT_EMPTY_PATH`) is the dirfd's file itself.
 #[inline(never)]
 fn name_path(
-    ev: &mut FileEvent,
+    s: &mut FileScratch,
     dirfd: u64,
     dirfd_arg: u32,
     name: u64,
     off: &KernelOffsets,
 ) -> bool {
+    s.file = 0;
+    let ev = &mut s.event;
     ev.dev = 0;
     ev.ino = 0;
     ev.resolved = 0;
@@ -352,7 +372,9 @@ fn name_path(
         }
         if first[0] == 0 {
             // AT_EMPTY_PATH: the dirfd's file itself.
-            return describe_file(ev, file, off);
+            // Its identity always read (BPF calls take five arguments: no room here
+            // for the table's lookups).
+            return describe_file(s, file, FILE_LOOKUP_INODE, off);
         }
         file + off.file_f_path as u64
     };
@@ -528,7 +550,7 @@ extern "C" fn judge_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// Judges the record's path and file for `candidates` of `table`; reports and kills what
-/// matched.
+/// matched. `start_ns`: the process's, or [`START_NS_UNREAD`] to look it up for a match only.
 #[inline(never)]
 fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, access: u32) {
     let Some(t) = FILE_TABLES.get(table) else {
@@ -562,10 +584,19 @@ fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, access: u32) {
     let pid_tgid = bpf_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let start_ns = if start_ns == START_NS_UNREAD {
+        unsafe { PROCESSES.get(&tgid) }.map_or(0, |p| p.start_ns)
+    } else {
+        start_ns
+    };
     let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let ev = unsafe { &mut (*s).event };
+    let s = unsafe { &mut *s };
+    if s.file != 0 && s.event.ino == 0 {
+        fill_identity(&mut s.event, s.file, offsets_ref());
+    }
+    let ev = &mut s.event;
     ev.header = header(EVENT_FILE, tgid, start_ns);
     ev.selectors = j.matched;
     ev.cgroup_id = cgroup_id;

@@ -83,6 +83,8 @@ pub fn identity(file: u64, off: &KernelOffsets) -> Identity {
 struct PathWalk {
     dentry: u64,
     vfsmnt: u64,
+    /// `vfsmnt->mnt_root`, read once per mount crossed rather than once per step.
+    mnt_root: u64,
     pos: u32,
     /// 1 = reached the root, 2 = failed (too long, unreadable).
     done: u32,
@@ -100,9 +102,8 @@ extern "C" fn walk_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         return 1;
     };
     let s = unsafe { &mut *s };
-    let mnt = c.vfsmnt.wrapping_sub(off.mount_mnt as u64);
-    let mnt_root: u64 = rd(c.vfsmnt + off.vfsmount_mnt_root as u64);
-    if c.dentry == mnt_root {
+    if c.dentry == c.mnt_root {
+        let mnt = c.vfsmnt.wrapping_sub(off.mount_mnt as u64);
         let parent: u64 = rd(mnt + off.mount_mnt_parent as u64);
         if parent == mnt || parent == 0 {
             c.done = 1;
@@ -110,6 +111,7 @@ extern "C" fn walk_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         }
         c.dentry = rd(mnt + off.mount_mnt_mountpoint as u64);
         c.vfsmnt = parent + off.mount_mnt as u64;
+        c.mnt_root = rd(c.vfsmnt + off.vfsmount_mnt_root as u64);
         return 0;
     }
     let parent: u64 = rd(c.dentry + off.dentry_d_parent as u64);
@@ -117,9 +119,7 @@ extern "C" fn walk_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         c.done = 1;
         return 1;
     }
-    let qstr = c.dentry + off.dentry_d_name as u64;
-    let len: u32 = rd(qstr + off.qstr_len as u64);
-    let name: u64 = rd(qstr + off.qstr_name as u64);
+    let (len, name) = dentry_name(c.dentry, off);
     let len = len & 0xff;
     if len == 0 || name == 0 || len + 1 > c.pos {
         c.done = 2;
@@ -140,6 +140,25 @@ extern "C" fn walk_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
+/// `dentry->d_name`'s length and name pointer: one read when `name` is 4 or 8 bytes after
+/// `len` in `struct qstr` (4 on 64-bit kernels: `len` is the upper half of `hash_len`), else
+/// two. The walk's reads are most of its cost.
+#[inline(always)]
+fn dentry_name(dentry: u64, off: &KernelOffsets) -> (u32, u64) {
+    let qstr = dentry + off.dentry_d_name as u64;
+    let gap = off.qstr_name.wrapping_sub(off.qstr_len);
+    if gap == 4 || gap == 8 {
+        let block: [u32; 4] = rd(qstr + off.qstr_len as u64);
+        let at = (gap / 4) as usize;
+        let name = u64::from(block[at & 3]) | u64::from(block[(at + 1) & 3]) << 32;
+        return (block[0], name);
+    }
+    (
+        rd(qstr + off.qstr_len as u64),
+        rd(qstr + off.qstr_name as u64),
+    )
+}
+
 /// Walks `struct path *path` (a kernel address) to the root; on success the absolute path is
 /// in `PATH_SCRATCH.walk[pos..WALK_END]` and `pos` is returned. `WALK_END` (nothing written)
 /// is the root itself, or a file of an internal mount with no name above it (a memfd), which
@@ -149,9 +168,11 @@ pub fn walk(path: u64, off: &KernelOffsets) -> Option<u32> {
     if off.path_walk != 1 || path == 0 {
         return None;
     }
+    let vfsmnt: u64 = rd(path + off.path_mnt as u64);
     let mut c = PathWalk {
         dentry: rd(path + off.path_dentry as u64),
-        vfsmnt: rd(path + off.path_mnt as u64),
+        vfsmnt,
+        mnt_root: rd(vfsmnt + off.vfsmount_mnt_root as u64),
         pos: WALK_END as u32,
         done: 0,
     };
