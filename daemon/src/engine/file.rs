@@ -3,12 +3,11 @@
 //! as `SYSCALL_FILTER` bits through `MapEntries::syscall_filter`, so attaching the syscall
 //! programs while a rule set has file selectors is the syscall engine's job (`super::syscall`).
 
-use anyhow::Context;
 use aya::maps::{Array, MapData};
 use daemon_common::*;
 
 use super::maps::{map, Maps};
-use super::slots::{read_hash, read_lpm, write_hash, write_lpm};
+use super::slots::{read_hash, read_lpm, write_hash, write_lpm, write_selector_array};
 
 /// Writes the file maps of `slot`: `FILE_TABLES` and `FILE_SELECTORS` of the tables `touched`
 /// (cleared) and those given, and the path maps (the slot's old keys removed).
@@ -50,21 +49,14 @@ pub(super) fn write_slot(
         &each!(postfix),
         |k: &PathLpmData| k.slot,
     )?;
-    {
-        let mut sel: Array<&mut MapData, FileSelectorEntry> =
-            Array::try_from(map(maps, MAP_FILE_SELECTORS)?)?;
-        for &t in touched {
-            let base = t * MAX_SELECTORS as u32;
-            for i in 0..MAX_SELECTORS as u32 {
-                sel.set(base + i, FileSelectorEntry::default(), 0)?;
-            }
-        }
-        for (_, e) in tables {
-            for (i, entry) in &e.file.selectors {
-                sel.set(*i, entry, 0).context("writing FILE_SELECTORS")?;
-            }
-        }
-    }
+    write_selector_array(
+        maps,
+        MAP_FILE_SELECTORS,
+        touched,
+        tables
+            .iter()
+            .flat_map(|(t, e)| e.file.selectors.iter().map(move |(i, v)| (*t, *i, *v))),
+    )?;
     let mut t: Array<&mut MapData, FileTable> = Array::try_from(map(maps, MAP_FILE_TABLES)?)?;
     for &table in touched {
         let v = tables

@@ -93,6 +93,37 @@ pub(super) fn write_lpm<K: aya::Pod>(
     Ok(())
 }
 
+/// Rewrites the per-selector array `name` (entry `table * MAX_SELECTORS + i` for selector `i`
+/// of a table) for the tables `touched`: each of their entries back to the default, then
+/// `entries` as `(table, index, value)`. An index outside its table's range is refused (it
+/// would overwrite another table's selector).
+pub(super) fn write_selector_array<V: aya::Pod + Default>(
+    ebpf: &mut Maps,
+    name: &str,
+    touched: &[u32],
+    entries: impl IntoIterator<Item = (u32, u32, V)>,
+) -> anyhow::Result<()> {
+    let mut a: Array<&mut MapData, V> = Array::try_from(map(ebpf, name)?)?;
+    for &t in touched {
+        let base = t * MAX_SELECTORS as u32;
+        for i in 0..MAX_SELECTORS as u32 {
+            a.set(base + i, V::default(), 0)?;
+        }
+    }
+    for (t, idx, value) in entries {
+        let base = t * MAX_SELECTORS as u32;
+        if idx < base || idx >= base + MAX_SELECTORS as u32 {
+            bail!(
+                "{name}: selector index {idx} is outside table {t} ({base}..{})",
+                base + MAX_SELECTORS as u32
+            );
+        }
+        a.set(idx, value, 0)
+            .with_context(|| format!("writing {name}"))?;
+    }
+    Ok(())
+}
+
 pub(super) fn write_hash<K: aya::Pod>(
     ebpf: &mut Maps,
     name: &str,
@@ -407,28 +438,14 @@ impl Engine {
             }
             v
         };
-        {
-            let mut sel: Array<&mut MapData, SelectorEntry> =
-                Array::try_from(map(ebpf, MAP_SELECTORS)?)?;
-            for &t in &touched {
-                let base = t * MAX_SELECTORS as u32;
-                for i in 0..MAX_SELECTORS as u32 {
-                    sel.set(base + i, SelectorEntry::default(), 0)?;
-                }
-            }
-            for (t, m) in &e.tables {
-                let base = t * MAX_SELECTORS as u32;
-                for (idx, entry) in &m.selectors {
-                    if *idx < base || *idx >= base + MAX_SELECTORS as u32 {
-                        bail!(
-                            "selector index {idx} is outside table {t} ({base}..{})",
-                            base + 64
-                        );
-                    }
-                    sel.set(*idx, entry, 0)?;
-                }
-            }
-        }
+        write_selector_array(
+            ebpf,
+            MAP_SELECTORS,
+            &touched,
+            e.tables
+                .iter()
+                .flat_map(|(t, m)| m.selectors.iter().map(move |(i, v)| (*t, *i, *v))),
+        )?;
         // One map holds every table of the slot: all tables' entries are written together.
         macro_rules! each {
             ($field:ident) => {

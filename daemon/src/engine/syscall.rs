@@ -21,6 +21,7 @@ use aya::Ebpf;
 use daemon_common::*;
 
 use super::maps::{map, Maps};
+use super::slots::{write_hash, write_selector_array};
 use super::Btf;
 
 /// The two programs and their raw tracepoints.
@@ -88,35 +89,25 @@ pub(super) fn write_slot(
     tables: &[(u32, MapEntries)],
     touched: &[u32],
 ) -> anyhow::Result<()> {
-    {
-        let mut m: HashMap<&mut MapData, SyscallKey, u64> =
-            HashMap::try_from(map(maps, MAP_SYSCALL_SELECTORS)?)?;
-        let old: Vec<SyscallKey> = m.keys().filter_map(Result::ok).collect();
-        for k in old {
-            if k.table & 1 == u32::from(slot) {
-                m.remove(&k)?;
-            }
-        }
-        for (_, e) in tables {
-            for (k, mask) in &e.syscall_selectors {
-                m.insert(k, mask, 0)
-                    .context("writing SYSCALL_SELECTORS: map full")?;
-            }
-        }
-    }
-    let mut conds: Array<&mut MapData, SyscallSelectorConds> =
-        Array::try_from(map(maps, MAP_SYSCALL_CONDS)?)?;
-    for &t in touched {
-        let base = t * MAX_SELECTORS as u32;
-        for i in 0..MAX_SELECTORS as u32 {
-            conds.set(base + i, SyscallSelectorConds::default(), 0)?;
-        }
-    }
-    for (_, e) in tables {
-        for (i, c) in &e.syscall_conds {
-            conds.set(*i, c, 0)?;
-        }
-    }
+    let keys: Vec<(SyscallKey, u64)> = tables
+        .iter()
+        .flat_map(|(_, e)| e.syscall_selectors.iter().copied())
+        .collect();
+    write_hash(
+        maps,
+        MAP_SYSCALL_SELECTORS,
+        slot,
+        &keys,
+        |k: &SyscallKey| k.table as u8,
+    )?;
+    write_selector_array(
+        maps,
+        MAP_SYSCALL_CONDS,
+        touched,
+        tables
+            .iter()
+            .flat_map(|(t, e)| e.syscall_conds.iter().map(move |(i, c)| (*t, *i, *c))),
+    )?;
     Ok(())
 }
 
