@@ -585,6 +585,7 @@ mod tests {
             "TCP Fast Open detection (tcp_sock offsets in BTF)",
             "hook: file (fd table, file and path offsets in BTF)",
             "fork into another cgroup (task cgroup offsets in BTF)",
+            "hook: file via io_uring (io_kiocb request offsets in BTF)",
             "ring buffer map",
             "SOCKHASH map",
             "SK_STORAGE map",
@@ -602,6 +603,8 @@ mod tests {
             "bulwark_sock_create",
             "bulwark_packet_socket",
             "bulwark_uring_socket",
+            "bulwark_uring_file_submit",
+            "bulwark_uring_file_complete",
         ] {
             assert!(r.programs.iter().any(|p| p.name == name), "{name}");
         }
