@@ -18,6 +18,8 @@
 //!   postfix reversed), [`MAP_FILE_INODE`] (`BinInodeKey`: the files the `In` paths named when
 //!   the rules were loaded).
 //! - [`MAP_FILE_INFLIGHT`]`[tid]` ([`FileInflight`]): an open waiting for its exit.
+//! - `FILE_URING_INFLIGHT[req]` ([`FileInflight`], `index` the opcode): an io_uring open
+//!   waiting for its completion (`struct io_kiocb *` as the key).
 
 /// [`SelectorEntry::hook`](crate::SelectorEntry::hook) of a `hook: file` selector.
 pub const HOOK_FILE: u8 = 5;
@@ -127,6 +129,31 @@ pub const fn open_access(f_mode: u32, flags: u64) -> u32 {
     a
 }
 
+/// `O_PATH`: a descriptor that reads and writes nothing.
+pub const O_PATH: u64 = 0o10_000_000;
+
+/// The accesses an open *asks for* by its flags (for an open judged before it runs, see
+/// [`FILE_VIA_URING_FIXED_SLOT`]): read and write by `O_ACCMODE`, write for `O_TRUNC`, create
+/// for `O_CREAT` (whether or not the file exists); none for `O_PATH`.
+#[inline(always)]
+pub const fn requested_access(flags: u64) -> u32 {
+    if flags & O_PATH != 0 {
+        return 0;
+    }
+    let mut a = match flags & O_ACCMODE {
+        0 => FILE_ACCESS_READ,
+        O_WRONLY => FILE_ACCESS_WRITE,
+        _ => FILE_ACCESS_READ | FILE_ACCESS_WRITE,
+    };
+    if flags & O_TRUNC != 0 {
+        a |= FILE_ACCESS_WRITE;
+    }
+    if flags & O_CREAT != 0 {
+        a |= FILE_ACCESS_CREATE;
+    }
+    a
+}
+
 /// The accesses of a call judged at entry, by its op (a rename's old name: delete; its new
 /// name is judged as [`FILE_OP_CREATE`] | write, see [`RENAME_NEW_ACCESS`]).
 #[inline(always)]
@@ -165,6 +192,7 @@ pub const MAP_FILE_PREFIX: &str = "FILE_PREFIX";
 pub const MAP_FILE_POSTFIX: &str = "FILE_POSTFIX";
 pub const MAP_FILE_INODE: &str = "FILE_INODE";
 pub const MAP_FILE_INFLIGHT: &str = "FILE_INFLIGHT";
+pub const MAP_FILE_URING_INFLIGHT: &str = "FILE_URING_INFLIGHT";
 
 /// `FILE_TABLES[table]`.
 #[repr(C)]
@@ -203,6 +231,39 @@ pub struct FileInflight {
     pub index: u32,
 }
 
+/// [`FileEvent::via`]: a system call (`nr` its number).
+pub const FILE_VIA_SYSCALL: u8 = 0;
+/// An io_uring request (`nr` its `IORING_OP_*` opcode), judged like the system call.
+pub const FILE_VIA_URING: u8 = 1;
+/// An io_uring request whose file cannot be judged soundly, and why (this and the values
+/// above it): for a process an enforce-mode Sigkill file selector covers it is killed at
+/// submission whatever its path (the name it gave is reported, unresolved), by those of the
+/// selectors whose access it asks for. [`file_unjudged_reason`] says why in words.
+/// An open into a fixed-file slot (a direct descriptor: no fd to read the file from).
+pub const FILE_VIA_URING_FIXED_SLOT: u8 = 2;
+/// An open asking for no completion on success (`IOSQE_CQE_SKIP_SUCCESS`).
+pub const FILE_VIA_URING_NO_COMPLETION: u8 = 3;
+/// An open on a ring whose completions the submitter posts later
+/// (`IORING_SETUP_DEFER_TASKRUN`): the descriptor may be in use before the completion.
+pub const FILE_VIA_URING_LATE_COMPLETION: u8 = 4;
+/// An fd request (`ftruncate`) on a registered (fixed) file.
+pub const FILE_VIA_URING_FIXED_FILE: u8 = 5;
+
+/// Why a [`FileEvent::via`] of `FILE_VIA_URING_FIXED_SLOT` or above was not judged.
+pub const fn file_unjudged_reason(via: u8) -> Option<&'static str> {
+    Some(match via {
+        FILE_VIA_URING_FIXED_SLOT => "io_uring open into a fixed-file slot",
+        FILE_VIA_URING_NO_COMPLETION => {
+            "io_uring open without a completion (IOSQE_CQE_SKIP_SUCCESS)"
+        }
+        FILE_VIA_URING_LATE_COMPLETION => {
+            "io_uring open on a ring with deferred completions (IORING_SETUP_DEFER_TASKRUN)"
+        }
+        FILE_VIA_URING_FIXED_FILE => "io_uring request on a registered (fixed) file",
+        _ => return None,
+    })
+}
+
 /// `EVENT_FILE`: a `hook: file` selector matched (all its matching selectors in `selectors`);
 /// userspace turns it into `process_file` and one `policy_match` per selector.
 #[repr(C)]
@@ -233,7 +294,9 @@ pub struct FileEvent {
     /// 1: the path is the kernel's (walked from the file); 0: built from the caller's string
     /// (a dirfd's path joined with it; `..` and symlinks in it not resolved).
     pub resolved: u8,
-    pub _pad: [u8; 3],
+    /// `FILE_VIA_*`: the route of the access; for io_uring `nr` is the request's opcode.
+    pub via: u8,
+    pub _pad: [u8; 2],
     pub path: [u8; crate::PATH_LEN],
 }
 

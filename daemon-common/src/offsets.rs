@@ -120,12 +120,47 @@ pub struct KernelOffsets {
     /// `task_struct.fs`, `fs_struct.pwd`
     pub task_fs: u32,
     pub fs_pwd: u32,
+    /// 1 when every offset below was found (and `file_read`), and the raw tracepoints
+    /// `io_uring_submit_req(req)` / `io_uring_complete(ctx, req, cqe)` have those prototypes:
+    /// the file hook then judges io_uring's file requests (`daemon-ebpf/src/uring.rs`).
+    /// Offsets from a `struct io_kiocb *` unless said otherwise; these may be 0.
+    pub uring_file: u32,
+    /// `io_kiocb.opcode`, `io_kiocb.flags` (its low bits are the SQE's `IOSQE_*` flags),
+    /// `io_kiocb.cqe.fd` (the request's fd), `io_kiocb.ctx`
+    pub uring_req_opcode: u32,
+    pub uring_req_flags: u32,
+    pub uring_req_fd: u32,
+    pub uring_req_ctx: u32,
+    /// `io_ring_ctx.flags` (from a `struct io_ring_ctx *`: `IORING_SETUP_*`)
+    pub uring_ctx_flags: u32,
+    /// `filename.name` (from a `struct filename *`: the kernel's copy of the name)
+    pub filename_name: u32,
+    /// `io_open`: `dfd`, `file_slot`, `filename`, `how.flags`
+    pub uring_open_dfd: u32,
+    pub uring_open_file_slot: u32,
+    pub uring_open_filename: u32,
+    pub uring_open_flags: u32,
+    /// `io_unlink`: `dfd`, `filename`
+    pub uring_unlink_dfd: u32,
+    pub uring_unlink_filename: u32,
+    /// `io_mkdir`: `dfd`, `filename`
+    pub uring_mkdir_dfd: u32,
+    pub uring_mkdir_filename: u32,
+    /// `io_rename`: `old_dfd`, `new_dfd`, `oldpath`, `newpath`
+    pub uring_rename_old_dfd: u32,
+    pub uring_rename_new_dfd: u32,
+    pub uring_rename_oldpath: u32,
+    pub uring_rename_newpath: u32,
+    /// `io_link` (linkat and symlinkat): `new_dfd`, `newpath` (the name the call creates)
+    pub uring_link_new_dfd: u32,
+    pub uring_link_newpath: u32,
+    pub _uring_pad: u32,
 }
 
 /// `task_struct.flags` bit of a kernel thread.
 pub const PF_KTHREAD: u32 = 0x0020_0000;
 
-assert_sizes!(KernelOffsets = 248);
+assert_sizes!(KernelOffsets = 336);
 
 /// Where the cgroup-move program reads the fields of tracepoint `cgroup/cgroup_attach_task`
 /// (the layout since Linux 5.7, when `dst_id` became the 64-bit cgroup id): `(field, offset)`.

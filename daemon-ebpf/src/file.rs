@@ -13,7 +13,7 @@
 use aya_ebpf::{
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_current_task, bpf_loop, bpf_probe_read_kernel,
-        bpf_probe_read_user, bpf_probe_read_user_str, bpf_send_signal,
+        bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str, bpf_send_signal,
     },
     macros::map,
     maps::{
@@ -29,7 +29,7 @@ use crate::path::{copy_walked, identity, rd, walk, PATH_SCRATCH, WALK_END};
 
 const SIGKILL: u32 = 9;
 /// [`judge`]'s `start_ns` when the caller has not read it (BPF calls take five arguments).
-const START_NS_UNREAD: u64 = u64::MAX;
+pub(crate) const START_NS_UNREAD: u64 = u64::MAX;
 const NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 
 #[map]
@@ -74,7 +74,7 @@ pub struct FileScratch {
 }
 
 #[map]
-static FILE_SCRATCH: PerCpuArray<FileScratch> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static FILE_SCRATCH: PerCpuArray<FileScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// What the caller of [`enter`] / [`exit`] knows of the call.
 pub struct Call {
@@ -113,7 +113,7 @@ impl Call {
 
 /// The process's file selectors that may match, and its table; `None` when none may.
 #[inline(always)]
-fn candidates(tgid: u32) -> Option<(u64, u32, u64)> {
+pub(crate) fn candidates(tgid: u32) -> Option<(u64, u32, u64)> {
     let p = unsafe { PROCESSES.get(&tgid) }?;
     let slot = config().active_slot & 1;
     let table = process_table(slot, p.namespace_id);
@@ -177,6 +177,7 @@ pub fn enter(call: &Call) {
     ev.ret = 0;
     ev.at_exit = 0;
     ev.op = fc.op as u8;
+    ev.via = FILE_VIA_SYSCALL;
     if fc.op == FILE_OP_METADATA_FD || fc.op == FILE_OP_TRUNCATE_FD {
         let file = fd_file(call.arg(fc.dirfd) as i32 as i64, off);
         if file == 0 || !describe_file(s, file, lookups, off) {
@@ -185,7 +186,7 @@ pub fn enter(call: &Call) {
         judge(cands, table, start_ns, call, op_access(fc.op));
         return;
     }
-    if name_path(s, call.arg(fc.dirfd), fc.dirfd, call.ptr(fc.path), off) {
+    if name_path(s, call.arg(fc.dirfd), fc.dirfd, call.ptr(fc.path), false) {
         judge(cands, table, start_ns, call, op_access(fc.op));
     }
     if fc.op == FILE_OP_RENAME {
@@ -199,7 +200,7 @@ pub fn enter(call: &Call) {
             return;
         };
         let s = unsafe { &mut *s };
-        if name_path(s, call.arg(dirfd_arg), dirfd_arg, call.ptr(fc.flags), off) {
+        if name_path(s, call.arg(dirfd_arg), dirfd_arg, call.ptr(fc.flags), false) {
             judge(cands, table, start_ns, call, RENAME_NEW_ACCESS);
         }
     }
@@ -219,9 +220,15 @@ pub fn exit(ctx: &RawTracePointContext, nr: u32) {
     if f.index % SYSCALL_COMPAT_BASE != nr {
         return;
     }
-    let ret: i64 = ctx.arg(1);
+    judge_opened(&f, ctx.arg(1), FILE_VIA_SYSCALL);
+}
+
+/// Judges the file an open installed as descriptor `ret` of the current task (nothing when
+/// `ret < 0`: nothing was opened): the open system call's exit, and io_uring's open
+/// completion (`crate::uring`, `via` [`FILE_VIA_URING`], `f.index` the opcode).
+#[inline(always)]
+pub(crate) fn judge_opened(f: &FileInflight, ret: i64, via: u8) {
     if ret < 0 {
-        // Nothing was opened.
         return;
     }
     let off = offsets_ref();
@@ -240,12 +247,13 @@ pub fn exit(ctx: &RawTracePointContext, nr: u32) {
     ev.ret = ret;
     ev.at_exit = 1;
     ev.op = FILE_OP_OPEN as u8;
+    ev.via = via;
     let call = Call {
         index: f.index,
         want: 0,
         regs: 0,
         args: [0; 6],
-        compat: f.index >= SYSCALL_COMPAT_BASE,
+        compat: via == FILE_VIA_SYSCALL && f.index >= SYSCALL_COMPAT_BASE,
     };
     judge(
         f.candidates,
@@ -258,7 +266,7 @@ pub fn exit(ctx: &RawTracePointContext, nr: u32) {
 
 /// `current->files->fdt->fd[fd]` (0 when there is none).
 #[inline(always)]
-fn fd_file(fd: i64, off: &KernelOffsets) -> u64 {
+pub(crate) fn fd_file(fd: i64, off: &KernelOffsets) -> u64 {
     if fd < 0 {
         return 0;
     }
@@ -280,7 +288,12 @@ fn fd_file(fd: i64, off: &KernelOffsets) -> u64 {
 /// when `lookups` has identity conditions or the path cannot be walked (else [`judge`] reads it
 /// for a match only: most calls match nothing, and the identity costs four kernel reads).
 #[inline(always)]
-fn describe_file(s: &mut FileScratch, file: u64, lookups: u32, off: &KernelOffsets) -> bool {
+pub(crate) fn describe_file(
+    s: &mut FileScratch,
+    file: u64,
+    lookups: u32,
+    off: &KernelOffsets,
+) -> bool {
     s.file = file;
     let ev = &mut s.event;
     ev.dev = 0;
@@ -312,15 +325,17 @@ fn fill_identity(ev: &mut FileEvent, file: u64, off: &KernelOffsets) {
 
 /// Fills the record's path from a call's name argument: absolute as given, else joined to the
 /// dirfd's path (`AT_FDCWD` or no dirfd: the working directory). An empty name
-/// (`AT_EMPTY_PATH`) is the dirfd's file itself.
+/// (`AT_EMPTY_PATH`) is the dirfd's file itself. `kernel_name`: `name` is the kernel's copy
+/// (io_uring's `struct filename`), not the caller's memory.
 #[inline(never)]
-fn name_path(
+pub(crate) fn name_path(
     s: &mut FileScratch,
     dirfd: u64,
     dirfd_arg: u32,
     name: u64,
-    off: &KernelOffsets,
+    kernel_name: bool,
 ) -> bool {
+    let off = offsets_ref();
     s.file = 0;
     let ev = &mut s.event;
     ev.dev = 0;
@@ -331,25 +346,18 @@ fn name_path(
         return false;
     }
     let mut first = [0u8; 1];
-    if unsafe {
-        bpf_probe_read_user(
-            first.as_mut_ptr().cast(),
-            1,
-            name as *const core::ffi::c_void,
-        )
-    } != 0
-    {
+    let src = name as *const core::ffi::c_void;
+    let read = if kernel_name {
+        unsafe { bpf_probe_read_kernel(first.as_mut_ptr().cast(), 1, src) }
+    } else {
+        unsafe { bpf_probe_read_user(first.as_mut_ptr().cast(), 1, src) }
+    };
+    if read != 0 {
         return false;
     }
     if first[0] == b'/' {
         zero_fill(ev.path.as_mut_ptr(), PATH_LEN as u32);
-        let n = unsafe {
-            bpf_probe_read_user_str(
-                ev.path.as_mut_ptr().cast(),
-                PATH_LEN as u32,
-                name as *const core::ffi::c_void,
-            )
-        };
+        let n = read_name(ev.path.as_mut_ptr(), PATH_LEN as u32, name, kernel_name);
         if n <= 1 {
             return false;
         }
@@ -397,13 +405,12 @@ fn name_path(
     let root = pos as usize == WALK_END - 1;
     let at = if root { WALK_END } else { WALK_END + 1 };
     ps.walk[WALK_END] = b'/';
-    let n = unsafe {
-        bpf_probe_read_user_str(
-            ps.walk.as_mut_ptr().add(at).cast(),
-            255,
-            name as *const core::ffi::c_void,
-        )
-    };
+    let n = read_name(
+        unsafe { ps.walk.as_mut_ptr().add(at) },
+        255,
+        name,
+        kernel_name,
+    );
     if n <= 1 {
         return false;
     }
@@ -414,6 +421,18 @@ fn name_path(
             true
         }
         None => false,
+    }
+}
+
+/// Copies the NUL-terminated name at `name` (the caller's memory, or the kernel's) into
+/// `dst`; the bytes copied with the NUL, or a negative error.
+#[inline(always)]
+fn read_name(dst: *mut u8, len: u32, name: u64, kernel: bool) -> i64 {
+    let src = name as *const core::ffi::c_void;
+    if kernel {
+        unsafe { bpf_probe_read_kernel_str(dst.cast(), len, src) }
+    } else {
+        unsafe { bpf_probe_read_user_str(dst.cast(), len, src) }
     }
 }
 
@@ -552,15 +571,24 @@ extern "C" fn judge_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 /// Judges the record's path and file for `candidates` of `table`; reports and kills what
 /// matched. `start_ns`: the process's, or [`START_NS_UNREAD`] to look it up for a match only.
 #[inline(never)]
-fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, access: u32) {
+pub(crate) fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, access: u32) {
     let Some(t) = FILE_TABLES.get(table) else {
         return;
     };
     let (negate, lookups) = (t.path_negate, t.lookups);
-    let hits = path_hits(table, lookups);
+    // A route whose file cannot be judged (`crate::uring`) fails closed: every path
+    // condition holds, and the caller passed only enforcing candidates.
+    let unjudged = FILE_SCRATCH
+        .get_ptr(0)
+        .is_some_and(|s| unsafe { (*s).event.via } >= FILE_VIA_URING_FIXED_SLOT);
+    let holds = if unjudged {
+        u64::MAX
+    } else {
+        path_hits(table, lookups) ^ negate
+    };
     let mut j = Judge {
         candidates,
-        holds: hits ^ negate,
+        holds,
         matched: 0,
         kill: 0,
         table,

@@ -8,7 +8,8 @@
 //! `ingress` the verdict at a server connection's first received payload (called from `conn`),
 //! `encrypted` the part of both payload verdicts that is not TLS (SSH, declared protocols),
 //! `syscall` the syscall-tracepoint framework (`hook: syscall`), `file` the `hook: file`
-//! consumer of it, `path` the dentry walk and file identity the exec and file hooks share.
+//! consumer of it, `uring` the file hook's io_uring route, `path` the dentry walk and file
+//! identity the exec and file hooks share.
 #![no_std]
 #![no_main]
 // Map keys are passed by reference on purpose: by value, a 260-byte key is copied onto the
@@ -34,6 +35,7 @@ mod path;
 mod sockets;
 mod sockops;
 mod syscall;
+mod uring;
 
 #[cfg(not(test))]
 #[panic_handler]

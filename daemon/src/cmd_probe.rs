@@ -163,6 +163,17 @@ fn btf_checks(offsets: &KernelOffsets) -> Vec<Check> {
              child created straight into another cgroup (clone3 CLONE_INTO_CGROUP) keeps its \
              parent's namespace until it execs (see docs/enforcement.md)",
         ),
+        found(
+            "hook: file via io_uring (io_kiocb request offsets in BTF)",
+            offsets.uring_file,
+            "io_uring's open, unlink, rename, mkdir, link, symlink and ftruncate requests are \
+             judged like the system calls (opens a completion cannot judge are killed at \
+             submission for processes an enforce-mode Sigkill file rule covers: docs/files.md)",
+            "io_kiocb / io_open / io_unlink / io_rename / io_mkdir / io_link offsets or the \
+             io_uring_submit_req / io_uring_complete raw tracepoints not found as expected: \
+             io_uring's file requests are NOT seen by `hook: file` (kernel.io_uring_disabled = 2 \
+             or a seccomp profile without io_uring closes that route)",
+        ),
     ]
 }
 
@@ -574,6 +585,7 @@ mod tests {
             "TCP Fast Open detection (tcp_sock offsets in BTF)",
             "hook: file (fd table, file and path offsets in BTF)",
             "fork into another cgroup (task cgroup offsets in BTF)",
+            "hook: file via io_uring (io_kiocb request offsets in BTF)",
             "ring buffer map",
             "SOCKHASH map",
             "SK_STORAGE map",
@@ -591,6 +603,8 @@ mod tests {
             "bulwark_sock_create",
             "bulwark_packet_socket",
             "bulwark_uring_socket",
+            "bulwark_uring_file_submit",
+            "bulwark_uring_file_complete",
         ] {
             assert!(r.programs.iter().any(|p| p.name == name), "{name}");
         }
@@ -622,6 +636,7 @@ mod tests {
             tfo: 1,
             file_read: 1,
             cgroup_read: 1,
+            uring_file: 1,
             ..Default::default()
         };
         let none = KernelOffsets::default();
@@ -633,6 +648,7 @@ mod tests {
                 "TCP Fast Open detection (tcp_sock offsets in BTF)",
                 "hook: file (fd table, file and path offsets in BTF)",
                 "fork into another cgroup (task cgroup offsets in BTF)",
+                "hook: file via io_uring (io_kiocb request offsets in BTF)",
             ]
         );
         assert!(with.iter().all(|c| c.supported && !c.required), "{with:?}");
@@ -646,7 +662,7 @@ mod tests {
             ..Default::default()
         });
         let supported: Vec<bool> = file_only.iter().map(|c| c.supported).collect();
-        assert_eq!(supported, [false, true, false]);
+        assert_eq!(supported, [false, true, false, false]);
 
         let lines: Vec<String> = with.iter().chain(&without).map(check_line).collect();
         assert_eq!(
@@ -656,7 +672,7 @@ mod tests {
         );
         for (i, start, says) in [
             (
-                4,
+                5,
                 "  [no ] hook: file (fd table, file and path offsets in BTF) (optional): ",
                 "`hook: file` rules judge nothing on this kernel",
             ),
@@ -666,9 +682,19 @@ mod tests {
                 "CLONE_INTO_CGROUP",
             ),
             (
-                5,
+                6,
                 "  [no ] fork into another cgroup (task cgroup offsets in BTF) (optional): ",
                 "keeps its parent's namespace until it execs",
+            ),
+            (
+                3,
+                "  [yes] hook: file via io_uring (io_kiocb request offsets in BTF) (optional): ",
+                "judged like the system calls",
+            ),
+            (
+                7,
+                "  [no ] hook: file via io_uring (io_kiocb request offsets in BTF) (optional): ",
+                "NOT seen by `hook: file`",
             ),
         ] {
             assert!(

@@ -19,8 +19,16 @@ pub struct FileAccessed {
     pub path_resolved: bool,
     /// What the call did to the file.
     pub access: Vec<FileAccess>,
-    /// The system call (`openat`), `null` when its number is not in the table.
+    /// The system call (`openat`), `null` when its number is not in the table or the access
+    /// was an io_uring request (`io_uring` then names it).
     pub syscall: Option<String>,
+    /// The io_uring request (`IORING_OP_OPENAT`), when the access was one; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_uring: Option<String>,
+    /// Why the request could not be judged by its file, when it could not (the process was
+    /// then killed at submission, whatever the path: docs/files.md); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unjudged: Option<String>,
     /// The call's table: `x86_64`, `arm64`, or `i386` for a compat call.
     pub abi: String,
     /// The open flags (`O_RDONLY|O_CLOEXEC`; bits without a name in hex), opens only.
@@ -78,6 +86,23 @@ pub fn open_flags(flags: u64) -> String {
     words.join("|")
 }
 
+/// The name of io_uring opcode `op` (uapi `enum io_uring_op`; the file requests the hook
+/// judges are named, others in numbers).
+pub fn uring_op_name(op: u32) -> String {
+    let name = match op {
+        18 => "OPENAT",
+        28 => "OPENAT2",
+        35 => "RENAMEAT",
+        36 => "UNLINKAT",
+        37 => "MKDIRAT",
+        38 => "SYMLINKAT",
+        39 => "LINKAT",
+        55 => "FTRUNCATE",
+        n => return format!("IORING_OP_{n}"),
+    };
+    format!("IORING_OP_{name}")
+}
+
 /// A kernel device number (`MAJOR << 20 | MINOR`) as `major:minor`.
 pub fn device(dev: u32) -> String {
     format!("{}:{}", dev >> 20, dev & 0xf_ffff)
@@ -97,5 +122,7 @@ mod tests {
         assert_eq!(open_flags(2 | 0o200000), "O_RDWR|0x10000");
         assert_eq!(accesses(1 | 4), vec![FileAccess::Read, FileAccess::Create]);
         assert_eq!(device((8 << 20) | 1), "8:1");
+        assert_eq!(uring_op_name(18), "IORING_OP_OPENAT");
+        assert_eq!(uring_op_name(99), "IORING_OP_99");
     }
 }

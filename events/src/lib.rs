@@ -310,6 +310,8 @@ mod tests {
                     path_resolved: true,
                     access: vec![bulwark_policy::FileAccess::Read],
                     syscall: Some("openat".into()),
+                    io_uring: None,
+                    unjudged: None,
                     abi: "x86_64".into(),
                     flags: Some(file::open_flags(0o2000000)),
                     return_value: Some(3),

@@ -230,6 +230,13 @@ pub fn resolve_offsets(btf_path: &Path, tracefs: &Path) -> anyhow::Result<Kernel
             "kernel BTF lacks the fd-table, file-mode or working-directory offsets (or the path \
              walk's): hook: file rules will judge nothing on this kernel"
         );
+    } else if offsets.uring_file != 1 {
+        log::warn!(
+            "kernel BTF lacks io_uring's request layouts (io_kiocb, io_open, ...) or the \
+             io_uring_submit_req / io_uring_complete raw tracepoints differ: hook: file rules \
+             will not see files opened, unlinked or renamed through io_uring (set \
+             kernel.io_uring_disabled=2 to close that route)"
+        );
     }
     offsets.tp_exit_group_dead =
         host::tracepoint_field_offset(tracefs, "sched", "sched_process_exit", "group_dead")

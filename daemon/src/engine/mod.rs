@@ -264,7 +264,7 @@ impl Engine {
                 &build,
                 &maps,
                 links,
-                |dir| syscall::pin_programs(&mut ebpf, dir),
+                |dir| syscall::pin_programs(&mut ebpf, dir, offsets.uring_file == 1),
                 retire,
             )?),
         };
@@ -280,7 +280,7 @@ impl Engine {
             matches: Vec::new(),
             barrier: switch::ProgramBarrier::new()?,
             last_switch: SwitchReport::default(),
-            syscall: syscall::SyscallPrograms::default(),
+            syscall: syscall::SyscallPrograms::new(offsets.uring_file == 1),
         })
     }
 

@@ -3,7 +3,10 @@
 //! a slot's `SYSCALL_SELECTORS` / `SYSCALL_CONDS`, keeping `SYSCALL_FILTER` a superset of what
 //! the active and pending slots name, and attaching `bulwark_sys_enter` only while the filter
 //! names some call (detached when no policy uses a syscall hook, so a node without such
-//! policies pays nothing) and `bulwark_sys_exit` only while some call is decided at its exit.
+//! policies pays nothing) and `bulwark_sys_exit` only while some call is decided at its exit;
+//! the file hook's io_uring programs (`daemon-ebpf/src/uring.rs`) only while some call is the
+//! file hook's, and only on a kernel whose io_uring requests they can read
+//! (`KernelOffsets::uring_file`).
 //!
 //! Pinned like every other program (see "Surviving the daemon" in the engine's doc): a pinned
 //! engine pins both programs as `progs/<name>` when it loads, and each link as `links/<name>`
@@ -20,15 +23,21 @@ use aya::programs::RawTracePoint;
 use aya::Ebpf;
 use daemon_common::*;
 
+use super::btf::{URING_COMPLETE_TRACEPOINT, URING_SUBMIT_TRACEPOINT};
 use super::maps::{map, Maps};
 use super::slots::{write_hash, write_selector_array};
 use super::Btf;
 
-/// The two programs and their raw tracepoints.
-const PROGRAMS: [(&str, &str); 2] = [
+/// The programs and their raw tracepoints: the syscall pair, then the file hook's io_uring
+/// pair ([`URING_PROGRAMS`]).
+const PROGRAMS: [(&str, &str); 4] = [
     ("bulwark_sys_enter", "sys_enter"),
     ("bulwark_sys_exit", "sys_exit"),
+    ("bulwark_uring_file_submit", URING_SUBMIT_TRACEPOINT),
+    ("bulwark_uring_file_complete", URING_COMPLETE_TRACEPOINT),
 ];
+/// The io_uring programs of [`PROGRAMS`].
+const URING_PROGRAMS: [&str; 2] = [PROGRAMS[2].0, PROGRAMS[3].0];
 
 /// `TS_COMPAT` in x86's `thread_info.status`.
 #[cfg(target_arch = "x86_64")]
@@ -151,26 +160,31 @@ pub(super) fn filter_of(tables: &[(u32, MapEntries)]) -> Vec<u32> {
     f
 }
 
-/// Which of the two programs a filter needs: `bulwark_sys_enter` while it names any call,
+/// Which of the programs a filter needs: `bulwark_sys_enter` while it names any call,
 /// `bulwark_sys_exit` only while some call is decided at its exit (`SYSCALL_WANT_EXIT`: a
 /// `matchReturn`, or another consumer's exit): every system call of every task runs each
-/// attached program, so an exit program nothing waits for is pure cost.
+/// attached program, so an exit program nothing waits for is pure cost. The io_uring pair
+/// while some call is the file hook's (`SYSCALL_WANT_FILE`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Wanted {
     pub(super) enter: bool,
     pub(super) exit: bool,
+    pub(super) uring: bool,
 }
 
 impl Wanted {
     fn add(&mut self, want: u32) {
         self.enter |= want != 0;
         self.exit |= want & SYSCALL_WANT_EXIT != 0;
+        self.uring |= want & SYSCALL_WANT_FILE != 0;
     }
 
     /// Whether program `name` is wanted.
     fn program(self, name: &str) -> bool {
         if name == PROGRAMS[1].0 {
             self.exit
+        } else if URING_PROGRAMS.contains(&name) {
+            self.uring
         } else {
             self.enter
         }
@@ -208,12 +222,17 @@ pub(super) fn write_filter(maps: &mut Maps, filter: &[u32], keep: bool) -> anyho
 /// an engine adopting the build can attach them (`<build dir>/progs/<name>`).
 const PROGS_DIR: &str = "progs";
 
-/// Loads both programs into the kernel (the verifier runs now) and pins them under
-/// `dir/progs`: a fresh pinned engine does this before its build directory is published.
-pub(super) fn pin_programs(ebpf: &mut Ebpf, dir: &Path) -> anyhow::Result<()> {
+/// Loads the programs into the kernel (the verifier runs now) and pins them under
+/// `dir/progs`: a fresh pinned engine does this before its build directory is published. The
+/// io_uring pair only with `uring` (this kernel's io_uring requests are readable): an engine
+/// adopting the build attaches those it finds.
+pub(super) fn pin_programs(ebpf: &mut Ebpf, dir: &Path, uring: bool) -> anyhow::Result<()> {
     let pd = dir.join(PROGS_DIR);
     std::fs::create_dir_all(&pd).with_context(|| format!("cannot create {}", pd.display()))?;
     for (name, _) in PROGRAMS {
+        if !uring && URING_PROGRAMS.contains(&name) {
+            continue;
+        }
         let p = program_of(ebpf, name)?;
         p.pin(pd.join(name))
             .with_context(|| format!("cannot pin program {name} in {}", pd.display()))?;
@@ -244,9 +263,20 @@ pub(super) struct SyscallPrograms {
     /// Links of the attached programs (pinned ones too: dropping an fd of a pinned link
     /// leaves it attached).
     links: Vec<(&'static str, FdLink)>,
+    /// Whether the io_uring pair can work on this kernel (`KernelOffsets::uring_file`; for an
+    /// adopted engine: whether the earlier daemon pinned them); never attached otherwise.
+    uring: bool,
 }
 
 impl SyscallPrograms {
+    /// A loaded engine's, before anything is attached; `uring`: see [`SyscallPrograms::uring`].
+    pub(super) fn new(uring: bool) -> SyscallPrograms {
+        SyscallPrograms {
+            uring,
+            ..SyscallPrograms::default()
+        }
+    }
+
     /// What an engine adopting build directory `dir` finds there: the pinned programs (none
     /// when the build was pinned without them: it then cannot attach them, and says so) and the
     /// links of those that were attached when the earlier daemon stopped.
@@ -258,6 +288,7 @@ impl SyscallPrograms {
                 let p = RawTracePoint::from_pin(&prog)
                     .with_context(|| format!("cannot open pinned program {}", prog.display()))?;
                 out.pinned.push((name, p));
+                out.uring |= URING_PROGRAMS.contains(&name);
             }
             let link = dir.join("links").join(name);
             if link.exists() {
@@ -275,6 +306,7 @@ impl SyscallPrograms {
         Wanted {
             enter: linked(PROGRAMS[0].0),
             exit: linked(PROGRAMS[1].0),
+            uring: URING_PROGRAMS.iter().all(|n| linked(n)),
         }
     }
 
@@ -287,8 +319,9 @@ impl SyscallPrograms {
         &mut self,
         mut ebpf: Option<&mut Ebpf>,
         pins: Option<&Path>,
-        want: Wanted,
+        mut want: Wanted,
     ) -> anyhow::Result<()> {
+        want.uring &= self.uring;
         // Unpinned first: a link whose pin cannot be removed stays attached and listed.
         let mut failed = None;
         self.links.retain(|(name, _)| {

@@ -216,7 +216,10 @@ pub fn compact(ev: &Event) -> String {
                 "📄 file     {} {} {} {} {}",
                 who(ev),
                 cmdline(ev),
-                f.syscall.as_deref().unwrap_or("?"),
+                f.syscall
+                    .as_deref()
+                    .or(f.io_uring.as_deref())
+                    .unwrap_or("?"),
                 access.join(","),
                 f.path.as_deref().unwrap_or("?"),
             );
@@ -471,6 +474,8 @@ mod tests {
                 path_resolved: true,
                 access: vec![bulwark_policy::FileAccess::Read],
                 syscall: Some("openat".into()),
+                io_uring: None,
+                unjudged: None,
                 abi: "x86_64".into(),
                 flags: Some("O_RDONLY".into()),
                 return_value: Some(3),

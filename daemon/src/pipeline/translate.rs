@@ -534,7 +534,7 @@ pub fn signal_name(sig: u32) -> String {
 /// The `process_file` body of a file record: the path as the kernel wrote it, the call's name
 /// from the table of its ABI.
 fn file_body(process: bulwark_events::Process, f: &daemon_common::FileEvent) -> Body {
-    use bulwark_events::file::{accesses, device, open_flags};
+    use bulwark_events::file::{accesses, device, open_flags, uring_op_name};
     let arch = bulwark_compiler::target_arch();
     let index = if f.compat != 0 {
         daemon_common::SYSCALL_COMPAT_BASE + f.nr
@@ -547,13 +547,20 @@ fn file_body(process: bulwark_events::Process, f: &daemon_common::FileEvent) -> 
     };
     let len = (f.path_len as usize).min(f.path.len());
     let open = u32::from(f.op) == daemon_common::FILE_OP_OPEN;
+    let uring = f.via != daemon_common::FILE_VIA_SYSCALL;
     Body::ProcessFile {
         process,
         file: bulwark_events::FileAccessed {
             path: (len > 0).then(|| String::from_utf8_lossy(&f.path[..len]).into_owned()),
             path_resolved: f.resolved != 0,
             access: accesses(f.access),
-            syscall: bulwark_compiler::call_name(arch, index).map(|(n, _)| n.to_string()),
+            syscall: if uring {
+                None
+            } else {
+                bulwark_compiler::call_name(arch, index).map(|(n, _)| n.to_string())
+            },
+            io_uring: uring.then(|| uring_op_name(f.nr)),
+            unjudged: daemon_common::file_unjudged_reason(f.via).map(str::to_string),
             abi: abi.to_string(),
             flags: open.then(|| open_flags(f.flags)),
             return_value: (f.at_exit != 0).then_some(f.ret),
