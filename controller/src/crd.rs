@@ -8,7 +8,9 @@
 //!
 //! `crds/*.yaml` are generated from these types by `bulwark crds`.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceDefinitionVersion, JSONSchemaProps,
+};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -201,16 +203,21 @@ pub fn bulwark_node_crd() -> CustomResourceDefinition {
     crd
 }
 
+/// The properties of `spec` in a version's schema.
+fn spec_properties(
+    v: &mut CustomResourceDefinitionVersion,
+) -> Option<&mut std::collections::BTreeMap<String, JSONSchemaProps>> {
+    v.schema
+        .as_mut()
+        .and_then(|s| s.open_api_v3_schema.as_mut())
+        .and_then(|s| s.properties.as_mut())
+        .and_then(|p| p.get_mut("spec"))
+        .and_then(|s| s.properties.as_mut())
+}
+
 fn set_date_time(crd: &mut CustomResourceDefinition, fields: &[&str]) {
     for v in &mut crd.spec.versions {
-        if let Some(props) = v
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("spec"))
-            .and_then(|s| s.properties.as_mut())
-        {
+        if let Some(props) = spec_properties(v) {
             for f in fields {
                 if let Some(p) = props.get_mut(*f) {
                     p.format = Some("date-time".into());
@@ -257,17 +264,11 @@ mod tests {
 
     #[test]
     fn every_violation_column_shows_a_spec_field() {
-        let crd = policy_violation_crd();
-        let v = &crd.spec.versions[0];
-        let spec = v
-            .schema
-            .as_ref()
-            .and_then(|s| s.open_api_v3_schema.as_ref())
-            .and_then(|s| s.properties.as_ref())
-            .and_then(|p| p.get("spec"))
-            .and_then(|s| s.properties.as_ref())
-            .unwrap();
-        for c in v.additional_printer_columns.as_ref().unwrap() {
+        let mut crd = policy_violation_crd();
+        let v = &mut crd.spec.versions[0];
+        let columns = v.additional_printer_columns.clone().unwrap();
+        let spec = spec_properties(v).unwrap();
+        for c in &columns {
             let field = c
                 .json_path
                 .strip_prefix(".spec.")

@@ -235,6 +235,24 @@ impl Drop for Server {
     }
 }
 
+/// `bulwark run --kubernetes` against `srv`, with no policy files: the policies are the
+/// server's; the world's pods are mapped to their namespaces by `--workloads` (the test server
+/// has no Pods).
+fn start_daemon(srv: &Server, w: &World, extra: &[&str]) -> Daemon {
+    let mut extra_args = vec![
+        "--kubeconfig".to_string(),
+        srv.kubeconfig.display().to_string(),
+    ];
+    extra_args.extend(extra.iter().map(|a| a.to_string()));
+    Daemon::start_with(DaemonConfig {
+        policies: Vec::new(),
+        workloads: w.workloads_yaml(),
+        extra_args,
+        kubernetes: true,
+        ..DaemonConfig::default()
+    })
+}
+
 fn poll<T>(what: &str, diag: &dyn Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + K8S_WAIT;
     loop {
@@ -302,16 +320,9 @@ fn kubernetes_mode_enforces_cluster_policies_and_reports_violations() {
     };
     srv.install(&policy("enforce"));
 
-    let kc = srv.kubeconfig.to_str().unwrap().to_string();
-    let d = Daemon::start_with(DaemonConfig {
-        policies: Vec::new(),
-        workloads: w.workloads_yaml(),
-        // A short resync: the server restart below wipes its data, which a resumed watch
-        // cannot see (the default 5 min would make the test wait that long).
-        extra_args: vec!["--kubeconfig".into(), kc, "--resync-interval=3".into()],
-        kubernetes: true,
-        ..DaemonConfig::default()
-    });
+    // A short resync: the server restart below wipes its data, which a resumed watch cannot
+    // see (the default 5 min would make the test wait that long).
+    let d = start_daemon(&srv, &w, &["--resync-interval=3"]);
     let diag = || {
         let (_, tp, _) = srv.kubectl(&["get", "tracingpolicy", POLICY, "-o", "yaml"], None);
         let (_, pv, _) = srv.kubectl(&["get", "policyviolations", "-A", "-o", "wide"], None);
@@ -516,14 +527,7 @@ fn kubernetes_declared_protocol_reaches_the_egress_verdict_at_runtime() {
             )
             .yaml(),
     );
-    let kc = srv.kubeconfig.to_str().unwrap().to_string();
-    let d = Daemon::start_with(DaemonConfig {
-        policies: Vec::new(),
-        workloads: w.workloads_yaml(),
-        extra_args: vec!["--kubeconfig".into(), kc],
-        kubernetes: true,
-        ..DaemonConfig::default()
-    });
+    let d = start_daemon(&srv, &w, &[]);
     d.wait_event("ready", |e| e["type"] == "status" && e["state"] == "ready");
     let ip = w.net.server_ip(false);
     let declared = |marker: &str| {
@@ -666,14 +670,7 @@ spec:
             .yaml(),
     );
 
-    let kc = srv.kubeconfig.to_str().unwrap().to_string();
-    let d = Daemon::start_with(DaemonConfig {
-        policies: Vec::new(),
-        workloads: w.workloads_yaml(),
-        extra_args: vec!["--kubeconfig".into(), kc],
-        kubernetes: true,
-        ..DaemonConfig::default()
-    });
+    let d = start_daemon(&srv, &w, &[]);
     let diag = || {
         let (_, tp, _) = srv.kubectl(
             &[
