@@ -188,20 +188,7 @@ pub fn spec_of(ev: &Violation, node: &str) -> PolicyViolationSpec {
                 format!("{}:{}/{}", d.ip, d.port, d.protocol)
             },
         });
-    let file = file_of(ev);
-    let syscall = syscall_of(ev);
-    let target = destination
-        .as_ref()
-        .map(|d| d.address.clone())
-        .or_else(|| {
-            file.as_ref().map(|f| match (&f.path, &f.device, f.inode) {
-                (Some(p), _, _) => p.clone(),
-                (None, Some(dev), Some(ino)) => format!("inode {ino} on {dev}"),
-                _ => "?".into(),
-            })
-        })
-        .or_else(|| syscall.as_ref().map(|c| c.name.clone()));
-    PolicyViolationSpec {
+    let mut spec = PolicyViolationSpec {
         policy: ev.policy_match.policy_name.clone().unwrap_or_default(),
         policy_kind: if ev.policy_match.policy_namespace.is_some() {
             "TracingPolicyNamespaced"
@@ -223,13 +210,31 @@ pub fn spec_of(ev: &Violation, node: &str) -> PolicyViolationSpec {
         arguments: truncate(&ev.policy_match.process.arguments, 1024),
         destination,
         encryption: ev.policy_match.encryption.map(|e| e.to_string()),
-        file,
-        syscall,
-        target,
+        file: file_of(ev),
+        syscall: syscall_of(ev),
+        target: None,
         count: 1,
         first_seen: normalize_time(&ev.time),
         last_seen: normalize_time(&ev.time),
+    };
+    spec.target = target_of(&spec);
+    spec
+}
+
+/// What a violation was about, for `kubectl get`: the destination's address, the file's path
+/// (its identity when it has none), or the system call's name.
+fn target_of(spec: &PolicyViolationSpec) -> Option<String> {
+    if let Some(d) = &spec.destination {
+        return Some(d.address.clone());
     }
+    if let Some(f) = &spec.file {
+        return Some(match (&f.path, &f.device, f.inode) {
+            (Some(p), _, _) => p.clone(),
+            (None, Some(dev), Some(ino)) => format!("inode {ino} on {dev}"),
+            _ => "?".into(),
+        });
+    }
+    spec.syscall.as_ref().map(|c| c.name.clone())
 }
 
 /// RFC 3339 in UTC; the current time when the event's time does not parse.
