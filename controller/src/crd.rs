@@ -8,7 +8,9 @@
 //!
 //! `crds/*.yaml` are generated from these types by `bulwark crds`.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceDefinitionVersion, JSONSchemaProps,
+};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -26,10 +28,11 @@ use serde::{Deserialize, Serialize};
     category = "bulwark",
     namespaced,
     printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.policy"}"#,
+    printcolumn = r#"{"name":"Hook","type":"string","jsonPath":".spec.hook"}"#,
     printcolumn = r#"{"name":"Outcome","type":"string","jsonPath":".spec.outcome"}"#,
     printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".spec.pod"}"#,
     printcolumn = r#"{"name":"Binary","type":"string","jsonPath":".spec.binary"}"#,
-    printcolumn = r#"{"name":"Destination","type":"string","jsonPath":".spec.destination.address"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target"}"#,
     printcolumn = r#"{"name":"Count","type":"integer","jsonPath":".spec.count"}"#,
     printcolumn = r#"{"name":"Last Seen","type":"date","jsonPath":".spec.lastSeen"}"#,
     printcolumn = r#"{"name":"Rule","type":"string","priority":1,"jsonPath":".spec.rule"}"#,
@@ -80,6 +83,16 @@ pub struct PolicyViolationSpec {
     /// hooks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<String>,
+    /// The file of a `file` match: its path, what was done to it, and the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<ViolationFile>,
+    /// The system call of a `syscall` match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<ViolationSyscall>,
+    /// What the match was about, for `kubectl get`: the destination's `address`, the file's
+    /// path, or the system call's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// How many times this violation was seen.
     pub count: i64,
     /// RFC 3339 time of the first and the last occurrence.
@@ -97,6 +110,36 @@ pub struct ViolationDestination {
     pub protocol: String,
     /// `ip:port/protocol` (IPv6 in brackets), for `kubectl get`.
     pub address: String,
+}
+
+/// The file a `file` match was about (from the `process_file` event).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViolationFile {
+    /// Absolute path of the file the kernel used; absent when it was too long or too deep to
+    /// build (the access was judged by the file's identity, `device` and `inode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// What the call did to it: `read`, `write`, `create`, `delete`, `metadata`.
+    pub access: Vec<String>,
+    /// The system call (`openat`, `unlinkat`, ...); absent for a number the table lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// The file's device (`major:minor`) and inode, when the call had a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<i64>,
+}
+
+/// The system call a `syscall` match was about (from the `process_syscall` event).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViolationSyscall {
+    /// The call's name (`ptrace`), or `#<number>` for a number its table lacks.
+    pub name: String,
+    /// Its table: `x86_64`, `arm64`, or `i386` for a 32-bit (compat) call.
+    pub abi: String,
 }
 
 /// The CRD, with `date-time` formats on the timestamps.
@@ -160,16 +203,21 @@ pub fn bulwark_node_crd() -> CustomResourceDefinition {
     crd
 }
 
+/// The properties of `spec` in a version's schema.
+fn spec_properties(
+    v: &mut CustomResourceDefinitionVersion,
+) -> Option<&mut std::collections::BTreeMap<String, JSONSchemaProps>> {
+    v.schema
+        .as_mut()
+        .and_then(|s| s.open_api_v3_schema.as_mut())
+        .and_then(|s| s.properties.as_mut())
+        .and_then(|p| p.get_mut("spec"))
+        .and_then(|s| s.properties.as_mut())
+}
+
 fn set_date_time(crd: &mut CustomResourceDefinition, fields: &[&str]) {
     for v in &mut crd.spec.versions {
-        if let Some(props) = v
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("spec"))
-            .and_then(|s| s.properties.as_mut())
-        {
+        if let Some(props) = spec_properties(v) {
             for f in fields {
                 if let Some(p) = props.get_mut(*f) {
                     p.format = Some("date-time".into());
@@ -202,10 +250,36 @@ mod tests {
             cols.contains(&"Count") && cols.contains(&"Last Seen"),
             "{cols:?}"
         );
+        // One column says what each hook's violation was about.
+        assert!(
+            cols.contains(&"Hook") && cols.contains(&"Target"),
+            "{cols:?}"
+        );
+        assert!(!cols.contains(&"Destination"), "{cols:?}");
         let json = serde_json::to_string(&crd).unwrap();
         assert!(json.contains("\"format\":\"date-time\""));
         // Structural: no untyped values anywhere.
         assert!(!json.contains("x-kubernetes-preserve-unknown-fields"));
+    }
+
+    #[test]
+    fn every_violation_column_shows_a_spec_field() {
+        let mut crd = policy_violation_crd();
+        let v = &mut crd.spec.versions[0];
+        let columns = v.additional_printer_columns.clone().unwrap();
+        let spec = spec_properties(v).unwrap();
+        for c in &columns {
+            let field = c
+                .json_path
+                .strip_prefix(".spec.")
+                .and_then(|p| p.split('.').next())
+                .unwrap_or_else(|| panic!("{} is not a spec field", c.json_path));
+            assert!(
+                spec.contains_key(field),
+                "column {}: no spec.{field}",
+                c.name
+            );
+        }
     }
 
     #[test]

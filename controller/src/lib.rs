@@ -10,7 +10,8 @@
 //!   pure function [`reconcile::reconcile`]) and prunes the reports of departed nodes
 //!   ([`node_liveness`]: Node deleted, or no heartbeat within the TTL).
 //! - [`violations`]: turns the engine's `policy_match` events ([`Violation`], typed from crate
-//!   `bulwark-events`, queued by [`violation_queue`]) into deduplicated, rate-limited, capped
+//!   `bulwark-events`, with the file or system call of a `file` / `syscall` match, queued by
+//!   [`violation_queue`]) into deduplicated, rate-limited, capped
 //!   and expiring `PolicyViolation` objects ([`crd`]) and `events.k8s.io/v1` Events regarding
 //!   the policy.
 //! - [`node_identity`] (pure mapping Pod + cgroup tree -> cgroup id -> [`Workload`]) and
@@ -71,7 +72,7 @@ pub use error::{Error, Result};
 pub use options::{ConnConfig, ControllerOptions, PodWorkloads};
 pub use policy_key::{PolicyKey, PolicyKind};
 pub use stats::Stats;
-pub use violation_queue::{violation_channel, Violation, ViolationSender};
+pub use violation_queue::{violation_channel, Subject, Violation, ViolationSender};
 
 /// Run the controller for node `node_name` until a component fails fatally (it retries API
 /// errors forever, so in practice until the task is dropped or `violations` is closed and the

@@ -151,6 +151,7 @@ pub fn blocked_metadata_connect(
             encryption: None,
             reason: None,
         },
+        subject: None,
     }
 }
 

@@ -468,10 +468,11 @@ async fn controller_against_real_server() {
     let header = table.lines().next().unwrap();
     for col in [
         "POLICY",
+        "HOOK",
         "OUTCOME",
         "POD",
         "BINARY",
-        "DESTINATION",
+        "TARGET",
         "COUNT",
         "LAST SEEN",
     ] {
@@ -479,7 +480,11 @@ async fn controller_against_real_server() {
     }
     let row = table.lines().find(|l| l.contains("api-7d9")).unwrap();
     assert!(
-        row.contains("blocked") && row.contains("/usr/bin/curl") && row.contains(" 3 "),
+        row.contains("blocked")
+            && row.contains("connect")
+            && row.contains("/usr/bin/curl")
+            && row.contains("169.254.169.254:")
+            && row.contains(" 3 "),
         "{row}"
     );
 

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{key_of, normalize_time, parse_time, spec_of, ViolationKey};
+use super::{key_of, normalize_time, parse_time, spec_of, target_of, ViolationKey};
 use crate::crd::PolicyViolationSpec;
 use crate::reconcile::truncate;
 use crate::stats::Stats;
@@ -210,7 +210,11 @@ impl Aggregator {
     }
 
     /// Adopt an object found on the server (startup or re-list). Keeps the larger count.
-    pub fn seed(&mut self, key: ViolationKey, spec: PolicyViolationSpec) {
+    pub fn seed(&mut self, key: ViolationKey, mut spec: PolicyViolationSpec) {
+        if spec.target.is_none() {
+            // Written before `target` existed: its next write shows it too.
+            spec.target = target_of(&spec);
+        }
         match self.entries.get_mut(&key) {
             Some(e) => {
                 e.on_server = true;
@@ -571,12 +575,15 @@ mod tests {
         let key = key_of(&ev(), "node-a", "bulwark-system");
         let mut server = spec_of(&ev(), "node-a");
         server.count = 40;
+        // Written by a version without `target`: the next write has it.
+        server.target = None;
         a.seed(key.clone(), server);
         assert_eq!(a.ingest(&ev()), Ingest::Repeat);
         assert_eq!(a.count(&key), Some(41));
         let t0 = Instant::now();
         let j = a.due(t0).pop().unwrap();
         assert!(!j.create);
+        assert_eq!(j.spec.target.as_deref(), Some("169.254.169.254:80/TCP"));
         a.written(&j, true, t0);
         // The server lost everything: the object is written again as a creation.
         assert_eq!(a.mark_missing(&Default::default()), 1);

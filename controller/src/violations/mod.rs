@@ -26,9 +26,9 @@ pub use writer::run;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event as K8sEvent, EventType};
 
-use crate::crd::{PolicyViolationSpec, ViolationDestination};
+use crate::crd::{PolicyViolationSpec, ViolationDestination, ViolationFile, ViolationSyscall};
 use crate::reconcile::truncate;
-use crate::violation_queue::Violation;
+use crate::violation_queue::{Subject, Violation};
 use bulwark_events::Outcome;
 
 /// Label holding the (possibly hashed) node name on every object a node writes.
@@ -102,7 +102,8 @@ pub fn key_of(ev: &Violation, node: &str, host_namespace: &str) -> ViolationKey 
         .as_ref()
         .map(|d| format!("{}|{}|{}", d.ip, d.port, d.protocol))
         .unwrap_or_default();
-    let identity = [
+    let subject = subject_key(ev);
+    let mut identity = vec![
         ev.policy_match.policy_namespace.as_deref().unwrap_or(""),
         ev.policy_match.policy_name.as_deref().unwrap_or(""),
         ev.policy_match.rule.as_deref().unwrap_or(""),
@@ -114,8 +115,11 @@ pub fn key_of(ev: &Violation, node: &str, host_namespace: &str) -> ViolationKey 
         &ev.policy_match.process.binary,
         &dest,
         ev.policy_match.encryption.map_or("", |e| e.as_str()),
-    ]
-    .join("\u{1f}");
+    ];
+    if !subject.is_empty() {
+        identity.push(&subject);
+    }
+    let identity = identity.join("\u{1f}");
     ViolationKey {
         namespace,
         name: format!(
@@ -126,10 +130,65 @@ pub fn key_of(ev: &Violation, node: &str, host_namespace: &str) -> ViolationKey 
     }
 }
 
+/// The part of the key a match's subject adds: the file (path or identity), the kinds of
+/// access and the call, or the system call and its table. Empty for the other hooks (and then
+/// not part of the key at all: their object names stay what they were before subjects).
+fn subject_key(ev: &Violation) -> String {
+    match (file_of(ev), syscall_of(ev)) {
+        (Some(f), _) => format!(
+            "file|{}|{}|{}|{}|{}",
+            f.path.as_deref().unwrap_or(""),
+            f.device.as_deref().unwrap_or(""),
+            f.inode.unwrap_or(0),
+            f.access.join(","),
+            f.syscall.as_deref().unwrap_or("")
+        ),
+        (None, Some(c)) => format!("syscall|{}|{}", c.name, c.abi),
+        (None, None) => String::new(),
+    }
+}
+
+fn file_of(ev: &Violation) -> Option<ViolationFile> {
+    match &ev.subject {
+        Some(Subject::File(f)) => Some(ViolationFile {
+            path: f.path.clone(),
+            access: f.access.iter().map(|a| a.to_string()).collect(),
+            syscall: f.syscall.clone(),
+            device: f.device.clone(),
+            inode: f.inode.and_then(|i| i64::try_from(i).ok()),
+        }),
+        _ => None,
+    }
+}
+
+fn syscall_of(ev: &Violation) -> Option<ViolationSyscall> {
+    match &ev.subject {
+        Some(Subject::Syscall(c)) => Some(ViolationSyscall {
+            name: c.name.clone().unwrap_or_else(|| format!("#{}", c.number)),
+            abi: c.abi.clone(),
+        }),
+        _ => None,
+    }
+}
+
 /// The spec of a new object for a first event.
 pub fn spec_of(ev: &Violation, node: &str) -> PolicyViolationSpec {
     let pod = ev.policy_match.process.pod.as_ref();
-    PolicyViolationSpec {
+    let destination = ev
+        .policy_match
+        .destination
+        .as_ref()
+        .map(|d| ViolationDestination {
+            ip: d.ip.clone(),
+            port: i32::from(d.port),
+            protocol: d.protocol.clone(),
+            address: if d.ip.contains(':') {
+                format!("[{}]:{}/{}", d.ip, d.port, d.protocol)
+            } else {
+                format!("{}:{}/{}", d.ip, d.port, d.protocol)
+            },
+        });
+    let mut spec = PolicyViolationSpec {
         policy: ev.policy_match.policy_name.clone().unwrap_or_default(),
         policy_kind: if ev.policy_match.policy_namespace.is_some() {
             "TracingPolicyNamespaced"
@@ -149,25 +208,33 @@ pub fn spec_of(ev: &Violation, node: &str) -> PolicyViolationSpec {
         container: pod.map(|p| p.container.clone()).filter(|c| !c.is_empty()),
         binary: ev.policy_match.process.binary.clone(),
         arguments: truncate(&ev.policy_match.process.arguments, 1024),
-        destination: ev
-            .policy_match
-            .destination
-            .as_ref()
-            .map(|d| ViolationDestination {
-                ip: d.ip.clone(),
-                port: i32::from(d.port),
-                protocol: d.protocol.clone(),
-                address: if d.ip.contains(':') {
-                    format!("[{}]:{}/{}", d.ip, d.port, d.protocol)
-                } else {
-                    format!("{}:{}/{}", d.ip, d.port, d.protocol)
-                },
-            }),
+        destination,
         encryption: ev.policy_match.encryption.map(|e| e.to_string()),
+        file: file_of(ev),
+        syscall: syscall_of(ev),
+        target: None,
         count: 1,
         first_seen: normalize_time(&ev.time),
         last_seen: normalize_time(&ev.time),
+    };
+    spec.target = target_of(&spec);
+    spec
+}
+
+/// What a violation was about, for `kubectl get`: the destination's address, the file's path
+/// (its identity when it has none), or the system call's name.
+fn target_of(spec: &PolicyViolationSpec) -> Option<String> {
+    if let Some(d) = &spec.destination {
+        return Some(d.address.clone());
     }
+    if let Some(f) = &spec.file {
+        return Some(match (&f.path, &f.device, f.inode) {
+            (Some(p), _, _) => p.clone(),
+            (None, Some(dev), Some(ino)) => format!("inode {ino} on {dev}"),
+            _ => "?".into(),
+        });
+    }
+    spec.syscall.as_ref().map(|c| c.name.clone())
 }
 
 /// RFC 3339 in UTC; the current time when the event's time does not parse.
@@ -223,11 +290,17 @@ pub fn event_for(key: &ViolationKey, spec: &PolicyViolationSpec) -> K8sEvent {
         (Some(p), None) => format!("pod {}/{}", key.namespace, p),
         _ => format!("a host process on node {}", spec.node),
     };
-    let target = spec
-        .destination
-        .as_ref()
-        .map(|d| format!(" to {}", d.address))
-        .unwrap_or_default();
+    let target = match (&spec.destination, &spec.file, &spec.syscall) {
+        (Some(d), _, _) => format!(" to {}", d.address),
+        (None, Some(f), _) => format!(
+            ": {} {} ({})",
+            f.access.join("+"),
+            spec.target.as_deref().unwrap_or("?"),
+            f.syscall.as_deref().unwrap_or("?")
+        ),
+        (None, None, Some(c)) => format!(": {} ({})", c.name, c.abi),
+        (None, None, None) => String::new(),
+    };
     let enc = spec
         .encryption
         .as_ref()
@@ -269,7 +342,8 @@ pub fn event_for(key: &ViolationKey, spec: &PolicyViolationSpec) -> K8sEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::violation_queue::tests::sample;
+    use crate::violation_queue::tests::{file_read, sample, syscall_call};
+    use bulwark_events::{Event, Hook};
 
     fn ev() -> Violation {
         sample()
@@ -308,6 +382,110 @@ mod tests {
         assert_eq!(fnv64(b"a"), 0xaf63dc4c8601ec8c);
     }
 
+    /// The sample as a `file` (or `syscall`) match with the subject the sender attaches.
+    fn with_subject(hook: Hook, subject: &Event) -> Violation {
+        let tx_match = crate::violation_queue::tests::match_of(hook);
+        let mut r = crate::violation_queue::RecentSubjects::default();
+        r.observe(subject);
+        let mut v = Violation::of(&tx_match).unwrap();
+        v.subject = r.subject_of(&v.policy_match);
+        assert!(v.subject.is_some());
+        v
+    }
+
+    fn file_violation(path: &str) -> Violation {
+        let p = ev().policy_match.process;
+        with_subject(Hook::File, &file_read(&p, path))
+    }
+
+    fn syscall_violation(name: &str) -> Violation {
+        let p = ev().policy_match.process;
+        with_subject(Hook::Syscall, &syscall_call(&p, name))
+    }
+
+    #[test]
+    fn connect_object_names_do_not_change() {
+        // Objects already on a server are found again by name after an upgrade.
+        assert_eq!(
+            key_of(&ev(), "node-a", "bulwark-system").name,
+            "block-cloud-metadata-3b3cfaca62f81066"
+        );
+    }
+
+    #[test]
+    fn file_and_syscall_matches_are_keyed_by_their_subject() {
+        let a = key_of(&file_violation("/etc/shadow"), "node-a", "x");
+        assert_eq!(a, key_of(&file_violation("/etc/shadow"), "node-a", "x"));
+        assert_ne!(a, key_of(&file_violation("/etc/gshadow"), "node-a", "x"));
+        let mut write = file_violation("/etc/shadow");
+        if let Some(Subject::File(f)) = write.subject.as_mut() {
+            f.access = vec![bulwark_policy::FileAccess::Write];
+        }
+        assert_ne!(a, key_of(&write, "node-a", "x"));
+        // The descriptor an open returned is not part of it.
+        let mut fd = file_violation("/etc/shadow");
+        if let Some(Subject::File(f)) = fd.subject.as_mut() {
+            f.return_value = Some(9);
+        }
+        assert_eq!(a, key_of(&fd, "node-a", "x"));
+        let p = key_of(&syscall_violation("ptrace"), "node-a", "x");
+        assert_ne!(p, key_of(&syscall_violation("mount"), "node-a", "x"));
+        assert_ne!(p.name, a.name);
+    }
+
+    #[test]
+    fn file_spec_names_the_file_and_the_call() {
+        let s = spec_of(&file_violation("/etc/shadow"), "node-a");
+        assert_eq!(s.hook, "file");
+        assert_eq!(s.outcome, "killed");
+        assert_eq!(s.destination, None);
+        assert_eq!(s.syscall, None);
+        let f = s.file.as_ref().unwrap();
+        assert_eq!(f.path.as_deref(), Some("/etc/shadow"));
+        assert_eq!(f.access, ["read"]);
+        assert_eq!(f.syscall.as_deref(), Some("openat"));
+        assert_eq!((f.device.as_deref(), f.inode), (Some("8:1"), Some(1834)));
+        assert_eq!(s.target.as_deref(), Some("/etc/shadow"));
+        // No path (too deep for the kernel's walk): the file's identity.
+        let mut deep = file_violation("/x");
+        if let Some(Subject::File(f)) = deep.subject.as_mut() {
+            f.path = None;
+        }
+        assert_eq!(
+            spec_of(&deep, "n").target.as_deref(),
+            Some("inode 1834 on 8:1")
+        );
+        let key = key_of(&file_violation("/etc/shadow"), "node-a", "x");
+        let note = event_for(&key, &s).note.unwrap();
+        assert!(
+            note.contains("killed file by /usr/bin/curl in pod payments/api-7d9 container app: read /etc/shadow (openat)"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn syscall_spec_names_the_call() {
+        let s = spec_of(&syscall_violation("ptrace"), "node-a");
+        assert_eq!(s.hook, "syscall");
+        assert_eq!(s.file, None);
+        let c = s.syscall.as_ref().unwrap();
+        assert_eq!((c.name.as_str(), c.abi.as_str()), ("ptrace", "x86_64"));
+        assert_eq!(s.target.as_deref(), Some("ptrace"));
+        // A number its table lacks.
+        let mut unnamed = syscall_violation("ptrace");
+        if let Some(Subject::Syscall(c)) = unnamed.subject.as_mut() {
+            c.name = None;
+        }
+        assert_eq!(spec_of(&unnamed, "n").target.as_deref(), Some("#101"));
+        let key = key_of(&syscall_violation("ptrace"), "node-a", "x");
+        let note = event_for(&key, &s).note.unwrap();
+        assert!(note.contains("container app: ptrace (x86_64)"), "{note}");
+        // A file or syscall match whose event was not seen: no subject, still an object.
+        let bare = Violation::of(&crate::violation_queue::tests::match_of(Hook::Syscall)).unwrap();
+        let s = spec_of(&bare, "n");
+        assert_eq!((s.syscall, s.target), (None, None));
+    }
+
     #[test]
     fn host_processes_go_to_the_host_namespace() {
         let mut e = ev();
@@ -343,6 +521,8 @@ mod tests {
             spec_of(&e6, "n").destination.unwrap().address,
             "[2001:db8::1]:80/TCP"
         );
+        assert_eq!(s.target.as_deref(), Some("169.254.169.254:80/TCP"));
+        assert_eq!((s.file, s.syscall), (None, None));
     }
 
     #[test]

@@ -16,7 +16,9 @@
 
 use crate::{assert_connected, assert_eperm, wait_match};
 use bulwark_e2e::daemon::ev;
-use bulwark_e2e::{serial, Daemon, DaemonConfig, PolicyBuilder, RuleBuilder, TestServer, World};
+use bulwark_e2e::{
+    serial, Daemon, DaemonConfig, PolicyBuilder, RuleBuilder, TestServer, World, WorldConfig,
+};
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
@@ -211,6 +213,7 @@ impl Server {
                 "--for=condition=Established",
                 "--timeout=60s",
                 "crd/tracingpolicies.bulwark.dev",
+                "crd/tracingpoliciesnamespaced.bulwark.dev",
                 "crd/policyviolations.bulwark.dev",
             ],
             None,
@@ -232,6 +235,24 @@ impl Drop for Server {
     }
 }
 
+/// `bulwark run --kubernetes` against `srv`, with no policy files: the policies are the
+/// server's; the world's pods are mapped to their namespaces by `--workloads` (the test server
+/// has no Pods).
+fn start_daemon(srv: &Server, w: &World, extra: &[&str]) -> Daemon {
+    let mut extra_args = vec![
+        "--kubeconfig".to_string(),
+        srv.kubeconfig.display().to_string(),
+    ];
+    extra_args.extend(extra.iter().map(|a| a.to_string()));
+    Daemon::start_with(DaemonConfig {
+        policies: Vec::new(),
+        workloads: w.workloads_yaml(),
+        extra_args,
+        kubernetes: true,
+        ..DaemonConfig::default()
+    })
+}
+
 fn poll<T>(what: &str, diag: &dyn Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + K8S_WAIT;
     loop {
@@ -250,7 +271,12 @@ fn poll<T>(what: &str, diag: &dyn Fn() -> String, mut f: impl FnMut() -> Option<
 
 /// The policy's status once it is Accepted, loaded on 1/1 nodes, for its current generation.
 fn accepted_on_one_node(srv: &Server) -> Option<Value> {
-    let tp = srv.get_json(&["get", "tracingpolicy", POLICY])?;
+    accepted_on_one_node_as(srv, &["get", "tracingpolicy", POLICY])
+}
+
+/// [`accepted_on_one_node`] for the policy `get` names (kind, name and namespace).
+fn accepted_on_one_node_as(srv: &Server, get: &[&str]) -> Option<Value> {
+    let tp = srv.get_json(get)?;
     let st = &tp["status"];
     (st["state"] == "Accepted"
         && st["nodes"] == "1/1"
@@ -294,16 +320,9 @@ fn kubernetes_mode_enforces_cluster_policies_and_reports_violations() {
     };
     srv.install(&policy("enforce"));
 
-    let kc = srv.kubeconfig.to_str().unwrap().to_string();
-    let d = Daemon::start_with(DaemonConfig {
-        policies: Vec::new(),
-        workloads: w.workloads_yaml(),
-        // A short resync: the server restart below wipes its data, which a resumed watch
-        // cannot see (the default 5 min would make the test wait that long).
-        extra_args: vec!["--kubeconfig".into(), kc, "--resync-interval=3".into()],
-        kubernetes: true,
-        ..DaemonConfig::default()
-    });
+    // A short resync: the server restart below wipes its data, which a resumed watch cannot
+    // see (the default 5 min would make the test wait that long).
+    let d = start_daemon(&srv, &w, &["--resync-interval=3"]);
     let diag = || {
         let (_, tp, _) = srv.kubectl(&["get", "tracingpolicy", POLICY, "-o", "yaml"], None);
         let (_, pv, _) = srv.kubectl(&["get", "policyviolations", "-A", "-o", "wide"], None);
@@ -508,14 +527,7 @@ fn kubernetes_declared_protocol_reaches_the_egress_verdict_at_runtime() {
             )
             .yaml(),
     );
-    let kc = srv.kubeconfig.to_str().unwrap().to_string();
-    let d = Daemon::start_with(DaemonConfig {
-        policies: Vec::new(),
-        workloads: w.workloads_yaml(),
-        extra_args: vec!["--kubeconfig".into(), kc],
-        kubernetes: true,
-        ..DaemonConfig::default()
-    });
+    let d = start_daemon(&srv, &w, &[]);
     d.wait_event("ready", |e| e["type"] == "status" && e["state"] == "ready");
     let ip = w.net.server_ip(false);
     let declared = |marker: &str| {
@@ -574,6 +586,267 @@ fn kubernetes_declared_protocol_reaches_the_egress_verdict_at_runtime() {
         let (send, _) = declared("22");
         (send == "EACCES").then_some(())
     });
+    let st = d.stop();
+    assert!(st.success(), "the daemon exited with {st}");
+}
+
+/// The namespace of the `hook: file` / `hook: syscall` test's workload, and another one.
+const FILE_NS: &str = "e2e-k8s-file";
+const OTHER_NS: &str = "e2e-k8s-other";
+
+/// This test's PolicyViolation of `policy` whose spec satisfies `pred`, from
+/// `kubectl get policyviolations -A`.
+fn violation_where(srv: &Server, policy: &str, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    let all = srv.get_json(&["get", "policyviolations", "-A"])?;
+    all["items"]
+        .as_array()?
+        .iter()
+        .find(|v| v["spec"]["policy"] == policy && pred(&v["spec"]))
+        .cloned()
+}
+
+/// `hook: file` and `hook: syscall` through the API server, as an operator would use them: a
+/// `TracingPolicyNamespaced` that kills a reader of a protected file (created by the test in
+/// its own directory) and a cluster `TracingPolicy` that reports `ptrace` and kills `mount`
+/// in that namespace. A process in the policies' namespace is killed (or reported), the same
+/// in another namespace is not; each match becomes a PolicyViolation in the workload's
+/// namespace that names the policy, rule, pod, binary and the file's path or the call, and
+/// `kubectl get policyviolations` shows the hook and that target.
+#[test]
+fn kubernetes_file_and_syscall_policies_kill_report_and_write_violations() {
+    const FILE_POLICY: &str = "e2e-k8s-file-guard";
+    const SYSCALL_POLICY: &str = "e2e-k8s-syscalls";
+    const SECRET: &str = "K8S-SECRET-51c0de\n";
+    let _g = serial();
+    let Some(kit) = Server::kit() else { return };
+    let srv = Server::start(kit);
+    let w = World::new(WorldConfig {
+        tag: "k8s-file".into(),
+        pods: vec![
+            (FILE_NS.into(), "web".into()),
+            (OTHER_NS.into(), "web".into()),
+        ],
+    });
+    let (ours, theirs) = (&w.pods[0], &w.pods[1]);
+    let vault = w.dir().join("vault");
+    std::fs::create_dir_all(&vault).unwrap();
+    let secret = vault.join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.to_str().unwrap().to_string();
+
+    // The namespaced file policy: its namespace is its only process condition.
+    srv.install(&format!(
+        "apiVersion: bulwark.dev/v1alpha1
+kind: TracingPolicyNamespaced
+metadata:
+  name: {FILE_POLICY}
+  namespace: {FILE_NS}
+spec:
+  rules:
+    - name: no-secret-reads
+      hook: file
+      selectors:
+        - matchPaths: [{{operator: In, values: [{secret}]}}]
+          matchAccess: [{{operator: In, values: [read]}}]
+          matchActions: [{{action: Sigkill}}]
+"
+    ));
+    // The cluster syscall policy, confined to the namespace and to the helper (`ip netns
+    // exec`, which starts every pod command, mounts and unshares itself).
+    let in_ns = |rule: RuleBuilder| {
+        rule.namespaces("In", &[FILE_NS])
+            .binaries("In", &[crate::helper()])
+    };
+    srv.apply_policy(
+        &PolicyBuilder::new(SYSCALL_POLICY)
+            .rule(
+                in_ns(RuleBuilder::syscall("report-ptrace").syscalls("In", &["ptrace"]))
+                    .action("Post"),
+            )
+            .rule(
+                in_ns(RuleBuilder::syscall("kill-mount").syscalls("In", &["mount"]))
+                    .action("Sigkill"),
+            )
+            .yaml(),
+    );
+
+    let d = start_daemon(&srv, &w, &[]);
+    let diag = || {
+        let (_, tp, _) = srv.kubectl(
+            &[
+                "get",
+                "tracingpolicies,tracingpoliciesnamespaced",
+                "-A",
+                "-o",
+                "yaml",
+            ],
+            None,
+        );
+        let (_, pv, _) = srv.kubectl(&["get", "policyviolations", "-A", "-o", "yaml"], None);
+        format!("{tp}\n{pv}\n{}", d.diagnostics())
+    };
+    let ready = d.wait_event("ready", |e| e["type"] == "status" && e["state"] == "ready");
+    let namespaced = format!("{FILE_NS}/{FILE_POLICY}");
+    assert_eq!(
+        ready["policies"],
+        serde_json::json!([namespaced, SYSCALL_POLICY]),
+        "{ready}"
+    );
+    poll("the file policy Accepted, NODES 1/1", &diag, || {
+        accepted_on_one_node_as(
+            &srv,
+            &["get", "tracingpolicynamespaced", FILE_POLICY, "-n", FILE_NS],
+        )
+    });
+    poll("the syscall policy Accepted, NODES 1/1", &diag, || {
+        accepted_on_one_node_as(&srv, &["get", "tracingpolicy", SYSCALL_POLICY])
+    });
+
+    // The file: read in the policy's namespace, the reader dies before a byte gets out.
+    let cat = bulwark_e2e::preflight::which("cat").expect("cat");
+    let cat = cat.to_str().unwrap();
+    let out = ours.run(&[cat, &secret]);
+    assert!(out.sigkilled(), "the reader should be SIGKILLed: {out}");
+    assert!(
+        !out.stdout.contains("K8S-SECRET"),
+        "the secret got out: {out}"
+    );
+    let m = d.wait_event("the file policy_match", |e| {
+        ev::is_match(e, FILE_POLICY, "file") && ev::pid(e) == Some(out.pid as u64)
+    });
+    assert_eq!(m["outcome"], "killed", "{m}");
+    // In another namespace it is an ordinary read.
+    let other = theirs.run(&[cat, &secret]);
+    assert!(other.success() && other.stdout == SECRET, "{other}");
+
+    let v = poll("the file PolicyViolation", &diag, || {
+        violation_where(&srv, FILE_POLICY, |s| s["hook"] == "file")
+    });
+    assert_eq!(v["metadata"]["namespace"], FILE_NS, "{v}");
+    let spec = &v["spec"];
+    let expect = [
+        ("policyKind", "TracingPolicyNamespaced"),
+        ("policyNamespace", FILE_NS),
+        ("rule", "no-secret-reads"),
+        ("action", "Sigkill"),
+        ("mode", "enforce"),
+        ("outcome", "killed"),
+        ("pod", "web"),
+        ("container", "main"),
+        ("node", "e2e"),
+        ("target", secret.as_str()),
+    ];
+    for (field, want) in expect {
+        assert_eq!(spec[field], want, "spec.{field}: {v}");
+    }
+    assert_eq!(spec["enforced"], true, "{v}");
+    assert_eq!(spec["binary"], ev::binary(&m), "{v}");
+    assert_eq!(spec["file"]["path"], secret.as_str(), "{v}");
+    assert_eq!(spec["file"]["access"], serde_json::json!(["read"]), "{v}");
+    assert_eq!(spec["file"]["syscall"], "openat", "{v}");
+    assert!(spec.get("destination").is_none(), "{v}");
+    // The Event tells the same story.
+    poll("an Event regarding the file policy", &diag, || {
+        let evs = srv.get_json(&["get", "events.events.k8s.io", "-A"])?;
+        evs["items"]
+            .as_array()?
+            .iter()
+            .find(|e| {
+                e["regarding"]["name"] == FILE_POLICY
+                    && e["regarding"]["namespace"] == FILE_NS
+                    && e["reason"] == "ProcessKilled"
+                    && e["note"].as_str().is_some_and(|n| n.contains(&secret))
+            })
+            .cloned()
+    });
+
+    // The system calls: ptrace reported (the call runs), mount killed at its entry.
+    let (out, marker) = crate::run_syscall(&w, "ptrace", "ptrace-ran");
+    assert!(
+        out.success() && marker.exists(),
+        "ptrace is only reported: {out}"
+    );
+    let reported = d.wait_event("the ptrace policy_match", |e| {
+        ev::is_match(e, SYSCALL_POLICY, "syscall") && ev::pid(e) == Some(out.pid as u64)
+    });
+    assert_eq!(reported["outcome"], "reported", "{reported}");
+    let (out, marker) = crate::run_syscall(&w, "mount", "mount-ran");
+    assert!(
+        out.sigkilled() && !marker.exists(),
+        "mount should be killed at the call: {out}"
+    );
+    let killed = d.wait_event("the mount policy_match", |e| {
+        ev::is_match(e, SYSCALL_POLICY, "syscall") && ev::pid(e) == Some(out.pid as u64)
+    });
+    assert_eq!(killed["outcome"], "killed", "{killed}");
+    // The same calls in another namespace: neither killed nor reported.
+    let mut spared = Vec::new();
+    for call in ["ptrace", "mount"] {
+        let marker = w.dir().join(format!("{call}-other"));
+        let out = theirs.run(&[crate::helper(), "syscall", call, marker.to_str().unwrap()]);
+        assert!(
+            out.success() && marker.exists(),
+            "{call} in {OTHER_NS}: {out}"
+        );
+        spared.push(out.pid as u64);
+    }
+    let other_read = other.pid as u64;
+    let pv = |rule: &str, outcome: &str, call: &str| {
+        let v = poll(&format!("the {rule} PolicyViolation"), &diag, || {
+            violation_where(&srv, SYSCALL_POLICY, |s| s["rule"] == rule)
+        });
+        let spec = &v["spec"];
+        assert_eq!(v["metadata"]["namespace"], FILE_NS, "{v}");
+        assert_eq!(spec["policyKind"], "TracingPolicy", "{v}");
+        assert!(spec.get("policyNamespace").is_none(), "{v}");
+        assert_eq!(spec["hook"], "syscall", "{v}");
+        assert_eq!(spec["outcome"], outcome, "{v}");
+        assert_eq!(spec["pod"], "web", "{v}");
+        assert_eq!(spec["binary"], crate::helper(), "{v}");
+        assert_eq!(spec["syscall"]["name"], call, "{v}");
+        assert_eq!(spec["syscall"]["abi"], std::env::consts::ARCH, "{v}");
+        assert_eq!(spec["target"], call, "{v}");
+        assert!(
+            spec.get("file").is_none() && spec.get("destination").is_none(),
+            "{v}"
+        );
+        v
+    };
+    pv("report-ptrace", "reported", "ptrace");
+    pv("kill-mount", "killed", "mount");
+
+    // Nothing of the other namespace: no match and no object.
+    d.sync();
+    d.assert_no_event("a policy_match in the other namespace", |e| {
+        ev::is(e, "policy_match")
+            && ev::pid(e).is_some_and(|p| p == other_read || spared.contains(&p))
+    });
+    let all = srv.get_json(&["get", "policyviolations", "-A"]).unwrap();
+    let items = all["items"].as_array().unwrap();
+    assert!(
+        items.iter().all(|v| v["metadata"]["namespace"] == FILE_NS),
+        "a PolicyViolation outside {FILE_NS}: {all}"
+    );
+    assert_eq!(items.len(), 3, "one object per violation: {all}");
+
+    // What an operator reads: the hook and what each violation was about.
+    let table = srv.kubectl_ok(&["get", "policyviolations", "-n", FILE_NS], None);
+    let header = table.lines().next().unwrap_or_default();
+    for col in [
+        "POLICY", "HOOK", "OUTCOME", "POD", "BINARY", "TARGET", "COUNT",
+    ] {
+        assert!(header.contains(col), "column {col} missing:\n{table}");
+    }
+    let row = |words: &[&str]| {
+        assert!(
+            table.lines().any(|l| words.iter().all(|w| l.contains(w))),
+            "no row with {words:?}:\n{table}"
+        );
+    };
+    row(&[FILE_POLICY, "file", "killed", &secret]);
+    row(&[SYSCALL_POLICY, "syscall", "reported", "ptrace"]);
+    row(&[SYSCALL_POLICY, "syscall", "killed", "mount"]);
+    eprintln!("{table}");
     let st = d.stop();
     assert!(st.success(), "the daemon exited with {st}");
 }
