@@ -250,6 +250,8 @@ pub(crate) mod tests {
                     path_resolved: true,
                     access: vec![bulwark_policy::FileAccess::Read],
                     syscall: Some("openat".into()),
+                    io_uring: None,
+                    unjudged: None,
                     abi: "x86_64".into(),
                     flags: Some("O_RDONLY".into()),
                     return_value: Some(3),
