@@ -72,7 +72,7 @@ pub use error::{Error, Result};
 pub use options::{ConnConfig, ControllerOptions, PodWorkloads};
 pub use policy_key::{PolicyKey, PolicyKind};
 pub use stats::Stats;
-pub use violation_queue::{violation_channel, Subject, Violation, ViolationSender};
+pub use violation_queue::{violation_channel, Violation, ViolationSender};
 
 /// Run the controller for node `node_name` until a component fails fatally (it retries API
 /// errors forever, so in practice until the task is dropped or `violations` is closed and the

@@ -150,8 +150,9 @@ pub fn blocked_metadata_connect(
             }),
             encryption: None,
             reason: None,
+            file: None,
+            syscall: None,
         },
-        subject: None,
     }
 }
 

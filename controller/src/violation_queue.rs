@@ -1,16 +1,14 @@
 //! The bounded queue between the daemon's event writer and the controller's violation writer.
 //! The daemon hands over every event it writes, typed ([`ViolationSender::offer_event`]); the
-//! `policy_match` ones are queued as [`Violation`]s, a `file` or `syscall` match with the
-//! access or call it was about ([`Subject`], from the `process_file` / `process_syscall` event
-//! the daemon writes right before its matches: [`RecentSubjects`]). The sender never blocks the
+//! `policy_match` ones are queued as [`Violation`]s (a `file` or `syscall` match carries the
+//! access or call it matched in its own `file` / `syscall` field). The sender never blocks the
 //! engine: when the queue is full the violation is counted in
 //! [`Stats::violations_dropped_queue_full`] and logged (rate-limited), never lost silently.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use bulwark_events::{Body, Event, FileAccessed, Hook, PolicyMatch, Syscall};
+use bulwark_events::{Event, PolicyMatch};
 use tokio::sync::mpsc;
 
 use crate::stats::Stats;
@@ -22,106 +20,16 @@ pub struct Violation {
     pub time: String,
     pub node_name: String,
     pub policy_match: PolicyMatch,
-    /// What a `file` or `syscall` match was about; `None` for the other hooks, and when the
-    /// event describing it was not seen.
-    pub subject: Option<Subject>,
-}
-
-/// The file access or system call a `file` / `syscall` match was about.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Subject {
-    File(FileAccessed),
-    Syscall(Syscall),
 }
 
 impl Violation {
-    /// The violation of a `policy_match` event (without its [`Subject`]: see
-    /// [`RecentSubjects`]); `None` for other events.
+    /// The violation of a `policy_match` event; `None` for other events.
     pub fn of(ev: &Event) -> Option<Violation> {
         ev.policy_match().map(|m| Violation {
             time: ev.time.clone(),
             node_name: ev.node_name.clone(),
             policy_match: m.clone(),
-            subject: None,
         })
-    }
-}
-
-/// The latest `process_file` and `process_syscall` of each process, by `exec_id`: the daemon
-/// writes one such event per access or call and then the `policy_match` of every selector that
-/// matched it, with the same `exec_id`, so a match's subject is its process's latest one. An
-/// entry goes with its process's `process_exit`; at most [`RecentSubjects::CAPACITY`] processes
-/// are remembered (the oldest is forgotten first: its matches would then carry no subject).
-#[derive(Debug, Default)]
-pub struct RecentSubjects {
-    by_exec_id: HashMap<String, Recent>,
-    seq: u64,
-}
-
-#[derive(Debug, Default)]
-struct Recent {
-    /// When the entry last changed (for eviction).
-    seq: u64,
-    file: Option<FileAccessed>,
-    syscall: Option<Syscall>,
-}
-
-impl RecentSubjects {
-    /// Processes remembered at most.
-    pub const CAPACITY: usize = 4096;
-
-    /// Takes note of an event the daemon wrote.
-    pub fn observe(&mut self, ev: &Event) {
-        let (process, subject) = match &ev.body {
-            Body::ProcessFile { process, file } => (process, Subject::File(file.clone())),
-            Body::ProcessSyscall { process, syscall } => {
-                (process, Subject::Syscall(syscall.clone()))
-            }
-            Body::ProcessExit { process, .. } => {
-                self.by_exec_id.remove(&process.exec_id);
-                return;
-            }
-            _ => return,
-        };
-        self.seq += 1;
-        if !self.by_exec_id.contains_key(&process.exec_id)
-            && self.by_exec_id.len() >= Self::CAPACITY
-        {
-            let oldest = self
-                .by_exec_id
-                .iter()
-                .min_by_key(|(_, r)| r.seq)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.by_exec_id.remove(&k);
-            }
-        }
-        let r = self.by_exec_id.entry(process.exec_id.clone()).or_default();
-        r.seq = self.seq;
-        match subject {
-            Subject::File(f) => r.file = Some(f),
-            Subject::Syscall(c) => r.syscall = Some(c),
-        }
-    }
-
-    /// The subject of a match: its process's latest file access for `hook: file`, system call
-    /// for `hook: syscall`; `None` for the other hooks.
-    pub fn subject_of(&self, m: &PolicyMatch) -> Option<Subject> {
-        let r = self.by_exec_id.get(&m.process.exec_id)?;
-        match m.hook {
-            Hook::File => r.file.clone().map(Subject::File),
-            Hook::Syscall => r.syscall.clone().map(Subject::Syscall),
-            _ => None,
-        }
-    }
-
-    /// Processes remembered.
-    pub fn len(&self) -> usize {
-        self.by_exec_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_exec_id.is_empty()
     }
 }
 
@@ -131,26 +39,15 @@ pub struct ViolationSender {
     tx: mpsc::Sender<Violation>,
     stats: Arc<Stats>,
     last_warn: Arc<AtomicU64>,
-    subjects: Arc<Mutex<RecentSubjects>>,
 }
 
 impl ViolationSender {
-    /// Queue the event if it is a `policy_match` (others are not the controller's, but a
-    /// `process_file` / `process_syscall` is remembered for the matches that follow it); never
+    /// Queue the event if it is a `policy_match` (others are not the controller's); never
     /// blocks. False when it was not queued.
     pub fn offer_event(&self, ev: &Event) -> bool {
         self.stats.record_event(ev);
-        let mut subjects = self
-            .subjects
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        subjects.observe(ev);
         match Violation::of(ev) {
-            Some(mut v) => {
-                v.subject = subjects.subject_of(&v.policy_match);
-                drop(subjects);
-                self.offer(v)
-            }
+            Some(v) => self.offer(v),
             None => false,
         }
     }
@@ -202,7 +99,6 @@ pub fn violation_channel(
             tx,
             stats,
             last_warn: Arc::new(AtomicU64::new(0)),
-            subjects: Arc::default(),
         },
         rx,
     )
@@ -211,7 +107,7 @@ pub fn violation_channel(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use bulwark_events::{Pod, Process};
+    use bulwark_events::{Body, FileAccessed, Hook, Pod, Process, Syscall};
 
     /// A `Block` of a connect rule in a Pod, as the daemon reports it.
     pub(crate) fn sample() -> Violation {
@@ -238,51 +134,38 @@ pub(crate) mod tests {
         )
     }
 
-    /// A read of `path` by the sample's process, as the daemon reports it.
-    pub(crate) fn file_read(process: &bulwark_events::Process, path: &str) -> Event {
-        Event {
-            time: "2026-11-22T03:00:00.100Z".into(),
-            node_name: "node-a".into(),
-            body: Body::ProcessFile {
-                process: process.clone(),
-                file: FileAccessed {
-                    path: Some(path.into()),
-                    path_resolved: true,
-                    access: vec![bulwark_policy::FileAccess::Read],
-                    syscall: Some("openat".into()),
-                    io_uring: None,
-                    unjudged: None,
-                    abi: "x86_64".into(),
-                    flags: Some("O_RDONLY".into()),
-                    return_value: Some(3),
-                    device: Some("8:1".into()),
-                    inode: Some(1834),
-                },
-            },
+    /// A read of `path`, as the daemon reports it.
+    pub(crate) fn file_read(path: &str) -> FileAccessed {
+        FileAccessed {
+            path: Some(path.into()),
+            path_resolved: true,
+            access: vec![bulwark_policy::FileAccess::Read],
+            syscall: Some("openat".into()),
+            io_uring: None,
+            unjudged: None,
+            abi: "x86_64".into(),
+            flags: Some("O_RDONLY".into()),
+            return_value: Some(3),
+            device: Some("8:1".into()),
+            inode: Some(1834),
         }
     }
 
-    /// A call of `name` by the sample's process, at its entry.
-    pub(crate) fn syscall_call(process: &bulwark_events::Process, name: &str) -> Event {
-        Event {
-            time: "2026-11-22T03:00:00.100Z".into(),
-            node_name: "node-a".into(),
-            body: Body::ProcessSyscall {
-                process: process.clone(),
-                syscall: Syscall {
-                    name: Some(name.into()),
-                    number: 101,
-                    abi: "x86_64".into(),
-                    phase: bulwark_events::SyscallPhase::Entry,
-                    arguments: Vec::new(),
-                    return_value: None,
-                    error: None,
-                },
-            },
+    /// A call of `name`, at its entry.
+    pub(crate) fn syscall_call(name: &str) -> Syscall {
+        Syscall {
+            name: Some(name.into()),
+            number: 101,
+            abi: "x86_64".into(),
+            phase: bulwark_events::SyscallPhase::Entry,
+            arguments: Vec::new(),
+            return_value: None,
+            error: None,
         }
     }
 
-    /// The sample turned into a match of `hook` (no destination), as an event.
+    /// The sample turned into a killing match of `hook` (no destination, no file or call), as
+    /// an event.
     pub(crate) fn match_of(hook: Hook) -> Event {
         let v = sample();
         let mut m = v.policy_match;
@@ -297,93 +180,53 @@ pub(crate) mod tests {
         }
     }
 
-    fn exit_of(process: &bulwark_events::Process) -> Event {
-        Event {
-            time: "2026-11-22T03:00:01Z".into(),
-            node_name: "node-a".into(),
-            body: Body::ProcessExit {
-                process: process.clone(),
-                status: 0,
-                signal: Some("SIGKILL".into()),
-            },
+    /// A `file` match of a read of `path`, carrying it as the daemon writes it.
+    pub(crate) fn file_match(path: &str) -> Event {
+        let mut ev = match_of(Hook::File);
+        if let Body::PolicyMatch(m) = &mut ev.body {
+            m.file = Some(file_read(path));
         }
+        ev
+    }
+
+    /// A `syscall` match of a call of `name`, carrying it as the daemon writes it.
+    pub(crate) fn syscall_match(name: &str) -> Event {
+        let mut ev = match_of(Hook::Syscall);
+        if let Body::PolicyMatch(m) = &mut ev.body {
+            m.syscall = Some(syscall_call(name));
+        }
+        ev
     }
 
     #[test]
-    fn a_file_or_syscall_match_carries_what_its_process_last_did() {
-        let p = sample().policy_match.process;
-        let mut r = RecentSubjects::default();
-        let file_match = match_of(Hook::File);
-        let syscall_match = match_of(Hook::Syscall);
-        let pm = |e: &Event| e.policy_match().unwrap().clone();
-        assert_eq!(r.subject_of(&pm(&file_match)), None, "nothing seen yet");
-        r.observe(&file_read(&p, "/etc/shadow"));
-        r.observe(&syscall_call(&p, "ptrace"));
-        // Another process's access is not this one's.
-        let mut other = p.clone();
-        other.exec_id = "b3RoZXI".into();
-        r.observe(&file_read(&other, "/etc/passwd"));
-        match r.subject_of(&pm(&file_match)) {
-            Some(Subject::File(f)) => assert_eq!(f.path.as_deref(), Some("/etc/shadow")),
-            s => panic!("{s:?}"),
-        }
-        match r.subject_of(&pm(&syscall_match)) {
-            Some(Subject::Syscall(c)) => assert_eq!(c.name.as_deref(), Some("ptrace")),
-            s => panic!("{s:?}"),
-        }
-        // The next access replaces it; a connect match has no subject.
-        r.observe(&file_read(&p, "/root/.ssh/id_ed25519"));
-        match r.subject_of(&pm(&file_match)) {
-            Some(Subject::File(f)) => {
-                assert_eq!(f.path.as_deref(), Some("/root/.ssh/id_ed25519"))
-            }
-            s => panic!("{s:?}"),
-        }
-        assert_eq!(r.subject_of(&sample().policy_match), None);
-        // Its exit forgets the process.
-        assert_eq!(r.len(), 2);
-        r.observe(&exit_of(&p));
-        assert_eq!(r.len(), 1);
-        assert_eq!(r.subject_of(&pm(&file_match)), None);
-    }
-
-    #[test]
-    fn recent_subjects_are_bounded_and_forget_the_oldest() {
-        let p = sample().policy_match.process;
-        let mut r = RecentSubjects::default();
-        let mut first = p.clone();
-        first.exec_id = "first".into();
-        r.observe(&file_read(&first, "/a"));
-        for i in 0..RecentSubjects::CAPACITY {
-            let mut q = p.clone();
-            q.exec_id = format!("p{i}");
-            r.observe(&file_read(&q, "/b"));
-        }
-        assert_eq!(r.len(), RecentSubjects::CAPACITY);
-        let mut m = match_of(Hook::File).policy_match().unwrap().clone();
-        m.process.exec_id = "first".into();
-        assert_eq!(r.subject_of(&m), None, "the oldest went first");
-        m.process.exec_id = format!("p{}", RecentSubjects::CAPACITY - 1);
-        assert!(r.subject_of(&m).is_some());
-    }
-
-    #[test]
-    fn offered_file_matches_are_queued_with_their_file() {
+    fn offered_file_and_syscall_matches_are_queued_with_their_subject() {
         let stats = Arc::new(Stats::default());
         let (tx, mut rx) = violation_channel(8, stats);
-        let p = sample().policy_match.process;
-        assert!(!tx.offer_event(&file_read(&p, "/etc/shadow")));
-        assert!(tx.offer_event(&match_of(Hook::File)));
+        // The daemon's `process_file` is not a violation.
+        let access = Event {
+            body: Body::ProcessFile {
+                process: sample().policy_match.process,
+                file: file_read("/etc/passwd"),
+            },
+            ..match_of(Hook::File)
+        };
+        assert!(!tx.offer_event(&access));
+        assert!(tx.offer_event(&file_match("/etc/shadow")));
         let v = rx.try_recv().unwrap();
         assert_eq!(v.policy_match.hook, Hook::File);
-        match v.subject {
-            Some(Subject::File(f)) => assert_eq!(f.path.as_deref(), Some("/etc/shadow")),
-            s => panic!("{s:?}"),
-        }
-        // A clone of the sender shares what was seen.
+        let f = v.policy_match.file.expect("the match's own file");
+        assert_eq!(f.path.as_deref(), Some("/etc/shadow"));
+        assert!(tx.offer_event(&syscall_match("ptrace")));
+        let c = rx.try_recv().unwrap().policy_match.syscall.unwrap();
+        assert_eq!(c.name.as_deref(), Some("ptrace"));
+        // A clone of the sender queues into the same queue.
         let tx2 = tx.clone();
         assert!(tx2.offer_event(&match_of(Hook::File)));
-        assert!(rx.try_recv().unwrap().subject.is_some());
+        assert_eq!(
+            rx.try_recv().unwrap().policy_match.file,
+            None,
+            "none carried"
+        );
     }
 
     #[test]

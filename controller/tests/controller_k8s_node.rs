@@ -131,6 +131,8 @@ async fn node_start_and_violation_handover() {
             destination: None,
             encryption: None,
             reason: None,
+            file: None,
+            syscall: None,
         }),
     };
     let sender = handle.sender();

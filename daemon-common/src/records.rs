@@ -157,7 +157,10 @@ pub struct MatchEvent {
     pub _pad: u8,
     pub cgroup_id: u64,
     pub dest: Destination,
-    pub _pad2: [u8; 4],
+    /// Thread that made the file access or system call of a `hook: file` / `hook: syscall`
+    /// match, else 0. With `header.time_ns`, which such a match shares with its subject record
+    /// (`FileEvent` / `SyscallEvent`), it names the one record the match is about.
+    pub tid: u32,
 }
 
 /// `EVENT_SOCK_CLASSIFIED` (consumed by the engine, not a user-facing event).

@@ -635,5 +635,5 @@ pub(crate) fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, acc
     ev.table = table;
     ev.enforced = (j.kill != 0) as u8;
     emit_now(ev);
-    crate::syscall::report_matches(j.matched, j.kill, cgroup_id, start_ns, table, tgid);
+    crate::syscall::report_matches(j.matched, j.kill, cgroup_id, &ev.header, ev.tid, table);
 }

@@ -296,7 +296,7 @@ extern "C" fn egress_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         _pad: 0,
         cgroup_id: c.cgroup_id,
         dest: c.dest,
-        _pad2: [0; 4],
+        tid: 0,
     };
     emit_now(&m);
     0

@@ -141,7 +141,7 @@ extern "C" fn report_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         cgroup_id: c.cgroup_id,
         // No destination exists yet.
         dest: Destination::default(),
-        _pad2: [0; 4],
+        tid: 0,
     };
     emit_now(&m);
     0

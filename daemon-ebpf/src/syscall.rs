@@ -156,9 +156,10 @@ struct Report {
     matched: u64,
     kill: u64,
     cgroup_id: u64,
-    start_ns: u64,
+    /// The subject record's header, as `EVENT_MATCH`: same time, process.
+    header: EventHeader,
     table: u32,
-    tgid: u32,
+    tid: u32,
 }
 
 #[inline(never)]
@@ -173,7 +174,7 @@ extern "C" fn report_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         return 0;
     };
     let m = MatchEvent {
-        header: header(EVENT_MATCH, r.tgid, r.start_ns),
+        header: r.header,
         slot: r.table as u8,
         selector: i as u8,
         hook: sel.hook,
@@ -184,7 +185,7 @@ extern "C" fn report_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         _pad: 0,
         cgroup_id: r.cgroup_id,
         dest: Destination::default(),
-        _pad2: [0; 4],
+        tid: r.tid,
     };
     emit_now(&m);
     0
@@ -252,27 +253,32 @@ fn decide(
         table,
     };
     emit_now(&ev);
-    report_matches(j.matched, j.kill, cgroup_id, start_ns, table, tgid);
+    report_matches(j.matched, j.kill, cgroup_id, &ev.header, ev.tid, table);
     j.later
 }
 
-/// One `EVENT_MATCH` record per selector of `matched` (shared with `hook: file`).
+/// One `EVENT_MATCH` record per selector of `matched` (shared with `hook: file`), each with
+/// the time and thread of `subject` (the call's or access's record, emitted just before) so
+/// userspace joins them exactly, whatever other threads emit in between.
 #[inline(always)]
 pub(crate) fn report_matches(
     matched: u64,
     kill: u64,
     cgroup_id: u64,
-    start_ns: u64,
+    subject: &EventHeader,
+    tid: u32,
     table: u32,
-    tgid: u32,
 ) {
     let mut r = Report {
         matched,
         kill,
         cgroup_id,
-        start_ns,
+        header: EventHeader {
+            kind: EVENT_MATCH,
+            ..*subject
+        },
         table,
-        tgid,
+        tid,
     };
     unsafe {
         bpf_loop(

@@ -332,6 +332,8 @@ mod tests {
                 destination: Some(destination),
                 encryption: None,
                 reason: None,
+                file: None,
+                syscall: None,
             }),
             Body::Status(Status {
                 state: State::Ready,

@@ -1,11 +1,14 @@
 //! `policy_match`: a selector of a policy matched. Its hook, action, mode and encryption are
 //! words of the policy language, defined once in the policy model and re-exported here; the
-//! [`Outcome`] is the event's own.
+//! [`Outcome`] is the event's own. A `file` or `syscall` match carries the access or call it
+//! matched ([`FileAccessed`], [`Syscall`]), so a reader needs no other event to name it.
 
 pub use bulwark_policy::model::{Action, Encryption, Hook, Mode};
 use serde::{Deserialize, Serialize};
 
+use crate::file::FileAccessed;
 use crate::process::{Destination, Process};
+use crate::syscall::Syscall;
 
 bulwark_policy::words! {
     /// What happened to the process or connection.
@@ -103,6 +106,15 @@ pub struct PolicyMatch {
     /// `null` otherwise.
     #[serde(default)]
     pub reason: Option<Reason>,
+    /// The file access a `file` rule matched: the `file` of the `process_file` event written
+    /// just before, the same access. `null` for other hooks, and when that event was lost.
+    #[serde(default)]
+    pub file: Option<FileAccessed>,
+    /// The system call a `syscall` rule matched: the `syscall` of the `process_syscall` event
+    /// written just before, the same call. `null` for other hooks, and when that event was
+    /// lost.
+    #[serde(default)]
+    pub syscall: Option<Syscall>,
 }
 
 impl PolicyMatch {
@@ -224,6 +236,11 @@ mod tests {
         assert_eq!(m.encryption, Some(Encryption::Tls));
         assert_eq!(m.destination, None);
         assert_eq!(m.reason, None, "an event without `reason` reads as null");
+        assert_eq!(
+            (&m.file, &m.syscall),
+            (&None, &None),
+            "an event without `file` / `syscall` reads as null"
+        );
         assert_eq!(m.policy_label(), "ns/p");
         m.policy_namespace = None;
         assert_eq!(m.policy_label(), "p");

@@ -28,7 +28,7 @@ use kube::runtime::events::{Event as K8sEvent, EventType};
 
 use crate::crd::{PolicyViolationSpec, ViolationDestination, ViolationFile, ViolationSyscall};
 use crate::reconcile::truncate;
-use crate::violation_queue::{Subject, Violation};
+use crate::violation_queue::Violation;
 use bulwark_events::Outcome;
 
 /// Label holding the (possibly hashed) node name on every object a node writes.
@@ -149,26 +149,20 @@ fn subject_key(ev: &Violation) -> String {
 }
 
 fn file_of(ev: &Violation) -> Option<ViolationFile> {
-    match &ev.subject {
-        Some(Subject::File(f)) => Some(ViolationFile {
-            path: f.path.clone(),
-            access: f.access.iter().map(|a| a.to_string()).collect(),
-            syscall: f.syscall.clone(),
-            device: f.device.clone(),
-            inode: f.inode.and_then(|i| i64::try_from(i).ok()),
-        }),
-        _ => None,
-    }
+    ev.policy_match.file.as_ref().map(|f| ViolationFile {
+        path: f.path.clone(),
+        access: f.access.iter().map(|a| a.to_string()).collect(),
+        syscall: f.syscall.clone(),
+        device: f.device.clone(),
+        inode: f.inode.and_then(|i| i64::try_from(i).ok()),
+    })
 }
 
 fn syscall_of(ev: &Violation) -> Option<ViolationSyscall> {
-    match &ev.subject {
-        Some(Subject::Syscall(c)) => Some(ViolationSyscall {
-            name: c.name.clone().unwrap_or_else(|| format!("#{}", c.number)),
-            abi: c.abi.clone(),
-        }),
-        _ => None,
-    }
+    ev.policy_match.syscall.as_ref().map(|c| ViolationSyscall {
+        name: c.name.clone().unwrap_or_else(|| format!("#{}", c.number)),
+        abi: c.abi.clone(),
+    })
 }
 
 /// The spec of a new object for a first event.
@@ -342,8 +336,8 @@ pub fn event_for(key: &ViolationKey, spec: &PolicyViolationSpec) -> K8sEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::violation_queue::tests::{file_read, sample, syscall_call};
-    use bulwark_events::{Event, Hook};
+    use crate::violation_queue::tests::{file_match, sample, syscall_match};
+    use bulwark_events::Hook;
 
     fn ev() -> Violation {
         sample()
@@ -382,25 +376,12 @@ mod tests {
         assert_eq!(fnv64(b"a"), 0xaf63dc4c8601ec8c);
     }
 
-    /// The sample as a `file` (or `syscall`) match with the subject the sender attaches.
-    fn with_subject(hook: Hook, subject: &Event) -> Violation {
-        let tx_match = crate::violation_queue::tests::match_of(hook);
-        let mut r = crate::violation_queue::RecentSubjects::default();
-        r.observe(subject);
-        let mut v = Violation::of(&tx_match).unwrap();
-        v.subject = r.subject_of(&v.policy_match);
-        assert!(v.subject.is_some());
-        v
-    }
-
     fn file_violation(path: &str) -> Violation {
-        let p = ev().policy_match.process;
-        with_subject(Hook::File, &file_read(&p, path))
+        Violation::of(&file_match(path)).unwrap()
     }
 
     fn syscall_violation(name: &str) -> Violation {
-        let p = ev().policy_match.process;
-        with_subject(Hook::Syscall, &syscall_call(&p, name))
+        Violation::of(&syscall_match(name)).unwrap()
     }
 
     #[test]
@@ -418,13 +399,13 @@ mod tests {
         assert_eq!(a, key_of(&file_violation("/etc/shadow"), "node-a", "x"));
         assert_ne!(a, key_of(&file_violation("/etc/gshadow"), "node-a", "x"));
         let mut write = file_violation("/etc/shadow");
-        if let Some(Subject::File(f)) = write.subject.as_mut() {
+        if let Some(f) = write.policy_match.file.as_mut() {
             f.access = vec![bulwark_policy::FileAccess::Write];
         }
         assert_ne!(a, key_of(&write, "node-a", "x"));
         // The descriptor an open returned is not part of it.
         let mut fd = file_violation("/etc/shadow");
-        if let Some(Subject::File(f)) = fd.subject.as_mut() {
+        if let Some(f) = fd.policy_match.file.as_mut() {
             f.return_value = Some(9);
         }
         assert_eq!(a, key_of(&fd, "node-a", "x"));
@@ -448,7 +429,7 @@ mod tests {
         assert_eq!(s.target.as_deref(), Some("/etc/shadow"));
         // No path (too deep for the kernel's walk): the file's identity.
         let mut deep = file_violation("/x");
-        if let Some(Subject::File(f)) = deep.subject.as_mut() {
+        if let Some(f) = deep.policy_match.file.as_mut() {
             f.path = None;
         }
         assert_eq!(
@@ -473,14 +454,14 @@ mod tests {
         assert_eq!(s.target.as_deref(), Some("ptrace"));
         // A number its table lacks.
         let mut unnamed = syscall_violation("ptrace");
-        if let Some(Subject::Syscall(c)) = unnamed.subject.as_mut() {
+        if let Some(c) = unnamed.policy_match.syscall.as_mut() {
             c.name = None;
         }
         assert_eq!(spec_of(&unnamed, "n").target.as_deref(), Some("#101"));
         let key = key_of(&syscall_violation("ptrace"), "node-a", "x");
         let note = event_for(&key, &s).note.unwrap();
         assert!(note.contains("container app: ptrace (x86_64)"), "{note}");
-        // A file or syscall match whose event was not seen: no subject, still an object.
+        // A file or syscall match whose call's record was lost: no subject, still an object.
         let bare = Violation::of(&crate::violation_queue::tests::match_of(Hook::Syscall)).unwrap();
         let s = spec_of(&bare, "n");
         assert_eq!((s.syscall, s.target), (None, None));

@@ -107,7 +107,7 @@ pub(super) extern "C" fn exec_match_step(index: u64, ctx: *mut core::ffi::c_void
         _pad: 0,
         cgroup_id: c.cgroup_id,
         dest: Destination::default(),
-        _pad2: [0; 4],
+        tid: 0,
     };
     emit_now(&m);
     0

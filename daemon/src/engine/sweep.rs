@@ -51,7 +51,7 @@ fn engine_match(
         _pad: 0,
         cgroup_id: 0,
         dest,
-        _pad2: [0; 4],
+        tid: 0,
     }
 }
 

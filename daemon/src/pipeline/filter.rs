@@ -314,6 +314,8 @@ mod tests {
             destination: None,
             encryption: None,
             reason: None,
+            file: None,
+            syscall: None,
         }))
     }
 

@@ -6,6 +6,8 @@
 //!   and compiler).
 //! - [`daemon`]: the daemon core — policy-set control, workloads, the main loop.
 //! - [`translate`]: record -> event translation and event output.
+//! - [`subject`]: the access or call a `file` / `syscall` match is about (kernel link, no
+//!   guessing).
 //! - [`clock`]: boot-time ns -> RFC 3339.
 //! - [`conn`]: connection records -> `process_close` / `conn_stats` connections.
 //! - [`process`]: process cache, `exec_id`, /proc seeding.
@@ -30,6 +32,7 @@ pub mod kernel;
 pub mod policy_backend;
 pub mod policy_dir;
 pub mod process;
+pub mod subject;
 pub mod translate;
 pub mod watch;
 pub mod workload;

@@ -7,6 +7,7 @@ use super::clock::BootClock;
 use super::conn::{ConnOutput, ConnReport, Conns};
 use super::kernel::Rules;
 use super::process::{self, read_cwd, ProcInfo, ProcessCache};
+use super::subject::{RecentSubjects, Subject, SubjectKey};
 use super::workload::WorkloadRegistry;
 use crate::record::{decode_exit_code, DecodeError, Record};
 use bulwark_events::{
@@ -43,6 +44,8 @@ pub struct Pipeline<R> {
     pub decode_errors: u64,
     /// Exec-hook matches waiting for their exec record.
     pending: Vec<(Instant, MatchEvent)>,
+    /// The last file accesses and calls, for the `file` / `syscall` matches that follow them.
+    subjects: RecentSubjects,
     write_failed: bool,
     observer: Option<EventObserver>,
     /// Open connections (connection observation's records joined by socket cookie).
@@ -68,6 +71,7 @@ impl<R: Rules> Pipeline<R> {
             out,
             decode_errors: 0,
             pending: Vec::new(),
+            subjects: RecentSubjects::default(),
             write_failed: false,
             observer: None,
             conns: Conns::new(
@@ -238,13 +242,19 @@ impl<R: Rules> Pipeline<R> {
                 let h = c.header;
                 let info = self.lookup(h.tgid, h.start_ns, c.cgroup_id);
                 let process = self.process_json(&info);
-                Some(self.event(h.time_ns, syscall_body(process, &c)))
+                let syscall = syscall_of(&c);
+                self.subjects
+                    .record(subject_key(&h, c.tid), Subject::Syscall(syscall.clone()));
+                Some(self.event(h.time_ns, Body::ProcessSyscall { process, syscall }))
             }
             Record::File(f) => {
                 let h = f.header;
                 let info = self.lookup(h.tgid, h.start_ns, f.cgroup_id);
                 let process = self.process_json(&info);
-                Some(self.event(h.time_ns, file_body(process, &f)))
+                let file = file_accessed(&f);
+                self.subjects
+                    .record(subject_key(&h, f.tid), Subject::File(file.clone()));
+                Some(self.event(h.time_ns, Body::ProcessFile { process, file }))
             }
             Record::ConnPayload(p) => {
                 self.conns.on_payload(&p);
@@ -369,6 +379,16 @@ impl<R: Rules> Pipeline<R> {
         let monitor = mi
             .as_ref()
             .map_or(!enforced && action != Action::Post, |i| i.monitor);
+        // The access or call the kernel judged: the record of this thread at this instant.
+        let subject = match hook {
+            Hook::File | Hook::Syscall => self.subjects.get(subject_key(&h, m.tid)),
+            _ => None,
+        };
+        let (file, syscall) = match subject {
+            Some(Subject::File(f)) if hook == Hook::File => (Some(f.clone()), None),
+            Some(Subject::Syscall(c)) if hook == Hook::Syscall => (None, Some(c.clone())),
+            _ => (None, None),
+        };
         let body = Body::PolicyMatch(PolicyMatch {
             policy_name: mi.as_ref().map(|i| i.policy_name.clone()),
             policy_namespace: mi.as_ref().and_then(|i| i.policy_namespace.clone()),
@@ -404,6 +424,8 @@ impl<R: Rules> Pipeline<R> {
             } else {
                 reason
             },
+            file,
+            syscall,
         });
         Some(self.event(h.time_ns, body))
     }
@@ -531,9 +553,18 @@ pub fn signal_name(sig: u32) -> String {
     name.to_string()
 }
 
-/// The `process_file` body of a file record: the path as the kernel wrote it, the call's name
-/// from the table of its ABI.
-fn file_body(process: bulwark_events::Process, f: &daemon_common::FileEvent) -> Body {
+/// The key that links a `file` / `syscall` record (`header`, thread `tid`) and its matches.
+fn subject_key(header: &daemon_common::EventHeader, tid: u32) -> SubjectKey {
+    SubjectKey {
+        tgid: header.tgid,
+        tid,
+        time_ns: header.time_ns,
+    }
+}
+
+/// The `file` of a file record: the path as the kernel wrote it, the call's name from the table
+/// of its ABI.
+fn file_accessed(f: &daemon_common::FileEvent) -> bulwark_events::FileAccessed {
     use bulwark_events::file::{accesses, device, open_flags, uring_op_name};
     let arch = bulwark_compiler::target_arch();
     let index = if f.compat != 0 {
@@ -548,31 +579,28 @@ fn file_body(process: bulwark_events::Process, f: &daemon_common::FileEvent) -> 
     let len = (f.path_len as usize).min(f.path.len());
     let open = u32::from(f.op) == daemon_common::FILE_OP_OPEN;
     let uring = f.via != daemon_common::FILE_VIA_SYSCALL;
-    Body::ProcessFile {
-        process,
-        file: bulwark_events::FileAccessed {
-            path: (len > 0).then(|| String::from_utf8_lossy(&f.path[..len]).into_owned()),
-            path_resolved: f.resolved != 0,
-            access: accesses(f.access),
-            syscall: if uring {
-                None
-            } else {
-                bulwark_compiler::call_name(arch, index).map(|(n, _)| n.to_string())
-            },
-            io_uring: uring.then(|| uring_op_name(f.nr)),
-            unjudged: daemon_common::file_unjudged_reason(f.via).map(str::to_string),
-            abi: abi.to_string(),
-            flags: open.then(|| open_flags(f.flags)),
-            return_value: (f.at_exit != 0).then_some(f.ret),
-            device: (f.ino != 0).then(|| device(f.dev)),
-            inode: (f.ino != 0).then_some(f.ino),
+    bulwark_events::FileAccessed {
+        path: (len > 0).then(|| String::from_utf8_lossy(&f.path[..len]).into_owned()),
+        path_resolved: f.resolved != 0,
+        access: accesses(f.access),
+        syscall: if uring {
+            None
+        } else {
+            bulwark_compiler::call_name(arch, index).map(|(n, _)| n.to_string())
         },
+        io_uring: uring.then(|| uring_op_name(f.nr)),
+        unjudged: daemon_common::file_unjudged_reason(f.via).map(str::to_string),
+        abi: abi.to_string(),
+        flags: open.then(|| open_flags(f.flags)),
+        return_value: (f.at_exit != 0).then_some(f.ret),
+        device: (f.ino != 0).then(|| device(f.dev)),
+        inode: (f.ino != 0).then_some(f.ino),
     }
 }
 
-/// The `process_syscall` body of a syscall record: names from the table of the call's ABI
-/// (this daemon's architecture, or its compat table).
-fn syscall_body(process: bulwark_events::Process, c: &daemon_common::SyscallEvent) -> Body {
+/// The `syscall` of a syscall record: names from the table of the call's ABI (this daemon's
+/// architecture, or its compat table).
+fn syscall_of(c: &daemon_common::SyscallEvent) -> bulwark_events::Syscall {
     use bulwark_events::syscall::{arguments, error_of};
     use bulwark_events::{Syscall, SyscallPhase};
     let arch = bulwark_compiler::target_arch();
@@ -588,21 +616,18 @@ fn syscall_body(process: bulwark_events::Process, c: &daemon_common::SyscallEven
     };
     let name = named.map(|(n, _)| n);
     let at_exit = c.at_exit != 0;
-    Body::ProcessSyscall {
-        process,
-        syscall: Syscall {
-            name: name.map(str::to_string),
-            number: c.nr,
-            abi: abi.to_string(),
-            phase: if at_exit {
-                SyscallPhase::Exit
-            } else {
-                SyscallPhase::Entry
-            },
-            arguments: arguments(name, &c.args),
-            return_value: at_exit.then_some(c.ret),
-            error: if at_exit { error_of(c.ret) } else { None },
+    Syscall {
+        name: name.map(str::to_string),
+        number: c.nr,
+        abi: abi.to_string(),
+        phase: if at_exit {
+            SyscallPhase::Exit
+        } else {
+            SyscallPhase::Entry
         },
+        arguments: arguments(name, &c.args),
+        return_value: at_exit.then_some(c.ret),
+        error: if at_exit { error_of(c.ret) } else { None },
     }
 }
 
@@ -829,6 +854,135 @@ mod tests {
             crate::pipeline::process::exec_id("node-1", 300, 4_100_002).as_str()
         );
         assert!(p.flush_pending(Duration::ZERO).is_empty(), "written once");
+    }
+
+    /// A file record of `path` by thread `tid` of process 4_300_000 at `time_ns`.
+    fn file_record(tid: u32, time_ns: u64, path: &str) -> daemon_common::FileEvent {
+        let mut bytes = [0u8; daemon_common::PATH_LEN];
+        bytes[..path.len()].copy_from_slice(path.as_bytes());
+        daemon_common::FileEvent {
+            header: EventHeader {
+                kind: daemon_common::EVENT_FILE,
+                tgid: 4_300_000,
+                time_ns,
+                start_ns: 100,
+            },
+            selectors: 1,
+            cgroup_id: 0,
+            ino: 0,
+            flags: 0,
+            ret: 3,
+            dev: 0,
+            access: daemon_common::FILE_ACCESS_READ,
+            nr: 257,
+            tid,
+            table: 0,
+            path_len: path.len() as u32,
+            op: daemon_common::FILE_OP_OPEN as u8,
+            compat: 0,
+            at_exit: 1,
+            enforced: 1,
+            resolved: 1,
+            via: daemon_common::FILE_VIA_SYSCALL,
+            _pad: [0; 2],
+            path: bytes,
+        }
+    }
+
+    /// Two threads of one process judged at once on two CPUs: their records and matches come
+    /// interleaved, and each match carries its own thread's file or call (not the process's
+    /// latest), one whose record was lost carries none, and other hooks carry neither.
+    #[test]
+    fn file_and_syscall_matches_carry_their_own_threads_subject() {
+        let (mut p, out) = pipeline();
+        p.set_slot(
+            0,
+            Arc::new(FakeRules(vec!["protect-shadow".into(), "watch".into()])),
+        );
+        let proc_exec = exec_record(4_300_000, 100, 1, 0, "/usr/bin/python3", &["python3"]);
+        let (main, worker) = (4_300_000, 4_300_001);
+        let shadow = file_record(main, 1_000, "/etc/shadow");
+        let harmless = file_record(worker, 1_000, "/tmp/harmless");
+        let file_match = |tid: u32, time_ns: u64, selector: u8| MatchEvent {
+            header: EventHeader {
+                kind: EVENT_MATCH,
+                tgid: 4_300_000,
+                time_ns,
+                start_ns: 100,
+            },
+            selector,
+            hook: daemon_common::HOOK_FILE,
+            actions: ACTION_SIGKILL,
+            enforced: 1,
+            tid,
+            ..Default::default()
+        };
+        let ptrace = daemon_common::SyscallEvent {
+            header: EventHeader {
+                kind: daemon_common::EVENT_SYSCALL,
+                tgid: 4_300_000,
+                time_ns: 1_001,
+                start_ns: 100,
+            },
+            nr: 101,
+            tid: worker,
+            selectors: 2,
+            ..Default::default()
+        };
+        let ptrace_match = MatchEvent {
+            hook: daemon_common::HOOK_SYSCALL,
+            actions: ACTION_POST,
+            enforced: 0,
+            ..file_match(worker, 1_001, 1)
+        };
+        let connect_match = MatchEvent {
+            hook: HOOK_CONNECT,
+            actions: ACTION_BLOCK,
+            ..file_match(main, 1_000, 0)
+        };
+        feed(
+            &mut p,
+            &[
+                as_bytes(&proc_exec),
+                as_bytes(&shadow),
+                as_bytes(&harmless),
+                as_bytes(&ptrace),
+                // The worker's matches before main's, both selectors of main's after.
+                as_bytes(&file_match(worker, 1_000, 0)),
+                as_bytes(&ptrace_match),
+                as_bytes(&file_match(main, 1_000, 0)),
+                as_bytes(&file_match(main, 1_000, 1)),
+                // Main's later access, whose record was lost.
+                as_bytes(&file_match(main, 2_000, 0)),
+                as_bytes(&connect_match),
+            ],
+        );
+        let ev = out.take();
+        let matches: Vec<_> = ev.iter().filter(|e| e["type"] == "policy_match").collect();
+        assert_eq!(matches.len(), 6, "{ev:#?}");
+        let path = |e: &serde_json::Value| e["file"]["path"].as_str().map(str::to_string);
+        assert_eq!(path(matches[0]).as_deref(), Some("/tmp/harmless"));
+        assert_eq!(matches[0]["syscall"], serde_json::Value::Null);
+        assert_eq!(matches[1]["hook"], "syscall");
+        assert_eq!(matches[1]["syscall"]["name"], "ptrace");
+        assert_eq!(matches[1]["file"], serde_json::Value::Null);
+        for m in &matches[2..4] {
+            assert_eq!(path(m).as_deref(), Some("/etc/shadow"), "{m}");
+            assert_eq!(m["file"]["access"], serde_json::json!(["read"]));
+            assert_eq!(m["file"]["return_value"], 3);
+        }
+        assert_eq!(matches[4]["file"], serde_json::Value::Null, "record lost");
+        assert_eq!(matches[4]["outcome"], "killed");
+        assert_eq!(matches[5]["hook"], "connect");
+        assert_eq!(
+            (&matches[5]["file"], &matches[5]["syscall"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null)
+        );
+        // The process_file events say the same.
+        let files: Vec<_> = ev.iter().filter(|e| e["type"] == "process_file").collect();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0]["file"], matches[2]["file"]);
+        assert_eq!(files[1]["file"], matches[0]["file"]);
     }
 
     /// Matches that held because the arguments were incomplete say so: exec matches as the

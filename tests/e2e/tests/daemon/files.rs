@@ -289,6 +289,10 @@ fn assert_read_killed(
         ev::exec_id(&e),
         "{route}: correlated by exec_id"
     );
+    assert_eq!(
+        m["file"], e["file"],
+        "{route}: the match carries the access it killed"
+    );
     let _ = secret;
     e
 }
@@ -319,6 +323,13 @@ fn file_read_is_killed_before_a_byte_gets_out() {
     let out = w.pod().run(&[cat.to_str().unwrap(), s]);
     let e = assert_read_killed(&d, &out, name, &secret, "cat");
     assert_eq!(e["file"]["path"], s, "{e}");
+    let m = d.wait_event("cat's policy_match", |m| {
+        ev::is_match(m, name, "file") && ev::pid(m) == Some(out.pid as u64)
+    });
+    assert_eq!(
+        m["file"]["path"], s,
+        "the match names the protected file: {m}"
+    );
     assert_eq!(e["file"]["path_resolved"], true, "{e}");
     assert_eq!(e["file"]["syscall"], "openat", "{e}");
     assert_eq!(e["file"]["inode"], meta(&secret).ino(), "{e}");

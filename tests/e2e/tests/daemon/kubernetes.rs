@@ -715,6 +715,11 @@ spec:
         ev::is_match(e, FILE_POLICY, "file") && ev::pid(e) == Some(out.pid as u64)
     });
     assert_eq!(m["outcome"], "killed", "{m}");
+    assert_eq!(
+        m["file"]["path"],
+        secret.as_str(),
+        "the match names the file it killed: {m}"
+    );
     // In another namespace it is an ordinary read.
     let other = theirs.run(&[cat, &secret]);
     assert!(other.success() && other.stdout == SECRET, "{other}");
@@ -770,6 +775,11 @@ spec:
         ev::is_match(e, SYSCALL_POLICY, "syscall") && ev::pid(e) == Some(out.pid as u64)
     });
     assert_eq!(reported["outcome"], "reported", "{reported}");
+    assert_eq!(
+        reported["syscall"]["name"], "ptrace",
+        "the match names its call: {reported}"
+    );
+    assert!(reported["file"].is_null(), "{reported}");
     let (out, marker) = crate::run_syscall(&w, "mount", "mount-ran");
     assert!(
         out.sigkilled() && !marker.exists(),
@@ -779,6 +789,7 @@ spec:
         ev::is_match(e, SYSCALL_POLICY, "syscall") && ev::pid(e) == Some(out.pid as u64)
     });
     assert_eq!(killed["outcome"], "killed", "{killed}");
+    assert_eq!(killed["syscall"]["name"], "mount", "{killed}");
     // The same calls in another namespace: neither killed nor reported.
     let mut spared = Vec::new();
     for call in ["ptrace", "mount"] {
