@@ -17,7 +17,9 @@
 //!   [`MAP_FILE_EXACT`] (`PathKey`), [`MAP_FILE_PREFIX`] / [`MAP_FILE_POSTFIX`] (`PathLpmData`,
 //!   postfix reversed), [`MAP_FILE_INODE`] (`BinInodeKey`: the files the `In` paths named when
 //!   the rules were loaded).
-//! - [`MAP_FILE_INFLIGHT`]`[tid]` ([`FileInflight`]): an open waiting for its exit.
+//!
+//! Nothing is kept per thread: an open's exit reads its flags from the call's saved registers
+//! and the process's candidates again.
 
 /// [`SelectorEntry::hook`](crate::SelectorEntry::hook) of a `hook: file` selector.
 pub const HOOK_FILE: u8 = 5;
@@ -148,8 +150,6 @@ pub const RENAME_NEW_ACCESS: u32 = FILE_ACCESS_CREATE | FILE_ACCESS_WRITE;
 pub const MAX_FILE_PATH_CONDS: usize = 64;
 /// Path values per table and map (exact, prefix, postfix), and resolved identities.
 pub const MAX_FILE_VALUES: u32 = 1_024;
-/// Opens waiting for their exit at once.
-pub const MAX_FILE_INFLIGHT: u32 = 16_384;
 
 /// [`FileTable::lookups`] bits.
 pub const FILE_LOOKUP_EXACT: u32 = 1;
@@ -164,7 +164,6 @@ pub const MAP_FILE_EXACT: &str = "FILE_EXACT";
 pub const MAP_FILE_PREFIX: &str = "FILE_PREFIX";
 pub const MAP_FILE_POSTFIX: &str = "FILE_POSTFIX";
 pub const MAP_FILE_INODE: &str = "FILE_INODE";
-pub const MAP_FILE_INFLIGHT: &str = "FILE_INFLIGHT";
 
 /// `FILE_TABLES[table]`.
 #[repr(C)]
@@ -188,19 +187,6 @@ pub struct FileSelectorEntry {
     /// `FILE_ACCESS_*` bits the selector acts on (any of them).
     pub access: u32,
     pub _pad: u32,
-}
-
-/// `FILE_INFLIGHT[tid]`: an open waiting for its exit.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FileInflight {
-    /// The open flags as the caller gave them.
-    pub flags: u64,
-    /// The process's file selectors that may match (its cached bits).
-    pub candidates: u64,
-    pub table: u32,
-    /// Filter index of the call.
-    pub index: u32,
 }
 
 /// `EVENT_FILE`: a `hook: file` selector matched (all its matching selectors in `selectors`);
@@ -237,9 +223,4 @@ pub struct FileEvent {
     pub path: [u8; crate::PATH_LEN],
 }
 
-assert_sizes!(
-    FileTable = 24,
-    FileSelectorEntry = 16,
-    FileInflight = 24,
-    FileEvent = 352,
-);
+assert_sizes!(FileTable = 24, FileSelectorEntry = 16, FileEvent = 352,);
