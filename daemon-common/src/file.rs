@@ -17,9 +17,11 @@
 //!   [`MAP_FILE_EXACT`] (`PathKey`), [`MAP_FILE_PREFIX`] / [`MAP_FILE_POSTFIX`] (`PathLpmData`,
 //!   postfix reversed), [`MAP_FILE_INODE`] (`BinInodeKey`: the files the `In` paths named when
 //!   the rules were loaded).
-//! - [`MAP_FILE_INFLIGHT`]`[tid]` ([`FileInflight`]): an open waiting for its exit.
 //! - `FILE_URING_INFLIGHT[req]` ([`FileInflight`], `index` the opcode): an io_uring open
 //!   waiting for its completion (`struct io_kiocb *` as the key).
+//!
+//! Nothing is kept per thread for system calls: an open's exit reads its flags from the
+//! call's saved registers and the process's candidates again.
 
 /// [`SelectorEntry::hook`](crate::SelectorEntry::hook) of a `hook: file` selector.
 pub const HOOK_FILE: u8 = 5;
@@ -175,8 +177,8 @@ pub const RENAME_NEW_ACCESS: u32 = FILE_ACCESS_CREATE | FILE_ACCESS_WRITE;
 pub const MAX_FILE_PATH_CONDS: usize = 64;
 /// Path values per table and map (exact, prefix, postfix), and resolved identities.
 pub const MAX_FILE_VALUES: u32 = 1_024;
-/// Opens waiting for their exit at once.
-pub const MAX_FILE_INFLIGHT: u32 = 16_384;
+/// io_uring opens waiting for their completion at once.
+pub const MAX_FILE_URING_INFLIGHT: u32 = 16_384;
 
 /// [`FileTable::lookups`] bits.
 pub const FILE_LOOKUP_EXACT: u32 = 1;
@@ -191,7 +193,6 @@ pub const MAP_FILE_EXACT: &str = "FILE_EXACT";
 pub const MAP_FILE_PREFIX: &str = "FILE_PREFIX";
 pub const MAP_FILE_POSTFIX: &str = "FILE_POSTFIX";
 pub const MAP_FILE_INODE: &str = "FILE_INODE";
-pub const MAP_FILE_INFLIGHT: &str = "FILE_INFLIGHT";
 pub const MAP_FILE_URING_INFLIGHT: &str = "FILE_URING_INFLIGHT";
 
 /// `FILE_TABLES[table]`.
@@ -218,7 +219,7 @@ pub struct FileSelectorEntry {
     pub _pad: u32,
 }
 
-/// `FILE_INFLIGHT[tid]`: an open waiting for its exit.
+/// `FILE_URING_INFLIGHT[req]`: an io_uring open waiting for its completion.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FileInflight {
@@ -300,9 +301,4 @@ pub struct FileEvent {
     pub path: [u8; crate::PATH_LEN],
 }
 
-assert_sizes!(
-    FileTable = 24,
-    FileSelectorEntry = 16,
-    FileInflight = 24,
-    FileEvent = 352,
-);
+assert_sizes!(FileTable = 24, FileSelectorEntry = 16, FileEvent = 352,);

@@ -257,6 +257,5 @@ mod pod {
         SyscallRegs,
         FileTable,
         FileSelectorEntry,
-        FileInflight,
     );
 }

@@ -18,7 +18,7 @@ use aya_ebpf::{
     macros::map,
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap, LruHashMap, PerCpuArray,
+        Array, HashMap, PerCpuArray,
     },
     programs::RawTracePointContext,
 };
@@ -28,8 +28,6 @@ use crate::maps::*;
 use crate::path::{copy_walked, identity, rd, walk, PATH_SCRATCH, WALK_END};
 
 const SIGKILL: u32 = 9;
-/// [`judge`]'s `start_ns` when the caller has not read it (BPF calls take five arguments).
-pub(crate) const START_NS_UNREAD: u64 = u64::MAX;
 const NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 
 #[map]
@@ -57,9 +55,6 @@ pub static FILE_INODE: HashMap<BinInodeKey, u64> = HashMap::with_max_entries(
     MAX_FILE_VALUES * NODE_MAP_FACTOR * SLOTS as u32,
     NO_PREALLOC,
 );
-#[map]
-pub static FILE_INFLIGHT: LruHashMap<u32, FileInflight> =
-    LruHashMap::with_max_entries(MAX_FILE_INFLIGHT, 0);
 
 /// Per-CPU working memory: the record being built (its `path` is the lookup source) and the
 /// lookup keys.
@@ -71,6 +66,9 @@ pub struct FileScratch {
     pub file: u64,
     pub key: PathKey,
     pub lpm: Key<PathLpmData>,
+    /// Room for [`reverse_step`]'s last 8-byte store, which may pass the end of `lpm` (the
+    /// bytes past the key's prefix length are not compared).
+    _reverse_tail: [u8; 8],
 }
 
 #[map]
@@ -122,51 +120,23 @@ pub(crate) fn candidates(tgid: u32) -> Option<(u64, u32, u64)> {
     (c != 0).then_some((c, table, p.start_ns))
 }
 
-/// At a watched call's entry: an open is remembered for its exit; other calls are judged now.
+/// At a watched call's entry: calls other than opens are judged now (opens at their exit,
+/// where everything they need is still at hand: nothing is kept per thread).
 /// Not inlined: its stack frame is its own, not added to the syscall consumer's.
 #[inline(never)]
 pub fn enter(call: &Call) {
+    let fc = FileCall::of(call.want);
+    if is_open(fc.op) {
+        return;
+    }
     let off = offsets_ref();
     if off.file_read != 1 {
         return;
     }
-    let fc = FileCall::of(call.want);
     let pid_tgid = bpf_pid_tgid();
     let Some((cands, table, start_ns)) = candidates((pid_tgid >> 32) as u32) else {
         return;
     };
-    if fc.op == FILE_OP_OPEN || fc.op == FILE_OP_OPEN_HOW {
-        let flags = if fc.flags == FILE_ARG_NONE {
-            // creat()
-            O_CREAT | O_WRONLY | O_TRUNC
-        } else if fc.op == FILE_OP_OPEN_HOW {
-            // struct open_how { u64 flags; ... }
-            let mut f = 0u64;
-            unsafe {
-                bpf_probe_read_user(
-                    (&mut f as *mut u64).cast(),
-                    8,
-                    call.ptr(fc.flags) as *const core::ffi::c_void,
-                )
-            };
-            f
-        } else {
-            call.arg(fc.flags) & 0xffff_ffff
-        };
-        let inflight = FileInflight {
-            flags,
-            candidates: cands,
-            table,
-            index: call.index,
-        };
-        if FILE_INFLIGHT
-            .insert(&(pid_tgid as u32), &inflight, 0)
-            .is_err()
-        {
-            count(COUNTER_LOST_EVENTS);
-        }
-        return;
-    }
     let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -206,61 +176,109 @@ pub fn enter(call: &Call) {
     }
 }
 
-/// At a watched call's exit: a successful open is judged by the file it installed.
+/// Opens are decided at their exit.
+#[inline(always)]
+fn is_open(op: u32) -> bool {
+    op == FILE_OP_OPEN || op == FILE_OP_OPEN_HOW
+}
+
+/// The flags an open was called with, read from its registers. At the exit they are still
+/// what the entry saw: `sys_enter` runs after the ptrace entry stop and seccomp, the call
+/// does not write its argument registers, and no ptrace stop comes before `sys_exit` (a
+/// process cannot change its own saved registers meanwhile). `openat2`'s flags are in the
+/// caller's memory, which another thread may change at any time: as racy at entry as here
+/// (the kernel copies them once, in between).
+#[inline(always)]
+fn open_flags(call: &Call, fc: &FileCall) -> u64 {
+    if fc.flags == FILE_ARG_NONE {
+        // creat()
+        return O_CREAT | O_WRONLY | O_TRUNC;
+    }
+    if fc.op == FILE_OP_OPEN_HOW {
+        // struct open_how { u64 flags; ... }
+        let mut f = 0u64;
+        unsafe {
+            bpf_probe_read_user(
+                (&mut f as *mut u64).cast(),
+                8,
+                call.ptr(fc.flags) as *const core::ffi::c_void,
+            )
+        };
+        return f;
+    }
+    call.arg(fc.flags) & 0xffff_ffff
+}
+
+/// At a watched call's exit: a successful open is judged by the file it installed, with its
+/// flags from the call's registers (`call.regs` of the exit: the saved registers of the
+/// call, native or compat) and the process's candidates looked up now.
 #[inline(never)]
-pub fn exit(ctx: &RawTracePointContext, nr: u32) {
-    let pid_tgid = bpf_pid_tgid();
-    let tid = pid_tgid as u32;
-    let Some(f) = (unsafe { FILE_INFLIGHT.get(&tid) }) else {
-        return;
-    };
-    let f = *f;
-    let _ = FILE_INFLIGHT.remove(&tid);
-    // An entry left by a call whose exit never came (the thread died in it) is not this one.
-    if f.index % SYSCALL_COMPAT_BASE != nr {
+pub fn exit(ctx: &RawTracePointContext, call: &Call) {
+    let fc = FileCall::of(call.want);
+    if !is_open(fc.op) {
         return;
     }
-    judge_opened(&f, ctx.arg(1), FILE_VIA_SYSCALL);
+    let ret: i64 = ctx.arg(1);
+    if ret < 0 {
+        // Nothing was opened.
+        return;
+    }
+    let Some((cands, table, start_ns)) = candidates((bpf_pid_tgid() >> 32) as u32) else {
+        return;
+    };
+    let opened = Opened {
+        candidates: cands,
+        table,
+        start_ns,
+        flags: open_flags(call, &fc),
+    };
+    judge_opened(&opened, call, ret, FILE_VIA_SYSCALL);
+}
+
+/// An open to judge by the file it installed: the process's candidate selectors and table,
+/// its identity, and the open flags.
+pub(crate) struct Opened {
+    pub candidates: u64,
+    pub table: u32,
+    pub start_ns: u64,
+    pub flags: u64,
 }
 
 /// Judges the file an open installed as descriptor `ret` of the current task (nothing when
 /// `ret < 0`: nothing was opened): the open system call's exit, and io_uring's open
-/// completion (`crate::uring`, `via` [`FILE_VIA_URING`], `f.index` the opcode).
-#[inline(always)]
-pub(crate) fn judge_opened(f: &FileInflight, ret: i64, via: u8) {
+/// completion (`crate::uring`, `via` [`FILE_VIA_URING`], `call.index` the opcode). A call of
+/// its own: its frame is not stacked on its callers'.
+#[inline(never)]
+pub(crate) fn judge_opened(o: &Opened, call: &Call, ret: i64, via: u8) {
     if ret < 0 {
         return;
     }
     let off = offsets_ref();
+    if off.file_read != 1 {
+        return;
+    }
     let file = fd_file(ret, off);
     let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
     let s = unsafe { &mut *s };
-    let lookups = FILE_TABLES.get(f.table).map_or(0, |t| t.lookups);
+    let lookups = FILE_TABLES.get(o.table).map_or(0, |t| t.lookups);
     if file == 0 || !describe_file(s, file, lookups, off) {
         return;
     }
     let ev = &mut s.event;
     let f_mode: u32 = rd(file + off.file_f_mode as u64);
-    ev.flags = f.flags;
+    ev.flags = o.flags;
     ev.ret = ret;
     ev.at_exit = 1;
     ev.op = FILE_OP_OPEN as u8;
     ev.via = via;
-    let call = Call {
-        index: f.index,
-        want: 0,
-        regs: 0,
-        args: [0; 6],
-        compat: via == FILE_VIA_SYSCALL && f.index >= SYSCALL_COMPAT_BASE,
-    };
     judge(
-        f.candidates,
-        f.table,
-        START_NS_UNREAD,
-        &call,
-        open_access(f_mode, f.flags),
+        o.candidates,
+        o.table,
+        o.start_ns,
+        call,
+        open_access(f_mode, o.flags),
     );
 }
 
@@ -276,11 +294,19 @@ pub(crate) fn fd_file(fd: i64, off: &KernelOffsets) -> u64 {
     if fdt == 0 {
         return 0;
     }
-    let max: u32 = rd(fdt + off.fdtable_max_fds as u64);
+    // `struct fdtable` starts { max_fds, fd }: one read when laid out so.
+    let (max, fds) = if off.fdtable_max_fds == 0 && off.fdtable_fd == 8 {
+        let t: [u64; 2] = rd(fdt);
+        (t[0] as u32, t[1])
+    } else {
+        (
+            rd::<u32>(fdt + off.fdtable_max_fds as u64),
+            rd::<u64>(fdt + off.fdtable_fd as u64),
+        )
+    };
     if fd as u64 >= u64::from(max) {
         return 0;
     }
-    let fds: u64 = rd(fdt + off.fdtable_fd as u64);
     rd(fds + 8 * fd as u64)
 }
 
@@ -442,20 +468,44 @@ struct Reverse {
     n: u32,
 }
 
-/// `lpm.bytes[j] = event.path[n-1-j]` for one `j` (`bpf_loop` callback).
+/// Bytes of the postfix key [`reverse_step`] writes per step.
+const REVERSE_STEP: usize = 8;
+
+/// `lpm.bytes[j] = event.path[n-1-j]` for the eight `j` of step `index` (`bpf_loop`
+/// callback): the eight path bytes before `n - 8 * index`, read as one big-endian word and
+/// stored little-endian. Near the path's start, where fewer than eight are left, the word's
+/// low bytes come from the record's fields before `path`: they land past the key's prefix
+/// length, which the trie does not compare.
 #[inline(never)]
 extern "C" fn reverse_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    const PATH_AT: usize =
+        core::mem::offset_of!(FileScratch, event) + core::mem::offset_of!(FileEvent, path);
+    const KEY_AT: usize = core::mem::offset_of!(FileScratch, lpm)
+        + core::mem::offset_of!(Key<PathLpmData>, data)
+        + core::mem::offset_of!(PathLpmData, bytes);
     let c = unsafe { &*(ctx as *const Reverse) };
     let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
         return 1;
     };
-    let s = unsafe { &mut *s };
-    let j = (index as usize) & 0xff;
-    let at = (c.n as usize).wrapping_sub(1).wrapping_sub(j) & 0xff;
-    if j >= PATH_AFFIX_LEN {
+    let done = ((index as usize) & 31) * REVERSE_STEP;
+    if done >= c.n as usize {
         return 1;
     }
-    s.lpm.data.bytes[j] = s.event.path[at];
+    // Path bytes not reversed yet: 1..=255.
+    let left = (c.n as usize - done) & 0xff;
+    // Pointers derived from the whole scratch: the read may start before `path`, the last
+    // store may run into `_reverse_tail`.
+    let base = s.cast::<u8>();
+    unsafe {
+        let word = core::ptr::read_unaligned(
+            base.add(PATH_AT - REVERSE_STEP + left)
+                .cast::<[u8; REVERSE_STEP]>(),
+        );
+        core::ptr::write_unaligned(
+            base.add(KEY_AT + done).cast::<[u8; REVERSE_STEP]>(),
+            u64::from_be_bytes(word).to_le_bytes(),
+        );
+    }
     0
 }
 
@@ -490,10 +540,11 @@ fn path_hits(table: u32, lookups: u32) -> u64 {
         s.lpm.prefix_len = 8 * (1 + l as u32);
         s.lpm.data.slot = table as u8;
         if lookups & FILE_LOOKUP_PREFIX != 0 {
+            // The key's first `l` bytes: the trie compares no further.
             unsafe {
                 bpf_probe_read_kernel(
                     core::ptr::addr_of_mut!(s.lpm.data.bytes).cast(),
-                    PATH_AFFIX_LEN as u32,
+                    (l & 0xff) as u32,
                     s.event.path.as_ptr().cast(),
                 )
             };
@@ -502,10 +553,10 @@ fn path_hits(table: u32, lookups: u32) -> u64 {
             }
         }
         if lookups & FILE_LOOKUP_POSTFIX != 0 {
-            let mut c = Reverse { n: len as u32 };
+            let mut c = Reverse { n: l as u32 };
             unsafe {
                 bpf_loop(
-                    l as u32,
+                    l.div_ceil(REVERSE_STEP) as u32,
                     reverse_step as *mut core::ffi::c_void,
                     (&mut c as *mut Reverse).cast(),
                     0,
@@ -569,7 +620,7 @@ extern "C" fn judge_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// Judges the record's path and file for `candidates` of `table`; reports and kills what
-/// matched. `start_ns`: the process's, or [`START_NS_UNREAD`] to look it up for a match only.
+/// matched. `start_ns`: the process's.
 #[inline(never)]
 pub(crate) fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, access: u32) {
     let Some(t) = FILE_TABLES.get(table) else {
@@ -612,11 +663,6 @@ pub(crate) fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, acc
     let pid_tgid = bpf_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let start_ns = if start_ns == START_NS_UNREAD {
-        unsafe { PROCESSES.get(&tgid) }.map_or(0, |p| p.start_ns)
-    } else {
-        start_ns
-    };
     let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
         return;
     };

@@ -28,24 +28,19 @@ pub struct PathScratch {
 pub static PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Reads a kernel value at an absolute address (0 on failure; unlike `read_kernel`, offset 0
-/// is a real offset here).
+/// is a real offset here). The destination is not zeroed first: the helper zero-fills it when
+/// the read fails (also at address 0), and zeroing an array costs a byte loop per call.
 #[inline(always)]
-pub fn rd<T: Default>(addr: u64) -> T {
-    let mut v = T::default();
-    if addr == 0 {
-        return v;
-    }
-    let r = unsafe {
+pub fn rd<T: Copy>(addr: u64) -> T {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    unsafe {
         bpf_probe_read_kernel(
-            (&mut v as *mut T).cast(),
+            v.as_mut_ptr().cast(),
             core::mem::size_of::<T>() as u32,
             addr as *const core::ffi::c_void,
-        )
-    };
-    if r != 0 {
-        return T::default();
+        );
+        v.assume_init()
     }
-    v
 }
 
 /// A file's identity and link count (all 0 when the offsets are unknown).
@@ -114,12 +109,11 @@ extern "C" fn walk_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         c.mnt_root = rd(c.vfsmnt + off.vfsmount_mnt_root as u64);
         return 0;
     }
-    let parent: u64 = rd(c.dentry + off.dentry_d_parent as u64);
+    let (parent, len, name) = dentry_parent_name(c.dentry, off);
     if parent == c.dentry || parent == 0 {
         c.done = 1;
         return 1;
     }
-    let (len, name) = dentry_name(c.dentry, off);
     let len = len & 0xff;
     if len == 0 || name == 0 || len + 1 > c.pos {
         c.done = 2;
@@ -140,9 +134,43 @@ extern "C" fn walk_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
+/// `dentry->d_parent` and `d_name`'s length and name pointer. One read when they are close
+/// together (`d_name` right after `d_parent` in `struct dentry` of 64-bit kernels: the 24
+/// bytes from `d_parent` to the end of `d_name.name`), else one for the parent and one or two
+/// for the name. The walk's reads are most of its cost.
+#[inline(always)]
+fn dentry_parent_name(dentry: u64, off: &KernelOffsets) -> (u64, u32, u64) {
+    let parent_at = off.dentry_d_parent;
+    let len_at = off
+        .dentry_d_name
+        .wrapping_add(off.qstr_len)
+        .wrapping_sub(parent_at);
+    let name_at = off
+        .dentry_d_name
+        .wrapping_add(off.qstr_name)
+        .wrapping_sub(parent_at);
+    // `len` and `name` as words of the block: aligned, after the parent, inside 32 bytes.
+    if len_at >= 8
+        && len_at % 4 == 0
+        && name_at >= 8
+        && name_at % 4 == 0
+        && name_at <= 24
+        && len_at <= 28
+    {
+        let block: [u32; 8] = rd(dentry + parent_at as u64);
+        let word = |at: u32| block[(at / 4) as usize & 7];
+        let parent = u64::from(block[0]) | u64::from(block[1]) << 32;
+        let name = u64::from(word(name_at)) | u64::from(word(name_at + 4)) << 32;
+        return (parent, word(len_at), name);
+    }
+    let parent: u64 = rd(dentry + parent_at as u64);
+    let (len, name) = dentry_name(dentry, off);
+    (parent, len, name)
+}
+
 /// `dentry->d_name`'s length and name pointer: one read when `name` is 4 or 8 bytes after
 /// `len` in `struct qstr` (4 on 64-bit kernels: `len` is the upper half of `hash_len`), else
-/// two. The walk's reads are most of its cost.
+/// two.
 #[inline(always)]
 fn dentry_name(dentry: u64, off: &KernelOffsets) -> (u32, u64) {
     let qstr = dentry + off.dentry_d_name as u64;
@@ -168,9 +196,18 @@ pub fn walk(path: u64, off: &KernelOffsets) -> Option<u32> {
     if off.path_walk != 1 || path == 0 {
         return None;
     }
-    let vfsmnt: u64 = rd(path + off.path_mnt as u64);
+    // `struct path` is { mnt, dentry } (16 bytes): one read when laid out so.
+    let (vfsmnt, dentry) = if off.path_mnt == 0 && off.path_dentry == 8 {
+        let p: [u64; 2] = rd(path);
+        (p[0], p[1])
+    } else {
+        (
+            rd(path + off.path_mnt as u64),
+            rd(path + off.path_dentry as u64),
+        )
+    };
     let mut c = PathWalk {
-        dentry: rd(path + off.path_dentry as u64),
+        dentry,
         vfsmnt,
         mnt_root: rd(vfsmnt + off.vfsmount_mnt_root as u64),
         pos: WALK_END as u32,

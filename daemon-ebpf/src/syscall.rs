@@ -65,6 +65,24 @@ fn filter(nr: u64, layout: &SyscallRegs) -> Option<(u32, u32)> {
     (want & !SYSCALL_WANT_COMPAT != 0).then_some((nr, want))
 }
 
+/// What the file hook needs of a call: its filter index and bits, and where its arguments are
+/// in its saved registers `regs` (the same at entry and exit).
+#[inline(always)]
+fn file_call(index: u32, want: u32, regs: u64, layout: &SyscallRegs) -> crate::file::Call {
+    let compat = index >= SYSCALL_COMPAT_BASE;
+    crate::file::Call {
+        index,
+        want,
+        regs,
+        args: if compat {
+            layout.compat_args
+        } else {
+            layout.args
+        },
+        compat,
+    }
+}
+
 /// Do the selector's conditions hold? `ret`: `None` at entry, where return conditions are left
 /// for the exit (they count as holding).
 #[inline(always)]
@@ -298,18 +316,7 @@ pub fn bulwark_sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     if want & SYSCALL_WANT_FILE != 0 {
-        let compat = index >= SYSCALL_COMPAT_BASE;
-        crate::file::enter(&crate::file::Call {
-            index,
-            want,
-            regs: ctx.arg(0),
-            args: if compat {
-                layout.compat_args
-            } else {
-                layout.args
-            },
-            compat,
-        });
+        crate::file::enter(&file_call(index, want, ctx.arg(0), &layout));
     }
     if want & SYSCALL_WANT_SYSCALL == 0 {
         return 0;
@@ -366,6 +373,18 @@ pub fn bulwark_sys_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// The file hook's part of a call's exit, a call of its own: the file call's description is
+/// not stacked on the exit program's frame (with `decide`'s it would pass the 512-byte limit).
+#[inline(never)]
+fn file_exit(ctx: &RawTracePointContext, nr: u64, regs: u64) {
+    let layout = regs_layout();
+    if let Some((index, want)) = filter(nr, &layout) {
+        if want & SYSCALL_WANT_FILE != 0 {
+            crate::file::exit(ctx, &file_call(index, want, regs, &layout));
+        }
+    }
+}
+
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn bulwark_sys_exit(ctx: RawTracePointContext) -> i32 {
     let layout = regs_layout();
@@ -380,8 +399,10 @@ pub fn bulwark_sys_exit(ctx: RawTracePointContext) -> i32 {
     // First: does anything wait for this call's exit (natively or as a compat call)?
     match SYSCALL_FILTER.get(nr as u32) {
         Some(w) if *w & (SYSCALL_WANT_EXIT | SYSCALL_WANT_COMPAT) != 0 => {
+            // The file hook keeps nothing per thread for an open: the exit tells a compat call
+            // as the entry does (`TS_COMPAT` is cleared only on the way back to user space).
             if *w & (SYSCALL_WANT_FILE | SYSCALL_WANT_COMPAT) != 0 {
-                crate::file::exit(&ctx, nr as u32);
+                file_exit(&ctx, nr, regs);
             }
         }
         _ => return 0,

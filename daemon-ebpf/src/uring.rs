@@ -27,7 +27,7 @@ use aya_ebpf::{
 use daemon_common::*;
 
 use crate::file::{
-    candidates, describe_file, fd_file, judge, judge_opened, name_path, Call, FileScratch,
+    candidates, describe_file, fd_file, judge, judge_opened, name_path, Call, FileScratch, Opened,
     FILE_SCRATCH,
 };
 use crate::maps::*;
@@ -55,7 +55,7 @@ const CQE_RES: u64 = 8;
 /// io_uring opens waiting for their completion, by request (`struct io_kiocb *`).
 #[map]
 pub static FILE_URING_INFLIGHT: LruHashMap<u64, FileInflight> =
-    LruHashMap::with_max_entries(MAX_FILE_INFLIGHT, 0);
+    LruHashMap::with_max_entries(MAX_FILE_URING_INFLIGHT, 0);
 
 /// Raw tracepoint `io_uring_submit_req(struct io_kiocb *req)`.
 #[raw_tracepoint(tracepoint = "io_uring_submit_req")]
@@ -100,7 +100,21 @@ pub fn bulwark_uring_file_complete(ctx: RawTracePointContext) -> i32 {
     let f = *f;
     let _ = FILE_URING_INFLIGHT.remove(&req);
     let res: i32 = rd(ctx.arg::<u64>(2) + CQE_RES);
-    judge_opened(&f, i64::from(res), FILE_VIA_URING);
+    let tgid = (bpf_pid_tgid() >> 32) as u32;
+    let opened = Opened {
+        candidates: f.candidates,
+        table: f.table,
+        start_ns: unsafe { PROCESSES.get(&tgid) }.map_or(0, |p| p.start_ns),
+        flags: f.flags,
+    };
+    let call = Call {
+        index: f.index,
+        want: 0,
+        regs: 0,
+        args: [0; 6],
+        compat: false,
+    };
+    judge_opened(&opened, &call, i64::from(res), FILE_VIA_URING);
     0
 }
 

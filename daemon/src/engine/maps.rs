@@ -12,7 +12,7 @@ use daemon_common::*;
 use super::Engine;
 
 /// Every map of the eBPF object (the engine holds them by name).
-pub(super) const ALL_MAPS: [&str; 38] = [
+pub(super) const ALL_MAPS: [&str; 37] = [
     MAP_CONFIG,
     MAP_SLOT_META,
     MAP_SELECTORS,
@@ -49,7 +49,6 @@ pub(super) const ALL_MAPS: [&str; 38] = [
     MAP_FILE_PREFIX,
     MAP_FILE_POSTFIX,
     MAP_FILE_INODE,
-    MAP_FILE_INFLIGHT,
     MAP_FILE_URING_INFLIGHT,
 ];
 

@@ -388,6 +388,68 @@ fn file_read_is_killed_before_a_byte_gets_out() {
     assert_eq!(String::from_utf8_lossy(&host.stdout), SECRET);
 }
 
+/// `Postfix` and `Prefix` compare the opened file's path byte for byte (the kernel reverses the
+/// path for the postfix trie several bytes at a time): postfixes shorter and longer than one
+/// step match, a path one byte off before the postfix or after the prefix does not.
+#[test]
+fn file_postfix_and_prefix_match_the_opened_path() {
+    let _g = serial();
+    let w = World::single("file-affix", "e2e-file");
+    let dir = protected_dir(&w);
+    let pem = dir.join("id.pem");
+    let long = dir.join("a/longer-name-secret.key");
+    let deep = dir.join("a/b/deep");
+    for f in [&pem, &long, &deep] {
+        std::fs::write(f, SECRET).unwrap();
+    }
+    let near = [
+        dir.join("id.pem.bak"),
+        dir.join("a/xlonger-name-secret.key"),
+        dir.join("a/bb"),
+    ];
+    for f in &near {
+        std::fs::write(f, "near\n").unwrap();
+    }
+    let prefix = format!("{}/", dir.join("a/b").display());
+    let (post, pre) = ("e2e-file-postfix", "e2e-file-prefix");
+    let policies = [
+        (
+            post,
+            "{operator: Postfix, values: [.pem, /a/longer-name-secret.key]}".to_string(),
+        ),
+        (pre, format!("{{operator: Prefix, values: [{prefix}]}}")),
+    ]
+    .map(|(name, paths)| {
+        (
+            format!("{name}.yaml"),
+            policy(name, "e2e-file", &paths, "read", "Sigkill"),
+        )
+    });
+    let d = Daemon::start(
+        &w,
+        &[
+            (&policies[0].0, &policies[0].1),
+            (&policies[1].0, &policies[1].1),
+        ],
+    );
+    let cat = bulwark_e2e::preflight::which("cat").expect("cat");
+    let cat = cat.to_str().unwrap();
+    for (file, name) in [(&pem, post), (&long, post), (&deep, pre)] {
+        let f = file.to_str().unwrap();
+        let out = w.pod().run(&[cat, f]);
+        let e = assert_read_killed(&d, &out, name, file, f);
+        assert_eq!(e["file"]["path"], f, "{e}");
+    }
+    for f in &near {
+        let out = w.pod().run(&[cat, f.to_str().unwrap()]);
+        assert!(
+            out.success() && out.stdout == "near\n",
+            "{}: {out}",
+            f.display()
+        );
+    }
+}
+
 #[test]
 fn file_the_path_actually_used_is_judged() {
     let _g = serial();
