@@ -441,12 +441,17 @@ fn observe(ctx: &SkBuffContext, sent: bool) -> i32 {
     if st.closed != 0 {
         return 1;
     }
-    let seen = if sent { st.sent_seen } else { st.received_seen };
-    if seen == 0 {
-        if !sent && crate::ingress::first_payload(skb, sk, st) {
+    if sent {
+        // Until the socket has sent a segment with data (`data_segs_out`, counted before this
+        // hook runs) its packets are handshake ACKs and pure ACKs: no parse.
+        if st.sent_seen == 0 && sent_data(sk) {
+            capture(skb, st, true);
+        }
+    } else if st.received_seen == 0 {
+        if crate::ingress::first_payload(skb, sk, st) {
             return 0;
         }
-        capture(skb, st, sent);
+        capture(skb, st, false);
     }
     let interval = conn_config().stats_interval_ns;
     if interval != 0 {
