@@ -108,6 +108,15 @@ impl<R: Rules> Pipeline<R> {
         }
     }
 
+    /// The `process` of an event by `tgid`/`start_ns`: a cached process is described in place
+    /// (no copy of its entry first), any other as [`Pipeline::lookup`] finds it.
+    fn process_of(&self, tgid: u32, start_ns: u64, cgroup_id: u64) -> Process {
+        match self.cache.get(tgid, start_ns) {
+            Some(info) => self.process_json(info),
+            None => self.process_json(&self.lookup(tgid, start_ns, cgroup_id)),
+        }
+    }
+
     fn lookup(&self, tgid: u32, start_ns: u64, cgroup_id: u64) -> ProcInfo {
         match self.cache.get(tgid, start_ns) {
             Some(p) => p.clone(),
@@ -230,8 +239,7 @@ impl<R: Rules> Pipeline<R> {
             }
             Record::Connect(c) => {
                 let h = c.header;
-                let info = self.lookup(h.tgid, h.start_ns, c.cgroup_id);
-                let process = self.process_json(&info);
+                let process = self.process_of(h.tgid, h.start_ns, c.cgroup_id);
                 Some(self.event(
                     h.time_ns,
                     Body::ProcessConnect {
@@ -273,13 +281,9 @@ impl<R: Rules> Pipeline<R> {
 
     /// The `process_close` or `conn_stats` event of a connection.
     fn conn_event(&mut self, out: ConnOutput) -> Event {
-        // The report is ours: its connection moves into the event, and a cached process is
-        // described in place (no copy of its entry first).
+        // The report is ours: its connection moves into the event.
         let named = |p: &Self, r: ConnReport| {
-            let process = match p.cache.get(r.tgid, r.start_ns) {
-                Some(info) => p.process_json(info),
-                None => p.process_json(&p.lookup(r.tgid, r.start_ns, 0)),
-            };
+            let process = p.process_of(r.tgid, r.start_ns, 0);
             let mut connection = r.connection;
             connection.open_time = p.clock.rfc3339(r.open_ns);
             (process, connection)
