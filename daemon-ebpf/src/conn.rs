@@ -15,8 +15,10 @@
 //!   direction (the packet whose sequence number is the stream's start) is copied, up to
 //!   [`CONN_PREFIX_LEN`] bytes, into a payload record; and, at most once per stats interval
 //!   while packets flow, a stats record with the totals so far (an idle connection has no
-//!   packets and sends nothing). After both first payloads, a packet costs one socket-storage
-//!   lookup and a read of the coarse clock (the last tick's time: no TSC read per packet).
+//!   packets and sends nothing). Before that, a packet without payload costs no parse (sent:
+//!   the socket's `data_segs_out` is still 0; received: its linear headers fill its length).
+//!   After both first payloads, a packet costs one socket-storage lookup and a read of the
+//!   coarse clock (the last tick's time: no TSC read per packet).
 //! - A payload that reaches the *listener* (Fast Open data in the SYN, data on the ACK that
 //!   completes the handshake) is the first payload of a connection that does not exist yet:
 //!   its copy waits in `LISTENER_PAYLOADS` (keyed by both ends and its first sequence number)
