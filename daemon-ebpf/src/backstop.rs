@@ -22,8 +22,8 @@ use daemon_common::*;
 use crate::maps::*;
 use crate::net::*;
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
 const TCP_SYN: u8 = 0x02;
 const PASS: i32 = 1;
 const DROP: i32 = 0;

@@ -15,8 +15,10 @@
 //!   direction (the packet whose sequence number is the stream's start) is copied, up to
 //!   [`CONN_PREFIX_LEN`] bytes, into a payload record; and, at most once per stats interval
 //!   while packets flow, a stats record with the totals so far (an idle connection has no
-//!   packets and sends nothing). After both first payloads, a packet costs one socket-storage
-//!   lookup and a read of the coarse clock (the last tick's time: no TSC read per packet).
+//!   packets and sends nothing). Before that, a packet without payload costs no parse (sent:
+//!   the socket's `data_segs_out` is still 0; received: its linear headers fill its length).
+//!   After both first payloads, a packet costs one socket-storage lookup and a read of the
+//!   coarse clock (the last tick's time: no TSC read per packet).
 //! - A payload that reaches the *listener* (Fast Open data in the SYN, data on the ACK that
 //!   completes the handshake) is the first payload of a connection that does not exist yet:
 //!   its copy waits in `LISTENER_PAYLOADS` (keyed by both ends and its first sequence number)
@@ -39,7 +41,7 @@ use aya_ebpf::{
 };
 use daemon_common::*;
 
-use crate::backstop::{parse, Packet};
+use crate::backstop::{parse, Packet, ETH_P_IP, ETH_P_IPV6};
 use crate::maps::*;
 use crate::net::*;
 
@@ -302,6 +304,52 @@ fn send_listener_payload(st: &ConnState, syn: bool) -> bool {
     true
 }
 
+/// Whether a received packet surely carries no TCP payload (a pure ACK, a SYN without data),
+/// read from its linear data (direct packet access: no helper call, unlike [`parse`]): its
+/// IP and TCP headers fill its length. False when it cannot tell (headers not in the linear
+/// part, IPv6 extension headers), and the caller parses.
+#[inline(always)]
+fn headers_only(skb: *mut __sk_buff) -> bool {
+    let (data, end, len, proto) = unsafe {
+        use core::ptr::{addr_of, read_volatile as rv};
+        (
+            rv(addr_of!((*skb).data)) as usize,
+            rv(addr_of!((*skb).data_end)) as usize,
+            (*skb).len as usize,
+            (*skb).protocol,
+        )
+    };
+    // Where the TCP header starts.
+    let tcp = match u16::from_be(proto as u16) {
+        ETH_P_IP => {
+            if data + 20 > end {
+                return false;
+            }
+            let (vihl, protocol) = unsafe { (*(data as *const u8), *((data + 9) as *const u8)) };
+            if protocol != PROTO_TCP {
+                return false;
+            }
+            ((vihl & 0x0f) as usize) * 4
+        }
+        ETH_P_IPV6 => {
+            if data + 40 > end {
+                return false;
+            }
+            if unsafe { *((data + 6) as *const u8) } != PROTO_TCP {
+                return false;
+            }
+            40
+        }
+        _ => return false,
+    };
+    // The TCP header's data offset (its length in 32-bit words).
+    if data + tcp + 13 > end {
+        return false;
+    }
+    let doff = unsafe { *((data + tcp + 12) as *const u8) } >> 4;
+    len == tcp + (doff as usize) * 4
+}
+
 /// The TCP payload length of a packet (0 when it is not TCP or cannot be parsed). A function
 /// of its own so the parser's frame is not stacked on the ingress verdict's.
 #[inline(never)]
@@ -418,7 +466,7 @@ fn observe(ctx: &SkBuffContext, sent: bool) -> i32 {
         // Handshake packets reach the listener; one with data (a Fast Open SYN, or data on the
         // handshake's last ACK) is the connection's first payload: judged here, and kept for
         // the connection to report. The rest (nearly all) cost a header parse.
-        if payload_len(skb) == 0 {
+        if headers_only(skb) || payload_len(skb) == 0 {
             return 1;
         }
         if crate::ingress::listener_payload(skb, st) {
@@ -441,12 +489,19 @@ fn observe(ctx: &SkBuffContext, sent: bool) -> i32 {
     if st.closed != 0 {
         return 1;
     }
-    let seen = if sent { st.sent_seen } else { st.received_seen };
-    if seen == 0 {
-        if !sent && crate::ingress::first_payload(skb, sk, st) {
+    if sent {
+        // Until the socket has sent a segment with data (`data_segs_out`, counted before this
+        // hook runs) its packets are handshake ACKs and pure ACKs: no parse.
+        if st.sent_seen == 0 && sent_data(sk) {
+            capture(skb, st, true);
+        }
+    } else if st.received_seen == 0 {
+        if crate::ingress::first_payload(skb, sk, st) {
             return 0;
         }
-        capture(skb, st, sent);
+        if !headers_only(skb) {
+            capture(skb, st, false);
+        }
     }
     let interval = conn_config().stats_interval_ns;
     if interval != 0 {

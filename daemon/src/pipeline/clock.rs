@@ -53,10 +53,26 @@ impl BootClock {
 
 /// Formats nanoseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
 pub fn format_rfc3339_ns(epoch_ns: i128) -> String {
-    let secs = epoch_ns.div_euclid(1_000_000_000);
-    let nanos = epoch_ns.rem_euclid(1_000_000_000) as u32;
-    let days = secs.div_euclid(86_400) as i64;
-    let sod = secs.rem_euclid(86_400) as u32;
+    // Every event's times are after 1970 and fit 64 bits: their divisions need no 128-bit
+    // arithmetic (a software routine, a visible share of the daemon's CPU per event).
+    let (days, sod, nanos) = match u64::try_from(epoch_ns) {
+        Ok(ns) => {
+            let secs = ns / 1_000_000_000;
+            (
+                (secs / 86_400) as i64,
+                (secs % 86_400) as u32,
+                (ns % 1_000_000_000) as u32,
+            )
+        }
+        Err(_) => {
+            let secs = epoch_ns.div_euclid(1_000_000_000);
+            (
+                secs.div_euclid(86_400) as i64,
+                secs.rem_euclid(86_400) as u32,
+                epoch_ns.rem_euclid(1_000_000_000) as u32,
+            )
+        }
+    };
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (sod / 3600, sod / 60 % 60, sod % 60);
     if !(0..=9999).contains(&y) {
@@ -71,7 +87,7 @@ pub fn format_rfc3339_ns(epoch_ns: i128) -> String {
     put_digits(&mut b[14..16], mm);
     put_digits(&mut b[17..19], ss);
     put_digits(&mut b[20..29], nanos);
-    b.iter().map(|&c| char::from(c)).collect()
+    String::from_utf8(b.to_vec()).expect("ASCII digits and separators")
 }
 
 /// Writes `v`'s last `out.len()` decimal digits into `out`, zero-padded.

@@ -51,19 +51,24 @@ impl ProcInfo {
 
 /// Joins arguments for display (see [`ProcInfo::arguments`]).
 pub fn join_args(args: &[String]) -> String {
-    args.iter()
-        .map(|a| {
-            if a.is_empty()
-                || a.chars()
-                    .any(|c| c.is_whitespace() || c == '\'' || c == '"')
-            {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            } else {
-                a.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    // Every event describing the process joins them again: one string, no copy per argument.
+    let mut out = String::with_capacity(args.iter().map(|a| a.len() + 1).sum());
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if a.is_empty()
+            || a.chars()
+                .any(|c| c.is_whitespace() || c == '\'' || c == '"')
+        {
+            out.push('\'');
+            out.push_str(&a.replace('\'', r"'\''"));
+            out.push('\'');
+        } else {
+            out.push_str(a);
+        }
+    }
+    out
 }
 
 /// Bounded map of processes by (tgid, start_ns).
@@ -423,6 +428,20 @@ mod tests {
     use super::*;
     use crate::record::tests::exec_record;
     use daemon_common::{EventHeader, EVENT_FORK};
+
+    #[test]
+    fn arguments_quote_empty_spaced_and_quoted_ones_shell_style() {
+        let args: Vec<String> = ["-s", "", "a b", "it's", "x\"y", "tab\there"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(
+            join_args(&args),
+            "-s '' 'a b' 'it'\\''s' 'x\"y' 'tab\there'"
+        );
+        assert_eq!(join_args(&[]), "");
+        assert_eq!(join_args(&args[..1]), "-s");
+    }
 
     #[test]
     fn exec_id_is_base64_of_node_start_pid() {

@@ -40,6 +40,8 @@ pub struct Pipeline<R> {
     /// Rule set last applied to each slot (match records name their slot).
     slots: [Option<Arc<R>>; 2],
     out: Box<dyn Write + Send>,
+    /// The event line being written (kept to reuse its allocation).
+    line: Vec<u8>,
     /// Records userspace could not decode.
     pub decode_errors: u64,
     /// Exec-hook matches waiting for their exec record.
@@ -69,6 +71,7 @@ impl<R: Rules> Pipeline<R> {
             registry: WorkloadRegistry::new(),
             slots: [None, None],
             out,
+            line: Vec::with_capacity(4096),
             decode_errors: 0,
             pending: Vec::new(),
             subjects: RecentSubjects::default(),
@@ -109,6 +112,15 @@ impl<R: Rules> Pipeline<R> {
         }
     }
 
+    /// The `process` of an event by `tgid`/`start_ns`: a cached process is described in place
+    /// (no copy of its entry first), any other as [`Pipeline::lookup`] finds it.
+    fn process_of(&self, tgid: u32, start_ns: u64, cgroup_id: u64) -> Process {
+        match self.cache.get(tgid, start_ns) {
+            Some(info) => self.process_json(info),
+            None => self.process_json(&self.lookup(tgid, start_ns, cgroup_id)),
+        }
+    }
+
     fn lookup(&self, tgid: u32, start_ns: u64, cgroup_id: u64) -> ProcInfo {
         match self.cache.get(tgid, start_ns) {
             Some(p) => p.clone(),
@@ -123,8 +135,13 @@ impl<R: Rules> Pipeline<R> {
     }
 
     fn event(&self, time_ns: u64, body: Body) -> Event {
+        self.event_at(self.clock.rfc3339(time_ns), body)
+    }
+
+    /// An event whose time is already formatted (a close's `close_time`, a window's `end`).
+    fn event_at(&self, time: String, body: Body) -> Event {
         Event {
-            time: self.clock.rfc3339(time_ns),
+            time,
             node_name: self.node.clone(),
             body,
         }
@@ -226,8 +243,7 @@ impl<R: Rules> Pipeline<R> {
             }
             Record::Connect(c) => {
                 let h = c.header;
-                let info = self.lookup(h.tgid, h.start_ns, c.cgroup_id);
-                let process = self.process_json(&info);
+                let process = self.process_of(h.tgid, h.start_ns, c.cgroup_id);
                 Some(self.event(
                     h.time_ns,
                     Body::ProcessConnect {
@@ -275,13 +291,9 @@ impl<R: Rules> Pipeline<R> {
 
     /// The `process_close` or `conn_stats` event of a connection.
     fn conn_event(&mut self, out: ConnOutput) -> Event {
-        // The report is ours: its connection moves into the event, and a cached process is
-        // described in place (no copy of its entry first).
+        // The report is ours: its connection moves into the event.
         let named = |p: &Self, r: ConnReport| {
-            let process = match p.cache.get(r.tgid, r.start_ns) {
-                Some(info) => p.process_json(info),
-                None => p.process_json(&p.lookup(r.tgid, r.start_ns, 0)),
-            };
+            let process = p.process_of(r.tgid, r.start_ns, 0);
             let mut connection = r.connection;
             connection.open_time = p.clock.rfc3339(r.open_ns);
             (process, connection)
@@ -290,9 +302,10 @@ impl<R: Rules> Pipeline<R> {
             ConnOutput::Close(r) => {
                 let time_ns = r.time_ns;
                 let (process, mut connection) = named(self, r);
-                connection.close_time = Some(self.clock.rfc3339(time_ns));
-                self.event(
-                    time_ns,
+                let time = self.clock.rfc3339(time_ns);
+                connection.close_time = Some(time.clone());
+                self.event_at(
+                    time,
                     Body::ProcessClose {
                         process,
                         connection,
@@ -307,14 +320,15 @@ impl<R: Rules> Pipeline<R> {
             } => {
                 let time_ns = report.time_ns;
                 let (process, connection) = named(self, report);
+                let time = self.clock.rfc3339(time_ns);
                 let window = Window {
                     start: self.clock.rfc3339(window_start_ns),
-                    end: self.clock.rfc3339(time_ns),
+                    end: time.clone(),
                     bytes_sent: window_sent,
                     bytes_received: window_received,
                 };
-                self.event(
-                    time_ns,
+                self.event_at(
+                    time,
                     Body::ConnStats {
                         process,
                         connection,
@@ -432,10 +446,15 @@ impl<R: Rules> Pipeline<R> {
 
     /// Writes one event line (flushed by [`Pipeline::flush`]).
     pub fn emit(&mut self, ev: &Event) {
-        // Serialized straight into the (buffered) output: no line string per event.
-        let written = serde_json::to_writer(&mut self.out, ev)
+        // Serialized into a reused line buffer, then written whole: the serializer's many
+        // small writes stay plain appends instead of calls through the boxed output.
+        self.line.clear();
+        let written = serde_json::to_writer(&mut self.line, ev)
             .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
+            .and_then(|()| {
+                self.line.push(b'\n');
+                self.out.write_all(&self.line)
+            });
         if let Err(e) = written {
             if !self.write_failed {
                 eprintln!("bulwark: error: cannot write events: {e}");
