@@ -823,6 +823,31 @@ spec:
         assert!(e["file"].get("unjudged").is_none(), "{mode}: {e}");
     }
 
+    // A known gap (docs/files.md): open, read and write to a pipe in one submission. The
+    // open's completion (where it is judged) is posted when the submission ends, after the
+    // read and the pipe write ran inline: the reader is killed, but the bytes are out.
+    let sh = preflight().sh.to_str().unwrap().to_string();
+    let piped = format!("{p} uring-batch {s} | cat; echo piped");
+    let out = w.pod().run(&[&sh, "-c", &piped]);
+    assert!(out.stdout.contains("piped"), "{out}");
+    let e = d.wait_event("process_file of the batched open", |e| {
+        ev::is(e, "process_file")
+            && e["file"]["io_uring"] == "IORING_OP_OPENAT"
+            && e["process"]["arguments"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("uring-batch"))
+    });
+    assert_eq!(e["file"]["path"], s, "{e}");
+    let m = d.wait_event("policy_match of the batched open", |m| {
+        ev::is_match(m, name, "file") && ev::pid(m) == ev::pid(&e)
+    });
+    assert_eq!(m["outcome"], "killed", "{m}");
+    assert!(
+        out.stdout.contains("TOP-SECRET"),
+        "the batched read no longer gets out: close the gap in docs/files.md and assert \
+         it here: {out}"
+    );
+
     // A second name for the file, made through io_uring where no rule guards creation: not
     // a read, so it is made; reading the file by it is killed by the file's identity.
     let second = w.dir().join("second-name");
