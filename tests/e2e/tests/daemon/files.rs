@@ -292,7 +292,12 @@ fn protected_dir(w: &World) -> PathBuf {
 }
 
 fn policy(name: &str, ns: &str, paths: &str, access: &str, action: &str) -> String {
-    format!(
+    policy_of(name, &[(ns, paths, access, action)])
+}
+
+/// A policy whose one file rule has a selector per (namespace, paths, access, action).
+fn policy_of(name: &str, selectors: &[(&str, &str, &str, &str)]) -> String {
+    let mut yaml = format!(
         "apiVersion: bulwark.dev/v1alpha1
 kind: TracingPolicy
 metadata:
@@ -302,12 +307,18 @@ spec:
     - name: guard
       hook: file
       selectors:
-        - matchNamespaces: [{{operator: In, values: [{ns}]}}]
+"
+    );
+    for (ns, paths, access, action) in selectors {
+        yaml += &format!(
+            "        - matchNamespaces: [{{operator: In, values: [{ns}]}}]
           matchPaths: [{paths}]
           matchAccess: [{{operator: In, values: [{access}]}}]
           matchActions: [{{action: {action}}}]
 "
-    )
+        );
+    }
+    yaml
 }
 
 /// Starts the daemon with the one guard policy [`policy`] makes (Sigkill).
@@ -586,12 +597,44 @@ fn host_run(probe: &Path, args: &[&str]) -> (String, String) {
     )
 }
 
-/// Whether io_uring works here (the probe reads `plain` through it on the host). It must be
-/// there to be tested: in CI (`CI=true`) its absence fails, elsewhere the caller skips.
-fn uring_available(probe: &Path, plain: &str) -> bool {
-    let (_, err) = host_run(probe, &["uring", plain]);
+/// Where the io_uring tests start: a world of namespace `e2e-file` with the protected
+/// directory ([`protected_dir`]), the C probe and an unrelated file `plain`.
+struct UringWorld {
+    w: World,
+    dir: PathBuf,
+    secret: PathBuf,
+    probe: PathBuf,
+    plain: PathBuf,
+}
+
+impl UringWorld {
+    /// The protected file, the probe and `plain`, as command arguments.
+    fn args(&self) -> (&str, &str, &str) {
+        fn arg(p: &Path) -> &str {
+            p.to_str().unwrap()
+        }
+        (arg(&self.secret), arg(&self.probe), arg(&self.plain))
+    }
+}
+
+/// A [`UringWorld`], or `None` where io_uring does not work (the probe cannot read `plain`
+/// through it on the host). It must be there to be tested: in CI (`CI=true`) its absence
+/// fails, elsewhere the caller skips.
+fn uring_world(tag: &str) -> Option<UringWorld> {
+    let w = World::single(tag, "e2e-file");
+    let dir = protected_dir(&w);
+    let probe = build_probe(&w);
+    let plain = w.dir().join("plain");
+    std::fs::write(&plain, "plain\n").unwrap();
+    let (_, err) = host_run(&probe, &["uring", plain.to_str().unwrap()]);
     if !err.contains("io_uring_setup") {
-        return true;
+        return Some(UringWorld {
+            w,
+            secret: dir.join("secret"),
+            dir,
+            probe,
+            plain,
+        });
     }
     assert_ne!(
         std::env::var("CI").as_deref(),
@@ -601,7 +644,7 @@ fn uring_available(probe: &Path, plain: &str) -> bool {
         err.trim()
     );
     eprintln!("io_uring unavailable here ({}): skipped", err.trim());
-    false
+    None
 }
 
 /// The process of `out` was killed at its io_uring request `op` (making `access`) before it
@@ -649,23 +692,16 @@ fn assert_uring_killed(
 #[test]
 fn file_io_uring_requests_are_judged_like_the_calls() {
     let _g = serial();
-    let w = World::single("file-uring", "e2e-file");
-    let dir = protected_dir(&w);
-    let secret = dir.join("secret");
-    let s = secret.to_str().unwrap();
-    let probe = build_probe(&w);
-    let p = probe.to_str().unwrap();
-    let plain = w.dir().join("plain");
-    std::fs::write(&plain, "plain\n").unwrap();
-    let plain = plain.to_str().unwrap();
-    let host = |args: &[&str]| host_run(&probe, args);
-    if !uring_available(&probe, plain) {
+    let Some(u) = uring_world("file-uring") else {
         return;
-    }
+    };
+    let (w, dir, secret) = (&u.w, &u.dir, &u.secret);
+    let (s, p, plain) = u.args();
+    let host = |args: &[&str]| host_run(&u.probe, args);
     let name = "e2e-file-uring";
     let vault = format!("{}/", dir.display());
     let d = start(
-        &w,
+        w,
         name,
         &format!("{{operator: Prefix, values: ['{vault}']}}"),
         "read, delete",
@@ -676,12 +712,12 @@ fn file_io_uring_requests_are_judged_like_the_calls() {
 
     // IORING_OP_OPENAT into a descriptor: judged at its completion from the file installed.
     let out = w.pod().run(&[p, "uring", s]);
-    let e = assert_read_killed(&d, &out, name, &secret, "io_uring openat");
+    let e = assert_read_killed(&d, &out, name, secret, "io_uring openat");
     assert_eq!(e["file"]["io_uring"], "IORING_OP_OPENAT", "{e}");
     assert!(e["file"]["syscall"].is_null(), "{e}");
     assert_eq!(e["file"]["path"], s, "{e}");
     assert_eq!(e["file"]["path_resolved"], true, "{e}");
-    assert_eq!(e["file"]["inode"], meta(&secret).ino(), "{e}");
+    assert_eq!(e["file"]["inode"], meta(secret).ino(), "{e}");
     assert!(e["file"].get("unjudged").is_none(), "{e}");
 
     // Opens a completion cannot judge: killed at submission, the reason in the event.
@@ -728,7 +764,14 @@ fn file_io_uring_requests_are_judged_like_the_calls() {
     assert!(out.success() && out.stdout.contains("after 0"), "{out}");
     assert!(!junk.exists(), "the unrelated unlink ran");
     // A process no rule covers (the host) keeps every io_uring route to the file.
-    for mode in ["uring", "uring-direct", "uring-skip", "uring-defer"] {
+    for mode in [
+        "uring",
+        "uring-direct",
+        "uring-skip",
+        "uring-defer",
+        "uring-openat2",
+        "uring-sqpoll",
+    ] {
         let (out, err) = host(&[mode, s]);
         assert_eq!(out, SECRET, "host {mode}: {err}");
     }
@@ -744,22 +787,15 @@ fn file_io_uring_requests_are_judged_like_the_calls() {
 #[test]
 fn file_io_uring_openat2_sqpoll_links_creations_and_truncation_are_judged() {
     let _g = serial();
-    let w = World::single("file-uring-routes", "e2e-file");
-    let dir = protected_dir(&w);
-    let secret = dir.join("secret");
-    let s = secret.to_str().unwrap();
+    let Some(u) = uring_world("file-uring-routes") else {
+        return;
+    };
+    let (w, secret) = (&u.w, &u.secret);
+    let (s, p, plain) = u.args();
     let guarded = w.dir().join("guarded");
     std::fs::create_dir_all(&guarded).unwrap();
     let trunc = guarded.join("trunc");
     std::fs::write(&trunc, "original\n").unwrap();
-    let probe = build_probe(&w);
-    let p = probe.to_str().unwrap();
-    let plain = w.dir().join("plain");
-    std::fs::write(&plain, "plain\n").unwrap();
-    let plain = plain.to_str().unwrap();
-    if !uring_available(&probe, plain) {
-        return;
-    }
     // A descriptor opened for writing before the policy loaded (its writes are not judged:
     // docs/files.md); it waits for `go` to truncate the file through io_uring.
     let go = w.dir().join("go");
@@ -776,27 +812,16 @@ fn file_io_uring_openat2_sqpoll_links_creations_and_truncation_are_judged() {
 
     let name = "e2e-file-uring-routes";
     let g = format!("{}/", guarded.display());
-    let yaml = format!(
-        "apiVersion: bulwark.dev/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: {name}
-spec:
-  rules:
-    - name: guard
-      hook: file
-      selectors:
-        - matchNamespaces: [{{operator: In, values: [e2e-file]}}]
-          matchPaths: [{{operator: In, values: ['{s}']}}]
-          matchAccess: [{{operator: In, values: [read]}}]
-          matchActions: [{{action: Sigkill}}]
-        - matchNamespaces: [{{operator: In, values: [e2e-file]}}]
-          matchPaths: [{{operator: Prefix, values: ['{g}']}}]
-          matchAccess: [{{operator: In, values: [create, write]}}]
-          matchActions: [{{action: Sigkill}}]
-"
+    let protected = format!("{{operator: In, values: ['{s}']}}");
+    let under_g = format!("{{operator: Prefix, values: ['{g}']}}");
+    let yaml = policy_of(
+        name,
+        &[
+            ("e2e-file", &protected, "read", "Sigkill"),
+            ("e2e-file", &under_g, "create, write", "Sigkill"),
+        ],
     );
-    let d = Daemon::start(&w, &[("routes.yaml", &yaml)]);
+    let d = Daemon::start(w, &[("routes.yaml", &yaml)]);
     let killed = |out: &RunOutput, what: &str, access: &str, op: &str| -> Event {
         assert_uring_killed(&d, name, out, what, access, op)
     };
@@ -816,10 +841,10 @@ spec:
         ("uring-sqpoll", "IORING_OP_OPENAT"),
     ] {
         let out = w.pod().run(&[p, mode, s]);
-        let e = assert_read_killed(&d, &out, name, &secret, mode);
+        let e = assert_read_killed(&d, &out, name, secret, mode);
         assert_eq!(e["file"]["io_uring"], op, "{mode}: {e}");
         assert_eq!(e["file"]["path"], s, "{mode}: {e}");
-        assert_eq!(e["file"]["inode"], meta(&secret).ino(), "{mode}: {e}");
+        assert_eq!(e["file"]["inode"], meta(secret).ino(), "{mode}: {e}");
         assert!(e["file"].get("unjudged").is_none(), "{mode}: {e}");
     }
 
@@ -853,11 +878,11 @@ spec:
     let second = w.dir().join("second-name");
     let out = w.pod().run(&[p, "uring-link", s, second.to_str().unwrap()]);
     assert!(out.success() && out.stdout.contains("after 0"), "{out}");
-    assert_eq!(meta(&second).ino(), meta(&secret).ino(), "a hard link");
+    assert_eq!(meta(&second).ino(), meta(secret).ino(), "a hard link");
     let out = w.pod().run(&[p, "uring", second.to_str().unwrap()]);
-    let e = assert_read_killed(&d, &out, name, &secret, "read by the io_uring hard link");
+    let e = assert_read_killed(&d, &out, name, secret, "read by the io_uring hard link");
     assert_eq!(e["file"]["path"], second.to_str().unwrap(), "{e}");
-    assert_eq!(e["file"]["inode"], meta(&secret).ino(), "{e}");
+    assert_eq!(e["file"]["inode"], meta(secret).ino(), "{e}");
 
     // Creations under the guarded directory: killed at submission, the new name reported.
     // The request is already issued (an io-wq worker makes it), so whether the name appears
@@ -887,8 +912,8 @@ spec:
         if let Ok(m) = std::fs::symlink_metadata(made) {
             let as_asked = match mode {
                 "uring-mkdir" => m.is_dir(),
-                "uring-symlink" => std::fs::read_link(made).unwrap() == secret,
-                _ => m.ino() == meta(&secret).ino(),
+                "uring-symlink" => std::fs::read_link(made).unwrap() == *secret,
+                _ => m.ino() == meta(secret).ino(),
             };
             assert!(as_asked, "{mode}: {made} is not what was asked for");
         }
@@ -918,7 +943,7 @@ spec:
     );
 
     // No false positives: a covered process reads and creates elsewhere through the same
-    // routes, and the host (no rule) keeps them all to the protected file.
+    // routes (the host keeps them all to the protected file: the test above).
     let out = w.pod().run(&[p, "uring-sqpoll", plain]);
     assert!(out.success() && out.stdout == "plain\n", "{out}");
     let out = w.pod().run(&[p, "uring-openat2", plain]);
@@ -926,10 +951,6 @@ spec:
     let free = w.dir().join("free");
     let out = w.pod().run(&[p, "uring-mkdir", free.to_str().unwrap()]);
     assert!(out.success() && free.is_dir(), "{out}");
-    for mode in ["uring-openat2", "uring-sqpoll"] {
-        let (out, err) = host_run(&probe, &[mode, s]);
-        assert_eq!(out, SECRET, "host {mode}: {err}");
-    }
 }
 
 /// The io_uring programs are pinned with the others: after a `kill -9` of the daemon an
@@ -938,17 +959,11 @@ spec:
 #[test]
 fn file_io_uring_opens_are_killed_while_no_daemon_runs() {
     let _g = serial();
-    let w = World::single("file-uring-dead", "e2e-file");
-    let dir = protected_dir(&w);
-    let secret = dir.join("secret");
-    let s = secret.to_str().unwrap();
-    let probe = build_probe(&w);
-    let p = probe.to_str().unwrap();
-    let plain = w.dir().join("plain");
-    std::fs::write(&plain, "plain\n").unwrap();
-    if !uring_available(&probe, plain.to_str().unwrap()) {
+    let Some(u) = uring_world("file-uring-dead") else {
         return;
-    }
+    };
+    let (w, secret) = (&u.w, &u.secret);
+    let (s, p, _) = u.args();
     let name = "e2e-file-uring-dead";
     let yaml = policy(
         name,
@@ -968,7 +983,7 @@ fn file_io_uring_opens_are_killed_while_no_daemon_runs() {
         &pins,
     );
     let out = w.pod().run(&[p, "uring", s]);
-    assert_read_killed(&d, &out, name, &secret, "io_uring open");
+    assert_read_killed(&d, &out, name, secret, "io_uring open");
 
     let before_kill = d.mark();
     d.kill9();
@@ -1003,7 +1018,7 @@ fn file_io_uring_opens_are_killed_while_no_daemon_runs() {
     );
     // The adopted programs go on killing.
     let out = w.pod().run(&[p, "uring", s]);
-    assert_read_killed(&d, &out, name, &secret, "io_uring open after the restart");
+    assert_read_killed(&d, &out, name, secret, "io_uring open after the restart");
 }
 
 #[test]
