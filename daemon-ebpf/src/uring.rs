@@ -8,7 +8,9 @@
 //!   (`FILE_URING_INFLIGHT`) and judged at its completion from the file installed at `res`,
 //!   exactly like an open system call's exit (`crate::file::judge_opened`). The completion is
 //!   posted by the submitter, its io-wq worker or the SQPOLL thread: the same process, the
-//!   same fd table.
+//!   same fd table. An inline open's completion is posted when its whole submission has been
+//!   issued, so requests queued behind it in that submission may use the descriptor first
+//!   (known gap: docs/files.md).
 //! - Opens that cannot be judged so (into a fixed-file slot; asking for no completion; on a
 //!   ring whose completions the submitter posts later, when the descriptor may already be in
 //!   use), and `ftruncate` of a registered file: for a process an enforce-mode Sigkill file
