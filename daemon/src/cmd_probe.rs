@@ -168,7 +168,9 @@ fn btf_checks(offsets: &KernelOffsets) -> Vec<Check> {
             offsets.uring_file,
             "io_uring's open, unlink, rename, mkdir, link, symlink and ftruncate requests are \
              judged like the system calls (opens a completion cannot judge are killed at \
-             submission for processes an enforce-mode Sigkill file rule covers: docs/files.md)",
+             submission for processes an enforce-mode Sigkill file rule covers), but requests \
+             in the same submission as an open run before it is judged: where a file must not \
+             be read, refuse io_uring to the workload (docs/files.md, \"io_uring\")",
             "io_kiocb / io_open / io_unlink / io_rename / io_mkdir / io_link offsets or the \
              io_uring_submit_req / io_uring_complete raw tracepoints not found as expected: \
              io_uring's file requests are NOT seen by `hook: file` (kernel.io_uring_disabled = 2 \
