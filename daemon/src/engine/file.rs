@@ -73,18 +73,9 @@ pub(super) fn write_slot(
 pub(super) fn read(maps: &Maps, table: u32) -> anyhow::Result<FileEntries> {
     let t8 = table as u8;
     let tables: Array<&MapData, FileTable> = Array::try_from(maps.get(MAP_FILE_TABLES)?)?;
-    let sel: Array<&MapData, FileSelectorEntry> = Array::try_from(maps.get(MAP_FILE_SELECTORS)?)?;
-    let base = table * MAX_SELECTORS as u32;
-    let mut selectors = Vec::new();
-    for i in base..base + MAX_SELECTORS as u32 {
-        let e = sel.get(&i, 0)?;
-        if e != FileSelectorEntry::default() {
-            selectors.push((i, e));
-        }
-    }
     Ok(FileEntries {
         table: tables.get(&table, 0)?,
-        selectors,
+        selectors: super::slots::read_selector_array(maps, MAP_FILE_SELECTORS, table)?,
         exact: read_hash(maps, MAP_FILE_EXACT, t8, |k: &PathKey| k.slot as u8)?,
         prefix: read_lpm(maps, MAP_FILE_PREFIX, t8, |k: &PathLpmData| k.slot)?,
         postfix: read_lpm(maps, MAP_FILE_POSTFIX, t8, |k: &PathLpmData| k.slot)?,

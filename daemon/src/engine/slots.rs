@@ -35,6 +35,26 @@ fn clear_lpm<K: aya::Pod>(
     Ok(())
 }
 
+/// The set entries of the per-selector array `name` for `table` (entry `table * MAX_SELECTORS
+/// + i` for selector `i`; entries left at their default are not listed): the read side of
+/// [`write_selector_array`].
+pub(super) fn read_selector_array<V: aya::Pod + Default + PartialEq>(
+    maps: &Maps,
+    name: &str,
+    table: u32,
+) -> anyhow::Result<Vec<(u32, V)>> {
+    let a: Array<&MapData, V> = Array::try_from(maps.get(name)?)?;
+    let base = table * MAX_SELECTORS as u32;
+    let mut out = Vec::new();
+    for i in base..base + MAX_SELECTORS as u32 {
+        let v = a.get(&i, 0)?;
+        if v != V::default() {
+            out.push((i, v));
+        }
+    }
+    Ok(out)
+}
+
 /// The entries of `name` (a hash map) whose key is of `table`.
 pub(super) fn read_hash<K: aya::Pod>(
     maps: &Maps,
@@ -342,18 +362,10 @@ impl Engine {
     /// default are not listed) and `GROUPS`.
     pub fn read_slot(&self, slot: u8) -> anyhow::Result<SlotEntries> {
         let m = &self.maps;
-        let sel: Array<&MapData, SelectorEntry> = Array::try_from(m.get(MAP_SELECTORS)?)?;
         let meta: Array<&MapData, SlotMeta> = Array::try_from(m.get(MAP_SLOT_META)?)?;
         let mut tables = Vec::new();
         for t in tables_of(slot) {
-            let base = t * MAX_SELECTORS as u32;
-            let mut selectors = Vec::new();
-            for i in base..base + MAX_SELECTORS as u32 {
-                let e = sel.get(&i, 0)?;
-                if e != SelectorEntry::default() {
-                    selectors.push((i, e));
-                }
-            }
+            let selectors = read_selector_array(m, MAP_SELECTORS, t)?;
             let t8 = t as u8;
             tables.push((
                 t,

@@ -139,16 +139,7 @@ pub(super) fn read_conds(
     maps: &Maps,
     table: u32,
 ) -> anyhow::Result<Vec<(u32, SyscallSelectorConds)>> {
-    let a: Array<&MapData, SyscallSelectorConds> = Array::try_from(maps.get(MAP_SYSCALL_CONDS)?)?;
-    let base = table * MAX_SELECTORS as u32;
-    let mut out = Vec::new();
-    for i in base..base + MAX_SELECTORS as u32 {
-        let c = a.get(&i, 0)?;
-        if c != SyscallSelectorConds::default() {
-            out.push((i, c));
-        }
-    }
-    Ok(out)
+    super::slots::read_selector_array(maps, MAP_SYSCALL_CONDS, table)
 }
 
 /// The filter a slot's tables ask for.
