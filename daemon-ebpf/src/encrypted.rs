@@ -11,7 +11,9 @@
 //! Both walks are `bpf_loop`s whose steps the verifier checks once, not once per byte or per
 //! table entry — provided the state they carry from step to step is not tracked by value: the
 //! sk_msg program keeps the SSH walk in the socket's storage ([`MsgPayload::walk`]); with it on
-//! the stack the program exceeded the verifier's 1M-instruction budget (E2BIG, measured).
+//! the stack the program exceeded the verifier's 1M-instruction budget (E2BIG, measured). The
+//! cgroup_skb program keeps it in a per-CPU map value ([`SkbPayload::walk`]) for the same
+//! reason.
 
 use aya_ebpf::{
     bindings::{__sk_buff, sk_msg_md},
@@ -49,15 +51,15 @@ pub trait FirstPayload: Copy {
 pub struct SkbPayload {
     pub skb: *mut __sk_buff,
     pub base: u32,
-    /// The SSH walk, on the stack: the cgroup_skb program's budget allows the verifier to
-    /// follow its values (see [`MsgPayload::walk`] for why sk_msg keeps it elsewhere).
-    pub walk: SshWalk,
+    /// The SSH walk, in a per-CPU map value (`ingress::IngressWalks`), for the reason
+    /// [`MsgPayload::walk`] gives.
+    pub walk: *mut SshWalk,
 }
 
 impl FirstPayload for SkbPayload {
     #[inline(always)]
     fn walk(&mut self) -> &mut SshWalk {
-        &mut self.walk
+        unsafe { &mut *self.walk }
     }
 
     #[inline(always)]
