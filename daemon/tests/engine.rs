@@ -25,12 +25,16 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn load() -> Engine {
+fn need_root() {
     assert_eq!(
         unsafe { libc::geteuid() },
         0,
         "engine tests need root (they load eBPF programs); run them with sudo"
     );
+}
+
+fn load() -> Engine {
+    need_root();
     Engine::load(&EngineOptions::default()).expect("Engine::load")
 }
 
@@ -2628,5 +2632,38 @@ fn socket_guard_refuses_raw_icmp_mptcp_and_kills_packet_requests_of_covered_proc
         })
         .is_none(),
         "a rule set without guard selectors reports nothing"
+    );
+}
+
+/// The verifier's work per program stays well within its 1,000,000-instruction limit, so a
+/// kernel whose verifier explores somewhat more still loads every program; and the ingress
+/// observation program, which judges first payloads, stays cheap to verify (its walks keep
+/// their state in a map: on the stack it cost 556,718 instructions and ~2 s of every start).
+#[test]
+fn every_program_verifies_well_within_the_verifier_budget() {
+    let _g = serial();
+    need_root();
+    let verdicts = bulwark::engine::probe::verify_programs().expect("verify_programs");
+    let count = |name: &str| -> u32 {
+        let (_, r) = verdicts
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("program {name} missing from the object"));
+        r.as_ref()
+            .unwrap_or_else(|e| panic!("{name} refused by the verifier: {e}"))
+            .unwrap_or_else(|| panic!("{name}: the kernel reports no verified instruction count"))
+    };
+    assert!(verdicts.len() > 10, "{verdicts:?}");
+    for (name, _) in &verdicts {
+        let n = count(name);
+        assert!(
+            n < 500_000,
+            "{name}: {n} instructions verified (limit 1,000,000)"
+        );
+    }
+    let ingress = count("bulwark_conn_ingress");
+    assert!(
+        ingress < 100_000,
+        "bulwark_conn_ingress: {ingress} instructions verified (25,722 on kernel 6.18)"
     );
 }
