@@ -29,6 +29,9 @@ const PROBE_C: &str = r#"
 #include <linux/io_uring.h>
 #include <linux/openat2.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 
 static char path32[4096];
 
@@ -214,28 +217,77 @@ int main(int argc, char **argv) {
         e->addr2 = (unsigned long)&how;
         return dump(ring_enter(&r, 1));
     }
-    /* One submission of three requests: open `path`, read the descriptor it will get (the
-       lowest free one), write what was read to stdout. */
+    /* Requests queued behind an open of `path` in one submission, reading the descriptor it
+       will get (the lowest free one) and passing what they read on to stdout (a pipe), by
+       variant argv[3]:
+       "read"   OPENAT, READ, WRITE to stdout;
+       "link"   the same three linked (IOSQE_IO_HARDLINK: a short read does not end the chain);
+       "fixed"  OPENAT, READ_FIXED into a registered buffer, WRITE to stdout;
+       "splice" OPENAT, SPLICE from the descriptor to stdout;
+       "send"   OPENAT, READ, SEND on a socketpair whose other end a child copies to stdout;
+       "async"  OPENAT with IOSQE_ASYNC (io-wq opens it) submitted alone, then, as soon as the
+                descriptor exists, READ and WRITE to stdout in a second submission. */
     if (!strcmp(mode, "uring-batch")) {
         static char buf[64];
+        const char *variant = argc > 3 ? argv[3] : "read";
+        int link = !strcmp(variant, "link") ? IOSQE_IO_HARDLINK : 0, out = 1;
         if (ring_init(&r, 0) < 0) return 3;
+        if (!strcmp(variant, "fixed")) {
+            struct iovec iov = { buf, sizeof buf };
+            if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_BUFFERS, &iov, 1) < 0) { perror("io_uring_register"); return 3; }
+        }
+        if (!strcmp(variant, "send")) {
+            int sv[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) { perror("socketpair"); return 3; }
+            if (fork() == 0) {
+                ssize_t n;
+                close(sv[0]);
+                while ((n = read(sv[1], buf, sizeof buf)) > 0) write(1, buf, n);
+                _exit(0);
+            }
+            close(sv[1]);
+            out = sv[0];
+        }
         int next = dup(0);
         close(next);
         struct io_uring_sqe *e = ring_sqe(&r);
         e->opcode = IORING_OP_OPENAT;
         e->fd = AT_FDCWD;
         e->addr = (unsigned long)path;
+        e->flags = link;
+        int queued = 1;
+        if (!strcmp(variant, "async")) {
+            e->flags = IOSQE_ASYNC;
+            if (syscall(__NR_io_uring_enter, r.fd, 1, 0, 0, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+            for (long spins = 0; fcntl(next, F_GETFD) < 0; spins++)
+                if (spins > 100000000L) { fprintf(stderr, "no descriptor\n"); return 3; }
+            queued = 0;
+        }
         e = ring_sqe(&r);
-        e->opcode = IORING_OP_READ;
-        e->fd = next;
-        e->addr = (unsigned long)buf;
-        e->len = sizeof buf;
-        e = ring_sqe(&r);
-        e->opcode = IORING_OP_WRITE;
-        e->fd = 1;
-        e->addr = (unsigned long)buf;
-        e->len = sizeof buf;
-        if (syscall(__NR_io_uring_enter, r.fd, 3, 3, IORING_ENTER_GETEVENTS, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+        if (!strcmp(variant, "splice")) {
+            e->opcode = IORING_OP_SPLICE;
+            e->fd = 1;
+            e->splice_fd_in = next;
+            e->splice_off_in = (unsigned long long)-1;
+            e->off = (unsigned long long)-1;
+            e->len = sizeof buf;
+            queued++;
+        } else {
+            e->opcode = !strcmp(variant, "fixed") ? IORING_OP_READ_FIXED : IORING_OP_READ;
+            e->fd = next;
+            e->addr = (unsigned long)buf;
+            e->len = sizeof buf;
+            e->flags = link;
+            e = ring_sqe(&r);
+            e->opcode = out == 1 ? IORING_OP_WRITE : IORING_OP_SEND;
+            e->fd = out;
+            e->addr = (unsigned long)buf;
+            e->len = sizeof buf;
+            queued += 2;
+        }
+        unsigned waits = queued + !strcmp(variant, "async");
+        if (syscall(__NR_io_uring_enter, r.fd, queued, waits, IORING_ENTER_GETEVENTS, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+        if (out != 1) { close(out); wait(0); }
         return 0;
     }
     for (size_t i = 0; i < sizeof name_ops / sizeof name_ops[0]; i++) {
@@ -921,31 +973,6 @@ fn file_io_uring_openat2_sqpoll_links_creations_and_truncation_are_judged() {
         assert!(e["file"].get("unjudged").is_none(), "{mode}: {e}");
     }
 
-    // A known gap (docs/files.md): open, read and write to a pipe in one submission. The
-    // open's completion (where it is judged) is posted when the submission ends, after the
-    // read and the pipe write ran inline: the reader is killed, but the bytes are out.
-    let sh = preflight().sh.to_str().unwrap().to_string();
-    let piped = format!("{p} uring-batch {s} | cat; echo piped");
-    let out = w.pod().run(&[&sh, "-c", &piped]);
-    assert!(out.stdout.contains("piped"), "{out}");
-    let e = d.wait_event("process_file of the batched open", |e| {
-        ev::is(e, "process_file")
-            && e["file"]["io_uring"] == "IORING_OP_OPENAT"
-            && e["process"]["arguments"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("uring-batch"))
-    });
-    assert_eq!(e["file"]["path"], s, "{e}");
-    let m = d.wait_event("policy_match of the batched open", |m| {
-        ev::is_match(m, name, "file") && ev::pid(m) == ev::pid(&e)
-    });
-    assert_eq!(m["outcome"], "killed", "{m}");
-    assert!(
-        out.stdout.contains("TOP-SECRET"),
-        "the batched read no longer gets out: close the gap in docs/files.md and assert \
-         it here: {out}"
-    );
-
     // A second name for the file, made through io_uring where no rule guards creation: not
     // a read, so it is made; reading the file by it is killed by the file's identity.
     let second = w.dir().join("second-name");
@@ -1024,6 +1051,63 @@ fn file_io_uring_openat2_sqpoll_links_creations_and_truncation_are_judged() {
     let free = w.dir().join("free");
     let out = w.pod().run(&[p, "uring-mkdir", free.to_str().unwrap()]);
     assert!(out.success() && free.is_dir(), "{out}");
+}
+
+/// Requests queued behind an open of the protected file in the same submission, reading the
+/// descriptor it will get and passing the bytes on: the open's completion comes only after
+/// the whole submission, so it is judged at the next request's submission instead, and the
+/// SIGKILL pending from there makes the read fail (`-EINTR`) before it copies a byte. Each
+/// way in: plain requests, a linked chain, a read into a registered buffer, a splice to the
+/// pipe, a send on a socketpair another process drains, and an open punted to io-wq with the
+/// read submitted as soon as its descriptor exists. No byte of the file gets out of any, and
+/// the open is reported and killed; a covered process reads an unrelated file the same ways.
+#[test]
+fn file_io_uring_requests_behind_an_open_in_one_submission_get_no_byte_out() {
+    let _g = serial();
+    let Some(u) = uring_world("file-uring-batch") else {
+        return;
+    };
+    let w = &u.w;
+    let (s, p, plain) = u.args();
+    let name = "e2e-file-uring-batch";
+    let d = start(
+        w,
+        name,
+        &format!("{{operator: In, values: ['{s}']}}"),
+        "read",
+    );
+    let sh = preflight().sh.to_str().unwrap().to_string();
+    for variant in ["read", "link", "fixed", "splice", "send", "async"] {
+        let piped = format!("{p} uring-batch {s} {variant} | cat; echo piped");
+        let out = w.pod().run(&[&sh, "-c", &piped]);
+        assert!(out.stdout.contains("piped"), "{variant}: {out}");
+        assert!(
+            !out.stdout.contains("TOP-SECRET"),
+            "{variant}: bytes of the protected file got out: {out}"
+        );
+        let args = format!("uring-batch {s} {variant}");
+        let e = d.wait_event(&format!("process_file of the {variant} batch"), |e| {
+            ev::is(e, "process_file")
+                && e["process"]["arguments"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with(&args))
+        });
+        assert_eq!(e["file"]["io_uring"], "IORING_OP_OPENAT", "{variant}: {e}");
+        assert_eq!(e["file"]["path"], s, "{variant}: {e}");
+        assert!(e["file"].get("unjudged").is_none(), "{variant}: {e}");
+        let m = d.wait_event(&format!("policy_match of the {variant} batch"), |m| {
+            ev::is_match(m, name, "file") && ev::pid(m) == ev::pid(&e)
+        });
+        assert_eq!(
+            (&m["outcome"], &m["enforced"]),
+            (&"killed".into(), &true.into()),
+            "{variant}: {m}"
+        );
+        // No false positives: the same requests on an unrelated file.
+        let piped = format!("{p} uring-batch {plain} {variant} | cat; echo piped");
+        let out = w.pod().run(&[&sh, "-c", &piped]);
+        assert!(out.stdout.starts_with("plain\n"), "{variant}: {out}");
+    }
 }
 
 /// The io_uring programs are pinned with the others: after a `kill -9` of the daemon an
