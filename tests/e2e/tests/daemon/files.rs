@@ -1110,6 +1110,123 @@ fn file_io_uring_requests_behind_an_open_in_one_submission_get_no_byte_out() {
     }
 }
 
+/// `FILE_URING_INFLIGHT` (the io_uring opens waiting for their judgement) is no LRU: a flood
+/// of slow opens (what the test does from userspace: it fills the daemon's map with dummy
+/// requests) cannot evict a protected open's entry. An open that finds it full fails closed:
+/// killed at submission whatever its path, the event saying why; a process no rule covers
+/// keeps io_uring. With room again, the same open is judged by its file as before.
+#[test]
+fn file_io_uring_open_with_the_inflight_table_full_fails_closed() {
+    let _g = serial();
+    let Some(u) = uring_world("file-uring-full") else {
+        return;
+    };
+    let (w, secret) = (&u.w, &u.secret);
+    let (s, p, plain) = u.args();
+    let name = "e2e-file-uring-full";
+    let d = start(
+        w,
+        name,
+        &format!("{{operator: In, values: ['{s}']}}"),
+        "read",
+    );
+    let table = UringInflightTable::of(&d);
+    table.fill();
+
+    for (path, what) in [(s, "the protected file"), (plain, "an unrelated file")] {
+        let out = w.pod().run(&[p, "uring", path]);
+        let e = assert_uring_killed(&d, name, &out, what, "read", "IORING_OP_OPENAT");
+        assert!(
+            e["file"]["unjudged"]
+                .as_str()
+                .is_some_and(|u| u.contains("in flight full")),
+            "{what}: {e}"
+        );
+        assert_eq!(e["file"]["path"], path, "{what}: the name it gave: {e}");
+        assert_eq!(e["file"]["path_resolved"], false, "{what}: {e}");
+    }
+    let (out, err) = host_run(&u.probe, &["uring", s]);
+    assert_eq!(out, SECRET, "the host keeps io_uring: {err}");
+
+    table.empty();
+    let out = w.pod().run(&[p, "uring", s]);
+    let e = assert_read_killed(&d, &out, name, secret, "io_uring open with room");
+    assert!(e["file"].get("unjudged").is_none(), "{e}");
+    assert_eq!(e["file"]["path_resolved"], true, "{e}");
+    let out = w.pod().run(&[p, "uring", plain]);
+    assert!(out.success() && out.stdout == "plain\n", "{out}");
+}
+
+/// The daemon's `FILE_URING_INFLIGHT` map, written with bpftool: dummy requests (keys no
+/// kernel object has) as many as it holds.
+struct UringInflightTable {
+    id: u32,
+    max_entries: u64,
+}
+
+impl UringInflightTable {
+    fn of(d: &Daemon) -> UringInflightTable {
+        let ids = d.map_ids();
+        let out = Command::new(&preflight().bpftool)
+            .args(["-j", "map", "show"])
+            .output()
+            .expect("bpftool (apt-get install bpftool)");
+        let maps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let m = maps
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                m["name"] == "FILE_URING_INFL"
+                    && m["id"]
+                        .as_u64()
+                        .is_some_and(|id| ids.contains(&(id as u32)))
+            })
+            .unwrap_or_else(|| panic!("the daemon holds no FILE_URING_INFLIGHT map: {ids:?}"));
+        UringInflightTable {
+            id: m["id"].as_u64().unwrap() as u32,
+            max_entries: m["max_entries"].as_u64().unwrap(),
+        }
+    }
+
+    /// Runs `map <op> id ID key KEY <rest>` for every dummy key, in one bpftool batch.
+    fn each_dummy(&self, op: &str, rest: &str) {
+        let mut batch = String::new();
+        for i in 1..=self.max_entries {
+            let key: Vec<String> = i.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            batch.push_str(&format!(
+                "map {op} id {} key hex {} {rest}\n",
+                self.id,
+                key.join(" ")
+            ));
+        }
+        let file =
+            std::env::temp_dir().join(format!("bulwark-e2e-inflight-{}", std::process::id()));
+        std::fs::write(&file, batch).unwrap();
+        let out = Command::new(&preflight().bpftool)
+            .arg("batch")
+            .arg("file")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            out.status.success(),
+            "bpftool batch map {op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn fill(&self) {
+        let value = vec!["00"; std::mem::size_of::<[u64; 3]>()].join(" ");
+        self.each_dummy("update", &format!("value hex {value}"));
+    }
+
+    fn empty(&self) {
+        self.each_dummy("delete", "");
+    }
+}
+
 /// The io_uring programs are pinned with the others: after a `kill -9` of the daemon an
 /// io_uring open of the protected file is still killed before a byte gets out, and the
 /// restarted daemon reports that kill (the syscall programs' equivalent is in lifecycle.rs).
