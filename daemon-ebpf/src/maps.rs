@@ -98,7 +98,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     uring_link_newpath: 0,
     uring_req_res: 0,
     uring_req_need_cleanup: 0,
-    _uring_pad: 0,
+    uring_req_user_data: 0,
 };
 
 /// Reads the load-time offsets (volatile so the compiler cannot fold the zero initializer).

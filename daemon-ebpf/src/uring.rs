@@ -14,7 +14,9 @@
 //!     they are issued, and the SIGKILL pending then fails their file reads (`-EINTR`);
 //!   - its completion (`io_uring_complete`), posted by the submitter, its io-wq worker or the
 //!     SQPOLL thread: the same process, the same fd table (an open waiting in a link, or
-//!     punted to io-wq, is still unissued at the next submission).
+//!     punted to io-wq, is still unissued at the next submission); or, when the completion
+//!     queue is full, the overflow of that completion (`io_uring_cqe_overflow`, which names
+//!     the request only by its ring, `user_data` and result).
 //! - Opens that cannot be judged so (into a fixed-file slot; asking for no completion; on a
 //!   ring whose completions the submitter posts later, when the descriptor may already be in
 //!   use; finding the in-flight tables full), and `ftruncate` of a registered file: for a
@@ -26,7 +28,7 @@
 //!   judges those calls; `FTRUNCATE` from its fd's file.
 
 use aya_ebpf::{
-    helpers::generated::bpf_loop,
+    helpers::generated::{bpf_for_each_map_elem, bpf_loop},
     macros::{map, raw_tracepoint},
     maps::HashMap,
     programs::RawTracePointContext,
@@ -128,6 +130,78 @@ pub fn bulwark_uring_file_complete(ctx: RawTracePointContext) -> i32 {
     }
     judge_inflight(req, rd(ctx.arg::<u64>(2) + CQE_RES));
     0
+}
+
+/// Raw tracepoint `io_uring_cqe_overflow(ctx, user_data, res, cflags, ocqe)`: a completion
+/// the full completion queue could not take is kept aside, and `io_uring_complete` does not
+/// fire for it. An open remembered at submission whose completion overflows is judged here:
+/// the request is found by its ring, `user_data` and result among the opens in flight (a scan
+/// of `FILE_URING_INFLIGHT`, only when a completion overflows: a ring its owner does not
+/// drain).
+#[raw_tracepoint(tracepoint = "io_uring_cqe_overflow")]
+pub fn bulwark_uring_file_overflow(ctx: RawTracePointContext) -> i32 {
+    if offsets_ref().uring_file != 1 {
+        return 0;
+    }
+    let res = ctx.arg::<u64>(2) as i32;
+    if res < 0 {
+        return 0;
+    }
+    let mut find = Overflowed {
+        ring: ctx.arg(0),
+        user_data: ctx.arg(1),
+        res,
+        req: 0,
+    };
+    unsafe {
+        bpf_for_each_map_elem(
+            &FILE_URING_INFLIGHT as *const _ as *mut core::ffi::c_void,
+            overflowed_step as *mut core::ffi::c_void,
+            (&mut find as *mut Overflowed).cast(),
+            0,
+        )
+    };
+    if find.req == 0 {
+        return 0;
+    }
+    if unsafe { FILE_URING_LAST_OPEN.get(&find.ring) } == Some(&find.req) {
+        let _ = FILE_URING_LAST_OPEN.remove(&find.ring);
+    }
+    judge_inflight(find.req, res);
+    0
+}
+
+/// State of [`overflowed_step`]: the overflowed completion, and the request found.
+#[repr(C)]
+struct Overflowed {
+    ring: u64,
+    user_data: u64,
+    res: i32,
+    req: u64,
+}
+
+/// Whether in-flight open `key` is the one whose completion overflowed: on that ring, issued
+/// to the end, with that `user_data` and result (stops the scan when it is).
+#[inline(never)]
+extern "C" fn overflowed_step(
+    _map: *mut core::ffi::c_void,
+    key: *const u64,
+    _value: *mut core::ffi::c_void,
+    ctx: *mut core::ffi::c_void,
+) -> i64 {
+    let f = unsafe { &mut *(ctx as *mut Overflowed) };
+    let req = unsafe { *key };
+    let off = offsets_ref();
+    let flags: u32 = rd(req + off.uring_req_flags as u64);
+    if flags & off.uring_req_need_cleanup != 0
+        || rd::<u64>(req + off.uring_req_ctx as u64) != f.ring
+        || rd::<u64>(req + off.uring_req_user_data as u64) != f.user_data
+        || rd::<i32>(req + off.uring_req_res as u64) != f.res
+    {
+        return 0;
+    }
+    f.req = req;
+    1
 }
 
 /// The open `req` submitted last on `ring`, at the ring's next submission: judged if it has

@@ -11,6 +11,7 @@ const MAGIC: u16 = 0xeb9f;
 /// The raw tracepoints the file hook's io_uring programs attach to (`daemon-ebpf/src/uring.rs`).
 pub const URING_SUBMIT_TRACEPOINT: &str = "io_uring_submit_req";
 pub const URING_COMPLETE_TRACEPOINT: &str = "io_uring_complete";
+pub const URING_OVERFLOW_TRACEPOINT: &str = "io_uring_cqe_overflow";
 
 const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;
@@ -266,6 +267,10 @@ impl Btf {
                 URING_COMPLETE_TRACEPOINT,
                 &["struct io_ring_ctx *", "void *", "struct io_uring_cqe *"],
             )
+            || !params(
+                URING_OVERFLOW_TRACEPOINT,
+                &["void *", "?", "?", "?", "void *"],
+            )
         {
             return base;
         }
@@ -298,6 +303,7 @@ impl Btf {
                 uring_link_new_dfd: cmd + get("io_link", "new_dfd")?,
                 uring_link_newpath: cmd + get("io_link", "newpath")?,
                 uring_req_res: get("io_kiocb", "cqe")? + get("io_cqe", "res")?,
+                uring_req_user_data: get("io_kiocb", "cqe")? + get("io_cqe", "user_data")?,
                 uring_req_need_cleanup: 1u32
                     .checked_shl(self.enum_value("REQ_F_NEED_CLEANUP_BIT")?)?,
                 ..base
@@ -574,6 +580,7 @@ mod tests {
         assert_eq!(off.uring_file, 1, "io_uring offsets: {off:?}");
         // `struct io_cqe { u64 user_data; s32 res; ... }`; the flag is one bit, an enumerator.
         assert_eq!(off.uring_req_res + 4, off.uring_req_fd, "{off:?}");
+        assert_eq!(off.uring_req_user_data + 8, off.uring_req_res, "{off:?}");
         assert_eq!(off.uring_req_need_cleanup.count_ones(), 1, "{off:?}");
     }
 }

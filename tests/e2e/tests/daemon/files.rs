@@ -290,6 +290,24 @@ int main(int argc, char **argv) {
         if (out != 1) { close(out); wait(0); }
         return 0;
     }
+    /* An open whose completion the full completion queue cannot take (it overflows, with no
+       io_uring_complete): the queue filled with NOP completions left unread, then OPENAT of
+       `path` alone, then its descriptor read with read(2). */
+    if (!strcmp(mode, "uring-overflow")) {
+        if (ring_init(&r, 0) < 0) return 3;
+        for (unsigned n = 0; n < r.p.cq_entries; n += r.p.sq_entries) {
+            for (unsigned k = 0; k < r.p.sq_entries; k++) ring_sqe(&r)->opcode = IORING_OP_NOP;
+            if (syscall(__NR_io_uring_enter, r.fd, r.p.sq_entries, 0, 0, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+        }
+        int next = dup(0);
+        close(next);
+        struct io_uring_sqe *e = ring_sqe(&r);
+        e->opcode = IORING_OP_OPENAT;
+        e->fd = AT_FDCWD;
+        e->addr = (unsigned long)path;
+        if (syscall(__NR_io_uring_enter, r.fd, 1, 0, 0, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+        return dump(next);
+    }
     for (size_t i = 0; i < sizeof name_ops / sizeof name_ops[0]; i++) {
         if (strcmp(mode, name_ops[i].mode)) continue;
         int res = uring_name_op(name_ops[i].op, path, argc > 3 ? argv[3] : 0);
@@ -844,6 +862,18 @@ fn file_io_uring_requests_are_judged_like_the_calls() {
     assert_eq!(e["file"]["path_resolved"], true, "{e}");
     assert_eq!(e["file"]["inode"], meta(secret).ino(), "{e}");
     assert!(e["file"].get("unjudged").is_none(), "{e}");
+    // Its completion overflowing a full completion queue (no `io_uring_complete`), the
+    // descriptor then read with read(2): judged when the overflow is recorded.
+    let out = w.pod().run(&[p, "uring-overflow", s]);
+    let e = assert_read_killed(
+        &d,
+        &out,
+        name,
+        secret,
+        "io_uring openat, completion overflowed",
+    );
+    assert_eq!(e["file"]["io_uring"], "IORING_OP_OPENAT", "{e}");
+    assert!(e["file"].get("unjudged").is_none(), "{e}");
 
     // Opens a completion cannot judge: killed at submission, the reason in the event.
     for (mode, reason) in [
@@ -891,6 +921,7 @@ fn file_io_uring_requests_are_judged_like_the_calls() {
     // A process no rule covers (the host) keeps every io_uring route to the file.
     for mode in [
         "uring",
+        "uring-overflow",
         "uring-direct",
         "uring-skip",
         "uring-defer",
