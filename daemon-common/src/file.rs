@@ -20,9 +20,10 @@
 //! - `FILE_URING_INFLIGHT[req]` ([`FileInflight`], `index` the opcode): an io_uring open
 //!   waiting for its judgement (`struct io_kiocb *` as the key). A plain hash map: an open
 //!   that finds it full is not tracked but fails closed ([`FILE_VIA_URING_TABLE_FULL`]).
-//! - `FILE_URING_LAST_OPEN[ring]` (`struct io_ring_ctx *` to `struct io_kiocb *`): the open
-//!   submitted last on a ring, judged at the ring's next submission if it has been issued by
-//!   then (the same submission's following requests must not run before it is judged).
+//! - `FILE_URING_LAST_OPEN[ring]` (`struct io_ring_ctx *` to `struct io_kiocb *`, an LRU):
+//!   the open submitted last on a ring, judged at the ring's next submission if it has been
+//!   issued by then (the same submission's following requests must not run before it is
+//!   judged).
 //!
 //! Nothing is kept per thread for system calls: an open's exit reads its flags from the
 //! call's saved registers and the process's candidates again.
@@ -236,6 +237,10 @@ pub struct FileInflight {
     pub table: u32,
     /// Filter index of the call.
     pub index: u32,
+    /// The submitting process: an entry whose process is gone is stale (an open that ended
+    /// without a completion), and the daemon's sweep removes it.
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 /// [`FileEvent::via`]: a system call (`nr` its number).
@@ -255,8 +260,8 @@ pub const FILE_VIA_URING_NO_COMPLETION: u8 = 3;
 pub const FILE_VIA_URING_LATE_COMPLETION: u8 = 4;
 /// An fd request (`ftruncate`) on a registered (fixed) file.
 pub const FILE_VIA_URING_FIXED_FILE: u8 = 5;
-/// An open that found `FILE_URING_INFLIGHT` (or `FILE_URING_LAST_OPEN`) full: nothing would
-/// judge it (a flood of slow opens fills the table).
+/// An open that found `FILE_URING_INFLIGHT` full: nothing would judge it (a flood of slow
+/// opens fills the table).
 pub const FILE_VIA_URING_TABLE_FULL: u8 = 6;
 
 /// Why a [`FileEvent::via`] of `FILE_VIA_URING_FIXED_SLOT` or above was not judged.
@@ -313,4 +318,9 @@ pub struct FileEvent {
     pub path: [u8; crate::PATH_LEN],
 }
 
-assert_sizes!(FileTable = 24, FileSelectorEntry = 16, FileEvent = 352,);
+assert_sizes!(
+    FileTable = 24,
+    FileSelectorEntry = 16,
+    FileInflight = 32,
+    FileEvent = 352,
+);

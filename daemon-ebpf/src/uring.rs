@@ -30,7 +30,7 @@
 use aya_ebpf::{
     helpers::generated::{bpf_for_each_map_elem, bpf_loop},
     macros::{map, raw_tracepoint},
-    maps::HashMap,
+    maps::{HashMap, LruHashMap},
     programs::RawTracePointContext,
 };
 use daemon_common::*;
@@ -71,10 +71,12 @@ pub static FILE_URING_INFLIGHT: HashMap<u64, FileInflight> =
 
 /// The open submitted last on a ring (`struct io_ring_ctx *` to its `struct io_kiocb *`):
 /// the ring's next `io_uring_submit_req` judges it if it has been issued by then, before the
-/// next request runs. Removed there or at the open's completion.
+/// next request runs. Removed there or at the open's completion. An LRU: an entry matters
+/// only from the open's submission to the next request's, in the same `io_uring_enter`
+/// (microseconds), and the entries of rings that ended otherwise are evicted in time.
 #[map]
-pub static FILE_URING_LAST_OPEN: HashMap<u64, u64> =
-    HashMap::with_max_entries(MAX_FILE_URING_INFLIGHT, 0);
+pub static FILE_URING_LAST_OPEN: LruHashMap<u64, u64> =
+    LruHashMap::with_max_entries(MAX_FILE_URING_INFLIGHT, 0);
 
 /// Raw tracepoint `io_uring_submit_req(struct io_kiocb *req)`.
 #[raw_tracepoint(tracepoint = "io_uring_submit_req")]
@@ -247,17 +249,14 @@ fn judge_inflight(req: u64, res: i32) {
     judge_opened(&opened, &call, i64::from(res), FILE_VIA_URING);
 }
 
-/// Remembers the open `req` of `ring` for its judgement; false when a table is full (it is
-/// then not remembered at all).
+/// Remembers the open `req` of `ring` for its judgement; false when `FILE_URING_INFLIGHT` is
+/// full (it is then not remembered at all).
 #[inline(always)]
 fn track(req: u64, ring: u64, inflight: &FileInflight) -> bool {
     if FILE_URING_INFLIGHT.insert(&req, inflight, 0).is_err() {
         return false;
     }
-    if FILE_URING_LAST_OPEN.insert(&ring, &req, 0).is_err() {
-        let _ = FILE_URING_INFLIGHT.remove(&req);
-        return false;
-    }
+    let _ = FILE_URING_LAST_OPEN.insert(&ring, &req, 0);
     true
 }
 
@@ -311,6 +310,8 @@ fn submit(req: u64, opcode: u8, cands: u64, table: u32, start_ns: u64) {
                     candidates: cands,
                     table,
                     index: opcode as u32,
+                    tgid: (bpf_pid_tgid() >> 32) as u32,
+                    _pad: 0,
                 };
                 if track(req, ring, &inflight) {
                     return;

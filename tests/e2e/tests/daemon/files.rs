@@ -1145,7 +1145,8 @@ fn file_io_uring_requests_behind_an_open_in_one_submission_get_no_byte_out() {
 /// of slow opens (what the test does from userspace: it fills the daemon's map with dummy
 /// requests) cannot evict a protected open's entry. An open that finds it full fails closed:
 /// killed at submission whatever its path, the event saying why; a process no rule covers
-/// keeps io_uring. With room again, the same open is judged by its file as before.
+/// keeps io_uring. With room again, the same open is judged by its file as before. Entries of
+/// exited processes are swept by the daemon.
 #[test]
 fn file_io_uring_open_with_the_inflight_table_full_fails_closed() {
     let _g = serial();
@@ -1162,7 +1163,8 @@ fn file_io_uring_open_with_the_inflight_table_full_fails_closed() {
         "read",
     );
     let table = UringInflightTable::of(&d);
-    table.fill();
+    // Dummy opens of a live process (this test): the daemon's sweep keeps them.
+    table.fill(table.max_entries, std::process::id());
 
     for (path, what) in [(s, "the protected file"), (plain, "an unrelated file")] {
         let out = w.pod().run(&[p, "uring", path]);
@@ -1186,6 +1188,21 @@ fn file_io_uring_open_with_the_inflight_table_full_fails_closed() {
     assert_eq!(e["file"]["path_resolved"], true, "{e}");
     let out = w.pod().run(&[p, "uring", plain]);
     assert!(out.success() && out.stdout == "plain\n", "{out}");
+
+    // Opens of a process that is gone (an open that ended with no completion to judge it
+    // would stay so): the daemon's sweep (every 30 s) removes them.
+    let gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    let _ = { gone }.wait();
+    table.fill(64, gone_pid);
+    let reaped = bulwark_e2e::poll_until(std::time::Duration::from_secs(90), || {
+        (table.len() == 0).then_some(())
+    });
+    assert!(
+        reaped.is_some(),
+        "{} entries of exited process {gone_pid} stayed in FILE_URING_INFLIGHT",
+        table.len()
+    );
 }
 
 /// The daemon's `FILE_URING_INFLIGHT` map, written with bpftool: dummy requests (keys no
@@ -1220,10 +1237,11 @@ impl UringInflightTable {
         }
     }
 
-    /// Runs `map <op> id ID key KEY <rest>` for every dummy key, in one bpftool batch.
-    fn each_dummy(&self, op: &str, rest: &str) {
+    /// Runs `map <op> id ID key KEY <rest>` for the first `n` dummy keys, in one bpftool
+    /// batch.
+    fn each_dummy(&self, n: u64, op: &str, rest: &str) {
         let mut batch = String::new();
-        for i in 1..=self.max_entries {
+        for i in 1..=n {
             let key: Vec<String> = i.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
             batch.push_str(&format!(
                 "map {op} id {} key hex {} {rest}\n",
@@ -1248,13 +1266,28 @@ impl UringInflightTable {
         );
     }
 
-    fn fill(&self) {
-        let value = vec!["00"; std::mem::size_of::<[u64; 3]>()].join(" ");
-        self.each_dummy("update", &format!("value hex {value}"));
+    /// Puts `n` dummy requests of process `tgid` in the table (`FileInflight`: flags,
+    /// candidates, table, index, tgid, padding).
+    fn fill(&self, n: u64, tgid: u32) {
+        let mut value = vec![0u8; 24];
+        value.extend(tgid.to_le_bytes());
+        value.extend([0; 4]);
+        let value: Vec<String> = value.iter().map(|b| format!("{b:02x}")).collect();
+        self.each_dummy(n, "update", &format!("value hex {}", value.join(" ")));
     }
 
     fn empty(&self) {
-        self.each_dummy("delete", "");
+        self.each_dummy(self.max_entries, "delete", "");
+    }
+
+    /// How many entries the table holds.
+    fn len(&self) -> usize {
+        let out = Command::new(&preflight().bpftool)
+            .args(["-j", "map", "dump", "id", &self.id.to_string()])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().map_or(0, Vec::len)
     }
 }
 
