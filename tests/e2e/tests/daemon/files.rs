@@ -86,13 +86,26 @@ static int ring_enter(struct ring *r, int wait) {
     return res;
 }
 
-/* IORING_OP_OPENAT of `path` on a ring set up with `flags`, `sqe_flags` on the request. */
-static int uring_open(struct ring *r, unsigned flags, unsigned sqe_flags, unsigned file_index, const char *path) {
-    if (ring_init(r, flags) < 0) return -1;
+/* A queued IORING_OP_OPENAT of `path` (relative to the working directory). */
+static struct io_uring_sqe *queue_openat(struct ring *r, const char *path) {
     struct io_uring_sqe *e = ring_sqe(r);
     e->opcode = IORING_OP_OPENAT;
     e->fd = AT_FDCWD;
     e->addr = (unsigned long)path;
+    return e;
+}
+
+/* The descriptor the next open gets. */
+static int lowest_free_fd(void) {
+    int fd = dup(0);
+    close(fd);
+    return fd;
+}
+
+/* IORING_OP_OPENAT of `path` on a ring set up with `flags`, `sqe_flags` on the request. */
+static int uring_open(struct ring *r, unsigned flags, unsigned sqe_flags, unsigned file_index, const char *path) {
+    if (ring_init(r, flags) < 0) return -1;
+    struct io_uring_sqe *e = queue_openat(r, path);
     e->open_flags = O_RDONLY;
     e->flags = sqe_flags;
     e->file_index = file_index;
@@ -186,10 +199,7 @@ int main(int argc, char **argv) {
         int sparse[1] = {-1};
         if (ring_init(&r, 0) < 0) return 3;
         if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_FILES, sparse, 1) < 0) { perror("io_uring_register"); return 3; }
-        struct io_uring_sqe *e = ring_sqe(&r);
-        e->opcode = IORING_OP_OPENAT;
-        e->fd = AT_FDCWD;
-        e->addr = (unsigned long)path;
+        struct io_uring_sqe *e = queue_openat(&r, path);
         e->file_index = 1;
         int res = ring_enter(&r, 1);
         if (res < 0) { fprintf(stderr, "direct open: %d\n", res); return 3; }
@@ -248,12 +258,8 @@ int main(int argc, char **argv) {
             close(sv[1]);
             out = sv[0];
         }
-        int next = dup(0);
-        close(next);
-        struct io_uring_sqe *e = ring_sqe(&r);
-        e->opcode = IORING_OP_OPENAT;
-        e->fd = AT_FDCWD;
-        e->addr = (unsigned long)path;
+        int next = lowest_free_fd();
+        struct io_uring_sqe *e = queue_openat(&r, path);
         e->flags = link;
         int queued = 1;
         if (!strcmp(variant, "async")) {
@@ -299,12 +305,8 @@ int main(int argc, char **argv) {
             for (unsigned k = 0; k < r.p.sq_entries; k++) ring_sqe(&r)->opcode = IORING_OP_NOP;
             if (syscall(__NR_io_uring_enter, r.fd, r.p.sq_entries, 0, 0, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
         }
-        int next = dup(0);
-        close(next);
-        struct io_uring_sqe *e = ring_sqe(&r);
-        e->opcode = IORING_OP_OPENAT;
-        e->fd = AT_FDCWD;
-        e->addr = (unsigned long)path;
+        int next = lowest_free_fd();
+        queue_openat(&r, path);
         if (syscall(__NR_io_uring_enter, r.fd, 1, 0, 0, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
         return dump(next);
     }
@@ -790,6 +792,14 @@ fn uring_world(tag: &str) -> Option<UringWorld> {
     None
 }
 
+/// A [`uring_world`] and a daemon whose policy `name` kills the reads of its protected file.
+fn uring_reads_killed(tag: &str, name: &str) -> Option<(UringWorld, Daemon)> {
+    let u = uring_world(tag)?;
+    let only_secret = format!("{{operator: In, values: ['{}']}}", u.args().0);
+    let d = start(&u.w, name, &only_secret, "read");
+    Some((u, d))
+}
+
 /// The process of `out` was killed at its io_uring request `op` (making `access`) before it
 /// saw the request's result or a byte of the protected file, and policy `policy` reported
 /// the kill: the `process_file` event.
@@ -1095,18 +1105,12 @@ fn file_io_uring_openat2_sqpoll_links_creations_and_truncation_are_judged() {
 #[test]
 fn file_io_uring_requests_behind_an_open_in_one_submission_get_no_byte_out() {
     let _g = serial();
-    let Some(u) = uring_world("file-uring-batch") else {
+    let name = "e2e-file-uring-batch";
+    let Some((u, d)) = uring_reads_killed("file-uring-batch", name) else {
         return;
     };
     let w = &u.w;
     let (s, p, plain) = u.args();
-    let name = "e2e-file-uring-batch";
-    let d = start(
-        w,
-        name,
-        &format!("{{operator: In, values: ['{s}']}}"),
-        "read",
-    );
     let sh = preflight().sh.to_str().unwrap().to_string();
     for variant in ["read", "link", "fixed", "splice", "send", "async"] {
         let piped = format!("{p} uring-batch {s} {variant} | cat; echo piped");
@@ -1150,18 +1154,12 @@ fn file_io_uring_requests_behind_an_open_in_one_submission_get_no_byte_out() {
 #[test]
 fn file_io_uring_open_with_the_inflight_table_full_fails_closed() {
     let _g = serial();
-    let Some(u) = uring_world("file-uring-full") else {
+    let name = "e2e-file-uring-full";
+    let Some((u, d)) = uring_reads_killed("file-uring-full", name) else {
         return;
     };
     let (w, secret) = (&u.w, &u.secret);
     let (s, p, plain) = u.args();
-    let name = "e2e-file-uring-full";
-    let d = start(
-        w,
-        name,
-        &format!("{{operator: In, values: ['{s}']}}"),
-        "read",
-    );
     let table = UringInflightTable::of(&d);
     // Dummy opens of a live process (this test): the daemon's sweep keeps them.
     table.fill(table.max_entries, std::process::id());
