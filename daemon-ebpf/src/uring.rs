@@ -1,9 +1,11 @@
 //! `hook: file` for io_uring's file requests, which make no system call the syscall programs
 //! could see: `bulwark_uring_file_submit` (raw tracepoint `io_uring_submit_req`, after a
 //! request's preparation and before it is issued, in the submitting task or the ring's SQPOLL
-//! thread) and `bulwark_uring_file_complete` (raw tracepoint `io_uring_complete`). Attached with
-//! the syscall programs while some rule set has file selectors; both do nothing unless
-//! userspace resolved the request layouts (`KernelOffsets::uring_file`).
+//! thread), `bulwark_uring_file_complete` (raw tracepoint `io_uring_complete`) and
+//! `bulwark_uring_file_overflow` (raw tracepoint `io_uring_cqe_overflow`). Attached with the
+//! syscall programs while some rule set has file selectors; all do nothing unless userspace
+//! resolved the request layouts (`KernelOffsets::uring_file`). The daemon's sweep removes the
+//! `FILE_URING_INFLIGHT` entries of exited processes (an open that ended unjudged).
 //! - `IORING_OP_OPENAT` / `OPENAT2` into a descriptor: remembered per request at submission
 //!   (`FILE_URING_INFLIGHT`) and judged from the file installed at `res`, exactly like an
 //!   open system call's exit (`crate::file::judge_opened`), by whichever comes first:
