@@ -18,7 +18,12 @@
 //!   postfix reversed), [`MAP_FILE_INODE`] (`BinInodeKey`: the files the `In` paths named when
 //!   the rules were loaded).
 //! - `FILE_URING_INFLIGHT[req]` ([`FileInflight`], `index` the opcode): an io_uring open
-//!   waiting for its completion (`struct io_kiocb *` as the key).
+//!   waiting for its judgement (`struct io_kiocb *` as the key). A plain hash map: an open
+//!   that finds it full is not tracked but fails closed ([`FILE_VIA_URING_TABLE_FULL`]).
+//! - `FILE_URING_LAST_OPEN[ring]` (`struct io_ring_ctx *` to `struct io_kiocb *`, an LRU):
+//!   the open submitted last on a ring, judged at the ring's next submission if it has been
+//!   issued by then (the same submission's following requests must not run before it is
+//!   judged).
 //!
 //! Nothing is kept per thread for system calls: an open's exit reads its flags from the
 //! call's saved registers and the process's candidates again.
@@ -177,7 +182,8 @@ pub const RENAME_NEW_ACCESS: u32 = FILE_ACCESS_CREATE | FILE_ACCESS_WRITE;
 pub const MAX_FILE_PATH_CONDS: usize = 64;
 /// Path values per table and map (exact, prefix, postfix), and resolved identities.
 pub const MAX_FILE_VALUES: u32 = 1_024;
-/// io_uring opens waiting for their completion at once.
+/// io_uring opens waiting for their judgement at once (and rings with an open submitted
+/// last, `FILE_URING_LAST_OPEN`).
 pub const MAX_FILE_URING_INFLIGHT: u32 = 16_384;
 
 /// [`FileTable::lookups`] bits.
@@ -194,6 +200,7 @@ pub const MAP_FILE_PREFIX: &str = "FILE_PREFIX";
 pub const MAP_FILE_POSTFIX: &str = "FILE_POSTFIX";
 pub const MAP_FILE_INODE: &str = "FILE_INODE";
 pub const MAP_FILE_URING_INFLIGHT: &str = "FILE_URING_INFLIGHT";
+pub const MAP_FILE_URING_LAST_OPEN: &str = "FILE_URING_LAST_OPEN";
 
 /// `FILE_TABLES[table]`.
 #[repr(C)]
@@ -230,6 +237,10 @@ pub struct FileInflight {
     pub table: u32,
     /// Filter index of the call.
     pub index: u32,
+    /// The submitting process: an entry whose process is gone is stale (an open that ended
+    /// without a completion), and the daemon's sweep removes it.
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 /// [`FileEvent::via`]: a system call (`nr` its number).
@@ -249,6 +260,9 @@ pub const FILE_VIA_URING_NO_COMPLETION: u8 = 3;
 pub const FILE_VIA_URING_LATE_COMPLETION: u8 = 4;
 /// An fd request (`ftruncate`) on a registered (fixed) file.
 pub const FILE_VIA_URING_FIXED_FILE: u8 = 5;
+/// An open that found `FILE_URING_INFLIGHT` full: nothing would judge it (a flood of slow
+/// opens fills the table).
+pub const FILE_VIA_URING_TABLE_FULL: u8 = 6;
 
 /// Why a [`FileEvent::via`] of `FILE_VIA_URING_FIXED_SLOT` or above was not judged.
 pub const fn file_unjudged_reason(via: u8) -> Option<&'static str> {
@@ -261,6 +275,9 @@ pub const fn file_unjudged_reason(via: u8) -> Option<&'static str> {
             "io_uring open on a ring with deferred completions (IORING_SETUP_DEFER_TASKRUN)"
         }
         FILE_VIA_URING_FIXED_FILE => "io_uring request on a registered (fixed) file",
+        FILE_VIA_URING_TABLE_FULL => {
+            "io_uring open with the table of opens in flight full (FILE_URING_INFLIGHT)"
+        }
         _ => return None,
     })
 }
@@ -301,4 +318,9 @@ pub struct FileEvent {
     pub path: [u8; crate::PATH_LEN],
 }
 
-assert_sizes!(FileTable = 24, FileSelectorEntry = 16, FileEvent = 352,);
+assert_sizes!(
+    FileTable = 24,
+    FileSelectorEntry = 16,
+    FileInflight = 32,
+    FileEvent = 352,
+);

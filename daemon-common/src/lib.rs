@@ -257,5 +257,6 @@ mod pod {
         SyscallRegs,
         FileTable,
         FileSelectorEntry,
+        FileInflight,
     );
 }

@@ -121,7 +121,8 @@ pub struct KernelOffsets {
     pub task_fs: u32,
     pub fs_pwd: u32,
     /// 1 when every offset below was found (and `file_read`), and the raw tracepoints
-    /// `io_uring_submit_req(req)` / `io_uring_complete(ctx, req, cqe)` have those prototypes:
+    /// `io_uring_submit_req(req)` / `io_uring_complete(ctx, req, cqe)` /
+    /// `io_uring_cqe_overflow(ctx, user_data, res, cflags, ocqe)` have those prototypes:
     /// the file hook then judges io_uring's file requests (`daemon-ebpf/src/uring.rs`).
     /// Offsets from a `struct io_kiocb *` unless said otherwise; these may be 0.
     pub uring_file: u32,
@@ -154,13 +155,20 @@ pub struct KernelOffsets {
     /// `io_link` (linkat and symlinkat): `new_dfd`, `newpath` (the name the call creates)
     pub uring_link_new_dfd: u32,
     pub uring_link_newpath: u32,
-    pub _uring_pad: u32,
+    /// `io_kiocb.cqe.res` (a finished request's result: an open's descriptor)
+    pub uring_req_res: u32,
+    /// `1 << REQ_F_NEED_CLEANUP_BIT` (`io_kiocb.flags`): an open holds it from its preparation
+    /// until it has been issued to the end (the descriptor installed, or failed); still set
+    /// while it waits in a link or in io-wq
+    pub uring_req_need_cleanup: u32,
+    /// `io_kiocb.cqe.user_data` (what `io_uring_cqe_overflow` names a request by)
+    pub uring_req_user_data: u32,
 }
 
 /// `task_struct.flags` bit of a kernel thread.
 pub const PF_KTHREAD: u32 = 0x0020_0000;
 
-assert_sizes!(KernelOffsets = 336);
+assert_sizes!(KernelOffsets = 344);
 
 /// Where the cgroup-move program reads the fields of tracepoint `cgroup/cgroup_attach_task`
 /// (the layout since Linux 5.7, when `dst_id` became the 64-bit cgroup id): `(field, offset)`.

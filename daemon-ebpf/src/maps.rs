@@ -96,7 +96,9 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     uring_rename_newpath: 0,
     uring_link_new_dfd: 0,
     uring_link_newpath: 0,
-    _uring_pad: 0,
+    uring_req_res: 0,
+    uring_req_need_cleanup: 0,
+    uring_req_user_data: 0,
 };
 
 /// Reads the load-time offsets (volatile so the compiler cannot fold the zero initializer).

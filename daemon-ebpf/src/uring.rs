@@ -1,29 +1,38 @@
 //! `hook: file` for io_uring's file requests, which make no system call the syscall programs
 //! could see: `bulwark_uring_file_submit` (raw tracepoint `io_uring_submit_req`, after a
 //! request's preparation and before it is issued, in the submitting task or the ring's SQPOLL
-//! thread) and `bulwark_uring_file_complete` (raw tracepoint `io_uring_complete`). Attached with
-//! the syscall programs while some rule set has file selectors; both do nothing unless
-//! userspace resolved the request layouts (`KernelOffsets::uring_file`).
+//! thread), `bulwark_uring_file_complete` (raw tracepoint `io_uring_complete`) and
+//! `bulwark_uring_file_overflow` (raw tracepoint `io_uring_cqe_overflow`). Attached with the
+//! syscall programs while some rule set has file selectors; all do nothing unless userspace
+//! resolved the request layouts (`KernelOffsets::uring_file`). The daemon's sweep removes the
+//! `FILE_URING_INFLIGHT` entries of exited processes (an open that ended unjudged).
 //! - `IORING_OP_OPENAT` / `OPENAT2` into a descriptor: remembered per request at submission
-//!   (`FILE_URING_INFLIGHT`) and judged at its completion from the file installed at `res`,
-//!   exactly like an open system call's exit (`crate::file::judge_opened`). The completion is
-//!   posted by the submitter, its io-wq worker or the SQPOLL thread: the same process, the
-//!   same fd table. An inline open's completion is posted when its whole submission has been
-//!   issued, so requests queued behind it in that submission may use the descriptor first
-//!   (known gap: docs/files.md).
+//!   (`FILE_URING_INFLIGHT`) and judged from the file installed at `res`, exactly like an
+//!   open system call's exit (`crate::file::judge_opened`), by whichever comes first:
+//!   - the ring's next `io_uring_submit_req` (`FILE_URING_LAST_OPEN`), if the open has been
+//!     issued to the end by then. An open issued inline installs its descriptor at once but
+//!     its completion is posted after the whole submission: requests queued behind it in the
+//!     same submission (a read of the descriptor, a write of the bytes) are judged for before
+//!     they are issued, and the SIGKILL pending then fails their file reads (`-EINTR`);
+//!   - its completion (`io_uring_complete`), posted by the submitter, its io-wq worker or the
+//!     SQPOLL thread: the same process, the same fd table (an open waiting in a link, or
+//!     punted to io-wq, is still unissued at the next submission); or, when the completion
+//!     queue is full, the overflow of that completion (`io_uring_cqe_overflow`, which names
+//!     the request only by its ring, `user_data` and result).
 //! - Opens that cannot be judged so (into a fixed-file slot; asking for no completion; on a
 //!   ring whose completions the submitter posts later, when the descriptor may already be in
-//!   use), and `ftruncate` of a registered file: for a process an enforce-mode Sigkill file
-//!   selector covers, killed at submission by those selectors whose access the request asks
-//!   for, whatever the path (`FILE_VIA_URING_*` says why); not seen for others.
+//!   use; finding the in-flight tables full), and `ftruncate` of a registered file: for a
+//!   process an enforce-mode Sigkill file selector covers, killed at submission by those
+//!   selectors whose access the request asks for, whatever the path (`FILE_VIA_URING_*` says
+//!   why); not seen for others.
 //! - `UNLINKAT`, `RENAMEAT`, `MKDIRAT`, `SYMLINKAT`, `LINKAT` at submission from the dirfd's path
 //!   joined with the kernel's copy of the name (`struct filename`), like the syscall entry
 //!   judges those calls; `FTRUNCATE` from its fd's file.
 
 use aya_ebpf::{
-    helpers::generated::bpf_loop,
+    helpers::generated::{bpf_for_each_map_elem, bpf_loop},
     macros::{map, raw_tracepoint},
-    maps::LruHashMap,
+    maps::{HashMap, LruHashMap},
     programs::RawTracePointContext,
 };
 use daemon_common::*;
@@ -54,9 +63,21 @@ const IORING_SETUP_DEFER_TASKRUN: u32 = 1 << 13;
 /// `io_uring_cqe.res` (uapi: after the 64-bit `user_data`).
 const CQE_RES: u64 = 8;
 
-/// io_uring opens waiting for their completion, by request (`struct io_kiocb *`).
+/// io_uring opens waiting for their judgement, by request (`struct io_kiocb *`). Not an LRU:
+/// a flood of slow opens must not evict a protected open's entry; an open that finds it full
+/// fails closed ([`FILE_VIA_URING_TABLE_FULL`]). Whoever removes an entry judges it (the
+/// next submission on the ring, or the completion), so an open is judged once.
 #[map]
-pub static FILE_URING_INFLIGHT: LruHashMap<u64, FileInflight> =
+pub static FILE_URING_INFLIGHT: HashMap<u64, FileInflight> =
+    HashMap::with_max_entries(MAX_FILE_URING_INFLIGHT, 0);
+
+/// The open submitted last on a ring (`struct io_ring_ctx *` to its `struct io_kiocb *`):
+/// the ring's next `io_uring_submit_req` judges it if it has been issued by then, before the
+/// next request runs. Removed there or at the open's completion. An LRU: an entry matters
+/// only from the open's submission to the next request's, in the same `io_uring_enter`
+/// (microseconds), and the entries of rings that ended otherwise are evicted in time.
+#[map]
+pub static FILE_URING_LAST_OPEN: LruHashMap<u64, u64> =
     LruHashMap::with_max_entries(MAX_FILE_URING_INFLIGHT, 0);
 
 /// Raw tracepoint `io_uring_submit_req(struct io_kiocb *req)`.
@@ -67,6 +88,14 @@ pub fn bulwark_uring_file_submit(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let req: u64 = ctx.arg(0);
+    let ring: u64 = rd(req + off.uring_req_ctx as u64);
+    // The open submitted before this request on the ring: issued inline, its descriptor is
+    // installed but its completion comes after the whole submission, so it is judged now,
+    // before this request (which may read it) is issued.
+    if let Some(last) = unsafe { FILE_URING_LAST_OPEN.get(&ring) }.copied() {
+        let _ = FILE_URING_LAST_OPEN.remove(&ring);
+        judge_issued(last, ring);
+    }
     let opcode: u8 = rd(req + off.uring_req_opcode as u64);
     if !matches!(
         opcode,
@@ -96,12 +125,115 @@ pub fn bulwark_uring_file_complete(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let req: u64 = ctx.arg(1);
-    let Some(f) = (unsafe { FILE_URING_INFLIGHT.get(&req) }) else {
+    if unsafe { FILE_URING_INFLIGHT.get(&req) }.is_none() {
         return 0;
+    }
+    let ring: u64 = ctx.arg(0);
+    if unsafe { FILE_URING_LAST_OPEN.get(&ring) } == Some(&req) {
+        let _ = FILE_URING_LAST_OPEN.remove(&ring);
+    }
+    judge_inflight(req, rd(ctx.arg::<u64>(2) + CQE_RES));
+    0
+}
+
+/// Raw tracepoint `io_uring_cqe_overflow(ctx, user_data, res, cflags, ocqe)`: a completion
+/// the full completion queue could not take is kept aside, and `io_uring_complete` does not
+/// fire for it. An open remembered at submission whose completion overflows is judged here:
+/// the request is found by its ring, `user_data` and result among the opens in flight (a scan
+/// of `FILE_URING_INFLIGHT`, only when a completion overflows: a ring its owner does not
+/// drain).
+#[raw_tracepoint(tracepoint = "io_uring_cqe_overflow")]
+pub fn bulwark_uring_file_overflow(ctx: RawTracePointContext) -> i32 {
+    if offsets_ref().uring_file != 1 {
+        return 0;
+    }
+    let res = ctx.arg::<u64>(2) as i32;
+    if res < 0 {
+        return 0;
+    }
+    let mut find = Overflowed {
+        ring: ctx.arg(0),
+        user_data: ctx.arg(1),
+        res,
+        req: 0,
     };
-    let f = *f;
-    let _ = FILE_URING_INFLIGHT.remove(&req);
-    let res: i32 = rd(ctx.arg::<u64>(2) + CQE_RES);
+    unsafe {
+        bpf_for_each_map_elem(
+            &FILE_URING_INFLIGHT as *const _ as *mut core::ffi::c_void,
+            overflowed_step as *mut core::ffi::c_void,
+            (&mut find as *mut Overflowed).cast(),
+            0,
+        )
+    };
+    if find.req == 0 {
+        return 0;
+    }
+    if unsafe { FILE_URING_LAST_OPEN.get(&find.ring) } == Some(&find.req) {
+        let _ = FILE_URING_LAST_OPEN.remove(&find.ring);
+    }
+    judge_inflight(find.req, res);
+    0
+}
+
+/// State of [`overflowed_step`]: the overflowed completion, and the request found.
+#[repr(C)]
+struct Overflowed {
+    ring: u64,
+    user_data: u64,
+    res: i32,
+    req: u64,
+}
+
+/// Whether in-flight open `key` is the one whose completion overflowed: on that ring, issued
+/// to the end, with that `user_data` and result (stops the scan when it is).
+#[inline(never)]
+extern "C" fn overflowed_step(
+    _map: *mut core::ffi::c_void,
+    key: *const u64,
+    _value: *mut core::ffi::c_void,
+    ctx: *mut core::ffi::c_void,
+) -> i64 {
+    let f = unsafe { &mut *(ctx as *mut Overflowed) };
+    let req = unsafe { *key };
+    let off = offsets_ref();
+    let flags: u32 = rd(req + off.uring_req_flags as u64);
+    if flags & off.uring_req_need_cleanup != 0
+        || rd::<u64>(req + off.uring_req_ctx as u64) != f.ring
+        || rd::<u64>(req + off.uring_req_user_data as u64) != f.user_data
+        || rd::<i32>(req + off.uring_req_res as u64) != f.res
+    {
+        return 0;
+    }
+    f.req = req;
+    1
+}
+
+/// The open `req` submitted last on `ring`, at the ring's next submission: judged if it has
+/// been issued to the end (`REQ_F_NEED_CLEANUP` cleared: the descriptor is installed, `res`
+/// is set); one still waiting in a link or punted to io-wq is judged at its completion.
+#[inline(never)]
+fn judge_issued(req: u64, ring: u64) {
+    let off = offsets_ref();
+    let flags: u32 = rd(req + off.uring_req_flags as u64);
+    // The request object is still this ring's (it is not freed before its completion, which
+    // removes it from FILE_URING_INFLIGHT).
+    if flags & off.uring_req_need_cleanup != 0 || rd::<u64>(req + off.uring_req_ctx as u64) != ring
+    {
+        return;
+    }
+    judge_inflight(req, rd(req + off.uring_req_res as u64));
+}
+
+/// Judges the open `req` remembered in `FILE_URING_INFLIGHT` by its result `res` (the
+/// descriptor), unless it was judged already: removing the entry claims it.
+#[inline(never)]
+fn judge_inflight(req: u64, res: i32) {
+    let Some(f) = (unsafe { FILE_URING_INFLIGHT.get(&req) }).copied() else {
+        return;
+    };
+    if FILE_URING_INFLIGHT.remove(&req).is_err() {
+        return;
+    }
     let tgid = (bpf_pid_tgid() >> 32) as u32;
     let opened = Opened {
         candidates: f.candidates,
@@ -117,7 +249,17 @@ pub fn bulwark_uring_file_complete(ctx: RawTracePointContext) -> i32 {
         compat: false,
     };
     judge_opened(&opened, &call, i64::from(res), FILE_VIA_URING);
-    0
+}
+
+/// Remembers the open `req` of `ring` for its judgement; false when `FILE_URING_INFLIGHT` is
+/// full (it is then not remembered at all).
+#[inline(always)]
+fn track(req: u64, ring: u64, inflight: &FileInflight) -> bool {
+    if FILE_URING_INFLIGHT.insert(&req, inflight, 0).is_err() {
+        return false;
+    }
+    let _ = FILE_URING_LAST_OPEN.insert(&ring, &req, 0);
+    true
 }
 
 /// A file request of a process with file selectors that may match. Every name is judged
@@ -145,7 +287,7 @@ fn submit(req: u64, opcode: u8, cands: u64, table: u32, start_ns: u64) {
             let slot: u32 = rd(at(off.uring_open_file_slot));
             let ring: u64 = rd(at(off.uring_req_ctx));
             let ring_flags: u32 = rd(ring + off.uring_ctx_flags as u64);
-            let via = if slot != 0 {
+            let mut via = if slot != 0 {
                 FILE_VIA_URING_FIXED_SLOT
             } else if req_flags & REQ_F_CQE_SKIP != 0 {
                 FILE_VIA_URING_NO_COMPLETION
@@ -154,26 +296,35 @@ fn submit(req: u64, opcode: u8, cands: u64, table: u32, start_ns: u64) {
             } else {
                 FILE_VIA_URING
             };
-            let enforcing = if via == FILE_VIA_URING {
+            let mut enforcing = if via == FILE_VIA_URING {
                 0
             } else {
-                enforcing(cands, table)
+                enforcing_of(cands, table)
             };
             if enforcing == 0 {
-                // Judged at its completion; an open no completion can judge is not seen for a
-                // process no enforcing selector covers (docs/files.md).
-                if via == FILE_VIA_URING || via == FILE_VIA_URING_LATE_COMPLETION {
-                    let inflight = FileInflight {
-                        flags,
-                        candidates: cands,
-                        table,
-                        index: opcode as u32,
-                    };
-                    if FILE_URING_INFLIGHT.insert(&req, &inflight, 0).is_err() {
-                        count(COUNTER_LOST_EVENTS);
-                    }
+                // Judged when issued or at its completion; an open no completion can judge is
+                // not seen for a process no enforcing selector covers (docs/files.md).
+                if via != FILE_VIA_URING && via != FILE_VIA_URING_LATE_COMPLETION {
+                    return;
                 }
-                return;
+                let inflight = FileInflight {
+                    flags,
+                    candidates: cands,
+                    table,
+                    index: opcode as u32,
+                    tgid: (bpf_pid_tgid() >> 32) as u32,
+                    _pad: 0,
+                };
+                if track(req, ring, &inflight) {
+                    return;
+                }
+                count(COUNTER_LOST_EVENTS);
+                // Nothing will judge it: fails closed like the routes no completion judges.
+                via = FILE_VIA_URING_TABLE_FULL;
+                enforcing = enforcing_of(cands, table);
+                if enforcing == 0 {
+                    return;
+                }
             }
             // Fails closed: the enforcing selectors whose access it asks for kill it now.
             j.cands = enforcing;
@@ -226,7 +377,7 @@ fn submit(req: u64, opcode: u8, cands: u64, table: u32, start_ns: u64) {
         }
         IORING_OP_FTRUNCATE => {
             if req_flags & REQ_F_FIXED_FILE != 0 {
-                j.cands = enforcing(cands, table);
+                j.cands = enforcing_of(cands, table);
                 j.via = FILE_VIA_URING_FIXED_FILE;
                 if j.cands != 0 {
                     judge_fd(&j, 0);
@@ -376,7 +527,7 @@ extern "C" fn enforcing_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 
 /// Of `cands`, the enforce-mode Sigkill selectors of `table`.
 #[inline(always)]
-fn enforcing(cands: u64, table: u32) -> u64 {
+fn enforcing_of(cands: u64, table: u32) -> u64 {
     let mut e = Enforcing {
         cands,
         table,

@@ -167,14 +167,16 @@ fn btf_checks(offsets: &KernelOffsets) -> Vec<Check> {
             "hook: file via io_uring (io_kiocb request offsets in BTF)",
             offsets.uring_file,
             "io_uring's open, unlink, rename, mkdir, link, symlink and ftruncate requests are \
-             judged like the system calls (opens a completion cannot judge are killed at \
-             submission for processes an enforce-mode Sigkill file rule covers), but requests \
-             in the same submission as an open run before it is judged: where a file must not \
-             be read, refuse io_uring to the workload (docs/files.md, \"io_uring\")",
+             judged like the system calls (an open before the next request of its submission \
+             runs; opens nothing can judge are killed at submission for processes an \
+             enforce-mode Sigkill file rule covers); another thread's read(2) of a descriptor \
+             an io-wq worker just installed can race the judgement: where a file must not be \
+             read, refuse io_uring to the workload (docs/files.md, \"io_uring\")",
             "io_kiocb / io_open / io_unlink / io_rename / io_mkdir / io_link offsets or the \
-             io_uring_submit_req / io_uring_complete raw tracepoints not found as expected: \
-             io_uring's file requests are NOT seen by `hook: file` (kernel.io_uring_disabled = 2 \
-             or a seccomp profile without io_uring closes that route)",
+             io_uring_submit_req / io_uring_complete / io_uring_cqe_overflow raw tracepoints \
+             not found as expected: io_uring's file requests are NOT seen by `hook: file` \
+             (kernel.io_uring_disabled = 2 or a seccomp profile without io_uring closes that \
+             route)",
         ),
     ]
 }

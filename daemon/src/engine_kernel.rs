@@ -162,6 +162,18 @@ impl Kernel<NodeRuleSet> for EngineKernel {
             .map_or(self.last_stale, |c| c[COUNTER_STALE_PROCESS as usize])
     }
 
+    fn reap_uring_inflight(&mut self, proc_root: &std::path::Path) -> usize {
+        let Some(engine) = self.engine.as_mut() else {
+            return 0;
+        };
+        engine
+            .reap_uring_inflight(|tgid| proc_root.join(tgid.to_string()).exists())
+            .unwrap_or_else(|e| {
+                log::warn!("cannot sweep FILE_URING_INFLIGHT: {e:#}");
+                0
+            })
+    }
+
     fn shutdown(&mut self) {
         self.last_lost = self.lost_events();
         self.last_stale = self.stale_processes();

@@ -233,9 +233,9 @@ pub fn resolve_offsets(btf_path: &Path, tracefs: &Path) -> anyhow::Result<Kernel
     } else if offsets.uring_file != 1 {
         log::warn!(
             "kernel BTF lacks io_uring's request layouts (io_kiocb, io_open, ...) or the \
-             io_uring_submit_req / io_uring_complete raw tracepoints differ: hook: file rules \
-             will not see files opened, unlinked or renamed through io_uring (set \
-             kernel.io_uring_disabled=2 to close that route)"
+             io_uring_submit_req / io_uring_complete / io_uring_cqe_overflow raw tracepoints \
+             differ: hook: file rules will not see files opened, unlinked or renamed through \
+             io_uring (set kernel.io_uring_disabled=2 to close that route)"
         );
     }
     offsets.tp_exit_group_dead =

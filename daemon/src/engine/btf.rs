@@ -11,6 +11,7 @@ const MAGIC: u16 = 0xeb9f;
 /// The raw tracepoints the file hook's io_uring programs attach to (`daemon-ebpf/src/uring.rs`).
 pub const URING_SUBMIT_TRACEPOINT: &str = "io_uring_submit_req";
 pub const URING_COMPLETE_TRACEPOINT: &str = "io_uring_complete";
+pub const URING_OVERFLOW_TRACEPOINT: &str = "io_uring_cqe_overflow";
 
 const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;
@@ -40,7 +41,8 @@ struct Member {
 struct Type {
     name_off: u32,
     kind: u32,
-    /// Struct and union members; a function prototype's parameters (`bit_offset` 0).
+    /// Struct and union members; a function prototype's parameters (`bit_offset` 0); an
+    /// enum's enumerators (`bit_offset` the value).
     members: Vec<Member>,
     /// The type a pointer, typedef or prototype (its return) refers to.
     type_ref: u32,
@@ -139,7 +141,18 @@ impl Btf {
                     }
                     at += vlen * 8;
                 }
-                KIND_ENUM => at += vlen * 8,
+                KIND_ENUM => {
+                    // An enumerator's value where a member keeps its offset.
+                    for i in 0..vlen {
+                        let e = at + i * 8;
+                        members.push(Member {
+                            name_off: u32_at(tdata, e)?,
+                            type_id: 0,
+                            bit_offset: u32_at(tdata, e + 4)?,
+                        });
+                    }
+                    at += vlen * 8;
+                }
                 KIND_DATASEC | KIND_ENUM64 => at += vlen * 12,
                 0..=19 => {}
                 other => bail!("unknown BTF kind {other} at type {}", types.len()),
@@ -254,6 +267,10 @@ impl Btf {
                 URING_COMPLETE_TRACEPOINT,
                 &["struct io_ring_ctx *", "void *", "struct io_uring_cqe *"],
             )
+            || !params(
+                URING_OVERFLOW_TRACEPOINT,
+                &["void *", "?", "?", "?", "void *"],
+            )
         {
             return base;
         }
@@ -285,10 +302,24 @@ impl Btf {
                 uring_rename_newpath: cmd + get("io_rename", "newpath")?,
                 uring_link_new_dfd: cmd + get("io_link", "new_dfd")?,
                 uring_link_newpath: cmd + get("io_link", "newpath")?,
+                uring_req_res: get("io_kiocb", "cqe")? + get("io_cqe", "res")?,
+                uring_req_user_data: get("io_kiocb", "cqe")? + get("io_cqe", "user_data")?,
+                uring_req_need_cleanup: 1u32
+                    .checked_shl(self.enum_value("REQ_F_NEED_CLEANUP_BIT")?)?,
                 ..base
             })
         })();
         found.unwrap_or(base)
+    }
+
+    /// The value of enumerator `name` (of any 32-bit enum, named or not).
+    pub fn enum_value(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .filter(|t| t.kind == KIND_ENUM)
+            .flat_map(|t| &t.members)
+            .find(|m| self.name(m.name_off) == name.as_bytes())
+            .map(|m| m.bit_offset)
     }
 
     /// Type id of the first type named `name` of BTF kind `kind` (e.g. [`KIND_FUNC`]).
@@ -546,5 +577,10 @@ mod tests {
         assert!(off.tcp_fastopen_req > 0 && off.tcp_fastopen_connect_bit > 0);
         assert_eq!(off.cgroup_read, 1, "cgroup offsets: {off:?}");
         assert!(off.task_cgroups > 0 && off.css_set_dfl_cgrp > 0 && off.cgroup_kn > 0);
+        assert_eq!(off.uring_file, 1, "io_uring offsets: {off:?}");
+        // `struct io_cqe { u64 user_data; s32 res; ... }`; the flag is one bit, an enumerator.
+        assert_eq!(off.uring_req_res + 4, off.uring_req_fd, "{off:?}");
+        assert_eq!(off.uring_req_user_data + 8, off.uring_req_res, "{off:?}");
+        assert_eq!(off.uring_req_need_cleanup.count_ones(), 1, "{off:?}");
     }
 }

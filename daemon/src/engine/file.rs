@@ -3,11 +3,36 @@
 //! as `SYSCALL_FILTER` bits through `MapEntries::syscall_filter`, so attaching the syscall
 //! programs while a rule set has file selectors is the syscall engine's job (`super::syscall`).
 
-use aya::maps::{Array, MapData};
+use aya::maps::{Array, HashMap, MapData};
 use daemon_common::*;
 
-use super::maps::{map, Maps};
+use super::maps::{absent_is_ok, map, Maps};
 use super::slots::{read_hash, read_lpm, write_hash, write_lpm, write_selector_array};
+
+impl super::Engine {
+    /// Removes the io_uring opens in flight (`FILE_URING_INFLIGHT`) of processes `alive` says
+    /// are gone: an open that ended with no completion to judge it (a linked request failed
+    /// with its completion skipped) would else hold its entry for good, and a full table fails
+    /// opens closed. How many it removed.
+    pub fn reap_uring_inflight(&mut self, alive: impl Fn(u32) -> bool) -> anyhow::Result<usize> {
+        reap_uring_inflight(&mut self.maps, alive)
+    }
+}
+
+fn reap_uring_inflight(maps: &mut Maps, alive: impl Fn(u32) -> bool) -> anyhow::Result<usize> {
+    let mut m: HashMap<&mut MapData, u64, FileInflight> =
+        HashMap::try_from(map(maps, MAP_FILE_URING_INFLIGHT)?)?;
+    let stale: Vec<u64> = m
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, f)| !alive(f.tgid))
+        .map(|(req, _)| req)
+        .collect();
+    for req in &stale {
+        absent_is_ok(m.remove(req))?;
+    }
+    Ok(stale.len())
+}
 
 /// Writes the file maps of `slot`: `FILE_TABLES` and `FILE_SELECTORS` of the tables `touched`
 /// (cleared) and those given, and the path maps (the slot's old keys removed).

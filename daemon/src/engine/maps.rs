@@ -12,7 +12,7 @@ use daemon_common::*;
 use super::Engine;
 
 /// Every map of the eBPF object (the engine holds them by name).
-pub(super) const ALL_MAPS: [&str; 37] = [
+pub(super) const ALL_MAPS: [&str; 38] = [
     MAP_CONFIG,
     MAP_SLOT_META,
     MAP_SELECTORS,
@@ -50,6 +50,7 @@ pub(super) const ALL_MAPS: [&str; 37] = [
     MAP_FILE_POSTFIX,
     MAP_FILE_INODE,
     MAP_FILE_URING_INFLIGHT,
+    MAP_FILE_URING_LAST_OPEN,
 ];
 
 /// The engine's map handles, by name.

@@ -23,21 +23,22 @@ use aya::programs::RawTracePoint;
 use aya::Ebpf;
 use daemon_common::*;
 
-use super::btf::{URING_COMPLETE_TRACEPOINT, URING_SUBMIT_TRACEPOINT};
+use super::btf::{URING_COMPLETE_TRACEPOINT, URING_OVERFLOW_TRACEPOINT, URING_SUBMIT_TRACEPOINT};
 use super::maps::{map, Maps};
 use super::slots::{write_hash, write_selector_array};
 use super::Btf;
 
 /// The programs and their raw tracepoints: the syscall pair, then the file hook's io_uring
-/// pair ([`URING_PROGRAMS`]).
-const PROGRAMS: [(&str, &str); 4] = [
+/// programs ([`URING_PROGRAMS`]).
+const PROGRAMS: [(&str, &str); 5] = [
     ("bulwark_sys_enter", "sys_enter"),
     ("bulwark_sys_exit", "sys_exit"),
     ("bulwark_uring_file_submit", URING_SUBMIT_TRACEPOINT),
     ("bulwark_uring_file_complete", URING_COMPLETE_TRACEPOINT),
+    ("bulwark_uring_file_overflow", URING_OVERFLOW_TRACEPOINT),
 ];
 /// The io_uring programs of [`PROGRAMS`].
-const URING_PROGRAMS: [&str; 2] = [PROGRAMS[2].0, PROGRAMS[3].0];
+const URING_PROGRAMS: [&str; 3] = [PROGRAMS[2].0, PROGRAMS[3].0, PROGRAMS[4].0];
 
 /// `TS_COMPAT` in x86's `thread_info.status`.
 #[cfg(target_arch = "x86_64")]
@@ -154,7 +155,7 @@ pub(super) fn filter_of(tables: &[(u32, MapEntries)]) -> Vec<u32> {
 /// Which of the programs a filter needs: `bulwark_sys_enter` while it names any call,
 /// `bulwark_sys_exit` only while some call is decided at its exit (`SYSCALL_WANT_EXIT`: a
 /// `matchReturn`, or another consumer's exit): every system call of every task runs each
-/// attached program, so an exit program nothing waits for is pure cost. The io_uring pair
+/// attached program, so an exit program nothing waits for is pure cost. The io_uring programs
 /// while some call is the file hook's (`SYSCALL_WANT_FILE`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Wanted {
@@ -215,7 +216,7 @@ const PROGS_DIR: &str = "progs";
 
 /// Loads the programs into the kernel (the verifier runs now) and pins them under
 /// `dir/progs`: a fresh pinned engine does this before its build directory is published. The
-/// io_uring pair only with `uring` (this kernel's io_uring requests are readable): an engine
+/// io_uring programs only with `uring` (this kernel's io_uring requests are readable): an engine
 /// adopting the build attaches those it finds.
 pub(super) fn pin_programs(ebpf: &mut Ebpf, dir: &Path, uring: bool) -> anyhow::Result<()> {
     let pd = dir.join(PROGS_DIR);
@@ -254,7 +255,7 @@ pub(super) struct SyscallPrograms {
     /// Links of the attached programs (pinned ones too: dropping an fd of a pinned link
     /// leaves it attached).
     links: Vec<(&'static str, FdLink)>,
-    /// Whether the io_uring pair can work on this kernel (`KernelOffsets::uring_file`; for an
+    /// Whether the io_uring programs can work on this kernel (`KernelOffsets::uring_file`; for an
     /// adopted engine: whether the earlier daemon pinned them); never attached otherwise.
     uring: bool,
 }

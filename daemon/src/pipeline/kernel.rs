@@ -83,6 +83,11 @@ pub trait Kernel<R> {
     /// Connects by processes whose selector bits were stale for the rule set in force, since
     /// start (the kernel's safety net of a switch, `COUNTER_STALE_PROCESS`).
     fn stale_processes(&self) -> u64;
+    /// Forgets the kernel's io_uring opens in flight of processes no longer under
+    /// `proc_root`; how many.
+    fn reap_uring_inflight(&mut self, _proc_root: &std::path::Path) -> usize {
+        0
+    }
     /// Detaches everything (called once, at shutdown).
     fn shutdown(&mut self) {}
     /// The slot that already holds exactly `rules`, when the kernel side was taken over from a

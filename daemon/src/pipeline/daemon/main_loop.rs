@@ -163,7 +163,8 @@ where
     /// Once a second: forget old exits, re-resolve workload cgroups (created later, or
     /// re-created with a new id) and the files binary values name (re-applying the rules when
     /// one changed), report grown losses and stale-process connects.
-    /// Every 30th tick also sweeps processes whose exit record was lost.
+    /// Every 30th tick also sweeps processes whose exit record was lost, and the kernel's
+    /// io_uring opens in flight of exited processes.
     pub fn tick(&mut self, report_losses: bool) {
         let now = BootClock::boot_now_ns();
         self.ticks += 1;
@@ -171,6 +172,10 @@ where
             let n = self.pipeline.cache.sweep_dead(&self.cfg.proc_root, now);
             if n > 0 {
                 log::info!("{n} processes vanished without an exit record");
+            }
+            let n = self.kernel.reap_uring_inflight(&self.cfg.proc_root);
+            if n > 0 {
+                log::info!("{n} io_uring opens of exited processes left FILE_URING_INFLIGHT");
             }
         }
         self.pipeline.cache.gc(now);

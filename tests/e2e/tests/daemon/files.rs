@@ -29,6 +29,9 @@ const PROBE_C: &str = r#"
 #include <linux/io_uring.h>
 #include <linux/openat2.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 
 static char path32[4096];
 
@@ -83,13 +86,26 @@ static int ring_enter(struct ring *r, int wait) {
     return res;
 }
 
-/* IORING_OP_OPENAT of `path` on a ring set up with `flags`, `sqe_flags` on the request. */
-static int uring_open(struct ring *r, unsigned flags, unsigned sqe_flags, unsigned file_index, const char *path) {
-    if (ring_init(r, flags) < 0) return -1;
+/* A queued IORING_OP_OPENAT of `path` (relative to the working directory). */
+static struct io_uring_sqe *queue_openat(struct ring *r, const char *path) {
     struct io_uring_sqe *e = ring_sqe(r);
     e->opcode = IORING_OP_OPENAT;
     e->fd = AT_FDCWD;
     e->addr = (unsigned long)path;
+    return e;
+}
+
+/* The descriptor the next open gets. */
+static int lowest_free_fd(void) {
+    int fd = dup(0);
+    close(fd);
+    return fd;
+}
+
+/* IORING_OP_OPENAT of `path` on a ring set up with `flags`, `sqe_flags` on the request. */
+static int uring_open(struct ring *r, unsigned flags, unsigned sqe_flags, unsigned file_index, const char *path) {
+    if (ring_init(r, flags) < 0) return -1;
+    struct io_uring_sqe *e = queue_openat(r, path);
     e->open_flags = O_RDONLY;
     e->flags = sqe_flags;
     e->file_index = file_index;
@@ -183,10 +199,7 @@ int main(int argc, char **argv) {
         int sparse[1] = {-1};
         if (ring_init(&r, 0) < 0) return 3;
         if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_FILES, sparse, 1) < 0) { perror("io_uring_register"); return 3; }
-        struct io_uring_sqe *e = ring_sqe(&r);
-        e->opcode = IORING_OP_OPENAT;
-        e->fd = AT_FDCWD;
-        e->addr = (unsigned long)path;
+        struct io_uring_sqe *e = queue_openat(&r, path);
         e->file_index = 1;
         int res = ring_enter(&r, 1);
         if (res < 0) { fprintf(stderr, "direct open: %d\n", res); return 3; }
@@ -214,29 +227,88 @@ int main(int argc, char **argv) {
         e->addr2 = (unsigned long)&how;
         return dump(ring_enter(&r, 1));
     }
-    /* One submission of three requests: open `path`, read the descriptor it will get (the
-       lowest free one), write what was read to stdout. */
+    /* Requests queued behind an open of `path` in one submission, reading the descriptor it
+       will get (the lowest free one) and passing what they read on to stdout (a pipe), by
+       variant argv[3]:
+       "read"   OPENAT, READ, WRITE to stdout;
+       "link"   the same three linked (IOSQE_IO_HARDLINK: a short read does not end the chain);
+       "fixed"  OPENAT, READ_FIXED into a registered buffer, WRITE to stdout;
+       "splice" OPENAT, SPLICE from the descriptor to stdout;
+       "send"   OPENAT, READ, SEND on a socketpair whose other end a child copies to stdout;
+       "async"  OPENAT with IOSQE_ASYNC (io-wq opens it) submitted alone, then, as soon as the
+                descriptor exists, READ and WRITE to stdout in a second submission. */
     if (!strcmp(mode, "uring-batch")) {
         static char buf[64];
+        const char *variant = argc > 3 ? argv[3] : "read";
+        int link = !strcmp(variant, "link") ? IOSQE_IO_HARDLINK : 0, out = 1;
         if (ring_init(&r, 0) < 0) return 3;
-        int next = dup(0);
-        close(next);
-        struct io_uring_sqe *e = ring_sqe(&r);
-        e->opcode = IORING_OP_OPENAT;
-        e->fd = AT_FDCWD;
-        e->addr = (unsigned long)path;
+        if (!strcmp(variant, "fixed")) {
+            struct iovec iov = { buf, sizeof buf };
+            if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_BUFFERS, &iov, 1) < 0) { perror("io_uring_register"); return 3; }
+        }
+        if (!strcmp(variant, "send")) {
+            int sv[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) { perror("socketpair"); return 3; }
+            if (fork() == 0) {
+                ssize_t n;
+                close(sv[0]);
+                while ((n = read(sv[1], buf, sizeof buf)) > 0) write(1, buf, n);
+                _exit(0);
+            }
+            close(sv[1]);
+            out = sv[0];
+        }
+        int next = lowest_free_fd();
+        struct io_uring_sqe *e = queue_openat(&r, path);
+        e->flags = link;
+        int queued = 1;
+        if (!strcmp(variant, "async")) {
+            e->flags = IOSQE_ASYNC;
+            if (syscall(__NR_io_uring_enter, r.fd, 1, 0, 0, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+            for (long spins = 0; fcntl(next, F_GETFD) < 0; spins++)
+                if (spins > 100000000L) { fprintf(stderr, "no descriptor\n"); return 3; }
+            queued = 0;
+        }
         e = ring_sqe(&r);
-        e->opcode = IORING_OP_READ;
-        e->fd = next;
-        e->addr = (unsigned long)buf;
-        e->len = sizeof buf;
-        e = ring_sqe(&r);
-        e->opcode = IORING_OP_WRITE;
-        e->fd = 1;
-        e->addr = (unsigned long)buf;
-        e->len = sizeof buf;
-        if (syscall(__NR_io_uring_enter, r.fd, 3, 3, IORING_ENTER_GETEVENTS, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+        if (!strcmp(variant, "splice")) {
+            e->opcode = IORING_OP_SPLICE;
+            e->fd = 1;
+            e->splice_fd_in = next;
+            e->splice_off_in = (unsigned long long)-1;
+            e->off = (unsigned long long)-1;
+            e->len = sizeof buf;
+            queued++;
+        } else {
+            e->opcode = !strcmp(variant, "fixed") ? IORING_OP_READ_FIXED : IORING_OP_READ;
+            e->fd = next;
+            e->addr = (unsigned long)buf;
+            e->len = sizeof buf;
+            e->flags = link;
+            e = ring_sqe(&r);
+            e->opcode = out == 1 ? IORING_OP_WRITE : IORING_OP_SEND;
+            e->fd = out;
+            e->addr = (unsigned long)buf;
+            e->len = sizeof buf;
+            queued += 2;
+        }
+        unsigned waits = queued + !strcmp(variant, "async");
+        if (syscall(__NR_io_uring_enter, r.fd, queued, waits, IORING_ENTER_GETEVENTS, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+        if (out != 1) { close(out); wait(0); }
         return 0;
+    }
+    /* An open whose completion the full completion queue cannot take (it overflows, with no
+       io_uring_complete): the queue filled with NOP completions left unread, then OPENAT of
+       `path` alone, then its descriptor read with read(2). */
+    if (!strcmp(mode, "uring-overflow")) {
+        if (ring_init(&r, 0) < 0) return 3;
+        for (unsigned n = 0; n < r.p.cq_entries; n += r.p.sq_entries) {
+            for (unsigned k = 0; k < r.p.sq_entries; k++) ring_sqe(&r)->opcode = IORING_OP_NOP;
+            if (syscall(__NR_io_uring_enter, r.fd, r.p.sq_entries, 0, 0, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+        }
+        int next = lowest_free_fd();
+        queue_openat(&r, path);
+        if (syscall(__NR_io_uring_enter, r.fd, 1, 0, 0, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+        return dump(next);
     }
     for (size_t i = 0; i < sizeof name_ops / sizeof name_ops[0]; i++) {
         if (strcmp(mode, name_ops[i].mode)) continue;
@@ -720,6 +792,14 @@ fn uring_world(tag: &str) -> Option<UringWorld> {
     None
 }
 
+/// A [`uring_world`] and a daemon whose policy `name` kills the reads of its protected file.
+fn uring_reads_killed(tag: &str, name: &str) -> Option<(UringWorld, Daemon)> {
+    let u = uring_world(tag)?;
+    let only_secret = format!("{{operator: In, values: ['{}']}}", u.args().0);
+    let d = start(&u.w, name, &only_secret, "read");
+    Some((u, d))
+}
+
 /// The process of `out` was killed at its io_uring request `op` (making `access`) before it
 /// saw the request's result or a byte of the protected file, and policy `policy` reported
 /// the kill: the `process_file` event.
@@ -792,6 +872,18 @@ fn file_io_uring_requests_are_judged_like_the_calls() {
     assert_eq!(e["file"]["path_resolved"], true, "{e}");
     assert_eq!(e["file"]["inode"], meta(secret).ino(), "{e}");
     assert!(e["file"].get("unjudged").is_none(), "{e}");
+    // Its completion overflowing a full completion queue (no `io_uring_complete`), the
+    // descriptor then read with read(2): judged when the overflow is recorded.
+    let out = w.pod().run(&[p, "uring-overflow", s]);
+    let e = assert_read_killed(
+        &d,
+        &out,
+        name,
+        secret,
+        "io_uring openat, completion overflowed",
+    );
+    assert_eq!(e["file"]["io_uring"], "IORING_OP_OPENAT", "{e}");
+    assert!(e["file"].get("unjudged").is_none(), "{e}");
 
     // Opens a completion cannot judge: killed at submission, the reason in the event.
     for (mode, reason) in [
@@ -839,6 +931,7 @@ fn file_io_uring_requests_are_judged_like_the_calls() {
     // A process no rule covers (the host) keeps every io_uring route to the file.
     for mode in [
         "uring",
+        "uring-overflow",
         "uring-direct",
         "uring-skip",
         "uring-defer",
@@ -921,31 +1014,6 @@ fn file_io_uring_openat2_sqpoll_links_creations_and_truncation_are_judged() {
         assert!(e["file"].get("unjudged").is_none(), "{mode}: {e}");
     }
 
-    // A known gap (docs/files.md): open, read and write to a pipe in one submission. The
-    // open's completion (where it is judged) is posted when the submission ends, after the
-    // read and the pipe write ran inline: the reader is killed, but the bytes are out.
-    let sh = preflight().sh.to_str().unwrap().to_string();
-    let piped = format!("{p} uring-batch {s} | cat; echo piped");
-    let out = w.pod().run(&[&sh, "-c", &piped]);
-    assert!(out.stdout.contains("piped"), "{out}");
-    let e = d.wait_event("process_file of the batched open", |e| {
-        ev::is(e, "process_file")
-            && e["file"]["io_uring"] == "IORING_OP_OPENAT"
-            && e["process"]["arguments"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("uring-batch"))
-    });
-    assert_eq!(e["file"]["path"], s, "{e}");
-    let m = d.wait_event("policy_match of the batched open", |m| {
-        ev::is_match(m, name, "file") && ev::pid(m) == ev::pid(&e)
-    });
-    assert_eq!(m["outcome"], "killed", "{m}");
-    assert!(
-        out.stdout.contains("TOP-SECRET"),
-        "the batched read no longer gets out: close the gap in docs/files.md and assert \
-         it here: {out}"
-    );
-
     // A second name for the file, made through io_uring where no rule guards creation: not
     // a read, so it is made; reading the file by it is killed by the file's identity.
     let second = w.dir().join("second-name");
@@ -1024,6 +1092,201 @@ fn file_io_uring_openat2_sqpoll_links_creations_and_truncation_are_judged() {
     let free = w.dir().join("free");
     let out = w.pod().run(&[p, "uring-mkdir", free.to_str().unwrap()]);
     assert!(out.success() && free.is_dir(), "{out}");
+}
+
+/// Requests queued behind an open of the protected file in the same submission, reading the
+/// descriptor it will get and passing the bytes on: the open's completion comes only after
+/// the whole submission, so it is judged at the next request's submission instead, and the
+/// SIGKILL pending from there makes the read fail (`-EINTR`) before it copies a byte. Each
+/// way in: plain requests, a linked chain, a read into a registered buffer, a splice to the
+/// pipe, a send on a socketpair another process drains, and an open punted to io-wq with the
+/// read submitted as soon as its descriptor exists. No byte of the file gets out of any, and
+/// the open is reported and killed; a covered process reads an unrelated file the same ways.
+#[test]
+fn file_io_uring_requests_behind_an_open_in_one_submission_get_no_byte_out() {
+    let _g = serial();
+    let name = "e2e-file-uring-batch";
+    let Some((u, d)) = uring_reads_killed("file-uring-batch", name) else {
+        return;
+    };
+    let w = &u.w;
+    let (s, p, plain) = u.args();
+    let sh = preflight().sh.to_str().unwrap().to_string();
+    for variant in ["read", "link", "fixed", "splice", "send", "async"] {
+        let piped = format!("{p} uring-batch {s} {variant} | cat; echo piped");
+        let out = w.pod().run(&[&sh, "-c", &piped]);
+        assert!(out.stdout.contains("piped"), "{variant}: {out}");
+        assert!(
+            !out.stdout.contains("TOP-SECRET"),
+            "{variant}: bytes of the protected file got out: {out}"
+        );
+        let args = format!("uring-batch {s} {variant}");
+        let e = d.wait_event(&format!("process_file of the {variant} batch"), |e| {
+            ev::is(e, "process_file")
+                && e["process"]["arguments"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with(&args))
+        });
+        assert_eq!(e["file"]["io_uring"], "IORING_OP_OPENAT", "{variant}: {e}");
+        assert_eq!(e["file"]["path"], s, "{variant}: {e}");
+        assert!(e["file"].get("unjudged").is_none(), "{variant}: {e}");
+        let m = d.wait_event(&format!("policy_match of the {variant} batch"), |m| {
+            ev::is_match(m, name, "file") && ev::pid(m) == ev::pid(&e)
+        });
+        assert_eq!(
+            (&m["outcome"], &m["enforced"]),
+            (&"killed".into(), &true.into()),
+            "{variant}: {m}"
+        );
+        // No false positives: the same requests on an unrelated file.
+        let piped = format!("{p} uring-batch {plain} {variant} | cat; echo piped");
+        let out = w.pod().run(&[&sh, "-c", &piped]);
+        assert!(out.stdout.starts_with("plain\n"), "{variant}: {out}");
+    }
+}
+
+/// `FILE_URING_INFLIGHT` (the io_uring opens waiting for their judgement) is no LRU: a flood
+/// of slow opens (what the test does from userspace: it fills the daemon's map with dummy
+/// requests) cannot evict a protected open's entry. An open that finds it full fails closed:
+/// killed at submission whatever its path, the event saying why; a process no rule covers
+/// keeps io_uring. With room again, the same open is judged by its file as before. Entries of
+/// exited processes are swept by the daemon.
+#[test]
+fn file_io_uring_open_with_the_inflight_table_full_fails_closed() {
+    let _g = serial();
+    let name = "e2e-file-uring-full";
+    let Some((u, d)) = uring_reads_killed("file-uring-full", name) else {
+        return;
+    };
+    let (w, secret) = (&u.w, &u.secret);
+    let (s, p, plain) = u.args();
+    let table = UringInflightTable::of(&d);
+    // Dummy opens of a live process (this test): the daemon's sweep keeps them.
+    table.fill(table.max_entries, std::process::id());
+
+    for (path, what) in [(s, "the protected file"), (plain, "an unrelated file")] {
+        let out = w.pod().run(&[p, "uring", path]);
+        let e = assert_uring_killed(&d, name, &out, what, "read", "IORING_OP_OPENAT");
+        assert!(
+            e["file"]["unjudged"]
+                .as_str()
+                .is_some_and(|u| u.contains("in flight full")),
+            "{what}: {e}"
+        );
+        assert_eq!(e["file"]["path"], path, "{what}: the name it gave: {e}");
+        assert_eq!(e["file"]["path_resolved"], false, "{what}: {e}");
+    }
+    let (out, err) = host_run(&u.probe, &["uring", s]);
+    assert_eq!(out, SECRET, "the host keeps io_uring: {err}");
+
+    table.empty();
+    let out = w.pod().run(&[p, "uring", s]);
+    let e = assert_read_killed(&d, &out, name, secret, "io_uring open with room");
+    assert!(e["file"].get("unjudged").is_none(), "{e}");
+    assert_eq!(e["file"]["path_resolved"], true, "{e}");
+    let out = w.pod().run(&[p, "uring", plain]);
+    assert!(out.success() && out.stdout == "plain\n", "{out}");
+
+    // Opens of a process that is gone (an open that ended with no completion to judge it
+    // would stay so): the daemon's sweep (every 30 s) removes them.
+    let gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    let _ = { gone }.wait();
+    table.fill(64, gone_pid);
+    let reaped = bulwark_e2e::poll_until(std::time::Duration::from_secs(90), || {
+        (table.len() == 0).then_some(())
+    });
+    assert!(
+        reaped.is_some(),
+        "{} entries of exited process {gone_pid} stayed in FILE_URING_INFLIGHT",
+        table.len()
+    );
+}
+
+/// The daemon's `FILE_URING_INFLIGHT` map, written with bpftool: dummy requests (keys no
+/// kernel object has) as many as it holds.
+struct UringInflightTable {
+    id: u32,
+    max_entries: u64,
+}
+
+impl UringInflightTable {
+    fn of(d: &Daemon) -> UringInflightTable {
+        let ids = d.map_ids();
+        let out = Command::new(&preflight().bpftool)
+            .args(["-j", "map", "show"])
+            .output()
+            .expect("bpftool (apt-get install bpftool)");
+        let maps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let m = maps
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                m["name"] == "FILE_URING_INFL"
+                    && m["id"]
+                        .as_u64()
+                        .is_some_and(|id| ids.contains(&(id as u32)))
+            })
+            .unwrap_or_else(|| panic!("the daemon holds no FILE_URING_INFLIGHT map: {ids:?}"));
+        UringInflightTable {
+            id: m["id"].as_u64().unwrap() as u32,
+            max_entries: m["max_entries"].as_u64().unwrap(),
+        }
+    }
+
+    /// Runs `map <op> id ID key KEY <rest>` for the first `n` dummy keys, in one bpftool
+    /// batch.
+    fn each_dummy(&self, n: u64, op: &str, rest: &str) {
+        let mut batch = String::new();
+        for i in 1..=n {
+            let key: Vec<String> = i.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            batch.push_str(&format!(
+                "map {op} id {} key hex {} {rest}\n",
+                self.id,
+                key.join(" ")
+            ));
+        }
+        let file =
+            std::env::temp_dir().join(format!("bulwark-e2e-inflight-{}", std::process::id()));
+        std::fs::write(&file, batch).unwrap();
+        let out = Command::new(&preflight().bpftool)
+            .arg("batch")
+            .arg("file")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            out.status.success(),
+            "bpftool batch map {op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Puts `n` dummy requests of process `tgid` in the table (`FileInflight`: flags,
+    /// candidates, table, index, tgid, padding).
+    fn fill(&self, n: u64, tgid: u32) {
+        let mut value = vec![0u8; 24];
+        value.extend(tgid.to_le_bytes());
+        value.extend([0; 4]);
+        let value: Vec<String> = value.iter().map(|b| format!("{b:02x}")).collect();
+        self.each_dummy(n, "update", &format!("value hex {}", value.join(" ")));
+    }
+
+    fn empty(&self) {
+        self.each_dummy(self.max_entries, "delete", "");
+    }
+
+    /// How many entries the table holds.
+    fn len(&self) -> usize {
+        let out = Command::new(&preflight().bpftool)
+            .args(["-j", "map", "dump", "id", &self.id.to_string()])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().map_or(0, Vec::len)
+    }
 }
 
 /// The io_uring programs are pinned with the others: after a `kill -9` of the daemon an
