@@ -25,10 +25,8 @@ impl Event {
             } => ("conn_stats", process, connection, Some(window)),
             _ => return serde_json::to_writer(out, self),
         };
-        out.extend_from_slice(b"{\"time\":");
-        string(out, &self.time);
-        out.extend_from_slice(b",\"node_name\":");
-        string(out, &self.node_name);
+        str_field(out, b"{\"time\":", &self.time);
+        str_field(out, b",\"node_name\":", &self.node_name);
         out.extend_from_slice(b",\"type\":\"");
         out.extend_from_slice(kind.as_bytes());
         out.extend_from_slice(b"\",\"process\":");
@@ -45,28 +43,21 @@ impl Event {
 }
 
 fn write_process(out: &mut Vec<u8>, p: &Process) {
-    out.extend_from_slice(b"{\"exec_id\":");
-    string(out, &p.exec_id);
-    out.extend_from_slice(b",\"pid\":");
-    uint(out, u64::from(p.pid));
+    str_field(out, b"{\"exec_id\":", &p.exec_id);
+    uint_field(out, b",\"pid\":", u64::from(p.pid));
     out.extend_from_slice(b",\"uid\":");
     match p.uid {
         Some(uid) => uint(out, u64::from(uid)),
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b",\"binary\":");
-    string(out, &p.binary);
-    out.extend_from_slice(b",\"arguments\":");
-    string(out, &p.arguments);
+    str_field(out, b",\"binary\":", &p.binary);
+    str_field(out, b",\"arguments\":", &p.arguments);
     if p.arguments_truncated {
         out.extend_from_slice(b",\"arguments_truncated\":true");
     }
-    out.extend_from_slice(b",\"cwd\":");
-    optional_string(out, p.cwd.as_deref());
-    out.extend_from_slice(b",\"start_time\":");
-    string(out, &p.start_time);
-    out.extend_from_slice(b",\"parent_exec_id\":");
-    optional_string(out, p.parent_exec_id.as_deref());
+    optional_string(out, b",\"cwd\":", p.cwd.as_deref());
+    str_field(out, b",\"start_time\":", &p.start_time);
+    optional_string(out, b",\"parent_exec_id\":", p.parent_exec_id.as_deref());
     out.extend_from_slice(b",\"pod\":");
     match &p.pod {
         Some(pod) => write_pod(out, pod),
@@ -76,12 +67,9 @@ fn write_process(out: &mut Vec<u8>, p: &Process) {
 }
 
 fn write_pod(out: &mut Vec<u8>, pod: &Pod) {
-    out.extend_from_slice(b"{\"namespace\":");
-    string(out, &pod.namespace);
-    out.extend_from_slice(b",\"name\":");
-    string(out, &pod.name);
-    out.extend_from_slice(b",\"container\":");
-    string(out, &pod.container);
+    str_field(out, b"{\"namespace\":", &pod.namespace);
+    str_field(out, b",\"name\":", &pod.name);
+    str_field(out, b",\"container\":", &pod.container);
     out.extend_from_slice(b",\"labels\":{");
     for (i, (k, v)) in pod.labels.iter().enumerate() {
         if i > 0 {
@@ -109,24 +97,17 @@ fn write_connection(out: &mut Vec<u8>, c: &Connection) {
     write_payload(out, &c.sent);
     out.extend_from_slice(b",\"received\":");
     write_payload(out, &c.received);
-    out.extend_from_slice(b",\"encrypted\":");
-    optional_bool(out, c.encrypted);
-    out.extend_from_slice(b",\"bytes_sent\":");
-    uint(out, c.bytes_sent);
-    out.extend_from_slice(b",\"bytes_received\":");
-    uint(out, c.bytes_received);
-    out.extend_from_slice(b",\"open_time\":");
-    string(out, &c.open_time);
-    out.extend_from_slice(b",\"close_time\":");
-    optional_string(out, c.close_time.as_deref());
+    optional_bool(out, b",\"encrypted\":", c.encrypted);
+    uint_field(out, b",\"bytes_sent\":", c.bytes_sent);
+    uint_field(out, b",\"bytes_received\":", c.bytes_received);
+    str_field(out, b",\"open_time\":", &c.open_time);
+    optional_string(out, b",\"close_time\":", c.close_time.as_deref());
     out.push(b'}');
 }
 
 fn write_endpoint(out: &mut Vec<u8>, e: &Endpoint) {
-    out.extend_from_slice(b"{\"ip\":");
-    string(out, &e.ip);
-    out.extend_from_slice(b",\"port\":");
-    uint(out, u64::from(e.port));
+    str_field(out, b"{\"ip\":", &e.ip);
+    uint_field(out, b",\"port\":", u64::from(e.port));
     out.push(b'}');
 }
 
@@ -134,8 +115,7 @@ fn write_payload(out: &mut Vec<u8>, p: &Payload) {
     out.extend_from_slice(b"{\"protocol\":");
     // Custom protocol names are the operator's: escaped like any string.
     string(out, p.protocol.as_str());
-    out.extend_from_slice(b",\"encrypted\":");
-    optional_bool(out, p.encrypted);
+    optional_bool(out, b",\"encrypted\":", p.encrypted);
     if let Some(tls) = &p.tls {
         out.extend_from_slice(b",\"tls\":");
         write_tls(out, tls);
@@ -144,10 +124,8 @@ fn write_payload(out: &mut Vec<u8>, p: &Payload) {
 }
 
 fn write_tls(out: &mut Vec<u8>, t: &TlsInfo) {
-    out.extend_from_slice(b"{\"record_version\":");
-    string(out, &t.record_version);
-    out.extend_from_slice(b",\"sni\":");
-    optional_string(out, t.sni.as_deref());
+    str_field(out, b"{\"record_version\":", &t.record_version);
+    optional_string(out, b",\"sni\":", t.sni.as_deref());
     if !t.alpn.is_empty() {
         out.extend_from_slice(b",\"alpn\":[");
         for (i, name) in t.alpn.iter().enumerate() {
@@ -162,25 +140,37 @@ fn write_tls(out: &mut Vec<u8>, t: &TlsInfo) {
 }
 
 fn write_window(out: &mut Vec<u8>, w: &Window) {
-    out.extend_from_slice(b"{\"start\":");
-    string(out, &w.start);
-    out.extend_from_slice(b",\"end\":");
-    string(out, &w.end);
-    out.extend_from_slice(b",\"bytes_sent\":");
-    uint(out, w.bytes_sent);
-    out.extend_from_slice(b",\"bytes_received\":");
-    uint(out, w.bytes_received);
+    str_field(out, b"{\"start\":", &w.start);
+    str_field(out, b",\"end\":", &w.end);
+    uint_field(out, b",\"bytes_sent\":", w.bytes_sent);
+    uint_field(out, b",\"bytes_received\":", w.bytes_received);
     out.push(b'}');
 }
 
-fn optional_string(out: &mut Vec<u8>, s: Option<&str>) {
+/// `key` (with its separator and colon) and a string value.
+fn str_field(out: &mut Vec<u8>, key: &[u8], value: &str) {
+    out.extend_from_slice(key);
+    string(out, value);
+}
+
+/// `key` (with its separator and colon) and a number.
+fn uint_field(out: &mut Vec<u8>, key: &[u8], value: u64) {
+    out.extend_from_slice(key);
+    uint(out, value);
+}
+
+/// `key` and a string or `null`.
+fn optional_string(out: &mut Vec<u8>, key: &[u8], s: Option<&str>) {
+    out.extend_from_slice(key);
     match s {
         Some(s) => string(out, s),
         None => out.extend_from_slice(b"null"),
     }
 }
 
-fn optional_bool(out: &mut Vec<u8>, b: Option<bool>) {
+/// `key` and a boolean or `null`.
+fn optional_bool(out: &mut Vec<u8>, key: &[u8], b: Option<bool>) {
+    out.extend_from_slice(key);
     out.extend_from_slice(match b {
         Some(true) => b"true",
         Some(false) => b"false",
