@@ -19,12 +19,16 @@
 //! - [`status`]: the daemon's own state ([`Status`], [`State`], [`Diagnostic`], with the lint's
 //!   [`Severity`]).
 //!
+//! [`Event::write_json`] (module `json`) writes the connection events by hand, byte for byte as
+//! serde_json would (they are most of the lines a node writes).
+//!
 //! Reading is strict about what identifies an event (an unknown `type` is an error) and
 //! tolerant where readers always were (a missing `arguments`, `pod`, `destination`, ... reads
 //! as empty).
 
 pub mod connection;
 pub mod file;
+mod json;
 pub mod policy_match;
 pub mod process;
 pub mod status;

@@ -449,7 +449,8 @@ impl<R: Rules> Pipeline<R> {
         // Serialized into a reused line buffer, then written whole: the serializer's many
         // small writes stay plain appends instead of calls through the boxed output.
         self.line.clear();
-        let written = serde_json::to_writer(&mut self.line, ev)
+        let written = ev
+            .write_json(&mut self.line)
             .map_err(std::io::Error::from)
             .and_then(|()| {
                 self.line.push(b'\n');
