@@ -42,24 +42,39 @@ impl Event {
     }
 }
 
+// Each writer takes its struct apart exhaustively: a field added to the event types is a
+// compile error here, not a field silently left out of the line.
+
 fn write_process(out: &mut Vec<u8>, p: &Process) {
-    str_field(out, b"{\"exec_id\":", &p.exec_id);
-    uint_field(out, b",\"pid\":", u64::from(p.pid));
+    let Process {
+        exec_id,
+        pid,
+        uid,
+        binary,
+        arguments,
+        arguments_truncated,
+        cwd,
+        start_time,
+        parent_exec_id,
+        pod,
+    } = p;
+    str_field(out, b"{\"exec_id\":", exec_id);
+    uint_field(out, b",\"pid\":", u64::from(*pid));
     out.extend_from_slice(b",\"uid\":");
-    match p.uid {
+    match *uid {
         Some(uid) => uint(out, u64::from(uid)),
         None => out.extend_from_slice(b"null"),
     }
-    str_field(out, b",\"binary\":", &p.binary);
-    str_field(out, b",\"arguments\":", &p.arguments);
-    if p.arguments_truncated {
+    str_field(out, b",\"binary\":", binary);
+    str_field(out, b",\"arguments\":", arguments);
+    if *arguments_truncated {
         out.extend_from_slice(b",\"arguments_truncated\":true");
     }
-    optional_string(out, b",\"cwd\":", p.cwd.as_deref());
-    str_field(out, b",\"start_time\":", &p.start_time);
-    optional_string(out, b",\"parent_exec_id\":", p.parent_exec_id.as_deref());
+    optional_string(out, b",\"cwd\":", cwd.as_deref());
+    str_field(out, b",\"start_time\":", start_time);
+    optional_string(out, b",\"parent_exec_id\":", parent_exec_id.as_deref());
     out.extend_from_slice(b",\"pod\":");
-    match &p.pod {
+    match pod {
         Some(pod) => write_pod(out, pod),
         None => out.extend_from_slice(b"null"),
     }
@@ -67,11 +82,17 @@ fn write_process(out: &mut Vec<u8>, p: &Process) {
 }
 
 fn write_pod(out: &mut Vec<u8>, pod: &Pod) {
-    str_field(out, b"{\"namespace\":", &pod.namespace);
-    str_field(out, b",\"name\":", &pod.name);
-    str_field(out, b",\"container\":", &pod.container);
+    let Pod {
+        namespace,
+        name,
+        container,
+        labels,
+    } = pod;
+    str_field(out, b"{\"namespace\":", namespace);
+    str_field(out, b",\"name\":", name);
+    str_field(out, b",\"container\":", container);
     out.extend_from_slice(b",\"labels\":{");
-    for (i, (k, v)) in pod.labels.iter().enumerate() {
+    for (i, (k, v)) in labels.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -83,40 +104,60 @@ fn write_pod(out: &mut Vec<u8>, pod: &Pod) {
 }
 
 fn write_connection(out: &mut Vec<u8>, c: &Connection) {
+    let Connection {
+        role,
+        family,
+        local,
+        remote,
+        scope,
+        sent,
+        received,
+        encrypted,
+        bytes_sent,
+        bytes_received,
+        open_time,
+        close_time,
+    } = c;
     out.extend_from_slice(b"{\"role\":\"");
-    out.extend_from_slice(c.role.as_str().as_bytes());
+    out.extend_from_slice(role.as_str().as_bytes());
     out.extend_from_slice(b"\",\"family\":\"");
-    out.extend_from_slice(c.family.as_str().as_bytes());
+    out.extend_from_slice(family.as_str().as_bytes());
     out.extend_from_slice(b"\",\"local\":");
-    write_endpoint(out, &c.local);
+    write_endpoint(out, local);
     out.extend_from_slice(b",\"remote\":");
-    write_endpoint(out, &c.remote);
+    write_endpoint(out, remote);
     out.extend_from_slice(b",\"scope\":\"");
-    out.extend_from_slice(c.scope.as_str().as_bytes());
+    out.extend_from_slice(scope.as_str().as_bytes());
     out.extend_from_slice(b"\",\"sent\":");
-    write_payload(out, &c.sent);
+    write_payload(out, sent);
     out.extend_from_slice(b",\"received\":");
-    write_payload(out, &c.received);
-    optional_bool(out, b",\"encrypted\":", c.encrypted);
-    uint_field(out, b",\"bytes_sent\":", c.bytes_sent);
-    uint_field(out, b",\"bytes_received\":", c.bytes_received);
-    str_field(out, b",\"open_time\":", &c.open_time);
-    optional_string(out, b",\"close_time\":", c.close_time.as_deref());
+    write_payload(out, received);
+    optional_bool(out, b",\"encrypted\":", *encrypted);
+    uint_field(out, b",\"bytes_sent\":", *bytes_sent);
+    uint_field(out, b",\"bytes_received\":", *bytes_received);
+    str_field(out, b",\"open_time\":", open_time);
+    optional_string(out, b",\"close_time\":", close_time.as_deref());
     out.push(b'}');
 }
 
 fn write_endpoint(out: &mut Vec<u8>, e: &Endpoint) {
-    str_field(out, b"{\"ip\":", &e.ip);
-    uint_field(out, b",\"port\":", u64::from(e.port));
+    let Endpoint { ip, port } = e;
+    str_field(out, b"{\"ip\":", ip);
+    uint_field(out, b",\"port\":", u64::from(*port));
     out.push(b'}');
 }
 
 fn write_payload(out: &mut Vec<u8>, p: &Payload) {
+    let Payload {
+        protocol,
+        encrypted,
+        tls,
+    } = p;
     out.extend_from_slice(b"{\"protocol\":");
     // Custom protocol names are the operator's: escaped like any string.
-    string(out, p.protocol.as_str());
-    optional_bool(out, b",\"encrypted\":", p.encrypted);
-    if let Some(tls) = &p.tls {
+    string(out, protocol.as_str());
+    optional_bool(out, b",\"encrypted\":", *encrypted);
+    if let Some(tls) = tls {
         out.extend_from_slice(b",\"tls\":");
         write_tls(out, tls);
     }
@@ -124,11 +165,16 @@ fn write_payload(out: &mut Vec<u8>, p: &Payload) {
 }
 
 fn write_tls(out: &mut Vec<u8>, t: &TlsInfo) {
-    str_field(out, b"{\"record_version\":", &t.record_version);
-    optional_string(out, b",\"sni\":", t.sni.as_deref());
-    if !t.alpn.is_empty() {
+    let TlsInfo {
+        record_version,
+        sni,
+        alpn,
+    } = t;
+    str_field(out, b"{\"record_version\":", record_version);
+    optional_string(out, b",\"sni\":", sni.as_deref());
+    if !alpn.is_empty() {
         out.extend_from_slice(b",\"alpn\":[");
-        for (i, name) in t.alpn.iter().enumerate() {
+        for (i, name) in alpn.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -140,10 +186,16 @@ fn write_tls(out: &mut Vec<u8>, t: &TlsInfo) {
 }
 
 fn write_window(out: &mut Vec<u8>, w: &Window) {
-    str_field(out, b"{\"start\":", &w.start);
-    str_field(out, b",\"end\":", &w.end);
-    uint_field(out, b",\"bytes_sent\":", w.bytes_sent);
-    uint_field(out, b",\"bytes_received\":", w.bytes_received);
+    let Window {
+        start,
+        end,
+        bytes_sent,
+        bytes_received,
+    } = w;
+    str_field(out, b"{\"start\":", start);
+    str_field(out, b",\"end\":", end);
+    uint_field(out, b",\"bytes_sent\":", *bytes_sent);
+    uint_field(out, b",\"bytes_received\":", *bytes_received);
     out.push(b'}');
 }
 
