@@ -13,7 +13,12 @@ impl Event {
     /// Appends this event's JSON (no newline) to `out`, exactly as `serde_json::to_writer`
     /// would.
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        let (kind, process, connection, window) = match &self.body {
+        let Event {
+            time,
+            node_name,
+            body,
+        } = self;
+        let (kind, process, connection, window) = match body {
             Body::ProcessClose {
                 process,
                 connection,
@@ -25,8 +30,8 @@ impl Event {
             } => ("conn_stats", process, connection, Some(window)),
             _ => return serde_json::to_writer(out, self),
         };
-        str_field(out, b"{\"time\":", &self.time);
-        str_field(out, b",\"node_name\":", &self.node_name);
+        str_field(out, b"{\"time\":", time);
+        str_field(out, b",\"node_name\":", node_name);
         out.extend_from_slice(b",\"type\":\"");
         out.extend_from_slice(kind.as_bytes());
         out.extend_from_slice(b"\",\"process\":");
