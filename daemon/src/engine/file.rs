@@ -28,10 +28,20 @@ fn reap_uring_inflight(maps: &mut Maps, alive: impl Fn(u32) -> bool) -> anyhow::
         .filter(|(_, f)| !alive(f.tgid))
         .map(|(req, _)| req)
         .collect();
+    let mut removed = 0;
     for req in &stale {
-        absent_is_ok(m.remove(req))?;
+        // Read again just before removing: the request's address may have been reused by a
+        // live process's open since the walk (an entry judged meanwhile, then a new one), and
+        // removing that entry would leave its open unjudged.
+        match m.get(req, 0) {
+            Ok(f) if !alive(f.tgid) => {
+                absent_is_ok(m.remove(req))?;
+                removed += 1;
+            }
+            _ => {}
+        }
     }
-    Ok(stale.len())
+    Ok(removed)
 }
 
 /// Writes the file maps of `slot`: `FILE_TABLES` and `FILE_SELECTORS` of the tables `touched`
