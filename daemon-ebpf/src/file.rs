@@ -246,25 +246,25 @@ pub(crate) struct Opened {
 
 /// Judges the file an open installed as descriptor `ret` of the current task (nothing when
 /// `ret < 0`: nothing was opened): the open system call's exit, and io_uring's open
-/// completion (`crate::uring`, `via` [`FILE_VIA_URING`], `call.index` the opcode). A call of
-/// its own: its frame is not stacked on its callers'.
+/// completion (`crate::uring`, `via` [`FILE_VIA_URING`], `call.index` the opcode). Whether a
+/// selector matched. A call of its own: its frame is not stacked on its callers'.
 #[inline(never)]
-pub(crate) fn judge_opened(o: &Opened, call: &Call, ret: i64, via: u8) {
+pub(crate) fn judge_opened(o: &Opened, call: &Call, ret: i64, via: u8) -> bool {
     if ret < 0 {
-        return;
+        return false;
     }
     let off = offsets_ref();
     if off.file_read != 1 {
-        return;
+        return false;
     }
     let file = fd_file(ret, off);
     let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
-        return;
+        return false;
     };
     let s = unsafe { &mut *s };
     let lookups = FILE_TABLES.get(o.table).map_or(0, |t| t.lookups);
     if file == 0 || !describe_file(s, file, lookups, off) {
-        return;
+        return false;
     }
     let ev = &mut s.event;
     let f_mode: u32 = rd(file + off.file_f_mode as u64);
@@ -279,7 +279,7 @@ pub(crate) fn judge_opened(o: &Opened, call: &Call, ret: i64, via: u8) {
         o.start_ns,
         call,
         open_access(f_mode, o.flags),
-    );
+    )
 }
 
 /// `current->files->fdt->fd[fd]` (0 when there is none).
@@ -620,11 +620,11 @@ extern "C" fn judge_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// Judges the record's path and file for `candidates` of `table`; reports and kills what
-/// matched. `start_ns`: the process's.
+/// matched, and says whether anything did. `start_ns`: the process's.
 #[inline(never)]
-pub(crate) fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, access: u32) {
+pub(crate) fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, access: u32) -> bool {
     let Some(t) = FILE_TABLES.get(table) else {
-        return;
+        return false;
     };
     let (negate, lookups) = (t.path_negate, t.lookups);
     // A route whose file cannot be judged (`crate::uring`) fails closed: every path
@@ -655,7 +655,7 @@ pub(crate) fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, acc
         )
     };
     if j.matched == 0 {
-        return;
+        return false;
     }
     if j.kill != 0 {
         unsafe { bpf_send_signal(SIGKILL) };
@@ -664,7 +664,7 @@ pub(crate) fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, acc
     let tgid = (pid_tgid >> 32) as u32;
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let Some(s) = FILE_SCRATCH.get_ptr_mut(0) else {
-        return;
+        return true;
     };
     let s = unsafe { &mut *s };
     if s.file != 0 && s.event.ino == 0 {
@@ -682,4 +682,5 @@ pub(crate) fn judge(candidates: u64, table: u32, start_ns: u64, call: &Call, acc
     ev.enforced = (j.kill != 0) as u8;
     emit_now(ev);
     crate::syscall::report_matches(j.matched, j.kill, cgroup_id, &ev.header, ev.tid, table);
+    true
 }

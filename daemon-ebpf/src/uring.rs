@@ -65,8 +65,9 @@ const CQE_RES: u64 = 8;
 
 /// io_uring opens waiting for their judgement, by request (`struct io_kiocb *`). Not an LRU:
 /// a flood of slow opens must not evict a protected open's entry; an open that finds it full
-/// fails closed ([`FILE_VIA_URING_TABLE_FULL`]). Whoever removes an entry judges it (the
-/// next submission on the ring, or the completion), so an open is judged once.
+/// fails closed ([`FILE_VIA_URING_TABLE_FULL`]). An entry is removed once it has been judged
+/// (at the next submission on the ring, or the completion): removed first, a racing submitter
+/// could find it gone before the judge's kill was sent.
 #[map]
 pub static FILE_URING_INFLIGHT: HashMap<u64, FileInflight> =
     HashMap::with_max_entries(MAX_FILE_URING_INFLIGHT, 0);
@@ -91,10 +92,12 @@ pub fn bulwark_uring_file_submit(ctx: RawTracePointContext) -> i32 {
     let ring: u64 = rd(req + off.uring_req_ctx as u64);
     // The open submitted before this request on the ring: issued inline, its descriptor is
     // installed but its completion comes after the whole submission, so it is judged now,
-    // before this request (which may read it) is issued.
+    // before this request (which may read it) is issued. One still being opened stays the
+    // ring's last open until it is judged.
     if let Some(last) = unsafe { FILE_URING_LAST_OPEN.get(&ring) }.copied() {
-        let _ = FILE_URING_LAST_OPEN.remove(&ring);
-        judge_issued(last, ring);
+        if judge_issued(last, ring, req) {
+            let _ = FILE_URING_LAST_OPEN.remove(&ring);
+        }
     }
     let opcode: u8 = rd(req + off.uring_req_opcode as u64);
     if !matches!(
@@ -129,10 +132,12 @@ pub fn bulwark_uring_file_complete(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let ring: u64 = ctx.arg(0);
+    // Judged before the ring's last open is cleared: a submission on the ring meanwhile
+    // still finds it and judges it too (see `judge_inflight`).
+    judge_inflight(req, rd(ctx.arg::<u64>(2) + CQE_RES));
     if unsafe { FILE_URING_LAST_OPEN.get(&ring) } == Some(&req) {
         let _ = FILE_URING_LAST_OPEN.remove(&ring);
     }
-    judge_inflight(req, rd(ctx.arg::<u64>(2) + CQE_RES));
     0
 }
 
@@ -168,10 +173,10 @@ pub fn bulwark_uring_file_overflow(ctx: RawTracePointContext) -> i32 {
     if find.req == 0 {
         return 0;
     }
+    judge_inflight(find.req, res);
     if unsafe { FILE_URING_LAST_OPEN.get(&find.ring) } == Some(&find.req) {
         let _ = FILE_URING_LAST_OPEN.remove(&find.ring);
     }
-    judge_inflight(find.req, res);
     0
 }
 
@@ -208,32 +213,63 @@ extern "C" fn overflowed_step(
     1
 }
 
-/// The open `req` submitted last on `ring`, at the ring's next submission: judged if it has
-/// been issued to the end (`REQ_F_NEED_CLEANUP` cleared: the descriptor is installed, `res`
-/// is set); one still waiting in a link or punted to io-wq is judged at its completion.
+/// The open `req` submitted last on `ring`, at the submission of the ring's request `next`:
+/// judged if it has been issued to the end (`REQ_F_NEED_CLEANUP` cleared: the descriptor is
+/// installed, `res` is set). Whether it is settled (judged now or before, or no longer this
+/// ring's); false while it is still being opened.
+///
+/// An open still being opened (punted to io-wq, or waiting in a link) is judged at its
+/// completion; but a worker installs the descriptor before it sets the request's result, so
+/// `next` may already be a read of it (a submitter spinning until the descriptor exists): the
+/// file at `next`'s descriptor is judged as this open's, and if a selector matches (killed:
+/// the read then fails on the pending SIGKILL) the open is claimed, so it is reported once.
 #[inline(never)]
-fn judge_issued(req: u64, ring: u64) {
+fn judge_issued(req: u64, ring: u64, next: u64) -> bool {
     let off = offsets_ref();
-    let flags: u32 = rd(req + off.uring_req_flags as u64);
     // The request object is still this ring's (it is not freed before its completion, which
     // removes it from FILE_URING_INFLIGHT).
-    if flags & off.uring_req_need_cleanup != 0 || rd::<u64>(req + off.uring_req_ctx as u64) != ring
-    {
-        return;
+    if rd::<u64>(req + off.uring_req_ctx as u64) != ring {
+        return true;
     }
-    judge_inflight(req, rd(req + off.uring_req_res as u64));
+    let flags: u32 = rd(req + off.uring_req_flags as u64);
+    if flags & off.uring_req_need_cleanup == 0 {
+        judge_inflight(req, rd(req + off.uring_req_res as u64));
+        return true;
+    }
+    let Some(f) = (unsafe { FILE_URING_INFLIGHT.get(&req) }).copied() else {
+        return true;
+    };
+    let next_flags: u32 = rd(next + off.uring_req_flags as u64);
+    if next_flags & REQ_F_FIXED_FILE != 0 {
+        return false;
+    }
+    // `io_uring_cqe.fd` (the SQE's descriptor until the request completes) follows `res`.
+    let fd: i32 = rd(next + off.uring_req_res as u64 + 4);
+    if judge_entry(&f, fd) {
+        let _ = FILE_URING_INFLIGHT.remove(&req);
+        return true;
+    }
+    false
 }
 
 /// Judges the open `req` remembered in `FILE_URING_INFLIGHT` by its result `res` (the
-/// descriptor), unless it was judged already: removing the entry claims it.
+/// descriptor), unless it was judged already, then forgets it. Judged before it is removed:
+/// an io-wq worker's completion and the ring's next submission may judge the same open at
+/// once, and the submitter must not find it gone (and issue a read of its descriptor) before
+/// the worker's kill is sent — so in that overlap both judge it and it may be reported twice.
 #[inline(never)]
 fn judge_inflight(req: u64, res: i32) {
     let Some(f) = (unsafe { FILE_URING_INFLIGHT.get(&req) }).copied() else {
         return;
     };
-    if FILE_URING_INFLIGHT.remove(&req).is_err() {
-        return;
-    }
+    judge_entry(&f, res);
+    let _ = FILE_URING_INFLIGHT.remove(&req);
+}
+
+/// Judges the file at descriptor `fd` of the current task as remembered open `f`'s; whether a
+/// selector matched.
+#[inline(always)]
+fn judge_entry(f: &FileInflight, fd: i32) -> bool {
     let tgid = (bpf_pid_tgid() >> 32) as u32;
     let opened = Opened {
         candidates: f.candidates,
@@ -248,7 +284,7 @@ fn judge_inflight(req: u64, res: i32) {
         args: [0; 6],
         compat: false,
     };
-    judge_opened(&opened, &call, i64::from(res), FILE_VIA_URING);
+    judge_opened(&opened, &call, i64::from(fd), FILE_VIA_URING)
 }
 
 /// Remembers the open `req` of `ring` for its judgement; false when `FILE_URING_INFLIGHT` is
