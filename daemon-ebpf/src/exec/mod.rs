@@ -33,6 +33,8 @@ use exe_file::{exec_file, resolve_exe_path};
 use selectors::{eval_selectors, exec_match_step, MatchLoop};
 
 const SIGKILL: u32 = 9;
+/// The lookups of binary path conditions.
+const PATH_BITS: u32 = LOOKUP_BIN_EXACT | LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX;
 
 #[tracepoint]
 pub fn bulwark_exec(ctx: TracePointContext) -> u32 {
@@ -52,9 +54,72 @@ struct Slots {
     lookups: u32,
 }
 
+impl Slots {
+    /// The slots `record` stored in `ExecScratch::paths`, their `SLOT_META` entries looked
+    /// up again (the values are in the map, not in registers, after the walk).
+    #[inline(always)]
+    fn stored(p: &PathLookups) -> Result<Slots, i64> {
+        let meta0 = SLOT_META.get(p.slot[0]).ok_or(0i64)?;
+        let (n, meta1) = if p.n == 2 {
+            (2, SLOT_META.get(p.slot[1]).ok_or(0i64)?)
+        } else {
+            (1, meta0)
+        };
+        Ok(Slots {
+            slot: p.slot,
+            meta: [meta0, meta1],
+            n,
+            lookups: p.lookups,
+        })
+    }
+}
+
 fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let s = EXEC_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     let s = unsafe { &mut *s };
+    if !prepare(ctx, s) {
+        return Err(0);
+    }
+    // The argv walk is called from here, where nothing `prepare` computed is live but what it
+    // stored in the scratch map (its registers and stack ended with it, and the verifier
+    // tracks no map value's contents), so the verifier reaches this call in one state and
+    // checks the walk's step once. Called from inside `prepare`, it was checked once per
+    // combination of the flags, lengths and stack contents live there: 24 times.
+    if s.argv.done == 0 {
+        unsafe {
+            bpf_loop(
+                ARG_STEPS,
+                arg_step as *mut core::ffi::c_void,
+                core::ptr::null_mut(),
+                0,
+            )
+        };
+    }
+    if finish(s) {
+        Ok(())
+    } else {
+        Err(0)
+    }
+}
+
+/// [`record`] as a subprogram of its own (see `try_exec`); false when the exec is not judged.
+#[inline(never)]
+fn prepare(ctx: &TracePointContext, s: &mut ExecScratch) -> bool {
+    record(ctx, s).is_ok()
+}
+
+/// [`judge`] as a subprogram of its own: it starts from the scratch alone, in one state.
+#[inline(never)]
+fn finish(s: &mut ExecScratch) -> bool {
+    judge(s).is_ok()
+}
+
+/// The exec record (path, argv, parent) and the process condition hits known before the argv
+/// walk, all stored in the scratch: `paths` (slots, paths, hits), `argv` (the walk, `done`
+/// already set when there is nothing to walk) and `event` (with `EXEC_ARGS_INCOMPLETE` when the
+/// argument area is over `MAX_ARG_BYTES`).
+#[inline(always)]
+fn record(ctx: &TracePointContext, s: &mut ExecScratch) -> Result<(), i64> {
     let off = offsets();
     let tgid = (bpf_pid_tgid() >> 32) as u32;
     let now = unsafe { bpf_ktime_get_boot_ns() };
@@ -232,59 +297,70 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // arguments are complete matters to all of them.
     // For a loader exec, the walk also finds the loader's target (when paths are matched).
     let proc_args = sl.meta[0].proc_args | if sl.n == 2 { sl.meta[1].proc_args } else { 0 };
-    const PATH_BITS: u32 = LOOKUP_BIN_EXACT | LOOKUP_BIN_PREFIX | LOOKUP_BIN_POSTFIX;
     let find_target = loader && sl.lookups & PATH_BITS != 0;
-    let mut args_incomplete = false;
-    let mut target_len = 0u32;
-    if proc_args != 0 || find_target {
-        let limit = arg_start.saturating_add(MAX_ARG_BYTES as u64);
-        // The walk's state lives in the scratch map, not on the stack: the verifier does not
-        // track a map value's contents, so the walk's steps converge at once instead of each
-        // step's values being a state of their own (which multiplied the program after it).
-        s.argv = ArgWalk {
-            p: arg_start,
-            end: arg_end,
-            limit: if arg_end < limit { arg_end } else { limit },
-            elem_start: 0,
-            hits,
-            slot: sl.slot,
-            slot_lookups: [sl.meta[0].lookups, sl.meta[1].lookups],
-            n: sl.n as u32,
-            lookups: sl.lookups,
-            index: 0,
-            done: if arg_start == 0 { ARGS_INCOMPLETE } else { 0 },
-            args: (proc_args != 0) as u32,
-            target: if find_target {
-                TARGET_SEEK
-            } else {
-                TARGET_NONE
-            },
-            target_len: 0,
-            _pad: 0,
-        };
-        if s.argv.done == 0 {
-            unsafe {
-                bpf_loop(
-                    ARG_STEPS,
-                    arg_step as *mut core::ffi::c_void,
-                    core::ptr::null_mut(),
-                    0,
-                )
-            };
-        }
-        hits = s.argv.hits;
-        // Not at the end of the area (a bound, a failed read, the steps ran out): fail closed.
-        args_incomplete = proc_args != 0
-            && (s.argv.done != ARGS_COMPLETE || arg_end - arg_start > MAX_ARG_BYTES as u64);
-        if s.argv.target == TARGET_FOUND {
-            target_len = s.argv.target_len & (PATH_LEN as u32 - 1);
-        }
+    let limit = arg_start.saturating_add(MAX_ARG_BYTES as u64);
+    // The walk's state lives in the scratch map, not on the stack: the verifier does not
+    // track a map value's contents, so the walk's steps converge at once instead of each
+    // step's values being a state of their own (which multiplied the program after it).
+    s.argv = ArgWalk {
+        p: arg_start,
+        end: arg_end,
+        limit: if arg_end < limit { arg_end } else { limit },
+        elem_start: 0,
+        hits,
+        slot: sl.slot,
+        slot_lookups: [sl.meta[0].lookups, sl.meta[1].lookups],
+        n: sl.n as u32,
+        lookups: sl.lookups,
+        index: 0,
+        done: if proc_args == 0 && !find_target {
+            // Nothing to walk.
+            ARGS_COMPLETE
+        } else if arg_start == 0 {
+            ARGS_INCOMPLETE
+        } else {
+            0
+        },
+        args: (proc_args != 0) as u32,
+        target: if find_target {
+            TARGET_SEEK
+        } else {
+            TARGET_NONE
+        },
+        target_len: 0,
+        _pad: 0,
+    };
+    // Longer than the walk reads: incomplete whatever the walk finds (fail closed).
+    if proc_args != 0 && arg_end.wrapping_sub(arg_start) > MAX_ARG_BYTES as u64 {
+        s.event.flags |= EXEC_ARGS_INCOMPLETE;
     }
+    Ok(())
+}
+
+/// After the argv walk: the binary path lookups, the selectors, the process state and the
+/// exec-hook actions, from what `record` and the walk stored in the scratch.
+#[inline(always)]
+fn judge(s: &mut ExecScratch) -> Result<(), i64> {
+    let sl = Slots::stored(&s.paths)?;
+    let active_table = sl.slot[0];
+    let active = active_table & 1;
+    let tgid = s.event.header.tgid;
+    let now = s.event.header.start_ns;
+    let cgroup_id = s.event.cgroup_id;
+    let namespace_id = s.event.namespace_id;
+    // Not at the end of the area (a bound, a failed read, the steps ran out): fail closed.
+    let args_incomplete = s.event.flags & EXEC_ARGS_INCOMPLETE != 0
+        || (s.argv.args != 0 && s.argv.done != ARGS_COMPLETE);
+    let target_len = if s.argv.target == TARGET_FOUND {
+        s.argv.target_len & (PATH_LEN as u32 - 1)
+    } else {
+        0
+    };
     // A loader's target is a binary path too. One bpf_loop over the three paths, its state in
     // the scratch map: the verifier checks the lookups once, not once per path and state.
     s.paths.len[2] = target_len;
     s.paths.present[2] = (target_len != 0) as u32;
-    s.paths.hits = hits;
+    s.paths.hits = s.argv.hits;
     if sl.lookups & PATH_BITS != 0 {
         unsafe {
             bpf_loop(
@@ -294,8 +370,8 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
                 0,
             )
         };
-        hits = s.paths.hits;
     }
+    let hits = s.paths.hits;
     if args_incomplete {
         s.event.flags |= EXEC_ARGS_INCOMPLETE;
     }
