@@ -243,8 +243,8 @@ fn judge_issued(req: u64, ring: u64, next: u64) -> bool {
     if next_flags & REQ_F_FIXED_FILE != 0 {
         return false;
     }
-    // `io_uring_cqe.fd` (the SQE's descriptor until the request completes) follows `res`.
-    let fd: i32 = rd(next + off.uring_req_res as u64 + 4);
+    // `io_cqe.fd`: the SQE's descriptor until the request completes.
+    let fd: i32 = rd(next + off.uring_req_fd as u64);
     if judge_entry(&f, fd) {
         let _ = FILE_URING_INFLIGHT.remove(&req);
         return true;
