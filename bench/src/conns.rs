@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use crate::daemon::Daemon;
-use crate::{bulwark_binary, median, spawn_sink, worker, Bg, RunArgs};
+use crate::{bulwark_binary, median, median_interval, spawn_sink, worker, Bg, RunArgs};
 
 const SINK: &str = "127.0.0.1:9300";
 const ECHO: &str = "127.0.0.1:9301";
@@ -76,7 +76,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         spawn_sink(None, SINK)?,
         crate::spawn_worker(&["echo", "--addr", ECHO, "--size", "1024"])?,
     ];
-    let wl = workloads(args.quick);
+    let mut wl = workloads(args.quick);
+    if let Some(only) = &args.workload {
+        wl.retain(|(name, ..)| name.contains(only.as_str()));
+        if wl.is_empty() {
+            anyhow::bail!(
+                "--workload {only:?} names no workload (connect_close, request_1k_new_connection, \
+                 send_64b_classified)"
+            );
+        }
+    }
     // raw[workload][config]: ns/op per round; cpu[workload][config]: daemon CPU s per op.
     let mut raw = vec![vec![Vec::new(); CONFIGS.len()]; wl.len()];
     let mut cpu = vec![vec![Vec::new(); CONFIGS.len()]; wl.len()];
@@ -125,10 +134,23 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut rows = Vec::new();
     for (i, (name, _, target, _)) in wl.iter().enumerate() {
         let base = &raw[i][0];
-        let ratio = |c: usize| median(raw[i][c].iter().zip(base).map(|(x, b)| x / b).collect());
+        let ratios =
+            |c: usize| -> Vec<f64> { raw[i][c].iter().zip(base).map(|(x, b)| x / b).collect() };
+        let ratio = |c: usize| median(ratios(c));
         let observing = ratio(1);
+        let (lo, hi) = median_interval(ratios(1));
+        // The compared build against this one, round by round (both observing).
+        let paired: Vec<f64> = raw[i][4]
+            .iter()
+            .zip(&raw[i][1])
+            .map(|(x, o)| x / o)
+            .collect();
+        let (plo, phi) = median_interval(paired.clone());
         rows.push(json!({
             "workload": name, "target_ratio": target,
+            "observing_ratio_interval": [lo, hi],
+            "compared_over_observing": median(paired),
+            "compared_over_observing_interval": [plo, phi],
             "baseline_ns_per_op": median(base.clone()),
             "observing_ns_per_op": median(raw[i][1].clone()),
             "not_observing_ns_per_op": median(raw[i][2].clone()),
@@ -161,18 +183,20 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 fn markdown(r: &Value) -> String {
     let mut s = format!(
-        "Connection observation, no policy; {} rounds{}\n\n| workload | no daemon ns/op | observing ns/op | ratio | not observing ratio | kernel only ratio (daemon paused) | target | met | daemon CPU µs/op observing | not observing |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "Connection observation, no policy; {} rounds{}; the interval is the median ratio's (order statistics, >= 90%)\n\n| workload | no daemon ns/op | observing ns/op | ratio | interval | not observing ratio | kernel only ratio (daemon paused) | target | met | daemon CPU µs/op observing | not observing |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
         r["rounds"],
         if r["quick"].as_bool() == Some(true) { " (quick)" } else { "" }
     );
     for w in r["workloads"].as_array().into_iter().flatten() {
         let f = |k: &str| w[k].as_f64().unwrap_or(f64::NAN);
         s += &format!(
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | <= {} | {} | {:.2} | {:.2} |\n",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3}-{:.3} | {:.3} | {:.3} | <= {} | {} | {:.2} | {:.2} |\n",
             w["workload"].as_str().unwrap_or("?"),
             f("baseline_ns_per_op"),
             f("observing_ns_per_op"),
             f("observing_ratio"),
+            w["observing_ratio_interval"][0].as_f64().unwrap_or(f64::NAN),
+            w["observing_ratio_interval"][1].as_f64().unwrap_or(f64::NAN),
             f("not_observing_ratio"),
             f("kernel_only_ratio"),
             w["target_ratio"],
@@ -187,15 +211,22 @@ fn markdown(r: &Value) -> String {
     }
     if let Some(other) = r["compared"].as_str() {
         s += &format!(
-            "\nObserving with {other} in the same rounds:\n\n| workload | ratio | this build's ratio | daemon CPU µs/op | this build's |\n|---|---|---|---|---|\n"
+            "\nObserving with {other} in the same rounds (its time over this build's, round by round: below 1 is faster; the interval is the median's):\n\n| workload | ratio | this build's ratio | its time / this build's | interval | daemon CPU µs/op | this build's |\n|---|---|---|---|---|---|---|\n"
         );
         for w in r["workloads"].as_array().into_iter().flatten() {
             let f = |k: &str| w[k].as_f64().unwrap_or(f64::NAN);
             s += &format!(
-                "| {} | {:.3} | {:.3} | {:.2} | {:.2} |\n",
+                "| {} | {:.3} | {:.3} | {:.3} | {:.3}-{:.3} | {:.2} | {:.2} |\n",
                 w["workload"].as_str().unwrap_or("?"),
                 f("compared_observing_ratio"),
                 f("observing_ratio"),
+                f("compared_over_observing"),
+                w["compared_over_observing_interval"][0]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+                w["compared_over_observing_interval"][1]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
                 f("daemon_cpu_us_per_op_compared"),
                 f("daemon_cpu_us_per_op_observing"),
             );
