@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use crate::daemon::Daemon;
-use crate::{bulwark_binary, median, median_interval, spawn_sink, worker, Bg, RunArgs};
+use crate::{bulwark_binary, median, median_interval, spawn_on, worker_on, Bg, RunArgs};
 
 const SINK: &str = "127.0.0.1:9300";
 const ECHO: &str = "127.0.0.1:9301";
@@ -72,9 +72,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     let policies = work.join("policies");
     std::fs::create_dir_all(&policies)?;
     let events = work.join("events.jsonl");
+    // With --pin the servers run on CPU 1 and the measured client on CPU 0.
+    let (client_cpu, server_cpu) = if args.pin {
+        (Some(0), Some(1))
+    } else {
+        (None, None)
+    };
+    if args.pin && std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        anyhow::bail!("--pin needs at least two CPUs (client on CPU 0, servers on CPU 1)");
+    }
     let _sinks: [Bg; 2] = [
-        spawn_sink(None, SINK)?,
-        crate::spawn_worker(&["echo", "--addr", ECHO, "--size", "1024"])?,
+        spawn_on(None, &["sink", "--addr", SINK], server_cpu)?,
+        spawn_on(
+            None,
+            &["echo", "--addr", ECHO, "--size", "1024"],
+            server_cpu,
+        )?,
     ];
     let mut wl = workloads(args.quick);
     if let Some(only) = &args.workload {
@@ -113,7 +126,8 @@ pub fn run(args: RunArgs) -> Result<()> {
                     // SAFETY: signals our own child.
                     unsafe { libc::kill(pid, libc::SIGSTOP) };
                 }
-                let v = worker(None, wargs).with_context(|| format!("{name} ({})", CONFIGS[c]));
+                let v = worker_on(None, wargs, client_cpu)
+                    .with_context(|| format!("{name} ({})", CONFIGS[c]));
                 if let Some(pid) = paused {
                     // SAFETY: signals our own child.
                     unsafe { libc::kill(pid, libc::SIGCONT) };
@@ -166,7 +180,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }));
     }
     let report = json!({
-        "rounds": args.rounds, "quick": args.quick, "workloads": rows,
+        "rounds": args.rounds, "quick": args.quick, "pinned": args.pin, "workloads": rows,
         "compared": compared.map(|p| p.display().to_string()),
     });
     std::fs::create_dir_all(&args.out)?;
@@ -183,9 +197,14 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 fn markdown(r: &Value) -> String {
     let mut s = format!(
-        "Connection observation, no policy; {} rounds{}; the interval is the median ratio's (order statistics, >= 90%)\n\n| workload | no daemon ns/op | observing ns/op | ratio | interval | not observing ratio | kernel only ratio (daemon paused) | target | met | daemon CPU µs/op observing | not observing |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "Connection observation, no policy; {} rounds{}{}; the interval is the median ratio's (order statistics, >= 90%)\n\n| workload | no daemon ns/op | observing ns/op | ratio | interval | not observing ratio | kernel only ratio (daemon paused) | target | met | daemon CPU µs/op observing | not observing |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
         r["rounds"],
-        if r["quick"].as_bool() == Some(true) { " (quick)" } else { "" }
+        if r["quick"].as_bool() == Some(true) { " (quick)" } else { "" },
+        if r["pinned"].as_bool() == Some(true) {
+            "; client on CPU 0, servers on CPU 1"
+        } else {
+            ""
+        }
     );
     for w in r["workloads"].as_array().into_iter().flatten() {
         let f = |k: &str| w[k].as_f64().unwrap_or(f64::NAN);

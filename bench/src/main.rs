@@ -79,6 +79,12 @@ struct RunArgs {
     /// quicker comparison of one row; the report then has only those rows.
     #[arg(long, value_name = "NAME")]
     workload: Option<String>,
+    /// conns: run the measured client on CPU 0 and the servers it talks to on CPU 1 (the
+    /// daemon unpinned). Unpinned, where the scheduler puts the two ends makes runs of the same
+    /// configuration differ by up to ±25% on a 2-vCPU VM; pinned, back-to-back runs agree
+    /// within ~2%, so smaller differences between configurations can be resolved.
+    #[arg(long)]
+    pin: bool,
 }
 
 fn main() -> Result<()> {
@@ -168,24 +174,49 @@ fn spawn_sink(netns: Option<&str>, addr: &str) -> Result<Bg> {
     spawn_in(netns, &["sink", "--addr", addr])
 }
 
-/// A background worker on the host (a server the measured worker talks to).
-fn spawn_worker(args: &[&str]) -> Result<Bg> {
-    spawn_in(None, args)
+fn spawn_in(netns: Option<&str>, args: &[&str]) -> Result<Bg> {
+    spawn_on(netns, args, None)
 }
 
-fn spawn_in(netns: Option<&str>, args: &[&str]) -> Result<Bg> {
-    let child = self_command(netns)?
-        .arg("worker")
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()?;
+/// Runs `cmd`'s child (and every thread it makes) on CPU `cpu` only, when given.
+fn on_cpu(cmd: &mut Command, cpu: Option<usize>) {
+    use std::os::unix::process::CommandExt;
+    let Some(cpu) = cpu else { return };
+    // SAFETY: only async-signal-safe calls (sched_setaffinity on a stack copy) between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A background worker, pinned to `cpu` when given.
+fn spawn_on(netns: Option<&str>, args: &[&str], cpu: Option<usize>) -> Result<Bg> {
+    let mut cmd = self_command(netns)?;
+    cmd.arg("worker").args(args).stdout(Stdio::null());
+    on_cpu(&mut cmd, cpu);
+    let child = cmd.spawn()?;
     std::thread::sleep(Duration::from_millis(300));
     Ok(Bg(child))
 }
 
 /// Run one worker (optionally inside a netns) and return its JSON result.
 fn worker(netns: Option<&str>, args: &[String]) -> Result<Value> {
-    let out = self_command(netns)?.arg("worker").args(args).output()?;
+    worker_on(netns, args, None)
+}
+
+/// [`worker`], pinned to `cpu` when given.
+fn worker_on(netns: Option<&str>, args: &[String], cpu: Option<usize>) -> Result<Value> {
+    let mut cmd = self_command(netns)?;
+    cmd.arg("worker").args(args);
+    on_cpu(&mut cmd, cpu);
+    let out = cmd.output()?;
     if !out.status.success() {
         bail!(
             "worker {args:?} failed: {}",
