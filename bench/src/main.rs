@@ -80,9 +80,9 @@ struct RunArgs {
     #[arg(long, value_name = "NAME")]
     workload: Option<String>,
     /// conns: run the measured client on CPU 0 and the servers it talks to on CPU 1 (the
-    /// daemon unpinned). Unpinned, where the scheduler puts the two ends makes runs of the same
-    /// configuration differ by up to ±25% on a 2-vCPU VM; pinned, back-to-back runs agree
-    /// within ~2%, so smaller differences between configurations can be resolved.
+    /// daemon unpinned). On a 2-vCPU VM back-to-back runs of the 1 KB workload then agree
+    /// within ~2% (88-98 µs unpinned); the spread across daemon restarts stays, and TCP
+    /// connect times keep their two modes, so more rounds are still what narrows a row.
     #[arg(long)]
     pin: bool,
 }
@@ -231,7 +231,8 @@ fn worker_on(netns: Option<&str>, args: &[String], cpu: Option<usize>) -> Result
 /// `1 - 2 P(Binomial(n, 1/2) <= j - 1)`, is still at least 0.9. Five rounds give the range
 /// (93.8%), nine the second-smallest to the second-largest (96.1%). `(NAN, NAN)` when empty.
 /// Single rounds on a small VM vary by up to ±25%, so a median alone over-states what a run
-/// shows; a change is resolved only when the intervals of two builds do not overlap.
+/// shows; a comparison with `--compare` is resolved when its round-by-round interval
+/// excludes 1.
 fn median_interval(mut v: Vec<f64>) -> (f64, f64) {
     let n = v.len();
     if n == 0 {
