@@ -258,7 +258,8 @@ pub struct PathLookups {
 
 /// State of the argv walk of the exec program (`arg_step`). In the scratch map rather than on
 /// the stack: the verifier does not track a map value's contents, so it does not see a new
-/// state at every step of the walk.
+/// state at every step of the walk. The slots it looks arguments up in are
+/// `ExecScratch::paths`' (set before the walk, read-only during it).
 #[repr(C)]
 pub struct ArgWalk {
     /// User address of the next byte to read.
@@ -270,10 +271,6 @@ pub struct ArgWalk {
     /// Start of the element being skipped to its end (longer than one read), else 0.
     pub elem_start: u64,
     pub hits: [u64; SLOTS],
-    pub slot: [u32; SLOTS],
-    pub slot_lookups: [u32; SLOTS],
-    pub n: u32,
-    pub lookups: u32,
     /// argv index of the element at `p` (or being skipped).
     pub index: u32,
     /// 0 while walking, then `ARGS_COMPLETE` or `ARGS_INCOMPLETE`.

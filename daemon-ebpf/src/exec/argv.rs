@@ -98,7 +98,7 @@ fn arg_lookup(s: &mut ExecScratch, which: ArgMatcher) {
         ArgMatcher::Postfix => LOOKUP_ARG_POSTFIX,
     };
     let own = s.argv.index < MAX_ARGS as u32;
-    let any = s.argv.index != 0 && s.argv.lookups & LOOKUP_ARG_ANY != 0;
+    let any = s.argv.index != 0 && s.paths.lookups & LOOKUP_ARG_ANY != 0;
     for with_any in [false, true] {
         if (with_any && !any) || (!with_any && !own) {
             continue;
@@ -109,10 +109,10 @@ fn arg_lookup(s: &mut ExecScratch, which: ArgMatcher) {
             (s.argv.index & 0xff) as u8
         };
         for k in 0..SLOTS {
-            if (k as u32) >= s.argv.n || s.argv.slot_lookups[k] & bit == 0 {
+            if (k as u32) >= s.paths.n || s.paths.slot_lookups[k] & bit == 0 {
                 continue;
             }
-            let slot = s.argv.slot[k] as u8;
+            let slot = s.paths.slot[k] as u8;
             let hit = match which {
                 ArgMatcher::Exact => {
                     s.arg_key.index = index;
@@ -140,7 +140,7 @@ fn arg_lookup(s: &mut ExecScratch, which: ArgMatcher) {
 /// Prefix lookup of the `l` (<= ARG_LEN) first bytes of the element at `at`.
 #[inline(always)]
 fn arg_prefix(s: &mut ExecScratch, at: u64, l: usize) {
-    if s.argv.lookups & LOOKUP_ARG_PREFIX == 0 {
+    if s.paths.lookups & LOOKUP_ARG_PREFIX == 0 {
         return;
     }
     s.arg_lpm.prefix_len = 8 * (2 + l as u32);
@@ -153,7 +153,7 @@ fn arg_prefix(s: &mut ExecScratch, at: u64, l: usize) {
 /// bytes of `arg_buf` read up to the element's end (`l = min(n, ARG_LEN)`).
 #[inline(always)]
 fn arg_postfix(s: &mut ExecScratch, n: usize) {
-    if s.argv.lookups & LOOKUP_ARG_POSTFIX == 0 {
+    if s.paths.lookups & LOOKUP_ARG_POSTFIX == 0 {
         return;
     }
     let l = if n > ARG_LEN { ARG_LEN } else { n };
@@ -226,7 +226,7 @@ pub(super) extern "C" fn arg_step(_step: u64, _ctx: *mut core::ffi::c_void) -> i
         arg_prefix(s, at, l);
         if ends {
             // Exact: values longer than ARG_LEN can never equal a policy value.
-            if s.argv.lookups & LOOKUP_ARG_EXACT != 0 && len <= ARG_LEN {
+            if s.paths.lookups & LOOKUP_ARG_EXACT != 0 && len <= ARG_LEN {
                 zero_fill(s.arg_key.value.as_mut_ptr(), ARG_LEN as u32);
                 read_user(
                     s.arg_key.value.as_mut_ptr(),

@@ -308,10 +308,6 @@ fn record(ctx: &TracePointContext, s: &mut ExecScratch) -> Result<(), i64> {
         limit: if arg_end < limit { arg_end } else { limit },
         elem_start: 0,
         hits,
-        slot: sl.slot,
-        slot_lookups: [sl.meta[0].lookups, sl.meta[1].lookups],
-        n: sl.n as u32,
-        lookups: sl.lookups,
         index: 0,
         done: if proc_args == 0 && !find_target {
             // Nothing to walk.
