@@ -226,21 +226,21 @@ pub struct FileSelectorEntry {
     pub _pad: u32,
 }
 
-/// `FILE_URING_INFLIGHT[req]`: an io_uring open waiting for its completion.
+/// `FILE_URING_INFLIGHT[req]`: an io_uring open waiting for its completion. It keeps no
+/// selectors: the open is judged by the rules in force when it is judged (the process's
+/// candidates read again then), like an open system call's exit. An open held in flight (behind
+/// a linked request) can outlive two rule changes, and the slot it was submitted under is then
+/// rewritten with other selectors at the same bits.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FileInflight {
     /// The open flags as the caller gave them.
     pub flags: u64,
-    /// The process's file selectors that may match (its cached bits).
-    pub candidates: u64,
-    pub table: u32,
     /// Filter index of the call.
     pub index: u32,
     /// The submitting process: an entry whose process is gone is stale (an open that ended
     /// without a completion), and the daemon's sweep removes it.
     pub tgid: u32,
-    pub _pad: u32,
 }
 
 /// [`FileEvent::via`]: a system call (`nr` its number).
@@ -321,6 +321,6 @@ pub struct FileEvent {
 assert_sizes!(
     FileTable = 24,
     FileSelectorEntry = 16,
-    FileInflight = 32,
+    FileInflight = 16,
     FileEvent = 352,
 );

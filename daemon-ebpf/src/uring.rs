@@ -267,14 +267,19 @@ fn judge_inflight(req: u64, res: i32) {
 }
 
 /// Judges the file at descriptor `fd` of the current task as remembered open `f`'s; whether a
-/// selector matched.
+/// selector matched. By the rules in force now (the process's candidates read again, as an
+/// open's exit does), not those at its submission: a held open may outlive two rule changes,
+/// and the slot it was submitted under then has other selectors at the same bits. The current
+/// task is the submitter, its io-wq worker or its SQPOLL thread: the same process.
 #[inline(always)]
 fn judge_entry(f: &FileInflight, fd: i32) -> bool {
-    let tgid = (bpf_pid_tgid() >> 32) as u32;
+    let Some((candidates, table, start_ns)) = candidates((bpf_pid_tgid() >> 32) as u32) else {
+        return false;
+    };
     let opened = Opened {
-        candidates: f.candidates,
-        table: f.table,
-        start_ns: unsafe { PROCESSES.get(&tgid) }.map_or(0, |p| p.start_ns),
+        candidates,
+        table,
+        start_ns,
         flags: f.flags,
     };
     let call = Call {
@@ -345,11 +350,8 @@ fn submit(req: u64, opcode: u8, cands: u64, table: u32, start_ns: u64) {
                 }
                 let inflight = FileInflight {
                     flags,
-                    candidates: cands,
-                    table,
                     index: opcode as u32,
                     tgid: (bpf_pid_tgid() >> 32) as u32,
-                    _pad: 0,
                 };
                 if track(req, ring, &inflight) {
                     return;

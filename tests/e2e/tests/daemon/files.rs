@@ -9,7 +9,7 @@
 
 use bulwark_e2e::daemon::ev;
 use bulwark_e2e::{preflight, serial, Daemon, DaemonConfig, Event, PinDir, RunOutput, World};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -315,6 +315,37 @@ int main(int argc, char **argv) {
         int res = uring_name_op(name_ops[i].op, path, argc > 3 ? argv[3] : 0);
         printf("after %d\n", res);
         return res < 0;
+    }
+    /* An open held in flight across rule changes: a READ of FIFO argv[3] (opened O_RDWR, so
+       the open does not wait for a writer), hard-linked to an OPENAT of `path`, submitted
+       together; says "held", then waits for both completions and reads the open's descriptor
+       with read(2). The OPENAT is submitted now and issued when the test writes to the FIFO. */
+    if (!strcmp(mode, "uring-held")) {
+        static char gate[1];
+        int fifo = open(argv[3], O_RDWR);
+        if (fifo < 0) { perror("open fifo"); return 3; }
+        if (ring_init(&r, 0) < 0) return 3;
+        struct io_uring_sqe *e = ring_sqe(&r);
+        e->opcode = IORING_OP_READ;
+        e->fd = fifo;
+        e->addr = (unsigned long)gate;
+        e->len = 1;
+        e->flags = IOSQE_IO_HARDLINK;
+        e = queue_openat(&r, path);
+        e->open_flags = O_RDONLY;
+        e->user_data = 1;
+        if (syscall(__NR_io_uring_enter, r.fd, 2, 0, 0, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+        printf("held\n"); fflush(stdout);
+        int fd = -1;
+        for (int seen = 0; seen < 2; seen++) {
+            if (syscall(__NR_io_uring_enter, r.fd, 0, 1, IORING_ENTER_GETEVENTS, 0, 0) < 0) { perror("io_uring_enter"); return 3; }
+            unsigned *headp = (unsigned *)(r.cq + r.p.cq_off.head);
+            unsigned head = *headp;
+            struct io_uring_cqe *c = (struct io_uring_cqe *)(r.cq + r.p.cq_off.cqes) + (head & *(unsigned *)(r.cq + r.p.cq_off.ring_mask));
+            if (c->user_data == 1) fd = c->res;
+            __atomic_store_n(headp, head + 1, __ATOMIC_RELEASE);
+        }
+        return dump(fd);
     }
     /* Opens `path` for writing, says "opened", waits until file argv[3] exists (the test
        loads the policy meanwhile), then truncates it through io_uring; with "fixed" as
@@ -1264,12 +1295,11 @@ impl UringInflightTable {
         );
     }
 
-    /// Puts `n` dummy requests of process `tgid` in the table (`FileInflight`: flags,
-    /// candidates, table, index, tgid, padding).
+    /// Puts `n` dummy requests of process `tgid` in the table (`FileInflight`: flags, index,
+    /// tgid).
     fn fill(&self, n: u64, tgid: u32) {
-        let mut value = vec![0u8; 24];
+        let mut value = vec![0u8; 12];
         value.extend(tgid.to_le_bytes());
-        value.extend([0; 4]);
         let value: Vec<String> = value.iter().map(|b| format!("{b:02x}")).collect();
         self.each_dummy(n, "update", &format!("value hex {}", value.join(" ")));
     }
@@ -1287,6 +1317,93 @@ impl UringInflightTable {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v.as_array().map_or(0, Vec::len)
     }
+}
+
+/// An io_uring open is judged by the rules in force when it is issued, not those at its
+/// submission: an OPENAT held behind a linked read of a FIFO while the rules are replaced twice
+/// (the slot it was submitted under is rewritten, and the protected file's selector moves to
+/// another bit) is still killed when the test lets it go, before a byte of the file is read.
+/// Judged with what it was submitted under, the open read the file (the old selector's bit now
+/// names the unrelated file's selector).
+#[test]
+fn file_io_uring_open_held_across_reloads_is_judged_by_the_rules_in_force() {
+    let _g = serial();
+    let Some(u) = uring_world("file-uring-held") else {
+        return;
+    };
+    let (s, p, plain) = u.args();
+    let name = "e2e-file-uring-held";
+    let ns = "e2e-file";
+    let secret = format!("{{operator: In, values: ['{s}']}}");
+    let unrelated = |file: &str| format!("{{operator: In, values: ['{file}']}}");
+    let decoy = u.dir.join("decoy");
+    let decoy = decoy.to_str().unwrap();
+    let d = Daemon::start(
+        &u.w,
+        &[(
+            &format!("{name}.yaml"),
+            &policy_of(name, &[(ns, &secret, "read", "Sigkill")]),
+        )],
+    );
+    let fifo = u.w.dir().join("gate");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // The probe with its open submitted and held.
+    let hold = || {
+        let held =
+            u.w.pod()
+                .spawn(&[p, "uring-held", s, fifo.to_str().unwrap()]);
+        let submitted = bulwark_e2e::poll_until(bulwark_e2e::timeout(), || {
+            held.stdout_so_far().contains("held").then_some(())
+        });
+        assert!(submitted.is_some(), "the probe submitted its held open");
+        held
+    };
+    // Lets the held open go (non-blocking: with no reader left, the probe gone, this fails
+    // instead of waiting) and waits for the probe.
+    let release = |held: bulwark_e2e::Running| {
+        let mut gate = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the probe's FIFO has no reader ({e}): {}",
+                    held.stdout_so_far()
+                )
+            });
+        std::io::Write::write_all(&mut gate, b"g").unwrap();
+        held.wait(bulwark_e2e::timeout())
+    };
+    // No change of rules: the held open is judged when it completes.
+    let out = release(hold());
+    assert_uring_killed(&d, name, &out, "held open", "read", "IORING_OP_OPENAT");
+    let held = hold();
+    // Two rule sets, each with the protected file's selector further down: the second is
+    // written into the slot the open was submitted under.
+    for extra in [vec![plain], vec![plain, decoy]] {
+        let mut selectors: Vec<(&str, String, &str, &str)> = extra
+            .iter()
+            .map(|f| (ns, unrelated(f), "read", "Post"))
+            .collect();
+        selectors.push((ns, secret.clone(), "read", "Sigkill"));
+        let selectors: Vec<(&str, &str, &str, &str)> = selectors
+            .iter()
+            .map(|(n, paths, a, act)| (*n, paths.as_str(), *a, *act))
+            .collect();
+        let st = d.replace_policy(&format!("{name}.yaml"), &policy_of(name, &selectors));
+        assert_eq!(st["state"], "reloaded", "{st}");
+    }
+    let out = release(held);
+    assert_uring_killed(
+        &d,
+        name,
+        &out,
+        "open held across two reloads",
+        "read",
+        "IORING_OP_OPENAT",
+    );
 }
 
 /// The io_uring programs are pinned with the others: after a `kill -9` of the daemon an
