@@ -64,6 +64,7 @@ fn workloads(quick: bool) -> Vec<(&'static str, Vec<String>, f64, u64)> {
 
 /// Runs the rounds; `args.out` gets conns-report.json and conns-report.md.
 pub fn run(args: RunArgs) -> Result<()> {
+    crate::daemon::ensure_machine_free()?;
     let bulwark = bulwark_binary(&args.bulwark)?;
     let compared = args.compare.as_deref().map(bulwark_binary).transpose()?;
     // The fifth configuration (observing with `--compare`'s binary) only when given.

@@ -1,4 +1,5 @@
-//! Starting and stopping the daemon under test, and reading its status events.
+//! Starting and stopping the daemon under test, reading its status events, and refusing to
+//! measure while another bulwark enforces on the machine.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -131,4 +132,128 @@ pub fn count_events(events: &Path) -> std::collections::BTreeMap<String, u64> {
         }
     }
     m
+}
+
+/// Fails when another bulwark would run its programs in every configuration of a run, the
+/// no-daemon baseline included: a daemon still running, or programs a daemon left pinned and
+/// attached after it stopped (one started without `--no-pin`). Every ratio of such a run
+/// would be wrong without anything looking amiss. The kernel's list of loaded programs is the
+/// truth (its names are bulwark's own: `bulwark_*`, and `noop_*` for the floor).
+pub fn ensure_machine_free() -> Result<()> {
+    // Programs whose last link or pin just went (a daemon stopping, `bulwark unload`) are
+    // freed by the kernel shortly after: give them a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let loaded = loop {
+        let loaded = loaded_bulwark_programs();
+        if loaded.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            break loaded;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let first = &loaded[0];
+    let pins = bulwark_pins(Path::new("/sys/fs/bpf"));
+    let fix = match pins.first() {
+        Some(dir) => format!(
+            "they are pinned in {}: stop the daemon that owns them, if any, then `bulwark \
+             unload --pin-dir {}`",
+            dir.display(),
+            dir.display()
+        ),
+        None => "stop the bulwark daemon that runs them".to_string(),
+    };
+    bail!(
+        "{} bulwark program(s) are loaded ({first}, ...) and would run in every configuration, \
+         the no-daemon baseline included: {fix}, and run again",
+        loaded.len()
+    )
+}
+
+/// The names of the loaded BPF programs that are bulwark's (`bulwark_*`, `noop_*`), from the
+/// kernel's program list (`BPF_PROG_GET_NEXT_ID`, `BPF_PROG_GET_FD_BY_ID`,
+/// `BPF_OBJ_GET_INFO_BY_FD`). Programs it cannot read are skipped.
+fn loaded_bulwark_programs() -> Vec<String> {
+    const BPF_PROG_GET_NEXT_ID: i64 = 11;
+    const BPF_PROG_GET_FD_BY_ID: i64 = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
+    // `struct bpf_prog_info` up to the end of `name` (offset 64, 16 bytes).
+    const INFO_LEN: usize = 80;
+    let bpf = |cmd: i64, attr: &mut [u8; 16]| unsafe {
+        libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32)
+    };
+    let mut names = Vec::new();
+    let mut id = 0u32;
+    loop {
+        let mut attr = [0u8; 16];
+        attr[..4].copy_from_slice(&id.to_ne_bytes());
+        if bpf(BPF_PROG_GET_NEXT_ID, &mut attr) != 0 {
+            break;
+        }
+        id = u32::from_ne_bytes(attr[4..8].try_into().unwrap());
+        let mut attr = [0u8; 16];
+        attr[..4].copy_from_slice(&id.to_ne_bytes());
+        let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr);
+        if fd < 0 {
+            continue;
+        }
+        let mut info = [0u8; INFO_LEN];
+        let mut attr = [0u8; 16];
+        attr[..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&(INFO_LEN as u32).to_ne_bytes());
+        attr[8..].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+        let ok = bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) == 0;
+        unsafe { libc::close(fd as i32) };
+        if !ok {
+            continue;
+        }
+        let name = &info[64..80];
+        let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+        let name = String::from_utf8_lossy(name);
+        if name.starts_with("bulwark_") || name.starts_with("noop_") {
+            names.push(name.into_owned());
+        }
+    }
+    names
+}
+
+/// The pin directories under `bpffs` that hold something and are bulwark's (named `bulwark*`,
+/// as `bulwark run --pin-dir`'s default and the e2e tests' are).
+fn bulwark_pins(bpffs: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(bpffs) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("bulwark"))
+        .map(|e| e.path())
+        .filter(|p| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_some()))
+        .collect();
+    found.sort();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("bulwark-bench-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn pins_found_only_when_a_bulwark_dir_holds_something() {
+        let fs = scratch("pins");
+        std::fs::create_dir_all(fs.join("bulwark-empty")).unwrap();
+        std::fs::create_dir_all(fs.join("other/x")).unwrap();
+        std::fs::create_dir_all(fs.join("progs.debug")).unwrap();
+        assert!(bulwark_pins(&fs).is_empty());
+        std::fs::create_dir_all(fs.join("bulwark/build-1/links")).unwrap();
+        assert_eq!(bulwark_pins(&fs), vec![fs.join("bulwark")]);
+        std::fs::remove_dir_all(&fs).unwrap();
+    }
 }

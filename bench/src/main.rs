@@ -367,6 +367,7 @@ fn run(args: RunArgs) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("bulwark-bench run needs root (it runs the daemon and creates network namespaces)");
     }
+    crate::daemon::ensure_machine_free()?;
     let bulwark = bulwark_binary(&args.bulwark)?;
     let work = std::env::temp_dir().join(format!("bulwark-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;

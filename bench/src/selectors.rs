@@ -18,6 +18,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("bulwark-bench selectors needs root (it runs the daemon)");
     }
+    crate::daemon::ensure_machine_free()?;
     let bulwark = std::fs::canonicalize(&args.bulwark)
         .with_context(|| format!("{} not found", args.bulwark.display()))?;
     let work = std::env::temp_dir().join(format!("bulwark-bench-sel-{}", std::process::id()));

@@ -301,6 +301,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("bulwark-bench syscalls needs root (it runs the daemon and attaches programs)");
     }
+    crate::daemon::ensure_machine_free()?;
     let bulwark = bulwark_binary(&args.bulwark)?;
     let work = std::env::temp_dir().join(format!("bulwark-bench-sys-{}", std::process::id()));
     let files = work.join("files");
