@@ -172,50 +172,13 @@ pub fn ensure_machine_free() -> Result<()> {
 }
 
 /// The names of the loaded BPF programs that are bulwark's (`bulwark_*`, `noop_*`), from the
-/// kernel's program list (`BPF_PROG_GET_NEXT_ID`, `BPF_PROG_GET_FD_BY_ID`,
-/// `BPF_OBJ_GET_INFO_BY_FD`). Programs it cannot read are skipped.
+/// kernel's program list (aya's `loaded_programs`). Programs it cannot read are skipped.
 fn loaded_bulwark_programs() -> Vec<String> {
-    const BPF_PROG_GET_NEXT_ID: i64 = 11;
-    const BPF_PROG_GET_FD_BY_ID: i64 = 13;
-    const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
-    // `struct bpf_prog_info` up to the end of `name` (offset 64, 16 bytes).
-    const INFO_LEN: usize = 80;
-    let bpf = |cmd: i64, attr: &mut [u8; 16]| unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32)
-    };
-    let mut names = Vec::new();
-    let mut id = 0u32;
-    loop {
-        let mut attr = [0u8; 16];
-        attr[..4].copy_from_slice(&id.to_ne_bytes());
-        if bpf(BPF_PROG_GET_NEXT_ID, &mut attr) != 0 {
-            break;
-        }
-        id = u32::from_ne_bytes(attr[4..8].try_into().unwrap());
-        let mut attr = [0u8; 16];
-        attr[..4].copy_from_slice(&id.to_ne_bytes());
-        let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr);
-        if fd < 0 {
-            continue;
-        }
-        let mut info = [0u8; INFO_LEN];
-        let mut attr = [0u8; 16];
-        attr[..4].copy_from_slice(&(fd as u32).to_ne_bytes());
-        attr[4..8].copy_from_slice(&(INFO_LEN as u32).to_ne_bytes());
-        attr[8..].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
-        let ok = bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) == 0;
-        unsafe { libc::close(fd as i32) };
-        if !ok {
-            continue;
-        }
-        let name = &info[64..80];
-        let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
-        let name = String::from_utf8_lossy(name);
-        if name.starts_with("bulwark_") || name.starts_with("noop_") {
-            names.push(name.into_owned());
-        }
-    }
-    names
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|name| name.starts_with("bulwark_") || name.starts_with("noop_"))
+        .collect()
 }
 
 /// The pin directories under `bpffs` that hold something and are bulwark's (named `bulwark*`,

@@ -229,7 +229,8 @@ fn worker_on(netns: Option<&str>, args: &[String], cpu: Option<usize>) -> Result
 /// A distribution-free interval for the median of `v` (order statistics, coverage >= 90%):
 /// `[x(j), x(n+1-j)]` (1-based, sorted) for the largest `j` whose coverage,
 /// `1 - 2 P(Binomial(n, 1/2) <= j - 1)`, is still at least 0.9. Five rounds give the range
-/// (93.8%), nine the second-smallest to the second-largest (96.1%). `(NAN, NAN)` when empty.
+/// (93.8%), nine the second-smallest to the second-largest (96.1%); under five rounds not even
+/// the range covers 90%, and the range is what is returned. `(NAN, NAN)` when empty.
 /// Single rounds on a small VM vary by up to ±25%, so a median alone over-states what a run
 /// shows; a comparison with `--compare` is resolved when its round-by-round interval
 /// excludes 1.
@@ -252,10 +253,7 @@ fn median_interval(mut v: Vec<f64>) -> (f64, f64) {
         below += term;
         j = k + 1;
     }
-    if 1.0 - 2.0 * half_n < 0.9 {
-        // Fewer than five rounds: not even the range covers 90%; the range is all there is.
-        j = 1;
-    }
+    // Under five rounds P(X = 0) alone exceeds 0.05, so the loop stops at once: j = 1, the range.
     (v[j - 1], v[n - j])
 }
 
